@@ -1,0 +1,103 @@
+//! The `veilfs` command tree. Each command lives in its own file and only turns arguments into
+//! library calls; exit codes: 0 ok, 1 operation failed, 2 bad input (clap uses 2 as well).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod forensic;
+mod mount;
+mod profile;
+mod rules;
+mod scan;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "veilfs",
+    version,
+    about = "A filtering, redacting, snapshotting FUSE gateway for AI agents"
+)]
+pub struct Cli {
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log as JSON lines (for SIEMs).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount SCOPE at MOUNTPOINT through a profile (foreground; Ctrl-C unmounts).
+    Mount(mount::MountArgs),
+    /// Unmount a veilfs mount point.
+    Unmount(mount::UnmountArgs),
+    /// Profile tools.
+    #[command(subcommand)]
+    Profile(profile::ProfileCmd),
+    /// Dry run: which paths a profile hides and why, and which contents it redacts.
+    Scan(scan::ScanArgs),
+    /// Print the masked view of one file.
+    Redact(scan::RedactArgs),
+    /// Redaction rule tools.
+    #[command(subcommand)]
+    Rules(rules::RulesCmd),
+    /// Sessions and every change they made.
+    Log(forensic::LogArgs),
+    /// What a session changed, as a diff.
+    Diff(forensic::DiffArgs),
+    /// Undo a session's changes.
+    Rollback(forensic::RollbackArgs),
+    /// Re-hash every object and check every journal chain.
+    Verify(forensic::VerifyArgs),
+    /// Apply an overlay session to the real folder.
+    Commit(forensic::CommitArgs),
+    /// Throw away an overlay session's changes.
+    Discard(forensic::DiscardArgs),
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    init_tracing(cli.verbose, cli.log_json);
+    let result = match cli.command {
+        Command::Mount(a) => mount::run(a),
+        Command::Unmount(a) => mount::run_unmount(a),
+        Command::Profile(c) => profile::run(c),
+        Command::Scan(a) => scan::run(a),
+        Command::Redact(a) => scan::run_redact(a),
+        Command::Rules(c) => rules::run(c),
+        Command::Log(a) => forensic::run_log(a),
+        Command::Diff(a) => forensic::run_diff(a),
+        Command::Rollback(a) => forensic::run_rollback(a),
+        Command::Verify(a) => forensic::run_verify(a),
+        Command::Commit(a) => forensic::run_commit(a),
+        Command::Discard(a) => forensic::run_discard(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("veilfs: error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,25 @@
+//! veilfs: a FUSE gateway that hands an AI agent a filtered, redacted, and (where writes are
+//! allowed) snapshotted view of a real folder.
+//!
+//! Module map (see `../shared/design.md`):
+//! - [`profile`]: the admin's TOML profile, validated with file:line errors.
+//! - [`policy`]: pure visibility/writability decisions compiled from a profile.
+//! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
+//! - [`backing`]: the only module that touches the real folder, always beneath the scope's fd.
+//! - [`fs`]: the `fuser::Filesystem` translation layer.
+//! - [`store`], [`journal`], [`rollback`]: snapshot store, tamper-evident journal, undo.
+//! - [`guard`]: snapshot-before-write orchestration for the write path.
+//! - [`overlay`]: copy-on-write upper layer.
+//! - [`mount`]: mount-point checks, session lifecycle, signal handling.
+
+pub mod backing;
+pub mod fs;
+pub mod guard;
+pub mod journal;
+pub mod mount;
+pub mod overlay;
+pub mod policy;
+pub mod profile;
+pub mod redact;
+pub mod rollback;
+pub mod store;
