@@ -262,6 +262,12 @@ pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<OsString> {
     Ok(OsString::from_vec(buf))
 }
 
+/// Reads the target of the symlink `name` beneath `dir`.
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OsString> {
+    let fd = lookup(dir, name)?;
+    readlink_fd(fd.as_fd())
+}
+
 fn proc_path(fd: BorrowedFd<'_>) -> CString {
     // Cannot contain NUL: digits only.
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()

@@ -1,1 +1,249 @@
-//! (not yet written)
+//! Mount lifecycle: refuse unsafe or confusing requests before anything is mounted, serve the
+//! filesystem in the foreground, and always unmount on SIGINT/SIGTERM/SIGHUP.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tracing::info;
+
+use crate::backing;
+use crate::fs::view::Viewer;
+use crate::fs::{FsConfig, VeilFs};
+use crate::policy::Policy;
+use crate::profile::{Profile, Unscannable, WriteMode};
+use crate::redact::Engine;
+
+/// What `veilfs mount` was asked to do.
+pub struct MountRequest {
+    pub scope: PathBuf,
+    pub mountpoint: PathBuf,
+    pub profile: Profile,
+    pub mode: Option<WriteMode>,
+    pub store: Option<PathBuf>,
+    pub allow_other: bool,
+}
+
+/// Is `p` a mount point (per /proc/self/mountinfo, which also sees same-device bind mounts)?
+pub fn is_mount_point(p: &Path) -> bool {
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = p.as_os_str().as_bytes();
+    info.split(|b| *b == b'\n').any(|line| {
+        line.split(|b| *b == b' ')
+            .nth(4)
+            .map(|mp| unescape_mountinfo(mp) == want)
+            .unwrap_or(false)
+    })
+}
+
+fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Checks a scope and mount point pair; returns both canonicalised.
+pub fn preflight(scope: &Path, mountpoint: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let scope_c = scope
+        .canonicalize()
+        .with_context(|| format!("scope {}: does not exist", scope.display()))?;
+    if !scope_c.is_dir() {
+        bail!("scope {}: not a directory", scope.display());
+    }
+    let mp_c = mountpoint
+        .canonicalize()
+        .with_context(|| format!("mount point {}: does not exist", mountpoint.display()))?;
+    if !mp_c.is_dir() {
+        bail!("mount point {}: not a directory", mountpoint.display());
+    }
+    if is_mount_point(&mp_c) {
+        bail!(
+            "mount point {}: already a mount point",
+            mountpoint.display()
+        );
+    }
+    let mut rd = std::fs::read_dir(&mp_c)
+        .with_context(|| format!("mount point {}: cannot list", mountpoint.display()))?;
+    if rd.next().is_some() {
+        bail!("mount point {}: not empty", mountpoint.display());
+    }
+    if mp_c.starts_with(&scope_c) {
+        bail!(
+            "mount point {} is inside the scope {}: the agent's view would contain itself",
+            mp_c.display(),
+            scope_c.display()
+        );
+    }
+    if scope_c.starts_with(&mp_c) {
+        bail!(
+            "scope {} is inside the mount point {}",
+            scope_c.display(),
+            mp_c.display()
+        );
+    }
+    Ok((scope_c, mp_c))
+}
+
+/// Mounts and serves until unmounted (by `veilfs unmount`, `umount`, or a signal).
+pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
+    let (scope, mountpoint) = preflight(&req.scope, &req.mountpoint)?;
+    let mut policy = Policy::new(&req.profile).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(mode) = req.mode {
+        policy = policy.with_mode(mode);
+    }
+    let mode = policy.mode();
+    let engine = Engine::load(
+        &req.profile.redaction.rule_sets,
+        &req.profile.redaction.rule_files,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = Arc::new(policy);
+    let viewer = Viewer::new(
+        Arc::new(engine),
+        policy.clone(),
+        req.profile.redaction.max_scan_size,
+        req.profile.redaction.unscannable == Unscannable::Allow,
+    );
+    let guard = match mode {
+        WriteMode::ReadOnly => None,
+        other => bail!("write mode {other:?} is not available yet"),
+    };
+    let fd_limit = backing::raise_fd_limit();
+    let root =
+        backing::open_root(&scope).with_context(|| format!("open scope {}", scope.display()))?;
+    let fs = VeilFs::new(
+        root,
+        FsConfig {
+            policy,
+            viewer,
+            ttl: Duration::from_millis(req.profile.cache.ttl_ms),
+            guard,
+            passthrough: true,
+        },
+    )
+    .with_context(|| format!("stat scope {}", scope.display()))?;
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(format!("veilfs:{}", scope.display())),
+        fuser::MountOption::Subtype("veilfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if mode == WriteMode::ReadOnly {
+        config.mount_options.push(fuser::MountOption::RO);
+    }
+    if req.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config.n_threads = Some(
+        std::thread::available_parallelism()
+            .map(|n| n.get() * 2)
+            .unwrap_or(4)
+            .clamp(4, 16),
+    );
+    config.clone_fd = true;
+
+    let signals = block_signals();
+    let mut session = fuser::Session::new(fs, &mountpoint, &config)
+        .with_context(|| format!("mount at {}", mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    // Tests and scripts wait for this line instead of polling.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "veilfs: mounted {}", mountpoint.display());
+        let _ = out.flush();
+    }
+    std::thread::Builder::new()
+        .name("veilfs-signals".into())
+        .spawn(move || {
+            let sig = wait_signal(&signals);
+            info!("signal {sig}: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                tracing::error!("unmount after signal {sig} failed: {e}");
+            }
+        })
+        .context("spawn signal thread")?;
+    info!(
+        scope = %scope.display(),
+        mountpoint = %mountpoint.display(),
+        profile = %req.profile.name,
+        mode = ?mode,
+        fd_limit,
+        "mounted"
+    );
+    session.run().context("FUSE session")?;
+    info!("unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local, zeroed set; pthread_sigmask on the calling thread,
+    // inherited by every thread spawned after it, so only the signal thread receives them.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: set is a valid, initialised sigset; sig is a valid out-pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+/// Unmounts a veilfs mount point.
+pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
+    let mp = mountpoint
+        .canonicalize()
+        .with_context(|| format!("{}: does not exist", mountpoint.display()))?;
+    if !is_mount_point(&mp) {
+        bail!("{}: not a mount point", mountpoint.display());
+    }
+    let c = std::ffi::CString::new(mp.as_os_str().as_bytes())?;
+    // SAFETY: valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    // Not root: let the setuid helper do it.
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mp)
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        _ => Err(err).with_context(|| format!("unmount {}", mp.display())),
+    }
+}
+
+/// Same device as its parent? Used by tests and `wait_ready`-style helpers.
+pub fn dev_of(p: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(p).ok().map(|m| m.dev())
+}

@@ -2,6 +2,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use veilfs::mount::{MountRequest, mount_and_serve, unmount};
+use veilfs::profile::{Profile, WriteMode};
+
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
     /// Profile (default: the built-in default profile, read-only).
@@ -9,7 +13,7 @@ pub struct MountArgs {
     pub profile: Option<PathBuf>,
     /// Write mode, overriding the profile: read-only, snapshot or overlay.
     #[arg(long)]
-    pub mode: Option<String>,
+    pub mode: Option<WriteMode>,
     /// Snapshot store directory (overrides the profile's).
     #[arg(long)]
     pub store: Option<PathBuf>,
@@ -27,10 +31,24 @@ pub struct UnmountArgs {
     pub mountpoint: PathBuf,
 }
 
-pub fn run(_a: MountArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("mount: not yet implemented")
+pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
+    let profile = match &a.profile {
+        Some(p) => Profile::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Profile::builtin_default(),
+    };
+    mount_and_serve(MountRequest {
+        scope: a.scope,
+        mountpoint: a.mountpoint,
+        profile,
+        mode: a.mode,
+        store: a.store,
+        allow_other: a.allow_other,
+    })
+    .context("mount")?;
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_unmount(_a: UnmountArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("unmount: not yet implemented")
+pub fn run_unmount(a: UnmountArgs) -> anyhow::Result<ExitCode> {
+    unmount(&a.mountpoint)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,195 @@
+//! The inode table: veilfs's own inode numbers mapped to held O_PATH fds of real objects.
+//!
+//! Numbers are monotonic and never reused while the mount lives. A real object seen through two
+//! names (a hardlink) is one inode, keyed by `(st_dev, st_ino)`. Lookup counts follow the kernel
+//! exactly: +1 per entry reply, -n per forget; at 0 the inode (and its fd) is dropped and never
+//! revived. Insert-or-get happens under one write lock so two racing lookups agree.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::backing::Kind;
+
+pub const ROOT: u64 = 1;
+
+/// Where an inode currently lives: its parent inode and its name there. Policy is decided from
+/// this *current* location on every request, never from a path cached earlier.
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub parent: u64,
+    pub name: OsString,
+}
+
+pub struct Inode {
+    pub ino: u64,
+    pub fd: OwnedFd,
+    pub key: (u64, u64),
+    pub kind: Kind,
+    pub loc: Mutex<Location>,
+    nlookup: AtomicU64,
+    /// Passthrough backing id shared by all read-only handles of this inode, with their count.
+    pub backing: Mutex<Option<(Arc<fuser::BackingId>, usize)>>,
+    /// Identity of the file at its last open: the kernel's page cache may be kept only when
+    /// the file is unchanged since then.
+    pub last_open: Mutex<Option<crate::redact::FileId>>,
+}
+
+impl Inode {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    pub fn location(&self) -> Location {
+        self.loc
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+    pub fn set_location(&self, parent: u64, name: &OsStr) {
+        let mut l = self.loc.lock().unwrap_or_else(|e| e.into_inner());
+        l.parent = parent;
+        l.name = name.to_os_string();
+    }
+}
+
+#[derive(Default)]
+struct Tables {
+    by_ino: HashMap<u64, Arc<Inode>>,
+    by_key: HashMap<(u64, u64), u64>,
+}
+
+pub struct InodeTable {
+    tables: RwLock<Tables>,
+    next: AtomicU64,
+}
+
+impl InodeTable {
+    pub fn new(root_fd: OwnedFd, root_key: (u64, u64)) -> InodeTable {
+        let root = Arc::new(Inode {
+            ino: ROOT,
+            fd: root_fd,
+            key: root_key,
+            kind: Kind::Dir,
+            loc: Mutex::new(Location {
+                parent: ROOT,
+                name: OsString::new(),
+            }),
+            // The root is never forgotten.
+            nlookup: AtomicU64::new(1 << 62),
+            backing: Mutex::new(None),
+            last_open: Mutex::new(None),
+        });
+        let mut t = Tables::default();
+        t.by_ino.insert(ROOT, root);
+        t.by_key.insert(root_key, ROOT);
+        InodeTable {
+            tables: RwLock::new(t),
+            next: AtomicU64::new(ROOT + 1),
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {
+        let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        t.by_ino.get(&ino).cloned()
+    }
+
+    pub fn ino_of_key(&self, key: (u64, u64)) -> Option<u64> {
+        let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        t.by_key.get(&key).copied()
+    }
+
+    /// Returns the inode for `key`, creating it from `fd` if absent, and counts one lookup.
+    /// Moves it to (parent, name): the name the kernel just resolved is its current one.
+    pub fn lookup_insert(
+        &self,
+        key: (u64, u64),
+        kind: Kind,
+        fd: OwnedFd,
+        parent: u64,
+        name: &OsStr,
+    ) -> Arc<Inode> {
+        let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(ino) = t.by_key.get(&key).copied()
+            && let Some(inode) = t.by_ino.get(&ino).cloned()
+            && inode.kind == kind
+        {
+            inode.nlookup.fetch_add(1, Ordering::Relaxed);
+            if ino != ROOT {
+                inode.set_location(parent, name);
+            }
+            return inode;
+        }
+        let ino = self.next.fetch_add(1, Ordering::Relaxed);
+        let inode = Arc::new(Inode {
+            ino,
+            fd,
+            key,
+            kind,
+            loc: Mutex::new(Location {
+                parent,
+                name: name.to_os_string(),
+            }),
+            nlookup: AtomicU64::new(1),
+            backing: Mutex::new(None),
+            last_open: Mutex::new(None),
+        });
+        t.by_ino.insert(ino, inode.clone());
+        t.by_key.insert(key, ino);
+        inode
+    }
+
+    /// Drops `n` lookups; the inode goes away at zero.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        let Some(inode) = t.by_ino.get(&ino).cloned() else {
+            return;
+        };
+        // Every change of nlookup happens under the write lock, so load+store is exact.
+        let left = inode.nlookup.load(Ordering::Relaxed).saturating_sub(n);
+        inode.nlookup.store(left, Ordering::Relaxed);
+        if left == 0 {
+            t.by_ino.remove(&ino);
+            if t.by_key.get(&inode.key) == Some(&ino) {
+                t.by_key.remove(&inode.key);
+            }
+        }
+    }
+
+    /// The inode's current path relative to the scope root ("" for the root), or None when an
+    /// ancestor is gone (the inode was unlinked or its parent forgotten).
+    pub fn rel_path(&self, ino: u64) -> Option<PathBuf> {
+        let mut parts: Vec<OsString> = Vec::new();
+        let mut cur = ino;
+        let mut guard = 0;
+        while cur != ROOT {
+            let inode = self.get(cur)?;
+            let loc = inode.location();
+            parts.push(loc.name);
+            cur = loc.parent;
+            guard += 1;
+            if guard > 4096 {
+                return None;
+            }
+        }
+        let mut p = PathBuf::new();
+        for part in parts.iter().rev() {
+            p.push(part);
+        }
+        Some(p)
+    }
+
+    pub fn len(&self) -> usize {
+        let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        t.by_ino.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,1067 @@
+//! The `fuser::Filesystem` implementation: translate kernel requests into calls on
+//! [`backing`](crate::backing) (real folder), [`policy`](crate::policy) (may the agent see or
+//! change this?), [`view`] (what bytes may it read) and the write [`guard`](crate::guard).
+//!
+//! Every handler replies on every path (an unanswered request hangs the agent) and never
+//! panics (a panic kills a worker thread). Errors keep their errno.
+
+mod inode;
+pub mod view;
+mod write;
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use tracing::{debug, info, warn};
+
+use crate::backing::{self, Kind, Stat};
+use crate::guard::Guard;
+use crate::policy::{EntryKind, Policy};
+use crate::redact::Redactions;
+use inode::{Inode, InodeTable, ROOT};
+use view::{View, Viewer};
+
+/// Everything the filesystem needs, decided before mounting.
+pub struct FsConfig {
+    pub policy: Arc<Policy>,
+    pub viewer: Viewer,
+    /// Kernel entry/attribute cache lifetime.
+    pub ttl: Duration,
+    /// The write path; `None` means read-only: every mutation answers EROFS.
+    pub guard: Option<Arc<Guard>>,
+    /// Try FUSE passthrough for files served raw.
+    pub passthrough: bool,
+}
+
+/// An open file.
+struct Handle {
+    ino: u64,
+    file: File,
+    /// The identity the view was decided for; a read that finds another re-decides.
+    view: Mutex<(crate::redact::FileId, Option<Arc<Redactions>>)>,
+    writable: bool,
+    wrote: AtomicBool,
+    passthrough: bool,
+}
+
+/// An open directory: a snapshot of its visible entries, so offsets are stable while read.
+struct DirHandle {
+    ino: u64,
+    entries: Vec<(OsString, Kind)>,
+}
+
+pub struct VeilFs {
+    cfg: FsConfig,
+    inodes: InodeTable,
+    handles: RwLock<std::collections::HashMap<u64, Arc<Handle>>>,
+    dirs: RwLock<std::collections::HashMap<u64, Arc<DirHandle>>>,
+    next_fh: AtomicU64,
+    passthrough_ok: AtomicBool,
+}
+
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn systime(t: (i64, i64)) -> SystemTime {
+    if t.0 >= 0 {
+        UNIX_EPOCH + Duration::new(t.0 as u64, t.1 as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs((-t.0) as u64) + Duration::from_nanos(t.1 as u64)
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+pub(crate) fn entry_kind(k: Kind) -> EntryKind {
+    match k {
+        Kind::File => EntryKind::File,
+        Kind::Dir => EntryKind::Dir,
+        Kind::Symlink => EntryKind::Symlink,
+        _ => EntryKind::Special,
+    }
+}
+
+fn attr_of(ino: u64, st: &Stat) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.size,
+        blocks: st.blocks,
+        atime: systime(st.atime),
+        mtime: systime(st.mtime),
+        ctime: systime(st.ctime),
+        crtime: systime(st.ctime),
+        kind: file_type(st.kind()),
+        perm: st.perm() as u16,
+        nlink: st.nlink.min(u32::MAX as u64) as u32,
+        uid: st.uid,
+        gid: st.gid,
+        rdev: st.rdev as u32,
+        blksize: if st.blksize == 0 {
+            4096
+        } else {
+            st.blksize as u32
+        },
+        flags: 0,
+    }
+}
+
+impl VeilFs {
+    pub fn new(root_fd: OwnedFd, cfg: FsConfig) -> std::io::Result<VeilFs> {
+        let st = backing::stat_fd(root_fd.as_fd())?;
+        Ok(VeilFs {
+            cfg,
+            inodes: InodeTable::new(root_fd, (st.dev, st.ino)),
+            handles: RwLock::new(Default::default()),
+            dirs: RwLock::new(Default::default()),
+            next_fh: AtomicU64::new(1),
+            passthrough_ok: AtomicBool::new(false),
+        })
+    }
+
+    fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    fn rel(&self, ino: u64) -> Result<PathBuf, Errno> {
+        self.inodes.rel_path(ino).ok_or(Errno::ENOENT)
+    }
+
+    fn ttl(&self) -> Duration {
+        self.cfg.ttl
+    }
+
+    /// Policy verdict for `name` (stat `st`, already opened as `fd`) inside visible dir `rel_parent`.
+    fn visible(&self, rel: &Path, st: &Stat, fd: Option<&OwnedFd>) -> Result<(), Errno> {
+        let target = if st.kind() == Kind::Symlink {
+            match fd {
+                Some(fd) => backing::readlink_fd(fd.as_fd()).ok(),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let target_path = target.as_ref().map(Path::new);
+        match self
+            .cfg
+            .policy
+            .visibility(rel, entry_kind(st.kind()), st.size, target_path)
+        {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                debug!(path = %rel.display(), reason = %why, "hidden");
+                Err(Errno::ENOENT)
+            }
+        }
+    }
+
+    /// Resolves `name` in `parent`, applies policy and counts a lookup.
+    fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<(Arc<Inode>, Stat), Errno> {
+        backing::check_name(name).map_err(Errno::from_i32)?;
+        let p = self.inodes.get(parent).ok_or(Errno::ESTALE)?;
+        if p.kind != Kind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        let rel = self.rel(parent)?.join(name);
+        let fd = backing::lookup(p.fd(), name).map_err(|e| match e.raw_os_error() {
+            // A mount point inside the scope is not part of it.
+            Some(libc::EXDEV) => Errno::ENOENT,
+            _ => errno_of(&e),
+        })?;
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        self.visible(&rel, &st, Some(&fd))?;
+        let inode = self
+            .inodes
+            .lookup_insert((st.dev, st.ino), st.kind(), fd, parent, name);
+        Ok((inode, st))
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn handle(&self, fh: FileHandle, ino: INodeNo) -> Result<Arc<Handle>, Errno> {
+        let h = self
+            .handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned()
+            .ok_or(Errno::EBADF)?;
+        if h.ino != ino.0 {
+            return Err(Errno::EBADF);
+        }
+        Ok(h)
+    }
+
+    /// Opens a regular file for the agent: decides the view, then picks passthrough, the page
+    /// cache, or userspace masking.
+    fn open_file(
+        &self,
+        inode: &Arc<Inode>,
+        flags: i32,
+        reply: ReplyOpen,
+        writable: bool,
+    ) -> Result<(), (Errno, ReplyOpen)> {
+        let rel = match self.rel(inode.ino) {
+            Ok(r) => r,
+            Err(e) => return Err((e, reply)),
+        };
+        let st = match backing::stat_fd(inode.fd()) {
+            Ok(s) => s,
+            Err(e) => return Err((errno_of(&e), reply)),
+        };
+        let view = if writable {
+            // Writable handles are only handed out for files whose view is their content
+            // (checked by the write path), so there is nothing to mask.
+            View::Raw
+        } else {
+            self.cfg.viewer.decide(&rel, inode.fd(), &st)
+        };
+        let redactions = match view {
+            View::Raw => None,
+            View::Masked(r) => Some(r),
+            View::Denied(reason) => {
+                warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+                return Err((Errno::EACCES, reply));
+            }
+        };
+        let file = match backing::reopen(inode.fd(), flags) {
+            Ok(f) => f,
+            Err(e) => return Err((errno_of(&e), reply)),
+        };
+        let fh = self.new_fh();
+        let try_passthrough = redactions.is_none()
+            && !writable
+            && self.cfg.passthrough
+            && self.passthrough_ok.load(Ordering::Relaxed);
+        let mut passthrough_id = None;
+        if try_passthrough {
+            let mut b = inode.backing.lock().unwrap_or_else(|e| e.into_inner());
+            match b.as_mut() {
+                Some((id, n)) => {
+                    *n += 1;
+                    passthrough_id = Some(id.clone());
+                }
+                None => match reply.open_backing(&file) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        *b = Some((id.clone(), 1));
+                        passthrough_id = Some(id);
+                    }
+                    Err(e) => {
+                        debug!("passthrough unavailable for {}: {e}", rel.display());
+                    }
+                },
+            }
+        }
+        let h = Arc::new(Handle {
+            ino: inode.ino,
+            file,
+            view: Mutex::new((view::file_id(&st), redactions.clone())),
+            writable,
+            wrote: AtomicBool::new(false),
+            passthrough: passthrough_id.is_some(),
+        });
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, h);
+        info!(target: "veilfs::audit", path = %rel.display(), masked = redactions.is_some(), writable, "open");
+        let mut fflags = FopenFlags::empty();
+        {
+            let id = view::file_id(&st);
+            let mut last = inode.last_open.lock().unwrap_or_else(|e| e.into_inner());
+            if !writable && *last == Some(id) {
+                fflags |= FopenFlags::FOPEN_KEEP_CACHE;
+            }
+            *last = Some(id);
+        }
+        match passthrough_id {
+            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+            None => reply.opened(FileHandle(fh), fflags),
+        }
+        Ok(())
+    }
+
+    fn release_handle(&self, fh: u64) -> Option<Arc<Handle>> {
+        let h = self
+            .handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh)?;
+        if h.passthrough
+            && let Some(inode) = self.inodes.get(h.ino)
+        {
+            let mut b = inode.backing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, n)) = b.as_mut() {
+                *n -= 1;
+                if *n == 0 {
+                    *b = None;
+                }
+            }
+        }
+        Some(h)
+    }
+
+    /// Reads with the current view; re-decides when the file changed since the view was made.
+    fn read_masked(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let mut buf = vec![0u8; size as usize];
+        let mut n = 0;
+        while n < buf.len() {
+            match h.file.read_at(&mut buf[n..], offset + n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(errno_of(&e)),
+            }
+        }
+        buf.truncate(n);
+        if h.writable || !self.cfg.viewer.redaction_enabled() {
+            return Ok(buf);
+        }
+        let st = backing::stat_fd(h.file.as_fd()).map_err(|e| errno_of(&e))?;
+        let id = view::file_id(&st);
+        let redactions = {
+            let mut v = h.view.lock().unwrap_or_else(|e| e.into_inner());
+            if v.0 != id {
+                let inode = self.inodes.get(h.ino).ok_or(Errno::ESTALE)?;
+                let rel = self.rel(h.ino)?;
+                match self.cfg.viewer.decide(&rel, inode.fd(), &st) {
+                    View::Raw => *v = (id, None),
+                    View::Masked(r) => *v = (id, Some(r)),
+                    View::Denied(reason) => {
+                        warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied after change");
+                        return Err(Errno::EACCES);
+                    }
+                }
+            }
+            v.1.clone()
+        };
+        if let Some(r) = redactions {
+            r.apply(offset, &mut buf);
+        }
+        Ok(buf)
+    }
+
+    fn list_visible(&self, ino: u64) -> Result<Vec<(OsString, Kind)>, Errno> {
+        let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
+        let rel = self.rel(ino)?;
+        let entries = backing::list_dir(inode.fd()).map_err(|e| errno_of(&e))?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Ok(st) = backing::stat_at(inode.fd(), &e.name) else {
+                continue;
+            };
+            let crel = rel.join(&e.name);
+            let target = if st.kind() == Kind::Symlink {
+                backing::readlink_at(inode.fd(), &e.name).ok()
+            } else {
+                None
+            };
+            if self
+                .cfg
+                .policy
+                .visibility(
+                    &crel,
+                    entry_kind(st.kind()),
+                    st.size,
+                    target.as_ref().map(Path::new),
+                )
+                .is_err()
+            {
+                continue;
+            }
+            out.push((e.name, st.kind()));
+        }
+        Ok(out)
+    }
+}
+
+impl Filesystem for VeilFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_EXPORT_SUPPORT;
+        if let Err(missing) = config.add_capabilities(wanted) {
+            info!("kernel did not grant: {missing:?}");
+        }
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(1 << 20);
+        if self.cfg.passthrough {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) => match config.set_max_stack_depth(1) {
+                    Ok(_) => {
+                        self.passthrough_ok.store(true, Ordering::Relaxed);
+                        info!("FUSE passthrough enabled for unredacted files");
+                    }
+                    Err(e) => {
+                        info!("passthrough stack depth refused ({e}); serving reads in userspace")
+                    }
+                },
+                Err(_) => info!("kernel has no FUSE passthrough; serving reads in userspace"),
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.do_lookup(parent.0, name) {
+            Ok((inode, st)) => reply.entry(&self.ttl(), &attr_of(inode.ino, &st), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let st = match fh.and_then(|fh| self.handle(fh, ino).ok()) {
+            Some(h) => backing::stat_fd(h.file.as_fd()),
+            None => match self.inode(ino) {
+                Ok(i) => backing::stat_fd(i.fd()),
+                Err(e) => return reply.error(e),
+            },
+        };
+        match st {
+            Ok(st) => reply.attr(&self.ttl(), &attr_of(ino.0, &st)),
+            Err(e) => reply.error(errno_of(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.inode(ino) {
+            Ok(i) => match backing::readlink_fd(i.fd()) {
+                Ok(t) => reply.data(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str())),
+                Err(e) => reply.error(errno_of(&e)),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let inode = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        if inode.kind != Kind::File {
+            return reply.error(if inode.kind == Kind::Dir {
+                Errno::EISDIR
+            } else {
+                Errno::EACCES
+            });
+        }
+        let f = flags.0;
+        let wants_write = (f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0;
+        if wants_write {
+            if let Err(e) = self.prepare_write_open(req, &inode, f) {
+                return reply.error(e);
+            }
+        }
+        // O_CREAT/O_EXCL are the kernel's business; O_TRUNC was applied by the write path.
+        let open_flags = f & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
+        if let Err((e, reply)) = self.open_file(&inode, open_flags, reply, wants_write) {
+            reply.error(e);
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let h = match self.handle(fh, ino) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        match self.read_masked(&h, offset, size) {
+            Ok(buf) => reply.data(&buf),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(h) = self.release_handle(fh.0)
+            && h.wrote.load(Ordering::Relaxed)
+        {
+            self.after_write_release(&h);
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.handle(fh, ino) {
+            Ok(h) => {
+                let r = if datasync {
+                    h.file.sync_data()
+                } else {
+                    h.file.sync_all()
+                };
+                match r {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno_of(&e)),
+                }
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let inode = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        if inode.kind != Kind::Dir {
+            return reply.error(Errno::ENOTDIR);
+        }
+        match self.list_visible(ino.0) {
+            Ok(entries) => {
+                let fh = self.new_fh();
+                self.dirs.write().unwrap_or_else(|e| e.into_inner()).insert(
+                    fh,
+                    Arc::new(DirHandle {
+                        ino: ino.0,
+                        entries,
+                    }),
+                );
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(d) = self
+            .dirs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned()
+        else {
+            return reply.error(Errno::EBADF);
+        };
+        if d.ino != ino.0 {
+            return reply.error(Errno::EBADF);
+        }
+        let parent = self
+            .inodes
+            .get(ino.0)
+            .map(|i| i.location().parent)
+            .unwrap_or(ROOT);
+        // Offsets: 1 = ".", 2 = "..", 3.. = entries[off-3].
+        let mut off = offset;
+        if off == 0 {
+            if reply.add(ino, 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if reply.add(INodeNo(parent), 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, (name, kind)) in d.entries.iter().enumerate().skip((off - 2) as usize) {
+            // d_ino is informational for readdir; use ours when known.
+            let dino = u64::MAX >> 1;
+            if reply.add(INodeNo(dino), i as u64 + 3, file_type(*kind), name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(d) = self
+            .dirs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned()
+        else {
+            return reply.error(Errno::EBADF);
+        };
+        if d.ino != ino.0 {
+            return reply.error(Errno::EBADF);
+        }
+        let ttl = self.ttl();
+        let mut off = offset;
+        if off < 2 {
+            // The kernel does not count lookups for "." and "..".
+            let Ok(me) = self.inode(ino) else {
+                return reply.error(Errno::ESTALE);
+            };
+            let Ok(st) = backing::stat_fd(me.fd()) else {
+                return reply.error(Errno::ESTALE);
+            };
+            let attr = attr_of(ino.0, &st);
+            if off == 0 {
+                if reply.add(ino, 1, ".", &ttl, &attr, Generation(0)) {
+                    return reply.ok();
+                }
+                off = 1;
+            }
+            let parent = me.location().parent;
+            let pattr = self
+                .inodes
+                .get(parent)
+                .and_then(|p| backing::stat_fd(p.fd()).ok())
+                .map(|s| attr_of(parent, &s))
+                .unwrap_or(attr);
+            if reply.add(INodeNo(parent), 2, "..", &ttl, &pattr, Generation(0)) {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, (name, _)) in d.entries.iter().enumerate().skip((off - 2) as usize) {
+            let (inode, st) = match self.do_lookup(ino.0, name) {
+                Ok(x) => x,
+                // Gone or hidden since opendir: skip it.
+                Err(_) => continue,
+            };
+            let attr = attr_of(inode.ino, &st);
+            if reply.add(
+                INodeNo(inode.ino),
+                i as u64 + 3,
+                name,
+                &ttl,
+                &attr,
+                Generation(0),
+            ) {
+                // Not sent: undo the lookup count we took for it.
+                self.inodes.forget(inode.ino, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let Some(root) = self.inodes.get(ROOT) else {
+            return reply.error(Errno::EIO);
+        };
+        match backing::statfs(root.fd()) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                255,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno_of(&e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let inode = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match backing::getxattr(inode.fd(), name, size as usize) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(errno_of(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let inode = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match backing::listxattr(inode.fd(), size as usize) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(errno_of(&e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if let Err(e) = self.inode(ino) {
+            return reply.error(e);
+        }
+        if mask.contains(AccessFlags::W_OK) && self.cfg.guard.is_none() {
+            return reply.error(Errno::EROFS);
+        }
+        reply.ok();
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        let h = match self.handle(fh, ino) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        // SEEK_DATA/SEEK_HOLE on the real file (sparse-aware cp/tar).
+        // SAFETY: the fd is valid for the life of h.
+        let r = unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&h.file), offset, whence) };
+        if r < 0 {
+            reply.error(errno_of(&std::io::Error::last_os_error()));
+        } else {
+            reply.offset(r);
+        }
+    }
+
+    // ---- mutations: delegated to write.rs, which answers EROFS in read-only mode ----
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<fuser::TimeOrNow>,
+        mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let r = self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime, fh);
+        match r {
+            Ok(st) => reply.attr(&self.attr_ttl(), &attr_of(ino.0, &st)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.do_create_node(
+            req,
+            parent,
+            name,
+            write::NewNode::Node {
+                mode: mode & !umask | (mode & libc::S_IFMT),
+                rdev,
+            },
+        );
+        self.reply_entry(r, reply);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.do_create_node(
+            req,
+            parent,
+            name,
+            write::NewNode::Dir {
+                mode: mode & !umask,
+            },
+        );
+        self.reply_entry(r, reply);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.do_create_node(
+            req,
+            parent,
+            link_name,
+            write::NewNode::Symlink {
+                target: target.as_os_str().to_os_string(),
+            },
+        );
+        self.reply_entry(r, reply);
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = self.do_create_node(req, newparent, newname, write::NewNode::Link { ino: ino.0 });
+        self.reply_entry(r, reply);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_remove(req, parent, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_remove(req, parent, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_rename(req, parent, name, newparent, newname, flags.bits()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        match self.do_create_file(req, parent, name, mode & !umask, flags) {
+            Ok((inode, st, fh)) => reply.created(
+                &self.ttl(),
+                &attr_of(inode.ino, &st),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        match self.do_write(ino, fh, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_fallocate(ino, fh, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: fuser::ReplyWrite,
+    ) {
+        // Through our own read (masking) and write (guarded) paths, never a kernel copy that
+        // would bypass the view.
+        let r = (|| {
+            let hin = self.handle(fh_in, ino_in)?;
+            let buf = self.read_masked(&hin, offset_in, len.min(1 << 20) as u32)?;
+            self.do_write(ino_out, fh_out, offset_out, &buf)
+        })();
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_setxattr(ino, name, Some(value), flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_setxattr(ino, name, None, 0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+impl VeilFs {
+    fn reply_entry(&self, r: Result<(Arc<Inode>, Stat), Errno>, reply: ReplyEntry) {
+        match r {
+            Ok((inode, st)) => reply.entry(&self.ttl(), &attr_of(inode.ino, &st), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn attr_ttl(&self) -> Duration {
+        self.ttl()
+    }
+
+    /// Number of inodes the mount currently holds (for memory figures and tests).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+}

@@ -1,0 +1,152 @@
+//! Shared harness for tests that mount for real: one built `veilfs` binary, a temp scope and
+//! mount point per test, and a guard that always unmounts (even when the test panics).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_veilfs")
+}
+
+/// A running `veilfs mount`. Dropping it unmounts and reaps the process.
+pub struct Mount {
+    pub child: Option<Child>,
+    pub mp: PathBuf,
+    _mp_dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// Mounts `scope` with extra CLI args (e.g. `--profile x.toml`), waiting until the mount is
+    /// live (the process prints its "mounted" line only after the kernel handshake).
+    pub fn start(scope: &Path, args: &[&str]) -> Mount {
+        Self::try_start(scope, args).unwrap_or_else(|e| panic!("mount failed: {e}"))
+    }
+
+    pub fn try_start(scope: &Path, args: &[&str]) -> Result<Mount, String> {
+        let mp_dir = tempfile::Builder::new()
+            .prefix("veilfs-mp-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let mp = mp_dir.path().join("view");
+        std::fs::create_dir(&mp).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(bin());
+        cmd.arg("mount").args(args).arg(scope).arg(&mp);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        if !line.starts_with("veilfs: mounted") {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let _ = child.wait();
+            return Err(format!("mount did not come up: {line}{err}"));
+        }
+        Ok(Mount {
+            child: Some(child),
+            mp,
+            _mp_dir: mp_dir,
+        })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.mp.clone()
+        } else {
+            self.mp.join(rel)
+        }
+    }
+
+    /// Unmounts cleanly and returns the process's exit status and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let _ = Command::new(bin()).arg("unmount").arg(&self.mp).status();
+        let mut child = self.child.take().expect("child");
+        let status = child.wait().expect("wait");
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // Lazy detach never blocks, even when the process is wedged or already gone.
+        if veilfs::mount::is_mount_point(&self.mp) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A hash of a whole tree: every path, kind, mode, size, mtime, content and link target.
+pub fn tree_hash(root: &Path) -> String {
+    let mut entries = Vec::new();
+    walk(root, root, &mut entries);
+    entries.sort();
+    let mut h = blake3::Hasher::new();
+    for e in entries {
+        h.update(&e);
+        h.update(b"\0");
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<Vec<u8>>) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let rel = p.strip_prefix(root).unwrap_or(&p);
+        let mut rec = rel.as_os_str().as_bytes().to_vec();
+        rec.extend(
+            format!(
+                " mode={:o} size={} mtime={}.{}",
+                m.mode(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec()
+            )
+            .as_bytes(),
+        );
+        if m.file_type().is_symlink() {
+            if let Ok(t) = std::fs::read_link(&p) {
+                rec.extend(b" -> ");
+                rec.extend(t.as_os_str().as_bytes());
+            }
+        } else if m.is_file() {
+            if let Ok(data) = std::fs::read(&p) {
+                rec.extend(b" ");
+                rec.extend(blake3::hash(&data).to_hex().as_bytes());
+            }
+        }
+        out.push(rec);
+        if m.is_dir() {
+            walk(root, &p, out);
+        }
+    }
+}
+
+/// Writes a profile file into `dir` and returns its path.
+pub fn write_profile(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write profile");
+    p
+}
