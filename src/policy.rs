@@ -25,6 +25,9 @@
 //!   `[".env*", "!.env.example"]` hides `.env` and `.env.local` but shows `.env.example`.
 //!   As in gitignore, a file inside a hidden directory cannot be re-included: the directory is
 //!   gone, so nothing below it is ever looked up.
+//! - Matching is **ASCII case-insensitive** (unlike git): `*.pem` hides `SERVER.PEM`, `*.pdf`
+//!   allows `SCAN.PDF`. Hiding a file because of its case-folded name is the safe error for a
+//!   deny list, and documents from Windows machines often carry upper-case extensions.
 //! - `\` escapes the next character (`\!important.txt`, `\*`).
 //!
 //! # Layers
@@ -144,6 +147,7 @@ pub(crate) fn compile_pattern(text: &str) -> Result<Pattern, String> {
     let glob = GlobBuilder::new(&glob_text)
         .literal_separator(true)
         .backslash_escape(true)
+        .case_insensitive(true)
         .build()
         .map_err(|e| e.kind().to_string())?;
     Ok(Pattern {
@@ -504,4 +508,510 @@ pub fn symlink_escapes(link_rel: &Path, target: &Path) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{DirRules, Profile};
+    use std::os::unix::ffi::OsStrExt;
+
+    fn policy(toml: &str) -> Policy {
+        let p = Profile::parse(&format!("version = 1\n{toml}"), "test.toml").unwrap();
+        Policy::new(&p).unwrap()
+    }
+
+    fn deny(pats: &[&str]) -> Policy {
+        let mut p = Profile::parse("version = 1", "t").unwrap();
+        p.visibility.deny = pats.iter().map(|s| s.to_string()).collect();
+        Policy::new(&p).unwrap()
+    }
+
+    fn file(p: &Policy, rel: &str) -> Result<(), Hidden> {
+        p.path_visibility(Path::new(rel), EntryKind::File, 10, None)
+    }
+
+    fn dir(p: &Policy, rel: &str) -> Result<(), Hidden> {
+        p.path_visibility(Path::new(rel), EntryKind::Dir, 0, None)
+    }
+
+    fn denied(pat: &str) -> Result<(), Hidden> {
+        Err(Hidden::Denied {
+            pattern: pat.to_string(),
+        })
+    }
+
+    #[test]
+    fn policy_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Policy>();
+    }
+
+    #[test]
+    fn root_is_always_visible() {
+        let p = policy("[visibility]\ndeny = [\"*\"]\nallow = [\"nothing\"]\n");
+        assert_eq!(p.visibility(Path::new(""), EntryKind::Dir, 0, None), Ok(()));
+        assert_eq!(dir(&p, ""), Ok(()));
+    }
+
+    #[test]
+    fn basename_pattern_matches_at_any_depth() {
+        let p = deny(&["*.pem", ".env*", "id_rsa*"]);
+        assert_eq!(file(&p, "a.pem"), denied("*.pem"));
+        assert_eq!(file(&p, "x/y/z/a.pem"), denied("*.pem"));
+        assert_eq!(file(&p, ".env"), denied(".env*"));
+        assert_eq!(file(&p, "app/.env.local"), denied(".env*"));
+        assert_eq!(file(&p, "home/.ssh/id_rsa.pub"), denied("id_rsa*"));
+        assert_eq!(file(&p, "a.pem.txt"), Ok(()));
+        assert_eq!(file(&p, "my.env"), Ok(()));
+        // `*` does not cross `/`: a directory named x.pem hides, but "x.pem/y" is reported by dir
+        assert_eq!(file(&p, "x.pem/y"), denied("*.pem"));
+    }
+
+    #[test]
+    fn matching_is_case_insensitive() {
+        let p = deny(&["*.pem", ".ssh/"]);
+        assert_eq!(file(&p, "certs/SERVER.PEM"), denied("*.pem"));
+        assert_eq!(dir(&p, ".SSH"), denied(".ssh/"));
+    }
+
+    #[test]
+    fn anchored_patterns_match_from_the_root_only() {
+        let p = deny(&["/build", "docs/private", "src/*.bak"]);
+        assert_eq!(dir(&p, "build"), denied("/build"));
+        assert_eq!(file(&p, "build"), denied("/build"));
+        assert_eq!(dir(&p, "src/build"), Ok(()));
+        assert_eq!(file(&p, "docs/private"), denied("docs/private"));
+        assert_eq!(file(&p, "docs/private/x.md"), denied("docs/private"));
+        assert_eq!(file(&p, "a/docs/private"), Ok(()));
+        assert_eq!(file(&p, "src/x.bak"), denied("src/*.bak"));
+        assert_eq!(file(&p, "src/a/x.bak"), Ok(()), "`*` never matches `/`");
+    }
+
+    #[test]
+    fn trailing_slash_matches_directories_only() {
+        let p = deny(&[".ssh/", ".aws/"]);
+        assert_eq!(dir(&p, ".ssh"), denied(".ssh/"));
+        assert_eq!(dir(&p, "home/u/.aws"), denied(".aws/"));
+        assert_eq!(
+            file(&p, ".ssh"),
+            Ok(()),
+            "a FILE named .ssh is not a directory"
+        );
+        assert_eq!(
+            file(&p, ".ssh/id_ed25519"),
+            denied(".ssh/"),
+            "subtree hidden"
+        );
+        // Symlinks count as directories for dir-only patterns (conservative).
+        assert_eq!(
+            p.visibility(
+                Path::new(".ssh"),
+                EntryKind::Symlink,
+                0,
+                Some(Path::new("x"))
+            ),
+            denied(".ssh/")
+        );
+    }
+
+    #[test]
+    fn double_star() {
+        let p = deny(&["**/.kube/config", "logs/**", "a/**/z"]);
+        assert_eq!(file(&p, ".kube/config"), denied("**/.kube/config"));
+        assert_eq!(file(&p, "h/u/.kube/config"), denied("**/.kube/config"));
+        assert_eq!(file(&p, "h/u/.kube/other"), Ok(()));
+        assert_eq!(
+            dir(&p, "logs"),
+            Ok(()),
+            "`logs/**` matches the contents, not logs"
+        );
+        assert_eq!(file(&p, "logs/a/b.log"), denied("logs/**"));
+        assert_eq!(file(&p, "a/z"), denied("a/**/z"));
+        assert_eq!(file(&p, "a/b/c/z"), denied("a/**/z"));
+    }
+
+    #[test]
+    fn negation_last_match_wins() {
+        let p = deny(&[".env*", "!.env.example"]);
+        assert_eq!(file(&p, ".env"), denied(".env*"));
+        assert_eq!(file(&p, "web/.env.production"), denied(".env*"));
+        assert_eq!(file(&p, ".env.example"), Ok(()));
+        assert_eq!(file(&p, "web/.env.example"), Ok(()));
+        // Order matters: a later positive pattern wins over an earlier negation.
+        let p = deny(&["!.env.example", ".env*"]);
+        assert_eq!(file(&p, ".env.example"), denied(".env*"));
+    }
+
+    #[test]
+    fn cannot_reinclude_inside_a_hidden_directory() {
+        let p = deny(&["secret/", "!secret/ok.txt"]);
+        assert_eq!(file(&p, "secret/ok.txt"), denied("secret/"));
+        // ...but visibility() of the entry alone (parent assumed visible) would allow it:
+        assert_eq!(
+            p.visibility(Path::new("secret/ok.txt"), EntryKind::File, 1, None),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn escaped_bang_is_literal() {
+        let p = deny(&["\\!important"]);
+        assert_eq!(file(&p, "!important"), denied("\\!important"));
+        assert_eq!(file(&p, "important"), Ok(()));
+    }
+
+    #[test]
+    fn dir_rules_apply_relative_to_their_directory() {
+        let p = policy(
+            r#"
+[visibility]
+deny = ["*.log"]
+[[visibility.dir]]
+path = "docs"
+deny = ["/drafts/", "*.tmp"]
+[[visibility.dir]]
+path = "./docs/public/"
+deny = ["!keep.log"]
+"#,
+        );
+        assert_eq!(dir(&p, "docs/drafts"), denied("/drafts/"));
+        assert_eq!(file(&p, "docs/drafts/a.md"), denied("/drafts/"));
+        assert_eq!(dir(&p, "drafts"), Ok(()), "rule applies only below docs");
+        assert_eq!(dir(&p, "docs/x/drafts"), Ok(()), "anchored at docs");
+        assert_eq!(file(&p, "docs/x/y.tmp"), denied("*.tmp"));
+        assert_eq!(file(&p, "y.tmp"), Ok(()));
+        assert_eq!(file(&p, "docs/public/a.log"), denied("*.log"));
+        assert_eq!(file(&p, "docs/public/keep.log"), Ok(()), "deeper rule wins");
+        assert_eq!(file(&p, "keep.log"), denied("*.log"));
+        assert_eq!(
+            dir(&p, "docs"),
+            Ok(()),
+            "dir rules do not apply to the dir itself"
+        );
+    }
+
+    #[test]
+    fn dir_rules_order_by_depth_not_file_order() {
+        let mut prof = Profile::parse("version = 1", "t").unwrap();
+        prof.visibility.dirs = vec![
+            DirRules {
+                path: "a/b".into(),
+                deny: vec!["!x".into()],
+                allow: vec![],
+            },
+            DirRules {
+                path: "a".into(),
+                deny: vec!["x".into()],
+                allow: vec![],
+            },
+        ];
+        let p = Policy::new(&prof).unwrap();
+        assert_eq!(file(&p, "a/x"), denied("x"));
+        assert_eq!(file(&p, "a/b/x"), Ok(()));
+    }
+
+    #[test]
+    fn allow_list_restricts_files_not_directories() {
+        let p = policy("[visibility]\nallow = [\"*.pdf\", \"*.md\"]\ndeny = [\"private/\"]\n");
+        assert_eq!(file(&p, "a/b/report.pdf"), Ok(()));
+        assert_eq!(file(&p, "README.md"), Ok(()));
+        assert_eq!(file(&p, "main.rs"), Err(Hidden::NotAllowed));
+        assert_eq!(dir(&p, "a/b/c"), Ok(()), "directories stay traversable");
+        assert_eq!(dir(&p, "private"), denied("private/"));
+        assert_eq!(file(&p, "private/x.pdf"), denied("private/"));
+        // symlinks are restricted like files
+        let t = Some(Path::new("x.pdf"));
+        assert_eq!(
+            p.visibility(Path::new("l.rs"), EntryKind::Symlink, 0, t),
+            Err(Hidden::NotAllowed)
+        );
+        assert_eq!(
+            p.visibility(Path::new("l.pdf"), EntryKind::Symlink, 0, t),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn allow_list_directory_patterns_open_subtrees() {
+        let p = policy(
+            "[visibility]\nallow = [\"docs/\", \"*.md\", \"!docs/drafts/\", \"!secret.md\"]\n",
+        );
+        assert_eq!(file(&p, "docs/a/b.bin"), Ok(()));
+        assert_eq!(file(&p, "docs/drafts/x.md"), Err(Hidden::NotAllowed));
+        assert_eq!(file(&p, "x/y.md"), Ok(()));
+        assert_eq!(file(&p, "docs/secret.md"), Err(Hidden::NotAllowed));
+        assert_eq!(file(&p, "src/a.rs"), Err(Hidden::NotAllowed));
+        // A file named `docs` is not a directory.
+        assert_eq!(file(&p, "docs"), Err(Hidden::NotAllowed));
+    }
+
+    #[test]
+    fn most_specific_allow_list_wins() {
+        let p = policy(
+            r#"
+[visibility]
+allow = ["*.pdf"]
+[[visibility.dir]]
+path = "data"
+allow = ["*.csv"]
+"#,
+        );
+        assert_eq!(file(&p, "a.pdf"), Ok(()));
+        assert_eq!(file(&p, "a.csv"), Err(Hidden::NotAllowed));
+        assert_eq!(file(&p, "data/a.csv"), Ok(()));
+        assert_eq!(file(&p, "data/sub/a.csv"), Ok(()));
+        assert_eq!(file(&p, "data/a.pdf"), Err(Hidden::NotAllowed));
+    }
+
+    #[test]
+    fn max_file_size_applies_to_regular_files_only() {
+        let p = policy("[visibility]\nmax_file_size = \"1 KiB\"\n");
+        let v = |k, size| p.visibility(Path::new("f"), k, size, Some(Path::new("t")));
+        assert_eq!(v(EntryKind::File, 1024), Ok(()));
+        assert_eq!(
+            v(EntryKind::File, 1025),
+            Err(Hidden::TooLarge {
+                size: 1025,
+                max: 1024
+            })
+        );
+        assert_eq!(v(EntryKind::Dir, 1 << 20), Ok(()));
+        assert_eq!(v(EntryKind::Symlink, 1 << 20), Ok(()));
+    }
+
+    #[test]
+    fn special_files_and_escaping_symlinks() {
+        let p = policy("");
+        let v =
+            |rel: &str, k, t: Option<&str>| p.visibility(Path::new(rel), k, 0, t.map(Path::new));
+        assert_eq!(v("fifo", EntryKind::Special, None), Err(Hidden::Special));
+        assert_eq!(
+            v("l", EntryKind::Symlink, Some("/etc/passwd")),
+            Err(Hidden::EscapingSymlink)
+        );
+        assert_eq!(v("a/l", EntryKind::Symlink, Some("../b/c")), Ok(()));
+        assert_eq!(
+            v("a/l", EntryKind::Symlink, None),
+            Err(Hidden::EscapingSymlink),
+            "unknown target fails closed"
+        );
+        let p =
+            policy("[visibility]\nhide_special_files = false\nhide_escaping_symlinks = false\n");
+        let v =
+            |rel: &str, k, t: Option<&str>| p.visibility(Path::new(rel), k, 0, t.map(Path::new));
+        assert_eq!(v("fifo", EntryKind::Special, None), Ok(()));
+        assert_eq!(v("l", EntryKind::Symlink, Some("/etc/passwd")), Ok(()));
+    }
+
+    #[test]
+    fn deny_reason_comes_before_other_reasons() {
+        let p = policy("[visibility]\ndeny = [\"*.sock\"]\n");
+        assert_eq!(
+            p.visibility(Path::new("a.sock"), EntryKind::Special, 0, None),
+            denied("*.sock")
+        );
+    }
+
+    #[test]
+    fn symlink_escape_cases() {
+        let e = |l: &str, t: &str| symlink_escapes(Path::new(l), Path::new(t));
+        assert!(e("l", "/etc/passwd"), "absolute");
+        assert!(
+            e("a/b/l", "/a/b/c"),
+            "absolute even if it names a path inside"
+        );
+        assert!(e("l", ".."));
+        assert!(e("a/l", "../.."));
+        assert!(e("a/b/l", "../../../x"));
+        assert!(e("l", "a/../../x"));
+        assert!(
+            e("a/l", "../../a/x"),
+            "climbing out and back counts as escaping"
+        );
+        assert!(!e("l", "./x"));
+        assert!(!e("l", "x"));
+        assert!(
+            !e("a/b/c/l", "../../../x"),
+            "deep relative that stays inside"
+        );
+        assert!(!e("a/b/c/l", "../../d/../../e/./f"));
+        assert!(!e("a/l", ".."), "the root itself is inside");
+        assert!(!e("l", ""));
+    }
+
+    #[test]
+    fn unicode_and_non_utf8_names() {
+        let p = deny(&["*.pem", "geheim*", "Ünïcødé/", "*.ключ"]);
+        assert_eq!(file(&p, "geheimnis.txt"), denied("geheim*"));
+        assert_eq!(dir(&p, "x/Ünïcødé"), denied("Ünïcødé/"));
+        assert_eq!(file(&p, "документы/пароль.ключ"), denied("*.ключ"));
+        assert_eq!(file(&p, "日本語/ファイル.txt"), Ok(()));
+        let raw = |b: &[u8]| Path::new(OsStr::from_bytes(b)).to_path_buf();
+        let bad = raw(b"dir\xff/na\xfeme.pem");
+        assert_eq!(
+            p.path_visibility(&bad, EntryKind::File, 0, None),
+            denied("*.pem")
+        );
+        assert_eq!(
+            p.path_visibility(&raw(b"\xff\xfe/ok.txt"), EntryKind::File, 0, None),
+            Ok(())
+        );
+        let p = policy("[write]\nmode = \"snapshot\"\nwritable = [\"*.txt\"]\n");
+        assert!(p.writable(&raw(b"\xff/a.txt")));
+        assert!(!p.writable(&raw(b"\xff/a.bin")));
+    }
+
+    #[test]
+    fn writable_per_mode() {
+        let ro = policy("[write]\nwritable = [\"*.rs\"]\n");
+        assert_eq!(ro.mode(), WriteMode::ReadOnly);
+        assert!(!ro.writable(Path::new("src/main.rs")));
+        let snap = ro.clone().with_mode(WriteMode::Snapshot);
+        assert_eq!(snap.mode(), WriteMode::Snapshot);
+        assert!(snap.writable(Path::new("src/main.rs")));
+        assert!(!snap.writable(Path::new("src/data.bin")));
+        assert!(
+            !snap.writable(Path::new("")),
+            "the root itself never changes"
+        );
+        let ov = snap.with_mode(WriteMode::Overlay);
+        assert!(ov.writable(Path::new("main.rs")));
+        assert!(
+            !ov.clone()
+                .with_mode(WriteMode::ReadOnly)
+                .writable(Path::new("main.rs"))
+        );
+
+        // Empty writable = whole visible tree (outside read-only).
+        let all = policy("[write]\nmode = \"overlay\"\n");
+        assert!(all.writable(Path::new("any/thing")));
+        let none = policy("");
+        assert!(!none.writable(Path::new("any/thing")));
+    }
+
+    #[test]
+    fn writable_subtree_rule() {
+        let p = policy(
+            "[write]\nmode = \"snapshot\"\nwritable = [\"*.py\", \"target/\", \"!.git/\", \"!setup.py\"]\n",
+        );
+        assert!(p.writable(Path::new("a/b.py")));
+        assert!(p.writable(Path::new("target")));
+        assert!(p.writable(Path::new("target/debug/x.o")));
+        assert!(
+            !p.writable(Path::new(".git/hooks/pre-commit.py")),
+            "closed subtree"
+        );
+        assert!(!p.writable(Path::new(".git")));
+        assert!(!p.writable(Path::new("setup.py")), "later negation wins");
+        assert!(!p.writable(Path::new("README")));
+    }
+
+    #[test]
+    fn unscannable_allowed() {
+        let p = Policy::new(&Profile::builtin_default()).unwrap();
+        assert!(p.unscannable_allowed(Path::new(".git/objects/ab/cdef")));
+        assert!(p.unscannable_allowed(Path::new("sub/repo/.git/objects/pack/p.pack")));
+        assert!(p.unscannable_allowed(Path::new(".git/index")));
+        assert!(p.unscannable_allowed(Path::new(".git/modules/m/objects/x")));
+        assert!(p.unscannable_allowed(Path::new("img/logo.png")));
+        assert!(p.unscannable_allowed(Path::new("target/debug/deps/libx.rlib")));
+        assert!(!p.unscannable_allowed(Path::new("backup.zip")));
+        assert!(!p.unscannable_allowed(Path::new("data.sqlite")));
+        assert!(!p.unscannable_allowed(Path::new("objects/x")));
+        let p = policy("[redaction]\nunscannable = \"allow\"\n");
+        assert!(p.unscannable_allowed(Path::new("backup.zip")));
+    }
+
+    #[test]
+    fn hidden_display() {
+        assert_eq!(
+            denied("*.pem").unwrap_err().to_string(),
+            "denied by pattern `*.pem`"
+        );
+        assert!(Hidden::NotAllowed.to_string().contains("allow-list"));
+        assert!(
+            Hidden::TooLarge { size: 5, max: 4 }
+                .to_string()
+                .contains("max_file_size")
+        );
+        assert!(Hidden::EscapingSymlink.to_string().contains("outside"));
+        assert!(Hidden::Special.to_string().contains("fifo"));
+    }
+
+    #[test]
+    fn shipped_default_profile_semantics() {
+        let p = Policy::new(&Profile::builtin_default()).unwrap();
+        for hidden in [
+            ".env",
+            "svc/.env.production",
+            ".envrc",
+            "certs/server.pem",
+            "tls.key",
+            "home/.ssh/config",
+            "home/.aws/credentials",
+            "home/.kube/config",
+            "home/.docker/config.json",
+            ".npmrc",
+            ".git-credentials",
+            "infra/terraform.tfstate",
+            "infra/terraform.tfstate.backup",
+            "vault.kdbx",
+            "k8s/secrets.yaml",
+            "k8s/secrets.yml",
+            "gcp/credentials.json",
+            "home/.bash_history",
+            "id_ed25519.pub",
+        ] {
+            assert!(file(&p, hidden).is_err(), "{hidden} should be hidden");
+        }
+        for visible in [
+            ".env.example",
+            "src/main.rs",
+            "Cargo.toml",
+            "README.md",
+            ".git/HEAD",
+            ".git/objects/ab/cd",
+            "target/debug/app",
+            "docs/keys.md",
+            "env.rs",
+        ] {
+            assert_eq!(file(&p, visible), Ok(()), "{visible} should be visible");
+        }
+        assert_eq!(p.mode(), WriteMode::ReadOnly);
+    }
+
+    #[test]
+    fn shipped_developer_and_strict_semantics() {
+        let dir_ = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/");
+        let dev = Policy::new(&Profile::load(Path::new(&format!("{dir_}developer.toml"))).unwrap())
+            .unwrap();
+        assert_eq!(dev.mode(), WriteMode::Snapshot);
+        assert!(dev.writable(Path::new("src/main.rs")));
+        assert!(dev.writable(Path::new("Cargo.lock")));
+        assert!(dev.writable(Path::new("target/debug/build/x/out/y.bin")));
+        assert!(!dev.writable(Path::new(".git/hooks/pre-commit")));
+        assert!(!dev.writable(Path::new(".git/config")));
+        assert!(!dev.writable(Path::new(".github/workflows/ci.yml")));
+        assert!(dev.writable(Path::new(".github/dependabot.yml")));
+        assert!(!dev.writable(Path::new(".vscode/tasks.json")));
+        assert_eq!(file(&dev, "target/debug/app"), Ok(()));
+        assert_eq!(dir(&dev, "node_modules"), Ok(()));
+        assert!(file(&dev, ".env").is_err());
+
+        let strict =
+            Policy::new(&Profile::load(Path::new(&format!("{dir_}strict.toml"))).unwrap()).unwrap();
+        assert_eq!(file(&strict, "cases/2024/brief.pdf"), Ok(()));
+        assert_eq!(file(&strict, "notes.md"), Ok(()));
+        assert_eq!(file(&strict, "Budget.XLSX"), Ok(()), "case-insensitive");
+        assert_eq!(file(&strict, "main.rs"), Err(Hidden::NotAllowed));
+        assert_eq!(dir(&strict, "cases/2024"), Ok(()));
+        assert!(dir(&strict, ".git").is_err());
+        assert!(file(&strict, "~$brief.docx").is_err());
+        assert!(matches!(
+            strict.visibility(Path::new("big.pdf"), EntryKind::File, 200 << 20, None),
+            Err(Hidden::TooLarge { .. })
+        ));
+        assert!(!strict.writable(Path::new("notes.md")));
+    }
 }
