@@ -1,1 +1,876 @@
-//! (not yet written)
+//! The session journal: one append-only JSON-lines file per session, hash-chained.
+//!
+//! Why a chain: the journal is the only evidence of what an agent did and the only recipe for
+//! undoing it, so an edited, removed or reordered record must be detectable. Each [`Record`]
+//! carries `prev`, the blake3 (hex) of the previous line's exact bytes (without its newline;
+//! 64 zeros for the first line), and `seq`, its 0-based index.
+//!
+//! Why fsync per record: "the journal is written before the write it guards". [`SessionWriter::append`]
+//! returns only after the line is on disk (`sync_data`), and the guard lets a change through only
+//! after that. So after a crash the last line may be torn (a partial write), but the change it
+//! guarded cannot have happened: a torn *last* line is ignored with a warning by readers
+//! ([`SessionLog::tail`]), while anything wrong before it is a chain error naming file:line.
+//! A writer whose write or fsync failed refuses every further append (the file may end in a
+//! partial line that a later line must not follow).
+//!
+//! Paths in events are relative to the scope root and serialised losslessly: a JSON string when
+//! they are UTF-8, `{"bytes_hex": "…"}` otherwise. The empty path is the scope root itself.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backing;
+use crate::store::{ObjectId, Store, StoreError, hex};
+
+/// `prev` of the first record of a session.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Errors of the journal; every variant names the file (and line) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{}:{line}: {msg}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("no session {id:?} in {} (see `veilfs log`)", dir.display())]
+    NoSession { id: String, dir: PathBuf },
+    #[error("{}: an earlier append failed; the journal refuses further records", file.display())]
+    Poisoned { file: PathBuf },
+    #[error("a session must start with a SessionStart event")]
+    NotStart,
+    #[error("cannot serialise a journal record: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Lossless serde for paths: a string when UTF-8, `{"bytes_hex": …}` otherwise.
+pub mod relpath {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Str(String),
+        Bytes { bytes_hex: String },
+    }
+
+    pub fn serialize<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match p.to_str() {
+            Some(t) => Repr::Str(t.to_owned()),
+            None => Repr::Bytes {
+                bytes_hex: hex::encode(p.as_os_str().as_bytes()),
+            },
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Str(s) => Ok(PathBuf::from(s)),
+            Repr::Bytes { bytes_hex } => hex::decode(&bytes_hex)
+                .map(|b| PathBuf::from(OsString::from_vec(b)))
+                .ok_or_else(|| serde::de::Error::custom("bad bytes_hex path")),
+        }
+    }
+}
+
+/// Metadata of one object at one moment. `mode` includes the file-type bits; `xattrs` are
+/// (name, hex value) pairs, sorted by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: (i64, i64),
+    pub mtime: (i64, i64),
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<(String, String)>,
+}
+
+/// The state of one path at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum State {
+    Absent,
+    File {
+        hash: ObjectId,
+        size: u64,
+        meta: Meta,
+    },
+    Dir {
+        meta: Meta,
+    },
+    Symlink {
+        #[serde(with = "relpath")]
+        target: PathBuf,
+        meta: Meta,
+    },
+    Special {
+        rdev: u64,
+        meta: Meta,
+    },
+}
+
+impl State {
+    pub fn meta(&self) -> Option<&Meta> {
+        match self {
+            State::Absent => None,
+            State::File { meta, .. }
+            | State::Dir { meta }
+            | State::Symlink { meta, .. }
+            | State::Special { meta, .. } => Some(meta),
+        }
+    }
+
+    /// The object this state refers to, if any.
+    pub fn object(&self) -> Option<&ObjectId> {
+        match self {
+            State::File { hash, .. } => Some(hash),
+            _ => None,
+        }
+    }
+
+    /// Same kind and same content (file hash, link target, device number); metadata ignored.
+    pub fn same_content(&self, other: &State) -> bool {
+        match (self, other) {
+            (State::Absent, State::Absent) => true,
+            (State::File { hash: a, .. }, State::File { hash: b, .. }) => a == b,
+            (State::Dir { .. }, State::Dir { .. }) => true,
+            (State::Symlink { target: a, .. }, State::Symlink { target: b, .. }) => a == b,
+            (State::Special { rdev: a, meta: m }, State::Special { rdev: b, meta: n }) => {
+                a == b && m.mode & libc::S_IFMT == n.mode & libc::S_IFMT
+            }
+            _ => false,
+        }
+    }
+
+    /// A short human description: `file 3f2a1b0c 0644 (12 B)`, `dir 0755`, `absent`…
+    pub fn describe(&self) -> String {
+        match self {
+            State::Absent => "absent".into(),
+            State::File { hash, size, meta } => {
+                format!(
+                    "file {} {:04o} ({size} B)",
+                    hash.short(),
+                    meta.mode & 0o7777
+                )
+            }
+            State::Dir { meta } => format!("dir {:04o}", meta.mode & 0o7777),
+            State::Symlink { target, .. } => format!("symlink -> {}", target.display()),
+            State::Special { rdev, meta } => format!("special {:o} rdev {rdev}", meta.mode),
+        }
+    }
+
+    /// Reads the current state of `rel` beneath `root`. With a store, a regular file's content
+    /// is stored (`put_file`) so the state can be restored later; without one it is only hashed
+    /// (for comparisons). A missing path (or parent) is `Absent`.
+    pub fn read(
+        root: BorrowedFd<'_>,
+        rel: &Path,
+        store: Option<&Store>,
+    ) -> Result<State, JournalError> {
+        let fd = match backing::open_path(root, rel) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                return Ok(State::Absent);
+            }
+            Err(e) => return Err(io_err(rel)(e)),
+        };
+        Self::read_fd(fd.as_fd(), rel, store)
+    }
+
+    /// [`State::read`] of an object already held as an (O_PATH) fd.
+    pub fn read_fd(
+        fd: BorrowedFd<'_>,
+        rel: &Path,
+        store: Option<&Store>,
+    ) -> Result<State, JournalError> {
+        let st = backing::stat_fd(fd).map_err(io_err(rel))?;
+        let meta = meta_of(fd, &st).map_err(io_err(rel))?;
+        Ok(match st.kind() {
+            backing::Kind::File => {
+                let f = backing::reopen(fd, libc::O_RDONLY).map_err(io_err(rel))?;
+                let (hash, size) = match store {
+                    Some(s) => s.put_file(&f)?,
+                    None => hash_file(&f).map_err(io_err(rel))?,
+                };
+                State::File { hash, size, meta }
+            }
+            backing::Kind::Dir => State::Dir { meta },
+            backing::Kind::Symlink => State::Symlink {
+                target: backing::readlink_fd(fd).map_err(io_err(rel))?.into(),
+                meta,
+            },
+            _ => State::Special {
+                rdev: st.rdev,
+                meta,
+            },
+        })
+    }
+}
+
+/// The [`Meta`] of a held object (xattrs only for regular files and directories).
+pub fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
+    let mut xattrs = Vec::new();
+    if matches!(st.kind(), backing::Kind::File | backing::Kind::Dir) {
+        for (name, value) in backing::all_xattrs(fd)? {
+            xattrs.push((name.to_string_lossy().into_owned(), hex::encode(&value)));
+        }
+        xattrs.sort();
+    }
+    Ok(Meta {
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        atime: st.atime,
+        mtime: st.mtime,
+        xattrs,
+    })
+}
+
+fn hash_file(f: &File) -> io::Result<(ObjectId, u64)> {
+    let mut h = blake3::Hasher::new();
+    let n = io::copy(&mut &*f, &mut h)?;
+    Ok((ObjectId(*h.finalize().as_bytes()), n))
+}
+
+/// One thing that happened in a session (see the module docs of `guard` for who writes what).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    SessionStart {
+        #[serde(with = "relpath")]
+        scope: PathBuf,
+        mode: String,
+        profile: String,
+        pid: u32,
+        user: u32,
+    },
+    /// The state of `path` right before the first change the session makes to it. Durable
+    /// before that change.
+    Capture {
+        #[serde(with = "relpath")]
+        path: PathBuf,
+        before: State,
+    },
+    /// Recorded before a rename is attempted (an intent: after a crash it may not have happened).
+    Rename {
+        #[serde(with = "relpath")]
+        from: PathBuf,
+        #[serde(with = "relpath")]
+        to: PathBuf,
+        exchange: bool,
+    },
+    /// Informational: write, truncate, chmod, unlink, mkdir, create, symlink, link…
+    Change {
+        #[serde(with = "relpath")]
+        path: PathBuf,
+        op: String,
+    },
+    /// The state the session left a path in (after a written handle is released, or after a
+    /// metadata op).
+    PostImage {
+        #[serde(with = "relpath")]
+        path: PathBuf,
+        after: State,
+    },
+    /// The path's writes went to the overlay instead; `reason` says why.
+    Diverted {
+        #[serde(with = "relpath")]
+        path: PathBuf,
+        reason: String,
+    },
+    /// This session undid session `of`.
+    Undo {
+        of: String,
+    },
+    SessionEnd,
+}
+
+impl Event {
+    /// The path(s) an event is about.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            Event::Capture { path, .. }
+            | Event::Change { path, .. }
+            | Event::PostImage { path, .. }
+            | Event::Diverted { path, .. } => vec![path],
+            Event::Rename { from, to, .. } => vec![from, to],
+            _ => vec![],
+        }
+    }
+}
+
+/// One line of a journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    /// Unix time in nanoseconds.
+    pub time_ns: i128,
+    /// blake3 hex of the previous line's bytes (without newline); [`GENESIS`] for the first.
+    pub prev: String,
+    pub event: Event,
+}
+
+/// Appends to one session's journal. Thread-safe.
+#[derive(Debug)]
+pub struct SessionWriter {
+    id: String,
+    path: PathBuf,
+    inner: Mutex<WriterState>,
+}
+
+#[derive(Debug)]
+struct WriterState {
+    file: File,
+    next_seq: u64,
+    prev: String,
+    poisoned: bool,
+}
+
+impl SessionWriter {
+    /// Appends `e` and makes it durable (`sync_data`) before returning its sequence number.
+    pub fn append(&self, e: Event) -> Result<u64, JournalError> {
+        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if st.poisoned {
+            return Err(JournalError::Poisoned {
+                file: self.path.clone(),
+            });
+        }
+        let seq = st.next_seq;
+        let rec = Record {
+            seq,
+            time_ns: now_ns(),
+            prev: st.prev.clone(),
+            event: e,
+        };
+        let line = serde_json::to_string(&rec)?;
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        let res = st.file.write_all(&buf).and_then(|_| st.file.sync_data());
+        if let Err(e) = res {
+            st.poisoned = true;
+            return Err(io_err(&self.path)(e));
+        }
+        st.prev = blake3::hash(line.as_bytes()).to_hex().to_string();
+        st.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// The session id (also the journal's file stem).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A problem with the last line of a journal (a crash mid-append), tolerated by readers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TailIssue {
+    pub line: usize,
+    /// `true`: the line was torn and is ignored; `false`: it is complete but lacks its newline
+    /// (accepted).
+    pub ignored: bool,
+    pub msg: String,
+}
+
+impl std::fmt::Display for TailIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+/// A session's records after the chain was verified.
+#[derive(Clone, Debug)]
+pub struct SessionLog {
+    pub id: String,
+    pub path: PathBuf,
+    pub records: Vec<Record>,
+    pub tail: Option<TailIssue>,
+}
+
+impl SessionLog {
+    pub fn start(&self) -> Option<(&Record, &Path, &str)> {
+        let r = self.records.first()?;
+        match &r.event {
+            Event::SessionStart { scope, mode, .. } => Some((r, scope, mode)),
+            _ => None,
+        }
+    }
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.records.last().map(|r| &r.event),
+            Some(Event::SessionEnd)
+        )
+    }
+    pub fn undo_of(&self) -> Option<&str> {
+        self.records.iter().find_map(|r| match &r.event {
+            Event::Undo { of } => Some(of.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// What `log` shows per session.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub start_ns: i128,
+    pub mode: String,
+    #[serde(with = "relpath")]
+    pub scope: PathBuf,
+    pub profile: String,
+    pub records: usize,
+    pub captures: usize,
+    pub changes: usize,
+    pub renames: usize,
+    pub ended: bool,
+    pub undo_of: Option<String>,
+    /// A torn last line (crash mid-append).
+    pub tail_warning: Option<String>,
+    /// The journal could not be read or its chain is broken.
+    pub problem: Option<String>,
+}
+
+impl SessionInfo {
+    fn of(log: &SessionLog) -> SessionInfo {
+        let (start_ns, scope, mode, profile) = match log.records.first().map(|r| (r, &r.event)) {
+            Some((
+                r,
+                Event::SessionStart {
+                    scope,
+                    mode,
+                    profile,
+                    ..
+                },
+            )) => (r.time_ns, scope.clone(), mode.clone(), profile.clone()),
+            _ => (0, PathBuf::new(), String::new(), String::new()),
+        };
+        let count = |f: fn(&Event) -> bool| log.records.iter().filter(|r| f(&r.event)).count();
+        SessionInfo {
+            id: log.id.clone(),
+            start_ns,
+            mode,
+            scope,
+            profile,
+            records: log.records.len(),
+            captures: count(|e| matches!(e, Event::Capture { .. })),
+            changes: count(|e| matches!(e, Event::Change { .. })),
+            renames: count(|e| matches!(e, Event::Rename { .. })),
+            ended: log.ended(),
+            undo_of: log.undo_of().map(str::to_owned),
+            tail_warning: log.tail.as_ref().map(|t| t.msg.clone()),
+            problem: None,
+        }
+    }
+}
+
+/// Parses and verifies a journal's bytes.
+pub fn parse_journal(
+    file: &Path,
+    data: &[u8],
+) -> Result<(Vec<Record>, Option<TailIssue>), JournalError> {
+    let corrupt = |line: usize, msg: String| JournalError::Corrupt {
+        file: file.to_path_buf(),
+        line,
+        msg,
+    };
+    let mut records = Vec::new();
+    let mut prev = GENESIS.to_string();
+    let mut tail = None;
+    let mut pieces: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    // `split` yields a final "" when the data ends with '\n' (or is empty).
+    let unterminated = match pieces.pop() {
+        Some(last) if !last.is_empty() => Some(last),
+        _ => None,
+    };
+    let n_complete = pieces.len();
+    let check = |i: usize, line: &[u8], prev: &str| -> Result<Record, String> {
+        let rec: Record =
+            serde_json::from_slice(line).map_err(|e| format!("not a journal record: {e}"))?;
+        if rec.seq != i as u64 {
+            return Err(format!(
+                "record has seq {} where {i} was expected (a record was removed or reordered)",
+                rec.seq
+            ));
+        }
+        if rec.prev != prev {
+            return Err(
+                "hash chain broken: `prev` does not match the previous line (a record was edited, removed or reordered)"
+                    .to_string(),
+            );
+        }
+        if (i == 0) != matches!(rec.event, Event::SessionStart { .. }) {
+            return Err("SessionStart must be exactly the first record".to_string());
+        }
+        Ok(rec)
+    };
+    for (i, line) in pieces.into_iter().enumerate() {
+        let rec = check(i, line, &prev).map_err(|m| corrupt(i + 1, m))?;
+        prev = blake3::hash(line).to_hex().to_string();
+        records.push(rec);
+    }
+    if let Some(last) = unterminated {
+        let lineno = n_complete + 1;
+        match check(n_complete, last, &prev) {
+            Ok(rec) => {
+                tail = Some(TailIssue {
+                    line: lineno,
+                    ignored: false,
+                    msg: format!(
+                        "{}:{lineno}: last record lacks its newline (crash after the write); accepted",
+                        file.display()
+                    ),
+                });
+                records.push(rec);
+            }
+            Err(m) if serde_json::from_slice::<serde_json::Value>(last).is_err() => {
+                tail = Some(TailIssue {
+                    line: lineno,
+                    ignored: true,
+                    msg: format!(
+                        "{}:{lineno}: last record is truncated (crash mid-append; the change it guarded cannot have happened), ignored: {m}",
+                        file.display()
+                    ),
+                });
+            }
+            // A complete JSON value that fails the chain is tampering, not a torn write.
+            Err(m) => return Err(corrupt(lineno, m)),
+        }
+    }
+    Ok((records, tail))
+}
+
+fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Store {
+    /// Opens a new session journal and appends `start` (which must be a `SessionStart`).
+    pub fn new_session(&self, start: Event) -> Result<SessionWriter, JournalError> {
+        if !matches!(start, Event::SessionStart { .. }) {
+            return Err(JournalError::NotStart);
+        }
+        let dir = self.sessions_dir();
+        let (id, path, file) = loop {
+            let now = now_ns();
+            let salt = blake3::hash(
+                format!(
+                    "{now}-{}-{:?}",
+                    std::process::id(),
+                    std::thread::current().id()
+                )
+                .as_bytes(),
+            );
+            let id = format!("{}-{}", session_stamp(now), &salt.to_hex()[..4]);
+            let path = dir.join(format!("{id}.jsonl"));
+            match OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(f) => break (id, path, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        };
+        crate::store::fsync_dir(&dir)?;
+        let w = SessionWriter {
+            id,
+            path,
+            inner: Mutex::new(WriterState {
+                file,
+                next_seq: 0,
+                prev: GENESIS.to_string(),
+                poisoned: false,
+            }),
+        };
+        w.append(start)?;
+        Ok(w)
+    }
+
+    /// The journal file of session `id`.
+    pub fn session_path(&self, id: &str) -> PathBuf {
+        self.sessions_dir().join(format!("{id}.jsonl"))
+    }
+
+    /// Reads and verifies one session (chain, sequence, first record). A torn last line is
+    /// tolerated and reported in [`SessionLog::tail`].
+    pub fn load_session(&self, id: &str) -> Result<SessionLog, JournalError> {
+        let path = self.session_path(id);
+        if !valid_session_id(id) || !path.is_file() {
+            return Err(JournalError::NoSession {
+                id: id.to_string(),
+                dir: self.sessions_dir(),
+            });
+        }
+        let data = fs::read(&path).map_err(io_err(&path))?;
+        let (records, tail) = parse_journal(&path, &data)?;
+        Ok(SessionLog {
+            id: id.to_string(),
+            path,
+            records,
+            tail,
+        })
+    }
+
+    /// The verified records of session `id` (a torn last line is left out).
+    pub fn read_session(&self, id: &str) -> Result<Vec<Record>, JournalError> {
+        Ok(self.load_session(id)?.records)
+    }
+
+    /// Every session, oldest first (by start time). A journal that cannot be read is listed
+    /// with `problem` set rather than failing the whole listing.
+    pub fn sessions(&self) -> Result<Vec<SessionInfo>, JournalError> {
+        let dir = self.sessions_dir();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let e = e.map_err(io_err(&dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".jsonl") else {
+                continue;
+            };
+            match self.load_session(id) {
+                Ok(log) => out.push(SessionInfo::of(&log)),
+                Err(err) => {
+                    let mut info = SessionInfo::of(&SessionLog {
+                        id: id.to_string(),
+                        path: e.path(),
+                        records: vec![],
+                        tail: None,
+                    });
+                    info.problem = Some(err.to_string());
+                    out.push(info);
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.start_ns, &a.id).cmp(&(b.start_ns, &b.id)));
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time, without a date crate.
+
+/// Unix time in nanoseconds.
+pub fn now_ns() -> i128 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn split_ns(ns: i128) -> (i64, u32, u32, u32, u32, u32, u32, u32) {
+    let secs = ns.div_euclid(1_000_000_000) as i64;
+    let frac = ns.rem_euclid(1_000_000_000) as u32;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400) as u32;
+    (
+        y,
+        mo,
+        d,
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60,
+        frac / 1_000_000,
+        frac,
+    )
+}
+
+/// RFC 3339 UTC with milliseconds: `2026-11-25T17:01:02.123Z`.
+pub fn format_time(ns: i128) -> String {
+    let (y, mo, d, h, mi, s, ms, _) = split_ns(ns);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+}
+
+/// The sortable prefix of a session id: `20261125T170102Z`.
+fn session_stamp(ns: i128) -> String {
+    let (y, mo, d, h, mi, s, _, _) = split_ns(ns);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+}
+
+/// Parses RFC 3339 (`2026-11-25T17:01:02Z`, fractions and `±HH:MM` offsets allowed, a space
+/// instead of `T` too) or unix seconds (`1764090062`), into unix nanoseconds.
+pub fn parse_time(s: &str) -> Option<i128> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<i64>() {
+        return Some(secs as i128 * 1_000_000_000);
+    }
+    let b = s.as_bytes();
+    if b.len() < 19 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+    let (y, mo, d) = (num(0..4)? as i64, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut frac_ns: i128 = 0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let digits: String = r.chars().take_while(|c| c.is_ascii_digit()).collect();
+        rest = &r[digits.len()..];
+        let mut padded = digits.chars().take(9).collect::<String>();
+        while padded.len() < 9 {
+            padded.push('0');
+        }
+        frac_ns = padded.parse().ok()?;
+    }
+    let offset_s: i64 = match rest {
+        "Z" | "z" => 0,
+        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
+            let oh: i64 = r.get(1..3)?.parse().ok()?;
+            let om: i64 = r.get(4..6)?.parse().ok()?;
+            let v = oh * 3600 + om * 60;
+            if r.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + (h * 3600 + mi * 60 + sec) as i64 - offset_s;
+    Some(secs as i128 * 1_000_000_000 + frac_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> Event {
+        Event::SessionStart {
+            scope: "/tmp/x".into(),
+            mode: "snapshot".into(),
+            profile: "default".into(),
+            pid: 1,
+            user: 0,
+        }
+    }
+
+    #[test]
+    fn paths_roundtrip_losslessly() {
+        let odd = PathBuf::from(OsString::from_vec(b"a/\xffb".to_vec()));
+        let e = Event::Change {
+            path: odd.clone(),
+            op: "write".into(),
+        };
+        let j = serde_json::to_string(&e).unwrap();
+        assert!(j.contains("bytes_hex"), "{j}");
+        assert_eq!(serde_json::from_str::<Event>(&j).unwrap(), e);
+        let e2 = Event::Change {
+            path: "src/ä.rs".into(),
+            op: "write".into(),
+        };
+        let j2 = serde_json::to_string(&e2).unwrap();
+        assert!(j2.contains("\"src/ä.rs\""), "{j2}");
+        assert_eq!(serde_json::from_str::<Event>(&j2).unwrap(), e2);
+    }
+
+    #[test]
+    fn chain_detects_edits_and_tolerates_a_torn_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::create_or_open(d.path()).unwrap();
+        let w = s.new_session(start()).unwrap();
+        for i in 0..3 {
+            w.append(Event::Change {
+                path: format!("f{i}").into(),
+                op: "write".into(),
+            })
+            .unwrap();
+        }
+        let id = w.id().to_string();
+        assert_eq!(s.read_session(&id).unwrap().len(), 4);
+        let p = s.session_path(&id);
+        let good = fs::read(&p).unwrap();
+        // torn tail
+        let mut torn = good.clone();
+        torn.extend_from_slice(b"{\"seq\":4,\"time_");
+        fs::write(&p, &torn).unwrap();
+        let log = s.load_session(&id).unwrap();
+        assert_eq!(log.records.len(), 4);
+        assert!(log.tail.unwrap().ignored);
+        // edit in the middle
+        let text = String::from_utf8(good.clone())
+            .unwrap()
+            .replace("\"f1\"", "\"f9\"");
+        fs::write(&p, text).unwrap();
+        let err = s.load_session(&id).unwrap_err().to_string();
+        assert!(err.contains(".jsonl:4:"), "{err}");
+        // removed line
+        let lines: Vec<&str> = std::str::from_utf8(&good).unwrap().lines().collect();
+        fs::write(&p, format!("{}\n{}\n{}\n", lines[0], lines[1], lines[3])).unwrap();
+        let err = s.load_session(&id).unwrap_err().to_string();
+        assert!(err.contains(".jsonl:3:"), "{err}");
+        assert!(matches!(
+            s.load_session("nope"),
+            Err(JournalError::NoSession { .. })
+        ));
+    }
+
+    #[test]
+    fn times_roundtrip() {
+        let t = parse_time("2026-11-25T17:01:02.5Z").unwrap();
+        assert_eq!(format_time(t), "2026-11-25T17:01:02.500Z");
+        assert_eq!(
+            parse_time("2026-11-25T18:01:02+01:00").unwrap(),
+            t - 500_000_000
+        );
+        assert_eq!(parse_time("0").unwrap(), 0);
+        assert_eq!(session_stamp(t), "20261125T170102Z");
+        assert!(parse_time("yesterday").is_none());
+    }
+}

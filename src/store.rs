@@ -1,1 +1,505 @@
-//! (not yet written)
+//! The snapshot store: content-addressed, immutable, compressed objects plus the session
+//! journals that refer to them.
+//!
+//! Layout of a store directory (created 0700, outside the scope and the mount):
+//! ```text
+//! DIR/store.toml              format version and creation time
+//! DIR/objects/ab/cdef…        blake3 (hex) of the plain bytes, zstd-compressed on disk
+//! DIR/sessions/<id>.jsonl     one hash-chained journal per session (see `journal`)
+//! DIR/tmp/                    objects being written; anything here after a crash is garbage
+//! ```
+//!
+//! Invariants (restic-style):
+//! - An object's name is the blake3 of its *plain* bytes, so an object can always be verified on
+//!   its own and identical pre-images are stored once.
+//! - An object appears under `objects/` only complete and durable: it is written to `tmp/`,
+//!   fsynced, renamed into place, and the directory is fsynced before `put_*` returns.
+//! - Reading verifies the hash. A corrupt object is an error naming the object and its file;
+//!   [`Store::read_to`] never hands out bytes that did not verify.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Current on-disk format of a store.
+pub const FORMAT_VERSION: i64 = 1;
+/// zstd level for pre-images: fast, since it sits on the agent's write path.
+const ZSTD_LEVEL: i32 = 2;
+const BUF: usize = 256 * 1024;
+
+/// Errors of the store. Every variant names the file or object it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no store at {0} (create one by mounting in snapshot mode)")]
+    NoStore(PathBuf),
+    #[error("{dir} is not a veilfs store: {reason}")]
+    NotAStore { dir: PathBuf, reason: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("object {id} is corrupt ({}): {reason}", path.display())]
+    Corrupt {
+        id: ObjectId,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("object {id} is missing ({})", path.display())]
+    Missing { id: ObjectId, path: PathBuf },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Lower-case hex helpers (no dependency for 20 lines).
+pub mod hex {
+    pub fn encode(bytes: &[u8]) -> String {
+        const D: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            s.push(D[(b >> 4) as usize] as char);
+            s.push(D[(b & 15) as usize] as char);
+        }
+        s
+    }
+    pub fn decode(s: &str) -> Option<Vec<u8>> {
+        fn nib(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            }
+        }
+        let b = s.as_bytes();
+        if !b.len().is_multiple_of(2) {
+            return None;
+        }
+        b.chunks(2)
+            .map(|p| Some(nib(p[0])? << 4 | nib(p[1])?))
+            .collect()
+    }
+}
+
+/// The blake3 hash of an object's plain bytes. Displays (and serialises) as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub [u8; 32]);
+
+impl ObjectId {
+    pub fn of(data: &[u8]) -> ObjectId {
+        ObjectId(*blake3::hash(data).as_bytes())
+    }
+    /// First 8 hex digits, for humans.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl std::fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(&self.0))
+    }
+}
+impl std::fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectId({self})")
+    }
+}
+
+impl FromStr for ObjectId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let v = hex::decode(s).ok_or_else(|| format!("not a hex object id: {s:?}"))?;
+        let a: [u8; 32] = v
+            .try_into()
+            .map_err(|_| format!("object id must be 64 hex digits: {s:?}"))?;
+        Ok(ObjectId(a))
+    }
+}
+
+impl serde::Serialize for ObjectId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+impl<'de> serde::Deserialize<'de> for ObjectId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A snapshot store. Cheap to share (`Send + Sync`); all methods take `&self`.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    /// Bytes under `objects/` (approximate under concurrent puts; for quota checks).
+    size: AtomicU64,
+}
+
+/// A writer that hashes the plain bytes it is given and forwards them to `inner`.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Store {
+    /// Opens the store at `dir`, creating it (mode 0700) if it does not exist or is an empty
+    /// directory. A non-empty directory without `store.toml` is refused. Loose permissions are
+    /// warned about (pre-images may hold secrets).
+    pub fn create_or_open(dir: &Path) -> Result<Store, StoreError> {
+        let exists = dir.exists();
+        let empty = exists && fs::read_dir(dir).map_err(io_err(dir))?.next().is_none();
+        if !exists || empty {
+            if !exists {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io_err(dir))?;
+            }
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+            for sub in ["objects", "sessions", "tmp"] {
+                let p = dir.join(sub);
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&p)
+                    .map_err(io_err(&p))?;
+            }
+            let toml = format!(
+                "# veilfs snapshot store\nformat = {FORMAT_VERSION}\ncreated = \"{}\"\n",
+                crate::journal::format_time(crate::journal::now_ns())
+            );
+            let tmp = dir.join("tmp").join("store.toml");
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(toml.as_bytes()).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            let dst = dir.join("store.toml");
+            fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+            fsync_dir(dir)?;
+        }
+        Store::open(dir)
+    }
+
+    /// Opens an existing store; "no store at DIR" if there is none.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let meta_path = dir.join("store.toml");
+        if !dir.is_dir() {
+            return Err(StoreError::NoStore(dir.to_path_buf()));
+        }
+        let text = match fs::read_to_string(&meta_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoStore(dir.to_path_buf()));
+            }
+            Err(e) => return Err(io_err(&meta_path)(e)),
+        };
+        let v: toml::Table = text.parse().map_err(|e| StoreError::NotAStore {
+            dir: dir.to_path_buf(),
+            reason: format!("{}: {e}", meta_path.display()),
+        })?;
+        match v.get("format").and_then(|f| f.as_integer()) {
+            Some(FORMAT_VERSION) => {}
+            other => {
+                return Err(StoreError::NotAStore {
+                    dir: dir.to_path_buf(),
+                    reason: format!(
+                        "{}: unsupported format {other:?} (this veilfs reads {FORMAT_VERSION})",
+                        meta_path.display()
+                    ),
+                });
+            }
+        }
+        for sub in ["objects", "sessions", "tmp"] {
+            let p = dir.join(sub);
+            if !p.is_dir() {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&p)
+                    .map_err(io_err(&p))?;
+            }
+        }
+        if let Ok(m) = fs::metadata(dir)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                store = %dir.display(),
+                mode = format!("{:o}", m.permissions().mode() & 0o7777),
+                "store is accessible to other users; pre-images may hold secrets (chmod 700)"
+            );
+        }
+        let store = Store {
+            dir: dir.to_path_buf(),
+            size: AtomicU64::new(0),
+        };
+        store.size.store(store.scan_size(), Ordering::Relaxed);
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn sessions_dir(&self) -> PathBuf {
+        self.dir.join("sessions")
+    }
+
+    /// Where the object `id` lives on disk.
+    pub fn object_path(&self, id: &ObjectId) -> PathBuf {
+        let h = id.to_string();
+        self.dir.join("objects").join(&h[..2]).join(&h[2..])
+    }
+
+    /// Reads `src` from offset 0 to EOF (with `pread`, so the caller's file position is left
+    /// alone), stores it durably, and returns its id and length.
+    pub fn put_file(&self, src: &File) -> Result<(ObjectId, u64), StoreError> {
+        let mut off = 0u64;
+        let mut buf = vec![0u8; BUF];
+        self.put_with(|w| {
+            loop {
+                let n = match src.read_at(&mut buf, off) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                off += n as u64;
+                w.write_all(&buf[..n])?;
+            }
+        })
+    }
+
+    /// Stores `data` durably and returns its id.
+    pub fn put_bytes(&self, data: &[u8]) -> Result<ObjectId, StoreError> {
+        self.put_with(|w| w.write_all(data)).map(|(id, _)| id)
+    }
+
+    fn put_with(
+        &self,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(ObjectId, u64), StoreError> {
+        let tmpdir = self.dir.join("tmp");
+        let tmp = tempfile::Builder::new()
+            .prefix("obj-")
+            .tempfile_in(&tmpdir)
+            .map_err(io_err(&tmpdir))?;
+        let tpath = tmp.path().to_path_buf();
+        let enc = zstd::Encoder::new(tmp, ZSTD_LEVEL).map_err(io_err(&tpath))?;
+        let mut w = HashingWriter {
+            inner: enc,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        };
+        fill(&mut w).map_err(io_err(&tpath))?;
+        let id = ObjectId(*w.hasher.finalize().as_bytes());
+        let len = w.len;
+        let tmp = w.inner.finish().map_err(io_err(&tpath))?;
+        if self.has(&id) {
+            return Ok((id, len)); // dedup: the tempfile is removed on drop
+        }
+        tmp.as_file().sync_all().map_err(io_err(&tpath))?;
+        let dst = self.object_path(&id);
+        let sub = dst.parent().unwrap_or(&self.dir).to_path_buf();
+        let new_sub = !sub.is_dir();
+        if new_sub {
+            match fs::DirBuilder::new().mode(0o700).create(&sub) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&sub)(e)),
+            }
+        }
+        let on_disk = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+        match tmp.persist_noclobber(&dst) {
+            Ok(_) => {
+                self.size.fetch_add(on_disk, Ordering::Relaxed);
+            }
+            // Another writer stored the same object first: same bytes, fine.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&dst)(e.error)),
+        }
+        fsync_dir(&sub)?;
+        if new_sub {
+            fsync_dir(&self.dir.join("objects"))?;
+        }
+        Ok((id, len))
+    }
+
+    /// True if the object exists (not verified).
+    pub fn has(&self, id: &ObjectId) -> bool {
+        self.object_path(id).is_file()
+    }
+
+    /// Decompresses `id` into `out` while hashing; errors (without deleting anything) if the
+    /// hash does not match. `out` may hold partial or wrong bytes on error, so use this only
+    /// into a temporary the caller discards on error; [`Store::read_to`] is the safe form.
+    pub fn restore_into(&self, id: &ObjectId, out: &mut dyn Write) -> Result<u64, StoreError> {
+        let path = self.object_path(id);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing { id: *id, path });
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: *id,
+            path: path.clone(),
+            reason,
+        };
+        let mut dec = zstd::Decoder::new(f).map_err(io_err(&path))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; BUF];
+        let mut len = 0u64;
+        loop {
+            let n = match dec.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(corrupt(format!("cannot decompress: {e}"))),
+            };
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(io_err(&path))?;
+            len += n as u64;
+        }
+        let got = ObjectId(*hasher.finalize().as_bytes());
+        if got != *id {
+            return Err(corrupt(format!("content hashes to {got}")));
+        }
+        Ok(len)
+    }
+
+    /// Checks that `id` exists, decompresses and hashes to its name; returns its plain length.
+    pub fn verify_object(&self, id: &ObjectId) -> Result<u64, StoreError> {
+        self.restore_into(id, &mut io::sink())
+    }
+
+    /// Writes the plain bytes of `id` to `out`, after verifying them (they are staged in an
+    /// unnamed file under `tmp/`, so memory use does not grow with the object).
+    pub fn read_to(&self, id: &ObjectId, out: &mut dyn Write) -> Result<u64, StoreError> {
+        let tmpdir = self.dir.join("tmp");
+        let mut stage = tempfile::tempfile_in(&tmpdir).map_err(io_err(&tmpdir))?;
+        let len = self.restore_into(id, &mut stage)?;
+        stage.rewind().map_err(io_err(&tmpdir))?;
+        io::copy(&mut stage, out).map_err(io_err(&self.object_path(id)))?;
+        Ok(len)
+    }
+
+    /// Convenience: the verified plain bytes of a (small) object.
+    pub fn read_bytes(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError> {
+        let mut v = Vec::new();
+        self.read_to(id, &mut v)?;
+        Ok(v)
+    }
+
+    /// Bytes used by objects on disk (for a quota check by the caller).
+    pub fn size_on_disk(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    fn scan_size(&self) -> u64 {
+        let (ids, _) = self.list_objects().unwrap_or_default();
+        ids.iter()
+            .filter_map(|id| fs::metadata(self.object_path(id)).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Every object under `objects/`, plus files there whose names are not object ids.
+    pub fn list_objects(&self) -> Result<(Vec<ObjectId>, Vec<PathBuf>), StoreError> {
+        let objects = self.dir.join("objects");
+        let mut ids = Vec::new();
+        let mut strays = Vec::new();
+        for sub in fs::read_dir(&objects).map_err(io_err(&objects))? {
+            let sub = sub.map_err(io_err(&objects))?;
+            let sname = sub.file_name().to_string_lossy().into_owned();
+            if !sub.path().is_dir() {
+                strays.push(sub.path());
+                continue;
+            }
+            for e in fs::read_dir(sub.path()).map_err(io_err(&sub.path()))? {
+                let e = e.map_err(io_err(&sub.path()))?;
+                let name = format!("{sname}{}", e.file_name().to_string_lossy());
+                match name.parse::<ObjectId>() {
+                    Ok(id) if sname.len() == 2 => ids.push(id),
+                    _ => strays.push(e.path()),
+                }
+            }
+        }
+        ids.sort();
+        Ok((ids, strays))
+    }
+}
+
+/// fsync a directory so a rename into it is durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_roundtrip_dedup_and_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::create_or_open(&d.path().join("st")).unwrap();
+        let mode = fs::metadata(s.dir()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let id = s.put_bytes(b"hello world").unwrap();
+        assert_eq!(id, ObjectId::of(b"hello world"));
+        assert_eq!(s.put_bytes(b"hello world").unwrap(), id);
+        assert!(s.has(&id));
+        assert_eq!(s.read_bytes(&id).unwrap(), b"hello world");
+        assert!(s.size_on_disk() > 0);
+        let src = d.path().join("f");
+        fs::write(&src, vec![7u8; 1_000_000]).unwrap();
+        let (id2, len) = s.put_file(&File::open(&src).unwrap()).unwrap();
+        assert_eq!(len, 1_000_000);
+        assert_eq!(s.read_bytes(&id2).unwrap(), vec![7u8; 1_000_000]);
+        // Corrupt: replace with a valid zstd frame of other bytes.
+        let other = zstd::encode_all(&b"evil"[..], 1).unwrap();
+        let p = s.object_path(&id);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&p, other).unwrap();
+        let mut out = Vec::new();
+        let err = s.read_to(&id, &mut out).unwrap_err();
+        assert!(
+            out.is_empty(),
+            "no bytes of a corrupt object are handed out"
+        );
+        assert!(err.to_string().contains(&id.to_string()), "{err}");
+        let (ids, strays) = s.list_objects().unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(strays.is_empty());
+    }
+
+    #[test]
+    fn open_requires_a_store() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Store::open(&d.path().join("nope")).unwrap_err();
+        assert!(e.to_string().contains("no store at"), "{e}");
+        fs::write(d.path().join("junk"), "x").unwrap();
+        assert!(Store::create_or_open(d.path()).is_err());
+        let id: ObjectId = ObjectId::of(b"x").to_string().parse().unwrap();
+        assert_eq!(id, ObjectId::of(b"x"));
+    }
+}

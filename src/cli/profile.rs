@@ -1,16 +1,40 @@
 //! `veilfs profile check`.
 use std::process::ExitCode;
 
+use veilfs::policy::Policy;
+use veilfs::profile::Profile;
+
 #[derive(clap::Subcommand, Debug)]
 pub enum ProfileCmd {
     /// Validate a profile (and its rule sets) and print the effective profile.
+    ///
+    /// Prints the profile with every default filled in on stdout and exits 0; prints
+    /// `FILE:LINE:COLUMN: FIELD: message` on stderr and exits 2 when the profile is invalid.
+    /// Warnings (legal but suspicious settings) go to stderr and do not change the exit code.
     Check { path: std::path::PathBuf },
 }
 
 pub fn run(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        ProfileCmd::Check { path } => {
-            anyhow::bail!("profile check {}: not yet implemented", path.display())
-        }
+        ProfileCmd::Check { path } => Ok(check(&path)),
     }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let profile = match Profile::load(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = Policy::new(&profile) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    for w in &profile.warnings {
+        eprintln!("warning: {w}");
+    }
+    print!("{}", profile.to_toml());
+    ExitCode::SUCCESS
 }

@@ -1,0 +1,415 @@
+//! The scanning engine: one prefilter pass, then regexes only where they can match.
+//!
+//! Why this shape: most files an agent reads (source code, docs) contain no secret, and a FUSE
+//! read must not wait on 80 regexes. Every rule names literal keywords (`ghp_`, `akia`,
+//! `password`); one ASCII-case-insensitive Aho-Corasick automaton over all keywords finds the hits
+//! in a single pass, and each rule's regex then runs only on the lines around its own hits
+//! (merged per rule; the whole file once when hits are dense). A file without hits costs one
+//! automaton pass. Rules without keywords (some PII shapes) run on the whole text.
+//!
+//! The engine is immutable after `load` and therefore `Send + Sync`; scanning never panics on
+//! file data (no indexing that can go out of bounds is left unchecked).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+use super::mask::Redactions;
+use super::rules::{self, Allow, BUILTIN, CompiledRule, RulesError};
+use super::text::{self, Kind};
+
+/// How far before a keyword hit a region may start (the secret can precede its keyword).
+const MAX_BACK: usize = 1024;
+/// How far after a keyword hit a region may end (plus the rule's `window`).
+const MAX_FWD: usize = 4096;
+
+/// The result of scanning one file.
+#[derive(Clone, Debug)]
+pub enum ScanOutcome {
+    /// Nothing to mask: the file can be served as is.
+    Clean,
+    /// Not text (NUL in the first 8 KiB and not UTF-16): served as is, never scanned.
+    Binary,
+    /// Masks to apply to every read.
+    Redact(Arc<Redactions>),
+}
+
+/// One match for reports (never carries the secret itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub rule_id: String,
+    /// 1-based line of the match start.
+    pub line: usize,
+    /// File byte offsets of the masked range.
+    pub start: u64,
+    pub end: u64,
+}
+
+struct SetInfo {
+    allow: Allow,
+}
+
+/// Compiled rule sets of one profile.
+pub struct Engine {
+    rules: Vec<CompiledRule>,
+    sets: Vec<SetInfo>,
+    ac: Option<AhoCorasick>,
+    /// Aho-Corasick pattern id → rules using that keyword.
+    pattern_rules: Vec<Vec<u32>>,
+    /// Rules without keywords: run on the whole text.
+    keywordless: Vec<usize>,
+    /// Whether any rule or set filters on path (else the per-file path check is skipped).
+    path_filters: bool,
+    fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rules.len())
+            .field(
+                "fingerprint",
+                &blake3::Hash::from(self.fingerprint).to_hex(),
+            )
+            .finish()
+    }
+}
+
+/// A raw match in decoded-text offsets.
+struct RawMatch {
+    rule: usize,
+    start: usize,
+    end: usize,
+}
+
+impl Engine {
+    /// Compiles the named built-in sets (`secrets`, `pii`) and the admin's rule files.
+    pub fn load(rule_sets: &[String], rule_files: &[PathBuf]) -> Result<Engine, RulesError> {
+        let mut sources: Vec<(String, String)> = Vec::new();
+        for name in rule_sets {
+            match BUILTIN.iter().find(|(n, _, _)| n == name) {
+                Some((_, label, src)) => sources.push((label.to_string(), src.to_string())),
+                None => {
+                    return Err(RulesError::UnknownSet {
+                        name: name.clone(),
+                        known: BUILTIN
+                            .iter()
+                            .map(|(n, _, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+            }
+        }
+        for p in rule_files {
+            let src = std::fs::read_to_string(p).map_err(|source| RulesError::Io {
+                path: p.display().to_string(),
+                source,
+            })?;
+            sources.push((p.display().to_string(), src));
+        }
+        Self::from_sources(&sources)
+    }
+
+    /// Compiles rule sets given as `(label, toml source)` pairs; labels appear in errors.
+    pub fn from_sources(sources: &[(String, String)]) -> Result<Engine, RulesError> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"veilfs-redact-v1\0");
+        let mut rules: Vec<CompiledRule> = Vec::new();
+        let mut sets = Vec::new();
+        let mut origin: std::collections::HashMap<String, String> = Default::default();
+        for (i, (label, src)) in sources.iter().enumerate() {
+            hasher.update(&(src.len() as u64).to_le_bytes());
+            hasher.update(src.as_bytes());
+            let file = rules::parse(label, src)?;
+            for r in &file.rules {
+                let (line, col) = rules::line_col(src, r.id.span().start);
+                let here = format!("{label}:{line}:{col}");
+                if let Some(first) = origin.insert(r.id.get_ref().clone(), here.clone()) {
+                    return Err(RulesError::Duplicate {
+                        id: r.id.get_ref().clone(),
+                        first,
+                        second: here,
+                    });
+                }
+            }
+            let (compiled, allow) = rules::compile_set(label, src, &file, i)?;
+            rules.extend(compiled);
+            sets.push(SetInfo { allow });
+        }
+        let mut keywords: Vec<String> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let mut pattern_rules: Vec<Vec<u32>> = Vec::new();
+        let mut keywordless = Vec::new();
+        for (ri, r) in rules.iter().enumerate() {
+            if r.keywords.is_empty() {
+                keywordless.push(ri);
+            }
+            for k in &r.keywords {
+                let pid = *index.entry(k.clone()).or_insert_with(|| {
+                    keywords.push(k.clone());
+                    pattern_rules.push(Vec::new());
+                    keywords.len() - 1
+                });
+                if !pattern_rules[pid].contains(&(ri as u32)) {
+                    pattern_rules[pid].push(ri as u32);
+                }
+            }
+        }
+        let ac = if keywords.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&keywords)
+                    .or_else(|_| {
+                        AhoCorasick::builder()
+                            .ascii_case_insensitive(true)
+                            .build(&keywords)
+                    })
+                    .map_err(|e| RulesError::Parse {
+                        file: "<keywords>".into(),
+                        line: 1,
+                        col: 1,
+                        msg: e.to_string(),
+                    })?,
+            )
+        };
+        let path_filters = rules.iter().any(CompiledRule::has_path_filter)
+            || sets.iter().any(|s| s.allow.has_paths());
+        Ok(Engine {
+            rules,
+            sets,
+            ac,
+            pattern_rules,
+            keywordless,
+            path_filters,
+            fingerprint: *hasher.finalize().as_bytes(),
+        })
+    }
+
+    /// An engine without rules: every scan is `Clean`.
+    pub fn empty() -> Engine {
+        Engine {
+            rules: Vec::new(),
+            sets: Vec::new(),
+            ac: None,
+            pattern_rules: Vec::new(),
+            keywordless: Vec::new(),
+            path_filters: false,
+            fingerprint: *blake3::hash(b"veilfs-redact-v1\0").as_bytes(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// blake3 over every rule source in load order: changes whenever any rule changes, so scan
+    /// results cached under another fingerprint are never reused.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    pub fn rule_ids(&self) -> Vec<String> {
+        self.rules.iter().map(|r| r.id.to_string()).collect()
+    }
+
+    /// Scans one file's complete contents. `rel_path` is relative to the scope root.
+    pub fn scan(&self, rel_path: &Path, data: &[u8]) -> ScanOutcome {
+        if self.is_empty() {
+            return ScanOutcome::Clean;
+        }
+        let enc = match text::classify(data) {
+            Kind::Binary => return ScanOutcome::Binary,
+            Kind::Text(e) => e,
+        };
+        let view = text::view(data, enc);
+        let raw = self.raw_matches(rel_path, &view.bytes);
+        if raw.is_empty() {
+            return ScanOutcome::Clean;
+        }
+        let ranges = raw
+            .iter()
+            .map(|m| {
+                (
+                    view.file_offset(m.start),
+                    view.file_offset(m.end),
+                    self.rules[m.rule].id.clone(),
+                )
+            })
+            .collect();
+        ScanOutcome::Redact(Arc::new(Redactions::build(data, enc, ranges)))
+    }
+
+    /// Every match with its 1-based line, for the `scan` report. Binary files have none.
+    pub fn findings(&self, rel_path: &Path, data: &[u8]) -> Vec<Finding> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let enc = match text::classify(data) {
+            Kind::Binary => return Vec::new(),
+            Kind::Text(e) => e,
+        };
+        let view = text::view(data, enc);
+        let text = &*view.bytes;
+        let raw = self.raw_matches(rel_path, text);
+        let mut line = 1;
+        let mut pos = 0;
+        raw.iter()
+            .map(|m| {
+                line += text[pos..m.start].iter().filter(|&&b| b == b'\n').count();
+                pos = m.start;
+                Finding {
+                    rule_id: self.rules[m.rule].id.to_string(),
+                    line,
+                    start: view.file_offset(m.start),
+                    end: view.file_offset(m.end),
+                }
+            })
+            .collect()
+    }
+
+    /// All accepted matches, sorted by start, in decoded-text offsets.
+    fn raw_matches(&self, rel_path: &Path, text: &[u8]) -> Vec<RawMatch> {
+        let n = self.rules.len();
+        // Which rules apply to this path at all.
+        let applies: Vec<bool> = if self.path_filters {
+            let set_ok: Vec<bool> = self
+                .sets
+                .iter()
+                .map(|s| !s.allow.path_allowed(rel_path))
+                .collect();
+            self.rules
+                .iter()
+                .map(|r| set_ok.get(r.set).copied().unwrap_or(true) && r.applies_to(rel_path))
+                .collect()
+        } else {
+            vec![true; n]
+        };
+
+        // Regions per rule, from keyword hits.
+        let mut regions: Vec<(u32, usize, usize)> = Vec::new();
+        let mut covered_to = vec![0usize; n];
+        let mut any_region = vec![false; n];
+        if let Some(ac) = &self.ac {
+            for m in ac.find_overlapping_iter(text) {
+                let Some(rs) = self.pattern_rules.get(m.pattern().as_usize()) else {
+                    continue;
+                };
+                for &ri in rs {
+                    let r = ri as usize;
+                    if !applies[r] || (any_region[r] && m.start() < covered_to[r]) {
+                        continue;
+                    }
+                    let window = self.rules[r].window;
+                    let lo = m.start().saturating_sub(MAX_BACK);
+                    let start = text[lo..m.start()]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(lo, |p| lo + p + 1);
+                    let from = m.end().saturating_add(window).min(text.len());
+                    let hi = from.saturating_add(MAX_FWD).min(text.len());
+                    let end = text[from..hi]
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(hi, |p| from + p + 1);
+                    regions.push((ri, start, end));
+                    covered_to[r] = end;
+                    any_region[r] = true;
+                }
+            }
+        }
+        for &r in &self.keywordless {
+            if applies[r] {
+                regions.push((r as u32, 0, text.len()));
+            }
+        }
+        regions.sort_unstable();
+
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < regions.len() {
+            let r = regions[i].0;
+            let mut j = i;
+            let mut total = 0;
+            while j < regions.len() && regions[j].0 == r {
+                total += regions[j].2 - regions[j].1;
+                j += 1;
+            }
+            let rule = &self.rules[r as usize];
+            if total >= text.len() / 2 {
+                self.run_rule(r as usize, rule, text, 0, text.len(), &mut out);
+            } else {
+                // Merge overlapping regions of this rule, then run the regex on each.
+                let (mut cs, mut ce) = (regions[i].1, regions[i].2);
+                for &(_, s, e) in &regions[i + 1..j] {
+                    if s <= ce {
+                        ce = ce.max(e);
+                    } else {
+                        self.run_rule(r as usize, rule, text, cs, ce, &mut out);
+                        (cs, ce) = (s, e);
+                    }
+                }
+                self.run_rule(r as usize, rule, text, cs, ce, &mut out);
+            }
+            i = j;
+        }
+        out.sort_unstable_by_key(|m| (m.start, std::cmp::Reverse(m.end), m.rule));
+        out
+    }
+
+    fn run_rule(
+        &self,
+        ri: usize,
+        rule: &CompiledRule,
+        text: &[u8],
+        start: usize,
+        end: usize,
+        out: &mut Vec<RawMatch>,
+    ) {
+        let Some(hay) = text.get(start..end) else {
+            return;
+        };
+        let groups = rule.regex.captures_len();
+        for caps in rule.regex.captures_iter(hay) {
+            let m = match rule.secret_group {
+                Some(g) => caps.get(g),
+                None if groups > 1 => (1..groups).find_map(|g| caps.get(g)),
+                None => caps.get(0),
+            };
+            let Some(m) = m else { continue };
+            let secret = m.as_bytes();
+            if secret.is_empty() {
+                continue;
+            }
+            if let Some(min) = rule.entropy
+                && rules::entropy(secret) < min
+            {
+                continue;
+            }
+            if let Some(v) = rule.validate
+                && !v.check(secret)
+            {
+                continue;
+            }
+            if rule.allow.iter().any(|a| a.secret_allowed(secret)) {
+                continue;
+            }
+            if let Some(s) = self.sets.get(rule.set)
+                && s.allow.secret_allowed(secret)
+            {
+                continue;
+            }
+            out.push(RawMatch {
+                rule: ri,
+                start: start + m.start(),
+                end: start + m.end(),
+            });
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Length-preserving masks and their application to arbitrary read windows.
+//!
+//! Why length-preserving: `st_size` stays true, offsets stay stable and `mmap`/`pread` at any
+//! offset keep working, so `getattr` never needs a scan. Each masked span shows
+//! `<redacted:RULE-ID>` padded with `*` (or cut) to exactly the span's length. Line breaks inside
+//! a span are kept where they are (a PEM block keeps its shape and line numbers stay right), and
+//! the label is written around them.
+//!
+//! The mask is a pure function of the [`Redactions`] (not of the bytes in the read buffer), so a
+//! read that starts in the middle of a span, or in the middle of a UTF-16 code unit, produces the
+//! same bytes as the matching window of [`mask_all`].
+
+use std::sync::Arc;
+
+use super::text::Encoding;
+
+/// One masked range of file bytes `[start, end)`, labelled with the rule that found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+    pub rule_id: Arc<str>,
+}
+
+/// Everything needed to mask one file: sorted, non-overlapping spans plus the positions of the
+/// line-break code units inside them that stay visible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redactions {
+    spans: Vec<Span>,
+    /// Sorted file offsets (code-unit starts) of `\n`/`\r` units inside spans.
+    keep: Vec<u64>,
+    encoding: Encoding,
+}
+
+const PREFIX: &[u8] = b"<redacted:";
+
+fn label_byte(rule_id: &str, k: u64) -> u8 {
+    let id = rule_id.as_bytes();
+    let k = k as usize;
+    if k < PREFIX.len() {
+        PREFIX[k]
+    } else if k - PREFIX.len() < id.len() {
+        id[k - PREFIX.len()]
+    } else if k - PREFIX.len() == id.len() {
+        b'>'
+    } else {
+        b'*'
+    }
+}
+
+impl Redactions {
+    /// Builds redactions from possibly overlapping `(start, end, rule)` ranges over `data`
+    /// (the file's complete bytes). Ranges are aligned to code units and merged; on overlap the
+    /// earliest-starting (then longest) range names the merged span.
+    pub(crate) fn build(
+        data: &[u8],
+        encoding: Encoding,
+        mut ranges: Vec<(u64, u64, Arc<str>)>,
+    ) -> Redactions {
+        let unit = encoding.unit();
+        let len = data.len() as u64;
+        for r in &mut ranges {
+            // Align outward to code units, never past the end of the file.
+            r.0 -= r.0 % unit;
+            r.1 = (r.1 + (unit - r.1 % unit) % unit).min(len - len % unit);
+        }
+        ranges.retain(|r| r.0 < r.1);
+        ranges.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut spans: Vec<Span> = Vec::with_capacity(ranges.len());
+        for (start, end, rule_id) in ranges {
+            match spans.last_mut() {
+                Some(last) if start < last.end => last.end = last.end.max(end),
+                _ => spans.push(Span {
+                    start,
+                    end,
+                    rule_id,
+                }),
+            }
+        }
+        let mut keep = Vec::new();
+        for s in &spans {
+            let mut p = s.start;
+            while p < s.end {
+                let i = p as usize;
+                let is_break = match encoding {
+                    Encoding::Utf8 => matches!(data.get(i), Some(b'\n' | b'\r')),
+                    Encoding::Utf16Le => {
+                        matches!(data.get(i), Some(b'\n' | b'\r')) && data.get(i + 1) == Some(&0)
+                    }
+                    Encoding::Utf16Be => {
+                        data.get(i) == Some(&0) && matches!(data.get(i + 1), Some(b'\n' | b'\r'))
+                    }
+                };
+                if is_break {
+                    keep.push(p);
+                }
+                p += unit;
+            }
+        }
+        Redactions {
+            spans,
+            keep,
+            encoding,
+        }
+    }
+
+    /// The merged spans, sorted by offset.
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+
+    /// The encoding masks are written in.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Overwrites `buf`, which holds file bytes `[offset, offset + buf.len())`, with the masked
+    /// view. Correct for any window, including cuts through a span or a code unit.
+    pub fn apply(&self, offset: u64, buf: &mut [u8]) {
+        let wend = offset.saturating_add(buf.len() as u64);
+        let unit = self.encoding.unit();
+        let mut i = self.spans.partition_point(|s| s.end <= offset);
+        while let Some(s) = self.spans.get(i) {
+            if s.start >= wend {
+                break;
+            }
+            i += 1;
+            let lo = s.start.max(offset);
+            let hi = s.end.min(wend);
+            // Index of the first unit touched, and how many kept units precede it in the span.
+            let first_unit_start = lo - (lo - s.start) % unit;
+            let span_keep0 = self.keep.partition_point(|&p| p < s.start);
+            let mut kp = self.keep.partition_point(|&p| p < first_unit_start);
+            let mut label_k = (first_unit_start - s.start) / unit - (kp - span_keep0) as u64;
+            let mut u = first_unit_start;
+            while u < hi {
+                let kept = self.keep.get(kp) == Some(&u);
+                if kept {
+                    kp += 1;
+                }
+                if !kept {
+                    let ch = label_byte(&s.rule_id, label_k);
+                    label_k += 1;
+                    for b in 0..unit {
+                        let pos = u + b;
+                        if pos < lo || pos >= hi {
+                            continue;
+                        }
+                        let v = match (self.encoding, b) {
+                            (Encoding::Utf8, _)
+                            | (Encoding::Utf16Le, 0)
+                            | (Encoding::Utf16Be, 1) => ch,
+                            _ => 0,
+                        };
+                        if let Some(slot) = buf.get_mut((pos - offset) as usize) {
+                            *slot = v;
+                        }
+                    }
+                }
+                u += unit;
+            }
+        }
+    }
+}
+
+/// The masked view of a whole file (`data` is the complete file).
+pub fn mask_all(data: &[u8], r: &Redactions) -> Vec<u8> {
+    let mut out = data.to_vec();
+    r.apply(0, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(data: &[u8], enc: Encoding, ranges: &[(u64, u64, &str)]) -> Redactions {
+        Redactions::build(
+            data,
+            enc,
+            ranges
+                .iter()
+                .map(|&(a, b, id)| (a, b, Arc::from(id)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn pads_and_cuts() {
+        let d = b"key=AAAAAAAAAAAAAAAAAAAAAAAA; x=BBBB;";
+        let red = r(d, Encoding::Utf8, &[(4, 28, "aws"), (32, 36, "long-rule")]);
+        assert_eq!(
+            mask_all(d, &red),
+            b"key=<redacted:aws>**********; x=<red;".to_vec()
+        );
+    }
+
+    #[test]
+    fn keeps_newlines_and_writes_label_around_them() {
+        let d = b"-----BEGIN\nabcdefghijklmnop\r\nqrstuvwxyz\n-----END";
+        let red = r(d, Encoding::Utf8, &[(0, d.len() as u64, "pk")]);
+        let m = mask_all(d, &red);
+        assert_eq!(m.len(), d.len());
+        assert_eq!(&m, b"<redacted:\npk>*************\r\n**********\n********");
+    }
+
+    #[test]
+    fn merges_overlaps_first_then_longest() {
+        let d = [b'x'; 40];
+        let red = r(
+            &d,
+            Encoding::Utf8,
+            &[(10, 20, "b"), (5, 12, "a"), (5, 8, "c"), (30, 35, "d")],
+        );
+        let s = red.spans();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].start, s[0].end, &*s[0].rule_id), (5, 20, "a"));
+        assert_eq!((s[1].start, s[1].end, &*s[1].rule_id), (30, 35, "d"));
+    }
+
+    fn every_window(d: &[u8], red: &Redactions) {
+        let full = mask_all(d, red);
+        for off in 0..=d.len() {
+            for len in 0..=(d.len() - off) {
+                let mut w = d[off..off + len].to_vec();
+                red.apply(off as u64, &mut w);
+                assert_eq!(w, &full[off..off + len], "offset {off} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn any_window_equals_mask_all_utf8() {
+        let d = b"a=SECRET1\npem=-----\nMIIxyz\r\n-----\nb=tok tok2 end";
+        let red = r(
+            d,
+            Encoding::Utf8,
+            &[
+                (2, 9, "s"),
+                (14, 33, "private-key"),
+                (37, 40, "t"),
+                (41, 45, "t"),
+            ],
+        );
+        every_window(d, &red);
+    }
+
+    #[test]
+    fn any_window_equals_mask_all_utf16() {
+        for enc in [Encoding::Utf16Le, Encoding::Utf16Be] {
+            let s = "x=SECRETVALUE\nline2 SEC\r\nRET y";
+            let mut d = Vec::new();
+            for u in s.encode_utf16() {
+                d.extend_from_slice(&match enc {
+                    Encoding::Utf16Le => u.to_le_bytes(),
+                    _ => u.to_be_bytes(),
+                });
+            }
+            let red = r(&d, enc, &[(4, 26, "r1"), (40, 57, "r2")]);
+            every_window(&d, &red);
+            let m = mask_all(&d, &red);
+            let units: Vec<u16> = m
+                .chunks(2)
+                .map(|c| match enc {
+                    Encoding::Utf16Le => u16::from_le_bytes([c[0], c[1]]),
+                    _ => u16::from_be_bytes([c[0], c[1]]),
+                })
+                .collect();
+            let text = String::from_utf16(&units).unwrap();
+            assert_eq!(text, "x=<redacted:r\nline2 <re\r\ndacty");
+        }
+    }
+}

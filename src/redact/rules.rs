@@ -1,0 +1,544 @@
+//! Rule-set files: schema, loading, validation and compilation.
+//!
+//! Why a strict schema: a typo in a rule file (`keyword` for `keywords`, a regex that does not
+//! compile) must stop the mount with an error that names the file, line, column and rule, not
+//! silently leave a secret unmasked. Every table uses `deny_unknown_fields`; rule ids are unique
+//! across all loaded sets; regexes are compiled once here.
+//!
+//! The schema is modelled on gitleaks' config (rules with id/regex/secret group/keywords/entropy/
+//! path and allow-lists) so gitleaks rules convert almost one to one (see `gitleaks.rs`).
+//! Differences: `path` holds globs (gitleaks: one regex; ours is `path_regex`), `validate` adds
+//! checksum validators for PII, and `window` lets a multi-line rule (a PEM block) look past the
+//! line of its keyword.
+//!
+//! Regexes are compiled byte-oriented with Unicode mode off (`\w`, `\b`, `\s` and case folding are
+//! ASCII, like Go's RE2 in gitleaks) and multi-line mode on (`^`/`$` match at line breaks, CRLF
+//! aware), because the engine runs them on line-aligned regions around keyword hits.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aho_corasick::AhoCorasick;
+use globset::{GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// A rule-set file as written by an admin.
+#[derive(Deserialize, Serialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSetFile {
+    pub version: u32,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowlist: Option<AllowlistDef>,
+    #[serde(default)]
+    pub rules: Vec<RuleDef>,
+}
+
+/// One rule.
+#[derive(Deserialize, Serialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDef {
+    pub id: Spanned<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub regex: Spanned<String>,
+    /// Capture group holding the secret. Default: the first capture group that participated in
+    /// the match, or the whole match if the regex has no groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_group: Option<usize>,
+    /// Case-insensitive literals; the regex only runs near a hit. Empty: runs on every file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+    /// Minimum Shannon entropy (bits per byte) of the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<f64>,
+    /// Only files whose relative path matches one of these globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
+    /// Only files whose relative path matches this regex (gitleaks' `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<Validator>,
+    /// Bytes past the keyword's line the regex may reach (multi-line secrets). Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlists: Vec<AllowlistDef>,
+}
+
+/// Things that are not secrets even though a rule matched them.
+#[derive(Deserialize, Serialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AllowlistDef {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Globs of relative paths to skip.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Regexes of relative paths to skip.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_regexes: Vec<String>,
+    /// Regexes tested against the secret (unanchored: anchor with `^...$` yourself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regexes: Vec<String>,
+    /// Case-insensitive substrings of the secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopwords: Vec<String>,
+}
+
+/// Checksum/shape validators for matches a regex alone cannot tell apart.
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Validator {
+    /// Payment card number (Luhn mod 10).
+    Luhn,
+    /// IBAN (ISO 13616 mod 97).
+    Iban,
+    /// US SSN: area not 000/666/9xx, group not 00, serial not 0000.
+    Ssn,
+    /// Phone number: 8 to 15 digits.
+    Phone,
+    /// Dotted quad with every octet <= 255.
+    Ipv4,
+}
+
+/// Errors loading rule sets. Every message names the file (and line:column and rule where
+/// known) so an admin can fix it without guessing.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{col}: {msg}")]
+    Parse {
+        file: String,
+        line: usize,
+        col: usize,
+        msg: String,
+    },
+    #[error("{file}:{line}:{col}: rule `{rule}`: {msg}")]
+    Rule {
+        file: String,
+        line: usize,
+        col: usize,
+        rule: String,
+        msg: String,
+    },
+    #[error("duplicate rule id `{id}`: {first} and {second}")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error("unknown rule set `{name}` (known: {known})")]
+    UnknownSet { name: String, known: String },
+}
+
+/// Rule sets compiled into the binary: (name, label used in errors, source).
+pub const BUILTIN: &[(&str, &str, &str)] = &[
+    (
+        "secrets",
+        "redaction-rules/secrets.toml",
+        include_str!("../../redaction-rules/secrets.toml"),
+    ),
+    (
+        "pii",
+        "redaction-rules/pii.toml",
+        include_str!("../../redaction-rules/pii.toml"),
+    ),
+];
+
+/// 1-based line and column of byte `pos` in `src`.
+pub(crate) fn line_col(src: &str, pos: usize) -> (usize, usize) {
+    let pos = pos.min(src.len());
+    let before = &src.as_bytes()[..pos];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = pos
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
+    (line, col)
+}
+
+/// Parses a rule-set file, reporting TOML/schema errors with file:line:column.
+pub fn parse(label: &str, src: &str) -> Result<RuleSetFile, RulesError> {
+    toml::from_str::<RuleSetFile>(src).map_err(|e| {
+        let (line, col) = e.span().map_or((1, 1), |s| line_col(src, s.start));
+        RulesError::Parse {
+            file: label.to_string(),
+            line,
+            col,
+            msg: e.message().trim().to_string(),
+        }
+    })
+}
+
+/// An allow-list ready to test.
+#[derive(Debug, Default)]
+pub(crate) struct Allow {
+    paths: Option<GlobSet>,
+    path_regexes: Vec<regex::Regex>,
+    regexes: Vec<regex::bytes::Regex>,
+    stopwords: Option<AhoCorasick>,
+}
+
+impl Allow {
+    pub(crate) fn has_paths(&self) -> bool {
+        self.paths.is_some() || !self.path_regexes.is_empty()
+    }
+
+    pub(crate) fn path_allowed(&self, rel: &Path) -> bool {
+        if let Some(g) = &self.paths
+            && g.is_match(rel)
+        {
+            return true;
+        }
+        if self.path_regexes.is_empty() {
+            return false;
+        }
+        let s = rel.to_string_lossy();
+        self.path_regexes.iter().any(|r| r.is_match(&s))
+    }
+
+    pub(crate) fn secret_allowed(&self, secret: &[u8]) -> bool {
+        self.regexes.iter().any(|r| r.is_match(secret))
+            || self.stopwords.as_ref().is_some_and(|a| a.is_match(secret))
+    }
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub(crate) struct CompiledRule {
+    pub id: Arc<str>,
+    pub regex: regex::bytes::Regex,
+    pub secret_group: Option<usize>,
+    pub keywords: Vec<String>,
+    pub entropy: Option<f64>,
+    pub path: Option<GlobSet>,
+    pub path_regex: Option<regex::Regex>,
+    pub validate: Option<Validator>,
+    pub window: usize,
+    pub allow: Vec<Allow>,
+    /// Index of the set this rule came from (for the set-level allow-list).
+    pub set: usize,
+}
+
+impl CompiledRule {
+    /// Whether this rule applies to `rel` at all (its own path filters and allow-lists).
+    pub(crate) fn applies_to(&self, rel: &Path) -> bool {
+        if let Some(g) = &self.path
+            && !g.is_match(rel)
+        {
+            return false;
+        }
+        if let Some(r) = &self.path_regex
+            && !r.is_match(&rel.to_string_lossy())
+        {
+            return false;
+        }
+        !self.allow.iter().any(|a| a.path_allowed(rel))
+    }
+
+    pub(crate) fn has_path_filter(&self) -> bool {
+        self.path.is_some() || self.path_regex.is_some() || self.allow.iter().any(Allow::has_paths)
+    }
+}
+
+/// Compiles a regex the way every rule regex is compiled (see the module docs).
+pub fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .multi_line(true)
+        .crlf(true)
+        .size_limit(32 << 20)
+        .dfa_size_limit(16 << 20)
+        .build()
+}
+
+fn globset(globs: &[String]) -> Result<Option<GlobSet>, String> {
+    if globs.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        let glob = globset::GlobBuilder::new(g)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!("bad path glob `{g}`: {e}"))?;
+        b.add(glob);
+    }
+    b.build().map(Some).map_err(|e| e.to_string())
+}
+
+pub(crate) fn compile_allow(a: &AllowlistDef) -> Result<Allow, String> {
+    let paths = globset(&a.paths)?;
+    let path_regexes = a
+        .path_regexes
+        .iter()
+        .map(|r| regex::Regex::new(r).map_err(|e| format!("allowlist path regex `{r}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    let regexes = a
+        .regexes
+        .iter()
+        .map(|r| compile_regex(r).map_err(|e| format!("allowlist regex `{r}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    let stopwords = if a.stopwords.is_empty() {
+        None
+    } else {
+        Some(
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&a.stopwords)
+                .map_err(|e| format!("stopwords: {e}"))?,
+        )
+    };
+    Ok(Allow {
+        paths,
+        path_regexes,
+        regexes,
+        stopwords,
+    })
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Compiles the rules of one parsed set. `set` is the set's index in the engine.
+pub(crate) fn compile_set(
+    label: &str,
+    src: &str,
+    file: &RuleSetFile,
+    set: usize,
+) -> Result<(Vec<CompiledRule>, Allow), RulesError> {
+    if file.version != 1 {
+        return Err(RulesError::Parse {
+            file: label.into(),
+            line: 1,
+            col: 1,
+            msg: format!("unsupported version {} (expected 1)", file.version),
+        });
+    }
+    let set_allow = match &file.allowlist {
+        None => Allow::default(),
+        Some(a) => compile_allow(a).map_err(|msg| RulesError::Parse {
+            file: label.into(),
+            line: 1,
+            col: 1,
+            msg: format!("[allowlist]: {msg}"),
+        })?,
+    };
+    let mut out = Vec::with_capacity(file.rules.len());
+    for r in &file.rules {
+        let id = r.id.get_ref().as_str();
+        let err = |span: std::ops::Range<usize>, msg: String| {
+            let (line, col) = line_col(src, span.start);
+            RulesError::Rule {
+                file: label.into(),
+                line,
+                col,
+                rule: id.into(),
+                msg,
+            }
+        };
+        let id_span = r.id.span();
+        if !valid_id(id) {
+            return Err(err(
+                id_span,
+                "rule ids are 1-64 characters of A-Z a-z 0-9 - _ .".into(),
+            ));
+        }
+        let regex = compile_regex(r.regex.get_ref())
+            .map_err(|e| err(r.regex.span(), format!("regex does not compile: {e}")))?;
+        if let Some(g) = r.secret_group
+            && g >= regex.captures_len()
+        {
+            return Err(err(
+                r.regex.span(),
+                format!(
+                    "secret_group {g} but the regex has {} capture group(s)",
+                    regex.captures_len() - 1
+                ),
+            ));
+        }
+        let path = globset(&r.path).map_err(|m| err(id_span.clone(), m))?;
+        let path_regex = r
+            .path_regex
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| err(id_span.clone(), format!("path_regex: {e}")))?;
+        let mut allow = Vec::new();
+        for a in &r.allowlists {
+            allow.push(compile_allow(a).map_err(|m| err(id_span.clone(), m))?);
+        }
+        if let Some(e) = r.entropy
+            && !(0.0..=8.0).contains(&e)
+        {
+            return Err(err(id_span, format!("entropy {e} is outside 0..=8")));
+        }
+        let keywords = r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
+        out.push(CompiledRule {
+            id: Arc::from(id),
+            regex,
+            secret_group: r.secret_group,
+            keywords,
+            entropy: r.entropy,
+            path,
+            path_regex,
+            validate: r.validate,
+            window: r.window.unwrap_or(0),
+            allow,
+            set,
+        });
+    }
+    Ok((out, set_allow))
+}
+
+/// Shannon entropy of `s` in bits per byte.
+pub(crate) fn entropy(s: &[u8]) -> f64 {
+    if s.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in s {
+        counts[b as usize] += 1;
+    }
+    let n = s.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+impl Validator {
+    pub(crate) fn check(self, s: &[u8]) -> bool {
+        match self {
+            Validator::Luhn => luhn(s),
+            Validator::Iban => iban(s),
+            Validator::Ssn => ssn(s),
+            Validator::Phone => {
+                let n = s.iter().filter(|b| b.is_ascii_digit()).count();
+                (8..=15).contains(&n)
+            }
+            Validator::Ipv4 => {
+                let parts: Vec<&[u8]> = s.split(|&b| b == b'.').collect();
+                parts.len() == 4
+                    && parts.iter().all(|p| {
+                        !p.is_empty()
+                            && p.len() <= 3
+                            && p.iter().all(u8::is_ascii_digit)
+                            && std::str::from_utf8(p)
+                                .ok()
+                                .and_then(|t| t.parse::<u16>().ok())
+                                .is_some_and(|v| v <= 255)
+                    })
+            }
+        }
+    }
+}
+
+fn luhn(s: &[u8]) -> bool {
+    let digits: Vec<u32> = s
+        .iter()
+        .filter(|b| b.is_ascii_digit())
+        .map(|&b| u32::from(b - b'0'))
+        .collect();
+    if !(12..=19).contains(&digits.len()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+fn iban(s: &[u8]) -> bool {
+    let c: Vec<u8> = s.iter().copied().filter(|&b| b != b' ').collect();
+    if !(15..=34).contains(&c.len()) || !c.iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let mut rem: u32 = 0;
+    for &b in c[4..].iter().chain(&c[..4]) {
+        let v = match b {
+            b'0'..=b'9' => u32::from(b - b'0'),
+            b'A'..=b'Z' => u32::from(b - b'A') + 10,
+            b'a'..=b'z' => u32::from(b - b'a') + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+fn ssn(s: &[u8]) -> bool {
+    let d: Vec<u8> = s.iter().copied().filter(u8::is_ascii_digit).collect();
+    if d.len() != 9 {
+        return false;
+    }
+    let area = &d[0..3];
+    area != b"000" && area != b"666" && area[0] != b'9' && &d[3..5] != b"00" && &d[5..9] != b"0000"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validators() {
+        assert!(luhn(b"4111 1111 1111 1111"));
+        assert!(!luhn(b"4111 1111 1111 1112"));
+        assert!(iban(b"GB82 WEST 1234 5698 7654 32"));
+        assert!(!iban(b"GB82 WEST 1234 5698 7654 33"));
+        assert!(ssn(b"123-45-6789"));
+        assert!(!ssn(b"666-45-6789"));
+        assert!(!ssn(b"900-45-6789"));
+        assert!(Validator::Ipv4.check(b"10.1.2.255"));
+        assert!(!Validator::Ipv4.check(b"10.1.2.256"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_rule() {
+        let src = "version = 1\nname = \"x\"\n[[rules]]\nid = \"bad\"\nregex = '''(unclosed'''\n";
+        let f = parse("x.toml", src).unwrap();
+        let e = compile_set("x.toml", src, &f, 0).unwrap_err().to_string();
+        assert!(
+            e.starts_with("x.toml:5:9: rule `bad`: regex does not compile"),
+            "{e}"
+        );
+        let e = parse("x.toml", "version = 1\nname = \"x\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.toml:3:1: unknown field `bogus`"), "{e}");
+    }
+}
