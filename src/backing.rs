@@ -224,23 +224,44 @@ pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     Ok(Stat::from_raw(&st))
 }
 
-/// Stats one validated name beneath `dir` without following it.
+/// Stats one validated name beneath `dir` without following it. A mount point (a bind mount
+/// inside the scope) answers EXDEV: it is not part of the scope, exactly as [`lookup`] says.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: valid fd, NUL-terminated single-component name, st written by the kernel.
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: valid fd, NUL-terminated single-component name, stx written by the kernel.
     cvt(unsafe {
-        libc::fstatat(
+        libc::statx(
             dir.as_raw_fd(),
             c.as_ptr(),
-            st.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_BASIC_STATS,
+            stx.as_mut_ptr(),
         )
     })?;
-    // SAFETY: fstatat succeeded.
-    let st = unsafe { st.assume_init() };
-    Ok(Stat::from_raw(&st))
+    // SAFETY: statx succeeded (and the buffer was zeroed before).
+    let x = unsafe { stx.assume_init() };
+    if x.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+        && x.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+    {
+        return Err(io::Error::from_raw_os_error(libc::EXDEV));
+    }
+    Ok(Stat {
+        dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor),
+        ino: x.stx_ino,
+        mode: x.stx_mode as u32,
+        nlink: x.stx_nlink as u64,
+        uid: x.stx_uid,
+        gid: x.stx_gid,
+        rdev: libc::makedev(x.stx_rdev_major, x.stx_rdev_minor),
+        size: x.stx_size,
+        blocks: x.stx_blocks,
+        blksize: x.stx_blksize as u64,
+        atime: (x.stx_atime.tv_sec, x.stx_atime.tv_nsec as i64),
+        mtime: (x.stx_mtime.tv_sec, x.stx_mtime.tv_nsec as i64),
+        ctime: (x.stx_ctime.tv_sec, x.stx_ctime.tv_nsec as i64),
+    })
 }
 
 /// Reads a symlink's target through its O_PATH fd.

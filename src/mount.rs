@@ -138,6 +138,8 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             guard,
             passthrough: true,
         },
+        // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
+        (fd_limit / 2) as usize,
     )
     .with_context(|| format!("stat scope {}", scope.display()))?;
 

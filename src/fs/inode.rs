@@ -4,15 +4,20 @@
 //! names (a hardlink) is one inode, keyed by `(st_dev, st_ino)`. Lookup counts follow the kernel
 //! exactly: +1 per entry reply, -n per forget; at 0 the inode (and its fd) is dropped and never
 //! revived. Insert-or-get happens under one write lock so two racing lookups agree.
+//!
+//! Fd budget (CVE-2020-10717 was an fd exhaustion): an inode holds its O_PATH fd only while the
+//! number of held fds is under budget. An evicted inode is re-opened on use from its parent's fd
+//! and its current name (beneath the parent, never following anything), and accepted only if it
+//! is still the same object (`st_dev`, `st_ino`); otherwise the request gets ESTALE.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::backing::Kind;
+use crate::backing::{self, Kind};
 
 pub const ROOT: u64 = 1;
 
@@ -26,7 +31,7 @@ pub struct Location {
 
 pub struct Inode {
     pub ino: u64,
-    pub fd: OwnedFd,
+    fd: Mutex<Option<Arc<OwnedFd>>>,
     pub key: (u64, u64),
     pub kind: Kind,
     pub loc: Mutex<Location>,
@@ -39,8 +44,8 @@ pub struct Inode {
 }
 
 impl Inode {
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    fn held_fd(&self) -> Option<Arc<OwnedFd>> {
+        self.fd.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
     pub fn location(&self) -> Location {
         self.loc
@@ -64,13 +69,15 @@ struct Tables {
 pub struct InodeTable {
     tables: RwLock<Tables>,
     next: AtomicU64,
+    held_fds: AtomicUsize,
+    fd_budget: usize,
 }
 
 impl InodeTable {
-    pub fn new(root_fd: OwnedFd, root_key: (u64, u64)) -> InodeTable {
+    pub fn new(root_fd: OwnedFd, root_key: (u64, u64), fd_budget: usize) -> InodeTable {
         let root = Arc::new(Inode {
             ino: ROOT,
-            fd: root_fd,
+            fd: Mutex::new(Some(Arc::new(root_fd))),
             key: root_key,
             kind: Kind::Dir,
             loc: Mutex::new(Location {
@@ -88,6 +95,64 @@ impl InodeTable {
         InodeTable {
             tables: RwLock::new(t),
             next: AtomicU64::new(ROOT + 1),
+            held_fds: AtomicUsize::new(1),
+            fd_budget: fd_budget.max(64),
+        }
+    }
+
+    /// The inode's O_PATH fd, re-opened beneath its parent if it was evicted.
+    pub fn fd(&self, inode: &Inode) -> Result<Arc<OwnedFd>, i32> {
+        if let Some(fd) = inode.held_fd() {
+            return Ok(fd);
+        }
+        let loc = inode.location();
+        let parent = self.get(loc.parent).ok_or(libc::ESTALE)?;
+        if parent.ino == inode.ino {
+            return Err(libc::ESTALE);
+        }
+        let pfd = self.fd(&parent)?;
+        let fd = backing::lookup(pfd.as_fd(), &loc.name).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => libc::ESTALE,
+            Some(c) => c,
+            None => libc::EIO,
+        })?;
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        if (st.dev, st.ino) != inode.key {
+            return Err(libc::ESTALE);
+        }
+        let fd = Arc::new(fd);
+        self.hold(inode, fd.clone());
+        Ok(fd)
+    }
+
+    fn hold(&self, inode: &Inode, fd: Arc<OwnedFd>) {
+        if self.held_fds.load(Ordering::Relaxed) >= self.fd_budget {
+            self.evict();
+        }
+        let mut slot = inode.fd.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            self.held_fds.fetch_add(1, Ordering::Relaxed);
+        }
+        *slot = Some(fd);
+    }
+
+    /// Drops the fds of about an eighth of the budget's inodes (never the root); they are
+    /// re-opened on their next use.
+    fn evict(&self) {
+        let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        let mut want = self.fd_budget / 8 + 1;
+        for inode in t.by_ino.values() {
+            if want == 0 {
+                break;
+            }
+            if inode.ino == ROOT {
+                continue;
+            }
+            let mut slot = inode.fd.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.take().is_some() {
+                self.held_fds.fetch_sub(1, Ordering::Relaxed);
+                want -= 1;
+            }
         }
     }
 
@@ -125,7 +190,7 @@ impl InodeTable {
         let ino = self.next.fetch_add(1, Ordering::Relaxed);
         let inode = Arc::new(Inode {
             ino,
-            fd,
+            fd: Mutex::new(None),
             key,
             kind,
             loc: Mutex::new(Location {
@@ -138,6 +203,8 @@ impl InodeTable {
         });
         t.by_ino.insert(ino, inode.clone());
         t.by_key.insert(key, ino);
+        drop(t);
+        self.hold(&inode, Arc::new(fd));
         inode
     }
 
@@ -154,6 +221,15 @@ impl InodeTable {
         let left = inode.nlookup.load(Ordering::Relaxed).saturating_sub(n);
         inode.nlookup.store(left, Ordering::Relaxed);
         if left == 0 {
+            if inode
+                .fd
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .is_some()
+            {
+                self.held_fds.fetch_sub(1, Ordering::Relaxed);
+            }
             t.by_ino.remove(&ino);
             if t.by_key.get(&inode.key) == Some(&ino) {
                 t.by_key.remove(&inode.key);

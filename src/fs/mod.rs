@@ -128,11 +128,11 @@ fn attr_of(ino: u64, st: &Stat) -> FileAttr {
 }
 
 impl VeilFs {
-    pub fn new(root_fd: OwnedFd, cfg: FsConfig) -> std::io::Result<VeilFs> {
+    pub fn new(root_fd: OwnedFd, cfg: FsConfig, fd_budget: usize) -> std::io::Result<VeilFs> {
         let st = backing::stat_fd(root_fd.as_fd())?;
         Ok(VeilFs {
             cfg,
-            inodes: InodeTable::new(root_fd, (st.dev, st.ino)),
+            inodes: InodeTable::new(root_fd, (st.dev, st.ino), fd_budget),
             handles: RwLock::new(Default::default()),
             dirs: RwLock::new(Default::default()),
             next_fh: AtomicU64::new(1),
@@ -142,6 +142,11 @@ impl VeilFs {
 
     fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
         self.inodes.get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    /// The inode's fd (re-opened if it was evicted under the fd budget).
+    fn fd(&self, inode: &Inode) -> Result<Arc<OwnedFd>, Errno> {
+        self.inodes.fd(inode).map_err(Errno::from_i32)
     }
 
     fn rel(&self, ino: u64) -> Result<PathBuf, Errno> {
@@ -184,7 +189,8 @@ impl VeilFs {
             return Err(Errno::ENOTDIR);
         }
         let rel = self.rel(parent)?.join(name);
-        let fd = backing::lookup(p.fd(), name).map_err(|e| match e.raw_os_error() {
+        let pfd = self.fd(&p)?;
+        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| match e.raw_os_error() {
             // A mount point inside the scope is not part of it.
             Some(libc::EXDEV) => Errno::ENOENT,
             _ => errno_of(&e),
@@ -228,7 +234,11 @@ impl VeilFs {
             Ok(r) => r,
             Err(e) => return Err((e, reply)),
         };
-        let st = match backing::stat_fd(inode.fd()) {
+        let ifd = match self.fd(inode) {
+            Ok(f) => f,
+            Err(e) => return Err((e, reply)),
+        };
+        let st = match backing::stat_fd(ifd.as_fd()) {
             Ok(s) => s,
             Err(e) => return Err((errno_of(&e), reply)),
         };
@@ -237,7 +247,7 @@ impl VeilFs {
             // (checked by the write path), so there is nothing to mask.
             View::Raw
         } else {
-            self.cfg.viewer.decide(&rel, inode.fd(), &st)
+            self.cfg.viewer.decide(&rel, ifd.as_fd(), &st)
         };
         let redactions = match view {
             View::Raw => None,
@@ -247,7 +257,7 @@ impl VeilFs {
                 return Err((Errno::EACCES, reply));
             }
         };
-        let file = match backing::reopen(inode.fd(), flags) {
+        let file = match backing::reopen(ifd.as_fd(), flags) {
             Ok(f) => f,
             Err(e) => return Err((errno_of(&e), reply)),
         };
@@ -346,9 +356,8 @@ impl VeilFs {
         let redactions = {
             let mut v = h.view.lock().unwrap_or_else(|e| e.into_inner());
             if v.0 != id {
-                let inode = self.inodes.get(h.ino).ok_or(Errno::ESTALE)?;
                 let rel = self.rel(h.ino)?;
-                match self.cfg.viewer.decide(&rel, inode.fd(), &st) {
+                match self.cfg.viewer.decide(&rel, h.file.as_fd(), &st) {
                     View::Raw => *v = (id, None),
                     View::Masked(r) => *v = (id, Some(r)),
                     View::Denied(reason) => {
@@ -368,15 +377,17 @@ impl VeilFs {
     fn list_visible(&self, ino: u64) -> Result<Vec<(OsString, Kind)>, Errno> {
         let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
         let rel = self.rel(ino)?;
-        let entries = backing::list_dir(inode.fd()).map_err(|e| errno_of(&e))?;
+        let dfd = self.fd(&inode)?;
+        let dfd = dfd.as_fd();
+        let entries = backing::list_dir(dfd).map_err(|e| errno_of(&e))?;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let Ok(st) = backing::stat_at(inode.fd(), &e.name) else {
+            let Ok(st) = backing::stat_at(dfd, &e.name) else {
                 continue;
             };
             let crel = rel.join(&e.name);
             let target = if st.kind() == Kind::Symlink {
-                backing::readlink_at(inode.fd(), &e.name).ok()
+                backing::readlink_at(dfd, &e.name).ok()
             } else {
                 None
             };
@@ -445,7 +456,10 @@ impl Filesystem for VeilFs {
         let st = match fh.and_then(|fh| self.handle(fh, ino).ok()) {
             Some(h) => backing::stat_fd(h.file.as_fd()),
             None => match self.inode(ino) {
-                Ok(i) => backing::stat_fd(i.fd()),
+                Ok(i) => match self.fd(&i) {
+                    Ok(fd) => backing::stat_fd(fd.as_fd()),
+                    Err(e) => return reply.error(e),
+                },
                 Err(e) => return reply.error(e),
             },
         };
@@ -457,9 +471,12 @@ impl Filesystem for VeilFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.inode(ino) {
-            Ok(i) => match backing::readlink_fd(i.fd()) {
+            Ok(i) => match self
+                .fd(&i)
+                .and_then(|fd| backing::readlink_fd(fd.as_fd()).map_err(|e| errno_of(&e)))
+            {
                 Ok(t) => reply.data(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str())),
-                Err(e) => reply.error(errno_of(&e)),
+                Err(e) => reply.error(e),
             },
             Err(e) => reply.error(e),
         }
@@ -665,7 +682,10 @@ impl Filesystem for VeilFs {
             let Ok(me) = self.inode(ino) else {
                 return reply.error(Errno::ESTALE);
             };
-            let Ok(st) = backing::stat_fd(me.fd()) else {
+            let Ok(st) = self
+                .fd(&me)
+                .and_then(|fd| backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e)))
+            else {
                 return reply.error(Errno::ESTALE);
             };
             let attr = attr_of(ino.0, &st);
@@ -679,7 +699,8 @@ impl Filesystem for VeilFs {
             let pattr = self
                 .inodes
                 .get(parent)
-                .and_then(|p| backing::stat_fd(p.fd()).ok())
+                .and_then(|p| self.fd(&p).ok())
+                .and_then(|fd| backing::stat_fd(fd.as_fd()).ok())
                 .map(|s| attr_of(parent, &s))
                 .unwrap_or(attr);
             if reply.add(INodeNo(parent), 2, "..", &ttl, &pattr, Generation(0)) {
@@ -740,7 +761,10 @@ impl Filesystem for VeilFs {
         let Some(root) = self.inodes.get(ROOT) else {
             return reply.error(Errno::EIO);
         };
-        match backing::statfs(root.fd()) {
+        let Ok(fd) = self.fd(&root) else {
+            return reply.error(Errno::EIO);
+        };
+        match backing::statfs(fd.as_fd()) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -760,7 +784,11 @@ impl Filesystem for VeilFs {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
-        match backing::getxattr(inode.fd(), name, size as usize) {
+        let fd = match self.fd(&inode) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        match backing::getxattr(fd.as_fd(), name, size as usize) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(errno_of(&e)),
@@ -772,7 +800,11 @@ impl Filesystem for VeilFs {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
-        match backing::listxattr(inode.fd(), size as usize) {
+        let fd = match self.fd(&inode) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        match backing::listxattr(fd.as_fd(), size as usize) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(errno_of(&e)),
