@@ -13,9 +13,11 @@ use tracing::info;
 use crate::backing;
 use crate::fs::view::Viewer;
 use crate::fs::{FsConfig, VeilFs};
+use crate::guard::Guard;
 use crate::policy::Policy;
 use crate::profile::{Profile, Unscannable, WriteMode};
 use crate::redact::Engine;
+use crate::store::Store;
 
 /// What `veilfs mount` was asked to do.
 pub struct MountRequest {
@@ -102,6 +104,73 @@ pub fn preflight(scope: &Path, mountpoint: &Path) -> anyhow::Result<(PathBuf, Pa
     Ok((scope_c, mp_c))
 }
 
+/// The snapshot store for this mount: `--store`, else the profile's, else
+/// `$XDG_DATA_HOME/veilfs/<scope-id>`. Never inside the scope or the mount point.
+fn store_dir(req: &MountRequest, scope: &Path, mountpoint: &Path) -> anyhow::Result<PathBuf> {
+    let dir = match (&req.store, &req.profile.write.store) {
+        (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) => {
+            let base = std::env::var_os("XDG_DATA_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+                .context("neither XDG_DATA_HOME nor HOME is set: pass --store")?;
+            let id = blake3::hash(scope.as_os_str().as_bytes()).to_hex();
+            let name = scope
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "root".into());
+            base.join("veilfs").join(format!("{name}-{}", &id[..12]))
+        }
+    };
+    let abs = absolute_lexical(&dir)?;
+    if abs.starts_with(scope) {
+        bail!(
+            "store {} is inside the scope {}: the agent could read or change its own undo history",
+            dir.display(),
+            scope.display()
+        );
+    }
+    if abs.starts_with(mountpoint) {
+        bail!(
+            "store {} is inside the mount point {}",
+            dir.display(),
+            mountpoint.display()
+        );
+    }
+    Ok(abs)
+}
+
+/// The absolute form of a path that may not exist yet: its deepest existing ancestor is
+/// canonicalised (so a symlink cannot smuggle the store into the scope), the rest appended.
+fn absolute_lexical(p: &Path) -> anyhow::Result<PathBuf> {
+    let p = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    };
+    let mut existing = p.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut out = existing
+        .canonicalize()
+        .with_context(|| format!("{}", existing.display()))?;
+    for name in rest.iter().rev() {
+        if name == ".." {
+            bail!("{}: `..` after a missing directory", p.display());
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
 /// Mounts and serves until unmounted (by `veilfs unmount`, `umount`, or a signal).
 pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     let (scope, mountpoint) = preflight(&req.scope, &req.mountpoint)?;
@@ -124,8 +193,29 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     );
     let guard = match mode {
         WriteMode::ReadOnly => None,
-        other => bail!("write mode {other:?} is not available yet"),
+        WriteMode::Snapshot => {
+            let dir = store_dir(&req, &scope, &mountpoint)?;
+            let store = Store::create_or_open(&dir)
+                .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
+            let g = Guard::start(
+                store,
+                &scope,
+                "snapshot",
+                &req.profile.name,
+                req.profile.write.snapshot_max_size,
+                req.profile.write.store_quota,
+            )
+            .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
+            info!(store = %dir.display(), session = g.session_id(), "snapshot mode");
+            Some(Arc::new(g))
+        }
+        WriteMode::Overlay => {
+            bail!("write mode `overlay` is not available yet (see issue: copy-on-write overlay)")
+        }
     };
+    // New objects get exactly the mode the agent asked for (the kernel already applied its umask).
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
     let fd_limit = backing::raise_fd_limit();
     let root =
         backing::open_root(&scope).with_context(|| format!("open scope {}", scope.display()))?;
@@ -134,7 +224,11 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         FsConfig {
             policy,
             viewer,
-            ttl: Duration::from_millis(req.profile.cache.ttl_ms),
+            ttl: if mode == WriteMode::ReadOnly {
+                Duration::from_millis(req.profile.cache.ttl_ms)
+            } else {
+                Duration::ZERO
+            },
             guard,
             passthrough: true,
         },

@@ -53,6 +53,12 @@ impl Inode {
             .map(|l| l.clone())
             .unwrap_or_else(|e| e.into_inner().clone())
     }
+    /// The object lost its name (unlinked, or replaced by a rename): it has no path any more.
+    pub fn detach(&self) {
+        let mut l = self.loc.lock().unwrap_or_else(|e| e.into_inner());
+        l.parent = 0;
+    }
+
     pub fn set_location(&self, parent: u64, name: &OsStr) {
         let mut l = self.loc.lock().unwrap_or_else(|e| e.into_inner());
         l.parent = parent;
@@ -260,12 +266,8 @@ impl InodeTable {
         Some(p)
     }
 
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
         t.by_ino.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

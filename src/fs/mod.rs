@@ -36,7 +36,8 @@ use view::{View, Viewer};
 pub struct FsConfig {
     pub policy: Arc<Policy>,
     pub viewer: Viewer,
-    /// Kernel entry/attribute cache lifetime.
+    /// Kernel entry/attribute cache lifetime (zero in write modes, where link counts and
+    /// ctimes change under the kernel's feet with every operation).
     pub ttl: Duration,
     /// The write path; `None` means read-only: every mutation answers EROFS.
     pub guard: Option<Arc<Guard>>,
@@ -261,7 +262,6 @@ impl VeilFs {
             Ok(f) => f,
             Err(e) => return Err((errno_of(&e), reply)),
         };
-        let fh = self.new_fh();
         let try_passthrough = redactions.is_none()
             && !writable
             && self.cfg.passthrough
@@ -286,6 +286,8 @@ impl VeilFs {
                 },
             }
         }
+        let keep_cache = self.note_open(inode, &st, writable);
+        let fh = self.new_fh();
         let h = Arc::new(Handle {
             ino: inode.ino,
             file,
@@ -299,20 +301,45 @@ impl VeilFs {
             .unwrap_or_else(|e| e.into_inner())
             .insert(fh, h);
         info!(target: "veilfs::audit", path = %rel.display(), masked = redactions.is_some(), writable, "open");
-        let mut fflags = FopenFlags::empty();
-        {
-            let id = view::file_id(&st);
-            let mut last = inode.last_open.lock().unwrap_or_else(|e| e.into_inner());
-            if !writable && *last == Some(id) {
-                fflags |= FopenFlags::FOPEN_KEEP_CACHE;
-            }
-            *last = Some(id);
-        }
+        let fflags = if keep_cache {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
         match passthrough_id {
             Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
             None => reply.opened(FileHandle(fh), fflags),
         }
         Ok(())
+    }
+
+    /// Remembers the identity of the file at this open; true when the kernel may keep the
+    /// page cache (the file is unchanged since the last open).
+    fn note_open(&self, inode: &Inode, st: &Stat, writable: bool) -> bool {
+        let id = view::file_id(st);
+        let mut last = inode.last_open.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = !writable && *last == Some(id);
+        *last = Some(id);
+        keep
+    }
+
+    /// Registers an already open file (from create) as a handle without a masked view.
+    fn insert_handle(&self, inode: &Inode, file: File, st: &Stat, writable: bool) -> u64 {
+        self.note_open(inode, st, writable);
+        let fh = self.new_fh();
+        let h = Arc::new(Handle {
+            ino: inode.ino,
+            file,
+            view: Mutex::new((view::file_id(st), None)),
+            writable,
+            wrote: AtomicBool::new(false),
+            passthrough: false,
+        });
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, h);
+        fh
     }
 
     fn release_handle(&self, fh: u64) -> Option<Arc<Handle>> {
@@ -439,6 +466,12 @@ impl Filesystem for VeilFs {
             }
         }
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Some(g) = &self.cfg.guard {
+            g.end();
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -679,6 +712,7 @@ impl Filesystem for VeilFs {
         let mut off = offset;
         if off < 2 {
             // The kernel does not count lookups for "." and "..".
+            // (`off` is 0 or 1 here; both entries are sent from where the reader left off.)
             let Ok(me) = self.inode(ino) else {
                 return reply.error(Errno::ESTALE);
             };
@@ -689,11 +723,8 @@ impl Filesystem for VeilFs {
                 return reply.error(Errno::ESTALE);
             };
             let attr = attr_of(ino.0, &st);
-            if off == 0 {
-                if reply.add(ino, 1, ".", &ttl, &attr, Generation(0)) {
-                    return reply.ok();
-                }
-                off = 1;
+            if off == 0 && reply.add(ino, 1, ".", &ttl, &attr, Generation(0)) {
+                return reply.ok();
             }
             let parent = me.location().parent;
             let pattr = self
@@ -866,7 +897,7 @@ impl Filesystem for VeilFs {
     ) {
         let r = self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime, fh);
         match r {
-            Ok(st) => reply.attr(&self.attr_ttl(), &attr_of(ino.0, &st)),
+            Ok(st) => reply.attr(&self.ttl(), &attr_of(ino.0, &st)),
             Err(e) => reply.error(e),
         }
     }
@@ -1088,12 +1119,8 @@ impl VeilFs {
         }
     }
 
-    fn attr_ttl(&self) -> Duration {
-        self.ttl()
-    }
-
     /// Number of inodes the mount currently holds (for memory figures and tests).
     pub fn inode_count(&self) -> usize {
-        self.inodes.len()
+        self.inodes.count()
     }
 }

@@ -1,14 +1,23 @@
 //! The mutating half of the filesystem. In read-only mode (no guard) every entry point answers
-//! EROFS before touching anything, so no mode can forget a check.
+//! EROFS before touching anything, so no mode can forget a check. In snapshot mode each entry
+//! point: resolves the current relative path(s), asks policy whether they may change (EACCES
+//! if not), lets the guard capture the pre-image (refusing the change if it cannot), then makes
+//! the change beneath the parent's fd with the caller's ownership.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use fuser::{Errno, FileHandle, INodeNo, Request};
+use fuser::{Errno, FileHandle, INodeNo, Request, TimeOrNow};
+use tracing::{info, warn};
 
 use super::inode::Inode;
-use super::{Handle, VeilFs};
-use crate::backing::Stat;
+use super::view::View;
+use super::{Handle, VeilFs, entry_kind, errno_of};
+use crate::backing::{self, Kind, SetTime, Stat};
 use crate::guard::Guard;
 
 pub enum NewNode {
@@ -18,118 +27,527 @@ pub enum NewNode {
     Link { ino: u64 },
 }
 
+fn set_time(t: Option<TimeOrNow>) -> SetTime {
+    match t {
+        None => SetTime::Omit,
+        Some(TimeOrNow::Now) => SetTime::Now,
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => SetTime::At(d.as_secs() as i64, d.subsec_nanos() as i64),
+            Err(e) => {
+                let d = e.duration();
+                let (s, ns) = (d.as_secs() as i64, d.subsec_nanos() as i64);
+                if ns == 0 {
+                    SetTime::At(-s, 0)
+                } else {
+                    SetTime::At(-s - 1, 1_000_000_000 - ns)
+                }
+            }
+        },
+    }
+}
+
 impl VeilFs {
     fn guard(&self) -> Result<&Arc<Guard>, Errno> {
         self.cfg.guard.as_ref().ok_or(Errno::EROFS)
     }
 
+    fn root_fd(&self) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
+        let root = self.inodes.get(super::inode::ROOT).ok_or(Errno::EIO)?;
+        self.fd(&root)
+    }
+
+    /// May the agent change `rel`? Policy first, then: hidden names can't be created either.
+    fn check_writable(&self, rel: &Path, op: &str) -> Result<(), Errno> {
+        if !self.cfg.policy.writable(rel) {
+            warn!(target: "veilfs::audit", path = %rel.display(), op, reason = "not writable under the profile", "write denied");
+            return Err(Errno::EACCES);
+        }
+        Ok(())
+    }
+
+    fn check_new_name_visible(
+        &self,
+        rel: &Path,
+        kind: Kind,
+        target: Option<&Path>,
+    ) -> Result<(), Errno> {
+        if let Err(why) = self.cfg.policy.visibility(rel, entry_kind(kind), 0, target) {
+            warn!(target: "veilfs::audit", path = %rel.display(), reason = %why, "create denied: the name would be hidden");
+            return Err(Errno::EACCES);
+        }
+        Ok(())
+    }
+
+    fn capture(&self, g: &Guard, rel: &Path) -> Result<(), Errno> {
+        let root = self.root_fd()?;
+        g.capture(root.as_fd(), rel).map_err(|e| {
+            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "change refused");
+            Errno::from_i32(e.errno())
+        })
+    }
+
+    /// The current path of an inode that is about to change, or None for an object that no
+    /// longer has a name (an open, unlinked file: its pre-image was captured at unlink).
+    fn changing_path(&self, inode: &Inode) -> Result<Option<PathBuf>, Errno> {
+        match self.inodes.rel_path(inode.ino) {
+            Some(p) => Ok(Some(p)),
+            None => {
+                let fd = self.fd(inode)?;
+                let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+                if st.nlink == 0 {
+                    Ok(None)
+                } else {
+                    Err(Errno::EACCES)
+                }
+            }
+        }
+    }
+
+    fn child_path(&self, parent: INodeNo, name: &OsStr) -> Result<(Arc<Inode>, PathBuf), Errno> {
+        backing::check_name(name).map_err(Errno::from_i32)?;
+        let p = self.inode(parent)?;
+        if p.kind != Kind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        let rel = self.rel(parent.0)?.join(name);
+        Ok((p, rel))
+    }
+
+    /// Gives a new object the caller's ownership (the kernel made it as root). In a setgid
+    /// directory the group is inherited, as a native filesystem does.
+    fn own(&self, req: &Request, pfd: &std::os::fd::OwnedFd, name: &OsStr) -> Result<(), Errno> {
+        let pst = backing::stat_fd(pfd.as_fd()).map_err(|e| errno_of(&e))?;
+        let gid = if pst.mode & libc::S_ISGID != 0 {
+            pst.gid
+        } else {
+            req.gid()
+        };
+        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
+        backing::chown(fd.as_fd(), req.uid(), gid).map_err(|e| errno_of(&e))
+    }
+
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
-        _inode: &Arc<Inode>,
-        _flags: i32,
+        inode: &Arc<Inode>,
+        flags: i32,
     ) -> Result<(), Errno> {
-        let _g = self.guard()?;
-        Err(Errno::EROFS)
+        let g = self.guard()?;
+        let Some(rel) = self.changing_path(inode)? else {
+            return Ok(());
+        };
+        self.check_writable(&rel, "open for write")?;
+        let fd = self.fd(inode)?;
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        match self.cfg.viewer.decide(&rel, fd.as_fd(), &st) {
+            View::Raw => {}
+            View::Masked(_) => {
+                warn!(target: "veilfs::audit", path = %rel.display(), reason = "the agent sees a redacted view of this file; writing it would write the masks back", "write denied");
+                return Err(Errno::EACCES);
+            }
+            View::Denied(reason) => {
+                warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "write denied");
+                return Err(Errno::EACCES);
+            }
+        }
+        self.capture(g, &rel)?;
+        if flags & libc::O_TRUNC != 0 {
+            backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
+        }
+        Ok(())
     }
 
-    pub(super) fn after_write_release(&self, _h: &Handle) {}
+    pub(super) fn after_write_release(&self, h: &Handle) {
+        let Some(g) = self.cfg.guard.as_ref() else {
+            return;
+        };
+        if let Some(rel) = self.inodes.rel_path(h.ino) {
+            g.post_image(h.file.as_fd(), &rel);
+        }
+    }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn do_setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<fuser::TimeOrNow>,
-        _mtime: Option<fuser::TimeOrNow>,
-        _fh: Option<FileHandle>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
     ) -> Result<Stat, Errno> {
-        let _g = self.guard()?;
-        Err(Errno::EROFS)
+        let inode = self.inode(ino)?;
+        let fd = self.fd(&inode)?;
+        let nothing = mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none();
+        if nothing {
+            return backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e));
+        }
+        let g = self.guard()?;
+        if let Some(rel) = self.changing_path(&inode)? {
+            self.check_writable(&rel, "setattr")?;
+            self.capture(g, &rel)?;
+        }
+        if let Some(size) = size {
+            let h = fh.and_then(|fh| self.handle(fh, ino).ok());
+            match h {
+                Some(h) if h.writable => {
+                    h.file.set_len(size).map_err(|e| errno_of(&e))?;
+                    h.wrote.store(true, Ordering::Relaxed);
+                }
+                _ => backing::truncate(fd.as_fd(), size).map_err(|e| errno_of(&e))?,
+            }
+        }
+        if uid.is_some() || gid.is_some() {
+            backing::chown(fd.as_fd(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))
+                .map_err(|e| errno_of(&e))?;
+        }
+        if let Some(mode) = mode {
+            backing::chmod(fd.as_fd(), mode & 0o7777).map_err(|e| errno_of(&e))?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            let (a, m) = (set_time(atime), set_time(mtime));
+            if inode.kind == Kind::Symlink {
+                let loc = inode.location();
+                let parent = self.inodes.get(loc.parent).ok_or(Errno::ESTALE)?;
+                let pfd = self.fd(&parent)?;
+                backing::utimens_at(pfd.as_fd(), &loc.name, a, m)
+            } else {
+                backing::utimens_fd(fd.as_fd(), a, m)
+            }
+            .map_err(|e| errno_of(&e))?;
+        }
+        backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))
     }
 
     pub(super) fn do_create_node(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _node: NewNode,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        node: NewNode,
     ) -> Result<(Arc<Inode>, Stat), Errno> {
-        let _g = self.guard()?;
-        Err(Errno::EROFS)
+        let g = self.guard()?;
+        let (p, rel) = self.child_path(parent, name)?;
+        let (kind, target) = match &node {
+            NewNode::Dir { .. } => (Kind::Dir, None),
+            NewNode::Node { mode, .. } => (Kind::from_mode(*mode), None),
+            NewNode::Symlink { target } => (Kind::Symlink, Some(PathBuf::from(target))),
+            NewNode::Link { ino } => (self.inodes.get(*ino).ok_or(Errno::ESTALE)?.kind, None),
+        };
+        self.check_writable(&rel, "create")?;
+        self.check_new_name_visible(&rel, kind, target.as_deref())?;
+        let pfd = self.fd(&p)?;
+        // An existing name fails like a native filesystem, before anything is journalled.
+        if backing::stat_at(pfd.as_fd(), name).is_ok() {
+            return Err(Errno::EEXIST);
+        }
+        self.capture(g, &rel)?;
+        let op = match node {
+            NewNode::Dir { mode } => {
+                backing::mkdir(pfd.as_fd(), name, mode).map_err(|e| errno_of(&e))?;
+                self.own(req, &pfd, name)?;
+                "mkdir"
+            }
+            NewNode::Node { mode, rdev } => {
+                backing::mknod(pfd.as_fd(), name, mode, rdev as u64).map_err(|e| errno_of(&e))?;
+                self.own(req, &pfd, name)?;
+                "mknod"
+            }
+            NewNode::Symlink { target } => {
+                backing::symlink(pfd.as_fd(), name, &target).map_err(|e| errno_of(&e))?;
+                self.own(req, &pfd, name)?;
+                "symlink"
+            }
+            NewNode::Link { ino } => {
+                let src = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
+                let sfd = self.fd(&src)?;
+                backing::link(sfd.as_fd(), pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
+                "link"
+            }
+        };
+        g.record_change(&rel, op);
+        info!(target: "veilfs::audit", path = %rel.display(), op, "changed");
+        let (inode, st) = self.do_lookup(parent.0, name)?;
+        Ok((inode, st))
     }
 
     pub(super) fn do_remove(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _dir: bool,
+        parent: INodeNo,
+        name: &OsStr,
+        dir: bool,
     ) -> Result<(), Errno> {
-        let _g = self.guard()?;
-        Err(Errno::EROFS)
+        let g = self.guard()?;
+        let (p, rel) = self.child_path(parent, name)?;
+        let pfd = self.fd(&p)?;
+        // Only visible names can be removed; a hidden one does not exist for the agent.
+        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| match e.raw_os_error() {
+            Some(libc::EXDEV) => Errno::ENOENT,
+            _ => errno_of(&e),
+        })?;
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        self.visible(&rel, &st, Some(&fd))?;
+        if dir && st.kind() != Kind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        if !dir && st.kind() == Kind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        self.check_writable(&rel, if dir { "rmdir" } else { "unlink" })?;
+        if dir
+            && !backing::list_dir(fd.as_fd())
+                .map_err(|e| errno_of(&e))?
+                .is_empty()
+        {
+            return Err(Errno::ENOTEMPTY);
+        }
+        self.capture(g, &rel)?;
+        let r = if dir {
+            backing::rmdir(pfd.as_fd(), name)
+        } else {
+            backing::unlink(pfd.as_fd(), name)
+        };
+        r.map_err(|e| errno_of(&e))?;
+        g.forget_subtree(&rel);
+        g.record_change(&rel, if dir { "rmdir" } else { "unlink" });
+        info!(target: "veilfs::audit", path = %rel.display(), op = if dir { "rmdir" } else { "unlink" }, "changed");
+        if let Some(ino) = self.inodes.ino_of_key((st.dev, st.ino))
+            && let Some(i) = self.inodes.get(ino)
+        {
+            let loc = i.location();
+            if loc.parent == parent.0 && loc.name == name {
+                i.detach();
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn do_rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: u32,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: u32,
     ) -> Result<(), Errno> {
-        let _g = self.guard()?;
-        Err(Errno::EROFS)
+        let g = self.guard()?;
+        if flags & libc::RENAME_WHITEOUT != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let (p, from) = self.child_path(parent, name)?;
+        let (np, to) = self.child_path(newparent, newname)?;
+        let pfd = self.fd(&p)?;
+        let npfd = self.fd(&np)?;
+        let sfd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
+        let sst = backing::stat_fd(sfd.as_fd()).map_err(|e| errno_of(&e))?;
+        self.visible(&from, &sst, Some(&sfd))?;
+        let dst = match backing::lookup(npfd.as_fd(), newname) {
+            Ok(fd) => {
+                let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+                // A hidden destination does not exist for the agent, and must not be
+                // replaced by it either.
+                if self.visible(&to, &st, Some(&fd)).is_err() {
+                    warn!(target: "veilfs::audit", path = %to.display(), reason = "destination is hidden", "rename denied");
+                    return Err(Errno::EACCES);
+                }
+                Some(st)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(errno_of(&e)),
+        };
+        if exchange && dst.is_none() {
+            return Err(Errno::ENOENT);
+        }
+        if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        let target = if sst.kind() == Kind::Symlink {
+            backing::readlink_fd(sfd.as_fd()).ok().map(PathBuf::from)
+        } else {
+            None
+        };
+        self.check_new_name_visible(&to, sst.kind(), target.as_deref())?;
+        self.check_writable(&from, "rename")?;
+        self.check_writable(&to, "rename")?;
+        if let Some(d) = &dst {
+            // Errors a native rename gives, checked before anything is journalled.
+            match (sst.kind() == Kind::Dir, d.kind() == Kind::Dir) {
+                _ if exchange => {}
+                (true, false) => return Err(Errno::ENOTDIR),
+                (false, true) => return Err(Errno::EISDIR),
+                _ => {}
+            }
+            if (d.dev, d.ino) == (sst.dev, sst.ino) {
+                // Renaming onto another name of the same file is a no-op.
+                return Ok(());
+            }
+        }
+        if dst.is_some() {
+            self.capture(g, &to)?;
+        }
+        self.capture(g, &from)?;
+        g.rename_intent(&from, &to, exchange)
+            .map_err(|e| Errno::from_i32(e.errno()))?;
+        backing::rename(pfd.as_fd(), name, npfd.as_fd(), newname, flags)
+            .map_err(|e| errno_of(&e))?;
+        if !exchange {
+            g.forget_subtree(&from);
+        }
+        info!(target: "veilfs::audit", from = %from.display(), to = %to.display(), exchange, "renamed");
+        // Keep our idea of where things are in step with the real folder.
+        if let Some(ino) = self.inodes.ino_of_key((sst.dev, sst.ino))
+            && let Some(i) = self.inodes.get(ino)
+        {
+            i.set_location(newparent.0, newname);
+        }
+        if let Some(d) = dst
+            && let Some(ino) = self.inodes.ino_of_key((d.dev, d.ino))
+            && let Some(i) = self.inodes.get(ino)
+        {
+            if exchange {
+                i.set_location(parent.0, name);
+            } else {
+                i.detach();
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn do_create_file(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _flags: i32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
     ) -> Result<(Arc<Inode>, Stat, u64), Errno> {
-        let _g = self.guard()?;
-        Err(Errno::EROFS)
+        let g = self.guard()?;
+        let (p, rel) = self.child_path(parent, name)?;
+        self.check_writable(&rel, "create")?;
+        self.check_new_name_visible(&rel, Kind::File, None)?;
+        let pfd = self.fd(&p)?;
+        if backing::stat_at(pfd.as_fd(), name).is_ok() {
+            if flags & libc::O_EXCL != 0 {
+                return Err(Errno::EEXIST);
+            }
+            // The kernel sends create for O_CREAT without O_EXCL on a name it had no entry
+            // for; the file exists after all: open it like open(2) would.
+            let (inode, _) = self.do_lookup(parent.0, name)?;
+            let wants_write =
+                (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+            if wants_write {
+                self.prepare_write_open(req, &inode, flags)?;
+            }
+            let fd = self.fd(&inode)?;
+            let open_flags =
+                flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
+            let file = backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?;
+            let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+            let fh = self.insert_handle(&inode, file, &st, wants_write);
+            return Ok((inode, st, fh));
+        }
+        self.capture(g, &rel)?;
+        let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)
+            .map_err(|e| errno_of(&e))?;
+        self.own(req, &pfd, name)?;
+        g.record_change(&rel, "create");
+        info!(target: "veilfs::audit", path = %rel.display(), op = "create", "changed");
+        let (inode, st) = self.do_lookup(parent.0, name)?;
+        let fh = self.insert_handle(&inode, file, &st, true);
+        Ok((inode, st, fh))
     }
 
     pub(super) fn do_write(
         &self,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
     ) -> Result<u32, Errno> {
-        let _g = self.guard()?;
-        Err(Errno::EROFS)
+        self.guard()?;
+        let h = self.handle(fh, ino)?;
+        if !h.writable {
+            return Err(Errno::EBADF);
+        }
+        let mut n = 0;
+        while n < data.len() {
+            match h.file.write_at(&data[n..], offset + n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if n > 0 => {
+                    warn!("short write: {e}");
+                    break;
+                }
+                Err(e) => return Err(errno_of(&e)),
+            }
+        }
+        h.wrote.store(true, Ordering::Relaxed);
+        Ok(n as u32)
     }
 
     pub(super) fn do_fallocate(
         &self,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
     ) -> Result<(), Errno> {
-        let _g = self.guard()?;
-        Err(Errno::EROFS)
+        self.guard()?;
+        let h = self.handle(fh, ino)?;
+        if !h.writable {
+            return Err(Errno::EBADF);
+        }
+        // SAFETY: the fd is valid for the life of h.
+        let r = unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&h.file),
+                mode,
+                offset as libc::off_t,
+                length as libc::off_t,
+            )
+        };
+        if r != 0 {
+            return Err(errno_of(&std::io::Error::last_os_error()));
+        }
+        h.wrote.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     pub(super) fn do_setxattr(
         &self,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: Option<&[u8]>,
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: Option<&[u8]>,
+        flags: i32,
     ) -> Result<(), Errno> {
-        let _g = self.guard()?;
-        Err(Errno::EROFS)
+        let g = self.guard()?;
+        let inode = self.inode(ino)?;
+        let fd = self.fd(&inode)?;
+        if let Some(rel) = self.changing_path(&inode)? {
+            self.check_writable(&rel, "setxattr")?;
+            // Fail like native before journalling: removing a missing attribute.
+            if value.is_none() && backing::getxattr(fd.as_fd(), name, 0).is_err() {
+                return Err(Errno::NO_XATTR);
+            }
+            self.capture(g, &rel)?;
+        }
+        match value {
+            Some(v) => backing::setxattr(fd.as_fd(), name, v, flags),
+            None => backing::removexattr(fd.as_fd(), name),
+        }
+        .map_err(|e| errno_of(&e))
     }
 }
