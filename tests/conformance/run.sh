@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# POSIX conformance of a writable veilfs mount: pjdfstest (every case) and fsx (100k ops).
+# Usage: tests/conformance/run.sh VEILFS_BINARY [MODE]   (MODE: snapshot, the default)
+# Needs root, /dev/fuse, and `pjdfstest` + `fsx` on PATH (tests/run-all.sh installs them).
+set -euo pipefail
+bin=$(realpath "$1")
+mode=${2:-snapshot}
+here=$(cd "$(dirname "$0")" && pwd)
+ops=${FSX_OPS:-100000}
+
+getent group tests >/dev/null || groupadd tests
+getent passwd tests >/dev/null || useradd -g tests -M -d / -s /usr/sbin/nologin tests
+
+# Every parent of the mount must be world-searchable for pjdfstest's user switching.
+work=$(mktemp -d /tmp/veilfs-conformance.XXXXXX)
+chmod 755 "$work"
+mkdir -p "$work/scope" "$work/mp" "$work/second" "$work/artifacts"
+chmod 755 "$work/scope" "$work/mp"
+pid=""
+cleanup() {
+  set +e
+  if mountpoint -q "$work/mp"; then umount -l "$work/mp"; fi
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  mountpoint -q "$work/second" && umount -l "$work/second"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mount -t tmpfs -o size=64m tmpfs "$work/second"
+
+mount_veilfs() {
+  "$bin" mount --allow-other --mode "$mode" --store "$work/store" \
+    --profile "$here/writable.toml" "$work/scope" "$work/mp" > "$work/mount.out" 2> "$work/mount.err" &
+  pid=$!
+  # The mount prints its line only once the kernel handshake is done.
+  for _ in $(seq 1 200); do
+    grep -q "mounted" "$work/mount.out" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$work/mount.err"; return 1; }
+    read -r -t 0.05 < /dev/zero || true
+  done
+  echo "mount did not come up"; cat "$work/mount.err"; return 1
+}
+unmount_veilfs() {
+  "$bin" unmount "$work/mp"
+  wait "$pid"
+  pid=""
+}
+
+echo "== pjdfstest on a $mode mount"
+mount_veilfs
+mkdir "$work/mp/pjd"
+chmod 777 "$work/mp/pjd"
+set +e
+(cd "$work/mp/pjd" && umask 022 && RUST_BACKTRACE=0 pjdfstest -c "$here/pjdfstest.toml" \
+  -s "$work/second" -p "$work/mp/pjd") > "$work/pjdfstest.log" 2>&1
+pjd=$?
+set -e
+grep -E "FAILED|failed" "$work/pjdfstest.log" | grep -v "^Summary" | head -60 || true
+summary=$(grep "^Summary" "$work/pjdfstest.log" || echo "Summary: missing")
+echo "$summary"
+unmount_veilfs
+
+echo "== fsx ($ops operations) on a $mode mount"
+rm -rf "$work/scope"/* "$work/store"
+mount_veilfs
+set +e
+fsx -q -f "$here/fsx.toml" -N "$ops" -S "${FSX_SEED:-1}" -P "$work/artifacts" "$work/mp/fsx.dat" > "$work/fsx.log" 2>&1
+fsxrc=$?
+set -e
+tail -3 "$work/fsx.log"
+unmount_veilfs
+
+echo "== verify the store after the fsx session"
+"$bin" verify --store "$work/store"
+
+if [ "$pjd" -ne 0 ] || [ "$fsxrc" -ne 0 ]; then
+  echo "conformance FAILED (pjdfstest exit $pjd, fsx exit $fsxrc)"
+  exit 1
+fi
+case "$summary" in
+  *" 0 failed"*) echo "conformance OK: $summary; fsx $ops ops A-OK" ;;
+  *) echo "conformance FAILED: $summary"; exit 1 ;;
+esac
