@@ -9,7 +9,7 @@
 //!
 //! - every table rejects unknown keys (`#[serde(deny_unknown_fields)]`);
 //! - every error, syntactic, schema or semantic, is reported as `FILE:LINE:COLUMN: FIELD: message`,
-//!   pointing at the offending key or value (locations come from the TOML spans, see [`SpanTree`]);
+//!   pointing at the offending key or value (locations come from the TOML spans, see `SpanTree`);
 //! - every glob is compiled while loading (with the same compiler [`crate::policy`] uses), so a bad
 //!   pattern fails `veilfs profile check`, not the first lookup;
 //! - things that are legal but probably not meant (writable globs in read-only mode, a rule set
