@@ -1,4 +1,6 @@
-//! `veilfs profile check` and `veilfs scan`, run as the real binary in a temp dir.
+//! `veilfs profile check` and `veilfs scan`, run as the real binary in a temp dir; plus one
+//! library-level check that needs its own test binary (a counting global allocator): policy
+//! queries do not allocate on the hot path.
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -185,4 +187,96 @@ fn scan_with_a_bad_profile_exits_2() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(s(&out.stderr).contains(":1:11: version: unsupported profile version 3"));
+}
+
+// ---- hot path: policy queries do not allocate --------------------------------------------------
+
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: forwards every call unchanged to the system allocator; only counts allocations
+    // made by the current thread (a const thread-local Cell, which itself never allocates).
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as our caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as our caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as our caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    pub fn count() -> usize {
+        ALLOCS.with(|c| c.get())
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting::Counting = counting::Counting;
+
+#[test]
+fn policy_queries_do_not_allocate() {
+    use veilfs::policy::{EntryKind, Policy};
+    use veilfs::profile::{Profile, WriteMode};
+    let dev = Profile::load(&profiles().join("developer.toml")).unwrap();
+    let policies = [
+        Policy::new(&Profile::builtin_default()).unwrap(),
+        Policy::new(&dev).unwrap().with_mode(WriteMode::Snapshot),
+        Policy::new(&Profile::load(&profiles().join("strict.toml")).unwrap()).unwrap(),
+    ];
+    let raw = Path::new(OsStr::from_bytes(b"caf\xe9/r\xe9sum\xe9.pdf"));
+    let paths = [
+        Path::new("src/main.rs"),
+        Path::new("a/b/c/d/lib.rs"),
+        Path::new(".git/objects/ab/cdef"),
+        Path::new("docs/report.pdf"),
+        Path::new("ünïcødé/ファイル.md"),
+        raw,
+    ];
+    let target = Some(Path::new("../x"));
+    // Counts allocations of the queries that answer "visible" (a hidden verdict allocates its
+    // reason, which is the rare path).
+    let run = |p: &Policy| -> usize {
+        let mut allocs = 0;
+        let mut visible = |f: &dyn Fn() -> Result<(), veilfs::policy::Hidden>| {
+            let before = counting::count();
+            let r = std::hint::black_box(f());
+            if r.is_ok() {
+                allocs += counting::count() - before;
+            }
+        };
+        for rel in paths {
+            visible(&|| p.visibility(rel, EntryKind::File, 10, None));
+            visible(&|| p.path_visibility(rel, EntryKind::Dir, 0, None));
+            visible(&|| p.visibility(rel, EntryKind::Symlink, 0, target));
+        }
+        let before = counting::count();
+        for rel in paths {
+            std::hint::black_box(p.writable(rel));
+            std::hint::black_box(p.unscannable_allowed(rel));
+        }
+        allocs + counting::count() - before
+    };
+    // The counter works:
+    let before = counting::count();
+    std::hint::black_box(String::from("x"));
+    assert!(counting::count() > before);
+    for p in &policies {
+        run(p); // warm-up: thread-local match buffer, regex caches
+        assert_eq!(run(p), 0, "allocations on the query path");
+    }
 }
