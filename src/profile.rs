@@ -406,6 +406,28 @@ impl Profile {
 
 fn parse_inner(text: &str, origin: &str, base: Option<&Path>) -> Result<Profile, ProfileError> {
     let tree = SpanTree::parse(text);
+    // Check the version before the schema: a profile written for a newer veilfs should be
+    // reported as such, not as a list of unknown fields.
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: Option<toml::Value>,
+    }
+    if let (Some(tree), Ok(VersionOnly { version: Some(v) })) =
+        (&tree, toml::from_str::<VersionOnly>(text))
+        && let Some(n) = v.as_integer().filter(|&n| n != i64::from(PROFILE_VERSION))
+    {
+        let (line, column) = tree
+            .span_of(&[Seg::Key("version")])
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((1, 1));
+        return Err(ProfileError::Invalid {
+            origin: origin.to_string(),
+            line,
+            column,
+            field: "version".to_string(),
+            message: unsupported_version(n),
+        });
+    }
     let mut profile: Profile = toml::from_str(text).map_err(|e| {
         let span = e.span();
         let (line, column) = span
@@ -460,6 +482,10 @@ fn parse_inner(text: &str, origin: &str, base: Option<&Path>) -> Result<Profile,
     };
     v.run(&mut profile, base)?;
     Ok(profile)
+}
+
+fn unsupported_version(n: i64) -> String {
+    format!("unsupported profile version {n}, this veilfs understands version {PROFILE_VERSION}")
 }
 
 fn missing_field(message: &str) -> Option<&str> {
@@ -558,13 +584,7 @@ impl Validator<'_> {
     fn run(mut self, p: &mut Profile, base: Option<&Path>) -> Result<(), ProfileError> {
         use Seg::{Idx, Key};
         if p.version != PROFILE_VERSION {
-            return Err(self.error(
-                &[Key("version")],
-                format!(
-                    "unsupported profile version {}, this veilfs understands version {PROFILE_VERSION}",
-                    p.version
-                ),
-            ));
+            return Err(self.error(&[Key("version")], unsupported_version(i64::from(p.version))));
         }
         if p.name.trim().is_empty() {
             p.name = Path::new(self.origin)
@@ -1396,7 +1416,7 @@ ttl_ms = 0
 
     #[test]
     fn semantic_errors_are_located_and_named() {
-        let e = err("# c\nversion = 2\n");
+        let e = err("# c\nversion = 2\n[visibility]\nfuture_key = 1\n");
         assert!(matches!(e, ProfileError::Invalid { .. }), "{e:?}");
         assert_err(&e, 2, 11, "version", "unsupported profile version 2");
         let e = err("version = 1\n[visibility]\ndeny = [\"ok\",\n  \"[z\"]\n");
