@@ -54,6 +54,18 @@
 //!
 //! root (always visible) → deny patterns → special files → escaping symlinks → allow-list →
 //! `max_file_size` (regular files only). The first failing check is the reported reason.
+//!
+//! # Contract for callers (the `fs` layer)
+//!
+//! - Ask [`Policy::visibility`] for every lookup and every readdir entry, from the entry's
+//!   *current* relative path, and never descend into a hidden directory; use
+//!   [`Policy::path_visibility`] when the parent's visibility is not known.
+//! - Pass the `readlink` target for symlinks: `None` counts as escaping (hidden) while
+//!   `hide_escaping_symlinks` is on.
+//! - A name that would be hidden must not be creatable or a rename target either (check the new
+//!   name with `visibility` before `create`/`mkdir`/`symlink`/`link`/`rename`): otherwise an
+//!   agent could clobber a hidden real file (`mv x .env`) or create files it cannot see.
+//! - [`Policy::writable`] assumes the path is visible; check both.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
