@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole veilfs test suite, from a fresh Debian/Ubuntu machine: installs what it needs,
+# builds once, runs every test (unit, CLI, real FUSE mounts), then POSIX conformance
+# (pjdfstest + fsx) on a snapshot-mode mount. Run as root (FUSE mounts, bind mounts, the
+# `tests` user pjdfstest switches to).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "run as root (sudo bash tests/run-all.sh): the tests mount filesystems" >&2
+  exit 2
+fi
+
+need_apt=()
+for pkg_cmd in fuse3:fusermount3 git:git gcc:gcc curl:curl; do
+  command -v "${pkg_cmd#*:}" >/dev/null || need_apt+=("${pkg_cmd%%:*}")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v pjdfstest >/dev/null && command -v fsx >/dev/null || cargo install --locked pjdfstest fsx
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# One build shared by every integration test (they run the built binary) and by conformance.
+cargo build --all-targets --locked
+cargo test --locked -- --test-threads=2
+tests/conformance/run.sh "${CARGO_TARGET_DIR:-target}/debug/veilfs" snapshot
+echo "all tests passed"
