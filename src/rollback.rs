@@ -136,7 +136,7 @@ pub struct Plan {
     pub conflicts: Vec<Conflict>,
     /// Torn journal tails, steps already done by an earlier rollback, etc.
     pub warnings: Vec<String>,
-    /// Directory times to restore at the end (oldest capture wins).
+    /// The oldest captured metadata of each directory (to re-create a missing parent early).
     dir_times: BTreeMap<PathBuf, Meta>,
 }
 
@@ -373,7 +373,9 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
                 Event::Capture { path, before } => {
                     expected.remove(path);
                     if let State::Dir { meta } = before {
-                        dir_times.insert(path.clone(), meta.clone());
+                        dir_times
+                            .entry(path.clone())
+                            .or_insert_with(|| meta.clone());
                     }
                 }
                 Event::Rename { from, to, .. } => {
@@ -471,9 +473,21 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
             _ => None,
         })
         .collect();
+    // Paths an earlier (crashed or partial) rollback of these sessions already changed are
+    // expected to differ from the session's post-image.
+    let mut touched_by_undo = BTreeSet::new();
+    for log in &logs {
+        for u in graph.live_undoers(&log.id) {
+            for r in &u.records {
+                if let Event::Capture { path, .. } = &r.event {
+                    touched_by_undo.insert(path.clone());
+                }
+            }
+        }
+    }
     let mut conflicts = Vec::new();
     for (path, exp) in &expected {
-        if !pending.contains(path.as_path()) {
+        if !pending.contains(path.as_path()) || touched_by_undo.contains(path) {
             continue;
         }
         let found = State::read(root.as_fd(), path, None)?;
@@ -551,6 +565,9 @@ pub fn apply(
         store,
         root,
         report: &mut report,
+        captured: BTreeSet::new(),
+        times: BTreeMap::new(),
+        known_dirs: &plan.dir_times,
     };
     let mut writers: Vec<SessionWriter> = Vec::new();
     for sid in &plan.sessions {
@@ -563,13 +580,12 @@ pub fn apply(
             mode: "rollback".into(),
             profile: String::new(),
             pid: std::process::id(),
-            // SAFETY-free: getuid cannot fail.
             user: current_uid(),
         })?;
         w.append(Event::Undo { of: sid.clone() })?;
-        let mut captured: BTreeSet<PathBuf> = BTreeSet::new();
+        ctx.captured.clear();
         for step in steps {
-            ctx.step(&w, &mut captured, step)?;
+            ctx.step(&w, step)?;
             w.append(Event::Change {
                 path: step_path(step).to_path_buf(),
                 op: format!("undo {}", step.seq),
@@ -579,20 +595,25 @@ pub fn apply(
         writers.push(w);
     }
     // Directory times last: restoring children changed them.
-    for (path, meta) in &plan.dir_times {
-        match backing::open_path(ctx.root.as_fd(), path) {
-            Ok(fd) if backing::stat_fd(fd.as_fd()).map(|s| s.kind()).ok() == Some(Kind::Dir) => {
-                if let Err(e) = backing::utimens_fd(
-                    fd.as_fd(),
-                    SetTime::At(meta.atime.0, meta.atime.1),
-                    SetTime::At(meta.mtime.0, meta.mtime.1),
-                ) {
-                    ctx.report
-                        .warnings
-                        .push(format!("{}: cannot restore times: {e}", path.display()));
-                }
+    if let Some(w) = writers.last() {
+        let times = std::mem::take(&mut ctx.times);
+        for (path, meta) in &times {
+            let Ok(fd) = backing::open_path(ctx.root.as_fd(), path) else {
+                continue;
+            };
+            if backing::stat_fd(fd.as_fd()).map(|s| s.kind()).ok() != Some(Kind::Dir) {
+                continue;
             }
-            _ => {}
+            ctx.capture(w, path)?;
+            if let Err(e) = backing::utimens_fd(
+                fd.as_fd(),
+                SetTime::At(meta.atime.0, meta.atime.1),
+                SetTime::At(meta.mtime.0, meta.mtime.1),
+            ) {
+                ctx.report
+                    .warnings
+                    .push(format!("{}: cannot restore times: {e}", path.display()));
+            }
         }
     }
     for w in &writers {
@@ -622,6 +643,24 @@ struct Applier<'a> {
     store: &'a Store,
     root: OwnedFd,
     report: &'a mut Report,
+    /// Paths the current rollback session captured (the guard's rule).
+    captured: BTreeSet<PathBuf>,
+    /// Directory times to set at the end, keyed by where the directory is *now* (re-keyed when a
+    /// rename is undone). Restore steps overwrite (older captures win, they run later);
+    /// directories whose entries we change without a capture keep their time from first touch.
+    times: BTreeMap<PathBuf, Meta>,
+    known_dirs: &'a BTreeMap<PathBuf, Meta>,
+}
+
+fn rekey(times: &mut BTreeMap<PathBuf, Meta>, from: &Path, to: &Path) -> Vec<(PathBuf, Meta)> {
+    let keys: Vec<PathBuf> = times.keys().filter(|k| under(k, from)).cloned().collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let m = times.remove(&k)?;
+            let rest = k.strip_prefix(from).ok()?;
+            Some((to.join(rest), m))
+        })
+        .collect()
 }
 
 /// A removed or renamed-away path and everything captured below it stop counting as captured
@@ -645,13 +684,8 @@ impl Applier<'_> {
     }
 
     /// Captures `path` in the rollback session before its first change there.
-    fn capture(
-        &self,
-        w: &SessionWriter,
-        captured: &mut BTreeSet<PathBuf>,
-        path: &Path,
-    ) -> Result<(), RollbackError> {
-        if captured.insert(path.to_path_buf()) {
+    fn capture(&mut self, w: &SessionWriter, path: &Path) -> Result<(), RollbackError> {
+        if self.captured.insert(path.to_path_buf()) {
             let cur = State::read(self.root.as_fd(), path, Some(self.store))?;
             w.append(Event::Capture {
                 path: path.to_path_buf(),
@@ -661,23 +695,73 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn step(
-        &mut self,
-        w: &SessionWriter,
-        captured: &mut BTreeSet<PathBuf>,
-        step: &Step,
-    ) -> Result<(), RollbackError> {
+    /// Remembers the times of the directory holding `path` before we change its entries (and
+    /// captures it, so undoing this rollback restores them too).
+    fn touch_parent(&mut self, w: &SessionWriter, path: &Path) -> Result<(), RollbackError> {
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        if self.times.contains_key(parent) {
+            return Ok(());
+        }
+        if let State::Dir { meta } = State::read(self.root.as_fd(), parent, None)? {
+            self.times.insert(parent.to_path_buf(), meta);
+            self.capture(w, parent)?;
+        }
+        Ok(())
+    }
+
+    /// Re-creates missing ancestors of `path` from their captured metadata. Needed when the
+    /// session removed a directory it had already captured: its only Capture comes before its
+    /// children's, so in reverse order the children come first.
+    fn ensure_parents(&mut self, w: &SessionWriter, path: &Path) -> Result<(), RollbackError> {
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        let mut missing = Vec::new();
+        let mut p = parent;
+        while !p.as_os_str().is_empty() && self.lookup(p)?.is_none() {
+            missing.push(p.to_path_buf());
+            p = p.parent().unwrap_or(Path::new(""));
+        }
+        for dir in missing.into_iter().rev() {
+            let Some(meta) = self.known_dirs.get(&dir).cloned() else {
+                return Ok(()); // restore() reports the missing parent
+            };
+            self.touch_parent(w, &dir)?;
+            self.capture(w, &dir)?;
+            let (pfd, name) =
+                backing::open_parent(self.root.as_fd(), &dir).map_err(io_at(&dir))?;
+            backing::mkdir(pfd.as_fd(), &name, meta.mode & 0o7777).map_err(io_at(&dir))?;
+            let fd = backing::lookup(pfd.as_fd(), &name).map_err(io_at(&dir))?;
+            self.apply_meta(fd.as_fd(), None, &meta, false, &dir)?;
+            self.times.entry(dir.clone()).or_insert(meta);
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, w: &SessionWriter, step: &Step) -> Result<(), RollbackError> {
         match &step.action {
             Action::Restore { path, before } => {
+                if let State::Dir { meta } = before {
+                    self.times.insert(path.clone(), meta.clone());
+                }
                 let now = State::read(self.root.as_fd(), path, None)?;
                 if now == *before || (now.same_content(before) && meta_eq(&now, before)) {
                     self.report.unchanged += 1;
                     return Ok(());
                 }
-                self.capture(w, captured, path)?;
+                if *before != State::Absent {
+                    self.ensure_parents(w, path)?;
+                }
+                if !(now == State::Absent && *before == State::Absent) {
+                    self.touch_parent(w, path)?;
+                }
+                self.capture(w, path)?;
                 self.restore(path, before)?;
                 if *before == State::Absent {
-                    uncapture(captured, path);
+                    uncapture(&mut self.captured, path);
+                    self.times.retain(|k, _| !under(k, path));
                 }
             }
             Action::UndoRename { from, to, exchange } => {
@@ -704,11 +788,13 @@ impl Applier<'_> {
                     self.report.unchanged += 1;
                     return Ok(());
                 }
+                self.touch_parent(w, to)?;
+                self.touch_parent(w, from)?;
                 for (p, st) in [(to, &t), (from, &f)] {
                     if let Some((_, s)) = st
                         && s.kind() == Kind::File
                     {
-                        self.capture(w, captured, p)?;
+                        self.capture(w, p)?;
                     }
                 }
                 w.append(Event::Rename {
@@ -720,8 +806,16 @@ impl Applier<'_> {
                 let (fp, fname) =
                     backing::open_parent(self.root.as_fd(), from).map_err(io_at(from))?;
                 backing::rename(tp.as_fd(), &tn, fp.as_fd(), &fname, flags).map_err(io_at(to))?;
-                uncapture(captured, to);
-                uncapture(captured, from);
+                uncapture(&mut self.captured, to);
+                uncapture(&mut self.captured, from);
+                let moved = rekey(&mut self.times, to, from);
+                let back = if *exchange {
+                    rekey(&mut self.times, from, to)
+                } else {
+                    vec![]
+                };
+                self.times.extend(moved);
+                self.times.extend(back);
                 self.report.renamed += 1;
             }
         }

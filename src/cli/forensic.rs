@@ -342,12 +342,12 @@ pub fn unified_diff(a: &str, b: &str, ctx: usize) -> String {
                 ops.push((' ', xm[i]));
                 i += 1;
                 j += 1;
-            } else if j < m && (i == n || t[i * (m + 1) + j + 1] >= t[(i + 1) * (m + 1) + j]) {
-                ops.push(('+', ym[j]));
-                j += 1;
-            } else {
+            } else if i < n && (j == m || t[(i + 1) * (m + 1) + j] >= t[i * (m + 1) + j + 1]) {
                 ops.push(('-', xm[i]));
                 i += 1;
+            } else {
+                ops.push(('+', ym[j]));
+                j += 1;
             }
         }
     } else {
