@@ -138,6 +138,24 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The oldest captured metadata of each directory (to re-create a missing parent early).
     dir_times: BTreeMap<PathBuf, Meta>,
+    /// Per session: every undo action by seq (done or not), and the live rollback sessions
+    /// that already did some of them (to resume their directory-time bookkeeping).
+    actions: HashMap<String, BTreeMap<u64, Action>>,
+    resume: HashMap<String, Vec<SessionLog>>,
+}
+
+impl Plan {
+    /// True if a rollback of `session` crashed (its directory times may still need setting).
+    fn crashed_undo(&self, session: &str) -> bool {
+        self.resume
+            .get(session)
+            .is_some_and(|v| v.iter().any(|u| !u.ended()))
+    }
+
+    /// Whether [`apply`] has anything to do: pending steps, or a crashed rollback to finish.
+    pub fn needs_apply(&self) -> bool {
+        !self.steps.is_empty() || self.sessions.iter().any(|s| self.crashed_undo(s))
+    }
 }
 
 /// What [`apply`] did.
@@ -388,8 +406,14 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
 
     // Steps: newest session first, each in reverse.
     let mut steps = Vec::new();
+    let mut actions: HashMap<String, BTreeMap<u64, Action>> = HashMap::new();
+    let mut resume: HashMap<String, Vec<SessionLog>> = HashMap::new();
     for log in &logs {
         let done = graph.done_steps(&log.id);
+        let mut undoers: Vec<SessionLog> =
+            graph.live_undoers(&log.id).into_iter().cloned().collect();
+        undoers.sort_by_key(|u| u.records.first().map(|r| r.time_ns));
+        resume.insert(log.id.clone(), undoers);
         let mut skipped = 0;
         for r in log.records.iter().rev() {
             if !included
@@ -422,6 +446,10 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
                 }
                 _ => continue,
             };
+            actions
+                .entry(log.id.clone())
+                .or_default()
+                .insert(r.seq, action.clone());
             if done.contains(&r.seq) {
                 skipped += 1;
                 continue;
@@ -507,6 +535,8 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
         conflicts,
         warnings,
         dir_times,
+        actions,
+        resume,
     })
 }
 
@@ -554,7 +584,7 @@ pub fn apply(
     if !plan.conflicts.is_empty() && !force {
         return Ok(report);
     }
-    if plan.steps.is_empty() {
+    if !plan.needs_apply() {
         return Ok(report);
     }
     let root = backing::open_root(&plan.scope).map_err(|source| RollbackError::Scope {
@@ -572,7 +602,7 @@ pub fn apply(
     let mut writers: Vec<SessionWriter> = Vec::new();
     for sid in &plan.sessions {
         let steps: Vec<&Step> = plan.steps.iter().filter(|s| &s.session == sid).collect();
-        if steps.is_empty() {
+        if steps.is_empty() && !plan.crashed_undo(sid) {
             continue;
         }
         let w = store.new_session(Event::SessionStart {
@@ -584,6 +614,31 @@ pub fn apply(
         })?;
         w.append(Event::Undo { of: sid.clone() })?;
         ctx.captured.clear();
+        // Resuming: redo the directory-time bookkeeping of the steps already done.
+        let none = BTreeMap::new();
+        let acts = plan.actions.get(sid).unwrap_or(&none);
+        for u in plan.resume.get(sid).into_iter().flatten() {
+            let mut seen = BTreeSet::new();
+            for r in &u.records {
+                match &r.event {
+                    Event::Capture {
+                        path,
+                        before: State::Dir { meta },
+                    } if seen.insert(path.clone()) => {
+                        ctx.times
+                            .entry(path.clone())
+                            .or_insert_with(|| meta.clone());
+                    }
+                    Event::Change { op, .. } => {
+                        let seq = op.strip_prefix("undo ").and_then(|n| n.parse::<u64>().ok());
+                        if let Some(a) = seq.and_then(|n| acts.get(&n)) {
+                            ctx.bookkeep(a);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         for step in steps {
             ctx.step(&w, step)?;
             w.append(Event::Change {
@@ -730,14 +785,40 @@ impl Applier<'_> {
             };
             self.touch_parent(w, &dir)?;
             self.capture(w, &dir)?;
-            let (pfd, name) =
-                backing::open_parent(self.root.as_fd(), &dir).map_err(io_at(&dir))?;
+            let (pfd, name) = backing::open_parent(self.root.as_fd(), &dir).map_err(io_at(&dir))?;
             backing::mkdir(pfd.as_fd(), &name, meta.mode & 0o7777).map_err(io_at(&dir))?;
             let fd = backing::lookup(pfd.as_fd(), &name).map_err(io_at(&dir))?;
             self.apply_meta(fd.as_fd(), None, &meta, false, &dir)?;
             self.times.entry(dir.clone()).or_insert(meta);
         }
         Ok(())
+    }
+
+    /// The directory-time bookkeeping of one finished step.
+    fn bookkeep(&mut self, a: &Action) {
+        match a {
+            Action::Restore {
+                path,
+                before: State::Dir { meta },
+            } => {
+                self.times.insert(path.clone(), meta.clone());
+            }
+            Action::Restore {
+                path,
+                before: State::Absent,
+            } => self.times.retain(|k, _| !under(k, path)),
+            Action::Restore { .. } => {}
+            Action::UndoRename { from, to, exchange } => {
+                let moved = rekey(&mut self.times, to, from);
+                let back = if *exchange {
+                    rekey(&mut self.times, from, to)
+                } else {
+                    vec![]
+                };
+                self.times.extend(moved);
+                self.times.extend(back);
+            }
+        }
     }
 
     fn step(&mut self, w: &SessionWriter, step: &Step) -> Result<(), RollbackError> {
@@ -747,6 +828,9 @@ impl Applier<'_> {
                     self.times.insert(path.clone(), meta.clone());
                 }
                 let now = State::read(self.root.as_fd(), path, None)?;
+                if *before == State::Absent {
+                    self.times.retain(|k, _| !under(k, path));
+                }
                 if now == *before || (now.same_content(before) && meta_eq(&now, before)) {
                     self.report.unchanged += 1;
                     return Ok(());
@@ -761,7 +845,6 @@ impl Applier<'_> {
                 self.restore(path, before)?;
                 if *before == State::Absent {
                     uncapture(&mut self.captured, path);
-                    self.times.retain(|k, _| !under(k, path));
                 }
             }
             Action::UndoRename { from, to, exchange } => {
@@ -784,6 +867,11 @@ impl Applier<'_> {
                             to.display(),
                             from.display()
                         ));
+                    }
+                    if !*exchange && f.is_some() && t.is_none() {
+                        // Done before a crash, or never happened: either way nothing is at
+                        // `to`, so what we track there belongs at `from`.
+                        self.bookkeep(&step.action);
                     }
                     self.report.unchanged += 1;
                     return Ok(());
@@ -808,14 +896,7 @@ impl Applier<'_> {
                 backing::rename(tp.as_fd(), &tn, fp.as_fd(), &fname, flags).map_err(io_at(to))?;
                 uncapture(&mut self.captured, to);
                 uncapture(&mut self.captured, from);
-                let moved = rekey(&mut self.times, to, from);
-                let back = if *exchange {
-                    rekey(&mut self.times, from, to)
-                } else {
-                    vec![]
-                };
-                self.times.extend(moved);
-                self.times.extend(back);
+                self.bookkeep(&step.action);
                 self.report.renamed += 1;
             }
         }

@@ -58,7 +58,12 @@ impl Guard {
         }
     }
     fn capture_parent(&self, rel: &str) {
-        let parent = Path::new(rel).parent().unwrap().to_str().unwrap().to_string();
+        let parent = Path::new(rel)
+            .parent()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         self.capture(&parent);
     }
     fn uncapture(&self, rel: &str) {
@@ -248,7 +253,11 @@ fn env() -> Env {
     fs::create_dir_all(scope.join("empty")).unwrap();
     fs::create_dir_all(scope.join("d/sub")).unwrap();
     fs::write(scope.join("a.txt"), "one\ntwo\nthree\n").unwrap();
-    fs::write(scope.join("b.bin"), vec![0u8, 1, 2, 3, 255, 254].repeat(1000)).unwrap();
+    fs::write(
+        scope.join("b.bin"),
+        vec![0u8, 1, 2, 3, 255, 254].repeat(1000),
+    )
+    .unwrap();
     fs::write(scope.join("src/main.rs"), "fn main() {}\n").unwrap();
     fs::write(scope.join("src/deep/x"), "deep\n").unwrap();
     fs::write(scope.join("d/f"), "in d\n").unwrap();
@@ -473,7 +482,10 @@ fn conflicts_refuse_without_force_and_force_is_undoable() {
     let undo = store.sessions().unwrap().last().unwrap().id.clone();
     let (code, out, err) = veilfs(&["rollback", "--store", st, "--session", &undo]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(fs::read_to_string(e.scope.join("a.txt")).unwrap(), "someone else\n");
+    assert_eq!(
+        fs::read_to_string(e.scope.join("a.txt")).unwrap(),
+        "someone else\n"
+    );
 }
 
 #[test]
@@ -487,10 +499,17 @@ fn a_corrupt_object_refuses_the_whole_rollback() {
     let store = Store::open(&e.store).unwrap();
     let a_id = veilfs::store::ObjectId::of(b"one\ntwo\nthree\n");
     let obj = store.object_path(&a_id);
-    fs::write(&obj, zstd::encode_all(&b"one\ntwo\nthree\nEVIL\n"[..], 1).unwrap()).unwrap();
+    fs::write(
+        &obj,
+        zstd::encode_all(&b"one\ntwo\nthree\nEVIL\n"[..], 1).unwrap(),
+    )
+    .unwrap();
     let (code, out, err) = veilfs(&["rollback", "--store", s(&e.store), "--session", &id]);
     assert_eq!(code, 1, "{out}");
-    assert!(err.contains(&a_id.to_string()) && err.contains("corrupt"), "{err}");
+    assert!(
+        err.contains(&a_id.to_string()) && err.contains("corrupt"),
+        "{err}"
+    );
     assert_eq!(tree(&e.scope), before, "no partial rollback");
     let (code, out, _) = veilfs(&["verify", "--store", s(&e.store)]);
     assert_eq!(code, 1);
@@ -540,11 +559,15 @@ fn a_truncated_last_line_is_tolerated_by_rollback_and_reported_by_verify() {
     let path = store.session_path(&id);
     let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
     use std::io::Write;
-    f.write_all(b"{\"seq\":4,\"time_ns\":17,\"prev\":\"ab").unwrap();
+    f.write_all(b"{\"seq\":4,\"time_ns\":17,\"prev\":\"ab")
+        .unwrap();
     drop(f);
     let (code, out, _) = veilfs(&["verify", "--store", s(&e.store)]);
     assert_eq!(code, 1);
-    assert!(out.contains(&format!("{id}.jsonl:5:")) && out.contains("truncated"), "{out}");
+    assert!(
+        out.contains(&format!("{id}.jsonl:5:")) && out.contains("truncated"),
+        "{out}"
+    );
     let (code, out, err) = veilfs(&["rollback", "--store", s(&e.store)]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains("truncated"), "{err}");
@@ -581,9 +604,15 @@ fn rollback_limited_to_paths_follows_renames() {
     let (code, out, err) = veilfs(&["rollback", "--store", s(&e.store), "d", "x"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(fs::read_to_string(e.scope.join("d/f")).unwrap(), "in d\n");
-    assert_eq!(fs::read_to_string(e.scope.join("x")).unwrap(), "x content\n");
+    assert_eq!(
+        fs::read_to_string(e.scope.join("x")).unwrap(),
+        "x content\n"
+    );
     assert!(!e.scope.join("e").exists());
-    assert_eq!(fs::read_to_string(e.scope.join("a.txt")).unwrap(), "changed a\n");
+    assert_eq!(
+        fs::read_to_string(e.scope.join("a.txt")).unwrap(),
+        "changed a\n"
+    );
 }
 
 #[test]
@@ -615,14 +644,20 @@ fn log_and_diff_show_what_happened() {
     let st = s(&e.store);
     let (code, out, _) = veilfs(&["log", "--store", st]);
     assert_eq!(code, 0);
-    assert!(out.contains(&id) && out.contains("snapshot") && out.contains("ended"), "{out}");
+    assert!(
+        out.contains(&id) && out.contains("snapshot") && out.contains("ended"),
+        "{out}"
+    );
     let (code, out, _) = veilfs(&["log", "--store", st, "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(v["id"], id.as_str());
     let (code, out, _) = veilfs(&["log", "--store", st, "--session", &id]);
     assert_eq!(code, 0);
-    assert!(out.contains("capture  a.txt") && out.contains("unlink   x"), "{out}");
+    assert!(
+        out.contains("capture  a.txt") && out.contains("unlink   x"),
+        "{out}"
+    );
     let (code, out, _) = veilfs(&["log", "--store", st, "--session", &id, "--json"]);
     assert_eq!(code, 0);
     for l in out.lines() {
@@ -630,7 +665,10 @@ fn log_and_diff_show_what_happened() {
     }
     let (code, out, err) = veilfs(&["diff", "--store", st, "--session", &id]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("--- a/a.txt\n+++ b/a.txt\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"), "{out}");
+    assert!(
+        out.contains("--- a/a.txt\n+++ b/a.txt\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"),
+        "{out}"
+    );
     assert!(out.contains("binary b.bin: size 6000 -> 3"), "{out}");
     assert!(out.contains("created new.txt"), "{out}");
     assert!(out.contains("deleted x"), "{out}");

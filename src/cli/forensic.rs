@@ -412,7 +412,7 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
     for c in &plan.conflicts {
         writeln!(out, "{c}")?;
     }
-    if plan.steps.is_empty() {
+    if !plan.needs_apply() {
         writeln!(
             out,
             "nothing to roll back in session(s) {}",
