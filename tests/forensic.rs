@@ -253,11 +253,7 @@ fn env() -> Env {
     fs::create_dir_all(scope.join("empty")).unwrap();
     fs::create_dir_all(scope.join("d/sub")).unwrap();
     fs::write(scope.join("a.txt"), "one\ntwo\nthree\n").unwrap();
-    fs::write(
-        scope.join("b.bin"),
-        vec![0u8, 1, 2, 3, 255, 254].repeat(1000),
-    )
-    .unwrap();
+    fs::write(scope.join("b.bin"), [0u8, 1, 2, 3, 255, 254].repeat(1000)).unwrap();
     fs::write(scope.join("src/main.rs"), "fn main() {}\n").unwrap();
     fs::write(scope.join("src/deep/x"), "deep\n").unwrap();
     fs::write(scope.join("d/f"), "in d\n").unwrap();
