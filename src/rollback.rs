@@ -966,6 +966,27 @@ impl Applier<'_> {
                     .map_err(RollbackError::from)
                     .and_then(|_| f.sync_all().map_err(io_at(path)));
                 drop(f);
+                // A file with other hard links is restored in place, so every name sees the
+                // restored bytes (a rename would leave the other names with the session's).
+                if let Some((fd, st)) = &cur
+                    && st.kind() == Kind::File
+                    && st.nlink > 1
+                {
+                    let done = filled.and_then(|_| {
+                        let tfd = backing::lookup(pfd, &tmp).map_err(io_at(path))?;
+                        let mut src =
+                            backing::reopen(tfd.as_fd(), libc::O_RDONLY).map_err(io_at(path))?;
+                        let mut dst = backing::reopen(fd.as_fd(), libc::O_WRONLY | libc::O_TRUNC)
+                            .map_err(io_at(path))?;
+                        io::copy(&mut src, &mut dst).map_err(io_at(path))?;
+                        dst.sync_all().map_err(io_at(path))?;
+                        self.apply_meta(fd.as_fd(), Some((pfd, &name)), meta, true, path)
+                    });
+                    let _ = backing::unlink(pfd, &tmp);
+                    done?;
+                    self.report.restored += 1;
+                    return Ok(());
+                }
                 let done = filled.and_then(|_| {
                     let tfd = backing::lookup(pfd, &tmp).map_err(io_at(path))?;
                     self.apply_meta(tfd.as_fd(), Some((pfd, &tmp)), meta, true, path)?;

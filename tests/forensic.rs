@@ -184,6 +184,26 @@ impl Guard {
             self.uncapture(from);
         }
     }
+    fn exchange(&self, a: &str, b: &str) {
+        self.capture_parent(a);
+        self.capture_parent(b);
+        self.capture(b);
+        if self.p(a).symlink_metadata().unwrap().is_file() {
+            self.capture(a);
+        }
+        self.w
+            .append(Event::Rename {
+                from: a.into(),
+                to: b.into(),
+                exchange: true,
+            })
+            .unwrap();
+        let (pa, na) = backing::open_parent(self.root.as_fd(), Path::new(a)).unwrap();
+        let (pb, nb) = backing::open_parent(self.root.as_fd(), Path::new(b)).unwrap();
+        backing::rename(pa.as_fd(), &na, pb.as_fd(), &nb, libc::RENAME_EXCHANGE).unwrap();
+        self.uncapture(a);
+        self.uncapture(b);
+    }
     fn rename(&self, from: &str, to: &str) {
         self.rename_ex(from, to, true)
     }
@@ -208,6 +228,8 @@ fn tree(root: &Path) -> Vec<String> {
             blake3::hash(&fs::read(&full).unwrap()).to_hex()[..16].to_string()
         } else if m.file_type().is_symlink() {
             fs::read_link(&full).unwrap().display().to_string()
+        } else if !m.is_dir() {
+            format!("special rdev={}", m.rdev())
         } else {
             let mut names: Vec<_> = fs::read_dir(&full)
                 .unwrap()
@@ -688,4 +710,38 @@ fn bad_input_is_a_clear_error() {
     let (code, _, err) = veilfs(&["rollback", "--store", s(&e.store), "--since", "yesterday"]);
     assert_eq!(code, 1);
     assert!(err.contains("--since"), "{err}");
+}
+
+#[test]
+fn exchange_renames_fifos_hardlinks_and_non_utf8_names_roll_back() {
+    let e = env();
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(e.scope.join(odd), "latin-1 name\n").unwrap();
+    fs::hard_link(e.scope.join("x"), e.scope.join("x-link")).unwrap();
+    let fifo = std::ffi::CString::new(e.scope.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    let orig = tree(&e.scope);
+    let g = Guard::start(&e.store, &e.scope);
+    g.exchange("a.txt", "y");
+    g.exchange("d", "src"); // two directories
+    g.write("x", b"written through one of two hard links\n");
+    let odd_rel = odd.to_os_string().into_string().unwrap_err();
+    let odd_path = PathBuf::from(odd_rel);
+    // a non-UTF-8 name: drive the journal directly
+    g.w.append(Event::Capture {
+        path: odd_path.clone(),
+        before: State::read(g.root.as_fd(), &odd_path, Some(&g.store)).unwrap(),
+    })
+    .unwrap();
+    fs::write(e.scope.join(odd), "changed\n").unwrap();
+    g.unlink("pipe");
+    let id = g.end();
+    let (code, out, _) = veilfs(&["log", "--store", s(&e.store), "--session", &id, "--json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"bytes_hex\":\"636166e92e747874\""), "{out}");
+    let (code, out, err) = veilfs(&["rollback", "--store", s(&e.store)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(tree(&e.scope), orig);
 }
