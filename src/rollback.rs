@@ -9,7 +9,8 @@
 //! - **Nothing changes before everything is validated**: every journal chain, every object a
 //!   restore needs (decompressed and hash-checked), the scope, and the conflict check. A problem
 //!   found there refuses the whole rollback.
-//! - **Conflicts**: a path whose last `PostImage` (not followed by a Capture/Rename touching it)
+//! - **Conflicts**: a path whose last `PostImage` (not followed by a Capture, Rename or Change
+//!   touching it)
 //!   differs from what is on disk now was changed by someone else since. Without `force` the
 //!   rollback is refused; with it the current state is overwritten, but captured first.
 //! - **A rollback is a session too** (mode `rollback`, first event `Undo{of}`): it captures each
@@ -398,6 +399,11 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
                 }
                 Event::Rename { from, to, .. } => {
                     expected.retain(|p, _| !under(p, from) && !under(p, to));
+                }
+                // A later change (an unlink, an rmdir, a write whose post-image never came)
+                // makes an earlier post-image stale.
+                Event::Change { path, .. } => {
+                    expected.retain(|p, _| !under(p, path));
                 }
                 _ => {}
             }
@@ -930,6 +936,20 @@ impl Applier<'_> {
         match before {
             State::Absent => {
                 if let Some((_, st)) = cur {
+                    if st.kind() == Kind::Dir
+                        && backing::list_dir(pfd)
+                            .ok()
+                            .and_then(|_| backing::lookup(pfd, &name).ok())
+                            .and_then(|fd| backing::list_dir(fd.as_fd()).ok())
+                            .is_some_and(|entries| !entries.is_empty())
+                    {
+                        // Someone else put things in a directory the session created: keep it.
+                        self.report.warnings.push(format!(
+                            "{}: directory created by the session is not empty; left in place",
+                            path.display()
+                        ));
+                        return Ok(());
+                    }
                     self.remove(pfd, &name, st.kind(), path)?;
                     self.report.removed += 1;
                 }

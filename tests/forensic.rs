@@ -25,6 +25,8 @@ struct Guard {
     root: OwnedFd,
     scope: PathBuf,
     captured: Mutex<BTreeSet<PathBuf>>,
+    /// Capture parent directories too (recommended; the brief's guard does not).
+    parents: bool,
 }
 
 impl Guard {
@@ -45,6 +47,7 @@ impl Guard {
             root: backing::open_root(scope).unwrap(),
             scope: scope.to_path_buf(),
             captured: Mutex::new(BTreeSet::new()),
+            parents: true,
         }
     }
     fn p(&self, rel: &str) -> PathBuf {
@@ -58,6 +61,9 @@ impl Guard {
         }
     }
     fn capture_parent(&self, rel: &str) {
+        if !self.parents {
+            return;
+        }
         let parent = Path::new(rel)
             .parent()
             .unwrap()
@@ -744,4 +750,53 @@ fn exchange_renames_fifos_hardlinks_and_non_utf8_names_roll_back() {
     let (code, out, err) = veilfs(&["rollback", "--store", s(&e.store)]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(tree(&e.scope), orig);
+}
+
+/// The tree without directory mtimes (which only parent captures can restore).
+fn tree_no_dir_times(root: &Path) -> Vec<String> {
+    tree(root)
+        .into_iter()
+        .map(|l| {
+            if l.contains(" dir ") {
+                l.split(" mtime=").next().unwrap().to_string()
+            } else {
+                l
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn without_parent_captures_everything_but_directory_times_is_restored() {
+    let e = env();
+    let orig = tree_no_dir_times(&e.scope);
+    let mut g = Guard::start(&e.store, &e.scope);
+    g.parents = false;
+    g.chmod("src/deep", 0o700); // captured before its child...
+    g.unlink("src/deep/x");
+    g.rmdir("src/deep"); // ...so its only Capture precedes the child's
+    g.rename("d", "e");
+    g.write("e/new", b"new\n");
+    g.mkdir("made");
+    g.write("made/file", b"f\n");
+    g.write("a.txt", b"edited\n");
+    let id = g.end();
+    fs::write(e.scope.join("made/outsider"), "not the agent's").unwrap();
+    fs::remove_file(e.scope.join("made/outsider")).unwrap();
+    let r = rollback_lib(&e.store, &id);
+    assert_eq!(tree_no_dir_times(&e.scope), orig, "{r:?}");
+}
+
+#[test]
+fn a_directory_someone_else_filled_is_left_in_place() {
+    let e = env();
+    let g = Guard::start(&e.store, &e.scope);
+    g.mkdir("made");
+    g.write("made/file", b"f\n");
+    let id = g.end();
+    fs::write(e.scope.join("made/outsider"), "not the agent's").unwrap();
+    let r = rollback_lib(&e.store, &id);
+    assert!(!e.scope.join("made/file").exists());
+    assert!(e.scope.join("made/outsider").exists());
+    assert!(r.warnings.iter().any(|w| w.contains("not empty")), "{r:?}");
 }
