@@ -10,9 +10,9 @@
 //!   restore needs (decompressed and hash-checked), the scope, and the conflict check. A problem
 //!   found there refuses the whole rollback.
 //! - **Conflicts**: a path whose last `PostImage` (not followed by a Capture, Rename or Change
-//!   touching it)
-//!   differs from what is on disk now was changed by someone else since. Without `force` the
-//!   rollback is refused; with it the current state is overwritten, but captured first.
+//!   touching it) differs from what is on disk now was changed by someone else since. Without
+//!   `force` the rollback is refused; with it the current state is overwritten, but captured
+//!   first. Paths without a post-image (a crash) are not checked.
 //! - **A rollback is a session too** (mode `rollback`, first event `Undo{of}`): it captures each
 //!   path before changing it, so it can itself be rolled back, and it records
 //!   `Change{op: "undo <seq>"}` after finishing the step for record `seq`. Steps recorded as done

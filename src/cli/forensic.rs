@@ -541,3 +541,26 @@ pub fn run_commit(_a: CommitArgs) -> anyhow::Result<ExitCode> {
 pub fn run_discard(_a: DiscardArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("discard: not yet implemented (overlay mode)")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::unified_diff;
+
+    #[test]
+    fn unified_diff_hunks() {
+        assert_eq!(unified_diff("a\nb\n", "a\nb\n", 3), "");
+        assert_eq!(
+            unified_diff("a\nb\nc\n", "a\nB\nc\n", 1),
+            "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
+        );
+        assert_eq!(unified_diff("", "x\n", 3), "@@ -0,0 +1,1 @@\n+x\n");
+        assert_eq!(
+            unified_diff("x", "y", 3),
+            "@@ -1,1 +1,1 @@\n-x\n\\ No newline at end of file\n+y\n\\ No newline at end of file\n"
+        );
+        let a: String = (0..20).map(|i| format!("{i}\n")).collect();
+        let b = a.replace("2\n", "two\n").replace("17\n", "seventeen\n");
+        let d = unified_diff(&a, &b, 2);
+        assert_eq!(d.matches("@@ -").count(), 2, "{d}");
+    }
+}
