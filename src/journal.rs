@@ -802,6 +802,13 @@ mod tests {
     }
 
     #[test]
+    fn writers_and_stores_are_shareable() {
+        fn check<T: Send + Sync>() {}
+        check::<SessionWriter>();
+        check::<Store>();
+    }
+
+    #[test]
     fn paths_roundtrip_losslessly() {
         let odd = PathBuf::from(OsString::from_vec(b"a/\xffb".to_vec()));
         let e = Event::Change {

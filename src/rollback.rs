@@ -1,1 +1,1200 @@
-//! (not yet written)
+//! Undo a session from its journal and the store.
+//!
+//! A rollback replays the session's events in reverse: `Capture{path, before}` restores `path` to
+//! `before` exactly (content, mode, owner, times, xattrs), `Rename{from, to}` renames `to` back to
+//! `from`; everything else is informational. Directory times are restored last, since restoring
+//! children changes them.
+//!
+//! Rules this module keeps:
+//! - **Nothing changes before everything is validated**: every journal chain, every object a
+//!   restore needs (decompressed and hash-checked), the scope, and the conflict check. A problem
+//!   found there refuses the whole rollback.
+//! - **Conflicts**: a path whose last `PostImage` (not followed by a Capture, Rename or Change
+//!   touching it) differs from what is on disk now was changed by someone else since. Without
+//!   `force` the rollback is refused; with it the current state is overwritten, but captured
+//!   first. Paths without a post-image (a crash) are not checked.
+//! - **A rollback is a session too** (mode `rollback`, first event `Undo{of}`): it captures each
+//!   path before changing it, so it can itself be rolled back, and it records
+//!   `Change{op: "undo <seq>"}` after finishing the step for record `seq`. Steps recorded as done
+//!   by an undo session that is not itself undone are skipped: rolling back twice is a no-op, and
+//!   a rollback that crashed half-way resumes where it stopped.
+//! - **Every step is idempotent on its own**: restoring a path already in its `before` state does
+//!   nothing; a rename is undone only if `from` is free and `to` exists (if `from` exists, the
+//!   rename never happened or failed, since later re-creations at `from` were undone before).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use crate::backing::{self, Kind, SetTime};
+use crate::journal::{Event, JournalError, Meta, SessionLog, SessionWriter, State};
+use crate::store::{Store, StoreError, hex};
+
+/// Errors that stop a rollback (before or during the apply). Each names its file or path.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("refusing to roll back, nothing was changed:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+    #[error("scope {}: {source}", scope.display())]
+    Scope { scope: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("no session to roll back{0}")]
+    NothingSelected(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RollbackError + '_ {
+    move |source| RollbackError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One undo step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Put `path` back into `before`.
+    Restore { path: PathBuf, before: State },
+    /// Undo `Rename{from, to}`: rename `to` back to `from` (or exchange them again).
+    UndoRename {
+        from: PathBuf,
+        to: PathBuf,
+        exchange: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// The session whose record this step undoes, and the record's seq.
+    pub session: String,
+    pub seq: u64,
+    pub action: Action,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.action {
+            Action::Restore {
+                path,
+                before: State::Absent,
+            } => write!(f, "remove   {}", path.display()),
+            Action::Restore { path, before } => {
+                let what = match before {
+                    State::File { hash, meta, .. } => {
+                        format!("content {}…, {:04o}", hash.short(), meta.mode & 0o7777)
+                    }
+                    State::Dir { meta } => format!("dir, {:04o}", meta.mode & 0o7777),
+                    State::Symlink { target, .. } => format!("symlink -> {}", target.display()),
+                    other => other.describe(),
+                };
+                write!(f, "restore  {}  ({what})", path.display())
+            }
+            Action::UndoRename { from, to, exchange } => write!(
+                f,
+                "rename   {} -> {}{}",
+                to.display(),
+                from.display(),
+                if *exchange { "  (exchange)" } else { "" }
+            ),
+        }
+    }
+}
+
+/// A path someone else changed after the session left it.
+#[derive(Clone, Debug)]
+pub struct Conflict {
+    pub path: PathBuf,
+    pub expected: State,
+    pub found: State,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "conflict {}: the session left {}, now {}",
+            self.path.display(),
+            self.expected.describe(),
+            self.found.describe()
+        )
+    }
+}
+
+/// What a rollback will do; built by [`plan`] without changing anything.
+#[derive(Debug)]
+pub struct Plan {
+    pub scope: PathBuf,
+    /// The sessions undone, newest first.
+    pub sessions: Vec<String>,
+    /// Pending steps, in the order they run.
+    pub steps: Vec<Step>,
+    pub conflicts: Vec<Conflict>,
+    /// Torn journal tails, steps already done by an earlier rollback, etc.
+    pub warnings: Vec<String>,
+    /// The oldest captured metadata of each directory (to re-create a missing parent early).
+    dir_times: BTreeMap<PathBuf, Meta>,
+    /// Per session: every undo action by seq (done or not), and the live rollback sessions
+    /// that already did some of them (to resume their directory-time bookkeeping).
+    actions: HashMap<String, BTreeMap<u64, Action>>,
+    resume: HashMap<String, Vec<SessionLog>>,
+}
+
+impl Plan {
+    /// True if a rollback of `session` crashed (its directory times may still need setting).
+    fn crashed_undo(&self, session: &str) -> bool {
+        self.resume
+            .get(session)
+            .is_some_and(|v| v.iter().any(|u| !u.ended()))
+    }
+
+    /// Whether [`apply`] has anything to do: pending steps, or a crashed rollback to finish.
+    pub fn needs_apply(&self) -> bool {
+        !self.steps.is_empty() || self.sessions.iter().any(|s| self.crashed_undo(s))
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub restored: usize,
+    pub removed: usize,
+    pub renamed: usize,
+    pub unchanged: usize,
+    pub conflicts: usize,
+    pub warnings: Vec<String>,
+    /// The rollback sessions written (one per undone session).
+    pub undo_sessions: Vec<String>,
+}
+
+/// Which sessions to undo. With `session`, that one; with `since` (unix ns), every session that
+/// started at or after it; otherwise the newest session with changes. Rollback sessions and
+/// sessions already undone are only chosen when named explicitly. Newest first.
+pub fn select_sessions(
+    store: &Store,
+    session: Option<&str>,
+    since: Option<i128>,
+) -> Result<Vec<String>, RollbackError> {
+    if let Some(id) = session {
+        store.load_session(id)?; // a clear error for a missing or broken session
+        return Ok(vec![id.to_string()]);
+    }
+    let infos = store.sessions()?;
+    let graph = UndoGraph::load(store)?;
+    let mut candidates: Vec<_> = infos
+        .iter()
+        .filter(|i| i.problem.is_none() && i.mode != "rollback")
+        .filter(|i| i.captures + i.renames > 0)
+        .filter(|i| !graph.fully_undone(&i.id))
+        .collect();
+    candidates.reverse();
+    match since {
+        Some(t) => {
+            let v: Vec<String> = candidates
+                .into_iter()
+                .filter(|i| i.start_ns >= t)
+                .map(|i| i.id.clone())
+                .collect();
+            if v.is_empty() {
+                return Err(RollbackError::NothingSelected(
+                    " started since that time".into(),
+                ));
+            }
+            Ok(v)
+        }
+        None => candidates
+            .first()
+            .map(|i| vec![i.id.clone()])
+            .ok_or_else(|| RollbackError::NothingSelected(" (no session with changes)".into())),
+    }
+}
+
+/// Which sessions undid which, and which undo steps are done.
+struct UndoGraph {
+    logs: HashMap<String, SessionLog>,
+    /// session → sessions that undo it
+    undoers: HashMap<String, Vec<String>>,
+}
+
+impl UndoGraph {
+    fn load(store: &Store) -> Result<UndoGraph, RollbackError> {
+        let mut logs = HashMap::new();
+        let mut undoers: HashMap<String, Vec<String>> = HashMap::new();
+        for info in store.sessions()? {
+            if info.problem.is_some() {
+                continue;
+            }
+            let log = store.load_session(&info.id)?;
+            if let Some(of) = log.undo_of() {
+                undoers
+                    .entry(of.to_string())
+                    .or_default()
+                    .push(info.id.clone());
+            }
+            logs.insert(info.id.clone(), log);
+        }
+        Ok(UndoGraph { logs, undoers })
+    }
+
+    fn is_undone(&self, id: &str, depth: usize) -> bool {
+        depth < 64
+            && self
+                .undoers
+                .get(id)
+                .is_some_and(|us| us.iter().any(|u| !self.is_undone(u, depth + 1)))
+    }
+
+    /// The live (not themselves undone) sessions that undid `id`.
+    fn live_undoers(&self, id: &str) -> Vec<&SessionLog> {
+        self.undoers
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter(|u| !self.is_undone(u, 0))
+            .filter_map(|u| self.logs.get(u))
+            .collect()
+    }
+
+    /// seqs of `id` whose undo step is done.
+    fn done_steps(&self, id: &str) -> BTreeSet<u64> {
+        let mut done = BTreeSet::new();
+        for log in self.live_undoers(id) {
+            for r in &log.records {
+                if let Event::Change { op, .. } = &r.event
+                    && let Some(n) = op.strip_prefix("undo ").and_then(|n| n.parse().ok())
+                {
+                    done.insert(n);
+                }
+            }
+        }
+        done
+    }
+
+    fn fully_undone(&self, id: &str) -> bool {
+        let Some(log) = self.logs.get(id) else {
+            return false;
+        };
+        let done = self.done_steps(id);
+        log.records.iter().all(|r| {
+            !matches!(r.event, Event::Capture { .. } | Event::Rename { .. })
+                || done.contains(&r.seq)
+        })
+    }
+}
+
+/// Normalises a user-given path filter to a path relative to the scope.
+pub fn normalize_filter(scope: &Path, p: &Path) -> PathBuf {
+    let p = p.strip_prefix(scope).unwrap_or(p);
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+fn under(p: &Path, prefix: &Path) -> bool {
+    prefix.as_os_str().is_empty() || p.starts_with(prefix)
+}
+
+/// Builds the plan for undoing `sessions` (newest first), limited to `filter` paths (and
+/// their subtrees, followed through renames) when non-empty. Validates every journal and every
+/// object a step needs, and checks for conflicts; changes nothing.
+pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Plan, RollbackError> {
+    let graph = UndoGraph::load(store)?;
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut logs = Vec::new();
+    for id in sessions {
+        let log = match graph.logs.get(id) {
+            Some(l) => l.clone(),
+            None => store.load_session(id)?, // gives the precise error
+        };
+        if let Some(t) = &log.tail {
+            warnings.push(t.msg.clone());
+        }
+        logs.push(log);
+    }
+    let mut scope: Option<PathBuf> = None;
+    for log in &logs {
+        let Some((_, s, _)) = log.start() else {
+            problems.push(format!("{}: no SessionStart record", log.path.display()));
+            continue;
+        };
+        match &scope {
+            None => scope = Some(s.to_path_buf()),
+            Some(prev) if prev != s => problems.push(format!(
+                "session {} is of scope {}, not {}: roll back one scope at a time",
+                log.id,
+                s.display(),
+                prev.display()
+            )),
+            _ => {}
+        }
+    }
+    if !problems.is_empty() {
+        return Err(RollbackError::Invalid(problems));
+    }
+    let scope = scope.ok_or_else(|| RollbackError::NothingSelected(String::new()))?;
+    let root = backing::open_root(&scope).map_err(|source| RollbackError::Scope {
+        scope: scope.clone(),
+        source,
+    })?;
+    let filter: Vec<PathBuf> = filter.iter().map(|p| normalize_filter(&scope, p)).collect();
+
+    // Chronological pass (oldest session first): filter through renames, conflicts, dir times.
+    let mut included: HashMap<(String, u64), bool> = HashMap::new();
+    let mut filters = filter.clone();
+    let mut expected: BTreeMap<PathBuf, State> = BTreeMap::new();
+    let mut dir_times = BTreeMap::new();
+    for log in logs.iter().rev() {
+        for r in &log.records {
+            let inc = filter.is_empty()
+                || match &r.event {
+                    Event::Rename { from, to, .. } => filters
+                        .iter()
+                        .any(|f| under(from, f) || under(to, f) || under(f, from) || under(f, to)),
+                    e => e
+                        .paths()
+                        .iter()
+                        .any(|p| filters.iter().any(|f| under(p, f))),
+                };
+            if let Event::Rename { from, to, exchange } = &r.event
+                && !filter.is_empty()
+            {
+                let mut add = Vec::new();
+                for f in &filters {
+                    for (a, b) in [(from, to), (to, from)] {
+                        if b == to || *exchange {
+                            if let Ok(rest) = f.strip_prefix(a) {
+                                add.push(b.join(rest));
+                            } else if under(a, f) {
+                                add.push(b.clone());
+                            }
+                        }
+                    }
+                }
+                filters.extend(add);
+            }
+            included.insert((log.id.clone(), r.seq), inc);
+            if !inc {
+                continue;
+            }
+            match &r.event {
+                Event::PostImage { path, after } => {
+                    expected.insert(path.clone(), after.clone());
+                }
+                Event::Capture { path, before } => {
+                    expected.remove(path);
+                    if let State::Dir { meta } = before {
+                        dir_times
+                            .entry(path.clone())
+                            .or_insert_with(|| meta.clone());
+                    }
+                }
+                Event::Rename { from, to, .. } => {
+                    expected.retain(|p, _| !under(p, from) && !under(p, to));
+                }
+                // A later change (an unlink, an rmdir, a write whose post-image never came)
+                // makes an earlier post-image stale.
+                Event::Change { path, .. } => {
+                    expected.retain(|p, _| !under(p, path));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // Steps: newest session first, each in reverse.
+    let mut steps = Vec::new();
+    let mut actions: HashMap<String, BTreeMap<u64, Action>> = HashMap::new();
+    let mut resume: HashMap<String, Vec<SessionLog>> = HashMap::new();
+    for log in &logs {
+        let done = graph.done_steps(&log.id);
+        let mut undoers: Vec<SessionLog> =
+            graph.live_undoers(&log.id).into_iter().cloned().collect();
+        undoers.sort_by_key(|u| u.records.first().map(|r| r.time_ns));
+        resume.insert(log.id.clone(), undoers);
+        let mut skipped = 0;
+        for r in log.records.iter().rev() {
+            if !included
+                .get(&(log.id.clone(), r.seq))
+                .copied()
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            let action = match &r.event {
+                Event::Capture { path, before } => Action::Restore {
+                    path: path.clone(),
+                    before: before.clone(),
+                },
+                Event::Rename { from, to, exchange } => {
+                    if *exchange && exchange_never_happened(&root, log, r.seq) {
+                        warnings.push(format!(
+                            "{}: rename exchange {} <-> {} (last record of a crashed session) did not happen; skipped",
+                            log.id,
+                            from.display(),
+                            to.display()
+                        ));
+                        continue;
+                    }
+                    Action::UndoRename {
+                        from: from.clone(),
+                        to: to.clone(),
+                        exchange: *exchange,
+                    }
+                }
+                _ => continue,
+            };
+            actions
+                .entry(log.id.clone())
+                .or_default()
+                .insert(r.seq, action.clone());
+            if done.contains(&r.seq) {
+                skipped += 1;
+                continue;
+            }
+            steps.push(Step {
+                session: log.id.clone(),
+                seq: r.seq,
+                action,
+            });
+        }
+        if skipped > 0 {
+            let by: Vec<&str> = graph
+                .live_undoers(&log.id)
+                .iter()
+                .map(|l| l.id.as_str())
+                .collect();
+            warnings.push(format!(
+                "session {}: {skipped} step(s) already undone by {}",
+                log.id,
+                by.join(", ")
+            ));
+        }
+    }
+
+    // Validate every object a step needs.
+    let mut checked = BTreeSet::new();
+    for s in &steps {
+        if let Action::Restore { path, before } = &s.action
+            && let Some(id) = before.object()
+            && checked.insert(*id)
+            && let Err(e) = store.verify_object(id)
+        {
+            problems.push(format!(
+                "{} (needed to restore {}): {e}",
+                id,
+                path.display()
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(RollbackError::Invalid(problems));
+    }
+
+    // Conflicts: only for paths a pending step restores.
+    let pending: BTreeSet<&Path> = steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Restore { path, .. } => Some(path.as_path()),
+            _ => None,
+        })
+        .collect();
+    // Paths an earlier (crashed or partial) rollback of these sessions already changed are
+    // expected to differ from the session's post-image.
+    let mut touched_by_undo = BTreeSet::new();
+    for log in &logs {
+        for u in graph.live_undoers(&log.id) {
+            for r in &u.records {
+                if let Event::Capture { path, .. } = &r.event {
+                    touched_by_undo.insert(path.clone());
+                }
+            }
+        }
+    }
+    let mut conflicts = Vec::new();
+    for (path, exp) in &expected {
+        if !pending.contains(path.as_path()) || touched_by_undo.contains(path) {
+            continue;
+        }
+        let found = State::read(root.as_fd(), path, None)?;
+        if !found.same_content(exp) {
+            conflicts.push(Conflict {
+                path: path.clone(),
+                expected: exp.clone(),
+                found,
+            });
+        }
+    }
+
+    Ok(Plan {
+        scope,
+        sessions: logs.iter().map(|l| l.id.clone()).collect(),
+        steps,
+        conflicts,
+        warnings,
+        dir_times,
+        actions,
+        resume,
+    })
+}
+
+/// For an exchange recorded as the last record of a crashed session: true if the captured
+/// states show it did not happen (the destination still holds its captured content).
+fn exchange_never_happened(root: &OwnedFd, log: &SessionLog, seq: u64) -> bool {
+    let last = log.records.last().map(|r| r.seq) == Some(seq);
+    if !last || log.ended() {
+        return false;
+    }
+    let Some(Event::Rename { from, to, .. }) =
+        log.records.iter().find(|r| r.seq == seq).map(|r| &r.event)
+    else {
+        return false;
+    };
+    let captured = |p: &Path| {
+        log.records.iter().rev().find_map(|r| match &r.event {
+            Event::Capture { path, before } if path == p && r.seq < seq => Some(before.clone()),
+            _ => None,
+        })
+    };
+    let (Some(bf), Some(bt)) = (captured(from), captured(to)) else {
+        return false;
+    };
+    if bf.same_content(&bt) {
+        return false; // indistinguishable; exchanging identical things again is harmless
+    }
+    let now_to = State::read(root.as_fd(), to, None).unwrap_or(State::Absent);
+    now_to.same_content(&bt)
+}
+
+/// Runs a plan. Refuses (changing nothing) when there are conflicts and not `force`. `tick` is
+/// called after each step (for a progress bar).
+pub fn apply(
+    store: &Store,
+    plan: &Plan,
+    force: bool,
+    tick: &dyn Fn(&Step),
+) -> Result<Report, RollbackError> {
+    let mut report = Report {
+        conflicts: plan.conflicts.len(),
+        warnings: plan.warnings.clone(),
+        ..Report::default()
+    };
+    if !plan.conflicts.is_empty() && !force {
+        return Ok(report);
+    }
+    if !plan.needs_apply() {
+        return Ok(report);
+    }
+    let root = backing::open_root(&plan.scope).map_err(|source| RollbackError::Scope {
+        scope: plan.scope.clone(),
+        source,
+    })?;
+    let mut ctx = Applier {
+        store,
+        root,
+        report: &mut report,
+        captured: BTreeSet::new(),
+        times: BTreeMap::new(),
+        known_dirs: &plan.dir_times,
+    };
+    let mut writers: Vec<SessionWriter> = Vec::new();
+    for sid in &plan.sessions {
+        let steps: Vec<&Step> = plan.steps.iter().filter(|s| &s.session == sid).collect();
+        if steps.is_empty() && !plan.crashed_undo(sid) {
+            continue;
+        }
+        let w = store.new_session(Event::SessionStart {
+            scope: plan.scope.clone(),
+            mode: "rollback".into(),
+            profile: String::new(),
+            pid: std::process::id(),
+            user: current_uid(),
+        })?;
+        w.append(Event::Undo { of: sid.clone() })?;
+        ctx.captured.clear();
+        // Resuming: redo the directory-time bookkeeping of the steps already done.
+        let none = BTreeMap::new();
+        let acts = plan.actions.get(sid).unwrap_or(&none);
+        for u in plan.resume.get(sid).into_iter().flatten() {
+            let mut seen = BTreeSet::new();
+            for r in &u.records {
+                match &r.event {
+                    Event::Capture {
+                        path,
+                        before: State::Dir { meta },
+                    } if seen.insert(path.clone()) => {
+                        ctx.times
+                            .entry(path.clone())
+                            .or_insert_with(|| meta.clone());
+                    }
+                    Event::Change { op, .. } => {
+                        let seq = op.strip_prefix("undo ").and_then(|n| n.parse::<u64>().ok());
+                        if let Some(a) = seq.and_then(|n| acts.get(&n)) {
+                            ctx.bookkeep(a);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for step in steps {
+            ctx.step(&w, step)?;
+            w.append(Event::Change {
+                path: step_path(step).to_path_buf(),
+                op: format!("undo {}", step.seq),
+            })?;
+            tick(step);
+        }
+        writers.push(w);
+    }
+    // Directory times last: restoring children changed them.
+    if let Some(w) = writers.last() {
+        let times = std::mem::take(&mut ctx.times);
+        for (path, meta) in &times {
+            let Ok(fd) = backing::open_path(ctx.root.as_fd(), path) else {
+                continue;
+            };
+            if backing::stat_fd(fd.as_fd()).map(|s| s.kind()).ok() != Some(Kind::Dir) {
+                continue;
+            }
+            ctx.capture(w, path)?;
+            if let Err(e) = backing::utimens_fd(
+                fd.as_fd(),
+                SetTime::At(meta.atime.0, meta.atime.1),
+                SetTime::At(meta.mtime.0, meta.mtime.1),
+            ) {
+                ctx.report
+                    .warnings
+                    .push(format!("{}: cannot restore times: {e}", path.display()));
+            }
+        }
+    }
+    for w in &writers {
+        w.append(Event::SessionEnd)?;
+        report.undo_sessions.push(w.id().to_string());
+    }
+    Ok(report)
+}
+
+fn step_path(s: &Step) -> &Path {
+    match &s.action {
+        Action::Restore { path, .. } => path,
+        Action::UndoRename { from, .. } => from,
+    }
+}
+
+fn current_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        })
+        .unwrap_or(u32::MAX)
+}
+
+struct Applier<'a> {
+    store: &'a Store,
+    root: OwnedFd,
+    report: &'a mut Report,
+    /// Paths the current rollback session captured (the guard's rule).
+    captured: BTreeSet<PathBuf>,
+    /// Directory times to set at the end, keyed by where the directory is *now* (re-keyed when a
+    /// rename is undone). Restore steps overwrite (older captures win, they run later);
+    /// directories whose entries we change without a capture keep their time from first touch.
+    times: BTreeMap<PathBuf, Meta>,
+    known_dirs: &'a BTreeMap<PathBuf, Meta>,
+}
+
+fn rekey(times: &mut BTreeMap<PathBuf, Meta>, from: &Path, to: &Path) -> Vec<(PathBuf, Meta)> {
+    let keys: Vec<PathBuf> = times.keys().filter(|k| under(k, from)).cloned().collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let m = times.remove(&k)?;
+            let rest = k.strip_prefix(from).ok()?;
+            Some((to.join(rest), m))
+        })
+        .collect()
+}
+
+/// A removed or renamed-away path and everything captured below it stop counting as captured
+/// (the guard's rule, mirrored so the rollback session can itself be undone).
+fn uncapture(captured: &mut BTreeSet<PathBuf>, p: &Path) {
+    captured.retain(|c| !under(c, p));
+}
+
+impl Applier<'_> {
+    fn lookup(&self, path: &Path) -> Result<Option<(OwnedFd, backing::Stat)>, RollbackError> {
+        match backing::open_path(self.root.as_fd(), path) {
+            Ok(fd) => {
+                let st = backing::stat_fd(fd.as_fd()).map_err(io_at(path))?;
+                Ok(Some((fd, st)))
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                Ok(None)
+            }
+            Err(e) => Err(io_at(path)(e)),
+        }
+    }
+
+    /// Captures `path` in the rollback session before its first change there.
+    fn capture(&mut self, w: &SessionWriter, path: &Path) -> Result<(), RollbackError> {
+        if self.captured.insert(path.to_path_buf()) {
+            let cur = State::read(self.root.as_fd(), path, Some(self.store))?;
+            w.append(Event::Capture {
+                path: path.to_path_buf(),
+                before: cur,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Remembers the times of the directory holding `path` before we change its entries (and
+    /// captures it, so undoing this rollback restores them too).
+    fn touch_parent(&mut self, w: &SessionWriter, path: &Path) -> Result<(), RollbackError> {
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        if self.times.contains_key(parent) {
+            return Ok(());
+        }
+        if let State::Dir { meta } = State::read(self.root.as_fd(), parent, None)? {
+            self.times.insert(parent.to_path_buf(), meta);
+            self.capture(w, parent)?;
+        }
+        Ok(())
+    }
+
+    /// Re-creates missing ancestors of `path` from their captured metadata. Needed when the
+    /// session removed a directory it had already captured: its only Capture comes before its
+    /// children's, so in reverse order the children come first.
+    fn ensure_parents(&mut self, w: &SessionWriter, path: &Path) -> Result<(), RollbackError> {
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        let mut missing = Vec::new();
+        let mut p = parent;
+        while !p.as_os_str().is_empty() && self.lookup(p)?.is_none() {
+            missing.push(p.to_path_buf());
+            p = p.parent().unwrap_or(Path::new(""));
+        }
+        for dir in missing.into_iter().rev() {
+            let Some(meta) = self.known_dirs.get(&dir).cloned() else {
+                return Ok(()); // restore() reports the missing parent
+            };
+            self.touch_parent(w, &dir)?;
+            self.capture(w, &dir)?;
+            let (pfd, name) = backing::open_parent(self.root.as_fd(), &dir).map_err(io_at(&dir))?;
+            backing::mkdir(pfd.as_fd(), &name, meta.mode & 0o7777).map_err(io_at(&dir))?;
+            let fd = backing::lookup(pfd.as_fd(), &name).map_err(io_at(&dir))?;
+            self.apply_meta(fd.as_fd(), None, &meta, false, &dir)?;
+            self.times.entry(dir.clone()).or_insert(meta);
+        }
+        Ok(())
+    }
+
+    /// The directory-time bookkeeping of one finished step.
+    fn bookkeep(&mut self, a: &Action) {
+        match a {
+            Action::Restore {
+                path,
+                before: State::Dir { meta },
+            } => {
+                self.times.insert(path.clone(), meta.clone());
+            }
+            Action::Restore {
+                path,
+                before: State::Absent,
+            } => self.times.retain(|k, _| !under(k, path)),
+            Action::Restore { .. } => {}
+            Action::UndoRename { from, to, exchange } => {
+                let moved = rekey(&mut self.times, to, from);
+                let back = if *exchange {
+                    rekey(&mut self.times, from, to)
+                } else {
+                    vec![]
+                };
+                self.times.extend(moved);
+                self.times.extend(back);
+            }
+        }
+    }
+
+    fn step(&mut self, w: &SessionWriter, step: &Step) -> Result<(), RollbackError> {
+        match &step.action {
+            Action::Restore { path, before } => {
+                if let State::Dir { meta } = before {
+                    self.times.insert(path.clone(), meta.clone());
+                }
+                let now = State::read(self.root.as_fd(), path, None)?;
+                if *before == State::Absent {
+                    self.times.retain(|k, _| !under(k, path));
+                }
+                if now == *before || (now.same_content(before) && meta_eq(&now, before)) {
+                    self.report.unchanged += 1;
+                    return Ok(());
+                }
+                if *before != State::Absent {
+                    self.ensure_parents(w, path)?;
+                }
+                if !(now == State::Absent && *before == State::Absent) {
+                    self.touch_parent(w, path)?;
+                }
+                self.capture(w, path)?;
+                self.restore(path, before)?;
+                if *before == State::Absent {
+                    uncapture(&mut self.captured, path);
+                }
+            }
+            Action::UndoRename { from, to, exchange } => {
+                let f = self.lookup(from)?;
+                let t = self.lookup(to)?;
+                let flags = if *exchange {
+                    libc::RENAME_EXCHANGE
+                } else {
+                    libc::RENAME_NOREPLACE
+                };
+                let go = if *exchange {
+                    f.is_some() && t.is_some()
+                } else {
+                    f.is_none() && t.is_some()
+                };
+                if !go {
+                    if f.is_none() && t.is_none() {
+                        self.report.warnings.push(format!(
+                            "rename {} -> {}: neither exists; skipped",
+                            to.display(),
+                            from.display()
+                        ));
+                    }
+                    if !*exchange && f.is_some() && t.is_none() {
+                        // Done before a crash, or never happened: either way nothing is at
+                        // `to`, so what we track there belongs at `from`.
+                        self.bookkeep(&step.action);
+                    }
+                    self.report.unchanged += 1;
+                    return Ok(());
+                }
+                self.touch_parent(w, to)?;
+                self.touch_parent(w, from)?;
+                for (p, st) in [(to, &t), (from, &f)] {
+                    if let Some((_, s)) = st
+                        && s.kind() == Kind::File
+                    {
+                        self.capture(w, p)?;
+                    }
+                }
+                w.append(Event::Rename {
+                    from: to.clone(),
+                    to: from.clone(),
+                    exchange: *exchange,
+                })?;
+                let (tp, tn) = backing::open_parent(self.root.as_fd(), to).map_err(io_at(to))?;
+                let (fp, fname) =
+                    backing::open_parent(self.root.as_fd(), from).map_err(io_at(from))?;
+                backing::rename(tp.as_fd(), &tn, fp.as_fd(), &fname, flags).map_err(io_at(to))?;
+                uncapture(&mut self.captured, to);
+                uncapture(&mut self.captured, from);
+                self.bookkeep(&step.action);
+                self.report.renamed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, path: &Path, before: &State) -> Result<(), RollbackError> {
+        if path.as_os_str().is_empty() {
+            // The scope root: only its metadata can be restored.
+            if let State::Dir { meta } = before {
+                let r = backing::dup(self.root.as_fd()).map_err(io_at(path))?;
+                self.apply_meta(r.as_fd(), None, meta, false, path)?;
+                self.report.restored += 1;
+            }
+            return Ok(());
+        }
+        let (parent, name) =
+            backing::open_parent(self.root.as_fd(), path).map_err(|e| RollbackError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::new(e.kind(), format!("parent directory: {e}")),
+            })?;
+        let cur = match backing::lookup(parent.as_fd(), &name) {
+            Ok(fd) => {
+                let st = backing::stat_fd(fd.as_fd()).map_err(io_at(path))?;
+                Some((fd, st))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(io_at(path)(e)),
+        };
+        let pfd = parent.as_fd();
+        match before {
+            State::Absent => {
+                if let Some((_, st)) = cur {
+                    if st.kind() == Kind::Dir
+                        && backing::list_dir(pfd)
+                            .ok()
+                            .and_then(|_| backing::lookup(pfd, &name).ok())
+                            .and_then(|fd| backing::list_dir(fd.as_fd()).ok())
+                            .is_some_and(|entries| !entries.is_empty())
+                    {
+                        // Someone else put things in a directory the session created: keep it.
+                        self.report.warnings.push(format!(
+                            "{}: directory created by the session is not empty; left in place",
+                            path.display()
+                        ));
+                        return Ok(());
+                    }
+                    self.remove(pfd, &name, st.kind(), path)?;
+                    self.report.removed += 1;
+                }
+            }
+            State::Dir { meta } => {
+                let fd = match cur {
+                    Some((fd, st)) if st.kind() == Kind::Dir => fd,
+                    other => {
+                        if let Some((_, st)) = other {
+                            self.remove(pfd, &name, st.kind(), path)?;
+                        }
+                        backing::mkdir(pfd, &name, meta.mode & 0o7777).map_err(io_at(path))?;
+                        backing::lookup(pfd, &name).map_err(io_at(path))?
+                    }
+                };
+                self.apply_meta(fd.as_fd(), None, meta, false, path)?;
+                self.report.restored += 1;
+            }
+            State::File { hash, meta, .. } => {
+                if let Some((fd, st)) = &cur
+                    && st.kind() == Kind::File
+                    && State::read_fd(fd.as_fd(), path, None)?.object() == Some(hash)
+                {
+                    self.apply_meta(fd.as_fd(), Some((pfd, &name)), meta, true, path)?;
+                    self.report.restored += 1;
+                    return Ok(());
+                }
+                let tmp = self.temp_name();
+                let mut f =
+                    backing::create_file(pfd, &tmp, libc::O_WRONLY, 0o600).map_err(io_at(path))?;
+                let filled = self
+                    .store
+                    .restore_into(hash, &mut f)
+                    .map_err(RollbackError::from)
+                    .and_then(|_| f.sync_all().map_err(io_at(path)));
+                drop(f);
+                // A file with other hard links is restored in place, so every name sees the
+                // restored bytes (a rename would leave the other names with the session's).
+                if let Some((fd, st)) = &cur
+                    && st.kind() == Kind::File
+                    && st.nlink > 1
+                {
+                    let done = filled.and_then(|_| {
+                        let tfd = backing::lookup(pfd, &tmp).map_err(io_at(path))?;
+                        let mut src =
+                            backing::reopen(tfd.as_fd(), libc::O_RDONLY).map_err(io_at(path))?;
+                        let mut dst = backing::reopen(fd.as_fd(), libc::O_WRONLY | libc::O_TRUNC)
+                            .map_err(io_at(path))?;
+                        io::copy(&mut src, &mut dst).map_err(io_at(path))?;
+                        dst.sync_all().map_err(io_at(path))?;
+                        self.apply_meta(fd.as_fd(), Some((pfd, &name)), meta, true, path)
+                    });
+                    let _ = backing::unlink(pfd, &tmp);
+                    done?;
+                    self.report.restored += 1;
+                    return Ok(());
+                }
+                let done = filled.and_then(|_| {
+                    let tfd = backing::lookup(pfd, &tmp).map_err(io_at(path))?;
+                    self.apply_meta(tfd.as_fd(), Some((pfd, &tmp)), meta, true, path)?;
+                    if let Some((_, st)) = &cur
+                        && st.kind() == Kind::Dir
+                    {
+                        backing::rmdir(pfd, &name).map_err(io_at(path))?;
+                    }
+                    backing::rename(pfd, &tmp, pfd, &name, 0).map_err(io_at(path))
+                });
+                if let Err(e) = done {
+                    let _ = backing::unlink(pfd, &tmp);
+                    return Err(e);
+                }
+                self.report.restored += 1;
+            }
+            State::Symlink { target, meta } => {
+                if let Some((fd, st)) = &cur
+                    && st.kind() == Kind::Symlink
+                    && backing::readlink_fd(fd.as_fd()).ok().as_deref() == Some(target.as_os_str())
+                {
+                    self.apply_meta(fd.as_fd(), Some((pfd, &name)), meta, true, path)?;
+                    self.report.restored += 1;
+                    return Ok(());
+                }
+                let tmp = self.temp_name();
+                backing::symlink(pfd, &tmp, target.as_os_str()).map_err(io_at(path))?;
+                self.replace_with(pfd, &tmp, &name, cur.map(|c| c.1.kind()), meta, path)?;
+            }
+            State::Special { rdev, meta } => {
+                if let Some((fd, st)) = &cur
+                    && st.kind() == Kind::from_mode(meta.mode)
+                    && st.rdev == *rdev
+                {
+                    self.apply_meta(fd.as_fd(), Some((pfd, &name)), meta, true, path)?;
+                    self.report.restored += 1;
+                    return Ok(());
+                }
+                let tmp = self.temp_name();
+                backing::mknod(pfd, &tmp, meta.mode, *rdev).map_err(io_at(path))?;
+                self.replace_with(pfd, &tmp, &name, cur.map(|c| c.1.kind()), meta, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the freshly made `tmp` over `name` (removing an empty directory there first).
+    fn replace_with(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        tmp: &OsStr,
+        name: &OsStr,
+        cur: Option<Kind>,
+        meta: &Meta,
+        path: &Path,
+    ) -> Result<(), RollbackError> {
+        let res = (|| {
+            let tfd = backing::lookup(pfd, tmp).map_err(io_at(path))?;
+            self.apply_meta(tfd.as_fd(), Some((pfd, tmp)), meta, true, path)?;
+            if cur == Some(Kind::Dir) {
+                backing::rmdir(pfd, name).map_err(io_at(path))?;
+            }
+            backing::rename(pfd, tmp, pfd, name, 0).map_err(io_at(path))
+        })();
+        if let Err(e) = res {
+            let _ = backing::unlink(pfd, tmp);
+            return Err(e);
+        }
+        self.report.restored += 1;
+        Ok(())
+    }
+
+    fn remove(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        kind: Kind,
+        path: &Path,
+    ) -> Result<(), RollbackError> {
+        if kind == Kind::Dir {
+            backing::rmdir(pfd, name).map_err(|e| RollbackError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::new(
+                    e.kind(),
+                    format!("cannot remove directory the session created: {e}"),
+                ),
+            })
+        } else {
+            backing::unlink(pfd, name).map_err(io_at(path))
+        }
+    }
+
+    fn temp_name(&self) -> OsString {
+        let salt = blake3::hash(
+            format!(
+                "{}-{:?}",
+                crate::journal::now_ns(),
+                std::thread::current().id()
+            )
+            .as_bytes(),
+        );
+        OsString::from(format!(".veilfs-undo-{}", &salt.to_hex()[..12]))
+    }
+
+    /// Applies owner, mode, xattrs and (if `times`) atime/mtime. `at` is (parent, name) for
+    /// setting times without following a symlink.
+    fn apply_meta(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        at: Option<(BorrowedFd<'_>, &OsStr)>,
+        meta: &Meta,
+        times: bool,
+        path: &Path,
+    ) -> Result<(), RollbackError> {
+        let st = backing::stat_fd(fd).map_err(io_at(path))?;
+        if (st.uid != meta.uid || st.gid != meta.gid)
+            && let Err(e) = backing::chown(fd, meta.uid, meta.gid)
+        {
+            self.report.warnings.push(format!(
+                "{}: cannot restore owner {}:{}: {e}",
+                path.display(),
+                meta.uid,
+                meta.gid
+            ));
+        }
+        let kind = st.kind();
+        if kind != Kind::Symlink {
+            // After chown, which may clear setuid bits.
+            let st = backing::stat_fd(fd).map_err(io_at(path))?;
+            if st.perm() != meta.mode & 0o7777 || st.uid != meta.uid {
+                backing::chmod(fd, meta.mode & 0o7777).map_err(io_at(path))?;
+            }
+        }
+        if matches!(kind, Kind::File | Kind::Dir) {
+            let have = backing::all_xattrs(fd).map_err(io_at(path))?;
+            let want: BTreeMap<&str, Vec<u8>> = meta
+                .xattrs
+                .iter()
+                .map(|(n, v)| (n.as_str(), hex::decode(v).unwrap_or_default()))
+                .collect();
+            for (n, v) in &have {
+                let key = n.to_string_lossy();
+                if !want.contains_key(key.as_ref())
+                    && let Err(e) = backing::removexattr(fd, n)
+                {
+                    self.report.warnings.push(format!(
+                        "{}: cannot remove xattr {key}: {e}",
+                        path.display()
+                    ));
+                }
+                let _ = v;
+            }
+            for (n, v) in &want {
+                let same = have
+                    .iter()
+                    .any(|(hn, hv)| hn.to_string_lossy() == *n && hv == v);
+                if !same && let Err(e) = backing::setxattr(fd, OsStr::new(n), v, 0) {
+                    self.report
+                        .warnings
+                        .push(format!("{}: cannot restore xattr {n}: {e}", path.display()));
+                }
+            }
+        }
+        if times {
+            let (a, m) = (
+                SetTime::At(meta.atime.0, meta.atime.1),
+                SetTime::At(meta.mtime.0, meta.mtime.1),
+            );
+            match at {
+                Some((p, n)) => backing::utimens_at(p, n, a, m),
+                None => backing::utimens_fd(fd, a, m),
+            }
+            .map_err(io_at(path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Metadata equal as far as a restore cares (kind-specific: no mode for symlinks, no times for
+/// directories, which are restored at the end anyway).
+fn meta_eq(now: &State, before: &State) -> bool {
+    let (Some(a), Some(b)) = (now.meta(), before.meta()) else {
+        return now == before;
+    };
+    let base = a.uid == b.uid && a.gid == b.gid && a.xattrs == b.xattrs;
+    match before {
+        State::Dir { .. } => base && a.mode == b.mode,
+        State::Symlink { .. } => base && a.mtime == b.mtime,
+        _ => base && a.mode == b.mode && a.mtime == b.mtime,
+    }
+}

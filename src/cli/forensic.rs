@@ -1,6 +1,14 @@
 //! Forensic commands over a snapshot store: log, diff, rollback, verify, commit, discard.
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
+use veilfs::journal::{Event, Record, SessionLog, State, format_time, parse_time};
+use veilfs::rollback::{self, Action};
+use veilfs::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct LogArgs {
@@ -25,7 +33,8 @@ pub struct RollbackArgs {
     pub store: PathBuf,
     #[arg(long)]
     pub session: Option<String>,
-    #[arg(long)]
+    /// RFC 3339 time or unix seconds: undo every session that started at or after it.
+    #[arg(long, conflicts_with = "session")]
     pub since: Option<String>,
     #[arg(long)]
     pub dry_run: bool,
@@ -59,21 +68,499 @@ pub struct DiscardArgs {
     pub paths: Vec<PathBuf>,
 }
 
-pub fn run_log(_a: LogArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("log: not yet implemented")
+fn short(h: &str) -> &str {
+    h.get(..8).unwrap_or(h)
 }
-pub fn run_diff(_a: DiffArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("diff: not yet implemented")
+
+fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {wide_msg:.dim}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
 }
-pub fn run_rollback(_a: RollbackArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("rollback: not yet implemented")
+
+pub fn run_log(a: LogArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.store)?;
+    let mut out = std::io::stdout().lock();
+    match a.session {
+        None => {
+            for s in store.sessions()? {
+                if a.json {
+                    writeln!(out, "{}", serde_json::to_string(&s)?)?;
+                    continue;
+                }
+                let status = if s.problem.is_some() {
+                    "CORRUPT"
+                } else if s.ended {
+                    "ended"
+                } else {
+                    "crashed/running"
+                };
+                let undo = s
+                    .undo_of
+                    .as_ref()
+                    .map(|o| format!("  undo of {o}"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{}  {}  {:<8}  {}  {} captures, {} changes, {} renames  {status}{undo}",
+                    s.id,
+                    format_time(s.start_ns),
+                    s.mode,
+                    s.scope.display(),
+                    s.captures,
+                    s.changes,
+                    s.renames
+                )?;
+                if let Some(p) = &s.problem {
+                    eprintln!("veilfs: warning: {p}");
+                }
+                if let Some(t) = &s.tail_warning {
+                    eprintln!("veilfs: warning: {t}");
+                }
+            }
+        }
+        Some(id) => {
+            let log = store.load_session(&id)?;
+            if let Some(t) = &log.tail {
+                eprintln!("veilfs: warning: {t}");
+            }
+            for r in &log.records {
+                if a.json {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                } else {
+                    writeln!(out, "{}", describe_record(r))?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
-pub fn run_verify(_a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("verify: not yet implemented")
+
+fn describe_record(r: &Record) -> String {
+    let what = match &r.event {
+        Event::SessionStart {
+            scope,
+            mode,
+            profile,
+            pid,
+            user,
+        } => format!(
+            "start    {} mode={mode} profile={profile} pid={pid} uid={user}",
+            scope.display()
+        ),
+        Event::Capture { path, before } => {
+            format!("capture  {}  before: {}", path.display(), before.describe())
+        }
+        Event::Rename { from, to, exchange } => format!(
+            "rename   {} -> {}{}",
+            from.display(),
+            to.display(),
+            if *exchange { " (exchange)" } else { "" }
+        ),
+        Event::Change { path, op } => format!("{op:<8} {}", path.display()),
+        Event::PostImage { path, after } => {
+            format!("after    {}  {}", path.display(), after.describe())
+        }
+        Event::Diverted { path, reason } => {
+            format!("diverted {}  ({reason})", path.display())
+        }
+        Event::Undo { of } => format!("undo     session {of}"),
+        Event::SessionEnd => "end".to_string(),
+    };
+    format!(
+        "{}  #{:<4} {}  {what}",
+        format_time(r.time_ns),
+        r.seq,
+        short(&r.prev)
+    )
+}
+
+pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.store)?;
+    let id = match a.session {
+        Some(s) => s,
+        None => rollback::select_sessions(&store, None, None)?.remove(0),
+    };
+    let log = store.load_session(&id)?;
+    if let Some(t) = &log.tail {
+        eprintln!("veilfs: warning: {t}");
+    }
+    let (_, scope, _) = log
+        .start()
+        .with_context(|| format!("{}: no SessionStart", log.path.display()))?;
+    let scope = scope.to_path_buf();
+    let root =
+        veilfs::backing::open_root(&scope).with_context(|| format!("scope {}", scope.display()))?;
+    let filters: Vec<PathBuf> = a
+        .paths
+        .iter()
+        .map(|p| rollback::normalize_filter(&scope, p))
+        .collect();
+    let wanted = |p: &Path| {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| f.as_os_str().is_empty() || p.starts_with(f))
+    };
+    let mut out = std::io::stdout().lock();
+    // First capture per path = its state before the session.
+    let mut before: BTreeMap<PathBuf, State> = BTreeMap::new();
+    for r in &log.records {
+        match &r.event {
+            Event::Capture { path, before: b } if wanted(path) => {
+                before.entry(path.clone()).or_insert_with(|| b.clone());
+            }
+            Event::Rename { from, to, .. } if wanted(from) || wanted(to) => {
+                writeln!(out, "renamed {} -> {}", from.display(), to.display())?;
+            }
+            _ => {}
+        }
+    }
+    for (path, b) in &before {
+        let now = State::read(root.as_fd(), path, None)?;
+        diff_one(&store, root.as_fd(), &mut out, path, b, &now)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff_one(
+    store: &Store,
+    root: BorrowedFd<'_>,
+    out: &mut dyn Write,
+    path: &Path,
+    b: &State,
+    now: &State,
+) -> anyhow::Result<()> {
+    let p = path.display();
+    match (b, now) {
+        (State::Absent, State::Absent) => {}
+        (State::Absent, n) => writeln!(out, "created {p} ({})", n.describe())?,
+        (o, State::Absent) => writeln!(out, "deleted {p} (was {})", o.describe())?,
+        (
+            State::File {
+                hash: h1,
+                size: s1,
+                meta: m1,
+            },
+            State::File {
+                hash: h2,
+                size: s2,
+                meta: m2,
+            },
+        ) => {
+            if m1.mode != m2.mode {
+                writeln!(
+                    out,
+                    "mode {p}: {:04o} -> {:04o}",
+                    m1.mode & 0o7777,
+                    m2.mode & 0o7777
+                )?;
+            }
+            if h1 == h2 {
+                return Ok(());
+            }
+            let old = store.read_bytes(h1)?;
+            let new = read_current(root, path);
+            match (text(&old), new.as_deref().and_then(text)) {
+                (Some(a), Some(bb)) => {
+                    writeln!(out, "--- a/{p}\n+++ b/{p}")?;
+                    write!(out, "{}", unified_diff(a, bb, 3))?;
+                }
+                _ => writeln!(
+                    out,
+                    "binary {p}: size {s1} -> {s2}, hash {} -> {}",
+                    h1.short(),
+                    h2.short()
+                )?,
+            }
+        }
+        (o, n) if o.same_content(n) => {
+            if o.meta().map(|m| m.mode) != n.meta().map(|m| m.mode) {
+                writeln!(out, "changed {p}: {} -> {}", o.describe(), n.describe())?;
+            }
+        }
+        (o, n) => writeln!(out, "changed {p}: {} -> {}", o.describe(), n.describe())?,
+    }
+    Ok(())
+}
+
+/// The current bytes of a file (read through `backing`, beneath the scope).
+fn read_current(root: BorrowedFd<'_>, path: &Path) -> Option<Vec<u8>> {
+    let fd = veilfs::backing::open_path(root, path).ok()?;
+    let mut f = veilfs::backing::reopen(fd.as_fd(), libc::O_RDONLY).ok()?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).ok()?;
+    Some(v)
+}
+
+fn text(b: &[u8]) -> Option<&str> {
+    if b.len() > 4 << 20 || b.contains(&0) {
+        return None;
+    }
+    std::str::from_utf8(b).ok()
+}
+
+/// A unified line diff (LCS on the lines between the common prefix and suffix).
+pub fn unified_diff(a: &str, b: &str, ctx: usize) -> String {
+    let x: Vec<&str> = a.split_inclusive('\n').collect();
+    let y: Vec<&str> = b.split_inclusive('\n').collect();
+    // ops: (' ' | '-' | '+', line)
+    let mut pre = 0;
+    while pre < x.len() && pre < y.len() && x[pre] == y[pre] {
+        pre += 1;
+    }
+    let mut suf = 0;
+    while suf < x.len() - pre && suf < y.len() - pre && x[x.len() - 1 - suf] == y[y.len() - 1 - suf]
+    {
+        suf += 1;
+    }
+    let (xm, ym) = (&x[pre..x.len() - suf], &y[pre..y.len() - suf]);
+    let mut ops: Vec<(char, &str)> = x[..pre].iter().map(|l| (' ', *l)).collect();
+    if xm.len().saturating_mul(ym.len()) <= 4_000_000 {
+        let (n, m) = (xm.len(), ym.len());
+        let mut t = vec![0u32; (n + 1) * (m + 1)];
+        for i in (0..n).rev() {
+            for j in (0..m).rev() {
+                t[i * (m + 1) + j] = if xm[i] == ym[j] {
+                    t[(i + 1) * (m + 1) + j + 1] + 1
+                } else {
+                    t[(i + 1) * (m + 1) + j].max(t[i * (m + 1) + j + 1])
+                };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < n || j < m {
+            if i < n && j < m && xm[i] == ym[j] {
+                ops.push((' ', xm[i]));
+                i += 1;
+                j += 1;
+            } else if i < n && (j == m || t[(i + 1) * (m + 1) + j] >= t[i * (m + 1) + j + 1]) {
+                ops.push(('-', xm[i]));
+                i += 1;
+            } else {
+                ops.push(('+', ym[j]));
+                j += 1;
+            }
+        }
+    } else {
+        ops.extend(xm.iter().map(|l| ('-', *l)));
+        ops.extend(ym.iter().map(|l| ('+', *l)));
+    }
+    ops.extend(x[x.len() - suf..].iter().map(|l| (' ', *l)));
+
+    // Group into hunks with `ctx` lines of context.
+    let mut outs = String::new();
+    let changed: Vec<usize> = (0..ops.len()).filter(|&k| ops[k].0 != ' ').collect();
+    let mut k = 0;
+    while k < changed.len() {
+        let start = changed[k].saturating_sub(ctx);
+        let mut end = changed[k];
+        while k < changed.len() && changed[k] <= end + 2 * ctx + 1 {
+            end = changed[k];
+            k += 1;
+        }
+        let end = (end + ctx + 1).min(ops.len());
+        let (mut a0, mut b0) = (1, 1);
+        for (c, _) in &ops[..start] {
+            if *c != '+' {
+                a0 += 1;
+            }
+            if *c != '-' {
+                b0 += 1;
+            }
+        }
+        let al = ops[start..end].iter().filter(|o| o.0 != '+').count();
+        let bl = ops[start..end].iter().filter(|o| o.0 != '-').count();
+        outs.push_str(&format!(
+            "@@ -{},{al} +{},{bl} @@\n",
+            if al == 0 { a0 - 1 } else { a0 },
+            if bl == 0 { b0 - 1 } else { b0 }
+        ));
+        for (c, l) in &ops[start..end] {
+            outs.push(*c);
+            outs.push_str(l);
+            if !l.ends_with('\n') {
+                outs.push_str("\n\\ No newline at end of file\n");
+            }
+        }
+    }
+    outs
+}
+
+pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.store)?;
+    let since = match &a.since {
+        Some(s) => Some(parse_time(s).with_context(|| {
+            format!("--since {s:?}: expected RFC 3339 (2026-11-25T17:00:00Z) or unix seconds")
+        })?),
+        None => None,
+    };
+    let sessions = rollback::select_sessions(&store, a.session.as_deref(), since)?;
+    let plan = rollback::plan(&store, &sessions, &a.paths)?;
+    for w in &plan.warnings {
+        eprintln!("veilfs: warning: {w}");
+    }
+    let mut out = std::io::stdout().lock();
+    for c in &plan.conflicts {
+        writeln!(out, "{c}")?;
+    }
+    if !plan.needs_apply() {
+        writeln!(
+            out,
+            "nothing to roll back in session(s) {}",
+            plan.sessions.join(", ")
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.dry_run {
+        writeln!(
+            out,
+            "plan for session(s) {} in {} (dry run, nothing changed):",
+            plan.sessions.join(", "),
+            plan.scope.display()
+        )?;
+        for s in &plan.steps {
+            writeln!(out, "{s}")?;
+        }
+        return Ok(if plan.conflicts.is_empty() || a.force {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    if !plan.conflicts.is_empty() && !a.force {
+        writeln!(
+            out,
+            "refusing to roll back: {} path(s) changed since the session (use --force to overwrite them; their current state is captured first)",
+            plan.conflicts.len()
+        )?;
+        return Ok(ExitCode::from(1));
+    }
+    let pb = progress(plan.steps.len(), "rollback");
+    let report = rollback::apply(&store, &plan, a.force, &|s| {
+        pb.set_message(match &s.action {
+            Action::Restore { path, .. } => path.display().to_string(),
+            Action::UndoRename { from, .. } => from.display().to_string(),
+        });
+        pb.inc(1);
+    })?;
+    pb.finish_and_clear();
+    for w in &report.warnings[plan.warnings.len().min(report.warnings.len())..] {
+        eprintln!("veilfs: warning: {w}");
+    }
+    writeln!(
+        out,
+        "rolled back {}: {} restored, {} removed, {} renamed, {} unchanged, {} conflict(s){}; undo with: veilfs rollback --store {} --session {}",
+        plan.sessions.join(", "),
+        report.restored,
+        report.removed,
+        report.renamed,
+        report.unchanged,
+        report.conflicts,
+        if report.conflicts > 0 {
+            " overwritten"
+        } else {
+            ""
+        },
+        a.store.display(),
+        report.undo_sessions.join(",")
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.store)?;
+    let mut findings: Vec<String> = Vec::new();
+    let (ids, strays) = store.list_objects()?;
+    for s in strays {
+        findings.push(format!("{}: not an object", s.display()));
+    }
+    let pb = progress(ids.len(), "objects");
+    for id in &ids {
+        if let Err(e) = store.verify_object(id) {
+            findings.push(e.to_string());
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let mut referenced = 0usize;
+    for info in store.sessions()? {
+        let log: SessionLog = match store.load_session(&info.id) {
+            Ok(l) => l,
+            Err(e) => {
+                findings.push(e.to_string());
+                continue;
+            }
+        };
+        if let Some(t) = &log.tail {
+            findings.push(t.msg.clone());
+        }
+        for r in &log.records {
+            if let Event::Capture { path, before } = &r.event
+                && let Some(id) = before.object()
+            {
+                referenced += 1;
+                if !store.has(id) {
+                    findings.push(format!(
+                        "{}:{}: object {id} (pre-image of {}) is missing",
+                        log.path.display(),
+                        r.seq + 1,
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for f in &findings {
+        writeln!(out, "error: {f}")?;
+    }
+    if findings.is_empty() {
+        writeln!(
+            out,
+            "ok: {} objects, {referenced} references, all journals intact",
+            ids.len()
+        )?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(out, "{} problem(s) found", findings.len())?;
+        Ok(ExitCode::from(1))
+    }
 }
 pub fn run_commit(_a: CommitArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("commit: not yet implemented (overlay mode)")
 }
 pub fn run_discard(_a: DiscardArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("discard: not yet implemented (overlay mode)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unified_diff;
+
+    #[test]
+    fn unified_diff_hunks() {
+        assert_eq!(unified_diff("a\nb\n", "a\nb\n", 3), "");
+        assert_eq!(
+            unified_diff("a\nb\nc\n", "a\nB\nc\n", 1),
+            "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
+        );
+        assert_eq!(unified_diff("", "x\n", 3), "@@ -0,0 +1,1 @@\n+x\n");
+        assert_eq!(
+            unified_diff("x", "y", 3),
+            "@@ -1,1 +1,1 @@\n-x\n\\ No newline at end of file\n+y\n\\ No newline at end of file\n"
+        );
+        let a: String = (0..20).map(|i| format!("{i}\n")).collect();
+        let b = a.replace("2\n", "two\n").replace("17\n", "seventeen\n");
+        let d = unified_diff(&a, &b, 2);
+        assert_eq!(d.matches("@@ -").count(), 2, "{d}");
+    }
 }
