@@ -456,6 +456,12 @@ impl Policy {
     }
 
     /// The write mode in force.
+    /// Does a verdict depend on symlink targets? When not, callers can skip the `readlink`
+    /// (which would touch the link's atime).
+    pub fn needs_symlink_targets(&self) -> bool {
+        self.hide_escaping
+    }
+
     pub fn mode(&self) -> WriteMode {
         self.mode
     }

@@ -160,7 +160,7 @@ impl VeilFs {
 
     /// Policy verdict for `name` (stat `st`, already opened as `fd`) inside visible dir `rel_parent`.
     fn visible(&self, rel: &Path, st: &Stat, fd: Option<&OwnedFd>) -> Result<(), Errno> {
-        let target = if st.kind() == Kind::Symlink {
+        let target = if st.kind() == Kind::Symlink && self.cfg.policy.needs_symlink_targets() {
             match fd {
                 Some(fd) => backing::readlink_fd(fd.as_fd()).ok(),
                 None => None,
@@ -413,7 +413,7 @@ impl VeilFs {
                 continue;
             };
             let crel = rel.join(&e.name);
-            let target = if st.kind() == Kind::Symlink {
+            let target = if st.kind() == Kind::Symlink && self.cfg.policy.needs_symlink_targets() {
                 backing::readlink_at(dfd, &e.name).ok()
             } else {
                 None

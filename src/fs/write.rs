@@ -86,6 +86,12 @@ impl VeilFs {
         })
     }
 
+    /// A directory's entries and times change with every create, remove and rename in it:
+    /// capture it too, so rollback restores its mtime.
+    fn capture_parent(&self, g: &Guard, rel: &Path) -> Result<(), Errno> {
+        self.capture(g, rel.parent().unwrap_or(Path::new("")))
+    }
+
     /// The current path of an inode that is about to change, or None for an object that no
     /// longer has a name (an open, unlinked file: its pre-image was captured at unlink).
     fn changing_path(&self, inode: &Inode) -> Result<Option<PathBuf>, Errno> {
@@ -249,6 +255,7 @@ impl VeilFs {
         if backing::stat_at(pfd.as_fd(), name).is_ok() {
             return Err(Errno::EEXIST);
         }
+        self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let op = match node {
             NewNode::Dir { mode } => {
@@ -393,6 +400,8 @@ impl VeilFs {
                 return Ok(());
             }
         }
+        self.capture_parent(g, &from)?;
+        self.capture_parent(g, &to)?;
         if dst.is_some() {
             self.capture(g, &to)?;
         }
@@ -457,6 +466,7 @@ impl VeilFs {
             let fh = self.insert_handle(&inode, file, &st, wants_write);
             return Ok((inode, st, fh));
         }
+        self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)
             .map_err(|e| errno_of(&e))?;
