@@ -317,6 +317,7 @@ impl VeilFs {
         {
             return Err(Errno::ENOTEMPTY);
         }
+        self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let r = if dir {
             backing::rmdir(pfd.as_fd(), name)

@@ -1,0 +1,251 @@
+//! Snapshot mode through a real mount: every change is captured before it happens, and
+//! `veilfs rollback` returns the folder exactly to its state before the session, even after the
+//! mount process was killed with SIGKILL in the middle of a write-heavy workload.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{Mount, bin, tree_hash, write_profile};
+
+const WRITABLE: &str = r#"
+version = 1
+name = "test-snapshot"
+description = "snapshot writes everywhere visible"
+[visibility]
+deny = [".env*", "secret-dir/"]
+[redaction]
+rule_sets = []
+[write]
+mode = "snapshot"
+"#;
+
+fn veilfs(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn seed(s: &Path) {
+    fs::create_dir_all(s.join("src/nested")).unwrap();
+    fs::create_dir_all(s.join("docs")).unwrap();
+    fs::create_dir_all(s.join("secret-dir")).unwrap();
+    fs::write(s.join("src/main.rs"), "fn main() {}\n").unwrap();
+    fs::write(s.join("src/nested/lib.rs"), "pub fn f() {}\n").unwrap();
+    fs::write(s.join("docs/a.md"), "# A\n".repeat(100)).unwrap();
+    fs::write(s.join("docs/b.md"), "# B\n").unwrap();
+    fs::write(s.join(".env"), "X=1\n").unwrap();
+    fs::write(s.join("secret-dir/k"), "k\n").unwrap();
+    fs::set_permissions(s.join("docs/b.md"), fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+struct Env {
+    scope: tempfile::TempDir,
+    store: tempfile::TempDir,
+    _pdir: tempfile::TempDir,
+    profile: std::path::PathBuf,
+}
+
+fn env() -> Env {
+    let scope = tempfile::tempdir().unwrap();
+    seed(scope.path());
+    let store = tempfile::tempdir().unwrap();
+    let pdir = tempfile::tempdir().unwrap();
+    let profile = write_profile(pdir.path(), "p.toml", WRITABLE);
+    Env {
+        scope,
+        store,
+        _pdir: pdir,
+        profile,
+    }
+}
+
+impl Env {
+    fn store(&self) -> String {
+        self.store.path().join("s").display().to_string()
+    }
+    fn mount(&self) -> Mount {
+        Mount::start(
+            self.scope.path(),
+            &[
+                "--profile",
+                self.profile.to_str().unwrap(),
+                "--store",
+                &self.store(),
+            ],
+        )
+    }
+}
+
+/// What an agent typically does: edit, append, create, delete, rename, chmod, mkdir, symlink.
+fn agent_session(mp: &Path) {
+    fs::write(
+        mp.join("src/main.rs"),
+        "fn main() { println!(\"changed\"); }\n",
+    )
+    .unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(mp.join("docs/a.md"))
+        .unwrap()
+        .write_all(b"appended\n")
+        .unwrap();
+    fs::write(mp.join("new.txt"), "created\n").unwrap();
+    fs::create_dir(mp.join("newdir")).unwrap();
+    fs::write(mp.join("newdir/inner.txt"), "inner\n").unwrap();
+    fs::remove_file(mp.join("docs/b.md")).unwrap();
+    fs::rename(mp.join("src/nested"), mp.join("src/moved")).unwrap();
+    fs::write(mp.join("src/moved/lib.rs"), "pub fn g() {}\n").unwrap();
+    fs::set_permissions(mp.join("src/main.rs"), fs::Permissions::from_mode(0o600)).unwrap();
+    symlink("main.rs", mp.join("src/link")).unwrap();
+    fs::rename(mp.join("new.txt"), mp.join("docs/a.md")).unwrap();
+}
+
+#[test]
+fn rollback_restores_the_exact_tree_after_a_session() {
+    let e = env();
+    let before = tree_hash(e.scope.path());
+    let m = e.mount();
+    agent_session(&m.mp);
+    // Hidden paths stay hidden and cannot be created or replaced.
+    assert!(fs::write(m.path(".env"), "Y=2\n").is_err());
+    assert!(fs::rename(m.path("docs/a.md"), m.path(".env.local")).is_err());
+    let (st, _) = m.stop();
+    assert!(st.success());
+    assert_eq!(
+        fs::read_to_string(e.scope.path().join("src/main.rs")).unwrap(),
+        "fn main() { println!(\"changed\"); }\n"
+    );
+    assert_eq!(
+        fs::read_to_string(e.scope.path().join(".env")).unwrap(),
+        "X=1\n"
+    );
+    assert_ne!(tree_hash(e.scope.path()), before);
+
+    let (ok, out, err) = veilfs(&["log", "--store", &e.store()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("snapshot"), "{out}");
+    let (ok, out, err) = veilfs(&["diff", "--store", &e.store()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("src/main.rs") && out.contains("changed"),
+        "{out}"
+    );
+    let (ok, out, err) = veilfs(&["rollback", "--store", &e.store(), "--dry-run"]);
+    assert!(ok, "{out}{err}");
+    assert_ne!(
+        tree_hash(e.scope.path()),
+        before,
+        "dry run changed the tree"
+    );
+    let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(tree_hash(e.scope.path()), before, "rollback: {out}{err}");
+    let (ok, out, err) = veilfs(&["verify", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+}
+
+#[test]
+fn a_file_above_snapshot_max_size_is_refused_and_untouched() {
+    let e = env();
+    let big = e.scope.path().join("big.bin");
+    fs::write(&big, vec![7u8; 4096]).unwrap();
+    let profile = write_profile(
+        e._pdir.path(),
+        "small.toml",
+        &format!("{WRITABLE}snapshot_max_size = 1024\n"),
+    );
+    let m = Mount::start(
+        e.scope.path(),
+        &[
+            "--profile",
+            profile.to_str().unwrap(),
+            "--store",
+            &e.store(),
+        ],
+    );
+    let err = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("big.bin"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EFBIG));
+    assert!(fs::remove_file(m.path("big.bin")).is_err());
+    drop(m);
+    assert_eq!(fs::read(&big).unwrap(), vec![7u8; 4096]);
+}
+
+/// Runs a write-heavy workload in a child shell against the mount, kills the mount process
+/// with SIGKILL once the workload has made `after` changes, then checks that the store
+/// verifies and rollback restores the exact original tree.
+fn crash_once(after: usize, seedn: u64) {
+    let e = env();
+    // One large file too, so a kill can land in the middle of its capture or rewrite.
+    fs::write(e.scope.path().join("large.bin"), vec![3u8; 8 << 20]).unwrap();
+    let before = tree_hash(e.scope.path());
+    let m = e.mount();
+    let script = format!(
+        r#"set -u
+cd "{mp}"
+i=0
+while :; do
+  i=$((i+1))
+  echo "line $i" >> docs/a.md
+  echo "file $i" > "f$i.txt"
+  [ $((i % 3)) -eq 0 ] && mv "f$i.txt" "src/g$i.txt"
+  [ $((i % 4)) -eq 0 ] && rm -f "f$((i-1)).txt"
+  [ $((i % 5)) -eq 0 ] && mkdir -p "d$i" && echo x > "d$i/x"
+  [ $((i % 7)) -eq 0 ] && dd if=/dev/zero of=large.bin bs=64k count=16 seek={seedn} conv=notrunc status=none
+  echo "progress $i"
+done"#,
+        mp = m.mp.display()
+    );
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    for line in out.lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with("progress ") && line[9..].parse::<usize>().unwrap_or(0) >= after {
+            break;
+        }
+    }
+    let mut m = m;
+    let mut mount_proc = m.child.take().unwrap();
+    mount_proc.kill().unwrap();
+    mount_proc.wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(m);
+
+    let (ok, out, err) = veilfs(&["verify", "--store", &e.store()]);
+    // A torn last journal line is reported by verify; everything else must be clean.
+    assert!(
+        ok || err.contains("torn") || out.contains("torn"),
+        "verify: {out}{err}"
+    );
+    let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
+    assert!(ok, "rollback after kill at {after}: {out}{err}");
+    assert_eq!(
+        tree_hash(e.scope.path()),
+        before,
+        "tree after rollback (kill at {after}): {out}{err}"
+    );
+}
+
+#[test]
+fn sigkill_during_a_write_heavy_workload_never_loses_a_pre_image() {
+    for (i, after) in [1usize, 3, 8, 17, 30, 55].into_iter().enumerate() {
+        crash_once(after, i as u64 * 7);
+    }
+}
