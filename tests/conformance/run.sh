@@ -54,7 +54,7 @@ set +e
   -s "$work/second" -p "$work/mp/pjd") > "$work/pjdfstest.log" 2>&1
 pjd=$?
 set -e
-grep -E "FAILED|failed" "$work/pjdfstest.log" | grep -v "^Summary" | head -60 || true
+grep -E -A3 "FAILED$" "$work/pjdfstest.log" | head -80 || true
 summary=$(grep "^Summary" "$work/pjdfstest.log" || echo "Summary: missing")
 echo "$summary"
 unmount_veilfs
@@ -66,7 +66,7 @@ set +e
 fsx -q -f "$here/fsx.toml" -N "$ops" -S "${FSX_SEED:-1}" -P "$work/artifacts" "$work/mp/fsx.dat" > "$work/fsx.log" 2>&1
 fsxrc=$?
 set -e
-tail -3 "$work/fsx.log"
+grep -v "^  " "$work/fsx.log" | tail -25
 unmount_veilfs
 
 echo "== verify the store after the fsx session"
