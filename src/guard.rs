@@ -64,6 +64,9 @@ impl GuardError {
 }
 
 pub struct Guard {
+    /// In overlay mode changes land in the upper layer, never in the real folder: there is
+    /// nothing to snapshot, only a record to keep.
+    overlay: bool,
     store: Store,
     session: SessionWriter,
     captured: Mutex<HashSet<PathBuf>>,
@@ -73,7 +76,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Opens a new session in `store` for a mount of `scope`.
+    /// Opens a new session in `store` for a mount of `scope` (`mode`: "snapshot" or "overlay").
     pub fn start(
         store: Store,
         scope: &Path,
@@ -96,6 +99,7 @@ impl Guard {
             user: unsafe { libc::getuid() },
         })?;
         Ok(Guard {
+            overlay: mode == "overlay",
             store,
             session,
             captured: Mutex::new(HashSet::new()),
@@ -129,7 +133,7 @@ impl Guard {
     /// Makes sure the state of `rel` before this session's first change to it is durably
     /// recorded. Call before every change; it is free after the first.
     pub fn capture(&self, root: BorrowedFd<'_>, rel: &Path) -> Result<(), GuardError> {
-        if self.is_captured(rel) {
+        if self.overlay || self.is_captured(rel) {
             return Ok(());
         }
         let io = |source| GuardError::Io {
@@ -208,6 +212,9 @@ impl Guard {
 
     /// Records a rename before it is attempted.
     pub fn rename_intent(&self, from: &Path, to: &Path, exchange: bool) -> Result<(), GuardError> {
+        if self.overlay {
+            return Ok(());
+        }
         self.journal(
             from,
             Event::Rename {
@@ -220,6 +227,9 @@ impl Guard {
 
     /// Records what was done (informational, for `veilfs log`).
     pub fn record_change(&self, rel: &Path, op: &str) {
+        if self.overlay {
+            return;
+        }
         if let Err(e) = self.session.append(Event::Change {
             path: rel.to_path_buf(),
             op: op.to_string(),
@@ -230,6 +240,9 @@ impl Guard {
 
     /// Records the state the session left `rel` in, after a written file is closed.
     pub fn post_image(&self, fd: BorrowedFd<'_>, rel: &Path) {
+        if self.overlay {
+            return;
+        }
         match State::read_fd(fd, rel, None) {
             Ok(after) => {
                 if let Err(e) = self.session.append(Event::PostImage {

@@ -14,6 +14,7 @@ use crate::backing;
 use crate::fs::view::Viewer;
 use crate::fs::{FsConfig, VeilFs};
 use crate::guard::Guard;
+use crate::overlay::OverlayMount;
 use crate::policy::Policy;
 use crate::profile::{Profile, Unscannable, WriteMode};
 use crate::redact::Engine;
@@ -191,34 +192,40 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         req.profile.redaction.max_scan_size,
         req.profile.redaction.unscannable == Unscannable::Allow,
     );
+    // In overlay mode veilfs serves the merged tree; the real folder is only its lower layer.
+    let mut overlay = None;
     let guard = match mode {
         WriteMode::ReadOnly => None,
-        WriteMode::Snapshot => {
+        WriteMode::Snapshot | WriteMode::Overlay => {
             let dir = store_dir(&req, &scope, &mountpoint)?;
             let store = Store::create_or_open(&dir)
                 .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
+            if mode == WriteMode::Overlay {
+                overlay = Some(OverlayMount::mount(&dir, &scope)?);
+            }
             let g = Guard::start(
                 store,
                 &scope,
-                "snapshot",
+                mode.as_str(),
                 &req.profile.name,
                 req.profile.write.snapshot_max_size,
                 req.profile.write.store_quota,
             )
             .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
-            info!(store = %dir.display(), session = g.session_id(), "snapshot mode");
+            info!(store = %dir.display(), session = g.session_id(), "{mode} mode");
             Some(Arc::new(g))
-        }
-        WriteMode::Overlay => {
-            bail!("write mode `overlay` is not available yet (see issue: copy-on-write overlay)")
         }
     };
     // New objects get exactly the mode the agent asked for (the kernel already applied its umask).
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };
     let fd_limit = backing::raise_fd_limit();
-    let root =
-        backing::open_root(&scope).with_context(|| format!("open scope {}", scope.display()))?;
+    let backing_root = overlay
+        .as_ref()
+        .map(|o| o.merged().to_path_buf())
+        .unwrap_or_else(|| scope.clone());
+    let root = backing::open_root(&backing_root)
+        .with_context(|| format!("open {}", backing_root.display()))?;
     let fs = VeilFs::new(
         root,
         FsConfig {
@@ -289,6 +296,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         "mounted"
     );
     session.run().context("FUSE session")?;
+    drop(overlay);
     info!("unmounted {}", mountpoint.display());
     Ok(())
 }

@@ -529,10 +529,8 @@ impl Filesystem for VeilFs {
         }
         let f = flags.0;
         let wants_write = (f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0;
-        if wants_write {
-            if let Err(e) = self.prepare_write_open(req, &inode, f) {
-                return reply.error(e);
-            }
+        if wants_write && let Err(e) = self.prepare_write_open(req, &inode, f) {
+            return reply.error(e);
         }
         // O_CREAT/O_EXCL are the kernel's business; O_TRUNC was applied by the write path.
         let open_flags = f & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);

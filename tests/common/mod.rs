@@ -131,11 +131,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Vec<u8>>) {
                 rec.extend(b" -> ");
                 rec.extend(t.as_os_str().as_bytes());
             }
-        } else if m.is_file() {
-            if let Ok(data) = std::fs::read(&p) {
-                rec.extend(b" ");
-                rec.extend(blake3::hash(&data).to_hex().as_bytes());
-            }
+        } else if m.is_file()
+            && let Ok(data) = std::fs::read(&p)
+        {
+            rec.extend(b" ");
+            rec.extend(blake3::hash(&data).to_hex().as_bytes());
         }
         out.push(rec);
         if m.is_dir() {
