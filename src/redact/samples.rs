@@ -48,7 +48,7 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
-    pub fn pick<'a>(&mut self, s: &'a [u8]) -> u8 {
+    pub fn pick(&mut self, s: &[u8]) -> u8 {
         s[self.below(s.len() as u64) as usize]
     }
 }
