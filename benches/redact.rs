@@ -110,7 +110,7 @@ fn log_file(size: usize) -> Vec<u8> {
 fn small_files() -> Vec<(String, Vec<u8>)> {
     let mut rng = Rng::new(11);
     let all = cases(1);
-    (0..10_000)
+    (0..10_000usize)
         .map(|i| {
             let mut body = source_code(1000 + rng.below(3000) as usize);
             if i.is_multiple_of(10) {
