@@ -1,0 +1,215 @@
+//! Throughput of the redaction engine (`cargo bench --bench redact`).
+//!
+//! (a) source code without secrets (target >= 1 GB/s per core), (b) config files dense with
+//! secrets (target >= 100 MB/s, also checked per rule: a file dense with one rule's matches),
+//! (c) one 256 MiB synthetic log, generated in memory, (d) per-file cost over 10k small files.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use veilfs::redact::samples::{Rng, cases, generate};
+use veilfs::redact::{Engine, ScanOutcome};
+
+const CODE: &[&str] = &[
+    "use std::collections::HashMap;",
+    "/// Parses one record from the reader and returns the number of bytes consumed.",
+    "pub fn parse_record(reader: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {",
+    "    let mut header = [0u8; 16];",
+    "    reader.read_exact(&mut header)?;",
+    "    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;",
+    "    if len > MAX_RECORD_LEN {",
+    "        return Err(io::Error::new(io::ErrorKind::InvalidData, \"record too long\"));",
+    "    }",
+    "    buf.resize(len, 0);",
+    "    reader.read_exact(&mut buf[..len])?;",
+    "    Ok(len + header.len())",
+    "}",
+    "",
+    "def handle_request(self, request):",
+    "    user = self.session.get_user(request.user_id)",
+    "    if not user.is_active:",
+    "        raise PermissionDenied(\"inactive user\")",
+    "    return render(request, \"dashboard.html\", {\"user\": user})",
+    "export function debounce(fn, wait = 100) {",
+    "  let timer = null;",
+    "  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), wait); };",
+    "}",
+    "func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {",
+    "\tctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)",
+    "\tdefer cancel()",
+    "\t// validate the session token before touching the store",
+    "\tif err := s.store.Ping(ctx); err != nil { http.Error(w, err.Error(), 503); return }",
+    "}",
+];
+
+fn source_code(size: usize) -> Vec<u8> {
+    let mut rng = Rng::new(7);
+    let mut s = Vec::with_capacity(size + 200);
+    while s.len() < size {
+        s.extend_from_slice(CODE[rng.below(CODE.len() as u64) as usize].as_bytes());
+        s.push(b'\n');
+    }
+    s
+}
+
+fn dense_config(size: usize) -> Vec<u8> {
+    let mut s = Vec::with_capacity(size + 4096);
+    let mut seed = 1;
+    while s.len() < size {
+        for c in cases(seed) {
+            s.extend_from_slice(c.positive.as_bytes());
+            s.push(b'\n');
+            s.extend_from_slice(b"log_level: info\n");
+        }
+        seed += 1;
+    }
+    s
+}
+
+fn log_file(size: usize) -> Vec<u8> {
+    let mut rng = Rng::new(3);
+    let mut s = Vec::with_capacity(size + 512);
+    let levels = ["INFO", "DEBUG", "WARN", "INFO", "ERROR"];
+    let paths = [
+        "/api/v1/orders",
+        "/healthz",
+        "/api/v1/users/me",
+        "/static/app.js",
+        "/login",
+    ];
+    let mut n = 0u64;
+    while s.len() < size {
+        n += 1;
+        let line = if n.is_multiple_of(20_000) {
+            format!(
+                "2026-03-01T12:00:00Z WARN leaked config: GITHUB_TOKEN={}\n",
+                generate("ghp_{A:36}", &mut rng)
+            )
+        } else {
+            format!(
+                "2026-03-01T{:02}:{:02}:{:02}.{:03}Z {} req={} method=GET path={} status={} dur_ms={} ua=\"Mozilla/5.0 (X11; Linux x86_64)\"\n",
+                rng.below(24),
+                rng.below(60),
+                rng.below(60),
+                rng.below(1000),
+                levels[rng.below(5) as usize],
+                generate("{H:8}-{H:4}-4{H:3}-a{H:3}-{H:12}", &mut rng),
+                paths[rng.below(5) as usize],
+                [200, 200, 304, 404, 500][rng.below(5) as usize],
+                rng.below(900),
+            )
+        };
+        s.extend_from_slice(line.as_bytes());
+    }
+    s.truncate(size);
+    s
+}
+
+fn small_files() -> Vec<(String, Vec<u8>)> {
+    let mut rng = Rng::new(11);
+    let all = cases(1);
+    (0..10_000usize)
+        .map(|i| {
+            let mut body = source_code(1000 + rng.below(3000) as usize);
+            if i.is_multiple_of(10) {
+                let c = &all[i / 10 % all.len()];
+                body.extend_from_slice(c.positive.as_bytes());
+                body.push(b'\n');
+            }
+            (format!("src/mod{i}/file{i}.rs"), body)
+        })
+        .collect()
+}
+
+/// Prints the slowest rules on files dense with their own matches (100 MB/s floor).
+fn per_rule_floor(engine: &Engine) {
+    let mut rows = Vec::new();
+    for c in cases(1) {
+        let mut data = Vec::new();
+        let mut seed = 2;
+        while data.len() < 1 << 20 {
+            for d in cases(seed).into_iter().filter(|d| d.rule_id == c.rule_id) {
+                data.extend_from_slice(d.positive.as_bytes());
+                data.extend_from_slice(b"\nplain filler line\n");
+            }
+            seed += 1;
+        }
+        let t = Instant::now();
+        let mut iters = 0;
+        while t.elapsed() < Duration::from_millis(30) || iters < 3 {
+            black_box(engine.scan(Path::new(c.path), &data));
+            iters += 1;
+        }
+        let mbs = (data.len() * iters) as f64 / t.elapsed().as_secs_f64() / 1e6;
+        rows.push((mbs, c.rule_id));
+    }
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    eprintln!("per-rule dense files (1 MiB each), slowest first:");
+    for (mbs, id) in rows.iter().take(8) {
+        eprintln!("  {id:<34} {mbs:>8.0} MB/s");
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let all = Engine::load(&["secrets".into(), "pii".into()], &[]).expect("rules");
+    let secrets = Engine::load(&["secrets".into()], &[]).expect("rules");
+    if std::env::var_os("VEILFS_BENCH_PER_RULE").is_some() {
+        per_rule_floor(&all);
+    }
+
+    let code = source_code(16 << 20);
+    assert!(matches!(
+        all.scan(Path::new("src/lib.rs"), &code),
+        ScanOutcome::Clean
+    ));
+    let mut g = c.benchmark_group("a_source_code_clean");
+    g.throughput(Throughput::Bytes(code.len() as u64));
+    g.sample_size(20);
+    g.bench_function("secrets", |b| {
+        b.iter(|| secrets.scan(Path::new("src/lib.rs"), black_box(&code)))
+    });
+    g.bench_function("secrets+pii", |b| {
+        b.iter(|| all.scan(Path::new("src/lib.rs"), black_box(&code)))
+    });
+    g.finish();
+
+    let conf = dense_config(4 << 20);
+    let mut g = c.benchmark_group("b_config_dense");
+    g.throughput(Throughput::Bytes(conf.len() as u64));
+    g.sample_size(10);
+    g.bench_function("secrets+pii", |b| {
+        b.iter(|| all.scan(Path::new("deploy/app.env"), black_box(&conf)))
+    });
+    g.finish();
+
+    let log = log_file(256 << 20);
+    let mut g = c.benchmark_group("c_log_256MiB");
+    g.throughput(Throughput::Bytes(log.len() as u64));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.bench_function("secrets+pii", |b| {
+        b.iter(|| all.scan(Path::new("logs/app.log"), black_box(&log)))
+    });
+    g.finish();
+    drop(log);
+
+    let files = small_files();
+    let bytes: usize = files.iter().map(|f| f.1.len()).sum();
+    let mut g = c.benchmark_group("d_10k_small_files");
+    g.throughput(Throughput::Elements(files.len() as u64));
+    g.sample_size(10);
+    eprintln!("d: {} files, {} bytes total", files.len(), bytes);
+    g.bench_function("secrets+pii", |b| {
+        b.iter(|| {
+            for (p, d) in &files {
+                black_box(all.scan(Path::new(p), d));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(redact, benches);
+criterion_main!(redact);
