@@ -400,7 +400,10 @@ fn a_sparse_file_over_4_gib_reads_at_high_offsets_and_is_fail_closed_by_default(
 #[test]
 fn mmap_reads_the_same_bytes() {
     let scope = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    // Text: the default profile scans it (binary would be refused as unscannable).
+    let data: Vec<u8> = (0..40_000u32)
+        .flat_map(|i| format!("line {i} of the mapped file\n").into_bytes())
+        .collect();
     fs::write(scope.path().join("m.dat"), &data).unwrap();
     let m = Mount::start(scope.path(), &[]);
     let f = fs::File::open(m.path("m.dat")).unwrap();
