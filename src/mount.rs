@@ -17,7 +17,6 @@ use crate::guard::Guard;
 use crate::overlay::OverlayMount;
 use crate::policy::Policy;
 use crate::profile::{Profile, Unscannable, WriteMode};
-use crate::redact::Engine;
 use crate::store::Store;
 
 /// What `veilfs mount` was asked to do.
@@ -180,11 +179,10 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         policy = policy.with_mode(mode);
     }
     let mode = policy.mode();
-    let engine = Engine::load(
-        &req.profile.redaction.rule_sets,
-        &req.profile.redaction.rule_files,
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = req
+        .profile
+        .redaction_engine()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let policy = Arc::new(policy);
     let viewer = Viewer::new(
         Arc::new(engine),

@@ -383,6 +383,11 @@ impl Profile {
     }
 
     /// The built-in default profile (`profiles/default.toml`, compiled into the binary).
+    /// The redaction engine for this profile's rule sets and rule files (validates them together).
+    pub fn redaction_engine(&self) -> Result<crate::redact::Engine, crate::redact::RulesError> {
+        crate::redact::Engine::load(&self.redaction.rule_sets, &self.redaction.rule_files)
+    }
+
     pub fn builtin_default() -> Profile {
         match Profile::parse(DEFAULT_PROFILE_TOML, "<built-in default profile>") {
             Ok(p) => p,

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use veilfs::policy::{EntryKind, Hidden, Policy};
-use veilfs::profile::Profile;
+use veilfs::profile::{Profile, Unscannable};
+use veilfs::redact::{Engine, ScanOutcome, mask_all};
 
 #[derive(clap::Args, Debug)]
 pub struct ScanArgs {
@@ -225,6 +226,14 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let engine = match profile.redaction_engine() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut redactions = 0u64;
     let md = fs::metadata(&a.path).map_err(|e| anyhow::anyhow!("{}: {e}", a.path.display()))?;
     if !md.is_dir() {
         anyhow::bail!("{}: not a directory", a.path.display());
@@ -246,6 +255,18 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
                         hidden += 1;
                         if e.kind == EntryKind::Dir {
                             hidden_dirs += 1;
+                        }
+                    }
+                }
+                if e.verdict.is_ok() && e.kind == EntryKind::File && !engine.is_empty() {
+                    let lines = redaction_report(&engine, &profile, &policy, &a.path, &e, a.json);
+                    redactions += lines.len() as u64;
+                    for l in lines {
+                        if let Err(err) = writeln!(out, "{l}") {
+                            if err.kind() == io::ErrorKind::BrokenPipe {
+                                return Ok(ExitCode::SUCCESS);
+                            }
+                            return Err(err.into());
                         }
                     }
                 }
@@ -271,7 +292,7 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     eprintln!(
-        "veilfs scan: {visible} visible, {hidden} hidden ({hidden_dirs} hidden directories, not descended into), {errors} errors; profile `{}`",
+        "veilfs scan: {visible} visible, {hidden} hidden ({hidden_dirs} hidden directories, not descended into), {redactions} redaction findings, {errors} errors; profile `{}`",
         profile.name
     );
     Ok(if errors > 0 {
@@ -281,6 +302,75 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn run_redact(_a: RedactArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("redact: not yet implemented")
+/// Redaction findings of one visible file as output lines: `redact\tPATH:LINE:RULE` (never the
+/// secret), or `unscannable\tPATH\tWHY\tdenied|allowed`; JSON records with `--json`.
+fn redaction_report(
+    engine: &Engine,
+    profile: &Profile,
+    policy: &Policy,
+    root: &Path,
+    e: &ScanEntry,
+    json: bool,
+) -> Vec<String> {
+    let path = escape_path(&e.rel);
+    let unscannable = |why: &str| {
+        let verdict = if profile.redaction.unscannable == Unscannable::Allow
+            || policy.unscannable_allowed(&e.rel)
+        {
+            "allowed"
+        } else {
+            "denied"
+        };
+        if json {
+            serde_json::json!({"path": path, "unscannable": why, "open": verdict}).to_string()
+        } else {
+            format!("unscannable\t{path}\t{why}\t{verdict}")
+        }
+    };
+    if e.size > profile.redaction.max_scan_size {
+        return vec![unscannable("larger than max_scan_size")];
+    }
+    let data = match fs::read(root.join(&e.rel)) {
+        Ok(d) => d,
+        Err(err) => return vec![unscannable(&format!("unreadable: {err}"))],
+    };
+    if matches!(engine.scan(&e.rel, &data), ScanOutcome::Binary) {
+        return vec![unscannable("binary")];
+    }
+    engine
+        .findings(&e.rel, &data)
+        .into_iter()
+        .map(|f| {
+            if json {
+                serde_json::json!({"path": path, "line": f.line, "rule": f.rule_id, "start": f.start, "end": f.end}).to_string()
+            } else {
+                format!("redact\t{path}:{}:{}", f.line, f.rule_id)
+            }
+        })
+        .collect()
+}
+
+/// `veilfs redact`: print the masked view of one file, as the agent would read it.
+pub fn run_redact(a: RedactArgs) -> anyhow::Result<ExitCode> {
+    let profile = match &a.profile {
+        Some(p) => Profile::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Profile::builtin_default(),
+    };
+    let engine = profile
+        .redaction_engine()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let data = fs::read(&a.file).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+    let out = match engine.scan(&a.file, &data) {
+        ScanOutcome::Clean => data,
+        ScanOutcome::Redact(r) => mask_all(&data, &r),
+        ScanOutcome::Binary => {
+            eprintln!(
+                "veilfs redact: {}: binary content cannot be scanned (the mount refuses it unless the profile allows it unscanned)",
+                a.file.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    io::stdout().write_all(&out)?;
+    Ok(ExitCode::SUCCESS)
 }

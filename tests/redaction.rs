@@ -1,0 +1,291 @@
+//! Redacted reads through a real mount: whatever way the agent reads a file, it never gets a
+//! byte of a secret, and sizes and offsets stay true.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::{Mount, bin, write_profile};
+
+// Fake values made up for these tests; each matches a shipped rule.
+const AWS_ID: &str = "AKIAQ7XZ4RTY2MN3KBWP";
+const GH: &str = "ghp_Zx8Kq2Lm9Nv4Bw7Rt1Yp5Hs3Jd6Fg0Ca2Eu9";
+const EMAIL: &str = "alice.smith@example-corp.com";
+const PG_PASS: &str = "S3cr3tPassw0rd!x";
+const KEY_BODY: &str = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
+
+fn config_text() -> String {
+    let mut s = String::new();
+    for i in 0..200 {
+        s.push_str(&format!(
+            "# padding line {i} so secrets sit at many offsets\n"
+        ));
+        if i % 50 == 7 {
+            s.push_str(&format!("aws_access_key_id: {AWS_ID}\n"));
+            s.push_str(&format!("github_token: {GH}\n"));
+            s.push_str(&format!("contact: {EMAIL}\n"));
+            s.push_str(&format!(
+                "db_url: postgres://app:{PG_PASS}@db.internal:5432/app\n"
+            ));
+            s.push_str("password: ${DB_PASSWORD}\n");
+        }
+    }
+    s.push_str("-----BEGIN OPENSSH PRIVATE KEY-----\n");
+    s.push_str(KEY_BODY);
+    s.push_str("\nQyNTUxOQAAACDk3n4L5fTq8m2XyZ1cV9bR7aN0pQ6wE4sH8jK2lM3oPQAAAJgAAAAA\n");
+    s.push_str("-----END OPENSSH PRIVATE KEY-----\n");
+    s
+}
+
+const SECRETS: [&str; 5] = [AWS_ID, GH, EMAIL, PG_PASS, KEY_BODY];
+
+fn assert_no_secret(data: &[u8], what: &str) {
+    let text = String::from_utf8_lossy(data);
+    for s in SECRETS {
+        assert!(!text.contains(s), "{what} leaked {s}");
+    }
+    // No 8-byte piece of any secret either (a read that cuts a secret in half).
+    for s in SECRETS {
+        for w in s.as_bytes().windows(12) {
+            assert!(
+                !data.windows(12).any(|d| d == w),
+                "{what} leaked a piece of {s}"
+            );
+        }
+    }
+}
+
+fn masked_view(file: &Path) -> Vec<u8> {
+    let out = Command::new(bin())
+        .arg("redact")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn scope() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir(d.path().join("cfg")).unwrap();
+    fs::write(d.path().join("cfg/service.yaml"), config_text()).unwrap();
+    fs::write(
+        d.path().join("clean.rs"),
+        "fn main() { let token_parser = 1; }\n",
+    )
+    .unwrap();
+    d
+}
+
+#[test]
+fn every_read_pattern_sees_only_the_masked_view() {
+    let s = scope();
+    let real = fs::read(s.path().join("cfg/service.yaml")).unwrap();
+    let view = masked_view(&s.path().join("cfg/service.yaml"));
+    assert_eq!(view.len(), real.len(), "masking must keep the length");
+    assert_ne!(view, real);
+    assert_no_secret(&view, "redact CLI");
+    assert!(String::from_utf8_lossy(&view).contains("<redacted:"));
+    assert!(String::from_utf8_lossy(&view).contains("${DB_PASSWORD}"));
+
+    let m = Mount::start(s.path(), &[]);
+    let p = m.path("cfg/service.yaml");
+    assert_eq!(fs::metadata(&p).unwrap().len(), real.len() as u64);
+    assert_eq!(fs::read(&p).unwrap(), view);
+    assert_eq!(
+        fs::read(m.path("clean.rs")).unwrap(),
+        fs::read(s.path().join("clean.rs")).unwrap()
+    );
+
+    // pread at odd offsets and lengths, including ones that cut secrets in half.
+    let f = fs::File::open(&p).unwrap();
+    let mut off = 0usize;
+    let mut len = 1usize;
+    while off < real.len() {
+        let mut buf = vec![0u8; len];
+        let n = f.read_at(&mut buf, off as u64).unwrap();
+        assert_eq!(
+            &buf[..n],
+            &view[off..(off + n).min(view.len())],
+            "pread {off}+{len}"
+        );
+        off += 7 + len / 3;
+        len = (len * 5 + 3) % 97 + 1;
+    }
+    // Byte-at-a-time reads through a small buffer.
+    let mut r = std::io::BufReader::with_capacity(3, fs::File::open(&p).unwrap());
+    let mut all = Vec::new();
+    r.read_to_end(&mut all).unwrap();
+    assert_eq!(all, view);
+
+    // mmap sees the masked view too.
+    let len = real.len();
+    // SAFETY: read-only private mapping of a file kept open for the mapping's lifetime.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED);
+    // SAFETY: the mapping is len bytes.
+    let mapped = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }.to_vec();
+    // SAFETY: unmapping our own mapping.
+    unsafe { libc::munmap(ptr, len) };
+    assert_eq!(mapped, view);
+
+    // Tools: grep -r finds no secret, cp -a and tar copy only the masked view.
+    let grep = Command::new("grep")
+        .args(["-r", "-F", GH])
+        .arg(&m.mp)
+        .output()
+        .unwrap();
+    assert!(grep.stdout.is_empty(), "grep found the token");
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&m.mp)
+        .arg(out.path().join("copy"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        fs::read(out.path().join("copy/cfg/service.yaml")).unwrap(),
+        view
+    );
+    let tar = Command::new("tar")
+        .arg("cf")
+        .arg("-")
+        .arg("-C")
+        .arg(&m.mp)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    assert_no_secret(&tar.stdout, "tar");
+}
+
+#[test]
+fn unscannable_files_are_refused_unless_the_profile_allows_them() {
+    let s = scope();
+    let mut bin_data = vec![0u8; 100];
+    bin_data.extend_from_slice(GH.as_bytes());
+    fs::write(s.path().join("blob.dat"), &bin_data).unwrap();
+    fs::write(s.path().join("logo.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    let m = Mount::start(s.path(), &[]);
+    let e = fs::read(m.path("blob.dat")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    assert_eq!(fs::read(m.path("logo.png")).unwrap().len(), 16);
+}
+
+#[test]
+fn utf16_text_is_scanned_and_masked_in_place() {
+    let s = scope();
+    let text = format!("token = {GH}\r\nname = ok\r\n");
+    let mut data = vec![0xFF, 0xFE];
+    for u in text.encode_utf16() {
+        data.extend_from_slice(&u.to_le_bytes());
+    }
+    fs::write(s.path().join("win.ini"), &data).unwrap();
+    let m = Mount::start(s.path(), &[]);
+    let got = fs::read(m.path("win.ini")).unwrap();
+    assert_eq!(got.len(), data.len());
+    let units: Vec<u16> = got[2..]
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let decoded = String::from_utf16_lossy(&units);
+    assert!(!decoded.contains(GH), "{decoded}");
+    assert!(decoded.contains("<redacted:"), "{decoded}");
+    assert!(decoded.contains("name = ok"));
+}
+
+#[test]
+fn a_file_that_gains_a_secret_on_disk_is_rescanned() {
+    let s = scope();
+    let pdir = tempfile::tempdir().unwrap();
+    let profile = write_profile(
+        pdir.path(),
+        "p.toml",
+        "version = 1\nname = \"t\"\n[redaction]\nrule_sets = [\"secrets\", \"pii\"]\n[cache]\nttl_ms = 0\n",
+    );
+    let m = Mount::start(s.path(), &["--profile", profile.to_str().unwrap()]);
+    let before = fs::read(m.path("clean.rs")).unwrap();
+    assert_eq!(before, fs::read(s.path().join("clean.rs")).unwrap());
+    fs::write(
+        s.path().join("clean.rs"),
+        format!("const T: &str = \"{GH}\";\n"),
+    )
+    .unwrap();
+    let after = fs::read(m.path("clean.rs")).unwrap();
+    assert_no_secret(&after, "rescanned file");
+    assert!(String::from_utf8_lossy(&after).contains("<redacted:github"));
+}
+
+#[test]
+fn a_redacted_file_cannot_be_opened_for_writing() {
+    let s = scope();
+    let store = tempfile::tempdir().unwrap();
+    let before = fs::read(s.path().join("cfg/service.yaml")).unwrap();
+    let m = Mount::start(
+        s.path(),
+        &[
+            "--mode",
+            "snapshot",
+            "--store",
+            store.path().join("s").to_str().unwrap(),
+        ],
+    );
+    for opts in [
+        fs::OpenOptions::new().write(true).clone(),
+        fs::OpenOptions::new().read(true).write(true).clone(),
+        fs::OpenOptions::new().append(true).clone(),
+    ] {
+        let e = opts.open(m.path("cfg/service.yaml")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    }
+    // Clean files stay writable in snapshot mode.
+    fs::write(m.path("clean.rs"), "fn main() {}\n").unwrap();
+    drop(m);
+    assert_eq!(fs::read(s.path().join("cfg/service.yaml")).unwrap(), before);
+    assert_eq!(
+        fs::read_to_string(s.path().join("clean.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+}
+
+#[test]
+fn scan_reports_findings_by_line_and_rule_never_the_value() {
+    let s = scope();
+    let out = Command::new(bin())
+        .arg("scan")
+        .arg(s.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cfg/service.yaml:9:aws-access-key-id"),
+        "{text}"
+    );
+    assert!(text.contains("github-pat"), "{text}");
+    assert_no_secret(&out.stdout, "scan output");
+    let out = Command::new(bin())
+        .args(["scan", "--json"])
+        .arg(s.path())
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&out.stdout);
+    let line = first.lines().find(|l| l.contains("\"rule\"")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert!(v["line"].as_u64().unwrap() > 0);
+    assert_no_secret(&out.stdout, "scan --json");
+}
