@@ -178,7 +178,7 @@ impl InodeTable {
         &self,
         key: (u64, u64),
         kind: Kind,
-        fd: OwnedFd,
+        fd: Option<OwnedFd>,
         parent: u64,
         name: &OsStr,
     ) -> Arc<Inode> {
@@ -210,7 +210,10 @@ impl InodeTable {
         t.by_ino.insert(ino, inode.clone());
         t.by_key.insert(key, ino);
         drop(t);
-        self.hold(&inode, Arc::new(fd));
+        // Without an fd (readdirplus) the inode is opened beneath its parent on first use.
+        if let Some(fd) = fd {
+            self.hold(&inode, Arc::new(fd));
+        }
         inode
     }
 

@@ -59,7 +59,8 @@ struct Handle {
 /// An open directory: a snapshot of its visible entries, so offsets are stable while read.
 struct DirHandle {
     ino: u64,
-    entries: Vec<(OsString, Kind)>,
+    /// Listed on the first readdir, not at opendir: with a kept kernel cache there may be none.
+    entries: std::sync::OnceLock<Vec<(OsString, Stat)>>,
 }
 
 pub struct VeilFs {
@@ -200,7 +201,7 @@ impl VeilFs {
         self.visible(&rel, &st, Some(&fd))?;
         let inode = self
             .inodes
-            .lookup_insert((st.dev, st.ino), st.kind(), fd, parent, name);
+            .lookup_insert((st.dev, st.ino), st.kind(), Some(fd), parent, name);
         Ok((inode, st))
     }
 
@@ -401,7 +402,16 @@ impl VeilFs {
         Ok(buf)
     }
 
-    fn list_visible(&self, ino: u64) -> Result<Vec<(OsString, Kind)>, Errno> {
+    /// The open directory's listing, made on first use.
+    fn dir_entries<'a>(&self, d: &'a DirHandle) -> Result<&'a [(OsString, Stat)], Errno> {
+        if let Some(e) = d.entries.get() {
+            return Ok(e);
+        }
+        let listed = self.list_visible(d.ino)?;
+        Ok(d.entries.get_or_init(|| listed))
+    }
+
+    fn list_visible(&self, ino: u64) -> Result<Vec<(OsString, Stat)>, Errno> {
         let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
         let rel = self.rel(ino)?;
         let dfd = self.fd(&inode)?;
@@ -431,7 +441,7 @@ impl VeilFs {
             {
                 continue;
             }
-            out.push((e.name, st.kind()));
+            out.push((e.name, st));
         }
         Ok(out)
     }
@@ -621,20 +631,29 @@ impl Filesystem for VeilFs {
         if inode.kind != Kind::Dir {
             return reply.error(Errno::ENOTDIR);
         }
-        match self.list_visible(ino.0) {
-            Ok(entries) => {
-                let fh = self.new_fh();
-                self.dirs.write().unwrap_or_else(|e| e.into_inner()).insert(
-                    fh,
-                    Arc::new(DirHandle {
-                        ino: ino.0,
-                        entries,
-                    }),
-                );
-                reply.opened(FileHandle(fh), FopenFlags::empty());
-            }
-            Err(e) => reply.error(e),
-        }
+        // The kernel may keep its cached listing while the directory is unchanged (same mtime
+        // and ctime as at the last opendir); read-only mounts only.
+        let keep = self.cfg.guard.is_none()
+            && self
+                .fd(&inode)
+                .ok()
+                .and_then(|fd| backing::stat_fd(fd.as_fd()).ok())
+                .map(|st| self.note_open(&inode, &st, false))
+                .unwrap_or(false);
+        let fh = self.new_fh();
+        self.dirs.write().unwrap_or_else(|e| e.into_inner()).insert(
+            fh,
+            Arc::new(DirHandle {
+                ino: ino.0,
+                entries: std::sync::OnceLock::new(),
+            }),
+        );
+        let flags = match (self.cfg.guard.is_none(), keep) {
+            (true, true) => FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            (true, false) => FopenFlags::FOPEN_CACHE_DIR,
+            (false, _) => FopenFlags::empty(),
+        };
+        reply.opened(FileHandle(fh), flags);
     }
 
     fn readdir(
@@ -676,10 +695,17 @@ impl Filesystem for VeilFs {
             }
             off = 2;
         }
-        for (i, (name, kind)) in d.entries.iter().enumerate().skip((off - 2) as usize) {
+        let entries = match self.dir_entries(&d) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        for (i, (name, st)) in entries.iter().enumerate().skip((off - 2) as usize) {
             // d_ino is informational for readdir; use ours when known.
-            let dino = u64::MAX >> 1;
-            if reply.add(INodeNo(dino), i as u64 + 3, file_type(*kind), name) {
+            let dino = self
+                .inodes
+                .ino_of_key((st.dev, st.ino))
+                .unwrap_or(u64::MAX >> 1);
+            if reply.add(INodeNo(dino), i as u64 + 3, file_type(st.kind()), name) {
                 break;
             }
         }
@@ -737,13 +763,17 @@ impl Filesystem for VeilFs {
             }
             off = 2;
         }
-        for (i, (name, _)) in d.entries.iter().enumerate().skip((off - 2) as usize) {
-            let (inode, st) = match self.do_lookup(ino.0, name) {
-                Ok(x) => x,
-                // Gone or hidden since opendir: skip it.
-                Err(_) => continue,
-            };
-            let attr = attr_of(inode.ino, &st);
+        let entries = match self.dir_entries(&d) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        for (i, (name, st)) in entries.iter().enumerate().skip((off - 2) as usize) {
+            // The stat and the policy verdict were taken at opendir; the inode opens its fd
+            // beneath this directory on first use (checking it is still the same object).
+            let inode = self
+                .inodes
+                .lookup_insert((st.dev, st.ino), st.kind(), None, ino.0, name);
+            let attr = attr_of(inode.ino, st);
             if reply.add(
                 INodeNo(inode.ino),
                 i as u64 + 3,
