@@ -28,6 +28,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # One build shared by every integration test (they run the built binary) and by conformance.
 cargo build --all-targets --locked
-cargo test --locked -- --test-threads=2
+cargo test --locked --no-fail-fast -- --test-threads=2
 tests/conformance/run.sh "${CARGO_TARGET_DIR:-target}/debug/veilfs" snapshot
 echo "all tests passed"
