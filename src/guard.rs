@@ -230,7 +230,7 @@ impl Guard {
         if self.overlay {
             return;
         }
-        if let Err(e) = self.session.append(Event::Change {
+        if let Err(e) = self.session.append_lazy(Event::Change {
             path: rel.to_path_buf(),
             op: op.to_string(),
         }) {
@@ -245,7 +245,7 @@ impl Guard {
         }
         match State::read_fd(fd, rel, None) {
             Ok(after) => {
-                if let Err(e) = self.session.append(Event::PostImage {
+                if let Err(e) = self.session.append_lazy(Event::PostImage {
                     path: rel.to_path_buf(),
                     after,
                 }) {

@@ -351,6 +351,17 @@ struct WriterState {
 impl SessionWriter {
     /// Appends `e` and makes it durable (`sync_data`) before returning its sequence number.
     pub fn append(&self, e: Event) -> Result<u64, JournalError> {
+        self.append_with(e, true)
+    }
+
+    /// Appends `e` without waiting for the disk: for informational records (`Change`,
+    /// `PostImage`) whose loss in a crash costs nothing but detail. The next durable append
+    /// (a `Capture` guarding a change) makes it durable too, since the file is append-only.
+    pub fn append_lazy(&self, e: Event) -> Result<u64, JournalError> {
+        self.append_with(e, false)
+    }
+
+    fn append_with(&self, e: Event, sync: bool) -> Result<u64, JournalError> {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if st.poisoned {
             return Err(JournalError::Poisoned {
@@ -368,7 +379,10 @@ impl SessionWriter {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        let res = st.file.write_all(&buf).and_then(|_| st.file.sync_data());
+        let res = st
+            .file
+            .write_all(&buf)
+            .and_then(|_| if sync { st.file.sync_data() } else { Ok(()) });
         if let Err(e) = res {
             st.poisoned = true;
             return Err(io_err(&self.path)(e));

@@ -475,9 +475,14 @@ impl Policy {
     /// May this (visible) path be changed: created, written, truncated, removed, renamed to or
     /// from? Always false in read-only mode; otherwise true when `write.writable` is empty, or
     /// when the subtree rule (see the module docs) allows it.
+    /// The root itself (its mode, times, xattrs: the kernel never renames or removes it) is
+    /// writable only when the whole tree is.
     pub fn writable(&self, rel: &Path) -> bool {
-        if self.mode == WriteMode::ReadOnly || rel.as_os_str().is_empty() {
+        if self.mode == WriteMode::ReadOnly {
             return false;
+        }
+        if rel.as_os_str().is_empty() {
+            return self.writable.is_empty();
         }
         self.writable.is_empty() || self.writable.subtree_allows(rel, true)
     }
