@@ -407,24 +407,7 @@ fn mmap_reads_the_same_bytes() {
     fs::write(scope.path().join("m.dat"), &data).unwrap();
     let m = Mount::start(scope.path(), &[]);
     let f = fs::File::open(m.path("m.dat")).unwrap();
-    let len = data.len();
-    // SAFETY: a read-only private mapping of a file we keep open for its lifetime.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    // SAFETY: the mapping is len bytes long and readable.
-    let mapped = unsafe { std::slice::from_raw_parts(p as *const u8, len) };
-    assert!(mapped == &data[..]);
-    // SAFETY: unmapping what we mapped.
-    unsafe { libc::munmap(p, len) };
+    assert!(common::mmap_read(&f, data.len()) == data);
 }
 
 fn run(cmd: &mut Command) -> String {

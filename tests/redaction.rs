@@ -123,23 +123,7 @@ fn every_read_pattern_sees_only_the_masked_view() {
     assert_eq!(all, view);
 
     // mmap sees the masked view too.
-    let len = real.len();
-    // SAFETY: read-only private mapping of a file kept open for the mapping's lifetime.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            0,
-        )
-    };
-    assert_ne!(ptr, libc::MAP_FAILED);
-    // SAFETY: the mapping is len bytes.
-    let mapped = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }.to_vec();
-    // SAFETY: unmapping our own mapping.
-    unsafe { libc::munmap(ptr, len) };
+    let mapped = common::mmap_read(&f, real.len());
     assert_eq!(mapped, view);
 
     // Tools: grep -r finds no secret, cp -a and tar copy only the masked view.

@@ -183,6 +183,38 @@ impl VeilFs {
         }
     }
 
+    /// Opens `name` beneath the directory `pfd` (whose child path is `rel`) and checks that
+    /// the agent may see it: a hidden entry, like a mount point inside the scope, is ENOENT.
+    fn visible_child(
+        &self,
+        pfd: &OwnedFd,
+        rel: &Path,
+        name: &OsStr,
+    ) -> Result<(OwnedFd, Stat), Errno> {
+        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| match e.raw_os_error() {
+            Some(libc::EXDEV) => Errno::ENOENT,
+            _ => errno_of(&e),
+        })?;
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        self.visible(rel, &st, Some(&fd))?;
+        Ok((fd, st))
+    }
+
+    /// The open directory `fh`, checked to belong to `ino`.
+    fn dir_handle(&self, fh: FileHandle, ino: INodeNo) -> Result<Arc<DirHandle>, Errno> {
+        let d = self
+            .dirs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned()
+            .ok_or(Errno::EBADF)?;
+        if d.ino != ino.0 {
+            return Err(Errno::EBADF);
+        }
+        Ok(d)
+    }
+
     /// Resolves `name` in `parent`, applies policy and counts a lookup.
     fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<(Arc<Inode>, Stat), Errno> {
         backing::check_name(name).map_err(Errno::from_i32)?;
@@ -192,13 +224,7 @@ impl VeilFs {
         }
         let rel = self.rel(parent)?.join(name);
         let pfd = self.fd(&p)?;
-        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| match e.raw_os_error() {
-            // A mount point inside the scope is not part of it.
-            Some(libc::EXDEV) => Errno::ENOENT,
-            _ => errno_of(&e),
-        })?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
-        self.visible(&rel, &st, Some(&fd))?;
+        let (fd, st) = self.visible_child(&pfd, &rel, name)?;
         let inode = self
             .inodes
             .lookup_insert((st.dev, st.ino), st.kind(), Some(fd), parent, name);
@@ -664,18 +690,10 @@ impl Filesystem for VeilFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(d) = self
-            .dirs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh.0)
-            .cloned()
-        else {
-            return reply.error(Errno::EBADF);
+        let d = match self.dir_handle(fh, ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
         };
-        if d.ino != ino.0 {
-            return reply.error(Errno::EBADF);
-        }
         let parent = self
             .inodes
             .get(ino.0)
@@ -720,18 +738,10 @@ impl Filesystem for VeilFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(d) = self
-            .dirs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh.0)
-            .cloned()
-        else {
-            return reply.error(Errno::EBADF);
+        let d = match self.dir_handle(fh, ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
         };
-        if d.ino != ino.0 {
-            return reply.error(Errno::EBADF);
-        }
         let ttl = self.ttl();
         let mut off = offset;
         if off < 2 {

@@ -297,12 +297,7 @@ impl VeilFs {
         let (p, rel) = self.child_path(parent, name)?;
         let pfd = self.fd(&p)?;
         // Only visible names can be removed; a hidden one does not exist for the agent.
-        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| match e.raw_os_error() {
-            Some(libc::EXDEV) => Errno::ENOENT,
-            _ => errno_of(&e),
-        })?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
-        self.visible(&rel, &st, Some(&fd))?;
+        let (fd, st) = self.visible_child(&pfd, &rel, name)?;
         if dir && st.kind() != Kind::Dir {
             return Err(Errno::ENOTDIR);
         }

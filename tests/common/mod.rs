@@ -150,3 +150,24 @@ pub fn write_profile(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("write profile");
     p
 }
+
+/// Maps `len` bytes of `f` read-only and returns a copy of them.
+pub fn mmap_read(f: &std::fs::File, len: usize) -> Vec<u8> {
+    // SAFETY: a read-only private mapping of a file the caller keeps open; unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap failed");
+    // SAFETY: the mapping is len bytes long and readable.
+    let data = unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec();
+    // SAFETY: unmapping what we mapped.
+    unsafe { libc::munmap(p, len) };
+    data
+}
