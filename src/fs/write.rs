@@ -157,6 +157,17 @@ impl VeilFs {
             }
         }
         self.capture(g, &rel)?;
+        // Marks any earlier post-image of this path as outdated before the bytes change, so a
+        // crash before this handle's release cannot leave a stale post-image behind (which
+        // rollback would then report as someone else's change).
+        g.record_change(
+            &rel,
+            if flags & libc::O_TRUNC != 0 {
+                "open-truncate"
+            } else {
+                "open-write"
+            },
+        );
         if flags & libc::O_TRUNC != 0 {
             backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
         }
@@ -200,6 +211,7 @@ impl VeilFs {
         if let Some(rel) = self.changing_path(&inode)? {
             self.check_writable(&rel, "setattr")?;
             self.capture(g, &rel)?;
+            g.record_change(&rel, "setattr");
         }
         if let Some(size) = size {
             let h = fh.and_then(|fh| self.handle(fh, ino).ok());
@@ -549,6 +561,14 @@ impl VeilFs {
                 return Err(Errno::NO_XATTR);
             }
             self.capture(g, &rel)?;
+            g.record_change(
+                &rel,
+                if value.is_some() {
+                    "setxattr"
+                } else {
+                    "removexattr"
+                },
+            );
         }
         match value {
             Some(v) => backing::setxattr(fd.as_fd(), name, v, flags),
