@@ -106,6 +106,12 @@ fn agent_session(mp: &Path) {
     fs::set_permissions(mp.join("src/main.rs"), fs::Permissions::from_mode(0o600)).unwrap();
     symlink("main.rs", mp.join("src/link")).unwrap();
     fs::rename(mp.join("new.txt"), mp.join("docs/a.md")).unwrap();
+    // Rename, then write at the new name and re-create the old one: nothing was copied at the
+    // rename, so the write must capture what it overwrites.
+    fs::rename(mp.join("src/moved/lib.rs"), mp.join("src/moved/lib2.rs")).unwrap();
+    fs::write(mp.join("src/moved/lib2.rs"), "overwritten\n").unwrap();
+    fs::write(mp.join("src/moved/lib.rs"), "a new file at the old name\n").unwrap();
+    fs::rename(mp.join("src/moved"), mp.join("src/again")).unwrap();
 }
 
 #[test]

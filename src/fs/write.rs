@@ -411,16 +411,23 @@ impl VeilFs {
         self.capture_parent(g, &from)?;
         self.capture_parent(g, &to)?;
         if dst.is_some() {
+            // The replaced object's content is destroyed by the rename.
             self.capture(g, &to)?;
         }
-        self.capture(g, &from)?;
+        if sst.kind() == Kind::Dir {
+            // A moved directory's times change; its content is not copied (only metadata).
+            self.capture(g, &from)?;
+        }
         g.rename_intent(&from, &to, exchange)
             .map_err(|e| Errno::from_i32(e.errno()))?;
         backing::rename(pfd.as_fd(), name, npfd.as_fd(), newname, flags)
             .map_err(|e| errno_of(&e))?;
-        if !exchange {
-            g.forget_subtree(&from);
-        }
+        // A moved file's bytes are not copied: instead neither name counts as captured any
+        // more, so the first change at either name captures what is there then, and rollback
+        // (which replays backwards) restores it before it undoes the rename. Renaming a huge
+        // file costs nothing.
+        g.forget_subtree(&from);
+        g.forget_subtree(&to);
         info!(target: "veilfs::audit", from = %from.display(), to = %to.display(), exchange, "renamed");
         // Keep our idea of where things are in step with the real folder.
         if let Some(ino) = self.inodes.ino_of_key((sst.dev, sst.ino))
