@@ -298,8 +298,13 @@ fn proc_path(fd: BorrowedFd<'_>) -> CString {
 /// O_DIRECTORY...). Refuses anything but regular files and directories (CVE-2020-35517), and
 /// strips O_CREAT/O_EXCL/O_NOFOLLOW which make no sense on a reopen.
 pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<File> {
-    let st = stat_fd(fd)?;
-    match st.kind() {
+    reopen_as(fd, stat_fd(fd)?.kind(), flags)
+}
+
+/// [`reopen`] for a caller that already knows the object's kind (an fd's object never changes
+/// kind), saving a stat on the open path.
+pub fn reopen_as(fd: BorrowedFd<'_>, kind: Kind, flags: i32) -> io::Result<File> {
+    match kind {
         Kind::File | Kind::Dir => {}
         _ => return Err(io::Error::from_raw_os_error(libc::EACCES)),
     }
@@ -321,7 +326,7 @@ pub struct DirEntry {
 
 /// Lists a directory held as an O_PATH fd (without `.` and `..`).
 pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
-    let d = reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let d = reopen_as(dir, Kind::Dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
     let raw = d.as_raw_fd();
     // fdopendir takes ownership of the fd, so hand it a dup and let File close the original.
     // SAFETY: raw is valid for the lifetime of d.

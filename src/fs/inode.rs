@@ -10,12 +10,12 @@
 //! and its current name (beneath the parent, never following anything), and accepted only if it
 //! is still the same object (`st_dev`, `st_ino`); otherwise the request gets ESTALE.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use crate::backing::{self, Kind};
 
@@ -77,6 +77,8 @@ pub struct InodeTable {
     next: AtomicU64,
     held_fds: AtomicUsize,
     fd_budget: usize,
+    /// Inodes in the order they were given an fd: eviction takes the oldest first.
+    held_order: Mutex<VecDeque<Weak<Inode>>>,
 }
 
 impl InodeTable {
@@ -103,11 +105,12 @@ impl InodeTable {
             next: AtomicU64::new(ROOT + 1),
             held_fds: AtomicUsize::new(1),
             fd_budget: fd_budget.max(64),
+            held_order: Mutex::new(VecDeque::new()),
         }
     }
 
     /// The inode's O_PATH fd, re-opened beneath its parent if it was evicted.
-    pub fn fd(&self, inode: &Inode) -> Result<Arc<OwnedFd>, i32> {
+    pub fn fd(&self, inode: &Arc<Inode>) -> Result<Arc<OwnedFd>, i32> {
         if let Some(fd) = inode.held_fd() {
             return Ok(fd);
         }
@@ -131,26 +134,33 @@ impl InodeTable {
         Ok(fd)
     }
 
-    fn hold(&self, inode: &Inode, fd: Arc<OwnedFd>) {
+    fn hold(&self, inode: &Arc<Inode>, fd: Arc<OwnedFd>) {
         if self.held_fds.load(Ordering::Relaxed) >= self.fd_budget {
             self.evict();
         }
         let mut slot = inode.fd.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             self.held_fds.fetch_add(1, Ordering::Relaxed);
+            self.held_order
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(Arc::downgrade(inode));
         }
         *slot = Some(fd);
     }
 
-    /// Drops the fds of about an eighth of the budget's inodes (never the root); they are
-    /// re-opened on their next use.
+    /// Drops the fds of the eighth of the budget that was opened longest ago (never the
+    /// root's); they are re-opened on their next use.
     fn evict(&self) {
-        let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
         let mut want = self.fd_budget / 8 + 1;
-        for inode in t.by_ino.values() {
-            if want == 0 {
+        let mut order = self.held_order.lock().unwrap_or_else(|e| e.into_inner());
+        while want > 0 {
+            let Some(weak) = order.pop_front() else {
                 break;
-            }
+            };
+            let Some(inode) = weak.upgrade() else {
+                continue;
+            };
             if inode.ino == ROOT {
                 continue;
             }

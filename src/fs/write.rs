@@ -94,7 +94,7 @@ impl VeilFs {
 
     /// The current path of an inode that is about to change, or None for an object that no
     /// longer has a name (an open, unlinked file: its pre-image was captured at unlink).
-    fn changing_path(&self, inode: &Inode) -> Result<Option<PathBuf>, Errno> {
+    fn changing_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
         match self.inodes.rel_path(inode.ino) {
             Some(p) => Ok(Some(p)),
             None => {
