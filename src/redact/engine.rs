@@ -57,8 +57,11 @@ pub struct Engine {
     ac: Option<AhoCorasick>,
     /// Aho-Corasick pattern id → rules using that keyword.
     pattern_rules: Vec<Vec<u32>>,
-    /// Rules without keywords: run on the whole text.
+    /// Rules without keywords or digit prefilter: run on the whole text.
     keywordless: Vec<usize>,
+    /// Rules behind the digit-run prefilter, and the smallest run length any of them needs.
+    digit_rules: Vec<usize>,
+    min_digits: usize,
     /// Whether any rule or set filters on path (else the per-file path check is skipped).
     path_filters: bool,
     fingerprint: [u8; 32],
@@ -142,8 +145,13 @@ impl Engine {
         let mut index: std::collections::HashMap<String, usize> = Default::default();
         let mut pattern_rules: Vec<Vec<u32>> = Vec::new();
         let mut keywordless = Vec::new();
+        let mut digit_rules = Vec::new();
+        let mut min_digits = usize::MAX;
         for (ri, r) in rules.iter().enumerate() {
-            if r.keywords.is_empty() {
+            if let Some(d) = r.digits {
+                digit_rules.push(ri);
+                min_digits = min_digits.min(d.max(1));
+            } else if r.keywords.is_empty() {
                 keywordless.push(ri);
             }
             for k in &r.keywords {
@@ -165,6 +173,8 @@ impl Engine {
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
                     .kind(Some(AhoCorasickKind::DFA))
+                    // Direct byte-indexed transitions: faster scans for a slightly larger table.
+                    .byte_classes(false)
                     .build(&keywords)
                     .or_else(|_| {
                         AhoCorasick::builder()
@@ -187,6 +197,8 @@ impl Engine {
             ac,
             pattern_rules,
             keywordless,
+            digit_rules,
+            min_digits,
             path_filters,
             fingerprint: *hasher.finalize().as_bytes(),
         })
@@ -200,6 +212,8 @@ impl Engine {
             ac: None,
             pattern_rules: Vec::new(),
             keywordless: Vec::new(),
+            digit_rules: Vec::new(),
+            min_digits: usize::MAX,
             path_filters: false,
             fingerprint: *blake3::hash(b"veilfs-redact-v1\0").as_bytes(),
         }
@@ -329,6 +343,15 @@ impl Engine {
                 regions.push((r as u32, 0, text.len()));
             }
         }
+        if self.digit_rules.iter().any(|&r| applies[r]) {
+            for (s, e) in digit_lines(text, self.min_digits) {
+                for &r in &self.digit_rules {
+                    if applies[r] {
+                        regions.push((r as u32, s, e));
+                    }
+                }
+            }
+        }
         regions.sort_unstable();
 
         let mut out = Vec::new();
@@ -411,5 +434,48 @@ impl Engine {
                 end: start + m.end(),
             });
         }
+    }
+}
+
+/// Lines (as `[start, end)`) holding a run of at least `min` digits, where ` -./()` may separate
+/// the digits of a run. Cheap enough to replace a regex pass per numeric-PII rule.
+fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut run = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if b.is_ascii_digit() {
+            run += 1;
+            if run >= min {
+                let lo = i.saturating_sub(MAX_BACK);
+                let start = text[lo..i]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(lo, |p| lo + p + 1);
+                let hi = i.saturating_add(MAX_FWD).min(text.len());
+                let end = text[i..hi]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(hi, |p| i + p + 1);
+                out.push((start, end));
+                run = 0;
+                i = end.max(i + 1);
+                continue;
+            }
+        } else if !matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'/') {
+            run = 0;
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digit_lines_finds_runs() {
+        let t = b"abc 12 34\nphone (415) 555-0100\nv1.2.3\n4111 1111 1111 1111";
+        assert_eq!(super::digit_lines(t, 8), vec![(10, 31), (38, 57)]);
     }
 }
