@@ -438,7 +438,9 @@ impl Engine {
 }
 
 /// Lines (as `[start, end)`) holding a run of at least `min` digits, where ` -./()` may separate
-/// the digits of a run. Cheap enough to replace a regex pass per numeric-PII rule.
+/// the digits of a run. Cheap enough to replace a regex pass per numeric-PII rule. A run that
+/// ends in `:` is a time of day (`2026-03-01 12:00:00`), which would otherwise make every log
+/// line a candidate, so it does not count.
 fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut run = 0usize;
@@ -447,28 +449,38 @@ fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
         let b = text[i];
         if b.is_ascii_digit() {
             run += 1;
-            if run >= min {
-                let lo = i.saturating_sub(MAX_BACK);
-                let start = text[lo..i]
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(lo, |p| lo + p + 1);
-                let hi = i.saturating_add(MAX_FWD).min(text.len());
-                let end = text[i..hi]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(hi, |p| i + p + 1);
+        } else if !matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'/') {
+            if run >= min && b != b':' {
+                let (start, end) = line_around(text, i.saturating_sub(1));
                 out.push((start, end));
-                run = 0;
                 i = end.max(i + 1);
+                run = 0;
                 continue;
             }
-        } else if !matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'/') {
             run = 0;
         }
         i += 1;
     }
+    if run >= min {
+        out.push(line_around(text, text.len().saturating_sub(1)));
+    }
     out
+}
+
+/// The line holding byte `i`, capped at `MAX_BACK`/`MAX_FWD` around it.
+fn line_around(text: &[u8], i: usize) -> (usize, usize) {
+    let i = i.min(text.len());
+    let lo = i.saturating_sub(MAX_BACK);
+    let start = text[lo..i]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(lo, |p| lo + p + 1);
+    let hi = i.saturating_add(MAX_FWD).min(text.len());
+    let end = text[i..hi]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(hi, |p| i + p + 1);
+    (start, end)
 }
 
 #[cfg(test)]
@@ -477,5 +489,7 @@ mod tests {
     fn digit_lines_finds_runs() {
         let t = b"abc 12 34\nphone (415) 555-0100\nv1.2.3\n4111 1111 1111 1111";
         assert_eq!(super::digit_lines(t, 8), vec![(10, 31), (38, 57)]);
+        let log = b"2026-03-01 12:00:00 INFO ok\n";
+        assert!(super::digit_lines(log, 8).is_empty());
     }
 }
