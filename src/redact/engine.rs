@@ -446,6 +446,18 @@ fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
     let mut run = 0usize;
     let mut i = 0;
     while i < text.len() {
+        // Fast path: outside a run, skip 32-byte blocks without digits (the fold vectorizes).
+        if run == 0
+            && let Some(block) = text.get(i..i + 32)
+        {
+            let digits = block
+                .iter()
+                .fold(0u8, |a, &b| a | u8::from(b.wrapping_sub(b'0') < 10));
+            if digits == 0 {
+                i += 32;
+                continue;
+            }
+        }
         let b = text[i];
         if b.is_ascii_digit() {
             run += 1;
