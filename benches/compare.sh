@@ -332,7 +332,7 @@ report() {
 		echo "## veilfs read-path comparison ($( ((QUICK)) && echo quick || echo full))"
 		echo
 		echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), veilfs $commit, kernel $(uname -r), $(nproc) CPUs, load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-		echo "- data: ${BIG_MIB} MiB random file, tree $((TREE_DIRS * FILES_PER_DIR)) files, small set $((SMALL_DIRS * FILES_PER_DIR)) files; fio ${RAND_IOS} x 4 KiB preads"
+		echo "- data: ${BIG_MIB} MiB random file, tree $((TREE_DIRS * FILES_PER_DIR)) files, small set $((SMALL_DIRS * FILES_PER_DIR)) files; ${RAND_IOS} random 4 KiB preads"
 		echo "- hyperfine --warmup 2 --runs $RUNS, warm cache; cells: median seconds (ratio to native)"
 		echo
 		line="| workload"
