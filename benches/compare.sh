@@ -4,7 +4,7 @@
 #
 # Usage: benches/compare.sh [--quick] [--runs N] [--out FILE] [--keep]
 #   --quick   ~10x smaller data set and fewer I/Os, for a smoke run
-#   --runs N  hyperfine runs per measurement (default 7; --quick 5)
+#   --runs N  hyperfine runs per measurement (default 10; --quick 5)
 #   --out F   also write the markdown table to F (raw hyperfine JSON goes to F.json.d/)
 #   --keep    keep the generated data under /tmp (path is printed) for a manual look afterwards
 #
@@ -79,7 +79,7 @@ parse_args() {
 		shift
 	done
 	if [[ -z $RUNS ]]; then
-		if ((QUICK)); then RUNS=5; else RUNS=7; fi
+		if ((QUICK)); then RUNS=5; else RUNS=10; fi
 	fi
 	# Relative --out is relative to where the user stood, not to where we cd later.
 	if [[ -n $OUT && $OUT != /* ]]; then OUT="$PWD/$OUT"; fi
@@ -267,7 +267,9 @@ check_views() {
 	done
 }
 
-# The shell command of workload $1 against directory $2.
+# The command of workload $1 against directory $2. hyperfine runs it without a shell (-N): its
+# "subtract the shell's start-up time" correction is itself noisy on a busy machine and once turned
+# a 3 ms native find into 0.1 ms. The one pipeline carries its own `sh -c`, same cost for every target.
 workload_cmd() {
 	local wl=$1 r
 	r=$(printf '%q' "$2")
@@ -275,7 +277,7 @@ workload_cmd() {
 	seq) echo "dd if=$r/media/big.mp4 of=/dev/null bs=1M status=none" ;;
 	find) echo "find $r/tree" ;;
 	du) echo "du -s $r/tree" ;;
-	cat) echo "find $r/small -type f -print0 | xargs -0 cat" ;;
+	cat) echo "sh -c 'find $r/small -type f -print0 | xargs -0 cat'" ;;
 	grep) echo "grep -r $RARE_WORD $r/tree" ;;
 	rand) echo "python3 $(printf '%q' "$WORK/pread.py") $r/media/big.mp4 $RAND_IOS" ;;
 	*) die "unknown workload $wl" ;;
@@ -292,7 +294,7 @@ run_workloads() {
 			json="$RES/$wl-$t.json"
 			log "$wl on $t"
 			# No cache dropping: we compare the file systems' own overhead over a warm page cache.
-			if ! hyperfine --style basic --warmup 2 --runs "$RUNS" --export-json "$json" \
+			if ! hyperfine -N --style basic --warmup 2 --runs "$RUNS" --export-json "$json" \
 				-n "$wl-$t" -- "$(workload_cmd "$wl" "${ROOT[$t]}")" >"$RES/$wl-$t.txt" 2>&1; then
 				log "  FAILED (see below)"
 				tail -n 5 "$RES/$wl-$t.txt" >&2
