@@ -322,9 +322,14 @@ cell() {
 	fi
 }
 
+# VmHWM of a veilfs mount process; a mount that died mid-run says so instead of failing the report.
 peak_rss() {
-	local name=$1
-	awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${PID_OF[$name]}/status"
+	local status="/proc/${PID_OF[$1]}/status"
+	if [[ -r $status ]]; then
+		awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "$status"
+	else
+		echo "n/a (mount process gone)"
+	fi
 }
 
 report() {
