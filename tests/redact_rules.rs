@@ -198,3 +198,51 @@ fn placeholders_and_lookups_are_not_masked() {
         assert!(!f.is_empty(), "{p}: {text:?} not found");
     }
 }
+
+#[test]
+fn arbitrary_bytes_never_panic_and_keep_length() {
+    use veilfs::redact::samples::Rng;
+    let e = engine();
+    let mut rng = Rng::new(99);
+    let seeds: Vec<String> = cases(5).into_iter().map(|c| c.positive).collect();
+    for round in 0..300 {
+        let mut data: Vec<u8> = Vec::new();
+        while data.len() < 64 + round * 7 {
+            match rng.below(4) {
+                0 => {
+                    data.extend_from_slice(seeds[rng.below(seeds.len() as u64) as usize].as_bytes())
+                }
+                1 => data.push(b'\n'),
+                _ => data.push((rng.below(255) + 1) as u8),
+            }
+        }
+        if round % 3 == 0 {
+            // Cut anywhere, including inside a secret or a UTF-8 sequence.
+            data.truncate(rng.below(data.len() as u64) as usize);
+        }
+        if round % 5 == 0 {
+            // UTF-16LE with an odd trailing byte.
+            let text = String::from_utf8_lossy(&data).into_owned();
+            data = vec![0xFF, 0xFE];
+            for u in text.encode_utf16() {
+                data.extend_from_slice(&u.to_le_bytes());
+            }
+            data.push(b'x');
+        }
+        let p = Path::new(["a.env", "b.yaml", "c.rs", "d.txt"][round % 4]);
+        let _ = e.findings(p, &data);
+        if let ScanOutcome::Redact(r) = e.scan(p, &data) {
+            let m = mask_all(&data, &r);
+            assert_eq!(m.len(), data.len());
+            for s in r.spans() {
+                assert!(s.start < s.end && s.end <= data.len() as u64);
+            }
+            let off = rng.below(data.len() as u64 + 1);
+            let len = rng.below(300) as usize;
+            let end = (off as usize + len).min(data.len());
+            let mut w = data[off as usize..end].to_vec();
+            r.apply(off, &mut w);
+            assert_eq!(w, &m[off as usize..end]);
+        }
+    }
+}
