@@ -50,8 +50,8 @@ impl Viewer {
         allow_unscannable: bool,
     ) -> Viewer {
         Viewer {
+            cache: ScanCache::for_engine(200_000, &engine),
             engine,
-            cache: ScanCache::new(200_000),
             policy,
             max_scan_size,
             allow_unscannable,
