@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Write-path comparison: the same three agent-like workloads on the native folder, through veilfs
+# in snapshot mode (every pre-image stored and journalled first), veilfs in overlay mode, and
+# fuse-overlayfs; then the time of `veilfs rollback` and `veilfs verify` for the snapshot session.
+#
+# Usage: sudo benches/write_path.sh [--quick] [--reps N] [--out FILE]
+#   --quick   ~10x smaller (100 edits, 100 MiB file, 2k-file tarball)
+#   --reps N  repetitions per cell (default 3); the median is reported
+#   --out F   also write the markdown table to F
+#
+# Write workloads change their data, so each repetition starts from a fresh copy of the data
+# and a fresh mount (hyperfine's repeated runs would measure a different thing each time).
+# Figures are seconds (median) and the ratio to native from the same run.
+set -euo pipefail
+
+QUICK=0
+REPS=3
+OUT=""
+while (($#)); do
+	case $1 in
+	--quick) QUICK=1 ;;
+	--reps) REPS=${2:?}; shift ;;
+	--out) OUT=${2:?}; shift ;;
+	*) echo "unknown argument $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+[ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 2; }
+for c in fuse-overlayfs python3 bc; do
+	command -v "$c" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse-overlayfs python3 bc >/dev/null
+done
+repo=$(cd "$(dirname "$0")/.." && pwd)
+(cd "$repo" && cargo build --release --quiet)
+VEILFS="${CARGO_TARGET_DIR:-$repo/target}/release/veilfs"
+
+if ((QUICK)); then
+	NSMALL=100 BIGMB=100 NTAR=2000
+else
+	NSMALL=1000 BIGMB=1024 NTAR=20000
+fi
+
+WORK=$(mktemp -d /tmp/veilfs-wbench.XXXXXX)
+MOUNTS=()
+PIDS=()
+cleanup() {
+	set +e
+	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && umount -l "$m"; done
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '[write_path] %s\n' "$*" >&2; }
+
+# Base data: small source files, one big file, a tarball of a source tree.
+log "generating data in $WORK"
+mkdir -p "$WORK/base/src" "$WORK/tarsrc"
+python3 - "$WORK" "$NSMALL" "$NTAR" <<'EOF'
+import os, sys, random
+work, nsmall, ntar = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+random.seed(7)
+words = "fn let mut self impl struct match return where trait pub use mod crate".split()
+def text(n):
+    return "".join(" ".join(random.choice(words) for _ in range(8)) + "\n" for _ in range(n))
+for i in range(nsmall):
+    d = os.path.join(work, "base/src", f"m{i // 100:02d}")
+    os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, f"f{i:04d}.rs"), "w").write(text(40))
+for i in range(ntar):
+    d = os.path.join(work, "tarsrc", f"d{i // 250:03d}")
+    os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, f"f{i:05d}.c"), "w").write(text(20))
+EOF
+head -c "$((BIGMB << 20))" /dev/urandom > "$WORK/base/big.bin"
+tar cf "$WORK/tree.tar" -C "$WORK/tarsrc" .
+
+cat > "$WORK/profile.toml" <<'EOF'
+version = 1
+name = "bench-write"
+[redaction]
+rule_sets = []
+[write]
+snapshot_max_size = "2 GiB"
+EOF
+
+# The workloads, run inside the directory given as $1.
+wl_edit() { find "$1/src" -name '*.rs' -print0 | xargs -0 -n 200 sh -c 'for f; do printf "// edited\n" >> "$f"; done' sh; }
+wl_big() { dd if=/dev/zero of="$1/big.bin" bs=1M count="$BIGMB" conv=notrunc status=none; }
+wl_untar() { mkdir "$1/unpacked" && tar xf "$WORK/tree.tar" -C "$1/unpacked"; }
+
+now() { date +%s.%N; }
+
+# Prepares a fresh copy of the data, mounts target $1 over it; prints the directory to work in.
+setup() {
+	local t=$1 r=$WORK/run
+	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && umount "$m"; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	MOUNTS=() PIDS=()
+	rm -rf "$r" && mkdir -p "$r/mp" "$r/upper" "$r/work"
+	cp -a "$WORK/base" "$r/data"
+	sync
+	case $t in
+	native) echo "$r/data" ;;
+	snapshot | overlay)
+		"$VEILFS" mount --mode "$t" --store "$r/store" --profile "$WORK/profile.toml" \
+			"$r/data" "$r/mp" > "$r/out" 2> "$r/err" &
+		PIDS+=($!)
+		MOUNTS+=("$r/mp")
+		# The mount prints its line once the kernel handshake is done.
+		timeout 30 sh -c "until grep -q mounted '$r/out'; do read -t 0.05 x < /dev/zero 2>/dev/null || true; done"
+		echo "$r/mp"
+		;;
+	fuse-overlayfs)
+		fuse-overlayfs -o "lowerdir=$r/data,upperdir=$r/upper,workdir=$r/work" "$r/mp"
+		MOUNTS+=("$r/mp")
+		echo "$r/mp"
+		;;
+	esac
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A RES
+TARGETS=(native snapshot overlay fuse-overlayfs)
+WLS=(edit big untar)
+declare -A WL_TITLE=([edit]="edit $NSMALL small files once" [big]="rewrite one $BIGMB MiB file" [untar]="untar $NTAR files")
+ROLLBACK=() VERIFY=()
+for wl in "${WLS[@]}"; do
+	for t in "${TARGETS[@]}"; do
+		times=()
+		for _ in $(seq "$REPS"); do
+			dir=$(setup "$t")
+			s=$(now); "wl_$wl" "$dir"; sync; e=$(now)
+			times+=("$(echo "$e - $s" | bc -l)")
+			if [ "$t" = snapshot ]; then
+				umount "$WORK/run/mp"; wait "${PIDS[@]}" 2>/dev/null || true; MOUNTS=() PIDS=()
+				s=$(now); "$VEILFS" verify --store "$WORK/run/store" > /dev/null; e=$(now)
+				VERIFY+=("$wl $(echo "$e - $s" | bc -l)")
+				s=$(now); "$VEILFS" rollback --store "$WORK/run/store" > /dev/null; e=$(now)
+				ROLLBACK+=("$wl $(echo "$e - $s" | bc -l)")
+			fi
+		done
+		RES[$wl,$t]=$(printf '%s\n' "${times[@]}" | median)
+		log "$wl on $t: ${RES[$wl,$t]} s"
+	done
+done
+
+{
+	echo "| workload | native (s) | veilfs snapshot | veilfs overlay | fuse-overlayfs |"
+	echo "| --- | --- | --- | --- | --- |"
+	for wl in "${WLS[@]}"; do
+		n=${RES[$wl,native]}
+		row="| ${WL_TITLE[$wl]} | $(printf '%.3f' "$n")"
+		for t in snapshot overlay fuse-overlayfs; do
+			v=${RES[$wl,$t]}
+			row+=" | $(printf '%.3f (%.2fx)' "$v" "$(echo "$v / $n" | bc -l)")"
+		done
+		echo "$row |"
+	done
+	echo
+	echo "snapshot session, after each workload (median over reps):"
+	for wl in "${WLS[@]}"; do
+		v=$(printf '%s\n' "${VERIFY[@]}" | awk -v w="$wl" '$1==w {print $2}' | median)
+		r=$(printf '%s\n' "${ROLLBACK[@]}" | awk -v w="$wl" '$1==w {print $2}' | median)
+		printf -- '- %s: verify %.3f s, rollback %.3f s\n' "${WL_TITLE[$wl]}" "$v" "$r"
+	done
+} | tee "${OUT:-/dev/null}"
