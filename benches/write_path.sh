@@ -43,6 +43,7 @@ fi
 WORK=$(mktemp -d /tmp/veilfs-wbench.XXXXXX)
 MOUNTS=()
 PIDS=()
+DIR=""
 cleanup() {
 	set +e
 	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && umount -l "$m"; done
@@ -91,17 +92,24 @@ wl_untar() { mkdir "$1/unpacked" && tar xf "$WORK/tree.tar" -C "$1/unpacked"; }
 
 now() { date +%s.%N; }
 
-# Prepares a fresh copy of the data, mounts target $1 over it; prints the directory to work in.
+# Unmounts whatever the last setup mounted and waits for veilfs to exit (it then unmounts its
+# private overlay too).
+teardown() {
+	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && umount "$m"; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	MOUNTS=() PIDS=()
+}
+
+# Prepares a fresh copy of the data and mounts target $1 over it; sets DIR to work in.
+# (Not called in a subshell: it records the mounts to tear down.)
 setup() {
 	local t=$1 r=$WORK/run
-	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && umount "$m"; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	MOUNTS=() PIDS=()
+	teardown
 	rm -rf "$r" && mkdir -p "$r/mp" "$r/upper" "$r/work"
 	cp -a "$WORK/base" "$r/data"
 	sync
 	case $t in
-	native) echo "$r/data" ;;
+	native) DIR=$r/data ;;
 	snapshot | overlay)
 		"$VEILFS" mount --mode "$t" --store "$r/store" --profile "$WORK/profile.toml" \
 			"$r/data" "$r/mp" > "$r/out" 2> "$r/err" &
@@ -109,12 +117,12 @@ setup() {
 		MOUNTS+=("$r/mp")
 		# The mount prints its line once the kernel handshake is done.
 		timeout 30 sh -c "until grep -q mounted '$r/out'; do read -t 0.05 x < /dev/zero 2>/dev/null || true; done"
-		echo "$r/mp"
+		DIR=$r/mp
 		;;
 	fuse-overlayfs)
 		fuse-overlayfs -o "lowerdir=$r/data,upperdir=$r/upper,workdir=$r/work" "$r/mp"
 		MOUNTS+=("$r/mp")
-		echo "$r/mp"
+		DIR=$r/mp
 		;;
 	esac
 }
@@ -130,11 +138,11 @@ for wl in "${WLS[@]}"; do
 	for t in "${TARGETS[@]}"; do
 		times=()
 		for _ in $(seq "$REPS"); do
-			dir=$(setup "$t")
-			s=$(now); "wl_$wl" "$dir"; sync; e=$(now)
+			setup "$t"
+			s=$(now); "wl_$wl" "$DIR"; sync; e=$(now)
 			times+=("$(echo "$e - $s" | bc -l)")
 			if [ "$t" = snapshot ]; then
-				umount "$WORK/run/mp"; wait "${PIDS[@]}" 2>/dev/null || true; MOUNTS=() PIDS=()
+				teardown
 				s=$(now); "$VEILFS" verify --store "$WORK/run/store" > /dev/null; e=$(now)
 				VERIFY+=("$wl $(echo "$e - $s" | bc -l)")
 				s=$(now); "$VEILFS" rollback --store "$WORK/run/store" > /dev/null; e=$(now)
