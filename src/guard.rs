@@ -204,6 +204,17 @@ impl Guard {
         });
     }
 
+    /// Records (durably) that `rel`'s writes now go to the overlay, and why.
+    pub fn diverted(&self, rel: &Path, reason: &str) -> Result<(), GuardError> {
+        self.journal(
+            rel,
+            Event::Diverted {
+                path: rel.to_path_buf(),
+                reason: reason.to_string(),
+            },
+        )
+    }
+
     /// `rel` (and everything below it) no longer holds what was captured there.
     pub fn forget_subtree(&self, rel: &Path) {
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());

@@ -192,6 +192,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     );
     // In overlay mode veilfs serves the merged tree; the real folder is only its lower layer.
     let mut overlay = None;
+    let mut divert = None;
     let guard = match mode {
         WriteMode::ReadOnly => None,
         WriteMode::Snapshot | WriteMode::Overlay => {
@@ -200,6 +201,8 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
             if mode == WriteMode::Overlay {
                 overlay = Some(OverlayMount::mount(&dir, &scope)?);
+            } else {
+                divert = Some(Arc::new(crate::fs::divert::Divert::open(&dir, &scope)?));
             }
             let g = Guard::start(
                 store,
@@ -236,6 +239,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             },
             guard,
             passthrough: true,
+            divert,
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,

@@ -89,3 +89,10 @@ fn escape(p: &Path) -> String {
         .replace(',', "\\,")
         .replace(':', "\\:")
 }
+
+/// Records which folder the upper layer in `store` belongs to.
+pub fn record_scope(store: &Path, scope: &Path) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let f = store.join("overlay").join("scope");
+    std::fs::write(&f, scope.as_os_str().as_bytes()).with_context(|| format!("{}", f.display()))
+}

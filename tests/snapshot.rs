@@ -159,7 +159,7 @@ fn rollback_restores_the_exact_tree_after_a_session() {
 }
 
 #[test]
-fn a_file_above_snapshot_max_size_is_refused_and_untouched() {
+fn a_file_that_cannot_be_snapshotted_is_diverted_to_the_overlay() {
     let e = env();
     let big = e.scope.path().join("big.bin");
     fs::write(&big, vec![7u8; 4096]).unwrap();
@@ -168,21 +168,54 @@ fn a_file_above_snapshot_max_size_is_refused_and_untouched() {
         "small.toml",
         &format!("{WRITABLE}snapshot_max_size = 1024\n"),
     );
-    let m = Mount::start(
-        e.scope.path(),
-        &[
-            "--profile",
-            profile.to_str().unwrap(),
-            "--store",
-            &e.store(),
-        ],
-    );
-    let err = fs::OpenOptions::new()
+    let args = [
+        "--profile",
+        profile.to_str().unwrap(),
+        "--store",
+        &e.store(),
+    ];
+    let m = Mount::start(e.scope.path(), &args);
+    // Above snapshot_max_size: the write goes to a copy; the agent sees its own change.
+    fs::OpenOptions::new()
         .write(true)
         .open(m.path("big.bin"))
-        .unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EFBIG));
+        .unwrap()
+        .write_all(b"AGENT")
+        .unwrap();
+    let mut want = vec![7u8; 4096];
+    want[..5].copy_from_slice(b"AGENT");
+    assert_eq!(fs::read(m.path("big.bin")).unwrap(), want);
+    assert_eq!(fs::metadata(m.path("big.bin")).unwrap().len(), 4096);
+    // Truncation reaches the copy too; removing or renaming it is refused.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("big.bin"))
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    assert_eq!(fs::metadata(m.path("big.bin")).unwrap().len(), 10);
     assert!(fs::remove_file(m.path("big.bin")).is_err());
+    assert!(fs::rename(m.path("big.bin"), m.path("b2")).is_err());
+    // Small files are still snapshotted and written in place.
+    fs::write(m.path("docs/b.md"), "small edit\n").unwrap();
+    drop(m);
+    assert_eq!(
+        fs::read(&big).unwrap(),
+        vec![7u8; 4096],
+        "the real file was touched"
+    );
+    assert_eq!(
+        fs::read_to_string(e.scope.path().join("docs/b.md")).unwrap(),
+        "small edit\n"
+    );
+    let (ok, out, err) = veilfs(&["log", "--store", &e.store(), "--json"]);
+    assert!(ok, "{err}");
+    let (_, sessions, _) = veilfs(&["log", "--store", &e.store()]);
+    assert!(!sessions.is_empty(), "{out}");
+
+    // A remount (after the process is gone) serves the diverted copy again.
+    let m = Mount::start(e.scope.path(), &args);
+    assert_eq!(fs::read(m.path("big.bin")).unwrap(), &want[..10]);
     drop(m);
     assert_eq!(fs::read(&big).unwrap(), vec![7u8; 4096]);
 }

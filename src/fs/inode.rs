@@ -32,6 +32,9 @@ pub struct Location {
 pub struct Inode {
     pub ino: u64,
     fd: Mutex<Option<Arc<OwnedFd>>>,
+    /// Its writes go to a copy in the overlay (see `divert`): `fd` then holds the copy, and is
+    /// never evicted (re-resolving by name would find the real file).
+    diverted: std::sync::atomic::AtomicBool,
     pub key: (u64, u64),
     pub kind: Kind,
     pub loc: Mutex<Location>,
@@ -44,6 +47,10 @@ pub struct Inode {
 }
 
 impl Inode {
+    pub fn is_diverted(&self) -> bool {
+        self.diverted.load(Ordering::Relaxed)
+    }
+
     fn held_fd(&self) -> Option<Arc<OwnedFd>> {
         self.fd.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -96,6 +103,7 @@ impl InodeTable {
             nlookup: AtomicU64::new(1 << 62),
             backing: Mutex::new(None),
             last_open: Mutex::new(None),
+            diverted: std::sync::atomic::AtomicBool::new(false),
         });
         let mut t = Tables::default();
         t.by_ino.insert(ROOT, root);
@@ -149,6 +157,12 @@ impl InodeTable {
         *slot = Some(fd);
     }
 
+    /// From now on the inode is served from `copy` (its diverted copy in the overlay).
+    pub fn divert(&self, inode: &Arc<Inode>, copy: OwnedFd) {
+        inode.diverted.store(true, Ordering::Relaxed);
+        self.hold(inode, Arc::new(copy));
+    }
+
     /// Drops the fds of the eighth of the budget that was opened longest ago (never the
     /// root's); they are re-opened on their next use.
     fn evict(&self) {
@@ -161,7 +175,7 @@ impl InodeTable {
             let Some(inode) = weak.upgrade() else {
                 continue;
             };
-            if inode.ino == ROOT {
+            if inode.ino == ROOT || inode.is_diverted() {
                 continue;
             }
             let mut slot = inode.fd.lock().unwrap_or_else(|e| e.into_inner());
@@ -216,6 +230,7 @@ impl InodeTable {
             nlookup: AtomicU64::new(1),
             backing: Mutex::new(None),
             last_open: Mutex::new(None),
+            diverted: std::sync::atomic::AtomicBool::new(false),
         });
         t.by_ino.insert(ino, inode.clone());
         t.by_key.insert(key, ino);

@@ -5,6 +5,7 @@
 //! Every handler replies on every path (an unanswered request hangs the agent) and never
 //! panics (a panic kills a worker thread). Errors keep their errno.
 
+pub mod divert;
 mod inode;
 pub mod view;
 mod write;
@@ -46,6 +47,8 @@ pub struct FsConfig {
     pub guard: Option<Arc<Guard>>,
     /// Try FUSE passthrough for files served raw.
     pub passthrough: bool,
+    /// Snapshot mode's fallback for files whose pre-image cannot be stored.
+    pub divert: Option<Arc<divert::Divert>>,
 }
 
 /// An open file.
@@ -231,6 +234,19 @@ impl VeilFs {
         let inode = self
             .inodes
             .lookup_insert((st.dev, st.ino), st.kind(), Some(fd), parent, name);
+        if let Some(d) = &self.cfg.divert
+            && st.kind() == Kind::File
+            && d.contains(&rel)
+        {
+            // Served from its diverted copy (attributes included).
+            if !inode.is_diverted() {
+                let copy = d.open_copy(&rel).map_err(|e| errno_of(&e))?;
+                self.inodes.divert(&inode, copy);
+            }
+            let fd = self.fd(&inode)?;
+            let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+            return Ok((inode, st));
+        }
         Ok((inode, st))
     }
 
@@ -473,6 +489,19 @@ impl VeilFs {
             {
                 continue;
             }
+            let st = match &self.cfg.divert {
+                // A diverted file lists with its copy's attributes, under the real identity.
+                Some(d) if st.kind() == Kind::File && d.contains(&crel) => d
+                    .open_copy(&crel)
+                    .and_then(|fd| backing::stat_fd(fd.as_fd()))
+                    .map(|c| Stat {
+                        dev: st.dev,
+                        ino: st.ino,
+                        ..c
+                    })
+                    .unwrap_or(st),
+                _ => st,
+            };
             out.push((e.name, st));
         }
         Ok(out)

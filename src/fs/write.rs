@@ -86,6 +86,46 @@ impl VeilFs {
         })
     }
 
+    /// Captures a file about to change; when its pre-image cannot be stored and the mount has
+    /// a divert layer, diverts it instead (the real file is then never touched).
+    fn capture_or_divert(&self, g: &Guard, inode: &Arc<Inode>, rel: &Path) -> Result<(), Errno> {
+        if inode.is_diverted() {
+            return Ok(());
+        }
+        let root = self.root_fd()?;
+        let Err(e) = g.capture(root.as_fd(), rel) else {
+            return Ok(());
+        };
+        let Some(d) = self
+            .cfg
+            .divert
+            .as_ref()
+            .filter(|_| inode.kind == Kind::File)
+        else {
+            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "change refused");
+            return Err(Errno::from_i32(e.errno()));
+        };
+        let fd = self.fd(inode)?;
+        let copy = d.divert(fd.as_fd(), rel).map_err(|err| {
+            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, divert_error = %err, "change refused: cannot divert either");
+            Errno::from_i32(e.errno())
+        })?;
+        g.diverted(rel, &e.to_string())
+            .map_err(|je| Errno::from_i32(je.errno()))?;
+        self.inodes.divert(inode, copy);
+        warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "diverted to the overlay: the real file stays untouched (veilfs diff/commit/discard)");
+        Ok(())
+    }
+
+    /// Refuses namespace changes to a diverted path: its real file still sits under its name.
+    fn check_not_diverted(&self, rel: &Path) -> Result<(), Errno> {
+        if self.cfg.divert.as_ref().is_some_and(|d| d.contains(rel)) {
+            warn!(target: "veilfs::audit", path = %rel.display(), reason = "diverted to the overlay: commit or discard it first", "change refused");
+            return Err(Errno::EACCES);
+        }
+        Ok(())
+    }
+
     /// A directory's entries and times change with every create, remove and rename in it:
     /// capture it too, so rollback restores its mtime.
     fn capture_parent(&self, g: &Guard, rel: &Path) -> Result<(), Errno> {
@@ -145,6 +185,7 @@ impl VeilFs {
         self.check_writable(&rel, "open for write")?;
         let fd = self.fd(inode)?;
         let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let diverted_before = inode.is_diverted();
         match self.cfg.viewer.decide(&rel, fd.as_fd(), &st) {
             View::Raw => {}
             View::Masked(_) => {
@@ -156,7 +197,15 @@ impl VeilFs {
                 return Err(Errno::EACCES);
             }
         }
-        self.capture(g, &rel)?;
+        self.capture_or_divert(g, inode, &rel)?;
+        // The diverted copy, if the file was just diverted.
+        let fd = self.fd(inode)?;
+        if diverted_before || inode.is_diverted() {
+            if flags & libc::O_TRUNC != 0 {
+                backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
+            }
+            return Ok(());
+        }
         // Marks any earlier post-image of this path as outdated before the bytes change, so a
         // crash before this handle's release cannot leave a stale post-image behind (which
         // rollback would then report as someone else's change).
@@ -178,6 +227,9 @@ impl VeilFs {
         let Some(g) = self.cfg.guard.as_ref() else {
             return;
         };
+        if self.inodes.get(h.ino).is_some_and(|i| i.is_diverted()) {
+            return;
+        }
         if let Some(rel) = self.inodes.rel_path(h.ino) {
             g.post_image(h.file.as_fd(), &rel);
         }
@@ -210,9 +262,13 @@ impl VeilFs {
         let g = self.guard()?;
         if let Some(rel) = self.changing_path(&inode)? {
             self.check_writable(&rel, "setattr")?;
-            self.capture(g, &rel)?;
-            g.record_change(&rel, "setattr");
+            self.capture_or_divert(g, &inode, &rel)?;
+            if !inode.is_diverted() {
+                g.record_change(&rel, "setattr");
+            }
         }
+        // The diverted copy, if the file was just diverted.
+        let fd = self.fd(&inode)?;
         if let Some(size) = size {
             let h = fh.and_then(|fh| self.handle(fh, ino).ok());
             match h {
@@ -317,6 +373,7 @@ impl VeilFs {
             return Err(Errno::EISDIR);
         }
         self.check_writable(&rel, if dir { "rmdir" } else { "unlink" })?;
+        self.check_not_diverted(&rel)?;
         if dir
             && !backing::list_dir(fd.as_fd())
                 .map_err(|e| errno_of(&e))?
@@ -395,6 +452,8 @@ impl VeilFs {
         self.check_new_name_visible(&to, sst.kind(), target.as_deref())?;
         self.check_writable(&from, "rename")?;
         self.check_writable(&to, "rename")?;
+        self.check_not_diverted(&from)?;
+        self.check_not_diverted(&to)?;
         if let Some(d) = &dst {
             // Errors a native rename gives, checked before anything is journalled.
             match (sst.kind() == Kind::Dir, d.kind() == Kind::Dir) {
@@ -577,6 +636,7 @@ impl VeilFs {
                 },
             );
         }
+        let fd = self.fd(&inode)?;
         match value {
             Some(v) => backing::setxattr(fd.as_fd(), name, v, flags),
             None => backing::removexattr(fd.as_fd(), name),

@@ -1,0 +1,150 @@
+//! Snapshot mode's fallback: when a file's pre-image cannot be stored (above
+//! `snapshot_max_size`, store quota reached, store I/O error), its writes are diverted to a
+//! private copy in the store's overlay upper layer (`STORE/overlay/upper/<path>`) instead of
+//! being refused, and the real file is never touched. The mount then serves that copy under the
+//! file's name; `veilfs diff`, `commit` and `discard` treat it like any overlay change.
+//!
+//! A diverted file can be read, written, truncated, chmod-ed; renaming, linking or removing it
+//! is refused until it is committed or discarded (the real file still sits under its name).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use crate::backing::{self, Kind};
+
+pub struct Divert {
+    upper_dir: PathBuf,
+    upper: OwnedFd,
+    paths: RwLock<HashSet<PathBuf>>,
+}
+
+impl Divert {
+    /// Opens (creating it) the upper layer of `store`, recording `scope` as the folder it
+    /// belongs to, and remembers every file already diverted there (a remount resumes).
+    pub fn open(store: &Path, scope: &Path) -> anyhow::Result<Divert> {
+        let layout = crate::overlay::Layout::in_store(store);
+        std::fs::create_dir_all(&layout.upper)?;
+        crate::overlay::record_scope(store, scope)?;
+        let upper = backing::open_root(&layout.upper)?;
+        let mut paths = HashSet::new();
+        collect_files(&layout.upper, Path::new(""), &mut paths);
+        Ok(Divert {
+            upper_dir: layout.upper,
+            upper,
+            paths: RwLock::new(paths),
+        })
+    }
+
+    pub fn contains(&self, rel: &Path) -> bool {
+        self.paths
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(rel)
+    }
+
+    /// The O_PATH fd of the diverted copy of `rel`.
+    pub fn open_copy(&self, rel: &Path) -> io::Result<OwnedFd> {
+        backing::open_path(self.upper.as_fd(), rel)
+    }
+
+    /// Copies the real file (held as `real`, an O_PATH fd) to the upper layer, with its mode,
+    /// owner, times and xattrs, durably; returns the copy's O_PATH fd.
+    pub fn divert(&self, real: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+        let st = backing::stat_fd(real)?;
+        let src = backing::reopen_as(real, Kind::File, libc::O_RDONLY)?;
+        let dest_path = self.upper_dir.join(rel);
+        if let Some(parent) = dest_path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = dest_path.with_file_name(format!(
+            ".veilfs-divert-{}",
+            rel.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let dest = File::create(&tmp)?;
+        clone_or_copy(&src, &dest, st.size)?;
+        dest.set_permissions(std::fs::Permissions::from_mode(st.perm()))?;
+        std::os::unix::fs::fchown(&dest, Some(st.uid), Some(st.gid))?;
+        for (name, value) in backing::all_xattrs(real)? {
+            let _ = backing::setxattr(dest.as_fd(), &name, &value, 0);
+        }
+        let times = [
+            libc::timespec {
+                tv_sec: st.atime.0,
+                tv_nsec: st.atime.1,
+            },
+            libc::timespec {
+                tv_sec: st.mtime.0,
+                tv_nsec: st.mtime.1,
+            },
+        ];
+        // SAFETY: valid fd and two timespecs.
+        unsafe { libc::futimens(dest.as_raw_fd(), times.as_ptr()) };
+        dest.sync_all()?;
+        std::fs::rename(&tmp, &dest_path)?;
+        if let Some(parent) = dest_path.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+        self.paths
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rel.to_path_buf());
+        self.open_copy(rel)
+    }
+}
+
+/// Reflink where the filesystem can (O(1)), else an in-kernel copy.
+fn clone_or_copy(src: &File, dest: &File, len: u64) -> io::Result<()> {
+    // SAFETY: both fds are valid; FICLONE takes the source fd as its argument.
+    if unsafe { libc::ioctl(dest.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
+        return Ok(());
+    }
+    let mut left = len;
+    while left > 0 {
+        // SAFETY: valid fds; null offsets use and advance the file positions.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                dest.as_raw_fd(),
+                std::ptr::null_mut(),
+                left.min(1 << 30) as usize,
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            break;
+        }
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn collect_files(dir: &Path, rel: &Path, out: &mut HashSet<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir.join(rel)) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(md) = e.path().symlink_metadata() else {
+            continue;
+        };
+        let r = rel.join(e.file_name());
+        if md.is_dir() {
+            collect_files(dir, &r, out);
+        } else if md.is_file()
+            && md.nlink() >= 1
+            && !r.to_string_lossy().contains(".veilfs-divert-")
+        {
+            out.insert(r);
+        }
+    }
+}
