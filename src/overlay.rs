@@ -7,16 +7,28 @@
 //! opaque directories, renames, hard links, xattrs and a stable merged readdir, all of which are
 //! easy to get subtly wrong by hand.
 
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+use crate::backing::{self, Kind, SetTime};
+use crate::journal::{Event, Meta, State};
+use crate::rollback;
+use crate::store::Store;
 
 /// Layout of one overlay inside a store directory.
 pub struct Layout {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub merged: PathBuf,
+    /// The scope the overlay was created for (its path's bytes).
+    pub scope_file: PathBuf,
 }
 
 impl Layout {
@@ -26,6 +38,7 @@ impl Layout {
             upper: base.join("upper"),
             work: base.join("work"),
             merged: base.join("merged"),
+            scope_file: base.join("scope"),
         }
     }
 }
@@ -39,8 +52,24 @@ impl OverlayMount {
     /// Mounts (or, after a crash, re-mounts) the overlay of `scope` kept in `store`.
     pub fn mount(store: &Path, scope: &Path) -> anyhow::Result<OverlayMount> {
         let layout = Layout::in_store(store);
+        // The upper layer belongs to one scope: applying it to another would be nonsense.
+        match recorded_scope(store) {
+            Some(s) if s != scope && has_changes(store) => bail!(
+                "store {} holds overlay changes for {}, not {}: commit or discard them first, or use another store",
+                store.display(),
+                s.display(),
+                scope.display()
+            ),
+            _ => {}
+        }
+        let fresh = !layout.upper.exists();
         for d in [&layout.upper, &layout.work, &layout.merged] {
             std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        }
+        write_atomic(&layout.scope_file, scope.as_os_str().as_bytes())?;
+        if fresh || !has_changes(store) {
+            // The merged root shows the upper root's attributes: make them the scope's.
+            copy_root_attrs(scope, &layout.upper)?;
         }
         // A previous mount process killed with SIGKILL leaves its overlay mounted.
         if crate::mount::is_mount_point(&layout.merged) {
@@ -50,7 +79,7 @@ impl OverlayMount {
                 .status();
         }
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={},index=off,xino=off,redirect_dir=on",
+            "lowerdir={},upperdir={},workdir={},index=off,xino=off,redirect_dir=on,metacopy=off",
             escape(scope),
             escape(&layout.upper),
             escape(&layout.work)
@@ -81,6 +110,29 @@ impl Drop for OverlayMount {
     }
 }
 
+fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+fn copy_root_attrs(scope: &Path, upper: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(scope).with_context(|| format!("stat {}", scope.display()))?;
+    std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid()))
+        .with_context(|| format!("chown {}", upper.display()))?;
+    std::fs::set_permissions(upper, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+    let fd = backing::open_root(upper)?;
+    backing::utimens_fd(
+        fd.as_fd(),
+        SetTime::At(m.atime(), m.atime_nsec()),
+        SetTime::At(m.mtime(), m.mtime_nsec()),
+    )?;
+    Ok(())
+}
+
 /// overlayfs option values separate with `,` and `:`; escape them.
 fn escape(p: &Path) -> String {
     p.display()
@@ -88,4 +140,928 @@ fn escape(p: &Path) -> String {
         .replace('\\', "\\\\")
         .replace(',', "\\,")
         .replace(':', "\\:")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commit, discard, diff: reading the upper layer back.
+//
+// The upper dir is veilfs's own (inside the store), so it is read with plain paths (never
+// following symlinks); the real folder is only touched through `backing`, beneath the scope fd.
+//
+// How the upper dir encodes the merged tree (overlayfs, `redirect_dir=on`, `index=off`,
+// `metacopy=off`):
+// - a regular file, symlink or special file is the whole object (copy-up copies all data);
+// - a 0:0 character device is a whiteout: the lower object at that name is deleted;
+// - a directory is merged with the lower directory at the same path, unless it is opaque
+//   (`trusted.overlay.opaque` = "y": nothing below it comes from the lower layer) or redirected
+//   (`trusted.overlay.redirect`: a renamed directory, merged with the lower directory it names,
+//   absolute from the root or relative to the parent's lower directory).
+//
+// A commit turns that into steps on the real folder. Where an upper directory is merged with
+// the real directory at the same path ("base-same"), only the upper entries change anything.
+// Otherwise (opaque, redirected, new) the real directory's entries are replaced by the merged
+// set: lower entries not shadowed are copied from the lower directory (the real folder), real
+// entries not in the merged set are deleted.
+//
+// Conflict rule (the kernel's copy-up cannot be hooked, and `trusted.overlay.origin` only names
+// the lower inode, not its content at copy-up): a path conflicts when its real object, or for a
+// deletion anything in the real subtree, has a ctime newer than the birth time (statx btime) of
+// the upper entry that changes it — the copy-up, the whiteout, or the new object. The upper
+// object is born at copy-up, so this catches every change made to the real file after the
+// agent's copy was taken (and, conservatively, a chmod or rename of it too). Where btime is not
+// supported, the upper entry's ctime is used (later than the copy-up, so changes made between
+// the copy-up and the agent's last change are then missed). Directory metadata is not checked.
+
+const OVL_PREFIX: &str = "trusted.overlay.";
+const MASK: &[u8] = b"<redacted:";
+
+/// Where a step's content comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// The upper layer (absolute path inside the store).
+    Upper(PathBuf),
+    /// The real folder (lower layer), relative to the scope: a renamed directory's content.
+    Real(PathBuf),
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Make the real path hold `target` (a directory's times are set by a later `DirTimes`).
+    Put { target: State, src: Source },
+    /// Remove the real path (a non-directory or a directory emptied by earlier steps).
+    Delete { was: State },
+    /// Make the real path a hard link to `to` (committed earlier in the same commit).
+    Link { to: PathBuf, target: State },
+    /// Set a committed directory's times (after its entries were changed).
+    DirTimes { meta: Meta },
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub path: PathBuf,
+    pub op: Op,
+    pub unit: usize,
+}
+
+/// A unit of a commit: applied or skipped as a whole.
+#[derive(Clone, Debug)]
+pub struct Unit {
+    pub path: PathBuf,
+    /// The upper entry this unit commits (removed from the upper layer afterwards).
+    pub upper: Option<PathBuf>,
+    /// The real object changed after the agent's copy (skipped unless `force`).
+    pub conflict: Option<String>,
+    /// Never committed (a redaction mask over different real bytes).
+    pub refused: Option<String>,
+    pub selected: bool,
+}
+
+/// What a commit would do; built without changing anything.
+#[derive(Debug)]
+pub struct CommitPlan {
+    pub scope: PathBuf,
+    pub upper: PathBuf,
+    pub steps: Vec<Step>,
+    pub units: Vec<Unit>,
+    pub warnings: Vec<String>,
+    /// (lower origin, renamed directory) of every redirected directory.
+    origins: Vec<(PathBuf, PathBuf)>,
+    /// Upper directories whose content replaces the real directory's (opaque, redirected, new).
+    replacing: Vec<PathBuf>,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.path.display();
+        match &self.op {
+            Op::Put { target, src } => {
+                let from = match src {
+                    Source::Real(r) => format!("  (copied from {})", r.display()),
+                    _ => String::new(),
+                };
+                write!(f, "put      {p}  ({}){from}", target.describe())
+            }
+            Op::Delete { was } => write!(f, "delete   {p}  (was {})", was.describe()),
+            Op::Link { to, .. } => write!(f, "link     {p}  (hard link to {})", to.display()),
+            Op::DirTimes { .. } => write!(f, "times    {p}"),
+        }
+    }
+}
+
+impl CommitPlan {
+    /// The steps that would run (selected, not refused, not in conflict unless `force`).
+    pub fn runs(&self, step: &Step, force: bool) -> bool {
+        let u = &self.units[step.unit];
+        u.selected && u.refused.is_none() && (force || u.conflict.is_none())
+    }
+}
+
+/// What [`apply_commit`] did.
+#[derive(Debug, Default)]
+pub struct CommitReport {
+    pub session: String,
+    pub changed: usize,
+    pub unchanged: usize,
+    pub skipped_conflicts: Vec<String>,
+    pub refused: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Is the overlay of `store` mounted (a `veilfs mount --mode overlay` still running, or a stale
+/// mount left by a killed one)?
+pub fn is_mounted(store: &Path) -> bool {
+    let merged = Layout::in_store(store).merged;
+    let merged = merged.canonicalize().unwrap_or(merged);
+    crate::mount::is_mount_point(&merged)
+}
+
+/// The scope the overlay in `store` was created for (recorded at mount time).
+pub fn recorded_scope(store: &Path) -> Option<PathBuf> {
+    let b = std::fs::read(Layout::in_store(store).scope_file).ok()?;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(b)))
+}
+
+/// Does `store` hold an overlay with pending changes?
+pub fn has_changes(store: &Path) -> bool {
+    std::fs::read_dir(Layout::in_store(store).upper)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+fn refuse_if_mounted(store: &Path, what: &str) -> anyhow::Result<()> {
+    if is_mounted(store) {
+        bail!(
+            "{what}: the overlay of {} is still mounted ({} is a mount point): stop the `veilfs mount` first (veilfs unmount MOUNTPOINT)",
+            store.display(),
+            Layout::in_store(store).merged.display()
+        );
+    }
+    Ok(())
+}
+
+fn under(p: &Path, filter: &Path) -> bool {
+    filter.as_os_str().is_empty() || p.starts_with(filter)
+}
+
+fn xattr(root: BorrowedFd<'_>, rel: &Path, name: &str) -> Option<Vec<u8>> {
+    let fd = backing::open_path(root, rel).ok()?;
+    backing::getxattr(fd.as_fd(), std::ffi::OsStr::new(name), 0)
+        .ok()
+        .and_then(|v| {
+            backing::getxattr(fd.as_fd(), std::ffi::OsStr::new(name), v.len().max(1)).ok()
+        })
+}
+
+/// Reads `path` in the upper layer as a [`State`] (content stored when `store` is given),
+/// without overlayfs's private xattrs.
+fn upper_state(
+    upper_root: BorrowedFd<'_>,
+    rel: &Path,
+    store: Option<&Store>,
+) -> anyhow::Result<State> {
+    let mut s = State::read(upper_root, rel, store)
+        .with_context(|| format!("read upper {}", rel.display()))?;
+    match &mut s {
+        State::File { meta, .. }
+        | State::Dir { meta }
+        | State::Symlink { meta, .. }
+        | State::Special { meta, .. } => meta.xattrs.retain(|(n, _)| !n.starts_with(OVL_PREFIX)),
+        State::Absent => {}
+    }
+    Ok(s)
+}
+
+/// Birth time of an upper entry in unix ns (its ctime where btime is not supported).
+fn born(abs: &Path) -> i128 {
+    let Ok(m) = std::fs::symlink_metadata(abs) else {
+        return i128::MAX;
+    };
+    if let Ok(t) = m.created()
+        && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
+    {
+        return d.as_nanos() as i128;
+    }
+    m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+}
+
+fn ns((s, n): (i64, i64)) -> i128 {
+    s as i128 * 1_000_000_000 + n as i128
+}
+
+struct Planner<'a> {
+    store: Option<&'a Store>,
+    root: OwnedFd,
+    upper_root: OwnedFd,
+    upper: PathBuf,
+    steps: Vec<Step>,
+    units: Vec<Unit>,
+    warnings: Vec<String>,
+    links: HashMap<(u64, u64), PathBuf>,
+    origins: Vec<(PathBuf, PathBuf)>,
+    replacing: Vec<PathBuf>,
+}
+
+impl Planner<'_> {
+    fn unit(&mut self, path: &Path, upper: Option<PathBuf>) -> usize {
+        self.units.push(Unit {
+            path: path.to_path_buf(),
+            upper,
+            conflict: None,
+            refused: None,
+            selected: true,
+        });
+        self.units.len() - 1
+    }
+
+    fn step(&mut self, path: &Path, op: Op, unit: usize) {
+        self.steps.push(Step {
+            path: path.to_path_buf(),
+            op,
+            unit,
+        });
+    }
+
+    fn real_stat(&self, rel: &Path) -> Option<backing::Stat> {
+        let fd = backing::open_path(self.root.as_fd(), rel).ok()?;
+        backing::stat_fd(fd.as_fd()).ok()
+    }
+
+    fn real_names(&self, rel: &Path) -> Vec<std::ffi::OsString> {
+        let Ok(fd) = backing::open_path(self.root.as_fd(), rel) else {
+            return vec![];
+        };
+        if backing::stat_fd(fd.as_fd()).map(|s| s.kind()).ok() != Some(Kind::Dir) {
+            return vec![];
+        }
+        let mut v: Vec<_> = backing::list_dir(fd.as_fd())
+            .map(|es| es.into_iter().map(|e| e.name).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Deletes the real subtree at `rel` (children first); a conflict when anything in it
+    /// changed after `since`.
+    fn delete_tree(&mut self, rel: &Path, unit: usize, since: i128) -> anyhow::Result<()> {
+        let Some(st) = self.real_stat(rel) else {
+            return Ok(());
+        };
+        if ns(st.ctime) > since && self.units[unit].conflict.is_none() {
+            self.units[unit].conflict = Some(format!(
+                "conflict {}: changed in the real folder after the agent's change (real ctime {}); not deleted",
+                rel.display(),
+                crate::journal::format_time(ns(st.ctime))
+            ));
+        }
+        if st.kind() == Kind::Dir {
+            for n in self.real_names(rel) {
+                self.delete_tree(&rel.join(n), unit, since)?;
+            }
+        }
+        let was = State::read(self.root.as_fd(), rel, None)?;
+        self.step(rel, Op::Delete { was }, unit);
+        Ok(())
+    }
+
+    /// Copies the real subtree at `src` to `dst` (a renamed directory's lower content).
+    fn copy_tree(&mut self, src: &Path, dst: &Path, unit: usize) -> anyhow::Result<()> {
+        let s = State::read(self.root.as_fd(), src, self.store)?;
+        if let Some(st) = self.real_stat(dst)
+            && st.kind() == Kind::Dir
+            && !matches!(s, State::Dir { .. })
+        {
+            self.delete_tree(dst, unit, i128::MAX)?;
+        }
+        match &s {
+            State::Dir { meta } => {
+                if let Some(st) = self.real_stat(dst)
+                    && st.kind() != Kind::Dir
+                {
+                    self.delete_tree(dst, unit, i128::MAX)?;
+                }
+                let meta = meta.clone();
+                self.step(
+                    dst,
+                    Op::Put {
+                        target: s.clone(),
+                        src: Source::Real(src.to_path_buf()),
+                    },
+                    unit,
+                );
+                let names = self.real_names(src);
+                let existing = self.real_names(dst);
+                for n in existing.iter().filter(|n| !names.contains(n)) {
+                    self.delete_tree(&dst.join(n), unit, i128::MAX)?;
+                }
+                for n in names {
+                    self.copy_tree(&src.join(&n), &dst.join(&n), unit)?;
+                }
+                self.step(dst, Op::DirTimes { meta }, unit);
+            }
+            State::Absent => {}
+            _ => self.step(
+                dst,
+                Op::Put {
+                    target: s.clone(),
+                    src: Source::Real(src.to_path_buf()),
+                },
+                unit,
+            ),
+        }
+        Ok(())
+    }
+
+    /// Plans upper directory `rel`, merged with the real directory `lower` (None: nothing below
+    /// comes from the lower layer).
+    fn dir(&mut self, rel: &Path, lower: Option<PathBuf>, dir_unit: usize) -> anyhow::Result<()> {
+        let abs = self.upper.join(rel);
+        let mut entries: Vec<(std::ffi::OsString, std::fs::Metadata)> = Vec::new();
+        for e in std::fs::read_dir(&abs).with_context(|| format!("list {}", abs.display()))? {
+            let e = e?;
+            let m = std::fs::symlink_metadata(e.path())?;
+            entries.push((e.file_name(), m));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let base_same = lower.as_deref() == Some(rel);
+        let is_whiteout = |m: &std::fs::Metadata| m.file_type().is_char_device() && m.rdev() == 0;
+        let upper_names: HashSet<&std::ffi::OsString> = entries.iter().map(|e| &e.0).collect();
+
+        // 1. Deletions.
+        if base_same {
+            for (name, m) in &entries {
+                if is_whiteout(m) {
+                    let p = rel.join(name);
+                    let u = self.unit(&p, Some(p.clone()));
+                    self.delete_tree(&p, u, born(&abs.join(name)))?;
+                }
+            }
+        } else {
+            self.replacing.push(rel.to_path_buf());
+            let lower_names: Vec<_> = lower
+                .as_deref()
+                .map(|l| self.real_names(l))
+                .unwrap_or_default();
+            let since = born(&abs);
+            for n in self.real_names(rel) {
+                let keep = entries.iter().any(|(un, um)| *un == n && !is_whiteout(um))
+                    || (!upper_names.contains(&n) && lower_names.contains(&n));
+                if !keep {
+                    let p = rel.join(&n);
+                    let u = self.unit(&p, None);
+                    self.delete_tree(&p, u, since)?;
+                }
+            }
+        }
+        // 2. The upper entries.
+        for (name, m) in &entries {
+            if is_whiteout(m) {
+                continue;
+            }
+            let p = rel.join(name);
+            let uabs = abs.join(name);
+            let u = self.unit(&p, Some(p.clone()));
+            let since = born(&uabs);
+            let real = self.real_stat(&p);
+            if let Some(st) = real {
+                if (st.kind() == Kind::Dir) != m.is_dir() {
+                    self.delete_tree(&p, u, since)?;
+                } else if !m.is_dir() && ns(st.ctime) > since {
+                    self.units[u].conflict = Some(format!(
+                        "conflict {}: the real file changed (ctime {}) after the agent's copy was taken ({})",
+                        p.display(),
+                        crate::journal::format_time(ns(st.ctime)),
+                        crate::journal::format_time(since)
+                    ));
+                }
+            }
+            let child_lower = lower.as_ref().map(|l| l.join(name));
+            if m.is_dir() {
+                let target = upper_state(self.upper_root.as_fd(), &p, None)?;
+                let meta = target.meta().cloned().unwrap_or_else(unreachable_meta);
+                self.step(
+                    &p,
+                    Op::Put {
+                        target,
+                        src: Source::Upper(uabs.clone()),
+                    },
+                    u,
+                );
+                let opaque = xattr(self.upper_root.as_fd(), &p, "trusted.overlay.opaque")
+                    .as_deref()
+                    == Some(b"y");
+                let redirect = xattr(self.upper_root.as_fd(), &p, "trusted.overlay.redirect");
+                let lower_dir = if opaque {
+                    None
+                } else if let Some(r) = redirect {
+                    let r = PathBuf::from(std::ffi::OsString::from_vec(r));
+                    let o = match r.strip_prefix("/") {
+                        Ok(abs_r) => Some(abs_r.to_path_buf()),
+                        Err(_) => lower.as_ref().map(|l| l.join(&r)),
+                    };
+                    if let Some(o) = &o {
+                        self.origins.push((o.clone(), p.clone()));
+                    }
+                    o
+                } else {
+                    child_lower
+                };
+                let lower_dir =
+                    lower_dir.filter(|l| self.real_stat(l).is_some_and(|s| s.kind() == Kind::Dir));
+                self.dir(&p, lower_dir, u)?;
+                self.step(&p, Op::DirTimes { meta }, u);
+                continue;
+            }
+            if m.is_file() {
+                self.check_masks(&uabs, &p, child_lower.as_deref(), u)?;
+                if m.nlink() > 1 {
+                    let key = (m.dev(), m.ino());
+                    if let Some(first) = self.links.get(&key).cloned() {
+                        let target = upper_state(self.upper_root.as_fd(), &p, None)?;
+                        self.step(&p, Op::Link { to: first, target }, u);
+                        continue;
+                    }
+                    self.links.insert(key, p.clone());
+                }
+            }
+            let target = upper_state(self.upper_root.as_fd(), &p, self.store)?;
+            self.step(
+                &p,
+                Op::Put {
+                    target,
+                    src: Source::Upper(uabs),
+                },
+                u,
+            );
+        }
+        // 3. Lower entries of a replaced directory that still show through.
+        if !base_same && let Some(l) = &lower {
+            for n in self.real_names(l) {
+                if upper_names.contains(&n) {
+                    continue;
+                }
+                let dst = rel.join(&n);
+                let u = self.unit(&dst, None);
+                self.copy_tree(&l.join(&n), &dst, u)?;
+            }
+        }
+        let _ = dir_unit;
+        Ok(())
+    }
+
+    /// Refuses a file that carries a redaction mask where the lower file has other bytes.
+    fn check_masks(
+        &mut self,
+        abs: &Path,
+        rel: &Path,
+        lower: Option<&Path>,
+        unit: usize,
+    ) -> anyhow::Result<()> {
+        let data = std::fs::read(abs).with_context(|| format!("read {}", abs.display()))?;
+        let mut hits = Vec::new();
+        let mut i = 0;
+        while let Some(off) = find(&data[i..], MASK) {
+            let start = i + off;
+            let mut end = start + MASK.len();
+            if let Some(gt) = data[end..data.len().min(end + 128)]
+                .iter()
+                .position(|b| *b == b'>')
+            {
+                end += gt + 1;
+                while end < data.len() && data[end] == b'*' {
+                    end += 1;
+                }
+            }
+            hits.push((start, end));
+            i = start + MASK.len();
+        }
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let real_rel = lower.filter(|l| self.real_stat(l).is_some()).unwrap_or(rel);
+        let real = match backing::open_path(self.root.as_fd(), real_rel) {
+            Ok(fd) => {
+                let mut f = backing::reopen(fd.as_fd(), libc::O_RDONLY)
+                    .with_context(|| format!("read real {}", real_rel.display()))?;
+                let mut v = Vec::new();
+                f.read_to_end(&mut v)?;
+                v
+            }
+            Err(_) => {
+                self.warnings.push(format!(
+                    "{}: new file contains a redaction mask `{}` (copied from a masked view?); committed as is",
+                    rel.display(),
+                    String::from_utf8_lossy(&data[hits[0].0..hits[0].1])
+                ));
+                return Ok(());
+            }
+        };
+        for (s, e) in hits {
+            if real.get(s..e) != Some(&data[s..e]) {
+                self.units[unit].refused = Some(format!(
+                    "refused {}: bytes {s}..{e} hold the redaction mask `{}` where the real file has other bytes; committing would overwrite the real content with the mask (edit the file in the overlay, or `veilfs discard` it)",
+                    rel.display(),
+                    String::from_utf8_lossy(&data[s..e])
+                ));
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unreachable_meta() -> Meta {
+    Meta {
+        mode: libc::S_IFDIR | 0o755,
+        uid: 0,
+        gid: 0,
+        atime: (0, 0),
+        mtime: (0, 0),
+        xattrs: vec![],
+    }
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// Plans the commit of the overlay in `store_dir` onto `scope`, limited to `filters` (paths
+/// relative to the scope; empty: everything). With `store`, every content a step needs is
+/// stored first (so applying never reads the upper layer twice); without, only hashed.
+pub fn plan_commit(
+    store_dir: &Path,
+    store: Option<&Store>,
+    scope: &Path,
+    filters: &[PathBuf],
+) -> anyhow::Result<CommitPlan> {
+    let layout = Layout::in_store(store_dir);
+    let root = backing::open_root(scope).with_context(|| format!("scope {}", scope.display()))?;
+    let upper_root = backing::open_root(&layout.upper)
+        .with_context(|| format!("upper layer {}", layout.upper.display()))?;
+    let mut p = Planner {
+        store,
+        root,
+        upper_root,
+        upper: layout.upper.clone(),
+        steps: vec![],
+        units: vec![],
+        warnings: vec![],
+        links: HashMap::new(),
+        origins: vec![],
+        replacing: vec![],
+    };
+    let root_unit = p.unit(Path::new(""), None);
+    p.dir(Path::new(""), Some(PathBuf::new()), root_unit)?;
+    let mut plan = CommitPlan {
+        scope: scope.to_path_buf(),
+        upper: layout.upper,
+        steps: p.steps,
+        units: p.units,
+        warnings: p.warnings,
+        origins: p.origins,
+        replacing: p.replacing,
+    };
+    if !filters.is_empty() {
+        for u in plan.units.iter_mut() {
+            u.selected = filters.iter().any(|f| under(&u.path, f));
+        }
+        // Missing ancestors of a selected path are created too.
+        let selected: Vec<PathBuf> = plan
+            .units
+            .iter()
+            .filter(|u| u.selected)
+            .map(|u| u.path.clone())
+            .collect();
+        let root = backing::open_root(scope)?;
+        for u in plan.units.iter_mut() {
+            if !u.selected
+                && u.upper.is_some()
+                && selected
+                    .iter()
+                    .any(|s| s.starts_with(&u.path) && *s != u.path)
+                && !backing::open_path(root.as_fd(), &u.path)
+                    .and_then(|fd| backing::stat_fd(fd.as_fd()))
+                    .is_ok_and(|s| s.kind() == Kind::Dir)
+            {
+                u.selected = true;
+            }
+        }
+        // Never delete the origin of a renamed directory that is not committed with it.
+        let origins = plan.origins.clone();
+        for i in 0..plan.units.len() {
+            let u = &plan.units[i];
+            if !u.selected {
+                continue;
+            }
+            let deletes = plan
+                .steps
+                .iter()
+                .any(|s| s.unit == i && matches!(s.op, Op::Delete { .. }));
+            if !deletes {
+                continue;
+            }
+            for (o, d) in &origins {
+                let dir_selected = plan
+                    .units
+                    .iter()
+                    .any(|x| x.path == *d && x.upper.is_some() && x.selected);
+                if o.starts_with(&plan.units[i].path) && !dir_selected {
+                    let msg = format!(
+                        "kept {}: it holds the content of renamed directory {}, which is not part of this commit",
+                        plan.units[i].path.display(),
+                        d.display()
+                    );
+                    plan.warnings.push(msg);
+                    plan.units[i].selected = false;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(plan)
+}
+
+fn meta_same(a: &State, b: &State) -> bool {
+    let (Some(x), Some(y)) = (a.meta(), b.meta()) else {
+        return a == b;
+    };
+    let base = x.uid == y.uid && x.gid == y.gid && x.xattrs == y.xattrs;
+    match b {
+        State::Dir { .. } => base && x.mode == y.mode,
+        State::Symlink { .. } => base && x.mtime == y.mtime,
+        _ => base && x.mode == y.mode && x.mtime == y.mtime,
+    }
+}
+
+/// Applies a plan: every affected path's pre-image (and its parent's) is captured in a new
+/// journal session (mode "commit") and fsync'd before the change, so
+/// `veilfs rollback --session <it>` undoes the commit. Committed entries are then removed from
+/// the upper layer. Refuses while the overlay is mounted.
+pub fn apply_commit(
+    store_dir: &Path,
+    store: &Store,
+    plan: &CommitPlan,
+    force: bool,
+) -> anyhow::Result<CommitReport> {
+    refuse_if_mounted(store_dir, "commit")?;
+    let mut report = CommitReport {
+        warnings: plan.warnings.clone(),
+        ..CommitReport::default()
+    };
+    for u in &plan.units {
+        if !u.selected {
+            continue;
+        }
+        if let Some(r) = &u.refused {
+            report.refused.push(r.clone());
+        } else if let Some(c) = &u.conflict
+            && !force
+        {
+            report.skipped_conflicts.push(c.clone());
+        }
+    }
+    let root = backing::open_root(&plan.scope)
+        .with_context(|| format!("scope {}", plan.scope.display()))?;
+    let w = store.new_session(Event::SessionStart {
+        scope: plan.scope.clone(),
+        mode: "commit".into(),
+        profile: String::new(),
+        pid: std::process::id(),
+        user: std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(u32::MAX),
+    })?;
+    report.session = w.id().to_string();
+    let mut captured: HashSet<PathBuf> = HashSet::new();
+    let capture = |captured: &mut HashSet<PathBuf>, p: &Path| -> anyhow::Result<()> {
+        if captured.insert(p.to_path_buf()) {
+            let before = State::read(root.as_fd(), p, Some(store))?;
+            w.append(Event::Capture {
+                path: p.to_path_buf(),
+                before,
+            })?;
+        }
+        Ok(())
+    };
+    let capture_with_parent = |captured: &mut HashSet<PathBuf>, p: &Path| -> anyhow::Result<()> {
+        if let Some(parent) = p.parent() {
+            capture(captured, parent)?;
+        }
+        capture(captured, p)
+    };
+    let mut applied = vec![false; plan.units.len()];
+    for (i, u) in plan.units.iter().enumerate() {
+        applied[i] = u.selected && u.refused.is_none() && (force || u.conflict.is_none());
+    }
+    for step in &plan.steps {
+        if !applied[step.unit] {
+            continue;
+        }
+        let p = &step.path;
+        let res: anyhow::Result<()> = (|| {
+            match &step.op {
+                Op::Put { target, .. } => {
+                    let now = State::read(root.as_fd(), p, None)?;
+                    if now.same_content(target) && meta_same(&now, target) {
+                        report.unchanged += 1;
+                        return Ok(());
+                    }
+                    if let State::File { hash, .. } = target
+                        && !store.has(hash)
+                    {
+                        bail!(
+                            "{}: content {} is not in the store",
+                            p.display(),
+                            hash.short()
+                        );
+                    }
+                    capture_with_parent(&mut captured, p)?;
+                    let warns = rollback::put_state(store, root.as_fd(), p, target)?;
+                    report.warnings.extend(warns);
+                    report.changed += 1;
+                }
+                Op::Delete { .. } => {
+                    let Ok((pfd, name)) = backing::open_parent(root.as_fd(), p) else {
+                        return Ok(());
+                    };
+                    let Ok(fd) = backing::lookup(pfd.as_fd(), &name) else {
+                        return Ok(());
+                    };
+                    let kind = backing::stat_fd(fd.as_fd())?.kind();
+                    capture_with_parent(&mut captured, p)?;
+                    if kind == Kind::Dir {
+                        backing::rmdir(pfd.as_fd(), &name)
+                    } else {
+                        backing::unlink(pfd.as_fd(), &name)
+                    }
+                    .with_context(|| format!("delete {}", p.display()))?;
+                    captured.retain(|c| !c.starts_with(p));
+                    report.changed += 1;
+                }
+                Op::Link { to, .. } => {
+                    let src = backing::open_path(root.as_fd(), to)
+                        .with_context(|| format!("link source {}", to.display()))?;
+                    let (pfd, name) = backing::open_parent(root.as_fd(), p)?;
+                    if let Ok(cur) = backing::lookup(pfd.as_fd(), &name) {
+                        let (a, b) = (
+                            backing::stat_fd(cur.as_fd())?,
+                            backing::stat_fd(src.as_fd())?,
+                        );
+                        if (a.dev, a.ino) == (b.dev, b.ino) {
+                            report.unchanged += 1;
+                            return Ok(());
+                        }
+                    }
+                    capture_with_parent(&mut captured, p)?;
+                    let tmp = std::ffi::OsString::from(format!(
+                        ".veilfs-commit-{}",
+                        &blake3::hash(format!("{}-{:?}", crate::journal::now_ns(), p).as_bytes())
+                            .to_hex()[..12]
+                    ));
+                    backing::link(src.as_fd(), pfd.as_fd(), &tmp)?;
+                    if let Err(e) = backing::rename(pfd.as_fd(), &tmp, pfd.as_fd(), &name, 0) {
+                        let _ = backing::unlink(pfd.as_fd(), &tmp);
+                        return Err(e).with_context(|| format!("link {}", p.display()));
+                    }
+                    report.changed += 1;
+                }
+                Op::DirTimes { meta } => {
+                    if p.as_os_str().is_empty() {
+                        return Ok(());
+                    }
+                    let fd = backing::open_path(root.as_fd(), p)?;
+                    let st = backing::stat_fd(fd.as_fd())?;
+                    if st.kind() == Kind::Dir && st.mtime != meta.mtime {
+                        capture_with_parent(&mut captured, p)?;
+                        backing::utimens_fd(
+                            fd.as_fd(),
+                            SetTime::At(meta.atime.0, meta.atime.1),
+                            SetTime::At(meta.mtime.0, meta.mtime.1),
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = w.append(Event::Change {
+                path: p.clone(),
+                op: format!("commit failed: {e:#}"),
+            });
+            let _ = w.append(Event::SessionEnd);
+            return Err(e.context(format!(
+                "commit stopped at {} (session {} holds every pre-image so far: `veilfs rollback --session {}` undoes it; running commit again resumes)",
+                p.display(),
+                w.id(),
+                w.id()
+            )));
+        }
+        if !matches!(step.op, Op::DirTimes { .. })
+            && let Ok(after) = State::read(root.as_fd(), p, None)
+            && captured.contains(p)
+        {
+            w.append(Event::PostImage {
+                path: p.clone(),
+                after,
+            })?;
+        }
+    }
+    // Drop what is now in the real folder from the upper layer.
+    clean_upper(plan, &applied)?;
+    w.append(Event::SessionEnd)?;
+    Ok(report)
+}
+
+/// Removes committed entries from the upper layer: in a directory merged with the real one at
+/// the same path, each committed entry; a replacing (opaque, redirected, new) directory only as
+/// a whole, once everything in and below it was committed (removing a part would change the
+/// merged view).
+fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result<()> {
+    let complete = |d: &Path| {
+        plan.units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.path.starts_with(d) && !u.path.as_os_str().is_empty())
+            .all(|(i, _)| applied[i])
+    };
+    let unit_of: HashMap<&Path, usize> = plan
+        .units
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| u.upper.as_deref().map(|p| (p, i)))
+        .collect();
+    fn walk(
+        plan: &CommitPlan,
+        applied: &[bool],
+        rel: &Path,
+        unit_of: &HashMap<&Path, usize>,
+        complete: &dyn Fn(&Path) -> bool,
+    ) -> anyhow::Result<()> {
+        let abs = plan.upper.join(rel);
+        let mut names: Vec<_> = std::fs::read_dir(&abs)?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        names.sort();
+        for n in names {
+            let p = rel.join(&n);
+            let a = plan.upper.join(&p);
+            let Some(&u) = unit_of.get(p.as_path()) else {
+                continue; // appeared after planning
+            };
+            if !applied[u] {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&a)?;
+            if m.is_dir() {
+                if plan.replacing.iter().any(|r| r == &p) {
+                    if complete(&p) {
+                        std::fs::remove_dir_all(&a)
+                            .with_context(|| format!("remove {}", a.display()))?;
+                    }
+                    continue;
+                }
+                walk(plan, applied, &p, unit_of, complete)?;
+                let _ = std::fs::remove_dir(&a); // only when empty
+            } else {
+                std::fs::remove_file(&a).with_context(|| format!("remove {}", a.display()))?;
+            }
+        }
+        Ok(())
+    }
+    walk(plan, applied, Path::new(""), &unit_of, &complete)
+}
+
+/// Throws away the agent's changes under `filters` (everything when empty) by removing them
+/// from the upper layer. A path inside a replaced (opaque or renamed) directory disappears from
+/// the merged view rather than showing the real one again. Returns the removed upper paths.
+pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    refuse_if_mounted(store_dir, "discard")?;
+    let upper = Layout::in_store(store_dir).upper;
+    let mut removed = Vec::new();
+    fn rm(p: &Path) -> std::io::Result<()> {
+        if std::fs::symlink_metadata(p)?.is_dir() {
+            std::fs::remove_dir_all(p)
+        } else {
+            std::fs::remove_file(p)
+        }
+    }
+    if filters.is_empty() || filters.iter().any(|f| f.as_os_str().is_empty()) {
+        let Ok(rd) = std::fs::read_dir(&upper) else {
+            return Ok(removed);
+        };
+        for e in rd {
+            let e = e?;
+            rm(&e.path()).with_context(|| format!("remove {}", e.path().display()))?;
+            removed.push(PathBuf::from(e.file_name()));
+        }
+        return Ok(removed);
+    }
+    for f in filters {
+        let a = upper.join(f);
+        if std::fs::symlink_metadata(&a).is_ok() {
+            rm(&a).with_context(|| format!("remove {}", a.display()))?;
+            removed.push(f.clone());
+        }
+    }
+    Ok(removed)
 }
