@@ -43,15 +43,53 @@ impl Layout {
     }
 }
 
-/// A mounted overlay; unmounted on drop.
+/// A mounted overlay; unmounted on drop. Holds the store's overlay lock (`overlay/lock`,
+/// `flock`) for its lifetime, so `commit`/`discard` can tell a running mount from the stale
+/// merged mount a SIGKILLed one leaves behind, and two mounts never share one upper layer.
 pub struct OverlayMount {
     layout: Layout,
+    _lock: std::fs::File,
+}
+
+/// Takes the store's overlay lock, or says who holds it.
+fn lock(store: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+    let base = store.join("overlay");
+    std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
+    let p = base.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&p)
+        .with_context(|| format!("open {}", p.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{what}: the overlay of {} is still mounted by a running `veilfs mount`: stop it first (veilfs unmount MOUNTPOINT)",
+            store.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("lock {}", p.display()))
+        }
+    }
+}
+
+/// Lazily detaches the merged mount a killed mount process left behind.
+fn detach_stale(layout: &Layout) {
+    if crate::mount::is_mount_point(&layout.merged) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&layout.merged)
+            .status();
+    }
 }
 
 impl OverlayMount {
     /// Mounts (or, after a crash, re-mounts) the overlay of `scope` kept in `store`.
     pub fn mount(store: &Path, scope: &Path) -> anyhow::Result<OverlayMount> {
         let layout = Layout::in_store(store);
+        let lock = lock(store, "mount")?;
         // The upper layer belongs to one scope: applying it to another would be nonsense.
         match recorded_scope(store) {
             Some(s) if s != scope && has_changes(store) => bail!(
@@ -72,12 +110,7 @@ impl OverlayMount {
             copy_root_attrs(scope, &layout.upper)?;
         }
         // A previous mount process killed with SIGKILL leaves its overlay mounted.
-        if crate::mount::is_mount_point(&layout.merged) {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&layout.merged)
-                .status();
-        }
+        detach_stale(&layout);
         let opts = format!(
             "lowerdir={},upperdir={},workdir={},index=off,xino=off,redirect_dir=on,metacopy=off",
             escape(scope),
@@ -96,7 +129,10 @@ impl OverlayMount {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(OverlayMount { layout })
+        Ok(OverlayMount {
+            layout,
+            _lock: lock,
+        })
     }
 
     pub fn merged(&self) -> &Path {
@@ -289,15 +325,20 @@ pub fn has_changes(store: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn refuse_if_mounted(store: &Path, what: &str) -> anyhow::Result<()> {
+/// Takes the overlay lock for a commit or discard (refusing while a mount runs) and detaches
+/// a stale merged mount left by a killed mount process. Hold the result while changing the
+/// upper layer: no mount can start meanwhile.
+pub fn exclusive(store: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+    let l = lock(store, what)?;
+    let layout = Layout::in_store(store);
+    detach_stale(&layout);
     if is_mounted(store) {
         bail!(
-            "{what}: the overlay of {} is still mounted ({} is a mount point): stop the `veilfs mount` first (veilfs unmount MOUNTPOINT)",
-            store.display(),
-            Layout::in_store(store).merged.display()
+            "{what}: {} is still a mount point and could not be detached",
+            layout.merged.display()
         );
     }
-    Ok(())
+    Ok(l)
 }
 
 fn under(p: &Path, filter: &Path) -> bool {
@@ -803,7 +844,7 @@ pub fn apply_commit(
     plan: &CommitPlan,
     force: bool,
 ) -> anyhow::Result<CommitReport> {
-    refuse_if_mounted(store_dir, "commit")?;
+    let _lock = exclusive(store_dir, "commit")?;
     let mut report = CommitReport {
         warnings: plan.warnings.clone(),
         ..CommitReport::default()
@@ -1035,7 +1076,7 @@ fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result<()> {
 /// from the upper layer. A path inside a replaced (opaque or renamed) directory disappears from
 /// the merged view rather than showing the real one again. Returns the removed upper paths.
 pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    refuse_if_mounted(store_dir, "discard")?;
+    let _lock = exclusive(store_dir, "discard")?;
     let upper = Layout::in_store(store_dir).upper;
     let mut removed = Vec::new();
     fn rm(p: &Path) -> std::io::Result<()> {

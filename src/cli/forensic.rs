@@ -672,12 +672,12 @@ pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
     let scope = overlay_scope(&store, &a.store, a.session.as_deref())?;
     let filters = filters(&scope, &a.paths);
     let mut out = std::io::stdout().lock();
-    if !a.dry_run && overlay::is_mounted(&a.store) {
-        anyhow::bail!(
-            "commit: the overlay of {} is still mounted: stop the `veilfs mount` first (veilfs unmount MOUNTPOINT)",
-            a.store.display()
-        );
-    }
+    // Refuse before planning (planning stores content) while a mount runs.
+    let lock = if a.dry_run {
+        None
+    } else {
+        Some(overlay::exclusive(&a.store, "commit")?)
+    };
     let plan = overlay::plan_commit(
         &a.store,
         if a.dry_run { None } else { Some(&store) },
@@ -727,6 +727,7 @@ pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let (c, r) = problems(&mut out)?;
+    drop(lock);
     let report = overlay::apply_commit(&a.store, &store, &plan, a.force)?;
     for w in &report.warnings[plan.warnings.len().min(report.warnings.len())..] {
         eprintln!("veilfs: warning: {w}");
