@@ -142,7 +142,14 @@ impl OverlayMount {
 
 impl Drop for OverlayMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.layout.merged).status();
+        let ok = Command::new("umount")
+            .arg(&self.layout.merged)
+            .status()
+            .is_ok_and(|st| st.success());
+        if !ok {
+            // Still busy (an fd the FUSE layer holds): detach; it goes when the last fd closes.
+            detach_stale(&self.layout);
+        }
     }
 }
 
@@ -577,6 +584,21 @@ impl Planner<'_> {
                 }
             }
             let child_lower = lower.as_ref().map(|l| l.join(name));
+            // Inside a renamed directory the agent's copy came from the lower path: check it too.
+            if !m.is_dir()
+                && self.units[u].conflict.is_none()
+                && let Some(cl) = child_lower.as_deref().filter(|cl| *cl != p)
+                && let Some(st) = self.real_stat(cl)
+                && ns(st.ctime) > since
+            {
+                self.units[u].conflict = Some(format!(
+                    "conflict {}: its origin {} changed in the real folder (ctime {}) after the agent's copy was taken ({})",
+                    p.display(),
+                    cl.display(),
+                    crate::journal::format_time(ns(st.ctime)),
+                    crate::journal::format_time(since)
+                ));
+            }
             if m.is_dir() {
                 let target = upper_state(self.upper_root.as_fd(), &p, None)?;
                 let meta = target.meta().cloned().unwrap_or_else(unreachable_meta);
