@@ -29,6 +29,8 @@ pub struct Layout {
     pub merged: PathBuf,
     /// The scope the overlay was created for (its path's bytes).
     pub scope_file: PathBuf,
+    /// overlayfs's inode index (`index=on`): lower hard links copied up as one inode.
+    pub index: PathBuf,
 }
 
 impl Layout {
@@ -39,6 +41,7 @@ impl Layout {
             work: base.join("work"),
             merged: base.join("merged"),
             scope_file: base.join("scope"),
+            index: base.join("work/index"),
         }
     }
 }
@@ -112,7 +115,7 @@ impl OverlayMount {
         // A previous mount process killed with SIGKILL leaves its overlay mounted.
         detach_stale(&layout);
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={},index=off,xino=off,redirect_dir=on,metacopy=off",
+            "lowerdir={},upperdir={},workdir={},index=on,xino=off,redirect_dir=on,metacopy=off",
             escape(scope),
             escape(&layout.upper),
             escape(&layout.work)
@@ -231,7 +234,13 @@ pub enum Source {
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Make the real path hold `target` (a directory's times are set by a later `DirTimes`).
-    Put { target: State, src: Source },
+    Put {
+        target: State,
+        src: Source,
+        /// Rewrite the real file in place: it is the origin of an indexed (hard-linked) copy-up,
+        /// so every real name of it must see the new bytes.
+        in_place: bool,
+    },
     /// Remove the real path (a non-directory or a directory emptied by earlier steps).
     Delete { was: State },
     /// Make the real path a hard link to `to` (committed earlier in the same commit).
@@ -272,13 +281,16 @@ pub struct CommitPlan {
     origins: Vec<(PathBuf, PathBuf)>,
     /// Upper directories whose content replaces the real directory's (opaque, redirected, new).
     replacing: Vec<PathBuf>,
+    /// overlayfs index entries (regular files) seen when planning, with the unit that writes
+    /// one through a real name only (see `index_orphans`).
+    index: Vec<(PathBuf, Option<usize>)>,
 }
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = self.path.display();
         match &self.op {
-            Op::Put { target, src } => {
+            Op::Put { target, src, .. } => {
                 let from = match src {
                     Source::Real(r) => format!("  (copied from {})", r.display()),
                     _ => String::new(),
@@ -327,9 +339,16 @@ pub fn recorded_scope(store: &Path) -> Option<PathBuf> {
 
 /// Does `store` hold an overlay with pending changes?
 pub fn has_changes(store: &Path) -> bool {
-    std::fs::read_dir(Layout::in_store(store).upper)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
+    let l = Layout::in_store(store);
+    let nonempty = |d: &Path, files_only: bool| {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| !files_only || e.file_type().is_ok_and(|t| t.is_file()))
+            })
+            .unwrap_or(false)
+    };
+    nonempty(&l.upper, false) || nonempty(&l.index, true)
 }
 
 /// Takes the overlay lock for a commit or discard (refusing while a mount runs) and detaches
@@ -408,9 +427,134 @@ struct Planner<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     origins: Vec<(PathBuf, PathBuf)>,
     replacing: Vec<PathBuf>,
+    /// Index entries (regular files) by the (dev, ino) of their upper inode.
+    index: HashMap<(u64, u64), IndexEntry>,
+}
+
+/// An entry of overlayfs's inode index (`work/index`, `index=on`): the upper inode a copied-up
+/// lower hard link shares among all its names. Named by the hex of the origin's file handle.
+#[derive(Clone, Debug)]
+struct IndexEntry {
+    abs: PathBuf,
+    /// The lower (real) inode number, decoded from the handle when its type is known
+    /// (FILEID_INO32_GEN and _PARENT: ext4, xfs, tmpfs...).
+    origin_ino: Option<u64>,
+}
+
+fn index_entries(layout: &Layout) -> HashMap<(u64, u64), IndexEntry> {
+    let mut out = HashMap::new();
+    let Ok(rd) = std::fs::read_dir(&layout.index) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if !m.is_file() {
+            continue;
+        }
+        let name = e.file_name();
+        let fh = crate::store::hex::decode(&name.to_string_lossy());
+        // struct ovl_fb: version, magic 0xfb, len, flags, type, uuid[16], fid[]
+        let origin_ino = fh.and_then(|b| {
+            (b.len() >= 25 && b[1] == 0xfb && matches!(b[4], 1 | 2))
+                .then(|| u32::from_le_bytes([b[21], b[22], b[23], b[24]]) as u64)
+        });
+        out.insert(
+            (m.dev(), m.ino()),
+            IndexEntry {
+                abs: e.path(),
+                origin_ino,
+            },
+        );
+    }
+    out
 }
 
 impl Planner<'_> {
+    /// Index entries whose content is reachable only through real (lower) names of the origin:
+    /// no upper name of the inode is committed in place. Writes the content in place at one
+    /// real name that no upper entry shadows.
+    fn index_orphans(
+        &mut self,
+        covered: &HashSet<(u64, u64)>,
+    ) -> anyhow::Result<HashMap<PathBuf, usize>> {
+        let mut units = HashMap::new();
+        let want: HashMap<u64, (u64, u64)> = self
+            .index
+            .iter()
+            .filter(|(k, _)| !covered.contains(k))
+            .filter_map(|(k, e)| e.origin_ino.map(|i| (i, *k)))
+            .collect();
+        if want.is_empty() {
+            return Ok(units);
+        }
+        let mut found: HashMap<u64, PathBuf> = HashMap::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(d) = stack.pop() {
+            for n in self.real_names(&d) {
+                let p = d.join(&n);
+                let Some(st) = self.real_stat(&p) else {
+                    continue;
+                };
+                if st.kind() == Kind::Dir {
+                    stack.push(p);
+                } else if st.kind() == Kind::File
+                    && want.contains_key(&st.ino)
+                    && !found.contains_key(&st.ino)
+                    && std::fs::symlink_metadata(self.upper.join(&p)).is_err()
+                    && !p
+                        .ancestors()
+                        .skip(1)
+                        .any(|a| self.replacing.iter().any(|r| r == a))
+                {
+                    found.insert(st.ino, p);
+                }
+            }
+        }
+        let mut found: Vec<_> = found.into_iter().collect();
+        found.sort();
+        for (ino, p) in found {
+            let e = self.index[&want[&ino]].clone();
+            let u = self.unit(&p, None);
+            units.insert(e.abs.clone(), u);
+            let since = born(&e.abs);
+            if let Some(st) = self.real_stat(&p)
+                && ns(st.ctime) > since
+            {
+                self.units[u].conflict = Some(format!(
+                    "conflict {}: the real file changed (ctime {}) after the agent's copy was taken ({})",
+                    p.display(),
+                    crate::journal::format_time(ns(st.ctime)),
+                    crate::journal::format_time(since)
+                ));
+            }
+            let f = std::fs::File::open(&e.abs)
+                .with_context(|| format!("read index {}", e.abs.display()))?;
+            let st = backing::stat_fd(f.as_fd())?;
+            let mut meta = crate::journal::meta_of(f.as_fd(), &st)?;
+            meta.xattrs.retain(|(n, _)| !n.starts_with(OVL_PREFIX));
+            let (hash, size) = match self.store {
+                Some(s) => s.put_file(&f)?,
+                None => {
+                    let mut h = blake3::Hasher::new();
+                    let n = std::io::copy(&mut &f, &mut h)?;
+                    (crate::store::ObjectId(*h.finalize().as_bytes()), n)
+                }
+            };
+            self.step(
+                &p,
+                Op::Put {
+                    target: State::File { hash, size, meta },
+                    src: Source::Upper(e.abs.clone()),
+                    in_place: true,
+                },
+                u,
+            );
+        }
+        Ok(units)
+    }
+
     fn unit(&mut self, path: &Path, upper: Option<PathBuf>) -> usize {
         self.units.push(Unit {
             path: path.to_path_buf(),
@@ -494,6 +638,7 @@ impl Planner<'_> {
                     Op::Put {
                         target: s.clone(),
                         src: Source::Real(src.to_path_buf()),
+                        in_place: false,
                     },
                     unit,
                 );
@@ -513,6 +658,7 @@ impl Planner<'_> {
                 Op::Put {
                     target: s.clone(),
                     src: Source::Real(src.to_path_buf()),
+                    in_place: false,
                 },
                 unit,
             ),
@@ -607,6 +753,7 @@ impl Planner<'_> {
                     Op::Put {
                         target,
                         src: Source::Upper(uabs.clone()),
+                        in_place: false,
                     },
                     u,
                 );
@@ -647,12 +794,19 @@ impl Planner<'_> {
                     self.links.insert(key, p.clone());
                 }
             }
+            // An indexed copy-up of a lower hard link: write the real inode in place when the
+            // real name still is that inode, so its other names see the bytes too.
+            let in_place = m.is_file()
+                && self.index.get(&(m.dev(), m.ino())).is_some_and(|e| {
+                    real.is_some_and(|r| r.kind() == Kind::File && Some(r.ino) == e.origin_ino)
+                });
             let target = upper_state(self.upper_root.as_fd(), &p, self.store)?;
             self.step(
                 &p,
                 Op::Put {
                     target,
                     src: Source::Upper(uabs),
+                    in_place,
                 },
                 u,
             );
@@ -772,9 +926,34 @@ pub fn plan_commit(
         links: HashMap::new(),
         origins: vec![],
         replacing: vec![],
+        index: index_entries(&layout),
     };
     let root_unit = p.unit(Path::new(""), None);
     p.dir(Path::new(""), Some(PathBuf::new()), root_unit)?;
+    let covered: HashSet<(u64, u64)> = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.op {
+            Op::Put {
+                src: Source::Upper(a),
+                in_place: true,
+                ..
+            } => std::fs::symlink_metadata(a)
+                .ok()
+                .map(|m| (m.dev(), m.ino())),
+            _ => None,
+        })
+        .collect();
+    let orphan_units = p.index_orphans(&covered)?;
+    for e in p.index.values() {
+        if e.origin_ino.is_none() {
+            p.warnings.push(format!(
+                "{}: an overlay hard-link index entry of unknown handle type; its lower names are not committed",
+                e.abs.display()
+            ));
+        }
+    }
+    let index = p.index.clone();
     let mut plan = CommitPlan {
         scope: scope.to_path_buf(),
         upper: layout.upper,
@@ -783,6 +962,13 @@ pub fn plan_commit(
         warnings: p.warnings,
         origins: p.origins,
         replacing: p.replacing,
+        index: index
+            .into_values()
+            .map(|e| {
+                let u = orphan_units.get(&e.abs).copied();
+                (e.abs, u)
+            })
+            .collect(),
     };
     if !filters.is_empty() {
         for u in plan.units.iter_mut() {
@@ -923,7 +1109,10 @@ pub fn apply_commit(
         let p = &step.path;
         let res: anyhow::Result<()> = (|| {
             match &step.op {
-                Op::Put { target, .. } => {
+                Op::Put {
+                    target, in_place, ..
+                } => {
+                    let in_place = *in_place;
                     let now = State::read(root.as_fd(), p, None)?;
                     if now.same_content(target) && meta_same(&now, target) {
                         report.unchanged += 1;
@@ -939,7 +1128,7 @@ pub fn apply_commit(
                         );
                     }
                     capture_with_parent(&mut captured, p)?;
-                    let warns = rollback::put_state(store, root.as_fd(), p, target)?;
+                    let warns = rollback::put_state_with(store, root.as_fd(), p, target, in_place)?;
                     report.warnings.extend(warns);
                     report.changed += 1;
                 }
@@ -1029,8 +1218,14 @@ pub fn apply_commit(
             })?;
         }
     }
-    // Drop what is now in the real folder from the upper layer.
+    // Drop what is now in the real folder from the upper layer, and index entries no upper
+    // name links any more (their bytes are in the real inode now).
     clean_upper(plan, &applied)?;
+    for (abs, unit) in &plan.index {
+        if unit.is_none_or(|u| applied[u]) {
+            remove_orphan_index(abs)?;
+        }
+    }
     w.append(Event::SessionEnd)?;
     Ok(report)
 }
@@ -1094,12 +1289,24 @@ fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result<()> {
     walk(plan, applied, Path::new(""), &unit_of, &complete)
 }
 
+/// Removes an index entry no upper name links any more (nlink 1: only the index itself).
+fn remove_orphan_index(abs: &Path) -> anyhow::Result<()> {
+    if let Ok(m) = std::fs::symlink_metadata(abs)
+        && m.is_file()
+        && m.nlink() == 1
+    {
+        std::fs::remove_file(abs).with_context(|| format!("remove {}", abs.display()))?;
+    }
+    Ok(())
+}
+
 /// Throws away the agent's changes under `filters` (everything when empty) by removing them
 /// from the upper layer. A path inside a replaced (opaque or renamed) directory disappears from
 /// the merged view rather than showing the real one again. Returns the removed upper paths.
 pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let _lock = exclusive(store_dir, "discard")?;
-    let upper = Layout::in_store(store_dir).upper;
+    let layout = Layout::in_store(store_dir);
+    let upper = layout.upper.clone();
     let mut removed = Vec::new();
     fn rm(p: &Path) -> std::io::Result<()> {
         if std::fs::symlink_metadata(p)?.is_dir() {
@@ -1117,13 +1324,32 @@ pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> anyhow::Result<Vec<Path
             rm(&e.path()).with_context(|| format!("remove {}", e.path().display()))?;
             removed.push(PathBuf::from(e.file_name()));
         }
+        // The hard-link index holds edits visible through lower names: gone with the rest.
+        if let Ok(rd) = std::fs::read_dir(&layout.index) {
+            for e in rd.flatten() {
+                rm(&e.path()).with_context(|| format!("remove {}", e.path().display()))?;
+            }
+        }
         return Ok(removed);
     }
+    let links_before: HashMap<PathBuf, u64> = std::fs::read_dir(&layout.index)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| Some((e.path(), e.metadata().ok()?.nlink())))
+                .collect()
+        })
+        .unwrap_or_default();
     for f in filters {
         let a = upper.join(f);
         if std::fs::symlink_metadata(&a).is_ok() {
             rm(&a).with_context(|| format!("remove {}", a.display()))?;
             removed.push(f.clone());
+        }
+    }
+    // A discarded name of a hard-linked copy-up discards the edit for every name.
+    for (abs, before) in links_before {
+        if before > 1 {
+            remove_orphan_index(&abs)?;
         }
     }
     Ok(removed)

@@ -696,6 +696,18 @@ pub fn put_state(
     path: &Path,
     target: &State,
 ) -> Result<Vec<String>, RollbackError> {
+    put_state_with(store, root, path, target, false)
+}
+
+/// [`put_state`], choosing whether a file with other hard links is rewritten in place (every
+/// name sees the new bytes) or replaced by a new inode.
+pub fn put_state_with(
+    store: &Store,
+    root: BorrowedFd<'_>,
+    path: &Path,
+    target: &State,
+    in_place_links: bool,
+) -> Result<Vec<String>, RollbackError> {
     let known = BTreeMap::new();
     let mut report = Report::default();
     let mut a = Applier {
@@ -705,7 +717,7 @@ pub fn put_state(
         captured: BTreeSet::new(),
         times: BTreeMap::new(),
         known_dirs: &known,
-        in_place_links: false,
+        in_place_links,
     };
     a.restore(path, target)?;
     Ok(report.warnings)

@@ -203,6 +203,12 @@ fn agent_session(mp: &Path) {
     symlink("main.rs", mp.join("src/link")).unwrap();
     fs::hard_link(mp.join("new.txt"), mp.join("newdir/new-link.txt")).unwrap();
     fs::hard_link(mp.join("docs/a.md"), mp.join("docs/a-link.md")).unwrap();
+    // A lower hard link edited through one name: every name shows it (overlayfs index=on).
+    fs::write(mp.join("shared"), "shared, edited\n").unwrap();
+    assert_eq!(
+        fs::read_to_string(mp.join("shared-link")).unwrap(),
+        "shared, edited\n"
+    );
     set_xattr(&mp.join("docs/a.md"), "user.tag", b"lower-file");
     set_xattr(&mp.join("newdir/inner.txt"), "user.tag", b"new-file");
     set_xattr(&mp.join("newdir"), "user.tag", b"new-dir");
@@ -276,6 +282,15 @@ fn commit_applies_exactly_what_the_mount_showed_and_rollback_undoes_it() {
         fs::metadata(e.real("new.txt")).unwrap().ino(),
         fs::metadata(e.real("newdir/new-link.txt")).unwrap().ino(),
         "hard link committed as a copy"
+    );
+    assert_eq!(
+        fs::metadata(e.real("shared")).unwrap().ino(),
+        fs::metadata(e.real("shared-link")).unwrap().ino(),
+        "a real hard link was split"
+    );
+    assert_eq!(
+        fs::read_to_string(e.real("shared-link")).unwrap(),
+        "shared, edited\n"
     );
     assert_eq!(
         fs::read_dir(e.upper()).unwrap().count(),

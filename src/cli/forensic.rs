@@ -260,7 +260,7 @@ fn overlay_diff(store: &Store, a: &DiffArgs) -> anyhow::Result<ExitCode> {
         let path = &step.path;
         let real = || read_current(root.as_fd(), path);
         match &step.op {
-            overlay::Op::Put { target, src } => {
+            overlay::Op::Put { target, src, .. } => {
                 let now = State::read(root.as_fd(), path, None)?;
                 if matches!((&now, target), (State::Dir { .. }, State::Dir { .. })) {
                     if now.meta().map(|m| m.mode) != target.meta().map(|m| m.mode) {
