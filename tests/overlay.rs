@@ -297,6 +297,7 @@ fn commit_applies_exactly_what_the_mount_showed_and_rollback_undoes_it() {
         0,
         "committed entries left in the upper layer"
     );
+    assert_eq!(index_files(&e), 0, "stale index entries after commit");
     // A new mount shows the committed tree.
     let m = e.mount();
     assert_eq!(listing(&m.mp), view_list);
@@ -530,4 +531,84 @@ done"#,
     let (ok, out, err) = veilfs(&["commit", "--store", &e.store()]);
     assert!(ok, "{out}{err}");
     assert_eq!(listing(e.scope.path()), view);
+}
+
+fn index_files(e: &Env) -> usize {
+    fs::read_dir(e.store.path().join("s/overlay/work/index"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|x| x.file_type().is_ok_and(|t| t.is_file()))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_edit_of_a_hard_link_reachable_only_through_its_other_name_is_committed() {
+    let e = env();
+    let before = tree_hash(e.scope.path());
+    let m = e.mount();
+    fs::write(m.path("shared"), "edited\n").unwrap();
+    fs::remove_file(m.path("shared")).unwrap();
+    assert_eq!(
+        fs::read_to_string(m.path("shared-link")).unwrap(),
+        "edited\n"
+    );
+    drop(m);
+    assert_eq!(tree_hash(e.scope.path()), before);
+    let (ok, out, err) = veilfs(&["diff", "--store", &e.store()]);
+    assert!(
+        ok && out.contains("+edited") && out.contains("deleted shared"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = veilfs(&["commit", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    assert!(!e.real("shared").exists());
+    assert_eq!(
+        fs::read_to_string(e.real("shared-link")).unwrap(),
+        "edited\n"
+    );
+    assert_eq!(index_files(&e), 0, "stale index entries after commit");
+    let m = e.mount();
+    assert_eq!(
+        fs::read_to_string(m.path("shared-link")).unwrap(),
+        "edited\n"
+    );
+    drop(m);
+    let session = out
+        .split("session ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let (ok, out, err) = veilfs(&[
+        "rollback",
+        "--store",
+        &e.store(),
+        "--session",
+        session.trim(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(tree_hash(e.scope.path()), before, "{out}{err}");
+}
+
+#[test]
+fn discarding_an_edited_hard_link_restores_every_name() {
+    let e = env();
+    let m = e.mount();
+    fs::write(m.path("shared"), "edited\n").unwrap();
+    fs::write(m.path("docs/b.md"), "kept\n").unwrap();
+    drop(m);
+    let (ok, out, err) = veilfs(&["discard", "--store", &e.store(), "shared"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(index_files(&e), 0);
+    let m = e.mount();
+    assert_eq!(fs::read_to_string(m.path("shared")).unwrap(), "shared\n");
+    assert_eq!(
+        fs::read_to_string(m.path("shared-link")).unwrap(),
+        "shared\n"
+    );
+    assert_eq!(fs::read_to_string(m.path("docs/b.md")).unwrap(), "kept\n");
+    drop(m);
 }
