@@ -109,7 +109,10 @@ impl OverlayMount {
         }
         write_atomic(&layout.scope_file, scope.as_os_str().as_bytes())?;
         if fresh || !has_changes(store) {
-            // The merged root shows the upper root's attributes: make them the scope's.
+            // Nothing pending: start clean, so a scope that was replaced (a new root inode)
+            // does not fail overlayfs's index=on origin check. The merged root shows the upper
+            // root's attributes: make them the scope's.
+            reset_layers(&layout)?;
             copy_root_attrs(scope, &layout.upper)?;
         }
         // A previous mount process killed with SIGKILL leaves its overlay mounted.
@@ -127,7 +130,7 @@ impl OverlayMount {
             .context("run mount -t overlay")?;
         if !out.status.success() {
             bail!(
-                "cannot mount the overlay at {}: {}",
+                "cannot mount the overlay at {}: {} (see dmesg; if the scope was replaced since these changes were made, commit or discard them first)",
                 layout.merged.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             );
@@ -161,6 +164,30 @@ fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Forgets overlayfs's bookkeeping of an overlay with no pending changes: the work dir (with
+/// the hard-link index) and the overlay xattrs of the upper root (the lower root's origin).
+fn reset_layers(layout: &Layout) -> anyhow::Result<()> {
+    if let Ok(rd) = std::fs::read_dir(&layout.work) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.with_context(|| format!("remove {}", p.display()))?;
+        }
+    }
+    let fd = backing::open_root(&layout.upper)?;
+    for (name, _) in backing::all_xattrs(fd.as_fd())? {
+        if name.as_bytes().starts_with(OVL_PREFIX.as_bytes()) {
+            backing::removexattr(fd.as_fd(), &name)
+                .with_context(|| format!("{}: remove xattr {name:?}", layout.upper.display()))?;
+        }
+    }
     Ok(())
 }
 

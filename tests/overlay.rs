@@ -612,3 +612,34 @@ fn discarding_an_edited_hard_link_restores_every_name() {
     assert_eq!(fs::read_to_string(m.path("docs/b.md")).unwrap(), "kept\n");
     drop(m);
 }
+
+#[test]
+fn a_store_mounts_again_after_its_scope_was_replaced_once_nothing_is_pending() {
+    let e = env();
+    let m = e.mount();
+    fs::write(m.path("docs/b.md"), "agent\n").unwrap();
+    drop(m);
+    // Another scope cannot take over pending changes.
+    let other = tempfile::tempdir().unwrap();
+    let err = Mount::try_start(
+        other.path(),
+        &[
+            "--profile",
+            e.profile.to_str().unwrap(),
+            "--store",
+            &e.store(),
+        ],
+    )
+    .err()
+    .expect("mounted another scope over pending changes");
+    assert!(err.contains("commit or discard"), "{err}");
+    let (ok, out, err) = veilfs(&["discard", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    // The scope is replaced by a new directory at the same path.
+    fs::remove_dir_all(e.scope.path()).unwrap();
+    fs::create_dir(e.scope.path()).unwrap();
+    fs::write(e.real("fresh.txt"), "fresh\n").unwrap();
+    let m = e.mount();
+    assert_eq!(fs::read_to_string(m.path("fresh.txt")).unwrap(), "fresh\n");
+    assert!(!m.path("docs").exists());
+}
