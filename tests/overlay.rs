@@ -50,6 +50,10 @@ fn seed(s: &Path) {
     fs::write(s.join("build/obj/o.o"), [0u8, 1, 2, 3]).unwrap();
     fs::write(s.join("build/log"), "log\n").unwrap();
     fs::write(s.join("shared"), "shared\n").unwrap();
+    fs::create_dir_all(s.join("kind/dir2file/sub")).unwrap();
+    fs::write(s.join("kind/dir2file/sub/f"), "f\n").unwrap();
+    fs::write(s.join("kind/file2dir"), "was a file\n").unwrap();
+    symlink("../docs", s.join("kind/link2file")).unwrap();
     fs::hard_link(s.join("shared"), s.join("shared-link")).unwrap();
     fs::set_permissions(s.join("docs/b.md"), fs::Permissions::from_mode(0o640)).unwrap();
 }
@@ -214,6 +218,14 @@ fn agent_session(mp: &Path) {
     set_xattr(&mp.join("newdir"), "user.tag", b"new-dir");
     fs::write(mp.join("tmp-save"), "saved atomically\n").unwrap();
     fs::rename(mp.join("tmp-save"), mp.join("docs/a-link.md")).unwrap();
+    // Kinds change: a tree becomes a file, a file a directory, a symlink a file.
+    fs::remove_dir_all(mp.join("kind/dir2file")).unwrap();
+    fs::write(mp.join("kind/dir2file"), "now a file\n").unwrap();
+    fs::remove_file(mp.join("kind/file2dir")).unwrap();
+    fs::create_dir(mp.join("kind/file2dir")).unwrap();
+    fs::write(mp.join("kind/file2dir/inside"), "inside\n").unwrap();
+    fs::remove_file(mp.join("kind/link2file")).unwrap();
+    fs::write(mp.join("kind/link2file"), "no longer a link\n").unwrap();
     fs::File::options()
         .write(true)
         .open(mp.join("docs/a.md"))
