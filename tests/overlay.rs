@@ -655,3 +655,34 @@ fn a_store_mounts_again_after_its_scope_was_replaced_once_nothing_is_pending() {
     assert_eq!(fs::read_to_string(m.path("fresh.txt")).unwrap(), "fresh\n");
     assert!(!m.path("docs").exists());
 }
+
+#[test]
+fn nested_and_repeated_directory_renames_commit_as_shown() {
+    let e = env();
+    let before = tree_hash(e.scope.path());
+    let m = e.mount();
+    // A subdirectory moved out, then its parent renamed twice, then a new directory at the
+    // old name; a directory renamed within its parent (relative redirect) and edited.
+    fs::rename(m.path("src/nested/deep"), m.path("deep-out")).unwrap();
+    fs::rename(m.path("src/nested"), m.path("docs/n1")).unwrap();
+    fs::rename(m.path("docs/n1"), m.path("n2")).unwrap();
+    fs::create_dir(m.path("src/nested")).unwrap();
+    fs::write(m.path("src/nested/fresh.rs"), "// fresh\n").unwrap();
+    fs::rename(m.path("build"), m.path("build2")).unwrap();
+    fs::write(m.path("build2/obj/extra.o"), [1u8; 3]).unwrap();
+    fs::remove_file(m.path("build2/log")).unwrap();
+    let view_hash = tree_hash(&m.mp);
+    let view = listing(&m.mp);
+    drop(m);
+    assert_eq!(tree_hash(e.scope.path()), before);
+    let (ok, out, err) = veilfs(&["commit", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(listing(e.scope.path()), view);
+    assert_eq!(tree_hash(e.scope.path()), view_hash);
+    let m = e.mount();
+    assert_eq!(listing(&m.mp), view);
+    drop(m);
+    let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(tree_hash(e.scope.path()), before, "{out}{err}");
+}
