@@ -8,7 +8,6 @@
 //! easy to get subtly wrong by hand.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -861,51 +860,82 @@ impl Planner<'_> {
         lower: Option<&Path>,
         unit: usize,
     ) -> anyhow::Result<()> {
-        let data = std::fs::read(abs).with_context(|| format!("read {}", abs.display()))?;
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(abs).with_context(|| format!("read {}", abs.display()))?;
+        let at = |off: u64, len: usize| -> std::io::Result<Vec<u8>> {
+            let mut v = vec![0u8; len];
+            let mut n = 0;
+            while n < len {
+                let r = f.read_at(&mut v[n..], off + n as u64)?;
+                if r == 0 {
+                    break;
+                }
+                n += r;
+            }
+            v.truncate(n);
+            Ok(v)
+        };
+        // Stream the file in chunks (overlapping by the marker's length) for mask markers.
+        const CHUNK: usize = 1 << 20;
+        let mut starts = Vec::new();
+        let mut off = 0u64;
+        loop {
+            let buf = at(off, CHUNK + MASK.len() - 1)?;
+            let mut i = 0;
+            while let Some(k) = find(&buf[i..], MASK) {
+                if i + k < CHUNK || buf.len() < CHUNK {
+                    starts.push(off + (i + k) as u64);
+                }
+                i += k + 1;
+            }
+            if buf.len() < CHUNK + MASK.len() - 1 {
+                break;
+            }
+            off += CHUNK as u64;
+        }
+        starts.dedup();
+        if starts.is_empty() {
+            return Ok(());
+        }
+        // Each mask: the label up to `>`, then its `*` padding.
         let mut hits = Vec::new();
-        let mut i = 0;
-        while let Some(off) = find(&data[i..], MASK) {
-            let start = i + off;
-            let mut end = start + MASK.len();
-            if let Some(gt) = data[end..data.len().min(end + 128)]
-                .iter()
-                .position(|b| *b == b'>')
-            {
-                end += gt + 1;
-                while end < data.len() && data[end] == b'*' {
-                    end += 1;
+        for s in starts {
+            let head = at(s, MASK.len() + 128)?;
+            let mut e = s + MASK.len() as u64;
+            if let Some(gt) = head[MASK.len()..].iter().position(|b| *b == b'>') {
+                e = s + (MASK.len() + gt + 1) as u64;
+                loop {
+                    let more = at(e, 4096)?;
+                    let stars = more.iter().take_while(|b| **b == b'*').count();
+                    e += stars as u64;
+                    if stars < more.len() || more.is_empty() {
+                        break;
+                    }
                 }
             }
-            hits.push((start, end));
-            i = start + MASK.len();
-        }
-        if hits.is_empty() {
-            return Ok(());
+            hits.push((s, e, at(s, (e - s) as usize)?));
         }
         let real_rel = lower.filter(|l| self.real_stat(l).is_some()).unwrap_or(rel);
         let real = match backing::open_path(self.root.as_fd(), real_rel) {
-            Ok(fd) => {
-                let mut f = backing::reopen(fd.as_fd(), libc::O_RDONLY)
-                    .with_context(|| format!("read real {}", real_rel.display()))?;
-                let mut v = Vec::new();
-                f.read_to_end(&mut v)?;
-                v
-            }
+            Ok(fd) => backing::reopen(fd.as_fd(), libc::O_RDONLY)
+                .with_context(|| format!("read real {}", real_rel.display()))?,
             Err(_) => {
                 self.warnings.push(format!(
                     "{}: new file contains a redaction mask `{}` (copied from a masked view?); committed as is",
                     rel.display(),
-                    String::from_utf8_lossy(&data[hits[0].0..hits[0].1])
+                    String::from_utf8_lossy(&hits[0].2)
                 ));
                 return Ok(());
             }
         };
-        for (s, e) in hits {
-            if real.get(s..e) != Some(&data[s..e]) {
+        for (s, e, bytes) in hits {
+            let mut theirs = vec![0u8; bytes.len()];
+            let same = real.read_exact_at(&mut theirs, s).is_ok() && theirs == bytes;
+            if !same {
                 self.units[unit].refused = Some(format!(
                     "refused {}: bytes {s}..{e} hold the redaction mask `{}` where the real file has other bytes; committing would overwrite the real content with the mask (edit the file in the overlay, or `veilfs discard` it)",
                     rel.display(),
-                    String::from_utf8_lossy(&data[s..e])
+                    String::from_utf8_lossy(&bytes)
                 ));
                 return Ok(());
             }

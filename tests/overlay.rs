@@ -428,12 +428,23 @@ fn a_redaction_mask_is_never_committed_over_real_bytes() {
         "user: me\nkey: <redacted:aws>*****\nmore\n",
     )
     .unwrap();
+    // A mask straddling the scanner's 1 MiB chunk boundary in a large file.
+    let mut big = vec![b'a'; 2 << 20];
+    big[(1 << 20) - 5..(1 << 20) + 15].copy_from_slice(b"SECRETSECRETSECRET!!");
+    fs::write(e.real("big.txt"), &big).unwrap();
+    big[(1 << 20) - 5..(1 << 20) + 15].copy_from_slice(b"<redacted:aws>******");
+    fs::write(e.upper().join("big.txt"), &big).unwrap();
     let (ok, out, err) = veilfs(&["commit", "--store", &e.store(), "--force"]);
     assert!(!ok, "{out}{err}");
     assert!(
         out.contains("refused config.yaml") && out.contains("<redacted:aws>"),
         "{out}"
     );
+    assert!(
+        out.contains("refused big.txt: bytes 1048571..1048591"),
+        "{out}"
+    );
+    assert_eq!(fs::read(e.real("big.txt")).unwrap()[(1 << 20) - 5], b'S');
     assert_eq!(
         fs::read_to_string(e.real("config.yaml")).unwrap(),
         "user: me\nkey: AKIAABCDEFGHIJKLMNOP\n"
