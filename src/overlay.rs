@@ -6,6 +6,22 @@
 //! merged tree. The kernel gives us copy-up (reflink where the filesystem supports it), whiteouts,
 //! opaque directories, renames, hard links, xattrs and a stable merged readdir, all of which are
 //! easy to get subtly wrong by hand.
+//!
+//! Options: `redirect_dir=on` (directory renames), `index=on` (a copied-up lower hard link stays
+//! one inode for all its names, as veilfs's inode table, keyed by (st_dev, st_ino), shows it),
+//! `metacopy=off` (every copied-up file holds all its bytes), `xino=off`.
+//!
+//! Layout in the store: `overlay/upper`, `overlay/work` (with overlayfs's `index`),
+//! `overlay/merged`, `overlay/scope` (the scope the upper layer belongs to: another scope is
+//! refused while changes are pending) and `overlay/lock` (flock'd by the mount process for its
+//! lifetime: `commit` and `discard` refuse while it is held, and detach the stale merged mount a
+//! SIGKILLed mount leaves behind). When nothing is pending, a mount starts from clean layers.
+//!
+//! `commit` ([`plan_commit`], [`apply_commit`]) applies the upper layer to the real folder with
+//! every pre-image journalled first (a session of mode "commit", undone by `veilfs rollback`),
+//! skips conflicts unless forced, never writes a redaction mask over other real bytes, and then
+//! removes what it committed from the upper layer. `discard` ([`discard`]) removes changes from
+//! the upper layer. Both need the mount stopped.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
