@@ -697,3 +697,21 @@ fn nested_and_repeated_directory_renames_commit_as_shown() {
     assert!(ok, "{out}{err}");
     assert_eq!(tree_hash(e.scope.path()), before, "{out}{err}");
 }
+
+#[test]
+fn commit_and_discard_of_an_unchanged_overlay_do_nothing() {
+    let e = env();
+    let before = tree_hash(e.scope.path());
+    let m = e.mount();
+    let _ = fs::read_to_string(m.path("docs/a.md")).unwrap();
+    drop(m);
+    let (ok, out, err) = veilfs(&["commit", "--store", &e.store()]);
+    assert!(ok && out.contains("nothing to commit"), "{out}{err}");
+    let (ok, out, err) = veilfs(&["discard", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(tree_hash(e.scope.path()), before);
+    // A store without an overlay is refused with a clear message.
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, _, err) = veilfs(&["commit", "--store", empty.path().to_str().unwrap()]);
+    assert!(!ok, "{err}");
+}

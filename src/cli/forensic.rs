@@ -687,6 +687,10 @@ pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
     for w in &plan.warnings {
         eprintln!("veilfs: warning: {w}");
     }
+    if plan.steps.is_empty() && !overlay::has_changes(&a.store) {
+        writeln!(out, "nothing to commit: the overlay has no changes")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let problems = |out: &mut dyn Write| -> anyhow::Result<(usize, usize)> {
         let (mut c, mut r) = (0, 0);
         for u in plan.units.iter().filter(|u| u.selected) {
