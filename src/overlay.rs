@@ -1254,7 +1254,9 @@ pub fn apply_commit(
                     if p.as_os_str().is_empty() {
                         return Ok(());
                     }
-                    let fd = backing::open_path(root.as_fd(), p)?;
+                    let Ok(fd) = backing::open_path(root.as_fd(), p) else {
+                        return Ok(()); // not created (a skipped unit below it)
+                    };
                     let st = backing::stat_fd(fd.as_fd())?;
                     if st.kind() == Kind::Dir && st.mtime != meta.mtime {
                         capture_with_parent(&mut captured, p)?;
@@ -1275,7 +1277,7 @@ pub fn apply_commit(
             });
             let _ = w.append(Event::SessionEnd);
             return Err(e.context(format!(
-                "commit stopped at {} (session {} holds every pre-image so far: `veilfs rollback --session {}` undoes it; running commit again resumes)",
+                "commit stopped at {}: nothing was removed from the overlay, and session {} holds the pre-image of every change made so far; undo the partial commit with `veilfs rollback --session {}`, fix the cause, then commit again (the paths the rollback restored then show as conflicts: review them with --dry-run, then use --force)",
                 p.display(),
                 w.id(),
                 w.id()
