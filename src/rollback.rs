@@ -604,6 +604,7 @@ pub fn apply(
         captured: BTreeSet::new(),
         times: BTreeMap::new(),
         known_dirs: &plan.dir_times,
+        in_place_links: true,
     };
     let mut writers: Vec<SessionWriter> = Vec::new();
     for sid in &plan.sessions {
@@ -684,6 +685,44 @@ pub fn apply(
     Ok(report)
 }
 
+/// Puts `path` beneath `root` into `target` exactly (content from the store, mode, owner,
+/// xattrs, and times except for directories), replacing what is there: a non-directory, or an
+/// empty directory. A file with other hard links is replaced by a new inode, not rewritten in
+/// place. Captures nothing: the caller journals the pre-image first. Used by `overlay` commit;
+/// returns warnings (an owner or xattr that could not be set).
+pub fn put_state(
+    store: &Store,
+    root: BorrowedFd<'_>,
+    path: &Path,
+    target: &State,
+) -> Result<Vec<String>, RollbackError> {
+    put_state_with(store, root, path, target, false)
+}
+
+/// [`put_state`], choosing whether a file with other hard links is rewritten in place (every
+/// name sees the new bytes) or replaced by a new inode.
+pub fn put_state_with(
+    store: &Store,
+    root: BorrowedFd<'_>,
+    path: &Path,
+    target: &State,
+    in_place_links: bool,
+) -> Result<Vec<String>, RollbackError> {
+    let known = BTreeMap::new();
+    let mut report = Report::default();
+    let mut a = Applier {
+        store,
+        root: backing::dup(root).map_err(io_at(path))?,
+        report: &mut report,
+        captured: BTreeSet::new(),
+        times: BTreeMap::new(),
+        known_dirs: &known,
+        in_place_links,
+    };
+    a.restore(path, target)?;
+    Ok(report.warnings)
+}
+
 fn step_path(s: &Step) -> &Path {
     match &s.action {
         Action::Restore { path, .. } => path,
@@ -711,6 +750,10 @@ struct Applier<'a> {
     /// directories whose entries we change without a capture keep their time from first touch.
     times: BTreeMap<PathBuf, Meta>,
     known_dirs: &'a BTreeMap<PathBuf, Meta>,
+    /// Rewrite a file with other hard links in place (rollback: every name sees the restored
+    /// bytes) or replace it by a new inode (overlay commit: the other names keep theirs, as the
+    /// overlay showed them).
+    in_place_links: bool,
 }
 
 fn rekey(times: &mut BTreeMap<PathBuf, Meta>, from: &Path, to: &Path) -> Vec<(PathBuf, Meta)> {
@@ -991,6 +1034,7 @@ impl Applier<'_> {
                 if let Some((fd, st)) = &cur
                     && st.kind() == Kind::File
                     && st.nlink > 1
+                    && self.in_place_links
                 {
                     let done = filled.and_then(|_| {
                         let tfd = backing::lookup(pfd, &tmp).map_err(io_at(path))?;

@@ -216,8 +216,18 @@ fn a_file_that_cannot_be_snapshotted_is_diverted_to_the_overlay() {
     // A remount (after the process is gone) serves the diverted copy again.
     let m = Mount::start(e.scope.path(), &args);
     assert_eq!(fs::read(m.path("big.bin")).unwrap(), &want[..10]);
+    // The store is busy while the mount runs.
+    let (ok, _, _) = veilfs(&["commit", "--store", &e.store()]);
+    assert!(!ok, "commit while mounted");
     drop(m);
     assert_eq!(fs::read(&big).unwrap(), vec![7u8; 4096]);
+
+    // diff shows the diverted change; commit applies it (pre-image stored first).
+    let (ok, out, err) = veilfs(&["diff", "--store", &e.store()]);
+    assert!(ok && out.contains("big.bin"), "{out}{err}");
+    let (ok, out, err) = veilfs(&["commit", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(fs::read(&big).unwrap(), &want[..10]);
 }
 
 /// Runs a write-heavy workload in a child shell against the mount, kills the mount process

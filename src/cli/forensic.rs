@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use veilfs::journal::{Event, Record, SessionLog, State, format_time, parse_time};
+use veilfs::overlay;
 use veilfs::rollback::{self, Action};
 use veilfs::store::Store;
 
@@ -185,6 +186,19 @@ fn describe_record(r: &Record) -> String {
 
 pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
+    let overlay_session = match &a.session {
+        Some(id) => {
+            store
+                .load_session(id)?
+                .start()
+                .map(|(_, _, m)| m == "overlay")
+                == Some(true)
+        }
+        None => false,
+    };
+    if overlay_session || (a.session.is_none() && overlay::has_changes(&a.store)) {
+        return overlay_diff(&store, &a);
+    }
     let id = match a.session {
         Some(s) => s,
         None => rollback::select_sessions(&store, None, None)?.remove(0),
@@ -231,6 +245,64 @@ pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What committing the overlay would change in the real folder.
+fn overlay_diff(store: &Store, a: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let scope = overlay_scope(store, &a.store, a.session.as_deref())?;
+    let filters = filters(&scope, &a.paths);
+    let plan = overlay::plan_commit(&a.store, None, &scope, &filters)?;
+    let root =
+        veilfs::backing::open_root(&scope).with_context(|| format!("scope {}", scope.display()))?;
+    let mut out = std::io::stdout().lock();
+    for w in &plan.warnings {
+        eprintln!("veilfs: warning: {w}");
+    }
+    for step in plan.steps.iter().filter(|s| plan.units[s.unit].selected) {
+        let path = &step.path;
+        let real = || read_current(root.as_fd(), path);
+        match &step.op {
+            overlay::Op::Put { target, src, .. } => {
+                let now = State::read(root.as_fd(), path, None)?;
+                if matches!((&now, target), (State::Dir { .. }, State::Dir { .. })) {
+                    if now.meta().map(|m| m.mode) != target.meta().map(|m| m.mode) {
+                        writeln!(
+                            out,
+                            "changed {}: {} -> {}",
+                            path.display(),
+                            now.describe(),
+                            target.describe()
+                        )?;
+                    }
+                    continue;
+                }
+                let new = |_: &veilfs::store::ObjectId| match src {
+                    overlay::Source::Upper(p) => std::fs::read(p).ok(),
+                    overlay::Source::Real(r) => read_current(root.as_fd(), r),
+                    overlay::Source::None => None,
+                };
+                diff_states(&mut out, path, &now, target, &|_| real(), &new)?;
+            }
+            overlay::Op::Delete { was } => {
+                writeln!(out, "deleted {} (was {})", path.display(), was.describe())?;
+            }
+            overlay::Op::Link { to, .. } => {
+                writeln!(
+                    out,
+                    "linked {} (hard link to {})",
+                    path.display(),
+                    to.display()
+                )?;
+            }
+            overlay::Op::DirTimes { .. } => {}
+        }
+    }
+    for u in plan.units.iter().filter(|u| u.selected) {
+        if let Some(m) = u.refused.as_ref().or(u.conflict.as_ref()) {
+            writeln!(out, "{m}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn diff_one(
     store: &Store,
     root: BorrowedFd<'_>,
@@ -238,6 +310,20 @@ fn diff_one(
     path: &Path,
     b: &State,
     now: &State,
+) -> anyhow::Result<()> {
+    let old = |h: &veilfs::store::ObjectId| store.read_bytes(h).ok();
+    let new = |_: &veilfs::store::ObjectId| read_current(root, path);
+    diff_states(out, path, b, now, &old, &new)
+}
+
+/// Prints how `path` went from `b` to `now`; `old`/`new` fetch the bytes of a file state.
+fn diff_states(
+    out: &mut dyn Write,
+    path: &Path,
+    b: &State,
+    now: &State,
+    old: &dyn Fn(&veilfs::store::ObjectId) -> Option<Vec<u8>>,
+    new: &dyn Fn(&veilfs::store::ObjectId) -> Option<Vec<u8>>,
 ) -> anyhow::Result<()> {
     let p = path.display();
     match (b, now) {
@@ -267,8 +353,8 @@ fn diff_one(
             if h1 == h2 {
                 return Ok(());
             }
-            let old = store.read_bytes(h1)?;
-            let new = read_current(root, path);
+            let old = old(h1).unwrap_or_default();
+            let new = new(h2);
             match (text(&old), new.as_deref().and_then(text)) {
                 (Some(a), Some(bb)) => {
                     writeln!(out, "--- a/{p}\n+++ b/{p}")?;
@@ -535,11 +621,156 @@ pub fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::from(1))
     }
 }
-pub fn run_commit(_a: CommitArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("commit: not yet implemented (overlay mode)")
+/// The scope of the overlay in `store`: the one recorded at mount time, checked against the
+/// named overlay session (or, for stores from before the record, the newest overlay session's).
+fn overlay_scope(store: &Store, dir: &Path, session: Option<&str>) -> anyhow::Result<PathBuf> {
+    let recorded = overlay::recorded_scope(dir);
+    let from_session = match session {
+        Some(id) => {
+            let log = store.load_session(id)?;
+            let (_, scope, mode) = log
+                .start()
+                .with_context(|| format!("{}: no SessionStart", log.path.display()))?;
+            if mode != "overlay" {
+                anyhow::bail!("session {id} is a {mode} session, not an overlay session");
+            }
+            Some(scope.to_path_buf())
+        }
+        None => store
+            .sessions()?
+            .into_iter()
+            .rev()
+            .find(|s| s.mode == "overlay" && s.problem.is_none())
+            .map(|s| s.scope),
+    };
+    match (recorded, from_session) {
+        (Some(r), Some(s)) if r != s => anyhow::bail!(
+            "the overlay in {} belongs to {}, but the session names {}",
+            dir.display(),
+            r.display(),
+            s.display()
+        ),
+        (Some(r), _) => Ok(r),
+        (None, Some(s)) => Ok(s),
+        (None, None) => anyhow::bail!(
+            "{}: no overlay here (mount with `veilfs mount --mode overlay --store {}` first)",
+            dir.display(),
+            dir.display()
+        ),
+    }
 }
-pub fn run_discard(_a: DiscardArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("discard: not yet implemented (overlay mode)")
+
+fn filters(scope: &Path, paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .map(|p| rollback::normalize_filter(scope, p))
+        .collect()
+}
+
+pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.store)?;
+    let scope = overlay_scope(&store, &a.store, a.session.as_deref())?;
+    let filters = filters(&scope, &a.paths);
+    let mut out = std::io::stdout().lock();
+    // Refuse before planning (planning stores content) while a mount runs.
+    let lock = if a.dry_run {
+        None
+    } else {
+        Some(overlay::exclusive(&a.store, "commit")?)
+    };
+    let plan = overlay::plan_commit(
+        &a.store,
+        if a.dry_run { None } else { Some(&store) },
+        &scope,
+        &filters,
+    )?;
+    for w in &plan.warnings {
+        eprintln!("veilfs: warning: {w}");
+    }
+    if plan.steps.is_empty() && !overlay::has_changes(&a.store) {
+        writeln!(out, "nothing to commit: the overlay has no changes")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let problems = |out: &mut dyn Write| -> anyhow::Result<(usize, usize)> {
+        let (mut c, mut r) = (0, 0);
+        for u in plan.units.iter().filter(|u| u.selected) {
+            if let Some(m) = &u.refused {
+                writeln!(out, "{m}")?;
+                r += 1;
+            } else if let Some(m) = &u.conflict {
+                writeln!(
+                    out,
+                    "{m}{}",
+                    if a.force {
+                        " (--force: committed anyway)"
+                    } else {
+                        " (skipped; --force commits it)"
+                    }
+                )?;
+                c += 1;
+            }
+        }
+        Ok((c, r))
+    };
+    if a.dry_run {
+        writeln!(
+            out,
+            "commit plan for {} (dry run, nothing changed):",
+            scope.display()
+        )?;
+        for s in plan.steps.iter().filter(|s| plan.runs(s, a.force)) {
+            if !matches!(s.op, overlay::Op::DirTimes { .. }) {
+                writeln!(out, "{s}")?;
+            }
+        }
+        let (c, r) = problems(&mut out)?;
+        return Ok(if r > 0 || (c > 0 && !a.force) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let (c, r) = problems(&mut out)?;
+    drop(lock);
+    let report = overlay::apply_commit(&a.store, &store, &plan, a.force)?;
+    for w in &report.warnings[plan.warnings.len().min(report.warnings.len())..] {
+        eprintln!("veilfs: warning: {w}");
+    }
+    writeln!(
+        out,
+        "committed to {}: {} changed, {} unchanged, {} conflict(s) skipped, {} refused; session {}; undo with: veilfs rollback --store {} --session {}",
+        scope.display(),
+        report.changed,
+        report.unchanged,
+        if a.force { 0 } else { c },
+        r,
+        report.session,
+        a.store.display(),
+        report.session
+    )?;
+    Ok(if r > 0 || (c > 0 && !a.force) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn run_discard(a: DiscardArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.store)?;
+    let scope = overlay_scope(&store, &a.store, a.session.as_deref())?;
+    let filters = filters(&scope, &a.paths);
+    let removed = overlay::discard(&a.store, &filters)?;
+    let mut out = std::io::stdout().lock();
+    for p in &removed {
+        writeln!(out, "discarded {}", p.display())?;
+    }
+    writeln!(
+        out,
+        "discarded {} overlay entr{}",
+        removed.len(),
+        if removed.len() == 1 { "y" } else { "ies" }
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ use std::sync::RwLock;
 use crate::backing::{self, Kind};
 
 pub struct Divert {
+    /// Held for the mount's lifetime: `commit`/`discard` refuse while the mount runs.
+    _lock: File,
     upper_dir: PathBuf,
     upper: OwnedFd,
     paths: RwLock<HashSet<PathBuf>>,
@@ -28,12 +30,14 @@ impl Divert {
     /// belongs to, and remembers every file already diverted there (a remount resumes).
     pub fn open(store: &Path, scope: &Path) -> anyhow::Result<Divert> {
         let layout = crate::overlay::Layout::in_store(store);
+        let lock = crate::overlay::lock(store, "mount")?;
         std::fs::create_dir_all(&layout.upper)?;
         crate::overlay::record_scope(store, scope)?;
         let upper = backing::open_root(&layout.upper)?;
         let mut paths = HashSet::new();
         collect_files(&layout.upper, Path::new(""), &mut paths);
         Ok(Divert {
+            _lock: lock,
             upper_dir: layout.upper,
             upper,
             paths: RwLock::new(paths),
