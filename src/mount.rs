@@ -240,6 +240,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             guard,
             passthrough: true,
             divert,
+            emulate_dev0: mode == WriteMode::Overlay,
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,

@@ -448,6 +448,15 @@ fn upper_state(
 ) -> anyhow::Result<State> {
     let mut s = State::read(upper_root, rel, store)
         .with_context(|| format!("read upper {}", rel.display()))?;
+    // An empty file standing for a 0:0 character device (overlayfs cannot hold one).
+    if let State::File { size: 0, meta, .. } = &s
+        && meta.xattrs.iter().any(|(n, _)| n == crate::fs::DEV0_XATTR)
+    {
+        let mut meta = meta.clone();
+        meta.mode = (meta.mode & !libc::S_IFMT) | libc::S_IFCHR;
+        meta.xattrs.retain(|(n, _)| n != crate::fs::DEV0_XATTR);
+        s = State::Special { rdev: 0, meta };
+    }
     match &mut s {
         State::File { meta, .. }
         | State::Dir { meta }

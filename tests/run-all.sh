@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole veilfs test suite, from a fresh Debian/Ubuntu machine: installs what it needs,
 # builds once, runs every test (unit, CLI, real FUSE mounts), then POSIX conformance
-# (pjdfstest + fsx) on a snapshot-mode mount. Run as root (FUSE mounts, bind mounts, the
+# (pjdfstest + fsx) on a snapshot-mode and an overlay-mode mount. Run as root (FUSE mounts, bind mounts, the
 # `tests` user pjdfstest switches to).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +30,5 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --all-targets --locked
 cargo test --locked --no-fail-fast -- --test-threads=2
 tests/conformance/run.sh "${CARGO_TARGET_DIR:-target}/debug/veilfs" snapshot
+tests/conformance/run.sh "${CARGO_TARGET_DIR:-target}/debug/veilfs" overlay
 echo "all tests passed"

@@ -12,7 +12,7 @@ mod write;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,7 +49,14 @@ pub struct FsConfig {
     pub passthrough: bool,
     /// Snapshot mode's fallback for files whose pre-image cannot be stored.
     pub divert: Option<Arc<divert::Divert>>,
+    /// Overlay mode: overlayfs reserves the 0:0 character device for whiteouts, so one the
+    /// agent makes is kept as an empty regular file marked with [`DEV0_XATTR`] and shown as
+    /// the device (`commit` turns it back into one).
+    pub emulate_dev0: bool,
 }
+
+/// Marks an empty regular file in the overlay that stands for a 0:0 character device.
+pub const DEV0_XATTR: &str = "trusted.veilfs.chrdev0";
 
 /// An open file.
 struct Handle {
@@ -189,6 +196,24 @@ impl VeilFs {
         }
     }
 
+    /// The stat the agent sees: an emulated 0:0 character device (see [`DEV0_XATTR`]) shows as
+    /// one. Only empty regular files in overlay mode are checked, every time: inode numbers are
+    /// reused, so a remembered answer could turn a later ordinary file into a device.
+    fn present(&self, fd: BorrowedFd<'_>, st: Stat) -> Stat {
+        if !self.cfg.emulate_dev0
+            || st.kind() != Kind::File
+            || st.size != 0
+            || backing::getxattr(fd, OsStr::new(DEV0_XATTR), 0).is_err()
+        {
+            return st;
+        }
+        Stat {
+            mode: (st.mode & !libc::S_IFMT) | libc::S_IFCHR,
+            rdev: 0,
+            ..st
+        }
+    }
+
     /// Opens `name` beneath the directory `pfd` (whose child path is `rel`) and checks that
     /// the agent may see it: a hidden entry, like a mount point inside the scope, is ENOENT.
     fn visible_child(
@@ -201,7 +226,10 @@ impl VeilFs {
             Some(libc::EXDEV) => Errno::ENOENT,
             _ => errno_of(&e),
         })?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let st = self.present(
+            fd.as_fd(),
+            backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?,
+        );
         self.visible(rel, &st, Some(&fd))?;
         Ok((fd, st))
     }
@@ -470,6 +498,14 @@ impl VeilFs {
             let Ok(st) = backing::stat_at(dfd, &e.name) else {
                 continue;
             };
+            let st = if self.cfg.emulate_dev0 && st.kind() == Kind::File && st.size == 0 {
+                match backing::lookup(dfd, &e.name) {
+                    Ok(fd) => self.present(fd.as_fd(), st),
+                    Err(_) => st,
+                }
+            } else {
+                st
+            };
             let crel = rel.join(&e.name);
             let target = if st.kind() == Kind::Symlink && self.cfg.policy.needs_symlink_targets() {
                 backing::readlink_at(dfd, &e.name).ok()
@@ -558,10 +594,10 @@ impl Filesystem for VeilFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let st = match fh.and_then(|fh| self.handle(fh, ino).ok()) {
-            Some(h) => backing::stat_fd(h.file.as_fd()),
+            Some(h) => backing::stat_fd(h.file.as_fd()).map(|st| self.present(h.file.as_fd(), st)),
             None => match self.inode(ino) {
                 Ok(i) => match self.fd(&i) {
-                    Ok(fd) => backing::stat_fd(fd.as_fd()),
+                    Ok(fd) => backing::stat_fd(fd.as_fd()).map(|st| self.present(fd.as_fd(), st)),
                     Err(e) => return reply.error(e),
                 },
                 Err(e) => return reply.error(e),
@@ -973,7 +1009,13 @@ impl Filesystem for VeilFs {
     ) {
         let r = self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime, fh);
         match r {
-            Ok(st) => reply.attr(&self.ttl(), &attr_of(ino.0, &st)),
+            Ok(st) => {
+                let st = match self.inode(ino).and_then(|i| self.fd(&i)) {
+                    Ok(fd) => self.present(fd.as_fd(), st),
+                    Err(_) => st,
+                };
+                reply.attr(&self.ttl(), &attr_of(ino.0, &st))
+            }
             Err(e) => reply.error(e),
         }
     }

@@ -331,6 +331,16 @@ impl VeilFs {
                 self.own(req, &pfd, name)?;
                 "mkdir"
             }
+            NewNode::Node { mode, rdev }
+                if self.cfg.emulate_dev0 && mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 =>
+            {
+                let f = backing::create_file(pfd.as_fd(), name, libc::O_WRONLY, mode & 0o7777)
+                    .map_err(|e| errno_of(&e))?;
+                backing::setxattr(f.as_fd(), OsStr::new(super::DEV0_XATTR), b"1", 0)
+                    .map_err(|e| errno_of(&e))?;
+                self.own(req, &pfd, name)?;
+                "mknod"
+            }
             NewNode::Node { mode, rdev } => {
                 backing::mknod(pfd.as_fd(), name, mode, rdev as u64).map_err(|e| errno_of(&e))?;
                 self.own(req, &pfd, name)?;
