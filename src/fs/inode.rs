@@ -44,6 +44,9 @@ pub struct Inode {
     /// Identity of the file at its last open: the kernel's page cache may be kept only when
     /// the file is unchanged since then.
     pub last_open: Mutex<Option<crate::redact::FileId>>,
+    /// When this directory was last listed to the kernel (its children's entries and
+    /// attributes were refreshed then).
+    pub last_listed: Mutex<Option<std::time::Instant>>,
 }
 
 impl Inode {
@@ -103,6 +106,7 @@ impl InodeTable {
             nlookup: AtomicU64::new(1 << 62),
             backing: Mutex::new(None),
             last_open: Mutex::new(None),
+            last_listed: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
         });
         let mut t = Tables::default();
@@ -230,6 +234,7 @@ impl InodeTable {
             nlookup: AtomicU64::new(1),
             backing: Mutex::new(None),
             last_open: Mutex::new(None),
+            last_listed: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
         });
         t.by_ino.insert(ino, inode.clone());

@@ -484,6 +484,10 @@ impl VeilFs {
             return Ok(e);
         }
         let listed = self.list_visible(d.ino)?;
+        if let Some(i) = self.inodes.get(d.ino) {
+            *i.last_listed.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(std::time::Instant::now());
+        }
         Ok(d.entries.get_or_init(|| listed))
     }
 
@@ -732,14 +736,22 @@ impl Filesystem for VeilFs {
             return reply.error(Errno::ENOTDIR);
         }
         // The kernel may keep its cached listing while the directory is unchanged (same mtime
-        // and ctime as at the last opendir); read-only mounts only.
-        let keep = self.cfg.guard.is_none()
+        // and ctime as at the last opendir) and the entries and attributes its last listing
+        // gave are still within their TTL; after that a fresh READDIRPLUS refreshes all children
+        // in one request, which beats one LOOKUP per child (`du`, `ls -l`). Read-only mounts only.
+        let unchanged = self.cfg.guard.is_none()
             && self
                 .fd(&inode)
                 .ok()
                 .and_then(|fd| backing::stat_fd(fd.as_fd()).ok())
                 .map(|st| self.note_open(&inode, &st, false))
                 .unwrap_or(false);
+        let fresh = inode
+            .last_listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < self.ttl());
+        let keep = unchanged && fresh;
         let fh = self.new_fh();
         self.dirs.write().unwrap_or_else(|e| e.into_inner()).insert(
             fh,
