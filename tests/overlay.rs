@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{Mount, bin, tree_hash, write_profile};
+use common::{Mount, tree_hash, veilfs, write_profile};
 
 const OVERLAY: &str = r#"
 version = 1
@@ -28,15 +28,6 @@ rule_sets = []
 [write]
 mode = "overlay"
 "#;
-
-fn veilfs(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn seed(s: &Path) {
     fs::create_dir_all(s.join("src/nested/deep")).unwrap();

@@ -10,7 +10,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Mount, bin, tree_hash, write_profile};
+use common::{Mount, tree_hash, veilfs, write_profile};
 
 const WRITABLE: &str = r#"
 version = 1
@@ -23,15 +23,6 @@ rule_sets = []
 [write]
 mode = "snapshot"
 "#;
-
-fn veilfs(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn seed(s: &Path) {
     fs::create_dir_all(s.join("src/nested")).unwrap();

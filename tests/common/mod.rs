@@ -171,3 +171,13 @@ pub fn mmap_read(f: &std::fs::File, len: usize) -> Vec<u8> {
     unsafe { libc::munmap(p, len) };
     data
 }
+
+/// Runs the veilfs CLI; returns (success, stdout, stderr).
+pub fn veilfs(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin()).args(args).output().expect("run veilfs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
