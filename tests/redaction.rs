@@ -273,3 +273,78 @@ fn scan_reports_findings_by_line_and_rule_never_the_value() {
     assert!(v["line"].as_u64().unwrap() > 0);
     assert_no_secret(&out.stdout, "scan --json");
 }
+
+#[test]
+fn a_profile_adds_its_own_rule_file_and_bad_rules_are_refused_with_file_line_and_rule() {
+    let s = scope();
+    fs::write(
+        s.path().join("orders.txt"),
+        "order ACME-123456 shipped\nnote: fine\n",
+    )
+    .unwrap();
+    let pdir = tempfile::tempdir().unwrap();
+    fs::write(
+        pdir.path().join("company.toml"),
+        r#"version = 1
+name = "company"
+description = "in-house order ids"
+[[rules]]
+id = "acme-order-id"
+description = "ACME order id"
+regex = '''ACME-[0-9]{6}'''
+keywords = ["acme-"]
+"#,
+    )
+    .unwrap();
+    let profile = write_profile(
+        pdir.path(),
+        "p.toml",
+        "version = 1\nname = \"company\"\n[redaction]\nrule_sets = [\"secrets\"]\nrule_files = [\"company.toml\"]\n",
+    );
+    let check = Command::new(bin())
+        .args(["profile", "check"])
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let m = Mount::start(s.path(), &["--profile", profile.to_str().unwrap()]);
+    let got = fs::read_to_string(m.path("orders.txt")).unwrap();
+    assert!(!got.contains("ACME-123456"), "{got}");
+    assert!(got.starts_with("order <redacted:a shipped"), "{got}");
+    assert!(got.ends_with("shipped\nnote: fine\n"));
+    drop(m);
+
+    // A regex that does not compile: profile check and mount name the file, line and rule.
+    fs::write(
+        pdir.path().join("company.toml"),
+        "version = 1\nname = \"company\"\n[[rules]]\nid = \"broken\"\ndescription = \"x\"\nregex = '''ACME-[0-9'''\nkeywords = [\"acme\"]\n",
+    )
+    .unwrap();
+    let check = Command::new(bin())
+        .args(["profile", "check"])
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        err.contains("company.toml:6") && err.contains("broken"),
+        "{err}"
+    );
+    let mp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["mount", "--profile", profile.to_str().unwrap()])
+        .arg(s.path())
+        .arg(mp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken"));
+    assert!(!veilfs::mount::is_mount_point(
+        &mp.path().canonicalize().unwrap()
+    ));
+}

@@ -289,3 +289,38 @@ fn sigkill_during_a_write_heavy_workload_never_loses_a_pre_image() {
         crash_once(after, i as u64 * 7);
     }
 }
+
+#[test]
+fn a_store_inside_the_scope_or_the_mount_point_is_refused() {
+    let e = env();
+    for store in [
+        e.scope.path().join("store"),
+        e.scope.path().join("src/nested/.s"),
+    ] {
+        let mp = tempfile::tempdir().unwrap();
+        let out = Command::new(common::bin())
+            .args(["mount", "--mode", "snapshot", "--store"])
+            .arg(&store)
+            .arg(e.scope.path())
+            .arg(mp.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("inside the scope"), "{err}");
+        assert!(!store.exists(), "a store was created inside the scope");
+        assert!(!veilfs::mount::is_mount_point(
+            &mp.path().canonicalize().unwrap()
+        ));
+    }
+    let mp = tempfile::tempdir().unwrap();
+    let out = Command::new(common::bin())
+        .args(["mount", "--mode", "snapshot", "--store"])
+        .arg(mp.path().join("s"))
+        .arg(e.scope.path())
+        .arg(mp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside the mount point"));
+}
