@@ -11,6 +11,7 @@
 //! - [`guard`]: snapshot-before-write orchestration for the write path.
 //! - [`overlay`]: copy-on-write upper layer.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
+//! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 
 pub mod backing;
 pub mod fs;
@@ -23,3 +24,4 @@ pub mod profile;
 pub mod redact;
 pub mod rollback;
 pub mod store;
+pub mod watch;

@@ -173,6 +173,9 @@ fn absolute_lexical(p: &Path) -> anyhow::Result<PathBuf> {
 
 /// Mounts and serves until unmounted (by `veilfs unmount`, `umount`, or a signal).
 pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
+    // Before any thread exists (the watcher, fuser's workers): only the signal thread may
+    // receive SIGINT/SIGTERM/SIGHUP, so they always end in a clean unmount.
+    let signals = block_signals();
     let (scope, mountpoint) = preflight(&req.scope, &req.mountpoint)?;
     let mut policy = Policy::new(&req.profile).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(mode) = req.mode {
@@ -246,6 +249,30 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         (fd_limit / 2) as usize,
     )
     .with_context(|| format!("stat scope {}", scope.display()))?;
+    let mut fs = fs;
+    // Read-only mounts watch the folder so a long TTL cannot serve stale data.
+    let invalidator = fs.invalidator();
+    // `ttl_ms = 0` asks for no caching at all: then there is nothing for a watcher to keep fresh.
+    let watch = if mode == WriteMode::ReadOnly
+        && req.profile.cache.watch
+        && req.profile.cache.ttl_ms > 0
+    {
+        match crate::watch::start(&scope, invalidator.clone()) {
+            Ok(w) => {
+                fs.set_ttl(Duration::from_millis(req.profile.cache.watched_ttl_ms));
+                Some(w)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch {} ({e}); outside changes show after cache.ttl_ms",
+                    scope.display()
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -269,9 +296,9 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     );
     config.clone_fd = true;
 
-    let signals = block_signals();
     let mut session = fuser::Session::new(fs, &mountpoint, &config)
         .with_context(|| format!("mount at {}", mountpoint.display()))?;
+    invalidator.set_notifier(session.notifier());
     let mut unmounter = session.unmount_callable();
     // Tests and scripts wait for this line instead of polling.
     {
@@ -299,6 +326,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         "mounted"
     );
     session.run().context("FUSE session")?;
+    drop(watch);
     drop(overlay);
     info!("unmounted {}", mountpoint.display());
     Ok(())

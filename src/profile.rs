@@ -253,11 +253,22 @@ impl Default for WriteCfg {
 pub struct CacheCfg {
     /// Kernel entry and attribute TTL in milliseconds (default 1000).
     pub ttl_ms: u64,
+    /// Read-only mounts: watch the folder (inotify) and push outside changes to the kernel's
+    /// caches, which makes the longer `watched_ttl_ms` safe (default true; no effect with
+    /// `ttl_ms = 0`).
+    pub watch: bool,
+    /// The TTL while the watcher runs (default 30000). Falls back to `ttl_ms` when the folder
+    /// cannot be watched (e.g. more directories than inotify watches).
+    pub watched_ttl_ms: u64,
 }
 
 impl Default for CacheCfg {
     fn default() -> Self {
-        CacheCfg { ttl_ms: 1000 }
+        CacheCfg {
+            ttl_ms: 1000,
+            watch: true,
+            watched_ttl_ms: 30_000,
+        }
     }
 }
 

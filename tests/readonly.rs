@@ -622,3 +622,31 @@ fn unmount_command_ends_the_mount_process() {
     assert!(status.success());
     assert!(!veilfs::mount::is_mount_point(&mp));
 }
+
+#[test]
+fn outside_changes_reach_a_long_ttl_mount_through_the_watcher() {
+    // The default profile caches names and attributes for 30 s while the folder is watched.
+    let scope = tempfile::tempdir().unwrap();
+    let s = scope.path();
+    fs::create_dir(s.join("sub")).unwrap();
+    fs::write(s.join("f.txt"), "one\n").unwrap();
+    let m = Mount::start(s, &[]);
+    assert_eq!(fs::read_to_string(m.path("f.txt")).unwrap(), "one\n");
+    assert!(names(&m.path("sub")).is_empty());
+    fs::write(s.join("f.txt"), "two, longer\n").unwrap();
+    fs::write(s.join("sub/new.txt"), "new\n").unwrap();
+    assert!(common::eventually(|| fs::metadata(m.path("f.txt"))
+        .map(|md| md.len() == 12)
+        .unwrap_or(false)));
+    assert_eq!(
+        fs::read_to_string(m.path("f.txt")).unwrap(),
+        "two, longer\n"
+    );
+    assert!(common::eventually(
+        || names(&m.path("sub")) == vec![b"new.txt".to_vec()]
+    ));
+    fs::remove_file(s.join("sub/new.txt")).unwrap();
+    assert!(common::eventually(
+        || names(&m.path("sub")).is_empty() && fs::metadata(m.path("sub/new.txt")).is_err()
+    ));
+}

@@ -78,7 +78,8 @@ struct DirHandle {
 
 pub struct VeilFs {
     cfg: FsConfig,
-    inodes: InodeTable,
+    inodes: Arc<InodeTable>,
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     handles: RwLock<std::collections::HashMap<u64, Arc<Handle>>>,
     dirs: RwLock<std::collections::HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
@@ -147,7 +148,8 @@ impl VeilFs {
         let st = backing::stat_fd(root_fd.as_fd())?;
         Ok(VeilFs {
             cfg,
-            inodes: InodeTable::new(root_fd, (st.dev, st.ino), fd_budget),
+            inodes: Arc::new(InodeTable::new(root_fd, (st.dev, st.ino), fd_budget)),
+            notifier: Arc::new(std::sync::OnceLock::new()),
             handles: RwLock::new(Default::default()),
             dirs: RwLock::new(Default::default()),
             next_fh: AtomicU64::new(1),
@@ -1249,8 +1251,65 @@ impl VeilFs {
         }
     }
 
+    /// Changes the kernel cache TTL (before mounting; see `watch`).
+    pub fn set_ttl(&mut self, ttl: Duration) {
+        self.cfg.ttl = ttl;
+    }
+
+    /// A handle the folder watcher uses to push outside changes into the kernel's caches.
+    /// It does nothing until [`CacheInvalidator::set_notifier`] is given the session's notifier.
+    pub fn invalidator(&self) -> CacheInvalidator {
+        CacheInvalidator {
+            inodes: self.inodes.clone(),
+            notifier: self.notifier.clone(),
+        }
+    }
+
     /// Number of inodes the mount currently holds (for memory figures and tests).
     pub fn inode_count(&self) -> usize {
         self.inodes.count()
+    }
+}
+
+/// Pushes changes made outside the mount into the kernel's caches (entries, attributes, page
+/// cache, directory listings), so long TTLs stay correct. Shared with the watcher thread.
+#[derive(Clone)]
+pub struct CacheInvalidator {
+    inodes: Arc<InodeTable>,
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+}
+
+impl CacheInvalidator {
+    pub fn set_notifier(&self, n: fuser::Notifier) {
+        let _ = self.notifier.set(n);
+    }
+
+    /// `rel` (relative to the scope) was created, changed, removed or renamed.
+    pub fn changed(&self, rel: &Path) {
+        let Some(n) = self.notifier.get() else {
+            return;
+        };
+        let Some(root) = self.inodes.get(ROOT) else {
+            return;
+        };
+        let Ok(rfd) = self.inodes.fd(&root) else {
+            return;
+        };
+        // Objects are found by identity, through fds beneath the scope, like every other access.
+        let ino_of = |p: &Path| {
+            backing::open_path(rfd.as_fd(), p)
+                .and_then(|fd| backing::stat_fd(fd.as_fd()))
+                .ok()
+                .and_then(|st| self.inodes.ino_of_key((st.dev, st.ino)))
+        };
+        if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name())
+            && let Some(pino) = ino_of(parent)
+        {
+            let _ = n.inval_entry(INodeNo(pino), name);
+            let _ = n.inval_inode(INodeNo(pino), 0, 0);
+        }
+        if let Some(ino) = ino_of(rel) {
+            let _ = n.inval_inode(INodeNo(ino), 0, 0);
+        }
     }
 }

@@ -181,3 +181,16 @@ pub fn veilfs(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Waits (up to 10 s) until `cond` holds, for effects that arrive asynchronously (the folder
+/// watcher's cache invalidations). Returns whether it did.
+pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(5));
+    }
+    cond()
+}
