@@ -253,26 +253,24 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // Read-only mounts watch the folder so a long TTL cannot serve stale data.
     let invalidator = fs.invalidator();
     // `ttl_ms = 0` asks for no caching at all: then there is nothing for a watcher to keep fresh.
-    let watch = if mode == WriteMode::ReadOnly
-        && req.profile.cache.watch
-        && req.profile.cache.ttl_ms > 0
-    {
-        match crate::watch::start(&scope, invalidator.clone()) {
-            Ok(w) => {
-                fs.set_ttl(Duration::from_millis(req.profile.cache.watched_ttl_ms));
-                Some(w)
+    let watch =
+        if mode == WriteMode::ReadOnly && req.profile.cache.watch && req.profile.cache.ttl_ms > 0 {
+            match crate::watch::start(&scope, invalidator.clone()) {
+                Ok(w) => {
+                    fs.set_ttl(Duration::from_millis(req.profile.cache.watched_ttl_ms));
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot watch {} ({e}); outside changes show after cache.ttl_ms",
+                        scope.display()
+                    );
+                    None
+                }
             }
-            Err(e) => {
-                tracing::warn!(
-                    "cannot watch {} ({e}); outside changes show after cache.ttl_ms",
-                    scope.display()
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
+        } else {
+            None
+        };
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![

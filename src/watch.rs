@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use notify::event::{EventKind, MetadataKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
@@ -23,6 +24,13 @@ pub fn start(scope: &Path, inv: CacheInvalidator) -> anyhow::Result<FolderWatch>
     let root: PathBuf = scope.to_path_buf();
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            // Opens and reads (the mount's own among them) change nothing cached.
+            Ok(ev)
+                if matches!(
+                    ev.kind,
+                    EventKind::Access(_)
+                        | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
+                ) => {}
             Ok(ev) => {
                 for p in ev.paths {
                     if let Ok(rel) = p.strip_prefix(&root) {
