@@ -2,7 +2,6 @@
 //! filesystem in the foreground, and always unmount on SIGINT/SIGTERM/SIGHUP.
 
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -374,9 +373,4 @@ pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
         Ok(s) if s.success() => Ok(()),
         _ => Err(err).with_context(|| format!("unmount {}", mp.display())),
     }
-}
-
-/// Same device as its parent? Used by tests and `wait_ready`-style helpers.
-pub fn dev_of(p: &Path) -> Option<u64> {
-    std::fs::symlink_metadata(p).ok().map(|m| m.dev())
 }

@@ -298,9 +298,4 @@ impl InodeTable {
         }
         Some(p)
     }
-
-    pub fn count(&self) -> usize {
-        let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
-        t.by_ino.len()
-    }
 }

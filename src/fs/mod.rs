@@ -1264,11 +1264,6 @@ impl VeilFs {
             notifier: self.notifier.clone(),
         }
     }
-
-    /// Number of inodes the mount currently holds (for memory figures and tests).
-    pub fn inode_count(&self) -> usize {
-        self.inodes.count()
-    }
 }
 
 /// Pushes changes made outside the mount into the kernel's caches (entries, attributes, page

@@ -62,10 +62,6 @@ impl Viewer {
         !self.engine.is_empty()
     }
 
-    pub fn forget_cache(&self) {
-        self.cache.clear();
-    }
-
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
     pub fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
         if self.engine.is_empty() {
