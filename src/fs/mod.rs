@@ -366,20 +366,16 @@ impl VeilFs {
             }
         }
         let keep_cache = self.note_open(inode, &st, writable);
-        let fh = self.new_fh();
-        let h = Arc::new(Handle {
-            ino: inode.ino,
+        let masked = redactions.is_some();
+        let fh = self.insert_handle(
+            inode,
             file,
-            view: Mutex::new((view::file_id(&st), redactions.clone())),
+            &st,
             writable,
-            wrote: AtomicBool::new(false),
-            passthrough: passthrough_id.is_some(),
-        });
-        self.handles
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, h);
-        info!(target: "veilfs::audit", path = %rel.display(), masked = redactions.is_some(), writable, "open");
+            redactions,
+            passthrough_id.is_some(),
+        );
+        info!(target: "veilfs::audit", path = %rel.display(), masked, writable, "open");
         let fflags = if keep_cache {
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
@@ -402,17 +398,24 @@ impl VeilFs {
         keep
     }
 
-    /// Registers an already open file (from create) as a handle without a masked view.
-    fn insert_handle(&self, inode: &Inode, file: File, st: &Stat, writable: bool) -> u64 {
-        self.note_open(inode, st, writable);
+    /// Registers an open file as a handle; `redactions` is the view it was opened with.
+    fn insert_handle(
+        &self,
+        inode: &Inode,
+        file: File,
+        st: &Stat,
+        writable: bool,
+        redactions: Option<Arc<Redactions>>,
+        passthrough: bool,
+    ) -> u64 {
         let fh = self.new_fh();
         let h = Arc::new(Handle {
             ino: inode.ino,
             file,
-            view: Mutex::new((view::file_id(st), None)),
+            view: Mutex::new((view::file_id(st), redactions)),
             writable,
             wrote: AtomicBool::new(false),
-            passthrough: false,
+            passthrough,
         });
         self.handles
             .write()
