@@ -41,8 +41,14 @@ mount_veilfs() {
 }
 unmount_veilfs() {
   "$bin" unmount "$work/mp"
-  wait "$pid"
+  local rc=0
+  wait "$pid" || rc=$?
   pid=""
+  if [ "$rc" -ne 0 ]; then
+    echo "the mount process exited with status $rc:"
+    tail -20 "$work/mount.err"
+    return 1
+  fi
 }
 
 echo "== pjdfstest on a $mode mount"
