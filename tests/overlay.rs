@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{Mount, tree_hash, veilfs, write_profile};
+use common::{Mount, WriteEnv, tree_hash, veilfs};
 
 const OVERLAY: &str = r#"
 version = 1
@@ -49,44 +49,18 @@ fn seed(s: &Path) {
     fs::set_permissions(s.join("docs/b.md"), fs::Permissions::from_mode(0o640)).unwrap();
 }
 
-struct Env {
-    scope: tempfile::TempDir,
-    store: tempfile::TempDir,
-    _pdir: tempfile::TempDir,
-    profile: PathBuf,
+fn env() -> WriteEnv {
+    WriteEnv::new(OVERLAY, seed)
 }
 
-fn env() -> Env {
-    let scope = tempfile::tempdir().unwrap();
-    seed(scope.path());
-    let store = tempfile::tempdir().unwrap();
-    let pdir = tempfile::tempdir().unwrap();
-    let profile = write_profile(pdir.path(), "p.toml", OVERLAY);
-    Env {
-        scope,
-        store,
-        _pdir: pdir,
-        profile,
-    }
+trait OverlayEnv {
+    fn upper(&self) -> PathBuf;
+    fn real(&self, rel: &str) -> PathBuf;
 }
 
-impl Env {
-    fn store(&self) -> String {
-        self.store.path().join("s").display().to_string()
-    }
+impl OverlayEnv for WriteEnv {
     fn upper(&self) -> PathBuf {
         self.store.path().join("s/overlay/upper")
-    }
-    fn mount(&self) -> Mount {
-        Mount::start(
-            self.scope.path(),
-            &[
-                "--profile",
-                self.profile.to_str().unwrap(),
-                "--store",
-                &self.store(),
-            ],
-        )
     }
     fn real(&self, rel: &str) -> PathBuf {
         self.scope.path().join(rel)
@@ -547,7 +521,7 @@ done"#,
     assert_eq!(listing(e.scope.path()), view);
 }
 
-fn index_files(e: &Env) -> usize {
+fn index_files(e: &WriteEnv) -> usize {
     fs::read_dir(e.store.path().join("s/overlay/work/index"))
         .map(|rd| {
             rd.flatten()

@@ -10,7 +10,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Mount, tree_hash, veilfs, write_profile};
+use common::{Mount, WriteEnv, tree_hash, veilfs, write_profile};
 
 const WRITABLE: &str = r#"
 version = 1
@@ -37,42 +37,8 @@ fn seed(s: &Path) {
     fs::set_permissions(s.join("docs/b.md"), fs::Permissions::from_mode(0o640)).unwrap();
 }
 
-struct Env {
-    scope: tempfile::TempDir,
-    store: tempfile::TempDir,
-    _pdir: tempfile::TempDir,
-    profile: std::path::PathBuf,
-}
-
-fn env() -> Env {
-    let scope = tempfile::tempdir().unwrap();
-    seed(scope.path());
-    let store = tempfile::tempdir().unwrap();
-    let pdir = tempfile::tempdir().unwrap();
-    let profile = write_profile(pdir.path(), "p.toml", WRITABLE);
-    Env {
-        scope,
-        store,
-        _pdir: pdir,
-        profile,
-    }
-}
-
-impl Env {
-    fn store(&self) -> String {
-        self.store.path().join("s").display().to_string()
-    }
-    fn mount(&self) -> Mount {
-        Mount::start(
-            self.scope.path(),
-            &[
-                "--profile",
-                self.profile.to_str().unwrap(),
-                "--store",
-                &self.store(),
-            ],
-        )
-    }
+fn env() -> WriteEnv {
+    WriteEnv::new(WRITABLE, seed)
 }
 
 /// What an agent typically does: edit, append, create, delete, rename, chmod, mkdir, symlink.
@@ -155,7 +121,7 @@ fn a_file_that_cannot_be_snapshotted_is_diverted_to_the_overlay() {
     let big = e.scope.path().join("big.bin");
     fs::write(&big, vec![7u8; 4096]).unwrap();
     let profile = write_profile(
-        e._pdir.path(),
+        e.pdir.path(),
         "small.toml",
         &format!("{WRITABLE}snapshot_max_size = 1024\n"),
     );

@@ -119,6 +119,25 @@ pub(crate) fn entry_kind(k: Kind) -> EntryKind {
     }
 }
 
+/// Looks up an open handle and checks it was opened for `ino`.
+fn checked_handle<T>(
+    map: &RwLock<std::collections::HashMap<u64, Arc<T>>>,
+    fh: FileHandle,
+    ino: INodeNo,
+    ino_of: impl Fn(&T) -> u64,
+) -> Result<Arc<T>, Errno> {
+    let h = map
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&fh.0)
+        .cloned()
+        .ok_or(Errno::EBADF)?;
+    if ino_of(&h) != ino.0 {
+        return Err(Errno::EBADF);
+    }
+    Ok(h)
+}
+
 fn attr_of(ino: u64, st: &Stat) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
@@ -238,17 +257,7 @@ impl VeilFs {
 
     /// The open directory `fh`, checked to belong to `ino`.
     fn dir_handle(&self, fh: FileHandle, ino: INodeNo) -> Result<Arc<DirHandle>, Errno> {
-        let d = self
-            .dirs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh.0)
-            .cloned()
-            .ok_or(Errno::EBADF)?;
-        if d.ino != ino.0 {
-            return Err(Errno::EBADF);
-        }
-        Ok(d)
+        checked_handle(&self.dirs, fh, ino, |d| d.ino)
     }
 
     /// Resolves `name` in `parent`, applies policy and counts a lookup.
@@ -284,18 +293,9 @@ impl VeilFs {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The open file `fh`, checked to belong to `ino` (every read and write checks it).
     fn handle(&self, fh: FileHandle, ino: INodeNo) -> Result<Arc<Handle>, Errno> {
-        let h = self
-            .handles
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh.0)
-            .cloned()
-            .ok_or(Errno::EBADF)?;
-        if h.ino != ino.0 {
-            return Err(Errno::EBADF);
-        }
-        Ok(h)
+        checked_handle(&self.handles, fh, ino, |h| h.ino)
     }
 
     /// Opens a regular file for the agent: decides the view, then picks passthrough, the page

@@ -194,3 +194,44 @@ pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A seeded scope, a store and a profile file for a writable mount; all temp dirs.
+pub struct WriteEnv {
+    pub scope: tempfile::TempDir,
+    pub store: tempfile::TempDir,
+    pub pdir: tempfile::TempDir,
+    pub profile: PathBuf,
+}
+
+impl WriteEnv {
+    pub fn new(profile_text: &str, seed: fn(&Path)) -> WriteEnv {
+        let scope = tempfile::tempdir().expect("scope");
+        seed(scope.path());
+        let store = tempfile::tempdir().expect("store");
+        let pdir = tempfile::tempdir().expect("profile dir");
+        let profile = write_profile(pdir.path(), "p.toml", profile_text);
+        WriteEnv {
+            scope,
+            store,
+            pdir,
+            profile,
+        }
+    }
+
+    /// The store directory (created by the first mount).
+    pub fn store(&self) -> String {
+        self.store.path().join("s").display().to_string()
+    }
+
+    pub fn mount(&self) -> Mount {
+        Mount::start(
+            self.scope.path(),
+            &[
+                "--profile",
+                self.profile.to_str().expect("utf-8 path"),
+                "--store",
+                &self.store(),
+            ],
+        )
+    }
+}
