@@ -243,6 +243,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             passthrough: true,
             divert,
             emulate_dev0: mode == WriteMode::Overlay,
+            no_open: false,
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,
@@ -257,6 +258,9 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             match crate::watch::start(&scope, invalidator.clone()) {
                 Ok(w) => {
                     fs.set_ttl(Duration::from_millis(req.profile.cache.watched_ttl_ms));
+                    // Only the watcher's invalidations make kernel caches kept across opens
+                    // safe, so no-open mode needs it.
+                    fs.set_no_open(req.profile.cache.no_open);
                     Some(w)
                 }
                 Err(e) => {

@@ -260,6 +260,11 @@ pub struct CacheCfg {
     /// The TTL while the watcher runs (default 30000). Falls back to `ttl_ms` when the folder
     /// cannot be watched (e.g. more directories than inotify watches).
     pub watched_ttl_ms: u64,
+    /// Read-only mounts while the watcher runs: skip the kernel's per-file OPEN/RELEASE and
+    /// OPENDIR/RELEASEDIR round trips (FUSE no-open mode; default true). Trade-offs: a file the
+    /// profile refuses to serve opens but every read of it fails with EACCES, and big clean files
+    /// are read through veilfs into the page cache instead of by passthrough.
+    pub no_open: bool,
 }
 
 impl Default for CacheCfg {
@@ -268,6 +273,7 @@ impl Default for CacheCfg {
             ttl_ms: 1000,
             watch: true,
             watched_ttl_ms: 30_000,
+            no_open: true,
         }
     }
 }

@@ -380,7 +380,10 @@ fn a_sparse_file_over_4_gib_reads_at_high_offsets_and_is_fail_closed_by_default(
     {
         let m = Mount::start(scope.path(), &[]);
         assert_eq!(fs::metadata(m.path("big.img")).unwrap().len(), 5 << 30);
-        let e = fs::File::open(m.path("big.img")).unwrap_err();
+        // (In no-open mode the open itself succeeds and the first read is refused.)
+        let e = fs::File::open(m.path("big.img"))
+            .and_then(|mut f| f.read(&mut [0u8; 1]))
+            .unwrap_err();
         assert_eq!(errno(&e), libc::EACCES);
     }
     // A profile without redaction serves it, at offsets beyond 4 GiB.
@@ -649,4 +652,44 @@ fn outside_changes_reach_a_long_ttl_mount_through_the_watcher() {
     assert!(common::eventually(
         || names(&m.path("sub")).is_empty() && fs::metadata(m.path("sub/new.txt")).is_err()
     ));
+    // Contents are kept in the kernel across opens: a same-size rewrite must still show.
+    assert_eq!(
+        fs::read_to_string(m.path("f.txt")).unwrap(),
+        "two, longer\n"
+    );
+    fs::write(s.join("f.txt"), "six, longer\n").unwrap();
+    assert!(common::eventually(|| fs::read_to_string(m.path("f.txt"))
+        .unwrap()
+        == "six, longer\n"));
+    // Directories made outside are watched too, however deep, and keep being watched when
+    // they move.
+    fs::create_dir_all(s.join("a/b/c")).unwrap();
+    fs::write(s.join("a/b/c/deep.txt"), "1\n").unwrap();
+    assert!(common::eventually(|| fs::read_to_string(
+        m.path("a/b/c/deep.txt")
+    )
+    .map(|t| t == "1\n")
+    .unwrap_or(false)));
+    fs::write(s.join("a/b/c/deep.txt"), "2\n").unwrap();
+    assert!(common::eventually(|| fs::read_to_string(
+        m.path("a/b/c/deep.txt")
+    )
+    .unwrap()
+        == "2\n"));
+    fs::rename(s.join("a/b"), s.join("moved")).unwrap();
+    assert!(common::eventually(
+        || fs::metadata(m.path("a/b")).is_err() && names(&m.path("moved")) == vec![b"c".to_vec()]
+    ));
+    assert_eq!(
+        fs::read_to_string(m.path("moved/c/deep.txt")).unwrap(),
+        "2\n"
+    );
+    fs::write(s.join("moved/c/deep.txt"), "3\n").unwrap();
+    fs::write(s.join("moved/c/later.txt"), "4\n").unwrap();
+    assert!(common::eventually(|| fs::read_to_string(
+        m.path("moved/c/deep.txt")
+    )
+    .unwrap()
+        == "3\n"
+        && names(&m.path("moved/c")).len() == 2));
 }

@@ -171,6 +171,72 @@ fn unscannable_files_are_refused_unless_the_profile_allows_them() {
 }
 
 #[test]
+fn no_open_mode_refuses_unscannable_files_at_read_and_per_open_mode_at_open() {
+    let s = scope();
+    let mut bin_data = vec![0u8; 100];
+    bin_data.extend_from_slice(GH.as_bytes());
+    fs::write(s.path().join("blob.dat"), &bin_data).unwrap();
+    // Default profile: the kernel opens files without asking veilfs (no-open mode), so the
+    // refusal comes with the first read, and no byte of the file is ever served.
+    {
+        let m = Mount::start(s.path(), &[]);
+        let mut f = fs::File::open(m.path("blob.dat")).unwrap();
+        let e = f.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+        let e = f.read_at(&mut [0u8; 16], 100).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    }
+    // `no_open = false` asks veilfs at every open, which refuses the open itself.
+    let pdir = tempfile::tempdir().unwrap();
+    let profile = write_profile(
+        pdir.path(),
+        "p.toml",
+        "version = 1\nname = \"t\"\n[redaction]\nrule_sets = [\"secrets\"]\n[cache]\nno_open = false\n",
+    );
+    let m = Mount::start(s.path(), &["--profile", profile.to_str().unwrap()]);
+    let e = fs::File::open(m.path("blob.dat")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+}
+
+#[test]
+fn a_cached_clean_file_that_gains_a_secret_is_masked_through_the_kept_cache() {
+    // Default profile: long TTLs, contents kept in the kernel's page cache across opens, and
+    // the watcher dropping them when the real file changes.
+    let s = scope();
+    let m = Mount::start(s.path(), &[]);
+    let before = fs::read(s.path().join("clean.rs")).unwrap();
+    for _ in 0..3 {
+        assert_eq!(fs::read(m.path("clean.rs")).unwrap(), before);
+    }
+    // Same size as before, so only the contents tell the versions apart.
+    let mut secret = format!("const T: &str = \"{GH}\";\n").into_bytes();
+    secret.resize(before.len().max(secret.len()), b' ');
+    let mut padded = before.clone();
+    padded.resize(secret.len(), b' ');
+    if padded != before {
+        fs::write(s.path().join("clean.rs"), &padded).unwrap();
+        assert!(common::eventually(
+            || fs::read(m.path("clean.rs")).unwrap() == padded
+        ));
+    }
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(s.path().join("clean.rs"))
+        .unwrap();
+    f.write_all_at(&secret, 0).unwrap();
+    drop(f);
+    assert!(common::eventually(|| {
+        let got = fs::read(m.path("clean.rs")).unwrap();
+        assert_no_secret(&got, "kept cache");
+        String::from_utf8_lossy(&got).contains("<redacted:github")
+    }));
+    // mmap sees the masked view too.
+    let f = fs::File::open(m.path("clean.rs")).unwrap();
+    let mapped = common::mmap_read(&f, secret.len());
+    assert_no_secret(&mapped, "mmap after change");
+}
+
+#[test]
 fn utf16_text_is_scanned_and_masked_in_place() {
     let s = scope();
     let text = format!("token = {GH}\r\nname = ok\r\n");

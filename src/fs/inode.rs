@@ -47,7 +47,13 @@ pub struct Inode {
     /// When this directory was last listed to the kernel (its children's entries and
     /// attributes were refreshed then).
     pub last_listed: Mutex<Option<std::time::Instant>>,
+    /// No-open mode: a listing the kernel has not finished reading (it asked for more than
+    /// one READDIR buffer holds); the next READDIR at a non-zero offset continues it.
+    pub partial_listing: Mutex<Option<Arc<Listing>>>,
 }
+
+/// A directory's visible entries with the stat each was listed with.
+pub type Listing = Vec<(OsString, backing::Stat)>;
 
 impl Inode {
     pub fn is_diverted(&self) -> bool {
@@ -107,6 +113,7 @@ impl InodeTable {
             backing: Mutex::new(None),
             last_open: Mutex::new(None),
             last_listed: Mutex::new(None),
+            partial_listing: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
         });
         let mut t = Tables::default();
@@ -195,6 +202,12 @@ impl InodeTable {
         t.by_ino.get(&ino).cloned()
     }
 
+    /// Every inode the kernel currently knows.
+    pub fn all(&self) -> Vec<Arc<Inode>> {
+        let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        t.by_ino.values().cloned().collect()
+    }
+
     pub fn ino_of_key(&self, key: (u64, u64)) -> Option<u64> {
         let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
         t.by_key.get(&key).copied()
@@ -235,6 +248,7 @@ impl InodeTable {
             backing: Mutex::new(None),
             last_open: Mutex::new(None),
             last_listed: Mutex::new(None),
+            partial_listing: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
         });
         t.by_ino.insert(ino, inode.clone());

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -29,12 +29,13 @@ use tracing::{debug, info, warn};
 use crate::backing::{self, Kind, Stat};
 use crate::guard::Guard;
 use crate::policy::{EntryKind, Policy};
-use crate::redact::Redactions;
-use inode::{Inode, InodeTable, ROOT};
+use inode::{Inode, InodeTable, Listing, ROOT};
 use view::{View, Viewer};
 
 /// Files at least this large are served by FUSE passthrough when their view is their content.
 const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
+/// A read that keeps finding the file changed underneath gives up after this many tries.
+const READ_ATTEMPTS: usize = 8;
 
 /// Everything the filesystem needs, decided before mounting.
 pub struct FsConfig {
@@ -53,6 +54,12 @@ pub struct FsConfig {
     /// agent makes is kept as an empty regular file marked with [`DEV0_XATTR`] and shown as
     /// the device (`commit` turns it back into one).
     pub emulate_dev0: bool,
+    /// Read-only mounts whose caches the folder watcher keeps fresh: answer the first OPEN
+    /// and OPENDIR with ENOSYS, which puts the kernel in FUSE's no-open mode for the whole
+    /// connection. Files and listings are then served from the kernel's caches with no
+    /// round trip per open or close (the cost of `cat` and `grep -r` over many small files);
+    /// READ and READDIR arrive without a handle and decide the view themselves.
+    pub no_open: bool,
 }
 
 /// Marks an empty regular file in the overlay that stands for a 0:0 character device.
@@ -62,8 +69,6 @@ pub const DEV0_XATTR: &str = "trusted.veilfs.chrdev0";
 struct Handle {
     ino: u64,
     file: File,
-    /// The identity the view was decided for; a read that finds another re-decides.
-    view: Mutex<(crate::redact::FileId, Option<Arc<Redactions>>)>,
     writable: bool,
     wrote: AtomicBool,
     passthrough: bool,
@@ -73,7 +78,7 @@ struct Handle {
 struct DirHandle {
     ino: u64,
     /// Listed on the first readdir, not at opendir: with a kept kernel cache there may be none.
-    entries: std::sync::OnceLock<Vec<(OsString, Stat)>>,
+    entries: std::sync::OnceLock<Arc<Listing>>,
 }
 
 pub struct VeilFs {
@@ -117,6 +122,22 @@ pub(crate) fn entry_kind(k: Kind) -> EntryKind {
         Kind::Symlink => EntryKind::Symlink,
         _ => EntryKind::Special,
     }
+}
+
+/// Reads up to `size` bytes at `offset`, short only at end of file.
+fn pread_full(file: &File, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; size as usize];
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(errno_of(&e)),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// Looks up an open handle and checks it was opened for `ino`.
@@ -367,14 +388,7 @@ impl VeilFs {
         }
         let keep_cache = self.note_open(inode, &st, writable);
         let masked = redactions.is_some();
-        let fh = self.insert_handle(
-            inode,
-            file,
-            &st,
-            writable,
-            redactions,
-            passthrough_id.is_some(),
-        );
+        let fh = self.insert_handle(inode, file, writable, passthrough_id.is_some());
         info!(target: "veilfs::audit", path = %rel.display(), masked, writable, "open");
         let fflags = if keep_cache {
             FopenFlags::FOPEN_KEEP_CACHE
@@ -398,21 +412,12 @@ impl VeilFs {
         keep
     }
 
-    /// Registers an open file as a handle; `redactions` is the view it was opened with.
-    fn insert_handle(
-        &self,
-        inode: &Inode,
-        file: File,
-        st: &Stat,
-        writable: bool,
-        redactions: Option<Arc<Redactions>>,
-        passthrough: bool,
-    ) -> u64 {
+    /// Registers an open file as a handle.
+    fn insert_handle(&self, inode: &Inode, file: File, writable: bool, passthrough: bool) -> u64 {
         let fh = self.new_fh();
         let h = Arc::new(Handle {
             ino: inode.ino,
             file,
-            view: Mutex::new((view::file_id(st), redactions)),
             writable,
             wrote: AtomicBool::new(false),
             passthrough,
@@ -444,56 +449,125 @@ impl VeilFs {
         Some(h)
     }
 
-    /// Reads with the current view; re-decides when the file changed since the view was made.
-    fn read_masked(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let mut buf = vec![0u8; size as usize];
-        let mut n = 0;
-        while n < buf.len() {
-            match h.file.read_at(&mut buf[n..], offset + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(errno_of(&e)),
-            }
+    /// Reads `size` bytes at `offset` of `file` (the real file of inode `ino`) as the agent may
+    /// see them. The view is decided for the identity the file has before the read and checked
+    /// again after it: bytes read while the file changed may belong to a version whose secrets
+    /// sit elsewhere than the view's masks, so such a read is retried.
+    fn read_view(
+        &self,
+        ino: u64,
+        file: &File,
+        offset: u64,
+        size: u32,
+        writable: bool,
+    ) -> Result<Vec<u8>, Errno> {
+        if writable || !self.cfg.viewer.redaction_enabled() {
+            return pread_full(file, offset, size);
         }
-        buf.truncate(n);
-        if h.writable || !self.cfg.viewer.redaction_enabled() {
+        let rel = self.rel(ino)?;
+        for _ in 0..READ_ATTEMPTS {
+            let st = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
+            let redactions = match self.cfg.viewer.decide(&rel, file.as_fd(), &st) {
+                View::Raw => None,
+                View::Masked(r) => Some(r),
+                View::Denied(reason) => {
+                    warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+                    return Err(Errno::EACCES);
+                }
+            };
+            if self.cfg.no_open {
+                self.audit_first_read(ino, &rel, &st, redactions.is_some());
+            }
+            let mut buf = pread_full(file, offset, size)?;
+            let after = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
+            if view::file_id(&after) != view::file_id(&st) {
+                continue;
+            }
+            if let Some(r) = redactions {
+                r.apply(offset, &mut buf);
+            }
             return Ok(buf);
         }
-        let st = backing::stat_fd(h.file.as_fd()).map_err(|e| errno_of(&e))?;
-        let id = view::file_id(&st);
-        let redactions = {
-            let mut v = h.view.lock().unwrap_or_else(|e| e.into_inner());
-            if v.0 != id {
-                let rel = self.rel(h.ino)?;
-                match self.cfg.viewer.decide(&rel, h.file.as_fd(), &st) {
-                    View::Raw => *v = (id, None),
-                    View::Masked(r) => *v = (id, Some(r)),
-                    View::Denied(reason) => {
-                        warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied after change");
-                        return Err(Errno::EACCES);
-                    }
-                }
-            }
-            v.1.clone()
-        };
-        if let Some(r) = redactions {
-            r.apply(offset, &mut buf);
-        }
-        Ok(buf)
+        warn!(target: "veilfs::audit", path = %rel.display(), reason = "the file kept changing while it was read", "read refused");
+        Err(Errno::EIO)
     }
 
-    /// The open directory's listing, made on first use.
-    fn dir_entries<'a>(&self, d: &'a DirHandle) -> Result<&'a [(OsString, Stat)], Errno> {
-        if let Some(e) = d.entries.get() {
-            return Ok(e);
+    /// No-open mode has no OPEN to log: the first read of each version of a file is logged
+    /// instead (later reads of it are served by the page cache and never reach veilfs).
+    fn audit_first_read(&self, ino: u64, rel: &Path, st: &Stat, masked: bool) {
+        let Some(inode) = self.inodes.get(ino) else {
+            return;
+        };
+        let id = view::file_id(st);
+        let mut last = inode.last_open.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != Some(id) {
+            *last = Some(id);
+            info!(target: "veilfs::audit", path = %rel.display(), masked, "read");
         }
-        let listed = self.list_visible(d.ino)?;
+    }
+
+    /// A read in no-open mode: no handle, the inode's file is reopened for it.
+    fn read_unopened(&self, ino: INodeNo, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let inode = self.inode(ino)?;
+        if inode.kind != Kind::File {
+            return Err(Errno::EISDIR);
+        }
+        let fd = self.fd(&inode)?;
+        let file =
+            backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).map_err(|e| errno_of(&e))?;
+        if !self.cfg.viewer.redaction_enabled()
+            && let Ok(rel) = self.rel(ino.0)
+            && let Ok(st) = backing::stat_fd(file.as_fd())
+        {
+            self.audit_first_read(ino.0, &rel, &st, false);
+        }
+        self.read_view(ino.0, &file, offset, size, false)
+    }
+
+    /// The listing a READDIR at `offset` continues: the open directory's (made on its first
+    /// READDIR), or in no-open mode a fresh one at offset 0 and the unfinished one after it.
+    fn dir_entries(
+        &self,
+        fh: FileHandle,
+        ino: INodeNo,
+        offset: u64,
+    ) -> Result<Arc<Listing>, Errno> {
+        if fh.0 == 0 && self.cfg.no_open {
+            let inode = self.inode(ino)?;
+            if offset > 2
+                && let Some(l) = inode
+                    .partial_listing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            {
+                return Ok(l);
+            }
+            return self.list_visible(ino.0).map(Arc::new);
+        }
+        let d = self.dir_handle(fh, ino)?;
+        if let Some(e) = d.entries.get() {
+            return Ok(e.clone());
+        }
+        let listed = Arc::new(self.list_visible(d.ino)?);
         if let Some(i) = self.inodes.get(d.ino) {
             *i.last_listed.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(std::time::Instant::now());
         }
-        Ok(d.entries.get_or_init(|| listed))
+        Ok(d.entries.get_or_init(|| listed).clone())
+    }
+
+    /// No-open mode: keeps a listing the kernel stopped reading part-way for its next READDIR.
+    fn keep_partial_listing(&self, fh: FileHandle, ino: INodeNo, l: Option<Arc<Listing>>) {
+        if fh.0 == 0
+            && self.cfg.no_open
+            && let Ok(inode) = self.inode(ino)
+        {
+            *inode
+                .partial_listing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = l;
+        }
     }
 
     fn list_visible(&self, ino: u64) -> Result<Vec<(OsString, Stat)>, Errno> {
@@ -565,6 +639,15 @@ impl Filesystem for VeilFs {
         if let Err(missing) = config.add_capabilities(wanted) {
             info!("kernel did not grant: {missing:?}");
         }
+        // No-open mode keeps every page cache across opens: let a changed mtime or size seen
+        // in fresh attributes drop it too, in case the watcher missed a change.
+        if self.cfg.no_open
+            && config
+                .add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA)
+                .is_err()
+        {
+            info!("kernel did not grant FUSE_AUTO_INVAL_DATA");
+        }
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_write(1 << 20);
         if self.cfg.passthrough {
@@ -632,6 +715,10 @@ impl Filesystem for VeilFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.cfg.no_open {
+            // The kernel then opens every file without asking (and never sends RELEASE).
+            return reply.error(Errno::ENOSYS);
+        }
         let inode = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -666,11 +753,13 @@ impl Filesystem for VeilFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let h = match self.handle(fh, ino) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
+        let r = if fh.0 == 0 && self.cfg.no_open {
+            self.read_unopened(ino, offset, size)
+        } else {
+            self.handle(fh, ino)
+                .and_then(|h| self.read_view(h.ino, &h.file, offset, size, h.writable))
         };
-        match self.read_masked(&h, offset, size) {
+        match r {
             Ok(buf) => reply.data(&buf),
             Err(e) => reply.error(e),
         }
@@ -716,6 +805,10 @@ impl Filesystem for VeilFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if fh.0 == 0 && self.cfg.no_open {
+            // Read-only: there is nothing of ours to flush.
+            return reply.ok();
+        }
         match self.handle(fh, ino) {
             Ok(h) => {
                 let r = if datasync {
@@ -733,6 +826,11 @@ impl Filesystem for VeilFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.cfg.no_open {
+            // As for files: the kernel keeps every listing in its cache (FOPEN_CACHE_DIR |
+            // FOPEN_KEEP_CACHE) until the watcher invalidates it or the mtime changes.
+            return reply.error(Errno::ENOSYS);
+        }
         let inode = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -781,10 +879,6 @@ impl Filesystem for VeilFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let d = match self.dir_handle(fh, ino) {
-            Ok(d) => d,
-            Err(e) => return reply.error(e),
-        };
         let parent = self
             .inodes
             .get(ino.0)
@@ -804,10 +898,11 @@ impl Filesystem for VeilFs {
             }
             off = 2;
         }
-        let entries = match self.dir_entries(&d) {
+        let entries = match self.dir_entries(fh, ino, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
+        let mut full = false;
         for (i, (name, st)) in entries.iter().enumerate().skip((off - 2) as usize) {
             // d_ino is informational for readdir; use ours when known.
             let dino = self
@@ -815,9 +910,11 @@ impl Filesystem for VeilFs {
                 .ino_of_key((st.dev, st.ino))
                 .unwrap_or(u64::MAX >> 1);
             if reply.add(INodeNo(dino), i as u64 + 3, file_type(st.kind()), name) {
+                full = true;
                 break;
             }
         }
+        self.keep_partial_listing(fh, ino, full.then_some(entries));
         reply.ok();
     }
 
@@ -829,10 +926,6 @@ impl Filesystem for VeilFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let d = match self.dir_handle(fh, ino) {
-            Ok(d) => d,
-            Err(e) => return reply.error(e),
-        };
         let ttl = self.ttl();
         let mut off = offset;
         if off < 2 {
@@ -864,10 +957,11 @@ impl Filesystem for VeilFs {
             }
             off = 2;
         }
-        let entries = match self.dir_entries(&d) {
+        let entries = match self.dir_entries(fh, ino, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
+        let mut full = false;
         for (i, (name, st)) in entries.iter().enumerate().skip((off - 2) as usize) {
             // The stat and the policy verdict were taken at opendir; the inode opens its fd
             // beneath this directory on first use (checking it is still the same object).
@@ -885,9 +979,11 @@ impl Filesystem for VeilFs {
             ) {
                 // Not sent: undo the lookup count we took for it.
                 self.inodes.forget(inode.ino, 1);
+                full = true;
                 break;
             }
         }
+        self.keep_partial_listing(fh, ino, full.then_some(entries));
         reply.ok();
     }
 
@@ -990,13 +1086,26 @@ impl Filesystem for VeilFs {
         whence: i32,
         reply: fuser::ReplyLseek,
     ) {
-        let h = match self.handle(fh, ino) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
+        let reopened;
+        let handle;
+        let file: &File = if fh.0 == 0 && self.cfg.no_open {
+            reopened = match self.inode(ino).and_then(|i| self.fd(&i)).and_then(|fd| {
+                backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).map_err(|e| errno_of(&e))
+            }) {
+                Ok(f) => f,
+                Err(e) => return reply.error(e),
+            };
+            &reopened
+        } else {
+            handle = match self.handle(fh, ino) {
+                Ok(h) => h,
+                Err(e) => return reply.error(e),
+            };
+            &handle.file
         };
         // SEEK_DATA/SEEK_HOLE on the real file (sparse-aware cp/tar).
-        // SAFETY: the fd is valid for the life of h.
-        let r = unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&h.file), offset, whence) };
+        // SAFETY: the fd is valid for the life of file.
+        let r = unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(file), offset, whence) };
         if r < 0 {
             reply.error(errno_of(&std::io::Error::last_os_error()));
         } else {
@@ -1213,7 +1322,13 @@ impl Filesystem for VeilFs {
         // would bypass the view.
         let r = (|| {
             let hin = self.handle(fh_in, ino_in)?;
-            let buf = self.read_masked(&hin, offset_in, len.min(1 << 20) as u32)?;
+            let buf = self.read_view(
+                hin.ino,
+                &hin.file,
+                offset_in,
+                len.min(1 << 20) as u32,
+                hin.writable,
+            )?;
             self.do_write(ino_out, fh_out, offset_out, &buf)
         })();
         match r {
@@ -1259,6 +1374,11 @@ impl VeilFs {
         self.cfg.ttl = ttl;
     }
 
+    /// Turns on no-open mode (see [`FsConfig::no_open`]); read-only mounts only.
+    pub fn set_no_open(&mut self, on: bool) {
+        self.cfg.no_open = on && self.cfg.guard.is_none();
+    }
+
     /// A handle the folder watcher uses to push outside changes into the kernel's caches.
     /// It does nothing until [`CacheInvalidator::set_notifier`] is given the session's notifier.
     pub fn invalidator(&self) -> CacheInvalidator {
@@ -1280,6 +1400,21 @@ pub struct CacheInvalidator {
 impl CacheInvalidator {
     pub fn set_notifier(&self, n: fuser::Notifier) {
         let _ = self.notifier.set(n);
+    }
+
+    /// The watcher lost events (its queue overflowed): anything may have changed, so every
+    /// name, attribute, listing and page the kernel holds is dropped.
+    pub fn everything_changed(&self) {
+        let Some(n) = self.notifier.get() else {
+            return;
+        };
+        for inode in self.inodes.all() {
+            let loc = inode.location();
+            if inode.ino != ROOT {
+                let _ = n.inval_entry(INodeNo(loc.parent), &loc.name);
+            }
+            let _ = n.inval_inode(INodeNo(inode.ino), 0, 0);
+        }
     }
 
     /// `rel` (relative to the scope) was created, changed, removed or renamed.

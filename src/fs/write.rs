@@ -544,24 +544,18 @@ impl VeilFs {
             }
             let fd = self.fd(&inode)?;
             let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
-            // A read-only open of it gets the same view as open(2) would: masked, or refused.
-            let redactions = if wants_write {
-                None
-            } else {
-                match self.cfg.viewer.decide(&rel, fd.as_fd(), &st) {
-                    View::Raw => None,
-                    View::Masked(r) => Some(r),
-                    View::Denied(reason) => {
-                        warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
-                        return Err(Errno::EACCES);
-                    }
-                }
-            };
+            // A read-only open of it is refused as open(2) would refuse it; reads mask.
+            if !wants_write
+                && let View::Denied(reason) = self.cfg.viewer.decide(&rel, fd.as_fd(), &st)
+            {
+                warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+                return Err(Errno::EACCES);
+            }
             let open_flags =
                 flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
             let file = backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?;
             self.note_open(&inode, &st, wants_write);
-            let fh = self.insert_handle(&inode, file, &st, wants_write, redactions, false);
+            let fh = self.insert_handle(&inode, file, wants_write, false);
             return Ok((inode, st, fh));
         }
         self.capture_parent(g, &rel)?;
@@ -573,7 +567,7 @@ impl VeilFs {
         info!(target: "veilfs::audit", path = %rel.display(), op = "create", "changed");
         let (inode, st) = self.do_lookup(parent.0, name)?;
         self.note_open(&inode, &st, true);
-        let fh = self.insert_handle(&inode, file, &st, true, None, false);
+        let fh = self.insert_handle(&inode, file, true, false);
         Ok((inode, st, fh))
     }
 
