@@ -39,14 +39,13 @@ pub struct Inode {
     pub kind: Kind,
     pub loc: Mutex<Location>,
     nlookup: AtomicU64,
-    /// Passthrough backing id shared by all read-only handles of this inode, with their count.
-    pub backing: Mutex<Option<(Arc<fuser::BackingId>, usize)>>,
     /// Identity of the file at its last open: the kernel's page cache may be kept only when
     /// the file is unchanged since then.
     pub last_open: Mutex<Option<crate::redact::FileId>>,
     /// When this directory was last listed to the kernel (its children's entries and
-    /// attributes were refreshed then).
-    pub last_listed: Mutex<Option<std::time::Instant>>,
+    /// attributes were refreshed then): milliseconds since [`epoch`] plus one, 0 for never.
+    /// (Inodes are per file of the tree: every field counts towards the mount's memory.)
+    last_listed: AtomicU64,
     /// No-open mode: a listing the kernel has not finished reading (it asked for more than
     /// one READDIR buffer holds); the next READDIR at a non-zero offset continues it.
     pub partial_listing: Mutex<Option<Arc<Listing>>>,
@@ -55,7 +54,30 @@ pub struct Inode {
 /// A directory's visible entries with the stat each was listed with.
 pub type Listing = Vec<(OsString, backing::Stat)>;
 
+/// The zero of [`Inode`]'s compact timestamps.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
 impl Inode {
+    pub fn note_listed(&self) {
+        let ms = epoch().elapsed().as_millis() as u64 + 1;
+        self.last_listed.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago this directory was last listed, if ever.
+    pub fn listed_ago(&self) -> Option<std::time::Duration> {
+        match self.last_listed.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                epoch()
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_millis(ms - 1)),
+            ),
+        }
+    }
+
     pub fn is_diverted(&self) -> bool {
         self.diverted.load(Ordering::Relaxed)
     }
@@ -110,9 +132,8 @@ impl InodeTable {
             }),
             // The root is never forgotten.
             nlookup: AtomicU64::new(1 << 62),
-            backing: Mutex::new(None),
             last_open: Mutex::new(None),
-            last_listed: Mutex::new(None),
+            last_listed: AtomicU64::new(0),
             partial_listing: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
         });
@@ -245,9 +266,8 @@ impl InodeTable {
                 name: name.to_os_string(),
             }),
             nlookup: AtomicU64::new(1),
-            backing: Mutex::new(None),
             last_open: Mutex::new(None),
-            last_listed: Mutex::new(None),
+            last_listed: AtomicU64::new(0),
             partial_listing: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
         });

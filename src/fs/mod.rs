@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -89,6 +89,9 @@ pub struct VeilFs {
     dirs: RwLock<std::collections::HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
     passthrough_ok: AtomicBool,
+    /// Passthrough backing ids by inode, shared by all read-only handles of the inode, with
+    /// their count (a side table: few inodes ever have one, every inode would pay for a field).
+    backing_ids: Mutex<std::collections::HashMap<u64, (Arc<fuser::BackingId>, usize)>>,
 }
 
 fn errno_of(e: &std::io::Error) -> Errno {
@@ -194,6 +197,7 @@ impl VeilFs {
             dirs: RwLock::new(Default::default()),
             next_fh: AtomicU64::new(1),
             passthrough_ok: AtomicBool::new(false),
+            backing_ids: Mutex::new(Default::default()),
         })
     }
 
@@ -368,8 +372,8 @@ impl VeilFs {
             && self.passthrough_ok.load(Ordering::Relaxed);
         let mut passthrough_id = None;
         if try_passthrough {
-            let mut b = inode.backing.lock().unwrap_or_else(|e| e.into_inner());
-            match b.as_mut() {
+            let mut ids = self.backing_ids.lock().unwrap_or_else(|e| e.into_inner());
+            match ids.get_mut(&inode.ino) {
                 Some((id, n)) => {
                     *n += 1;
                     passthrough_id = Some(id.clone());
@@ -377,7 +381,7 @@ impl VeilFs {
                 None => match reply.open_backing(&file) {
                     Ok(id) => {
                         let id = Arc::new(id);
-                        *b = Some((id.clone(), 1));
+                        ids.insert(inode.ino, (id.clone(), 1));
                         passthrough_id = Some(id);
                     }
                     Err(e) => {
@@ -435,14 +439,12 @@ impl VeilFs {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh)?;
-        if h.passthrough
-            && let Some(inode) = self.inodes.get(h.ino)
-        {
-            let mut b = inode.backing.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, n)) = b.as_mut() {
+        if h.passthrough {
+            let mut ids = self.backing_ids.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, n)) = ids.get_mut(&h.ino) {
                 *n -= 1;
                 if *n == 0 {
-                    *b = None;
+                    ids.remove(&h.ino);
                 }
             }
         }
@@ -551,8 +553,7 @@ impl VeilFs {
         }
         let listed = Arc::new(self.list_visible(d.ino)?);
         if let Some(i) = self.inodes.get(d.ino) {
-            *i.last_listed.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(std::time::Instant::now());
+            i.note_listed();
         }
         Ok(d.entries.get_or_init(|| listed).clone())
     }
@@ -849,11 +850,7 @@ impl Filesystem for VeilFs {
                 .and_then(|fd| backing::stat_fd(fd.as_fd()).ok())
                 .map(|st| self.note_open(&inode, &st, false))
                 .unwrap_or(false);
-        let fresh = inode
-            .last_listed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|t| t.elapsed() < self.ttl());
+        let fresh = inode.listed_ago().is_some_and(|t| t < self.ttl());
         let keep = unchanged && fresh;
         let fh = self.new_fh();
         self.dirs.write().unwrap_or_else(|e| e.into_inner()).insert(

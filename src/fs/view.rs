@@ -37,8 +37,17 @@ pub fn file_id(st: &Stat) -> FileId {
         dev: st.dev,
         ino: st.ino,
         size: st.size,
-        mtime_ns: st.mtime.0 as i128 * 1_000_000_000 + st.mtime.1 as i128,
-        ctime_ns: st.ctime.0 as i128 * 1_000_000_000 + st.ctime.1 as i128,
+        // i64 nanoseconds reach the year 2262.
+        mtime_ns: st
+            .mtime
+            .0
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.mtime.1),
+        ctime_ns: st
+            .ctime
+            .0
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.ctime.1),
     }
 }
 

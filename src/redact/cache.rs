@@ -17,13 +17,15 @@ pub struct FileId {
     pub dev: u64,
     pub ino: u64,
     pub size: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
 }
 
 const SHARDS: usize = 16;
 
-type Key = (FileId, [u8; 32]);
+// The fingerprint is not part of the key: `bind` empties the cache when it changes, and one
+// fingerprint per entry doubled the cache's memory (it holds an entry per file of the tree).
+type Key = FileId;
 
 /// Bounded, thread-safe map from file identity to scan outcome.
 pub struct ScanCache {
@@ -82,14 +84,12 @@ impl ScanCache {
     }
 
     pub fn get(&self, id: &FileId) -> Option<ScanOutcome> {
-        let fp = *lock(&self.fingerprint);
-        lock(self.shard(id)).get(&(*id, fp)).cloned()
+        lock(self.shard(id)).get(id).cloned()
     }
 
     pub fn insert(&self, id: FileId, o: ScanOutcome) {
-        let fp = *lock(&self.fingerprint);
         let mut m = lock(self.shard(&id));
-        if m.len() >= self.per_shard && !m.contains_key(&(id, fp)) {
+        if m.len() >= self.per_shard && !m.contains_key(&id) {
             let drop_n = (self.per_shard / 8).max(1);
             let mut n = 0;
             m.retain(|_, _| {
@@ -97,12 +97,12 @@ impl ScanCache {
                 n > drop_n
             });
         }
-        m.insert((id, fp), o);
+        m.insert(id, o);
     }
 
     /// Drops one file's entries (all fingerprints), e.g. when the watcher sees it change.
     pub fn remove(&self, id: &FileId) {
-        lock(self.shard(id)).retain(|k, _| k.0 != *id);
+        lock(self.shard(id)).remove(id);
     }
 
     pub fn clear(&self) {
