@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end read-path comparison: the same data folder read natively, through veilfs (built-in
-# default profile, and a profile without redaction), through fuse-overlayfs and through bindfs.
+# default profile; the same with `no_open = false`, i.e. one OPEN/RELEASE round trip per file; and a
+# profile without redaction), through fuse-overlayfs and through bindfs. Then the memory of a
+# default-profile mount over a 100k-file tree (10k with --quick) after find, du and grep -r.
 #
 # Usage: benches/compare.sh [--quick] [--runs N] [--out FILE] [--keep]
 #   --quick   ~10x smaller data set and fewer I/Os, for a smoke run
@@ -16,10 +18,11 @@
 # they are missing and builds veilfs with `cargo build --release` (honours CARGO_TARGET_DIR).
 set -euo pipefail
 
-readonly TARGETS=(native vdef vplain ovl bind)
+readonly TARGETS=(native vdef vopen vplain ovl bind)
 declare -A TITLE=(
 	[native]="native (median s)"
 	[vdef]="veilfs default"
+	[vopen]="veilfs default, no_open = false"
 	[vplain]="veilfs no-redaction"
 	[ovl]="fuse-overlayfs"
 	[bind]="bindfs"
@@ -88,9 +91,9 @@ parse_args() {
 # Data sizes. Full: 1 GiB file, 500x100 tree (50k files), 110x100 small set (11k files).
 set_sizes() {
 	if ((QUICK)); then
-		BIG_MIB=100 TREE_DIRS=50 SMALL_DIRS=11 RAND_IOS=2000
+		BIG_MIB=100 TREE_DIRS=50 SMALL_DIRS=11 RAND_IOS=2000 MEM_DIRS=20
 	else
-		BIG_MIB=1024 TREE_DIRS=500 SMALL_DIRS=110 RAND_IOS=20000
+		BIG_MIB=1024 TREE_DIRS=500 SMALL_DIRS=110 RAND_IOS=20000 MEM_DIRS=200
 	fi
 	FILES_PER_DIR=100
 }
@@ -240,6 +243,10 @@ name = "bench-plain"
 rule_sets = []
 TOML
 	mount_veilfs vdef "$m/vdef"
+	# The default profile with the kernel asking veilfs at every open and close.
+	sed 's/^no_open = true$/no_open = false/' "$REPO/profiles/default.toml" >"$WORK/bench-open.toml"
+	grep -q '^no_open = false$' "$WORK/bench-open.toml" || die "profiles/default.toml has no 'no_open = true' line"
+	mount_veilfs vopen "$m/vopen" --profile "$WORK/bench-open.toml"
 	mount_veilfs vplain "$m/vplain" --profile "$WORK/bench-plain.toml"
 
 	mkdir -p "$m/ovl" "$WORK/ovl-upper" "$WORK/ovl-work"
@@ -332,6 +339,33 @@ peak_rss() {
 	fi
 }
 
+# Peak RSS of a default-profile mount over a tree of MEM_DIRS x 500 small files, after `find`,
+# `du -s` and two `grep -r` (the second one served from caches).
+measure_memory() {
+	local tree="$WORK/memtree" mp="$WORK/mnt/mem" n
+	n=$((MEM_DIRS * 500))
+	log "memory: generating a ${n}-file tree"
+	python3 - "$tree" "$MEM_DIRS" <<'PY'
+import os, sys
+root, ndirs = sys.argv[1], int(sys.argv[2])
+for d in range(ndirs):
+    sub = os.path.join(root, f"d{d:03d}")
+    os.makedirs(sub, exist_ok=True)
+    for f in range(500):
+        with open(os.path.join(sub, f"f{f:03d}.rs"), "w") as out:
+            out.write(f"fn f{f}() -> usize {{ {d} + {f} }}\n" * 20)
+PY
+	local saved=$DATA
+	DATA=$tree
+	mount_veilfs mem "$mp"
+	DATA=$saved
+	find "$mp" -type f | wc -l >/dev/null
+	du -s "$mp" >/dev/null
+	grep -r "$RARE_WORD" "$mp" >/dev/null || true
+	grep -r "$RARE_WORD" "$mp" >/dev/null || true
+	MEMORY_LINE="veilfs peak RSS (VmHWM) over a ${n}-file tree after find, du -s and grep -r twice, default profile: $(peak_rss mem)"
+}
+
 report() {
 	local wl t line commit
 	commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -354,7 +388,9 @@ report() {
 			echo "$line |"
 		done
 		echo
-		echo "veilfs peak RSS (VmHWM) after all workloads: default profile $(peak_rss vdef), no-redaction $(peak_rss vplain)"
+		echo "veilfs peak RSS (VmHWM) after all workloads: default profile $(peak_rss vdef), no_open = false $(peak_rss vopen), no-redaction $(peak_rss vplain)"
+		echo
+		echo "$MEMORY_LINE"
 	} >"$WORK/table.md"
 	cat "$WORK/table.md"
 	if [[ -n $OUT ]]; then
@@ -379,6 +415,7 @@ main() {
 	mount_all
 	check_views
 	run_workloads
+	measure_memory
 	report
 }
 
