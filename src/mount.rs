@@ -219,6 +219,26 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             Some(Arc::new(g))
         }
     };
+    // Scan verdicts live in the store (made for them in read-only mode, so a later writable
+    // mount finds a proper store), never in the scope or the mount: a copy the agent could
+    // write would let it mark a secret-bearing file clean.
+    let scan_cache_file = if req.profile.cache.persist_scans && viewer.redaction_enabled() {
+        match store_dir(&req, &scope, &mountpoint).and_then(|d| {
+            Store::create_or_open(&d).map_err(|e| anyhow::anyhow!("store {}: {e}", d.display()))?;
+            Ok(d.join("scan-cache"))
+        }) {
+            Ok(p) => {
+                viewer.load_scans(&p);
+                Some(p)
+            }
+            Err(e) => {
+                tracing::warn!("scan results will not be saved: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     // New objects get exactly the mode the agent asked for (the kernel already applied its umask).
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };
@@ -244,6 +264,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             divert,
             emulate_dev0: mode == WriteMode::Overlay,
             no_open: false,
+            scan_cache_file,
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,

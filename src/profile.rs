@@ -265,6 +265,9 @@ pub struct CacheCfg {
     /// profile refuses to serve opens but every read of it fails with EACCES, and big clean files
     /// are read through veilfs into the page cache instead of by passthrough.
     pub no_open: bool,
+    /// Save scan verdicts in the store directory at unmount and load them at the next mount of
+    /// the same folder, so unchanged files are not scanned again (default true).
+    pub persist_scans: bool,
 }
 
 impl Default for CacheCfg {
@@ -274,6 +277,7 @@ impl Default for CacheCfg {
             watch: true,
             watched_ttl_ms: 30_000,
             no_open: true,
+            persist_scans: true,
         }
     }
 }

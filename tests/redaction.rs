@@ -237,6 +237,59 @@ fn a_cached_clean_file_that_gains_a_secret_is_masked_through_the_kept_cache() {
 }
 
 #[test]
+fn scan_results_are_saved_for_the_next_mount_and_never_trusted_for_changed_files() {
+    let s = scope();
+    let store = tempfile::tempdir().unwrap();
+    let st = store.path().join("s");
+    let args = ["-v", "--store", st.to_str().unwrap()];
+    let m = Mount::start(s.path(), &args);
+    assert_eq!(
+        fs::read(m.path("clean.rs")).unwrap(),
+        fs::read(s.path().join("clean.rs")).unwrap()
+    );
+    assert_no_secret(
+        &fs::read(m.path("cfg/service.yaml")).unwrap(),
+        "first mount",
+    );
+    let (status, _) = m.stop();
+    assert!(status.success());
+    // The clean verdict is saved (masked files are re-scanned: only clean/binary are kept).
+    let saved = st.join("scan-cache");
+    assert_eq!(fs::metadata(&saved).unwrap().len(), 16 + 32 + 41 + 32);
+
+    // Unchanged: the next mount loads it.
+    let m = Mount::start(s.path(), &args);
+    assert!(fs::read(m.path("clean.rs")).is_ok());
+    let (_, err) = m.stop();
+    assert!(
+        err.contains("loaded saved scan results") && err.contains("n=1"),
+        "{err}"
+    );
+
+    // Changed while unmounted: the saved verdict is for another identity, so it is re-scanned.
+    fs::write(
+        s.path().join("clean.rs"),
+        format!("const T: &str = \"{GH}\";\n"),
+    )
+    .unwrap();
+    let m = Mount::start(s.path(), &args);
+    let got = fs::read(m.path("clean.rs")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&got).contains("<redacted:github"),
+        "{got:?}"
+    );
+    assert_no_secret(&got, "file changed while unmounted");
+    drop(m);
+
+    // A damaged file is ignored, not trusted.
+    fs::write(&saved, b"veilfs-scans-v1\n garbage").unwrap();
+    let m = Mount::start(s.path(), &args);
+    assert_no_secret(&fs::read(m.path("clean.rs")).unwrap(), "damaged cache");
+    let (_, err) = m.stop();
+    assert!(err.contains("ignoring saved scan results"), "{err}");
+}
+
+#[test]
 fn utf16_text_is_scanned_and_masked_in_place() {
     let s = scope();
     let text = format!("token = {GH}\r\nname = ok\r\n");

@@ -60,6 +60,8 @@ pub struct FsConfig {
     /// round trip per open or close (the cost of `cat` and `grep -r` over many small files);
     /// READ and READDIR arrive without a handle and decide the view themselves.
     pub no_open: bool,
+    /// Where scan verdicts are saved at unmount (and were loaded from at mount).
+    pub scan_cache_file: Option<PathBuf>,
 }
 
 /// Marks an empty regular file in the overlay that stands for a 0:0 character device.
@@ -671,6 +673,9 @@ impl Filesystem for VeilFs {
     fn destroy(&mut self) {
         if let Some(g) = &self.cfg.guard {
             g.end();
+        }
+        if let Some(p) = &self.cfg.scan_cache_file {
+            self.cfg.viewer.save_scans(p);
         }
     }
 

@@ -67,6 +67,22 @@ impl Viewer {
         }
     }
 
+    /// Loads scan verdicts saved by an earlier mount; a bad file is logged and ignored.
+    pub fn load_scans(&self, path: &Path) {
+        match self.cache.load(path) {
+            Ok(n) => tracing::info!(path = %path.display(), n, "loaded saved scan results"),
+            Err(e) => tracing::warn!(path = %path.display(), "ignoring saved scan results: {e}"),
+        }
+    }
+
+    /// Saves scan verdicts for the next mount of the same folder.
+    pub fn save_scans(&self, path: &Path) {
+        match self.cache.save(path) {
+            Ok(n) => tracing::info!(path = %path.display(), n, "saved scan results"),
+            Err(e) => tracing::warn!(path = %path.display(), "cannot save scan results: {e}"),
+        }
+    }
+
     pub fn redaction_enabled(&self) -> bool {
         !self.engine.is_empty()
     }

@@ -5,8 +5,14 @@
 //! fingerprint, so a rule change can never serve a stale "clean" verdict. Bounded: when a shard is
 //! full an arbitrary eighth of it is dropped (cheap, and a miss only costs a re-scan). Sharded so
 //! FUSE worker threads rarely contend.
+//!
+//! Persisted (`save`/`load`) so a remount of the same folder does not re-scan what is unchanged:
+//! only "clean" and "binary" verdicts are written (a masked file is rare and re-scanned), with
+//! the engine fingerprint and a blake3 checksum; a file that does not match exactly is ignored.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use super::engine::{Engine, ScanOutcome};
@@ -120,9 +126,126 @@ impl ScanCache {
     }
 }
 
+const MAGIC: &[u8; 16] = b"veilfs-scans-v1\n";
+const RECORD: usize = 41;
+
+impl ScanCache {
+    /// Writes the clean and binary verdicts to `path` (atomically: temp file, then rename).
+    /// Returns how many were written.
+    pub fn save(&self, path: &Path) -> std::io::Result<usize> {
+        let fp = *lock(&self.fingerprint);
+        let mut out = Vec::with_capacity(MAGIC.len() + 32 + self.len() * RECORD + 32);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&fp);
+        let mut n = 0;
+        for s in &self.shards {
+            for (id, o) in lock(s).iter() {
+                let tag = match o {
+                    ScanOutcome::Clean => 0u8,
+                    ScanOutcome::Binary => 1,
+                    ScanOutcome::Redact(_) => continue,
+                };
+                for v in [
+                    id.dev,
+                    id.ino,
+                    id.size,
+                    id.mtime_ns as u64,
+                    id.ctime_ns as u64,
+                ] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                out.push(tag);
+                n += 1;
+            }
+        }
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(&out)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(n)
+    }
+
+    /// Loads verdicts saved by [`save`](Self::save) for the same rules. A missing file is no
+    /// error (`Ok(0)`); a file for other rules, truncated or altered is refused.
+    pub fn load(&self, path: &Path) -> Result<usize, String> {
+        let data = match std::fs::read(path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.to_string()),
+        };
+        let head = MAGIC.len() + 32;
+        if data.len() < head + 32 || !(data.len() - head - 32).is_multiple_of(RECORD) {
+            return Err("not a veilfs scan cache (bad length)".into());
+        }
+        let (body, sum) = data.split_at(data.len() - 32);
+        if blake3::hash(body).as_bytes() != sum {
+            return Err("checksum mismatch".into());
+        }
+        if &body[..MAGIC.len()] != MAGIC {
+            return Err("not a veilfs scan cache (bad magic)".into());
+        }
+        if body[MAGIC.len()..head] != *lock(&self.fingerprint) {
+            return Err("saved for other rules".into());
+        }
+        let mut n = 0;
+        for r in body[head..].chunks_exact(RECORD) {
+            let v = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&r[i * 8..i * 8 + 8]);
+                u64::from_le_bytes(b)
+            };
+            let id = FileId {
+                dev: v(0),
+                ino: v(1),
+                size: v(2),
+                mtime_ns: v(3) as i64,
+                ctime_ns: v(4) as i64,
+            };
+            let o = match r[40] {
+                0 => ScanOutcome::Clean,
+                1 => ScanOutcome::Binary,
+                t => return Err(format!("unknown verdict {t}")),
+            };
+            self.insert(id, o);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_verdicts_load_only_for_the_same_rules_and_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("scans");
+        let e = Engine::empty();
+        let c = ScanCache::for_engine(64, &e);
+        assert_eq!(c.load(&p), Ok(0), "no file yet");
+        c.insert(id(1), ScanOutcome::Clean);
+        c.insert(id(2), ScanOutcome::Binary);
+        assert_eq!(c.save(&p).unwrap(), 2);
+        let d = ScanCache::for_engine(64, &e);
+        assert_eq!(d.load(&p), Ok(2));
+        assert!(matches!(d.get(&id(1)), Some(ScanOutcome::Clean)));
+        assert!(matches!(d.get(&id(2)), Some(ScanOutcome::Binary)));
+        // Other rules: nothing is trusted.
+        let other = ScanCache::new(64);
+        *lock(&other.fingerprint) = [7; 32];
+        assert!(other.load(&p).unwrap_err().contains("other rules"));
+        assert!(other.get(&id(1)).is_none());
+        // One flipped byte: nothing is trusted.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[MAGIC.len() + 32 + 3] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        let f = ScanCache::for_engine(64, &e);
+        assert!(f.load(&p).unwrap_err().contains("checksum"));
+        assert_eq!(f.len(), 0);
+    }
 
     fn id(ino: u64) -> FileId {
         FileId {

@@ -33,6 +33,8 @@ impl Mount {
         std::fs::create_dir(&mp).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin());
         cmd.arg("mount").args(args).arg(scope).arg(&mp);
+        // The default store (and saved scan results) go beside the mount point, not in $HOME.
+        cmd.env("XDG_DATA_HOME", mp_dir.path().join("data"));
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
