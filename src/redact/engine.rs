@@ -306,10 +306,17 @@ impl Engine {
                 let Some(rs) = self.pattern_rules.get(m.keyword as usize) else {
                     return;
                 };
+                // Computed at most once per hit, only when a rule asks for it.
+                let mut assigned = None;
                 for &ri in rs {
                     let r = ri as usize;
                     if !applies[r]
                         || (any_region[r] && m.start >= covered_from[r] && m.start < covered_to[r])
+                    {
+                        continue;
+                    }
+                    if self.rules[r].assignment
+                        && !*assigned.get_or_insert_with(|| rules::assigned_after(text, m.end))
                     {
                         continue;
                     }
