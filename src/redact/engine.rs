@@ -471,6 +471,9 @@ fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
                 i += 32;
                 continue;
             }
+            // Outside a run a non-digit changes nothing: go straight to the first digit instead
+            // of testing the block again one byte further on.
+            i += block.iter().position(u8::is_ascii_digit).unwrap_or(0);
         }
         let b = text[i];
         if b.is_ascii_digit() {
