@@ -400,11 +400,17 @@ impl Engine {
             return;
         };
         let groups = rule.regex.captures_len();
-        // One reusable set of capture slots per call instead of an allocation per match.
+        // Capture groups only when the match alone cannot tell where the secret is (span.rs).
+        let fast = groups == 1 || rule.span.is_some();
         let mut locs = rule.regex.capture_locations();
         let mut at = 0;
         while at <= hay.len() {
-            let Some(whole) = rule.regex.captures_read_at(&mut locs, hay, at) else {
+            let whole = if fast {
+                rule.regex.find_at(hay, at)
+            } else {
+                rule.regex.captures_read_at(&mut locs, hay, at)
+            };
+            let Some(whole) = whole else {
                 break;
             };
             at = if whole.end() > whole.start() {
@@ -412,10 +418,14 @@ impl Engine {
             } else {
                 whole.end() + 1
             };
-            let span = match rule.secret_group {
-                Some(g) => locs.get(g),
-                None if groups > 1 => (1..groups).find_map(|g| locs.get(g)),
-                None => Some((whole.start(), whole.end())),
+            let span = match (&rule.span, rule.secret_group) {
+                (Some(plan), _) => {
+                    let (s, e) = plan.cut(whole.as_bytes());
+                    Some((whole.start() + s, whole.start() + e))
+                }
+                (None, _) if groups == 1 => Some((whole.start(), whole.end())),
+                (None, Some(g)) => locs.get(g),
+                (None, None) => (1..groups).find_map(|g| locs.get(g)),
             };
             let Some((ms, me)) = span else { continue };
             let Some(secret) = hay.get(ms..me) else {

@@ -26,6 +26,7 @@ pub mod mask;
 pub mod rules;
 #[doc(hidden)]
 pub mod samples;
+mod span;
 pub mod text;
 
 pub use cache::{FileId, ScanCache};

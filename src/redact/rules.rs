@@ -231,6 +231,8 @@ pub(crate) struct CompiledRule {
     pub id: Arc<str>,
     pub regex: regex::bytes::Regex,
     pub secret_group: Option<usize>,
+    /// Where the secret is in a match without capture groups, when the regex's shape allows.
+    pub span: Option<super::span::SpanPlan>,
     pub keywords: Vec<String>,
     pub entropy: Option<f64>,
     pub path: Option<GlobSet>,
@@ -429,10 +431,15 @@ pub(crate) fn compile_set(
             return Err(err(id_span, format!("entropy {e} is outside 0..=8")));
         }
         let keywords = r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
+        let span = match regex.captures_len() {
+            1 => None,
+            _ => super::span::plan(r.regex.get_ref(), r.secret_group.unwrap_or(1) as u32),
+        };
         out.push(CompiledRule {
             id: Arc::from(id),
             regex,
             secret_group: r.secret_group,
+            span,
             keywords,
             entropy: r.entropy,
             path,
