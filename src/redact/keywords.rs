@@ -4,7 +4,7 @@
 //! prefilters, so it walks a DFA one byte at a time (about 450 MB/s), and most files an agent
 //! reads contain no keyword at all. Instead each keyword of three or more bytes is represented by
 //! one 3-byte window of it (its "anchor"), chosen to be rare in code and prose (`s_k` rather than
-//! `acc` for `access_key`). One pass tests every position of the text against a 64 Kibit filter
+//! `acc` for `access_key`). One pass tests every position of the text against a 64 KiB table
 //! of anchor hashes; only positions that pass are looked up and compared with the keywords owning
 //! that anchor. Every occurrence of a keyword contains its anchor at a fixed offset, so no
 //! occurrence is missed and overlapping occurrences are all reported, as before. Keywords shorter
@@ -31,7 +31,8 @@ pub(crate) struct Hit {
 
 pub(crate) struct Keywords {
     keywords: Vec<Vec<u8>>,
-    filter: Box<[u64; 1 << (FILTER_BITS - 6)]>,
+    /// One byte per hash value (a bit would need a variable shift per test, several uops).
+    filter: Box<[u8; 1 << FILTER_BITS]>,
     /// (folded anchor, keyword id, anchor offset in the keyword), sorted by anchor.
     anchors: Vec<(u32, u32, u32)>,
     /// For keywords shorter than an anchor: a searcher for their rarest bytes, and per byte
@@ -64,7 +65,7 @@ fn slot(w: u32) -> usize {
 impl Keywords {
     /// `keywords` must be lowercase (rule keywords are lowercased when compiled).
     pub(crate) fn new(keywords: &[String]) -> Result<Keywords, aho_corasick::BuildError> {
-        let mut filter = Box::new([0u64; 1 << (FILTER_BITS - 6)]);
+        let mut filter = Box::new([0u8; 1 << FILTER_BITS]);
         let mut anchors = Vec::new();
         let mut short_bytes: Vec<u8> = Vec::new();
         let mut short_owners: Vec<Vec<(u32, usize)>> = Vec::new();
@@ -99,7 +100,7 @@ impl Keywords {
                 .unwrap_or(0);
             let w = fold3(&kb[off..]);
             let s = slot(w);
-            filter[s >> 6] |= 1 << (s & 63);
+            filter[s] = 1;
             anchors.push((w, id as u32, off as u32));
         }
         anchors.sort_unstable();
@@ -171,7 +172,7 @@ impl Keywords {
             let mut found = 0u32;
             for j in 0..6 {
                 let s = slot((x >> (8 * j)) as u32 & 0xFF_FFFF);
-                found |= ((self.filter[s >> 6] >> (s & 63)) as u32 & 1) << j;
+                found |= u32::from(self.filter[s]) << j;
             }
             while found != 0 {
                 let j = found.trailing_zeros() as usize;
@@ -182,7 +183,7 @@ impl Keywords {
         }
         while p < last {
             let s = slot(fold3(&text[p..]));
-            if (self.filter[s >> 6] >> (s & 63)) & 1 != 0 {
+            if self.filter[s] != 0 {
                 self.verify(text, p, out);
             }
             p += 1;
