@@ -40,13 +40,18 @@ pub(crate) struct SpanPlan {
     lead: Bytes,
     /// Bytes a trailing boundary may consume.
     trail: Bytes,
+    /// The secret's length when it has only one; then anything may come before it.
+    fixed: Option<usize>,
 }
 
 impl SpanPlan {
     /// The secret's range within `m` (a match's bytes), as offsets into `m`.
     pub(crate) fn cut(&self, m: &[u8]) -> (usize, usize) {
-        let start = usize::from(m.first().is_some_and(|&b| self.lead.has(b)));
         let end = m.len() - usize::from(m.last().is_some_and(|&b| self.trail.has(b)));
+        let start = match self.fixed {
+            Some(len) => end.saturating_sub(len),
+            None => usize::from(m.first().is_some_and(|&b| self.lead.has(b))),
+        };
         (start, end.max(start))
     }
 }
@@ -72,23 +77,29 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
     let HirKind::Capture(cap) = parts[at].kind() else {
         return None;
     };
-    if cap.index != group || at > 1 || parts.len() - at > 2 {
+    if cap.index != group || parts.len() - at > 2 {
         return None;
     }
     let secret = &cap.sub;
-    if secret.properties().minimum_len().unwrap_or(0) == 0 {
+    let props = secret.properties();
+    if props.minimum_len().unwrap_or(0) == 0 {
         return None;
     }
-    let lead = match at {
-        0 => Bytes::default(),
-        _ => boundary(&parts[0])?,
+    // A secret of one length is found from its end whatever precedes it.
+    let fixed = props
+        .maximum_len()
+        .filter(|&max| Some(max) == props.minimum_len());
+    let lead = match (at, fixed) {
+        (_, Some(_)) | (0, None) => Bytes::default(),
+        (1, None) => boundary(&parts[0])?,
+        _ => return None,
     };
     let trail = match parts.get(at + 1) {
         None => Bytes::default(),
         Some(p) => boundary(p)?,
     };
     let (first, last) = (edge(secret, true)?, edge(secret, false)?);
-    (lead.disjoint(&first) && trail.disjoint(&last)).then_some(SpanPlan { lead, trail })
+    (lead.disjoint(&first) && trail.disjoint(&last)).then_some(SpanPlan { lead, trail, fixed })
 }
 
 /// The bytes a boundary consumes when every way through it is an assertion or one byte.
@@ -198,6 +209,9 @@ mod tests {
             cut(pem, "a\n-----BEGIN KEY-----\nabcd\n-----END KEY-----\n").as_deref(),
             Some("-----BEGIN KEY-----\nabcd\n-----END KEY-----")
         );
+        let fixed = r"(?i:key)[^\n]{0,9}?(?:^|[^0-9a-f])([0-9a-f]{4})(?:[^0-9a-f]|$)";
+        assert_eq!(cut(fixed, "KEY = 'abcd'").as_deref(), Some("abcd"));
+        assert_eq!(cut(fixed, "key:beef").as_deref(), Some("beef"));
         let tail = r"(glpat-[0-9A-Za-z_\-]{4,})(?:[^A-Za-z0-9_\-]|$)";
         assert_eq!(
             cut(tail, "t: glpat-abcdef\n").as_deref(),
@@ -211,7 +225,8 @@ mod tests {
         assert_eq!(plan(r"(a[a-z;]+)(?:;|$)", 1), None);
         // Something other than a one-byte boundary before the group.
         assert_eq!(plan(r"key=(\w+)", 1), None);
-        assert_eq!(plan(r"(?i:twilio)[^\n]{0,60}?(SK[0-9a-f]{32})", 1), None);
+        assert!(plan(r"(?i:twilio)[^\n]{0,60}?(SK[0-9a-f]{32})", 1).is_some());
+        assert_eq!(plan(r"(?i:twilio)[^\n]{0,60}?(SK[0-9a-f]{32,40})", 1), None);
         // The secret is another group, or inside an alternation.
         assert_eq!(plan(r"(a)(b)", 2), None);
         assert_eq!(plan(r#"(?:"(\w+)"|'(\w+)')"#, 1), None);
