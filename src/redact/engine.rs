@@ -2,10 +2,10 @@
 //!
 //! Why this shape: most files an agent reads (source code, docs) contain no secret, and a FUSE
 //! read must not wait on 80 regexes. Every rule names literal keywords (`ghp_`, `akia`,
-//! `password`); one ASCII-case-insensitive Aho-Corasick automaton over all keywords finds the hits
-//! in a single pass, and each rule's regex then runs only on the lines around its own hits
-//! (merged per rule; the whole file once when hits are dense). A file without hits costs one
-//! automaton pass. Rules without keywords (some PII shapes) run on the whole text.
+//! `password`); one ASCII-case-insensitive keyword pass (`keywords.rs`) finds every occurrence,
+//! and each rule's regex then runs only on the lines around its own hits (merged per rule; the
+//! whole file once when hits are dense). A file without hits costs one keyword pass. Rules
+//! without keywords (some PII shapes) run on the whole text.
 //!
 //! The engine is immutable after `load` and therefore `Send + Sync`; scanning never panics on
 //! file data (no indexing that can go out of bounds is left unchecked).
@@ -13,8 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-
+use super::keywords::Keywords;
 use super::mask::Redactions;
 use super::rules::{self, Allow, BUILTIN, CompiledRule, RulesError};
 use super::text::{self, Kind};
@@ -57,8 +56,8 @@ struct SetInfo {
 pub struct Engine {
     rules: Vec<CompiledRule>,
     sets: Vec<SetInfo>,
-    ac: Option<AhoCorasick>,
-    /// Aho-Corasick pattern id → rules using that keyword.
+    ac: Option<Keywords>,
+    /// Keyword id → rules using that keyword.
     pattern_rules: Vec<Vec<u32>>,
     /// Rules without keywords or digit prefilter: run on the whole text.
     keywordless: Vec<usize>,
@@ -171,26 +170,12 @@ impl Engine {
         let ac = if keywords.is_empty() {
             None
         } else {
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    // Direct byte-indexed transitions: faster scans for a slightly larger table.
-                    .byte_classes(false)
-                    .build(&keywords)
-                    .or_else(|_| {
-                        AhoCorasick::builder()
-                            .ascii_case_insensitive(true)
-                            .build(&keywords)
-                    })
-                    .map_err(|e| RulesError::Parse {
-                        file: "<keywords>".into(),
-                        line: 1,
-                        col: 1,
-                        msg: e.to_string(),
-                    })?,
-            )
+            Some(Keywords::new(&keywords).map_err(|e| RulesError::Parse {
+                file: "<keywords>".into(),
+                line: 1,
+                col: 1,
+                msg: e.to_string(),
+            })?)
         };
         let path_filters = rules.iter().any(CompiledRule::has_path_filter)
             || sets.iter().any(|s| s.allow.has_paths());
@@ -313,33 +298,46 @@ impl Engine {
         let mut regions: Vec<(u32, usize, usize)> = Vec::new();
         let mut covered_to = vec![0usize; n];
         let mut any_region = vec![false; n];
+        // Where each rule's last region starts: hits come sorted by start only within a block of
+        // the keyword pass, so "inside the last region" needs both ends.
+        let mut covered_from = vec![0usize; n];
         if let Some(ac) = &self.ac {
-            for m in ac.find_overlapping_iter(text) {
-                let Some(rs) = self.pattern_rules.get(m.pattern().as_usize()) else {
-                    continue;
+            ac.for_each(text, |m| {
+                let Some(rs) = self.pattern_rules.get(m.keyword as usize) else {
+                    return;
                 };
+                // Computed at most once per hit, only when a rule asks for it.
+                let mut assigned = None;
                 for &ri in rs {
                     let r = ri as usize;
-                    if !applies[r] || (any_region[r] && m.start() < covered_to[r]) {
+                    if !applies[r]
+                        || (any_region[r] && m.start >= covered_from[r] && m.start < covered_to[r])
+                    {
+                        continue;
+                    }
+                    if self.rules[r].assignment
+                        && !*assigned.get_or_insert_with(|| rules::assigned_after(text, m.end))
+                    {
                         continue;
                     }
                     let window = self.rules[r].window;
-                    let lo = m.start().saturating_sub(MAX_BACK);
-                    let start = text[lo..m.start()]
+                    let lo = m.start.saturating_sub(MAX_BACK);
+                    let start = text[lo..m.start]
                         .iter()
                         .rposition(|&b| b == b'\n')
                         .map_or(lo, |p| lo + p + 1);
-                    let from = m.end().saturating_add(window).min(text.len());
+                    let from = m.end.saturating_add(window).min(text.len());
                     let hi = from.saturating_add(MAX_FWD).min(text.len());
                     let end = text[from..hi]
                         .iter()
                         .position(|&b| b == b'\n')
                         .map_or(hi, |p| from + p + 1);
                     regions.push((ri, start, end));
+                    covered_from[r] = start;
                     covered_to[r] = end;
                     any_region[r] = true;
                 }
-            }
+            });
         }
         for &r in &self.keywordless {
             if applies[r] {
@@ -402,11 +400,17 @@ impl Engine {
             return;
         };
         let groups = rule.regex.captures_len();
-        // One reusable set of capture slots per call instead of an allocation per match.
+        // Capture groups only when the match alone cannot tell where the secret is (span.rs).
+        let fast = groups == 1 || rule.span.is_some();
         let mut locs = rule.regex.capture_locations();
         let mut at = 0;
         while at <= hay.len() {
-            let Some(whole) = rule.regex.captures_read_at(&mut locs, hay, at) else {
+            let whole = if fast {
+                rule.regex.find_at(hay, at)
+            } else {
+                rule.regex.captures_read_at(&mut locs, hay, at)
+            };
+            let Some(whole) = whole else {
                 break;
             };
             at = if whole.end() > whole.start() {
@@ -414,10 +418,14 @@ impl Engine {
             } else {
                 whole.end() + 1
             };
-            let span = match rule.secret_group {
-                Some(g) => locs.get(g),
-                None if groups > 1 => (1..groups).find_map(|g| locs.get(g)),
-                None => Some((whole.start(), whole.end())),
+            let span = match (&rule.span, rule.secret_group) {
+                (Some(plan), _) => {
+                    let (s, e) = plan.cut(whole.as_bytes());
+                    Some((whole.start() + s, whole.start() + e))
+                }
+                (None, _) if groups == 1 => Some((whole.start(), whole.end())),
+                (None, Some(g)) => locs.get(g),
+                (None, None) => (1..groups).find_map(|g| locs.get(g)),
             };
             let Some((ms, me)) = span else { continue };
             let Some(secret) = hay.get(ms..me) else {
@@ -473,6 +481,9 @@ fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
                 i += 32;
                 continue;
             }
+            // Outside a run a non-digit changes nothing: go straight to the first digit instead
+            // of testing the block again one byte further on.
+            i += block.iter().position(u8::is_ascii_digit).unwrap_or(0);
         }
         let b = text[i];
         if b.is_ascii_digit() {

@@ -8,7 +8,7 @@
 //! - [`rules`]: the TOML schema (`redaction-rules/*.toml`), strict validation with
 //!   file:line:column errors, compilation. Built-in sets `secrets` and `pii` are compiled into
 //!   the binary; admins add their own files.
-//! - [`engine`]: one Aho-Corasick keyword pass per file decides which regexes run where.
+//! - [`engine`]: one keyword pass per file (`keywords.rs`) decides which regexes run where.
 //! - [`mask`]: `Redactions` (merged spans) and `apply` for any read window; masks keep the length
 //!   and the line breaks so `st_size`, offsets and `mmap` stay valid.
 //! - [`text`]: binary detection and UTF-16 support.
@@ -21,10 +21,12 @@
 pub mod cache;
 pub mod engine;
 pub mod gitleaks;
+mod keywords;
 pub mod mask;
 pub mod rules;
 #[doc(hidden)]
 pub mod samples;
+mod span;
 pub mod text;
 
 pub use cache::{FileId, ScanCache};

@@ -71,6 +71,12 @@ pub struct RuleDef {
     /// the file replaces a full regex pass per rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digits: Option<usize>,
+    /// The regex needs a keyword inside a name that is assigned to (`db_password: ...`,
+    /// `API_TOKEN=...`): a keyword hit counts only when the rest of the name (`[A-Za-z0-9_.-]`),
+    /// an optional closing quote and blanks are followed by `=`, `:` or `?=`. In ordinary code
+    /// most `token`/`secret` words are not, and the rule's regex then never runs there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub assignment: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowlists: Vec<AllowlistDef>,
 }
@@ -225,6 +231,8 @@ pub(crate) struct CompiledRule {
     pub id: Arc<str>,
     pub regex: regex::bytes::Regex,
     pub secret_group: Option<usize>,
+    /// Where the secret is in a match without capture groups, when the regex's shape allows.
+    pub span: Option<super::span::SpanPlan>,
     pub keywords: Vec<String>,
     pub entropy: Option<f64>,
     pub path: Option<GlobSet>,
@@ -232,6 +240,7 @@ pub(crate) struct CompiledRule {
     pub validate: Option<Validator>,
     pub window: usize,
     pub digits: Option<usize>,
+    pub assignment: bool,
     pub allow: Vec<Allow>,
     /// Index of the set this rule came from (for the set-level allow-list).
     pub set: usize,
@@ -291,11 +300,25 @@ pub(crate) fn compile_allow(a: &AllowlistDef) -> Result<Allow, String> {
         .iter()
         .map(|r| regex::Regex::new(r).map_err(|e| format!("allowlist path regex `{r}`: {e}")))
         .collect::<Result<_, _>>()?;
-    let regexes = a
+    let mut regexes: Vec<regex::bytes::Regex> = a
         .regexes
         .iter()
         .map(|r| compile_regex(r).map_err(|e| format!("allowlist regex `{r}`: {e}")))
         .collect::<Result<_, _>>()?;
+    // One alternation instead of a dozen searches per candidate secret (flags set inside a
+    // group end with it, so each alternative means what it meant alone). The separate
+    // compiles above are kept for error messages that name the one bad regex.
+    if regexes.len() > 1 {
+        let joined = a
+            .regexes
+            .iter()
+            .map(|r| format!("(?:{r})"))
+            .collect::<Vec<_>>()
+            .join("|");
+        if let Ok(one) = compile_regex(&joined) {
+            regexes = vec![one];
+        }
+    }
     let stopwords = if a.stopwords.is_empty() {
         None
     } else {
@@ -396,16 +419,27 @@ pub(crate) fn compile_set(
                 "`digits` is a prefilter for rules without keywords; use one or the other".into(),
             ));
         }
+        if r.assignment && r.keywords.is_empty() {
+            return Err(err(
+                id_span,
+                "`assignment` filters keyword hits; the rule has no keywords".into(),
+            ));
+        }
         if let Some(e) = r.entropy
             && !(0.0..=8.0).contains(&e)
         {
             return Err(err(id_span, format!("entropy {e} is outside 0..=8")));
         }
         let keywords = r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
+        let span = match regex.captures_len() {
+            1 => None,
+            _ => super::span::plan(r.regex.get_ref(), r.secret_group.unwrap_or(1) as u32),
+        };
         out.push(CompiledRule {
             id: Arc::from(id),
             regex,
             secret_group: r.secret_group,
+            span,
             keywords,
             entropy: r.entropy,
             path,
@@ -413,11 +447,29 @@ pub(crate) fn compile_set(
             validate: r.validate,
             window: r.window.unwrap_or(0),
             digits: r.digits,
+            assignment: r.assignment,
             allow,
             set,
         });
     }
     Ok((out, set_allow))
+}
+
+/// Whether the keyword ending at `end` is part of a name followed by an assignment (see
+/// `RuleDef::assignment`). Looser than the generic regexes (any number of blanks), never stricter.
+pub(crate) fn assigned_after(text: &[u8], end: usize) -> bool {
+    let rest = text.get(end..).unwrap_or_default();
+    let mut i = rest
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
+        .unwrap_or(rest.len());
+    if matches!(rest.get(i), Some(b'"' | b'\'' | b'`')) {
+        i += 1;
+    }
+    while matches!(rest.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    matches!(rest.get(i), Some(b'=' | b':' | b'?'))
 }
 
 /// Shannon entropy of `s` in bits per byte.
@@ -538,6 +590,22 @@ mod tests {
         assert!(!ssn(b"900-45-6789"));
         assert!(Validator::Ipv4.check(b"10.1.2.255"));
         assert!(!Validator::Ipv4.check(b"10.1.2.256"));
+    }
+
+    #[test]
+    fn assignment_follows_the_name() {
+        let t = b"db_password = 1\nsession token before\nAPI_TOKEN=x\n'token': 1\ntoken\t ?= 2\ntokens(";
+        let end = |w: &str, from: usize| {
+            let s = std::str::from_utf8(t).unwrap();
+            s[from..].find(w).unwrap() + from + w.len()
+        };
+        assert!(assigned_after(t, end("password", 0)));
+        assert!(!assigned_after(t, end("token", 0)));
+        assert!(assigned_after(t, end("TOKEN", 0)));
+        assert!(assigned_after(t, end("token", 40)));
+        assert!(assigned_after(t, end("token", 50)));
+        assert!(!assigned_after(t, end("tokens", 60)));
+        assert!(!assigned_after(b"token", 5));
     }
 
     #[test]
