@@ -276,6 +276,9 @@ fn escape(p: &Path) -> String {
 // agent's copy was taken (and, conservatively, a chmod or rename of it too). Where btime is not
 // supported, the upper entry's ctime is used (later than the copy-up, so changes made between
 // the copy-up and the agent's last change are then missed). Directory metadata is not checked.
+// Equal times count as a conflict: timestamps are taken at clock-tick granularity, so a change
+// in the same tick as the copy-up may have come after it, and a false conflict only asks for
+// `--force` where a missed one would overwrite somebody's change.
 
 const OVL_PREFIX: &str = "trusted.overlay.";
 const MASK: &[u8] = b"<redacted:";
@@ -588,7 +591,7 @@ impl Planner<'_> {
             units.insert(e.abs.clone(), u);
             let since = born(&e.abs);
             if let Some(st) = self.real_stat(&p)
-                && ns(st.ctime) > since
+                && ns(st.ctime) >= since
             {
                 self.units[u].conflict = Some(format!(
                     "conflict {}: the real file changed (ctime {}) after the agent's copy was taken ({})",
@@ -667,7 +670,7 @@ impl Planner<'_> {
         let Some(st) = self.real_stat(rel) else {
             return Ok(());
         };
-        if ns(st.ctime) > since && self.units[unit].conflict.is_none() {
+        if ns(st.ctime) >= since && self.units[unit].conflict.is_none() {
             self.units[unit].conflict = Some(format!(
                 "conflict {}: changed in the real folder after the agent's change (real ctime {}); not deleted",
                 rel.display(),
@@ -788,7 +791,7 @@ impl Planner<'_> {
             if let Some(st) = real {
                 if (st.kind() == Kind::Dir) != m.is_dir() {
                     self.delete_tree(&p, u, since)?;
-                } else if !m.is_dir() && ns(st.ctime) > since {
+                } else if !m.is_dir() && ns(st.ctime) >= since {
                     self.units[u].conflict = Some(format!(
                         "conflict {}: the real file changed (ctime {}) after the agent's copy was taken ({})",
                         p.display(),
@@ -803,7 +806,7 @@ impl Planner<'_> {
                 && self.units[u].conflict.is_none()
                 && let Some(cl) = child_lower.as_deref().filter(|cl| *cl != p)
                 && let Some(st) = self.real_stat(cl)
-                && ns(st.ctime) > since
+                && ns(st.ctime) >= since
             {
                 self.units[u].conflict = Some(format!(
                     "conflict {}: its origin {} changed in the real folder (ctime {}) after the agent's copy was taken ({})",
