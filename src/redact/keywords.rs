@@ -131,21 +131,7 @@ impl Keywords {
             if let Some((ac, owners)) = &self.short {
                 for m in ac.find_iter(aho_corasick::Input::new(text).range(from..to)) {
                     for &(id, off) in &owners[m.pattern().as_usize()] {
-                        let kw = &self.keywords[id as usize];
-                        let Some(start) = m.start().checked_sub(off) else {
-                            continue;
-                        };
-                        let end = start + kw.len();
-                        if text
-                            .get(start..end)
-                            .is_some_and(|t| t.eq_ignore_ascii_case(kw))
-                        {
-                            hits.push(Hit {
-                                start,
-                                end,
-                                keyword: id,
-                            });
-                        }
+                        self.confirm(text, id, m.start(), off, &mut hits);
                     }
                 }
             }
@@ -197,21 +183,27 @@ impl Keywords {
             if aw != w {
                 break;
             }
-            let kw = &self.keywords[id as usize];
-            let Some(start) = at.checked_sub(off as usize) else {
-                continue;
-            };
-            let end = start + kw.len();
-            if text
-                .get(start..end)
-                .is_some_and(|t| t.eq_ignore_ascii_case(kw))
-            {
-                out.push(Hit {
-                    start,
-                    end,
-                    keyword: id,
-                });
-            }
+            self.confirm(text, id, at, off as usize, out);
+        }
+    }
+
+    /// Reports keyword `id` if it occurs where a piece of it found at `at` (`off` bytes into
+    /// the keyword) says it would start.
+    fn confirm(&self, text: &[u8], id: u32, at: usize, off: usize, out: &mut Vec<Hit>) {
+        let kw = &self.keywords[id as usize];
+        let Some(start) = at.checked_sub(off) else {
+            return;
+        };
+        let end = start + kw.len();
+        if text
+            .get(start..end)
+            .is_some_and(|t| t.eq_ignore_ascii_case(kw))
+        {
+            out.push(Hit {
+                start,
+                end,
+                keyword: id,
+            });
         }
     }
 }
