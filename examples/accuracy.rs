@@ -242,6 +242,9 @@ fn main() {
                 caught += 1;
             } else {
                 missed.push(c.rule_id);
+                if std::env::var_os("VERBOSE").is_some() {
+                    eprintln!("missed {}: {}", c.rule_id, c.positive);
+                }
             }
         }
         // Negatives: every rule's near-miss plus the hard negatives, one per file.
