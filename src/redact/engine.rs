@@ -299,8 +299,10 @@ impl Engine {
             vec![true; n]
         };
 
-        // Regions per rule, from keyword hits.
-        let mut regions: Vec<(u32, usize, usize)> = Vec::new();
+        // Regions per rule, from keyword hits. Kept per rule: hits arrive nearly sorted by
+        // start, so each rule's list needs no sort (or a cheap one), where one list of all rules'
+        // regions had to be sorted as a whole.
+        let mut regions: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
         let mut covered_to = vec![0usize; n];
         let mut any_region = vec![false; n];
         // Where each rule's last region starts: hits come sorted by start only within a block of
@@ -348,7 +350,7 @@ impl Engine {
                             e
                         }
                     };
-                    regions.push((ri, start, end));
+                    regions[r].push((start, end));
                     covered_from[r] = start;
                     covered_to[r] = end;
                     any_region[r] = true;
@@ -357,7 +359,7 @@ impl Engine {
         }
         for &r in &self.keywordless {
             if applies[r] {
-                regions.push((r as u32, 0, text.len()));
+                regions[r].push((0, text.len()));
             }
         }
         if self.digit_rules.iter().any(|&r| applies[r]) {
@@ -365,37 +367,34 @@ impl Engine {
                 let which = self.digit_set.as_ref().map(|set| set.matches(&text[s..e]));
                 for (k, &r) in self.digit_rules.iter().enumerate() {
                     if applies[r] && which.as_ref().is_none_or(|w| w.matched(k)) {
-                        regions.push((r as u32, s, e));
+                        regions[r].push((s, e));
                     }
                 }
             }
         }
-        regions.sort_unstable();
-
         let mut out = Vec::new();
-        let mut i = 0;
-        while i < regions.len() {
-            let r = regions[i].0;
-            let mut j = i;
-            while j < regions.len() && regions[j].0 == r {
-                j += 1;
+        for (r, regs) in regions.iter_mut().enumerate() {
+            if regs.is_empty() {
+                continue;
             }
-            let rule = &self.rules[r as usize];
+            if !regs.is_sorted() {
+                regs.sort_unstable();
+            }
+            let rule = &self.rules[r];
             // Overlapping regions of this rule are searched as one, others one by one: a
             // search over one line costs a couple of hundred nanoseconds, while searching
             // the lines between two hits costs more as soon as they are a few lines apart
             // (measured on files dense with secrets).
-            let (mut cs, mut ce) = (regions[i].1, regions[i].2);
-            for &(_, s, e) in &regions[i + 1..j] {
+            let (mut cs, mut ce) = regs[0];
+            for &(s, e) in &regs[1..] {
                 if s <= ce {
                     ce = ce.max(e);
                 } else {
-                    self.run_rule(r as usize, rule, text, cs, ce, &mut out);
+                    self.run_rule(r, rule, text, cs, ce, &mut out);
                     (cs, ce) = (s, e);
                 }
             }
-            self.run_rule(r as usize, rule, text, cs, ce, &mut out);
-            i = j;
+            self.run_rule(r, rule, text, cs, ce, &mut out);
         }
         out.sort_unstable_by_key(|m| (m.start, std::cmp::Reverse(m.end), m.rule));
         out
@@ -471,7 +470,11 @@ impl Engine {
         {
             return false;
         }
-        !rule.allow.iter().any(|a| a.secret_allowed(secret))
+        let allowed = match &rule.secret_allow {
+            Some(one) => one.is_match(secret),
+            None => rule.allow.iter().any(|a| a.secret_allowed(secret)),
+        };
+        !allowed
             && !self
                 .sets
                 .get(rule.set)
@@ -484,37 +487,35 @@ impl Engine {
 /// ends in `:` is a time of day (`2026-03-01 12:00:00`), which would otherwise make every log
 /// line a candidate, so it does not count.
 fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
+    let min = min.max(1);
     let mut out = Vec::new();
     let mut run = 0usize;
     let mut i = 0;
     while i < text.len() {
-        // Fast path: outside a run, skip 32-byte blocks without digits (the fold vectorizes).
+        // Outside a run: a run of `min` digits spans at least `min` bytes, none of which ends a
+        // run, so when the byte `min - 1` ahead does, no run starts before it. Letters end runs,
+        // so ordinary text and even hex or base64 tokens are mostly skipped `min` bytes at a time.
         if run == 0
-            && let Some(block) = text.get(i..i + 32)
+            && let Some(&b) = text.get(i + min - 1)
+            && DIGIT_CLASS[usize::from(b)] == BREAK
         {
-            let digits = block
-                .iter()
-                .fold(0u8, |a, &b| a | u8::from(b.wrapping_sub(b'0') < 10));
-            if digits == 0 {
-                i += 32;
-                continue;
-            }
-            // Outside a run a non-digit changes nothing: go straight to the first digit instead
-            // of testing the block again one byte further on.
-            i += block.iter().position(u8::is_ascii_digit).unwrap_or(0);
+            i += min;
+            continue;
         }
         let b = text[i];
-        if b.is_ascii_digit() {
-            run += 1;
-        } else if !matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'/') {
-            if run >= min && b != b':' {
-                let (start, end) = line_around(text, i.saturating_sub(1));
-                out.push((start, end));
-                i = end.max(i + 1);
+        match DIGIT_CLASS[usize::from(b)] {
+            DIGIT => run += 1,
+            SEPARATOR => {}
+            _ => {
+                if run >= min && b != b':' {
+                    let (start, end) = line_around(text, i.saturating_sub(1));
+                    out.push((start, end));
+                    i = end.max(i + 1);
+                    run = 0;
+                    continue;
+                }
                 run = 0;
-                continue;
             }
-            run = 0;
         }
         i += 1;
     }
@@ -523,6 +524,26 @@ fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
     }
     out
 }
+
+const BREAK: u8 = 0;
+const DIGIT: u8 = 1;
+const SEPARATOR: u8 = 2;
+/// For `digit_lines`: digits, the separators allowed inside a run, and everything else.
+static DIGIT_CLASS: [u8; 256] = {
+    let mut t = [BREAK; 256];
+    let mut b = b'0';
+    while b <= b'9' {
+        t[b as usize] = DIGIT;
+        b += 1;
+    }
+    let seps = b" -.()/";
+    let mut k = 0;
+    while k < seps.len() {
+        t[seps[k] as usize] = SEPARATOR;
+        k += 1;
+    }
+    t
+};
 
 /// The line holding byte `i`, capped at `MAX_BACK`/`MAX_FWD` around it.
 fn line_around(text: &[u8], i: usize) -> (usize, usize) {
@@ -542,6 +563,53 @@ fn line_around(text: &[u8], i: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    /// The skipping scan finds the same lines as a plain byte-by-byte one.
+    #[test]
+    fn digit_lines_matches_a_plain_scan() {
+        fn plain(text: &[u8], min: usize) -> Vec<(usize, usize)> {
+            let mut out: Vec<(usize, usize)> = Vec::new();
+            let mut run = 0;
+            for (i, &b) in text.iter().enumerate() {
+                if b.is_ascii_digit() {
+                    run += 1;
+                } else if !b" -.()/".contains(&b) {
+                    if run >= min && b != b':' {
+                        let l = super::line_around(text, i - 1);
+                        if out.last() != Some(&l) {
+                            out.push(l);
+                        }
+                    }
+                    run = 0;
+                }
+            }
+            if run >= min {
+                let l = super::line_around(text, text.len() - 1);
+                if out.last() != Some(&l) {
+                    out.push(l);
+                }
+            }
+            out
+        }
+        let mut rng = crate::redact::samples::Rng::new(9);
+        for alphabet in [
+            &b"0123456789 -:x\n"[..],
+            b"0123456789abcdef\n",
+            b"01 a.(/)\n:Zz9",
+        ] {
+            for len in [0usize, 1, 8, 9, 10, 64, 500, 5000] {
+                for min in [1usize, 3, 9] {
+                    let text: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+                    assert_eq!(
+                        super::digit_lines(&text, min),
+                        plain(&text, min),
+                        "{:?} min {min}",
+                        String::from_utf8_lossy(&text)
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn digit_lines_finds_runs() {
         let t = b"abc 12 34\nphone (415) 555-0100\nv1.2.3\n4111 1111 1111 1111";

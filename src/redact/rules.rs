@@ -244,6 +244,9 @@ pub(crate) struct CompiledRule {
     pub digits: Option<usize>,
     pub assignment: bool,
     pub allow: Vec<Allow>,
+    /// Every allow-list condition on the secret (regexes and stopwords of all of the rule's
+    /// lists) as one regex, when it compiles: one search per candidate instead of several.
+    pub secret_allow: Option<regex::bytes::Regex>,
     /// Index of the set this rule came from (for the set-level allow-list).
     pub set: usize,
 }
@@ -356,6 +359,25 @@ pub(crate) fn compile_allow(a: &AllowlistDef) -> Result<Allow, String> {
         regexes,
         stopwords,
     })
+}
+
+/// The union of the allow-lists' secret conditions, for `CompiledRule::secret_allow`. Stopwords
+/// become an ASCII-case-insensitive alternation of escaped literals, as the stopword searcher
+/// matches them. `None` when there are no conditions or the union does not compile (callers
+/// then test each list on its own).
+fn combined_allow(lists: &[AllowlistDef]) -> Option<regex::bytes::Regex> {
+    let mut alts: Vec<String> = Vec::new();
+    for a in lists {
+        alts.extend(a.regexes.iter().map(|r| format!("(?:{r})")));
+        if !a.stopwords.is_empty() {
+            let words: Vec<String> = a.stopwords.iter().map(|w| regex::escape(w)).collect();
+            alts.push(format!("(?i:{})", words.join("|")));
+        }
+    }
+    if alts.is_empty() {
+        return None;
+    }
+    compile_regex(&alts.join("|")).ok()
 }
 
 fn valid_id(id: &str) -> bool {
@@ -475,6 +497,7 @@ pub(crate) fn compile_set(
             window: r.window.unwrap_or(0),
             digits: r.digits,
             assignment: r.assignment,
+            secret_allow: combined_allow(&r.allowlists),
             allow,
             set,
         });
@@ -634,6 +657,66 @@ fn ssn(s: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// A rule's one combined allow-list regex allows exactly what its lists allow one by one.
+    #[test]
+    fn combined_allow_lists_agree_with_each_list() {
+        let mut candidates: Vec<Vec<u8>> = [
+            "${DB_PASSWORD}",
+            "$(cat /run/secret)",
+            "{{ .Values.token }}",
+            "<your-api-key>",
+            "changeme",
+            "CHANGEME123",
+            "Example-Key-1234567890",
+            "process.env.TOKEN",
+            "xxxxxxxxxxxx",
+            "TokenParser",
+            "a.b.c(d)",
+            "hunter2-correct-horse",
+            "s3cr3t!Value",
+            "",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        for seed in 1..=3 {
+            for c in crate::redact::samples::cases(seed) {
+                candidates.push(c.secret.into_bytes());
+                candidates.push(c.negative.as_bytes().to_vec());
+            }
+        }
+        let mut combined = 0;
+        for (_, label, src) in BUILTIN {
+            let file = parse(label, src).unwrap();
+            for (rule, def) in compile_set(label, src, &file, 0)
+                .unwrap()
+                .0
+                .iter()
+                .zip(&file.rules)
+            {
+                let Some(one) = &rule.secret_allow else {
+                    assert!(
+                        def.allowlists
+                            .iter()
+                            .all(|a| a.regexes.is_empty() && a.stopwords.is_empty())
+                    );
+                    continue;
+                };
+                combined += 1;
+                for c in &candidates {
+                    assert_eq!(
+                        one.is_match(c),
+                        rule.allow.iter().any(|a| a.secret_allowed(c)),
+                        "{} on {:?}",
+                        rule.id,
+                        String::from_utf8_lossy(c)
+                    );
+                }
+            }
+        }
+        assert!(combined >= 10, "{combined}");
+    }
+
     #[test]
     fn entropy_is_shannon_entropy() {
         let reference = |s: &[u8]| -> f64 {
