@@ -494,13 +494,24 @@ fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
     while i < text.len() {
         // Outside a run: a run of `min` digits spans at least `min` bytes, none of which ends a
         // run, so when the byte `min - 1` ahead does, no run starts before it. Letters end runs,
-        // so ordinary text and even hex or base64 tokens are mostly skipped `min` bytes at a time.
-        if run == 0
-            && let Some(&b) = text.get(i + min - 1)
-            && DIGIT_CLASS[usize::from(b)] == BREAK
-        {
-            i += min;
-            continue;
+        // so even hex or base64 tokens are mostly skipped `min` bytes at a time.
+        if run == 0 {
+            // Source code and prose: whole 32-byte blocks without a digit (the fold vectorizes).
+            if let Some(block) = text.get(i..i + 32)
+                && block
+                    .iter()
+                    .fold(0u8, |a, &b| a | u8::from(b.wrapping_sub(b'0') < 10))
+                    == 0
+            {
+                i += 32;
+                continue;
+            }
+            if let Some(&b) = text.get(i + min - 1)
+                && DIGIT_CLASS[usize::from(b)] == BREAK
+            {
+                i += min;
+                continue;
+            }
         }
         let b = text[i];
         match DIGIT_CLASS[usize::from(b)] {
