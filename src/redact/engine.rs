@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::keywords::Keywords;
 use super::mask::Redactions;
 use super::rules::{self, Allow, BUILTIN, CompiledRule, RulesError};
-use super::span;
+use super::span::{self, Start};
 use super::text::{self, Kind};
 
 /// How far before a keyword hit a region may start (the secret can precede its keyword).
@@ -350,6 +350,20 @@ impl Engine {
                             e
                         }
                     };
+                    if let Some((at, _)) = &self.rules[r].anchored {
+                        // One attempt per hit position (several keywords may share a name).
+                        let h = match at {
+                            Start::Keyword { .. } => m.start,
+                            Start::Name => text[start..m.start]
+                                .iter()
+                                .rposition(|&b| !span::is_name_byte(b))
+                                .map_or(start, |p| start + p + 1),
+                        };
+                        if regions[r].last().is_none_or(|l| l.0 != h) {
+                            regions[r].push((h, end));
+                        }
+                        continue;
+                    }
                     regions[r].push((start, end));
                     covered_from[r] = start;
                     covered_to[r] = end;
@@ -381,6 +395,16 @@ impl Engine {
                 regs.sort_unstable();
             }
             let rule = &self.rules[r];
+            if let Some((at, twin)) = &rule.anchored {
+                let mut last = usize::MAX;
+                for &(h, e) in regs.iter() {
+                    if h != last {
+                        self.run_anchored(r, rule, (*at, twin), text, (h, e), &mut out);
+                    }
+                    last = h;
+                }
+                continue;
+            }
             // Overlapping regions of this rule are searched as one, others one by one: a
             // search over one line costs a couple of hundred nanoseconds, while searching
             // the lines between two hits costs more as soon as they are a few lines apart
@@ -452,6 +476,53 @@ impl Engine {
                     accept(g.start(), g.end());
                 }
             }
+        }
+    }
+
+    /// One anchored attempt for the hit at `h` (`span::Start`), the regex seeing `text[p..end]`
+    /// where `p` is `h` or the lead byte before it.
+    fn run_anchored(
+        &self,
+        ri: usize,
+        rule: &CompiledRule,
+        (at, twin): (Start, &regex::bytes::Regex),
+        text: &[u8],
+        (h, end): (usize, usize),
+        out: &mut Vec<RawMatch>,
+    ) {
+        let lead = !matches!(at, Start::Keyword { lead: false });
+        let p = match h.checked_sub(1) {
+            Some(q) if lead && !matches!(text[q], b'\n' | b'\r') => q,
+            _ => h,
+        };
+        let Some(m) = text.get(p..end).and_then(|hay| twin.find(hay)) else {
+            return;
+        };
+        let (s, e) = match (at, &rule.span) {
+            (Start::Name, _) => span::assigned_value(m.as_bytes()).unwrap_or((0, m.len())),
+            (_, Some(plan)) => plan.cut(m.as_bytes()),
+            (_, None) => (0, m.len()),
+        };
+        let (s, e) = (p + m.start() + s, p + m.start() + e);
+        if s < h && matches!(at, Start::Keyword { .. }) {
+            // The slice's first byte passed for a line start without being one, and the secret
+            // starts on it: search the hit's line as a rule without an anchor would.
+            let lo = h.saturating_sub(MAX_BACK);
+            let line = text[lo..h]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(lo, |q| lo + q + 1);
+            self.run_rule(ri, rule, text, line, end, out);
+            return;
+        }
+        if let Some(secret) = text.get(s..e)
+            && self.secret_counts(rule, secret)
+        {
+            out.push(RawMatch {
+                rule: ri,
+                start: s,
+                end: e,
+            });
         }
     }
 
@@ -654,6 +725,37 @@ mod tests {
                     f.iter()
                         .any(|f| f.start <= at && f.end >= at + value.len() as u64),
                     "{path}: {line:?} -> {f:?}"
+                );
+            }
+        }
+    }
+
+    /// Running rules anchored at their keyword hits finds exactly what searching each hit's
+    /// line finds, on every sample (positives, near misses, and the lines around them).
+    #[test]
+    fn anchored_search_finds_what_line_search_finds() {
+        use crate::redact::samples::cases;
+        let anchored = super::Engine::load(&["secrets".into(), "pii".into()], &[]).unwrap();
+        let mut plain = super::Engine::load(&["secrets".into(), "pii".into()], &[]).unwrap();
+        let n = plain.rules.iter().filter(|r| r.anchored.is_some()).count();
+        assert!(n >= 60, "{n} anchored rules");
+        for r in &mut plain.rules {
+            r.anchored = None;
+        }
+        for seed in 1..=20 {
+            let mut text = String::new();
+            for c in cases(seed) {
+                for line in [c.positive.as_str(), c.negative] {
+                    // Bare, behind a name, after a word character, and quoted.
+                    text.push_str(&format!("{line}\nx={line}\nx{line} y\n\"{line}\"\n"));
+                }
+            }
+            for path in ["deploy/app.env", "src/main.py", "notes.txt"] {
+                let path = std::path::Path::new(path);
+                assert_eq!(
+                    anchored.findings(path, text.as_bytes()),
+                    plain.findings(path, text.as_bytes()),
+                    "seed {seed} {path:?}"
                 );
             }
         }

@@ -247,6 +247,9 @@ pub(crate) struct CompiledRule {
     /// Every allow-list condition on the secret (regexes and stopwords of all of the rule's
     /// lists) as one regex, when it compiles: one search per candidate instead of several.
     pub secret_allow: Option<regex::bytes::Regex>,
+    /// Where matches start relative to a keyword hit, and the regex anchored there (`\A`), when
+    /// the shape allows searching at each hit instead of along its line (`span::start`).
+    pub anchored: Option<(super::span::Start, regex::bytes::Regex)>,
     /// Index of the set this rule came from (for the set-level allow-list).
     pub set: usize,
 }
@@ -359,6 +362,32 @@ pub(crate) fn compile_allow(a: &AllowlistDef) -> Result<Allow, String> {
         regexes,
         stopwords,
     })
+}
+
+/// `CompiledRule::anchored` for a rule: only single-line rules whose secret is found without
+/// capture groups (assigned value, span plan, or the whole match), and a lead byte only when the
+/// span plan cuts it off (the engine relies on that to spot a false line start).
+fn anchored_twin(
+    r: &RuleDef,
+    regex: &regex::bytes::Regex,
+    planned: bool,
+) -> Option<(super::span::Start, regex::bytes::Regex)> {
+    use super::span::Start;
+    if r.window.unwrap_or(0) != 0 || r.keywords.is_empty() {
+        return None;
+    }
+    let keywords: Vec<String> = r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
+    let start = super::span::start(r.regex.get_ref(), &keywords, r.assignment)?;
+    let usable = match start {
+        Start::Name => true,
+        Start::Keyword { lead: true } => planned,
+        Start::Keyword { lead: false } => planned || regex.captures_len() == 1,
+    };
+    if !usable {
+        return None;
+    }
+    let twin = compile_regex(&format!(r"\A(?:{})", r.regex.get_ref())).ok()?;
+    Some((start, twin))
 }
 
 /// The union of the allow-lists' secret conditions, for `CompiledRule::secret_allow`. Stopwords
@@ -484,6 +513,7 @@ pub(crate) fn compile_set(
             1 => None,
             _ => super::span::plan(r.regex.get_ref(), r.secret_group.unwrap_or(1) as u32),
         };
+        let anchored = anchored_twin(r, &regex, span.is_some());
         out.push(CompiledRule {
             id: Arc::from(id),
             regex,
@@ -498,6 +528,7 @@ pub(crate) fn compile_set(
             digits: r.digits,
             assignment: r.assignment,
             secret_allow: combined_allow(&r.allowlists),
+            anchored,
             allow,
             set,
         });

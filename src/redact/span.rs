@@ -10,7 +10,8 @@
 //! byte early exactly when the match's last byte is a TRAIL byte. Rules of another shape keep
 //! using capture groups.
 
-use regex_syntax::hir::{Class, Hir, HirKind};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::{Class, Hir, HirKind, Look, LookSet};
 
 /// A set of bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,6 +31,9 @@ impl Bytes {
     }
     fn disjoint(&self, o: &Bytes) -> bool {
         self.0.iter().zip(o.0).all(|(a, b)| a & b == 0)
+    }
+    fn within(&self, o: &Bytes) -> bool {
+        self.0.iter().zip(o.0).all(|(a, b)| a & !b == 0)
     }
 }
 
@@ -104,17 +108,140 @@ pub(crate) fn assigned_value(m: &[u8]) -> Option<(usize, usize)> {
     (len > 0).then_some((start, start + len))
 }
 
-/// The plan for `pattern` (compiled as in `rules::compile_regex`) when its secret is capture
-/// group `group`, or `None` when the shape is not the one described in the module docs.
-pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
-    let hir = regex_syntax::ParserBuilder::new()
+/// Where every match of a rule starts, relative to a keyword hit, when the regex's shape fixes it.
+/// Then the regex can be run anchored at each hit instead of searching the hit's whole line: no
+/// scan from the line start, and no reverse scan to find where the match began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// At the keyword (`lead: false`), or one byte before it when a leading boundary consumes one
+    /// (`lead: true`; its only zero-width way through is a line start).
+    Keyword { lead: bool },
+    /// One byte before the assigned name holding the keyword (`[A-Za-z0-9_.-]` run), or at the
+    /// name at a line start: the shape of the generic `NAME = value` rules.
+    Name,
+}
+
+/// `[A-Za-z0-9_.-]`: the bytes of an assigned name (`rules::assigned_after` agrees).
+pub(crate) fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+fn name_bytes() -> Bytes {
+    let mut set = Bytes::default();
+    for b in 0..=255u8 {
+        if is_name_byte(b) {
+            set.add(b);
+        }
+    }
+    set
+}
+
+/// The `Start` of `pattern` (compiled as in `rules::compile_regex`) for a rule with these
+/// (lowercase) keywords, or `None` when its matches may start elsewhere.
+pub(crate) fn start(pattern: &str, keywords: &[String], assignment: bool) -> Option<Start> {
+    let hir = parse(pattern)?;
+    let parts: &[Hir] = match hir.kind() {
+        HirKind::Concat(parts) => parts,
+        _ => std::slice::from_ref(&hir),
+    };
+    if assignment {
+        return name_shape(parts).then_some(Start::Name);
+    }
+    // Either every match starts with a keyword, or after a leading boundary of one byte.
+    if keyword_first(parts, keywords) {
+        return Some(Start::Keyword { lead: false });
+    }
+    match parts.split_first() {
+        Some((first, rest))
+            if !rest.is_empty() && line_start_boundary(first) && keyword_first(rest, keywords) =>
+        {
+            Some(Start::Keyword { lead: true })
+        }
+        _ => None,
+    }
+}
+
+/// Whether every match of `parts` in sequence starts with one of `keywords` (ignoring case).
+fn keyword_first(parts: &[Hir], keywords: &[String]) -> bool {
+    let hir = Hir::concat(parts.to_vec());
+    if !hir.properties().look_set_prefix_any().is_empty() {
+        return false;
+    }
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    seq.literals().is_some_and(|literals| {
+        !literals.is_empty()
+            && literals.iter().all(|l| {
+                let l = l.as_bytes().to_ascii_lowercase();
+                keywords
+                    .iter()
+                    .any(|k| !k.is_empty() && l.starts_with(k.as_bytes()))
+            })
+    })
+}
+
+fn parse(pattern: &str) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .multi_line(true)
         .crlf(true)
         .build()
         .parse(pattern)
-        .ok()?;
+        .ok()
+}
+
+/// A boundary that consumes one byte, or nothing only at a line start.
+fn line_start_boundary(h: &Hir) -> bool {
+    let starts = LookSet::empty()
+        .insert(Look::Start)
+        .insert(Look::StartLF)
+        .insert(Look::StartCRLF);
+    boundary(h).is_some_and(|set| set != Bytes::default())
+        && h.properties().look_set().subtract(starts).is_empty()
+}
+
+/// `BOUNDARY [NAME]*? KEYWORD ...` where BOUNDARY takes one non-name byte or a line start and
+/// KEYWORD is made of name bytes: the match then starts right before the name holding the
+/// keyword, wherever in the name the keyword is.
+fn name_shape(parts: &[Hir]) -> bool {
+    let name = name_bytes();
+    let [lead, run, keyword, ..] = parts else {
+        return false;
+    };
+    let lead_ok = line_start_boundary(lead) && boundary(lead).is_some_and(|b| b.disjoint(&name));
+    let run_ok = match run.kind() {
+        HirKind::Repetition(r) => r.min == 0 && all_bytes(&r.sub).is_some_and(|b| b.within(&name)),
+        _ => false,
+    };
+    lead_ok
+        && run_ok
+        && keyword.properties().minimum_len().unwrap_or(0) > 0
+        && all_bytes(keyword).is_some_and(|b| b.within(&name))
+}
+
+/// Every byte `h` can match, when it has no assertions.
+fn all_bytes(h: &Hir) -> Option<Bytes> {
+    let mut set = Bytes::default();
+    match h.kind() {
+        HirKind::Empty => {}
+        HirKind::Look(_) => return None,
+        HirKind::Literal(l) => l.0.iter().for_each(|&b| set.add(b)),
+        HirKind::Class(c) => set = class(c)?,
+        HirKind::Repetition(r) => set = all_bytes(&r.sub)?,
+        HirKind::Capture(c) => set = all_bytes(&c.sub)?,
+        HirKind::Alternation(hs) | HirKind::Concat(hs) => {
+            for x in hs {
+                set.union(&all_bytes(x)?);
+            }
+        }
+    }
+    Some(set)
+}
+
+/// The plan for `pattern` (compiled as in `rules::compile_regex`) when its secret is capture
+/// group `group`, or `None` when the shape is not the one described in the module docs.
+pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
+    let hir = parse(pattern)?;
     let parts: &[Hir] = match hir.kind() {
         HirKind::Concat(parts) => parts,
         _ => std::slice::from_ref(&hir),
@@ -281,6 +408,47 @@ mod tests {
         // A secret that can be empty.
         assert_eq!(plan(r"(?:^|,)([a-z]*)(?:,|$)", 1), None);
         assert!(plan(r"(?:^|[^0-9])([0-9]{8,10}:AA[0-9A-Za-z_\-]{33})", 1).is_some());
+    }
+
+    #[test]
+    fn where_matches_start() {
+        let kw = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let gh = kw(&["ghp_"]);
+        assert_eq!(
+            start(r"(?:^|[^A-Za-z0-9_])(ghp_[0-9A-Za-z]{36})", &gh, false),
+            Some(Start::Keyword { lead: true })
+        );
+        assert_eq!(
+            start(r"(ghp_[0-9A-Za-z]{36})(?:[^A-Za-z0-9]|$)", &gh, false),
+            Some(Start::Keyword { lead: false })
+        );
+        assert_eq!(
+            start(
+                r"(?i)(?:GHP_|gho_)[0-9a-z]{4}",
+                &kw(&["ghp_", "gho_"]),
+                false
+            ),
+            Some(Start::Keyword { lead: false })
+        );
+        // The match may start before the keyword, or somewhere the keyword list does not say.
+        assert_eq!(start(r"[a-z]*ghp_x", &gh, false), None);
+        assert_eq!(start(r"(?:^|\s)(\w+@ghp_\w+)", &gh, false), None);
+        assert_eq!(start(r"(?:token=)?ghp_x", &gh, false), None);
+        assert_eq!(start(r"gh_x|ghp_x", &gh, false), None);
+        // A zero-width lead other than a line start.
+        assert_eq!(start(r"\bghp_x", &gh, false), None);
+        assert_eq!(start(r"(?:\b|[^a-z])ghp_x", &gh, false), None);
+        let generic = r#"(?i)(?:^|[\s{,;(\[$@"'])[\w.\-]*?(?i:secret|token)(?:[_.\-][\w.\-]*?)?[ \t]{0,5}(?:=|:)[ \t]{0,5}([^\s"']{11,})"#;
+        let words = kw(&["secret", "token"]);
+        assert_eq!(start(generic, &words, true), Some(Start::Name));
+        assert_eq!(
+            start(r"(?i)password\s*=\s*(\S+)", &kw(&["password"]), true),
+            None
+        );
+        assert_eq!(
+            start(r"(?:^|[\s=])[\w.\-]*?token=(\S+)", &words, true),
+            None
+        );
     }
 
     fn value(m: &str) -> Option<&str> {
