@@ -562,14 +562,14 @@ pub(crate) fn entropy(s: &[u8]) -> f64 {
     // visited, and c * log2(c) comes from a table: on files dense with candidate secrets,
     // walking 256 counters and taking a logarithm per byte value was a third of the scan.
     let mut counts = [0u32; 256];
-    let mut seen = [0u8; 256];
+    // One spare slot: the store below is unconditional (no branch to mispredict on random
+    // secrets) and happens before `distinct` is known to have grown.
+    let mut seen = [0u8; 257];
     let mut distinct = 0;
     for &b in s {
         let c = &mut counts[usize::from(b)];
-        if *c == 0 {
-            seen[distinct] = b;
-            distinct += 1;
-        }
+        seen[distinct] = b;
+        distinct += usize::from(*c == 0);
         *c += 1;
     }
     let table = c_log2_c();
