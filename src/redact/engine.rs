@@ -386,7 +386,7 @@ impl Engine {
                 }
             }
         }
-        let mut out = Vec::new();
+        let mut out = Found::default();
         for (r, regs) in regions.iter_mut().enumerate() {
             if regs.is_empty() {
                 continue;
@@ -420,6 +420,7 @@ impl Engine {
             }
             self.run_rule(r, rule, text, cs, ce, &mut out);
         }
+        let mut out = out.matches;
         out.sort_unstable_by_key(|m| (m.start, std::cmp::Reverse(m.end), m.rule));
         out
     }
@@ -431,23 +432,14 @@ impl Engine {
         text: &[u8],
         start: usize,
         end: usize,
-        out: &mut Vec<RawMatch>,
+        out: &mut Found,
     ) {
         let Some(hay) = text.get(start..end) else {
             return;
         };
         let groups = rule.regex.captures_len();
-        let mut accept = |ms: usize, me: usize| {
-            if let Some(secret) = hay.get(ms..me)
-                && self.secret_counts(rule, secret)
-            {
-                out.push(RawMatch {
-                    rule: ri,
-                    start: start + ms,
-                    end: start + me,
-                });
-            }
-        };
+        let mut accept =
+            |ms: usize, me: usize| self.accept(ri, rule, text, start + ms, start + me, out);
         // Capture groups only when the match alone cannot tell where the secret is (span.rs).
         // The iterators keep one regex cache for the whole region: a `find_at` per match would
         // fetch it again each time, a third of the search cost on files dense with matches.
@@ -488,7 +480,7 @@ impl Engine {
         (at, twin): (Start, &regex::bytes::Regex),
         text: &[u8],
         (h, end): (usize, usize),
-        out: &mut Vec<RawMatch>,
+        out: &mut Found,
     ) {
         let lead = !matches!(at, Start::Keyword { lead: false });
         let p = match h.checked_sub(1) {
@@ -513,6 +505,23 @@ impl Engine {
                 .rposition(|&b| b == b'\n')
                 .map_or(lo, |q| lo + q + 1);
             self.run_rule(ri, rule, text, line, end, out);
+            return;
+        }
+        self.accept(ri, rule, text, s, e, out);
+    }
+
+    /// Records the candidate `text[s..e]` of rule `ri` if it counts as a secret and is not
+    /// already inside an accepted match.
+    fn accept(
+        &self,
+        ri: usize,
+        rule: &CompiledRule,
+        text: &[u8],
+        s: usize,
+        e: usize,
+        out: &mut Found,
+    ) {
+        if out.covers(s, e) {
             return;
         }
         if let Some(secret) = text.get(s..e)
@@ -551,6 +560,45 @@ impl Engine {
                 .get(rule.set)
                 .is_some_and(|s| s.allow.secret_allowed(secret))
     }
+}
+
+/// Accepted matches, and which bytes they cover (one bit each, allocated with the first match).
+///
+/// Why: the generic `NAME = value` rules re-find most values a specific rule already matched
+/// (`GITHUB_TOKEN=ghp_...`). A candidate wholly inside accepted matches masks nothing new, so
+/// it is neither checked (entropy, allow-lists) nor reported a second time; the masked view is
+/// the same, since the earlier, specific rule names the span either way.
+#[derive(Default)]
+struct Found {
+    matches: Vec<RawMatch>,
+    masked: Vec<u64>,
+}
+
+impl Found {
+    fn covers(&self, s: usize, e: usize) -> bool {
+        s < e && words(s, e).all(|(w, mask)| self.masked.get(w).is_some_and(|m| m & mask == mask))
+    }
+
+    fn push(&mut self, m: RawMatch) {
+        let need = m.end.div_ceil(64);
+        if self.masked.len() < need {
+            self.masked.resize(need, 0);
+        }
+        for (w, mask) in words(m.start, m.end) {
+            self.masked[w] |= mask;
+        }
+        self.matches.push(m);
+    }
+}
+
+/// The bitmap words holding bits `[s, e)` (`s < e`), each with the mask of those bits.
+fn words(s: usize, e: usize) -> impl Iterator<Item = (usize, u64)> {
+    let (first, last) = (s / 64, (e - 1) / 64);
+    (first..=last).map(move |w| {
+        let lo = if w == first { s % 64 } else { 0 };
+        let hi = if w == last { (e - 1) % 64 } else { 63 };
+        (w, (u64::MAX >> (63 - hi)) & (u64::MAX << lo))
+    })
 }
 
 /// Lines (as `[start, end)`) holding a run of at least `min` digits, where ` -./()` may separate
@@ -690,6 +738,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A value a specific rule matched is reported once, under that rule, though the generic
+    /// assignment rule matches it too; a value only the generic rule knows is still reported.
+    #[test]
+    fn a_secret_is_reported_once() {
+        let e = super::Engine::load(&["secrets".into()], &[]).unwrap();
+        let text = "GITHUB_TOKEN=ghp_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MDEyMzQ1\nSESSION_SECRET=Zm9v4YmFy9YmF6cXV4\n";
+        let ids: Vec<String> = e
+            .findings(std::path::Path::new("app.env"), text.as_bytes())
+            .into_iter()
+            .map(|f| f.rule_id)
+            .collect();
+        assert_eq!(ids, ["github-pat", "generic-secret-unquoted"]);
+    }
+
+    #[test]
+    fn found_tracks_covered_bytes() {
+        let mut f = super::Found::default();
+        assert!(!f.covers(0, 1));
+        for (s, e) in [(3, 70), (70, 130), (200, 201)] {
+            f.push(super::RawMatch {
+                rule: 0,
+                start: s,
+                end: e,
+            });
+        }
+        assert!(f.covers(3, 130) && f.covers(64, 128) && f.covers(200, 201));
+        assert!(!f.covers(2, 10) && !f.covers(120, 131) && !f.covers(199, 201));
+        assert!(!f.covers(201, 202) && !f.covers(5000, 5001) && !f.covers(5, 5));
     }
 
     #[test]
