@@ -364,26 +364,17 @@ pub(crate) fn compile_allow(a: &AllowlistDef) -> Result<Allow, String> {
     })
 }
 
-/// `CompiledRule::anchored` for a rule: only single-line rules whose secret is found without
-/// capture groups (assigned value, span plan, or the whole match), and a lead byte only when the
+/// `CompiledRule::anchored` for a rule: only single-line rules, and a lead byte only when a
 /// span plan cuts it off (the engine relies on that to spot a false line start).
-fn anchored_twin(
-    r: &RuleDef,
-    regex: &regex::bytes::Regex,
-    planned: bool,
-) -> Option<(super::span::Start, regex::bytes::Regex)> {
+fn anchored_twin(r: &RuleDef, lead_cut: bool) -> Option<(super::span::Start, regex::bytes::Regex)> {
     use super::span::Start;
     if r.window.unwrap_or(0) != 0 || r.keywords.is_empty() {
         return None;
     }
     let keywords: Vec<String> = r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
     let start = super::span::start(r.regex.get_ref(), &keywords, r.assignment)?;
-    let usable = match start {
-        Start::Name => true,
-        Start::Keyword { lead: true } => planned,
-        Start::Keyword { lead: false } => planned || regex.captures_len() == 1,
-    };
-    if !usable {
+    // Without a span plan the lead byte cannot be told from a false line start.
+    if start == (Start::Keyword { lead: true }) && !lead_cut {
         return None;
     }
     let twin = compile_regex(&format!(r"\A(?:{})", r.regex.get_ref())).ok()?;
@@ -513,7 +504,7 @@ pub(crate) fn compile_set(
             1 => None,
             _ => super::span::plan(r.regex.get_ref(), r.secret_group.unwrap_or(1) as u32),
         };
-        let anchored = anchored_twin(r, &regex, span.is_some());
+        let anchored = anchored_twin(r, span.as_ref().is_some_and(|p| !p.scans_back()));
         out.push(CompiledRule {
             id: Arc::from(id),
             regex,

@@ -46,15 +46,29 @@ pub(crate) struct SpanPlan {
     trail: Bytes,
     /// The secret's length when it has only one; then anything may come before it.
     fixed: Option<usize>,
+    /// Every byte the secret can hold, when no byte that can come right before it is one of
+    /// them: the secret is then the run of these bytes that ends where it ends, whatever
+    /// precedes it (`NAME = "value"` shapes with a specific name, such as `datadog_api_key`).
+    back: Option<Bytes>,
 }
 
 impl SpanPlan {
+    /// Whether the secret is found from the match's end only (then a match that starts early
+    /// cannot be told by where its secret starts).
+    pub(crate) fn scans_back(&self) -> bool {
+        self.back.is_some()
+    }
+
     /// The secret's range within `m` (a match's bytes), as offsets into `m`.
     pub(crate) fn cut(&self, m: &[u8]) -> (usize, usize) {
         let end = m.len() - usize::from(m.last().is_some_and(|&b| self.trail.has(b)));
-        let start = match self.fixed {
-            Some(len) => end.saturating_sub(len),
-            None => usize::from(m.first().is_some_and(|&b| self.lead.has(b))),
+        let start = match (self.fixed, &self.back) {
+            (Some(len), _) => end.saturating_sub(len),
+            (None, Some(run)) => m[..end]
+                .iter()
+                .rposition(|&b| !run.has(b))
+                .map_or(0, |p| p + 1),
+            (None, None) => usize::from(m.first().is_some_and(|&b| self.lead.has(b))),
         };
         (start, end.max(start))
     }
@@ -264,17 +278,35 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
     let fixed = props
         .maximum_len()
         .filter(|&max| Some(max) == props.minimum_len());
-    let lead = match (at, fixed) {
-        (_, Some(_)) | (0, None) => Bytes::default(),
-        (1, None) => boundary(&parts[0])?,
-        _ => return None,
-    };
     let trail = match parts.get(at + 1) {
         None => Bytes::default(),
         Some(p) => boundary(p)?,
     };
     let (first, last) = (edge(secret, true)?, edge(secret, false)?);
-    (lead.disjoint(&first) && trail.disjoint(&last)).then_some(SpanPlan { lead, trail, fixed })
+    if !trail.disjoint(&last) {
+        return None;
+    }
+    let lead = match (at, fixed) {
+        (_, Some(_)) | (0, None) => Some(Bytes::default()),
+        (1, None) => boundary(&parts[0]).filter(|lead| lead.disjoint(&first)),
+        _ => None,
+    };
+    if let Some(lead) = lead {
+        return Some(SpanPlan {
+            lead,
+            trail,
+            fixed,
+            back: None,
+        });
+    }
+    let before = edge(&Hir::concat(parts[..at].to_vec()), false)?;
+    let run = all_bytes(secret)?;
+    before.disjoint(&run).then_some(SpanPlan {
+        lead: Bytes::default(),
+        trail,
+        fixed: None,
+        back: Some(run),
+    })
 }
 
 /// The bytes a boundary consumes when every way through it is an assertion or one byte.
@@ -398,10 +430,21 @@ mod tests {
     fn other_shapes_keep_capture_groups() {
         // The secret may end with a byte the trailing boundary also takes.
         assert_eq!(plan(r"(a[a-z;]+)(?:;|$)", 1), None);
-        // Something other than a one-byte boundary before the group.
-        assert_eq!(plan(r"key=(\w+)", 1), None);
+        // Something other than a one-byte boundary before the group, which may end with a byte
+        // the secret can hold.
+        assert_eq!(plan(r"key[=a](\w+)", 1), None);
+        assert!(plan(r"key=(\w+)", 1).is_some_and(|p| p.scans_back()));
         assert!(plan(r"(?i:twilio)[^\n]{0,60}?(SK[0-9a-f]{32})", 1).is_some());
         assert_eq!(plan(r"(?i:twilio)[^\n]{0,60}?(SK[0-9a-f]{32,40})", 1), None);
+        let dd = r#"(?i)dd_api_key[ \t]{0,5}(?:=|:)[ \t]{0,5}["']?([0-9a-f]{32}|[0-9a-f]{40})(?:[^A-Za-z0-9]|$)"#;
+        assert_eq!(
+            cut(dd, "DD_API_KEY = '0123456789abcdef0123456789abcdef'").as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(
+            cut(dd, "dd_api_key:0123456789abcdef0123456789abcdef").as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
         // The secret is another group, or inside an alternation.
         assert_eq!(plan(r"(a)(b)", 2), None);
         assert_eq!(plan(r#"(?:"(\w+)"|'(\w+)')"#, 1), None);
