@@ -504,7 +504,7 @@ pub(crate) fn compile_set(
             1 => None,
             _ => super::span::plan(r.regex.get_ref(), r.secret_group.unwrap_or(1) as u32),
         };
-        let anchored = anchored_twin(r, span.as_ref().is_some_and(|p| !p.scans_back()));
+        let anchored = anchored_twin(r, span.as_ref().is_some_and(|p| p.starts_at_lead()));
         out.push(CompiledRule {
             id: Arc::from(id),
             regex,

@@ -38,37 +38,47 @@ impl Bytes {
 }
 
 /// How to cut the secret out of a whole match.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SpanPlan {
-    /// Bytes a leading boundary may consume (empty: the secret starts at the match start).
-    lead: Bytes,
     /// Bytes a trailing boundary may consume.
     trail: Bytes,
-    /// The secret's length when it has only one; then anything may come before it.
-    fixed: Option<usize>,
-    /// Every byte the secret can hold, when no byte that can come right before it is one of
-    /// them: the secret is then the run of these bytes that ends where it ends, whatever
-    /// precedes it (`NAME = "value"` shapes with a specific name, such as `datadog_api_key`).
-    back: Option<Bytes>,
+    start: StartBy,
+}
+
+/// How a plan finds where the secret starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StartBy {
+    /// At the match start, or one byte in when the match starts with one of these bytes (a
+    /// leading boundary; empty when there is none).
+    Lead(Bytes),
+    /// The secret has this one length: counted back from its end, whatever precedes it.
+    Fixed(usize),
+    /// Every byte the secret can hold, when none can come right before it: the secret is the
+    /// run of these bytes that ends where it ends (`datadog_api_key = "value"` shapes).
+    Back(Bytes),
+    /// The bytes the secret can start with, when nothing before it in the match can be one:
+    /// the secret starts at the first of them (a key block inside a JSON string).
+    Ahead(Bytes),
 }
 
 impl SpanPlan {
-    /// Whether the secret is found from the match's end only (then a match that starts early
-    /// cannot be told by where its secret starts).
-    pub(crate) fn scans_back(&self) -> bool {
-        self.back.is_some()
+    /// Whether the secret's start is told by the match's first byte (or its fixed length), so
+    /// a match that starts a byte early shows as a secret that starts early.
+    pub(crate) fn starts_at_lead(&self) -> bool {
+        matches!(self.start, StartBy::Lead(_) | StartBy::Fixed(_))
     }
 
     /// The secret's range within `m` (a match's bytes), as offsets into `m`.
     pub(crate) fn cut(&self, m: &[u8]) -> (usize, usize) {
         let end = m.len() - usize::from(m.last().is_some_and(|&b| self.trail.has(b)));
-        let start = match (self.fixed, &self.back) {
-            (Some(len), _) => end.saturating_sub(len),
-            (None, Some(run)) => m[..end]
+        let start = match &self.start {
+            StartBy::Lead(lead) => usize::from(m.first().is_some_and(|&b| lead.has(b))),
+            StartBy::Fixed(len) => end.saturating_sub(*len),
+            StartBy::Back(run) => m[..end]
                 .iter()
                 .rposition(|&b| !run.has(b))
                 .map_or(0, |p| p + 1),
-            (None, None) => usize::from(m.first().is_some_and(|&b| self.lead.has(b))),
+            StartBy::Ahead(first) => m.iter().position(|&b| first.has(b)).unwrap_or(0),
         };
         (start, end.max(start))
     }
@@ -286,27 +296,27 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
     if !trail.disjoint(&last) {
         return None;
     }
-    let lead = match (at, fixed) {
-        (_, Some(_)) | (0, None) => Some(Bytes::default()),
-        (1, None) => boundary(&parts[0]).filter(|lead| lead.disjoint(&first)),
+    let prefix = &parts[..at];
+    let start = if let Some(len) = fixed {
+        StartBy::Fixed(len)
+    } else if let Some(lead) = match prefix {
+        [] => Some(Bytes::default()),
+        [one] => boundary(one).filter(|lead| lead.disjoint(&first)),
         _ => None,
+    } {
+        StartBy::Lead(lead)
+    } else {
+        let prefix = Hir::concat(prefix.to_vec());
+        let run = all_bytes(secret)?;
+        if edge(&prefix, false)?.disjoint(&run) {
+            StartBy::Back(run)
+        } else if all_bytes(&prefix)?.disjoint(&first) {
+            StartBy::Ahead(first)
+        } else {
+            return None;
+        }
     };
-    if let Some(lead) = lead {
-        return Some(SpanPlan {
-            lead,
-            trail,
-            fixed,
-            back: None,
-        });
-    }
-    let before = edge(&Hir::concat(parts[..at].to_vec()), false)?;
-    let run = all_bytes(secret)?;
-    before.disjoint(&run).then_some(SpanPlan {
-        lead: Bytes::default(),
-        trail,
-        fixed: None,
-        back: Some(run),
-    })
+    Some(SpanPlan { trail, start })
 }
 
 /// The bytes a boundary consumes when every way through it is an assertion or one byte.
@@ -433,7 +443,7 @@ mod tests {
         // Something other than a one-byte boundary before the group, which may end with a byte
         // the secret can hold.
         assert_eq!(plan(r"key[=a](\w+)", 1), None);
-        assert!(plan(r"key=(\w+)", 1).is_some_and(|p| p.scans_back()));
+        assert!(plan(r"key=(\w+)", 1).is_some_and(|p| !p.starts_at_lead()));
         assert!(plan(r"(?i:twilio)[^\n]{0,60}?(SK[0-9a-f]{32})", 1).is_some());
         assert_eq!(plan(r"(?i:twilio)[^\n]{0,60}?(SK[0-9a-f]{32,40})", 1), None);
         let dd = r#"(?i)dd_api_key[ \t]{0,5}(?:=|:)[ \t]{0,5}["']?([0-9a-f]{32}|[0-9a-f]{40})(?:[^A-Za-z0-9]|$)"#;
