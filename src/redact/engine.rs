@@ -861,6 +861,16 @@ mod tests {
 
     #[test]
     #[ignore]
+    fn load_time() {
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let _e = super::Engine::load(&["secrets".into(), "pii".into()], &[]).unwrap();
+            eprintln!("load {:?}", t.elapsed());
+        }
+    }
+
+    #[test]
+    #[ignore]
     fn perf_rule() {
         use crate::redact::samples::cases;
         let rule = std::env::var("RULE").unwrap();

@@ -191,7 +191,14 @@ fn keyword_first(parts: &[Hir], keywords: &[String]) -> bool {
     if !hir.properties().look_set_prefix_any().is_empty() {
         return false;
     }
-    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    // Case-insensitive keywords expand to every case variant: allow many, but no longer than
+    // the longest keyword (shorter literals would fail the test below anyway).
+    let longest = keywords.iter().map(String::len).max().unwrap_or(0);
+    let seq = Extractor::new()
+        .kind(ExtractKind::Prefix)
+        .limit_total(1 << 14)
+        .limit_literal_len(longest.max(1))
+        .extract(&hir);
     seq.literals().is_some_and(|literals| {
         !literals.is_empty()
             && literals.iter().all(|l| {
