@@ -364,11 +364,12 @@ pub(crate) fn compile_allow(a: &AllowlistDef) -> Result<Allow, String> {
     })
 }
 
-/// `CompiledRule::anchored` for a rule: only single-line rules, and a lead byte only when a
-/// span plan cuts it off (the engine relies on that to spot a false line start).
+/// `CompiledRule::anchored` for a rule with keywords, with a lead byte only when a span plan
+/// cuts it off (the engine relies on that to spot a false line start). Multi-line rules qualify
+/// too: the anchored search sees the same region (line plus `window`) as a line search would.
 fn anchored_twin(r: &RuleDef, lead_cut: bool) -> Option<(super::span::Start, regex::bytes::Regex)> {
     use super::span::Start;
-    if r.window.unwrap_or(0) != 0 || r.keywords.is_empty() {
+    if r.keywords.is_empty() {
         return None;
     }
     let keywords: Vec<String> = r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
