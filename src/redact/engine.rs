@@ -315,7 +315,7 @@ impl Engine {
                 };
                 // Computed at most once per hit, only when a rule asks for it.
                 let mut assigned = None;
-                let mut line_start = None;
+                let mut start_of_line = None;
                 let mut line_end: Option<(usize, usize)> = None;
                 for &ri in rs {
                     let r = ri as usize;
@@ -330,13 +330,7 @@ impl Engine {
                         continue;
                     }
                     let window = self.rules[r].window;
-                    let start = *line_start.get_or_insert_with(|| {
-                        let lo = m.start.saturating_sub(MAX_BACK);
-                        text[lo..m.start]
-                            .iter()
-                            .rposition(|&b| b == b'\n')
-                            .map_or(lo, |p| lo + p + 1)
-                    });
+                    let start = *start_of_line.get_or_insert_with(|| line_start(text, m.start));
                     let end = match line_end {
                         Some((w, e)) if w == window => e,
                         _ => {
@@ -437,36 +431,20 @@ impl Engine {
         let Some(hay) = text.get(start..end) else {
             return;
         };
-        let groups = rule.regex.captures_len();
         let mut accept =
             |ms: usize, me: usize| self.accept(ri, rule, text, start + ms, start + me, out);
-        // Capture groups only when the match alone cannot tell where the secret is (span.rs).
         // The iterators keep one regex cache for the whole region: a `find_at` per match would
         // fetch it again each time, a third of the search cost on files dense with matches.
-        if rule.assignment {
-            for m in rule.regex.find_iter(hay) {
-                // No value found: the whole match is masked (fail closed).
-                let (s, e) = span::assigned_value(m.as_bytes()).unwrap_or((0, m.len()));
-                accept(m.start() + s, m.start() + e);
-            }
-        } else if let Some(plan) = &rule.span {
-            for m in rule.regex.find_iter(hay) {
-                let (s, e) = plan.cut(m.as_bytes());
-                accept(m.start() + s, m.start() + e);
-            }
-        } else if groups == 1 {
-            for m in rule.regex.find_iter(hay) {
-                accept(m.start(), m.end());
-            }
-        } else {
+        if rule.needs_captures() {
             for caps in rule.regex.captures_iter(hay) {
-                let g = match rule.secret_group {
-                    Some(g) => caps.get(g),
-                    None => (1..groups).find_map(|g| caps.get(g)),
-                };
-                if let Some(g) = g {
+                if let Some(g) = rule.secret_group(&caps) {
                     accept(g.start(), g.end());
                 }
+            }
+        } else {
+            for m in rule.regex.find_iter(hay) {
+                let (s, e) = rule.secret_in(m.as_bytes());
+                accept(m.start() + s, m.start() + e);
             }
         }
     }
@@ -490,18 +468,9 @@ impl Engine {
         let Some(hay) = text.get(p..end) else {
             return;
         };
-        let groups = rule.regex.captures_len();
-        let (s, e) = if matches!(at, Start::Keyword { .. }) && rule.span.is_none() && groups > 1 {
-            // The secret is a capture group; the anchored match is short, so asking for the
-            // groups costs little.
-            let Some(caps) = twin.captures(hay) else {
-                return;
-            };
-            let g = match rule.secret_group {
-                Some(g) => caps.get(g),
-                None => (1..groups).find_map(|g| caps.get(g)),
-            };
-            let Some(g) = g else {
+        let (s, e) = if rule.needs_captures() {
+            // The anchored match is short, so asking for its groups costs little.
+            let Some(g) = twin.captures(hay).and_then(|caps| rule.secret_group(&caps)) else {
                 return;
             };
             (p + g.start(), p + g.end())
@@ -509,22 +478,13 @@ impl Engine {
             let Some(m) = twin.find(hay) else {
                 return;
             };
-            let (s, e) = match (at, &rule.span) {
-                (Start::Name, _) => span::assigned_value(m.as_bytes()).unwrap_or((0, m.len())),
-                (_, Some(plan)) => plan.cut(m.as_bytes()),
-                (_, None) => (0, m.len()),
-            };
+            let (s, e) = rule.secret_in(m.as_bytes());
             (p + m.start() + s, p + m.start() + e)
         };
         if s < h && matches!(at, Start::Keyword { .. }) {
             // The slice's first byte passed for a line start without being one, and the secret
             // starts on it: search the hit's line as a rule without an anchor would.
-            let lo = h.saturating_sub(MAX_BACK);
-            let line = text[lo..h]
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(lo, |q| lo + q + 1);
-            self.run_rule(ri, rule, text, line, end, out);
+            self.run_rule(ri, rule, text, line_start(text, h), end, out);
             return;
         }
         self.accept(ri, rule, text, s, e, out);
@@ -695,14 +655,19 @@ static DIGIT_CLASS: [u8; 256] = {
     t
 };
 
+/// Where the line holding byte `i` starts, at most `MAX_BACK` bytes before it.
+fn line_start(text: &[u8], i: usize) -> usize {
+    let lo = i.saturating_sub(MAX_BACK);
+    text[lo..i]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(lo, |p| lo + p + 1)
+}
+
 /// The line holding byte `i`, capped at `MAX_BACK`/`MAX_FWD` around it.
 fn line_around(text: &[u8], i: usize) -> (usize, usize) {
     let i = i.min(text.len());
-    let lo = i.saturating_sub(MAX_BACK);
-    let start = text[lo..i]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(lo, |p| lo + p + 1);
+    let start = line_start(text, i);
     let hi = i.saturating_add(MAX_FWD).min(text.len());
     let end = text[i..hi]
         .iter()

@@ -270,6 +270,35 @@ impl CompiledRule {
         !self.allow.iter().any(|a| a.path_allowed(rel))
     }
 
+    /// Whether the secret can only be found through the regex's capture groups.
+    pub(crate) fn needs_captures(&self) -> bool {
+        !self.assignment && self.span.is_none() && self.regex.captures_len() > 1
+    }
+
+    /// Where the secret is in a whole match, for a rule that needs no capture groups: the
+    /// assigned value, the span plan's cut, or the whole match.
+    pub(crate) fn secret_in(&self, m: &[u8]) -> (usize, usize) {
+        if self.assignment {
+            // No value found: the whole match is masked (fail closed).
+            super::span::assigned_value(m).unwrap_or((0, m.len()))
+        } else if let Some(plan) = &self.span {
+            plan.cut(m)
+        } else {
+            (0, m.len())
+        }
+    }
+
+    /// The secret's capture group in a match of a rule that needs them.
+    pub(crate) fn secret_group<'h>(
+        &self,
+        caps: &regex::bytes::Captures<'h>,
+    ) -> Option<regex::bytes::Match<'h>> {
+        match self.secret_group {
+            Some(g) => caps.get(g),
+            None => (1..caps.len()).find_map(|g| caps.get(g)),
+        }
+    }
+
     pub(crate) fn has_path_filter(&self) -> bool {
         self.path.is_some() || self.path_regex.is_some() || self.allow.iter().any(Allow::has_paths)
     }
