@@ -49,7 +49,9 @@ pub struct RuleDef {
     /// the match, or the whole match if the regex has no groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_group: Option<usize>,
-    /// Case-insensitive literals; the regex only runs near a hit. Empty: runs on every file.
+    /// Case-insensitive literals; the regex only runs near a hit, so every match must contain
+    /// one. When every match starts with one (optionally after a one-byte boundary), the regex
+    /// runs anchored at each hit, which is cheapest. Empty: runs on every file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keywords: Vec<String>,
     /// Minimum Shannon entropy (bits per byte) of the secret.
