@@ -306,15 +306,22 @@ impl CompiledRule {
     }
 }
 
+/// The settings every rule regex is compiled with (see the module docs), for a `RegexBuilder`
+/// or a `RegexSetBuilder` alike.
+macro_rules! rule_syntax {
+    ($builder:expr) => {
+        $builder
+            .unicode(false)
+            .multi_line(true)
+            .crlf(true)
+            .size_limit(32 << 20)
+            .dfa_size_limit(16 << 20)
+    };
+}
+
 /// Compiles a regex the way every rule regex is compiled (see the module docs).
 pub fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
-    regex::bytes::RegexBuilder::new(pattern)
-        .unicode(false)
-        .multi_line(true)
-        .crlf(true)
-        .size_limit(32 << 20)
-        .dfa_size_limit(16 << 20)
-        .build()
+    rule_syntax!(regex::bytes::RegexBuilder::new(pattern)).build()
 }
 
 /// Several rule regexes as one set, compiled like `compile_regex`. `None` when there are fewer
@@ -326,12 +333,7 @@ pub(crate) fn compile_set_of<'a>(
     if patterns.len() < 2 {
         return None;
     }
-    regex::bytes::RegexSetBuilder::new(patterns)
-        .unicode(false)
-        .multi_line(true)
-        .crlf(true)
-        .size_limit(32 << 20)
-        .dfa_size_limit(16 << 20)
+    rule_syntax!(regex::bytes::RegexSetBuilder::new(patterns))
         .build()
         .ok()
 }
