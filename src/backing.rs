@@ -605,6 +605,21 @@ pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> io::Result<Vec
     Ok(buf)
 }
 
+/// The whole value of xattr `name` (sized first; retried if it grows in between).
+pub fn getxattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
+    for _ in 0..4 {
+        let len = getxattr(fd, name, 0)?.len();
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        match getxattr(fd, name, len) {
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            r => return r,
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ERANGE))
+}
+
 pub fn listxattr(fd: BorrowedFd<'_>, size: usize) -> io::Result<Vec<u8>> {
     let p = match xattr_path(fd) {
         Ok(p) => p,

@@ -5,6 +5,7 @@
 //! - [`profile`]: the admin's TOML profile, validated with file:line errors.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
+//! - [`error`]: the rules errors follow; the errno an error carries.
 //! - [`backing`]: the only module that touches the real folder, always beneath the scope's fd.
 //! - [`fs`]: the `fuser::Filesystem` translation layer.
 //! - [`store`], [`journal`], [`rollback`]: snapshot store, tamper-evident journal, undo.
@@ -14,6 +15,7 @@
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 
 pub mod backing;
+pub mod error;
 pub mod fs;
 pub mod guard;
 pub mod journal;

@@ -255,7 +255,7 @@ fn scan_results_are_saved_for_the_next_mount_and_never_trusted_for_changed_files
     assert!(status.success());
     // The clean verdict is saved (masked files are re-scanned: only clean/binary are kept).
     let saved = st.join("scan-cache");
-    assert_eq!(fs::metadata(&saved).unwrap().len(), 16 + 32 + 41 + 32);
+    assert_eq!(fs::metadata(&saved).unwrap().len(), 16 + 32 + 49 + 32);
 
     // Unchanged: the next mount loads it.
     let m = Mount::start(s.path(), &args);

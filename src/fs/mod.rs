@@ -7,6 +7,7 @@
 
 pub mod divert;
 mod inode;
+mod served;
 pub mod view;
 mod write;
 
@@ -94,7 +95,12 @@ pub struct VeilFs {
     /// Passthrough backing ids by inode, shared by all read-only handles of the inode, with
     /// their count (a side table: few inodes ever have one, every inode would pay for a field).
     backing_ids: Mutex<std::collections::HashMap<u64, (Arc<fuser::BackingId>, usize)>>,
+    /// The scanned copies reads are served from (see [`served`]).
+    copies: served::Copies,
 }
+
+/// Bytes of scanned copies kept for reads (see [`served`]).
+const COPIES_BUDGET: usize = 32 << 20;
 
 fn errno_of(e: &std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
@@ -200,6 +206,7 @@ impl VeilFs {
             next_fh: AtomicU64::new(1),
             passthrough_ok: AtomicBool::new(false),
             backing_ids: Mutex::new(Default::default()),
+            copies: served::Copies::new(COPIES_BUDGET),
         })
     }
 
@@ -222,6 +229,12 @@ impl VeilFs {
 
     /// Policy verdict for `name` (stat `st`, already opened as `fd`) inside visible dir `rel_parent`.
     fn visible(&self, rel: &Path, st: &Stat, fd: Option<&OwnedFd>) -> Result<(), Errno> {
+        if let Some(name) = rel.file_name()
+            && self.cfg.viewer.name_holds_secret(name)
+        {
+            debug!(path = "<a name holding a secret>", "hidden");
+            return Err(Errno::ENOENT);
+        }
         let target = if st.kind() == Kind::Symlink && self.cfg.policy.needs_symlink_targets() {
             match fd {
                 Some(fd) => backing::readlink_fd(fd.as_fd()).ok(),
@@ -262,6 +275,36 @@ impl VeilFs {
         }
     }
 
+    /// A directory's link count as the agent sees it: hidden subdirectories are not counted
+    /// (a count that includes them tells the agent they exist). Only directories with
+    /// subdirectories pay for the listing.
+    fn shown_nlink(&self, rel: &Path, fd: BorrowedFd<'_>, st: Stat) -> Stat {
+        if st.kind() != Kind::Dir || st.nlink <= 2 {
+            return st;
+        }
+        let Ok(entries) = backing::list_dir(fd) else {
+            return st;
+        };
+        let mut hidden = 0;
+        for e in entries {
+            // Directories are hidden by their names only (patterns, names holding secrets).
+            let crel = rel.join(&e.name);
+            let by_name = self
+                .cfg
+                .policy
+                .visibility(&crel, crate::policy::EntryKind::Dir, 0, None)
+                .is_err()
+                || self.cfg.viewer.name_holds_secret(&e.name);
+            if by_name && backing::stat_at(fd, &e.name).is_ok_and(|c| c.kind() == Kind::Dir) {
+                hidden += 1;
+            }
+        }
+        Stat {
+            nlink: st.nlink.saturating_sub(hidden).max(2),
+            ..st
+        }
+    }
+
     /// Opens `name` beneath the directory `pfd` (whose child path is `rel`) and checks that
     /// the agent may see it: a hidden entry, like a mount point inside the scope, is ENOENT.
     fn visible_child(
@@ -297,6 +340,7 @@ impl VeilFs {
         let rel = self.rel(parent)?.join(name);
         let pfd = self.fd(&p)?;
         let (fd, st) = self.visible_child(&pfd, &rel, name)?;
+        let st = self.shown_nlink(&rel, fd.as_fd(), st);
         let inode = self
             .inodes
             .lookup_insert((st.dev, st.ino), st.kind(), Some(fd), parent, name);
@@ -454,9 +498,9 @@ impl VeilFs {
     }
 
     /// Reads `size` bytes at `offset` of `file` (the real file of inode `ino`) as the agent may
-    /// see them. The view is decided for the identity the file has before the read and checked
-    /// again after it: bytes read while the file changed may belong to a version whose secrets
-    /// sit elsewhere than the view's masks, so such a read is retried.
+    /// see them. With redaction on, the bytes come from a consistent copy of the file's current
+    /// version, and the view was decided on that very copy (see [`served`]): a file rewritten
+    /// in place outside the mount can never be served with another version's masks.
     fn read_view(
         &self,
         ino: u64,
@@ -469,31 +513,94 @@ impl VeilFs {
             return pread_full(file, offset, size);
         }
         let rel = self.rel(ino)?;
+        let stat = || backing::stat_fd(file.as_fd());
+        let mut rules = None;
         for _ in 0..READ_ATTEMPTS {
-            let st = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
-            let redactions = match self.cfg.viewer.decide(&rel, file.as_fd(), &st) {
-                View::Raw => None,
-                View::Masked(r) => Some(r),
-                View::Denied(reason) => {
-                    warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
-                    return Err(Errno::EACCES);
-                }
-            };
-            if self.cfg.no_open {
-                self.audit_first_read(ino, &rel, &st, redactions.is_some());
+            let st = stat().map_err(|e| errno_of(&e))?;
+            if st.size > self.cfg.viewer.max_scan_size() {
+                return self.read_unscanned(&rel, file, &st, offset, size);
             }
-            let mut buf = pread_full(file, offset, size)?;
-            let after = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
-            if view::file_id(&after) != view::file_id(&st) {
+            let sel = self.cfg.viewer.rules_for(&rel, &st).id();
+            rules = Some(sel);
+            let id = view::file_id(&st);
+            if let Some(c) = self.copies.get(ino)
+                && c.id == id
+                && c.rules == sel
+            {
+                return self.serve(&rel, &c, offset, size);
+            }
+            let Some(data) = served::consistent_copy(file, &st, stat).map_err(|e| errno_of(&e))?
+            else {
                 continue;
+            };
+            let v = self.cfg.viewer.decide_bytes(&rel, &st, &data);
+            if self.cfg.no_open {
+                self.audit_first_read(ino, &rel, &st, matches!(v, View::Masked(_)));
             }
-            if let Some(r) = redactions {
-                r.apply(offset, &mut buf);
-            }
-            return Ok(buf);
+            let c = Arc::new(served::Copy {
+                id,
+                rules: sel,
+                data: if matches!(v, View::Denied(_)) {
+                    Vec::new()
+                } else {
+                    data
+                },
+                view: v,
+            });
+            self.copies.put(ino, c.clone());
+            return self.serve(&rel, &c, offset, size);
+        }
+        // Never still long enough: the last consistent copy is stale but was scanned.
+        if let Some(c) = self.copies.get(ino)
+            && Some(c.rules) == rules
+        {
+            return self.serve(&rel, &c, offset, size);
         }
         warn!(target: "veilfs::audit", path = %rel.display(), reason = "the file kept changing while it was read", "read refused");
         Err(Errno::EIO)
+    }
+
+    /// Bytes `offset..offset+size` of a scanned copy, as its view allows.
+    fn serve(
+        &self,
+        rel: &Path,
+        c: &served::Copy,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        if let View::Denied(reason) = &c.view {
+            warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+            return Err(Errno::EACCES);
+        }
+        let start = (offset as usize).min(c.data.len());
+        let end = start.saturating_add(size as usize).min(c.data.len());
+        let mut buf = c.data[start..end].to_vec();
+        if let View::Masked(r) = &c.view {
+            r.apply(offset, &mut buf);
+        }
+        Ok(buf)
+    }
+
+    /// A file too large to scan: served only where the profile allows unscannable files, from
+    /// the real file with its identity checked around the read.
+    fn read_unscanned(
+        &self,
+        rel: &Path,
+        file: &File,
+        st: &Stat,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        if let View::Denied(reason) = self.cfg.viewer.decide(rel, file.as_fd(), st) {
+            warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+            return Err(Errno::EACCES);
+        }
+        let buf = pread_full(file, offset, size)?;
+        let after = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
+        if view::file_id(&after) != view::file_id(st) {
+            return Err(Errno::EAGAIN);
+        }
+        Ok(buf)
     }
 
     /// No-open mode has no OPEN to log: the first read of each version of a file is logged
@@ -593,6 +700,9 @@ impl VeilFs {
                 st
             };
             let crel = rel.join(&e.name);
+            if self.cfg.viewer.name_holds_secret(&e.name) {
+                continue;
+            }
             let target = if st.kind() == Kind::Symlink && self.cfg.policy.needs_symlink_targets() {
                 backing::readlink_at(dfd, &e.name).ok()
             } else {
@@ -611,6 +721,14 @@ impl VeilFs {
             {
                 continue;
             }
+            let st = if st.kind() == Kind::Dir && st.nlink > 2 {
+                match backing::lookup(dfd, &e.name) {
+                    Ok(cfd) => self.shown_nlink(&crel, cfd.as_fd(), st),
+                    Err(_) => st,
+                }
+            } else {
+                st
+            };
             let st = match &self.cfg.divert {
                 // A diverted file lists with its copy's attributes, under the real identity.
                 Some(d) if st.kind() == Kind::File && d.contains(&crel) => d
@@ -688,6 +806,9 @@ impl Filesystem for VeilFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.inodes.forget(ino.0, nlookup);
+        if self.inodes.get(ino.0).is_none() {
+            self.copies.forget(ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -695,7 +816,13 @@ impl Filesystem for VeilFs {
             Some(h) => backing::stat_fd(h.file.as_fd()).map(|st| self.present(h.file.as_fd(), st)),
             None => match self.inode(ino) {
                 Ok(i) => match self.fd(&i) {
-                    Ok(fd) => backing::stat_fd(fd.as_fd()).map(|st| self.present(fd.as_fd(), st)),
+                    Ok(fd) => backing::stat_fd(fd.as_fd()).map(|st| {
+                        let st = self.present(fd.as_fd(), st);
+                        match self.rel(ino.0) {
+                            Ok(rel) => self.shown_nlink(&rel, fd.as_fd(), st),
+                            Err(_) => st,
+                        }
+                    }),
                     Err(e) => return reply.error(e),
                 },
                 Err(e) => return reply.error(e),
@@ -713,7 +840,14 @@ impl Filesystem for VeilFs {
                 .fd(&i)
                 .and_then(|fd| backing::readlink_fd(fd.as_fd()).map_err(|e| errno_of(&e)))
             {
-                Ok(t) => reply.data(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str())),
+                Ok(t) => {
+                    let raw = std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str());
+                    // A target is metadata the agent reads: masked like content, length kept.
+                    match self.cfg.viewer.mask_metadata(raw) {
+                        view::MetaView::Masked(masked) => reply.data(&masked),
+                        view::MetaView::Clean | view::MetaView::Binary => reply.data(raw),
+                    }
+                }
                 Err(e) => reply.error(e),
             },
             Err(e) => reply.error(e),
@@ -1046,10 +1180,27 @@ impl Filesystem for VeilFs {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
-        match backing::getxattr(fd.as_fd(), name, size as usize) {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(errno_of(&e)),
+        // The whole value is read and masked even for a size probe, so both answers agree.
+        let v = match backing::getxattr_value(fd.as_fd(), name) {
+            Ok(v) => v,
+            Err(e) => return reply.error(errno_of(&e)),
+        };
+        let v = match self.cfg.viewer.mask_metadata(&v) {
+            view::MetaView::Masked(masked) => masked,
+            view::MetaView::Clean => v,
+            // A binary value in the user namespace could hold anything: refused. System and
+            // security attributes (ACLs, capabilities, labels) are binary by design.
+            view::MetaView::Binary if name.as_encoded_bytes().starts_with(b"user.") => {
+                return reply.error(Errno::EACCES);
+            }
+            view::MetaView::Binary => v,
+        };
+        if size == 0 {
+            reply.size(v.len() as u32)
+        } else if (size as usize) < v.len() {
+            reply.error(Errno::ERANGE)
+        } else {
+            reply.data(&v)
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::backing::{self, Stat};
 use crate::policy::Policy;
-use crate::redact::{Engine, FileId, Redactions, ScanCache, ScanOutcome};
+use crate::redact::{Engine, FileId, Redactions, RuleSelection, ScanCache, ScanOutcome};
 
 #[derive(Clone)]
 pub enum View {
@@ -22,6 +22,16 @@ pub enum View {
     Masked(Arc<Redactions>),
     /// Refuse to open; the string is the audit reason.
     Denied(String),
+}
+
+/// What the agent may see of a piece of metadata.
+pub enum MetaView {
+    /// No rule matched: the value as it is.
+    Clean,
+    /// The value with its secrets masked (same length).
+    Masked(Vec<u8>),
+    /// Not text: the caller decides by what the value is.
+    Binary,
 }
 
 pub struct Viewer {
@@ -83,8 +93,24 @@ impl Viewer {
         }
     }
 
+    /// Files larger than this are never scanned.
+    pub fn max_scan_size(&self) -> u64 {
+        self.max_scan_size
+    }
+
     pub fn redaction_enabled(&self) -> bool {
         !self.engine.is_empty()
+    }
+
+    /// The rules that apply to the file at `rel` whose stat is `st`. A file with several hard
+    /// links is judged by every rule: its other names (which veilfs may never have seen) could
+    /// be ones more rules apply to, and a view must be the strictest over all of them.
+    pub fn rules_for(&self, rel: &Path, st: &Stat) -> RuleSelection {
+        if st.nlink > 1 {
+            self.engine.all_rules()
+        } else {
+            self.engine.rules_for(rel)
+        }
     }
 
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
@@ -92,8 +118,9 @@ impl Viewer {
         if self.engine.is_empty() {
             return View::Raw;
         }
+        let sel = self.rules_for(rel, st);
         let id = file_id(st);
-        let outcome = match self.cache.get(&id) {
+        let outcome = match self.cache.get(&id, sel.id()) {
             Some(o) => o,
             None => {
                 if st.size > self.max_scan_size {
@@ -105,27 +132,96 @@ impl Viewer {
                         ),
                     );
                 }
-                let data = match read_all(fd, st.size) {
-                    Ok(d) => d,
+                let f = match backing::reopen(fd, libc::O_RDONLY) {
+                    Ok(f) => f,
                     Err(e) => return View::Denied(format!("cannot read to scan: {e}")),
                 };
-                let o = self.engine.scan(rel, &data);
-                // A file that changed while we read it gets a new identity; only cache what
-                // we know belongs to `id`.
-                if backing::stat_fd(fd)
-                    .map(|s| file_id(&s) == id)
-                    .unwrap_or(false)
-                {
-                    self.cache.insert(id, o.clone());
+                // Only a verdict on a consistent copy of version `id` may be cached for it
+                // (reads trust cached verdicts: see `fs::served`).
+                match super::served::consistent_copy(&f, st, || backing::stat_fd(fd)) {
+                    Ok(Some(data)) => {
+                        let o = self.engine.scan_with(&sel, &data);
+                        self.cache.insert(id, sel.id(), o.clone());
+                        o
+                    }
+                    Ok(None) => match read_all(fd, st.size) {
+                        Ok(d) => self.engine.scan_with(&sel, &d),
+                        Err(e) => return View::Denied(format!("cannot read to scan: {e}")),
+                    },
+                    Err(e) => return View::Denied(format!("cannot read to scan: {e}")),
                 }
+            }
+        };
+        self.view_of(rel, outcome)
+    }
+
+    /// The view of `data`, a consistent copy of the file at `rel` (stat `st`): what a read
+    /// serves is then exactly what was scanned (see `fs::snapshot`).
+    pub fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
+        if self.engine.is_empty() {
+            return View::Raw;
+        }
+        let sel = self.rules_for(rel, st);
+        let id = file_id(st);
+        let outcome = match self.cache.get(&id, sel.id()) {
+            Some(o) => o,
+            None => {
+                let o = self.engine.scan_with(&sel, data);
+                self.cache.insert(id, sel.id(), o.clone());
                 o
             }
         };
+        self.view_of(rel, outcome)
+    }
+
+    fn view_of(&self, rel: &Path, outcome: ScanOutcome) -> View {
         match outcome {
             ScanOutcome::Clean => View::Raw,
             ScanOutcome::Redact(r) => View::Masked(r),
             ScanOutcome::Binary => self.unscannable(rel, "binary content".to_string()),
         }
+    }
+
+    /// Is the view at `to` at least as strict as the view at `from`, for the file held by `fd`?
+    /// A rename or link may never loosen what the agent sees of an object.
+    pub fn at_least_as_strict(
+        &self,
+        from: &Path,
+        to: &Path,
+        fd: BorrowedFd<'_>,
+        st: &Stat,
+    ) -> bool {
+        if self.engine.is_empty() {
+            return true;
+        }
+        match (self.decide(from, fd, st), self.decide(to, fd, st)) {
+            (View::Raw, _) | (_, View::Denied(_)) => true,
+            (View::Denied(_), _) | (View::Masked(_), View::Raw) => false,
+            (View::Masked(a), View::Masked(b)) => a.spans().iter().all(|x| {
+                b.spans()
+                    .iter()
+                    .any(|y| y.start <= x.start && x.end <= y.end)
+            }),
+        }
+    }
+
+    /// Metadata that reaches the agent (a symlink target, an xattr value) masked by every rule,
+    /// its length kept.
+    pub fn mask_metadata(&self, data: &[u8]) -> MetaView {
+        if self.engine.is_empty() {
+            return MetaView::Clean;
+        }
+        match self.engine.scan_with(&self.engine.all_rules(), data) {
+            ScanOutcome::Clean => MetaView::Clean,
+            ScanOutcome::Redact(r) => MetaView::Masked(crate::redact::mask_all(data, &r)),
+            ScanOutcome::Binary => MetaView::Binary,
+        }
+    }
+
+    /// Does a file name itself hold a secret? Such an entry is hidden.
+    pub fn name_holds_secret(&self, name: &std::ffi::OsStr) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        matches!(self.mask_metadata(name.as_bytes()), MetaView::Masked(_))
     }
 
     fn unscannable(&self, rel: &Path, why: String) -> View {

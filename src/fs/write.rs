@@ -20,6 +20,9 @@ use super::{Handle, VeilFs, entry_kind, errno_of};
 use crate::backing::{self, Kind, SetTime, Stat};
 use crate::guard::Guard;
 
+/// Entries below a renamed directory checked at most (a rename of a bigger tree is refused).
+const RENAME_CHECK_BUDGET: usize = 1_000_000;
+
 pub enum NewNode {
     Dir { mode: u32 },
     Node { mode: u32, rdev: u32 },
@@ -93,6 +96,26 @@ impl VeilFs {
             return Ok(());
         }
         let root = self.root_fd()?;
+        let fd = self.fd(inode)?;
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        if st.kind() != Kind::Dir && st.nlink > 1 {
+            // A change through one name changes every name: each must be writable and each is
+            // captured, or the change is refused (never diverted: the other names would keep
+            // showing the real bytes).
+            let refuse = |e: crate::guard::GuardError| {
+                warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "change refused");
+                Errno::from_i32(e.errno())
+            };
+            let names = g
+                .names_of(root.as_fd(), (st.dev, st.ino), rel, st.nlink)
+                .map_err(refuse)?;
+            for n in &names {
+                self.check_writable(n, "change through another name")?;
+            }
+            g.capture_object(root.as_fd(), (st.dev, st.ino), rel, st.nlink)
+                .map_err(refuse)?;
+            return Ok(());
+        }
         let Err(e) = g.capture(root.as_fd(), rel) else {
             return Ok(());
         };
@@ -172,6 +195,35 @@ impl VeilFs {
         backing::chown(fd.as_fd(), req.uid(), gid).map_err(|e| errno_of(&e))
     }
 
+    /// May the agent change the bytes of the file at `rel`? Only when its view is its content:
+    /// writing or resizing a masked file would write masks back or cut a secret until its rule
+    /// no longer matches, and a refused file stays refused. Every size- or content-changing
+    /// entry point (write-open, truncate, fallocate and copy_file_range need a writable handle)
+    /// goes through here.
+    fn check_content_changeable(
+        &self,
+        rel: &Path,
+        inode: &Arc<Inode>,
+        op: &str,
+    ) -> Result<(), Errno> {
+        if inode.kind != Kind::File {
+            return Ok(());
+        }
+        let fd = self.fd(inode)?;
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        match self.cfg.viewer.decide(rel, fd.as_fd(), &st) {
+            View::Raw => Ok(()),
+            View::Masked(_) => {
+                warn!(target: "veilfs::audit", path = %rel.display(), op, reason = "the agent sees a redacted view of this file; changing it would write the masks back or unmask a secret", "write denied");
+                Err(Errno::EACCES)
+            }
+            View::Denied(reason) => {
+                warn!(target: "veilfs::audit", path = %rel.display(), op, reason = %reason, "write denied");
+                Err(Errno::EACCES)
+            }
+        }
+    }
+
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
@@ -183,20 +235,8 @@ impl VeilFs {
             return Ok(());
         };
         self.check_writable(&rel, "open for write")?;
-        let fd = self.fd(inode)?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
         let diverted_before = inode.is_diverted();
-        match self.cfg.viewer.decide(&rel, fd.as_fd(), &st) {
-            View::Raw => {}
-            View::Masked(_) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = "the agent sees a redacted view of this file; writing it would write the masks back", "write denied");
-                return Err(Errno::EACCES);
-            }
-            View::Denied(reason) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "write denied");
-                return Err(Errno::EACCES);
-            }
-        }
+        self.check_content_changeable(&rel, inode, "open for write")?;
         self.capture_or_divert(g, inode, &rel)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
@@ -231,7 +271,13 @@ impl VeilFs {
             return;
         }
         if let Some(rel) = self.inodes.rel_path(h.ino) {
-            g.post_image(h.file.as_fd(), &rel);
+            let names = match (self.root_fd(), backing::stat_fd(h.file.as_fd())) {
+                (Ok(root), Ok(st)) if st.nlink > 1 => g
+                    .names_of(root.as_fd(), (st.dev, st.ino), &rel, st.nlink)
+                    .unwrap_or_else(|_| vec![rel.clone()]),
+                _ => vec![rel],
+            };
+            g.post_image(h.file.as_fd(), &names);
         }
     }
 
@@ -262,6 +308,9 @@ impl VeilFs {
         let g = self.guard()?;
         if let Some(rel) = self.changing_path(&inode)? {
             self.check_writable(&rel, "setattr")?;
+            if size.is_some() {
+                self.check_content_changeable(&rel, &inode, "truncate")?;
+            }
             self.capture_or_divert(g, &inode, &rel)?;
             if !inode.is_diverted() {
                 g.record_change(&rel, "setattr");
@@ -301,6 +350,52 @@ impl VeilFs {
         backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))
     }
 
+    /// A name about to be created already exists: EEXIST when the agent can see it, EACCES
+    /// (like a name the profile denies) when it is hidden, so a probe cannot tell a hidden
+    /// entry from a denied name.
+    fn exists_error(&self, pfd: &std::os::fd::OwnedFd, rel: &Path, name: &OsStr) -> Errno {
+        match self.visible_child(pfd, rel, name) {
+            Ok(_) => Errno::EEXIST,
+            Err(_) => {
+                warn!(target: "veilfs::audit", path = %rel.display(), reason = "a hidden entry has this name", "create denied");
+                Errno::EACCES
+            }
+        }
+    }
+
+    /// Checks that a new hard link to `src` gives it no looser view or write rights: the
+    /// object must be changeable under every name it has, and its view must be its content
+    /// (a masked or refused file gets no second name). Returns its current path.
+    fn check_link_source(&self, src: &Arc<Inode>, new: &Path) -> Result<Option<PathBuf>, Errno> {
+        let Some(from) = self.changing_path(src)? else {
+            // An open file with no name left (O_TMPFILE, or unlinked): only the agent's own
+            // bytes, written in this session.
+            return Ok(None);
+        };
+        let g = self.guard()?;
+        let fd = self.fd(src)?;
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let root = self.root_fd()?;
+        let names = g
+            .names_of(root.as_fd(), (st.dev, st.ino), &from, st.nlink)
+            .map_err(|e| {
+                warn!(target: "veilfs::audit", path = %from.display(), reason = %e, "link denied");
+                Errno::EACCES
+            })?;
+        for n in &names {
+            self.check_writable(n, "link")?;
+        }
+        if st.kind() == Kind::File {
+            for at in [from.as_path(), new] {
+                if !matches!(self.cfg.viewer.decide(at, fd.as_fd(), &st), View::Raw) {
+                    warn!(target: "veilfs::audit", path = %from.display(), to = %new.display(), reason = "the file is redacted or refused: it may not get another name", "link denied");
+                    return Err(Errno::EACCES);
+                }
+            }
+        }
+        Ok(Some(from))
+    }
+
     pub(super) fn do_create_node(
         &self,
         req: &Request,
@@ -314,15 +409,32 @@ impl VeilFs {
             NewNode::Dir { .. } => (Kind::Dir, None),
             NewNode::Node { mode, .. } => (Kind::from_mode(*mode), None),
             NewNode::Symlink { target } => (Kind::Symlink, Some(PathBuf::from(target))),
-            NewNode::Link { ino } => (self.inodes.get(*ino).ok_or(Errno::ESTALE)?.kind, None),
+            NewNode::Link { ino } => {
+                let src = self.inodes.get(*ino).ok_or(Errno::ESTALE)?;
+                // A linked symlink is judged by its own target at its new place.
+                let target = match src.kind {
+                    Kind::Symlink => Some(PathBuf::from(
+                        backing::readlink_fd(self.fd(&src)?.as_fd()).map_err(|e| errno_of(&e))?,
+                    )),
+                    _ => None,
+                };
+                (src.kind, target)
+            }
         };
         self.check_writable(&rel, "create")?;
         self.check_new_name_visible(&rel, kind, target.as_deref())?;
         let pfd = self.fd(&p)?;
         // An existing name fails like a native filesystem, before anything is journalled.
         if backing::stat_at(pfd.as_fd(), name).is_ok() {
-            return Err(Errno::EEXIST);
+            return Err(self.exists_error(&pfd, &rel, name));
         }
+        let link_from = match &node {
+            NewNode::Link { ino } => {
+                let src = self.inodes.get(*ino).ok_or(Errno::ESTALE)?;
+                self.check_link_source(&src, &rel)?
+            }
+            _ => None,
+        };
         self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let op = match node {
@@ -355,6 +467,9 @@ impl VeilFs {
                 let src = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
                 let sfd = self.fd(&src)?;
                 backing::link(sfd.as_fd(), pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
+                if let (Some(from), Ok(st)) = (&link_from, backing::stat_fd(sfd.as_fd())) {
+                    g.linked((st.dev, st.ino), from, &rel);
+                }
                 "link"
             }
         };
@@ -389,6 +504,20 @@ impl VeilFs {
                 .map_err(|e| errno_of(&e))?
                 .is_empty()
         {
+            // Refused the same way whatever hides the entries, and never ENOTEMPTY for a
+            // directory the agent sees as empty (that would reveal them).
+            let shown = self
+                .inodes
+                .ino_of_key((st.dev, st.ino))
+                .map(|ino| self.list_visible(ino).map(|l| l.is_empty()));
+            let only_hidden = match shown {
+                Some(r) => r?,
+                None => self.lists_empty(&rel, &fd)?,
+            };
+            if only_hidden {
+                warn!(target: "veilfs::audit", path = %rel.display(), reason = "the directory holds entries hidden by the profile", "rmdir denied");
+                return Err(Errno::EACCES);
+            }
             return Err(Errno::ENOTEMPTY);
         }
         self.capture_parent(g, &rel)?;
@@ -400,6 +529,9 @@ impl VeilFs {
         };
         r.map_err(|e| errno_of(&e))?;
         g.forget_subtree(&rel);
+        if !dir {
+            g.unlinked((st.dev, st.ino), &rel);
+        }
         g.record_change(&rel, if dir { "rmdir" } else { "unlink" });
         info!(target: "veilfs::audit", path = %rel.display(), op = if dir { "rmdir" } else { "unlink" }, "changed");
         if let Some(ino) = self.inodes.ino_of_key((st.dev, st.ino))
@@ -462,6 +594,19 @@ impl VeilFs {
         self.check_new_name_visible(&to, sst.kind(), target.as_deref())?;
         self.check_writable(&from, "rename")?;
         self.check_writable(&to, "rename")?;
+        self.check_not_looser(&from, &to, &sfd, &sst)?;
+        if exchange
+            && let Ok(dfd) = backing::lookup(npfd.as_fd(), newname)
+            && let Ok(dst_st) = backing::stat_fd(dfd.as_fd())
+        {
+            let t = if dst_st.kind() == Kind::Symlink {
+                backing::readlink_fd(dfd.as_fd()).ok().map(PathBuf::from)
+            } else {
+                None
+            };
+            self.check_new_name_visible(&from, dst_st.kind(), t.as_deref())?;
+            self.check_not_looser(&to, &from, &dfd, &dst_st)?;
+        }
         self.check_not_diverted(&from)?;
         self.check_not_diverted(&to)?;
         if let Some(d) = &dst {
@@ -497,6 +642,7 @@ impl VeilFs {
         // file costs nothing.
         g.forget_subtree(&from);
         g.forget_subtree(&to);
+        g.renamed(&from, &to, exchange);
         info!(target: "veilfs::audit", from = %from.display(), to = %to.display(), exchange, "renamed");
         // Keep our idea of where things are in step with the real folder.
         if let Some(ino) = self.inodes.ino_of_key((sst.dev, sst.ino))
@@ -531,8 +677,8 @@ impl VeilFs {
         self.check_new_name_visible(&rel, Kind::File, None)?;
         let pfd = self.fd(&p)?;
         if backing::stat_at(pfd.as_fd(), name).is_ok() {
-            if flags & libc::O_EXCL != 0 {
-                return Err(Errno::EEXIST);
+            if flags & libc::O_EXCL != 0 || self.visible_child(&pfd, &rel, name).is_err() {
+                return Err(self.exists_error(&pfd, &rel, name));
             }
             // The kernel sends create for O_CREAT without O_EXCL on a name it had no entry
             // for; the file exists after all: open it like open(2) would.
@@ -661,5 +807,134 @@ impl VeilFs {
             None => backing::removexattr(fd.as_fd(), name),
         }
         .map_err(|e| errno_of(&e))
+    }
+
+    /// A directory with no inode of ours yet: does it list empty for the agent?
+    fn lists_empty(&self, rel: &Path, fd: &std::os::fd::OwnedFd) -> Result<bool, Errno> {
+        for e in backing::list_dir(fd.as_fd()).map_err(|e| errno_of(&e))? {
+            if self.visible_child(fd, &rel.join(&e.name), &e.name).is_ok() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A rename may never loosen what the agent sees or may change of what moves: the object
+    /// itself, and for a directory everything below it. Content-aware for a file (its view at
+    /// the new name must mask at least what the old one did); by rules for a directory's
+    /// entries (visibility, writability, the redaction rules that apply, unscannable serving,
+    /// symlinks that would start to escape).
+    fn check_not_looser(
+        &self,
+        from: &Path,
+        to: &Path,
+        fd: &std::os::fd::OwnedFd,
+        st: &Stat,
+    ) -> Result<(), Errno> {
+        let why = match st.kind() {
+            Kind::File if !self.cfg.viewer.at_least_as_strict(from, to, fd.as_fd(), st) => {
+                Some("its view at the new name would show more than at the old one".to_string())
+            }
+            Kind::Dir => {
+                let mut budget = RENAME_CHECK_BUDGET;
+                self.subtree_loosens(fd, from, to, &mut budget)
+            }
+            _ => None,
+        };
+        match why {
+            Some(reason) => {
+                warn!(target: "veilfs::audit", from = %from.display(), to = %to.display(), reason = %reason, "rename denied: it would loosen the view");
+                Err(Errno::EACCES)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn subtree_loosens(
+        &self,
+        dir: &std::os::fd::OwnedFd,
+        from: &Path,
+        to: &Path,
+        budget: &mut usize,
+    ) -> Option<String> {
+        let policy = &self.cfg.policy;
+        let entries = match backing::list_dir(dir.as_fd()) {
+            Ok(e) => e,
+            Err(e) => return Some(format!("{}: cannot list it to check: {e}", from.display())),
+        };
+        for e in entries {
+            if *budget == 0 {
+                return Some("too many entries below it to check".into());
+            }
+            *budget -= 1;
+            let (a, b) = (from.join(&e.name), to.join(&e.name));
+            let Ok(cfd) = backing::lookup(dir.as_fd(), &e.name) else {
+                continue;
+            };
+            let Ok(cst) = backing::stat_fd(cfd.as_fd()) else {
+                continue;
+            };
+            let kind = super::entry_kind(cst.kind());
+            let target = if cst.kind() == Kind::Symlink {
+                backing::readlink_fd(cfd.as_fd()).ok().map(PathBuf::from)
+            } else {
+                None
+            };
+            let seen_a = policy
+                .visibility(&a, kind, cst.size, target.as_deref())
+                .is_ok();
+            let seen_b = policy
+                .visibility(&b, kind, cst.size, target.as_deref())
+                .is_ok();
+            if !seen_a {
+                if seen_b {
+                    return Some(format!(
+                        "{} is hidden and would become visible",
+                        a.display()
+                    ));
+                }
+                continue; // hidden at both places, and so is everything below it
+            }
+            if !policy.writable(&a) && policy.writable(&b) {
+                return Some(format!(
+                    "{} is read-only and would become writable",
+                    a.display()
+                ));
+            }
+            if let Some(t) = &target
+                && !crate::policy::symlink_escapes(&a, t)
+                && crate::policy::symlink_escapes(&b, t)
+            {
+                // Hidden from the agent there, but planted in the real folder for everyone else.
+                return Some(format!(
+                    "the symlink {} would point outside the scope",
+                    a.display()
+                ));
+            }
+            match cst.kind() {
+                Kind::File => {
+                    let (ra, rb) = (
+                        self.cfg.viewer.rules_for(&a, &cst),
+                        self.cfg.viewer.rules_for(&b, &cst),
+                    );
+                    if !rb.covers(&ra) {
+                        return Some(format!(
+                            "fewer redaction rules would apply to {}",
+                            a.display()
+                        ));
+                    }
+                    if policy.unscannable_allowed(&b) && !policy.unscannable_allowed(&a) {
+                        return Some(format!("{} would be served unscanned", a.display()));
+                    }
+                }
+                Kind::Dir => {
+                    if let Some(why) = self.subtree_loosens(&cfd, &a, &b, budget) {
+                        return Some(why);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
     }
 }

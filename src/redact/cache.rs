@@ -31,7 +31,9 @@ const SHARDS: usize = 16;
 
 // The fingerprint is not part of the key: `bind` empties the cache when it changes, and one
 // fingerprint per entry doubled the cache's memory (it holds an entry per file of the tree).
-type Key = FileId;
+// The rule selection's id is: the same bytes may be served under names to which different rules
+// apply (see `RuleSelection`), and each such view is its own verdict.
+type Key = (FileId, u64);
 
 /// Bounded, thread-safe map from file identity to scan outcome.
 pub struct ScanCache {
@@ -89,13 +91,15 @@ impl ScanCache {
         &self.shards[(h as usize) % SHARDS]
     }
 
-    pub fn get(&self, id: &FileId) -> Option<ScanOutcome> {
-        lock(self.shard(id)).get(id).cloned()
+    /// The verdict for file version `id` scanned with the rule selection `rules`.
+    pub fn get(&self, id: &FileId, rules: u64) -> Option<ScanOutcome> {
+        lock(self.shard(id)).get(&(*id, rules)).cloned()
     }
 
-    pub fn insert(&self, id: FileId, o: ScanOutcome) {
+    pub fn insert(&self, id: FileId, rules: u64, o: ScanOutcome) {
+        let key = (id, rules);
         let mut m = lock(self.shard(&id));
-        if m.len() >= self.per_shard && !m.contains_key(&id) {
+        if m.len() >= self.per_shard && !m.contains_key(&key) {
             let drop_n = (self.per_shard / 8).max(1);
             let mut n = 0;
             m.retain(|_, _| {
@@ -103,12 +107,12 @@ impl ScanCache {
                 n > drop_n
             });
         }
-        m.insert(id, o);
+        m.insert(key, o);
     }
 
     /// Drops one file's entries (all fingerprints), e.g. when the watcher sees it change.
     pub fn remove(&self, id: &FileId) {
-        lock(self.shard(id)).remove(id);
+        lock(self.shard(id)).retain(|k, _| k.0 != *id);
     }
 
     pub fn clear(&self) {
@@ -126,8 +130,8 @@ impl ScanCache {
     }
 }
 
-const MAGIC: &[u8; 16] = b"veilfs-scans-v1\n";
-const RECORD: usize = 41;
+const MAGIC: &[u8; 16] = b"veilfs-scans-v2\n";
+const RECORD: usize = 49;
 
 impl ScanCache {
     /// Writes the clean and binary verdicts to `path` (atomically: temp file, then rename).
@@ -139,7 +143,7 @@ impl ScanCache {
         out.extend_from_slice(&fp);
         let mut n = 0;
         for s in &self.shards {
-            for (id, o) in lock(s).iter() {
+            for ((id, rules), o) in lock(s).iter() {
                 let tag = match o {
                     ScanOutcome::Clean => 0u8,
                     ScanOutcome::Binary => 1,
@@ -151,6 +155,7 @@ impl ScanCache {
                     id.size,
                     id.mtime_ns as u64,
                     id.ctime_ns as u64,
+                    *rules,
                 ] {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
@@ -203,12 +208,13 @@ impl ScanCache {
                 mtime_ns: v(3) as i64,
                 ctime_ns: v(4) as i64,
             };
-            let o = match r[40] {
+            let rules = v(5);
+            let o = match r[48] {
                 0 => ScanOutcome::Clean,
                 1 => ScanOutcome::Binary,
                 t => return Err(format!("unknown verdict {t}")),
             };
-            self.insert(id, o);
+            self.insert(id, rules, o);
             n += 1;
         }
         Ok(n)
@@ -226,18 +232,22 @@ mod tests {
         let e = Engine::empty();
         let c = ScanCache::for_engine(64, &e);
         assert_eq!(c.load(&p), Ok(0), "no file yet");
-        c.insert(id(1), ScanOutcome::Clean);
-        c.insert(id(2), ScanOutcome::Binary);
-        assert_eq!(c.save(&p).unwrap(), 2);
+        c.insert(id(1), 0, ScanOutcome::Clean);
+        c.insert(id(1), 9, ScanOutcome::Binary);
+        c.insert(id(2), 0, ScanOutcome::Binary);
+        assert_eq!(c.save(&p).unwrap(), 3);
         let d = ScanCache::for_engine(64, &e);
-        assert_eq!(d.load(&p), Ok(2));
-        assert!(matches!(d.get(&id(1)), Some(ScanOutcome::Clean)));
-        assert!(matches!(d.get(&id(2)), Some(ScanOutcome::Binary)));
+        assert_eq!(d.load(&p), Ok(3));
+        assert!(matches!(d.get(&id(1), 0), Some(ScanOutcome::Clean)));
+        assert!(matches!(d.get(&id(2), 0), Some(ScanOutcome::Binary)));
+        // Each rule selection keeps its own verdict for the same file version.
+        assert!(matches!(d.get(&id(1), 9), Some(ScanOutcome::Binary)));
+        assert!(d.get(&id(2), 9).is_none());
         // Other rules: nothing is trusted.
         let other = ScanCache::new(64);
         *lock(&other.fingerprint) = [7; 32];
         assert!(other.load(&p).unwrap_err().contains("other rules"));
-        assert!(other.get(&id(1)).is_none());
+        assert!(other.get(&id(1), 0).is_none());
         // One flipped byte: nothing is trusted.
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[MAGIC.len() + 32 + 3] ^= 1;
@@ -261,18 +271,18 @@ mod tests {
     fn bounded_and_keyed() {
         let c = ScanCache::new(64);
         for i in 0..1000 {
-            c.insert(id(i), ScanOutcome::Clean);
+            c.insert(id(i), 0, ScanOutcome::Clean);
         }
         assert!(c.len() <= 64 + SHARDS);
-        c.insert(id(5000), ScanOutcome::Binary);
-        assert!(matches!(c.get(&id(5000)), Some(ScanOutcome::Binary)));
+        c.insert(id(5000), 0, ScanOutcome::Binary);
+        assert!(matches!(c.get(&id(5000), 0), Some(ScanOutcome::Binary)));
         let mut other = id(5000);
         other.size = 11;
-        assert!(c.get(&other).is_none());
+        assert!(c.get(&other, 0).is_none());
         let e = Engine::empty();
         c.bind(&e);
         assert!(
-            c.get(&id(5000)).is_none(),
+            c.get(&id(5000), 0).is_none(),
             "rebinding to other rules clears"
         );
     }

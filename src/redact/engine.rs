@@ -228,6 +228,34 @@ impl Engine {
 
     /// Scans one file's complete contents. `rel_path` is relative to the scope root.
     pub fn scan(&self, rel_path: &Path, data: &[u8]) -> ScanOutcome {
+        self.scan_with(&self.rules_for(rel_path), data)
+    }
+
+    /// Which rules apply to a file at `rel` (their `path` filters and allow-lists).
+    pub fn rules_for(&self, rel: &Path) -> RuleSelection {
+        if !self.path_filters {
+            return RuleSelection::all(self.rules.len());
+        }
+        let set_ok: Vec<bool> = self
+            .sets
+            .iter()
+            .map(|s| !s.allow.path_allowed(rel))
+            .collect();
+        RuleSelection::new(
+            self.rules
+                .iter()
+                .map(|r| set_ok.get(r.set).copied().unwrap_or(true) && r.applies_to(rel))
+                .collect(),
+        )
+    }
+
+    /// Every rule, whatever the path: the strictest selection.
+    pub fn all_rules(&self) -> RuleSelection {
+        RuleSelection::all(self.rules.len())
+    }
+
+    /// Scans one file's complete contents with the rules `sel` selects.
+    pub fn scan_with(&self, sel: &RuleSelection, data: &[u8]) -> ScanOutcome {
         if self.is_empty() {
             return ScanOutcome::Clean;
         }
@@ -236,7 +264,7 @@ impl Engine {
             Kind::Text(e) => e,
         };
         let view = text::view(data, enc);
-        let raw = self.raw_matches(rel_path, &view.bytes);
+        let raw = self.raw_matches(&sel.applies, &view.bytes);
         if raw.is_empty() {
             return ScanOutcome::Clean;
         }
@@ -264,7 +292,7 @@ impl Engine {
         };
         let view = text::view(data, enc);
         let text = &*view.bytes;
-        let raw = self.raw_matches(rel_path, text);
+        let raw = self.raw_matches(&self.rules_for(rel_path).applies, text);
         let mut line = 1;
         let mut pos = 0;
         raw.iter()
@@ -282,22 +310,8 @@ impl Engine {
     }
 
     /// All accepted matches, sorted by start, in decoded-text offsets.
-    fn raw_matches(&self, rel_path: &Path, text: &[u8]) -> Vec<RawMatch> {
+    fn raw_matches(&self, applies: &[bool], text: &[u8]) -> Vec<RawMatch> {
         let n = self.rules.len();
-        // Which rules apply to this path at all.
-        let applies: Vec<bool> = if self.path_filters {
-            let set_ok: Vec<bool> = self
-                .sets
-                .iter()
-                .map(|s| !s.allow.path_allowed(rel_path))
-                .collect();
-            self.rules
-                .iter()
-                .map(|r| set_ok.get(r.set).copied().unwrap_or(true) && r.applies_to(rel_path))
-                .collect()
-        } else {
-            vec![true; n]
-        };
 
         // Regions per rule, from keyword hits. Kept per rule: hits arrive nearly sorted by
         // start, so each rule's list needs no sort (or a cheap one), where one list of all rules'
@@ -674,6 +688,55 @@ fn line_around(text: &[u8], i: usize) -> (usize, usize) {
         .position(|&b| b == b'\n')
         .map_or(hi, |p| i + p + 1);
     (start, end)
+}
+
+/// The rules that apply to one file, and a short id of that choice: scan verdicts are cached
+/// per (file version, selection), so a file seen under a name with fewer rules can never lend
+/// its verdict to a name with more (a hard link, a rename).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSelection {
+    applies: Vec<bool>,
+    id: u64,
+}
+
+impl RuleSelection {
+    fn new(applies: Vec<bool>) -> RuleSelection {
+        if applies.iter().all(|&a| a) {
+            return RuleSelection { applies, id: 0 };
+        }
+        let mut h = blake3::Hasher::new();
+        for &a in &applies {
+            h.update(&[a as u8]);
+        }
+        let b = h.finalize();
+        let mut id = u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([1; 8]));
+        if id == 0 {
+            id = 1;
+        }
+        RuleSelection { applies, id }
+    }
+
+    fn all(n: usize) -> RuleSelection {
+        RuleSelection {
+            applies: vec![true; n],
+            id: 0,
+        }
+    }
+
+    /// 0 for "every rule".
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Does this selection include every rule `other` does?
+    pub fn covers(&self, other: &RuleSelection) -> bool {
+        self.applies.len() == other.applies.len()
+            && self
+                .applies
+                .iter()
+                .zip(&other.applies)
+                .all(|(&a, &b)| a || !b)
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ mod span;
 pub mod text;
 
 pub use cache::{FileId, ScanCache};
-pub use engine::{Engine, Finding, ScanOutcome};
+pub use engine::{Engine, Finding, RuleSelection, ScanOutcome};
 pub use mask::{Redactions, Span, mask_all};
 pub use rules::RulesError;
 pub use text::Encoding;
