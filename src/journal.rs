@@ -618,6 +618,15 @@ impl Store {
                 Err(e) => return Err(io_err(&path)(e)),
             }
         };
+        // Held for the writer's lifetime (the mount's, for a mount's session; the kernel drops
+        // it when the process dies, even by SIGKILL): how `rollback` and `commit` tell a
+        // session that is still being written from one that ended or crashed.
+        file.try_lock().map_err(|e| {
+            io_err(&path)(match e {
+                fs::TryLockError::Error(e) => e,
+                fs::TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
+            })
+        })?;
         crate::store::fsync_dir(&dir)?;
         let w = SessionWriter {
             id,
@@ -631,6 +640,22 @@ impl Store {
         };
         w.append(start)?;
         Ok(w)
+    }
+
+    /// True while a process still writes session `id` (a running mount, commit or rollback):
+    /// its writer holds an exclusive `flock` on the journal (see [`Store::new_session`]).
+    pub fn session_is_live(&self, id: &str) -> Result<bool, JournalError> {
+        let path = self.session_path(id);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        match f.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(fs::TryLockError::WouldBlock) => Ok(true),
+            Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+        }
     }
 
     /// The journal file of session `id`.

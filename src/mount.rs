@@ -43,6 +43,48 @@ pub fn is_mount_point(p: &Path) -> bool {
     })
 }
 
+/// Where the `veilfs mount` process `pid` (serving `scope`) has its mount: the mount point
+/// argument of its command line (resolved against its working directory) if that is mounted,
+/// else the one veilfs mount of `scope` in /proc/self/mountinfo. For messages that tell an
+/// admin what to unmount.
+pub fn find_mountpoint(pid: u32, scope: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        if args.iter().any(|a| *a == b"mount")
+            && let Some(last) = args.last()
+        {
+            let p = PathBuf::from(std::ffi::OsString::from_vec(last.to_vec()));
+            let abs = if p.is_absolute() {
+                p
+            } else {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?.join(p)
+            };
+            if let Ok(c) = abs.canonicalize()
+                && is_mount_point(&c)
+            {
+                return Some(c);
+            }
+        }
+    }
+    let want = format!("veilfs:{}", scope.display());
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let found: Vec<PathBuf> = info
+        .split(|b| *b == b'\n')
+        .filter_map(|line| {
+            let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+            let dash = fields.iter().position(|f| *f == b"-")?;
+            let source = unescape_mountinfo(fields.get(dash + 2)?);
+            (source == want.as_bytes())
+                .then(|| PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(fields[4]))))
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
 fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;

@@ -47,6 +47,47 @@ pub enum RollbackError {
     Io { path: PathBuf, source: io::Error },
     #[error("no session to roll back{0}")]
     NothingSelected(String),
+    /// The session is still being written: rolling back under a running mount would leave it
+    /// believing the restored paths are captured, so its later writes would go unrecorded.
+    #[error(
+        "refusing to roll back, nothing was changed: session {session} is still live ({where_}); stop it first: {stop}"
+    )]
+    Live {
+        session: String,
+        where_: String,
+        stop: String,
+    },
+}
+
+/// Refuses a session some process still writes (a running mount, commit or rollback), naming
+/// where it is mounted and how to stop it.
+pub fn refuse_live(store: &Store, log: &SessionLog) -> Result<(), RollbackError> {
+    if !store.session_is_live(&log.id)? {
+        return Ok(());
+    }
+    let (pid, scope) = match log.records.first().map(|r| &r.event) {
+        Some(Event::SessionStart { pid, scope, .. }) => (*pid, scope.clone()),
+        _ => (0, PathBuf::new()),
+    };
+    let mode = log
+        .start()
+        .map(|(_, _, m)| m.to_string())
+        .unwrap_or_default();
+    let (where_, stop) = match crate::mount::find_mountpoint(pid, &scope) {
+        Some(mp) if mode == "snapshot" || mode == "overlay" => (
+            format!("mounted at {} by `veilfs mount`, pid {pid}", mp.display()),
+            format!("veilfs unmount {}", mp.display()),
+        ),
+        _ => (
+            format!("a veilfs {mode} process, pid {pid}, is still writing it"),
+            format!("wait for it to finish, or end it: kill {pid}"),
+        ),
+    };
+    Err(RollbackError::Live {
+        session: log.id.clone(),
+        where_,
+        stop,
+    })
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RollbackError + '_ {
@@ -315,6 +356,7 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
             Some(l) => l.clone(),
             None => store.load_session(id)?, // gives the precise error
         };
+        refuse_live(store, &log)?;
         if let Some(t) = &log.tail {
             warnings.push(t.msg.clone());
         }

@@ -101,8 +101,10 @@ pub fn run_log(a: LogArgs) -> anyhow::Result<ExitCode> {
                     "CORRUPT"
                 } else if s.ended {
                     "ended"
+                } else if store.session_is_live(&s.id).unwrap_or(false) {
+                    "running"
                 } else {
-                    "crashed/running"
+                    "crashed"
                 };
                 let undo = s
                     .undo_of
