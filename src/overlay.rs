@@ -1230,7 +1230,8 @@ pub fn apply_commit(
                         );
                     }
                     capture_with_parent(&mut captured, p)?;
-                    let warns = rollback::put_state_with(store, root.as_fd(), p, target, in_place)?;
+                    let warns =
+                        rollback::put_state_with(store, root.as_fd(), p, target, in_place, w.id())?;
                     report.warnings.extend(warns);
                     report.changed += 1;
                 }

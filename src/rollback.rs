@@ -213,17 +213,26 @@ pub struct Report {
     pub undo_sessions: Vec<String>,
 }
 
-/// Which sessions to undo. With `session`, that one; with `since` (unix ns), every session that
-/// started at or after it; otherwise the newest session with changes. Rollback sessions and
-/// sessions already undone are only chosen when named explicitly. Newest first.
+/// Which sessions to undo. With `named`, those (in any order, repeats ignored); with `since`
+/// (unix ns), every session that started at or after it; otherwise the newest session with
+/// changes. Rollback sessions and sessions already undone are only chosen when named
+/// explicitly. Newest first (by start time), the order their changes must be undone in.
 pub fn select_sessions(
     store: &Store,
-    session: Option<&str>,
+    named: &[String],
     since: Option<i128>,
 ) -> Result<Vec<String>, RollbackError> {
-    if let Some(id) = session {
-        store.load_session(id)?; // a clear error for a missing or broken session
-        return Ok(vec![id.to_string()]);
+    if !named.is_empty() {
+        let mut picked: Vec<(i128, String)> = Vec::new();
+        for id in named {
+            let log = store.load_session(id)?; // a clear error for a missing or broken session
+            if picked.iter().any(|(_, p)| p == id) {
+                continue;
+            }
+            picked.push((log.records.first().map_or(0, |r| r.time_ns), id.clone()));
+        }
+        picked.sort();
+        return Ok(picked.into_iter().rev().map(|(_, id)| id).collect());
     }
     let infos = store.sessions()?;
     let graph = UndoGraph::load(store)?;
@@ -647,6 +656,7 @@ pub fn apply(
         times: BTreeMap::new(),
         known_dirs: &plan.dir_times,
         in_place_links: true,
+        session: String::new(),
     };
     let mut writers: Vec<SessionWriter> = Vec::new();
     for sid in &plan.sessions {
@@ -662,7 +672,27 @@ pub fn apply(
             user: current_uid(),
         })?;
         w.append(Event::Undo { of: sid.clone() })?;
+        ctx.session = w.id().to_string();
         ctx.captured.clear();
+        // A rollback of this session killed earlier may have left temporary files where it
+        // was restoring: they go before anything else happens there.
+        for u in plan
+            .resume
+            .get(sid)
+            .into_iter()
+            .flatten()
+            .filter(|u| !u.ended())
+        {
+            let dirs: Vec<&Path> = steps
+                .iter()
+                .flat_map(|s| match &s.action {
+                    Action::Restore { path, .. } => vec![path.as_path()],
+                    Action::UndoRename { from, to, .. } => vec![from.as_path(), to.as_path()],
+                })
+                .filter_map(|p| p.parent())
+                .collect();
+            remove_temps(ctx.root.as_fd(), dirs, &u.id)?;
+        }
         // Resuming: redo the directory-time bookkeeping of the steps already done.
         let none = BTreeMap::new();
         let acts = plan.actions.get(sid).unwrap_or(&none);
@@ -737,8 +767,9 @@ pub fn put_state(
     root: BorrowedFd<'_>,
     path: &Path,
     target: &State,
+    session: &str,
 ) -> Result<Vec<String>, RollbackError> {
-    put_state_with(store, root, path, target, false)
+    put_state_with(store, root, path, target, false, session)
 }
 
 /// [`put_state`], choosing whether a file with other hard links is rewritten in place (every
@@ -749,6 +780,7 @@ pub fn put_state_with(
     path: &Path,
     target: &State,
     in_place_links: bool,
+    session: &str,
 ) -> Result<Vec<String>, RollbackError> {
     let known = BTreeMap::new();
     let mut report = Report::default();
@@ -760,6 +792,7 @@ pub fn put_state_with(
         times: BTreeMap::new(),
         known_dirs: &known,
         in_place_links,
+        session: session.to_string(),
     };
     a.restore(path, target)?;
     Ok(report.warnings)
@@ -796,6 +829,67 @@ struct Applier<'a> {
     /// bytes) or replace it by a new inode (overlay commit: the other names keep theirs, as the
     /// overlay showed them).
     in_place_links: bool,
+    /// The session (rollback or commit) on whose behalf changes are made: names temp files.
+    session: String,
+}
+
+/// The prefix of every temporary name session `session` makes in the real folder.
+pub fn temp_prefix(session: &str) -> String {
+    format!(".veilfs-tmp-{session}-")
+}
+
+/// A fresh temporary name for session `session` (see [`temp_prefix`]).
+pub fn temp_name(session: &str) -> OsString {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    OsString::from(format!(
+        "{}{}-{n}",
+        temp_prefix(session),
+        std::process::id()
+    ))
+}
+
+/// Removes the temporary files a killed run of `session` left in the directories `dirs`
+/// (relative to `root`; each directory once). Returns the removed paths.
+pub fn remove_temps<'p>(
+    root: BorrowedFd<'_>,
+    dirs: impl IntoIterator<Item = &'p Path>,
+    session: &str,
+) -> Result<Vec<PathBuf>, RollbackError> {
+    use std::os::unix::ffi::OsStrExt;
+    let prefix = temp_prefix(session);
+    let mut seen = BTreeSet::new();
+    let mut removed = Vec::new();
+    for dir in dirs {
+        if !seen.insert(dir.to_path_buf()) {
+            continue;
+        }
+        let Ok(fd) = backing::open_path(root, dir) else {
+            continue; // not there (any more): nothing left in it
+        };
+        let Ok(entries) = backing::list_dir(fd.as_fd()) else {
+            continue; // not a directory
+        };
+        for e in entries {
+            if !e.name.as_bytes().starts_with(prefix.as_bytes()) {
+                continue;
+            }
+            let p = dir.join(&e.name);
+            let r = match backing::lookup(fd.as_fd(), &e.name)
+                .and_then(|f| backing::stat_fd(f.as_fd()))
+            {
+                Ok(st) if st.kind() == Kind::Dir => backing::rmdir(fd.as_fd(), &e.name),
+                Ok(_) => backing::unlink(fd.as_fd(), &e.name),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => removed.push(p),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(io_at(&p)(e)),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn rekey(times: &mut BTreeMap<PathBuf, Meta>, from: &Path, to: &Path) -> Vec<(PathBuf, Meta)> {
@@ -966,6 +1060,13 @@ impl Applier<'_> {
                     }
                     self.report.unchanged += 1;
                     return Ok(());
+                }
+                // The session may have removed the directory it moved `from` out of (`mv P/f g;
+                // rmdir P`): that directory's own restore comes later in reverse order, so
+                // re-create it (and any missing ancestor) from its captured metadata first.
+                self.ensure_parents(w, from)?;
+                if *exchange {
+                    self.ensure_parents(w, to)?;
                 }
                 self.touch_parent(w, to)?;
                 self.touch_parent(w, from)?;
@@ -1185,16 +1286,11 @@ impl Applier<'_> {
         }
     }
 
+    /// A fresh temporary name in the real folder, `.veilfs-tmp-<session>-<pid>-<n>`: a kill can
+    /// leave one behind, and the session's id in it is how a resumed rollback or commit finds
+    /// and removes it ([`remove_temps`]).
     fn temp_name(&self) -> OsString {
-        let salt = blake3::hash(
-            format!(
-                "{}-{:?}",
-                crate::journal::now_ns(),
-                std::thread::current().id()
-            )
-            .as_bytes(),
-        );
-        OsString::from(format!(".veilfs-undo-{}", &salt.to_hex()[..12]))
+        temp_name(&self.session)
     }
 
     /// Applies owner, mode, xattrs and (if `times`) atime/mtime. `at` is (parent, name) for

@@ -32,8 +32,10 @@ pub struct DiffArgs {
 pub struct RollbackArgs {
     #[arg(long)]
     pub store: PathBuf,
-    #[arg(long)]
-    pub session: Option<String>,
+    /// Session(s) to undo: repeat the option or separate ids with commas (the "undo with"
+    /// hint after a rollback of several sessions lists them so).
+    #[arg(long, value_delimiter = ',')]
+    pub session: Vec<String>,
     /// RFC 3339 time or unix seconds: undo every session that started at or after it.
     #[arg(long, conflicts_with = "session")]
     pub since: Option<String>,
@@ -203,7 +205,7 @@ pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
     }
     let id = match a.session {
         Some(s) => s,
-        None => rollback::select_sessions(&store, None, None)?.remove(0),
+        None => rollback::select_sessions(&store, &[], None)?.remove(0),
     };
     let log = store.load_session(&id)?;
     if let Some(t) = &log.tail {
@@ -491,7 +493,7 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
-    let sessions = rollback::select_sessions(&store, a.session.as_deref(), since)?;
+    let sessions = rollback::select_sessions(&store, &a.session, since)?;
     let plan = rollback::plan(&store, &sessions, &a.paths)?;
     for w in &plan.warnings {
         eprintln!("veilfs: warning: {w}");
