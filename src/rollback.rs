@@ -965,16 +965,21 @@ impl Applier<'_> {
             p = p.parent().unwrap_or(Path::new(""));
         }
         for dir in missing.into_iter().rev() {
-            let Some(meta) = self.known_dirs.get(&dir).cloned() else {
-                return Ok(()); // restore() reports the missing parent
-            };
             self.touch_parent(w, &dir)?;
             self.capture(w, &dir)?;
             let (pfd, name) = backing::open_parent(self.root.as_fd(), &dir).map_err(io_at(&dir))?;
-            backing::mkdir(pfd.as_fd(), &name, meta.mode & 0o7777).map_err(io_at(&dir))?;
-            let fd = backing::lookup(pfd.as_fd(), &name).map_err(io_at(&dir))?;
-            self.apply_meta(fd.as_fd(), None, &meta, false, &dir)?;
-            self.times.entry(dir.clone()).or_insert(meta);
+            match self.known_dirs.get(&dir).cloned() {
+                Some(meta) => {
+                    backing::mkdir(pfd.as_fd(), &name, meta.mode & 0o7777).map_err(io_at(&dir))?;
+                    let fd = backing::lookup(pfd.as_fd(), &name).map_err(io_at(&dir))?;
+                    self.apply_meta(fd.as_fd(), None, &meta, false, &dir)?;
+                    self.times.entry(dir.clone()).or_insert(meta);
+                }
+                // A directory the session created and later removed (its only capture says
+                // "absent"): it has to exist again for the steps undone inside it, and the
+                // undo of its creation, later in reverse order, removes it again.
+                None => backing::mkdir(pfd.as_fd(), &name, 0o700).map_err(io_at(&dir))?,
+            }
         }
         Ok(())
     }
