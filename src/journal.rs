@@ -642,6 +642,61 @@ impl Store {
         Ok(w)
     }
 
+    /// Re-opens the journal of a session whose writer died (a killed commit being resumed) to
+    /// append to it: a torn last line is cut off, a complete one lacking its newline gets it,
+    /// and the chain continues from the last complete record. Refused while the session is live.
+    pub fn reopen_session(&self, id: &str) -> Result<SessionWriter, JournalError> {
+        let log = self.load_session(id)?;
+        let path = log.path.clone();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.try_lock().map_err(|e| {
+            io_err(&path)(match e {
+                fs::TryLockError::Error(e) => e,
+                fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the session is still being written by another process",
+                ),
+            })
+        })?;
+        let data = fs::read(&path).map_err(io_err(&path))?;
+        let mut keep = data.len();
+        if let Some(t) = &log.tail
+            && t.ignored
+        {
+            keep = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        }
+        file.set_len(keep as u64).map_err(io_err(&path))?;
+        let mut file = file;
+        use std::io::Seek;
+        file.seek(io::SeekFrom::End(0)).map_err(io_err(&path))?;
+        let body = &data[..keep];
+        let body = body.strip_suffix(b"\n").unwrap_or(body);
+        if keep > 0 && data[keep - 1] != b'\n' {
+            file.write_all(b"\n").map_err(io_err(&path))?;
+        }
+        let last = body.rsplit(|b| *b == b'\n').next().unwrap_or(b"");
+        let prev = if log.records.is_empty() {
+            GENESIS.to_string()
+        } else {
+            blake3::hash(last).to_hex().to_string()
+        };
+        file.sync_data().map_err(io_err(&path))?;
+        Ok(SessionWriter {
+            id: id.to_string(),
+            path,
+            inner: Mutex::new(WriterState {
+                file,
+                next_seq: log.records.len() as u64,
+                prev,
+                poisoned: false,
+            }),
+        })
+    }
+
     /// True while a process still writes session `id` (a running mount, commit or rollback):
     /// its writer holds an exclusive `flock` on the journal (see [`Store::new_session`]).
     pub fn session_is_live(&self, id: &str) -> Result<bool, JournalError> {

@@ -244,6 +244,11 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             let dir = store_dir(&req, &scope, &mountpoint)?;
             let store = Store::create_or_open(&dir)
                 .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
+            // A half-applied commit leaves the real folder between two states: serving it (or
+            // stacking new changes on it) would make the commit impossible to finish cleanly.
+            if let Some(p) = crate::overlay::pending_commit(&store)? {
+                bail!("refusing to mount: {}", p.describe(&dir));
+            }
             if mode == WriteMode::Overlay {
                 overlay = Some(OverlayMount::mount(&dir, &scope)?);
             } else {

@@ -60,6 +60,10 @@ pub struct CommitArgs {
     pub dry_run: bool,
     #[arg(long)]
     pub force: bool,
+    /// Undo what an interrupted commit applied, instead of finishing it (the overlay keeps
+    /// every change).
+    #[arg(long, conflicts_with_all = ["dry_run", "force"])]
+    pub abort: bool,
     pub paths: Vec<PathBuf>,
 }
 #[derive(clap::Args, Debug)]
@@ -91,6 +95,9 @@ fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
 
 pub fn run_log(a: LogArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
+    if let Some(p) = overlay::pending_commit(&store)? {
+        eprintln!("veilfs: warning: {}", p.describe(&a.store));
+    }
     let mut out = std::io::stdout().lock();
     match a.session {
         None => {
@@ -673,6 +680,50 @@ fn filters(scope: &Path, paths: &[PathBuf]) -> Vec<PathBuf> {
 
 pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
+    // An interrupted commit is ended first, one way or the other, before anything new.
+    if let Some(p) = overlay::pending_commit(&store)? {
+        let mut out = std::io::stdout().lock();
+        if a.dry_run {
+            writeln!(out, "{}", p.describe(&a.store))?;
+            return Ok(ExitCode::from(1));
+        }
+        if a.abort {
+            let r = overlay::abort_commit(&a.store, &store, &p)?;
+            for w in &r.warnings {
+                eprintln!("veilfs: warning: {w}");
+            }
+            writeln!(
+                out,
+                "aborted interrupted commit {}: {} restored, {} removed, {} renamed, {} unchanged; the real folder is as before the commit and the overlay keeps every change (commit again when ready)",
+                p.session, r.restored, r.removed, r.renamed, r.unchanged
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("veilfs: {}: resuming it", p.describe(&a.store));
+        let report = overlay::resume_commit(&a.store, &store, &p)?;
+        for w in &report.warnings {
+            eprintln!("veilfs: warning: {w}");
+        }
+        writeln!(
+            out,
+            "resumed interrupted commit to {}: {} changed now, {} already done; {} conflict(s) skipped, {} refused as planned; session {}; undo with: veilfs rollback --store {} --session {}",
+            p.scope.display(),
+            report.changed,
+            report.unchanged,
+            report.skipped_conflicts.len(),
+            report.refused.len(),
+            report.session,
+            a.store.display(),
+            report.session
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.abort {
+        anyhow::bail!(
+            "nothing to abort: no interrupted commit in {}",
+            a.store.display()
+        );
+    }
     let scope = overlay_scope(&store, &a.store, a.session.as_deref())?;
     let filters = filters(&scope, &a.paths);
     let mut out = std::io::stdout().lock();
