@@ -694,8 +694,13 @@ pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
             }
             writeln!(
                 out,
-                "aborted interrupted commit {}: {} restored, {} removed, {} renamed, {} unchanged; the real folder is as before the commit and the overlay keeps every change (commit again when ready)",
-                p.session, r.restored, r.removed, r.renamed, r.unchanged
+                "aborted interrupted commit {}: {} restored, {} removed, {} renamed, {} unchanged; the real folder is as before the commit and the overlay keeps every change (the restored paths are newer than the agent's copies, so a new commit lists them as conflicts: review with `veilfs commit --store {} --dry-run`, then commit with --force)",
+                p.session,
+                r.restored,
+                r.removed,
+                r.renamed,
+                r.unchanged,
+                a.store.display()
             )?;
             return Ok(ExitCode::SUCCESS);
         }

@@ -43,6 +43,12 @@ impl Rng {
 /// of directories), content hash, symlink target, xattrs, and link structure (a name that shares
 /// its inode with an earlier name says which).
 pub fn tree_lines(root: &Path) -> Vec<String> {
+    tree_lines_with(root, true)
+}
+
+/// [`tree_lines`], with or without modification times (two trees built by two runs of the
+/// same program differ only in those).
+pub fn tree_lines_with(root: &Path, times: bool) -> Vec<String> {
     let rootfd = veilfs::backing::open_root(root).expect("open root");
     let mut paths = Vec::new();
     collect(root, root, &mut paths);
@@ -65,14 +71,15 @@ pub fn tree_lines(root: &Path) -> Vec<String> {
             "special"
         };
         let mut line = format!(
-            "{} {kind} mode={:o} uid={} gid={} mtime={}.{}",
+            "{} {kind} mode={:o} uid={} gid={}",
             rel.display(),
             m.mode(),
             m.uid(),
             m.gid(),
-            m.mtime(),
-            m.mtime_nsec()
         );
+        if times {
+            line.push_str(&format!(" mtime={}.{}", m.mtime(), m.mtime_nsec()));
+        }
         if ft.is_file() {
             let data = std::fs::read(&abs).unwrap_or_default();
             line.push_str(&format!(
