@@ -392,6 +392,22 @@ impl SessionWriter {
         Ok(seq)
     }
 
+    /// Makes every record appended so far durable (for a batch of [`SessionWriter::append_lazy`]
+    /// captures that guard changes made only after this returns).
+    pub fn sync(&self) -> Result<(), JournalError> {
+        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if st.poisoned {
+            return Err(JournalError::Poisoned {
+                file: self.path.clone(),
+            });
+        }
+        if let Err(e) = st.file.sync_data() {
+            st.poisoned = true;
+            return Err(io_err(&self.path)(e));
+        }
+        Ok(())
+    }
+
     /// The session id (also the journal's file stem).
     pub fn id(&self) -> &str {
         &self.id

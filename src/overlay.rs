@@ -1101,6 +1101,24 @@ pub fn plan_commit(
     scope: &Path,
     filters: &[PathBuf],
 ) -> anyhow::Result<CommitPlan> {
+    // Planning stores the content of every file the commit writes: in bulk, one flush at the
+    // end instead of an fsync per object (nothing refers to them durably before the flush).
+    if let Some(s) = store {
+        s.defer_sync();
+    }
+    let plan = plan_commit_inner(store_dir, store, scope, filters);
+    if let Some(s) = store {
+        s.flush()?;
+    }
+    plan
+}
+
+fn plan_commit_inner(
+    store_dir: &Path,
+    store: Option<&Store>,
+    scope: &Path,
+    filters: &[PathBuf],
+) -> anyhow::Result<CommitPlan> {
     let layout = Layout::in_store(store_dir);
     let root = backing::open_root(scope).with_context(|| format!("scope {}", scope.display()))?;
     let upper_root = backing::open_root(&layout.upper)
@@ -1519,7 +1537,33 @@ fn run_commit(
     for (i, u) in plan.units.iter().enumerate() {
         applied[i] = u.selected && u.refused.is_none() && (force || u.conflict.is_none());
     }
-    for step in plan.steps.iter().filter(|_| !already_applied) {
+    // Steps run in chunks: first the pre-images of every path a chunk may change are captured
+    // as one batch (objects flushed with one syncfs, then the journal with one fsync), then the
+    // chunk's changes run. A path a step finds uncaptured then (one a delete earlier in the
+    // chunk emptied) is captured on its own, durably, as before.
+    const CHUNK: usize = 512;
+    let steps: &[Step] = if already_applied { &[] } else { &plan.steps };
+    for (k, step) in steps.iter().enumerate() {
+        if k % CHUNK == 0 {
+            store.defer_sync();
+            let batch: anyhow::Result<()> = (|| {
+                for s in steps[k..].iter().take(CHUNK).filter(|s| applied[s.unit]) {
+                    for q in s.path.parent().into_iter().chain([s.path.as_path()]) {
+                        if captured.insert(q.to_path_buf()) {
+                            let before = State::read(root.as_fd(), q, Some(store))?;
+                            w.append_lazy(Event::Capture {
+                                path: q.to_path_buf(),
+                                before,
+                            })?;
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            store.flush()?;
+            batch?;
+            w.sync()?;
+        }
         if !applied[step.unit] {
             continue;
         }
@@ -1647,6 +1691,9 @@ fn run_commit(
         }
     }
     if !already_applied {
+        // The restored files were not fsync'd one by one: all of them before "applied", after
+        // which the overlay copies go.
+        crate::store::syncfs(&plan.scope)?;
         w.append(Event::Change {
             path: PathBuf::new(),
             op: APPLIED_OP.into(),

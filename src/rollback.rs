@@ -657,6 +657,7 @@ pub fn apply(
         known_dirs: &plan.dir_times,
         in_place_links: true,
         session: String::new(),
+        sync_files: true,
     };
     let mut writers: Vec<SessionWriter> = Vec::new();
     for sid in &plan.sessions {
@@ -773,7 +774,8 @@ pub fn put_state(
 }
 
 /// [`put_state`], choosing whether a file with other hard links is rewritten in place (every
-/// name sees the new bytes) or replaced by a new inode.
+/// name sees the new bytes) or replaced by a new inode. Restored bytes are not fsync'd one by
+/// one: the caller flushes the filesystem (`store::syncfs`) before relying on them.
 pub fn put_state_with(
     store: &Store,
     root: BorrowedFd<'_>,
@@ -793,6 +795,7 @@ pub fn put_state_with(
         known_dirs: &known,
         in_place_links,
         session: session.to_string(),
+        sync_files: false,
     };
     a.restore(path, target)?;
     Ok(report.warnings)
@@ -831,6 +834,10 @@ struct Applier<'a> {
     in_place_links: bool,
     /// The session (rollback or commit) on whose behalf changes are made: names temp files.
     session: String,
+    /// fsync each restored file before it replaces the old one. A commit turns this off and
+    /// flushes the filesystem once before it records that everything was applied (its resume
+    /// re-checks every step, so a file lost to a power cut is simply written again).
+    sync_files: bool,
 }
 
 /// The prefix of every temporary name session `session` makes in the real folder.
@@ -1175,7 +1182,13 @@ impl Applier<'_> {
                     .store
                     .restore_into(hash, &mut f)
                     .map_err(RollbackError::from)
-                    .and_then(|_| f.sync_all().map_err(io_at(path)));
+                    .and_then(|_| {
+                        if self.sync_files {
+                            f.sync_all().map_err(io_at(path))
+                        } else {
+                            Ok(())
+                        }
+                    });
                 drop(f);
                 // A file with other hard links is restored in place, so every name sees the
                 // restored bytes (a rename would leave the other names with the session's).
@@ -1191,7 +1204,9 @@ impl Applier<'_> {
                         let mut dst = backing::reopen(fd.as_fd(), libc::O_WRONLY | libc::O_TRUNC)
                             .map_err(io_at(path))?;
                         io::copy(&mut src, &mut dst).map_err(io_at(path))?;
-                        dst.sync_all().map_err(io_at(path))?;
+                        if self.sync_files {
+                            dst.sync_all().map_err(io_at(path))?;
+                        }
                         self.apply_meta(fd.as_fd(), Some((pfd, &name)), meta, true, path)
                     });
                     let _ = backing::unlink(pfd, &tmp);

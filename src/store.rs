@@ -146,6 +146,9 @@ pub struct Store {
     dir: PathBuf,
     /// Bytes under `objects/` (approximate under concurrent puts; for quota checks).
     size: AtomicU64,
+    /// Deferred durability (see [`Store::defer_sync`]): objects are renamed into place
+    /// without their fsyncs, which one `syncfs` in [`Store::flush`] makes up for.
+    deferred: std::sync::atomic::AtomicBool,
     /// This handle's staging directory under `tmp/`, and the locked file that says it is live.
     staging: PathBuf,
     staging_lock: PathBuf,
@@ -351,6 +354,7 @@ impl Store {
         let store = Store {
             dir: dir.to_path_buf(),
             size: AtomicU64::new(0),
+            deferred: std::sync::atomic::AtomicBool::new(false),
             staging,
             staging_lock,
             _staging_lock: lock,
@@ -420,7 +424,10 @@ impl Store {
         if self.has(&id) {
             return Ok((id, len)); // dedup: the tempfile is removed on drop
         }
-        tmp.as_file().sync_all().map_err(io_err(&tpath))?;
+        let deferred = self.deferred.load(Ordering::Relaxed);
+        if !deferred {
+            tmp.as_file().sync_all().map_err(io_err(&tpath))?;
+        }
         let dst = self.object_path(&id);
         let sub = dst.parent().unwrap_or(&self.dir).to_path_buf();
         let new_sub = !sub.is_dir();
@@ -440,11 +447,31 @@ impl Store {
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err(&dst)(e.error)),
         }
-        fsync_dir(&sub)?;
-        if new_sub {
-            fsync_dir(&self.dir.join("objects"))?;
+        if !deferred {
+            fsync_dir(&sub)?;
+            if new_sub {
+                fsync_dir(&self.dir.join("objects"))?;
+            }
         }
         Ok((id, len))
+    }
+
+    /// Bulk mode for a caller that stores thousands of objects before it relies on any of them
+    /// (commit planning): objects are written and renamed into place without one fsync each.
+    /// Until [`Store::flush`] returns, objects stored meanwhile may not survive a power loss
+    /// (a process kill loses nothing: the bytes are in the page cache). Nothing may refer to
+    /// them durably (a journal record) before the flush.
+    pub fn defer_sync(&self) {
+        self.deferred.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes every object stored in deferred mode durable (one `syncfs` of the store's
+    /// filesystem) and leaves deferred mode.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        if self.deferred.swap(false, Ordering::Relaxed) {
+            syncfs(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// True if the object exists (not verified).
@@ -551,6 +578,18 @@ impl Store {
         ids.sort();
         Ok((ids, strays))
     }
+}
+
+/// Flushes the whole filesystem holding `path` to disk (`syncfs`): one call for a batch of
+/// writes that would otherwise each need their own fsync.
+pub fn syncfs(path: &Path) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    let d = File::open(path).map_err(io_err(path))?;
+    // SAFETY: syncfs(2) on an fd we own for the duration of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(io_err(path)(io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// fsync a directory so a rename into it is durable.

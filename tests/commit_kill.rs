@@ -160,7 +160,12 @@ fn a_commit_killed_anywhere_resumes_to_exactly_the_uninterrupted_result() {
     );
 
     let e = WriteEnv::new(OVERLAY, seed);
+    let tb = Instant::now();
     build(&e);
+    eprintln!(
+        "build {:?}, reference commit {uninterrupted:?}",
+        tb.elapsed()
+    );
     let before = exact::tree_lines(e.scope.path());
     // Deterministic kill points (durable steps of each process: changes to the real folder,
     // the "applied" record, overlay removals), and one external SIGKILL at a random moment.
@@ -202,6 +207,7 @@ fn a_commit_killed_anywhere_resumes_to_exactly_the_uninterrupted_result() {
         }
         let t = Instant::now();
         let (code, out) = commit(&e, Some(k));
+        eprintln!("round {round}: kill after {k}: {:?}", t.elapsed());
         match code {
             None => kills.push(format!("after {k} step(s)")),
             Some(0) => {
