@@ -141,31 +141,26 @@ fn staging_dirs(e: &WriteEnv) -> Vec<String> {
 #[test]
 fn a_commit_killed_anywhere_resumes_to_exactly_the_uninterrupted_result() {
     let t0 = Instant::now();
-    // The reference: the same session, committed without interruption.
-    let reference = WriteEnv::new(OVERLAY, seed);
-    let changes = build(&reference);
-    assert!(changes >= 5000, "{changes} changes");
-    let t_commit = Instant::now();
-    let (code, out) = commit(&reference, None);
-    assert_eq!(code, Some(0), "{out}");
-    let uninterrupted = t_commit.elapsed();
-    let want = exact::tree_lines_with(reference.scope.path(), false);
-    assert!(
-        want.iter().any(|l| l.starts_with("renamed/d0/f0 ")),
-        "renamed dir committed"
-    );
-    assert!(
-        want.iter()
-            .any(|l| l.starts_with("hl2 ") && l.contains("same-inode-as=hl1"))
-    );
+    // The reference: the same session, committed without interruption (in parallel with
+    // the interrupted one below: separate scopes and stores).
+    let reference = std::thread::spawn(|| {
+        let reference = WriteEnv::new(OVERLAY, seed);
+        let changes = build(&reference);
+        let t_commit = Instant::now();
+        let (code, out) = commit(&reference, None);
+        assert_eq!(code, Some(0), "{out}");
+        let took = t_commit.elapsed();
+        (
+            changes,
+            took,
+            exact::tree_lines_with(reference.scope.path(), false),
+        )
+    });
 
     let e = WriteEnv::new(OVERLAY, seed);
     let tb = Instant::now();
     build(&e);
-    eprintln!(
-        "build {:?}, reference commit {uninterrupted:?}",
-        tb.elapsed()
-    );
+    eprintln!("build {:?}", tb.elapsed());
     let before = exact::tree_lines(e.scope.path());
     // Deterministic kill points (durable steps of each process: changes to the real folder,
     // the "applied" record, overlay removals), and one external SIGKILL at a random moment.
@@ -247,6 +242,16 @@ fn a_commit_killed_anywhere_resumes_to_exactly_the_uninterrupted_result() {
     }
     assert_eq!(code, Some(0), "final resume: {out}");
     assert!(kills.len() >= 10, "only {} kills: {kills:?}", kills.len());
+    let (changes, uninterrupted, want) = reference.join().expect("reference commit");
+    assert!(changes >= 5000, "{changes} changes");
+    assert!(
+        want.iter().any(|l| l.starts_with("renamed/d0/f0 ")),
+        "renamed dir committed"
+    );
+    assert!(
+        want.iter()
+            .any(|l| l.starts_with("hl2 ") && l.contains("same-inode-as=hl1"))
+    );
     let got = exact::tree_lines_with(e.scope.path(), false);
     assert!(
         got == want,
