@@ -1337,27 +1337,8 @@ pub fn pending_commit(store: &Store) -> anyhow::Result<Option<PendingCommit>> {
     Ok(None)
 }
 
-/// Test-only kill switch (see README "Testing"): with `VEILFS_TEST_KILL_AFTER=N`, a commit
-/// process SIGKILLs itself right after its N-th durable step (a change to the real folder, the
-/// "applied" record, or a removal from the overlay), as a SIGKILL there would. Unset in
-/// production, where this is one relaxed load.
 fn kill_point() {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static AFTER: OnceLock<Option<u64>> = OnceLock::new();
-    static DONE: AtomicU64 = AtomicU64::new(0);
-    let after = AFTER.get_or_init(|| {
-        std::env::var("VEILFS_TEST_KILL_AFTER")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    });
-    if let Some(n) = after
-        && DONE.fetch_add(1, Ordering::Relaxed) + 1 >= *n
-    {
-        // SAFETY: kill(2) of this very process; SIGKILL, so nothing (no unwinding, no
-        // destructor, no core dump) runs after the step, exactly as an external kill.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
+    rollback::test_kill_point();
 }
 
 /// Applies a plan as a resumable transaction. The plan (with `force`) is stored as an object

@@ -725,6 +725,7 @@ pub fn apply(
                 path: step_path(step).to_path_buf(),
                 op: format!("undo {}", step.seq),
             })?;
+            test_kill_point();
             tick(step);
         }
         writers.push(w);
@@ -838,6 +839,29 @@ struct Applier<'a> {
     /// flushes the filesystem once before it records that everything was applied (its resume
     /// re-checks every step, so a file lost to a power cut is simply written again).
     sync_files: bool,
+}
+
+/// Test-only kill switch (README, "Overlay mode"): with `VEILFS_TEST_KILL_AFTER=N`, a commit
+/// or rollback process SIGKILLs itself right after its N-th durable step (a change to the real
+/// folder, a commit's "applied" record, an overlay removal). Unset in production, where this is
+/// one cached environment lookup.
+pub fn test_kill_point() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AFTER: OnceLock<Option<u64>> = OnceLock::new();
+    static DONE: AtomicU64 = AtomicU64::new(0);
+    let after = AFTER.get_or_init(|| {
+        std::env::var("VEILFS_TEST_KILL_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(n) = after
+        && DONE.fetch_add(1, Ordering::Relaxed) + 1 >= *n
+    {
+        // SAFETY: kill(2) of this very process; SIGKILL, so nothing (no unwinding, no
+        // destructor, no core dump) runs after the step, exactly as an external kill.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
 }
 
 /// The prefix of every temporary name session `session` makes in the real folder.

@@ -468,3 +468,70 @@ fn generated_sessions_roll_back_exactly() {
         );
     }
 }
+
+/// A rollback killed after k steps (VEILFS_TEST_KILL_AFTER, test only), again and again, then
+/// run to the end, restores the exact tree; a temporary file a killed run left in the real
+/// folder (named after its session) is removed by the run that resumes it.
+#[test]
+fn a_rollback_killed_again_and_again_completes_exactly() {
+    let mut rng = Rng::new(77);
+    let e = WriteEnv::new(WRITABLE, |_| {});
+    seed_tree(e.scope.path(), &mut rng);
+    let before = exact::tree_lines(e.scope.path());
+    let m = e.mount();
+    let (mut files, mut dirs) = listing(&m.mp);
+    for n in 0..600 {
+        if n % 20 == 0 {
+            (files, dirs) = listing(&m.mp);
+        }
+        let _ = random_op(&m.mp, &mut rng, &files, &dirs, n);
+    }
+    let (st, _) = m.stop();
+    assert!(st.success());
+    let mut kills = 0;
+    let mut done = false;
+    for k in [1, 2, 5, 20, 60, 150, 300, 600, 1000] {
+        let out = std::process::Command::new(common::bin())
+            .args(["rollback", "--store", &e.store()])
+            .env("VEILFS_TEST_KILL_AFTER", k.to_string())
+            .output()
+            .unwrap();
+        if out.status.code().is_some() {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            done = true;
+            break;
+        }
+        kills += 1;
+        if kills == 1 {
+            // What a kill between creating a temp file and renaming it leaves behind.
+            let crashed = fs::read_dir(Path::new(&e.store()).join("sessions"))
+                .unwrap()
+                .flatten()
+                .map(|d| d.path())
+                .filter(|p| {
+                    fs::read_to_string(p)
+                        .unwrap()
+                        .contains("\"mode\":\"rollback\"")
+                })
+                .max()
+                .unwrap();
+            let id = crashed.file_stem().unwrap().to_str().unwrap().to_string();
+            fs::write(e.scope.path().join(format!(".veilfs-tmp-{id}-1-0")), "half").unwrap();
+        }
+    }
+    assert!(kills >= 5, "only {kills} kills");
+    if !done {
+        let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
+        assert!(ok, "{out}{err}");
+    }
+    let after = exact::tree_lines(e.scope.path());
+    assert!(
+        before == after,
+        "after {kills} kills:\n{}",
+        exact::diff(&before, &after)
+    );
+}
