@@ -978,6 +978,40 @@ mod tests {
         ));
     }
 
+    /// A killed commit is resumed into its own session: the torn tail is cut, the chain goes
+    /// on, and a live writer's session cannot be reopened (nor is it reported dead).
+    #[test]
+    fn a_dead_writers_session_reopens_and_a_live_one_does_not() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::create_or_open(d.path()).unwrap();
+        let w = s.new_session(start()).unwrap();
+        w.append(Event::Change {
+            path: "a".into(),
+            op: "write".into(),
+        })
+        .unwrap();
+        let id = w.id().to_string();
+        assert!(s.session_is_live(&id).unwrap());
+        assert!(
+            s.reopen_session(&id).is_err(),
+            "a live session is not reopened"
+        );
+        drop(w);
+        assert!(!s.session_is_live(&id).unwrap());
+        let p = s.session_path(&id);
+        let mut torn = fs::read(&p).unwrap();
+        torn.extend_from_slice(b"{\"seq\":2,\"ti");
+        fs::write(&p, &torn).unwrap();
+        let w2 = s.reopen_session(&id).unwrap();
+        assert!(s.session_is_live(&id).unwrap());
+        w2.append(Event::SessionEnd).unwrap();
+        drop(w2);
+        let log = s.load_session(&id).unwrap();
+        assert!(log.tail.is_none(), "{:?}", log.tail);
+        assert_eq!(log.records.len(), 3);
+        assert!(log.ended());
+    }
+
     #[test]
     fn times_roundtrip() {
         let t = parse_time("2026-11-25T17:01:02.5Z").unwrap();

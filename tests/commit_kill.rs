@@ -319,7 +319,24 @@ fn an_interrupted_commit_can_be_aborted_and_committed_again() {
     let (code, out) = commit(&e, None);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("conflict"), "{out}");
+    // That commit applied everything else; the conflicting deletion waits for --force.
+    let partial = exact::tree_lines_with(e.scope.path(), false);
     let (ok, out, err) = veilfs(&["commit", "--store", &e.store(), "--force"]);
     assert!(ok, "{out}{err}");
     assert_eq!(exact::tree_lines_with(e.scope.path(), false), view, "{out}");
+    // The printed undo hint is a command that works, and undoes the commit.
+    let hint: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.split("undo with: ").nth(1))
+        .unwrap_or_else(|| panic!("no undo hint: {out}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(hint[0], "veilfs");
+    let (ok, out2, err2) = veilfs(&hint[1..]);
+    assert!(ok, "hint {hint:?}: {out2}{err2}");
+    assert_eq!(
+        exact::tree_lines_with(e.scope.path(), false),
+        partial,
+        "{out2}"
+    );
 }
