@@ -392,6 +392,22 @@ impl SessionWriter {
         Ok(seq)
     }
 
+    /// Makes every record appended so far durable (for a batch of [`SessionWriter::append_lazy`]
+    /// captures that guard changes made only after this returns).
+    pub fn sync(&self) -> Result<(), JournalError> {
+        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if st.poisoned {
+            return Err(JournalError::Poisoned {
+                file: self.path.clone(),
+            });
+        }
+        if let Err(e) = st.file.sync_data() {
+            st.poisoned = true;
+            return Err(io_err(&self.path)(e));
+        }
+        Ok(())
+    }
+
     /// The session id (also the journal's file stem).
     pub fn id(&self) -> &str {
         &self.id
@@ -618,6 +634,15 @@ impl Store {
                 Err(e) => return Err(io_err(&path)(e)),
             }
         };
+        // Held for the writer's lifetime (the mount's, for a mount's session; the kernel drops
+        // it when the process dies, even by SIGKILL): how `rollback` and `commit` tell a
+        // session that is still being written from one that ended or crashed.
+        file.try_lock().map_err(|e| {
+            io_err(&path)(match e {
+                fs::TryLockError::Error(e) => e,
+                fs::TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
+            })
+        })?;
         crate::store::fsync_dir(&dir)?;
         let w = SessionWriter {
             id,
@@ -631,6 +656,77 @@ impl Store {
         };
         w.append(start)?;
         Ok(w)
+    }
+
+    /// Re-opens the journal of a session whose writer died (a killed commit being resumed) to
+    /// append to it: a torn last line is cut off, a complete one lacking its newline gets it,
+    /// and the chain continues from the last complete record. Refused while the session is live.
+    pub fn reopen_session(&self, id: &str) -> Result<SessionWriter, JournalError> {
+        let log = self.load_session(id)?;
+        let path = log.path.clone();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.try_lock().map_err(|e| {
+            io_err(&path)(match e {
+                fs::TryLockError::Error(e) => e,
+                fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the session is still being written by another process",
+                ),
+            })
+        })?;
+        let data = fs::read(&path).map_err(io_err(&path))?;
+        let mut keep = data.len();
+        if let Some(t) = &log.tail
+            && t.ignored
+        {
+            keep = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        }
+        file.set_len(keep as u64).map_err(io_err(&path))?;
+        let mut file = file;
+        use std::io::Seek;
+        file.seek(io::SeekFrom::End(0)).map_err(io_err(&path))?;
+        let body = &data[..keep];
+        let body = body.strip_suffix(b"\n").unwrap_or(body);
+        if keep > 0 && data[keep - 1] != b'\n' {
+            file.write_all(b"\n").map_err(io_err(&path))?;
+        }
+        let last = body.rsplit(|b| *b == b'\n').next().unwrap_or(b"");
+        let prev = if log.records.is_empty() {
+            GENESIS.to_string()
+        } else {
+            blake3::hash(last).to_hex().to_string()
+        };
+        file.sync_data().map_err(io_err(&path))?;
+        Ok(SessionWriter {
+            id: id.to_string(),
+            path,
+            inner: Mutex::new(WriterState {
+                file,
+                next_seq: log.records.len() as u64,
+                prev,
+                poisoned: false,
+            }),
+        })
+    }
+
+    /// True while a process still writes session `id` (a running mount, commit or rollback):
+    /// its writer holds an exclusive `flock` on the journal (see [`Store::new_session`]).
+    pub fn session_is_live(&self, id: &str) -> Result<bool, JournalError> {
+        let path = self.session_path(id);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        match f.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(fs::TryLockError::WouldBlock) => Ok(true),
+            Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+        }
     }
 
     /// The journal file of session `id`.
@@ -880,6 +976,40 @@ mod tests {
             s.load_session("nope"),
             Err(JournalError::NoSession { .. })
         ));
+    }
+
+    /// A killed commit is resumed into its own session: the torn tail is cut, the chain goes
+    /// on, and a live writer's session cannot be reopened (nor is it reported dead).
+    #[test]
+    fn a_dead_writers_session_reopens_and_a_live_one_does_not() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::create_or_open(d.path()).unwrap();
+        let w = s.new_session(start()).unwrap();
+        w.append(Event::Change {
+            path: "a".into(),
+            op: "write".into(),
+        })
+        .unwrap();
+        let id = w.id().to_string();
+        assert!(s.session_is_live(&id).unwrap());
+        assert!(
+            s.reopen_session(&id).is_err(),
+            "a live session is not reopened"
+        );
+        drop(w);
+        assert!(!s.session_is_live(&id).unwrap());
+        let p = s.session_path(&id);
+        let mut torn = fs::read(&p).unwrap();
+        torn.extend_from_slice(b"{\"seq\":2,\"ti");
+        fs::write(&p, &torn).unwrap();
+        let w2 = s.reopen_session(&id).unwrap();
+        assert!(s.session_is_live(&id).unwrap());
+        w2.append(Event::SessionEnd).unwrap();
+        drop(w2);
+        let log = s.load_session(&id).unwrap();
+        assert!(log.tail.is_none(), "{:?}", log.tail);
+        assert_eq!(log.records.len(), 3);
+        assert!(log.ended());
     }
 
     #[test]

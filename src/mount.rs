@@ -1,6 +1,7 @@
 //! Mount lifecycle: refuse unsafe or confusing requests before anything is mounted, serve the
 //! filesystem in the foreground, and always unmount on SIGINT/SIGTERM/SIGHUP.
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +41,48 @@ pub fn is_mount_point(p: &Path) -> bool {
             .map(|mp| unescape_mountinfo(mp) == want)
             .unwrap_or(false)
     })
+}
+
+/// Where the `veilfs mount` process `pid` (serving `scope`) has its mount: the mount point
+/// argument of its command line (resolved against its working directory) if that is mounted,
+/// else the one veilfs mount of `scope` in /proc/self/mountinfo. For messages that tell an
+/// admin what to unmount.
+pub fn find_mountpoint(pid: u32, scope: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        if args.iter().any(|a| *a == b"mount")
+            && let Some(last) = args.last()
+        {
+            let p = PathBuf::from(std::ffi::OsString::from_vec(last.to_vec()));
+            let abs = if p.is_absolute() {
+                p
+            } else {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?.join(p)
+            };
+            if let Ok(c) = abs.canonicalize()
+                && is_mount_point(&c)
+            {
+                return Some(c);
+            }
+        }
+    }
+    let want = format!("veilfs:{}", scope.display());
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let found: Vec<PathBuf> = info
+        .split(|b| *b == b'\n')
+        .filter_map(|line| {
+            let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+            let dash = fields.iter().position(|f| *f == b"-")?;
+            let source = unescape_mountinfo(fields.get(dash + 2)?);
+            (source == want.as_bytes())
+                .then(|| PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(fields[4]))))
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
 }
 
 fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
@@ -201,6 +244,11 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             let dir = store_dir(&req, &scope, &mountpoint)?;
             let store = Store::create_or_open(&dir)
                 .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
+            // A half-applied commit leaves the real folder between two states: serving it (or
+            // stacking new changes on it) would make the commit impossible to finish cleanly.
+            if let Some(p) = crate::overlay::pending_commit(&store)? {
+                bail!("refusing to mount: {}", p.describe(&dir));
+            }
             if mode == WriteMode::Overlay {
                 overlay = Some(OverlayMount::mount(&dir, &scope)?);
             } else {
@@ -318,10 +366,9 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     );
     config.clone_fd = true;
 
-    let mut session = fuser::Session::new(fs, &mountpoint, &config)
+    let session = fuser::Session::new(fs, &mountpoint, &config)
         .with_context(|| format!("mount at {}", mountpoint.display()))?;
     invalidator.set_notifier(session.notifier());
-    let mut unmounter = session.unmount_callable();
     // Tests and scripts wait for this line instead of polling.
     {
         use std::io::Write;
@@ -329,16 +376,19 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         let _ = writeln!(out, "veilfs: mounted {}", mountpoint.display());
         let _ = out.flush();
     }
-    std::thread::Builder::new()
-        .name("veilfs-signals".into())
-        .spawn(move || {
-            let sig = wait_signal(&signals);
-            info!("signal {sig}: unmounting");
-            if let Err(e) = unmounter.unmount() {
-                tracing::error!("unmount after signal {sig} failed: {e}");
-            }
-        })
-        .context("spawn signal thread")?;
+    {
+        let mountpoint = mountpoint.clone();
+        std::thread::Builder::new()
+            .name("veilfs-signals".into())
+            .spawn(move || {
+                let sig = wait_signal(&signals);
+                info!("signal {sig}: unmounting");
+                if let Err(e) = unmount(&mountpoint) {
+                    tracing::error!("unmount after signal {sig} failed: {e:#}");
+                }
+            })
+            .context("spawn signal thread")?;
+    }
     info!(
         scope = %scope.display(),
         mountpoint = %mountpoint.display(),
@@ -347,16 +397,108 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         fd_limit,
         "mounted"
     );
+    // Every unmount is ours (`veilfs unmount`, `umount`, or the signal thread calling
+    // [`unmount`]), never fuser's: its mount handle unmounts again when dropped, which fails
+    // with EINVAL on a mount that is already gone and logs "Failed to umount filesystem" (its
+    // check for "still mounted" cannot tell). So the session runs in the background with the
+    // handle taken out of it (`spawn`), the handle is never dropped (`forget`), and the FUSE
+    // device it keeps open is closed here instead, so the kernel releases the connection (and
+    // the files passthrough registered with it) as the process exits.
+    let dev_raw = session.as_fd().as_raw_fd();
+    let mut bg = session
+        .spawn()
+        .with_context(|| format!("serve {}", mountpoint.display()))?;
+    let worker = std::mem::replace(
+        &mut bg.guard,
+        std::thread::spawn(|| -> std::io::Result<()> { Ok(()) }),
+    );
     // fuser returns a worker's error only once every worker has stopped, which happens at the
-    // unmount (the session then unmounts on drop). The requests themselves were answered one
-    // by one, so such an error is logged, not turned into a failed mount.
-    if let Err(e) = session.run() {
-        tracing::warn!("FUSE session ended with `{e}`");
+    // unmount. The requests themselves were answered one by one, so such an error is logged,
+    // not turned into a failed mount.
+    match worker.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("FUSE session ended with `{e}`"),
+        Err(_) => tracing::error!("FUSE session thread panicked"),
     }
+    // A session that ended on an error leaves the mount in place: take it down.
+    if is_mount_point(&mountpoint)
+        && let Err(e) = unmount(&mountpoint)
+    {
+        tracing::warn!("{e:#}");
+    }
+    // The watcher and the invalidator hold notifiers on the device: gone before it is.
     drop(watch);
+    drop(invalidator);
+    std::mem::forget(bg);
+    release_device(dev_raw);
     drop(overlay);
+    let ioctls = unsupported_ioctls();
+    if ioctls.total > 0 {
+        info!(
+            count = ioctls.total,
+            commands = %ioctls.describe(),
+            "unsupported ioctls answered ENOTTY during the session"
+        );
+    }
     info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// Unsupported ioctls the mount answered (ENOTTY), by command: counted, never logged per call
+/// (every `less` or Python `open()` sends TCGETS).
+#[derive(Debug, Default, Clone)]
+pub struct IoctlCount {
+    pub total: u64,
+    /// The first few distinct commands, with their counts.
+    pub by_cmd: std::collections::BTreeMap<u32, u64>,
+}
+
+impl IoctlCount {
+    fn describe(&self) -> String {
+        let mut v: Vec<String> = self
+            .by_cmd
+            .iter()
+            .map(|(c, n)| format!("{c:#x}x{n}"))
+            .collect();
+        if self.by_cmd.values().sum::<u64>() < self.total {
+            v.push("...".into());
+        }
+        v.join(" ")
+    }
+}
+
+static IOCTLS: std::sync::Mutex<IoctlCount> = std::sync::Mutex::new(IoctlCount {
+    total: 0,
+    by_cmd: std::collections::BTreeMap::new(),
+});
+
+/// Counts one unsupported ioctl (called by the filesystem's `ioctl` handler).
+pub(crate) fn note_unsupported_ioctl(cmd: u32) {
+    let mut c = IOCTLS.lock().unwrap_or_else(|e| e.into_inner());
+    c.total += 1;
+    if c.by_cmd.len() < 16 || c.by_cmd.contains_key(&cmd) {
+        *c.by_cmd.entry(cmd).or_default() += 1;
+    }
+}
+
+/// The unsupported ioctls counted so far in this process.
+pub fn unsupported_ioctls() -> IoctlCount {
+    IOCTLS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Closes the FUSE device fd `raw`, whose owners (fuser's forgotten mount handle and
+/// senders) will never use or close it again, by putting /dev/null in its place: a stray late
+/// write then goes nowhere rather than to a reused fd number.
+fn release_device(raw: std::os::fd::RawFd) {
+    use std::os::fd::AsRawFd;
+    match std::fs::File::open("/dev/null") {
+        // SAFETY: dup2 onto an fd number this process owns (the device); the source is a valid
+        // fd we hold for the duration of the call.
+        Ok(null) => unsafe {
+            libc::dup2(null.as_raw_fd(), raw);
+        },
+        Err(e) => tracing::warn!("cannot release the FUSE device: /dev/null: {e}"),
+    }
 }
 
 fn block_signals() -> libc::sigset_t {

@@ -31,9 +31,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
 
 use crate::backing::{self, Kind, SetTime};
-use crate::journal::{Event, Meta, State};
+use crate::journal::{Event, Meta, State, relpath};
 use crate::rollback;
 use crate::store::Store;
 
@@ -284,16 +285,16 @@ const OVL_PREFIX: &str = "trusted.overlay.";
 const MASK: &[u8] = b"<redacted:";
 
 /// Where a step's content comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Source {
     /// The upper layer (absolute path inside the store).
-    Upper(PathBuf),
+    Upper(#[serde(with = "relpath")] PathBuf),
     /// The real folder (lower layer), relative to the scope: a renamed directory's content.
-    Real(PathBuf),
+    Real(#[serde(with = "relpath")] PathBuf),
     None,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Op {
     /// Make the real path hold `target` (a directory's times are set by a later `DirTimes`).
     Put {
@@ -306,23 +307,30 @@ pub enum Op {
     /// Remove the real path (a non-directory or a directory emptied by earlier steps).
     Delete { was: State },
     /// Make the real path a hard link to `to` (committed earlier in the same commit).
-    Link { to: PathBuf, target: State },
+    Link {
+        #[serde(with = "relpath")]
+        to: PathBuf,
+        target: State,
+    },
     /// Set a committed directory's times (after its entries were changed).
     DirTimes { meta: Meta },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Step {
+    #[serde(with = "relpath")]
     pub path: PathBuf,
     pub op: Op,
     pub unit: usize,
 }
 
 /// A unit of a commit: applied or skipped as a whole.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Unit {
+    #[serde(with = "relpath")]
     pub path: PathBuf,
     /// The upper entry this unit commits (removed from the upper layer afterwards).
+    #[serde(with = "paths::opt")]
     pub upper: Option<PathBuf>,
     /// The real object changed after the agent's copy (skipped unless `force`).
     pub conflict: Option<String>,
@@ -332,20 +340,100 @@ pub struct Unit {
 }
 
 /// What a commit would do; built without changing anything.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CommitPlan {
+    #[serde(with = "relpath")]
     pub scope: PathBuf,
+    #[serde(with = "relpath")]
     pub upper: PathBuf,
     pub steps: Vec<Step>,
     pub units: Vec<Unit>,
     pub warnings: Vec<String>,
     /// (lower origin, renamed directory) of every redirected directory.
+    #[serde(with = "paths::pairs")]
     origins: Vec<(PathBuf, PathBuf)>,
     /// Upper directories whose content replaces the real directory's (opaque, redirected, new).
+    #[serde(with = "paths::vec")]
     replacing: Vec<PathBuf>,
     /// overlayfs index entries (regular files) seen when planning, with the unit that writes
     /// one through a real name only (see `index_orphans`).
+    #[serde(with = "paths::index")]
     index: Vec<(PathBuf, Option<usize>)>,
+}
+
+/// Lossless serde (see `journal::relpath`) for the path containers of a [`CommitPlan`], which is
+/// journaled as JSON before a commit changes anything.
+mod paths {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct P(#[serde(with = "relpath")] PathBuf);
+
+    pub mod opt {
+        use super::*;
+        pub fn serialize<S: serde::Serializer>(
+            v: &Option<PathBuf>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            v.clone().map(P).serialize(s)
+        }
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<PathBuf>, D::Error> {
+            Ok(Option::<P>::deserialize(d)?.map(|p| p.0))
+        }
+    }
+    pub mod vec {
+        use super::*;
+        pub fn serialize<S: serde::Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+            v.iter().cloned().map(P).collect::<Vec<_>>().serialize(s)
+        }
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<PathBuf>, D::Error> {
+            Ok(Vec::<P>::deserialize(d)?.into_iter().map(|p| p.0).collect())
+        }
+    }
+    pub mod pairs {
+        use super::*;
+        pub fn serialize<S: serde::Serializer>(
+            v: &[(PathBuf, PathBuf)],
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            v.iter()
+                .map(|(a, b)| (P(a.clone()), P(b.clone())))
+                .collect::<Vec<_>>()
+                .serialize(s)
+        }
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<(PathBuf, PathBuf)>, D::Error> {
+            Ok(Vec::<(P, P)>::deserialize(d)?
+                .into_iter()
+                .map(|(a, b)| (a.0, b.0))
+                .collect())
+        }
+    }
+    pub mod index {
+        use super::*;
+        pub fn serialize<S: serde::Serializer>(
+            v: &[(PathBuf, Option<usize>)],
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            v.iter()
+                .map(|(a, u)| (P(a.clone()), *u))
+                .collect::<Vec<_>>()
+                .serialize(s)
+        }
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<(PathBuf, Option<usize>)>, D::Error> {
+            Ok(Vec::<(P, Option<usize>)>::deserialize(d)?
+                .into_iter()
+                .map(|(a, u)| (a.0, u))
+                .collect())
+        }
+    }
 }
 
 impl std::fmt::Display for Step {
@@ -1013,6 +1101,24 @@ pub fn plan_commit(
     scope: &Path,
     filters: &[PathBuf],
 ) -> anyhow::Result<CommitPlan> {
+    // Planning stores the content of every file the commit writes: in bulk, one flush at the
+    // end instead of an fsync per object (nothing refers to them durably before the flush).
+    if let Some(s) = store {
+        s.defer_sync();
+    }
+    let plan = plan_commit_inner(store_dir, store, scope, filters);
+    if let Some(s) = store {
+        s.flush()?;
+    }
+    plan
+}
+
+fn plan_commit_inner(
+    store_dir: &Path,
+    store: Option<&Store>,
+    scope: &Path,
+    filters: &[PathBuf],
+) -> anyhow::Result<CommitPlan> {
     let layout = Layout::in_store(store_dir);
     let root = backing::open_root(scope).with_context(|| format!("scope {}", scope.display()))?;
     let upper_root = backing::open_root(&layout.upper)
@@ -1144,10 +1250,104 @@ fn meta_same(a: &State, b: &State) -> bool {
     }
 }
 
-/// Applies a plan: every affected path's pre-image (and its parent's) is captured in a new
-/// journal session (mode "commit") and fsync'd before the change, so
-/// `veilfs rollback --session <it>` undoes the commit. Committed entries are then removed from
-/// the upper layer. Refuses while the overlay is mounted.
+/// The op of the durable record that names a commit's journaled plan (a store object).
+const PLAN_OP: &str = "commit-plan";
+/// The op of the durable record written once every step of a commit is applied (only the
+/// overlay clean-up remains; from then on the commit can only be finished, not aborted).
+const APPLIED_OP: &str = "commit-applied";
+const ABORTED_OP: &str = "commit-aborted";
+
+/// A commit's plan as journaled before its first change.
+#[derive(Serialize, Deserialize)]
+struct JournaledPlan {
+    force: bool,
+    plan: CommitPlan,
+}
+
+/// A commit whose process died before it finished (found by `commit`, `log` and `mount`).
+#[derive(Debug, Clone)]
+pub struct PendingCommit {
+    pub session: String,
+    pub scope: PathBuf,
+    /// Every step was applied; only the overlay clean-up is left.
+    pub applied: bool,
+    plan: crate::store::ObjectId,
+}
+
+impl PendingCommit {
+    /// What an admin reads: what happened and the two commands that end it.
+    pub fn describe(&self, store_dir: &Path) -> String {
+        let s = store_dir.display();
+        if self.applied {
+            format!(
+                "commit session {} into {} was interrupted after applying every change, while cleaning the overlay: finish it with `veilfs commit --store {s}`",
+                self.session,
+                self.scope.display()
+            )
+        } else {
+            format!(
+                "commit session {} into {} was interrupted part-way (the real folder holds part of it): finish it with `veilfs commit --store {s}`, or undo what it applied with `veilfs commit --store {s} --abort`",
+                self.session,
+                self.scope.display()
+            )
+        }
+    }
+}
+
+/// The interrupted commit in `store`, if any: a commit session that journaled its plan, did
+/// not end, and that no process is writing any more.
+pub fn pending_commit(store: &Store) -> anyhow::Result<Option<PendingCommit>> {
+    let infos = store.sessions()?;
+    // A crashed commit someone rolled back with `veilfs rollback` is settled too.
+    let undone: HashSet<String> = infos.iter().filter_map(|i| i.undo_of.clone()).collect();
+    for info in infos.into_iter().rev() {
+        if info.mode != "commit"
+            || info.ended
+            || info.problem.is_some()
+            || undone.contains(&info.id)
+        {
+            continue;
+        }
+        if store.session_is_live(&info.id)? {
+            continue;
+        }
+        let log = store.load_session(&info.id)?;
+        let mut plan = None;
+        let mut applied = false;
+        for r in &log.records {
+            if let Event::Change { op, .. } = &r.event {
+                if let Some(id) = op.strip_prefix(PLAN_OP).map(str::trim) {
+                    plan = id.parse().ok();
+                } else if op == APPLIED_OP {
+                    applied = true;
+                }
+            }
+        }
+        // Without a journaled plan nothing was changed yet (killed while planning) or the
+        // session predates resumable commits: nothing can be resumed from it.
+        if let Some(plan) = plan {
+            return Ok(Some(PendingCommit {
+                session: info.id,
+                scope: info.scope,
+                applied,
+                plan,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+fn kill_point() {
+    rollback::test_kill_point();
+}
+
+/// Applies a plan as a resumable transaction. The plan (with `force`) is stored as an object
+/// and named by a durable record of a new journal session (mode "commit") before the first
+/// change; every affected path's pre-image (and its parent's) is captured and fsync'd before
+/// its change, so `veilfs rollback --session <it>` undoes the commit. Committed entries are
+/// then removed from the upper layer. A commit killed at any point is found by
+/// [`pending_commit`] and ended by [`resume_commit`] (all applied) or [`abort_commit`] (none).
+/// Refuses while the overlay is mounted, and while an interrupted commit is pending.
 pub fn apply_commit(
     store_dir: &Path,
     store: &Store,
@@ -1155,6 +1355,130 @@ pub fn apply_commit(
     force: bool,
 ) -> anyhow::Result<CommitReport> {
     let _lock = exclusive(store_dir, "commit")?;
+    if let Some(p) = pending_commit(store)? {
+        bail!("{}", p.describe(store_dir));
+    }
+    let w = store.new_session(Event::SessionStart {
+        scope: plan.scope.clone(),
+        mode: "commit".into(),
+        profile: String::new(),
+        pid: std::process::id(),
+        user: std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(u32::MAX),
+    })?;
+    let journaled = serde_json::to_vec(&JournaledPlan {
+        force,
+        plan: CommitPlan {
+            scope: plan.scope.clone(),
+            upper: plan.upper.clone(),
+            steps: plan.steps.clone(),
+            units: plan.units.clone(),
+            warnings: plan.warnings.clone(),
+            origins: plan.origins.clone(),
+            replacing: plan.replacing.clone(),
+            index: plan.index.clone(),
+        },
+    })
+    .context("serialise the commit plan")?;
+    let obj = store.put_bytes(&journaled)?;
+    w.append(Event::Change {
+        path: PathBuf::new(),
+        op: format!("{PLAN_OP} {obj}"),
+    })?;
+    run_commit(store_dir, store, plan, force, &w, HashSet::new(), false)
+}
+
+/// Finishes an interrupted commit exactly as planned: every step again (each is idempotent:
+/// a path already in its target state is left alone), the overlay clean-up, the end record.
+/// Temporary files the killed process left in the real folder are removed first.
+pub fn resume_commit(
+    store_dir: &Path,
+    store: &Store,
+    pending: &PendingCommit,
+) -> anyhow::Result<CommitReport> {
+    let _lock = exclusive(store_dir, "commit")?;
+    let JournaledPlan { force, plan } = load_plan(store, pending)?;
+    let log = store.load_session(&pending.session)?;
+    let captured: HashSet<PathBuf> = log
+        .records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Capture { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    let w = store.reopen_session(&pending.session)?;
+    let root = backing::open_root(&plan.scope)
+        .with_context(|| format!("scope {}", plan.scope.display()))?;
+    let dirs: Vec<&Path> = plan.steps.iter().filter_map(|s| s.path.parent()).collect();
+    rollback::remove_temps(root.as_fd(), dirs, &pending.session)?;
+    w.append(Event::Change {
+        path: PathBuf::new(),
+        op: "commit-resumed".into(),
+    })?;
+    run_commit(
+        store_dir,
+        store,
+        &plan,
+        force,
+        &w,
+        captured,
+        pending.applied,
+    )
+}
+
+/// Undoes what an interrupted commit applied (a rollback of its session) and ends it, leaving
+/// the overlay as it was: the state before the commit. Refused once every change was applied
+/// (the overlay may already be partly cleaned: only finishing is safe then).
+pub fn abort_commit(
+    store_dir: &Path,
+    store: &Store,
+    pending: &PendingCommit,
+) -> anyhow::Result<rollback::Report> {
+    let _lock = exclusive(store_dir, "commit --abort")?;
+    if pending.applied {
+        bail!("cannot abort: {}", pending.describe(store_dir));
+    }
+    let JournaledPlan { plan, .. } = load_plan(store, pending)?;
+    let root = backing::open_root(&plan.scope)
+        .with_context(|| format!("scope {}", plan.scope.display()))?;
+    let dirs: Vec<&Path> = plan.steps.iter().filter_map(|s| s.path.parent()).collect();
+    rollback::remove_temps(root.as_fd(), dirs, &pending.session)?;
+    let rplan = rollback::plan(store, std::slice::from_ref(&pending.session), &[])?;
+    // The commit's own post-images are what is on disk; anything else is someone's change,
+    // which the rollback captures before overwriting (it can be undone too).
+    let report = rollback::apply(store, &rplan, true, &|_| {})?;
+    let w = store.reopen_session(&pending.session)?;
+    w.append(Event::Change {
+        path: PathBuf::new(),
+        op: ABORTED_OP.into(),
+    })?;
+    w.append(Event::SessionEnd)?;
+    Ok(report)
+}
+
+fn load_plan(store: &Store, pending: &PendingCommit) -> anyhow::Result<JournaledPlan> {
+    let bytes = store
+        .read_bytes(&pending.plan)
+        .with_context(|| format!("the journaled plan of commit session {}", pending.session))?;
+    serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "the journaled plan of commit session {} ({})",
+            pending.session, pending.plan
+        )
+    })
+}
+
+fn run_commit(
+    _store_dir: &Path,
+    store: &Store,
+    plan: &CommitPlan,
+    force: bool,
+    w: &crate::journal::SessionWriter,
+    mut captured: HashSet<PathBuf>,
+    already_applied: bool,
+) -> anyhow::Result<CommitReport> {
     let mut report = CommitReport {
         warnings: plan.warnings.clone(),
         ..CommitReport::default()
@@ -1173,17 +1497,7 @@ pub fn apply_commit(
     }
     let root = backing::open_root(&plan.scope)
         .with_context(|| format!("scope {}", plan.scope.display()))?;
-    let w = store.new_session(Event::SessionStart {
-        scope: plan.scope.clone(),
-        mode: "commit".into(),
-        profile: String::new(),
-        pid: std::process::id(),
-        user: std::fs::metadata("/proc/self")
-            .map(|m| m.uid())
-            .unwrap_or(u32::MAX),
-    })?;
     report.session = w.id().to_string();
-    let mut captured: HashSet<PathBuf> = HashSet::new();
     let capture = |captured: &mut HashSet<PathBuf>, p: &Path| -> anyhow::Result<()> {
         if captured.insert(p.to_path_buf()) {
             let before = State::read(root.as_fd(), p, Some(store))?;
@@ -1204,11 +1518,38 @@ pub fn apply_commit(
     for (i, u) in plan.units.iter().enumerate() {
         applied[i] = u.selected && u.refused.is_none() && (force || u.conflict.is_none());
     }
-    for step in &plan.steps {
+    // Steps run in chunks: first the pre-images of every path a chunk may change are captured
+    // as one batch (objects flushed with one syncfs, then the journal with one fsync), then the
+    // chunk's changes run. A path a step finds uncaptured then (one a delete earlier in the
+    // chunk emptied) is captured on its own, durably, as before.
+    const CHUNK: usize = 512;
+    let steps: &[Step] = if already_applied { &[] } else { &plan.steps };
+    for (k, step) in steps.iter().enumerate() {
+        if k % CHUNK == 0 {
+            store.defer_sync();
+            let batch: anyhow::Result<()> = (|| {
+                for s in steps[k..].iter().take(CHUNK).filter(|s| applied[s.unit]) {
+                    for q in s.path.parent().into_iter().chain([s.path.as_path()]) {
+                        if captured.insert(q.to_path_buf()) {
+                            let before = State::read(root.as_fd(), q, Some(store))?;
+                            w.append_lazy(Event::Capture {
+                                path: q.to_path_buf(),
+                                before,
+                            })?;
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            store.flush()?;
+            batch?;
+            w.sync()?;
+        }
         if !applied[step.unit] {
             continue;
         }
         let p = &step.path;
+        let mut changed = false;
         let res: anyhow::Result<()> = (|| {
             match &step.op {
                 Op::Put {
@@ -1230,9 +1571,11 @@ pub fn apply_commit(
                         );
                     }
                     capture_with_parent(&mut captured, p)?;
-                    let warns = rollback::put_state_with(store, root.as_fd(), p, target, in_place)?;
+                    let warns =
+                        rollback::put_state_with(store, root.as_fd(), p, target, in_place, w.id())?;
                     report.warnings.extend(warns);
                     report.changed += 1;
+                    changed = true;
                 }
                 Op::Delete { .. } => {
                     let Ok((pfd, name)) = backing::open_parent(root.as_fd(), p) else {
@@ -1251,6 +1594,7 @@ pub fn apply_commit(
                     .with_context(|| format!("delete {}", p.display()))?;
                     captured.retain(|c| !c.starts_with(p));
                     report.changed += 1;
+                    changed = true;
                 }
                 Op::Link { to, .. } => {
                     let src = backing::open_path(root.as_fd(), to)
@@ -1267,17 +1611,14 @@ pub fn apply_commit(
                         }
                     }
                     capture_with_parent(&mut captured, p)?;
-                    let tmp = std::ffi::OsString::from(format!(
-                        ".veilfs-commit-{}",
-                        &blake3::hash(format!("{}-{:?}", crate::journal::now_ns(), p).as_bytes())
-                            .to_hex()[..12]
-                    ));
+                    let tmp = rollback::temp_name(w.id());
                     backing::link(src.as_fd(), pfd.as_fd(), &tmp)?;
                     if let Err(e) = backing::rename(pfd.as_fd(), &tmp, pfd.as_fd(), &name, 0) {
                         let _ = backing::unlink(pfd.as_fd(), &tmp);
                         return Err(e).with_context(|| format!("link {}", p.display()));
                     }
                     report.changed += 1;
+                    changed = true;
                 }
                 Op::DirTimes { meta } => {
                     if p.as_os_str().is_empty() {
@@ -1294,33 +1635,51 @@ pub fn apply_commit(
                             SetTime::At(meta.atime.0, meta.atime.1),
                             SetTime::At(meta.mtime.0, meta.mtime.1),
                         )?;
+                        changed = true;
                     }
                 }
             }
             Ok(())
         })();
         if let Err(e) = res {
+            // The session stays open (not ended): it is the interrupted commit that the next
+            // `veilfs commit` finishes, or `--abort` undoes.
             let _ = w.append(Event::Change {
                 path: p.clone(),
                 op: format!("commit failed: {e:#}"),
             });
-            let _ = w.append(Event::SessionEnd);
             return Err(e.context(format!(
-                "commit stopped at {}: nothing was removed from the overlay, and session {} holds the pre-image of every change made so far; undo the partial commit with `veilfs rollback --session {}`, fix the cause, then commit again (the paths the rollback restored then show as conflicts: review them with --dry-run, then use --force)",
+                "commit stopped at {}: nothing was removed from the overlay, and session {} holds the pre-image of every change made so far; fix the cause, then finish it with `veilfs commit --store {}`, or undo it with `veilfs commit --store {} --abort`",
                 p.display(),
                 w.id(),
-                w.id()
+                _store_dir.display(),
+                _store_dir.display()
             )));
         }
         if !matches!(step.op, Op::DirTimes { .. })
-            && let Ok(after) = State::read(root.as_fd(), p, None)
             && captured.contains(p)
+            && let Ok(after) = State::read(root.as_fd(), p, None)
         {
-            w.append(Event::PostImage {
+            // Not fsync'd on its own: the next capture (or the "applied" record) makes it
+            // durable; a post-image lost in a crash only costs a conflict check.
+            w.append_lazy(Event::PostImage {
                 path: p.clone(),
                 after,
             })?;
         }
+        if changed {
+            kill_point();
+        }
+    }
+    if !already_applied {
+        // The restored files were not fsync'd one by one: all of them before "applied", after
+        // which the overlay copies go.
+        crate::store::syncfs(&plan.scope)?;
+        w.append(Event::Change {
+            path: PathBuf::new(),
+            op: APPLIED_OP.into(),
+        })?;
+        kill_point();
     }
     // Drop what is now in the real folder from the upper layer, and index entries no upper
     // name links any more (their bytes are in the real inode now).
@@ -1379,6 +1738,7 @@ fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result<()> {
                     if complete(&p) {
                         std::fs::remove_dir_all(&a)
                             .with_context(|| format!("remove {}", a.display()))?;
+                        kill_point();
                     }
                     continue;
                 }
@@ -1386,6 +1746,7 @@ fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result<()> {
                 let _ = std::fs::remove_dir(&a); // only when empty
             } else {
                 std::fs::remove_file(&a).with_context(|| format!("remove {}", a.display()))?;
+                kill_point();
             }
         }
         Ok(())

@@ -47,6 +47,47 @@ pub enum RollbackError {
     Io { path: PathBuf, source: io::Error },
     #[error("no session to roll back{0}")]
     NothingSelected(String),
+    /// The session is still being written: rolling back under a running mount would leave it
+    /// believing the restored paths are captured, so its later writes would go unrecorded.
+    #[error(
+        "refusing to roll back, nothing was changed: session {session} is still live ({where_}); stop it first: {stop}"
+    )]
+    Live {
+        session: String,
+        where_: String,
+        stop: String,
+    },
+}
+
+/// Refuses a session some process still writes (a running mount, commit or rollback), naming
+/// where it is mounted and how to stop it.
+pub fn refuse_live(store: &Store, log: &SessionLog) -> Result<(), RollbackError> {
+    if !store.session_is_live(&log.id)? {
+        return Ok(());
+    }
+    let (pid, scope) = match log.records.first().map(|r| &r.event) {
+        Some(Event::SessionStart { pid, scope, .. }) => (*pid, scope.clone()),
+        _ => (0, PathBuf::new()),
+    };
+    let mode = log
+        .start()
+        .map(|(_, _, m)| m.to_string())
+        .unwrap_or_default();
+    let (where_, stop) = match crate::mount::find_mountpoint(pid, &scope) {
+        Some(mp) if mode == "snapshot" || mode == "overlay" => (
+            format!("mounted at {} by `veilfs mount`, pid {pid}", mp.display()),
+            format!("veilfs unmount {}", mp.display()),
+        ),
+        _ => (
+            format!("a veilfs {mode} process, pid {pid}, is still writing it"),
+            format!("wait for it to finish, or end it: kill {pid}"),
+        ),
+    };
+    Err(RollbackError::Live {
+        session: log.id.clone(),
+        where_,
+        stop,
+    })
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RollbackError + '_ {
@@ -172,17 +213,26 @@ pub struct Report {
     pub undo_sessions: Vec<String>,
 }
 
-/// Which sessions to undo. With `session`, that one; with `since` (unix ns), every session that
-/// started at or after it; otherwise the newest session with changes. Rollback sessions and
-/// sessions already undone are only chosen when named explicitly. Newest first.
+/// Which sessions to undo. With `named`, those (in any order, repeats ignored); with `since`
+/// (unix ns), every session that started at or after it; otherwise the newest session with
+/// changes. Rollback sessions and sessions already undone are only chosen when named
+/// explicitly. Newest first (by start time), the order their changes must be undone in.
 pub fn select_sessions(
     store: &Store,
-    session: Option<&str>,
+    named: &[String],
     since: Option<i128>,
 ) -> Result<Vec<String>, RollbackError> {
-    if let Some(id) = session {
-        store.load_session(id)?; // a clear error for a missing or broken session
-        return Ok(vec![id.to_string()]);
+    if !named.is_empty() {
+        let mut picked: Vec<(i128, String)> = Vec::new();
+        for id in named {
+            let log = store.load_session(id)?; // a clear error for a missing or broken session
+            if picked.iter().any(|(_, p)| p == id) {
+                continue;
+            }
+            picked.push((log.records.first().map_or(0, |r| r.time_ns), id.clone()));
+        }
+        picked.sort();
+        return Ok(picked.into_iter().rev().map(|(_, id)| id).collect());
     }
     let infos = store.sessions()?;
     let graph = UndoGraph::load(store)?;
@@ -315,6 +365,7 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
             Some(l) => l.clone(),
             None => store.load_session(id)?, // gives the precise error
         };
+        refuse_live(store, &log)?;
         if let Some(t) = &log.tail {
             warnings.push(t.msg.clone());
         }
@@ -605,6 +656,8 @@ pub fn apply(
         times: BTreeMap::new(),
         known_dirs: &plan.dir_times,
         in_place_links: true,
+        session: String::new(),
+        sync_files: true,
     };
     let mut writers: Vec<SessionWriter> = Vec::new();
     for sid in &plan.sessions {
@@ -620,7 +673,27 @@ pub fn apply(
             user: current_uid(),
         })?;
         w.append(Event::Undo { of: sid.clone() })?;
+        ctx.session = w.id().to_string();
         ctx.captured.clear();
+        // A rollback of this session killed earlier may have left temporary files where it
+        // was restoring: they go before anything else happens there.
+        for u in plan
+            .resume
+            .get(sid)
+            .into_iter()
+            .flatten()
+            .filter(|u| !u.ended())
+        {
+            let dirs: Vec<&Path> = steps
+                .iter()
+                .flat_map(|s| match &s.action {
+                    Action::Restore { path, .. } => vec![path.as_path()],
+                    Action::UndoRename { from, to, .. } => vec![from.as_path(), to.as_path()],
+                })
+                .filter_map(|p| p.parent())
+                .collect();
+            remove_temps(ctx.root.as_fd(), dirs, &u.id)?;
+        }
         // Resuming: redo the directory-time bookkeeping of the steps already done.
         let none = BTreeMap::new();
         let acts = plan.actions.get(sid).unwrap_or(&none);
@@ -652,6 +725,7 @@ pub fn apply(
                 path: step_path(step).to_path_buf(),
                 op: format!("undo {}", step.seq),
             })?;
+            test_kill_point();
             tick(step);
         }
         writers.push(w);
@@ -695,18 +769,21 @@ pub fn put_state(
     root: BorrowedFd<'_>,
     path: &Path,
     target: &State,
+    session: &str,
 ) -> Result<Vec<String>, RollbackError> {
-    put_state_with(store, root, path, target, false)
+    put_state_with(store, root, path, target, false, session)
 }
 
 /// [`put_state`], choosing whether a file with other hard links is rewritten in place (every
-/// name sees the new bytes) or replaced by a new inode.
+/// name sees the new bytes) or replaced by a new inode. Restored bytes are not fsync'd one by
+/// one: the caller flushes the filesystem (`store::syncfs`) before relying on them.
 pub fn put_state_with(
     store: &Store,
     root: BorrowedFd<'_>,
     path: &Path,
     target: &State,
     in_place_links: bool,
+    session: &str,
 ) -> Result<Vec<String>, RollbackError> {
     let known = BTreeMap::new();
     let mut report = Report::default();
@@ -718,6 +795,8 @@ pub fn put_state_with(
         times: BTreeMap::new(),
         known_dirs: &known,
         in_place_links,
+        session: session.to_string(),
+        sync_files: false,
     };
     a.restore(path, target)?;
     Ok(report.warnings)
@@ -754,6 +833,94 @@ struct Applier<'a> {
     /// bytes) or replace it by a new inode (overlay commit: the other names keep theirs, as the
     /// overlay showed them).
     in_place_links: bool,
+    /// The session (rollback or commit) on whose behalf changes are made: names temp files.
+    session: String,
+    /// fsync each restored file before it replaces the old one. A commit turns this off and
+    /// flushes the filesystem once before it records that everything was applied (its resume
+    /// re-checks every step, so a file lost to a power cut is simply written again).
+    sync_files: bool,
+}
+
+/// Test-only kill switch (README, "Overlay mode"): with `VEILFS_TEST_KILL_AFTER=N`, a commit
+/// or rollback process SIGKILLs itself right after its N-th durable step (a change to the real
+/// folder, a commit's "applied" record, an overlay removal). Unset in production, where this is
+/// one cached environment lookup.
+pub fn test_kill_point() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AFTER: OnceLock<Option<u64>> = OnceLock::new();
+    static DONE: AtomicU64 = AtomicU64::new(0);
+    let after = AFTER.get_or_init(|| {
+        std::env::var("VEILFS_TEST_KILL_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(n) = after
+        && DONE.fetch_add(1, Ordering::Relaxed) + 1 >= *n
+    {
+        // SAFETY: kill(2) of this very process; SIGKILL, so nothing (no unwinding, no
+        // destructor, no core dump) runs after the step, exactly as an external kill.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+/// The prefix of every temporary name session `session` makes in the real folder.
+pub fn temp_prefix(session: &str) -> String {
+    format!(".veilfs-tmp-{session}-")
+}
+
+/// A fresh temporary name for session `session` (see [`temp_prefix`]).
+pub fn temp_name(session: &str) -> OsString {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    OsString::from(format!(
+        "{}{}-{n}",
+        temp_prefix(session),
+        std::process::id()
+    ))
+}
+
+/// Removes the temporary files a killed run of `session` left in the directories `dirs`
+/// (relative to `root`; each directory once). Returns the removed paths.
+pub fn remove_temps<'p>(
+    root: BorrowedFd<'_>,
+    dirs: impl IntoIterator<Item = &'p Path>,
+    session: &str,
+) -> Result<Vec<PathBuf>, RollbackError> {
+    use std::os::unix::ffi::OsStrExt;
+    let prefix = temp_prefix(session);
+    let mut seen = BTreeSet::new();
+    let mut removed = Vec::new();
+    for dir in dirs {
+        if !seen.insert(dir.to_path_buf()) {
+            continue;
+        }
+        let Ok(fd) = backing::open_path(root, dir) else {
+            continue; // not there (any more): nothing left in it
+        };
+        let Ok(entries) = backing::list_dir(fd.as_fd()) else {
+            continue; // not a directory
+        };
+        for e in entries {
+            if !e.name.as_bytes().starts_with(prefix.as_bytes()) {
+                continue;
+            }
+            let p = dir.join(&e.name);
+            let r = match backing::lookup(fd.as_fd(), &e.name)
+                .and_then(|f| backing::stat_fd(f.as_fd()))
+            {
+                Ok(st) if st.kind() == Kind::Dir => backing::rmdir(fd.as_fd(), &e.name),
+                Ok(_) => backing::unlink(fd.as_fd(), &e.name),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => removed.push(p),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(io_at(&p)(e)),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn rekey(times: &mut BTreeMap<PathBuf, Meta>, from: &Path, to: &Path) -> Vec<(PathBuf, Meta)> {
@@ -829,16 +996,21 @@ impl Applier<'_> {
             p = p.parent().unwrap_or(Path::new(""));
         }
         for dir in missing.into_iter().rev() {
-            let Some(meta) = self.known_dirs.get(&dir).cloned() else {
-                return Ok(()); // restore() reports the missing parent
-            };
             self.touch_parent(w, &dir)?;
             self.capture(w, &dir)?;
             let (pfd, name) = backing::open_parent(self.root.as_fd(), &dir).map_err(io_at(&dir))?;
-            backing::mkdir(pfd.as_fd(), &name, meta.mode & 0o7777).map_err(io_at(&dir))?;
-            let fd = backing::lookup(pfd.as_fd(), &name).map_err(io_at(&dir))?;
-            self.apply_meta(fd.as_fd(), None, &meta, false, &dir)?;
-            self.times.entry(dir.clone()).or_insert(meta);
+            match self.known_dirs.get(&dir).cloned() {
+                Some(meta) => {
+                    backing::mkdir(pfd.as_fd(), &name, meta.mode & 0o7777).map_err(io_at(&dir))?;
+                    let fd = backing::lookup(pfd.as_fd(), &name).map_err(io_at(&dir))?;
+                    self.apply_meta(fd.as_fd(), None, &meta, false, &dir)?;
+                    self.times.entry(dir.clone()).or_insert(meta);
+                }
+                // A directory the session created and later removed (its only capture says
+                // "absent"): it has to exist again for the steps undone inside it, and the
+                // undo of its creation, later in reverse order, removes it again.
+                None => backing::mkdir(pfd.as_fd(), &name, 0o700).map_err(io_at(&dir))?,
+            }
         }
         Ok(())
     }
@@ -924,6 +1096,13 @@ impl Applier<'_> {
                     }
                     self.report.unchanged += 1;
                     return Ok(());
+                }
+                // The session may have removed the directory it moved `from` out of (`mv P/f g;
+                // rmdir P`): that directory's own restore comes later in reverse order, so
+                // re-create it (and any missing ancestor) from its captured metadata first.
+                self.ensure_parents(w, from)?;
+                if *exchange {
+                    self.ensure_parents(w, to)?;
                 }
                 self.touch_parent(w, to)?;
                 self.touch_parent(w, from)?;
@@ -1027,7 +1206,13 @@ impl Applier<'_> {
                     .store
                     .restore_into(hash, &mut f)
                     .map_err(RollbackError::from)
-                    .and_then(|_| f.sync_all().map_err(io_at(path)));
+                    .and_then(|_| {
+                        if self.sync_files {
+                            f.sync_all().map_err(io_at(path))
+                        } else {
+                            Ok(())
+                        }
+                    });
                 drop(f);
                 // A file with other hard links is restored in place, so every name sees the
                 // restored bytes (a rename would leave the other names with the session's).
@@ -1043,7 +1228,9 @@ impl Applier<'_> {
                         let mut dst = backing::reopen(fd.as_fd(), libc::O_WRONLY | libc::O_TRUNC)
                             .map_err(io_at(path))?;
                         io::copy(&mut src, &mut dst).map_err(io_at(path))?;
-                        dst.sync_all().map_err(io_at(path))?;
+                        if self.sync_files {
+                            dst.sync_all().map_err(io_at(path))?;
+                        }
                         self.apply_meta(fd.as_fd(), Some((pfd, &name)), meta, true, path)
                     });
                     let _ = backing::unlink(pfd, &tmp);
@@ -1143,16 +1330,11 @@ impl Applier<'_> {
         }
     }
 
+    /// A fresh temporary name in the real folder, `.veilfs-tmp-<session>-<pid>-<n>`: a kill can
+    /// leave one behind, and the session's id in it is how a resumed rollback or commit finds
+    /// and removes it ([`remove_temps`]).
     fn temp_name(&self) -> OsString {
-        let salt = blake3::hash(
-            format!(
-                "{}-{:?}",
-                crate::journal::now_ns(),
-                std::thread::current().id()
-            )
-            .as_bytes(),
-        );
-        OsString::from(format!(".veilfs-undo-{}", &salt.to_hex()[..12]))
+        temp_name(&self.session)
     }
 
     /// Applies owner, mode, xattrs and (if `times`) atime/mtime. `at` is (parent, name) for

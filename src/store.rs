@@ -7,7 +7,13 @@
 //! DIR/objects/ab/cdef…        blake3 (hex) of the plain bytes, zstd-compressed on disk
 //! DIR/sessions/<id>.jsonl     one hash-chained journal per session (see `journal`)
 //! DIR/tmp/                    objects being written; anything here after a crash is garbage
+//! DIR/tmp/p-<id>/             one process's staging dir, live while it holds `p-<id>.lock`
 //! ```
+//!
+//! Temporary files are staged in a directory private to the [`Store`] handle, announced by a
+//! lock file it holds (`flock`) for its lifetime. Opening a store removes every staging
+//! directory whose lock nobody holds any more (a process killed mid-write), so leftovers are
+//! garbage-collected without ever touching the files of a process still writing.
 //!
 //! Invariants (restic-style):
 //! - An object's name is the blake3 of its *plain* bytes, so an object can always be verified on
@@ -19,7 +25,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,6 +146,103 @@ pub struct Store {
     dir: PathBuf,
     /// Bytes under `objects/` (approximate under concurrent puts; for quota checks).
     size: AtomicU64,
+    /// Deferred durability (see [`Store::defer_sync`]): objects are renamed into place
+    /// without their fsyncs, which one `syncfs` in [`Store::flush`] makes up for.
+    deferred: std::sync::atomic::AtomicBool,
+    /// This handle's staging directory under `tmp/`, and the locked file that says it is live.
+    staging: PathBuf,
+    staging_lock: PathBuf,
+    _staging_lock: File,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.staging);
+        let _ = fs::remove_file(&self.staging_lock);
+    }
+}
+
+/// Creates this handle's staging dir under `tmpdir`: its lock file first (locked, and still the
+/// file at that name, so a concurrent clean-up cannot have taken it), then the dir.
+fn new_staging(tmpdir: &Path) -> Result<(PathBuf, PathBuf, File), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let salt = blake3::hash(
+            format!(
+                "{}-{}-{:?}",
+                crate::journal::now_ns(),
+                std::process::id(),
+                std::thread::current().id()
+            )
+            .as_bytes(),
+        );
+        let id = format!("p-{}-{}", std::process::id(), &salt.to_hex()[..8]);
+        let lock_path = tmpdir.join(format!("{id}.lock"));
+        let f = match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&lock_path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err(&lock_path)(e)),
+        };
+        if f.try_lock().is_err() {
+            continue;
+        }
+        let same = match (f.metadata(), fs::metadata(&lock_path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+        if !same {
+            continue;
+        }
+        let dir = tmpdir.join(&id);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err(&dir))?;
+        return Ok((dir, lock_path, f));
+    }
+}
+
+/// Removes the staging dirs (and their lock files) of handles that are gone: a lock file
+/// nobody holds. Loose files (from before staging dirs) are removed once an hour old.
+fn clean_staging(tmpdir: &Path) {
+    let Ok(rd) = fs::read_dir(tmpdir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if let Some(id) = name.strip_suffix(".lock")
+            && id.starts_with("p-")
+        {
+            let Ok(f) = File::open(&path) else { continue };
+            if f.try_lock().is_ok() {
+                let dir = tmpdir.join(id);
+                if dir.exists() {
+                    match fs::remove_dir_all(&dir) {
+                        Ok(()) => {
+                            tracing::info!(dir = %dir.display(), "removed temporary files left by a killed process")
+                        }
+                        Err(e) => tracing::warn!("{}: {e}", dir.display()),
+                    }
+                }
+                let _ = fs::remove_file(&path);
+            }
+        } else if !name.starts_with("p-")
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && e.metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600))
+        {
+            let _ = fs::remove_file(&path);
+        }
+    }
 }
 
 /// A writer that hashes the plain bytes it is given and forwards them to `inner`.
@@ -245,9 +348,16 @@ impl Store {
                 "store is accessible to other users; pre-images may hold secrets (chmod 700)"
             );
         }
+        let tmpdir = dir.join("tmp");
+        clean_staging(&tmpdir);
+        let (staging, staging_lock, lock) = new_staging(&tmpdir)?;
         let store = Store {
             dir: dir.to_path_buf(),
             size: AtomicU64::new(0),
+            deferred: std::sync::atomic::AtomicBool::new(false),
+            staging,
+            staging_lock,
+            _staging_lock: lock,
         };
         store.size.store(store.scan_size(), Ordering::Relaxed);
         Ok(store)
@@ -295,11 +405,11 @@ impl Store {
         &self,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(ObjectId, u64), StoreError> {
-        let tmpdir = self.dir.join("tmp");
+        let tmpdir = &self.staging;
         let tmp = tempfile::Builder::new()
             .prefix("obj-")
-            .tempfile_in(&tmpdir)
-            .map_err(io_err(&tmpdir))?;
+            .tempfile_in(tmpdir)
+            .map_err(io_err(tmpdir))?;
         let tpath = tmp.path().to_path_buf();
         let enc = zstd::Encoder::new(tmp, ZSTD_LEVEL).map_err(io_err(&tpath))?;
         let mut w = HashingWriter {
@@ -314,7 +424,10 @@ impl Store {
         if self.has(&id) {
             return Ok((id, len)); // dedup: the tempfile is removed on drop
         }
-        tmp.as_file().sync_all().map_err(io_err(&tpath))?;
+        let deferred = self.deferred.load(Ordering::Relaxed);
+        if !deferred {
+            tmp.as_file().sync_all().map_err(io_err(&tpath))?;
+        }
         let dst = self.object_path(&id);
         let sub = dst.parent().unwrap_or(&self.dir).to_path_buf();
         let new_sub = !sub.is_dir();
@@ -334,11 +447,31 @@ impl Store {
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err(&dst)(e.error)),
         }
-        fsync_dir(&sub)?;
-        if new_sub {
-            fsync_dir(&self.dir.join("objects"))?;
+        if !deferred {
+            fsync_dir(&sub)?;
+            if new_sub {
+                fsync_dir(&self.dir.join("objects"))?;
+            }
         }
         Ok((id, len))
+    }
+
+    /// Bulk mode for a caller that stores thousands of objects before it relies on any of them
+    /// (commit planning): objects are written and renamed into place without one fsync each.
+    /// Until [`Store::flush`] returns, objects stored meanwhile may not survive a power loss
+    /// (a process kill loses nothing: the bytes are in the page cache). Nothing may refer to
+    /// them durably (a journal record) before the flush.
+    pub fn defer_sync(&self) {
+        self.deferred.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes every object stored in deferred mode durable (one `syncfs` of the store's
+    /// filesystem) and leaves deferred mode.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        if self.deferred.swap(false, Ordering::Relaxed) {
+            syncfs(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// True if the object exists (not verified).
@@ -447,6 +580,18 @@ impl Store {
     }
 }
 
+/// Flushes the whole filesystem holding `path` to disk (`syncfs`): one call for a batch of
+/// writes that would otherwise each need their own fsync.
+pub fn syncfs(path: &Path) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    let d = File::open(path).map_err(io_err(path))?;
+    // SAFETY: syncfs(2) on an fd we own for the duration of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(io_err(path)(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// fsync a directory so a rename into it is durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
@@ -490,6 +635,35 @@ mod tests {
         let (ids, strays) = s.list_objects().unwrap();
         assert_eq!(ids.len(), 2);
         assert!(strays.is_empty());
+    }
+
+    /// Issue #15 item 7: a temp file a killed process left in the store was never removed.
+    #[test]
+    fn staging_left_by_a_killed_process_is_removed_and_a_live_ones_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let live = Store::create_or_open(&d.path().join("st")).unwrap();
+        let tmp = d.path().join("st/tmp");
+        // What a process killed while storing an object leaves: its lock file (unlocked now
+        // that the process is gone) and a half-written object in its staging dir.
+        fs::write(tmp.join("p-1-dead.lock"), "").unwrap();
+        fs::create_dir(tmp.join("p-1-dead")).unwrap();
+        fs::write(tmp.join("p-1-dead/obj-half"), "half").unwrap();
+        let live_staging = live.staging.clone();
+        fs::write(live_staging.join("obj-in-progress"), "x").unwrap();
+        let other = Store::open(&d.path().join("st")).unwrap();
+        assert!(!tmp.join("p-1-dead").exists(), "dead staging dir removed");
+        assert!(!tmp.join("p-1-dead.lock").exists());
+        assert!(
+            live_staging.join("obj-in-progress").exists(),
+            "live one kept"
+        );
+        let id = other.put_bytes(b"abc").unwrap();
+        assert_eq!(live.read_bytes(&id).unwrap(), b"abc");
+        drop(live);
+        assert!(
+            !live_staging.exists(),
+            "a handle removes its staging dir when dropped"
+        );
     }
 
     #[test]

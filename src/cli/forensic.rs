@@ -32,8 +32,10 @@ pub struct DiffArgs {
 pub struct RollbackArgs {
     #[arg(long)]
     pub store: PathBuf,
-    #[arg(long)]
-    pub session: Option<String>,
+    /// Session(s) to undo: repeat the option or separate ids with commas (the "undo with"
+    /// hint after a rollback of several sessions lists them so).
+    #[arg(long, value_delimiter = ',')]
+    pub session: Vec<String>,
     /// RFC 3339 time or unix seconds: undo every session that started at or after it.
     #[arg(long, conflicts_with = "session")]
     pub since: Option<String>,
@@ -58,6 +60,10 @@ pub struct CommitArgs {
     pub dry_run: bool,
     #[arg(long)]
     pub force: bool,
+    /// Undo what an interrupted commit applied, instead of finishing it (the overlay keeps
+    /// every change).
+    #[arg(long, conflicts_with_all = ["dry_run", "force"])]
+    pub abort: bool,
     pub paths: Vec<PathBuf>,
 }
 #[derive(clap::Args, Debug)]
@@ -89,6 +95,9 @@ fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
 
 pub fn run_log(a: LogArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
+    if let Some(p) = overlay::pending_commit(&store)? {
+        eprintln!("veilfs: warning: {}", p.describe(&a.store));
+    }
     let mut out = std::io::stdout().lock();
     match a.session {
         None => {
@@ -101,8 +110,10 @@ pub fn run_log(a: LogArgs) -> anyhow::Result<ExitCode> {
                     "CORRUPT"
                 } else if s.ended {
                     "ended"
+                } else if store.session_is_live(&s.id).unwrap_or(false) {
+                    "running"
                 } else {
-                    "crashed/running"
+                    "crashed"
                 };
                 let undo = s
                     .undo_of
@@ -201,7 +212,7 @@ pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
     }
     let id = match a.session {
         Some(s) => s,
-        None => rollback::select_sessions(&store, None, None)?.remove(0),
+        None => rollback::select_sessions(&store, &[], None)?.remove(0),
     };
     let log = store.load_session(&id)?;
     if let Some(t) = &log.tail {
@@ -489,7 +500,7 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
-    let sessions = rollback::select_sessions(&store, a.session.as_deref(), since)?;
+    let sessions = rollback::select_sessions(&store, &a.session, since)?;
     let plan = rollback::plan(&store, &sessions, &a.paths)?;
     for w in &plan.warnings {
         eprintln!("veilfs: warning: {w}");
@@ -669,6 +680,55 @@ fn filters(scope: &Path, paths: &[PathBuf]) -> Vec<PathBuf> {
 
 pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
+    // An interrupted commit is ended first, one way or the other, before anything new.
+    if let Some(p) = overlay::pending_commit(&store)? {
+        let mut out = std::io::stdout().lock();
+        if a.dry_run {
+            writeln!(out, "{}", p.describe(&a.store))?;
+            return Ok(ExitCode::from(1));
+        }
+        if a.abort {
+            let r = overlay::abort_commit(&a.store, &store, &p)?;
+            for w in &r.warnings {
+                eprintln!("veilfs: warning: {w}");
+            }
+            writeln!(
+                out,
+                "aborted interrupted commit {}: {} restored, {} removed, {} renamed, {} unchanged; the real folder is as before the commit and the overlay keeps every change (the restored paths are newer than the agent's copies, so a new commit lists them as conflicts: review with `veilfs commit --store {} --dry-run`, then commit with --force)",
+                p.session,
+                r.restored,
+                r.removed,
+                r.renamed,
+                r.unchanged,
+                a.store.display()
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("veilfs: {}: resuming it", p.describe(&a.store));
+        let report = overlay::resume_commit(&a.store, &store, &p)?;
+        for w in &report.warnings {
+            eprintln!("veilfs: warning: {w}");
+        }
+        writeln!(
+            out,
+            "resumed interrupted commit to {}: {} changed now, {} already done; {} conflict(s) skipped, {} refused as planned; session {}; undo with: veilfs rollback --store {} --session {}",
+            p.scope.display(),
+            report.changed,
+            report.unchanged,
+            report.skipped_conflicts.len(),
+            report.refused.len(),
+            report.session,
+            a.store.display(),
+            report.session
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.abort {
+        anyhow::bail!(
+            "nothing to abort: no interrupted commit in {}",
+            a.store.display()
+        );
+    }
     let scope = overlay_scope(&store, &a.store, a.session.as_deref())?;
     let filters = filters(&scope, &a.paths);
     let mut out = std::io::stdout().lock();

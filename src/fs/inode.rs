@@ -9,6 +9,13 @@
 //! number of held fds is under budget. An evicted inode is re-opened on use from its parent's fd
 //! and its current name (beneath the parent, never following anything), and accepted only if it
 //! is still the same object (`st_dev`, `st_ino`); otherwise the request gets ESTALE.
+//!
+//! Lock order, one for the whole table (a thread holding a later lock never asks for an
+//! earlier one): `tables` (the RwLock) → `held_order` (the eviction queue) → an inode's `fd`
+//! slot → an inode's `loc`. `evict` takes the queue then slots; `hold` takes the same two in
+//! the same order (it used to take its slot first: two threads could each hold what the other
+//! waited for). `forget` takes `tables` then a slot; `lookup_insert` releases `tables` before
+//! holding the new fd.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -174,17 +181,32 @@ impl InodeTable {
         Ok(fd)
     }
 
+    /// Keeps `fd` as the inode's held fd (counted against the budget). An inode the kernel
+    /// already forgot is not held: the request in flight uses its fd and drops it, since no
+    /// `forget` would ever give the count back.
     fn hold(&self, inode: &Arc<Inode>, fd: Arc<OwnedFd>) {
         if self.held_fds.load(Ordering::Relaxed) >= self.fd_budget {
             self.evict();
         }
+        // Lock order (module docs): tables, then the queue, then the slot.
+        let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        if !t
+            .by_ino
+            .get(&inode.ino)
+            .is_some_and(|i| Arc::ptr_eq(i, inode))
+        {
+            if inode.is_diverted() {
+                // Never re-resolved by name (that would find the real file): keep the copy,
+                // uncounted, for the requests still holding this inode.
+                *inode.fd.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd);
+            }
+            return;
+        }
+        let mut order = self.held_order.lock().unwrap_or_else(|e| e.into_inner());
         let mut slot = inode.fd.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             self.held_fds.fetch_add(1, Ordering::Relaxed);
-            self.held_order
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(Arc::downgrade(inode));
+            order.push_back(Arc::downgrade(inode));
         }
         *slot = Some(fd);
     }
@@ -331,5 +353,81 @@ impl InodeTable {
             p.push(part);
         }
         Some(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// Regression (issue #15 item 6): `hold` took an inode's fd slot, then the eviction queue;
+    /// `evict` took the queue, then slots. A request re-opening an inode the kernel just forgot
+    /// (its queue entry is still there) while another thread evicts deadlocked both. Many
+    /// threads of lookup / forget / re-open under the smallest fd budget; a watchdog fails the
+    /// test instead of hanging forever.
+    #[test]
+    fn lookup_forget_reopen_under_tiny_budget_never_deadlocks() {
+        const FILES: usize = 300;
+        const THREADS: usize = 8;
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<OsString> = (0..FILES)
+            .map(|i| {
+                let n = OsString::from(format!("f{i}"));
+                std::fs::write(dir.path().join(&n), b"x").unwrap();
+                n
+            })
+            .collect();
+        let root = backing::open_root(dir.path()).unwrap();
+        let rst = backing::stat_fd(root.as_fd()).unwrap();
+        let table = Arc::new(InodeTable::new(root, (rst.dev, rst.ino), 0));
+        let names = Arc::new(names);
+        let (tx, rx) = mpsc::channel();
+        for t in 0..THREADS {
+            let (table, names, tx) = (table.clone(), names.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (t as u64 + 1);
+                let deadline = Instant::now() + Duration::from_millis(2500);
+                let mut rounds = 0u64;
+                while Instant::now() < deadline {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let name = &names[(x % FILES as u64) as usize];
+                    let Some(root) = table.get(ROOT) else { break };
+                    let rfd = table.fd(&root).unwrap();
+                    let fd = backing::lookup(rfd.as_fd(), name).unwrap();
+                    let st = backing::stat_fd(fd.as_fd()).unwrap();
+                    let inode =
+                        table.lookup_insert((st.dev, st.ino), Kind::File, Some(fd), ROOT, name);
+                    let _ = table.fd(&inode);
+                    table.forget(inode.ino, 1);
+                    // An open still in flight after the forget re-opens the inode.
+                    let _ = table.fd(&inode);
+                    rounds += 1;
+                }
+                let _ = tx.send(rounds);
+            });
+        }
+        drop(tx);
+        let mut total = 0;
+        for _ in 0..THREADS {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(n) => total += n,
+                Err(_) => {
+                    panic!("inode table deadlocked (lock order between fd slot and eviction queue)")
+                }
+            }
+        }
+        assert!(
+            total > 1000,
+            "too little work to mean anything: {total} rounds"
+        );
+        assert!(
+            table.held_fds.load(Ordering::Relaxed) <= table.fd_budget + THREADS,
+            "fd budget overrun: {}",
+            table.held_fds.load(Ordering::Relaxed)
+        );
     }
 }

@@ -1512,6 +1512,24 @@ impl Filesystem for VeilFs {
             Err(e) => reply.error(e),
         }
     }
+
+    /// No ioctl is passed through (the agent's `less` and Python probe every file with TCGETS):
+    /// each gets ENOTTY, as on a regular file of a native filesystem, counted rather than logged
+    /// (the count is logged at unmount).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        crate::mount::note_unsupported_ioctl(cmd);
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
 }
 
 impl VeilFs {
