@@ -10,6 +10,7 @@
 //! - [`store`], [`journal`], [`rollback`]: snapshot store, tamper-evident journal, undo.
 //! - [`guard`]: snapshot-before-write orchestration for the write path.
 //! - [`overlay`]: copy-on-write upper layer.
+//! - [`merge`]: applies an agent's edit of a masked view to the real bytes.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 
@@ -17,6 +18,7 @@ pub mod backing;
 pub mod fs;
 pub mod guard;
 pub mod journal;
+pub mod merge;
 pub mod mount;
 pub mod overlay;
 pub mod policy;
