@@ -25,5 +25,6 @@ pub mod policy;
 pub mod profile;
 pub mod redact;
 pub mod rollback;
+pub mod served;
 pub mod store;
 pub mod watch;

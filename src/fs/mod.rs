@@ -7,6 +7,7 @@
 
 pub mod divert;
 mod inode;
+pub mod masked_edit;
 pub mod view;
 mod write;
 
@@ -62,6 +63,9 @@ pub struct FsConfig {
     pub no_open: bool,
     /// Where scan verdicts are saved at unmount (and were loaded from at mount).
     pub scan_cache_file: Option<PathBuf>,
+    /// Write modes: edits of masked files are merged, never written as masks
+    /// ([`masked_edit`]); every masked view served is recorded first.
+    pub masked: Option<Arc<masked_edit::MaskedEdits>>,
 }
 
 /// Marks an empty regular file in the overlay that stands for a 0:0 character device.
@@ -74,6 +78,8 @@ struct Handle {
     writable: bool,
     wrote: AtomicBool,
     passthrough: bool,
+    /// A write handle on a scratch copy of a masked view ([`masked_edit`]).
+    masked: Option<masked_edit::MaskedEdit>,
 }
 
 /// An open directory: a snapshot of its visible entries, so offsets are stable while read.
@@ -427,6 +433,7 @@ impl VeilFs {
             writable,
             wrote: AtomicBool::new(false),
             passthrough,
+            masked: None,
         });
         self.handles
             .write()
@@ -481,6 +488,12 @@ impl VeilFs {
             };
             if self.cfg.no_open {
                 self.audit_first_read(ino, &rel, &st, redactions.is_some());
+            }
+            // Masked edits: record the view before serving it (false: the file changed).
+            if let Some(r) = &redactions
+                && !self.note_served(&rel, file, &st, r)?
+            {
+                continue;
             }
             let mut buf = pread_full(file, offset, size)?;
             let after = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
@@ -692,6 +705,11 @@ impl Filesystem for VeilFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let st = match fh.and_then(|fh| self.handle(fh, ino).ok()) {
+            Some(h) if h.masked.is_some() => match self.masked_edit_stat(&h) {
+                Ok(Some(st)) => Ok(st),
+                Ok(None) => backing::stat_fd(h.file.as_fd()),
+                Err(e) => return reply.error(e),
+            },
             Some(h) => backing::stat_fd(h.file.as_fd()).map(|st| self.present(h.file.as_fd(), st)),
             None => match self.inode(ino) {
                 Ok(i) => match self.fd(&i) {
@@ -738,6 +756,17 @@ impl Filesystem for VeilFs {
         }
         let f = flags.0;
         let wants_write = (f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0;
+        // A masked file is edited through a scratch copy of its view (masked_edit.rs);
+        // direct I/O keeps the kernel's page cache of the real file out of it.
+        if wants_write {
+            match self.open_masked_edit(&inode, f) {
+                Ok(Some(fh)) => {
+                    return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+                }
+                Ok(None) => {}
+                Err(e) => return reply.error(e),
+            }
+        }
         if wants_write && let Err(e) = self.prepare_write_open(req, &inode, f) {
             return reply.error(e);
         }
@@ -774,15 +803,25 @@ impl Filesystem for VeilFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        ino: INodeNo,
+        fh: FileHandle,
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing to do at close(2) (writes go straight to the real file; post-images are
-        // taken at release). ENOSYS makes the kernel stop sending FLUSH: one round trip less
-        // per closed file.
-        reply.error(Errno::ENOSYS);
+        // Nothing to do at close(2) for most files (writes go straight to the real file;
+        // post-images are taken at release). Read-only mounts answer ENOSYS, which makes the
+        // kernel stop sending FLUSH: one round trip less per closed file. Write modes merge a
+        // masked edit here, so close(2) returns only once the real file holds it (or fails).
+        if self.cfg.masked.is_none() {
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.handle(fh, ino) {
+            Ok(h) if h.masked.is_some() => match self.finish_masked_edit(&h) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+            _ => reply.ok(),
+        }
     }
 
     fn release(
@@ -795,10 +834,14 @@ impl Filesystem for VeilFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.release_handle(fh.0)
-            && h.wrote.load(Ordering::Relaxed)
-        {
-            self.after_write_release(&h);
+        if let Some(h) = self.release_handle(fh.0) {
+            if h.masked.is_some() {
+                if let Err(e) = self.finish_masked_edit(&h) {
+                    debug!("masked edit at release: {e:?}");
+                }
+            } else if h.wrote.load(Ordering::Relaxed) {
+                self.after_write_release(&h);
+            }
         }
         reply.ok();
     }
@@ -816,6 +859,10 @@ impl Filesystem for VeilFs {
             return reply.ok();
         }
         match self.handle(fh, ino) {
+            Ok(h) if h.masked.is_some() => match self.finish_masked_edit(&h) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
             Ok(h) => {
                 let r = if datasync {
                     h.file.sync_data()
@@ -1135,6 +1182,29 @@ impl Filesystem for VeilFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // Truncating a masked-edit handle truncates its scratch copy (masked_edit.rs).
+        let mut size = size;
+        if let Some(h) = fh.and_then(|fh| self.handle(fh, ino).ok())
+            && let Some(edit) = &h.masked
+            && let Some(len) = size.take()
+        {
+            if let Err(e) = h.file.set_len(len) {
+                return reply.error(errno_of(&e));
+            }
+            edit.dirty.store(true, Ordering::Relaxed);
+            let rest = mode.is_some()
+                || uid.is_some()
+                || gid.is_some()
+                || atime.is_some()
+                || mtime.is_some();
+            if !rest {
+                return match self.masked_edit_stat(&h) {
+                    Ok(Some(st)) => reply.attr(&self.ttl(), &attr_of(ino.0, &st)),
+                    Ok(None) => reply.error(Errno::EIO),
+                    Err(e) => reply.error(e),
+                };
+            }
+        }
         let r = self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime, fh);
         match r {
             Ok(st) => {

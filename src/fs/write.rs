@@ -476,6 +476,17 @@ impl VeilFs {
                 // Renaming onto another name of the same file is a no-op.
                 return Ok(());
             }
+            // Saving over a file the agent sees masked: merge (masked_edit.rs).
+            if !exchange {
+                self.merge_before_rename_over(
+                    sfd.as_fd(),
+                    &sst,
+                    &from,
+                    npfd.as_fd(),
+                    newname,
+                    &to,
+                )?;
+            }
         }
         self.capture_parent(g, &from)?;
         self.capture_parent(g, &to)?;
@@ -539,6 +550,12 @@ impl VeilFs {
             let (inode, _) = self.do_lookup(parent.0, name)?;
             let wants_write =
                 (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+            // A masked file is edited through a scratch copy of its view (masked_edit.rs).
+            if wants_write && let Some(fh) = self.open_masked_edit(&inode, flags)? {
+                let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
+                let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
+                return Ok((inode, st, fh));
+            }
             if wants_write {
                 self.prepare_write_open(req, &inode, flags)?;
             }
