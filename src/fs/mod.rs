@@ -651,7 +651,11 @@ impl Filesystem for VeilFs {
             | InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_MAX_PAGES
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            | InitFlags::FUSE_EXPORT_SUPPORT
+            // O_TRUNC arrives with OPEN (the write path applies it) instead of as a separate
+            // SETATTR without a handle: a masked file's truncate-and-write then truncates its
+            // scratch view, never the real file (masked_edit.rs).
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         if let Err(missing) = config.add_capabilities(wanted) {
             info!("kernel did not grant: {missing:?}");
         }
