@@ -36,7 +36,11 @@ fn seed(s: &Path) {
     fs::write(s.join("conf/db.yaml"), DB).unwrap();
     fs::write(s.join("conf/other.yaml"), DB).unwrap();
     fs::write(s.join("conf/third.yaml"), DB).unwrap();
+    fs::write(s.join("conf/short.yaml"), SHORT).unwrap();
 }
+
+/// Only a short secret: nothing in the view starts with `<redacted:`.
+const SHORT: &str = "password: hunter2\nport: 5432\n";
 
 fn snapshot_env() -> WriteEnv {
     WriteEnv::new(&profile("snapshot"), seed)
@@ -236,13 +240,33 @@ fn overlay_edits_that_touch_the_masked_password_are_refused_at_commit() {
 fn overlay_commit_refuses_an_edit_of_a_file_changed_since_it_was_served() {
     let e = overlay_env();
     let m = e.mount();
-    let v = assert_masked_view(&m.mp, "conf/db.yaml");
-    editor_save(&m.mp, "conf/db.yaml", &v.replace("5432", "6543")).unwrap();
+    let v = fs::read_to_string(m.path("conf/short.yaml")).unwrap();
+    assert_eq!(v, "password: <redact\nport: 5432\n");
+    editor_save(&m.mp, "conf/short.yaml", &v.replace("5432", "6543")).unwrap();
     drop(m);
-    // Someone rotates the password in the real folder meanwhile.
-    let rotated = DB.replace("hunter2", "hunter9");
-    fs::write(e.scope.path().join("conf/db.yaml"), &rotated).unwrap();
+    // Someone rotates the password in the real folder meanwhile: the agent's view no longer
+    // describes the real bytes, so its edit cannot be merged (even with --force, which only
+    // overrides the ctime conflict).
+    let rotated = SHORT.replace("hunter2", "hunter9");
+    fs::write(e.scope.path().join("conf/short.yaml"), &rotated).unwrap();
     let (_, out, err) = veilfs(&["commit", "--store", &e.store(), "--force"]);
-    assert!(out.contains("refused conf/db.yaml"), "{out}{err}");
-    assert_eq!(real(&e, "conf/db.yaml"), rotated);
+    assert!(out.contains("refused conf/short.yaml"), "{out}{err}");
+    assert_eq!(real(&e, "conf/short.yaml"), rotated);
+}
+
+/// Issue #15 item 3, as reported: a secret shorter than the `<redacted:` prefix, an editor save
+/// of another line in overlay mode, and a commit that wrote the mask over the password.
+#[test]
+fn regression_issue_15_short_mask_editor_save_commits_the_real_password() {
+    let e = overlay_env();
+    let m = e.mount();
+    let v = fs::read_to_string(m.path("conf/short.yaml")).unwrap();
+    editor_save(&m.mp, "conf/short.yaml", &v.replace("5432", "6543")).unwrap();
+    drop(m);
+    let (ok, out, err) = veilfs(&["commit", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        real(&e, "conf/short.yaml"),
+        "password: hunter2\nport: 6543\n"
+    );
 }

@@ -129,6 +129,26 @@ impl VeilFs {
         self.cfg.masked.as_deref()
     }
 
+    /// The bytes of the file held by `fd` at `rel` and the redactions of exactly that version,
+    /// when the agent sees it masked. Decided from the scan cache first: a clean file is never
+    /// read here.
+    fn masked_version(
+        &self,
+        rel: &Path,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Option<(Vec<u8>, Stat, Arc<Redactions>)>, Errno> {
+        let st = backing::stat_fd(fd).map_err(|e| errno_of(&e))?;
+        if !matches!(self.cfg.viewer.decide(rel, fd, &st), View::Masked(_)) {
+            return Ok(None);
+        }
+        let (real, st) = read_stable(fd)?;
+        // The version read is the one decided on (a changed file is decided again).
+        match self.cfg.viewer.decide(rel, fd, &st) {
+            View::Masked(r) => Ok(Some((real, st, r))),
+            _ => Ok(None),
+        }
+    }
+
     /// Records the masked view of version `st` of `rel` (held open as `file`) before it is
     /// served. False when the file changed while it was read (the caller retries its read).
     pub(super) fn note_served(
@@ -179,12 +199,9 @@ impl VeilFs {
             return Ok(None);
         }
         let fd = self.fd(inode)?;
-        let (real, st) = read_stable(fd.as_fd())?;
-        let r = match self.cfg.viewer.decide(&rel, fd.as_fd(), &st) {
-            View::Masked(r) => r,
-            _ => return Ok(None),
+        let Some((real, st, r)) = self.masked_version(&rel, fd.as_fd())? else {
+            return Ok(None);
         };
-        // The identity checked by read_stable is the one decide() scanned: same version.
         m.served
             .record(&rel, Some(view::file_id(&st)), &real, &r)
             .map_err(|e| {
@@ -340,10 +357,8 @@ impl VeilFs {
         if dst.kind() != Kind::File {
             return Ok(());
         }
-        let (real, st) = read_stable(dfd.as_fd())?;
-        let r = match self.cfg.viewer.decide(to, dfd.as_fd(), &st) {
-            View::Masked(r) => r,
-            _ => return Ok(()),
+        let Some((real, _, r)) = self.masked_version(to, dfd.as_fd())? else {
+            return Ok(());
         };
         let refuse = |why: &str| {
             warn!(target: "veilfs::audit", from = %from.display(), to = %to.display(), reason = why, "rename over a masked file refused");
