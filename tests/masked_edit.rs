@@ -270,3 +270,29 @@ fn regression_issue_15_short_mask_editor_save_commits_the_real_password() {
         "password: hunter2\nport: 6543\n"
     );
 }
+
+/// Truncating a masked file by path (truncate(2)) goes through the same rule as an edit:
+/// cutting the password off (after which the file would be clean, and a write of mask text would
+/// go straight through) is refused; truncating after the last mask is not. (`truncate(1)` opens
+/// the file and uses ftruncate: that is a masked edit, refused at close.)
+#[test]
+fn truncating_through_a_mask_is_refused() {
+    let e = snapshot_env();
+    let m = e.mount();
+    let path = |rel: &str| {
+        std::ffi::CString::new(m.path(rel).into_os_string().into_encoded_bytes()).unwrap()
+    };
+    let p = path("conf/short.yaml");
+    for len in [0, 12, 16] {
+        // SAFETY: a valid NUL-terminated path.
+        let r = unsafe { libc::truncate(p.as_ptr(), len) };
+        let err = std::io::Error::last_os_error();
+        assert_eq!(r, -1, "truncate to {len}");
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        assert_eq!(real(&e, "conf/short.yaml"), SHORT);
+    }
+    // "password: hunter2\n" is 18 bytes: cutting the port line keeps the secret whole.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::truncate(p.as_ptr(), 18) }, 0);
+    assert_eq!(real(&e, "conf/short.yaml"), "password: hunter2\n");
+}

@@ -333,6 +333,35 @@ impl VeilFs {
         }
     }
 
+    /// A truncate (without a masked-edit handle) of a file the agent sees masked: the same
+    /// rule as an edit, so cutting or removing a masked range is refused (EACCES) and a
+    /// truncate that keeps every masked byte, or extends the file, goes through.
+    pub(super) fn check_masked_truncate(
+        &self,
+        ino: fuser::INodeNo,
+        size: u64,
+    ) -> Result<(), Errno> {
+        if self.masked_edits().is_none() {
+            return Ok(());
+        }
+        let inode = self.inode(ino)?;
+        if inode.kind != Kind::File || inode.is_diverted() {
+            return Ok(());
+        }
+        let Some(rel) = self.inodes.rel_path(inode.ino) else {
+            return Ok(());
+        };
+        let fd = self.fd(&inode)?;
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        if let View::Masked(r) = self.cfg.viewer.decide(&rel, fd.as_fd(), &st)
+            && let Some(s) = r.spans().iter().find(|s| s.end > size)
+        {
+            warn!(target: "veilfs::audit", path = %rel.display(), reason = %format!("truncating to {size} bytes would cut the masked bytes {}..{} (rule {})", s.start, s.end, s.rule_id), "truncate refused");
+            return Err(Errno::EACCES);
+        }
+        Ok(())
+    }
+
     /// Snapshot mode, before `from` is renamed over `to`: when `to` is a file the agent sees
     /// masked, `from`'s content is the agent's new version of that view; merge it onto `to`'s
     /// real bytes and write the result into `from`, so the rename puts real bytes (secrets

@@ -1209,6 +1209,11 @@ impl Filesystem for VeilFs {
                 };
             }
         }
+        if let Some(len) = size
+            && let Err(e) = self.check_masked_truncate(ino, len)
+        {
+            return reply.error(e);
+        }
         let r = self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime, fh);
         match r {
             Ok(st) => {
