@@ -165,13 +165,14 @@ impl Merger<'_> {
     /// masked ranges inside `o` over to their new offsets.
     fn equal(&mut self, o: Range<usize>) {
         let shift = self.out.len() as i64 - o.start as i64;
-        let first = self.spans.partition_point(|s| s.end <= o.start as u64);
+        // A span may be covered by several adjacent equal ranges (a line-level one, then a
+        // byte-level one inside the next changed hunk), never with a change in between (that
+        // would conflict): it is carried over by the range holding its first byte.
+        let first = self.spans.partition_point(|s| s.start < o.start as u64);
         for s in &self.spans[first..] {
             if s.start >= o.end as u64 {
                 break;
             }
-            // A span is never split by an equal range: a change touching it conflicts, so
-            // every span lies entirely inside one equal range.
             self.out_spans.push(Span {
                 start: (s.start as i64 + shift) as u64,
                 end: (s.end as i64 + shift) as u64,
@@ -427,6 +428,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, real.replace("y\n", "y: 2\n").replace("x\n", "x: 1\n"));
+        // A change on the block's last line, after the block, is not a conflict.
+        let tail = real.replace("-----\ny\n", "----- tail\ny\n");
+        let got = edit(&tail, &[key], |v| v.replace(" tail\n", " tail2\n")).unwrap();
+        assert_eq!(got, real.replace("-----\ny\n", "----- tail2\ny\n"));
         // Deleting one line inside the block conflicts.
         let e = edit(real, &[key], |v| {
             let mut l: Vec<&str> = v.split_inclusive('\n').collect();
