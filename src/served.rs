@@ -246,8 +246,13 @@ pub fn commit_content(
         (st.kind() == crate::backing::Kind::File).then_some(fd)
     });
     let Some(real_fd) = real_fd else {
-        // A new file: it replaces no real bytes.
-        return Ok(CommitContent::AsIs);
+        // The agent was served masked views at this path, but no real file is there to merge
+        // with (it was renamed here in the overlay, or removed): its content may hold masks
+        // of bytes that are elsewhere now. Refused rather than guessed.
+        return Ok(CommitContent::Refused(format!(
+            "refused {}: the agent saw this path's content masked, and the real file it came from is no longer at this path, so its edit cannot be merged (review it in the overlay, or `veilfs discard` it)",
+            rel.display()
+        )));
     };
     let mut real = Vec::new();
     crate::backing::reopen(real_fd.as_fd(), libc::O_RDONLY)

@@ -296,3 +296,20 @@ fn truncating_through_a_mask_is_refused() {
     assert_eq!(unsafe { libc::truncate(p.as_ptr(), 18) }, 0);
     assert_eq!(real(&e, "conf/short.yaml"), "password: hunter2\n");
 }
+
+/// Overlay mode: a masked file renamed, then edited at its new name. The new name has no real
+/// file to merge with; committing the agent's content would put the masks in the real folder
+/// (and the rename would remove the real password), so the file is refused.
+#[test]
+fn overlay_a_renamed_then_edited_masked_file_is_refused_at_commit() {
+    let e = overlay_env();
+    let m = e.mount();
+    fs::rename(m.path("conf/short.yaml"), m.path("conf/moved.yaml")).unwrap();
+    sed_i(&m.mp, "conf/moved.yaml", "s/5432/6543/");
+    let v = fs::read_to_string(m.path("conf/moved.yaml")).unwrap();
+    assert_eq!(v, "password: <redact\nport: 6543\n");
+    drop(m);
+    let (_, out, err) = veilfs(&["commit", "--store", &e.store(), "--force"]);
+    assert!(out.contains("refused conf/moved.yaml"), "{out}{err}");
+    assert!(!e.scope.path().join("conf/moved.yaml").exists());
+}
