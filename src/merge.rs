@@ -480,6 +480,31 @@ mod tests {
     }
 
     #[test]
+    fn utf16_files_merge_by_code_unit() {
+        let enc = |t: &str| -> Vec<u8> { t.encode_utf16().flat_map(|u| u.to_le_bytes()).collect() };
+        let real = enc("a: 1\npw: hunter2\nb: 2\n");
+        let at = real
+            .windows(2)
+            .position(|w| w == enc("h").as_slice())
+            .unwrap() as u64;
+        let r = Redactions::build(
+            &real,
+            Encoding::Utf16Le,
+            vec![(at, at + 14, Arc::from("pw"))],
+        );
+        let view = mask_all(&real, &r);
+        let v: Vec<u16> = view
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        let new = enc(&String::from_utf16(&v).unwrap().replace("b: 2", "b: 3"));
+        let m = merge(&view, &new, &real, r.spans()).unwrap();
+        assert_eq!(m.bytes, enc("a: 1\npw: hunter2\nb: 3\n"));
+        let bad = enc(&String::from_utf16(&v).unwrap().replace("pw: <r", "pw: xx"));
+        assert!(merge(&view, &bad, &real, r.spans()).is_err());
+    }
+
+    #[test]
     fn length_mismatch_is_a_conflict() {
         let spans = vec![Span {
             start: 0,

@@ -191,13 +191,11 @@ impl VeilFs {
         if inode.kind != Kind::File || inode.is_diverted() {
             return Ok(None);
         }
-        let Some(rel) = self.inodes.rel_path(inode.ino) else {
+        // The write path's own checks, so a masked file is never more writable than another.
+        let Some(rel) = self.changing_path(inode)? else {
             return Ok(None);
         };
-        if !self.cfg.policy.writable(&rel) {
-            // The normal write path refuses it, with its audit record.
-            return Ok(None);
-        }
+        self.check_writable(&rel, "open for write")?;
         let fd = self.fd(inode)?;
         let Some((real, st, r)) = self.masked_version(&rel, fd.as_fd())? else {
             return Ok(None);

@@ -57,7 +57,7 @@ impl VeilFs {
     }
 
     /// May the agent change `rel`? Policy first, then: hidden names can't be created either.
-    fn check_writable(&self, rel: &Path, op: &str) -> Result<(), Errno> {
+    pub(super) fn check_writable(&self, rel: &Path, op: &str) -> Result<(), Errno> {
         if !self.cfg.policy.writable(rel) {
             warn!(target: "veilfs::audit", path = %rel.display(), op, reason = "not writable under the profile", "write denied");
             return Err(Errno::EACCES);
@@ -134,7 +134,7 @@ impl VeilFs {
 
     /// The current path of an inode that is about to change, or None for an object that no
     /// longer has a name (an open, unlinked file: its pre-image was captured at unlink).
-    fn changing_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
+    pub(super) fn changing_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
         match self.inodes.rel_path(inode.ino) {
             Some(p) => Ok(Some(p)),
             None => {
