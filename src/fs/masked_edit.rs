@@ -64,6 +64,9 @@ impl MaskedEdits {
     }
 }
 
+/// One version of a masked file: its bytes, their stat, and their redactions.
+type MaskedVersion = (Vec<u8>, Stat, Arc<Redactions>);
+
 /// What an open masked edit is merged against.
 struct Base {
     /// The real bytes the view was made from, and their hash.
@@ -136,7 +139,7 @@ impl VeilFs {
         &self,
         rel: &Path,
         fd: BorrowedFd<'_>,
-    ) -> Result<Option<(Vec<u8>, Stat, Arc<Redactions>)>, Errno> {
+    ) -> Result<Option<MaskedVersion>, Errno> {
         let st = backing::stat_fd(fd).map_err(|e| errno_of(&e))?;
         if !matches!(self.cfg.viewer.decide(rel, fd, &st), View::Masked(_)) {
             return Ok(None);
