@@ -313,3 +313,33 @@ fn overlay_a_renamed_then_edited_masked_file_is_refused_at_commit() {
     assert!(out.contains("refused conf/moved.yaml"), "{out}{err}");
     assert!(!e.scope.path().join("conf/moved.yaml").exists());
 }
+
+/// An in-place write (no truncate) into a masked file, made durable with fsync: the real file
+/// holds the change once fsync returns, and the handle reads back the view, never the secret.
+#[test]
+fn snapshot_in_place_write_and_fsync_merge() {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let e = snapshot_env();
+    let m = e.mount();
+    let v = assert_masked_view(&m.mp, "conf/db.yaml");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("conf/db.yaml"))
+        .unwrap();
+    let at = v.find("5432").unwrap() as u64;
+    f.write_all_at(b"6543", at).unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(real(&e, "conf/db.yaml"), DB.replace("5432", "6543"));
+    let mut back = String::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, v.replace("5432", "6543"));
+    // Overwriting two bytes of the masked password through the same handle: fsync fails and
+    // the real password stays.
+    let pw = v.find("<redact").unwrap() as u64;
+    f.write_all_at(b"xx", pw).unwrap();
+    assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EACCES));
+    assert_eq!(real(&e, "conf/db.yaml"), DB.replace("5432", "6543"));
+}
