@@ -343,3 +343,26 @@ fn snapshot_in_place_write_and_fsync_merge() {
     assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EACCES));
     assert_eq!(real(&e, "conf/db.yaml"), DB.replace("5432", "6543"));
 }
+
+/// Snapshot mode, a masked file above `snapshot_max_size`: no pre-image can be stored, so the
+/// agent's edit is diverted (as any write of such a file is), and `veilfs commit` merges it.
+#[test]
+fn snapshot_masked_edit_without_a_snapshot_is_diverted_then_committed_merged() {
+    let e = WriteEnv::new(
+        &format!("{}snapshot_max_size = 16\n", profile("snapshot")),
+        seed,
+    );
+    let m = e.mount();
+    let v = assert_masked_view(&m.mp, "conf/db.yaml");
+    truncate_write(&m.path("conf/db.yaml"), &v.replace("5432", "6543")).unwrap();
+    assert_eq!(real(&e, "conf/db.yaml"), DB);
+    // The agent sees its change.
+    assert_eq!(
+        fs::read_to_string(m.path("conf/db.yaml")).unwrap(),
+        v.replace("5432", "6543")
+    );
+    drop(m);
+    let (ok, out, err) = veilfs(&["commit", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(real(&e, "conf/db.yaml"), DB.replace("5432", "6543"));
+}

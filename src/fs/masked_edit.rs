@@ -299,39 +299,49 @@ impl VeilFs {
             base.view = new;
             return Ok(());
         }
-        match merged {
-            Ok(mg) => {
-                let root = self.inode(fuser::INodeNo(super::inode::ROOT))?;
-                let root = self.fd(&root)?;
-                g.capture(root.as_fd(), &rel).map_err(|e| {
-                    warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "masked edit refused");
-                    Errno::from_i32(e.errno())
-                })?;
-                g.record_change(&rel, "masked-edit merged");
-                write_in_place(fd.as_fd(), &mg.bytes)?;
-                if let Ok(f) = backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY) {
-                    g.post_image(f.as_fd(), &rel);
-                }
-                info!(target: "veilfs::audit", path = %rel.display(), "masked edit merged: the real secrets kept, the agent's change applied");
-                base.real_hash = blake3::hash(&mg.bytes);
-                base.real = mg.bytes;
-                base.spans = mg.spans;
-                base.view = new;
-                Ok(())
-            }
+        // Keeps the agent's content aside in the divert layer (the real file is not touched);
+        // `veilfs commit` merges it later, or refuses it for the same reason.
+        let keep_aside = |why: &str, base: &mut Base| -> Result<bool, Errno> {
+            let Some(d) = &self.cfg.divert else {
+                return Ok(false);
+            };
+            let copy = d.divert(fd.as_fd(), &rel).map_err(|e| errno_of(&e))?;
+            write_in_place(copy.as_fd(), &new)?;
+            g.diverted(&rel, why)
+                .map_err(|e| Errno::from_i32(e.errno()))?;
+            self.inodes.divert(&inode, copy);
+            base.diverted = true;
+            Ok(true)
+        };
+        let mg = match merged {
+            Ok(mg) => mg,
             Err(why) => {
                 warn!(target: "veilfs::audit", path = %rel.display(), reason = %why, "masked edit refused: kept in the overlay for a person (veilfs diff/discard)");
-                if let Some(d) = &self.cfg.divert {
-                    let copy = d.divert(fd.as_fd(), &rel).map_err(|e| errno_of(&e))?;
-                    write_in_place(copy.as_fd(), &new)?;
-                    g.diverted(&rel, &format!("masked edit refused: {why}"))
-                        .map_err(|e| Errno::from_i32(e.errno()))?;
-                    self.inodes.divert(&inode, copy);
-                    base.diverted = true;
-                }
-                Err(Errno::EACCES)
+                keep_aside(&format!("masked edit refused: {why}"), &mut base)?;
+                return Err(Errno::EACCES);
             }
+        };
+        let root = self.inode(fuser::INodeNo(super::inode::ROOT))?;
+        let root = self.fd(&root)?;
+        if let Err(e) = g.capture(root.as_fd(), &rel) {
+            // As the write path does when a pre-image cannot be stored: divert, or refuse.
+            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "masked edit diverted: no snapshot");
+            return match keep_aside(&e.to_string(), &mut base)? {
+                true => Ok(()),
+                false => Err(Errno::from_i32(e.errno())),
+            };
         }
+        g.record_change(&rel, "masked-edit merged");
+        write_in_place(fd.as_fd(), &mg.bytes)?;
+        if let Ok(f) = backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY) {
+            g.post_image(f.as_fd(), &rel);
+        }
+        info!(target: "veilfs::audit", path = %rel.display(), "masked edit merged: the real secrets kept, the agent's change applied");
+        base.real_hash = blake3::hash(&mg.bytes);
+        base.real = mg.bytes;
+        base.spans = mg.spans;
+        base.view = new;
+        Ok(())
     }
 
     /// A truncate (without a masked-edit handle) of a file the agent sees masked: the same
