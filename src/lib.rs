@@ -11,6 +11,8 @@
 //! - [`store`], [`journal`], [`rollback`]: snapshot store, tamper-evident journal, undo.
 //! - [`guard`]: snapshot-before-write orchestration for the write path.
 //! - [`overlay`]: copy-on-write upper layer.
+//! - [`merge`]: applies an agent's edit of a masked view to the real bytes; [`served`]
+//!   records the masked views served, which commit merges against.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 
@@ -19,11 +21,13 @@ pub mod error;
 pub mod fs;
 pub mod guard;
 pub mod journal;
+pub mod merge;
 pub mod mount;
 pub mod overlay;
 pub mod policy;
 pub mod profile;
 pub mod redact;
 pub mod rollback;
+pub mod served;
 pub mod store;
 pub mod watch;

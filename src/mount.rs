@@ -238,6 +238,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // In overlay mode veilfs serves the merged tree; the real folder is only its lower layer.
     let mut overlay = None;
     let mut divert = None;
+    let mut masked = None;
     let guard = match mode {
         WriteMode::ReadOnly => None,
         WriteMode::Snapshot | WriteMode::Overlay => {
@@ -264,6 +265,11 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             )
             .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
             info!(store = %dir.display(), session = g.session_id(), "{mode} mode");
+            // Edits of masked files merge into the real file (snapshot) or at commit (overlay).
+            masked = Some(Arc::new(crate::fs::masked_edit::MaskedEdits::new(
+                &dir,
+                mode == WriteMode::Snapshot,
+            )?));
             Some(Arc::new(g))
         }
     };
@@ -313,6 +319,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             emulate_dev0: mode == WriteMode::Overlay,
             no_open: false,
             scan_cache_file,
+            masked,
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,

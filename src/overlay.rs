@@ -941,8 +941,24 @@ impl Planner<'_> {
                 self.step(&p, Op::DirTimes { meta }, u);
                 continue;
             }
+            // An edit of a file the agent saw masked is merged onto the real bytes against the
+            // recorded view (served.rs); the mask-text check below only covers views that were
+            // never recorded (served by a read-only mount, or before records existed).
+            let mut merged = None;
             if m.is_file() {
-                self.check_masks(&uabs, &p, child_lower.as_deref(), u)?;
+                match crate::served::commit_content(
+                    &self.upper,
+                    self.root.as_fd(),
+                    &p,
+                    child_lower.as_deref(),
+                    &uabs,
+                )? {
+                    crate::served::CommitContent::Merged(b) => merged = Some(b),
+                    crate::served::CommitContent::Refused(r) => self.units[u].refused = Some(r),
+                    crate::served::CommitContent::AsIs => {
+                        self.check_masks(&uabs, &p, child_lower.as_deref(), u)?
+                    }
+                }
                 if m.nlink() > 1 {
                     let key = (m.dev(), m.ino());
                     if let Some(first) = self.links.get(&key).cloned() {
@@ -959,7 +975,10 @@ impl Planner<'_> {
                 && self.index.get(&(m.dev(), m.ino())).is_some_and(|e| {
                     real.is_some_and(|r| r.kind() == Kind::File && Some(r.ino) == e.origin_ino)
                 });
-            let target = upper_state(self.upper_root.as_fd(), &p, self.store)?;
+            let mut target = upper_state(self.upper_root.as_fd(), &p, self.store)?;
+            if let Some(b) = merged {
+                crate::served::set_content(&mut target, &b, self.store)?;
+            }
             self.step(
                 &p,
                 Op::Put {

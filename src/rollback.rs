@@ -570,9 +570,19 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
             }
         }
     }
+    // A file restored in place changes every hard link of it, and the guard journals one
+    // post-image per name: a name whose post-image is one a touched path shares was touched
+    // too (by content: the undo may since have removed the link that joined them).
+    let touched_after: Vec<&State> = touched_by_undo
+        .iter()
+        .filter_map(|p| expected.get(p))
+        .collect();
     let mut conflicts = Vec::new();
     for (path, exp) in &expected {
-        if !pending.contains(path.as_path()) || touched_by_undo.contains(path) {
+        if !pending.contains(path.as_path())
+            || touched_by_undo.contains(path)
+            || touched_after.iter().any(|t| t.same_content(exp))
+        {
             continue;
         }
         let found = State::read(root.as_fd(), path, None)?;

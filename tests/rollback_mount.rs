@@ -255,21 +255,9 @@ fn random_op(
         let d = rng.pick(dirs).cloned().unwrap_or_default();
         d.join(format!("n{n}-{}", rng.below(1000)))
     };
-    let mut file = rng.pick(files).cloned();
-    // A write-class op through a name of a multi-link file changes what the object's other
-    // names show without capturing them (the guard's hard-link rule, fixed apart from this
-    // test: such ops are to be refused or to capture every name). Unless asked to probe that
-    // (VEILFS_FUZZ_LINK_WRITES=1), the generator does not write through such names.
-    if matches!(op, 1 | 2 | 3 | 12 | 13 | 15)
-        && std::env::var_os("VEILFS_FUZZ_LINK_WRITES").is_none()
-        && let Some(f) = &file
-        && fs::symlink_metadata(mp.join(f)).is_ok_and(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.is_file() && m.nlink() > 1
-        })
-    {
-        file = None;
-    }
+    let file = rng.pick(files).cloned();
+    // Write-class ops go through multi-link names too: the guard captures every name the
+    // session knows (or refuses names it never saw).
     let dir = rng.pick(dirs).cloned().unwrap_or_default();
     let r = (|| -> std::io::Result<()> {
         let nf = || std::io::Error::from_raw_os_error(libc::ENOENT);
@@ -499,7 +487,8 @@ fn a_rollback_killed_again_and_again_completes_exactly() {
         if out.status.code().is_some() {
             assert!(
                 out.status.success(),
-                "{}",
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
             done = true;

@@ -7,6 +7,7 @@
 
 pub mod divert;
 mod inode;
+pub mod masked_edit;
 mod served;
 pub mod view;
 mod write;
@@ -63,6 +64,9 @@ pub struct FsConfig {
     pub no_open: bool,
     /// Where scan verdicts are saved at unmount (and were loaded from at mount).
     pub scan_cache_file: Option<PathBuf>,
+    /// Write modes: edits of masked files are merged, never written as masks
+    /// ([`masked_edit`]); every masked view served is recorded first.
+    pub masked: Option<Arc<masked_edit::MaskedEdits>>,
 }
 
 /// Marks an empty regular file in the overlay that stands for a 0:0 character device.
@@ -75,6 +79,8 @@ struct Handle {
     writable: bool,
     wrote: AtomicBool,
     passthrough: bool,
+    /// A write handle on a scratch copy of a masked view ([`masked_edit`]).
+    masked: Option<masked_edit::MaskedEdit>,
 }
 
 /// An open directory: a snapshot of its visible entries, so offsets are stable while read.
@@ -471,6 +477,7 @@ impl VeilFs {
             writable,
             wrote: AtomicBool::new(false),
             passthrough,
+            masked: None,
         });
         self.handles
             .write()
@@ -534,6 +541,10 @@ impl VeilFs {
                 continue;
             };
             let v = self.cfg.viewer.decide_bytes(&rel, &st, &data);
+            // Masked edits: the view is recorded before it is first served.
+            if let View::Masked(r) = &v {
+                self.record_served(&rel, &st, &data, r)?;
+            }
             if self.cfg.no_open {
                 self.audit_first_read(ino, &rel, &st, matches!(v, View::Masked(_)));
             }
@@ -756,7 +767,11 @@ impl Filesystem for VeilFs {
             | InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_MAX_PAGES
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            | InitFlags::FUSE_EXPORT_SUPPORT
+            // O_TRUNC arrives with OPEN (the write path applies it) instead of as a separate
+            // SETATTR without a handle: a masked file's truncate-and-write then truncates its
+            // scratch view, never the real file (masked_edit.rs).
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         if let Err(missing) = config.add_capabilities(wanted) {
             info!("kernel did not grant: {missing:?}");
         }
@@ -813,6 +828,11 @@ impl Filesystem for VeilFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let st = match fh.and_then(|fh| self.handle(fh, ino).ok()) {
+            Some(h) if h.masked.is_some() => match self.masked_edit_stat(&h) {
+                Ok(Some(st)) => Ok(st),
+                Ok(None) => backing::stat_fd(h.file.as_fd()),
+                Err(e) => return reply.error(e),
+            },
             Some(h) => backing::stat_fd(h.file.as_fd()).map(|st| self.present(h.file.as_fd(), st)),
             None => match self.inode(ino) {
                 Ok(i) => match self.fd(&i) {
@@ -872,6 +892,17 @@ impl Filesystem for VeilFs {
         }
         let f = flags.0;
         let wants_write = (f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0;
+        // A masked file is edited through a scratch copy of its view (masked_edit.rs);
+        // direct I/O keeps the kernel's page cache of the real file out of it.
+        if wants_write {
+            match self.open_masked_edit(&inode, f) {
+                Ok(Some(fh)) => {
+                    return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+                }
+                Ok(None) => {}
+                Err(e) => return reply.error(e),
+            }
+        }
         if wants_write && let Err(e) = self.prepare_write_open(req, &inode, f) {
             return reply.error(e);
         }
@@ -908,15 +939,25 @@ impl Filesystem for VeilFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        ino: INodeNo,
+        fh: FileHandle,
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing to do at close(2) (writes go straight to the real file; post-images are
-        // taken at release). ENOSYS makes the kernel stop sending FLUSH: one round trip less
-        // per closed file.
-        reply.error(Errno::ENOSYS);
+        // Nothing to do at close(2) for most files (writes go straight to the real file;
+        // post-images are taken at release). Read-only mounts answer ENOSYS, which makes the
+        // kernel stop sending FLUSH: one round trip less per closed file. Write modes merge a
+        // masked edit here, so close(2) returns only once the real file holds it (or fails).
+        if self.cfg.masked.is_none() {
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.handle(fh, ino) {
+            Ok(h) if h.masked.is_some() => match self.finish_masked_edit(&h) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+            _ => reply.ok(),
+        }
     }
 
     fn release(
@@ -929,10 +970,14 @@ impl Filesystem for VeilFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.release_handle(fh.0)
-            && h.wrote.load(Ordering::Relaxed)
-        {
-            self.after_write_release(&h);
+        if let Some(h) = self.release_handle(fh.0) {
+            if h.masked.is_some() {
+                if let Err(e) = self.finish_masked_edit(&h) {
+                    debug!("masked edit at release: {e:?}");
+                }
+            } else if h.wrote.load(Ordering::Relaxed) {
+                self.after_write_release(&h);
+            }
         }
         reply.ok();
     }
@@ -950,6 +995,10 @@ impl Filesystem for VeilFs {
             return reply.ok();
         }
         match self.handle(fh, ino) {
+            Ok(h) if h.masked.is_some() => match self.finish_masked_edit(&h) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
             Ok(h) => {
                 let r = if datasync {
                     h.file.sync_data()
@@ -1286,6 +1335,34 @@ impl Filesystem for VeilFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // Truncating a masked-edit handle truncates its scratch copy (masked_edit.rs).
+        let mut size = size;
+        if let Some(h) = fh.and_then(|fh| self.handle(fh, ino).ok())
+            && let Some(edit) = &h.masked
+            && let Some(len) = size.take()
+        {
+            if let Err(e) = h.file.set_len(len) {
+                return reply.error(errno_of(&e));
+            }
+            edit.dirty.store(true, Ordering::Relaxed);
+            let rest = mode.is_some()
+                || uid.is_some()
+                || gid.is_some()
+                || atime.is_some()
+                || mtime.is_some();
+            if !rest {
+                return match self.masked_edit_stat(&h) {
+                    Ok(Some(st)) => reply.attr(&self.ttl(), &attr_of(ino.0, &st)),
+                    Ok(None) => reply.error(Errno::EIO),
+                    Err(e) => reply.error(e),
+                };
+            }
+        }
+        if let Some(len) = size
+            && let Err(e) = self.check_masked_truncate(ino, len)
+        {
+            return reply.error(e);
+        }
         let r = self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime, fh);
         match r {
             Ok(st) => {

@@ -60,7 +60,7 @@ impl VeilFs {
     }
 
     /// May the agent change `rel`? Policy first, then: hidden names can't be created either.
-    fn check_writable(&self, rel: &Path, op: &str) -> Result<(), Errno> {
+    pub(super) fn check_writable(&self, rel: &Path, op: &str) -> Result<(), Errno> {
         if !self.cfg.policy.writable(rel) {
             warn!(target: "veilfs::audit", path = %rel.display(), op, reason = "not writable under the profile", "write denied");
             return Err(Errno::EACCES);
@@ -157,7 +157,7 @@ impl VeilFs {
 
     /// The current path of an inode that is about to change, or None for an object that no
     /// longer has a name (an open, unlinked file: its pre-image was captured at unlink).
-    fn changing_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
+    pub(super) fn changing_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
         match self.inodes.rel_path(inode.ino) {
             Some(p) => Ok(Some(p)),
             None => {
@@ -308,7 +308,9 @@ impl VeilFs {
         let g = self.guard()?;
         if let Some(rel) = self.changing_path(&inode)? {
             self.check_writable(&rel, "setattr")?;
-            if size.is_some() {
+            // With masked edits on, `check_masked_truncate` already refused any cut into a
+            // masked range (a truncate that keeps every secret whole may go through).
+            if size.is_some() && self.cfg.masked.is_none() {
                 self.check_content_changeable(&rel, &inode, "truncate")?;
             }
             self.capture_or_divert(g, &inode, &rel)?;
@@ -621,6 +623,17 @@ impl VeilFs {
                 // Renaming onto another name of the same file is a no-op.
                 return Ok(());
             }
+            // Saving over a file the agent sees masked: merge (masked_edit.rs).
+            if !exchange {
+                self.merge_before_rename_over(
+                    sfd.as_fd(),
+                    &sst,
+                    &from,
+                    npfd.as_fd(),
+                    newname,
+                    &to,
+                )?;
+            }
         }
         self.capture_parent(g, &from)?;
         self.capture_parent(g, &to)?;
@@ -685,6 +698,12 @@ impl VeilFs {
             let (inode, _) = self.do_lookup(parent.0, name)?;
             let wants_write =
                 (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+            // A masked file is edited through a scratch copy of its view (masked_edit.rs).
+            if wants_write && let Some(fh) = self.open_masked_edit(&inode, flags)? {
+                let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
+                let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
+                return Ok((inode, st, fh));
+            }
             if wants_write {
                 self.prepare_write_open(req, &inode, flags)?;
             }
@@ -791,7 +810,14 @@ impl VeilFs {
             if value.is_none() && backing::getxattr(fd.as_fd(), name, 0).is_err() {
                 return Err(Errno::NO_XATTR);
             }
-            self.capture(g, &rel)?;
+            // xattrs belong to the object: a file with several names is captured under all.
+            let multi = inode.kind == Kind::File
+                && backing::stat_fd(fd.as_fd()).is_ok_and(|st| st.nlink > 1);
+            if multi {
+                self.capture_or_divert(g, &inode, &rel)?;
+            } else {
+                self.capture(g, &rel)?;
+            }
             g.record_change(
                 &rel,
                 if value.is_some() {
