@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::generic;
 use super::keywords::Keywords;
 use super::mask::Redactions;
 use super::rules::{self, Allow, BUILTIN, CompiledRule, RulesError};
@@ -324,6 +325,13 @@ impl Engine {
                     {
                         continue;
                     }
+                    if self.rules[r].detector.is_some() {
+                        // The parser reads the name and value around the hit itself.
+                        if regions[r].last().is_none_or(|l| l.0 != m.start) {
+                            regions[r].push((m.start, m.end));
+                        }
+                        continue;
+                    }
                     if self.rules[r].assignment
                         && !*assigned.get_or_insert_with(|| rules::assigned_after(text, m.end))
                     {
@@ -389,6 +397,21 @@ impl Engine {
                 regs.sort_unstable();
             }
             let rule = &self.rules[r];
+            if let Some(kind) = rule.detector {
+                // One name per keyword hit; hits inside the same name find the same value.
+                let mut last = None;
+                for &(ks, ke) in regs.iter() {
+                    if let Some((s, e)) = generic::find(text, ks, ke, kind)
+                        && last != Some((s, e))
+                    {
+                        last = Some((s, e));
+                        if rule.regex.is_match(&text[s..e]) {
+                            self.accept(r, rule, text, s, e, &mut out);
+                        }
+                    }
+                }
+                continue;
+            }
             if let Some((at, twin)) = &rule.anchored {
                 let mut last = usize::MAX;
                 for &(h, e) in regs.iter() {
@@ -528,6 +551,9 @@ impl Engine {
         if let Some(v) = rule.validate
             && !v.check(secret)
         {
+            return false;
+        }
+        if rule.placeholders && generic::is_placeholder(secret) {
             return false;
         }
         let allowed = match &rule.secret_allow {
@@ -736,7 +762,7 @@ mod tests {
             .into_iter()
             .map(|f| f.rule_id)
             .collect();
-        assert_eq!(ids, ["github-pat", "generic-secret-unquoted"]);
+        assert_eq!(ids, ["github-pat", "generic-secret"]);
     }
 
     #[test]
