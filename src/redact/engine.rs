@@ -96,18 +96,17 @@ impl Engine {
     pub fn load(rule_sets: &[String], rule_files: &[PathBuf]) -> Result<Engine, RulesError> {
         let mut sources: Vec<(String, String)> = Vec::new();
         for name in rule_sets {
-            match BUILTIN.iter().find(|(n, _, _)| n == name) {
-                Some((_, label, src)) => sources.push((label.to_string(), src.to_string())),
-                None => {
-                    return Err(RulesError::UnknownSet {
-                        name: name.clone(),
-                        known: BUILTIN
-                            .iter()
-                            .map(|(n, _, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
-                }
+            let files: Vec<_> = BUILTIN.iter().filter(|(n, _, _)| n == name).collect();
+            if files.is_empty() {
+                let mut known: Vec<&str> = BUILTIN.iter().map(|(n, _, _)| *n).collect();
+                known.dedup();
+                return Err(RulesError::UnknownSet {
+                    name: name.clone(),
+                    known: known.join(", "),
+                });
+            }
+            for (_, label, src) in files {
+                sources.push((label.to_string(), src.to_string()));
             }
         }
         for p in rule_files {

@@ -166,12 +166,25 @@ pub enum RulesError {
     UnknownSet { name: String, known: String },
 }
 
-/// Rule sets compiled into the binary: (name, label used in errors, source).
+/// Rule files compiled into the binary: (set name, label used in errors, source). A set may
+/// span several files (loaded in this order): `secrets` is the core rules, the provider
+/// catalog, and the generic credential rules last (a specific rule that masked a value first
+/// keeps reporting it).
 pub const BUILTIN: &[(&str, &str, &str)] = &[
     (
         "secrets",
         "redaction-rules/secrets.toml",
         include_str!("../../redaction-rules/secrets.toml"),
+    ),
+    (
+        "secrets",
+        "redaction-rules/secrets-providers.toml",
+        include_str!("../../redaction-rules/secrets-providers.toml"),
+    ),
+    (
+        "secrets",
+        "redaction-rules/secrets-generic.toml",
+        include_str!("../../redaction-rules/secrets-generic.toml"),
     ),
     (
         "pii",
