@@ -709,6 +709,12 @@ for i, (id, desc, names, cls, mn, mx, prefix, entropy) in enumerate(C_ENTRIES):
     else:
         value_rx = re.escape(prefix) + ch + rep + ("={0,2}" if cls == "b64" else "")
         gen = prefix + "{%s:%d}" % (CLS[cls][1], mx if mx - mn < 8 else mn + (mx - mn) // 2)
+    variants = []
+    for n in names:
+        for v in (n, n.replace("_", "-"), n.replace("_", "."), n.replace("_", "")):
+            if v not in variants and len(v) >= 3:
+                variants.append(v)
+    names = variants
     alt = "|".join(re.escape(n) for n in names)
     trail_cls = "A-Za-z0-9_\\-" + ("+/=" if cls == "b64" else "")
     regex = "(?i:%s)[^\\n]{0,60}?[ \\t\"'\\x60=:,>(\\[|](%s)(?:[^%s]|$)" % (alt, value_rx, trail_cls)

@@ -28,6 +28,7 @@ pub enum Detector {
 }
 
 const PASSWORD_WORDS: &[&str] = &[
+    "community",
     "password",
     "passwd",
     "passphrase",
@@ -109,6 +110,111 @@ const KEY_QUALIFIERS: &[&str] = &[
     "x",
     "sk",
     "pk",
+];
+
+/// Words before `key` that make it something other than a credential (`primary_key`).
+const KEY_NOT_QUALIFIERS: &[&str] = &[
+    "public",
+    "pub",
+    "primary",
+    "foreign",
+    "sort",
+    "cache",
+    "partition",
+    "map",
+    "hot",
+    "idempotency",
+    "unique",
+    "composite",
+    "row",
+    "object",
+    "dict",
+    "hash",
+    "lookup",
+    "index",
+    "group",
+    "shard",
+    "routing",
+    "sequence",
+    "natural",
+    "surrogate",
+    "schema",
+    "registry",
+    "translation",
+    "i18n",
+    "locale",
+    "label",
+    "column",
+    "field",
+    "react",
+    "list",
+    "item",
+    "node",
+    "entry",
+    "tree",
+    "join",
+    "dedup",
+    "dedupe",
+    "namespace",
+    "sorting",
+    "range",
+    "hash",
+    "message",
+    "msg",
+    "event",
+    "query",
+    "state",
+    "store",
+    "redis",
+    "cookie",
+    "config",
+    "setting",
+    "settings",
+    "env",
+    "menu",
+    "short",
+    "hotkey",
+    "keyboard",
+    "press",
+    "up",
+    "down",
+    "left",
+    "right",
+    "enter",
+    "escape",
+    "esc",
+    "tab",
+    "space",
+    "shift",
+    "ctrl",
+    "alt",
+    "meta",
+    "name",
+    "type",
+    "value",
+    "data",
+    "file",
+    "path",
+    "id",
+    "gpg",
+    "pgp",
+    "host",
+    "known",
+    "trusted",
+    "next",
+    "prev",
+    "last",
+    "first",
+    "parent",
+    "child",
+    "old",
+    "new",
+    "default",
+    "custom",
+    "local",
+    "global",
+    "main",
+    "base",
 ];
 
 /// Last words of a name that say its value is not the credential (`token_type`, `password_url`).
@@ -363,6 +469,8 @@ const DOC_PASSWORDS: &[&str] = &[
     "dragon",
     "trustno",
     "sesame",
+    "public",
+    "private",
 ];
 
 /// Substrings that mark a documentation value.
@@ -534,10 +642,25 @@ fn name_matches(name: &[u8], kind: Detector) -> bool {
     }
     // Two words ending `key id` or `token type` are caught above; `*_key` needs a qualifier.
     ws.iter().enumerate().any(|(i, w)| match kind {
-        Detector::Password => is_in(w, PASSWORD_WORDS),
+        Detector::Password => {
+            is_in(w, PASSWORD_WORDS)
+                || contains(w, b"password")
+                || contains(w, b"passwd")
+                || contains(w, b"passphrase")
+                || (w.len() > 3 && w.ends_with(b"pwd"))
+        }
         Detector::Secret => {
             is_in(w, SECRET_WORDS)
-                || (w.as_slice() == b"key" && i > 0 && is_in(&ws[i - 1], KEY_QUALIFIERS))
+                // Joined words: `authtoken`, `clientsecret`, `sharedaccesskey`, `accountkey`.
+                || (w.len() > 5 && (w.ends_with(b"token") || w.ends_with(b"secret")))
+                || (w.len() > 3
+                    && w.ends_with(b"key")
+                    && KEY_QUALIFIERS
+                        .iter()
+                        .any(|q| q.len() > 2 && w[..w.len() - 3].ends_with(q.as_bytes())))
+                || (w.as_slice() == b"key"
+                    && i > 0
+                    && (is_in(&ws[i - 1], KEY_QUALIFIERS) || !is_in(&ws[i - 1], KEY_NOT_QUALIFIERS)))
                 || (w.as_slice() == b"pat" && ws.len() > 1)
         }
     })
@@ -565,6 +688,11 @@ pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<
             .iter()
             .take_while(|&&b| is_blank(b))
             .count();
+    // ... and may end with what follows the name (`key=`, `key>`): the name ends before it.
+    let mut ke = ke;
+    while ke > ks && !is_name(text[ke - 1]) {
+        ke -= 1;
+    }
     let line_start = text[..ks]
         .iter()
         .rposition(|&b| b == b'\n')
@@ -583,6 +711,14 @@ pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<
     }
     let name = &text[ns..ne];
     let before = ns.checked_sub(1).map(|p| text[p]);
+    // Cheap test before reading words: an operator, a quote, a blank or `>` must follow the
+    // name (most keyword hits in code are `key)`, `token.`, `secrets[`).
+    if !matches!(
+        text.get(ne),
+        Some(b'=' | b':' | b'"' | b'\'' | b'`' | b' ' | b'\t' | b'>' | b'?' | b'.' | b'+' | b',')
+    ) {
+        return None;
+    }
     let dashes = name.iter().take_while(|&&b| b == b'-').count();
     let short_p_flag =
         kind == Detector::Password && dashes == 1 && name.len() == 2 && name[1] == b'p';
@@ -702,6 +838,15 @@ pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<
         }
     }
     let v = &text[vs..ve];
+    let schemed = is_in(&scheme, &["bearer", "token", "bot"]) && kind == Detector::Secret;
+    if schemed
+        && v.len() >= 12
+        && v.len() < 16
+        && value_ok(v, Detector::Password, Mode::Quoted, false)
+        && looks_random(v)
+    {
+        return Some((vs, ve));
+    }
     value_ok(v, kind, mode, short_p_flag).then_some((vs, ve))
 }
 
@@ -860,9 +1005,13 @@ fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
         (Detector::Password, _) => {
             // `-p S`, `password S`: a word would be prose or a command's argument.
             v.len() >= 6
+                && !(v.contains(&b'/')
+                    && v.split(|&b| b == b'/')
+                        .all(|p| p.is_empty() || is_identifierish(p)))
                 && v.iter().any(u8::is_ascii_alphabetic)
-                && v.iter().any(|b| !b.is_ascii_alphabetic())
-                && (v.iter().any(|b| !b.is_ascii_alphanumeric()) || !is_identifierish(v))
+                && (looks_random(v)
+                    || (v.iter().any(|b| !b.is_ascii_alphabetic())
+                        && (v.iter().any(|b| !b.is_ascii_alphanumeric()) || !is_identifierish(v))))
         }
         // Tokens shorter than 16 characters are mostly truncated examples or ids.
         (Detector::Secret, _) => v.len() >= 16 && looks_random(v),
