@@ -468,7 +468,7 @@ R("aws-access-key-a3t", "AWS access key id (A3T prefix)",
   r'''(?:^|[^A-Za-z0-9])(A3T[A-Z0-9][A-Z2-7]{16})(?:[^A-Za-z0-9]|$)''', ["a3t"],
   "aws_access_key_id = @S@", "A3T{u:1}{V:16}", "ref = A3TX1234")
 R("facebook-access-token-pair", "Facebook app access token (id|secret)",
-  r'''(?:^|[^0-9])([0-9]{15,16}(?:\||%7C)[0-9a-zA-Z_\-]{27,40})(?:[^A-Za-z0-9_\-]|$)''', ["|", "%7c"],
+  r'''(?i:facebook|fb_|graph)[^\n]{0,60}?(?:^|[^0-9])([0-9]{15,16}(?:\||%7C)[0-9a-zA-Z_\-]{27,40})(?:[^A-Za-z0-9_\-]|$)''', ["facebook", "fb_", "graph"],
   "graph_token: @S@", "{D:16}|{b:32}", "id|name|email")
 R("sentry-dsn", "Sentry DSN with its secret",
   r'''https://([0-9a-f]{32})(?::[0-9a-f]{32})?@[a-z0-9.\-]*sentry\.io/[0-9]+''', ["sentry.io/"],
@@ -536,7 +536,7 @@ R("google-fcm-server-key", "Firebase Cloud Messaging legacy server key",
   r'''(AAAA[A-Za-z0-9_\-]{7}:APA91b[A-Za-z0-9_\-]{134})''', [":apa91b"],
   "FCM_SERVER_KEY=@S@", "AAAA{b:7}:APA91b{b:134}", "FCM_SERVER_KEY=AAAA:APA91b")
 R("airtable-pat", "Airtable personal access token",
-  r'''(?:^|[^A-Za-z0-9_])(pat[A-Za-z0-9]{14}\.[a-f0-9]{64})(?:[^A-Za-z0-9_\-]|$)''', [".", "pat"],
+  r'''(?:^|[^A-Za-z0-9_])(pat[A-Za-z0-9]{14}\.[a-f0-9]{64})(?:[^A-Za-z0-9_\-]|$)''', ["pat"],
   "AIRTABLE_TOKEN=@S@", "pat{A:14}.{H:64}", "path.join(dir, name)")
 R("asana-pat", "Asana personal access token",
   r'''(?:^|[^0-9/])([0-9]/[0-9]{16}:[a-f0-9]{32})(?:[^A-Za-z0-9]|$)''', ["asana"],
@@ -711,7 +711,7 @@ for i, (id, desc, names, cls, mn, mx, prefix, entropy) in enumerate(C_ENTRIES):
         gen = prefix + "{%s:%d}" % (CLS[cls][1], mx if mx - mn < 8 else mn + (mx - mn) // 2)
     variants = []
     for n in names:
-        for v in (n, n.replace("_", "-"), n.replace("_", "."), n.replace("_", "")):
+        for v in (n,):
             if v not in variants and len(v) >= 3:
                 variants.append(v)
     names = variants
