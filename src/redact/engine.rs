@@ -399,7 +399,14 @@ impl Engine {
             if let Some(kind) = rule.detector {
                 // One name per keyword hit; hits inside the same name find the same value.
                 let mut last = None;
+                let mut last_name = None;
                 for &(ks, ke) in regs.iter() {
+                    // Several keywords of one name (`api_key`, `_key`, `key"`) read it once.
+                    let name = generic::name_start(text, ks);
+                    if last_name == Some(name) {
+                        continue;
+                    }
+                    last_name = Some(name);
                     if let Some((s, e)) = generic::find(text, ks, ke, kind)
                         && last != Some((s, e))
                     {
