@@ -246,3 +246,108 @@ fn arbitrary_bytes_never_panic_and_keep_length() {
         }
     }
 }
+
+/// Issue #16: a German IBAN written in groups of four holds a Luhn-valid 16-digit run; it is an
+/// IBAN, not a card number. A card number at the end of a line or before a word still counts.
+#[test]
+fn iban_with_spaces_is_not_a_card() {
+    let e = engine();
+    for line in [
+        "Pay to: DE66 4871 1725 9485 5210 28\n",
+        "IBAN DE66 4871 1725 9485 5210 28 (Berlin)\n",
+    ] {
+        let ids: Vec<String> = e
+            .findings(Path::new("payees.txt"), line.as_bytes())
+            .into_iter()
+            .map(|f| f.rule_id)
+            .collect();
+        assert!(
+            !ids.iter().any(|i| i == "credit-card-number"),
+            "{line}: {ids:?}"
+        );
+    }
+    for line in [
+        "card 4111 1111 1111 1111\n",
+        "card 4111 1111 1111 1111 exp 12/29\n",
+    ] {
+        let ids: Vec<String> = e
+            .findings(Path::new("orders.txt"), line.as_bytes())
+            .into_iter()
+            .map(|f| f.rule_id)
+            .collect();
+        assert!(
+            ids.iter().any(|i| i == "credit-card-number"),
+            "{line}: {ids:?}"
+        );
+    }
+}
+
+/// Issue #16: documentation values are not secrets, whatever rule matches their shape.
+#[test]
+fn placeholders_are_never_masked() {
+    let e = engine();
+    for line in [
+        "GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "token: glpat-XXXXXXXXXXXXXXXXXXXX",
+        "key = \"AIzaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+        "STRIPE_KEY=sk_live_abcdefghijklmnopqrstuvwxyz123456",
+        "VAULT_TOKEN=hvs.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "SENTRY_TOKEN=sntryu_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "password = 'open_sesame'",
+        "API_TOKEN=<your-token-here>",
+        "<apiKey>${API_KEY}</apiKey>",
+        "export SECRET_KEY={{ secret_key }}",
+    ] {
+        let f = e.findings(Path::new("docs/setup.md"), line.as_bytes());
+        assert!(f.is_empty(), "{line}: {f:?}");
+    }
+}
+
+/// Issue #16: generic secrets in every syntax, in file types that are not config files.
+#[test]
+fn generic_secrets_in_any_syntax_and_file_type() {
+    let e = engine();
+    let s = "q8Jv2LmZx7RtY4pWn6Ks3Hd9";
+    let p = "Tr0ub4dor&3x9";
+    for (path, line, secret) in [
+        ("notes.txt", format!("PASSWORD={p}"), p),
+        ("README.md", format!("api_token: {s}"), s),
+        ("main.py", format!("API_TOKEN = {s}"), s),
+        ("app.log", format!("[DEBUG] Using Token={s}"), s),
+        (
+            "run",
+            format!("curl https://x.test/v1?page=2&api_key={s}"),
+            s,
+        ),
+        (
+            "App.java",
+            format!("System.setProperty(\"api.token\", \"{s}\");"),
+            s,
+        ),
+        ("main.go", format!("var apiToken string = \"{s}\""), s),
+        ("index.php", format!("$api_token .= \"{s}\";"), s),
+        (
+            "web.config",
+            format!("<add name=\"db\" connectionString=\"Server=db;User Id=sa;Password={p};\" />"),
+            p,
+        ),
+        ("deploy.sh", format!("mysql -u root -p {p} app"), p),
+        ("req.http", format!("X-Api-Token: {s}"), s),
+        ("settings.xml", format!("<apiKey>{s}</apiKey>"), s),
+        ("Makefile", format!("API_TOKEN ::= \"{s}\""), s),
+        ("notes.txt", format!("apikey {s}"), s),
+        (
+            "tokens.json",
+            "{\"token\": \"hGkqPzWbTnRxYvLmQsDfJkWp\"}".to_string(),
+            "hGkqPzWbTnRxYvLmQsDfJkWp",
+        ),
+    ] {
+        let at = line.find(secret).unwrap() as u64;
+        let f = e.findings(Path::new(path), line.as_bytes());
+        assert!(
+            f.iter()
+                .any(|f| f.start <= at && f.end >= at + secret.len() as u64),
+            "{path}: {line} → {f:?}"
+        );
+    }
+}

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::generic;
 use super::keywords::Keywords;
 use super::mask::Redactions;
 use super::rules::{self, Allow, BUILTIN, CompiledRule, RulesError};
@@ -95,18 +96,17 @@ impl Engine {
     pub fn load(rule_sets: &[String], rule_files: &[PathBuf]) -> Result<Engine, RulesError> {
         let mut sources: Vec<(String, String)> = Vec::new();
         for name in rule_sets {
-            match BUILTIN.iter().find(|(n, _, _)| n == name) {
-                Some((_, label, src)) => sources.push((label.to_string(), src.to_string())),
-                None => {
-                    return Err(RulesError::UnknownSet {
-                        name: name.clone(),
-                        known: BUILTIN
-                            .iter()
-                            .map(|(n, _, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
-                }
+            let files: Vec<_> = BUILTIN.iter().filter(|(n, _, _)| n == name).collect();
+            if files.is_empty() {
+                let mut known: Vec<&str> = BUILTIN.iter().map(|(n, _, _)| *n).collect();
+                known.dedup();
+                return Err(RulesError::UnknownSet {
+                    name: name.clone(),
+                    known: known.join(", "),
+                });
+            }
+            for (_, label, src) in files {
+                sources.push((label.to_string(), src.to_string()));
             }
         }
         for p in rule_files {
@@ -338,6 +338,13 @@ impl Engine {
                     {
                         continue;
                     }
+                    if self.rules[r].detector.is_some() {
+                        // The parser reads the name and value around the hit itself.
+                        if regions[r].last().is_none_or(|l| l.0 != m.start) {
+                            regions[r].push((m.start, m.end));
+                        }
+                        continue;
+                    }
                     if self.rules[r].assignment
                         && !*assigned.get_or_insert_with(|| rules::assigned_after(text, m.end))
                     {
@@ -403,6 +410,28 @@ impl Engine {
                 regs.sort_unstable();
             }
             let rule = &self.rules[r];
+            if let Some(kind) = rule.detector {
+                // One name per keyword hit; hits inside the same name find the same value.
+                let mut last = None;
+                let mut last_name = None;
+                for &(ks, ke) in regs.iter() {
+                    // Several keywords of one name (`api_key`, `_key`, `key"`) read it once.
+                    let name = generic::name_start(text, ks);
+                    if last_name == Some(name) {
+                        continue;
+                    }
+                    last_name = Some(name);
+                    if let Some((s, e)) = generic::find(text, ks, ke, kind)
+                        && last != Some((s, e))
+                    {
+                        last = Some((s, e));
+                        if rule.regex.is_match(&text[s..e]) {
+                            self.accept(r, rule, text, s, e, &mut out);
+                        }
+                    }
+                }
+                continue;
+            }
             if let Some((at, twin)) = &rule.anchored {
                 let mut last = usize::MAX;
                 for &(h, e) in regs.iter() {
@@ -542,6 +571,9 @@ impl Engine {
         if let Some(v) = rule.validate
             && !v.check(secret)
         {
+            return false;
+        }
+        if rule.placeholders && generic::is_placeholder(secret) {
             return false;
         }
         let allowed = match &rule.secret_allow {
@@ -799,7 +831,7 @@ mod tests {
             .into_iter()
             .map(|f| f.rule_id)
             .collect();
-        assert_eq!(ids, ["github-pat", "generic-secret-unquoted"]);
+        assert_eq!(ids, ["github-pat", "generic-secret"]);
     }
 
     #[test]

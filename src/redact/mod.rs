@@ -13,6 +13,8 @@
 //!   and the line breaks so `st_size`, offsets and `mmap` stay valid.
 //! - [`text`]: binary detection and UTF-16 support.
 //! - [`cache`]: results keyed by file identity and rule fingerprint.
+//! - [`generic`]: the credential parser behind `detector` rules (any `NAME <op> value` syntax)
+//!   and the placeholder filter every candidate secret goes through.
 //! - [`gitleaks`]: converts gitleaks configs to our schema (`veilfs rules import-gitleaks`).
 //!
 //! Nothing here touches the filesystem except [`Engine::load`] reading admin rule files; nothing
@@ -20,6 +22,7 @@
 
 pub mod cache;
 pub mod engine;
+pub mod generic;
 pub mod gitleaks;
 mod keywords;
 pub mod mask;
@@ -92,7 +95,7 @@ mod tests {
         let e = engine(
             "version = 1\nname = \"t\"\n[[rules]]\nid = \"gh\"\nkeywords = ['ghp_']\nregex = 'ghp_[A-Za-z0-9]{8}'\n",
         );
-        let text = "token: ghp_ABCDefgh1 \r\n";
+        let text = "token: ghp_QZvkeTmw1 \r\n";
         let mut d = vec![0xFF, 0xFE];
         for u in text.encode_utf16() {
             d.extend_from_slice(&u.to_le_bytes());
@@ -110,7 +113,7 @@ mod tests {
             String::from_utf16(&units).unwrap(),
             "token: <redacted:gh1 \r\n"
         );
-        let bin = b"ghp_ABCDefgh\0\x01\x02\x03\x04\x05\x06\x07\x08\x09\x10";
+        let bin = b"ghp_QZvkeTmw\0\x01\x02\x03\x04\x05\x06\x07\x08\x09\x10";
         assert!(matches!(e.scan(Path::new("b"), bin), ScanOutcome::Binary));
         assert!(matches!(
             Engine::empty().scan(Path::new("b"), bin),

@@ -81,6 +81,17 @@ pub struct RuleDef {
     /// rather than through capture groups, so `secret_group` does not apply.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub assignment: bool,
+    /// A built-in parser finds the secret instead of the regex (`generic.rs`): at each keyword
+    /// hit it reads the name holding it and the value assigned to it in any common syntax, and
+    /// scores both. The regex then only has to match the value (anchor it with `^...$`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<super::generic::Detector>,
+    /// Whether the global placeholder filter (`generic::is_placeholder`: `ghp_xxxx…`,
+    /// `<your-key>`, `changeme`) applies to this rule's matches. Default: yes, except for rules
+    /// with a `validate` checksum or a `digits` prefilter. Set `false` for PII (an address at
+    /// `example-corp.com` is still personal data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholders: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowlists: Vec<AllowlistDef>,
 }
@@ -155,12 +166,25 @@ pub enum RulesError {
     UnknownSet { name: String, known: String },
 }
 
-/// Rule sets compiled into the binary: (name, label used in errors, source).
+/// Rule files compiled into the binary: (set name, label used in errors, source). A set may
+/// span several files (loaded in this order): `secrets` is the core rules, the provider
+/// catalog, and the generic credential rules last (a specific rule that masked a value first
+/// keeps reporting it).
 pub const BUILTIN: &[(&str, &str, &str)] = &[
     (
         "secrets",
         "redaction-rules/secrets.toml",
         include_str!("../../redaction-rules/secrets.toml"),
+    ),
+    (
+        "secrets",
+        "redaction-rules/secrets-providers.toml",
+        include_str!("../../redaction-rules/secrets-providers.toml"),
+    ),
+    (
+        "secrets",
+        "redaction-rules/secrets-generic.toml",
+        include_str!("../../redaction-rules/secrets-generic.toml"),
     ),
     (
         "pii",
@@ -245,6 +269,9 @@ pub(crate) struct CompiledRule {
     pub window: usize,
     pub digits: Option<usize>,
     pub assignment: bool,
+    pub detector: Option<super::generic::Detector>,
+    /// Whether `generic::is_placeholder` rejects candidates (`RuleDef::placeholders`).
+    pub placeholders: bool,
     pub allow: Vec<Allow>,
     /// Every allow-list condition on the secret (regexes and stopwords of all of the rule's
     /// lists) as one regex, when it compiles: one search per candidate instead of several.
@@ -528,6 +555,18 @@ pub(crate) fn compile_set(
                 "`assignment` rules mask the assigned value; `secret_group` does not apply".into(),
             ));
         }
+        if r.detector.is_some()
+            && (r.keywords.is_empty()
+                || r.assignment
+                || r.secret_group.is_some()
+                || r.window.is_some())
+        {
+            return Err(err(
+                id_span,
+                "`detector` rules need keywords and take no `assignment`, `secret_group` or `window`"
+                    .into(),
+            ));
+        }
         if let Some(e) = r.entropy
             && !(0.0..=8.0).contains(&e)
         {
@@ -538,7 +577,10 @@ pub(crate) fn compile_set(
             1 => None,
             _ => super::span::plan(r.regex.get_ref(), r.secret_group.unwrap_or(1) as u32),
         };
-        let anchored = anchored_twin(r, span.as_ref().is_some_and(|p| p.starts_at_lead()));
+        let anchored = match r.detector {
+            Some(_) => None,
+            None => anchored_twin(r, span.as_ref().is_some_and(|p| p.starts_at_lead())),
+        };
         out.push(CompiledRule {
             id: Arc::from(id),
             regex,
@@ -552,6 +594,10 @@ pub(crate) fn compile_set(
             window: r.window.unwrap_or(0),
             digits: r.digits,
             assignment: r.assignment,
+            detector: r.detector,
+            placeholders: r
+                .placeholders
+                .unwrap_or(r.validate.is_none() && r.digits.is_none()),
             secret_allow: combined_allow(&r.allowlists),
             anchored,
             allow,

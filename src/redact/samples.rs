@@ -20,6 +20,7 @@ pub struct Spec {
 }
 
 include!("samples_table.rs");
+include!("samples_providers.rs");
 
 /// A concrete case generated from a [`Spec`].
 #[derive(Debug, Clone)]
@@ -68,6 +69,9 @@ pub fn class(c: char) -> &'static [u8] {
         'u' => b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
         'l' => b"abcdefghijklmnopqrstuvwxyz0123456789",
         'P' => b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!%^*+=",
+        'X' => b"0123456789ABCDEF",
+        'o' => b"abcdefghijklmnopqrstuvwxyz234567",
+        'L' => b"abcdefghijklmnopqrstuvwxyz",
         _ => b"x",
     }
 }
@@ -159,6 +163,7 @@ pub fn cases(seed: u64) -> Vec<Case> {
     let mut rng = Rng::new(seed);
     TABLE
         .iter()
+        .chain(PROVIDER_TABLE)
         .map(|s| {
             let secret = generate(s.secret, &mut rng);
             Case {

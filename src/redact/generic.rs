@@ -1,0 +1,1182 @@
+//! Generic credentials and placeholders: the two judgements no single regex makes well.
+//!
+//! Why hand-written: a secret without a provider prefix is recognised by what surrounds it (a
+//! name such as `DB_PASSWORD` or `X-Api-Token`) and by what it looks like (random, not a word,
+//! a path or a variable). The surrounding syntax varies with the file type: `K=S`, `K: S`,
+//! `"K": "S"`, `<K>S</K>`, `var K string = "S"`, `$K .= "S"`, `setProperty("K", "S")`,
+//! `K ::= S`, `?k=S&`, `Password=S;`, `--token S`, `Authorization: Bearer S`, `apikey S`. One
+//! regex per syntax made the generic rules slow and still missed most of them; this module parses
+//! the text around each keyword hit instead (a few dozen byte comparisons), then scores the name
+//! and the value. Rules opt in with `detector = "password"` or `detector = "secret"`.
+//!
+//! [`is_placeholder`] is applied to every candidate secret of every rule (except checksum-shaped
+//! PII): documentation values (`ghp_xxxx…`, `sk_live_abcdef…`, `<your-token>`, `${TOKEN}`,
+//! `changeme`) are not secrets, whichever rule matched them.
+
+use serde::{Deserialize, Serialize};
+
+/// Which kind of generic credential a `detector` rule finds.
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Detector {
+    /// Names of passwords (`password`, `passwd`, `pwd`, `passphrase`, `-p`): any literal that is
+    /// not a placeholder, reference or keyword counts.
+    Password,
+    /// Names of tokens and keys (`secret`, `token`, `api_key`, `auth`, `credential`, `bearer`):
+    /// the value must also look random.
+    Secret,
+}
+
+const PASSWORD_WORDS: &[&str] = &[
+    "community",
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "pass",
+    "passwort",
+    "pword",
+    "pw",
+    "dbpass",
+    "dbpassword",
+];
+
+const SECRET_WORDS: &[&str] = &[
+    "secret",
+    "secrets",
+    "token",
+    "apikey",
+    "apitoken",
+    "accesstoken",
+    "authtoken",
+    "accesskey",
+    "secretkey",
+    "privatekey",
+    "clientsecret",
+    "credential",
+    "credentials",
+    "creds",
+    "cred",
+    "bearer",
+    "auth",
+    "authorization",
+    "authkey",
+    "signingkey",
+    "encryptionkey",
+    "masterkey",
+    "sessionkey",
+];
+
+/// Words before `key` that make it a credential name (`api_key`, `X-Access-Key`).
+const KEY_QUALIFIERS: &[&str] = &[
+    "api",
+    "access",
+    "secret",
+    "private",
+    "auth",
+    "signing",
+    "encryption",
+    "session",
+    "master",
+    "client",
+    "app",
+    "application",
+    "consumer",
+    "license",
+    "licence",
+    "webhook",
+    "service",
+    "account",
+    "storage",
+    "deploy",
+    "admin",
+    "shared",
+    "sas",
+    "hmac",
+    "jwt",
+    "crypto",
+    "ssh",
+    "root",
+    "user",
+    "developer",
+    "dev",
+    "prod",
+    "live",
+    "write",
+    "read",
+    "subscription",
+    "primary",
+    "secondary",
+    "x",
+    "sk",
+    "pk",
+];
+
+/// Words before `key` that make it something other than a credential (`primary_key`).
+const KEY_NOT_QUALIFIERS: &[&str] = &[
+    "public",
+    "pub",
+    "primary",
+    "foreign",
+    "sort",
+    "cache",
+    "partition",
+    "map",
+    "hot",
+    "idempotency",
+    "unique",
+    "composite",
+    "row",
+    "object",
+    "dict",
+    "hash",
+    "lookup",
+    "index",
+    "group",
+    "shard",
+    "routing",
+    "sequence",
+    "natural",
+    "surrogate",
+    "schema",
+    "registry",
+    "translation",
+    "i18n",
+    "locale",
+    "label",
+    "column",
+    "field",
+    "react",
+    "list",
+    "item",
+    "node",
+    "entry",
+    "tree",
+    "join",
+    "dedup",
+    "dedupe",
+    "namespace",
+    "sorting",
+    "range",
+    "hash",
+    "message",
+    "msg",
+    "event",
+    "query",
+    "state",
+    "store",
+    "redis",
+    "cookie",
+    "config",
+    "setting",
+    "settings",
+    "env",
+    "menu",
+    "short",
+    "hotkey",
+    "keyboard",
+    "press",
+    "up",
+    "down",
+    "left",
+    "right",
+    "enter",
+    "escape",
+    "esc",
+    "tab",
+    "space",
+    "shift",
+    "ctrl",
+    "alt",
+    "meta",
+    "name",
+    "type",
+    "value",
+    "data",
+    "file",
+    "path",
+    "id",
+    "gpg",
+    "pgp",
+    "host",
+    "known",
+    "trusted",
+    "next",
+    "prev",
+    "last",
+    "first",
+    "parent",
+    "child",
+    "old",
+    "new",
+    "default",
+    "custom",
+    "local",
+    "global",
+    "main",
+    "base",
+];
+
+/// Last words of a name that say its value is not the credential (`token_type`, `password_url`).
+const NOT_SECRET_SUFFIX: &[&str] = &[
+    "name",
+    "names",
+    "type",
+    "types",
+    "file",
+    "filename",
+    "files",
+    "path",
+    "dir",
+    "url",
+    "uri",
+    "urls",
+    "endpoint",
+    "id",
+    "ids",
+    "length",
+    "len",
+    "size",
+    "count",
+    "expires",
+    "expiry",
+    "expiration",
+    "expire",
+    "ttl",
+    "timeout",
+    "header",
+    "headers",
+    "prefix",
+    "suffix",
+    "field",
+    "fields",
+    "label",
+    "format",
+    "host",
+    "user",
+    "username",
+    "hint",
+    "policy",
+    "version",
+    "enabled",
+    "enable",
+    "disabled",
+    "required",
+    "mode",
+    "manager",
+    "provider",
+    "class",
+    "kind",
+    "regex",
+    "pattern",
+    "rule",
+    "rules",
+    "env",
+    "var",
+    "variable",
+    "param",
+    "location",
+    "method",
+    "scope",
+    "scopes",
+    "min",
+    "max",
+    "limit",
+    "lifetime",
+    "duration",
+    "age",
+    "source",
+    "ref",
+    "arn",
+    "input",
+    "prompt",
+    "placeholder",
+    "validator",
+    "validation",
+    "error",
+    "errors",
+    "message",
+    "msg",
+    "text",
+    "title",
+    "description",
+    "help",
+    "generator",
+    "parser",
+    "handler",
+    "strategy",
+    "request",
+    "response",
+    "callback",
+    "encoding",
+    "algorithm",
+    "alg",
+    "cipher",
+    "strength",
+    "reset",
+    "changed",
+    "updated",
+    "created",
+    "at",
+    "time",
+    "date",
+    "attempts",
+    "retries",
+    "store",
+    "backend",
+    "config",
+    "settings",
+    "options",
+    "flag",
+    "set",
+    "exists",
+    "valid",
+    "check",
+    "cache",
+    "index",
+    "bucket",
+    "usage",
+    "counter",
+    "cost",
+    "sha",
+    "hash",
+    "digest",
+    "fingerprint",
+    "tokenizer",
+    "tokens",
+    "lookup",
+    "key_id",
+];
+
+/// Values that are types, literals or keywords, never secrets.
+const NOT_VALUES: &[&str] = &[
+    "true",
+    "false",
+    "null",
+    "none",
+    "nil",
+    "undefined",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "string",
+    "str",
+    "&str",
+    "int",
+    "bool",
+    "boolean",
+    "required",
+    "optional",
+    "empty",
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "redacted",
+    "hidden",
+    "masked",
+    "n/a",
+    "tbd",
+    "todo",
+    "unset",
+    "default",
+    "auto",
+    "env",
+    "disabled",
+    "enabled",
+    "char",
+    "bytes",
+    "object",
+    "any",
+    "value",
+    "self",
+    "this",
+    "new",
+    "return",
+    "function",
+    "func",
+    "lambda",
+    "await",
+    "async",
+    "const",
+    "let",
+    "var",
+    "void",
+    "secretstr",
+    "secretstring",
+    "securestring",
+    "text",
+];
+
+/// Passwords that appear in documentation and tutorials (compared after dropping trailing
+/// digits and punctuation, case-insensitively).
+const DOC_PASSWORDS: &[&str] = &[
+    "open_sesame",
+    "opensesame",
+    "open-sesame",
+    "hunter",
+    "letmein",
+    "password",
+    "passw0rd",
+    "p@ssw0rd",
+    "p@ssword",
+    "pa$$word",
+    "pass",
+    "secret",
+    "s3cr3t",
+    "s3cret",
+    "changeit",
+    "admin",
+    "root",
+    "toor",
+    "test",
+    "testing",
+    "foobar",
+    "foo",
+    "bar",
+    "baz",
+    "qwerty",
+    "mypassword",
+    "mypass",
+    "mysecret",
+    "mytoken",
+    "supersecret",
+    "topsecret",
+    "secretpassword",
+    "guest",
+    "default",
+    "abc",
+    "abcd",
+    "pwd",
+    "token",
+    "apikey",
+    "api_key",
+    "secret_key",
+    "secretkey",
+    "my_secret",
+    "my-secret",
+    "my_token",
+    "my-token",
+    "your_password",
+    "yourpassword",
+    "user",
+    "username",
+    "demo",
+    "welcome",
+    "iloveyou",
+    "monkey",
+    "dragon",
+    "trustno",
+    "sesame",
+    "public",
+    "private",
+];
+
+/// Substrings that mark a documentation value.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "example",
+    "sample",
+    "dummy",
+    "changeme",
+    "change_me",
+    "change-me",
+    "placeholder",
+    "your_",
+    "your-",
+    "yourkey",
+    "yourtoken",
+    "yoursecret",
+    "yourpass",
+    "_here",
+    "-here",
+    "xxxx",
+    "****",
+    "....",
+    "${",
+    "{{",
+    "$(",
+    "redacted",
+    "replace_me",
+    "replace-me",
+    "replaceme",
+    "insert_",
+    "insert-",
+    "lorem",
+    "fake_",
+    "fake-",
+    "notreal",
+    "not_real",
+    "not-a-real",
+];
+
+fn lower(s: &[u8]) -> Vec<u8> {
+    s.to_ascii_lowercase()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.len() <= hay.len() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// One searcher for every placeholder word: this filter runs on every candidate of every rule,
+/// and a search per word was most of the scan time on files dense with secrets.
+fn placeholder_words() -> &'static aho_corasick::AhoCorasick {
+    static AC: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    AC.get_or_init(|| {
+        aho_corasick::AhoCorasick::new(PLACEHOLDER_WORDS).expect("placeholder words compile")
+    })
+}
+
+/// Whether `secret` is a documentation value rather than a secret: wrapped in `<…>`, `${…}`,
+/// `{{…}}`; containing `example`, `dummy`, `your_…`, `xxxx`; or whose random-looking part is a
+/// run of one character, a short repeated pattern, or a run of consecutive letters or digits
+/// (`ghp_aaaa…`, `sk_live_abcdefghijklmnopqrstuvwxyz123456`, `hvs.xxxx`).
+pub fn is_placeholder(secret: &[u8]) -> bool {
+    let s = secret;
+    if s.is_empty() {
+        return true;
+    }
+    let l = lower(s);
+    if (l.first() == Some(&b'<') && l.last() == Some(&b'>'))
+        || (l.starts_with(b"%(") || (l.len() > 2 && l[0] == b'%' && l.last() == Some(&b'%')))
+        || l.starts_with(b"#{")
+    {
+        return true;
+    }
+    if placeholder_words().is_match(&l) {
+        return true;
+    }
+    // Documentation passwords: the whole value, trailing digits and punctuation dropped.
+    let core_end = l
+        .iter()
+        .rposition(|b| b.is_ascii_alphabetic())
+        .map_or(0, |p| p + 1);
+    if (1..=16).contains(&core_end) && DOC_PASSWORDS.iter().any(|w| w.as_bytes() == &l[..core_end])
+    {
+        return true;
+    }
+    // The random-looking part: the longest run of letters and digits.
+    let (mut best, mut cur) = ((0, 0), 0usize);
+    for (i, b) in s.iter().enumerate() {
+        if b.is_ascii_alphanumeric() {
+            cur += 1;
+            if cur > best.1 - best.0 {
+                best = (i + 1 - cur, i + 1);
+            }
+        } else {
+            cur = 0;
+        }
+    }
+    let body = &l[best.0..best.1];
+    if body.len() < 8 {
+        // Nothing long enough to judge: a value made only of punctuation is a mask.
+        return s.iter().all(|b| !b.is_ascii_alphanumeric()) && s.len() >= 3;
+    }
+    // Runs, steps and short periods in the body.
+    let steps = body
+        .windows(2)
+        .filter(|w| {
+            let d = i16::from(w[1]) - i16::from(w[0]);
+            (-1..=1).contains(&d)
+        })
+        .count();
+    if steps * 10 >= (body.len() - 1) * 7 {
+        return true;
+    }
+    for p in 2..=4 {
+        if body.len() >= 3 * p && (p..body.len()).all(|i| body[i] == body[i - p]) {
+            return true;
+        }
+    }
+    let mut seen = [false; 256];
+    let distinct = body
+        .iter()
+        .filter(|&&b| !std::mem::replace(&mut seen[usize::from(b)], true))
+        .count();
+    body.len() >= 8 && distinct <= 3
+}
+
+/// A candidate found by [`find`]: the value's byte range in the text.
+pub(crate) type Candidate = (usize, usize);
+
+fn is_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t')
+}
+
+/// Splits a name into lowercase words at `_`, `-`, `.`, and case changes (`apiKey`,
+/// `APIKey`, `X-Api-Token`).
+fn words(name: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    for (i, &b) in name.iter().enumerate() {
+        if !b.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|j| name[j]);
+        let next = name.get(i + 1).copied();
+        let boundary = b.is_ascii_uppercase()
+            && !cur.is_empty()
+            && (prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
+                || (prev.is_some_and(|p| p.is_ascii_uppercase())
+                    && next.is_some_and(|n| n.is_ascii_lowercase())));
+        if boundary {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(b.to_ascii_lowercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn is_in(w: &[u8], list: &[&str]) -> bool {
+    list.iter().any(|x| x.as_bytes() == w)
+}
+
+/// Whether a name holds a credential of `kind`.
+fn name_matches(name: &[u8], kind: Detector) -> bool {
+    let ws = words(name);
+    let Some(last) = ws.last() else {
+        return false;
+    };
+    if is_in(last, NOT_SECRET_SUFFIX) {
+        return false;
+    }
+    // Two words ending `key id` or `token type` are caught above; `*_key` needs a qualifier.
+    ws.iter().enumerate().any(|(i, w)| match kind {
+        Detector::Password => {
+            is_in(w, PASSWORD_WORDS)
+                || contains(w, b"password")
+                || contains(w, b"passwd")
+                || contains(w, b"passphrase")
+                || (w.len() > 3 && w.ends_with(b"pwd"))
+        }
+        Detector::Secret => {
+            is_in(w, SECRET_WORDS)
+                // Joined words: `authtoken`, `clientsecret`, `sharedaccesskey`, `accountkey`.
+                || (w.len() > 5 && (w.ends_with(b"token") || w.ends_with(b"secret")))
+                || (w.len() > 3
+                    && w.ends_with(b"key")
+                    && KEY_QUALIFIERS
+                        .iter()
+                        .any(|q| q.len() > 2 && w[..w.len() - 3].ends_with(q.as_bytes())))
+                || (w.as_slice() == b"key"
+                    && i > 0
+                    && (is_in(&ws[i - 1], KEY_QUALIFIERS) || !is_in(&ws[i - 1], KEY_NOT_QUALIFIERS)))
+                || (w.as_slice() == b"pat" && ws.len() > 1)
+        }
+    })
+}
+
+/// Where the name holding the keyword hit at `ks` starts (as [`find`] reads it), to read each
+/// name once when several keywords hit it.
+pub(crate) fn name_start(text: &[u8], ks: usize) -> usize {
+    let mut ns = ks;
+    while text.get(ns).copied().is_some_and(is_blank) {
+        ns += 1;
+    }
+    while ns > 0 && is_name(text[ns - 1]) {
+        ns -= 1;
+    }
+    ns
+}
+
+/// How a value was found, which sets how sure its name makes us.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// `K = "S"`: a literal string.
+    Quoted,
+    /// `K = S`, `K: S`, `?k=S`, `<K>S</K>`.
+    Unquoted,
+    /// `K S` (no operator): the value must look like a secret on its own.
+    Loose,
+}
+
+/// Finds the credential assigned to the name holding the keyword hit `[ks, ke)`, in any of
+/// the syntaxes of the module docs. `None` when the hit is not in a credential name of `kind`,
+/// nothing is assigned to it, or the value does not look like a secret.
+pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<Candidate> {
+    // A keyword may begin with a blank (` -p`): the name starts after it.
+    let ks = ks
+        + text
+            .get(ks..ke)?
+            .iter()
+            .take_while(|&&b| is_blank(b))
+            .count();
+    // ... and may end with what follows the name (`key=`, `key>`): the name ends before it.
+    let mut ke = ke;
+    while ke > ks && !is_name(text[ke - 1]) {
+        ke -= 1;
+    }
+    let line_start = text[..ks]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let mut ns = ks;
+    while ns > line_start && is_name(text[ns - 1]) {
+        ns -= 1;
+    }
+    let mut ne = ke;
+    while ne < text.len() && is_name(text[ne]) {
+        ne += 1;
+    }
+    // A name ending in `.` or `-` ends a sentence or a flag: drop those bytes.
+    while ne > ke && matches!(text[ne - 1], b'.' | b'-') {
+        ne -= 1;
+    }
+    let name = &text[ns..ne];
+    let before = ns.checked_sub(1).map(|p| text[p]);
+    // Cheap test before reading words: an operator, a quote, a blank or `>` must follow the
+    // name (most keyword hits in code are `key)`, `token.`, `secrets[`).
+    if !matches!(
+        text.get(ne),
+        Some(b'=' | b':' | b'"' | b'\'' | b'`' | b' ' | b'\t' | b'>' | b'?' | b'.' | b'+' | b',')
+    ) {
+        return None;
+    }
+    let dashes = name.iter().take_while(|&&b| b == b'-').count();
+    let short_p_flag =
+        kind == Detector::Password && dashes == 1 && name.len() == 2 && name[1] == b'p';
+    if !short_p_flag && !name_matches(&name[dashes..], kind) {
+        return None;
+    }
+    let mut i = ne;
+    let quote_name = matches!(before, Some(b'"' | b'\'' | b'`')) && text.get(i) == before.as_ref();
+    if quote_name {
+        i += 1;
+    }
+    let xml = before == Some(b'<') && text.get(i) == Some(&b'>');
+    let url_param = matches!(before, Some(b'?' | b'&'));
+    let mut blanks = 0;
+    while text.get(i).copied().is_some_and(is_blank) {
+        i += 1;
+        blanks += 1;
+    }
+    let rest = &text[i..];
+    let op_len = if xml {
+        1
+    } else if rest.starts_with(b":::=") {
+        4
+    } else if rest.starts_with(b"::=") {
+        3
+    } else if rest.starts_with(b"::") || rest.starts_with(b"==") || rest.starts_with(b"=~") {
+        return None;
+    } else if rest.starts_with(b":=")
+        || rest.starts_with(b"=>")
+        || rest.starts_with(b"?=")
+        || rest.starts_with(b".=")
+        || rest.starts_with(b"+=")
+    {
+        2
+    } else if matches!(rest.first(), Some(b'=' | b':'))
+        || (rest.first() == Some(&b',') && quote_name)
+    {
+        1
+    } else if rest.first() == Some(&b'>') && before == Some(b'<') {
+        // `<password>` with attributes is not handled; `<K>S</K>` above.
+        return None;
+    } else {
+        0
+    };
+    let mut mode = Mode::Unquoted;
+    if op_len == 0 {
+        // `var K string = "S"`, `K string := "S"`: a type between name and operator.
+        let ty_len = rest
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'&' | b'*' | b'[' | b']')))
+            .unwrap_or(rest.len());
+        let ty = lower(&rest[..ty_len]);
+        let after_ty = &rest[ty_len..];
+        let skip = after_ty.iter().take_while(|&&b| is_blank(b)).count();
+        let a = &after_ty[skip..];
+        if blanks > 0
+            && is_in(
+                &ty,
+                &["string", "str", "&str", "[]byte", "char", "var", "val"],
+            )
+            && (a.starts_with(b"=") || a.starts_with(b":="))
+            && !a.starts_with(b"==")
+        {
+            i += ty_len + skip + if a.starts_with(b":=") { 2 } else { 1 };
+        } else if blanks > 0 || short_p_flag {
+            mode = Mode::Loose;
+        } else {
+            return None;
+        }
+    } else {
+        i += op_len;
+        // `K: str = "S"` (Python annotations), `K := S`.
+        let skip = text[i..].iter().take_while(|&&b| is_blank(b)).count();
+        let r = &text[i + skip..];
+        for ty in [&b"str"[..], b"string", b"String", b"&str", b"bytes"] {
+            if r.starts_with(ty) {
+                let a = &r[ty.len()..];
+                let s2 = a.iter().take_while(|&&b| is_blank(b)).count();
+                if a[s2..].starts_with(b"=") && !a[s2..].starts_with(b"==") {
+                    i += skip + ty.len() + s2 + 1;
+                }
+                break;
+            }
+        }
+    }
+    while text.get(i).copied().is_some_and(is_blank) {
+        i += 1;
+    }
+    let (mut vs, mut ve) = value_at(text, i, &mut mode, url_param, xml)?;
+    // `Authorization: Bearer S`, `"Bearer S"`, `token: Bot S`: the scheme is not the secret.
+    let scheme = lower(&text[vs..ve]);
+    if is_in(
+        &scheme,
+        &[
+            "bearer", "basic", "token", "bot", "digest", "key", "sso-key", "apikey", "otp",
+        ],
+    ) {
+        let mut j = ve;
+        while text.get(j).copied().is_some_and(is_blank) {
+            j += 1;
+        }
+        if j == ve {
+            return None;
+        }
+        let mut m2 = Mode::Unquoted;
+        (vs, ve) = value_at(text, j, &mut m2, url_param, xml)?;
+        if mode == Mode::Quoted && text.get(ve) == Some(&b' ') {
+            return None;
+        }
+    } else if mode == Mode::Quoted {
+        // A quoted value that begins with a scheme: `"Bearer S"`.
+        let v = &text[vs..ve];
+        if let Some(sp) = v.iter().position(|&b| b == b' ')
+            && is_in(&lower(&v[..sp]), &["bearer", "basic", "token", "bot"])
+        {
+            vs += sp + 1;
+        }
+    }
+    let v = &text[vs..ve];
+    let schemed = is_in(&scheme, &["bearer", "token", "bot"]) && kind == Detector::Secret;
+    if schemed
+        && v.len() >= 12
+        && v.len() < 16
+        && value_ok(v, Detector::Password, Mode::Quoted, false)
+        && looks_random(v)
+    {
+        return Some((vs, ve));
+    }
+    value_ok(v, kind, mode, short_p_flag).then_some((vs, ve))
+}
+
+/// The value starting at `i`: quoted (to its closing quote on the line) or unquoted (to the
+/// first blank, quote or separator). Sets `mode` to `Quoted` for a quoted value.
+fn value_at(text: &[u8], i: usize, mode: &mut Mode, url: bool, xml: bool) -> Option<Candidate> {
+    let first = *text.get(i)?;
+    if matches!(first, b'"' | b'\'' | b'`') {
+        let mut j = i + 1;
+        while j < text.len() {
+            match text[j] {
+                b'\\' => j += 2,
+                b'\n' | b'\r' => return None,
+                b if b == first => break,
+                _ => j += 1,
+            }
+        }
+        if j >= text.len() {
+            return None;
+        }
+        *mode = Mode::Quoted;
+        return (j > i + 1).then_some((i + 1, j));
+    }
+    let mut j = i;
+    while j < text.len() {
+        let b = text[j];
+        let stop = b.is_ascii_whitespace()
+            || matches!(
+                b,
+                b'"' | b'\'' | b'`' | b',' | b';' | b')' | b']' | b'}' | b'<'
+            )
+            || (url && matches!(b, b'&' | b'#'))
+            || (xml && b == b'<');
+        if stop {
+            break;
+        }
+        j += 1;
+    }
+    // Sentence punctuation after a value in prose or logs.
+    while j > i && matches!(text[j - 1], b'.' | b':' | b'!' | b'?') {
+        j -= 1;
+    }
+    (j > i).then_some((i, j))
+}
+
+fn is_wordish(part: &[u8]) -> bool {
+    if part.len() <= 3 {
+        return true;
+    }
+    if !part.iter().all(u8::is_ascii_alphabetic) {
+        return false;
+    }
+    let l = lower(part);
+    let vowel = |b: u8| matches!(b, b'a' | b'e' | b'i' | b'o' | b'u' | b'y');
+    let vowels = l.iter().filter(|&&b| vowel(b)).count();
+    let (mut run, mut max_run) = (0, 0);
+    for &b in &l {
+        run = if vowel(b) { 0 } else { run + 1 };
+        max_run = max_run.max(run);
+    }
+    l.len() <= 16 && max_run <= 4 && vowels * 5 >= l.len() && vowels * 10 <= l.len() * 7
+}
+
+/// Whether letters and digits in `v` read as words joined into an identifier (`TokenParser`,
+/// `user_password`, `my-app-secret`) rather than random characters.
+fn is_identifierish(v: &[u8]) -> bool {
+    let parts: Vec<Vec<u8>> = words(v);
+    if parts.is_empty() {
+        return true;
+    }
+    // Every part a word (digits only as a short suffix: `v2`, `oauth2`), and most letters in
+    // parts of four or more: random mixed-case text splits into one- to three-letter "words".
+    let mut long_letters = 0;
+    let mut letters = 0;
+    for p in &parts {
+        let alpha_len = p.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        let (alpha, tail) = p.split_at(alpha_len);
+        if tail.len() > 2 || !tail.iter().all(u8::is_ascii_digit) || !is_wordish(alpha) {
+            return false;
+        }
+        letters += alpha.len();
+        if alpha.len() >= 4 {
+            long_letters += alpha.len();
+        }
+    }
+    letters > 0 && long_letters * 10 >= letters * 6
+}
+
+/// Whether `v` looks random enough to be a token: long enough, varied characters, and not words.
+fn looks_random(v: &[u8]) -> bool {
+    if v.len() < 8 {
+        return false;
+    }
+    let e = super::rules::entropy(v);
+    let min = if v.len() >= 16 { 3.0 } else { 2.5 };
+    if e < min {
+        return false;
+    }
+    !is_identifierish(v)
+}
+
+fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
+    let l = lower(v);
+    if v.len() < 4 || v.len() > 1024 || is_in(&l, NOT_VALUES) {
+        return false;
+    }
+    let first = v[0];
+    // References, templates, paths, URLs, hash digests with their algorithm.
+    if matches!(
+        first,
+        b'$' | b'%' | b'{' | b'<' | b'@' | b'[' | b'(' | b'&' | b'*'
+    ) && !(mode == Mode::Quoted && kind == Detector::Password && first != b'$')
+    {
+        return false;
+    }
+    if first == b'/'
+        || l.starts_with(b"./")
+        || l.starts_with(b"../")
+        || l.starts_with(b"~/")
+        || (l.len() > 2 && l[1] == b':' && matches!(l[2], b'\\' | b'/'))
+        || contains(&l, b"://")
+        || l.starts_with(b"sha1")
+        || l.starts_with(b"sha256")
+        || l.starts_with(b"sha384")
+        || l.starts_with(b"sha512")
+        || l.starts_with(b"md5")
+    {
+        return false;
+    }
+    // Numbers, versions, dates and times.
+    if v.iter()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b':' | b'+' | b'_' | b','))
+    {
+        return kind == Detector::Password && mode == Mode::Quoted && v.len() >= 6;
+    }
+    // Calls and indexing in code.
+    if mode != Mode::Quoted && (contains(v, b"(") || contains(v, b"[")) {
+        return false;
+    }
+    // Dotted names (`settings.SECRET_KEY`, `process.env.TOKEN`) and identifiers.
+    let ident = v
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ident && is_identifierish(v) {
+        // A quoted single word is still a (weak) password when named so; joined words
+        // (`user_password`, `TokenParser`, `CLOJARS_`) are names.
+        let joined = (v.iter().any(|&b| matches!(b, b'_' | b'.' | b'-'))
+            || v.iter().skip(1).any(u8::is_ascii_uppercase))
+            && !v.iter().any(u8::is_ascii_digit);
+        if !(kind == Detector::Password && mode == Mode::Quoted && !joined) {
+            return false;
+        }
+    }
+    match (kind, mode) {
+        (Detector::Password, Mode::Quoted | Mode::Unquoted) if !p_flag => true,
+        (Detector::Password, _) => {
+            // `-p S`, `password S`: a word would be prose or a command's argument.
+            v.len() >= 6
+                && !(v.contains(&b'/')
+                    && v.split(|&b| b == b'/')
+                        .all(|p| p.is_empty() || is_identifierish(p)))
+                && v.iter().any(u8::is_ascii_alphabetic)
+                && (looks_random(v)
+                    || (v.iter().any(|b| !b.is_ascii_alphabetic())
+                        && (v.iter().any(|b| !b.is_ascii_alphanumeric()) || !is_identifierish(v))))
+        }
+        // Tokens shorter than 16 characters are mostly truncated examples or ids.
+        (Detector::Secret, _) => v.len() >= 16 && looks_random(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders() {
+        for p in [
+            "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "glpat-XXXXXXXXXXXXXXXXXXXX",
+            "AIzaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "sk_live_abcdefghijklmnopqrstuvwxyz123456",
+            "hvs.xxxxxxxxxxxxxxxxxxxxxxxx",
+            "sntryu_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "open_sesame",
+            "changeme",
+            "<your-api-key>",
+            "${API_TOKEN}",
+            "{{ vault_token }}",
+            "your_token_here",
+            "AKIAIOSFODNN7EXAMPLE",
+            "1234567890abcdef",
+            "abcabcabcabcabc",
+            "********",
+            "dummy-token-value",
+            "password123",
+        ] {
+            assert!(is_placeholder(p.as_bytes()), "{p}");
+        }
+        for s in [
+            "ghp_R4nd0mT0kenV4lu3xYzAbCdEfGhIjKlMnOp",
+            "hunter2hunter",
+            "Tr0ub4dor&3x",
+            "q8Jv2LmZx7RtY4pWn6Ks3Hd9",
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            "s3cr3t-P@ss",
+        ] {
+            assert!(!is_placeholder(s.as_bytes()), "{s}");
+        }
+    }
+
+    fn found(line: &str, kind: Detector) -> Option<String> {
+        let t = line.as_bytes();
+        let kws: &[&str] = match kind {
+            Detector::Password => &["password", "passwd", "pwd", "pass", " -p"],
+            Detector::Secret => &["secret", "token", "key", "auth", "credential", "bearer"],
+        };
+        let l = line.to_ascii_lowercase();
+        for k in kws {
+            let mut from = 0;
+            while let Some(p) = l[from..].find(k) {
+                let s = from + p;
+                if let Some((a, b)) = find(t, s, s + k.len(), kind)
+                    && !is_placeholder(&t[a..b])
+                {
+                    return Some(line[a..b].to_string());
+                }
+                from = s + 1;
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn syntaxes() {
+        let s = "q8Jv2LmZx7RtY4pWn6Ks3Hd9";
+        let p = "Tr0ub4dor&3x";
+        let secret_lines = [
+            format!("API_TOKEN={s}"),
+            format!("API_TOKEN = {s}"),
+            format!("api_token: {s}"),
+            format!("<apiToken>{s}</apiToken>"),
+            format!("var apiToken string = \"{s}\""),
+            format!("$api_token .= \"{s}\";"),
+            format!("System.setProperty(\"api.token\", \"{s}\");"),
+            format!("API_TOKEN ::= \"{s}\""),
+            format!("API_TOKEN :::= \"{s}\""),
+            format!("apikey {s}"),
+            format!("[DEBUG] Using Token={s} for upload"),
+            format!("GET /v1/items?token={s}&page=2"),
+            format!("curl https://x.io/a?b=1&api_key={s}"),
+            format!("curl --token {s} https://x.io"),
+            format!("curl --token={s}"),
+            format!("X-Api-Token: {s}"),
+            format!("Authorization: Bearer {s}"),
+            format!("export API_TOKEN={s}"),
+            format!("{{\"api_key\": \"{s}\"}}"),
+            format!("client_secret => '{s}'"),
+            format!("apiKey: str = \"{s}\""),
+            format!("SECRET_KEY=\"{s}\""),
+            format!("token := \"{s}\""),
+        ];
+        for l in &secret_lines {
+            assert_eq!(found(l, Detector::Secret).as_deref(), Some(s), "{l}");
+        }
+        let pw_lines = [
+            format!("DB_PASSWORD={p}"),
+            format!("Server=db;Database=x;User Id=sa;Password={p};"),
+            format!("mysql -u root -p {p}"),
+            format!("mysql --password={p}"),
+            format!("<password>{p}</password>"),
+            format!("$password .= \"{p}\";"),
+            format!("password ::= \"{p}\""),
+        ];
+        for l in &pw_lines {
+            assert_eq!(found(l, Detector::Password).as_deref(), Some(p), "{l}");
+        }
+        for l in [
+            "password = get_password(user)",
+            "secret_key = settings.SECRET_KEY",
+            "self.access_token = access_token",
+            "API_KEY = os.environ[\"API_KEY\"]",
+            "const token = process.env.GITHUB_TOKEN;",
+            "function setPassword(password: string): void {",
+            "token, err := auth.NewToken(ctx, cfg)",
+            "Set `OPENAI_API_KEY` to your key (starts with `sk-proj-`).",
+            "Send `Authorization: Bearer <token>` with every request.",
+            "let parser = TokenParser::new(&tokens);",
+            "max_tokens = 4096",
+            "token_type = \"bearer\"",
+            "The token expires after thirty minutes.",
+            "password: str",
+            "mkdir -p /tmp/build",
+            "mkdir -p build",
+            "apiToken = \"TokenProviderFactory\"",
+            "secret: my-app-secret-name",
+        ] {
+            assert_eq!(found(l, Detector::Secret), None, "{l}");
+            assert_eq!(found(l, Detector::Password), None, "{l}");
+        }
+    }
+
+    #[test]
+    fn letters_only_tokens_are_told_from_identifiers() {
+        assert!(looks_random(b"hGkqPzWbTnRxYvLmQsDfJk"));
+        assert!(looks_random(b"qxkzvbwmtrplsnhgfdcvbnmq"));
+        assert!(!looks_random(b"TokenParserFactory"));
+        assert!(!looks_random(b"access_token_value"));
+    }
+}
