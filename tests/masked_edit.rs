@@ -1,7 +1,7 @@
 //! Editing a file the agent sees redacted, through real mounts: the agent's change reaches the
 //! real folder, the secrets it never saw stay, and an edit of a masked range is refused — in
 //! snapshot mode at the write, in overlay mode at `veilfs commit`. Issue #15 item 3: a short
-//! secret (`hunter2`, masked as `<redact`, shorter than the `<redacted:` prefix) used to be
+//! secret (`Tq7zWx2`, masked as `<redact`, shorter than the `<redacted:` prefix) used to be
 //! overwritten by its mask on an editor save.
 
 mod common;
@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::{WriteEnv, tree_hash, veilfs};
 
-const DB: &str = "host: db.internal\nuser: app\npassword: hunter2\ntoken: ghp_abcdefghijklmnopqrstuvwxyz0123456789\nport: 5432\n";
+const DB: &str = "host: db.internal\nuser: app\npassword: Tq7zWx2\ntoken: ghp_Zr8Kq2mVx7LpT4wNc9HbY3dFs6JgQ1eRu5Ak\nport: 5432\n";
 
 fn profile(mode: &str) -> String {
     format!(
@@ -40,7 +40,7 @@ fn seed(s: &Path) {
 }
 
 /// Only a short secret: nothing in the view starts with `<redacted:`.
-const SHORT: &str = "password: hunter2\nport: 5432\n";
+const SHORT: &str = "password: Tq7zWx2\nport: 5432\n";
 
 fn snapshot_env() -> WriteEnv {
     WriteEnv::new(&profile("snapshot"), seed)
@@ -58,7 +58,7 @@ fn real(e: &WriteEnv, rel: &str) -> String {
 fn assert_masked_view(mp: &Path, rel: &str) -> String {
     let v = fs::read_to_string(mp.join(rel)).unwrap();
     assert!(v.contains("password: <redact\n"), "{v}");
-    assert!(!v.contains("hunter2") && !v.contains("ghp_abc"), "{v}");
+    assert!(!v.contains("Tq7zWx2") && !v.contains("ghp_Zr8"), "{v}");
     assert_eq!(v.len(), DB.len());
     v
 }
@@ -247,7 +247,7 @@ fn overlay_commit_refuses_an_edit_of_a_file_changed_since_it_was_served() {
     // Someone rotates the password in the real folder meanwhile: the agent's view no longer
     // describes the real bytes, so its edit cannot be merged (even with --force, which only
     // overrides the ctime conflict).
-    let rotated = SHORT.replace("hunter2", "hunter9");
+    let rotated = SHORT.replace("Tq7zWx2", "Tq7zWx9");
     fs::write(e.scope.path().join("conf/short.yaml"), &rotated).unwrap();
     let (_, out, err) = veilfs(&["commit", "--store", &e.store(), "--force"]);
     assert!(out.contains("refused conf/short.yaml"), "{out}{err}");
@@ -267,7 +267,7 @@ fn regression_issue_15_short_mask_editor_save_commits_the_real_password() {
     assert!(ok, "{out}{err}");
     assert_eq!(
         real(&e, "conf/short.yaml"),
-        "password: hunter2\nport: 6543\n"
+        "password: Tq7zWx2\nport: 6543\n"
     );
 }
 
@@ -291,10 +291,10 @@ fn truncating_through_a_mask_is_refused() {
         assert_eq!(err.raw_os_error(), Some(libc::EACCES));
         assert_eq!(real(&e, "conf/short.yaml"), SHORT);
     }
-    // "password: hunter2\n" is 18 bytes: cutting the port line keeps the secret whole.
+    // "password: Tq7zWx2\n" is 18 bytes: cutting the port line keeps the secret whole.
     // SAFETY: as above.
     assert_eq!(unsafe { libc::truncate(p.as_ptr(), 18) }, 0);
-    assert_eq!(real(&e, "conf/short.yaml"), "password: hunter2\n");
+    assert_eq!(real(&e, "conf/short.yaml"), "password: Tq7zWx2\n");
 }
 
 /// Overlay mode: a masked file renamed, then edited at its new name. The new name has no real
