@@ -24,11 +24,46 @@ pub fn io_error<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a io::Error> {
     None
 }
 
-/// The errno an agent should see for `e`: the cause's own when there is one, else `fallback`.
+/// The errno an agent should see for `e`: the first OS error code in its chain, else
+/// `fallback`. An `io::Error` that only wraps another error (as `tempfile` does to add the path)
+/// is looked into too: its `source()` skips the wrapped error itself.
 pub fn errno(e: &(dyn Error + 'static), fallback: i32) -> i32 {
-    io_error(e)
-        .and_then(io::Error::raw_os_error)
-        .unwrap_or(fallback)
+    os_code(e).unwrap_or(fallback)
+}
+
+fn os_code(e: &(dyn Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if let Some(io) = x.downcast_ref::<io::Error>() {
+            if let Some(n) = io.raw_os_error() {
+                return Some(n);
+            }
+            if let Some(n) = io.get_ref().and_then(|inner| os_code(inner)) {
+                return Some(n);
+            }
+            // Wrappers that hide the code (tempfile's path errors) keep the kind.
+            if let Some(n) = errno_of_kind(io.kind()) {
+                return Some(n);
+            }
+        }
+        cur = x.source();
+    }
+    None
+}
+
+fn errno_of_kind(k: io::ErrorKind) -> Option<i32> {
+    use io::ErrorKind as K;
+    Some(match k {
+        K::StorageFull => libc::ENOSPC,
+        K::QuotaExceeded => libc::EDQUOT,
+        K::ReadOnlyFilesystem => libc::EROFS,
+        K::FileTooLarge => libc::EFBIG,
+        K::PermissionDenied => libc::EACCES,
+        K::NotFound => libc::ENOENT,
+        K::AlreadyExists => libc::EEXIST,
+        K::InvalidFilename => libc::ENAMETOOLONG,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -65,6 +100,29 @@ mod tests {
         };
         assert_eq!(errno(&e, libc::EIO), libc::ENOSPC);
         assert_eq!(errno(&Outer::Transparent(inner()), libc::EIO), libc::ENOSPC);
+        // tempfile's shape: an io::Error wrapping a path error whose source is the OS error.
+        #[derive(Debug, thiserror::Error)]
+        #[error("{path}: failed")]
+        struct PathErr {
+            path: String,
+            source: io::Error,
+        }
+        let wrapped = io::Error::new(
+            io::ErrorKind::StorageFull,
+            PathErr {
+                path: "obj".into(),
+                source: io::Error::from_raw_os_error(libc::ENOSPC),
+            },
+        );
+        // (tempfile's PathError::source() skips its own error: only the kind is left.)
+        let e = Outer::Wrapped {
+            path: "a.txt".into(),
+            source: Inner::Io {
+                path: "objects/ab".into(),
+                source: wrapped,
+            },
+        };
+        assert_eq!(errno(&e, libc::EIO), libc::ENOSPC);
         let plain = io::Error::other("no errno");
         assert_eq!(errno(&plain, libc::EIO), libc::EIO);
     }

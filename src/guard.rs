@@ -9,6 +9,11 @@
 //! does everything below a renamed or removed directory. `rollback` replays the journal in
 //! reverse, which is why each capture must describe the path *at the moment of its first change*.
 //!
+//! The agent picks the name a change arrives on, so a file with several hard links is captured
+//! under every name the session knows before it changes ([`Guard::capture_object`]), and one
+//! with names veilfs never saw is refused ([`GuardError::UnknownLinks`]): a change through one
+//! name must not reach another that was never checked or snapshotted.
+//!
 //! When a pre-image cannot be stored (a file above `snapshot_max_size`, the store quota
 //! reached, a store I/O error) the change is refused (fail closed) and the reason journalled
 //! and logged; the copy-on-write overlay fallback is not built yet.

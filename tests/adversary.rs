@@ -394,8 +394,7 @@ fn race_secs() -> u64 {
 
 /// A writer outside the mount moves the token between two offsets in place (same size, pwrite)
 /// while two readers read the file through the mount. No read may ever show the token.
-fn race(args: &[&str], scope: &Path, mp_of: impl Fn() -> std::path::PathBuf) -> (u64, u64) {
-    let _ = args;
+fn race(scope: &Path, mp_of: impl Fn() -> std::path::PathBuf) -> (u64, u64) {
     // Large enough that copying it takes the kernel a while (a write's new ctime is visible
     // before its bytes are), below the size served by passthrough.
     let len = 64 * 1024usize;
@@ -471,7 +470,20 @@ fn race(args: &[&str], scope: &Path, mp_of: impl Fn() -> std::path::PathBuf) -> 
 fn an_outside_in_place_writer_never_makes_a_read_leak_read_only() {
     let scope = tempfile::tempdir().unwrap();
     let m = Mount::start(scope.path(), &[]);
-    let (reads, leaks) = race(&[], scope.path(), || m.mp.clone());
+    let (reads, leaks) = race(scope.path(), || m.mp.clone());
+    assert!(reads > 100, "only {reads} reads");
+    assert_eq!(leaks, 0);
+}
+
+/// KNOWN FAILURE, kept visible: through an overlay-mode mount (kernel overlayfs under the FUSE
+/// layer) this race showed 2 leaks in 8 s on 2026-12-03, where read-only and snapshot mounts
+/// showed none. Not yet understood; run it with `--ignored`.
+#[test]
+#[ignore = "known leak through overlay mode under an outside in-place writer: under investigation"]
+fn an_outside_in_place_writer_never_makes_a_read_leak_overlay() {
+    let e = WriteEnv::new(&SNAPSHOT.replace("\"snapshot\"", "\"overlay\""), seed);
+    let m = e.mount();
+    let (reads, leaks) = race(e.scope.path(), || m.mp.clone());
     assert!(reads > 100, "only {reads} reads");
     assert_eq!(leaks, 0);
 }
@@ -480,7 +492,48 @@ fn an_outside_in_place_writer_never_makes_a_read_leak_read_only() {
 fn an_outside_in_place_writer_never_makes_a_read_leak_snapshot() {
     let e = env();
     let m = e.mount();
-    let (reads, leaks) = race(&[], e.scope.path(), || m.mp.clone());
+    let (reads, leaks) = race(e.scope.path(), || m.mp.clone());
     assert!(reads > 100, "only {reads} reads");
     assert_eq!(leaks, 0);
+}
+
+// ---- errors keep their cause: a full store is ENOSPC, not EIO ----
+
+#[test]
+fn a_full_store_refuses_a_change_with_enospc() {
+    let e = env();
+    // 4 MiB of incompressible bytes cannot be snapshotted into a 1 MiB store.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let big: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(e.scope.path().join("big.png"), &big).unwrap();
+    let store = e.store.path().join("s");
+    fs::create_dir_all(&store).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _tmpfs = Unmount(store.clone());
+    let m = e.mount();
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("big.png"))
+        .and_then(|f| f.write_all_at(b"x", 0));
+    assert_eq!(errno(&r.unwrap_err()), libc::ENOSPC);
+    drop(m);
+    assert_eq!(fs::read(e.scope.path().join("big.png")).unwrap(), big);
 }

@@ -115,49 +115,45 @@ impl Viewer {
 
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
     pub fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
-        if self.engine.is_empty() {
-            return View::Raw;
-        }
-        let sel = self.rules_for(rel, st);
-        let id = file_id(st);
-        let outcome = match self.cache.get(&id, sel.id()) {
-            Some(o) => o,
-            None => {
-                if st.size > self.max_scan_size {
-                    return self.unscannable(
-                        rel,
-                        format!(
-                            "{} bytes is above max_scan_size {}",
-                            st.size, self.max_scan_size
-                        ),
-                    );
-                }
-                let f = match backing::reopen(fd, libc::O_RDONLY) {
-                    Ok(f) => f,
-                    Err(e) => return View::Denied(format!("cannot read to scan: {e}")),
-                };
-                // Only a verdict on a consistent copy of version `id` may be cached for it
-                // (reads trust cached verdicts: see `fs::served`).
-                match super::served::consistent_copy(&f, st, || backing::stat_fd(fd)) {
-                    Ok(Some(data)) => {
-                        let o = self.engine.scan_with(&sel, &data);
-                        self.cache.insert(id, sel.id(), o.clone());
-                        o
-                    }
-                    Ok(None) => match read_all(fd, st.size) {
-                        Ok(d) => self.engine.scan_with(&sel, &d),
-                        Err(e) => return View::Denied(format!("cannot read to scan: {e}")),
-                    },
-                    Err(e) => return View::Denied(format!("cannot read to scan: {e}")),
-                }
+        self.decide_with(rel, st, |sel| {
+            if st.size > self.max_scan_size {
+                return Err(self.unscannable(
+                    rel,
+                    format!(
+                        "{} bytes is above max_scan_size {}",
+                        st.size, self.max_scan_size
+                    ),
+                ));
             }
-        };
-        self.view_of(rel, outcome)
+            let cant = |e: std::io::Error| View::Denied(format!("cannot read to scan: {e}"));
+            let f = backing::reopen(fd, libc::O_RDONLY).map_err(cant)?;
+            // Only a verdict on a consistent copy of version `st` may be cached for it (reads
+            // trust cached verdicts: see `fs::served`).
+            match super::served::consistent_copy(&f, st, || backing::stat_fd(fd)).map_err(cant)? {
+                Some(data) => Ok((self.engine.scan_with(sel, &data), true)),
+                None => Ok((
+                    self.engine
+                        .scan_with(sel, &read_all(fd, st.size).map_err(cant)?),
+                    false,
+                )),
+            }
+        })
     }
 
     /// The view of `data`, a consistent copy of the file at `rel` (stat `st`): what a read
-    /// serves is then exactly what was scanned (see `fs::snapshot`).
+    /// serves is then exactly what was scanned (see `fs::served`).
     pub fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
+        self.decide_with(rel, st, |sel| Ok((self.engine.scan_with(sel, data), true)))
+    }
+
+    /// The cached verdict for `st`'s version under the rules that apply at `rel`, or the one
+    /// `scan` gives (`(outcome, may it be cached)`, or a view to answer at once).
+    fn decide_with(
+        &self,
+        rel: &Path,
+        st: &Stat,
+        scan: impl FnOnce(&RuleSelection) -> Result<(ScanOutcome, bool), View>,
+    ) -> View {
         if self.engine.is_empty() {
             return View::Raw;
         }
@@ -165,11 +161,15 @@ impl Viewer {
         let id = file_id(st);
         let outcome = match self.cache.get(&id, sel.id()) {
             Some(o) => o,
-            None => {
-                let o = self.engine.scan_with(&sel, data);
-                self.cache.insert(id, sel.id(), o.clone());
-                o
-            }
+            None => match scan(&sel) {
+                Ok((o, keep)) => {
+                    if keep {
+                        self.cache.insert(id, sel.id(), o.clone());
+                    }
+                    o
+                }
+                Err(v) => return v,
+            },
         };
         self.view_of(rel, outcome)
     }
