@@ -346,7 +346,9 @@ fn redaction_report(
         Ok(d) => d,
         Err(err) => return vec![unscannable(&format!("unreadable: {err}"))],
     };
-    if matches!(engine.scan(&e.rel, &data), ScanOutcome::Binary) {
+    // Only the binary check here: `findings` is the one engine pass (a full `scan` first would
+    // run every regex twice).
+    if veilfs::redact::text::classify(&data) == veilfs::redact::text::Kind::Binary {
         return vec![unscannable("binary")];
     }
     engine
