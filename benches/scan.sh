@@ -48,16 +48,27 @@ grep -r -q zzz_never_matches "$tree" || true
 
 scan="$bin scan $tree > /dev/null 2>&1"
 grepc="grep -r -c zzz_never_matches $tree > /dev/null || true"
+best() { local b=999999; for _ in 1 2 3; do local s e; s=$(date +%s.%N); bash -c "$1"; e=$(date +%s.%N); b=$(awk -v b="$b" -v s="$s" -v e="$e" 'BEGIN{t=e-s; print (t<b)?t:b}'); done; echo "$b"; }
 if command -v hyperfine > /dev/null; then
     hyperfine --warmup 1 --runs 5 --export-json "$dir/scan.json" -n veilfs-scan "$scan" -n grep-r "$grepc" >&2
     read -r t_scan t_grep < <(python3 -c 'import json,sys;r=json.load(open(sys.argv[1]))["results"];print(r[0]["median"],r[1]["median"])' "$dir/scan.json")
 else
-    best() { local b=999999; for _ in 1 2 3; do local s e; s=$(date +%s.%N); bash -c "$1"; e=$(date +%s.%N); b=$(awk -v b="$b" -v s="$s" -v e="$e" 'BEGIN{t=e-s; print (t<b)?t:b}'); done; echo "$b"; }
     t_scan=$(best "$scan")
     t_grep=$(best "$grepc")
 fi
-awk -v mb="$mb" -v s="$t_scan" -v g="$t_grep" 'BEGIN{
+# The fixed cost (profile + rule compilation) is paid once per run, whatever the tree's size:
+# time it on an empty tree, and report the throughput of the walk + scan without it too.
+mkdir -p "$dir/empty"
+cpu=0
+if [ -x /usr/bin/time ]; then
+    /usr/bin/time -o "$dir/cpu" -f "%U %S" "$bin" scan "$tree" > /dev/null 2>&1 || true
+    cpu=$(cat "$dir/cpu")
+fi
+t_fixed=$(best "$bin scan $dir/empty > /dev/null 2>&1" 2>/dev/null || echo 0)
+awk -v mb="$mb" -v s="$t_scan" -v g="$t_grep" -v f="$t_fixed" -v cpu="$cpu" 'BEGIN{
     printf "veilfs scan: %.3f s  %.0f MB/s\n", s, mb/s
     printf "grep -r:     %.3f s  %.0f MB/s\n", g, mb/g
-    printf "ratio veilfs/grep throughput: %.2f\n", g/s }'
+    printf "ratio veilfs/grep throughput: %.2f\n", g/s
+    split(cpu, c, " ")
+    printf "veilfs fixed cost (empty tree): %.3f s; without it: %.0f MB/s; CPU (user+sys) %.2f s\n", f, mb/(s-f), c[1]+c[2] }'
 echo "tree kept in $dir (SCAN_BENCH_DIR=$dir to reuse)"
