@@ -1,5 +1,6 @@
 //! `veilfs scan` walks in parallel: its report must still be exactly the depth-first, name-ordered
-//! report, identical on every run, whatever order the walker threads finish in.
+//! report, identical on every run, whatever order the walker threads finish in. Plus the
+//! `veilfs rules import-*` converters as a user runs them.
 use std::path::Path;
 use std::process::Command;
 
@@ -84,4 +85,55 @@ fn parallel_scan_report_is_the_expected_one_on_every_run() {
     for _ in 0..3 {
         assert_eq!(scan(t.path(), &["--all"]).0, all);
     }
+}
+
+#[test]
+fn import_noseyparker_prints_loadable_rules_and_names_what_it_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let yml = dir.path().join("np.yml");
+    std::fs::write(
+        &yml,
+        "rules:\n- name: Frob\n  id: np.frob.1\n  pattern: '\\b(frob_[a-z0-9]{20})'\n  \
+         validation: {}\n- name: LB\n  id: np.lb.1\n  pattern: '(?<=k=)([0-9]{8})'\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_veilfs"))
+        .args([
+            "rules".as_ref(),
+            "import-noseyparker".as_ref(),
+            yml.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let toml = String::from_utf8(out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(toml.contains("id = \"np.frob.1\""), "{toml}");
+    assert!(
+        err.contains(&format!("not converted: {}: np.lb.1: ", yml.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("np.frob.1: field `validation` has no veilfs equivalent"),
+        "{err}"
+    );
+
+    // The output is a rule set veilfs loads: used from a profile, it masks the token.
+    let rules = dir.path().join("np.toml");
+    std::fs::write(&rules, &toml).unwrap();
+    let profile = dir.path().join("p.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "version = 1\n[redaction]\nrule_sets = []\nrule_files = [{:?}]\n",
+            rules
+        ),
+    )
+    .unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a.txt"), "x = frob_k3j4h5g6f7d8s9a0q1w2\n").unwrap();
+    let (report, err, code) = scan(&tree, &["--profile", profile.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(report, "redact\ta.txt:1:np.frob.1\n");
 }
