@@ -3,9 +3,12 @@
 //! `scan` is the admin's dry run: it walks the real folder with `std::fs` (this is not the agent's
 //! path, so the hardened `backing` module is not needed), never follows symlinks, never descends
 //! into a directory the profile hides (exactly like the mount), and reports every hidden entry with
-//! the reason the agent would get. The walk is a [`Walker`] yielding `(rel, kind, verdict)` so more
-//! findings (redaction) can be added per entry later.
-use std::ffi::OsString;
+//! the reason the agent would get, plus the redaction findings of every visible file.
+//!
+//! Walking and reading run on all cores ([`walk_parallel`]); a single thread managed ~35 MB/s on a
+//! warm tree where `grep -r` did 7x that, because each file's read waited on the last. The report
+//! is then sorted back into depth-first name order, so output is the same byte for byte on every
+//! run and on every machine.
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -48,99 +51,110 @@ pub struct ScanEntry {
     pub verdict: Result<(), Hidden>,
 }
 
-/// What the walker yields: an entry, or a directory/entry it could not read.
-#[derive(Debug)]
-pub enum WalkItem {
-    Entry(ScanEntry),
-    Error { rel: PathBuf, error: io::Error },
-}
+/// One visited entry with its redaction report lines, as produced by a walker thread.
+type Visited = (ScanEntry, Vec<String>);
 
-/// Depth-first walk in name order; does not follow symlinks; does not descend into hidden dirs.
-pub struct Walker<'p> {
-    policy: &'p Policy,
-    root: PathBuf,
-    /// Entries still to visit (relative paths), next on top.
-    pending: Vec<PathBuf>,
-    /// Errors found while listing a directory, reported before its entries.
-    errors: Vec<(PathBuf, io::Error)>,
-}
-
-impl<'p> Walker<'p> {
-    pub fn new(policy: &'p Policy, root: &Path) -> Walker<'p> {
-        let mut w = Walker {
-            policy,
-            root: root.to_path_buf(),
-            pending: Vec::new(),
-            errors: Vec::new(),
-        };
-        w.push_children(Path::new(""));
-        w
-    }
-
-    fn push_children(&mut self, rel: &Path) {
-        let dir = self.root.join(rel);
-        match fs::read_dir(&dir) {
-            Ok(rd) => {
-                let mut names: Vec<OsString> = Vec::new();
-                for e in rd {
-                    match e {
-                        Ok(e) => names.push(e.file_name()),
-                        Err(error) => self.errors.push((rel.to_path_buf(), error)),
-                    }
+/// Walk `root` in parallel (ignore's parallel walker, every ignore-file filter off: visibility is
+/// the profile's business, not `.gitignore`'s), never following symlinks and never descending into
+/// a directory the policy hides. `report` runs on the walker threads for every entry, so the file
+/// reads of the redaction scan are parallel too.
+///
+/// Invariant: the result is in the order of a depth-first walk with siblings in name (byte)
+/// order: `Path`'s `Ord` compares component by component, so sorting by `rel` restores exactly
+/// that pre-order whatever the threads' interleaving. Errors come back sorted by message.
+pub fn walk_parallel<F>(policy: &Policy, root: &Path, report: F) -> (Vec<Visited>, Vec<String>)
+where
+    F: Fn(&ScanEntry) -> Vec<String> + Sync,
+{
+    let (tx, rx) = std::sync::mpsc::channel::<Result<Visited, String>>();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .follow_links(false)
+        .threads(threads)
+        .build_parallel()
+        .run(|| {
+            let tx = tx.clone();
+            let report = &report;
+            Box::new(move |res| {
+                let (state, item) = visit(policy, root, res, report);
+                if let Some(item) = item {
+                    // The receiver outlives the walk; a send cannot fail.
+                    let _ = tx.send(item);
                 }
-                names.sort();
-                for n in names.into_iter().rev() {
-                    self.pending.push(rel.join(n));
-                }
-            }
-            Err(error) => self.errors.push((rel.to_path_buf(), error)),
+                state
+            })
+        });
+    drop(tx);
+    let (mut entries, mut errors) = (Vec::new(), Vec::new());
+    for item in rx {
+        match item {
+            Ok(v) => entries.push(v),
+            Err(e) => errors.push(e),
         }
     }
+    entries.sort_by(|a, b| a.0.rel.cmp(&b.0.rel));
+    errors.sort();
+    (entries, errors)
 }
 
-impl Iterator for Walker<'_> {
-    type Item = WalkItem;
-    fn next(&mut self) -> Option<WalkItem> {
-        if let Some((rel, error)) = self.errors.pop() {
-            return Some(WalkItem::Error { rel, error });
-        }
-        let rel = self.pending.pop()?;
-        let abs = self.root.join(&rel);
-        let md = match fs::symlink_metadata(&abs) {
-            Ok(md) => md,
-            Err(error) => return Some(WalkItem::Error { rel, error }),
-        };
-        let ft = md.file_type();
-        let kind = if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_file() {
-            EntryKind::File
-        } else if ft.is_symlink() {
-            EntryKind::Symlink
-        } else {
-            EntryKind::Special
-        };
-        let target = if kind == EntryKind::Symlink {
-            match fs::read_link(&abs) {
-                Ok(t) => Some(t),
-                Err(error) => return Some(WalkItem::Error { rel, error }),
-            }
-        } else {
-            None
-        };
-        let verdict = self
-            .policy
-            .visibility(&rel, kind, md.len(), target.as_deref());
-        if kind == EntryKind::Dir && verdict.is_ok() {
-            self.push_children(&rel);
-        }
-        Some(WalkItem::Entry(ScanEntry {
-            rel,
-            kind,
-            size: md.len(),
-            verdict,
-        }))
+/// One step of the parallel walk: the policy's verdict on one entry, and whether to descend.
+fn visit<F>(
+    policy: &Policy,
+    root: &Path,
+    res: Result<ignore::DirEntry, ignore::Error>,
+    report: &F,
+) -> (ignore::WalkState, Option<Result<Visited, String>>)
+where
+    F: Fn(&ScanEntry) -> Vec<String>,
+{
+    use ignore::WalkState::{Continue, Skip};
+    let dent = match res {
+        Ok(d) => d,
+        Err(e) => return (Continue, Some(Err(e.to_string()))),
+    };
+    if dent.depth() == 0 {
+        return (Continue, None);
     }
+    let abs = dent.path();
+    let rel = abs.strip_prefix(root).unwrap_or(abs).to_path_buf();
+    let fail = |error: &dyn std::fmt::Display| Some(Err(format!("{}: {error}", abs.display())));
+    let md = match fs::symlink_metadata(abs) {
+        Ok(md) => md,
+        Err(error) => return (Continue, fail(&error)),
+    };
+    let ft = md.file_type();
+    let kind = if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        EntryKind::Special
+    };
+    let target = if kind == EntryKind::Symlink {
+        match fs::read_link(abs) {
+            Ok(t) => Some(t),
+            Err(error) => return (Continue, fail(&error)),
+        }
+    } else {
+        None
+    };
+    let verdict = policy.visibility(&rel, kind, md.len(), target.as_deref());
+    let state = if kind == EntryKind::Dir && verdict.is_err() {
+        Skip
+    } else {
+        Continue
+    };
+    let entry = ScanEntry {
+        rel,
+        kind,
+        size: md.len(),
+        verdict,
+    };
+    let lines = report(&entry);
+    (state, Some(Ok((entry, lines))))
 }
 
 fn kind_str(k: EntryKind) -> &'static str {
@@ -239,55 +253,53 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: not a directory", a.path.display());
     }
 
+    let (entries, walk_errors) = walk_parallel(&policy, &a.path, |e| {
+        if e.verdict.is_ok() && e.kind == EntryKind::File && !engine.is_empty() {
+            redaction_report(&engine, &profile, &policy, &a.path, e, a.json)
+        } else {
+            Vec::new()
+        }
+    });
+    let errors = walk_errors.len() as u64;
+    for error in &walk_errors {
+        eprintln!("veilfs: scan: {error}");
+    }
+
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let (mut visible, mut hidden, mut hidden_dirs, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    for item in Walker::new(&policy, &a.path) {
-        match item {
-            WalkItem::Error { rel, error } => {
-                errors += 1;
-                eprintln!("veilfs: scan: {}: {error}", a.path.join(&rel).display());
+    let (mut visible, mut hidden, mut hidden_dirs) = (0u64, 0u64, 0u64);
+    for (e, lines) in entries {
+        match &e.verdict {
+            Ok(()) => visible += 1,
+            Err(_) => {
+                hidden += 1;
+                if e.kind == EntryKind::Dir {
+                    hidden_dirs += 1;
+                }
             }
-            WalkItem::Entry(e) => {
-                match &e.verdict {
-                    Ok(()) => visible += 1,
-                    Err(_) => {
-                        hidden += 1;
-                        if e.kind == EntryKind::Dir {
-                            hidden_dirs += 1;
-                        }
-                    }
-                }
-                if e.verdict.is_ok() && e.kind == EntryKind::File && !engine.is_empty() {
-                    let lines = redaction_report(&engine, &profile, &policy, &a.path, &e, a.json);
-                    redactions += lines.len() as u64;
-                    for l in lines {
-                        if let Err(err) = writeln!(out, "{l}") {
-                            if err.kind() == io::ErrorKind::BrokenPipe {
-                                return Ok(ExitCode::SUCCESS);
-                            }
-                            return Err(err.into());
-                        }
-                    }
-                }
-                if e.verdict.is_ok() && !a.all {
-                    continue;
-                }
-                let res = if a.json {
+        }
+        redactions += lines.len() as u64;
+        let mut res = Ok(());
+        for l in lines {
+            res = res.and_then(|()| writeln!(out, "{l}"));
+        }
+        if e.verdict.is_err() || a.all {
+            res = res.and_then(|()| {
+                if a.json {
                     writeln!(out, "{}", json_record(&e))
                 } else {
                     match &e.verdict {
                         Ok(()) => writeln!(out, "visible\t{}", escape_path(&e.rel)),
                         Err(h) => writeln!(out, "hidden\t{}\t{h}", escape_path(&e.rel)),
                     }
-                };
-                if let Err(err) = res {
-                    if err.kind() == io::ErrorKind::BrokenPipe {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    return Err(err.into());
                 }
+            });
+        }
+        if let Err(err) = res {
+            if err.kind() == io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
             }
+            return Err(err.into());
         }
     }
     out.flush()?;
@@ -334,7 +346,9 @@ fn redaction_report(
         Ok(d) => d,
         Err(err) => return vec![unscannable(&format!("unreadable: {err}"))],
     };
-    if matches!(engine.scan(&e.rel, &data), ScanOutcome::Binary) {
+    // Only the binary check here: `findings` is the one engine pass (a full `scan` first would
+    // run every regex twice).
+    if veilfs::redact::text::classify(&data) == veilfs::redact::text::Kind::Binary {
         return vec![unscannable("binary")];
     }
     engine

@@ -25,7 +25,9 @@ pub mod engine;
 pub mod generic;
 pub mod gitleaks;
 mod keywords;
+pub mod kingfisher;
 pub mod mask;
+pub mod noseyparker;
 pub mod rules;
 #[doc(hidden)]
 pub mod samples;
