@@ -160,34 +160,46 @@ pub fn convert(src: &str, name: &str) -> Result<Conversion, String> {
     Ok(c)
 }
 
+/// Imported rule ids become veilfs rule ids: 1-64 characters of A-Z a-z 0-9 - _ .
+pub(crate) fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err("id must be 1-64 characters of A-Z a-z 0-9 - _ .".into());
+    }
+    Ok(())
+}
+
+/// The last line of a regex compile error (the one that says what is wrong).
+pub(crate) fn regex_error(e: &impl std::fmt::Display) -> String {
+    let msg = e.to_string();
+    msg.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
 fn convert_rule(
     r: &GlRule,
     id: &str,
     extra_allow: Vec<AllowlistDef>,
     notes: &mut Vec<String>,
 ) -> Result<String, String> {
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        || id.is_empty()
-        || id.len() > 64
-    {
-        return Err("id must be 1-64 characters of A-Z a-z 0-9 - _ .".into());
-    }
+    check_id(id)?;
     let Some(regex) = r.regex.as_deref() else {
         return Err("no regex (path-only rules are not supported)".into());
     };
     let compiled = rules::compile_regex(regex).map_err(|e| {
-        let msg = e.to_string();
-        let last = msg
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .trim_start_matches("error: ")
-            .to_string();
-        format!("regex does not compile with the Rust regex crate: {last}")
+        format!(
+            "regex does not compile with the Rust regex crate: {}",
+            regex_error(&e)
+        )
     })?;
     let secret_group = match r.secret_group {
         None | Some(0) => None,

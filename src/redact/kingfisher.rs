@@ -116,28 +116,15 @@ fn convert_rule(
     tool: Tool,
     notes: &mut Vec<String>,
 ) -> Result<String, String> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err("id must be 1-64 characters of A-Z a-z 0-9 - _ .".into());
-    }
+    super::gitleaks::check_id(id)?;
     let Some(pattern) = r.pattern.as_deref() else {
         return Err("no `pattern`".into());
     };
     let compiled = rules::compile_regex(pattern).map_err(|e| {
-        let msg = e.to_string();
-        let last = msg
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .trim_start_matches("error: ")
-            .to_string();
-        format!("pattern does not compile with the Rust regex crate: {last}")
+        format!(
+            "pattern does not compile with the Rust regex crate: {}",
+            super::gitleaks::regex_error(&e)
+        )
     })?;
     for k in r.other.keys() {
         if !HARMLESS.contains(&k.as_str()) {
