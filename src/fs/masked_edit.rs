@@ -249,6 +249,19 @@ impl VeilFs {
 
     /// Applies what the agent wrote through a masked-edit handle (at flush and release).
     pub(super) fn finish_masked_edit(&self, h: &Handle) -> Result<(), Errno> {
+        let changing = h.wrote.load(Ordering::Relaxed)
+            || h.masked
+                .as_ref()
+                .is_some_and(|e| e.dirty.load(Ordering::Relaxed));
+        let r = self.apply_masked_edit(h);
+        // Only a real change: noting an outside writer's ctime as ours would skip the settle.
+        if changing && let Ok(inode) = self.inode(fuser::INodeNo(h.ino)) {
+            self.note_own_change(&inode);
+        }
+        r
+    }
+
+    fn apply_masked_edit(&self, h: &Handle) -> Result<(), Errno> {
         let Some(edit) = &h.masked else {
             return Ok(());
         };

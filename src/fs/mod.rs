@@ -416,9 +416,12 @@ impl VeilFs {
             Err(e) => return Err((errno_of(&e), reply)),
         };
         // Small files are cheaper through the page cache (kept across opens while unchanged)
-        // than through passthrough, whose set-up costs two ioctls per open.
+        // than through passthrough, whose set-up costs two ioctls per open. Passthrough serves
+        // whatever the real file holds at each read, never a scanned copy: only for files no
+        // rule applies to (a clean file rewritten outside could otherwise show a new secret).
         let try_passthrough = redactions.is_none()
             && st.size >= PASSTHROUGH_MIN_SIZE
+            && self.cfg.viewer.rules_for(&rel, &st).is_empty()
             && !writable
             && self.cfg.passthrough
             && self.passthrough_ok.load(Ordering::Relaxed);
@@ -521,7 +524,7 @@ impl VeilFs {
         }
         let rel = self.rel(ino)?;
         let stat = || backing::stat_fd(file.as_fd());
-        let mut rules = None;
+        let (mut rules, mut last_key, mut waited) = (None, None, false);
         for _ in 0..READ_ATTEMPTS {
             let st = stat().map_err(|e| errno_of(&e))?;
             if st.size > self.cfg.viewer.max_scan_size() {
@@ -530,16 +533,37 @@ impl VeilFs {
             let sel = self.cfg.viewer.rules_for(&rel, &st).id();
             rules = Some(sel);
             let id = view::file_id(&st);
-            if let Some(c) = self.copies.get(ino)
+            let key = (st.dev, st.ino);
+            last_key = Some(key);
+            if let Some(c) = self.copies.get(key)
                 && c.id == id
                 && c.rules == sel
             {
                 return self.serve(&rel, &c, offset, size);
             }
-            let Some(data) = served::consistent_copy(file, &st, stat).map_err(|e| errno_of(&e))?
-            else {
-                continue;
-            };
+            let own = self.copies.own_change(key);
+            let data =
+                match served::consistent_copy(file, &st, stat, own).map_err(|e| errno_of(&e))? {
+                    served::Taken::Copy(data) => data,
+                    served::Taken::Changed => continue,
+                    served::Taken::Unsettled(wait) => {
+                        // Changed outside just now: wait until no write can be in progress,
+                        // once; a file still changing is served its last copy (stale, whole,
+                        // scanned).
+                        if let Some(c) = self.copies.get(key)
+                            && c.rules == sel
+                            && (waited || self.copies.churning(key))
+                        {
+                            if waited {
+                                self.copies.mark_churning(key);
+                            }
+                            return self.serve(&rel, &c, offset, size);
+                        }
+                        std::thread::sleep(wait);
+                        waited = true;
+                        continue;
+                    }
+                };
             let v = self.cfg.viewer.decide_bytes(&rel, &st, &data);
             // Masked edits: the view is recorded before it is first served.
             if let View::Masked(r) = &v {
@@ -558,11 +582,11 @@ impl VeilFs {
                 },
                 view: v,
             });
-            self.copies.put(ino, c.clone());
+            self.copies.put(key, c.clone());
             return self.serve(&rel, &c, offset, size);
         }
         // Never still long enough: the last consistent copy is stale but was scanned.
-        if let Some(c) = self.copies.get(ino)
+        if let Some(c) = last_key.and_then(|k| self.copies.get(k))
             && Some(c.rules) == rules
         {
             return self.serve(&rel, &c, offset, size);
@@ -821,9 +845,6 @@ impl Filesystem for VeilFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.inodes.forget(ino.0, nlookup);
-        if self.inodes.get(ino.0).is_none() {
-            self.copies.forget(ino.0);
-        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -1490,13 +1511,16 @@ impl Filesystem for VeilFs {
         reply: fuser::ReplyCreate,
     ) {
         match self.do_create_file(req, parent, name, mode & !umask, flags) {
-            Ok((inode, st, fh)) => reply.created(
-                &self.ttl(),
-                &attr_of(inode.ino, &st),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((inode, st, fh)) => {
+                self.copies.note_own_change(&st);
+                reply.created(
+                    &self.ttl(),
+                    &attr_of(inode.ino, &st),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                )
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -1610,9 +1634,13 @@ impl Filesystem for VeilFs {
 }
 
 impl VeilFs {
+    /// Answers an operation that made or linked an entry (so changed its ctime).
     fn reply_entry(&self, r: Result<(Arc<Inode>, Stat), Errno>, reply: ReplyEntry) {
         match r {
-            Ok((inode, st)) => reply.entry(&self.ttl(), &attr_of(inode.ino, &st), Generation(0)),
+            Ok((inode, st)) => {
+                self.copies.note_own_change(&st);
+                reply.entry(&self.ttl(), &attr_of(inode.ino, &st), Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }

@@ -129,9 +129,11 @@ impl Viewer {
             let f = backing::reopen(fd, libc::O_RDONLY).map_err(cant)?;
             // Only a verdict on a consistent copy of version `st` may be cached for it (reads
             // trust cached verdicts: see `fs::served`).
-            match super::served::consistent_copy(&f, st, || backing::stat_fd(fd)).map_err(cant)? {
-                Some(data) => Ok((self.engine.scan_with(sel, &data), true)),
-                None => Ok((
+            match super::served::consistent_copy(&f, st, || backing::stat_fd(fd), None)
+                .map_err(cant)?
+            {
+                super::served::Taken::Copy(data) => Ok((self.engine.scan_with(sel, &data), true)),
+                _ => Ok((
                     self.engine
                         .scan_with(sel, &read_all(fd, st.size).map_err(cant)?),
                     false,

@@ -349,7 +349,9 @@ impl VeilFs {
             }
             .map_err(|e| errno_of(&e))?;
         }
-        backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))
+        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        self.copies.note_own_change(&st);
+        Ok(st)
     }
 
     /// A name about to be created already exists: EEXIST when the agent can see it, EACCES
@@ -662,6 +664,7 @@ impl VeilFs {
             && let Some(i) = self.inodes.get(ino)
         {
             i.set_location(newparent.0, newname);
+            self.note_own_change(&i);
         }
         if let Some(d) = dst
             && let Some(ino) = self.inodes.ino_of_key((d.dev, d.ino))
@@ -669,6 +672,7 @@ impl VeilFs {
         {
             if exchange {
                 i.set_location(parent.0, name);
+                self.note_own_change(&i);
             } else {
                 i.detach();
             }
@@ -762,7 +766,22 @@ impl VeilFs {
             }
         }
         h.wrote.store(true, Ordering::Relaxed);
+        self.note_own_change_of(h.file.as_fd());
         Ok(n as u32)
+    }
+
+    /// Records that veilfs itself just changed `inode` (its new ctime is not an outside
+    /// writer's: see `served`).
+    pub(super) fn note_own_change(&self, inode: &Arc<Inode>) {
+        if let Ok(fd) = self.fd(inode) {
+            self.note_own_change_of(fd.as_fd());
+        }
+    }
+
+    pub(super) fn note_own_change_of(&self, fd: std::os::fd::BorrowedFd<'_>) {
+        if let Ok(st) = backing::stat_fd(fd) {
+            self.copies.note_own_change(&st);
+        }
     }
 
     pub(super) fn do_fallocate(
@@ -791,6 +810,7 @@ impl VeilFs {
             return Err(errno_of(&std::io::Error::last_os_error()));
         }
         h.wrote.store(true, Ordering::Relaxed);
+        self.note_own_change_of(h.file.as_fd());
         Ok(())
     }
 
@@ -832,7 +852,9 @@ impl VeilFs {
             Some(v) => backing::setxattr(fd.as_fd(), name, v, flags),
             None => backing::removexattr(fd.as_fd(), name),
         }
-        .map_err(|e| errno_of(&e))
+        .map_err(|e| errno_of(&e))?;
+        self.note_own_change_of(fd.as_fd());
+        Ok(())
     }
 
     /// A directory with no inode of ours yet: does it list empty for the agent?

@@ -755,6 +755,11 @@ impl RuleSelection {
         }
     }
 
+    /// No rule applies: nothing in any version of the file could be masked.
+    pub fn is_empty(&self) -> bool {
+        !self.applies.contains(&true)
+    }
+
     /// 0 for "every rule".
     pub fn id(&self) -> u64 {
         self.id
