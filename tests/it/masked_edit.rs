@@ -4,7 +4,7 @@
 //! secret (`Tq7zWx2`, masked as `<redact`, shorter than the `<redacted:` prefix) used to be
 //! overwritten by its mask on an editor save.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;
