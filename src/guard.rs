@@ -450,3 +450,303 @@ impl Guard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The guard without FUSE: a real store and a real scope in a temp dir, driven the way the
+    //! write path drives it (`capture_object` before a change, `linked`/`renamed`/`unlinked`
+    //! after one), then the journal read back.
+    use super::*;
+    use std::fs;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::fs::MetadataExt;
+
+    struct Env {
+        _tmp: tempfile::TempDir,
+        scope: PathBuf,
+        store_dir: PathBuf,
+        root: OwnedFd,
+    }
+
+    fn env() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let scope = tmp.path().join("scope");
+        let store_dir = tmp.path().join("store");
+        fs::create_dir_all(scope.join("d")).unwrap();
+        fs::write(scope.join("a"), "a before\n").unwrap();
+        fs::write(scope.join("d/f"), "f before\n").unwrap();
+        let root = backing::open_root(&scope).unwrap();
+        Env {
+            _tmp: tmp,
+            scope,
+            store_dir,
+            root,
+        }
+    }
+
+    fn guard(e: &Env, mode: &str, max: u64, quota: Option<u64>) -> Guard {
+        let store = Store::create_or_open(&e.store_dir).unwrap();
+        Guard::start(store, &e.scope, mode, "test", max, quota).unwrap()
+    }
+
+    fn key(p: &Path) -> (u64, u64) {
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.dev(), m.ino())
+    }
+
+    /// The paths of the session's `Capture` records, in order.
+    fn captures(e: &Env, g: &Guard) -> Vec<PathBuf> {
+        let store = Store::open(&e.store_dir).unwrap();
+        store
+            .read_session(g.session_id())
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::Capture { path, .. } => Some(path),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    /// Makes every later write to the session's journal fail with ENOSPC, as on a full disk:
+    /// the journal's fd is pointed at /dev/full.
+    fn fill_disk_under_journal(g: &Guard) {
+        let journal = g.session.path().to_path_buf();
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut done = false;
+        for e in fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            if fs::read_link(e.path()).ok().as_deref() == Some(journal.as_path()) {
+                let n: i32 = e.file_name().to_str().unwrap().parse().unwrap();
+                use std::os::fd::AsRawFd;
+                // SAFETY: `n` is the journal's open fd (owned by the guard, which outlives this
+                // call); dup2 atomically replaces what it refers to.
+                assert!(unsafe { libc::dup2(full.as_raw_fd(), n) } >= 0);
+                done = true;
+            }
+        }
+        assert!(done, "journal fd of {} not found", journal.display());
+    }
+
+    #[test]
+    fn first_change_captures_once_and_later_changes_are_free() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, None);
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        fs::write(e.scope.join("a"), "a after\n").unwrap();
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        assert_eq!(captures(&e, &g), vec![p("a")]);
+        // The capture holds the state before the first change, not after it.
+        let store = Store::open(&e.store_dir).unwrap();
+        let recs = store.read_session(g.session_id()).unwrap();
+        let before = recs
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::Capture { before, .. } => Some(before.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let State::File { size, .. } = before else {
+            panic!("{before:?}")
+        };
+        assert_eq!(size, "a before\n".len() as u64);
+    }
+
+    /// Design, "the agent chooses every name": a first change through any name captures the
+    /// object under all of its names; a second change through another name captures nothing.
+    #[test]
+    fn second_write_through_another_hard_link_name_is_not_captured_twice() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, None);
+        fs::hard_link(e.scope.join("a"), e.scope.join("d/b")).unwrap();
+        let k = key(&e.scope.join("a"));
+        g.linked(k, Path::new("a"), Path::new("d/b"));
+        let names = g
+            .capture_object(e.root.as_fd(), k, Path::new("a"), 2)
+            .unwrap();
+        assert_eq!(names, vec![p("a"), p("d/b")]);
+        let names = g
+            .capture_object(e.root.as_fd(), k, Path::new("d/b"), 2)
+            .unwrap();
+        assert_eq!(names, vec![p("a"), p("d/b")]);
+        assert_eq!(captures(&e, &g), vec![p("a"), p("d/b")]);
+    }
+
+    #[test]
+    fn hard_link_made_outside_the_mount_is_refused_not_written_through() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, None);
+        fs::hard_link(e.scope.join("a"), e.scope.join("elsewhere")).unwrap();
+        let k = key(&e.scope.join("a"));
+        let err = g
+            .capture_object(e.root.as_fd(), k, Path::new("a"), 2)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GuardError::UnknownLinks {
+                    nlink: 2,
+                    known: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.errno(), libc::EACCES);
+        assert!(captures(&e, &g).is_empty());
+    }
+
+    /// A name the guard remembered but that an outside rename moved away no longer counts:
+    /// the object is then refused instead of captured under a stale name.
+    #[test]
+    fn a_remembered_link_name_moved_away_outside_is_not_trusted() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, None);
+        fs::hard_link(e.scope.join("a"), e.scope.join("b")).unwrap();
+        let k = key(&e.scope.join("a"));
+        g.linked(k, Path::new("a"), Path::new("b"));
+        fs::rename(e.scope.join("b"), e.scope.join("hidden")).unwrap();
+        let err = g
+            .capture_object(e.root.as_fd(), k, Path::new("a"), 2)
+            .unwrap_err();
+        assert!(
+            matches!(err, GuardError::UnknownLinks { known: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn link_names_follow_a_directory_rename_and_an_unlink() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, None);
+        fs::hard_link(e.scope.join("a"), e.scope.join("d/b")).unwrap();
+        let k = key(&e.scope.join("a"));
+        g.linked(k, Path::new("a"), Path::new("d/b"));
+        fs::rename(e.scope.join("d"), e.scope.join("e")).unwrap();
+        g.renamed(Path::new("d"), Path::new("e"), false);
+        let names = g.names_of(e.root.as_fd(), k, Path::new("a"), 2).unwrap();
+        assert_eq!(names, vec![p("a"), p("e/b")]);
+        fs::remove_file(e.scope.join("e/b")).unwrap();
+        g.unlinked(k, Path::new("e/b"));
+        assert!(
+            g.names.lock().unwrap().is_empty(),
+            "one name left: forgotten"
+        );
+        let names = g.names_of(e.root.as_fd(), k, Path::new("a"), 1).unwrap();
+        assert_eq!(names, vec![p("a")]);
+    }
+
+    #[test]
+    fn a_name_replaced_by_a_rename_is_no_longer_a_link_name() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, None);
+        let k = (1, 2);
+        g.linked(k, Path::new("a"), Path::new("b"));
+        g.linked(k, Path::new("a"), Path::new("c"));
+        g.renamed(Path::new("x"), Path::new("b"), false);
+        assert_eq!(
+            g.names.lock().unwrap()[&k],
+            BTreeSet::from([p("a"), p("c")])
+        );
+        g.renamed(Path::new("a"), Path::new("c"), true);
+        assert_eq!(
+            g.names.lock().unwrap()[&k],
+            BTreeSet::from([p("a"), p("c")]),
+            "an exchange swaps the names, both stay"
+        );
+    }
+
+    /// A path that was removed or renamed away is captured again on its next change: the new
+    /// object there must be recorded (as it is now), or rollback would restore the wrong one.
+    #[test]
+    fn a_path_re_created_after_its_directory_was_removed_is_captured_again() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, None);
+        g.capture(e.root.as_fd(), Path::new("d/f")).unwrap();
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        g.forget_subtree(Path::new("d"));
+        g.capture(e.root.as_fd(), Path::new("d/f")).unwrap();
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        assert_eq!(captures(&e, &g), vec![p("d/f"), p("a"), p("d/f")]);
+    }
+
+    #[test]
+    fn a_pre_image_above_snapshot_max_size_is_refused_before_it_is_read() {
+        let e = env();
+        let g = guard(&e, "snapshot", 4, None);
+        let err = g.capture(e.root.as_fd(), Path::new("a")).unwrap_err();
+        assert!(matches!(err, GuardError::TooLarge { max: 4, .. }), "{err}");
+        assert_eq!(err.errno(), libc::EFBIG);
+        assert!(captures(&e, &g).is_empty());
+        // The refusal is journalled; an absent path (a create) needs no pre-image at all.
+        let store = Store::open(&e.store_dir).unwrap();
+        let recs = store.read_session(g.session_id()).unwrap();
+        assert!(recs.iter().any(|r| matches!(&r.event,
+            Event::Change { path, op } if path == Path::new("a") && op.starts_with("refused: "))));
+        g.capture(e.root.as_fd(), Path::new("new")).unwrap();
+        assert_eq!(captures(&e, &g), vec![p("new")]);
+    }
+
+    #[test]
+    fn the_store_quota_refuses_a_capture_with_enospc() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, Some(0));
+        let err = g.capture(e.root.as_fd(), Path::new("a")).unwrap_err();
+        assert!(matches!(err, GuardError::Quota { quota: 0, .. }), "{err}");
+        assert_eq!(err.errno(), libc::ENOSPC);
+    }
+
+    #[test]
+    fn overlay_mode_snapshots_nothing() {
+        let e = env();
+        let g = guard(&e, "overlay", u64::MAX, None);
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        fs::hard_link(e.scope.join("a"), e.scope.join("outside-link")).unwrap();
+        let names = g
+            .capture_object(e.root.as_fd(), key(&e.scope.join("a")), Path::new("a"), 2)
+            .unwrap();
+        assert_eq!(names, vec![p("a")]);
+        assert!(captures(&e, &g).is_empty());
+    }
+
+    /// A change marker that could not be journalled (disk full) must stop the session: a
+    /// rollback reading a journal without it would take the agent's bytes for the original.
+    #[test]
+    fn a_lost_change_record_stops_every_later_change_with_its_errno() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, None);
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        g.check_running().unwrap();
+        fill_disk_under_journal(&g);
+        g.record_change(Path::new("a"), "write");
+        let err = g.check_running().unwrap_err();
+        assert!(matches!(err, GuardError::Stopped { .. }), "{err}");
+        assert_eq!(err.errno(), libc::ENOSPC);
+        // Every later change is refused, even one to a path captured before.
+        for rel in ["a", "d/f"] {
+            let err = g.capture(e.root.as_fd(), Path::new(rel)).unwrap_err();
+            assert_eq!(err.errno(), libc::ENOSPC, "{rel}: {err}");
+        }
+        let err = g
+            .capture_object(e.root.as_fd(), key(&e.scope.join("a")), Path::new("a"), 1)
+            .unwrap_err();
+        assert!(matches!(err, GuardError::Stopped { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_lost_post_image_stops_the_guard() {
+        let e = env();
+        let g = guard(&e, "snapshot", u64::MAX, None);
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        fill_disk_under_journal(&g);
+        let fd = backing::open_path(e.root.as_fd(), Path::new("a")).unwrap();
+        g.post_image(fd.as_fd(), &[p("a")]);
+        assert_eq!(g.check_running().unwrap_err().errno(), libc::ENOSPC);
+    }
+}

@@ -1838,3 +1838,237 @@ pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> anyhow::Result<Vec<Path
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The commit planner without a mount: an upper layer laid out by hand the way overlayfs
+    //! leaves it (whiteouts are 0:0 character devices, `trusted.overlay.opaque` and
+    //! `trusted.overlay.redirect` xattrs; root is needed for both), planned against a real
+    //! folder in a temp dir.
+    use super::*;
+    use std::ffi::OsStr;
+    use std::fs;
+
+    struct Env {
+        _tmp: tempfile::TempDir,
+        scope: PathBuf,
+        store: PathBuf,
+        upper: PathBuf,
+    }
+
+    /// A real folder with `gone.txt`, `keep.txt`, `olddir/{x,sub/y}`, `d/f`, `o/old`.
+    fn env() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let scope = tmp.path().join("scope");
+        let store = tmp.path().join("store");
+        for d in ["olddir/sub", "d", "o"] {
+            fs::create_dir_all(scope.join(d)).unwrap();
+        }
+        for f in [
+            "gone.txt",
+            "keep.txt",
+            "olddir/x",
+            "olddir/sub/y",
+            "d/f",
+            "o/old",
+        ] {
+            fs::write(scope.join(f), format!("real {f}\n")).unwrap();
+        }
+        let upper = Layout::in_store(&store).upper;
+        fs::create_dir_all(&upper).unwrap();
+        // The agent's copies come strictly after the real files' last change: equal times
+        // count as a conflict (timestamps have clock-tick granularity).
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        Env {
+            _tmp: tmp,
+            scope,
+            store,
+            upper,
+        }
+    }
+
+    impl Env {
+        fn whiteout(&self, rel: &str) {
+            let (parent, name) = split(rel);
+            let dir = backing::open_root(&self.upper.join(parent)).unwrap();
+            backing::mknod(dir.as_fd(), OsStr::new(name), libc::S_IFCHR | 0o600, 0).unwrap();
+        }
+        fn dir(&self, rel: &str) {
+            fs::create_dir_all(self.upper.join(rel)).unwrap();
+        }
+        fn file(&self, rel: &str, data: &str) {
+            fs::write(self.upper.join(rel), data).unwrap();
+        }
+        fn xattr(&self, rel: &str, name: &str, value: &[u8]) {
+            let root = backing::open_root(&self.upper).unwrap();
+            let fd = backing::open_path(root.as_fd(), Path::new(rel)).unwrap();
+            backing::setxattr(fd.as_fd(), OsStr::new(name), value, 0).unwrap();
+        }
+        fn plan(&self, filters: &[&str]) -> CommitPlan {
+            let f: Vec<PathBuf> = filters.iter().map(PathBuf::from).collect();
+            plan_commit(&self.store, None, &self.scope, &f).unwrap()
+        }
+    }
+
+    fn split(rel: &str) -> (&str, &str) {
+        rel.rsplit_once('/').unwrap_or(("", rel))
+    }
+
+    /// `kind path` for every step, in plan order.
+    fn steps(plan: &CommitPlan) -> Vec<String> {
+        plan.steps
+            .iter()
+            .map(|s| {
+                let kind = match &s.op {
+                    Op::Put {
+                        src: Source::Real(r),
+                        ..
+                    } => format!("put<{}", r.display()),
+                    Op::Put { .. } => "put".to_string(),
+                    Op::Delete { .. } => "delete".to_string(),
+                    Op::Link { to, .. } => format!("link>{}", to.display()),
+                    Op::DirTimes { .. } => "times".to_string(),
+                };
+                format!("{kind} {}", s.path.display())
+            })
+            .collect()
+    }
+
+    fn pos(steps: &[String], s: &str) -> usize {
+        steps
+            .iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("no step {s:?} in {steps:#?}"))
+    }
+
+    /// Deletes run children first (rmdir needs an empty directory); a new directory is made
+    /// before its entries and gets its times after them (adding entries moves its mtime).
+    #[test]
+    fn plan_deletes_children_first_and_sets_directory_times_last() {
+        let e = env();
+        e.whiteout("gone.txt");
+        e.whiteout("olddir");
+        e.file("keep.txt", "edited\n");
+        e.dir("newdir/inner");
+        e.file("newdir/inner/n.txt", "new\n");
+        let plan = e.plan(&[]);
+        let s = steps(&plan);
+        assert!(pos(&s, "delete olddir/sub/y") < pos(&s, "delete olddir/sub"));
+        assert!(pos(&s, "delete olddir/sub") < pos(&s, "delete olddir"));
+        assert!(pos(&s, "delete olddir/x") < pos(&s, "delete olddir"));
+        assert!(pos(&s, "put newdir") < pos(&s, "put newdir/inner"));
+        assert!(pos(&s, "put newdir/inner") < pos(&s, "put newdir/inner/n.txt"));
+        assert!(pos(&s, "put newdir/inner/n.txt") < pos(&s, "times newdir/inner"));
+        assert!(pos(&s, "times newdir/inner") < pos(&s, "times newdir"));
+        pos(&s, "delete gone.txt");
+        pos(&s, "put keep.txt");
+        // Only what the upper layer holds: the untouched real entries are not in the plan.
+        assert!(
+            !s.iter()
+                .any(|x| x.ends_with(" d/f") || x.ends_with(" o/old")),
+            "{s:#?}"
+        );
+        assert!(
+            plan.units.iter().all(|u| u.conflict.is_none()),
+            "{:?}",
+            plan.units
+        );
+        // Every step of a deleted tree belongs to the one unit of its whiteout.
+        let u = plan.steps[pos(&s, "delete olddir")].unit;
+        assert_eq!(plan.steps[pos(&s, "delete olddir/sub/y")].unit, u);
+        assert_eq!(plan.units[u].path, Path::new("olddir"));
+    }
+
+    #[test]
+    fn a_real_file_changed_after_the_agents_copy_is_a_conflict() {
+        let e = env();
+        e.file("keep.txt", "agent's\n");
+        e.whiteout("gone.txt");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        fs::write(e.scope.join("keep.txt"), "someone else's\n").unwrap();
+        fs::write(e.scope.join("gone.txt"), "someone else's\n").unwrap();
+        let plan = e.plan(&[]);
+        for p in ["keep.txt", "gone.txt"] {
+            let u = plan.units.iter().find(|u| u.path == Path::new(p)).unwrap();
+            assert!(
+                u.conflict.as_deref().is_some_and(|c| c.contains(p)),
+                "{u:?}"
+            );
+            let step = plan.steps.iter().find(|s| s.path == Path::new(p)).unwrap();
+            assert!(!plan.runs(step, false), "skipped without --force");
+            assert!(plan.runs(step, true), "applied with --force");
+        }
+    }
+
+    /// An opaque upper directory replaces the real one's content: real entries it does not
+    /// hold are deleted, before its own entries are put.
+    #[test]
+    fn an_opaque_directory_deletes_the_real_entries_it_hides() {
+        let e = env();
+        e.dir("o");
+        e.xattr("o", "trusted.overlay.opaque", b"y");
+        e.file("o/new", "new\n");
+        let plan = e.plan(&[]);
+        let s = steps(&plan);
+        assert!(pos(&s, "put o") < pos(&s, "delete o/old"));
+        assert!(pos(&s, "delete o/old") < pos(&s, "put o/new"));
+        assert!(pos(&s, "put o/new") < pos(&s, "times o"));
+    }
+
+    /// A directory renamed in the overlay (`d` → `e`: a whiteout at `d`, a redirect on `e`)
+    /// is committed from its real origin, and the plan says so, so applying keeps `d`'s
+    /// content until `e` holds it.
+    #[test]
+    fn a_renamed_directory_is_copied_from_its_real_origin() {
+        let e = env();
+        e.whiteout("d");
+        e.dir("e");
+        e.xattr("e", "trusted.overlay.redirect", b"d");
+        let plan = e.plan(&[]);
+        let s = steps(&plan);
+        assert_eq!(plan.origins, vec![(PathBuf::from("d"), PathBuf::from("e"))]);
+        assert!(pos(&s, "delete d/f") < pos(&s, "delete d"));
+        assert!(pos(&s, "put e") < pos(&s, "put<d/f e/f"));
+        assert!(pos(&s, "put<d/f e/f") < pos(&s, "times e"));
+    }
+
+    /// Committing only the origin of a renamed directory (`veilfs commit d`) must not delete
+    /// it while its new name stays uncommitted: that would lose the directory's content.
+    #[test]
+    fn committing_only_a_renamed_directorys_origin_keeps_it() {
+        let e = env();
+        e.whiteout("d");
+        e.dir("e");
+        e.xattr("e", "trusted.overlay.redirect", b"d");
+        let plan = e.plan(&["d"]);
+        let d = plan
+            .units
+            .iter()
+            .find(|u| u.path == Path::new("d"))
+            .unwrap();
+        assert!(!d.selected, "{:?}", plan.units);
+        assert!(
+            plan.warnings.iter().any(|w| w.starts_with("kept d:")),
+            "{:?}",
+            plan.warnings
+        );
+        let both = e.plan(&["d", "e"]);
+        let d = both
+            .units
+            .iter()
+            .find(|u| u.path == Path::new("d"))
+            .unwrap();
+        assert!(d.selected);
+    }
+
+    /// Two upper names of one inode (a hard link made in the overlay) commit as one file and a
+    /// link to it, not as two copies.
+    #[test]
+    fn a_hard_link_made_in_the_overlay_commits_as_a_link() {
+        let e = env();
+        e.file("h1", "linked\n");
+        fs::hard_link(e.upper.join("h1"), e.upper.join("h2")).unwrap();
+        let s = steps(&e.plan(&[]));
+        assert!(pos(&s, "put h1") < pos(&s, "link>h1 h2"), "{s:#?}");
+    }
+}

@@ -362,6 +362,130 @@ mod tests {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
+    /// A table over a temp dir holding `a`, a hard link `b` to it, and a directory `d`.
+    fn table(budget: usize) -> (tempfile::TempDir, InodeTable) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"a").unwrap();
+        std::fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let root = backing::open_root(dir.path()).unwrap();
+        let rst = backing::stat_fd(root.as_fd()).unwrap();
+        (dir, InodeTable::new(root, (rst.dev, rst.ino), budget))
+    }
+
+    /// Looks `name` up beneath `parent` the way `lookup` does.
+    fn look(t: &InodeTable, parent: u64, name: &str) -> Arc<Inode> {
+        let p = t.get(parent).unwrap();
+        let pfd = t.fd(&p).unwrap();
+        let fd = backing::lookup(pfd.as_fd(), OsStr::new(name)).unwrap();
+        let st = backing::stat_fd(fd.as_fd()).unwrap();
+        t.lookup_insert(
+            (st.dev, st.ino),
+            st.kind(),
+            Some(fd),
+            parent,
+            OsStr::new(name),
+        )
+    }
+
+    #[test]
+    fn a_hard_link_seen_under_two_names_is_one_inode_at_its_latest_name() {
+        let (_d, t) = table(0);
+        let a = look(&t, ROOT, "a");
+        let b = look(&t, ROOT, "b");
+        assert_eq!(a.ino, b.ino);
+        assert_eq!(a.nlookup.load(Ordering::Relaxed), 2);
+        assert_eq!(t.rel_path(a.ino), Some(PathBuf::from("b")));
+        assert_eq!(t.ino_of_key(a.key), Some(a.ino));
+    }
+
+    /// Lookup counts follow the kernel: the inode lives until forgets give back every lookup,
+    /// and a number is never handed out again, even for the same object looked up anew.
+    #[test]
+    fn an_inode_is_dropped_at_zero_lookups_and_its_number_never_reused() {
+        let (_d, t) = table(0);
+        let a = look(&t, ROOT, "a");
+        look(&t, ROOT, "a");
+        t.forget(a.ino, 1);
+        assert!(t.get(a.ino).is_some(), "one lookup left");
+        t.forget(a.ino, 1);
+        assert!(t.get(a.ino).is_none());
+        assert_eq!(t.ino_of_key(a.key), None);
+        let again = look(&t, ROOT, "a");
+        assert!(again.ino > a.ino, "{} reused {}", again.ino, a.ino);
+        // Forgetting more than was looked up, an unknown inode, or the root changes nothing.
+        t.forget(again.ino, 5);
+        t.forget(9999, 1);
+        t.forget(ROOT, u64::MAX);
+        assert!(t.get(ROOT).is_some());
+        assert!(t.get(again.ino).is_none());
+    }
+
+    /// A forgotten inode that an in-flight request still holds must not be served a new fd
+    /// counted against the budget (no forget would ever give it back).
+    #[test]
+    fn a_forgotten_inode_reopened_by_a_request_in_flight_does_not_leak_budget() {
+        let (_d, t) = table(0);
+        let a = look(&t, ROOT, "a");
+        let held = t.held_fds.load(Ordering::Relaxed);
+        t.forget(a.ino, 1);
+        assert_eq!(t.held_fds.load(Ordering::Relaxed), held - 1);
+        assert!(t.fd(&a).is_ok());
+        assert_eq!(t.held_fds.load(Ordering::Relaxed), held - 1);
+    }
+
+    /// Past the fd budget the oldest fds are dropped and re-opened by name on use, but only
+    /// when that name still is the same object: one replaced outside answers ESTALE.
+    #[test]
+    fn an_evicted_inode_replaced_outside_is_stale_not_the_new_file() {
+        let (d, t) = table(0);
+        let a = look(&t, ROOT, "a");
+        for i in 0..200 {
+            std::fs::write(d.path().join(format!("f{i}")), b"").unwrap();
+            look(&t, ROOT, &format!("f{i}"));
+        }
+        assert!(t.held_fds.load(Ordering::Relaxed) <= t.fd_budget);
+        assert!(a.held_fd().is_none(), "the oldest fd was evicted");
+        // Still the same object: re-opened beneath its parent.
+        assert!(t.fd(&a).is_ok());
+        for i in 200..400 {
+            std::fs::write(d.path().join(format!("f{i}")), b"").unwrap();
+            look(&t, ROOT, &format!("f{i}"));
+        }
+        assert!(a.held_fd().is_none());
+        // `b` keeps the old object alive, so the new `a` cannot get its inode number back.
+        std::fs::remove_file(d.path().join("a")).unwrap();
+        std::fs::write(d.path().join("a"), b"a stranger").unwrap();
+        assert_eq!(t.fd(&a).unwrap_err(), libc::ESTALE);
+        // A name that is gone is stale too.
+        std::fs::remove_file(d.path().join("a")).unwrap();
+        assert_eq!(t.fd(&a).unwrap_err(), libc::ESTALE);
+    }
+
+    #[test]
+    fn rel_path_follows_renames_and_ends_at_a_detached_ancestor() {
+        let (_d, t) = table(0);
+        let dir = look(&t, ROOT, "d");
+        let a = look(&t, ROOT, "a");
+        a.set_location(dir.ino, OsStr::new("moved"));
+        assert_eq!(t.rel_path(a.ino), Some(PathBuf::from("d/moved")));
+        assert_eq!(t.rel_path(ROOT), Some(PathBuf::new()));
+        dir.detach();
+        assert_eq!(t.rel_path(a.ino), None, "its parent has no name any more");
+    }
+
+    /// A new object at the same (dev, ino) but of another kind (inode numbers are recycled
+    /// by the real filesystem) gets a new inode, never the old one's kind.
+    #[test]
+    fn a_recycled_real_inode_number_of_another_kind_is_a_new_inode() {
+        let (_d, t) = table(0);
+        let a = look(&t, ROOT, "a");
+        let other = t.lookup_insert(a.key, Kind::Dir, None, ROOT, OsStr::new("x"));
+        assert_ne!(other.ino, a.ino);
+        assert_eq!(other.kind, Kind::Dir);
+        assert_eq!(t.ino_of_key(a.key), Some(other.ino));
+    }
+
     /// Regression (issue #15 item 6): `hold` took an inode's fd slot, then the eviction queue;
     /// `evict` took the queue, then slots. A request re-opening an inode the kernel just forgot
     /// (its queue entry is still there) while another thread evicts deadlocked both. Many

@@ -1,6 +1,6 @@
 //! Fake secrets for every shipped rule: one positive and one near-miss negative each.
 //!
-//! Why in the library (hidden from docs): the rule tests (`tests/redact_rules.rs`) and the
+//! Why in the library (hidden from docs): the rule tests (`tests/it/redact_rules.rs`) and the
 //! accuracy generator (`examples/accuracy.rs`) must agree on what every rule is supposed to catch,
 //! and a rule added without a case must fail the tests. Values are random (seeded) and made up;
 //! none is a real credential.

@@ -1,4 +1,4 @@
-// One positive/negative sample per shipped rule; `tests/redact_rules.rs` fails when a rule has none.
+// One positive/negative sample per shipped rule; `tests/it/redact_rules.rs` fails when a rule has none.
 pub(super) const TABLE: &[Spec] = &[
     Spec { rule_id: "aws-access-key-id", path: "deploy/aws.env", template: "AWS_ACCESS_KEY_ID=@S@", secret: "AKIA{V:16}", negative: "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE and AKIA1234 short" },
     Spec { rule_id: "aws-secret-access-key", path: "src/settings.py", template: "aws_secret_access_key = \"@S@\"", secret: "{B:40}", negative: "aws_secret_access_key = os.environ[\"AWS_SECRET_ACCESS_KEY\"]" },

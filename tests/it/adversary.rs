@@ -3,7 +3,7 @@
 //! agent can run through a real mount; each failed on the code before the fix that made the
 //! decision follow the object instead of the name it arrived on.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{ErrorKind, Write};

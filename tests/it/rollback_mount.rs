@@ -1,6 +1,6 @@
 //! Rollback of sessions made through a real snapshot-mode mount (issue #15 items 1 and 7).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
@@ -144,7 +144,7 @@ fn a_move_out_of_a_removed_directory_rolls_back_and_every_hint_works() {
     assert!(ok, "{err}");
 }
 
-mod exact;
+use crate::exact;
 
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! process at once, cleanly, and programs that probe files with ioctls (TCGETS from `less`,
 //! Python's `open`) get ENOTTY without a log line per call.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::os::fd::AsRawFd;

@@ -1,6 +1,6 @@
 //! The read-only scoped mount, exercised through a real FUSE mount the way an agent would use it.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;

@@ -149,7 +149,7 @@ fn scan_json_is_lossless_for_non_utf8_names() {
 }
 
 #[test]
-fn scan_with_strict_profile_and_all() {
+fn scan_all_shows_what_the_strict_profiles_allow_list_hides_and_why() {
     let t = tree();
     let strict = profiles().join("strict.toml");
     let out = veilfs(&[

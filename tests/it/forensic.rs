@@ -1,224 +1,203 @@
-//! Sessions built the way the guard builds them (capture → record → change), then rolled back
-//! through the library and through the real `veilfs` binary; the tree is compared with the
+//! Sessions recorded by the real guard (capture → record → change, as the mount's write path
+//! calls it), then rolled back through the library and through the real `veilfs` binary; the tree is compared with the
 //! original by content, kind, mode, owner, mtime and xattrs.
 
-use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use veilfs::backing;
-use veilfs::journal::{Event, State};
+use veilfs::guard::{Guard, GuardError};
 use veilfs::rollback;
 use veilfs::store::Store;
 
-/// A stand-in for the guard: records exactly what the guard records, then performs the change.
-/// Like the guard should, it also captures the parent directory of an entry it creates, removes
-/// or renames, so directory mtimes can be restored.
-struct Guard {
-    store: Store,
-    w: veilfs::journal::SessionWriter,
+/// Drives the real [`Guard`] the way the FUSE write path does (src/fs/write.rs): capture (the
+/// parent directory too for a create, remove or rename; every known name of a hard-linked file),
+/// record the change, make it in the real folder, record the post-image; after a rename or
+/// removal, tell the guard which paths no longer hold what it captured. What is captured, when,
+/// and what the journal says is the guard's own code, not a copy of it.
+struct Session {
+    g: Guard,
     root: OwnedFd,
     scope: PathBuf,
-    captured: Mutex<BTreeSet<PathBuf>>,
-    /// Capture parent directories too (recommended; the brief's guard does not).
+    /// Capture parent directories (as the mount does), so directory mtimes are restored.
     parents: bool,
 }
 
-impl Guard {
-    fn start(store_dir: &Path, scope: &Path) -> Guard {
+impl Session {
+    fn start(store_dir: &Path, scope: &Path) -> Session {
         let store = Store::create_or_open(store_dir).unwrap();
-        let w = store
-            .new_session(Event::SessionStart {
-                scope: scope.to_path_buf(),
-                mode: "snapshot".into(),
-                profile: "test".into(),
-                pid: std::process::id(),
-                user: 0,
-            })
-            .unwrap();
-        Guard {
-            store,
-            w,
+        Session {
+            g: Guard::start(store, scope, "snapshot", "test", u64::MAX, None).unwrap(),
             root: backing::open_root(scope).unwrap(),
             scope: scope.to_path_buf(),
-            captured: Mutex::new(BTreeSet::new()),
             parents: true,
         }
     }
-    fn p(&self, rel: &str) -> PathBuf {
+    fn p(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.scope.join(rel)
     }
-    fn capture(&self, rel: &str) {
-        let rel = PathBuf::from(rel);
-        if self.captured.lock().unwrap().insert(rel.clone()) {
-            let before = State::read(self.root.as_fd(), &rel, Some(&self.store)).unwrap();
-            self.w.append(Event::Capture { path: rel, before }).unwrap();
-        }
+    fn capture(&self, rel: impl AsRef<Path>) {
+        self.g.capture(self.root.as_fd(), rel.as_ref()).unwrap();
     }
     fn capture_parent(&self, rel: &str) {
-        if !self.parents {
-            return;
+        if self.parents {
+            self.capture(Path::new(rel).parent().unwrap());
         }
-        let parent = Path::new(rel)
-            .parent()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        self.capture(&parent);
     }
-    fn uncapture(&self, rel: &str) {
-        self.captured
-            .lock()
-            .unwrap()
-            .retain(|c| !c.starts_with(rel));
+    /// Captures an existing object about to change in content or metadata under every name
+    /// the guard knows for it (or refuses, as the mount does); returns those names.
+    fn try_capture_object(&self, rel: &str) -> Result<Vec<PathBuf>, GuardError> {
+        let m = self.p(rel).symlink_metadata().unwrap();
+        if m.is_dir() {
+            self.g.capture(self.root.as_fd(), Path::new(rel))?;
+            return Ok(vec![rel.into()]);
+        }
+        self.g.capture_object(
+            self.root.as_fd(),
+            (m.dev(), m.ino()),
+            Path::new(rel),
+            m.nlink(),
+        )
     }
     fn change(&self, rel: &str, op: &str) {
-        self.w
-            .append(Event::Change {
-                path: rel.into(),
-                op: op.into(),
-            })
-            .unwrap();
+        self.g.record_change(Path::new(rel), op);
     }
-    fn post(&self, rel: &str) {
-        let after = State::read(self.root.as_fd(), Path::new(rel), None).unwrap();
-        self.w
-            .append(Event::PostImage {
-                path: rel.into(),
-                after,
-            })
-            .unwrap();
+    fn post(&self, names: &[PathBuf]) {
+        let fd = backing::open_path(self.root.as_fd(), &names[0]).unwrap();
+        self.g.post_image(fd.as_fd(), names);
+        self.g.check_running().unwrap();
     }
-    fn write(&self, rel: &str, data: &[u8]) {
-        if !self.p(rel).exists() {
+    /// Captures, records and makes a content or metadata change of an existing object.
+    fn modify(&self, rel: &str, op: &str, f: impl FnOnce()) {
+        let names = self.try_capture_object(rel).unwrap();
+        self.change(rel, op);
+        f();
+        self.post(&names);
+    }
+    fn try_write(&self, rel: &str, data: &[u8]) -> Result<(), GuardError> {
+        let names = if self.p(rel).symlink_metadata().is_ok() {
+            self.try_capture_object(rel)?
+        } else {
             self.capture_parent(rel);
-        }
-        self.capture(rel);
+            self.capture(rel);
+            vec![rel.into()]
+        };
         self.change(rel, "write");
         fs::write(self.p(rel), data).unwrap();
-        self.post(rel);
+        self.post(&names);
+        Ok(())
+    }
+    fn write(&self, rel: &str, data: &[u8]) {
+        self.try_write(rel, data).unwrap()
     }
     fn truncate(&self, rel: &str, len: u64) {
-        self.capture(rel);
-        self.change(rel, "truncate");
-        fs::OpenOptions::new()
-            .write(true)
-            .open(self.p(rel))
-            .unwrap()
-            .set_len(len)
-            .unwrap();
-        self.post(rel);
+        self.modify(rel, "truncate", || {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(self.p(rel))
+                .unwrap()
+                .set_len(len)
+                .unwrap()
+        });
     }
     fn chmod(&self, rel: &str, mode: u32) {
-        self.capture(rel);
-        self.change(rel, "chmod");
-        fs::set_permissions(self.p(rel), fs::Permissions::from_mode(mode)).unwrap();
-        self.post(rel);
+        self.modify(rel, "chmod", || {
+            fs::set_permissions(self.p(rel), fs::Permissions::from_mode(mode)).unwrap()
+        });
     }
     fn touch(&self, rel: &str, secs: i64) {
-        self.capture(rel);
-        self.change(rel, "utimens");
-        let (parent, name) = backing::open_parent(self.root.as_fd(), Path::new(rel)).unwrap();
-        let t = backing::SetTime::At(secs, 0);
-        backing::utimens_at(parent.as_fd(), &name, t, t).unwrap();
-        self.post(rel);
+        self.modify(rel, "utimens", || {
+            let (parent, name) = backing::open_parent(self.root.as_fd(), Path::new(rel)).unwrap();
+            let t = backing::SetTime::At(secs, 0);
+            backing::utimens_at(parent.as_fd(), &name, t, t).unwrap();
+        });
     }
     fn setxattr(&self, rel: &str, name: &str, value: &[u8]) {
-        self.capture(rel);
-        self.change(rel, "setxattr");
-        let fd = backing::open_path(self.root.as_fd(), Path::new(rel)).unwrap();
-        backing::setxattr(fd.as_fd(), OsStr::new(name), value, 0).unwrap();
-        self.post(rel);
+        self.modify(rel, "setxattr", || {
+            let fd = backing::open_path(self.root.as_fd(), Path::new(rel)).unwrap();
+            backing::setxattr(fd.as_fd(), OsStr::new(name), value, 0).unwrap();
+        });
     }
-    fn mkdir(&self, rel: &str) {
+    /// Captures a name about to be created (its parent, and the name itself as absent).
+    fn creating(&self, rel: &str, op: &str) {
         self.capture_parent(rel);
         self.capture(rel);
-        self.change(rel, "mkdir");
+        self.change(rel, op);
+    }
+    fn mkdir(&self, rel: &str) {
+        self.creating(rel, "mkdir");
         fs::create_dir(self.p(rel)).unwrap();
     }
     fn symlink(&self, rel: &str, target: &str) {
-        self.capture_parent(rel);
-        self.capture(rel);
-        self.change(rel, "symlink");
+        self.creating(rel, "symlink");
         symlink(target, self.p(rel)).unwrap();
     }
     fn hardlink(&self, existing: &str, rel: &str) {
+        self.creating(rel, "link");
+        fs::hard_link(self.p(existing), self.p(rel)).unwrap();
+        let m = self.p(rel).symlink_metadata().unwrap();
+        self.g
+            .linked((m.dev(), m.ino()), Path::new(existing), Path::new(rel));
+    }
+    fn remove(&self, rel: &str, op: &str) {
+        let m = self.p(rel).symlink_metadata().unwrap();
         self.capture_parent(rel);
         self.capture(rel);
-        self.change(rel, "link");
-        fs::hard_link(self.p(existing), self.p(rel)).unwrap();
+        self.change(rel, op);
+        if m.is_dir() {
+            fs::remove_dir(self.p(rel)).unwrap();
+        } else {
+            fs::remove_file(self.p(rel)).unwrap();
+            self.g.unlinked((m.dev(), m.ino()), Path::new(rel));
+        }
+        self.g.forget_subtree(Path::new(rel));
     }
     fn unlink(&self, rel: &str) {
-        self.capture_parent(rel);
-        self.capture(rel);
-        self.change(rel, "unlink");
-        fs::remove_file(self.p(rel)).unwrap();
-        self.uncapture(rel);
+        self.remove(rel, "unlink")
     }
     fn rmdir(&self, rel: &str) {
-        self.capture_parent(rel);
-        self.capture(rel);
-        self.change(rel, "rmdir");
-        fs::remove_dir(self.p(rel)).unwrap();
-        self.uncapture(rel);
+        self.remove(rel, "rmdir")
     }
     /// `perform: false` simulates a crash after the Rename record, before the rename.
-    fn rename_ex(&self, from: &str, to: &str, perform: bool) {
+    fn rename_ex(&self, from: &str, to: &str, exchange: bool, perform: bool) {
         self.capture_parent(from);
         self.capture_parent(to);
         if self.p(to).symlink_metadata().is_ok() {
             self.capture(to);
         }
-        if self.p(from).symlink_metadata().unwrap().is_file() {
+        if self.p(from).symlink_metadata().unwrap().is_dir() {
             self.capture(from);
         }
-        self.w
-            .append(Event::Rename {
-                from: from.into(),
-                to: to.into(),
-                exchange: false,
-            })
-            .unwrap();
-        if perform {
-            fs::rename(self.p(from), self.p(to)).unwrap();
-            self.uncapture(from);
+        let (from, to) = (Path::new(from), Path::new(to));
+        self.g.rename_intent(from, to, exchange).unwrap();
+        if !perform {
+            return;
         }
-    }
-    fn exchange(&self, a: &str, b: &str) {
-        self.capture_parent(a);
-        self.capture_parent(b);
-        self.capture(b);
-        if self.p(a).symlink_metadata().unwrap().is_file() {
-            self.capture(a);
-        }
-        self.w
-            .append(Event::Rename {
-                from: a.into(),
-                to: b.into(),
-                exchange: true,
-            })
-            .unwrap();
-        let (pa, na) = backing::open_parent(self.root.as_fd(), Path::new(a)).unwrap();
-        let (pb, nb) = backing::open_parent(self.root.as_fd(), Path::new(b)).unwrap();
-        backing::rename(pa.as_fd(), &na, pb.as_fd(), &nb, libc::RENAME_EXCHANGE).unwrap();
-        self.uncapture(a);
-        self.uncapture(b);
+        let (pa, na) = backing::open_parent(self.root.as_fd(), from).unwrap();
+        let (pb, nb) = backing::open_parent(self.root.as_fd(), to).unwrap();
+        let flags = if exchange { libc::RENAME_EXCHANGE } else { 0 };
+        backing::rename(pa.as_fd(), &na, pb.as_fd(), &nb, flags).unwrap();
+        self.g.forget_subtree(from);
+        self.g.forget_subtree(to);
+        self.g.renamed(from, to, exchange);
     }
     fn rename(&self, from: &str, to: &str) {
-        self.rename_ex(from, to, true)
+        self.rename_ex(from, to, false, true)
+    }
+    fn exchange(&self, a: &str, b: &str) {
+        self.rename_ex(a, b, true, true)
     }
     fn end(self) -> String {
-        self.w.append(Event::SessionEnd).unwrap();
-        self.w.id().to_string()
+        self.g.end();
+        self.g.session_id().to_string()
     }
+    /// The mount process died: no `SessionEnd`.
     fn crash(self) -> String {
-        self.w.id().to_string()
+        self.g.session_id().to_string()
     }
 }
 
@@ -322,22 +301,49 @@ fn env() -> Env {
     }
 }
 
+/// Plans a rollback, waiting out a false "still live". A session is live while its journal is
+/// flock'd. This test process holds its sessions' journals open, and a child that another test
+/// thread is spawning holds a copy of every fd from fork until exec: for that instant an ended
+/// session looks live. All integration tests share this process (and spawn `veilfs` all the
+/// time), so the instant does come. A refused rollback changes nothing, so trying again is safe.
+fn plan_lib(store: &Store, sessions: &[String]) -> rollback::Plan {
+    for _ in 0..100 {
+        match rollback::plan(store, sessions, &[]) {
+            Err(rollback::RollbackError::Live { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r.unwrap(),
+        }
+    }
+    panic!("sessions {sessions:?} stayed live")
+}
+
 fn rollback_lib(store: &Path, session: &str) -> rollback::Report {
     let store = Store::open(store).unwrap();
-    let plan = rollback::plan(&store, &[session.to_string()], &[]).unwrap();
+    let plan = plan_lib(&store, &[session.to_string()]);
     rollback::apply(&store, &plan, false, &|_| {}).unwrap()
 }
 
+/// Runs the real binary; a rollback refused because a session looked live is retried (see
+/// [`plan_lib`]).
 fn veilfs(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_veilfs"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    for _ in 0..100 {
+        let out = Command::new(env!("CARGO_BIN_EXE_veilfs"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.code() == Some(1) && err.contains("is still live") {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
+        return (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            err,
+        );
+    }
+    panic!("veilfs {args:?}: a session stayed live")
 }
 
 fn s(p: &Path) -> &str {
@@ -348,7 +354,7 @@ fn s(p: &Path) -> &str {
 fn edits_truncation_unlink_rmdir_and_metadata_roll_back_exactly() {
     let e = env();
     let orig = tree(&e.scope);
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"one\nTWO\nthree\nfour\n");
     g.write("a.txt", b"second write, not re-captured\n");
     g.truncate("b.bin", 10);
@@ -371,7 +377,7 @@ fn edits_truncation_unlink_rmdir_and_metadata_roll_back_exactly() {
 fn renames_over_files_and_directory_renames_with_later_writes() {
     let e = env();
     let orig = tree(&e.scope);
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.rename("x", "y"); // over an existing file
     g.write("y", b"written after the rename\n");
     g.rename("d", "e"); // a directory
@@ -389,7 +395,7 @@ fn renames_over_files_and_directory_renames_with_later_writes() {
 fn created_files_dirs_symlinks_and_hardlinks_are_removed() {
     let e = env();
     let orig = tree(&e.scope);
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("new.txt", b"new\n");
     g.mkdir("newdir");
     g.mkdir("newdir/inner");
@@ -406,15 +412,15 @@ fn created_files_dirs_symlinks_and_hardlinks_are_removed() {
 fn a_rename_that_never_happened_is_skipped() {
     let e = env();
     let orig = tree(&e.scope);
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"changed\n");
-    g.rename_ex("x", "y", false); // crash: journal has the Rename, the fs does not
+    g.rename_ex("x", "y", false, false); // crash: journal has the Rename, the fs does not
     let id = g.crash();
     rollback_lib(&e.store, &id);
     assert_eq!(tree(&e.scope), orig);
     // A directory rename that never happened, with the destination free.
-    let g = Guard::start(&e.store, &e.scope);
-    g.rename_ex("d", "moved", false);
+    let g = Session::start(&e.store, &e.scope);
+    g.rename_ex("d", "moved", false, false);
     let id = g.crash();
     rollback_lib(&e.store, &id);
     assert_eq!(tree(&e.scope), orig);
@@ -424,7 +430,7 @@ fn a_rename_that_never_happened_is_skipped() {
 fn rollback_twice_and_rollback_of_a_rollback() {
     let e = env();
     let orig = tree(&e.scope);
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.rename("d", "e");
     g.mkdir("d");
     g.write("d/f", b"a different d\n");
@@ -452,7 +458,7 @@ fn a_rollback_that_crashed_half_way_resumes() {
     for k in 1.. {
         let e = env();
         let orig = tree(&e.scope);
-        let g = Guard::start(&e.store, &e.scope);
+        let g = Session::start(&e.store, &e.scope);
         g.rename("d", "e");
         g.mkdir("d");
         g.write("a.txt", b"edited\n");
@@ -461,7 +467,7 @@ fn a_rollback_that_crashed_half_way_resumes() {
         g.write("e/f", b"inside\n");
         let id = g.end();
         let store = Store::open(&e.store).unwrap();
-        let plan = rollback::plan(&store, std::slice::from_ref(&id), &[]).unwrap();
+        let plan = plan_lib(&store, std::slice::from_ref(&id));
         let n = plan.steps.len();
         let done = std::cell::Cell::new(0);
         let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -486,7 +492,7 @@ fn a_rollback_that_crashed_half_way_resumes() {
 fn conflicts_refuse_without_force_and_force_is_undoable() {
     let e = env();
     let orig = tree(&e.scope);
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"agent\n");
     g.write("src/main.rs", b"agent main\n");
     let id = g.end();
@@ -515,7 +521,7 @@ fn conflicts_refuse_without_force_and_force_is_undoable() {
 #[test]
 fn a_corrupt_object_refuses_the_whole_rollback() {
     let e = env();
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("x", b"changed x\n");
     g.write("a.txt", b"changed a\n");
     let id = g.end();
@@ -549,7 +555,7 @@ fn a_corrupt_object_refuses_the_whole_rollback() {
 #[test]
 fn a_tampered_journal_line_is_named_by_verify_and_refused_by_rollback() {
     let e = env();
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"changed\n");
     g.unlink("x");
     let id = g.end();
@@ -576,7 +582,7 @@ fn a_tampered_journal_line_is_named_by_verify_and_refused_by_rollback() {
 fn a_truncated_last_line_is_tolerated_by_rollback_and_reported_by_verify() {
     let e = env();
     let orig = tree(&e.scope);
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"changed\n");
     let id = g.crash();
     let store = Store::open(&e.store).unwrap();
@@ -601,7 +607,7 @@ fn a_truncated_last_line_is_tolerated_by_rollback_and_reported_by_verify() {
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
     let e = env();
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"changed\n");
     g.write("new.txt", b"new\n");
     g.rename("x", "z");
@@ -619,7 +625,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 #[test]
 fn rollback_limited_to_paths_follows_renames() {
     let e = env();
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"changed a\n");
     g.rename("d", "e");
     g.write("e/f", b"changed f\n");
@@ -643,11 +649,11 @@ fn rollback_limited_to_paths_follows_renames() {
 fn since_rolls_back_several_sessions_newest_first() {
     let e = env();
     let orig = tree(&e.scope);
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"first session\n");
     g.rename("x", "x2");
     g.end();
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"second session\n");
     g.rename("x2", "x3");
     g.end();
@@ -659,7 +665,7 @@ fn since_rolls_back_several_sessions_newest_first() {
 #[test]
 fn log_and_diff_show_what_happened() {
     let e = env();
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.write("a.txt", b"one\nTWO\nthree\n");
     g.write("b.bin", &[9u8, 0, 9]);
     g.write("new.txt", b"hello\n");
@@ -708,7 +714,7 @@ fn bad_input_is_a_clear_error() {
     let (code, _, err) = veilfs(&["log", "--store", s(&missing)]);
     assert_eq!(code, 1);
     assert!(err.contains("no store at") && err.contains("nope"), "{err}");
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.end();
     let (code, _, err) = veilfs(&["rollback", "--store", s(&e.store), "--session", "2020-nope"]);
     assert_eq!(code, 1);
@@ -729,18 +735,20 @@ fn exchange_renames_fifos_hardlinks_and_non_utf8_names_roll_back() {
     // SAFETY: valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
     let orig = tree(&e.scope);
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.exchange("a.txt", "y");
     g.exchange("d", "src"); // two directories
-    g.write("x", b"written through one of two hard links\n");
-    let odd_rel = odd.to_os_string().into_string().unwrap_err();
-    let odd_path = PathBuf::from(odd_rel);
-    // a non-UTF-8 name: drive the journal directly
-    g.w.append(Event::Capture {
-        path: odd_path.clone(),
-        before: State::read(g.root.as_fd(), &odd_path, Some(&g.store)).unwrap(),
-    })
-    .unwrap();
+    // `x` has a second name made outside the mount: the guard cannot snapshot that name, so
+    // a write through `x` is refused (EACCES) and changes nothing.
+    let refused = g.try_write("x", b"written through one of two hard links\n");
+    assert_eq!(refused.unwrap_err().errno(), libc::EACCES);
+    // A link made in the session: a write through the new name captures the old one first.
+    g.hardlink("b.bin", "b-link");
+    g.write("b-link", b"written through the session's own hard link\n");
+    // A non-UTF-8 name.
+    let odd_path = PathBuf::from(odd);
+    g.capture(&odd_path);
+    g.g.record_change(&odd_path, "write");
     fs::write(e.scope.join(odd), "changed\n").unwrap();
     g.unlink("pipe");
     let id = g.end();
@@ -770,7 +778,7 @@ fn tree_no_dir_times(root: &Path) -> Vec<String> {
 fn without_parent_captures_everything_but_directory_times_is_restored() {
     let e = env();
     let orig = tree_no_dir_times(&e.scope);
-    let mut g = Guard::start(&e.store, &e.scope);
+    let mut g = Session::start(&e.store, &e.scope);
     g.parents = false;
     g.chmod("src/deep", 0o700); // captured before its child...
     g.unlink("src/deep/x");
@@ -790,7 +798,7 @@ fn without_parent_captures_everything_but_directory_times_is_restored() {
 #[test]
 fn a_directory_someone_else_filled_is_left_in_place() {
     let e = env();
-    let g = Guard::start(&e.store, &e.scope);
+    let g = Session::start(&e.store, &e.scope);
     g.mkdir("made");
     g.write("made/file", b"f\n");
     let id = g.end();

@@ -3,7 +3,7 @@
 //! `discard` throws the changes away, conflicts are skipped, masks are never committed, and a
 //! SIGKILL of the mount process loses nothing.
 
-mod common;
+use crate::common;
 
 use std::ffi::CString;
 use std::fs;

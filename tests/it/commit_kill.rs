@@ -2,8 +2,8 @@
 //! leaves the real folder exactly as an uninterrupted commit does; the interrupted commit is
 //! reported by `log`, refused by `mount`, and `--abort` returns to the state before it.
 
-mod common;
-mod exact;
+use crate::common;
+use crate::exact;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};

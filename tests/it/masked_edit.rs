@@ -4,7 +4,7 @@
 //! secret (`Tq7zWx2`, masked as `<redact`, shorter than the `<redacted:` prefix) used to be
 //! overwritten by its mask on an editor save.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;
@@ -317,7 +317,7 @@ fn overlay_a_renamed_then_edited_masked_file_is_refused_at_commit() {
 /// An in-place write (no truncate) into a masked file, made durable with fsync: the real file
 /// holds the change once fsync returns, and the handle reads back the view, never the secret.
 #[test]
-fn snapshot_in_place_write_and_fsync_merge() {
+fn snapshot_in_place_write_is_merged_at_fsync_and_a_write_into_the_mask_fails_it() {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::FileExt;
     let e = snapshot_env();

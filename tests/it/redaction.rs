@@ -1,7 +1,7 @@
 //! Redacted reads through a real mount: whatever way the agent reads a file, it never gets a
 //! byte of a secret, and sizes and offsets stay true.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;
@@ -335,7 +335,7 @@ fn a_file_that_gains_a_secret_on_disk_is_rescanned() {
 
 #[test]
 fn a_redacted_file_opened_for_writing_shows_only_its_view_and_is_unchanged_by_open() {
-    // Write-opens of a masked file edit a scratch copy of its view (tests/masked_edit.rs has
+    // Write-opens of a masked file edit a scratch copy of its view (tests/it/masked_edit.rs has
     // the merges); a handle that can write must never read the real secret either.
     let s = scope();
     let store = tempfile::tempdir().unwrap();

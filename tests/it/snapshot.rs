@@ -2,7 +2,7 @@
 //! `veilfs rollback` returns the folder exactly to its state before the session, even after the
 //! mount process was killed with SIGKILL in the middle of a write-heavy workload.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

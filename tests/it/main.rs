@@ -1,0 +1,27 @@
+//! Every integration test in one binary: the harness (`common`, `exact`) and the tests that
+//! use it are compiled and linked once, not once per file. Run one file's tests with
+//! `cargo test --test it adversary::`, one test with `cargo test --test it -- --exact
+//! adversary::<name>`.
+//!
+//! Tests that mount for real each get their own temp scope, mount point and store (see
+//! `common`), so they run in parallel like before; the knobs they read from the environment
+//! (`VEILFS_RACE_SECS`, `VEILFS_FUZZ_*`) are only read, never set. `profile_cli` installs a
+//! counting global allocator for the whole binary: it counts per thread and forwards every
+//! call to the system allocator, so other tests only pay a thread-local increment.
+
+mod common;
+mod exact;
+
+mod adversary;
+mod commit_kill;
+mod edges;
+mod forensic;
+mod masked_edit;
+mod overlay;
+mod profile_cli;
+mod readonly;
+mod redact_rules;
+mod redaction;
+mod rollback_mount;
+mod scan_cli;
+mod snapshot;
