@@ -314,6 +314,16 @@ impl Guard {
     }
 
     /// `new` became another name of the object `key`, which is at `src`.
+    /// How many names of object `key` the session linked (0 when it linked none): the link
+    /// count the agent is shown, since other names may be hidden from it.
+    pub fn linked_names(&self, key: (u64, u64)) -> usize {
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .map_or(0, |s| s.len())
+    }
+
     pub fn linked(&self, key: (u64, u64), src: &Path, new: &Path) {
         let mut m = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let set = m.entry(key).or_default();

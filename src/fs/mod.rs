@@ -281,6 +281,23 @@ impl VeilFs {
         }
     }
 
+    /// The attributes the agent is shown for `st`. A regular file's link count counts only the
+    /// names the session itself linked (at least 1): its other names may be hidden, and a
+    /// count that includes them tells the agent they exist. So a file hard-linked before the
+    /// mount shows 1 link; one linked through the mount shows its names.
+    fn attr(&self, ino: u64, st: &Stat) -> FileAttr {
+        let mut st = *st;
+        if st.kind() == Kind::File && st.nlink > 1 {
+            let linked = self
+                .cfg
+                .guard
+                .as_ref()
+                .map_or(0, |g| g.linked_names((st.dev, st.ino)));
+            st.nlink = (linked as u64).clamp(1, st.nlink);
+        }
+        attr_of(ino, &st)
+    }
+
     /// A directory's link count as the agent sees it: hidden subdirectories are not counted
     /// (a count that includes them tells the agent they exist). Only directories with
     /// subdirectories pay for the listing.
@@ -838,7 +855,7 @@ impl Filesystem for VeilFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent.0, name) {
-            Ok((inode, st)) => reply.entry(&self.ttl(), &attr_of(inode.ino, &st), Generation(0)),
+            Ok((inode, st)) => reply.entry(&self.ttl(), &self.attr(inode.ino, &st), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -870,7 +887,7 @@ impl Filesystem for VeilFs {
             },
         };
         match st {
-            Ok(st) => reply.attr(&self.ttl(), &attr_of(ino.0, &st)),
+            Ok(st) => reply.attr(&self.ttl(), &self.attr(ino.0, &st)),
             Err(e) => reply.error(errno_of(&e)),
         }
     }
@@ -1146,7 +1163,7 @@ impl Filesystem for VeilFs {
             else {
                 return reply.error(Errno::ESTALE);
             };
-            let attr = attr_of(ino.0, &st);
+            let attr = self.attr(ino.0, &st);
             if off == 0 && reply.add(ino, 1, ".", &ttl, &attr, Generation(0)) {
                 return reply.ok();
             }
@@ -1174,7 +1191,7 @@ impl Filesystem for VeilFs {
             let inode = self
                 .inodes
                 .lookup_insert((st.dev, st.ino), st.kind(), None, ino.0, name);
-            let attr = attr_of(inode.ino, st);
+            let attr = self.attr(inode.ino, st);
             if reply.add(
                 INodeNo(inode.ino),
                 i as u64 + 3,
@@ -1373,7 +1390,7 @@ impl Filesystem for VeilFs {
                 || mtime.is_some();
             if !rest {
                 return match self.masked_edit_stat(&h) {
-                    Ok(Some(st)) => reply.attr(&self.ttl(), &attr_of(ino.0, &st)),
+                    Ok(Some(st)) => reply.attr(&self.ttl(), &self.attr(ino.0, &st)),
                     Ok(None) => reply.error(Errno::EIO),
                     Err(e) => reply.error(e),
                 };
@@ -1391,7 +1408,7 @@ impl Filesystem for VeilFs {
                     Ok(fd) => self.present(fd.as_fd(), st),
                     Err(_) => st,
                 };
-                reply.attr(&self.ttl(), &attr_of(ino.0, &st))
+                reply.attr(&self.ttl(), &self.attr(ino.0, &st))
             }
             Err(e) => reply.error(e),
         }
@@ -1515,7 +1532,7 @@ impl Filesystem for VeilFs {
                 self.copies.note_own_change(&st);
                 reply.created(
                     &self.ttl(),
-                    &attr_of(inode.ino, &st),
+                    &self.attr(inode.ino, &st),
                     Generation(0),
                     FileHandle(fh),
                     FopenFlags::empty(),
@@ -1639,7 +1656,7 @@ impl VeilFs {
         match r {
             Ok((inode, st)) => {
                 self.copies.note_own_change(&st);
-                reply.entry(&self.ttl(), &attr_of(inode.ino, &st), Generation(0))
+                reply.entry(&self.ttl(), &self.attr(inode.ino, &st), Generation(0))
             }
             Err(e) => reply.error(e),
         }

@@ -40,7 +40,10 @@ mount_veilfs() {
   echo "mount did not come up"; cat "$work/mount.err"; return 1
 }
 unmount_veilfs() {
-  "$bin" unmount "$work/mp"
+  if ! "$bin" unmount "$work/mp"; then
+    echo "the mount was gone before unmount; its log ends:"
+    tail -20 "$work/mount.err"
+  fi
   local rc=0
   wait "$pid" || rc=$?
   pid=""

@@ -333,10 +333,19 @@ fn hidden_entries_answer_like_denied_names_and_are_not_counted() {
     let fifo = std::ffi::CString::new(s.join("only/pipe").as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    fs::write(s.join("shared.txt"), "x\n").unwrap();
+    fs::hard_link(s.join("shared.txt"), s.join(".env.shared")).unwrap();
     let m = e.mount();
     // A directory's link count counts only the subdirectories the agent can see.
     let nlink = fs::metadata(m.path("d")).unwrap().nlink();
     assert_eq!(nlink, 3, "d has one visible subdirectory");
+    // A file's counts only the names the agent can see (its link named .env.shared is hidden).
+    assert_eq!(fs::metadata(m.path("shared.txt")).unwrap().nlink(), 1);
+    fs::write(m.path("mine.txt"), "m\n").unwrap();
+    fs::hard_link(m.path("mine.txt"), m.path("mine2.txt")).unwrap();
+    assert_eq!(fs::metadata(m.path("mine.txt")).unwrap().nlink(), 2);
+    fs::remove_file(m.path("mine2.txt")).unwrap();
+    assert_eq!(fs::metadata(m.path("mine.txt")).unwrap().nlink(), 1);
     // The fifo is hidden: creating over it, making a directory there or renaming onto it all
     // answer EACCES, like a name the profile denies, never ENOENT/EEXIST that would reveal it.
     let r = fs::OpenOptions::new()
