@@ -38,6 +38,11 @@ use crate::journal::{Event, Meta, State, relpath};
 use crate::rollback;
 use crate::store::Store;
 
+/// Marks an empty regular file in the upper layer that stands for a 0:0 character device
+/// (overlayfs reserves that device for whiteouts; the filesystem keeps and shows the agent's
+/// one as this file, and `commit` turns it back into the device).
+pub const DEV0_XATTR: &str = "trusted.veilfs.chrdev0";
+
 /// Layout of one overlay inside a store directory.
 pub struct Layout {
     pub upper: PathBuf,
@@ -96,7 +101,7 @@ pub(crate) fn lock(store: &Path, what: &str) -> anyhow::Result<std::fs::File> {
 
 /// Lazily detaches the merged mount a killed mount process left behind.
 fn detach_stale(layout: &Layout) {
-    if crate::mount::is_mount_point(&layout.merged) {
+    if crate::mountinfo::is_mount_point(&layout.merged) {
         let _ = Command::new("umount")
             .arg("-l")
             .arg(&layout.merged)
@@ -478,7 +483,7 @@ pub struct CommitReport {
 pub fn is_mounted(store: &Path) -> bool {
     let merged = Layout::in_store(store).merged;
     let merged = merged.canonicalize().unwrap_or(merged);
-    crate::mount::is_mount_point(&merged)
+    crate::mountinfo::is_mount_point(&merged)
 }
 
 /// The scope the overlay in `store` was created for (recorded at mount time).
@@ -541,11 +546,11 @@ fn upper_state(
         .with_context(|| format!("read upper {}", rel.display()))?;
     // An empty file standing for a 0:0 character device (overlayfs cannot hold one).
     if let State::File { size: 0, meta, .. } = &s
-        && meta.xattrs.iter().any(|(n, _)| n == crate::fs::DEV0_XATTR)
+        && meta.xattrs.iter().any(|(n, _)| n == DEV0_XATTR)
     {
         let mut meta = meta.clone();
         meta.mode = (meta.mode & !libc::S_IFMT) | libc::S_IFCHR;
-        meta.xattrs.retain(|(n, _)| n != crate::fs::DEV0_XATTR);
+        meta.xattrs.retain(|(n, _)| n != DEV0_XATTR);
         s = State::Special { rdev: 0, meta };
     }
     match &mut s {
@@ -684,8 +689,8 @@ impl Planner<'_> {
                 self.units[u].conflict = Some(format!(
                     "conflict {}: the real file changed (ctime {}) after the agent's copy was taken ({})",
                     p.display(),
-                    crate::journal::format_time(ns(st.ctime)),
-                    crate::journal::format_time(since)
+                    crate::time::format_time(ns(st.ctime)),
+                    crate::time::format_time(since)
                 ));
             }
             let f = std::fs::File::open(&e.abs)
@@ -762,7 +767,7 @@ impl Planner<'_> {
             self.units[unit].conflict = Some(format!(
                 "conflict {}: changed in the real folder after the agent's change (real ctime {}); not deleted",
                 rel.display(),
-                crate::journal::format_time(ns(st.ctime))
+                crate::time::format_time(ns(st.ctime))
             ));
         }
         if st.kind() == Kind::Dir {
@@ -883,8 +888,8 @@ impl Planner<'_> {
                     self.units[u].conflict = Some(format!(
                         "conflict {}: the real file changed (ctime {}) after the agent's copy was taken ({})",
                         p.display(),
-                        crate::journal::format_time(ns(st.ctime)),
-                        crate::journal::format_time(since)
+                        crate::time::format_time(ns(st.ctime)),
+                        crate::time::format_time(since)
                     ));
                 }
             }
@@ -900,8 +905,8 @@ impl Planner<'_> {
                     "conflict {}: its origin {} changed in the real folder (ctime {}) after the agent's copy was taken ({})",
                     p.display(),
                     cl.display(),
-                    crate::journal::format_time(ns(st.ctime)),
-                    crate::journal::format_time(since)
+                    crate::time::format_time(ns(st.ctime)),
+                    crate::time::format_time(since)
                 ));
             }
             if m.is_dir() {

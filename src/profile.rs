@@ -10,7 +10,7 @@
 //! - every table rejects unknown keys (`#[serde(deny_unknown_fields)]`);
 //! - every error, syntactic, schema or semantic, is reported as `FILE:LINE:COLUMN: FIELD: message`,
 //!   pointing at the offending key or value (locations come from the TOML spans, see `SpanTree`);
-//! - every glob is compiled while loading (with the same compiler [`crate::policy`] uses), so a bad
+//! - every glob is compiled while loading (with [`crate::pattern`], as [`crate::policy`] does), so a bad
 //!   pattern fails `veilfs profile check`, not the first lookup;
 //! - things that are legal but probably not meant (writable globs in read-only mode, a rule set
 //!   listed twice, a missing rule file) are collected as [`ProfileWarning`]s.
@@ -598,7 +598,7 @@ impl Validator<'_> {
 
     fn patterns(&self, path: &[Seg<'_>], pats: &[String]) -> Result<(), ProfileError> {
         for (i, p) in pats.iter().enumerate() {
-            if let Err(msg) = crate::policy::compile_pattern(p) {
+            if let Err(msg) = crate::pattern::compile_pattern(p) {
                 let mut at = path.to_vec();
                 at.push(Seg::Idx(i));
                 return Err(self.error(&at, format!("invalid pattern `{p}`: {msg}")));
@@ -632,7 +632,7 @@ impl Validator<'_> {
         }
         for (i, d) in vis.dirs.iter_mut().enumerate() {
             let at = [Key("visibility"), Key("dir"), Idx(i)];
-            match crate::policy::normalize_dir(&d.path) {
+            match crate::pattern::normalize_dir(&d.path) {
                 Ok(norm) => d.path = norm,
                 Err(msg) => {
                     return Err(self.error(
@@ -1221,13 +1221,12 @@ mod tests {
     }
 
     #[test]
-    fn every_shipped_profile_parses_without_warnings_and_compiles() {
+    fn every_shipped_profile_parses_without_warnings() {
         for name in ["default.toml", "developer.toml", "strict.toml"] {
             let p = shipped(name);
             assert!(p.warnings.is_empty(), "{name}: {:?}", p.warnings);
             assert_eq!(p.name, name.trim_end_matches(".toml"));
             assert!(p.source.as_ref().is_some_and(|s| s.is_absolute()));
-            crate::policy::Policy::new(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         let dev = shipped("developer.toml");
         assert_eq!(dev.write.mode, WriteMode::Snapshot);
@@ -1569,14 +1568,5 @@ ttl_ms = 0
         for m in WriteMode::ALL {
             assert_eq!(m.to_string().parse(), Ok(m));
         }
-    }
-
-    #[test]
-    fn programmatic_profile_errors_name_the_field() {
-        let mut p = Profile::builtin_default();
-        p.write.writable = vec!["[".into()];
-        let e = crate::policy::Policy::new(&p).unwrap_err();
-        assert_eq!(e.field(), "write.writable[0]");
-        assert!(e.to_string().contains("invalid pattern `[`"), "{e}");
     }
 }

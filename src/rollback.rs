@@ -73,7 +73,7 @@ pub fn refuse_live(store: &Store, log: &SessionLog) -> Result<(), RollbackError>
         .start()
         .map(|(_, _, m)| m.to_string())
         .unwrap_or_default();
-    let (where_, stop) = match crate::mount::find_mountpoint(pid, &scope) {
+    let (where_, stop) = match crate::mountinfo::find_mountpoint(pid, &scope) {
         Some(mp) if mode == "snapshot" || mode == "overlay" => (
             format!("mounted at {} by `veilfs mount`, pid {pid}", mp.display()),
             format!("veilfs unmount {}", mp.display()),

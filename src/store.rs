@@ -170,7 +170,7 @@ fn new_staging(tmpdir: &Path) -> Result<(PathBuf, PathBuf, File), StoreError> {
         let salt = blake3::hash(
             format!(
                 "{}-{}-{:?}",
-                crate::journal::now_ns(),
+                crate::time::now_ns(),
                 std::process::id(),
                 std::thread::current().id()
             )
@@ -288,7 +288,7 @@ impl Store {
             }
             let toml = format!(
                 "# veilfs snapshot store\nformat = {FORMAT_VERSION}\ncreated = \"{}\"\n",
-                crate::journal::format_time(crate::journal::now_ns())
+                crate::time::format_time(crate::time::now_ns())
             );
             let tmp = dir.join("tmp").join("store.toml");
             let mut f = File::create(&tmp).map_err(io_err(&tmp))?;

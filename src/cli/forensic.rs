@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use veilfs::journal::{Event, Record, SessionLog, State, format_time, parse_time};
+use veilfs::journal::{Event, Record, SessionLog, State};
 use veilfs::overlay;
 use veilfs::rollback::{self, Action};
 use veilfs::store::Store;
+use veilfs::time::{format_time, parse_time};
 
 #[derive(clap::Args, Debug)]
 pub struct LogArgs {
