@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::backing;
-use crate::store::{ObjectId, Store, StoreError, hex};
+use crate::store::{ObjectId, Store, StoreError};
 use crate::time::{now_ns, session_stamp};
 
 /// `prev` of the first record of a session.
@@ -89,6 +89,7 @@ pub mod relpath {
         match Repr::deserialize(d)? {
             Repr::Str(s) => Ok(PathBuf::from(s)),
             Repr::Bytes { bytes_hex } => hex::decode(&bytes_hex)
+                .ok()
                 .map(|b| PathBuf::from(OsString::from_vec(b)))
                 .ok_or_else(|| serde::de::Error::custom("bad bytes_hex path")),
         }

@@ -618,7 +618,7 @@ fn index_entries(layout: &Layout) -> HashMap<(u64, u64), IndexEntry> {
             continue;
         }
         let name = e.file_name();
-        let fh = crate::store::hex::decode(&name.to_string_lossy());
+        let fh = hex::decode(name.as_bytes()).ok();
         // struct ovl_fb: version, magic 0xfb, len, flags, type, uuid[16], fid[]
         let origin_ino = fh.and_then(|b| {
             (b.len() >= 25 && b[1] == 0xfb && matches!(b[4], 1 | 2))
@@ -1034,16 +1034,17 @@ impl Planner<'_> {
         };
         // Stream the file in chunks (overlapping by the marker's length) for mask markers.
         const CHUNK: usize = 1 << 20;
+        let finder = memchr::memmem::Finder::new(MASK);
         let mut starts = Vec::new();
         let mut off = 0u64;
         loop {
             let buf = at(off, CHUNK + MASK.len() - 1)?;
-            let mut i = 0;
-            while let Some(k) = find(&buf[i..], MASK) {
-                if i + k < CHUNK || buf.len() < CHUNK {
-                    starts.push(off + (i + k) as u64);
+            // The marker has no border (no proper prefix that is also a suffix), so its
+            // matches never overlap and non-overlapping search finds them all.
+            for k in finder.find_iter(&buf) {
+                if k < CHUNK || buf.len() < CHUNK {
+                    starts.push(off + k as u64);
                 }
-                i += k + 1;
             }
             if buf.len() < CHUNK + MASK.len() - 1 {
                 break;
@@ -1110,10 +1111,6 @@ fn unreachable_meta() -> Meta {
         mtime: (0, 0),
         xattrs: vec![],
     }
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
 }
 
 /// Plans the commit of the overlay in `store_dir` onto `scope`, limited to `filters` (paths

@@ -30,7 +30,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::backing::{self, Kind, SetTime};
 use crate::journal::{Event, JournalError, Meta, SessionLog, SessionWriter, State};
-use crate::store::{Store, StoreError, hex};
+use crate::store::{Store, StoreError};
 
 /// Errors that stop a rollback (before or during the apply). Each names its file or path.
 #[derive(Debug, thiserror::Error)]
