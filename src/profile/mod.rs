@@ -40,7 +40,7 @@ pub use schema::{
     RedactionCfg, Unscannable, VisibilityCfg, WriteCfg, WriteMode,
 };
 use spans::SpanTree;
-use validate::{Seg, Validator, line_col};
+use validate::{Validator, line_col};
 
 /// Everything that can go wrong loading a profile. The rule every variant follows: it names the
 /// file (`origin`), and, where the file could be read, the 1-based line and column of the
@@ -192,16 +192,15 @@ fn parse_inner(text: &str, origin: &str, base: Option<&Path>) -> Result<Profile,
     // reported as such, not as a list of unknown fields.
     #[derive(Deserialize)]
     struct VersionOnly {
-        version: Option<toml::Value>,
+        version: Option<toml::Spanned<toml::Value>>,
     }
-    if let (Some(tree), Ok(VersionOnly { version: Some(v) })) =
-        (&tree, toml::from_str::<VersionOnly>(text))
-        && let Some(n) = v.as_integer().filter(|&n| n != i64::from(PROFILE_VERSION))
+    if let Ok(VersionOnly { version: Some(v) }) = toml::from_str::<VersionOnly>(text)
+        && let Some(n) = v
+            .get_ref()
+            .as_integer()
+            .filter(|&n| n != i64::from(PROFILE_VERSION))
     {
-        let (line, column) = tree
-            .span_of(&[Seg::Key("version")])
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((1, 1));
+        let (line, column) = line_col(text, v.span().start);
         return Err(ProfileError::Invalid {
             origin: origin.to_string(),
             line,
@@ -552,6 +551,11 @@ ttl_ms = 0
         assert_err(&e, 3, 10, "visibility.allow[0]", "empty pattern");
         let e = err("version = 1\n[visibility]\ndeny = [\"!\"]\n");
         assert_err(&e, 3, 9, "visibility.deny[0]", "matches nothing");
+        // Implicit tables (dotted keys, inline tables) are located too.
+        let e = err("version = 1\nvisibility.deny = [\"x\", \"[\"]\n");
+        assert_err(&e, 2, 25, "visibility.deny[1]", "invalid pattern `[`");
+        let e = err("version = 1\nwrite = { mode = \"snapshot\", writable = [\"[\"] }\n");
+        assert_err(&e, 2, 42, "write.writable[0]", "invalid pattern `[`");
         let e = err(
             "version = 1\n[[visibility.dir]]\npath = \"a\"\n[[visibility.dir]]\npath = \"b\"\nallow = [\"x\", \"**[\"]\n",
         );
