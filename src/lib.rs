@@ -15,6 +15,8 @@
 //!   records the masked views served, which commit merges against.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
+//! - Leaves that several of the above share: [`time`] (clock, RFC 3339), [`pattern`] (profile
+//!   pattern compilation), [`mountinfo`] (the mount table).
 
 pub mod backing;
 pub mod error;
