@@ -15,6 +15,8 @@
 //!   records the masked views served, which commit merges against.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
+//! - Leaves that several of the above share: [`time`] (clock, RFC 3339), [`pattern`] (profile
+//!   pattern compilation), [`mountinfo`] (the mount table).
 
 pub mod backing;
 pub mod error;
@@ -23,11 +25,14 @@ pub mod guard;
 pub mod journal;
 pub mod merge;
 pub mod mount;
+pub mod mountinfo;
 pub mod overlay;
+pub mod pattern;
 pub mod policy;
 pub mod profile;
 pub mod redact;
 pub mod rollback;
 pub mod served;
 pub mod store;
+pub mod time;
 pub mod watch;

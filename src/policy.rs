@@ -73,8 +73,9 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
-use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Candidate, GlobSet, GlobSetBuilder};
 
+use crate::pattern::{Pattern, compile_pattern, normalize_dir};
 use crate::profile::{Profile, ProfileError, Unscannable, WriteMode};
 
 /// What kind of directory entry is being asked about (from `lstat`, never following symlinks).
@@ -117,72 +118,6 @@ impl fmt::Display for Hidden {
             Hidden::EscapingSymlink => f.write_str("symlink pointing outside the scope"),
         }
     }
-}
-
-/// One compiled gitignore-like pattern.
-#[derive(Debug, Clone)]
-pub(crate) struct Pattern {
-    /// As written in the profile (reported in `Hidden::Denied`).
-    text: String,
-    negated: bool,
-    dir_only: bool,
-    glob: globset::Glob,
-}
-
-/// Compile one pattern; the error message is for the profile loader to locate.
-pub(crate) fn compile_pattern(text: &str) -> Result<Pattern, String> {
-    let mut s = text;
-    if s.is_empty() {
-        return Err("empty pattern".into());
-    }
-    let negated = s.starts_with('!');
-    if negated {
-        s = &s[1..];
-    }
-    let dir_only = s.ends_with('/') && !s.ends_with("\\/");
-    if dir_only {
-        s = s.trim_end_matches('/');
-    }
-    let leading = s.starts_with('/');
-    if leading {
-        s = s.trim_start_matches('/');
-    }
-    if s.is_empty() {
-        return Err("pattern matches nothing (only `!` or `/`)".into());
-    }
-    let anchored = leading || s.contains('/');
-    let glob_text = if anchored {
-        s.to_string()
-    } else {
-        format!("**/{s}")
-    };
-    let glob = GlobBuilder::new(&glob_text)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .case_insensitive(true)
-        .build()
-        .map_err(|e| e.kind().to_string())?;
-    Ok(Pattern {
-        text: text.to_string(),
-        negated,
-        dir_only,
-        glob,
-    })
-}
-
-/// Normalise a `[[visibility.dir]]` path: relative to the scope root, `/`-separated, no `.`/`..`,
-/// no leading or trailing `/`; `""` is the root.
-pub(crate) fn normalize_dir(p: &str) -> Result<String, String> {
-    let mut parts = Vec::new();
-    for c in Path::new(p).components() {
-        match c {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
-            Component::ParentDir => return Err("`..` is not allowed".into()),
-            Component::Prefix(_) => return Err("not a relative path".into()),
-        }
-    }
-    Ok(parts.join("/"))
 }
 
 /// An ordered list of patterns, compiled into one `GlobSet`.
@@ -1036,5 +971,25 @@ allow = ["*.csv"]
             Err(Hidden::TooLarge { .. })
         ));
         assert!(!strict.writable(Path::new("notes.md")));
+    }
+
+    #[test]
+    fn every_shipped_profile_compiles() {
+        for name in ["default.toml", "developer.toml", "strict.toml"] {
+            let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("profiles")
+                .join(name);
+            let p = Profile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            Policy::new(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn programmatic_profile_errors_name_the_field() {
+        let mut p = Profile::builtin_default();
+        p.write.writable = vec!["[".into()];
+        let e = Policy::new(&p).unwrap_err();
+        assert_eq!(e.field(), "write.writable[0]");
+        assert!(e.to_string().contains("invalid pattern `[`"), "{e}");
     }
 }

@@ -30,7 +30,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::backing::{self, Kind, SetTime};
 use crate::journal::{Event, JournalError, Meta, SessionLog, SessionWriter, State};
-use crate::store::{Store, StoreError, hex};
+use crate::store::{Store, StoreError};
 
 /// Errors that stop a rollback (before or during the apply). Each names its file or path.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ pub fn refuse_live(store: &Store, log: &SessionLog) -> Result<(), RollbackError>
         .start()
         .map(|(_, _, m)| m.to_string())
         .unwrap_or_default();
-    let (where_, stop) = match crate::mount::find_mountpoint(pid, &scope) {
+    let (where_, stop) = match crate::mountinfo::find_mountpoint(pid, &scope) {
         Some(mp) if mode == "snapshot" || mode == "overlay" => (
             format!("mounted at {} by `veilfs mount`, pid {pid}", mp.display()),
             format!("veilfs unmount {}", mp.display()),

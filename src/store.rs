@@ -62,36 +62,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
-/// Lower-case hex helpers (no dependency for 20 lines).
-pub mod hex {
-    pub fn encode(bytes: &[u8]) -> String {
-        const D: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(bytes.len() * 2);
-        for b in bytes {
-            s.push(D[(b >> 4) as usize] as char);
-            s.push(D[(b & 15) as usize] as char);
-        }
-        s
-    }
-    pub fn decode(s: &str) -> Option<Vec<u8>> {
-        fn nib(c: u8) -> Option<u8> {
-            match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                b'A'..=b'F' => Some(c - b'A' + 10),
-                _ => None,
-            }
-        }
-        let b = s.as_bytes();
-        if !b.len().is_multiple_of(2) {
-            return None;
-        }
-        b.chunks(2)
-            .map(|p| Some(nib(p[0])? << 4 | nib(p[1])?))
-            .collect()
-    }
-}
-
 /// The blake3 hash of an object's plain bytes. Displays (and serialises) as 64 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId(pub [u8; 32]);
@@ -102,13 +72,13 @@ impl ObjectId {
     }
     /// First 8 hex digits, for humans.
     pub fn short(&self) -> String {
-        hex::encode(&self.0[..4])
+        self.to_string()[..8].to_string()
     }
 }
 
 impl std::fmt::Display for ObjectId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex::encode(&self.0))
+        f.write_str(&blake3::Hash::from_bytes(self.0).to_hex())
     }
 }
 impl std::fmt::Debug for ObjectId {
@@ -120,11 +90,14 @@ impl std::fmt::Debug for ObjectId {
 impl FromStr for ObjectId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let v = hex::decode(s).ok_or_else(|| format!("not a hex object id: {s:?}"))?;
-        let a: [u8; 32] = v
-            .try_into()
-            .map_err(|_| format!("object id must be 64 hex digits: {s:?}"))?;
-        Ok(ObjectId(a))
+        let h = blake3::Hash::from_hex(s).map_err(|_| {
+            if hex::decode(s).is_ok() {
+                format!("object id must be 64 hex digits: {s:?}")
+            } else {
+                format!("not a hex object id: {s:?}")
+            }
+        })?;
+        Ok(ObjectId(*h.as_bytes()))
     }
 }
 
@@ -170,7 +143,7 @@ fn new_staging(tmpdir: &Path) -> Result<(PathBuf, PathBuf, File), StoreError> {
         let salt = blake3::hash(
             format!(
                 "{}-{}-{:?}",
-                crate::journal::now_ns(),
+                crate::time::now_ns(),
                 std::process::id(),
                 std::thread::current().id()
             )
@@ -288,7 +261,7 @@ impl Store {
             }
             let toml = format!(
                 "# veilfs snapshot store\nformat = {FORMAT_VERSION}\ncreated = \"{}\"\n",
-                crate::journal::format_time(crate::journal::now_ns())
+                crate::time::format_time(crate::time::now_ns())
             );
             let tmp = dir.join("tmp").join("store.toml");
             let mut f = File::create(&tmp).map_err(io_err(&tmp))?;

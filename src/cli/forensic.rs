@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use veilfs::journal::{Event, Record, SessionLog, State, format_time, parse_time};
+use veilfs::journal::{Event, Record, SessionLog, State};
 use veilfs::overlay;
 use veilfs::rollback::{self, Action};
 use veilfs::store::Store;
+use veilfs::time::{format_time, parse_time};
 
 #[derive(clap::Args, Debug)]
 pub struct LogArgs {
@@ -405,91 +406,12 @@ fn text(b: &[u8]) -> Option<&str> {
     std::str::from_utf8(b).ok()
 }
 
-/// A unified line diff (LCS on the lines between the common prefix and suffix).
+/// A unified line diff with `ctx` lines of context (no `---`/`+++` header), from `similar`.
 pub fn unified_diff(a: &str, b: &str, ctx: usize) -> String {
-    let x: Vec<&str> = a.split_inclusive('\n').collect();
-    let y: Vec<&str> = b.split_inclusive('\n').collect();
-    // ops: (' ' | '-' | '+', line)
-    let mut pre = 0;
-    while pre < x.len() && pre < y.len() && x[pre] == y[pre] {
-        pre += 1;
-    }
-    let mut suf = 0;
-    while suf < x.len() - pre && suf < y.len() - pre && x[x.len() - 1 - suf] == y[y.len() - 1 - suf]
-    {
-        suf += 1;
-    }
-    let (xm, ym) = (&x[pre..x.len() - suf], &y[pre..y.len() - suf]);
-    let mut ops: Vec<(char, &str)> = x[..pre].iter().map(|l| (' ', *l)).collect();
-    if xm.len().saturating_mul(ym.len()) <= 4_000_000 {
-        let (n, m) = (xm.len(), ym.len());
-        let mut t = vec![0u32; (n + 1) * (m + 1)];
-        for i in (0..n).rev() {
-            for j in (0..m).rev() {
-                t[i * (m + 1) + j] = if xm[i] == ym[j] {
-                    t[(i + 1) * (m + 1) + j + 1] + 1
-                } else {
-                    t[(i + 1) * (m + 1) + j].max(t[i * (m + 1) + j + 1])
-                };
-            }
-        }
-        let (mut i, mut j) = (0, 0);
-        while i < n || j < m {
-            if i < n && j < m && xm[i] == ym[j] {
-                ops.push((' ', xm[i]));
-                i += 1;
-                j += 1;
-            } else if i < n && (j == m || t[(i + 1) * (m + 1) + j] >= t[i * (m + 1) + j + 1]) {
-                ops.push(('-', xm[i]));
-                i += 1;
-            } else {
-                ops.push(('+', ym[j]));
-                j += 1;
-            }
-        }
-    } else {
-        ops.extend(xm.iter().map(|l| ('-', *l)));
-        ops.extend(ym.iter().map(|l| ('+', *l)));
-    }
-    ops.extend(x[x.len() - suf..].iter().map(|l| (' ', *l)));
-
-    // Group into hunks with `ctx` lines of context.
-    let mut outs = String::new();
-    let changed: Vec<usize> = (0..ops.len()).filter(|&k| ops[k].0 != ' ').collect();
-    let mut k = 0;
-    while k < changed.len() {
-        let start = changed[k].saturating_sub(ctx);
-        let mut end = changed[k];
-        while k < changed.len() && changed[k] <= end + 2 * ctx + 1 {
-            end = changed[k];
-            k += 1;
-        }
-        let end = (end + ctx + 1).min(ops.len());
-        let (mut a0, mut b0) = (1, 1);
-        for (c, _) in &ops[..start] {
-            if *c != '+' {
-                a0 += 1;
-            }
-            if *c != '-' {
-                b0 += 1;
-            }
-        }
-        let al = ops[start..end].iter().filter(|o| o.0 != '+').count();
-        let bl = ops[start..end].iter().filter(|o| o.0 != '-').count();
-        outs.push_str(&format!(
-            "@@ -{},{al} +{},{bl} @@\n",
-            if al == 0 { a0 - 1 } else { a0 },
-            if bl == 0 { b0 - 1 } else { b0 }
-        ));
-        for (c, l) in &ops[start..end] {
-            outs.push(*c);
-            outs.push_str(l);
-            if !l.ends_with('\n') {
-                outs.push_str("\n\\ No newline at end of file\n");
-            }
-        }
-    }
-    outs
+    similar::TextDiff::from_lines(a, b)
+        .unified_diff()
+        .context_radius(ctx)
+        .to_string()
 }
 
 pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
@@ -844,10 +766,11 @@ mod tests {
             unified_diff("a\nb\nc\n", "a\nB\nc\n", 1),
             "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
         );
-        assert_eq!(unified_diff("", "x\n", 3), "@@ -0,0 +1,1 @@\n+x\n");
+        // A one-line range is written without its length, as GNU diff does.
+        assert_eq!(unified_diff("", "x\n", 3), "@@ -0,0 +1 @@\n+x\n");
         assert_eq!(
             unified_diff("x", "y", 3),
-            "@@ -1,1 +1,1 @@\n-x\n\\ No newline at end of file\n+y\n\\ No newline at end of file\n"
+            "@@ -1 +1 @@\n-x\n\\ No newline at end of file\n+y\n\\ No newline at end of file\n"
         );
         let a: String = (0..20).map(|i| format!("{i}\n")).collect();
         let b = a.replace("2\n", "two\n").replace("17\n", "seventeen\n");

@@ -7,6 +7,7 @@
 
 pub mod divert;
 mod inode;
+pub mod ioctls;
 pub mod masked_edit;
 mod served;
 pub mod view;
@@ -53,7 +54,7 @@ pub struct FsConfig {
     /// Snapshot mode's fallback for files whose pre-image cannot be stored.
     pub divert: Option<Arc<divert::Divert>>,
     /// Overlay mode: overlayfs reserves the 0:0 character device for whiteouts, so one the
-    /// agent makes is kept as an empty regular file marked with [`DEV0_XATTR`] and shown as
+    /// agent makes is kept as an empty regular file marked with [`DEV0_XATTR`](crate::overlay::DEV0_XATTR) and shown as
     /// the device (`commit` turns it back into one).
     pub emulate_dev0: bool,
     /// Read-only mounts whose caches the folder watcher keeps fresh: answer the first OPEN
@@ -68,9 +69,6 @@ pub struct FsConfig {
     /// ([`masked_edit`]); every masked view served is recorded first.
     pub masked: Option<Arc<masked_edit::MaskedEdits>>,
 }
-
-/// Marks an empty regular file in the overlay that stands for a 0:0 character device.
-pub const DEV0_XATTR: &str = "trusted.veilfs.chrdev0";
 
 /// An open file.
 struct Handle {
@@ -263,14 +261,14 @@ impl VeilFs {
         }
     }
 
-    /// The stat the agent sees: an emulated 0:0 character device (see [`DEV0_XATTR`]) shows as
+    /// The stat the agent sees: an emulated 0:0 character device (see [`DEV0_XATTR`](crate::overlay::DEV0_XATTR)) shows as
     /// one. Only empty regular files in overlay mode are checked, every time: inode numbers are
     /// reused, so a remembered answer could turn a later ordinary file into a device.
     fn present(&self, fd: BorrowedFd<'_>, st: Stat) -> Stat {
         if !self.cfg.emulate_dev0
             || st.kind() != Kind::File
             || st.size != 0
-            || backing::getxattr(fd, OsStr::new(DEV0_XATTR), 0).is_err()
+            || backing::getxattr(fd, OsStr::new(crate::overlay::DEV0_XATTR), 0).is_err()
         {
             return st;
         }
@@ -1645,7 +1643,7 @@ impl Filesystem for VeilFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        crate::mount::note_unsupported_ioctl(cmd);
+        ioctls::note_unsupported_ioctl(cmd);
         reply.error(Errno::from_i32(libc::ENOTTY));
     }
 }

@@ -452,7 +452,7 @@ impl VeilFs {
             {
                 let f = backing::create_file(pfd.as_fd(), name, libc::O_WRONLY, mode & 0o7777)
                     .map_err(|e| errno_of(&e))?;
-                backing::setxattr(f.as_fd(), OsStr::new(super::DEV0_XATTR), b"1", 0)
+                backing::setxattr(f.as_fd(), OsStr::new(crate::overlay::DEV0_XATTR), b"1", 0)
                     .map_err(|e| errno_of(&e))?;
                 self.own(req, &pfd, name)?;
                 "mknod"

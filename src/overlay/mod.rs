@@ -1,0 +1,306 @@
+//! Copy-on-write overlay: the agent's writes land in an upper layer kept in the store; the real
+//! folder stays byte-for-byte untouched until `veilfs commit`.
+//!
+//! The merged view is the kernel's overlayfs (lower = the scope, upper/work = inside the store),
+//! mounted privately under the store; veilfs serves its filtered, redacted view on top of that
+//! merged tree. The kernel gives us copy-up (reflink where the filesystem supports it), whiteouts,
+//! opaque directories, renames, hard links, xattrs and a stable merged readdir, all of which are
+//! easy to get subtly wrong by hand.
+//!
+//! Options: `redirect_dir=on` (directory renames), `index=on` (a copied-up lower hard link stays
+//! one inode for all its names, as veilfs's inode table, keyed by (st_dev, st_ino), shows it),
+//! `metacopy=off` (every copied-up file holds all its bytes), `xino=off`.
+//!
+//! Layout in the store: `overlay/upper`, `overlay/work` (with overlayfs's `index`),
+//! `overlay/merged`, `overlay/scope` (the scope the upper layer belongs to: another scope is
+//! refused while changes are pending) and `overlay/lock` (flock'd by the mount process for its
+//! lifetime: `commit` and `discard` refuse while it is held, and detach the stale merged mount a
+//! SIGKILLed mount leaves behind). When nothing is pending, a mount starts from clean layers.
+//!
+//! `commit` ([`plan_commit`], [`apply_commit`]) applies the upper layer to the real folder with
+//! every pre-image journalled first (a session of mode "commit", undone by `veilfs rollback`),
+//! skips conflicts unless forced, never writes a redaction mask over other real bytes, and then
+//! removes what it committed from the upper layer. `discard` ([`discard`]) removes changes from
+//! the upper layer. Both need the mount stopped.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::backing::{self, Kind, SetTime};
+use crate::journal::{Event, Meta, State, relpath};
+use crate::rollback;
+use crate::store::Store;
+
+mod apply;
+mod discard;
+mod plan;
+
+pub use apply::*;
+pub use discard::*;
+pub use plan::*;
+
+/// Marks an empty regular file in the upper layer that stands for a 0:0 character device
+/// (overlayfs reserves that device for whiteouts; the filesystem keeps and shows the agent's
+/// one as this file, and `commit` turns it back into the device).
+pub const DEV0_XATTR: &str = "trusted.veilfs.chrdev0";
+
+/// Layout of one overlay inside a store directory.
+pub struct Layout {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    /// The scope the overlay was created for (its path's bytes).
+    pub scope_file: PathBuf,
+    /// overlayfs's inode index (`index=on`): lower hard links copied up as one inode.
+    pub index: PathBuf,
+}
+
+impl Layout {
+    pub fn in_store(store: &Path) -> Layout {
+        let base = store.join("overlay");
+        Layout {
+            upper: base.join("upper"),
+            work: base.join("work"),
+            merged: base.join("merged"),
+            scope_file: base.join("scope"),
+            index: base.join("work/index"),
+        }
+    }
+}
+
+/// A mounted overlay; unmounted on drop. Holds the store's overlay lock (`overlay/lock`,
+/// `flock`) for its lifetime, so `commit`/`discard` can tell a running mount from the stale
+/// merged mount a SIGKILLed one leaves behind, and two mounts never share one upper layer.
+pub struct OverlayMount {
+    layout: Layout,
+    _lock: std::fs::File,
+}
+
+/// Takes the store's overlay lock, or says who holds it.
+pub(crate) fn lock(store: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+    let base = store.join("overlay");
+    std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
+    let p = base.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&p)
+        .with_context(|| format!("open {}", p.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{what}: the overlay of {} is still mounted by a running `veilfs mount`: stop it first (veilfs unmount MOUNTPOINT)",
+            store.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("lock {}", p.display()))
+        }
+    }
+}
+
+/// Lazily detaches the merged mount a killed mount process left behind.
+fn detach_stale(layout: &Layout) {
+    if crate::mountinfo::is_mount_point(&layout.merged) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&layout.merged)
+            .status();
+    }
+}
+
+impl OverlayMount {
+    /// Mounts (or, after a crash, re-mounts) the overlay of `scope` kept in `store`.
+    pub fn mount(store: &Path, scope: &Path) -> anyhow::Result<OverlayMount> {
+        let layout = Layout::in_store(store);
+        let lock = lock(store, "mount")?;
+        // The upper layer belongs to one scope: applying it to another would be nonsense.
+        match recorded_scope(store) {
+            Some(s) if s != scope && has_changes(store) => bail!(
+                "store {} holds overlay changes for {}, not {}: commit or discard them first, or use another store",
+                store.display(),
+                s.display(),
+                scope.display()
+            ),
+            _ => {}
+        }
+        let fresh = !layout.upper.exists();
+        for d in [&layout.upper, &layout.work, &layout.merged] {
+            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        }
+        write_atomic(&layout.scope_file, scope.as_os_str().as_bytes())?;
+        if fresh || !has_changes(store) {
+            // Nothing pending: start clean, so a scope that was replaced (a new root inode)
+            // does not fail overlayfs's index=on origin check. The merged root shows the upper
+            // root's attributes: make them the scope's.
+            reset_layers(&layout)?;
+            copy_root_attrs(scope, &layout.upper)?;
+        }
+        // A previous mount process killed with SIGKILL leaves its overlay mounted.
+        detach_stale(&layout);
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={},index=on,xino=off,redirect_dir=on,metacopy=off",
+            escape(scope),
+            escape(&layout.upper),
+            escape(&layout.work)
+        );
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&layout.merged)
+            .output()
+            .context("run mount -t overlay")?;
+        if !out.status.success() {
+            bail!(
+                "cannot mount the overlay at {}: {} (see dmesg; if the scope was replaced since these changes were made, commit or discard them first)",
+                layout.merged.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(OverlayMount {
+            layout,
+            _lock: lock,
+        })
+    }
+
+    pub fn merged(&self) -> &Path {
+        &self.layout.merged
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.layout.merged)
+            .status()
+            .is_ok_and(|st| st.success());
+        if !ok {
+            // Still busy (an fd the FUSE layer holds): detach; it goes when the last fd closes.
+            detach_stale(&self.layout);
+        }
+    }
+}
+
+/// Records which folder the upper layer in `store` belongs to (snapshot mode's divert layer
+/// uses the same upper dir, so `diff`/`commit`/`discard` work on diverted files too). Refuses a
+/// store whose pending changes belong to another folder.
+pub fn record_scope(store: &Path, scope: &Path) -> anyhow::Result<()> {
+    let layout = Layout::in_store(store);
+    match recorded_scope(store) {
+        Some(s) if s != scope && has_changes(store) => bail!(
+            "the overlay in {} holds changes for {}, not {}: commit or discard them first",
+            store.display(),
+            s.display(),
+            scope.display()
+        ),
+        Some(s) if s == scope => Ok(()),
+        _ => write_atomic(&layout.scope_file, scope.as_os_str().as_bytes()),
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Forgets overlayfs's bookkeeping of an overlay with no pending changes: the work dir (with
+/// the hard-link index) and the overlay xattrs of the upper root (the lower root's origin).
+fn reset_layers(layout: &Layout) -> anyhow::Result<()> {
+    if let Ok(rd) = std::fs::read_dir(&layout.work) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.with_context(|| format!("remove {}", p.display()))?;
+        }
+    }
+    let fd = backing::open_root(&layout.upper)?;
+    for (name, _) in backing::all_xattrs(fd.as_fd())? {
+        if name.as_bytes().starts_with(OVL_PREFIX.as_bytes()) {
+            backing::removexattr(fd.as_fd(), &name)
+                .with_context(|| format!("{}: remove xattr {name:?}", layout.upper.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_root_attrs(scope: &Path, upper: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(scope).with_context(|| format!("stat {}", scope.display()))?;
+    std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid()))
+        .with_context(|| format!("chown {}", upper.display()))?;
+    std::fs::set_permissions(upper, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+    let fd = backing::open_root(upper)?;
+    backing::utimens_fd(
+        fd.as_fd(),
+        SetTime::At(m.atime(), m.atime_nsec()),
+        SetTime::At(m.mtime(), m.mtime_nsec()),
+    )?;
+    Ok(())
+}
+
+/// overlayfs option values separate with `,` and `:`; escape them.
+fn escape(p: &Path) -> String {
+    p.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace(',', "\\,")
+        .replace(':', "\\:")
+}
+
+/// Is the overlay of `store` mounted (a `veilfs mount --mode overlay` still running, or a stale
+/// mount left by a killed one)?
+pub fn is_mounted(store: &Path) -> bool {
+    let merged = Layout::in_store(store).merged;
+    let merged = merged.canonicalize().unwrap_or(merged);
+    crate::mountinfo::is_mount_point(&merged)
+}
+
+/// The scope the overlay in `store` was created for (recorded at mount time).
+pub fn recorded_scope(store: &Path) -> Option<PathBuf> {
+    let b = std::fs::read(Layout::in_store(store).scope_file).ok()?;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(b)))
+}
+
+/// Does `store` hold an overlay with pending changes?
+pub fn has_changes(store: &Path) -> bool {
+    let l = Layout::in_store(store);
+    let nonempty = |d: &Path, files_only: bool| {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| !files_only || e.file_type().is_ok_and(|t| t.is_file()))
+            })
+            .unwrap_or(false)
+    };
+    nonempty(&l.upper, false) || nonempty(&l.index, true)
+}
+
+/// Takes the overlay lock for a commit or discard (refusing while a mount runs) and detaches
+/// a stale merged mount left by a killed mount process. Hold the result while changing the
+/// upper layer: no mount can start meanwhile.
+pub fn exclusive(store: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+    let l = lock(store, what)?;
+    let layout = Layout::in_store(store);
+    detach_stale(&layout);
+    if is_mounted(store) {
+        bail!(
+            "{what}: {} is still a mount point and could not be detached",
+            layout.merged.display()
+        );
+    }
+    Ok(l)
+}

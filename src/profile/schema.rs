@@ -1,0 +1,285 @@
+//! The profile's schema: the tables and keys of a profile file, their defaults, and how they
+//! serialise back (`veilfs profile show`). Every table rejects unknown keys.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ProfileWarning, size};
+
+/// The built-in default profile text (also shipped as `profiles/default.toml`).
+pub const DEFAULT_PROFILE_TOML: &str = include_str!("../../profiles/default.toml");
+
+/// The only profile schema version this build understands.
+pub const PROFILE_VERSION: u32 = 1;
+
+/// A validated profile. Build it with [`Profile::load`], [`Profile::parse`] or
+/// [`Profile::builtin_default`]; compile it into a [`crate::policy::Policy`] to query it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Schema version; must be 1.
+    pub version: u32,
+    /// Short name shown in logs and `veilfs log`; defaults to the file stem.
+    #[serde(default)]
+    pub name: String,
+    /// Free text for humans.
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub visibility: VisibilityCfg,
+    #[serde(default)]
+    pub redaction: RedactionCfg,
+    #[serde(default)]
+    pub write: WriteCfg,
+    #[serde(default)]
+    pub cache: CacheCfg,
+    /// The file this profile was loaded from (`None` = built-in or parsed from a string).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// Legal but suspicious settings found while loading (printed by `veilfs profile check`).
+    #[serde(skip)]
+    pub warnings: Vec<ProfileWarning>,
+}
+
+/// `[visibility]`: which entries of the real folder exist at all for the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisibilityCfg {
+    /// Gitignore-like patterns of entries to hide (see [`crate::policy`]).
+    pub deny: Vec<String>,
+    /// If non-empty, only files (and symlinks) matching are visible; directories stay traversable
+    /// unless denied. A file is also allowed when one of its directories matches (`"docs/"`).
+    pub allow: Vec<String>,
+    /// Regular files larger than this are hidden.
+    #[serde(
+        deserialize_with = "size::de_opt",
+        serialize_with = "size::ser_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_file_size: Option<u64>,
+    /// Hide devices, fifos and sockets (default true).
+    pub hide_special_files: bool,
+    /// Hide symlinks whose target leaves the scope (default true).
+    pub hide_escaping_symlinks: bool,
+    /// `[[visibility.dir]]`: extra rules for one directory's subtree.
+    #[serde(rename = "dir")]
+    pub dirs: Vec<DirRules>,
+}
+
+impl Default for VisibilityCfg {
+    fn default() -> Self {
+        VisibilityCfg {
+            deny: Vec::new(),
+            allow: Vec::new(),
+            max_file_size: None,
+            hide_special_files: true,
+            hide_escaping_symlinks: true,
+            dirs: Vec::new(),
+        }
+    }
+}
+
+/// `[[visibility.dir]]`: patterns relative to `path`, applied to the entries below it. Deeper rules
+/// are evaluated after shallower ones, so (like nested `.gitignore` files) they win on conflict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirRules {
+    /// Directory relative to the scope root (`"docs"`, `"src/generated"`); normalised on load.
+    pub path: String,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Replaces any shallower allow-list for this subtree (the most specific allow-list wins).
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// `[redaction]`: what the redaction engine masks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionCfg {
+    /// Built-in rule sets by name (`"secrets"`, `"pii"`).
+    pub rule_sets: Vec<String>,
+    /// Extra rule files; relative paths resolve against the profile file's directory.
+    #[serde(serialize_with = "paths::ser_vec")]
+    pub rule_files: Vec<PathBuf>,
+    /// Files above this size are not scanned (they are "unscannable"). Default 64 MiB.
+    #[serde(deserialize_with = "size::de", serialize_with = "size::ser")]
+    pub max_scan_size: u64,
+    /// What to do with unscannable files (binary, or above `max_scan_size`). Default deny.
+    pub unscannable: Unscannable,
+    /// Patterns of files that may be served unscanned even when `unscannable = "deny"`.
+    pub unscannable_allow: Vec<String>,
+}
+
+impl Default for RedactionCfg {
+    fn default() -> Self {
+        RedactionCfg {
+            rule_sets: Vec::new(),
+            rule_files: Vec::new(),
+            max_scan_size: 64 * MIB,
+            unscannable: Unscannable::Deny,
+            unscannable_allow: Vec::new(),
+        }
+    }
+}
+
+/// Policy for files the redaction engine cannot vouch for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unscannable {
+    /// Refuse to open them (EACCES) unless they match `unscannable_allow`.
+    #[default]
+    Deny,
+    /// Serve them as they are.
+    Allow,
+}
+
+/// How writes through the mount are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteMode {
+    /// Every mutating operation answers EROFS.
+    #[default]
+    ReadOnly,
+    /// Writes go to the real folder after the pre-image is stored and journaled.
+    Snapshot,
+    /// Writes go to a copy-on-write upper layer; the real folder changes only on `veilfs commit`.
+    Overlay,
+}
+
+impl WriteMode {
+    pub const ALL: [WriteMode; 3] = [WriteMode::ReadOnly, WriteMode::Snapshot, WriteMode::Overlay];
+
+    /// The spelling used in profiles and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::ReadOnly => "read-only",
+            WriteMode::Snapshot => "snapshot",
+            WriteMode::Overlay => "overlay",
+        }
+    }
+}
+
+impl fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error of [`WriteMode::from_str`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown write mode `{0}`, expected one of `read-only`, `snapshot`, `overlay`")]
+pub struct ParseWriteModeError(pub String);
+
+impl FromStr for WriteMode {
+    type Err = ParseWriteModeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read-only" | "readonly" | "ro" => Ok(WriteMode::ReadOnly),
+            "snapshot" => Ok(WriteMode::Snapshot),
+            "overlay" => Ok(WriteMode::Overlay),
+            other => Err(ParseWriteModeError(other.to_string())),
+        }
+    }
+}
+
+/// `[write]`: whether and how the agent may change things.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriteCfg {
+    pub mode: WriteMode,
+    /// Patterns of paths that may change; empty = the whole visible tree (when mode != read-only).
+    pub writable: Vec<String>,
+    /// Files bigger than this are not snapshotted in place; their writes divert to the overlay.
+    #[serde(deserialize_with = "size::de", serialize_with = "size::ser")]
+    pub snapshot_max_size: u64,
+    /// Snapshot/overlay store; `None` = `$XDG_DATA_HOME/veilfs/<scope-id>`. Relative paths
+    /// resolve against the profile file's directory.
+    #[serde(
+        serialize_with = "paths::ser_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub store: Option<PathBuf>,
+    /// Upper bound on the store size.
+    #[serde(
+        deserialize_with = "size::de_opt",
+        serialize_with = "size::ser_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub store_quota: Option<u64>,
+}
+
+impl Default for WriteCfg {
+    fn default() -> Self {
+        WriteCfg {
+            mode: WriteMode::ReadOnly,
+            writable: Vec::new(),
+            snapshot_max_size: GIB,
+            store: None,
+            store_quota: None,
+        }
+    }
+}
+
+/// `[cache]`: kernel cache lifetimes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheCfg {
+    /// Kernel entry and attribute TTL in milliseconds (default 1000).
+    pub ttl_ms: u64,
+    /// Read-only mounts: watch the folder (inotify) and push outside changes to the kernel's
+    /// caches, which makes the longer `watched_ttl_ms` safe (default true; no effect with
+    /// `ttl_ms = 0`).
+    pub watch: bool,
+    /// The TTL while the watcher runs (default 30000). Falls back to `ttl_ms` when the folder
+    /// cannot be watched (e.g. more directories than inotify watches).
+    pub watched_ttl_ms: u64,
+    /// Read-only mounts while the watcher runs: skip the kernel's per-file OPEN/RELEASE and
+    /// OPENDIR/RELEASEDIR round trips (FUSE no-open mode; default true). Trade-offs: a file the
+    /// profile refuses to serve opens but every read of it fails with EACCES, and big clean files
+    /// are read through veilfs into the page cache instead of by passthrough.
+    pub no_open: bool,
+    /// Save scan verdicts in the store directory at unmount and load them at the next mount of
+    /// the same folder, so unchanged files are not scanned again (default true).
+    pub persist_scans: bool,
+}
+
+impl Default for CacheCfg {
+    fn default() -> Self {
+        CacheCfg {
+            ttl_ms: 1000,
+            watch: true,
+            watched_ttl_ms: 30_000,
+            no_open: true,
+            persist_scans: true,
+        }
+    }
+}
+
+pub(super) const KIB: u64 = 1024;
+pub(super) const MIB: u64 = 1024 * KIB;
+pub(super) const GIB: u64 = 1024 * MIB;
+
+mod paths {
+    use serde::Serializer;
+    use serde::ser::SerializeSeq;
+    use std::path::PathBuf;
+
+    pub fn ser_vec<S: Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for p in v {
+            seq.serialize_element(&p.to_string_lossy())?;
+        }
+        seq.end()
+    }
+
+    pub fn ser_opt<S: Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(p) => s.serialize_str(&p.to_string_lossy()),
+            None => s.serialize_none(),
+        }
+    }
+}
