@@ -279,21 +279,48 @@ impl VeilFs {
         }
     }
 
-    /// The attributes the agent is shown for `st`. A regular file's link count counts only the
-    /// names the session itself linked (at least 1): its other names may be hidden, and a
-    /// count that includes them tells the agent they exist. So a file hard-linked before the
-    /// mount shows 1 link; one linked through the mount shows its names.
+    /// The attributes the agent is shown for `st` (see [`Self::visible_links`]).
     fn attr(&self, ino: u64, st: &Stat) -> FileAttr {
         let mut st = *st;
         if st.kind() == Kind::File && st.nlink > 1 {
-            let linked = self
-                .cfg
-                .guard
-                .as_ref()
-                .map_or(0, |g| g.linked_names((st.dev, st.ino)));
-            st.nlink = (linked as u64).clamp(1, st.nlink);
+            st.nlink = self.visible_links(ino, &st);
         }
         attr_of(ino, &st)
+    }
+
+    /// A regular file's link count as the agent sees it: only names it can see are counted
+    /// (a count that includes hidden ones tells the agent they exist). veilfs knows two kinds
+    /// of visible names without walking the tree: the names beside it in its directory, and
+    /// the names the session itself linked. A file whose other names are elsewhere (linked
+    /// before the mount) shows fewer links than it has, never more than the agent can see.
+    fn visible_links(&self, ino: u64, st: &Stat) -> u64 {
+        let linked = self
+            .cfg
+            .guard
+            .as_ref()
+            .map_or(0, |g| g.linked_names((st.dev, st.ino)));
+        let beside = (|| {
+            let loc = self.inodes.get(ino)?.location();
+            let parent = self.inodes.get(loc.parent)?;
+            let pfd = self.fd(&parent).ok()?;
+            let prel = self.rel(parent.ino).ok()?;
+            let entries = backing::list_dir(pfd.as_fd()).ok()?;
+            let visible = entries
+                .iter()
+                .filter(|e| e.ino == st.ino)
+                .filter(|e| {
+                    let rel = prel.join(&e.name);
+                    self.cfg
+                        .policy
+                        .visibility(&rel, crate::policy::EntryKind::File, st.size, None)
+                        .is_ok()
+                        && !self.cfg.viewer.name_holds_secret(&e.name)
+                })
+                .count();
+            Some(visible)
+        })()
+        .unwrap_or(1);
+        (linked.max(beside) as u64).clamp(1, st.nlink)
     }
 
     /// A directory's link count as the agent sees it: hidden subdirectories are not counted

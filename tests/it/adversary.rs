@@ -249,6 +249,131 @@ fn read_only_a_hard_link_read_first_does_not_unmask_the_other_name() {
     assert!(!bak.contains("Zq9xpLm3Kw7v"), "ro.bak unmasked: {bak}");
 }
 
+fn exchange(a: &Path, b: &Path) -> Result<(), i32> {
+    let a = std::ffi::CString::new(a.as_os_str().as_encoded_bytes()).unwrap();
+    let b = std::ffi::CString::new(b.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings; AT_FDCWD with absolute paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+/// RENAME_EXCHANGE moves two objects at once: each must be checked as the rename it is, in
+/// both directions, so a swap can neither expose a denied subtree nor put the agent's bytes
+/// under a name it may not write.
+#[test]
+fn rename_exchange_is_checked_in_both_directions() {
+    let e = env();
+    let m = e.mount();
+    fs::create_dir(m.path("cfg")).unwrap();
+    // .config holds the denied gcloud/: swapped with cfg, it would show as cfg/gcloud/.
+    assert_eq!(
+        exchange(&m.path(".config"), &m.path("cfg")),
+        Err(libc::EACCES)
+    );
+    assert_eq!(
+        exchange(&m.path("cfg"), &m.path(".config")),
+        Err(libc::EACCES)
+    );
+    assert!(!m.path("cfg/gcloud").exists());
+    // .git/config may not be written: swapping a file the agent wrote into its place would.
+    fs::write(m.path("src/cfg.rs"), "[core]\n\thooksPath = /tmp/evil\n").unwrap();
+    assert_eq!(
+        exchange(&m.path(".git/config"), &m.path("src/cfg.rs")),
+        Err(libc::EACCES)
+    );
+    assert_eq!(
+        exchange(&m.path("src/cfg.rs"), &m.path(".git/config")),
+        Err(libc::EACCES)
+    );
+    // A masked file swapped with a clean one stays masked under its new name.
+    exchange(&m.path("tok.txt"), &m.path("a.txt")).unwrap();
+    let seen = fs::read_to_string(m.path("a.txt")).unwrap();
+    assert!(
+        seen.contains("token ") && !seen.contains("R4nd0mT0k3nV"),
+        "{seen}"
+    );
+    drop(m);
+    let s = e.scope.path();
+    assert_eq!(
+        fs::read_to_string(s.join(".git/config")).unwrap(),
+        "[core]\n\tbare = false\n"
+    );
+    assert!(s.join(".config/gcloud/creds.json").exists());
+    // The swap itself rolls back.
+    rollback_all(&e);
+    assert_eq!(fs::read_to_string(s.join("a.txt")).unwrap(), "v1\n");
+    assert!(
+        fs::read_to_string(s.join("tok.txt"))
+            .unwrap()
+            .contains(TOKEN)
+    );
+}
+
+/// A file made with O_TMPFILE has no name until `linkat` gives it one: that first name is
+/// checked like any other create (writable, not hidden), so an anonymous file cannot be
+/// linked into a protected or hidden place.
+#[test]
+fn an_o_tmpfile_cannot_be_linked_into_a_protected_or_hidden_name() {
+    let e = env();
+    let m = e.mount();
+    let dir = std::ffi::CString::new(m.path("src").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, 0o644) };
+    if fd < 0 {
+        // FUSE without a TMPFILE handler answers EOPNOTSUPP: no anonymous file, no attack.
+        let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        assert!(
+            err == libc::EOPNOTSUPP || err == libc::ENOSYS,
+            "O_TMPFILE: errno {err}"
+        );
+        return;
+    }
+    // SAFETY: fd was just opened and is owned here.
+    let f = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    (&f).write_all(b"#!/bin/sh\nevil\n").unwrap();
+    let link = |to: &Path| {
+        let src = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).unwrap();
+        let to = std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid C strings.
+        let r = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                src.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        }
+    };
+    assert_eq!(link(&m.path(".git/hooks/pre-commit")), Err(libc::EACCES));
+    assert_eq!(link(&m.path(".env.local")), Err(libc::EACCES));
+    link(&m.path("src/new.sh")).unwrap();
+    drop(f);
+    drop(m);
+    let s = e.scope.path();
+    assert!(!s.join(".git/hooks/pre-commit").exists());
+    assert!(!s.join(".env.local").exists());
+    rollback_all(&e);
+    assert!(!s.join("src/new.sh").exists());
+}
+
 // ---- 5. metadata goes through the view ----
 
 #[test]
