@@ -15,6 +15,7 @@
 //!   records the masked views served, which commit merges against.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
+//! - [`scan`]: the admin's dry run: the real folder walked as the mount would show it.
 //! - Leaves that several of the above share: [`time`] (clock, RFC 3339), [`pattern`] (profile
 //!   pattern compilation), [`mountinfo`] (the mount table).
 
@@ -32,6 +33,7 @@ pub mod policy;
 pub mod profile;
 pub mod redact;
 pub mod rollback;
+pub mod scan;
 pub mod served;
 pub mod store;
 pub mod time;
