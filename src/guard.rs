@@ -120,8 +120,7 @@ impl Guard {
             mode: mode.to_string(),
             profile: profile.to_string(),
             pid: std::process::id(),
-            // SAFETY: getuid cannot fail.
-            user: unsafe { libc::getuid() },
+            user: rustix::process::getuid().as_raw(),
         })?;
         Ok(Guard {
             overlay: mode == "overlay",

@@ -15,6 +15,9 @@
 //!   records the masked views served, which commit merges against.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
+//! - `sys`: the few syscalls no safe wrapper covers; the only module allowed `unsafe`.
+
+#![deny(unsafe_code)]
 
 pub mod backing;
 pub mod error;
@@ -30,4 +33,6 @@ pub mod redact;
 pub mod rollback;
 pub mod served;
 pub mod store;
+#[allow(unsafe_code)]
+mod sys;
 pub mod watch;
