@@ -274,7 +274,8 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
     for ent in rustix::fs::Dir::new(d)? {
         let ent = ent?;
         let name = ent.file_name().to_bytes();
-        if name == b"." || name == b".." {
+        // glibc's readdir, which this replaced, skips entries with inode 0 (deleted slots).
+        if name == b"." || name == b".." || ent.ino() == 0 {
             continue;
         }
         out.push(DirEntry {
