@@ -491,13 +491,13 @@ fn xattr_path(fd: BorrowedFd<'_>) -> io::Result<CString> {
 pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> io::Result<Vec<u8>> {
     let p = xattr_path(fd).map_err(|_| io::Error::from_raw_os_error(libc::ENODATA))?;
     let n = cstr(name)?;
-    let mut buf = vec![0u8; size];
-    // An empty buffer (size 0) asks for the length.
-    let r = rustix::fs::getxattr(&*p, &*n, &mut buf[..])?;
+    // Size 0 asks for the length (rustix's `getxattr` answers 0 for an empty buffer: the
+    // length comes from `getxattr_query`).
     if size == 0 {
-        buf.resize(r, 0);
-        return Ok(buf);
+        return Ok(vec![0u8; rustix::fs::getxattr_query(&*p, &*n)?]);
     }
+    let mut buf = vec![0u8; size];
+    let r = rustix::fs::getxattr(&*p, &*n, &mut buf[..])?;
     buf.truncate(r);
     Ok(buf)
 }
@@ -522,13 +522,13 @@ pub fn listxattr(fd: BorrowedFd<'_>, size: usize) -> io::Result<Vec<u8>> {
         Ok(p) => p,
         Err(_) => return Ok(Vec::new()),
     };
-    let mut buf = vec![0u8; size];
-    // An empty buffer (size 0) asks for the length.
-    let r = rustix::fs::listxattr(&*p, &mut buf[..])?;
+    // Size 0 asks for the length (rustix's `listxattr` answers 0 for an empty buffer: the
+    // length comes from `listxattr_query`).
     if size == 0 {
-        buf.resize(r, 0);
-        return Ok(buf);
+        return Ok(vec![0u8; rustix::fs::listxattr_query(&*p)?]);
     }
+    let mut buf = vec![0u8; size];
+    let r = rustix::fs::listxattr(&*p, &mut buf[..])?;
     buf.truncate(r);
     Ok(buf)
 }
@@ -664,6 +664,29 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn xattr_size_0_answers_the_length() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "x").unwrap();
+        let root = open_root(d.path()).unwrap();
+        let f = lookup(root.as_fd(), OsStr::new("f")).unwrap();
+        let name = OsStr::new("user.veilfs-test");
+        match setxattr(f.as_fd(), name, b"hello", 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return,
+            r => r.unwrap(),
+        }
+        assert_eq!(getxattr(f.as_fd(), name, 0).unwrap().len(), 5);
+        assert_eq!(getxattr_value(f.as_fd(), name).unwrap(), b"hello");
+        let list = listxattr(f.as_fd(), 0).unwrap().len();
+        assert_eq!(list, listxattr(f.as_fd(), list).unwrap().len());
+        let all = all_xattrs(f.as_fd()).unwrap();
+        assert!(all.contains(&(name.to_os_string(), b"hello".to_vec())));
+        assert_eq!(
+            getxattr(f.as_fd(), name, 2).unwrap_err().raw_os_error(),
+            Some(libc::ERANGE)
+        );
     }
 
     #[test]
