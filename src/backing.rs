@@ -12,12 +12,16 @@
 //!   fifo or socket), and never with `O_CREAT`; new files are made with `O_CREAT | O_EXCL |
 //!   O_NOFOLLOW` beneath the parent fd.
 //!
-//! All `unsafe` of the crate lives here (and in the passthrough call in `fs`).
+//! The syscalls themselves go through `rustix`, whose wrappers are safe: this module has no
+//! `unsafe` (the crate denies it; the little that cannot be done safely is in `sys`). rustix
+//! answers `rustix::io::Errno`, turned into `io::Error` with the same raw errno, so the FUSE
+//! layer's errno mapping sees exactly what the kernel said.
 
-use std::ffi::{CStr, CString, OsStr, OsString};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,35 +84,35 @@ impl Stat {
     pub fn perm(&self) -> u32 {
         self.mode & 0o7777
     }
-    fn from_raw(st: &libc::stat) -> Stat {
+    // The field types of `struct stat` differ between architectures; some casts are no-ops here.
+    #[allow(clippy::unnecessary_cast)]
+    fn from_raw(st: &rustix::fs::Stat) -> Stat {
         Stat {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            mode: st.st_mode,
-            nlink: st.st_nlink,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mode: st.st_mode as u32,
+            nlink: st.st_nlink as u64,
             uid: st.st_uid,
             gid: st.st_gid,
-            rdev: st.st_rdev,
+            rdev: st.st_rdev as u64,
             size: st.st_size.max(0) as u64,
-            blocks: st.st_blocks.max(0) as u64,
-            blksize: st.st_blksize.max(0) as u64,
-            atime: (st.st_atime, st.st_atime_nsec),
-            mtime: (st.st_mtime, st.st_mtime_nsec),
-            ctime: (st.st_ctime, st.st_ctime_nsec),
+            blocks: (st.st_blocks as i64).max(0) as u64,
+            blksize: (st.st_blksize as i64).max(0) as u64,
+            atime: (st.st_atime as i64, st.st_atime_nsec as i64),
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
         }
     }
 }
 
+/// A name as a C string; a NUL inside answers EINVAL (rustix's own conversion says the same).
 fn cstr(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+/// Open flags as the kernel takes them; bits rustix does not name are passed on unchanged.
+fn oflags(flags: i32) -> OFlags {
+    OFlags::from_bits_retain(flags as u32)
 }
 
 /// Validates one name handed to us by the kernel. Returns the errno a native filesystem would
@@ -128,23 +132,11 @@ pub fn check_name(name: &OsStr) -> Result<(), i32> {
 /// agent's); everything below it is reached through fds.
 pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
     let c = cstr(path.as_os_str())?;
-    // SAFETY: c is a valid NUL-terminated string; the returned fd is owned by us.
-    let fd = cvt(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: fd was just returned by open and is not owned elsewhere.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `struct open_how` (libc's is non-exhaustive).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
+    Ok(rustix::fs::open(
+        &*c,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 static OPENAT2_MISSING: AtomicBool = AtomicBool::new(false);
@@ -154,51 +146,32 @@ static OPENAT2_MISSING: AtomicBool = AtomicBool::new(false);
 pub fn lookup(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
-    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     if !OPENAT2_MISSING.load(Ordering::Relaxed) {
-        let how = OpenHow {
-            flags: flags as u64,
-            mode: 0,
-            resolve: libc::RESOLVE_BENEATH
-                | libc::RESOLVE_NO_SYMLINKS
-                | libc::RESOLVE_NO_MAGICLINKS
-                | libc::RESOLVE_NO_XDEV,
-        };
+        use rustix::fs::ResolveFlags;
+        use rustix::io::Errno;
+        let resolve = ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV;
         loop {
-            // SAFETY: all pointers are valid for the call; size matches the struct.
-            let ret = unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    dir.as_raw_fd(),
-                    c.as_ptr(),
-                    &how as *const OpenHow,
-                    std::mem::size_of::<OpenHow>(),
-                )
-            };
-            if ret >= 0 {
-                // SAFETY: the kernel returned a new fd that nobody else owns.
-                return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                Some(libc::ENOSYS) => {
+            match rustix::fs::openat2(dir, &*c, flags, Mode::empty(), resolve) {
+                Ok(fd) => return Ok(fd),
+                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+                Err(Errno::NOSYS) => {
                     OPENAT2_MISSING.store(true, Ordering::Relaxed);
                     break;
                 }
                 // A symlink as the final component with O_PATH|O_NOFOLLOW is opened, not
                 // followed, so ELOOP only means a kernel that disagrees: use the fallback.
-                Some(libc::ELOOP) => break,
-                _ => return Err(err),
+                Err(Errno::LOOP) => break,
+                Err(e) => return Err(e.into()),
             }
         }
     }
     // Fallback: a single validated component with O_NOFOLLOW cannot climb out of `dir`;
     // the device check stands in for RESOLVE_NO_XDEV.
-    // SAFETY: valid fd and NUL-terminated name.
-    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
-    // SAFETY: fresh fd from openat.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = rustix::fs::openat(dir, &*c, flags, Mode::empty())?;
     let parent = stat_fd(dir)?;
     let child = stat_fd(fd.as_fd())?;
     if parent.dev != child.dev {
@@ -209,18 +182,8 @@ pub fn lookup(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
 
 /// Stats the object behind an fd (works on O_PATH fds, never follows a symlink).
 pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: empty path with AT_EMPTY_PATH operates on fd; st is written by the kernel.
-    cvt(unsafe {
-        libc::fstatat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            st.as_mut_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
-    // SAFETY: fstatat succeeded, so st is initialised.
-    let st = unsafe { st.assume_init() };
+    // An empty path with AT_EMPTY_PATH stats the object the fd refers to.
+    let st = rustix::fs::statat(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(Stat::from_raw(&st))
 }
 
@@ -228,33 +191,27 @@ pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
 /// inside the scope) answers EXDEV: it is not part of the scope, exactly as [`lookup`] says.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
+    use rustix::fs::{StatxAttributes, StatxFlags};
     let c = cstr(name)?;
-    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: valid fd, NUL-terminated single-component name, stx written by the kernel.
-    cvt(unsafe {
-        libc::statx(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
-            libc::STATX_BASIC_STATS,
-            stx.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: statx succeeded (and the buffer was zeroed before).
-    let x = unsafe { stx.assume_init() };
-    if x.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
-        && x.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+    let x = rustix::fs::statx(
+        dir,
+        &*c,
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_SYNC_AS_STAT,
+        StatxFlags::BASIC_STATS,
+    )?;
+    if x.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        && x.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
     {
         return Err(io::Error::from_raw_os_error(libc::EXDEV));
     }
     Ok(Stat {
-        dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor),
+        dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
         ino: x.stx_ino,
         mode: x.stx_mode as u32,
         nlink: x.stx_nlink as u64,
         uid: x.stx_uid,
         gid: x.stx_gid,
-        rdev: libc::makedev(x.stx_rdev_major, x.stx_rdev_minor),
+        rdev: rustix::fs::makedev(x.stx_rdev_major, x.stx_rdev_minor),
         size: x.stx_size,
         blocks: x.stx_blocks,
         blksize: x.stx_blksize as u64,
@@ -266,21 +223,9 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
 
 /// Reads a symlink's target through its O_PATH fd.
 pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<OsString> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-    // SAFETY: buf is valid for buf.len() bytes; empty path reads the link the fd refers to.
-    let n = unsafe {
-        libc::readlinkat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(OsString::from_vec(buf))
+    // An empty path reads the link the fd refers to.
+    let target = rustix::fs::readlinkat(fd, c"", Vec::new())?;
+    Ok(OsString::from_vec(target.into_bytes()))
 }
 
 /// Reads the target of the symlink `name` beneath `dir`.
@@ -311,10 +256,8 @@ pub fn reopen_as(fd: BorrowedFd<'_>, kind: Kind, flags: i32) -> io::Result<File>
     let flags = (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_PATH))
         | libc::O_CLOEXEC;
     let p = proc_path(fd);
-    // SAFETY: p is a valid C string; the new fd is owned by the returned File.
-    let nfd = cvt(unsafe { libc::open(p.as_ptr(), flags) })?;
-    // SAFETY: fresh fd.
-    Ok(unsafe { File::from_raw_fd(nfd) })
+    let nfd = rustix::fs::open(&*p, oflags(flags), Mode::empty())?;
+    Ok(File::from(nfd))
 }
 
 /// One directory entry as listed by the kernel.
@@ -327,59 +270,25 @@ pub struct DirEntry {
 /// Lists a directory held as an O_PATH fd (without `.` and `..`).
 pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
     let d = reopen_as(dir, Kind::Dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    let raw = d.as_raw_fd();
-    // fdopendir takes ownership of the fd, so hand it a dup and let File close the original.
-    // SAFETY: raw is valid for the lifetime of d.
-    let dup = cvt(unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) })?;
-    // SAFETY: dup is a valid directory fd we own; on success DIR owns it.
-    let dirp = unsafe { libc::fdopendir(dup) };
-    if dirp.is_null() {
-        let e = io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so we still own dup.
-        unsafe { libc::close(dup) };
-        return Err(e);
-    }
     let mut out = Vec::new();
-    loop {
-        // SAFETY: dirp is valid until closedir below. errno reset to tell end from error.
-        unsafe { *libc::__errno_location() = 0 };
-        let ent = unsafe { libc::readdir64(dirp) };
-        if ent.is_null() {
-            let e = io::Error::last_os_error();
-            // SAFETY: dirp valid; closes dup.
-            unsafe { libc::closedir(dirp) };
-            if e.raw_os_error().unwrap_or(0) != 0 {
-                return Err(e);
-            }
-            break;
-        }
-        // SAFETY: readdir64 returned a valid entry whose d_name is NUL-terminated.
-        let (name, ino) = unsafe {
-            let e = &*ent;
-            (
-                CStr::from_ptr(e.d_name.as_ptr()).to_bytes().to_vec(),
-                e.d_ino,
-            )
-        };
-        if name == b"." || name == b".." {
+    for ent in rustix::fs::Dir::new(d)? {
+        let ent = ent?;
+        let name = ent.file_name().to_bytes();
+        // glibc's readdir, which this replaced, skips entries with inode 0 (deleted slots).
+        if name == b"." || name == b".." || ent.ino() == 0 {
             continue;
         }
         out.push(DirEntry {
-            name: OsString::from_vec(name),
-            ino,
+            name: OsString::from_vec(name.to_vec()),
+            ino: ent.ino(),
         });
     }
     Ok(out)
 }
 
 /// `statfs` of the filesystem holding `fd`.
-pub fn statfs(fd: BorrowedFd<'_>) -> io::Result<libc::statfs> {
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    let p = proc_path(fd);
-    // SAFETY: p valid; st written by the kernel on success.
-    cvt(unsafe { libc::statfs(p.as_ptr(), st.as_mut_ptr()) })?;
-    // SAFETY: success means initialised.
-    Ok(unsafe { st.assume_init() })
+pub fn statfs(fd: BorrowedFd<'_>) -> io::Result<rustix::fs::StatFs> {
+    Ok(rustix::fs::statfs(&*proc_path(fd))?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,34 +304,38 @@ pub fn create_file(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> 
         | libc::O_EXCL
         | libc::O_NOFOLLOW
         | libc::O_CLOEXEC;
-    // SAFETY: valid fd and name; mode passed as the variadic argument.
-    let fd =
-        cvt(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) })?;
-    // SAFETY: fresh fd.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    let fd = rustix::fs::openat(dir, &*c, oflags(flags), Mode::from_raw_mode(mode))?;
+    Ok(File::from(fd))
 }
 
 pub fn mkdir(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
-    // SAFETY: valid fd and name.
-    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) }).map(|_| ())
+    Ok(rustix::fs::mkdirat(dir, &*c, Mode::from_raw_mode(mode))?)
 }
 
 pub fn mknod(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
-    // SAFETY: valid fd and name.
-    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, rdev) })
-        .map(|_| ())
+    // No type bits means a regular file, as mknod(2) says.
+    let kind = match mode & libc::S_IFMT {
+        0 => rustix::fs::FileType::RegularFile,
+        t => rustix::fs::FileType::from_raw_mode(t),
+    };
+    Ok(rustix::fs::mknodat(
+        dir,
+        &*c,
+        kind,
+        Mode::from_raw_mode(mode),
+        rdev,
+    )?)
 }
 
 pub fn symlink(dir: BorrowedFd<'_>, name: &OsStr, target: &OsStr) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
     let t = cstr(target)?;
-    // SAFETY: valid strings and fd.
-    cvt(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) }).map(|_| ())
+    Ok(rustix::fs::symlinkat(&*t, dir, &*c)?)
 }
 
 /// Makes a new hard link to the object held by `fd` (via its /proc path, so no name is
@@ -431,32 +344,27 @@ pub fn link(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, newname: &OsStr) -> io::
     check_name(newname).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(newname)?;
     let p = proc_path(fd);
-    // SAFETY: valid strings and fds. AT_SYMLINK_FOLLOW resolves the /proc magic link to the
-    // object itself (for a symlink object it links the symlink, not its target).
-    cvt(unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            p.as_ptr(),
-            newdir.as_raw_fd(),
-            c.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    })
-    .map(|_| ())
+    // AT_SYMLINK_FOLLOW resolves the /proc magic link to the object itself (for a symlink
+    // object it links the symlink, not its target).
+    Ok(rustix::fs::linkat(
+        rustix::fs::CWD,
+        &*p,
+        newdir,
+        &*c,
+        AtFlags::SYMLINK_FOLLOW,
+    )?)
 }
 
 pub fn unlink(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
-    // SAFETY: valid fd and name.
-    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) }).map(|_| ())
+    Ok(rustix::fs::unlinkat(dir, &*c, AtFlags::empty())?)
 }
 
 pub fn rmdir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
-    // SAFETY: valid fd and name.
-    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) }).map(|_| ())
+    Ok(rustix::fs::unlinkat(dir, &*c, AtFlags::REMOVEDIR)?)
 }
 
 /// `renameat2` with the caller's flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
@@ -471,17 +379,9 @@ pub fn rename(
     check_name(newname).map_err(io::Error::from_raw_os_error)?;
     let o = cstr(oldname)?;
     let n = cstr(newname)?;
-    // SAFETY: valid fds and names.
-    cvt(unsafe {
-        libc::renameat2(
-            olddir.as_raw_fd(),
-            o.as_ptr(),
-            newdir.as_raw_fd(),
-            n.as_ptr(),
-            flags,
-        )
-    })
-    .map(|_| ())
+    // Unknown flag bits go to the kernel as they came, which answers EINVAL as it always did.
+    let flags = rustix::fs::RenameFlags::from_bits_retain(flags);
+    Ok(rustix::fs::renameat_with(olddir, &*o, newdir, &*n, flags)?)
 }
 
 /// chmod of the held object (symlinks have no mode on Linux: EOPNOTSUPP, like native).
@@ -490,23 +390,22 @@ pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     if stat_fd(fd)?.kind() == Kind::Symlink {
         return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
     }
-    // SAFETY: valid path string.
-    cvt(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) }).map(|_| ())
+    Ok(rustix::fs::chmod(&*p, Mode::from_raw_mode(mode))?)
 }
 
 /// chown of the held object itself (never a symlink's target). u32::MAX leaves a field as is.
 pub fn chown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: AT_EMPTY_PATH with "" operates on fd itself.
-    cvt(unsafe {
-        libc::fchownat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            uid,
-            gid,
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(|_| ())
+    use rustix::fs::{Gid, Uid};
+    let uid = (uid != u32::MAX).then(|| Uid::from_raw(uid));
+    let gid = (gid != u32::MAX).then(|| Gid::from_raw(gid));
+    // AT_EMPTY_PATH with "" operates on the fd itself.
+    Ok(rustix::fs::chownat(
+        fd,
+        c"",
+        uid,
+        gid,
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// A time to set: a value, "now", or "leave alone".
@@ -517,20 +416,27 @@ pub enum SetTime {
     At(i64, i64),
 }
 
-fn timespec(t: SetTime) -> libc::timespec {
+fn timespec(t: SetTime) -> rustix::fs::Timespec {
     match t {
-        SetTime::Omit => libc::timespec {
+        SetTime::Omit => rustix::fs::Timespec {
             tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
+            tv_nsec: rustix::fs::UTIME_OMIT,
         },
-        SetTime::Now => libc::timespec {
+        SetTime::Now => rustix::fs::Timespec {
             tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
+            tv_nsec: rustix::fs::UTIME_NOW,
         },
-        SetTime::At(s, ns) => libc::timespec {
+        SetTime::At(s, ns) => rustix::fs::Timespec {
             tv_sec: s,
             tv_nsec: ns,
         },
+    }
+}
+
+fn timestamps(atime: SetTime, mtime: SetTime) -> rustix::fs::Timestamps {
+    rustix::fs::Timestamps {
+        last_access: timespec(atime),
+        last_modification: timespec(mtime),
     }
 }
 
@@ -543,25 +449,26 @@ pub fn utimens_at(
 ) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
-    let ts = [timespec(atime), timespec(mtime)];
-    // SAFETY: valid fd, name and two timespecs.
-    cvt(unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(|_| ())
+    let ts = timestamps(atime, mtime);
+    Ok(rustix::fs::utimensat(
+        dir,
+        &*c,
+        &ts,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// utimens of a held regular file or directory (through its /proc path).
 pub fn utimens_fd(fd: BorrowedFd<'_>, atime: SetTime, mtime: SetTime) -> io::Result<()> {
     let p = proc_path(fd);
-    let ts = [timespec(atime), timespec(mtime)];
-    // SAFETY: valid path and timespecs; the /proc magic link resolves to the held object.
-    cvt(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0) }).map(|_| ())
+    let ts = timestamps(atime, mtime);
+    // The /proc magic link resolves to the held object.
+    Ok(rustix::fs::utimensat(
+        rustix::fs::CWD,
+        &*p,
+        &ts,
+        AtFlags::empty(),
+    )?)
 }
 
 /// Truncates a held regular file.
@@ -584,24 +491,14 @@ fn xattr_path(fd: BorrowedFd<'_>) -> io::Result<CString> {
 pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> io::Result<Vec<u8>> {
     let p = xattr_path(fd).map_err(|_| io::Error::from_raw_os_error(libc::ENODATA))?;
     let n = cstr(name)?;
-    let mut buf = vec![0u8; size];
-    // SAFETY: valid strings; buf valid for size bytes (size 0 asks for the length).
-    let r = unsafe {
-        libc::getxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_void,
-            size,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // Size 0 asks for the length (rustix's `getxattr` answers 0 for an empty buffer: the
+    // length comes from `getxattr_query`).
     if size == 0 {
-        buf.resize(r as usize, 0);
-        return Ok(buf);
+        return Ok(vec![0u8; rustix::fs::getxattr_query(&*p, &*n)?]);
     }
-    buf.truncate(r as usize);
+    let mut buf = vec![0u8; size];
+    let r = rustix::fs::getxattr(&*p, &*n, &mut buf[..])?;
+    buf.truncate(r);
     Ok(buf)
 }
 
@@ -625,41 +522,29 @@ pub fn listxattr(fd: BorrowedFd<'_>, size: usize) -> io::Result<Vec<u8>> {
         Ok(p) => p,
         Err(_) => return Ok(Vec::new()),
     };
-    let mut buf = vec![0u8; size];
-    // SAFETY: valid path; buf valid for size bytes.
-    let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, size) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // Size 0 asks for the length (rustix's `listxattr` answers 0 for an empty buffer: the
+    // length comes from `listxattr_query`).
     if size == 0 {
-        buf.resize(r as usize, 0);
-        return Ok(buf);
+        return Ok(vec![0u8; rustix::fs::listxattr_query(&*p)?]);
     }
-    buf.truncate(r as usize);
+    let mut buf = vec![0u8; size];
+    let r = rustix::fs::listxattr(&*p, &mut buf[..])?;
+    buf.truncate(r);
     Ok(buf)
 }
 
 pub fn setxattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
     let p = xattr_path(fd)?;
     let n = cstr(name)?;
-    // SAFETY: valid strings and buffer.
-    cvt(unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            flags,
-        )
-    })
-    .map(|_| ())
+    // XATTR_CREATE / XATTR_REPLACE; unknown bits go to the kernel as they came.
+    let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
+    Ok(rustix::fs::setxattr(&*p, &*n, value, flags)?)
 }
 
 pub fn removexattr(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     let p = xattr_path(fd)?;
     let n = cstr(name)?;
-    // SAFETY: valid strings.
-    cvt(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) }).map(|_| ())
+    Ok(rustix::fs::removexattr(&*p, &*n)?)
 }
 
 /// All xattrs of a held object as (name, value) pairs, for snapshots.
@@ -686,33 +571,27 @@ pub fn all_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
 /// Raises the soft fd limit to the hard limit (and the hard limit to `nr_open` when we may):
 /// every cached inode holds one O_PATH fd.
 pub fn raise_fd_limit() -> u64 {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: rl is a valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-        return 1024;
-    }
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // rustix says "unlimited" (RLIM_INFINITY) as None.
+    let max = getrlimit(Resource::Nofile)
+        .maximum
+        .unwrap_or(libc::RLIM_INFINITY);
+    let limit = |n: u64| (n != libc::RLIM_INFINITY).then_some(n);
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(rl.rlim_max);
-    let want = libc::rlimit {
-        rlim_cur: nr_open.max(rl.rlim_max),
-        rlim_max: nr_open.max(rl.rlim_max),
+        .unwrap_or(max);
+    let want = nr_open.max(max);
+    // Raising the hard limit needs CAP_SYS_RESOURCE; fall back below.
+    let both = |n| Rlimit {
+        current: limit(n),
+        maximum: limit(n),
     };
-    // SAFETY: valid pointer. Raising the hard limit needs CAP_SYS_RESOURCE; fall back below.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-        return want.rlim_cur;
+    if setrlimit(Resource::Nofile, both(want)).is_ok() {
+        return want;
     }
-    let soft = libc::rlimit {
-        rlim_cur: rl.rlim_max,
-        rlim_max: rl.rlim_max,
-    };
-    // SAFETY: valid pointer.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) };
-    rl.rlim_max
+    let _ = setrlimit(Resource::Nofile, both(max));
+    max
 }
 
 /// Walks a relative path beneath `root` one validated component at a time (each through
@@ -785,6 +664,29 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn xattr_size_0_answers_the_length() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "x").unwrap();
+        let root = open_root(d.path()).unwrap();
+        let f = lookup(root.as_fd(), OsStr::new("f")).unwrap();
+        let name = OsStr::new("user.veilfs-test");
+        match setxattr(f.as_fd(), name, b"hello", 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return,
+            r => r.unwrap(),
+        }
+        assert_eq!(getxattr(f.as_fd(), name, 0).unwrap().len(), 5);
+        assert_eq!(getxattr_value(f.as_fd(), name).unwrap(), b"hello");
+        let list = listxattr(f.as_fd(), 0).unwrap().len();
+        assert_eq!(list, listxattr(f.as_fd(), list).unwrap().len());
+        let all = all_xattrs(f.as_fd()).unwrap();
+        assert!(all.contains(&(name.to_os_string(), b"hello".to_vec())));
+        assert_eq!(
+            getxattr(f.as_fd(), name, 2).unwrap_err().raw_os_error(),
+            Some(libc::ERANGE)
+        );
     }
 
     #[test]

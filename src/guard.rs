@@ -120,8 +120,7 @@ impl Guard {
             mode: mode.to_string(),
             profile: profile.to_string(),
             pid: std::process::id(),
-            // SAFETY: getuid cannot fail.
-            user: unsafe { libc::getuid() },
+            user: rustix::process::getuid().as_raw(),
         })?;
         Ok(Guard {
             overlay: mode == "overlay",
@@ -534,10 +533,8 @@ mod tests {
         for e in fs::read_dir("/proc/self/fd").unwrap().flatten() {
             if fs::read_link(e.path()).ok().as_deref() == Some(journal.as_path()) {
                 let n: i32 = e.file_name().to_str().unwrap().parse().unwrap();
-                use std::os::fd::AsRawFd;
-                // SAFETY: `n` is the journal's open fd (owned by the guard, which outlives this
-                // call); dup2 atomically replaces what it refers to.
-                assert!(unsafe { libc::dup2(full.as_raw_fd(), n) } >= 0);
+                // `n` is the journal's open fd (owned by the guard, which outlives this call).
+                crate::sys::replace_fd(n, std::os::fd::AsFd::as_fd(&full)).unwrap();
                 done = true;
             }
         }

@@ -18,6 +18,9 @@
 //! - [`scan`]: the admin's dry run: the real folder walked as the mount would show it.
 //! - Leaves that several of the above share: [`time`] (clock, RFC 3339), [`pattern`] (profile
 //!   pattern compilation), [`mountinfo`] (the mount table).
+//! - `sys`: the few syscalls no safe wrapper covers; the only module allowed `unsafe`.
+
+#![deny(unsafe_code)]
 
 pub mod backing;
 pub mod error;
@@ -36,5 +39,7 @@ pub mod rollback;
 pub mod scan;
 pub mod served;
 pub mod store;
+#[allow(unsafe_code)]
+mod sys;
 pub mod time;
 pub mod watch;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use nix::sys::signal::{SigSet, Signal};
 use tracing::info;
 
 use crate::backing;
@@ -222,8 +223,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         None
     };
     // New objects get exactly the mode the agent asked for (the kernel already applied its umask).
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(0) };
+    rustix::process::umask(rustix::fs::Mode::empty());
     let fd_limit = backing::raise_fd_limit();
     let backing_root = overlay
         .as_ref()
@@ -383,36 +383,31 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
 /// senders) will never use or close it again, by putting /dev/null in its place: a stray late
 /// write then goes nowhere rather than to a reused fd number.
 fn release_device(raw: std::os::fd::RawFd) {
-    use std::os::fd::AsRawFd;
     match std::fs::File::open("/dev/null") {
-        // SAFETY: dup2 onto an fd number this process owns (the device); the source is a valid
-        // fd we hold for the duration of the call.
-        Ok(null) => unsafe {
-            libc::dup2(null.as_raw_fd(), raw);
-        },
+        Ok(null) => {
+            if let Err(e) = crate::sys::replace_fd(raw, null.as_fd()) {
+                tracing::warn!("cannot release the FUSE device: {e}");
+            }
+        }
         Err(e) => tracing::warn!("cannot release the FUSE device: /dev/null: {e}"),
     }
 }
 
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset operations on a local, zeroed set; pthread_sigmask on the calling thread,
-    // inherited by every thread spawned after it, so only the signal thread receives them.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread; every thread spawned after it
+/// inherits the mask, so only the signal thread (which waits for them) receives them.
+fn block_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
+    if let Err(e) = set.thread_block() {
+        tracing::warn!("cannot block signals: {e}");
     }
+    set
 }
 
-fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: set is a valid, initialised sigset; sig is a valid out-pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
+fn wait_signal(set: &SigSet) -> i32 {
+    set.wait().map(|s| s as i32).unwrap_or(0)
 }
 
 /// Unmounts a veilfs mount point.
@@ -424,11 +419,10 @@ pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
         bail!("{}: not a mount point", mountpoint.display());
     }
     let c = std::ffi::CString::new(mp.as_os_str().as_bytes())?;
-    // SAFETY: valid C string.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+    let Err(err) = rustix::mount::unmount(&*c, rustix::mount::UnmountFlags::empty()) else {
         return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
+    };
+    let err = std::io::Error::from(err);
     // Not root: let the setuid helper do it.
     let status = std::process::Command::new("fusermount3")
         .arg("-u")

@@ -868,9 +868,10 @@ pub fn test_kill_point() {
     if let Some(n) = after
         && DONE.fetch_add(1, Ordering::Relaxed) + 1 >= *n
     {
-        // SAFETY: kill(2) of this very process; SIGKILL, so nothing (no unwinding, no
-        // destructor, no core dump) runs after the step, exactly as an external kill.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        // SIGKILL to this very process, so nothing (no unwinding, no destructor, no core
+        // dump) runs after the step, exactly as an external kill.
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
 }
 

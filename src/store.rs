@@ -556,13 +556,8 @@ impl Store {
 /// Flushes the whole filesystem holding `path` to disk (`syncfs`): one call for a batch of
 /// writes that would otherwise each need their own fsync.
 pub fn syncfs(path: &Path) -> Result<(), StoreError> {
-    use std::os::fd::AsRawFd;
     let d = File::open(path).map_err(io_err(path))?;
-    // SAFETY: syncfs(2) on an fd we own for the duration of the call.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(io_err(path)(io::Error::last_os_error()));
-    }
-    Ok(())
+    rustix::fs::syncfs(&d).map_err(|e| io_err(path)(io::Error::from(e)))
 }
 
 /// fsync a directory so a rename into it is durable.

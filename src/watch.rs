@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::ErrorKind;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -173,14 +173,9 @@ pub fn start(scope: &Path, inv: CacheInvalidator) -> anyhow::Result<FolderWatch>
     if tree.dirs.is_empty() {
         anyhow::bail!("cannot watch {}", scope.display());
     }
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe2");
-    }
-    // SAFETY: pipe2 just returned these two fds to us alone.
-    let (stop_rx, stop_tx) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (stop_rx, stop_tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(std::io::Error::from)
+        .context("pipe2")?;
     let thread = std::thread::Builder::new()
         .name("veilfs-watch".into())
         .spawn(move || run(tree, stop_rx, inv))
@@ -194,28 +189,21 @@ pub fn start(scope: &Path, inv: CacheInvalidator) -> anyhow::Result<FolderWatch>
 fn run(mut tree: Tree, stop: OwnedFd, inv: CacheInvalidator) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        use rustix::event::{PollFd, PollFlags};
+        let inotify_fd = tree.inotify.as_fd();
         let mut pfd = [
-            libc::pollfd {
-                fd: tree.inotify.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(&inotify_fd, PollFlags::IN),
+            PollFd::new(&stop, PollFlags::IN),
         ];
-        // SAFETY: pfd is a valid array of two pollfds.
-        let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
-        if r < 0 {
-            if std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
+        if let Err(e) = rustix::event::poll(&mut pfd, None) {
+            let e = std::io::Error::from(e);
+            if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
-            warn!("folder watcher: poll: {}", std::io::Error::last_os_error());
+            warn!("folder watcher: poll: {e}");
             return;
         }
-        if pfd[1].revents != 0 {
+        if !pfd[1].revents().is_empty() {
             return;
         }
         let events: Vec<(WatchDescriptor, EventMask, Option<OsString>)> =

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -78,18 +78,17 @@ impl Divert {
         for (name, value) in backing::all_xattrs(real)? {
             let _ = backing::setxattr(dest.as_fd(), &name, &value, 0);
         }
-        let times = [
-            libc::timespec {
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
                 tv_sec: st.atime.0,
                 tv_nsec: st.atime.1,
             },
-            libc::timespec {
+            last_modification: rustix::fs::Timespec {
                 tv_sec: st.mtime.0,
                 tv_nsec: st.mtime.1,
             },
-        ];
-        // SAFETY: valid fd and two timespecs.
-        unsafe { libc::futimens(dest.as_raw_fd(), times.as_ptr()) };
+        };
+        let _ = rustix::fs::futimens(&dest, &times);
         dest.sync_all()?;
         std::fs::rename(&tmp, &dest_path)?;
         if let Some(parent) = dest_path.parent() {
@@ -105,26 +104,13 @@ impl Divert {
 
 /// Reflink where the filesystem can (O(1)), else an in-kernel copy.
 fn clone_or_copy(src: &File, dest: &File, len: u64) -> io::Result<()> {
-    // SAFETY: both fds are valid; FICLONE takes the source fd as its argument.
-    if unsafe { libc::ioctl(dest.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
+    if rustix::fs::ioctl_ficlone(dest, src).is_ok() {
         return Ok(());
     }
     let mut left = len;
     while left > 0 {
-        // SAFETY: valid fds; null offsets use and advance the file positions.
-        let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                std::ptr::null_mut(),
-                dest.as_raw_fd(),
-                std::ptr::null_mut(),
-                left.min(1 << 30) as usize,
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // No offsets: the copy uses and advances the file positions.
+        let n = rustix::fs::copy_file_range(src, None, dest, None, left.min(1 << 30) as usize)?;
         if n == 0 {
             break;
         }

@@ -1369,12 +1369,18 @@ impl Filesystem for VeilFs {
             &handle.file
         };
         // SEEK_DATA/SEEK_HOLE on the real file (sparse-aware cp/tar).
-        // SAFETY: the fd is valid for the life of file.
-        let r = unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(file), offset, whence) };
-        if r < 0 {
-            reply.error(errno_of(&std::io::Error::last_os_error()));
-        } else {
-            reply.offset(r);
+        // A negative offset reaches the kernel as it came (cast back), which answers EINVAL.
+        let pos = match whence {
+            libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset as u64),
+            libc::SEEK_CUR => rustix::fs::SeekFrom::Current(offset),
+            libc::SEEK_END => rustix::fs::SeekFrom::End(offset),
+            libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset as u64),
+            libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset as u64),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match rustix::fs::seek(file, pos) {
+            Ok(r) => reply.offset(r as i64),
+            Err(e) => reply.error(errno_of(&std::io::Error::from(e))),
         }
     }
 

@@ -797,17 +797,10 @@ impl VeilFs {
         if !h.writable {
             return Err(Errno::EBADF);
         }
-        // SAFETY: the fd is valid for the life of h.
-        let r = unsafe {
-            libc::fallocate(
-                std::os::fd::AsRawFd::as_raw_fd(&h.file),
-                mode,
-                offset as libc::off_t,
-                length as libc::off_t,
-            )
-        };
-        if r != 0 {
-            return Err(errno_of(&std::io::Error::last_os_error()));
+        // The mode bits go to the kernel as the caller gave them (it answers unknown ones).
+        let mode = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
+        if let Err(e) = rustix::fs::fallocate(&h.file, mode, offset, length) {
+            return Err(errno_of(&std::io::Error::from(e)));
         }
         h.wrote.store(true, Ordering::Relaxed);
         self.note_own_change_of(h.file.as_fd());
