@@ -28,6 +28,7 @@ use tracing::warn;
 
 use crate::backing;
 use crate::journal::{Event, JournalError, SessionWriter, State};
+use crate::profile::WriteMode;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +102,11 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Opens a new session in `store` for a mount of `scope` (`mode`: "snapshot" or "overlay").
+    /// Opens a new session in `store` for a mount of `scope` in a writable `mode`.
     pub fn start(
         store: Store,
         scope: &Path,
-        mode: &str,
+        mode: WriteMode,
         profile: &str,
         snapshot_max_size: u64,
         quota: Option<u64>,
@@ -117,13 +118,13 @@ impl Guard {
         };
         let session = store.new_session(Event::SessionStart {
             scope: scope.to_path_buf(),
-            mode: mode.to_string(),
+            mode: mode.as_str().to_string(),
             profile: profile.to_string(),
             pid: std::process::id(),
             user: rustix::process::getuid().as_raw(),
         })?;
         Ok(Guard {
-            overlay: mode == "overlay",
+            overlay: mode == WriteMode::Overlay,
             store,
             session,
             captured: Mutex::new(HashSet::new()),
@@ -493,7 +494,7 @@ mod tests {
         }
     }
 
-    fn guard(e: &Env, mode: &str, max: u64, quota: Option<u64>) -> Guard {
+    fn guard(e: &Env, mode: WriteMode, max: u64, quota: Option<u64>) -> Guard {
         let store = Store::create_or_open(&e.store_dir).unwrap();
         Guard::start(store, &e.scope, mode, "test", max, quota).unwrap()
     }
@@ -544,7 +545,7 @@ mod tests {
     #[test]
     fn first_change_captures_once_and_later_changes_are_free() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, None);
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         g.capture(e.root.as_fd(), Path::new("a")).unwrap();
         fs::write(e.scope.join("a"), "a after\n").unwrap();
         g.capture(e.root.as_fd(), Path::new("a")).unwrap();
@@ -570,7 +571,7 @@ mod tests {
     #[test]
     fn second_write_through_another_hard_link_name_is_not_captured_twice() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, None);
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         fs::hard_link(e.scope.join("a"), e.scope.join("d/b")).unwrap();
         let k = key(&e.scope.join("a"));
         g.linked(k, Path::new("a"), Path::new("d/b"));
@@ -588,7 +589,7 @@ mod tests {
     #[test]
     fn hard_link_made_outside_the_mount_is_refused_not_written_through() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, None);
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         fs::hard_link(e.scope.join("a"), e.scope.join("elsewhere")).unwrap();
         let k = key(&e.scope.join("a"));
         let err = g
@@ -614,7 +615,7 @@ mod tests {
     #[test]
     fn a_remembered_link_name_moved_away_outside_is_not_trusted() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, None);
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         fs::hard_link(e.scope.join("a"), e.scope.join("b")).unwrap();
         let k = key(&e.scope.join("a"));
         g.linked(k, Path::new("a"), Path::new("b"));
@@ -631,7 +632,7 @@ mod tests {
     #[test]
     fn link_names_follow_a_directory_rename_and_an_unlink() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, None);
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         fs::hard_link(e.scope.join("a"), e.scope.join("d/b")).unwrap();
         let k = key(&e.scope.join("a"));
         g.linked(k, Path::new("a"), Path::new("d/b"));
@@ -652,7 +653,7 @@ mod tests {
     #[test]
     fn a_name_replaced_by_a_rename_is_no_longer_a_link_name() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, None);
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         let k = (1, 2);
         g.linked(k, Path::new("a"), Path::new("b"));
         g.linked(k, Path::new("a"), Path::new("c"));
@@ -674,7 +675,7 @@ mod tests {
     #[test]
     fn a_path_re_created_after_its_directory_was_removed_is_captured_again() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, None);
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         g.capture(e.root.as_fd(), Path::new("d/f")).unwrap();
         g.capture(e.root.as_fd(), Path::new("a")).unwrap();
         g.forget_subtree(Path::new("d"));
@@ -686,7 +687,7 @@ mod tests {
     #[test]
     fn a_pre_image_above_snapshot_max_size_is_refused_before_it_is_read() {
         let e = env();
-        let g = guard(&e, "snapshot", 4, None);
+        let g = guard(&e, WriteMode::Snapshot, 4, None);
         let err = g.capture(e.root.as_fd(), Path::new("a")).unwrap_err();
         assert!(matches!(err, GuardError::TooLarge { max: 4, .. }), "{err}");
         assert_eq!(err.errno(), libc::EFBIG);
@@ -703,7 +704,7 @@ mod tests {
     #[test]
     fn the_store_quota_refuses_a_capture_with_enospc() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, Some(0));
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, Some(0));
         let err = g.capture(e.root.as_fd(), Path::new("a")).unwrap_err();
         assert!(matches!(err, GuardError::Quota { quota: 0, .. }), "{err}");
         assert_eq!(err.errno(), libc::ENOSPC);
@@ -712,7 +713,7 @@ mod tests {
     #[test]
     fn overlay_mode_snapshots_nothing() {
         let e = env();
-        let g = guard(&e, "overlay", u64::MAX, None);
+        let g = guard(&e, WriteMode::Overlay, u64::MAX, None);
         g.capture(e.root.as_fd(), Path::new("a")).unwrap();
         fs::hard_link(e.scope.join("a"), e.scope.join("outside-link")).unwrap();
         let names = g
@@ -727,7 +728,7 @@ mod tests {
     #[test]
     fn a_lost_change_record_stops_every_later_change_with_its_errno() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, None);
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         g.capture(e.root.as_fd(), Path::new("a")).unwrap();
         g.check_running().unwrap();
         fill_disk_under_journal(&g);
@@ -749,7 +750,7 @@ mod tests {
     #[test]
     fn a_lost_post_image_stops_the_guard() {
         let e = env();
-        let g = guard(&e, "snapshot", u64::MAX, None);
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         g.capture(e.root.as_fd(), Path::new("a")).unwrap();
         fill_disk_under_journal(&g);
         let fd = backing::open_path(e.root.as_fd(), Path::new("a")).unwrap();

@@ -187,7 +187,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             let g = Guard::start(
                 store,
                 &scope,
-                mode.as_str(),
+                mode,
                 &req.profile.name,
                 req.profile.write.snapshot_max_size,
                 req.profile.write.store_quota,
@@ -225,12 +225,13 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // New objects get exactly the mode the agent asked for (the kernel already applied its umask).
     rustix::process::umask(rustix::fs::Mode::empty());
     let fd_limit = backing::raise_fd_limit();
-    let backing_root = overlay
-        .as_ref()
-        .map(|o| o.merged().to_path_buf())
-        .unwrap_or_else(|| scope.clone());
-    let root = backing::open_root(&backing_root)
-        .with_context(|| format!("open {}", backing_root.display()))?;
+    let root = match &overlay {
+        Some(o) => o
+            .root()
+            .try_clone_to_owned()
+            .context("hold the overlay's root")?,
+        None => backing::open_root(&scope).with_context(|| format!("open {}", scope.display()))?,
+    };
     let fs = VeilFs::new(
         root,
         FsConfig {

@@ -308,8 +308,10 @@ fn overlay_diff(store: &Store, a: &DiffArgs) -> anyhow::Result<ExitCode> {
         }
     }
     for u in plan.units.iter().filter(|u| u.selected) {
-        if let Some(m) = u.refused.as_ref().or(u.conflict.as_ref()) {
-            writeln!(out, "{m}")?;
+        if let Some(r) = &u.refused {
+            writeln!(out, "{r}")?;
+        } else if let Some(c) = &u.conflict {
+            writeln!(out, "{c}")?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -28,7 +28,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -75,11 +74,11 @@ impl Layout {
     }
 }
 
-/// A mounted overlay; unmounted on drop. Holds the store's overlay lock (`overlay/lock`,
-/// `flock`) for its lifetime, so `commit`/`discard` can tell a running mount from the stale
-/// merged mount a SIGKILLed one leaves behind, and two mounts never share one upper layer.
+/// A mounted overlay, held only by its root fd (gone with the last fd, also after SIGKILL).
+/// Holds the store's overlay lock (`overlay/lock`, `flock`) for its lifetime, so `commit` and
+/// `discard` refuse while a mount runs, and two mounts never share one upper layer.
 pub struct OverlayMount {
-    layout: Layout,
+    root: OwnedFd,
     _lock: std::fs::File,
 }
 
@@ -110,11 +109,41 @@ pub(crate) fn lock(store: &Path, what: &str) -> anyhow::Result<std::fs::File> {
 /// Lazily detaches the merged mount a killed mount process left behind.
 fn detach_stale(layout: &Layout) {
     if crate::mountinfo::is_mount_point(&layout.merged) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&layout.merged)
-            .status();
+        let _ = rustix::mount::unmount(&layout.merged, rustix::mount::UnmountFlags::DETACH);
     }
+}
+
+/// Mounts kernel overlayfs through the new mount API (`fsopen`/`fsconfig`/`fsmount`) and
+/// returns the mount's root as a detached fd: it is never attached to a path, so nothing else
+/// can reach it, and it goes away with the last fd (a SIGKILLed mount process leaves nothing
+/// mounted). Each option is its own string, so paths need no escaping and no `mount(8)` runs.
+fn mount_overlay(scope: &Path, layout: &Layout) -> std::io::Result<OwnedFd> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_string, fsmount,
+        fsopen,
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    // `lowerdir+` (Linux 6.8) takes one path as is; older kernels parse `lowerdir` as a
+    // `:`-separated list with `\` escapes.
+    if fsconfig_set_string(&fs, "lowerdir+", scope).is_err() {
+        fsconfig_set_string(&fs, "lowerdir", escape(scope))?;
+    }
+    fsconfig_set_string(&fs, "upperdir", &layout.upper)?;
+    fsconfig_set_string(&fs, "workdir", &layout.work)?;
+    for (k, v) in [
+        ("index", "on"),
+        ("xino", "off"),
+        ("redirect_dir", "on"),
+        ("metacopy", "off"),
+    ] {
+        fsconfig_set_string(&fs, k, v)?;
+    }
+    fsconfig_create(&fs)?;
+    Ok(fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )?)
 }
 
 impl OverlayMount {
@@ -144,47 +173,21 @@ impl OverlayMount {
             reset_layers(&layout)?;
             copy_root_attrs(scope, &layout.upper)?;
         }
-        // A previous mount process killed with SIGKILL leaves its overlay mounted.
+        // Versions before the detached mount left a SIGKILLed mount's overlay at `merged`.
         detach_stale(&layout);
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={},index=on,xino=off,redirect_dir=on,metacopy=off",
-            escape(scope),
-            escape(&layout.upper),
-            escape(&layout.work)
-        );
-        let out = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&layout.merged)
-            .output()
-            .context("run mount -t overlay")?;
-        if !out.status.success() {
-            bail!(
-                "cannot mount the overlay at {}: {} (see dmesg; if the scope was replaced since these changes were made, commit or discard them first)",
-                layout.merged.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(OverlayMount {
-            layout,
-            _lock: lock,
-        })
+        let root = mount_overlay(scope, &layout).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot mount the overlay of {} (upper layer {}): {e} (see dmesg; if the scope was replaced since these changes were made, commit or discard them first)",
+                scope.display(),
+                layout.upper.display()
+            )
+        })?;
+        Ok(OverlayMount { root, _lock: lock })
     }
 
-    pub fn merged(&self) -> &Path {
-        &self.layout.merged
-    }
-}
-
-impl Drop for OverlayMount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.layout.merged)
-            .status()
-            .is_ok_and(|st| st.success());
-        if !ok {
-            // Still busy (an fd the FUSE layer holds): detach; it goes when the last fd closes.
-            detach_stale(&self.layout);
-        }
+    /// The merged view's root directory (a detached mount: reachable only through this fd).
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
     }
 }
 
@@ -253,6 +256,7 @@ fn copy_root_attrs(scope: &Path, upper: &Path) -> anyhow::Result<()> {
 }
 
 /// overlayfs option values separate with `,` and `:`; escape them.
+/// `p` as one entry of overlayfs's legacy `lowerdir` list.
 fn escape(p: &Path) -> String {
     p.display()
         .to_string()

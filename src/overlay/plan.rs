@@ -75,6 +75,72 @@ pub struct Step {
     pub unit: usize,
 }
 
+/// Why a unit is skipped unless `commit --force`: the real folder changed after the agent's
+/// copy was taken (times in nanoseconds since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Conflict {
+    /// The real file at `path` changed after the agent's copy of it was taken.
+    ChangedAfterCopy {
+        #[serde(with = "relpath")]
+        path: PathBuf,
+        real_ctime: i128,
+        copied: i128,
+    },
+    /// Something in the real subtree the agent deleted changed after the deletion.
+    ChangedAfterDelete {
+        #[serde(with = "relpath")]
+        path: PathBuf,
+        real_ctime: i128,
+    },
+    /// Inside a renamed directory: the real file the agent's copy came from changed.
+    OriginChanged {
+        #[serde(with = "relpath")]
+        path: PathBuf,
+        #[serde(with = "relpath")]
+        origin: PathBuf,
+        real_ctime: i128,
+        copied: i128,
+    },
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::time::format_time as t;
+        match self {
+            Conflict::ChangedAfterCopy {
+                path,
+                real_ctime,
+                copied,
+            } => write!(
+                f,
+                "conflict {}: the real file changed (ctime {}) after the agent's copy was taken ({})",
+                path.display(),
+                t(*real_ctime),
+                t(*copied)
+            ),
+            Conflict::ChangedAfterDelete { path, real_ctime } => write!(
+                f,
+                "conflict {}: changed in the real folder after the agent's change (real ctime {}); not deleted",
+                path.display(),
+                t(*real_ctime)
+            ),
+            Conflict::OriginChanged {
+                path,
+                origin,
+                real_ctime,
+                copied,
+            } => write!(
+                f,
+                "conflict {}: its origin {} changed in the real folder (ctime {}) after the agent's copy was taken ({})",
+                path.display(),
+                origin.display(),
+                t(*real_ctime),
+                t(*copied)
+            ),
+        }
+    }
+}
+
 /// A unit of a commit: applied or skipped as a whole.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Unit {
@@ -84,7 +150,7 @@ pub struct Unit {
     #[serde(with = "paths::opt")]
     pub upper: Option<PathBuf>,
     /// The real object changed after the agent's copy (skipped unless `force`).
-    pub conflict: Option<String>,
+    pub conflict: Option<Conflict>,
     /// Never committed (a redaction mask over different real bytes).
     pub refused: Option<String>,
     pub selected: bool,
@@ -219,7 +285,7 @@ pub struct CommitReport {
     pub session: String,
     pub changed: usize,
     pub unchanged: usize,
-    pub skipped_conflicts: Vec<String>,
+    pub skipped_conflicts: Vec<Conflict>,
     pub refused: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -388,12 +454,11 @@ impl Planner<'_> {
             if let Some(st) = self.real_stat(&p)
                 && ns(st.ctime) >= since
             {
-                self.units[u].conflict = Some(format!(
-                    "conflict {}: the real file changed (ctime {}) after the agent's copy was taken ({})",
-                    p.display(),
-                    crate::time::format_time(ns(st.ctime)),
-                    crate::time::format_time(since)
-                ));
+                self.units[u].conflict = Some(Conflict::ChangedAfterCopy {
+                    path: p.clone(),
+                    real_ctime: ns(st.ctime),
+                    copied: since,
+                });
             }
             let f = std::fs::File::open(&e.abs)
                 .with_context(|| format!("read index {}", e.abs.display()))?;
@@ -466,11 +531,10 @@ impl Planner<'_> {
             return Ok(());
         };
         if ns(st.ctime) >= since && self.units[unit].conflict.is_none() {
-            self.units[unit].conflict = Some(format!(
-                "conflict {}: changed in the real folder after the agent's change (real ctime {}); not deleted",
-                rel.display(),
-                crate::time::format_time(ns(st.ctime))
-            ));
+            self.units[unit].conflict = Some(Conflict::ChangedAfterDelete {
+                path: rel.to_path_buf(),
+                real_ctime: ns(st.ctime),
+            });
         }
         if st.kind() == Kind::Dir {
             for n in self.real_names(rel) {
@@ -587,12 +651,11 @@ impl Planner<'_> {
                 if (st.kind() == Kind::Dir) != m.is_dir() {
                     self.delete_tree(&p, u, since)?;
                 } else if !m.is_dir() && ns(st.ctime) >= since {
-                    self.units[u].conflict = Some(format!(
-                        "conflict {}: the real file changed (ctime {}) after the agent's copy was taken ({})",
-                        p.display(),
-                        crate::time::format_time(ns(st.ctime)),
-                        crate::time::format_time(since)
-                    ));
+                    self.units[u].conflict = Some(Conflict::ChangedAfterCopy {
+                        path: p.clone(),
+                        real_ctime: ns(st.ctime),
+                        copied: since,
+                    });
                 }
             }
             let child_lower = lower.as_ref().map(|l| l.join(name));
@@ -603,13 +666,12 @@ impl Planner<'_> {
                 && let Some(st) = self.real_stat(cl)
                 && ns(st.ctime) >= since
             {
-                self.units[u].conflict = Some(format!(
-                    "conflict {}: its origin {} changed in the real folder (ctime {}) after the agent's copy was taken ({})",
-                    p.display(),
-                    cl.display(),
-                    crate::time::format_time(ns(st.ctime)),
-                    crate::time::format_time(since)
-                ));
+                self.units[u].conflict = Some(Conflict::OriginChanged {
+                    path: p.clone(),
+                    origin: cl.to_path_buf(),
+                    real_ctime: ns(st.ctime),
+                    copied: since,
+                });
             }
             if m.is_dir() {
                 let target = upper_state(self.upper_root.as_fd(), &p, None)?;
@@ -1125,7 +1187,9 @@ mod tests {
         for p in ["keep.txt", "gone.txt"] {
             let u = plan.units.iter().find(|u| u.path == Path::new(p)).unwrap();
             assert!(
-                u.conflict.as_deref().is_some_and(|c| c.contains(p)),
+                u.conflict
+                    .as_ref()
+                    .is_some_and(|c| c.to_string().contains(p)),
                 "{u:?}"
             );
             let step = plan.steps.iter().find(|s| s.path == Path::new(p)).unwrap();

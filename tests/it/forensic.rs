@@ -11,6 +11,7 @@ use std::process::Command;
 
 use veilfs::backing;
 use veilfs::guard::{Guard, GuardError};
+use veilfs::profile::WriteMode;
 use veilfs::rollback;
 use veilfs::store::Store;
 
@@ -31,7 +32,7 @@ impl Session {
     fn start(store_dir: &Path, scope: &Path) -> Session {
         let store = Store::create_or_open(store_dir).unwrap();
         Session {
-            g: Guard::start(store, scope, "snapshot", "test", u64::MAX, None).unwrap(),
+            g: Guard::start(store, scope, WriteMode::Snapshot, "test", u64::MAX, None).unwrap(),
             root: backing::open_root(scope).unwrap(),
             scope: scope.to_path_buf(),
             parents: true,

@@ -502,6 +502,14 @@ done"#,
     let _ = child.wait();
     drop(m);
     assert_eq!(tree_hash(e.scope.path()), before);
+    // The kernel overlay was held only by the killed process's fds: nothing stays mounted
+    // (it used to stay at STORE/overlay/merged until the next mount).
+    let store = e.store();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.contains(store.as_str())),
+        "a mount under the store outlived the mount process:\n{mounts}"
+    );
 
     // Remount the same store: everything the agent saw completed is there.
     let m = e.mount();
