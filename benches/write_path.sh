@@ -83,6 +83,11 @@ name = "bench-write"
 rule_sets = []
 [write]
 snapshot_max_size = "2 GiB"
+# The workloads delete and rewrite thousands of files on purpose.
+[breaker]
+max_deletes = 0
+max_renames = 0
+max_overwritten_bytes = 0
 EOF
 
 # The workloads, run inside the directory given as $1.

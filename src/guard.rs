@@ -92,6 +92,8 @@ pub struct Guard {
     /// through the mount), keyed by `(st_dev, st_ino)`: a change through one name changes them
     /// all, so all of them are captured first (see [`Guard::capture_object`]).
     names: Mutex<HashMap<(u64, u64), BTreeSet<PathBuf>>>,
+    /// See [`Guard::namespace`].
+    namespace: Mutex<()>,
     /// Set when a record that must not be lost (a post-image, a change marker) could not be
     /// journalled: from then on every change is refused with this errno (see
     /// [`GuardError::Stopped`]), so rollback's picture of the session stays true.
@@ -129,6 +131,7 @@ impl Guard {
             session,
             captured: Mutex::new(HashSet::new()),
             names: Mutex::new(HashMap::new()),
+            namespace: Mutex::new(()),
             stopped: Mutex::new(None),
             snapshot_max_size,
             quota,
@@ -422,6 +425,34 @@ impl Guard {
         }) {
             self.stop(&e);
         }
+    }
+
+    /// Held while a name changes (unlink, rmdir, rename: from its journal record through the
+    /// syscall) and while a post-image checks and records names: the kernel sends RELEASE
+    /// after close(2) returns, so a post-image may race an unlink of the same name, and one
+    /// journalled after the unlink would tell rollback the session left a file that is gone.
+    pub fn namespace(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.namespace.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`Guard::post_image`] under the names of `fd`'s object that still lead to it beneath
+    /// `root` (a name unlinked or renamed away since is skipped), checked and recorded under
+    /// [`Guard::namespace`].
+    pub fn post_image_current(&self, root: BorrowedFd<'_>, fd: BorrowedFd<'_>, names: &[PathBuf]) {
+        let Ok(st) = backing::stat_fd(fd) else {
+            return self.post_image(fd, names);
+        };
+        let _ns = self.namespace();
+        let current: Vec<PathBuf> = names
+            .iter()
+            .filter(|p| {
+                backing::open_path(root, p)
+                    .and_then(|f| backing::stat_fd(f.as_fd()))
+                    .is_ok_and(|s| (s.dev, s.ino) == (st.dev, st.ino))
+            })
+            .cloned()
+            .collect();
+        self.post_image(fd, &current);
     }
 
     /// Records the state the session left a written file in, under each of its `names`, after

@@ -10,6 +10,8 @@
 //! - [`fs`]: the `fuser::Filesystem` translation layer.
 //! - [`store`], [`journal`], [`rollback`]: snapshot store, tamper-evident journal, undo.
 //! - [`guard`]: snapshot-before-write orchestration for the write path.
+//! - [`breaker`]: the damage breaker (rate limits on deletes, renames, overwrites, mass reads).
+//! - [`control`]: the registry of this user's live mounts (`veilfs resume`).
 //! - [`overlay`]: copy-on-write upper layer.
 //! - [`merge`]: applies an agent's edit of a masked view to the real bytes; [`served`]
 //!   records the masked views served, which commit merges against.
@@ -23,6 +25,8 @@
 #![deny(unsafe_code)]
 
 pub mod backing;
+pub mod breaker;
+pub mod control;
 pub mod error;
 pub mod fs;
 pub mod guard;

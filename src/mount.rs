@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{SigSet, Signal};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::backing;
 use crate::fs::view::Viewer;
@@ -225,6 +225,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // New objects get exactly the mode the agent asked for (the kernel already applied its umask).
     rustix::process::umask(rustix::fs::Mode::empty());
     let fd_limit = backing::raise_fd_limit();
+    let breaker = Arc::new(crate::breaker::Breaker::new(req.profile.breaker.clone()));
     let root = match &overlay {
         Some(o) => o
             .root()
@@ -249,6 +250,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             no_open: false,
             scan_cache_file,
             masked,
+            breaker: Some(breaker.clone()),
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,
@@ -312,15 +314,38 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         let _ = writeln!(out, "veilfs: mounted {}", mountpoint.display());
         let _ = out.flush();
     }
+    // `veilfs resume` finds this process through the registry and signals it (SIGUSR1).
+    let registration = crate::control::register(&crate::control::LiveMount {
+        mountpoint: mountpoint.clone(),
+        pid: std::process::id(),
+        scope: scope.clone(),
+        mode: mode.as_str().to_string(),
+        profile: req.profile.name.clone(),
+    })
+    .map_err(|e| tracing::warn!("cannot register the mount (veilfs resume will not find it): {e}"))
+    .ok();
     {
         let mountpoint = mountpoint.clone();
+        let breaker = breaker.clone();
         std::thread::Builder::new()
             .name("veilfs-signals".into())
             .spawn(move || {
-                let sig = wait_signal(&signals);
-                info!("signal {sig}: unmounting");
-                if let Err(e) = unmount(&mountpoint) {
-                    tracing::error!("unmount after signal {sig} failed: {e:#}");
+                loop {
+                    let sig = wait_signal(&signals);
+                    if sig == Signal::SIGUSR1 as i32 {
+                        match breaker.resume() {
+                            Some(t) => {
+                                warn!(target: "veilfs::audit", was = %t, "breaker resumed by `veilfs resume`")
+                            }
+                            None => info!("veilfs resume: the breaker was not tripped"),
+                        }
+                        continue;
+                    }
+                    info!("signal {sig}: unmounting");
+                    if let Err(e) = unmount(&mountpoint) {
+                        tracing::error!("unmount after signal {sig} failed: {e:#}");
+                    }
+                    break;
                 }
             })
             .context("spawn signal thread")?;
@@ -368,6 +393,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     std::mem::forget(bg);
     release_device(dev_raw);
     drop(overlay);
+    drop(registration);
     let ioctls = unsupported_ioctls();
     if ioctls.total > 0 {
         info!(
@@ -394,13 +420,15 @@ fn release_device(raw: std::os::fd::RawFd) {
     }
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread; every thread spawned after it
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR1 in the calling thread; every thread spawned after it
 /// inherits the mask, so only the signal thread (which waits for them) receives them.
 fn block_signals() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGHUP);
+    // `veilfs resume`: reset the damage breaker.
+    set.add(Signal::SIGUSR1);
     if let Err(e) = set.thread_block() {
         tracing::warn!("cannot block signals: {e}");
     }

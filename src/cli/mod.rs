@@ -34,6 +34,8 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount a veilfs mount point.
     Unmount(mount::UnmountArgs),
+    /// Reset a mount's tripped damage breaker, so it accepts changes (and reads) again.
+    Resume(mount::UnmountArgs),
     /// Profile tools.
     #[command(subcommand)]
     Profile(profile::ProfileCmd),
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Mount(a) => mount::run(a),
         Command::Unmount(a) => mount::run_unmount(a),
+        Command::Resume(a) => mount::run_resume(a),
         Command::Profile(c) => profile::run(c),
         Command::Scan(a) => scan::run(a),
         Command::Redact(a) => scan::run_redact(a),

@@ -48,6 +48,17 @@ pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn run_resume(a: UnmountArgs) -> anyhow::Result<ExitCode> {
+    let m = veilfs::control::resume(&a.mountpoint)
+        .with_context(|| format!("resume {}", a.mountpoint.display()))?;
+    eprintln!(
+        "veilfs: asked the mount at {} (pid {}) to resume",
+        m.mountpoint.display(),
+        m.pid
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run_unmount(a: UnmountArgs) -> anyhow::Result<ExitCode> {
     unmount(&a.mountpoint)?;
     Ok(ExitCode::SUCCESS)

@@ -68,6 +68,8 @@ pub struct FsConfig {
     /// Write modes: edits of masked files are merged, never written as masks
     /// ([`masked_edit`]); every masked view served is recorded first.
     pub masked: Option<Arc<masked_edit::MaskedEdits>>,
+    /// Rate limits on deletes, renames, overwrites and mass reads ([`crate::breaker`]).
+    pub breaker: Option<Arc<crate::breaker::Breaker>>,
 }
 
 /// An open file.
@@ -445,6 +447,9 @@ impl VeilFs {
         } else {
             self.cfg.viewer.decide(&rel, ifd.as_fd(), &st)
         };
+        if !writable && let Err(e) = self.count_read(&st) {
+            return Err((e, reply));
+        }
         let redactions = match view {
             View::Raw => None,
             View::Masked(r) => Some(r),
@@ -703,6 +708,11 @@ impl VeilFs {
         let fd = self.fd(&inode)?;
         let file =
             backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).map_err(|e| errno_of(&e))?;
+        if self.cfg.breaker.is_some() {
+            // No OPEN in this mode: each read counts its file (distinct files are what count).
+            let st = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
+            self.count_read(&st)?;
+        }
         if !self.cfg.viewer.redaction_enabled()
             && let Ok(rel) = self.rel(ino.0)
             && let Ok(st) = backing::stat_fd(file.as_fd())
@@ -1520,14 +1530,20 @@ impl Filesystem for VeilFs {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.do_remove(req, parent, name, false) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.count(crate::breaker::Op::Delete);
+                reply.ok()
+            }
             Err(e) => reply.error(e),
         }
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.do_remove(req, parent, name, true) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.count(crate::breaker::Op::Delete);
+                reply.ok()
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -1543,7 +1559,10 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         match self.do_rename(req, parent, name, newparent, newname, flags.bits()) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.count(crate::breaker::Op::Rename);
+                reply.ok()
+            }
             Err(e) => reply.error(e),
         }
     }

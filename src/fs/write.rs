@@ -51,7 +51,38 @@ fn set_time(t: Option<TimeOrNow>) -> SetTime {
 
 impl VeilFs {
     fn guard(&self) -> Result<&Arc<Guard>, Errno> {
-        self.cfg.guard.as_ref().ok_or(Errno::EROFS)
+        let g = self.cfg.guard.as_ref().ok_or(Errno::EROFS)?;
+        if let Some(t) = self.cfg.breaker.as_ref().and_then(|b| b.state()) {
+            warn!(target: "veilfs::audit", reason = %t, "change refused");
+            return Err(Errno::EROFS);
+        }
+        Ok(g)
+    }
+
+    /// Counts a done operation towards the damage breaker; a trip is logged as critical.
+    pub(super) fn count(&self, op: crate::breaker::Op) {
+        if let Some(b) = &self.cfg.breaker
+            && let Some(t) = b.note(op, std::time::Instant::now())
+        {
+            tracing::error!(target: "veilfs::audit", severity = "critical", reason = %t, "breaker tripped");
+        }
+    }
+
+    /// Counts an open for reading; refused (EACCES) while a mass-read trip holds.
+    pub(super) fn count_read(&self, st: &Stat) -> Result<(), Errno> {
+        let Some(b) = &self.cfg.breaker else {
+            return Ok(());
+        };
+        if let Some(t) = b.state().filter(|t| t.stops_reads()) {
+            warn!(target: "veilfs::audit", reason = %t, "read denied");
+            return Err(Errno::EACCES);
+        }
+        self.count(crate::breaker::Op::Read((st.dev, st.ino)));
+        // The open that trips the limit is refused too.
+        match b.state() {
+            Some(t) if t.stops_reads() => Err(Errno::EACCES),
+            _ => Ok(()),
+        }
     }
 
     fn root_fd(&self) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
@@ -277,7 +308,10 @@ impl VeilFs {
                     .unwrap_or_else(|_| vec![rel.clone()]),
                 _ => vec![rel],
             };
-            g.post_image(h.file.as_fd(), &names);
+            match self.root_fd() {
+                Ok(root) => g.post_image_current(root.as_fd(), h.file.as_fd(), &names),
+                Err(_) => g.post_image(h.file.as_fd(), &names),
+            }
         }
     }
 
@@ -321,6 +355,10 @@ impl VeilFs {
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(&inode)?;
         if let Some(size) = size {
+            if self.cfg.breaker.is_some() {
+                let old = backing::stat_fd(fd.as_fd()).map_or(0, |st| st.size);
+                self.count(crate::breaker::Op::Overwrite(old.saturating_sub(size)));
+            }
             let h = fh.and_then(|fh| self.handle(fh, ino).ok());
             match h {
                 Some(h) if h.writable => {
@@ -491,6 +529,7 @@ impl VeilFs {
         dir: bool,
     ) -> Result<(), Errno> {
         let g = self.guard()?;
+        let _ns = g.namespace();
         let (p, rel) = self.child_path(parent, name)?;
         let pfd = self.fd(&p)?;
         // Only visible names can be removed; a hidden one does not exist for the agent.
@@ -559,6 +598,7 @@ impl VeilFs {
         flags: u32,
     ) -> Result<(), Errno> {
         let g = self.guard()?;
+        let _ns = g.namespace();
         if flags & libc::RENAME_WHITEOUT != 0 {
             return Err(Errno::EINVAL);
         }
@@ -751,6 +791,11 @@ impl VeilFs {
         let h = self.handle(fh, ino)?;
         if !h.writable {
             return Err(Errno::EBADF);
+        }
+        if self.cfg.breaker.is_some() {
+            let old = h.file.metadata().map_or(0, |m| m.len());
+            let end = (offset + data.len() as u64).min(old);
+            self.count(crate::breaker::Op::Overwrite(end.saturating_sub(offset)));
         }
         let mut n = 0;
         while n < data.len() {

@@ -36,6 +36,8 @@ pub struct Profile {
     pub write: WriteCfg,
     #[serde(default)]
     pub cache: CacheCfg,
+    #[serde(default)]
+    pub breaker: BreakerCfg,
     /// The file this profile was loaded from (`None` = built-in or parsed from a string).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -255,6 +257,34 @@ impl Default for CacheCfg {
             watched_ttl_ms: 30_000,
             no_open: true,
             persist_scans: true,
+        }
+    }
+}
+
+/// `[breaker]`: the damage breaker's rate limits (see `crate::breaker`). Over `window_secs`,
+/// more than `max_deletes` deletes, `max_renames` renames or `max_overwritten_bytes` of existing
+/// content replaced or cut, or more than `max_reads_per_minute` distinct files opened for
+/// reading in 60 s, trips it: the mount refuses every change (and, for a mass read, every open)
+/// until `veilfs resume MOUNTPOINT`. 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerCfg {
+    pub window_secs: u64,
+    pub max_deletes: u64,
+    pub max_renames: u64,
+    #[serde(deserialize_with = "size::de", serialize_with = "size::ser")]
+    pub max_overwritten_bytes: u64,
+    pub max_reads_per_minute: u64,
+}
+
+impl Default for BreakerCfg {
+    fn default() -> Self {
+        BreakerCfg {
+            window_secs: 10,
+            max_deletes: 300,
+            max_renames: 300,
+            max_overwritten_bytes: GIB,
+            max_reads_per_minute: 0,
         }
     }
 }

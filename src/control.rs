@@ -1,0 +1,134 @@
+//! The registry of this user's live mounts, so commands run beside a mount (`veilfs resume`)
+//! can find the process serving a mount point. Each mount writes one small JSON file into a
+//! private runtime directory (`$XDG_RUNTIME_DIR/veilfs`, else `/tmp/veilfs-UID`, mode 0700 and
+//! owned by the user: a file there was written by this user's mounts) and removes it when it
+//! ends; a file whose process is gone is ignored.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What a live mount says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveMount {
+    pub mountpoint: PathBuf,
+    pub pid: u32,
+    pub scope: PathBuf,
+    pub mode: String,
+    pub profile: String,
+}
+
+/// The private directory the registry lives in (created, and checked to be ours).
+pub fn runtime_dir() -> io::Result<PathBuf> {
+    let uid = rustix::process::getuid().as_raw();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("veilfs"),
+        _ => PathBuf::from(format!("/tmp/veilfs-{uid}")),
+    };
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let md = fs::symlink_metadata(&dir)?;
+    if !md.is_dir() || md.uid() != uid || md.permissions().mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a private directory owned by uid {uid}",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+fn entry_path(dir: &Path, mountpoint: &Path) -> PathBuf {
+    let h = blake3::hash(mountpoint.as_os_str().as_encoded_bytes());
+    dir.join(format!("{}.json", &h.to_hex()[..32]))
+}
+
+/// A registered mount; its file is removed on drop.
+pub struct Registration(PathBuf);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Registers `m` (its `mountpoint` canonical).
+pub fn register(m: &LiveMount) -> io::Result<Registration> {
+    let dir = runtime_dir()?;
+    let path = entry_path(&dir, &m.mountpoint);
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, serde_json::to_vec(m).map_err(io::Error::other)?)?;
+    fs::rename(&tmp, &path)?;
+    Ok(Registration(path))
+}
+
+/// The live mount at `mountpoint`, if this user has one there.
+pub fn find(mountpoint: &Path) -> io::Result<LiveMount> {
+    let mp = mountpoint.canonicalize()?;
+    let path = entry_path(&runtime_dir()?, &mp);
+    let m: LiveMount = serde_json::from_slice(&fs::read(&path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("no live veilfs mount of yours at {}", mp.display()),
+        )
+    })?)
+    .map_err(io::Error::other)?;
+    if m.mountpoint != mp || !alive(m.pid) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the veilfs mount at {} is gone", mp.display()),
+        ));
+    }
+    Ok(m)
+}
+
+/// Is `pid` a running veilfs process?
+fn alive(pid: u32) -> bool {
+    fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+        exe.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("veilfs"))
+    })
+}
+
+/// Asks the mount at `mountpoint` to reset its damage breaker (SIGUSR1 to its process).
+pub fn resume(mountpoint: &Path) -> io::Result<LiveMount> {
+    let m = find(mountpoint)?;
+    let pid = rustix::process::Pid::from_raw(m.pid as i32)
+        .ok_or_else(|| io::Error::other("pid 0 in the registry"))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::USR1)?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registered_mount_is_found_by_its_mount_point_and_gone_after_drop() {
+        let rt = tempfile::tempdir().unwrap();
+        let mp = tempfile::tempdir().unwrap();
+        let m = LiveMount {
+            mountpoint: mp.path().canonicalize().unwrap(),
+            pid: std::process::id(),
+            scope: "/x".into(),
+            mode: "snapshot".into(),
+            profile: "p".into(),
+        };
+        let dir = rt.path().join("veilfs");
+        fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let path = entry_path(&dir, &m.mountpoint);
+        fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+        let back: LiveMount = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back, m);
+        drop(Registration(path.clone()));
+        assert!(!path.exists());
+    }
+}
