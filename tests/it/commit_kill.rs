@@ -25,6 +25,11 @@ hide_escaping_symlinks = false
 rule_sets = []
 [write]
 mode = "overlay"
+# The agent's workload renames and deletes hundreds of entries in a second: not the breaker's
+# business here (tests/it/breaker.rs).
+[breaker]
+max_deletes = 0
+max_renames = 0
 "#;
 
 fn seed(s: &Path) {
