@@ -107,6 +107,41 @@ pub fn resume(mountpoint: &Path) -> io::Result<LiveMount> {
     Ok(m)
 }
 
+/// This user's live mounts (entries whose process is gone are skipped).
+pub fn list() -> io::Result<Vec<LiveMount>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(runtime_dir()?)?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "json")
+            && let Ok(b) = fs::read(e.path())
+            && let Ok(m) = serde_json::from_slice::<LiveMount>(&b)
+            && alive(m.pid)
+        {
+            out.push(m);
+        }
+    }
+    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    Ok(out)
+}
+
+/// Ends the live mount `m` (SIGUSR2 to its process) and waits until its process is gone (at
+/// most 5 s).
+pub fn revoke(m: &LiveMount) -> io::Result<()> {
+    let pid = rustix::process::Pid::from_raw(m.pid as i32)
+        .ok_or_else(|| io::Error::other("pid 0 in the registry"))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::USR2)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(m.pid) {
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("pid {} still running 5 s after the revoke", m.pid),
+            ));
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(2));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,8 @@ pub struct MountRequest {
     pub mode: Option<WriteMode>,
     pub store: Option<PathBuf>,
     pub allow_other: bool,
+    /// The grant's lifetime: the mount ends by itself (as if revoked) when it runs out.
+    pub expires: Option<Duration>,
 }
 
 pub use crate::fs::ioctls::{IoctlCount, unsupported_ioctls};
@@ -243,7 +245,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             } else {
                 Duration::ZERO
             },
-            guard,
+            guard: guard.clone(),
             passthrough: true,
             divert,
             emulate_dev0: mode == WriteMode::Overlay,
@@ -324,14 +326,45 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     })
     .map_err(|e| tracing::warn!("cannot register the mount (veilfs resume will not find it): {e}"))
     .ok();
+    // Revoked by `veilfs revoke` (SIGUSR2) or expired: the mount ends now, whatever the agent
+    // is doing inside it.
+    let end_now = {
+        let mountpoint = mountpoint.clone();
+        let guard = guard.clone();
+        Arc::new(move |why: &str| {
+            warn!(target: "veilfs::audit", mountpoint = %mountpoint.display(), reason = why, "mount revoked");
+            revoke_now(&mountpoint);
+            if let Some(g) = &guard {
+                g.end();
+            }
+            // As after SIGKILL (which the store and journal are built to survive), but with the
+            // session's end journalled: the process exits, so the kernel ends the FUSE
+            // connection and every request still blocked in it fails at once.
+            std::process::exit(0);
+        })
+    };
+    if let Some(after) = req.expires {
+        let end_now = end_now.clone();
+        std::thread::Builder::new()
+            .name("veilfs-expiry".into())
+            .spawn(move || {
+                std::thread::sleep(after);
+                end_now("the mount's grant expired (--expires)");
+            })
+            .context("spawn expiry thread")?;
+    }
     {
         let mountpoint = mountpoint.clone();
         let breaker = breaker.clone();
+        let end_now = end_now.clone();
         std::thread::Builder::new()
             .name("veilfs-signals".into())
             .spawn(move || {
                 loop {
                     let sig = wait_signal(&signals);
+                    if sig == Signal::SIGUSR2 as i32 {
+                        end_now("revoked by `veilfs revoke`");
+                    }
                     if sig == Signal::SIGUSR1 as i32 {
                         match breaker.resume() {
                             Some(t) => {
@@ -427,8 +460,9 @@ fn block_signals() -> SigSet {
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGHUP);
-    // `veilfs resume`: reset the damage breaker.
+    // `veilfs resume`: reset the damage breaker; `veilfs revoke`: end the mount now.
     set.add(Signal::SIGUSR1);
+    set.add(Signal::SIGUSR2);
     if let Err(e) = set.thread_block() {
         tracing::warn!("cannot block signals: {e}");
     }
@@ -437,6 +471,19 @@ fn block_signals() -> SigSet {
 
 fn wait_signal(set: &SigSet) -> i32 {
     set.wait().map(|s| s as i32).unwrap_or(0)
+}
+
+/// Takes the mount at `mp` away at once: detached from the path (no new lookups), and, where
+/// the FUSE control filesystem is mounted, its connection aborted (every pending request fails).
+fn revoke_now(mp: &Path) {
+    let dev = std::fs::metadata(mp).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+    if let Err(e) = rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH) {
+        tracing::warn!("revoke: detach {}: {e}", mp.display());
+    }
+    if let Ok(dev) = dev {
+        let abort = format!("/sys/fs/fuse/connections/{}/abort", rustix::fs::minor(dev));
+        let _ = std::fs::write(abort, b"1");
+    }
 }
 
 /// Unmounts a veilfs mount point.

@@ -36,6 +36,10 @@ pub enum Command {
     Unmount(mount::UnmountArgs),
     /// Reset a mount's tripped damage breaker, so it accepts changes (and reads) again.
     Resume(mount::UnmountArgs),
+    /// End a live mount (or all of yours) at once, even with an agent blocked inside it.
+    Revoke(mount::RevokeArgs),
+    /// List your live mounts.
+    Status(mount::StatusArgs),
     /// Profile tools.
     #[command(subcommand)]
     Profile(profile::ProfileCmd),
@@ -66,6 +70,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mount(a) => mount::run(a),
         Command::Unmount(a) => mount::run_unmount(a),
         Command::Resume(a) => mount::run_resume(a),
+        Command::Revoke(a) => mount::run_revoke(a),
+        Command::Status(a) => mount::run_status(a),
         Command::Profile(c) => profile::run(c),
         Command::Scan(a) => scan::run(a),
         Command::Redact(a) => scan::run_redact(a),

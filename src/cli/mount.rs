@@ -20,6 +20,9 @@ pub struct MountArgs {
     /// Let other users (and root) use the mount (needs root or user_allow_other).
     #[arg(long)]
     pub allow_other: bool,
+    /// End the mount by itself after this long, as `veilfs revoke` would (e.g. `2h`, `90m`).
+    #[arg(long, value_parser = parse_duration)]
+    pub expires: Option<std::time::Duration>,
     /// The real folder to expose.
     pub scope: PathBuf,
     /// Where the agent's view appears (an empty directory).
@@ -29,6 +32,33 @@ pub struct MountArgs {
 #[derive(clap::Args, Debug)]
 pub struct UnmountArgs {
     pub mountpoint: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RevokeArgs {
+    /// End every live mount of yours.
+    #[arg(long, conflicts_with = "mountpoint")]
+    pub all: bool,
+    #[arg(required_unless_present = "all")]
+    pub mountpoint: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// One JSON object per live mount.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `2h`, `90m`, `1h30m`, `45s` (jiff's friendly format, or ISO 8601 `PT2H`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a duration like 2h, 90m or 1h30m: {e}"))?;
+    std::time::Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}`: the duration must be positive"))
 }
 
 pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
@@ -43,6 +73,7 @@ pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
         mode: a.mode,
         store: a.store,
         allow_other: a.allow_other,
+        expires: a.expires,
     })
     .context("mount")?;
     Ok(ExitCode::SUCCESS)
@@ -56,6 +87,49 @@ pub fn run_resume(a: UnmountArgs) -> anyhow::Result<ExitCode> {
         m.mountpoint.display(),
         m.pid
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
+    let targets = match &a.mountpoint {
+        Some(mp) => {
+            vec![veilfs::control::find(mp).with_context(|| format!("revoke {}", mp.display()))?]
+        }
+        None => veilfs::control::list().context("revoke --all")?,
+    };
+    for m in targets {
+        let t0 = std::time::Instant::now();
+        veilfs::control::revoke(&m)
+            .with_context(|| format!("revoke {}", m.mountpoint.display()))?;
+        eprintln!(
+            "veilfs: revoked {} (pid {}) in {} ms",
+            m.mountpoint.display(),
+            m.pid,
+            t0.elapsed().as_millis()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let mounts = veilfs::control::list().context("status")?;
+    for m in &mounts {
+        if a.json {
+            println!("{}", serde_json::to_string(m)?);
+        } else {
+            println!(
+                "{}\tpid {}\t{}\tprofile {}\tscope {}",
+                m.mountpoint.display(),
+                m.pid,
+                m.mode,
+                m.profile,
+                m.scope.display()
+            );
+        }
+    }
+    if mounts.is_empty() && !a.json {
+        eprintln!("veilfs: no live mounts");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

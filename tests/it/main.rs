@@ -17,6 +17,7 @@ mod breaker;
 mod commit_kill;
 mod edges;
 mod forensic;
+mod kill_switch;
 mod masked_edit;
 mod overlay;
 mod profile_cli;
