@@ -11,7 +11,7 @@
 //! - [`store`], [`journal`], [`rollback`]: snapshot store, tamper-evident journal, undo.
 //! - [`guard`]: snapshot-before-write orchestration for the write path.
 //! - [`breaker`]: the damage breaker (rate limits on deletes, renames, overwrites, mass reads).
-//! - [`control`]: the registry of this user's live mounts (`veilfs resume`).
+//! - [`registry`]: the registry of this user's live mounts (`veilfs status`, `resume`, `revoke`).
 //! - [`overlay`]: copy-on-write upper layer.
 //! - [`merge`]: applies an agent's edit of a masked view to the real bytes; [`served`]
 //!   records the masked views served, which commit merges against.
@@ -26,7 +26,7 @@
 
 pub mod backing;
 pub mod breaker;
-pub mod control;
+pub mod registry;
 pub mod error;
 pub mod fs;
 pub mod guard;

@@ -317,7 +317,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     // `veilfs resume` finds this process through the registry and signals it (SIGUSR1).
-    let registration = crate::control::register(&crate::control::LiveMount {
+    let registration = crate::registry::register(&crate::registry::LiveMount {
         mountpoint: mountpoint.clone(),
         pid: std::process::id(),
         scope: scope.clone(),

@@ -80,7 +80,7 @@ pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_resume(a: UnmountArgs) -> anyhow::Result<ExitCode> {
-    let m = veilfs::control::resume(&a.mountpoint)
+    let m = veilfs::registry::resume(&a.mountpoint)
         .with_context(|| format!("resume {}", a.mountpoint.display()))?;
     eprintln!(
         "veilfs: asked the mount at {} (pid {}) to resume",
@@ -93,13 +93,13 @@ pub fn run_resume(a: UnmountArgs) -> anyhow::Result<ExitCode> {
 pub fn run_revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     let targets = match &a.mountpoint {
         Some(mp) => {
-            vec![veilfs::control::find(mp).with_context(|| format!("revoke {}", mp.display()))?]
+            vec![veilfs::registry::find(mp).with_context(|| format!("revoke {}", mp.display()))?]
         }
-        None => veilfs::control::list().context("revoke --all")?,
+        None => veilfs::registry::list().context("revoke --all")?,
     };
     for m in targets {
         let t0 = std::time::Instant::now();
-        veilfs::control::revoke(&m)
+        veilfs::registry::revoke(&m)
             .with_context(|| format!("revoke {}", m.mountpoint.display()))?;
         eprintln!(
             "veilfs: revoked {} (pid {}) in {} ms",
@@ -112,7 +112,7 @@ pub fn run_revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mounts = veilfs::control::list().context("status")?;
+    let mounts = veilfs::registry::list().context("status")?;
     for m in &mounts {
         if a.json {
             println!("{}", serde_json::to_string(m)?);
