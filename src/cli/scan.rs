@@ -349,7 +349,12 @@ fn redaction_report(
     // Only the binary check here: `findings` is the one engine pass (a full `scan` first would
     // run every regex twice).
     if veilfs::redact::text::classify(&data) == veilfs::redact::text::Kind::Binary {
-        return vec![unscannable("binary")];
+        if policy.opaque(&e.rel) {
+            return vec![unscannable("binary of a type the profile calls opaque")];
+        }
+        if let Some(why) = veilfs::redact::binary::unscannable(&data) {
+            return vec![unscannable(why)];
+        }
     }
     engine
         .findings(&e.rel, &data)
@@ -377,9 +382,9 @@ pub fn run_redact(a: RedactArgs) -> anyhow::Result<ExitCode> {
     let out = match engine.scan(&a.file, &data) {
         ScanOutcome::Clean => data,
         ScanOutcome::Redact(r) => mask_all(&data, &r),
-        ScanOutcome::Binary => {
+        ScanOutcome::Unscannable(why) => {
             eprintln!(
-                "veilfs redact: {}: binary content cannot be scanned (the mount refuses it unless the profile allows it unscanned)",
+                "veilfs redact: {}: {why} cannot be scanned (the mount refuses it unless the profile allows it unscanned)",
                 a.file.display()
             );
             return Ok(ExitCode::from(1));

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::binary;
 use super::generic;
 use super::keywords::Keywords;
 use super::mask::Redactions;
@@ -31,8 +32,9 @@ const MAX_FWD: usize = 4096;
 pub enum ScanOutcome {
     /// Nothing to mask: the file can be served as is.
     Clean,
-    /// Not text (NUL in the first 8 KiB and not UTF-16): served as is, never scanned.
-    Binary,
+    /// Content the engine cannot vouch for: compressed or encrypted data (whose text is not in
+    /// its bytes), or a binary in a file the profile calls opaque. The reason is for the audit.
+    Unscannable(&'static str),
     /// Masks to apply to every read.
     Redact(Arc<Redactions>),
 }
@@ -122,7 +124,7 @@ impl Engine {
     /// Compiles rule sets given as `(label, toml source)` pairs; labels appear in errors.
     pub fn from_sources(sources: &[(String, String)]) -> Result<Engine, RulesError> {
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"veilfs-redact-v1\0");
+        hasher.update(b"veilfs-redact-v2\0");
         let mut rules: Vec<CompiledRule> = Vec::new();
         let mut sets = Vec::new();
         let mut origin: std::collections::HashMap<String, String> = Default::default();
@@ -208,7 +210,7 @@ impl Engine {
             min_digits: usize::MAX,
             digit_set: None,
             path_filters: false,
-            fingerprint: *blake3::hash(b"veilfs-redact-v1\0").as_bytes(),
+            fingerprint: *blake3::hash(b"veilfs-redact-v2\0").as_bytes(),
         }
     }
 
@@ -256,11 +258,23 @@ impl Engine {
 
     /// Scans one file's complete contents with the rules `sel` selects.
     pub fn scan_with(&self, sel: &RuleSelection, data: &[u8]) -> ScanOutcome {
+        self.scan_as(sel, data, false)
+    }
+
+    /// Scans one file's complete contents with the rules `sel` selects. A binary (not text) file
+    /// is scanned through its printable runs (`binary.rs`), unless `opaque` (a media type the
+    /// profile lists) says not to look inside it.
+    pub fn scan_as(&self, sel: &RuleSelection, data: &[u8], opaque: bool) -> ScanOutcome {
         if self.is_empty() {
             return ScanOutcome::Clean;
         }
         let enc = match text::classify(data) {
-            Kind::Binary => return ScanOutcome::Binary,
+            Kind::Binary if opaque => {
+                return ScanOutcome::Unscannable(
+                    "binary content of a type the profile calls opaque",
+                );
+            }
+            Kind::Binary => return self.scan_binary(sel, data),
             Kind::Text(e) => e,
         };
         let view = text::view(data, enc);
@@ -281,13 +295,77 @@ impl Engine {
         ScanOutcome::Redact(Arc::new(Redactions::build(data, enc, ranges)))
     }
 
-    /// Every match with its 1-based line, for the `scan` report. Binary files have none.
+    /// The matches in a binary's printable runs, as `(start, end, rule, wide)` file ranges, or
+    /// why its content cannot be scanned.
+    fn binary_matches(
+        &self,
+        applies: &[bool],
+        data: &[u8],
+    ) -> Result<Vec<(u64, u64, usize, bool)>, &'static str> {
+        if let Some(why) = binary::unscannable(data) {
+            return Err(why);
+        }
+        let narrow = binary::narrow_projection(data, &binary::runs(data, binary::MIN_RUN));
+        let mut out: Vec<(u64, u64, usize, bool)> = self
+            .raw_matches(applies, &narrow)
+            .into_iter()
+            .map(|m| (m.start as u64, m.end as u64, m.rule, false))
+            .collect();
+        drop(narrow);
+        let wide = binary::Wide::new(data, &binary::wide_runs(data, binary::MIN_RUN));
+        out.extend(self.raw_matches(applies, &wide.bytes).into_iter().map(|m| {
+            (
+                wide.file_offset(m.start, false),
+                wide.file_offset(m.end, true),
+                m.rule,
+                true,
+            )
+        }));
+        out.sort_unstable_by_key(|m| m.0);
+        Ok(out)
+    }
+
+    fn scan_binary(&self, sel: &RuleSelection, data: &[u8]) -> ScanOutcome {
+        match self.binary_matches(&sel.applies, data) {
+            Err(why) => ScanOutcome::Unscannable(why),
+            Ok(m) if m.is_empty() => ScanOutcome::Clean,
+            Ok(m) => ScanOutcome::Redact(Arc::new(Redactions::build_binary(
+                data,
+                m.into_iter()
+                    .map(|(a, b, r, w)| (a, b, self.rules[r].id.clone(), w))
+                    .collect(),
+            ))),
+        }
+    }
+
+    /// Every match with its 1-based line, for the `scan` report. In a binary, the line counts
+    /// the file's `\n` bytes before the match; a binary that cannot be scanned has none.
     pub fn findings(&self, rel_path: &Path, data: &[u8]) -> Vec<Finding> {
         if self.is_empty() {
             return Vec::new();
         }
         let enc = match text::classify(data) {
-            Kind::Binary => return Vec::new(),
+            Kind::Binary => {
+                let sel = self.rules_for(rel_path);
+                let Ok(found) = self.binary_matches(&sel.applies, data) else {
+                    return Vec::new();
+                };
+                let (mut line, mut pos) = (1, 0usize);
+                return found
+                    .into_iter()
+                    .map(|(start, end, rule, _)| {
+                        let at = (start as usize).min(data.len());
+                        line += memchr::memchr_iter(b'\n', &data[pos..at]).count();
+                        pos = at;
+                        Finding {
+                            rule_id: self.rules[rule].id.to_string(),
+                            line,
+                            start,
+                            end,
+                        }
+                    })
+                    .collect();
+            }
             Kind::Text(e) => e,
         };
         let view = text::view(data, enc);
