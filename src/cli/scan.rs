@@ -352,6 +352,17 @@ fn redaction_report(
         if policy.opaque(&e.rel) {
             return vec![unscannable("binary of a type the profile calls opaque")];
         }
+        if veilfs::redact::container::is_container(&data) {
+            return match engine.scan(&e.rel, &data) {
+                ScanOutcome::Unscannable(why) => vec![unscannable(why)],
+                ScanOutcome::Refused(why) if json => vec![
+                    serde_json::json!({"path": path, "unscannable": &*why, "open": "denied"})
+                        .to_string(),
+                ],
+                ScanOutcome::Refused(why) => vec![format!("unscannable\t{path}\t{why}\tdenied")],
+                ScanOutcome::Clean | ScanOutcome::Redact(_) => Vec::new(),
+            };
+        }
         if let Some(why) = veilfs::redact::binary::unscannable(&data) {
             return vec![unscannable(why)];
         }
@@ -385,6 +396,13 @@ pub fn run_redact(a: RedactArgs) -> anyhow::Result<ExitCode> {
         ScanOutcome::Unscannable(why) => {
             eprintln!(
                 "veilfs redact: {}: {why} cannot be scanned (the mount refuses it unless the profile allows it unscanned)",
+                a.file.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+        ScanOutcome::Refused(why) => {
+            eprintln!(
+                "veilfs redact: {}: {why} (the mount refuses it)",
                 a.file.display()
             );
             return Ok(ExitCode::from(1));

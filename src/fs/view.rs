@@ -202,6 +202,8 @@ impl Viewer {
             ScanOutcome::Clean => View::Raw,
             ScanOutcome::Redact(r) => View::Masked(r),
             ScanOutcome::Unscannable(why) => self.unscannable(rel, why.to_string()),
+            // Whatever the profile allows unscanned: this was scanned, and it holds a secret.
+            ScanOutcome::Refused(why) => View::Denied(why.to_string()),
         }
     }
 
@@ -237,7 +239,7 @@ impl Viewer {
         match self.engine.scan_with(&self.engine.all_rules(), data) {
             ScanOutcome::Clean => MetaView::Clean,
             ScanOutcome::Redact(r) => MetaView::Masked(crate::redact::mask_all(data, &r)),
-            ScanOutcome::Unscannable(_) => MetaView::Binary,
+            ScanOutcome::Unscannable(_) | ScanOutcome::Refused(_) => MetaView::Binary,
         }
     }
 

@@ -163,6 +163,7 @@ impl Profile {
     /// The redaction engine for this profile's rule sets and rule files (validates them together).
     pub fn redaction_engine(&self) -> Result<crate::redact::Engine, crate::redact::RulesError> {
         crate::redact::Engine::load(&self.redaction.rule_sets, &self.redaction.rule_files)
+            .map(|e| e.with_inflate_limit(self.redaction.max_scan_size.saturating_mul(4)))
     }
 
     pub fn builtin_default() -> Profile {

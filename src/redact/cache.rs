@@ -149,7 +149,7 @@ impl ScanCache {
                 let tag = match o {
                     ScanOutcome::Clean => 0u8,
                     ScanOutcome::Unscannable(_) => 1,
-                    ScanOutcome::Redact(_) => continue,
+                    ScanOutcome::Redact(_) | ScanOutcome::Refused(_) => continue,
                 };
                 for v in [
                     id.dev,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::binary;
+use super::container;
 use super::generic;
 use super::keywords::Keywords;
 use super::mask::Redactions;
@@ -37,6 +38,9 @@ pub enum ScanOutcome {
     Unscannable(&'static str),
     /// Masks to apply to every read.
     Redact(Arc<Redactions>),
+    /// A compressed container (gzip, zip) whose contents hold a secret, which cannot be masked
+    /// in place: refuse the file. The reason names the rule and the member, never the secret.
+    Refused(Arc<str>),
 }
 
 /// One match for reports (never carries the secret itself).
@@ -71,8 +75,15 @@ pub struct Engine {
     digit_set: Option<regex::bytes::RegexSet>,
     /// Whether any rule or set filters on path (else the per-file path check is skipped).
     path_filters: bool,
+    /// How many bytes the members of one gzip file or zip archive may inflate to in all.
+    inflate_limit: u64,
     fingerprint: [u8; 32],
 }
+
+/// The default [`Engine::with_inflate_limit`]: 4 × the default `max_scan_size`.
+const INFLATE_LIMIT: u64 = 256 << 20;
+/// Containers inside containers are opened this deep (a zip inside a zip: 2).
+const MAX_NESTING: u32 = 2;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -194,8 +205,20 @@ impl Engine {
             digit_rules,
             min_digits,
             path_filters,
+            inflate_limit: INFLATE_LIMIT,
             fingerprint: *hasher.finalize().as_bytes(),
         })
+    }
+
+    /// Sets how many bytes the members of one gzip file or zip archive may inflate to in all
+    /// (more makes it unscannable). Part of the fingerprint: cached verdicts depend on it.
+    pub fn with_inflate_limit(mut self, limit: u64) -> Engine {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.fingerprint);
+        h.update(&limit.to_le_bytes());
+        self.fingerprint = *h.finalize().as_bytes();
+        self.inflate_limit = limit;
+        self
     }
 
     /// An engine without rules: every scan is `Clean`.
@@ -210,6 +233,7 @@ impl Engine {
             min_digits: usize::MAX,
             digit_set: None,
             path_filters: false,
+            inflate_limit: INFLATE_LIMIT,
             fingerprint: *blake3::hash(b"veilfs-redact-v2\0").as_bytes(),
         }
     }
@@ -274,6 +298,14 @@ impl Engine {
                     "binary content of a type the profile calls opaque",
                 );
             }
+            Kind::Binary if container::is_container(data) => {
+                let mut budget = self.inflate_limit;
+                return match self.container_secret(&sel.applies, data, &mut budget, 1) {
+                    Ok(None) => ScanOutcome::Clean,
+                    Ok(Some(why)) => ScanOutcome::Refused(Arc::from(why)),
+                    Err(why) => ScanOutcome::Unscannable(why),
+                };
+            }
             Kind::Binary => return self.scan_binary(sel, data),
             Kind::Text(e) => e,
         };
@@ -323,6 +355,47 @@ impl Engine {
         }));
         out.sort_unstable_by_key(|m| m.0);
         Ok(out)
+    }
+
+    /// The first secret in the members of the gzip file or zip archive `data` (opened
+    /// `depth` containers deep), as a reason naming the rule and the member; `Ok(None)` when
+    /// there is none, `Err` when the members cannot all be scanned.
+    fn container_secret(
+        &self,
+        applies: &[bool],
+        data: &[u8],
+        budget: &mut u64,
+        depth: u32,
+    ) -> Result<Option<String>, &'static str> {
+        for (name, bytes) in container::members(data, budget)? {
+            let rule = match text::classify(&bytes) {
+                Kind::Text(enc) => {
+                    let view = text::view(&bytes, enc);
+                    self.raw_matches(applies, &view.bytes)
+                        .first()
+                        .map(|m| m.rule)
+                }
+                Kind::Binary if container::is_container(&bytes) => {
+                    if depth >= MAX_NESTING {
+                        return Err("containers nested too deep");
+                    }
+                    if let Some(inner) =
+                        self.container_secret(applies, &bytes, budget, depth + 1)?
+                    {
+                        return Ok(Some(format!("{inner} inside `{name}`")));
+                    }
+                    None
+                }
+                Kind::Binary => self.binary_matches(applies, &bytes)?.first().map(|m| m.2),
+            };
+            if let Some(r) = rule {
+                return Ok(Some(format!(
+                    "holds a secret that cannot be masked in compressed content: rule `{}` matches in member `{name}`",
+                    self.rules[r].id
+                )));
+            }
+        }
+        Ok(None)
     }
 
     fn scan_binary(&self, sel: &RuleSelection, data: &[u8]) -> ScanOutcome {

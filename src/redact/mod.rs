@@ -14,6 +14,7 @@
 //! - [`text`]: binary detection and UTF-16 support.
 //! - [`binary`]: the printable runs of binaries (ASCII/UTF-8 and UTF-16LE, as `strings` finds
 //!   them), scanned and masked in place; compressed and encrypted content is unscannable.
+//! - [`container`]: gzip files and zip archives, scanned inside (a secret there refuses the file).
 //! - [`cache`]: results keyed by file identity and rule fingerprint.
 //! - [`generic`]: the credential parser behind `detector` rules (any `NAME <op> value` syntax)
 //!   and the placeholder filter every candidate secret goes through.
@@ -24,6 +25,7 @@
 
 pub mod binary;
 pub mod cache;
+pub mod container;
 pub mod engine;
 pub mod generic;
 pub mod gitleaks;

@@ -155,3 +155,25 @@ fn a_text_file_grown_with_nul_bytes_is_read_masked_not_refused() {
     );
     assert!(seen.ends_with(&[0u8; 16]));
 }
+
+#[test]
+fn a_gzip_holding_a_token_is_refused_and_a_clean_one_is_served() {
+    use std::io::Write;
+    let gz = |text: &str| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let s = tempfile::tempdir().unwrap();
+    let clean = gz("2026-03-01 12:00:00 INFO started\n");
+    fs::write(s.path().join("app.log.gz"), &clean).unwrap();
+    fs::write(
+        s.path().join("debug.log.gz"),
+        gz(&format!("2026-03-01 12:00:01 DEBUG using token {TOKEN}\n")),
+    )
+    .unwrap();
+    let m = Mount::start(s.path(), &[]);
+    assert_eq!(fs::read(m.path("app.log.gz")).unwrap(), clean);
+    let e = fs::read(m.path("debug.log.gz")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+}
