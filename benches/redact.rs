@@ -226,6 +226,7 @@ fn benches(c: &mut Criterion) {
                 ScanOutcome::Clean => "clean".to_string(),
                 ScanOutcome::Redact(r) => format!("{} spans", r.spans().len()),
                 ScanOutcome::Unscannable(why) => why.to_string(),
+                ScanOutcome::Refused(why) => why.to_string(),
             }
         );
         let mut g = c.benchmark_group("e_binary_usr_bin");
