@@ -62,6 +62,18 @@ static CLASS: [u8; 256] = {
     t
 };
 
+/// Bytes that can be no part of a narrow run (control bytes, DEL, bytes never in UTF-8). UTF-8
+/// continuation bytes are not among them: they can sit inside a run.
+static NEVER: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (CLASS[b] == 0) && !(b >= 0x80 && b < 0xC0);
+        b += 1;
+    }
+    t
+};
+
 /// Is `data[i..]` a well-formed UTF-8 sequence of `n` bytes (its lead byte already checked)?
 fn utf8_seq(data: &[u8], i: usize, n: usize) -> bool {
     data.get(i..i + n)
@@ -74,6 +86,18 @@ pub fn runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
     let (mut start, mut chars) = (0usize, 0usize);
     let mut i = 0;
     while i < data.len() {
+        // Outside a run: a run of `min` characters spans at least `min` bytes, so when the byte
+        // `min - 1` ahead can be in no run, no run long enough starts before it. Binaries are
+        // mostly such bytes, so most of them are skipped `min` at a time.
+        if chars == 0 && min > 1 {
+            if let Some(&b) = data.get(i + min - 1)
+                && NEVER[usize::from(b)]
+            {
+                i += min;
+                start = i;
+                continue;
+            }
+        }
         let n = match CLASS[usize::from(data[i])] {
             0 => 0,
             1 => 1,
@@ -109,11 +133,22 @@ pub fn wide_runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
         let Some(body) = data.get(parity..) else {
             continue;
         };
+        let good = |k: usize| {
+            body.get(2 * k..2 * k + 2)
+                .is_some_and(|u| u[1] == 0 && (u[0] == b'\t' || (0x20..0x7f).contains(&u[0])))
+        };
+        let n = body.len() / 2;
         let mut start = parity;
         let mut units = 0usize;
-        for (k, u) in body.chunks_exact(2).enumerate() {
+        let mut k = 0;
+        while k < n {
+            // Outside a run, the same skip as for narrow runs, a code unit at a time.
+            if units == 0 && min > 1 && k + min - 1 < n && !good(k + min - 1) {
+                k += min;
+                continue;
+            }
             let at = parity + 2 * k;
-            if u[1] == 0 && (u[0] == b'\t' || (0x20..0x7f).contains(&u[0])) {
+            if good(k) {
                 if units == 0 {
                     start = at;
                 }
@@ -124,6 +159,7 @@ pub fn wide_runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
                 }
                 units = 0;
             }
+            k += 1;
         }
         if units >= min {
             out.push((start, start + 2 * units));
@@ -338,5 +374,82 @@ mod tests {
         assert_eq!(unscannable(&code), None);
         assert_eq!(unscannable(b"text\0with a NUL\n"), None);
         assert_eq!(entropy(b""), 0.0);
+    }
+
+    /// The skipping scans find exactly what plain byte-by-byte scans find.
+    #[test]
+    fn skipping_scans_match_plain_scans() {
+        fn plain_runs(d: &[u8], min: usize) -> Vec<(usize, usize)> {
+            let mut out = Vec::new();
+            let (mut start, mut chars, mut i) = (0, 0, 0);
+            while i < d.len() {
+                let n = (1..=4)
+                    .find(|&n| {
+                        d.get(i..i + n).is_some_and(|s| {
+                            std::str::from_utf8(s).is_ok_and(|c| {
+                                let ch = c.chars().next().unwrap();
+                                ch == '\t'
+                                    || ch == '\n'
+                                    || ch == '\r'
+                                    || (ch >= ' ' && ch != '\x7f' && !ch.is_control())
+                            })
+                        })
+                    })
+                    .unwrap_or(0);
+                if n == 0 {
+                    if chars >= min {
+                        out.push((start, i));
+                    }
+                    chars = 0;
+                    i += 1;
+                    start = i;
+                } else {
+                    chars += 1;
+                    i += n;
+                }
+            }
+            if chars >= min {
+                out.push((start, d.len()));
+            }
+            out
+        }
+        fn plain_wide(d: &[u8], min: usize) -> Vec<(usize, usize)> {
+            let mut out = Vec::new();
+            for p in 0..2 {
+                let mut units = 0;
+                let mut start = p;
+                let mut at = p;
+                while at + 1 < d.len() {
+                    if d[at + 1] == 0 && (d[at] == b'\t' || (0x20..0x7f).contains(&d[at])) {
+                        if units == 0 {
+                            start = at;
+                        }
+                        units += 1;
+                    } else {
+                        if units >= min {
+                            out.push((start, at));
+                        }
+                        units = 0;
+                    }
+                    at += 2;
+                }
+                if units >= min {
+                    out.push((start, start + 2 * units));
+                }
+            }
+            out.sort_unstable();
+            out
+        }
+        let mut rng = crate::redact::samples::Rng::new(11);
+        let alphabet: &[u8] = b"\0\0\0\x01\x7fabcXYZ 09\t\n\xc3\xa9\xe2\x82\xac\x80\xff";
+        for len in [0usize, 1, 5, 6, 7, 13, 64, 300, 2000] {
+            for _ in 0..40 {
+                let d: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+                for min in [1usize, 2, 6] {
+                    assert_eq!(runs(&d, min), plain_runs(&d, min), "{d:?} min {min}");
+                    assert_eq!(wide_runs(&d, min), plain_wide(&d, min), "{d:?} min {min}");
+                }
+            }
+        }
     }
 }
