@@ -76,8 +76,19 @@ static NEVER: [bool; 256] = {
 
 /// Is `data[i..]` a well-formed UTF-8 sequence of `n` bytes (its lead byte already checked)?
 fn utf8_seq(data: &[u8], i: usize, n: usize) -> bool {
-    data.get(i..i + n)
-        .is_some_and(|s| std::str::from_utf8(s).is_ok())
+    let cont = |k: usize| data.get(i + k).is_some_and(|&b| b & 0xC0 == 0x80);
+    let Some(&second) = data.get(i + 1) else {
+        return false;
+    };
+    // The second byte's range excludes overlong forms and surrogates (RFC 3629).
+    let (lo, hi) = match data[i] {
+        0xE0 => (0xA0, 0xBF),
+        0xED => (0x80, 0x9F),
+        0xF0 => (0x90, 0xBF),
+        0xF4 => (0x80, 0x8F),
+        _ => (0x80, 0xBF),
+    };
+    (lo..=hi).contains(&second) && (2..n).all(cont)
 }
 
 /// Byte ranges `[start, end)` of the narrow runs of at least `min` characters.
@@ -86,17 +97,17 @@ pub fn runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
     let (mut start, mut chars) = (0usize, 0usize);
     let mut i = 0;
     while i < data.len() {
-        // Outside a run: a run of `min` characters spans at least `min` bytes, so when the byte
-        // `min - 1` ahead can be in no run, no run long enough starts before it. Binaries are
-        // mostly such bytes, so most of them are skipped `min` at a time.
-        if chars == 0 && min > 1 {
-            if let Some(&b) = data.get(i + min - 1)
-                && NEVER[usize::from(b)]
-            {
-                i += min;
-                start = i;
-                continue;
-            }
+        // Outside a run: a run of `min` characters spans at least `min` bytes, so when a byte
+        // of the next `min` can be in no run, no run long enough starts before it. Machine code
+        // and tables have such a byte in almost every window, so most bytes are never visited.
+        if chars == 0
+            && min > 1
+            && let Some(w) = data.get(i..i + min)
+            && let Some(j) = w.iter().rposition(|&b| NEVER[usize::from(b)])
+        {
+            i += j + 1;
+            start = i;
+            continue;
         }
         let n = match CLASS[usize::from(data[i])] {
             0 => 0,
@@ -142,9 +153,13 @@ pub fn wide_runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
         let mut units = 0usize;
         let mut k = 0;
         while k < n {
-            // Outside a run, the same skip as for narrow runs, a code unit at a time.
-            if units == 0 && min > 1 && k + min - 1 < n && !good(k + min - 1) {
-                k += min;
+            // Outside a run, the same skip as for narrow runs, in code units.
+            if units == 0
+                && min > 1
+                && k + min <= n
+                && let Some(j) = (k..k + min).rev().find(|&j| !good(j))
+            {
+                k = j + 1;
                 continue;
             }
             let at = parity + 2 * k;
@@ -391,7 +406,7 @@ mod tests {
                                 ch == '\t'
                                     || ch == '\n'
                                     || ch == '\r'
-                                    || (ch >= ' ' && ch != '\x7f' && !ch.is_control())
+                                    || (ch >= ' ' && ch != '\x7f')
                             })
                         })
                     })
@@ -449,6 +464,36 @@ mod tests {
                     assert_eq!(runs(&d, min), plain_runs(&d, min), "{d:?} min {min}");
                     assert_eq!(wide_runs(&d, min), plain_wide(&d, min), "{d:?} min {min}");
                 }
+            }
+        }
+        // Whole and broken UTF-8 sequences, overlong forms and surrogates among ASCII.
+        let pieces: &[&[u8]] = &[
+            b"ab",
+            b"x",
+            b"\0",
+            b"\x01",
+            "é".as_bytes(),
+            "€".as_bytes(),
+            "𝄞".as_bytes(),
+            b"\xc2\x80",
+            b"\xed\xa0\x80",
+            b"\xe0\x80\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xc3",
+            b"\xe2\x82",
+            b"\xf0\x9d\x84",
+            b"\x80",
+            b"a\0",
+            b"\t\0",
+        ];
+        for _ in 0..400 {
+            let mut d = Vec::new();
+            for _ in 0..rng.below(40) {
+                d.extend_from_slice(pieces[rng.below(pieces.len() as u64) as usize]);
+            }
+            for min in [1usize, 3, 6] {
+                assert_eq!(runs(&d, min), plain_runs(&d, min), "{d:?} min {min}");
+                assert_eq!(wide_runs(&d, min), plain_wide(&d, min), "{d:?} min {min}");
             }
         }
     }
