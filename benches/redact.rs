@@ -214,6 +214,50 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // Binaries are scanned through their printable runs: executables from /usr/bin, concatenated
+    // up to 32 MiB (skipped where there are none).
+    let bin = usr_bin(32 << 20);
+    if bin.len() >= 1 << 20 {
+        eprintln!(
+            "e: {} bytes of /usr/bin, outcome {:?}",
+            bin.len(),
+            match all.scan(Path::new("bin/x"), &bin) {
+                ScanOutcome::Clean => "clean".to_string(),
+                ScanOutcome::Redact(r) => format!("{} spans", r.spans().len()),
+                ScanOutcome::Unscannable(why) => why.to_string(),
+                ScanOutcome::Refused(why) => why.to_string(),
+            }
+        );
+        let mut g = c.benchmark_group("e_binary_usr_bin");
+        g.throughput(Throughput::Bytes(bin.len() as u64));
+        g.sample_size(10);
+        g.bench_function("secrets+pii", |b| {
+            b.iter(|| all.scan(Path::new("bin/x"), black_box(&bin)))
+        });
+        g.finish();
+    }
+}
+
+/// Executables from /usr/bin, concatenated up to `max` bytes (an ELF header first).
+fn usr_bin(max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/usr/bin") else {
+        return out;
+    };
+    let mut paths: Vec<_> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        if out.len() >= max {
+            break;
+        }
+        if let Ok(d) = std::fs::read(&p)
+            && d.starts_with(b"\x7fELF")
+        {
+            out.extend_from_slice(&d[..d.len().min(max - out.len())]);
+        }
+    }
+    out
 }
 
 criterion_group!(redact, benches);

@@ -250,6 +250,7 @@ pub struct Policy {
     writable: Rules,
     unscannable_all: bool,
     unscannable_allow: Rules,
+    opaque: Rules,
 }
 
 impl Policy {
@@ -314,6 +315,7 @@ impl Policy {
                 &origin,
                 &red.unscannable_allow,
             )?,
+            opaque: Rules::new("redaction.opaque", &origin, &red.opaque)?,
         })
     }
 
@@ -433,6 +435,12 @@ impl Policy {
     /// `unscannable = "allow"`, or when `unscannable_allow` covers the path.
     pub fn unscannable_allowed(&self, rel: &Path) -> bool {
         self.unscannable_all || self.unscannable_allow.subtree_allows(rel, true)
+    }
+
+    /// Is this file's binary content not to be looked into (`redaction.opaque` covers the path)?
+    /// Such a binary is unscannable; any other binary is scanned through its printable runs.
+    pub fn opaque(&self, rel: &Path) -> bool {
+        self.opaque.subtree_allows(rel, true)
     }
 }
 

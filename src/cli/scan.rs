@@ -213,7 +213,23 @@ fn redaction_report(
     // Only the binary check here: `findings` is the one engine pass (a full `scan` first would
     // run every regex twice).
     if veilfs::redact::text::classify(&data) == veilfs::redact::text::Kind::Binary {
-        return vec![unscannable("binary")];
+        if policy.opaque(&e.rel) {
+            return vec![unscannable("binary of a type the profile calls opaque")];
+        }
+        if veilfs::redact::container::is_container(&data) {
+            return match engine.scan(&e.rel, &data) {
+                ScanOutcome::Unscannable(why) => vec![unscannable(why)],
+                ScanOutcome::Refused(why) if json => vec![
+                    serde_json::json!({"path": path, "unscannable": &*why, "open": "denied"})
+                        .to_string(),
+                ],
+                ScanOutcome::Refused(why) => vec![format!("unscannable\t{path}\t{why}\tdenied")],
+                ScanOutcome::Clean | ScanOutcome::Redact(_) => Vec::new(),
+            };
+        }
+        if let Some(why) = veilfs::redact::binary::unscannable(&data) {
+            return vec![unscannable(why)];
+        }
     }
     engine
         .findings(&e.rel, &data)
@@ -241,9 +257,16 @@ pub fn run_redact(a: RedactArgs) -> anyhow::Result<ExitCode> {
     let out = match engine.scan(&a.file, &data) {
         ScanOutcome::Clean => data,
         ScanOutcome::Redact(r) => mask_all(&data, &r),
-        ScanOutcome::Binary => {
+        ScanOutcome::Unscannable(why) => {
             eprintln!(
-                "veilfs redact: {}: binary content cannot be scanned (the mount refuses it unless the profile allows it unscanned)",
+                "veilfs redact: {}: {why} cannot be scanned (the mount refuses it unless the profile allows it unscanned)",
+                a.file.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+        ScanOutcome::Refused(why) => {
+            eprintln!(
+                "veilfs redact: {}: {why} (the mount refuses it)",
                 a.file.display()
             );
             return Ok(ExitCode::from(1));

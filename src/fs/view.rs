@@ -2,8 +2,14 @@
 //!
 //! Decided at open (and re-decided on read when the file changed underneath), from the
 //! redaction engine's scan, cached by file identity so an unchanged file is scanned once.
-//! Fail-closed: a file that cannot be scanned (binary, too large, unreadable) is denied unless
-//! the profile explicitly allows serving it unscanned.
+//! Fail-closed: a file that cannot be scanned (compressed or encrypted content, a binary of a
+//! type the profile calls opaque, too large, unreadable) is denied unless the profile explicitly
+//! allows serving it unscanned. Other binaries are scanned through their printable runs and
+//! masked in place (`redact::binary`).
+//!
+//! Opacity follows the name, so it is decided only for a file with one link (a hard link's
+//! other names could be ones the profile does not call opaque), and the scan verdict of an
+//! opaque name is cached apart from the one of the same version under other names.
 
 use std::io::Read;
 use std::os::fd::BorrowedFd;
@@ -30,9 +36,13 @@ pub enum MetaView {
     Clean,
     /// The value with its secrets masked (same length).
     Masked(Vec<u8>),
-    /// Not text: the caller decides by what the value is.
+    /// Not text, and not scannable (compressed or encrypted): the caller decides by what the
+    /// value is. Other binary values are scanned through their printable runs.
     Binary,
 }
+
+/// Mixed into the cache key of verdicts taken under an opaque name.
+const OPAQUE_KEY: u64 = 0x6f70_6171_7565_5f31;
 
 pub struct Viewer {
     engine: Arc<Engine>,
@@ -115,7 +125,7 @@ impl Viewer {
 
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
     pub fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
-        self.decide_with(rel, st, |sel| {
+        self.decide_with(rel, st, |sel, opaque| {
             if st.size > self.max_scan_size {
                 return Err(self.unscannable(
                     rel,
@@ -132,10 +142,12 @@ impl Viewer {
             match super::served::consistent_copy(&f, st, || backing::stat_fd(fd), None)
                 .map_err(cant)?
             {
-                super::served::Taken::Copy(data) => Ok((self.engine.scan_with(sel, &data), true)),
+                super::served::Taken::Copy(data) => {
+                    Ok((self.engine.scan_as(sel, &data, opaque), true))
+                }
                 _ => Ok((
                     self.engine
-                        .scan_with(sel, &read_all(fd, st.size).map_err(cant)?),
+                        .scan_as(sel, &read_all(fd, st.size).map_err(cant)?, opaque),
                     false,
                 )),
             }
@@ -145,7 +157,9 @@ impl Viewer {
     /// The view of `data`, a consistent copy of the file at `rel` (stat `st`): what a read
     /// serves is then exactly what was scanned (see `fs::served`).
     pub fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
-        self.decide_with(rel, st, |sel| Ok((self.engine.scan_with(sel, data), true)))
+        self.decide_with(rel, st, |sel, opaque| {
+            Ok((self.engine.scan_as(sel, data, opaque), true))
+        })
     }
 
     /// The cached verdict for `st`'s version under the rules that apply at `rel`, or the one
@@ -154,19 +168,26 @@ impl Viewer {
         &self,
         rel: &Path,
         st: &Stat,
-        scan: impl FnOnce(&RuleSelection) -> Result<(ScanOutcome, bool), View>,
+        scan: impl FnOnce(&RuleSelection, bool) -> Result<(ScanOutcome, bool), View>,
     ) -> View {
         if self.engine.is_empty() {
             return View::Raw;
         }
         let sel = self.rules_for(rel, st);
+        let opaque = st.nlink <= 1 && self.policy.opaque(rel);
+        // Verdicts under an opaque name are kept apart (a different key for the same rules).
+        let key = if opaque {
+            sel.id() ^ OPAQUE_KEY
+        } else {
+            sel.id()
+        };
         let id = file_id(st);
-        let outcome = match self.cache.get(&id, sel.id()) {
+        let outcome = match self.cache.get(&id, key) {
             Some(o) => o,
-            None => match scan(&sel) {
+            None => match scan(&sel, opaque) {
                 Ok((o, keep)) => {
                     if keep {
-                        self.cache.insert(id, sel.id(), o.clone());
+                        self.cache.insert(id, key, o.clone());
                     }
                     o
                 }
@@ -180,7 +201,9 @@ impl Viewer {
         match outcome {
             ScanOutcome::Clean => View::Raw,
             ScanOutcome::Redact(r) => View::Masked(r),
-            ScanOutcome::Binary => self.unscannable(rel, "binary content".to_string()),
+            ScanOutcome::Unscannable(why) => self.unscannable(rel, why.to_string()),
+            // Whatever the profile allows unscanned: this was scanned, and it holds a secret.
+            ScanOutcome::Refused(why) => View::Denied(why.to_string()),
         }
     }
 
@@ -216,7 +239,7 @@ impl Viewer {
         match self.engine.scan_with(&self.engine.all_rules(), data) {
             ScanOutcome::Clean => MetaView::Clean,
             ScanOutcome::Redact(r) => MetaView::Masked(crate::redact::mask_all(data, &r)),
-            ScanOutcome::Binary => MetaView::Binary,
+            ScanOutcome::Unscannable(_) | ScanOutcome::Refused(_) => MetaView::Binary,
         }
     }
 

@@ -1009,7 +1009,9 @@ impl VeilFs {
                             a.display()
                         ));
                     }
-                    if policy.unscannable_allowed(&b) && !policy.unscannable_allowed(&a) {
+                    if (policy.unscannable_allowed(&b) && !policy.unscannable_allowed(&a))
+                        || (policy.opaque(&b) && !policy.opaque(&a))
+                    {
                         return Some(format!("{} would be served unscanned", a.display()));
                     }
                 }

@@ -163,6 +163,7 @@ impl Profile {
     /// The redaction engine for this profile's rule sets and rule files (validates them together).
     pub fn redaction_engine(&self) -> Result<crate::redact::Engine, crate::redact::RulesError> {
         crate::redact::Engine::load(&self.redaction.rule_sets, &self.redaction.rule_files)
+            .map(|e| e.with_inflate_limit(self.redaction.max_scan_size.saturating_mul(4)))
     }
 
     pub fn builtin_default() -> Profile {
@@ -316,6 +317,8 @@ mod tests {
         assert_eq!(p.redaction.rule_sets, ["secrets", "pii"]);
         assert_eq!(p.redaction.unscannable, Unscannable::Deny);
         assert_eq!(p.redaction.max_scan_size, 64 * MIB);
+        assert!(p.redaction.opaque.iter().any(|o| o == "*.png"));
+        assert!(!p.redaction.unscannable_allow.iter().any(|o| o == "*.pyc"));
         assert_eq!(p.cache.ttl_ms, 1000);
         assert!(p.visibility.hide_special_files && p.visibility.hide_escaping_symlinks);
         assert!(p.source.is_none());
@@ -582,6 +585,10 @@ ttl_ms = 0
             "redaction.unscannable_allow[0]",
             "invalid pattern",
         );
+        let e = err("version = 1\n[redaction]\nopaque = [\"*.png\", \"a{b\"]\n");
+        assert_err(&e, 3, 20, "redaction.opaque[1]", "invalid pattern");
+        let e = err("version = 1\n[redaction]\nopaque_list = []\n");
+        assert_err(&e, 3, 1, "redaction.opaque_list", "unknown field");
         let e = err("version = 1\n[write]\nmode = \"snapshot\"\nwritable = [\"src/\", \"[\"]\n");
         assert_err(&e, 4, 21, "write.writable[1]", "invalid pattern `[`");
         let e = err("version = 1\n[write]\nstore_quota = \"0 GiB\"\n");

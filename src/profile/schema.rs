@@ -110,10 +110,14 @@ pub struct RedactionCfg {
     /// Files above this size are not scanned (they are "unscannable"). Default 64 MiB.
     #[serde(deserialize_with = "size::de", serialize_with = "size::ser")]
     pub max_scan_size: u64,
-    /// What to do with unscannable files (binary, or above `max_scan_size`). Default deny.
+    /// What to do with unscannable files (compressed or encrypted content, opaque binaries, or
+    /// above `max_scan_size`). Default deny.
     pub unscannable: Unscannable,
     /// Patterns of files that may be served unscanned even when `unscannable = "deny"`.
     pub unscannable_allow: Vec<String>,
+    /// Patterns of files (media types) whose binary content is not looked into: such a file is
+    /// unscannable unless it is text. Other binaries are scanned through their printable runs.
+    pub opaque: Vec<String>,
 }
 
 impl Default for RedactionCfg {
@@ -124,6 +128,7 @@ impl Default for RedactionCfg {
             max_scan_size: 64 * MIB,
             unscannable: Unscannable::Deny,
             unscannable_allow: Vec::new(),
+            opaque: Vec::new(),
         }
     }
 }

@@ -177,6 +177,7 @@ impl Validator<'_> {
             &[Key("redaction"), Key("unscannable_allow")],
             &red.unscannable_allow,
         )?;
+        self.patterns(&[Key("redaction"), Key("opaque")], &red.opaque)?;
         if red.unscannable == Unscannable::Allow && !red.unscannable_allow.is_empty() {
             self.warn(
                 &[Key("redaction"), Key("unscannable_allow")],

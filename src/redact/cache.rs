@@ -130,7 +130,9 @@ impl ScanCache {
     }
 }
 
-const MAGIC: &[u8; 16] = b"veilfs-scans-v2\n";
+const MAGIC: &[u8; 16] = b"veilfs-scans-v3\n";
+/// The reason a loaded "unscannable" verdict gives (the saved record keeps only the verdict).
+const SAVED_UNSCANNABLE: &str = "compressed, encrypted or opaque content";
 const RECORD: usize = 49;
 
 impl ScanCache {
@@ -146,8 +148,8 @@ impl ScanCache {
             for ((id, rules), o) in lock(s).iter() {
                 let tag = match o {
                     ScanOutcome::Clean => 0u8,
-                    ScanOutcome::Binary => 1,
-                    ScanOutcome::Redact(_) => continue,
+                    ScanOutcome::Unscannable(_) => 1,
+                    ScanOutcome::Redact(_) | ScanOutcome::Refused(_) => continue,
                 };
                 for v in [
                     id.dev,
@@ -211,7 +213,7 @@ impl ScanCache {
             let rules = v(5);
             let o = match r[48] {
                 0 => ScanOutcome::Clean,
-                1 => ScanOutcome::Binary,
+                1 => ScanOutcome::Unscannable(SAVED_UNSCANNABLE),
                 t => return Err(format!("unknown verdict {t}")),
             };
             self.insert(id, rules, o);
@@ -233,15 +235,21 @@ mod tests {
         let c = ScanCache::for_engine(64, &e);
         assert_eq!(c.load(&p), Ok(0), "no file yet");
         c.insert(id(1), 0, ScanOutcome::Clean);
-        c.insert(id(1), 9, ScanOutcome::Binary);
-        c.insert(id(2), 0, ScanOutcome::Binary);
+        c.insert(id(1), 9, ScanOutcome::Unscannable("t"));
+        c.insert(id(2), 0, ScanOutcome::Unscannable("t"));
         assert_eq!(c.save(&p).unwrap(), 3);
         let d = ScanCache::for_engine(64, &e);
         assert_eq!(d.load(&p), Ok(3));
         assert!(matches!(d.get(&id(1), 0), Some(ScanOutcome::Clean)));
-        assert!(matches!(d.get(&id(2), 0), Some(ScanOutcome::Binary)));
+        assert!(matches!(
+            d.get(&id(2), 0),
+            Some(ScanOutcome::Unscannable(_))
+        ));
         // Each rule selection keeps its own verdict for the same file version.
-        assert!(matches!(d.get(&id(1), 9), Some(ScanOutcome::Binary)));
+        assert!(matches!(
+            d.get(&id(1), 9),
+            Some(ScanOutcome::Unscannable(_))
+        ));
         assert!(d.get(&id(2), 9).is_none());
         // Other rules: nothing is trusted.
         let other = ScanCache::new(64);
@@ -274,8 +282,11 @@ mod tests {
             c.insert(id(i), 0, ScanOutcome::Clean);
         }
         assert!(c.len() <= 64 + SHARDS);
-        c.insert(id(5000), 0, ScanOutcome::Binary);
-        assert!(matches!(c.get(&id(5000), 0), Some(ScanOutcome::Binary)));
+        c.insert(id(5000), 0, ScanOutcome::Unscannable("t"));
+        assert!(matches!(
+            c.get(&id(5000), 0),
+            Some(ScanOutcome::Unscannable(_))
+        ));
         let mut other = id(5000);
         other.size = 11;
         assert!(c.get(&other, 0).is_none());

@@ -14,6 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::binary;
+use super::container;
 use super::generic;
 use super::keywords::Keywords;
 use super::mask::Redactions;
@@ -31,10 +33,14 @@ const MAX_FWD: usize = 4096;
 pub enum ScanOutcome {
     /// Nothing to mask: the file can be served as is.
     Clean,
-    /// Not text (NUL in the first 8 KiB and not UTF-16): served as is, never scanned.
-    Binary,
+    /// Content the engine cannot vouch for: compressed or encrypted data (whose text is not in
+    /// its bytes), or a binary in a file the profile calls opaque. The reason is for the audit.
+    Unscannable(&'static str),
     /// Masks to apply to every read.
     Redact(Arc<Redactions>),
+    /// A compressed container (gzip, zip) whose contents hold a secret, which cannot be masked
+    /// in place: refuse the file. The reason names the rule and the member, never the secret.
+    Refused(Arc<str>),
 }
 
 /// One match for reports (never carries the secret itself).
@@ -69,8 +75,15 @@ pub struct Engine {
     digit_set: Option<regex::bytes::RegexSet>,
     /// Whether any rule or set filters on path (else the per-file path check is skipped).
     path_filters: bool,
+    /// How many bytes the members of one gzip file or zip archive may inflate to in all.
+    inflate_limit: u64,
     fingerprint: [u8; 32],
 }
+
+/// The default [`Engine::with_inflate_limit`]: 4 × the default `max_scan_size`.
+const INFLATE_LIMIT: u64 = 256 << 20;
+/// Containers inside containers are opened this deep (a zip inside a zip: 2).
+const MAX_NESTING: u32 = 2;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,7 +135,7 @@ impl Engine {
     /// Compiles rule sets given as `(label, toml source)` pairs; labels appear in errors.
     pub fn from_sources(sources: &[(String, String)]) -> Result<Engine, RulesError> {
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"veilfs-redact-v1\0");
+        hasher.update(b"veilfs-redact-v2\0");
         let mut rules: Vec<CompiledRule> = Vec::new();
         let mut sets = Vec::new();
         let mut origin: std::collections::HashMap<String, String> = Default::default();
@@ -192,8 +205,20 @@ impl Engine {
             digit_rules,
             min_digits,
             path_filters,
+            inflate_limit: INFLATE_LIMIT,
             fingerprint: *hasher.finalize().as_bytes(),
         })
+    }
+
+    /// Sets how many bytes the members of one gzip file or zip archive may inflate to in all
+    /// (more makes it unscannable). Part of the fingerprint: cached verdicts depend on it.
+    pub fn with_inflate_limit(mut self, limit: u64) -> Engine {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.fingerprint);
+        h.update(&limit.to_le_bytes());
+        self.fingerprint = *h.finalize().as_bytes();
+        self.inflate_limit = limit;
+        self
     }
 
     /// An engine without rules: every scan is `Clean`.
@@ -208,7 +233,8 @@ impl Engine {
             min_digits: usize::MAX,
             digit_set: None,
             path_filters: false,
-            fingerprint: *blake3::hash(b"veilfs-redact-v1\0").as_bytes(),
+            inflate_limit: INFLATE_LIMIT,
+            fingerprint: *blake3::hash(b"veilfs-redact-v2\0").as_bytes(),
         }
     }
 
@@ -256,11 +282,31 @@ impl Engine {
 
     /// Scans one file's complete contents with the rules `sel` selects.
     pub fn scan_with(&self, sel: &RuleSelection, data: &[u8]) -> ScanOutcome {
+        self.scan_as(sel, data, false)
+    }
+
+    /// Scans one file's complete contents with the rules `sel` selects. A binary (not text) file
+    /// is scanned through its printable runs (`binary.rs`), unless `opaque` (a media type the
+    /// profile lists) says not to look inside it.
+    pub fn scan_as(&self, sel: &RuleSelection, data: &[u8], opaque: bool) -> ScanOutcome {
         if self.is_empty() {
             return ScanOutcome::Clean;
         }
         let enc = match text::classify(data) {
-            Kind::Binary => return ScanOutcome::Binary,
+            Kind::Binary if opaque => {
+                return ScanOutcome::Unscannable(
+                    "binary content of a type the profile calls opaque",
+                );
+            }
+            Kind::Binary if container::is_container(data) => {
+                let mut budget = self.inflate_limit;
+                return match self.container_secret(&sel.applies, data, &mut budget, 1) {
+                    Ok(None) => ScanOutcome::Clean,
+                    Ok(Some(why)) => ScanOutcome::Refused(Arc::from(why)),
+                    Err(why) => ScanOutcome::Unscannable(why),
+                };
+            }
+            Kind::Binary => return self.scan_binary(sel, data),
             Kind::Text(e) => e,
         };
         let view = text::view(data, enc);
@@ -281,13 +327,118 @@ impl Engine {
         ScanOutcome::Redact(Arc::new(Redactions::build(data, enc, ranges)))
     }
 
-    /// Every match with its 1-based line, for the `scan` report. Binary files have none.
+    /// The matches in a binary's printable runs, as `(start, end, rule, wide)` file ranges, or
+    /// why its content cannot be scanned.
+    fn binary_matches(
+        &self,
+        applies: &[bool],
+        data: &[u8],
+    ) -> Result<Vec<(u64, u64, usize, bool)>, &'static str> {
+        if let Some(why) = binary::unscannable(data) {
+            return Err(why);
+        }
+        let narrow = binary::narrow_projection(data, &binary::runs(data, binary::MIN_RUN));
+        let mut out: Vec<(u64, u64, usize, bool)> = self
+            .raw_matches(applies, &narrow)
+            .into_iter()
+            .map(|m| (m.start as u64, m.end as u64, m.rule, false))
+            .collect();
+        drop(narrow);
+        let wide = binary::Wide::new(data, &binary::wide_runs(data, binary::MIN_RUN));
+        out.extend(self.raw_matches(applies, &wide.bytes).into_iter().map(|m| {
+            (
+                wide.file_offset(m.start, false),
+                wide.file_offset(m.end, true),
+                m.rule,
+                true,
+            )
+        }));
+        out.sort_unstable_by_key(|m| m.0);
+        Ok(out)
+    }
+
+    /// The first secret in the members of the gzip file or zip archive `data` (opened
+    /// `depth` containers deep), as a reason naming the rule and the member; `Ok(None)` when
+    /// there is none, `Err` when the members cannot all be scanned.
+    fn container_secret(
+        &self,
+        applies: &[bool],
+        data: &[u8],
+        budget: &mut u64,
+        depth: u32,
+    ) -> Result<Option<String>, &'static str> {
+        for (name, bytes) in container::members(data, budget)? {
+            let rule = match text::classify(&bytes) {
+                Kind::Text(enc) => {
+                    let view = text::view(&bytes, enc);
+                    self.raw_matches(applies, &view.bytes)
+                        .first()
+                        .map(|m| m.rule)
+                }
+                Kind::Binary if container::is_container(&bytes) => {
+                    if depth >= MAX_NESTING {
+                        return Err("containers nested too deep");
+                    }
+                    if let Some(inner) =
+                        self.container_secret(applies, &bytes, budget, depth + 1)?
+                    {
+                        return Ok(Some(format!("{inner} inside `{name}`")));
+                    }
+                    None
+                }
+                Kind::Binary => self.binary_matches(applies, &bytes)?.first().map(|m| m.2),
+            };
+            if let Some(r) = rule {
+                return Ok(Some(format!(
+                    "holds a secret that cannot be masked in compressed content: rule `{}` matches in member `{name}`",
+                    self.rules[r].id
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    fn scan_binary(&self, sel: &RuleSelection, data: &[u8]) -> ScanOutcome {
+        match self.binary_matches(&sel.applies, data) {
+            Err(why) => ScanOutcome::Unscannable(why),
+            Ok(m) if m.is_empty() => ScanOutcome::Clean,
+            Ok(m) => ScanOutcome::Redact(Arc::new(Redactions::build_binary(
+                data,
+                m.into_iter()
+                    .map(|(a, b, r, w)| (a, b, self.rules[r].id.clone(), w))
+                    .collect(),
+            ))),
+        }
+    }
+
+    /// Every match with its 1-based line, for the `scan` report. In a binary, the line counts
+    /// the file's `\n` bytes before the match; a binary that cannot be scanned has none.
     pub fn findings(&self, rel_path: &Path, data: &[u8]) -> Vec<Finding> {
         if self.is_empty() {
             return Vec::new();
         }
         let enc = match text::classify(data) {
-            Kind::Binary => return Vec::new(),
+            Kind::Binary => {
+                let sel = self.rules_for(rel_path);
+                let Ok(found) = self.binary_matches(&sel.applies, data) else {
+                    return Vec::new();
+                };
+                let (mut line, mut pos) = (1, 0usize);
+                return found
+                    .into_iter()
+                    .map(|(start, end, rule, _)| {
+                        let at = (start as usize).min(data.len());
+                        line += memchr::memchr_iter(b'\n', &data[pos..at]).count();
+                        pos = at;
+                        Finding {
+                            rule_id: self.rules[rule].id.to_string(),
+                            line,
+                            start,
+                            end,
+                        }
+                    })
+                    .collect();
+            }
             Kind::Text(e) => e,
         };
         let view = text::view(data, enc);

@@ -30,6 +30,9 @@ pub struct Redactions {
     /// Sorted file offsets (code-unit starts) of `\n`/`\r` units inside spans.
     keep: Vec<u64>,
     encoding: Encoding,
+    /// Sorted starts of the spans written as UTF-16LE code units in a file whose `encoding` is
+    /// UTF-8: the UTF-16 strings inside a binary (see `binary.rs`).
+    wide: Vec<u64>,
 }
 
 const PREFIX: &[u8] = b"<redacted:";
@@ -64,25 +67,72 @@ impl Redactions {
             r.0 -= r.0 % unit;
             r.1 = (r.1 + (unit - r.1 % unit) % unit).min(len - len % unit);
         }
+        Self::from_ranges(
+            data,
+            encoding,
+            ranges
+                .into_iter()
+                .map(|(a, b, r)| (a, b, r, false))
+                .collect(),
+        )
+    }
+
+    /// Redactions of a binary (not text) file: `(start, end, rule, wide)` ranges, where `wide`
+    /// ranges cover UTF-16LE code units (exactly: they may start at odd offsets) and the others
+    /// single bytes. Where a wide and a narrow range overlap, the merged span masks every byte.
+    pub(crate) fn build_binary(data: &[u8], ranges: Vec<(u64, u64, Arc<str>, bool)>) -> Redactions {
+        let len = data.len() as u64;
+        let ranges = ranges
+            .into_iter()
+            .map(|(a, b, r, w)| (a.min(len), b.min(len), r, w))
+            .collect();
+        Self::from_ranges(data, Encoding::Utf8, ranges)
+    }
+
+    /// Merges aligned ranges into spans and finds the line breaks they keep.
+    fn from_ranges(
+        data: &[u8],
+        encoding: Encoding,
+        mut ranges: Vec<(u64, u64, Arc<str>, bool)>,
+    ) -> Redactions {
         ranges.retain(|r| r.0 < r.1);
         ranges.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         let mut spans: Vec<Span> = Vec::with_capacity(ranges.len());
-        for (start, end, rule_id) in ranges {
-            match spans.last_mut() {
-                Some(last) if start < last.end => last.end = last.end.max(end),
-                _ => spans.push(Span {
-                    start,
-                    end,
-                    rule_id,
-                }),
+        let mut wide_flags: Vec<bool> = Vec::with_capacity(ranges.len());
+        for (start, end, rule_id, wide) in ranges {
+            match (spans.last_mut(), wide_flags.last_mut()) {
+                (Some(last), Some(w)) if start < last.end => {
+                    last.end = last.end.max(end);
+                    *w &= wide;
+                }
+                _ => {
+                    spans.push(Span {
+                        start,
+                        end,
+                        rule_id,
+                    });
+                    wide_flags.push(wide);
+                }
             }
         }
+        let wide: Vec<u64> = spans
+            .iter()
+            .zip(&wide_flags)
+            .filter(|(_, w)| **w && encoding == Encoding::Utf8)
+            .map(|(s, _)| s.start)
+            .collect();
         let mut keep = Vec::new();
-        for s in &spans {
+        for (s, &w) in spans.iter().zip(&wide_flags) {
+            let enc = if w && encoding == Encoding::Utf8 {
+                Encoding::Utf16Le
+            } else {
+                encoding
+            };
+            let unit = enc.unit();
             let mut p = s.start;
             while p < s.end {
                 let i = p as usize;
-                let is_break = match encoding {
+                let is_break = match enc {
                     Encoding::Utf8 => matches!(data.get(i), Some(b'\n' | b'\r')),
                     Encoding::Utf16Le => {
                         matches!(data.get(i), Some(b'\n' | b'\r')) && data.get(i + 1) == Some(&0)
@@ -101,6 +151,7 @@ impl Redactions {
             spans,
             keep,
             encoding,
+            wide,
         }
     }
 
@@ -118,13 +169,18 @@ impl Redactions {
     /// view. Correct for any window, including cuts through a span or a code unit.
     pub fn apply(&self, offset: u64, buf: &mut [u8]) {
         let wend = offset.saturating_add(buf.len() as u64);
-        let unit = self.encoding.unit();
         let mut i = self.spans.partition_point(|s| s.end <= offset);
         while let Some(s) = self.spans.get(i) {
             if s.start >= wend {
                 break;
             }
             i += 1;
+            let encoding = if self.wide.binary_search(&s.start).is_ok() {
+                Encoding::Utf16Le
+            } else {
+                self.encoding
+            };
+            let unit = encoding.unit();
             let lo = s.start.max(offset);
             let hi = s.end.min(wend);
             // Index of the first unit touched, and how many kept units precede it in the span.
@@ -146,7 +202,7 @@ impl Redactions {
                         if pos < lo || pos >= hi {
                             continue;
                         }
-                        let v = match (self.encoding, b) {
+                        let v = match (encoding, b) {
                             (Encoding::Utf8, _)
                             | (Encoding::Utf16Le, 0)
                             | (Encoding::Utf16Be, 1) => ch,
@@ -269,5 +325,52 @@ mod tests {
             let text = String::from_utf16(&units).unwrap();
             assert_eq!(text, "x=<redacted:r\nline2 <re\r\ndacty");
         }
+    }
+
+    /// In a binary, narrow spans mask bytes and wide spans mask UTF-16LE code units (from an
+    /// odd offset too); bytes outside the spans are untouched and the length is kept.
+    #[test]
+    fn binary_spans_mask_in_place() {
+        let mut d = b"\x7fELF\x00\x01tok=SECRETSECRET\x00\x02".to_vec();
+        let narrow = (10u64, 22u64);
+        d.push(0x03);
+        let wide_at = d.len() as u64;
+        assert_eq!(wide_at % 2, 1);
+        for u in "pw=HUNTER22".encode_utf16() {
+            d.extend_from_slice(&u.to_le_bytes());
+        }
+        d.extend_from_slice(b"\x00\xff\xfe");
+        let red = Redactions::build_binary(
+            &d,
+            vec![
+                (narrow.0, narrow.1, Arc::from("n"), false),
+                (wide_at + 6, wide_at + 22, Arc::from("w"), true),
+            ],
+        );
+        let m = mask_all(&d, &red);
+        assert_eq!(m.len(), d.len());
+        assert_eq!(&m[..10], &d[..10]);
+        assert_eq!(&m[10..22], b"<redacted:n>");
+        assert_eq!(
+            &m[22..(wide_at + 6) as usize],
+            &d[22..(wide_at + 6) as usize]
+        );
+        let units: Vec<u16> = m[(wide_at + 6) as usize..(wide_at + 22) as usize]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(String::from_utf16(&units).unwrap(), "<redacte");
+        assert_eq!(&m[(wide_at + 22) as usize..], &d[(wide_at + 22) as usize..]);
+        every_window(&d, &red);
+        // A wide and a narrow range that overlap merge into one span masking every byte.
+        let red = Redactions::build_binary(
+            &d,
+            vec![
+                (20, 24, Arc::from("n"), false),
+                (22, 30, Arc::from("w"), true),
+            ],
+        );
+        assert_eq!(red.spans().len(), 1);
+        assert!(mask_all(&d, &red)[20..30].iter().all(|&b| b != 0));
     }
 }

@@ -12,6 +12,9 @@
 //! - [`mask`]: `Redactions` (merged spans) and `apply` for any read window; masks keep the length
 //!   and the line breaks so `st_size`, offsets and `mmap` stay valid.
 //! - [`text`]: binary detection and UTF-16 support.
+//! - [`binary`]: the printable runs of binaries (ASCII/UTF-8 and UTF-16LE, as `strings` finds
+//!   them), scanned and masked in place; compressed and encrypted content is unscannable.
+//! - [`container`]: gzip files and zip archives, scanned inside (a secret there refuses the file).
 //! - [`cache`]: results keyed by file identity and rule fingerprint.
 //! - [`generic`]: the credential parser behind `detector` rules (any `NAME <op> value` syntax)
 //!   and the placeholder filter every candidate secret goes through.
@@ -20,7 +23,9 @@
 //! Nothing here touches the filesystem except [`Engine::load`] reading admin rule files; nothing
 //! on the data path panics on file contents.
 
+pub mod binary;
 pub mod cache;
+pub mod container;
 pub mod engine;
 pub mod generic;
 pub mod gitleaks;
@@ -115,8 +120,13 @@ mod tests {
             String::from_utf16(&units).unwrap(),
             "token: <redacted:gh1 \r\n"
         );
+        // A binary is scanned through its printable runs and masked in place.
         let bin = b"ghp_QZvkeTmw\0\x01\x02\x03\x04\x05\x06\x07\x08\x09\x10";
-        assert!(matches!(e.scan(Path::new("b"), bin), ScanOutcome::Binary));
+        let ScanOutcome::Redact(r) = e.scan(Path::new("b"), bin) else {
+            panic!("binary not redacted")
+        };
+        assert_eq!(&mask_all(bin, &r)[..12], b"<redacted:gh");
+        assert_eq!(&mask_all(bin, &r)[12..], &bin[12..]);
         assert!(matches!(
             Engine::empty().scan(Path::new("b"), bin),
             ScanOutcome::Clean

@@ -51,7 +51,12 @@ fn seed(s: &Path) {
     )
     .unwrap();
     fs::write(s.join(".config/gcloud/creds.json"), "{\"k\": \"hidden\"}\n").unwrap();
-    fs::write(s.join("blob.bin"), b"\x00\x01\x02binary\x00\xff").unwrap();
+    // Unscannable: compressed content (a zstd frame).
+    fs::write(
+        s.join("blob.bin"),
+        b"\x28\xb5\x2f\xfd\x00\x01\x02binary\x00\xff",
+    )
+    .unwrap();
 }
 
 fn env() -> WriteEnv {

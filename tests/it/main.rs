@@ -13,6 +13,7 @@ mod common;
 mod exact;
 
 mod adversary;
+mod binaries;
 mod breaker;
 mod commit_kill;
 mod edges;

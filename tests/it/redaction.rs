@@ -160,7 +160,9 @@ fn every_read_pattern_sees_only_the_masked_view() {
 #[test]
 fn unscannable_files_are_refused_unless_the_profile_allows_them() {
     let s = scope();
-    let mut bin_data = vec![0u8; 100];
+    // Compressed content (a zstd frame): its text is not in its bytes.
+    let mut bin_data = b"\x28\xb5\x2f\xfd".to_vec();
+    bin_data.extend([0u8; 96]);
     bin_data.extend_from_slice(GH.as_bytes());
     fs::write(s.path().join("blob.dat"), &bin_data).unwrap();
     fs::write(s.path().join("logo.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
@@ -173,7 +175,8 @@ fn unscannable_files_are_refused_unless_the_profile_allows_them() {
 #[test]
 fn no_open_mode_refuses_unscannable_files_at_read_and_per_open_mode_at_open() {
     let s = scope();
-    let mut bin_data = vec![0u8; 100];
+    let mut bin_data = b"\x28\xb5\x2f\xfd".to_vec();
+    bin_data.extend([0u8; 96]);
     bin_data.extend_from_slice(GH.as_bytes());
     fs::write(s.path().join("blob.dat"), &bin_data).unwrap();
     // Default profile: the kernel opens files without asking veilfs (no-open mode), so the
