@@ -431,8 +431,9 @@ impl Policy {
         self.writable.is_empty() || self.writable.subtree_allows(rel, true)
     }
 
-    /// May this file be served unscanned (binary, or above `max_scan_size`)? True when
-    /// `unscannable = "allow"`, or when `unscannable_allow` covers the path.
+    /// May this file be served unscanned (compressed, encrypted or opaque content, or above
+    /// `max_scan_size`)? True when `unscannable = "allow"`, or when `unscannable_allow` covers
+    /// the path.
     pub fn unscannable_allowed(&self, rel: &Path) -> bool {
         self.unscannable_all || self.unscannable_allow.subtree_allows(rel, true)
     }

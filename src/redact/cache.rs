@@ -7,8 +7,9 @@
 //! FUSE worker threads rarely contend.
 //!
 //! Persisted (`save`/`load`) so a remount of the same folder does not re-scan what is unchanged:
-//! only "clean" and "binary" verdicts are written (a masked file is rare and re-scanned), with
-//! the engine fingerprint and a blake3 checksum; a file that does not match exactly is ignored.
+//! only "clean" and "unscannable" verdicts are written (a masked or refused file is rare and
+//! re-scanned), with the engine fingerprint and a blake3 checksum; a file that does not match
+//! exactly is ignored.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -177,3 +177,45 @@ fn a_gzip_holding_a_token_is_refused_and_a_clean_one_is_served() {
     let e = fs::read(m.path("debug.log.gz")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EACCES));
 }
+
+/// Opacity follows the name: renaming a masked binary to a name the profile calls opaque (and
+/// serves unscanned) would unmask it, so the rename is refused, and a hard link under such a
+/// name does not make the file opaque.
+#[test]
+fn a_masked_binary_cannot_be_renamed_or_linked_to_an_opaque_name() {
+    const PROFILE: &str = r#"
+version = 1
+name = "opaque-rename"
+[redaction]
+rule_sets = ["secrets"]
+opaque = ["*.png"]
+unscannable_allow = ["*.png"]
+[write]
+mode = "snapshot"
+"#;
+    fn seed(s: &Path) {
+        let mut lib = b"\x7fELF\x02\x01\x01\x00\x00\x00".to_vec();
+        lib.extend_from_slice(format!("token={TOKEN}\0").as_bytes());
+        fs::write(s.join("lib.so"), lib).unwrap();
+    }
+    let e = common::WriteEnv::new(PROFILE, seed);
+    let m = e.mount();
+    let seen = fs::read(m.path("lib.so")).unwrap();
+    assert!(!contains(&seen, TOKEN.as_bytes()));
+    let r = fs::rename(m.path("lib.so"), m.path("lib.png"));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EACCES));
+    match fs::hard_link(m.path("lib.so"), m.path("lib2.png")) {
+        Err(err) => assert_eq!(err.raw_os_error(), Some(libc::EACCES)),
+        Ok(()) => {
+            let seen = fs::read(m.path("lib2.png")).unwrap();
+            assert!(
+                !contains(&seen, TOKEN.as_bytes()),
+                "unmasked through a link"
+            );
+        }
+    }
+    assert!(!contains(
+        &fs::read(m.path("lib.so")).unwrap(),
+        TOKEN.as_bytes()
+    ));
+}
