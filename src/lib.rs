@@ -14,6 +14,7 @@
 //! - [`merge`]: applies an agent's edit of a masked view to the real bytes; [`served`]
 //!   records the masked views served, which commit merges against.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
+//! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 //! - Leaves that several of the above share: [`time`] (clock, RFC 3339), [`pattern`] (profile
 //!   pattern compilation), [`mountinfo`] (the mount table).
@@ -32,6 +33,7 @@ pub mod policy;
 pub mod profile;
 pub mod redact;
 pub mod rollback;
+pub mod run;
 pub mod served;
 pub mod store;
 pub mod time;

@@ -75,8 +75,9 @@ pub fn preflight(scope: &Path, mountpoint: &Path) -> anyhow::Result<(PathBuf, Pa
 }
 
 /// The snapshot store for this mount: `--store`, else the profile's, else
-/// `$XDG_DATA_HOME/veilfs/<scope-id>`. Never inside the scope or the mount point.
-fn store_dir(req: &MountRequest, scope: &Path, mountpoint: &Path) -> anyhow::Result<PathBuf> {
+/// `$XDG_DATA_HOME/veilfs/<scope-id>`. Never inside the scope or the mount point. `veilfs run`
+/// resolves it too, to hide the store from its sandbox and to name it in its summary.
+pub fn store_dir(req: &MountRequest, scope: &Path, mountpoint: &Path) -> anyhow::Result<PathBuf> {
     let dir = match (&req.store, &req.profile.write.store) {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => {

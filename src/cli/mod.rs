@@ -9,6 +9,7 @@ mod forensic;
 mod mount;
 mod profile;
 mod rules;
+mod run;
 mod scan;
 
 #[derive(Parser, Debug)]
@@ -34,6 +35,8 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount a veilfs mount point.
     Unmount(mount::UnmountArgs),
+    /// Mount SCOPE privately, run COMMAND in it, unmount, and summarise the session.
+    Run(run::RunArgs),
     /// Profile tools.
     #[command(subcommand)]
     Profile(profile::ProfileCmd),
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Mount(a) => mount::run(a),
         Command::Unmount(a) => mount::run_unmount(a),
+        Command::Run(a) => run::run(a),
         Command::Profile(c) => profile::run(c),
         Command::Scan(a) => scan::run(a),
         Command::Redact(a) => scan::run_redact(a),

@@ -23,5 +23,6 @@ mod readonly;
 mod redact_rules;
 mod redaction;
 mod rollback_mount;
+mod run;
 mod scan_cli;
 mod snapshot;
