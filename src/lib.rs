@@ -13,6 +13,8 @@
 //! - [`overlay`]: copy-on-write upper layer.
 //! - [`merge`]: applies an agent's edit of a masked view to the real bytes; [`served`]
 //!   records the masked views served, which commit merges against.
+//! - [`checkpoint`]: the ends of agent turns in a session; what `rollback --to` cuts at.
+//! - [`control`]: the mount's control socket (`veilfs checkpoint` reaches a live session).
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
@@ -20,6 +22,8 @@
 //!   pattern compilation), [`mountinfo`] (the mount table).
 
 pub mod backing;
+pub mod checkpoint;
+pub mod control;
 pub mod error;
 pub mod fs;
 pub mod guard;

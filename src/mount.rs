@@ -202,6 +202,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             Some(Arc::new(g))
         }
     };
+    let control_guard = guard.clone();
     // Scan verdicts live in the store (made for them in read-only mode, so a later writable
     // mount finds a proper store), never in the scope or the mount: a copy the agent could
     // write would let it mark a secret-bearing file clean.
@@ -305,6 +306,14 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     let session = fuser::Session::new(fs, &mountpoint, &config)
         .with_context(|| format!("mount at {}", mountpoint.display()))?;
     invalidator.set_notifier(session.notifier());
+    // `veilfs checkpoint` reaches the session through it; ready before the "mounted" line.
+    let control = match crate::control::serve(&mountpoint, control_guard, mode.as_str()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("no control socket, `veilfs checkpoint` cannot reach this mount: {e:#}");
+            None
+        }
+    };
     // Tests and scripts wait for this line instead of polling.
     {
         use std::io::Write;
@@ -356,6 +365,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!("FUSE session ended with `{e}`"),
         Err(_) => tracing::error!("FUSE session thread panicked"),
     }
+    drop(control);
     // A session that ended on an error leaves the mount in place: take it down.
     if is_mount_point(&mountpoint)
         && let Err(e) = unmount(&mountpoint)

@@ -163,7 +163,10 @@ pub fn run(req: RunRequest) -> anyhow::Result<u8> {
                 c
             }
         };
-        cmd.env(ENV_MOUNT, &mp);
+        cmd.env(ENV_MOUNT, &mp).env(
+            crate::control::ENV_CONTROL,
+            crate::control::socket_path(&mp),
+        );
         die_with_parent(&mut cmd, libc::SIGKILL);
         match cmd.spawn() {
             Ok(child) => Some(wait_child(child, &state)),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod checkpoint;
 mod forensic;
 mod mount;
 mod profile;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Redaction rule tools.
     #[command(subcommand)]
     Rules(rules::RulesCmd),
+    /// Mark the end of an agent's turn in a live snapshot session (`rollback --to` undoes
+    /// what follows it).
+    Checkpoint(checkpoint::CheckpointArgs),
     /// Sessions and every change they made.
     Log(forensic::LogArgs),
     /// What a session changed, as a diff.
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Scan(a) => scan::run(a),
         Command::Redact(a) => scan::run_redact(a),
         Command::Rules(c) => rules::run(c),
+        Command::Checkpoint(a) => checkpoint::run(a),
         Command::Log(a) => forensic::run_log(a),
         Command::Diff(a) => forensic::run_diff(a),
         Command::Rollback(a) => forensic::run_rollback(a),
