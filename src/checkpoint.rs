@@ -84,10 +84,10 @@ pub fn turns(log: &SessionLog) -> Vec<Turn> {
                     },
                 ));
             }
-            Event::Capture { path, .. } | Event::Change { path, .. } => {
-                if !path.as_os_str().is_empty() {
-                    cur.changed.insert(path.clone());
-                }
+            Event::Capture { path, .. } | Event::Change { path, .. }
+                if !path.as_os_str().is_empty() =>
+            {
+                cur.changed.insert(path.clone());
             }
             Event::Rename { from, to, .. } => {
                 cur.renames.push((from.clone(), to.clone()));
