@@ -15,7 +15,8 @@
 //!
 //! Protocol: one JSON line each way. `{"op":"checkpoint","label":"…"}` →
 //! `{"ok":true,"checkpoint":3,"seq":57,"session":"…","store":"…"}`, `{"op":"status"}` →
-//! `{"ok":true,"session":…,"store":…}`; errors are `{"ok":false,"error":"…"}`. Requests are
+//! `{"ok":true,"session":…,"store":…}`, `{"op":"why","path":"src"}` → `{"ok":true,"denials":[…]}`
+//! (see [`crate::denials`]); errors are `{"ok":false,"error":"…"}`. Requests are
 //! at most 64 KiB and must arrive within 5 s.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,6 +69,14 @@ pub enum Request {
         label: Option<String>,
     },
     Status,
+    /// The last denials (at most `limit`, default 20) about `path` (relative to the mount's
+    /// root; absent or empty: all), as the agent may see them.
+    Why {
+        #[serde(default)]
+        path: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -85,6 +94,8 @@ pub struct Response {
     pub store: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denials: Vec<crate::denials::Denial>,
 }
 
 /// A listening control socket; removed when dropped (at unmount).
@@ -178,6 +189,21 @@ fn answer(req: Request, guard: Option<&Guard>, mode: &str) -> Response {
     };
     match req {
         Request::Status => Response { ok: true, ..base },
+        Request::Why { path, limit } => {
+            let path = path.unwrap_or_default();
+            let mut d: Vec<_> = crate::denials::recent()
+                .into_iter()
+                .filter(|d| d.concerns(&path))
+                .map(|d| d.for_agent())
+                .collect();
+            let keep = limit.unwrap_or(20).max(1);
+            d.drain(..d.len().saturating_sub(keep));
+            Response {
+                ok: true,
+                denials: d,
+                ..base
+            }
+        }
         Request::Checkpoint { label } => {
             let Some(g) = guard else {
                 return Response {

@@ -15,6 +15,7 @@
 //!   records the masked views served, which commit merges against.
 //! - [`checkpoint`]: the ends of agent turns in a session; what `rollback --to` cuts at.
 //! - [`control`]: the mount's control socket (`veilfs checkpoint` reaches a live session).
+//! - [`denials`]: the mount's last denials, told to the agent by `veilfs why`.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
@@ -24,6 +25,7 @@
 pub mod backing;
 pub mod checkpoint;
 pub mod control;
+pub mod denials;
 pub mod error;
 pub mod fs;
 pub mod guard;

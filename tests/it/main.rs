@@ -27,3 +27,4 @@ mod rollback_mount;
 mod run;
 mod scan_cli;
 mod snapshot;
+mod why;

@@ -205,7 +205,9 @@ fn the_sandbox_hides_the_scope_and_the_store_and_the_network() {
          if echo > /dev/tcp/1.1.1.1/80; then echo NET; fi 2>/dev/null; \
          if tail -n +3 /proc/net/dev | grep -v ' lo:' | grep -q .; then echo IFACE; fi; \
          if echo x > /etc/veilfs-sandbox-test; then echo ETC-WRITTEN; fi 2>/dev/null; \
-         echo written > inside.txt && echo WROTE; cat config.yaml"
+         echo written > inside.txt && echo WROTE; cat config.yaml; \
+         {bin} checkpoint --label sandboxed >/dev/null && echo CHECKPOINTED",
+        bin = common::bin()
     );
     let out = e.run(
         &["--sandbox", "--mode", "snapshot", "--store", &store],
@@ -227,6 +229,8 @@ fn the_sandbox_hides_the_scope_and_the_store_and_the_network() {
         assert!(!o.contains(bad), "{bad} in:\n{o}{err}");
     }
     assert!(o.contains("WROTE") && o.contains("<redacted:"), "{o}{err}");
+    // The control socket stays reachable: the agent's harness can checkpoint from inside.
+    assert!(o.contains("CHECKPOINTED"), "{o}{err}");
     assert!(!Path::new("/etc/veilfs-sandbox-test").exists());
     assert_eq!(
         fs::read_to_string(e.scope.path().join("inside.txt")).unwrap(),
