@@ -328,8 +328,16 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             .spawn(move || {
                 let sig = wait_signal(&signals);
                 info!("signal {sig}: unmounting");
-                if let Err(e) = unmount(&mountpoint) {
-                    tracing::error!("unmount after signal {sig} failed: {e:#}");
+                // A process that is still leaving the mount (one killed together with us, as
+                // `veilfs run` arranges when it dies) keeps it busy for a moment: retry a while.
+                let mut tries = 0;
+                while let Err(e) = unmount(&mountpoint) {
+                    tries += 1;
+                    if tries >= 30 || !is_mount_point(&mountpoint) {
+                        tracing::error!("unmount after signal {sig} failed: {e:#}");
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             })
             .context("spawn signal thread")?;

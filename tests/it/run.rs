@@ -238,3 +238,29 @@ fn the_sandbox_hides_the_scope_and_the_store_and_the_network() {
     );
     assert_gone(&mount_point(&out));
 }
+
+/// `veilfs run` killed outright (SIGKILL, nothing forwarded): the kernel kills the command
+/// and tells the mount, which unmounts by itself.
+#[test]
+fn a_killed_run_takes_its_command_and_its_mount_down() {
+    let e = Env::new();
+    let mut child = e
+        .cmd(&[], &["sh", "-c", "pwd; exec sleep 60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mp = PathBuf::from(line.trim_end());
+    assert!(veilfs::mount::is_mount_point(&mp));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        common::eventually(|| !veilfs::mount::is_mount_point(&mp)),
+        "{} is still mounted",
+        mp.display()
+    );
+}
