@@ -430,6 +430,7 @@ pub struct Summary {
     pub files_redacted: usize,
     pub paths_changed: usize,
     pub renames: usize,
+    pub checkpoints: u64,
     pub denials: Vec<Denial>,
 }
 
@@ -455,10 +456,17 @@ impl Summary {
                 let mut changed = BTreeSet::new();
                 for r in &l.records {
                     match &r.event {
-                        Event::Capture { path, .. } | Event::Change { path, .. } => {
+                        Event::Capture { path, .. } | Event::Change { path, .. }
+                            if !path.as_os_str().is_empty() =>
+                        {
                             changed.insert(path.clone());
                         }
-                        Event::Rename { .. } => s.renames += 1,
+                        Event::Rename { from, to, .. } => {
+                            s.renames += 1;
+                            changed.insert(from.clone());
+                            changed.insert(to.clone());
+                        }
+                        Event::Checkpoint { .. } => s.checkpoints += 1,
                         _ => {}
                     }
                 }
@@ -534,6 +542,12 @@ impl Summary {
                 o.push_str(&format!(
                     "  roll back: veilfs rollback --store {st}{sess}\n"
                 ));
+                if self.checkpoints > 0 {
+                    o.push_str(&format!(
+                        "  {} checkpoint(s): undo the turns after one with `veilfs rollback --store {st}{sess} --to N` (`veilfs log --store {st}` lists them)\n",
+                        self.checkpoints
+                    ));
+                }
             }
             WriteMode::Overlay => {
                 o.push_str(&format!("  review:    veilfs diff --store {st}{sess}\n"));

@@ -160,7 +160,7 @@ fn snapshot_runs_print_how_to_review_and_roll_back_and_those_commands_work() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains("paths changed:     2 (1 renames)"), "{err}");
+    assert!(err.contains("paths changed:     3 (1 renames)"), "{err}");
     assert!(err.contains("redacted views:    1"), "{err}");
     assert!(err.contains("denials:           1"), "{err}");
     assert!(err.contains(".env"), "the summary names the denial:\n{err}");
