@@ -11,7 +11,7 @@
 //! involved. `veilfs run` exports it to its command as `VEILFS_CONTROL` (next to
 //! `VEILFS_MOUNT`), and the sandbox keeps it reachable (the system is bound read-only; a
 //! socket still accepts connections there). The socket is removed when the mount ends; one
-//! left by a killed mount is replaced by the next mount of that point.
+//! left by a killed mount (nothing listens on it) is removed by the next mount.
 //!
 //! Protocol: one JSON line each way. `{"op":"checkpoint","label":"…"}` →
 //! `{"ok":true,"checkpoint":3,"seq":57,"session":"…","store":"…"}`, `{"op":"status"}` →
@@ -125,6 +125,7 @@ pub fn serve(mountpoint: &Path, guard: Option<Arc<Guard>>, mode: &str) -> anyhow
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("create {}", dir.display()))?;
+    remove_dead_sockets(dir);
     // The mount point was checked not to be mounted: a socket there is a dead mount's.
     match std::fs::remove_file(&path) {
         Ok(()) => {}
@@ -158,6 +159,26 @@ pub fn serve(mountpoint: &Path, guard: Option<Arc<Guard>>, mode: &str) -> anyhow
         })
         .context("spawn the control thread")?;
     Ok(Server { path })
+}
+
+/// Removes the sockets of mounts that were killed (nothing listens: ECONNREFUSED), so they
+/// do not pile up in the runtime directory.
+fn remove_dead_sockets(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("ctl-") && name.ends_with(".sock")) {
+            continue;
+        }
+        if let Err(err) = UnixStream::connect(e.path())
+            && err.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 fn handle(stream: UnixStream, guard: Option<&Guard>, mode: &str) {
