@@ -86,6 +86,9 @@ pub fn run(req: RunRequest) -> anyhow::Result<u8> {
         .tempdir()
         .context("create a private mount point")?
         .keep();
+    // Only we (and so the command, run as us) may enter it.
+    std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("chmod {}", base.display()))?;
     let mp = base.join(name);
     let cleanup = MountDir {
         base: base.clone(),

@@ -73,10 +73,19 @@ fn assert_gone(mp: &Path) {
 #[test]
 fn the_commands_exit_code_passes_through_and_the_mount_is_gone_after() {
     let e = Env::new();
-    let out = e.run(&[], &["sh", "-c", "pwd; exit 7"]);
+    let out = e.run(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "pwd; stat -c %a \"$(dirname \"$PWD\")\"; exit 7",
+        ],
+    );
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     let mp = mount_point(&out);
     assert!(mp.starts_with(std::env::temp_dir()), "{}", mp.display());
+    // The private mount point's parent is ours alone.
+    assert_eq!(text(&out.stdout).lines().nth(1), Some("700"));
     assert_gone(&mp);
     let err = text(&out.stderr);
     assert!(err.contains("session summary (read-only mode)"), "{err}");
@@ -263,4 +272,7 @@ fn a_killed_run_takes_its_command_and_its_mount_down() {
         "{} is still mounted",
         mp.display()
     );
+    // Nobody was left to remove the private mount point.
+    fs::remove_dir(&mp).unwrap();
+    fs::remove_dir(mp.parent().unwrap()).unwrap();
 }
