@@ -88,6 +88,11 @@ pub struct Guard {
     store: Store,
     session: SessionWriter,
     captured: Mutex<HashSet<PathBuf>>,
+    /// Bumped by every checkpoint (under the `captured` lock): a capture that started before
+    /// a checkpoint does not mark its path captured after it.
+    generation: AtomicU64,
+    /// Checkpoints written so far.
+    checkpoints: AtomicU64,
     /// Every name of each object that has more than one in this session (made by `link`
     /// through the mount), keyed by `(st_dev, st_ino)`: a change through one name changes them
     /// all, so all of them are captured first (see [`Guard::capture_object`]).
@@ -130,6 +135,8 @@ impl Guard {
             store,
             session,
             captured: Mutex::new(HashSet::new()),
+            generation: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
             namespace: Mutex::new(()),
             stopped: Mutex::new(None),
@@ -167,6 +174,7 @@ impl Guard {
         if self.overlay || self.is_captured(rel) {
             return Ok(());
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let io = |source| GuardError::Io {
             path: rel.display().to_string(),
             source,
@@ -220,11 +228,50 @@ impl Guard {
                 before,
             },
         )?;
-        self.captured
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(rel.to_path_buf());
+        let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::SeqCst) == generation {
+            c.insert(rel.to_path_buf());
+        }
         Ok(())
+    }
+
+    /// Ends an agent's turn: journals a durable `Checkpoint` and forgets what was captured, so
+    /// the first change of each path after it is captured again (its state at the checkpoint,
+    /// which `rollback --to` restores). Returns the checkpoint's number and record seq. A file
+    /// held open for writing across a checkpoint is not captured again until its next
+    /// write-open: take checkpoints between turns, when the agent is idle.
+    pub fn checkpoint(&self, label: Option<&str>) -> Result<(u64, u64), GuardError> {
+        self.check_running()?;
+        if self.overlay {
+            return Err(GuardError::Io {
+                path: String::new(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "checkpoints need snapshot mode: an overlay session changes nothing to undo",
+                ),
+            });
+        }
+        let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.checkpoints.load(Ordering::SeqCst) + 1;
+        let seq = self
+            .session
+            .append(Event::Checkpoint {
+                n,
+                label: label.map(str::to_owned),
+            })
+            .map_err(|source| GuardError::Journal {
+                path: String::new(),
+                source,
+            })?;
+        self.checkpoints.store(n, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        c.clear();
+        Ok((n, seq))
+    }
+
+    /// The store this session writes to.
+    pub fn store_dir(&self) -> &Path {
+        self.store.dir()
     }
 
     /// Refuses every change once the journal lost a record it must keep.

@@ -302,6 +302,14 @@ pub enum Event {
         path: PathBuf,
         reason: String,
     },
+    /// The end of an agent's turn (`veilfs checkpoint`): `rollback --to` undoes every record
+    /// after it. The guard captures each path again at its first change after a checkpoint, so
+    /// the captures after it hold the state at the checkpoint. `n` counts from 1 per session.
+    Checkpoint {
+        n: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+    },
     /// This session undid session `of`.
     Undo {
         of: String,

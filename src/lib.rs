@@ -15,7 +15,11 @@
 //! - [`overlay`]: copy-on-write upper layer.
 //! - [`merge`]: applies an agent's edit of a masked view to the real bytes; [`served`]
 //!   records the masked views served, which commit merges against.
+//! - [`checkpoint`]: the ends of agent turns in a session; what `rollback --to` cuts at.
+//! - [`control`]: the mount's control socket (`veilfs checkpoint` reaches a live session).
+//! - [`denials`]: the mount's last denials, told to the agent by `veilfs why`.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
+//! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 //! - [`scan`]: the admin's dry run: the real folder walked as the mount would show it.
 //! - Leaves that several of the above share: [`time`] (clock, RFC 3339), [`pattern`] (profile
@@ -26,7 +30,9 @@
 
 pub mod backing;
 pub mod breaker;
-pub mod registry;
+pub mod checkpoint;
+pub mod control;
+pub mod denials;
 pub mod error;
 pub mod fs;
 pub mod guard;
@@ -39,7 +45,9 @@ pub mod pattern;
 pub mod policy;
 pub mod profile;
 pub mod redact;
+pub mod registry;
 pub mod rollback;
+pub mod run;
 pub mod scan;
 pub mod served;
 pub mod store;

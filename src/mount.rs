@@ -78,8 +78,9 @@ pub fn preflight(scope: &Path, mountpoint: &Path) -> anyhow::Result<(PathBuf, Pa
 }
 
 /// The snapshot store for this mount: `--store`, else the profile's, else
-/// `$XDG_DATA_HOME/veilfs/<scope-id>`. Never inside the scope or the mount point.
-fn store_dir(req: &MountRequest, scope: &Path, mountpoint: &Path) -> anyhow::Result<PathBuf> {
+/// `$XDG_DATA_HOME/veilfs/<scope-id>`. Never inside the scope or the mount point. `veilfs run`
+/// resolves it too, to hide the store from its sandbox and to name it in its summary.
+pub fn store_dir(req: &MountRequest, scope: &Path, mountpoint: &Path) -> anyhow::Result<PathBuf> {
     let dir = match (&req.store, &req.profile.write.store) {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => {
@@ -204,6 +205,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             Some(Arc::new(g))
         }
     };
+    let control_guard = guard.clone();
     // Scan verdicts live in the store (made for them in read-only mode, so a later writable
     // mount finds a proper store), never in the scope or the mount: a copy the agent could
     // write would let it mark a secret-bearing file clean.
@@ -309,6 +311,14 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     let session = fuser::Session::new(fs, &mountpoint, &config)
         .with_context(|| format!("mount at {}", mountpoint.display()))?;
     invalidator.set_notifier(session.notifier());
+    // `veilfs checkpoint` reaches the session through it; ready before the "mounted" line.
+    let control = match crate::control::serve(&mountpoint, control_guard, mode.as_str()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("no control socket, `veilfs checkpoint` cannot reach this mount: {e:#}");
+            None
+        }
+    };
     // Tests and scripts wait for this line instead of polling.
     {
         use std::io::Write;
@@ -337,6 +347,8 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             if let Some(g) = &guard {
                 g.end();
             }
+            crate::registry::unregister(&mountpoint);
+            let _ = std::fs::remove_file(crate::control::socket_path(&mountpoint));
             // As after SIGKILL (which the store and journal are built to survive), but with the
             // session's end journalled: the process exits, so the kernel ends the FUSE
             // connection and every request still blocked in it fails at once.
@@ -375,8 +387,17 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
                         continue;
                     }
                     info!("signal {sig}: unmounting");
-                    if let Err(e) = unmount(&mountpoint) {
-                        tracing::error!("unmount after signal {sig} failed: {e:#}");
+                    // A process that is still leaving the mount (one killed together with us,
+                    // as `veilfs run` arranges when it dies) keeps it busy for a moment: retry
+                    // a while.
+                    let mut tries = 0;
+                    while let Err(e) = unmount(&mountpoint) {
+                        tries += 1;
+                        if tries >= 30 || !is_mount_point(&mountpoint) {
+                            tracing::error!("unmount after signal {sig} failed: {e:#}");
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
                     }
                     break;
                 }
@@ -414,6 +435,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!("FUSE session ended with `{e}`"),
         Err(_) => tracing::error!("FUSE session thread panicked"),
     }
+    drop(control);
     // A session that ended on an error leaves the mount in place: take it down.
     if is_mount_point(&mountpoint)
         && let Err(e) = unmount(&mountpoint)

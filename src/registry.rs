@@ -70,6 +70,13 @@ pub fn register(m: &LiveMount) -> io::Result<Registration> {
     Ok(Registration(path))
 }
 
+/// Removes the entry of the mount at `mountpoint` (a process that exits without unwinding).
+pub fn unregister(mountpoint: &Path) {
+    if let Ok(dir) = runtime_dir() {
+        let _ = fs::remove_file(entry_path(&dir, mountpoint));
+    }
+}
+
 /// The live mount at `mountpoint`, if this user has one there.
 pub fn find(mountpoint: &Path) -> io::Result<LiveMount> {
     let mp = mountpoint.canonicalize()?;

@@ -356,6 +356,17 @@ fn under(p: &Path, prefix: &Path) -> bool {
 /// their subtrees, followed through renames) when non-empty. Validates every journal and every
 /// object a step needs, and checks for conflicts; changes nothing.
 pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Plan, RollbackError> {
+    plan_after(store, sessions, filter, None)
+}
+
+/// [`plan`], leaving out every record of session `after.0` up to and including seq `after.1`
+/// (a checkpoint): what `rollback --to` undoes is only what came after it.
+pub fn plan_after(
+    store: &Store,
+    sessions: &[String],
+    filter: &[PathBuf],
+    after: Option<(&str, u64)>,
+) -> Result<Plan, RollbackError> {
     let graph = UndoGraph::load(store)?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
@@ -405,16 +416,18 @@ pub fn plan(store: &Store, sessions: &[String], filter: &[PathBuf]) -> Result<Pl
     let mut dir_times = BTreeMap::new();
     for log in logs.iter().rev() {
         for r in &log.records {
-            let inc = filter.is_empty()
-                || match &r.event {
-                    Event::Rename { from, to, .. } => filters
-                        .iter()
-                        .any(|f| under(from, f) || under(to, f) || under(f, from) || under(f, to)),
-                    e => e
-                        .paths()
-                        .iter()
-                        .any(|p| filters.iter().any(|f| under(p, f))),
-                };
+            let kept = after.is_none_or(|(sid, cut)| sid != log.id || r.seq > cut);
+            let inc = kept
+                && (filter.is_empty()
+                    || match &r.event {
+                        Event::Rename { from, to, .. } => filters.iter().any(|f| {
+                            under(from, f) || under(to, f) || under(f, from) || under(f, to)
+                        }),
+                        e => e
+                            .paths()
+                            .iter()
+                            .any(|p| filters.iter().any(|f| under(p, f))),
+                    });
             if let Event::Rename { from, to, exchange } = &r.event
                 && !filter.is_empty()
             {

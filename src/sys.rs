@@ -20,3 +20,70 @@ pub fn replace_fd(target: RawFd, src: BorrowedFd<'_>) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Sends `sig` to `pid` (best effort: a process already gone is no error here).
+pub fn kill(pid: i32, sig: i32) {
+    if let (Some(pid), Some(sig)) = (
+        rustix::process::Pid::from_raw(pid),
+        rustix::process::Signal::from_named_raw(sig),
+    ) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// Makes the kernel send `sig` to the child `cmd` spawns when the spawning thread ends, and
+/// clears the signal mask the child would inherit. `Command::pre_exec` is unsafe by nature (the
+/// closure runs between fork and exec), so this lives here.
+pub fn die_with_parent(cmd: &mut std::process::Command, sig: i32) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (sigprocmask, prctl, getppid, kill on itself).
+    unsafe {
+        cmd.pre_exec(move || {
+            // The parent's blocked SIGINT/SIGTERM/SIGHUP (and whatever the fork left blocked)
+            // must not reach the command: it would never see the signals forwarded to it.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent died before the prctl: nobody will send the signal.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), sig);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (inherited by threads spawned
+/// after it) and returns the set, for [`wait_signal_info`]. nix's `SigSet::wait` gives no
+/// `siginfo`, which `veilfs run` needs to tell a terminal's signal from a process's.
+pub fn block_run_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local, zeroed set; pthread_sigmask on the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// The next signal of `set` (blocked), and whether the kernel sent it (a terminal) rather
+/// than a process.
+pub fn wait_signal_info(set: &libc::sigset_t) -> (i32, bool) {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set is an initialised sigset; info is a valid out-pointer.
+        let sig = unsafe { libc::sigwaitinfo(set, &mut info) };
+        if sig > 0 {
+            return (sig, info.si_code == libc::SI_KERNEL);
+        }
+    }
+}

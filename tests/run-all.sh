@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need_apt=()
-for pkg_cmd in fuse3:fusermount3 git:git gcc:gcc curl:curl; do
+for pkg_cmd in fuse3:fusermount3 git:git gcc:gcc curl:curl bubblewrap:bwrap; do
   command -v "${pkg_cmd#*:}" >/dev/null || need_apt+=("${pkg_cmd%%:*}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

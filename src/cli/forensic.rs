@@ -40,6 +40,11 @@ pub struct RollbackArgs {
     /// RFC 3339 time or unix seconds: undo every session that started at or after it.
     #[arg(long, conflicts_with = "session")]
     pub since: Option<String>,
+    /// Undo everything after this checkpoint (its label, or its number: `veilfs log` lists
+    /// them): the rest of its session and every later session. With `--session`, the
+    /// checkpoint is looked up in that session; otherwise in the newest that has it.
+    #[arg(long, conflicts_with = "since")]
+    pub to: Option<String>,
     #[arg(long)]
     pub dry_run: bool,
     #[arg(long)]
@@ -132,6 +137,38 @@ pub fn run_log(a: LogArgs) -> anyhow::Result<ExitCode> {
                     s.changes,
                     s.renames
                 )?;
+                if s.problem.is_none()
+                    && let Ok(log) = store.load_session(&s.id)
+                    && !veilfs::checkpoint::checkpoints(&log).is_empty()
+                {
+                    for (i, t) in veilfs::checkpoint::turns(&log).iter().enumerate() {
+                        let head = match &t.end {
+                            Some(c) => format!(
+                                "turn {}, up to checkpoint {} at {}",
+                                i + 1,
+                                c.describe(),
+                                format_time(c.time_ns)
+                            ),
+                            None => format!("after the last checkpoint (turn {})", i + 1),
+                        };
+                        let mut paths: Vec<String> =
+                            t.changed.iter().map(|p| p.display().to_string()).collect();
+                        let more = paths.len().saturating_sub(8);
+                        paths.truncate(8);
+                        writeln!(
+                            out,
+                            "    {head}: {} path(s) changed{}{}{}",
+                            t.changed.len(),
+                            if paths.is_empty() { "" } else { ": " },
+                            paths.join(", "),
+                            if more > 0 {
+                                format!(" (+{more} more)")
+                            } else {
+                                String::new()
+                            }
+                        )?;
+                    }
+                }
                 if let Some(p) = &s.problem {
                     eprintln!("veilfs: warning: {p}");
                 }
@@ -185,6 +222,13 @@ fn describe_record(r: &Record) -> String {
         Event::Diverted { path, reason } => {
             format!("diverted {}  ({reason})", path.display())
         }
+        Event::Checkpoint { n, label } => format!(
+            "checkpoint #{n}{}",
+            label
+                .as_ref()
+                .map(|l| format!(" {l:?}"))
+                .unwrap_or_default()
+        ),
         Event::Undo { of } => format!("undo     session {of}"),
         Event::SessionEnd => "end".to_string(),
     };
@@ -424,8 +468,33 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
-    let sessions = rollback::select_sessions(&store, &a.session, since)?;
-    let plan = rollback::plan(&store, &sessions, &a.paths)?;
+    let (sessions, cut) = match &a.to {
+        Some(spec) => {
+            if a.session.len() > 1 {
+                anyhow::bail!("--to looks in one session: give at most one --session");
+            }
+            let cp = veilfs::checkpoint::find(&store, a.session.first().map(String::as_str), spec)?;
+            let start = store.load_session(&cp.session)?.records[0].time_ns;
+            let sessions = match rollback::select_sessions(&store, &[], Some(start)) {
+                Ok(s) => s,
+                Err(rollback::RollbackError::NothingSelected(_)) => vec![cp.session.clone()],
+                Err(e) => return Err(e.into()),
+            };
+            eprintln!(
+                "veilfs: rolling back to checkpoint {} of session {}",
+                cp.describe(),
+                cp.session
+            );
+            (sessions, Some(cp))
+        }
+        None => (rollback::select_sessions(&store, &a.session, since)?, None),
+    };
+    let plan = rollback::plan_after(
+        &store,
+        &sessions,
+        &a.paths,
+        cut.as_ref().map(|c| (c.session.as_str(), c.seq)),
+    )?;
     for w in &plan.warnings {
         eprintln!("veilfs: warning: {w}");
     }

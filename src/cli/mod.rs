@@ -5,11 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod checkpoint;
 mod forensic;
 mod mount;
 mod profile;
 mod rules;
+mod run;
 mod scan;
+mod why;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +43,8 @@ pub enum Command {
     Revoke(mount::RevokeArgs),
     /// List your live mounts.
     Status(mount::StatusArgs),
+    /// Mount SCOPE privately, run COMMAND in it, unmount, and summarise the session.
+    Run(run::RunArgs),
     /// Profile tools.
     #[command(subcommand)]
     Profile(profile::ProfileCmd),
@@ -50,6 +55,11 @@ pub enum Command {
     /// Redaction rule tools.
     #[command(subcommand)]
     Rules(rules::RulesCmd),
+    /// Mark the end of an agent's turn in a live snapshot session (`rollback --to` undoes
+    /// what follows it).
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// Why something was denied: a live mount's last denials and their reasons.
+    Why(why::WhyArgs),
     /// Sessions and every change they made.
     Log(forensic::LogArgs),
     /// What a session changed, as a diff.
@@ -72,10 +82,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Resume(a) => mount::run_resume(a),
         Command::Revoke(a) => mount::run_revoke(a),
         Command::Status(a) => mount::run_status(a),
+        Command::Run(a) => run::run(a),
         Command::Profile(c) => profile::run(c),
         Command::Scan(a) => scan::run(a),
         Command::Redact(a) => scan::run_redact(a),
         Command::Rules(c) => rules::run(c),
+        Command::Checkpoint(a) => checkpoint::run(a),
+        Command::Why(a) => why::run(a),
         Command::Log(a) => forensic::run_log(a),
         Command::Diff(a) => forensic::run_diff(a),
         Command::Rollback(a) => forensic::run_rollback(a),
@@ -106,9 +119,13 @@ fn init_tracing(verbose: u8, json: bool) {
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never in a log file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // `veilfs why` asks a live mount for its last denials: the layer keeps them.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let denials = veilfs::denials::DenialLayer;
     if json {
-        builder.json().init();
+        builder.json().finish().with(denials).init();
     } else {
-        builder.init();
+        builder.finish().with(denials).init();
     }
 }

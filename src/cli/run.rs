@@ -1,0 +1,41 @@
+//! `veilfs run`: mount, run the agent's command in the view, unmount, summarise.
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use veilfs::profile::WriteMode;
+use veilfs::run::{RunRequest, run as run_session};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Profile (default: the built-in default profile, read-only).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Write mode, overriding the profile: read-only, snapshot or overlay.
+    #[arg(long)]
+    pub mode: Option<WriteMode>,
+    /// Snapshot store directory (overrides the profile's).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Run the command in bubblewrap: no network, the system read-only, the scope and the
+    /// store hidden, only the mount writable.
+    #[arg(long)]
+    pub sandbox: bool,
+    /// The real folder to expose.
+    pub scope: PathBuf,
+    /// The command to run in the view, after `--`.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<OsString>,
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let code = run_session(RunRequest {
+        profile: a.profile,
+        mode: a.mode,
+        store: a.store,
+        sandbox: a.sandbox,
+        scope: a.scope,
+        command: a.command,
+    })?;
+    Ok(ExitCode::from(code))
+}
