@@ -33,6 +33,9 @@ use tracing::{info, warn};
 
 use crate::guard::Guard;
 
+/// Environment variable naming the mount point, for `veilfs run`'s command (and its harness).
+pub const ENV_MOUNT: &str = "VEILFS_MOUNT";
+
 /// Environment variable naming the control socket, for `veilfs run`'s command.
 pub const ENV_CONTROL: &str = "VEILFS_CONTROL";
 
@@ -285,7 +288,7 @@ pub fn locate(mountpoint: Option<&Path>) -> anyhow::Result<PathBuf> {
         if !sock.exists()
             && let (Some(c), Some(m)) = (
                 std::env::var_os(ENV_CONTROL),
-                std::env::var_os(crate::run::ENV_MOUNT),
+                std::env::var_os(ENV_MOUNT),
             )
             && Path::new(&m).canonicalize().ok() == mp.canonicalize().ok()
         {
@@ -296,7 +299,7 @@ pub fn locate(mountpoint: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(c) = std::env::var_os(ENV_CONTROL) {
         return Ok(PathBuf::from(c));
     }
-    if let Some(m) = std::env::var_os(crate::run::ENV_MOUNT) {
+    if let Some(m) = std::env::var_os(ENV_MOUNT) {
         return Ok(socket_path(Path::new(&m)));
     }
     bail!("which mount? give MOUNTPOINT (or run inside `veilfs run`, which sets VEILFS_MOUNT)")

@@ -50,8 +50,7 @@ pub struct RunRequest {
     pub command: Vec<OsString>,
 }
 
-/// Environment variable naming the mount point, for the command (and its harness).
-pub const ENV_MOUNT: &str = "VEILFS_MOUNT";
+pub use crate::control::ENV_MOUNT;
 
 /// Runs one session; returns the exit code `veilfs run` exits with.
 pub fn run(req: RunRequest) -> anyhow::Result<u8> {
