@@ -13,9 +13,11 @@
 //! - [`overlay`]: copy-on-write upper layer.
 //! - [`merge`]: applies an agent's edit of a masked view to the real bytes; [`served`]
 //!   records the masked views served, which commit merges against.
+//! - [`audit`]: one typed event per decision; the OCSF JSON-lines trail, chained and signed.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 
+pub mod audit;
 pub mod backing;
 pub mod error;
 pub mod fs;

@@ -26,8 +26,9 @@ use fuser::{
     INodeNo, InitFlags, KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
+use crate::audit;
 use crate::backing::{self, Kind, Stat};
 use crate::guard::Guard;
 use crate::policy::{EntryKind, Policy};
@@ -407,7 +408,7 @@ impl VeilFs {
             View::Raw => None,
             View::Masked(r) => Some(r),
             View::Denied(reason) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+                audit::denied("read", &rel, &reason);
                 return Err((Errno::EACCES, reply));
             }
         };
@@ -446,9 +447,18 @@ impl VeilFs {
             }
         }
         let keep_cache = self.note_open(inode, &st, writable);
-        let masked = redactions.is_some();
+        let (rules, n) = redactions
+            .as_deref()
+            .map(audit::rules_fired)
+            .unwrap_or_default();
         let fh = self.insert_handle(inode, file, writable, passthrough_id.is_some());
-        info!(target: "veilfs::audit", path = %rel.display(), masked, writable, "open");
+        audit::emit(&audit::AuditEvent::Open {
+            path: rel,
+            writable,
+            masked: redactions.is_some(),
+            rules,
+            redactions: n,
+        });
         let fflags = if keep_cache {
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
@@ -570,7 +580,7 @@ impl VeilFs {
                 self.record_served(&rel, &st, &data, r)?;
             }
             if self.cfg.no_open {
-                self.audit_first_read(ino, &rel, &st, matches!(v, View::Masked(_)));
+                self.audit_first_read(ino, &rel, &st, &v);
             }
             let c = Arc::new(served::Copy {
                 id,
@@ -591,7 +601,7 @@ impl VeilFs {
         {
             return self.serve(&rel, &c, offset, size);
         }
-        warn!(target: "veilfs::audit", path = %rel.display(), reason = "the file kept changing while it was read", "read refused");
+        audit::denied("read", &rel, "the file kept changing while it was read");
         Err(Errno::EIO)
     }
 
@@ -604,7 +614,7 @@ impl VeilFs {
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
         if let View::Denied(reason) = &c.view {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+            audit::denied("read", &rel, &reason);
             return Err(Errno::EACCES);
         }
         let start = (offset as usize).min(c.data.len());
@@ -627,7 +637,7 @@ impl VeilFs {
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
         if let View::Denied(reason) = self.cfg.viewer.decide(rel, file.as_fd(), st) {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+            audit::denied("read", &rel, &reason);
             return Err(Errno::EACCES);
         }
         let buf = pread_full(file, offset, size)?;
@@ -640,7 +650,7 @@ impl VeilFs {
 
     /// No-open mode has no OPEN to log: the first read of each version of a file is logged
     /// instead (later reads of it are served by the page cache and never reach veilfs).
-    fn audit_first_read(&self, ino: u64, rel: &Path, st: &Stat, masked: bool) {
+    fn audit_first_read(&self, ino: u64, rel: &Path, st: &Stat, view: &View) {
         let Some(inode) = self.inodes.get(ino) else {
             return;
         };
@@ -648,7 +658,16 @@ impl VeilFs {
         let mut last = inode.last_open.lock().unwrap_or_else(|e| e.into_inner());
         if *last != Some(id) {
             *last = Some(id);
-            info!(target: "veilfs::audit", path = %rel.display(), masked, "read");
+            let (rules, redactions) = match view {
+                View::Masked(r) => audit::rules_fired(r),
+                _ => (Vec::new(), 0),
+            };
+            audit::emit(&audit::AuditEvent::Read {
+                path: rel.to_path_buf(),
+                masked: matches!(view, View::Masked(_)),
+                rules,
+                redactions,
+            });
         }
     }
 
@@ -665,7 +684,7 @@ impl VeilFs {
             && let Ok(rel) = self.rel(ino.0)
             && let Ok(st) = backing::stat_fd(file.as_fd())
         {
-            self.audit_first_read(ino.0, &rel, &st, false);
+            self.audit_first_read(ino.0, &rel, &st, &View::Raw);
         }
         self.read_view(ino.0, &file, offset, size, false)
     }
@@ -896,6 +915,7 @@ impl Filesystem for VeilFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _actor = audit::Actor::of(req).enter();
         if self.cfg.no_open {
             // The kernel then opens every file without asking (and never sends RELEASE).
             return reply.error(Errno::ENOSYS);
@@ -936,7 +956,7 @@ impl Filesystem for VeilFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -945,6 +965,7 @@ impl Filesystem for VeilFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = if fh.0 == 0 && self.cfg.no_open {
             self.read_unopened(ino, offset, size)
         } else {
@@ -959,12 +980,13 @@ impl Filesystem for VeilFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         // Nothing to do at close(2) for most files (writes go straight to the real file;
         // post-images are taken at release). Read-only mounts answer ENOSYS, which makes the
         // kernel stop sending FLUSH: one round trip less per closed file. Write modes merge a
@@ -983,7 +1005,7 @@ impl Filesystem for VeilFs {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -991,6 +1013,7 @@ impl Filesystem for VeilFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         if let Some(h) = self.release_handle(fh.0) {
             if h.masked.is_some() {
                 if let Err(e) = self.finish_masked_edit(&h) {
@@ -1005,12 +1028,13 @@ impl Filesystem for VeilFs {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         if fh.0 == 0 && self.cfg.no_open {
             // Read-only: there is nothing of ours to flush.
             return reply.ok();
@@ -1356,6 +1380,7 @@ impl Filesystem for VeilFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         // Truncating a masked-edit handle truncates its scratch copy (masked_edit.rs).
         let mut size = size;
         if let Some(h) = fh.and_then(|fh| self.handle(fh, ino).ok())
@@ -1407,6 +1432,7 @@ impl Filesystem for VeilFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = self.do_create_node(
             req,
             parent,
@@ -1428,6 +1454,7 @@ impl Filesystem for VeilFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = self.do_create_node(
             req,
             parent,
@@ -1447,6 +1474,7 @@ impl Filesystem for VeilFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = self.do_create_node(
             req,
             parent,
@@ -1466,11 +1494,13 @@ impl Filesystem for VeilFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = self.do_create_node(req, newparent, newname, write::NewNode::Link { ino: ino.0 });
         self.reply_entry(r, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_remove(req, parent, name, false) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -1478,6 +1508,7 @@ impl Filesystem for VeilFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_remove(req, parent, name, true) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -1494,6 +1525,7 @@ impl Filesystem for VeilFs {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_rename(req, parent, name, newparent, newname, flags.bits()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -1510,6 +1542,7 @@ impl Filesystem for VeilFs {
         flags: i32,
         reply: fuser::ReplyCreate,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_create_file(req, parent, name, mode & !umask, flags) {
             Ok((inode, st, fh)) => {
                 self.copies.note_own_change(&st);
@@ -1527,7 +1560,7 @@ impl Filesystem for VeilFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -1537,6 +1570,7 @@ impl Filesystem for VeilFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_write(ino, fh, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
@@ -1545,7 +1579,7 @@ impl Filesystem for VeilFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -1553,6 +1587,7 @@ impl Filesystem for VeilFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_fallocate(ino, fh, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -1561,7 +1596,7 @@ impl Filesystem for VeilFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -1572,6 +1607,7 @@ impl Filesystem for VeilFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: fuser::ReplyWrite,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         // Through our own read (masking) and write (guarded) paths, never a kernel copy that
         // would bypass the view.
         let r = (|| {
@@ -1593,7 +1629,7 @@ impl Filesystem for VeilFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1601,13 +1637,15 @@ impl Filesystem for VeilFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_setxattr(ino, name, Some(value), flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_setxattr(ino, name, None, 0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use fuser::{Errno, FileHandle, INodeNo, Request, TimeOrNow};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::inode::Inode;
 use super::view::View;
 use super::{Handle, VeilFs, entry_kind, errno_of};
+use crate::audit;
 use crate::backing::{self, Kind, SetTime, Stat};
 use crate::guard::Guard;
 
@@ -62,7 +63,7 @@ impl VeilFs {
     /// May the agent change `rel`? Policy first, then: hidden names can't be created either.
     pub(super) fn check_writable(&self, rel: &Path, op: &str) -> Result<(), Errno> {
         if !self.cfg.policy.writable(rel) {
-            warn!(target: "veilfs::audit", path = %rel.display(), op, reason = "not writable under the profile", "write denied");
+            audit::denied(op, rel, "not writable under the profile");
             return Err(Errno::EACCES);
         }
         Ok(())
@@ -75,7 +76,11 @@ impl VeilFs {
         target: Option<&Path>,
     ) -> Result<(), Errno> {
         if let Err(why) = self.cfg.policy.visibility(rel, entry_kind(kind), 0, target) {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %why, "create denied: the name would be hidden");
+            audit::denied(
+                "create",
+                rel,
+                format_args!("the name would be hidden: {why}"),
+            );
             return Err(Errno::EACCES);
         }
         Ok(())
@@ -84,7 +89,7 @@ impl VeilFs {
     fn capture(&self, g: &Guard, rel: &Path) -> Result<(), Errno> {
         let root = self.root_fd()?;
         g.capture(root.as_fd(), rel).map_err(|e| {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "change refused");
+            audit::denied("change", rel, &e);
             Errno::from_i32(e.errno())
         })
     }
@@ -103,7 +108,7 @@ impl VeilFs {
             // captured, or the change is refused (never diverted: the other names would keep
             // showing the real bytes).
             let refuse = |e: crate::guard::GuardError| {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "change refused");
+                audit::denied("change", rel, &e);
                 Errno::from_i32(e.errno())
             };
             let names = g
@@ -125,25 +130,36 @@ impl VeilFs {
             .as_ref()
             .filter(|_| inode.kind == Kind::File)
         else {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "change refused");
+            audit::denied("change", rel, &e);
             return Err(Errno::from_i32(e.errno()));
         };
         let fd = self.fd(inode)?;
         let copy = d.divert(fd.as_fd(), rel).map_err(|err| {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, divert_error = %err, "change refused: cannot divert either");
+            audit::denied(
+                "change",
+                rel,
+                format_args!("{e}; cannot divert either: {err}"),
+            );
             Errno::from_i32(e.errno())
         })?;
         g.diverted(rel, &e.to_string())
             .map_err(|je| Errno::from_i32(je.errno()))?;
         self.inodes.divert(inode, copy);
-        warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "diverted to the overlay: the real file stays untouched (veilfs diff/commit/discard)");
+        audit::emit(&audit::AuditEvent::Diverted {
+            path: rel.to_path_buf(),
+            reason: format!("{e} (the real file stays untouched: veilfs diff/commit/discard)"),
+        });
         Ok(())
     }
 
     /// Refuses namespace changes to a diverted path: its real file still sits under its name.
     fn check_not_diverted(&self, rel: &Path) -> Result<(), Errno> {
         if self.cfg.divert.as_ref().is_some_and(|d| d.contains(rel)) {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = "diverted to the overlay: commit or discard it first", "change refused");
+            audit::denied(
+                "change",
+                rel,
+                "diverted to the overlay: commit or discard it first",
+            );
             return Err(Errno::EACCES);
         }
         Ok(())
@@ -214,11 +230,15 @@ impl VeilFs {
         match self.cfg.viewer.decide(rel, fd.as_fd(), &st) {
             View::Raw => Ok(()),
             View::Masked(_) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), op, reason = "the agent sees a redacted view of this file; changing it would write the masks back or unmask a secret", "write denied");
+                audit::denied(
+                    op,
+                    rel,
+                    "the agent sees a redacted view of this file; changing it would write the masks back or unmask a secret",
+                );
                 Err(Errno::EACCES)
             }
             View::Denied(reason) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), op, reason = %reason, "write denied");
+                audit::denied(op, rel, &reason);
                 Err(Errno::EACCES)
             }
         }
@@ -361,7 +381,7 @@ impl VeilFs {
         match self.visible_child(pfd, rel, name) {
             Ok(_) => Errno::EEXIST,
             Err(_) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = "a hidden entry has this name", "create denied");
+                audit::denied("create", rel, "a hidden entry has this name");
                 Errno::EACCES
             }
         }
@@ -383,7 +403,7 @@ impl VeilFs {
         let names = g
             .names_of(root.as_fd(), (st.dev, st.ino), &from, st.nlink)
             .map_err(|e| {
-                warn!(target: "veilfs::audit", path = %from.display(), reason = %e, "link denied");
+                audit::denied("link", &from, &e);
                 Errno::EACCES
             })?;
         for n in &names {
@@ -392,7 +412,12 @@ impl VeilFs {
         if st.kind() == Kind::File {
             for at in [from.as_path(), new] {
                 if !matches!(self.cfg.viewer.decide(at, fd.as_fd(), &st), View::Raw) {
-                    warn!(target: "veilfs::audit", path = %from.display(), to = %new.display(), reason = "the file is redacted or refused: it may not get another name", "link denied");
+                    audit::denied2(
+                        "link",
+                        &from,
+                        new,
+                        "the file is redacted or refused: it may not get another name",
+                    );
                     return Err(Errno::EACCES);
                 }
             }
@@ -478,7 +503,7 @@ impl VeilFs {
             }
         };
         g.record_change(&rel, op);
-        info!(target: "veilfs::audit", path = %rel.display(), op, "changed");
+        audit::changed(op, &rel);
         let (inode, st) = self.do_lookup(parent.0, name)?;
         Ok((inode, st))
     }
@@ -519,7 +544,11 @@ impl VeilFs {
                 None => self.lists_empty(&rel, &fd)?,
             };
             if only_hidden {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = "the directory holds entries hidden by the profile", "rmdir denied");
+                audit::denied(
+                    "rmdir",
+                    &rel,
+                    "the directory holds entries hidden by the profile",
+                );
                 return Err(Errno::EACCES);
             }
             return Err(Errno::ENOTEMPTY);
@@ -537,7 +566,7 @@ impl VeilFs {
             g.unlinked((st.dev, st.ino), &rel);
         }
         g.record_change(&rel, if dir { "rmdir" } else { "unlink" });
-        info!(target: "veilfs::audit", path = %rel.display(), op = if dir { "rmdir" } else { "unlink" }, "changed");
+        audit::changed(if dir { "rmdir" } else { "unlink" }, &rel);
         if let Some(ino) = self.inodes.ino_of_key((st.dev, st.ino))
             && let Some(i) = self.inodes.get(ino)
         {
@@ -576,7 +605,7 @@ impl VeilFs {
                 // A hidden destination does not exist for the agent, and must not be
                 // replaced by it either.
                 if self.visible(&to, &st, Some(&fd)).is_err() {
-                    warn!(target: "veilfs::audit", path = %to.display(), reason = "destination is hidden", "rename denied");
+                    audit::denied("rename", &to, "destination is hidden");
                     return Err(Errno::EACCES);
                 }
                 Some(st)
@@ -658,7 +687,11 @@ impl VeilFs {
         g.forget_subtree(&from);
         g.forget_subtree(&to);
         g.renamed(&from, &to, exchange);
-        info!(target: "veilfs::audit", from = %from.display(), to = %to.display(), exchange, "renamed");
+        audit::emit(&audit::AuditEvent::Renamed {
+            from: from.clone(),
+            to: to.clone(),
+            exchange,
+        });
         // Keep our idea of where things are in step with the real folder.
         if let Some(ino) = self.inodes.ino_of_key((sst.dev, sst.ino))
             && let Some(i) = self.inodes.get(ino)
@@ -717,7 +750,7 @@ impl VeilFs {
             if !wants_write
                 && let View::Denied(reason) = self.cfg.viewer.decide(&rel, fd.as_fd(), &st)
             {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+                audit::denied("read", &rel, &reason);
                 return Err(Errno::EACCES);
             }
             let open_flags =
@@ -733,7 +766,7 @@ impl VeilFs {
             .map_err(|e| errno_of(&e))?;
         self.own(req, &pfd, name)?;
         g.record_change(&rel, "create");
-        info!(target: "veilfs::audit", path = %rel.display(), op = "create", "changed");
+        audit::changed("create", &rel);
         let (inode, st) = self.do_lookup(parent.0, name)?;
         self.note_open(&inode, &st, true);
         let fh = self.insert_handle(&inode, file, true, false);
@@ -891,7 +924,12 @@ impl VeilFs {
         };
         match why {
             Some(reason) => {
-                warn!(target: "veilfs::audit", from = %from.display(), to = %to.display(), reason = %reason, "rename denied: it would loosen the view");
+                audit::denied2(
+                    "rename",
+                    from,
+                    to,
+                    format_args!("it would loosen the view: {reason}"),
+                );
                 Err(Errno::EACCES)
             }
             None => Ok(()),
