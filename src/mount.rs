@@ -27,6 +27,10 @@ pub struct MountRequest {
     pub mode: Option<WriteMode>,
     pub store: Option<PathBuf>,
     pub allow_other: bool,
+    /// A copy of every audit line: a file, or `-` for stdout (see `audit`).
+    pub audit_log: Option<PathBuf>,
+    /// Ed25519 seed that signs the audit chain.
+    pub audit_key: Option<PathBuf>,
 }
 
 /// Is `p` a mount point (per /proc/self/mountinfo, which also sees same-device bind mounts)?
@@ -239,6 +243,8 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     let mut overlay = None;
     let mut divert = None;
     let mut masked = None;
+    // The audit trail's session: the journal's in writable modes, its own in read-only mode.
+    let mut audit_session = crate::audit::readonly_session_id();
     let guard = match mode {
         WriteMode::ReadOnly => None,
         WriteMode::Snapshot | WriteMode::Overlay => {
@@ -265,6 +271,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             )
             .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
             info!(store = %dir.display(), session = g.session_id(), "{mode} mode");
+            audit_session = g.session_id().to_string();
             // Edits of masked files merge into the real file (snapshot) or at commit (overlay).
             masked = Some(Arc::new(crate::fs::masked_edit::MaskedEdits::new(
                 &dir,
@@ -373,8 +380,36 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     );
     config.clone_fd = true;
 
-    let session = fuser::Session::new(fs, &mountpoint, &config)
-        .with_context(|| format!("mount at {}", mountpoint.display()))?;
+    // The audit trail lives in the store beside the journal (a read-only mount has one too,
+    // for its scan results); `--audit-log` adds a copy for a SIEM.
+    let audit_store = match store_dir(&req, &scope, &mountpoint) {
+        Ok(d) => {
+            Store::create_or_open(&d).map_err(|e| anyhow::anyhow!("store {}: {e}", d.display()))?;
+            Some(d)
+        }
+        Err(e) if mode == WriteMode::ReadOnly => {
+            tracing::warn!("no store for the audit trail: {e:#}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let audit_sink = Arc::new(crate::audit::Sink::open(&crate::audit::AuditConfig {
+        store_dir: audit_store,
+        session: audit_session,
+        mountpoint: mountpoint.clone(),
+        log: req.audit_log.clone(),
+        key: req.audit_key.clone(),
+    })?);
+    crate::audit::install(audit_sink);
+    let session = match fuser::Session::new(fs, &mountpoint, &config)
+        .with_context(|| format!("mount at {}", mountpoint.display()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            crate::audit::uninstall();
+            return Err(e);
+        }
+    };
     invalidator.set_notifier(session.notifier());
     // Tests and scripts wait for this line instead of polling.
     {
@@ -383,6 +418,13 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         let _ = writeln!(out, "veilfs: mounted {}", mountpoint.display());
         let _ = out.flush();
     }
+    // After the "mounted" line, which `--audit-log -` must not precede.
+    crate::audit::emit(&crate::audit::AuditEvent::Mounted {
+        scope: scope.clone(),
+        mountpoint: mountpoint.clone(),
+        mode: mode.as_str().to_string(),
+        profile: req.profile.name.clone(),
+    });
     {
         let mountpoint = mountpoint.clone();
         std::thread::Builder::new()
@@ -447,6 +489,10 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             "unsupported ioctls answered ENOTTY during the session"
         );
     }
+    crate::audit::emit(&crate::audit::AuditEvent::Unmounted {
+        mountpoint: mountpoint.clone(),
+    });
+    crate::audit::uninstall();
     info!("unmounted {}", mountpoint.display());
     Ok(())
 }

@@ -20,6 +20,12 @@ pub struct MountArgs {
     /// Let other users (and root) use the mount (needs root or user_allow_other).
     #[arg(long)]
     pub allow_other: bool,
+    /// Also write every audit event (OCSF JSON lines) to PATH, or to stdout with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    pub audit_log: Option<PathBuf>,
+    /// Sign the audit chain with this Ed25519 key (a file of 32 raw bytes or 64 hex digits).
+    #[arg(long, value_name = "PATH")]
+    pub audit_key: Option<PathBuf>,
     /// The real folder to expose.
     pub scope: PathBuf,
     /// Where the agent's view appears (an empty directory).
@@ -43,6 +49,8 @@ pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
         mode: a.mode,
         store: a.store,
         allow_other: a.allow_other,
+        audit_log: a.audit_log,
+        audit_key: a.audit_key,
     })
     .context("mount")?;
     Ok(ExitCode::SUCCESS)
