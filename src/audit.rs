@@ -13,7 +13,9 @@
 //! request's [`Actor`] for their thread ([`Actor::enter`]) and [`emit`] picks it up, so the
 //! layers in between (write path, guard) need no extra argument. The process name and
 //! executable are read from `/proc/PID/{comm,exe}` with bounded reads; a process that is
-//! already gone is "unknown". Events outside a request (mount, unmount) are veilfs's own.
+//! already gone is "unknown". FUSE's "pid" is the calling thread's id: it is kept as
+//! `actor.process.tid` and `pid` is its thread group (`Tgid:` in `/proc/TID/status`).
+//! Events outside a request (mount, unmount) are veilfs's own.
 //!
 //! Why a chain and signatures: the audit file is evidence, so it must not be quietly editable.
 //! Like the journal (see `journal.rs`), each line carries `prev`, the blake3 hex of the previous
@@ -107,6 +109,18 @@ impl Drop for ActorScope {
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.0));
     }
+}
+
+/// The process (thread group) of FUSE's pid, which is the calling *thread*'s id.
+fn tgid_of(tid: u32) -> Option<u32> {
+    let f = File::open(format!("/proc/{tid}/status")).ok()?;
+    let mut buf = Vec::with_capacity(1024);
+    // `Tgid:` is the fourth line; 4 KiB always reaches it.
+    f.take(4096).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Name and executable of a process, read with size bounds; "unknown" once it is gone.
@@ -601,7 +615,7 @@ fn parse_key_bytes(data: &[u8]) -> Option<[u8; 32]> {
 }
 
 fn unhex(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
@@ -697,7 +711,8 @@ impl Sink {
     /// The OCSF object of `e` without the chain fields.
     fn ocsf(&self, e: &AuditEvent, actor: &Actor) -> Value {
         let class = e.class();
-        let (name, exe) = process_info(actor.pid);
+        let pid = tgid_of(actor.pid).unwrap_or(actor.pid);
+        let (name, exe) = process_info(pid);
         let (rel, to) = e.paths();
         let file_obj = |rel: &str, type_id: u8| {
             let abs = if rel.is_empty() {
@@ -748,7 +763,8 @@ impl Sink {
             },
             "actor": {
                 "process": {
-                    "pid": actor.pid,
+                    "pid": pid,
+                    "tid": actor.pid,
                     "name": name,
                     "file": { "path": exe, "name": exe_name, "type_id": 1, "type": "Regular File" },
                     "user": { "uid": actor.uid.to_string() },

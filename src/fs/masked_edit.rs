@@ -172,7 +172,7 @@ impl VeilFs {
             // Without the record a later commit could not tell masks from edits: fail closed.
             audit::denied(
                 "read",
-                &rel,
+                rel,
                 format_args!("cannot record the masked view served: {e:#}"),
             );
             Errno::EIO

@@ -614,7 +614,7 @@ impl VeilFs {
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
         if let View::Denied(reason) = &c.view {
-            audit::denied("read", &rel, &reason);
+            audit::denied("read", rel, reason);
             return Err(Errno::EACCES);
         }
         let start = (offset as usize).min(c.data.len());
@@ -637,7 +637,7 @@ impl VeilFs {
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
         if let View::Denied(reason) = self.cfg.viewer.decide(rel, file.as_fd(), st) {
-            audit::denied("read", &rel, &reason);
+            audit::denied("read", rel, &reason);
             return Err(Errno::EACCES);
         }
         let buf = pread_full(file, offset, size)?;
