@@ -326,7 +326,8 @@ impl VeilFs {
             return backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e));
         }
         let g = self.guard()?;
-        if let Some(rel) = self.changing_path(&inode)? {
+        let changing = self.changing_path(&inode)?;
+        if let Some(rel) = changing.clone() {
             self.check_writable(&rel, "setattr")?;
             // With masked edits on, `check_masked_truncate` already refused any cut into a
             // masked range (a truncate that keeps every secret whole may go through).
@@ -371,6 +372,18 @@ impl VeilFs {
         }
         let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
         self.copies.note_own_change(&st);
+        if let Some(rel) = changing {
+            let op = if size.is_some() {
+                "truncate"
+            } else if mode.is_some() {
+                "chmod"
+            } else if uid.is_some() || gid.is_some() {
+                "chown"
+            } else {
+                "utimens"
+            };
+            audit::changed(op, &rel);
+        }
         Ok(st)
     }
 
@@ -857,7 +870,8 @@ impl VeilFs {
         let g = self.guard()?;
         let inode = self.inode(ino)?;
         let fd = self.fd(&inode)?;
-        if let Some(rel) = self.changing_path(&inode)? {
+        let changing = self.changing_path(&inode)?;
+        if let Some(rel) = changing.clone() {
             self.check_writable(&rel, "setxattr")?;
             // Fail like native before journalling: removing a missing attribute.
             if value.is_none() && backing::getxattr(fd.as_fd(), name, 0).is_err() {
@@ -887,6 +901,16 @@ impl VeilFs {
         }
         .map_err(|e| errno_of(&e))?;
         self.note_own_change_of(fd.as_fd());
+        if let Some(rel) = changing {
+            audit::changed(
+                if value.is_some() {
+                    "setxattr"
+                } else {
+                    "removexattr"
+                },
+                &rel,
+            );
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 use crate::common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{Mount, veilfs, write_profile};
@@ -247,6 +248,7 @@ fn every_event_has_the_required_fields_of_ocsf_file_system_activity() {
     let m = e.mount(&["--audit-log", copy.to_str().unwrap()]);
     fs::read(m.path("config.yaml")).unwrap();
     fs::write(m.path("src/new.rs"), "\n").unwrap();
+    fs::set_permissions(m.path("src/new.rs"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::rename(m.path("src/new.rs"), m.path("src/old.rs")).unwrap();
     fs::create_dir(m.path("src/d")).unwrap();
     fs::remove_dir(m.path("src/d")).unwrap();
@@ -270,8 +272,8 @@ fn every_event_has_the_required_fields_of_ocsf_file_system_activity() {
         assert_eq!(ev(v, "/type_uid").as_u64(), Some(class * 100 + act), "{v}");
         activities.push(act);
     }
-    // Mount, Open, Create, Rename, Delete (file and dir), Create blocked, Unmount.
-    for want in [12, 14, 1, 5, 4, 13] {
+    // Mount, Open, Create, Set Security (chmod), Rename, Delete, Create blocked, Unmount.
+    for want in [12, 14, 1, 7, 5, 4, 13] {
         assert!(activities.contains(&want), "{want} not in {activities:?}");
     }
     let rename = events.iter().find(|v| ev(v, "/activity_id") == 5).unwrap();
