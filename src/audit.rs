@@ -639,8 +639,14 @@ pub struct Sink {
     host: String,
     key: Option<SigningKey>,
     path: Option<PathBuf>,
+    procs: Mutex<ProcCache>,
     st: Mutex<SinkState>,
 }
+
+type ProcCache = std::collections::HashMap<u32, (Instant, (u32, String, String))>;
+
+/// How long [`Sink::process`] trusts what it read about a thread.
+const PROC_TTL: Duration = Duration::from_millis(200);
 
 struct SinkState {
     file: Option<BufWriter<File>>,
@@ -691,6 +697,7 @@ impl Sink {
             host,
             key,
             path,
+            procs: Mutex::new(ProcCache::new()),
             st: Mutex::new(SinkState {
                 file,
                 copy,
@@ -703,6 +710,31 @@ impl Sink {
         })
     }
 
+    /// Process id, name and executable of FUSE's `tid`. Remembered for [`PROC_TTL`]: a
+    /// `grep -r` opens thousands of files from one thread, and three `/proc` reads per open
+    /// cost more than the rest of the event. A pid cannot be reused that fast (pid_max is
+    /// millions), but an `exec` in that window is shown under the name from before it.
+    fn process(&self, tid: u32) -> (u32, String, String) {
+        let now = Instant::now();
+        {
+            let c = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((t, info)) = c.get(&tid)
+                && now.duration_since(*t) < PROC_TTL
+            {
+                return info.clone();
+            }
+        }
+        let pid = tgid_of(tid).unwrap_or(tid);
+        let (name, exe) = process_info(pid);
+        let info = (pid, name, exe);
+        let mut c = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= 1024 {
+            c.retain(|_, (t, _)| now.duration_since(*t) < PROC_TTL);
+        }
+        c.insert(tid, (now, info.clone()));
+        info
+    }
+
     /// The audit file in the store, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -711,8 +743,7 @@ impl Sink {
     /// The OCSF object of `e` without the chain fields.
     fn ocsf(&self, e: &AuditEvent, actor: &Actor) -> Value {
         let class = e.class();
-        let pid = tgid_of(actor.pid).unwrap_or(actor.pid);
-        let (name, exe) = process_info(pid);
+        let (pid, name, exe) = self.process(actor.pid);
         let (rel, to) = e.paths();
         let file_obj = |rel: &str, type_id: u8| {
             let abs = if rel.is_empty() {
