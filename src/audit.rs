@@ -967,17 +967,19 @@ pub fn changed(op: &str, path: &Path) {
 }
 
 /// Records one event of a command run outside a mount (rollback, commit) in its own audit file
-/// `<store>/audit/<session>.jsonl`, signed when `key` is given.
+/// `<store>/audit/<session>.jsonl`, signed when `key` is given; `scope` is the folder it changed
+/// (the event's `file`).
 pub fn record_once(
     store: &Path,
     session: &str,
     key: Option<&Path>,
+    scope: &Path,
     e: &AuditEvent,
 ) -> anyhow::Result<()> {
     let sink = Sink::open(&AuditConfig {
         store_dir: Some(store.to_path_buf()),
         session: session.to_string(),
-        mountpoint: PathBuf::new(),
+        mountpoint: scope.to_path_buf(),
         log: None,
         key: key.map(Path::to_path_buf),
     })?;

@@ -572,6 +572,7 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
             &a.store,
             undo,
             a.audit_key.as_deref(),
+            &plan.scope,
             &audit::AuditEvent::Rollback {
                 of: plan.sessions.join(","),
                 session: report.undo_sessions.join(","),
@@ -854,6 +855,7 @@ pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
         &a.store,
         &report.session,
         a.audit_key.as_deref(),
+        &scope,
         &audit::AuditEvent::Commit {
             of: a.session.clone().unwrap_or_else(|| "overlay".into()),
             changes: report.changed,

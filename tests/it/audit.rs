@@ -372,3 +372,42 @@ fn a_bad_signature_is_caught_by_verify() {
     let (ok, out, _) = veilfs(&["verify", "--store", &store, "--audit-key", &key]);
     assert!(!ok && out.contains("no signature"), "{out}");
 }
+
+#[test]
+fn a_rollback_is_recorded_in_the_signed_trail() {
+    let e = Env::new();
+    let key = e.key();
+    let m = e.mount(&["--audit-key", &key]);
+    fs::write(m.path("src/main.rs"), "fn main() { panic!() }\n").unwrap();
+    m.stop();
+    let session = e
+        .audit_file()
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let store = e.store();
+    let (ok, out, err) = veilfs(&[
+        "rollback",
+        "--store",
+        &store,
+        "--session",
+        &session,
+        "--audit-key",
+        &key,
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        fs::read_to_string(e.scope.path().join("src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+    let (ok, out, err) = veilfs(&["audit", "--store", &store]);
+    assert!(ok, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("Rollback"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains(&session), "{row}");
+    let (ok, out, err) = veilfs(&["verify", "--store", &store, "--audit-key", &key]);
+    assert!(ok && out.contains("signed"), "{out}{err}");
+}
