@@ -493,6 +493,11 @@ impl AuditEvent {
     }
 
     fn log(&self, actor: &Actor) {
+        let allowed = self.class().disposition == 1;
+        // Allowed events are INFO, which the default filter drops: build no strings for them.
+        if allowed && !tracing::enabled!(target: "veilfs::audit", tracing::Level::INFO) {
+            return;
+        }
         let (path, to) = self.paths();
         let to = to.unwrap_or_default();
         let (op, reason, masked, redactions, rules) = match self {
@@ -536,7 +541,7 @@ impl AuditEvent {
         let event = self.kind();
         let (pid, uid) = (actor.pid, actor.uid);
         let msg = self.message();
-        if self.class().disposition == 1 {
+        if allowed {
             info!(target: "veilfs::audit", event, op, path, to, reason, masked, redactions, rules, pid, uid, "{msg}");
         } else {
             warn!(target: "veilfs::audit", event, op, path, to, reason, masked, redactions, rules, pid, uid, "{msg}");
