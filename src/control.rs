@@ -286,10 +286,7 @@ pub fn locate(mountpoint: Option<&Path>) -> anyhow::Result<PathBuf> {
         let sock = socket_path(mp);
         // Inside `veilfs run` the exported path wins for its own mount point.
         if !sock.exists()
-            && let (Some(c), Some(m)) = (
-                std::env::var_os(ENV_CONTROL),
-                std::env::var_os(ENV_MOUNT),
-            )
+            && let (Some(c), Some(m)) = (std::env::var_os(ENV_CONTROL), std::env::var_os(ENV_MOUNT))
             && Path::new(&m).canonicalize().ok() == mp.canonicalize().ok()
         {
             return Ok(PathBuf::from(c));

@@ -290,7 +290,10 @@ impl Guard {
         let errno = crate::error::errno(e, libc::EIO);
         let mut s = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
         if s.is_none() {
-            warn!(target: "veilfs::audit", reason = %e, errno, "journal write failed: the mount refuses every further change");
+            crate::audit::emit(&crate::audit::AuditEvent::Stopped {
+                reason: e.to_string(),
+                errno,
+            });
             *s = Some((errno, e.to_string()));
         }
     }
@@ -336,7 +339,7 @@ impl Guard {
                 nlink,
                 known: names.len(),
             };
-            warn!(target: "veilfs::audit", path = %current.display(), reason = %e, "change refused");
+            crate::audit::denied("change", current, &e);
             return Err(e);
         }
         Ok(names)
@@ -420,7 +423,7 @@ impl Guard {
     }
 
     fn refused(&self, rel: &Path, e: &GuardError) {
-        warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "write refused: no snapshot");
+        crate::audit::denied("write", rel, format_args!("no snapshot: {e}"));
         let _ = self.session.append(Event::Change {
             path: rel.to_path_buf(),
             op: format!("refused: {e}"),

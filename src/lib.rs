@@ -18,6 +18,7 @@
 //! - [`checkpoint`]: the ends of agent turns in a session; what `rollback --to` cuts at.
 //! - [`control`]: the mount's control socket (`veilfs checkpoint` reaches a live session).
 //! - [`denials`]: the mount's last denials, told to the agent by `veilfs why`.
+//! - [`audit`]: one typed event per decision; the OCSF JSON-lines trail, chained and signed.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
@@ -28,6 +29,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod backing;
 pub mod breaker;
 pub mod checkpoint;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{SigSet, Signal};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::backing;
 use crate::fs::view::Viewer;
@@ -30,6 +30,10 @@ pub struct MountRequest {
     pub allow_other: bool,
     /// The grant's lifetime: the mount ends by itself (as if revoked) when it runs out.
     pub expires: Option<Duration>,
+    /// A copy of every audit line: a file, or `-` for stdout (see `audit`).
+    pub audit_log: Option<PathBuf>,
+    /// Ed25519 seed that signs the audit chain.
+    pub audit_key: Option<PathBuf>,
 }
 
 pub use crate::fs::ioctls::{IoctlCount, unsupported_ioctls};
@@ -171,6 +175,8 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     let mut overlay = None;
     let mut divert = None;
     let mut masked = None;
+    // The audit trail's session: the journal's in writable modes, its own in read-only mode.
+    let mut audit_session = crate::audit::readonly_session_id();
     let guard = match mode {
         WriteMode::ReadOnly => None,
         WriteMode::Snapshot | WriteMode::Overlay => {
@@ -197,6 +203,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             )
             .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
             info!(store = %dir.display(), session = g.session_id(), "{mode} mode");
+            audit_session = g.session_id().to_string();
             // Edits of masked files merge into the real file (snapshot) or at commit (overlay).
             masked = Some(Arc::new(crate::fs::masked_edit::MaskedEdits::new(
                 &dir,
@@ -308,8 +315,36 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     );
     config.clone_fd = true;
 
-    let session = fuser::Session::new(fs, &mountpoint, &config)
-        .with_context(|| format!("mount at {}", mountpoint.display()))?;
+    // The audit trail lives in the store beside the journal (a read-only mount has one too,
+    // for its scan results); `--audit-log` adds a copy for a SIEM.
+    let audit_store = match store_dir(&req, &scope, &mountpoint) {
+        Ok(d) => {
+            Store::create_or_open(&d).map_err(|e| anyhow::anyhow!("store {}: {e}", d.display()))?;
+            Some(d)
+        }
+        Err(e) if mode == WriteMode::ReadOnly => {
+            tracing::warn!("no store for the audit trail: {e:#}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let audit_sink = Arc::new(crate::audit::Sink::open(&crate::audit::AuditConfig {
+        store_dir: audit_store,
+        session: audit_session,
+        mountpoint: mountpoint.clone(),
+        log: req.audit_log.clone(),
+        key: req.audit_key.clone(),
+    })?);
+    crate::audit::install(audit_sink);
+    let session = match fuser::Session::new(fs, &mountpoint, &config)
+        .with_context(|| format!("mount at {}", mountpoint.display()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            crate::audit::uninstall();
+            return Err(e);
+        }
+    };
     invalidator.set_notifier(session.notifier());
     // `veilfs checkpoint` reaches the session through it; ready before the "mounted" line.
     let control = match crate::control::serve(&mountpoint, control_guard, mode.as_str()) {
@@ -342,11 +377,16 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         let mountpoint = mountpoint.clone();
         let guard = guard.clone();
         Arc::new(move |why: &str| {
-            warn!(target: "veilfs::audit", mountpoint = %mountpoint.display(), reason = why, "mount revoked");
+            crate::audit::emit(&crate::audit::AuditEvent::Control {
+                action: "revoked",
+                reason: why.to_string(),
+            });
             revoke_now(&mountpoint);
             if let Some(g) = &guard {
                 g.end();
             }
+            // Signed and durable before the process goes.
+            crate::audit::uninstall();
             crate::registry::unregister(&mountpoint);
             let _ = std::fs::remove_file(crate::control::socket_path(&mountpoint));
             // As after SIGKILL (which the store and journal are built to survive), but with the
@@ -365,6 +405,13 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             })
             .context("spawn expiry thread")?;
     }
+    // After the "mounted" line, which `--audit-log -` must not precede.
+    crate::audit::emit(&crate::audit::AuditEvent::Mounted {
+        scope: scope.clone(),
+        mountpoint: mountpoint.clone(),
+        mode: mode.as_str().to_string(),
+        profile: req.profile.name.clone(),
+    });
     {
         let mountpoint = mountpoint.clone();
         let breaker = breaker.clone();
@@ -379,9 +426,10 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
                     }
                     if sig == Signal::SIGUSR1 as i32 {
                         match breaker.resume() {
-                            Some(t) => {
-                                warn!(target: "veilfs::audit", was = %t, "breaker resumed by `veilfs resume`")
-                            }
+                            Some(t) => crate::audit::emit(&crate::audit::AuditEvent::Control {
+                                action: "breaker-resumed",
+                                reason: format!("`veilfs resume` after: {t}"),
+                            }),
                             None => info!("veilfs resume: the breaker was not tripped"),
                         }
                         continue;
@@ -457,6 +505,10 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             "unsupported ioctls answered ENOTTY during the session"
         );
     }
+    crate::audit::emit(&crate::audit::AuditEvent::Unmounted {
+        mountpoint: mountpoint.clone(),
+    });
+    crate::audit::uninstall();
     info!("unmounted {}", mountpoint.display());
     Ok(())
 }

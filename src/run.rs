@@ -103,6 +103,8 @@ pub fn run(req: RunRequest) -> anyhow::Result<u8> {
             store: req.store.clone(),
             allow_other: false,
             expires: None,
+            audit_log: None,
+            audit_key: None,
         },
         &scope,
         &mp,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use veilfs::audit;
 use veilfs::journal::{Event, Record, SessionLog, State};
 use veilfs::overlay;
 use veilfs::rollback::{self, Action};
@@ -49,12 +50,22 @@ pub struct RollbackArgs {
     pub dry_run: bool,
     #[arg(long)]
     pub force: bool,
+    /// Sign the audit record of this rollback with this Ed25519 key.
+    #[arg(long, value_name = "PATH")]
+    pub audit_key: Option<PathBuf>,
     pub paths: Vec<PathBuf>,
 }
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
     #[arg(long)]
     pub store: PathBuf,
+    /// Check the audit trail's signatures with this Ed25519 public key (64 hex digits, or a
+    /// file of 32 raw bytes or 64 hex digits).
+    #[arg(long, value_name = "HEX|PATH")]
+    pub audit_pubkey: Option<String>,
+    /// Check the audit trail's signatures with the public key of this signing key.
+    #[arg(long, value_name = "PATH", conflicts_with = "audit_pubkey")]
+    pub audit_key: Option<PathBuf>,
 }
 #[derive(clap::Args, Debug)]
 pub struct CommitArgs {
@@ -70,6 +81,9 @@ pub struct CommitArgs {
     /// every change).
     #[arg(long, conflicts_with_all = ["dry_run", "force"])]
     pub abort: bool,
+    /// Sign the audit record of this commit with this Ed25519 key.
+    #[arg(long, value_name = "PATH")]
+    pub audit_key: Option<PathBuf>,
     pub paths: Vec<PathBuf>,
 }
 #[derive(clap::Args, Debug)]
@@ -546,6 +560,21 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
     for w in &report.warnings[plan.warnings.len().min(report.warnings.len())..] {
         eprintln!("veilfs: warning: {w}");
     }
+    if let Some(undo) = report.undo_sessions.first()
+        && let Err(e) = audit::record_once(
+            &a.store,
+            undo,
+            a.audit_key.as_deref(),
+            &plan.scope,
+            &audit::AuditEvent::Rollback {
+                of: plan.sessions.join(","),
+                session: report.undo_sessions.join(","),
+                changes: report.restored + report.removed + report.renamed,
+            },
+        )
+    {
+        eprintln!("veilfs: warning: audit record of the rollback: {e:#}");
+    }
     writeln!(
         out,
         "rolled back {}: {} restored, {} removed, {} renamed, {} unchanged, {} conflict(s){}; undo with: veilfs rollback --store {} --session {}",
@@ -609,15 +638,41 @@ pub fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // The audit trail: every file's chain, and its signatures when a key is given.
+    let audit_key = match (&a.audit_pubkey, &a.audit_key) {
+        (Some(p), _) => Some(audit::load_verifying_key(p)?),
+        (None, Some(k)) => Some(audit::load_signing_key(k)?.verifying_key()),
+        (None, None) => None,
+    };
+    let mut audit_events = 0usize;
+    let mut audit_warnings = Vec::new();
+    for f in audit::audit_files(&a.store)? {
+        match audit::verify_file(&f, audit_key.as_ref()) {
+            Ok(v) => {
+                audit_events += v.events;
+                findings.extend(v.errors);
+                audit_warnings.extend(v.warnings);
+            }
+            Err(e) => findings.push(format!("{}: {e}", f.display())),
+        }
+    }
     let mut out = std::io::stdout().lock();
+    for w in &audit_warnings {
+        writeln!(out, "warning: {w}")?;
+    }
     for f in &findings {
         writeln!(out, "error: {f}")?;
     }
     if findings.is_empty() {
         writeln!(
             out,
-            "ok: {} objects, {referenced} references, all journals intact",
-            ids.len()
+            "ok: {} objects, {referenced} references, all journals intact, {audit_events} audit events chained{}",
+            ids.len(),
+            if audit_key.is_some() {
+                " and signed"
+            } else {
+                ""
+            }
         )?;
         Ok(ExitCode::SUCCESS)
     } else {
@@ -788,6 +843,18 @@ pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
     let report = overlay::apply_commit(&a.store, &store, &plan, a.force)?;
     for w in &report.warnings[plan.warnings.len().min(report.warnings.len())..] {
         eprintln!("veilfs: warning: {w}");
+    }
+    if let Err(e) = audit::record_once(
+        &a.store,
+        &report.session,
+        a.audit_key.as_deref(),
+        &scope,
+        &audit::AuditEvent::Commit {
+            of: a.session.clone().unwrap_or_else(|| "overlay".into()),
+            changes: report.changed,
+        },
+    ) {
+        eprintln!("veilfs: warning: audit record of the commit: {e:#}");
     }
     writeln!(
         out,

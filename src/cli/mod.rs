@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod checkpoint;
 mod forensic;
 mod mount;
@@ -66,8 +67,10 @@ pub enum Command {
     Diff(forensic::DiffArgs),
     /// Undo a session's changes.
     Rollback(forensic::RollbackArgs),
-    /// Re-hash every object and check every journal chain.
+    /// Re-hash every object and check every journal chain and the audit trail.
     Verify(forensic::VerifyArgs),
+    /// Audit events that match (who read, changed or was refused what).
+    Audit(audit::AuditArgs),
     /// Apply an overlay session to the real folder.
     Commit(forensic::CommitArgs),
     /// Throw away an overlay session's changes.
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Diff(a) => forensic::run_diff(a),
         Command::Rollback(a) => forensic::run_rollback(a),
         Command::Verify(a) => forensic::run_verify(a),
+        Command::Audit(a) => audit::run(a),
         Command::Commit(a) => forensic::run_commit(a),
         Command::Discard(a) => forensic::run_discard(a),
     };

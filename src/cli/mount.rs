@@ -23,6 +23,12 @@ pub struct MountArgs {
     /// End the mount by itself after this long, as `veilfs revoke` would (e.g. `2h`, `90m`).
     #[arg(long, value_parser = parse_duration)]
     pub expires: Option<std::time::Duration>,
+    /// Also write every audit event (OCSF JSON lines) to PATH, or to stdout with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    pub audit_log: Option<PathBuf>,
+    /// Sign the audit chain with this Ed25519 key (a file of 32 raw bytes or 64 hex digits).
+    #[arg(long, value_name = "PATH")]
+    pub audit_key: Option<PathBuf>,
     /// The real folder to expose.
     pub scope: PathBuf,
     /// Where the agent's view appears (an empty directory).
@@ -74,6 +80,8 @@ pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
         store: a.store,
         allow_other: a.allow_other,
         expires: a.expires,
+        audit_log: a.audit_log,
+        audit_key: a.audit_key,
     })
     .context("mount")?;
     Ok(ExitCode::SUCCESS)

@@ -32,11 +32,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fuser::Errno;
-use tracing::{info, warn};
 
 use super::inode::Inode;
 use super::view::{self, View};
 use super::{Handle, VeilFs, errno_of};
+use crate::audit;
 use crate::backing::{self, Kind, Stat};
 use crate::merge;
 use crate::redact::{Redactions, Span, mask_all};
@@ -170,7 +170,11 @@ impl VeilFs {
         }
         m.served.record(rel, Some(id), data, r).map_err(|e| {
             // Without the record a later commit could not tell masks from edits: fail closed.
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %format!("{e:#}"), "read refused: cannot record the masked view served");
+            audit::denied(
+                "read",
+                rel,
+                format_args!("cannot record the masked view served: {e:#}"),
+            );
             Errno::EIO
         })
     }
@@ -200,7 +204,11 @@ impl VeilFs {
         m.served
             .record(&rel, Some(view::file_id(&st)), &real, &r)
             .map_err(|e| {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %format!("{e:#}"), "write refused: cannot record the masked view");
+                audit::denied(
+                    "open for write",
+                    &rel,
+                    format_args!("cannot record the masked view: {e:#}"),
+                );
                 Errno::EIO
             })?;
         let view = mask_all(&real, &r);
@@ -231,7 +239,14 @@ impl VeilFs {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(fh, h);
-        info!(target: "veilfs::audit", path = %rel.display(), masked = true, writable = true, "open: editing the masked view (merged at close)");
+        let fired = audit::rules_fired(&r);
+        audit::emit(&audit::AuditEvent::Open {
+            path: rel.clone(),
+            writable: true,
+            masked: true,
+            rules: fired.0,
+            redactions: fired.1,
+        });
         Ok(Some(fh))
     }
 
@@ -299,7 +314,12 @@ impl VeilFs {
         if !m.merge_now {
             // Overlay mode: the upper layer keeps the agent's content; commit merges it.
             if let Err(why) = &merged {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %why, "masked edit kept in the overlay; commit will refuse it");
+                audit::emit(&audit::AuditEvent::Diverted {
+                    path: rel.clone(),
+                    reason: format!(
+                        "masked edit kept in the overlay; commit will refuse it: {why}"
+                    ),
+                });
             }
             write_in_place(fd.as_fd(), &new)?;
             g.record_change(&rel, "masked-edit");
@@ -323,7 +343,11 @@ impl VeilFs {
         let mg = match merged {
             Ok(mg) => mg,
             Err(why) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %why, "masked edit refused: kept in the overlay for a person (veilfs diff/discard)");
+                audit::denied(
+                    "masked edit",
+                    &rel,
+                    format_args!("{why} (kept in the overlay for a person: veilfs diff/discard)"),
+                );
                 keep_aside(&format!("masked edit refused: {why}"), &mut base)?;
                 return Err(Errno::EACCES);
             }
@@ -336,7 +360,10 @@ impl VeilFs {
         let names = g.capture_object(root.as_fd(), (st.dev, st.ino), &rel, st.nlink);
         if let Err(e) = &names {
             // As the write path does when a pre-image cannot be stored: divert, or refuse.
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "masked edit diverted: no snapshot");
+            audit::emit(&audit::AuditEvent::Diverted {
+                path: rel.clone(),
+                reason: format!("masked edit, no snapshot: {e}"),
+            });
             return match keep_aside(&e.to_string(), &mut base)? {
                 true => Ok(()),
                 false => Err(Errno::from_i32(e.errno())),
@@ -350,7 +377,7 @@ impl VeilFs {
         ) {
             g.post_image(f.as_fd(), names);
         }
-        info!(target: "veilfs::audit", path = %rel.display(), "masked edit merged: the real secrets kept, the agent's change applied");
+        audit::changed("masked-edit merged", &rel);
         base.real_hash = blake3::hash(&mg.bytes);
         base.real = mg.bytes;
         base.spans = mg.spans;
@@ -381,7 +408,14 @@ impl VeilFs {
         if let View::Masked(r) = self.cfg.viewer.decide(&rel, fd.as_fd(), &st)
             && let Some(s) = r.spans().iter().find(|s| s.end > size)
         {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %format!("truncating to {size} bytes would cut the masked bytes {}..{} (rule {})", s.start, s.end, s.rule_id), "truncate refused");
+            audit::denied(
+                "truncate",
+                &rel,
+                format_args!(
+                    "truncating to {size} bytes would cut the masked bytes {}..{} (rule {})",
+                    s.start, s.end, s.rule_id
+                ),
+            );
             return Err(Errno::EACCES);
         }
         Ok(())
@@ -415,7 +449,7 @@ impl VeilFs {
             return Ok(());
         };
         let refuse = |why: &str| {
-            warn!(target: "veilfs::audit", from = %from.display(), to = %to.display(), reason = why, "rename over a masked file refused");
+            audit::denied2("rename over a masked file", from, to, why);
             Errno::EACCES
         };
         if sst.nlink > 1 {
@@ -430,12 +464,12 @@ impl VeilFs {
         let root = self.inode(fuser::INodeNo(super::inode::ROOT))?;
         let root = self.fd(&root)?;
         g.capture(root.as_fd(), from).map_err(|e| {
-            warn!(target: "veilfs::audit", path = %from.display(), reason = %e, "change refused");
+            audit::denied("change", from, &e);
             Errno::from_i32(e.errno())
         })?;
         g.record_change(from, "masked-merge before rename");
         write_in_place(sfd, &merged.bytes)?;
-        info!(target: "veilfs::audit", from = %from.display(), to = %to.display(), "rename over a masked file: the agent's change merged, the real secrets kept");
+        audit::changed("masked-edit merged before rename", from);
         Ok(())
     }
 }

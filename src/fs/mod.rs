@@ -27,8 +27,9 @@ use fuser::{
     INodeNo, InitFlags, KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
+use crate::audit;
 use crate::backing::{self, Kind, Stat};
 use crate::guard::Guard;
 use crate::policy::{EntryKind, Policy};
@@ -454,7 +455,7 @@ impl VeilFs {
             View::Raw => None,
             View::Masked(r) => Some(r),
             View::Denied(reason) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+                audit::denied("read", &rel, &reason);
                 return Err((Errno::EACCES, reply));
             }
         };
@@ -493,9 +494,18 @@ impl VeilFs {
             }
         }
         let keep_cache = self.note_open(inode, &st, writable);
-        let masked = redactions.is_some();
+        let (rules, n) = redactions
+            .as_deref()
+            .map(audit::rules_fired)
+            .unwrap_or_default();
         let fh = self.insert_handle(inode, file, writable, passthrough_id.is_some());
-        info!(target: "veilfs::audit", path = %rel.display(), masked, writable, "open");
+        audit::emit(&audit::AuditEvent::Open {
+            path: rel,
+            writable,
+            masked: redactions.is_some(),
+            rules,
+            redactions: n,
+        });
         let fflags = if keep_cache {
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
@@ -617,7 +627,7 @@ impl VeilFs {
                 self.record_served(&rel, &st, &data, r)?;
             }
             if self.cfg.no_open {
-                self.audit_first_read(ino, &rel, &st, matches!(v, View::Masked(_)));
+                self.audit_first_read(ino, &rel, &st, &v);
             }
             let c = Arc::new(served::Copy {
                 id,
@@ -638,7 +648,7 @@ impl VeilFs {
         {
             return self.serve(&rel, &c, offset, size);
         }
-        warn!(target: "veilfs::audit", path = %rel.display(), reason = "the file kept changing while it was read", "read refused");
+        audit::denied("read", &rel, "the file kept changing while it was read");
         Err(Errno::EIO)
     }
 
@@ -651,7 +661,7 @@ impl VeilFs {
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
         if let View::Denied(reason) = &c.view {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+            audit::denied("read", rel, reason);
             return Err(Errno::EACCES);
         }
         let start = (offset as usize).min(c.data.len());
@@ -674,7 +684,7 @@ impl VeilFs {
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
         if let View::Denied(reason) = self.cfg.viewer.decide(rel, file.as_fd(), st) {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+            audit::denied("read", rel, &reason);
             return Err(Errno::EACCES);
         }
         let buf = pread_full(file, offset, size)?;
@@ -687,7 +697,7 @@ impl VeilFs {
 
     /// No-open mode has no OPEN to log: the first read of each version of a file is logged
     /// instead (later reads of it are served by the page cache and never reach veilfs).
-    fn audit_first_read(&self, ino: u64, rel: &Path, st: &Stat, masked: bool) {
+    fn audit_first_read(&self, ino: u64, rel: &Path, st: &Stat, view: &View) {
         let Some(inode) = self.inodes.get(ino) else {
             return;
         };
@@ -695,7 +705,16 @@ impl VeilFs {
         let mut last = inode.last_open.lock().unwrap_or_else(|e| e.into_inner());
         if *last != Some(id) {
             *last = Some(id);
-            info!(target: "veilfs::audit", path = %rel.display(), masked, "read");
+            let (rules, redactions) = match view {
+                View::Masked(r) => audit::rules_fired(r),
+                _ => (Vec::new(), 0),
+            };
+            audit::emit(&audit::AuditEvent::Read {
+                path: rel.to_path_buf(),
+                masked: matches!(view, View::Masked(_)),
+                rules,
+                redactions,
+            });
         }
     }
 
@@ -717,7 +736,7 @@ impl VeilFs {
             && let Ok(rel) = self.rel(ino.0)
             && let Ok(st) = backing::stat_fd(file.as_fd())
         {
-            self.audit_first_read(ino.0, &rel, &st, false);
+            self.audit_first_read(ino.0, &rel, &st, &View::Raw);
         }
         self.read_view(ino.0, &file, offset, size, false)
     }
@@ -948,6 +967,7 @@ impl Filesystem for VeilFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _actor = audit::Actor::of(req).enter();
         if self.cfg.no_open {
             // The kernel then opens every file without asking (and never sends RELEASE).
             return reply.error(Errno::ENOSYS);
@@ -988,7 +1008,7 @@ impl Filesystem for VeilFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -997,6 +1017,7 @@ impl Filesystem for VeilFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = if fh.0 == 0 && self.cfg.no_open {
             self.read_unopened(ino, offset, size)
         } else {
@@ -1011,12 +1032,13 @@ impl Filesystem for VeilFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         // Nothing to do at close(2) for most files (writes go straight to the real file;
         // post-images are taken at release). Read-only mounts answer ENOSYS, which makes the
         // kernel stop sending FLUSH: one round trip less per closed file. Write modes merge a
@@ -1035,7 +1057,7 @@ impl Filesystem for VeilFs {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -1043,6 +1065,7 @@ impl Filesystem for VeilFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         if let Some(h) = self.release_handle(fh.0) {
             if h.masked.is_some() {
                 if let Err(e) = self.finish_masked_edit(&h) {
@@ -1057,12 +1080,13 @@ impl Filesystem for VeilFs {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         if fh.0 == 0 && self.cfg.no_open {
             // Read-only: there is nothing of ours to flush.
             return reply.ok();
@@ -1414,6 +1438,7 @@ impl Filesystem for VeilFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         // Truncating a masked-edit handle truncates its scratch copy (masked_edit.rs).
         let mut size = size;
         if let Some(h) = fh.and_then(|fh| self.handle(fh, ino).ok())
@@ -1465,6 +1490,7 @@ impl Filesystem for VeilFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = self.do_create_node(
             req,
             parent,
@@ -1486,6 +1512,7 @@ impl Filesystem for VeilFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = self.do_create_node(
             req,
             parent,
@@ -1505,6 +1532,7 @@ impl Filesystem for VeilFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = self.do_create_node(
             req,
             parent,
@@ -1524,11 +1552,13 @@ impl Filesystem for VeilFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         let r = self.do_create_node(req, newparent, newname, write::NewNode::Link { ino: ino.0 });
         self.reply_entry(r, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_remove(req, parent, name, false) {
             Ok(()) => {
                 self.count(crate::breaker::Op::Delete);
@@ -1539,6 +1569,7 @@ impl Filesystem for VeilFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_remove(req, parent, name, true) {
             Ok(()) => {
                 self.count(crate::breaker::Op::Delete);
@@ -1558,6 +1589,7 @@ impl Filesystem for VeilFs {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_rename(req, parent, name, newparent, newname, flags.bits()) {
             Ok(()) => {
                 self.count(crate::breaker::Op::Rename);
@@ -1577,6 +1609,7 @@ impl Filesystem for VeilFs {
         flags: i32,
         reply: fuser::ReplyCreate,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_create_file(req, parent, name, mode & !umask, flags) {
             Ok((inode, st, fh)) => {
                 self.copies.note_own_change(&st);
@@ -1594,7 +1627,7 @@ impl Filesystem for VeilFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -1604,6 +1637,7 @@ impl Filesystem for VeilFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_write(ino, fh, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
@@ -1612,7 +1646,7 @@ impl Filesystem for VeilFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -1620,6 +1654,7 @@ impl Filesystem for VeilFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_fallocate(ino, fh, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -1628,7 +1663,7 @@ impl Filesystem for VeilFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -1639,6 +1674,7 @@ impl Filesystem for VeilFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: fuser::ReplyWrite,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         // Through our own read (masking) and write (guarded) paths, never a kernel copy that
         // would bypass the view.
         let r = (|| {
@@ -1660,7 +1696,7 @@ impl Filesystem for VeilFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1668,13 +1704,15 @@ impl Filesystem for VeilFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_setxattr(ino, name, Some(value), flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _actor = audit::Actor::of(req).enter();
         match self.do_setxattr(ino, name, None, 0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

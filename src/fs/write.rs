@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use fuser::{Errno, FileHandle, INodeNo, Request, TimeOrNow};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::inode::Inode;
 use super::view::View;
 use super::{Handle, VeilFs, entry_kind, errno_of};
+use crate::audit;
 use crate::backing::{self, Kind, SetTime, Stat};
 use crate::guard::Guard;
 
@@ -53,7 +54,7 @@ impl VeilFs {
     fn guard(&self) -> Result<&Arc<Guard>, Errno> {
         let g = self.cfg.guard.as_ref().ok_or(Errno::EROFS)?;
         if let Some(t) = self.cfg.breaker.as_ref().and_then(|b| b.state()) {
-            warn!(target: "veilfs::audit", reason = %t, "change refused");
+            crate::audit::denied("change", Path::new(""), &t);
             return Err(Errno::EROFS);
         }
         Ok(g)
@@ -64,7 +65,10 @@ impl VeilFs {
         if let Some(b) = &self.cfg.breaker
             && let Some(t) = b.note(op, std::time::Instant::now())
         {
-            tracing::error!(target: "veilfs::audit", severity = "critical", reason = %t, "breaker tripped");
+            crate::audit::emit(&crate::audit::AuditEvent::Control {
+                action: "breaker-tripped",
+                reason: t.to_string(),
+            });
         }
     }
 
@@ -74,7 +78,7 @@ impl VeilFs {
             return Ok(());
         };
         if let Some(t) = b.state().filter(|t| t.stops_reads()) {
-            warn!(target: "veilfs::audit", reason = %t, "read denied");
+            crate::audit::denied("open", Path::new(""), &t);
             return Err(Errno::EACCES);
         }
         self.count(crate::breaker::Op::Read((st.dev, st.ino)));
@@ -93,7 +97,7 @@ impl VeilFs {
     /// May the agent change `rel`? Policy first, then: hidden names can't be created either.
     pub(super) fn check_writable(&self, rel: &Path, op: &str) -> Result<(), Errno> {
         if !self.cfg.policy.writable(rel) {
-            warn!(target: "veilfs::audit", path = %rel.display(), op, reason = "not writable under the profile", "write denied");
+            audit::denied(op, rel, "not writable under the profile");
             return Err(Errno::EACCES);
         }
         Ok(())
@@ -106,7 +110,11 @@ impl VeilFs {
         target: Option<&Path>,
     ) -> Result<(), Errno> {
         if let Err(why) = self.cfg.policy.visibility(rel, entry_kind(kind), 0, target) {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %why, "create denied: the name would be hidden");
+            audit::denied(
+                "create",
+                rel,
+                format_args!("the name would be hidden: {why}"),
+            );
             return Err(Errno::EACCES);
         }
         Ok(())
@@ -115,7 +123,7 @@ impl VeilFs {
     fn capture(&self, g: &Guard, rel: &Path) -> Result<(), Errno> {
         let root = self.root_fd()?;
         g.capture(root.as_fd(), rel).map_err(|e| {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "change refused");
+            audit::denied("change", rel, &e);
             Errno::from_i32(e.errno())
         })
     }
@@ -134,7 +142,7 @@ impl VeilFs {
             // captured, or the change is refused (never diverted: the other names would keep
             // showing the real bytes).
             let refuse = |e: crate::guard::GuardError| {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "change refused");
+                audit::denied("change", rel, &e);
                 Errno::from_i32(e.errno())
             };
             let names = g
@@ -156,25 +164,36 @@ impl VeilFs {
             .as_ref()
             .filter(|_| inode.kind == Kind::File)
         else {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "change refused");
+            audit::denied("change", rel, &e);
             return Err(Errno::from_i32(e.errno()));
         };
         let fd = self.fd(inode)?;
         let copy = d.divert(fd.as_fd(), rel).map_err(|err| {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, divert_error = %err, "change refused: cannot divert either");
+            audit::denied(
+                "change",
+                rel,
+                format_args!("{e}; cannot divert either: {err}"),
+            );
             Errno::from_i32(e.errno())
         })?;
         g.diverted(rel, &e.to_string())
             .map_err(|je| Errno::from_i32(je.errno()))?;
         self.inodes.divert(inode, copy);
-        warn!(target: "veilfs::audit", path = %rel.display(), reason = %e, "diverted to the overlay: the real file stays untouched (veilfs diff/commit/discard)");
+        audit::emit(&audit::AuditEvent::Diverted {
+            path: rel.to_path_buf(),
+            reason: format!("{e} (the real file stays untouched: veilfs diff/commit/discard)"),
+        });
         Ok(())
     }
 
     /// Refuses namespace changes to a diverted path: its real file still sits under its name.
     fn check_not_diverted(&self, rel: &Path) -> Result<(), Errno> {
         if self.cfg.divert.as_ref().is_some_and(|d| d.contains(rel)) {
-            warn!(target: "veilfs::audit", path = %rel.display(), reason = "diverted to the overlay: commit or discard it first", "change refused");
+            audit::denied(
+                "change",
+                rel,
+                "diverted to the overlay: commit or discard it first",
+            );
             return Err(Errno::EACCES);
         }
         Ok(())
@@ -245,11 +264,15 @@ impl VeilFs {
         match self.cfg.viewer.decide(rel, fd.as_fd(), &st) {
             View::Raw => Ok(()),
             View::Masked(_) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), op, reason = "the agent sees a redacted view of this file; changing it would write the masks back or unmask a secret", "write denied");
+                audit::denied(
+                    op,
+                    rel,
+                    "the agent sees a redacted view of this file; changing it would write the masks back or unmask a secret",
+                );
                 Err(Errno::EACCES)
             }
             View::Denied(reason) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), op, reason = %reason, "write denied");
+                audit::denied(op, rel, &reason);
                 Err(Errno::EACCES)
             }
         }
@@ -340,7 +363,8 @@ impl VeilFs {
             return backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e));
         }
         let g = self.guard()?;
-        if let Some(rel) = self.changing_path(&inode)? {
+        let changing = self.changing_path(&inode)?;
+        if let Some(rel) = changing.clone() {
             self.check_writable(&rel, "setattr")?;
             // With masked edits on, `check_masked_truncate` already refused any cut into a
             // masked range (a truncate that keeps every secret whole may go through).
@@ -389,6 +413,18 @@ impl VeilFs {
         }
         let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
         self.copies.note_own_change(&st);
+        if let Some(rel) = changing {
+            let op = if size.is_some() {
+                "truncate"
+            } else if mode.is_some() {
+                "chmod"
+            } else if uid.is_some() || gid.is_some() {
+                "chown"
+            } else {
+                "utimens"
+            };
+            audit::changed(op, &rel);
+        }
         Ok(st)
     }
 
@@ -399,7 +435,7 @@ impl VeilFs {
         match self.visible_child(pfd, rel, name) {
             Ok(_) => Errno::EEXIST,
             Err(_) => {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = "a hidden entry has this name", "create denied");
+                audit::denied("create", rel, "a hidden entry has this name");
                 Errno::EACCES
             }
         }
@@ -421,7 +457,7 @@ impl VeilFs {
         let names = g
             .names_of(root.as_fd(), (st.dev, st.ino), &from, st.nlink)
             .map_err(|e| {
-                warn!(target: "veilfs::audit", path = %from.display(), reason = %e, "link denied");
+                audit::denied("link", &from, &e);
                 Errno::EACCES
             })?;
         for n in &names {
@@ -430,7 +466,12 @@ impl VeilFs {
         if st.kind() == Kind::File {
             for at in [from.as_path(), new] {
                 if !matches!(self.cfg.viewer.decide(at, fd.as_fd(), &st), View::Raw) {
-                    warn!(target: "veilfs::audit", path = %from.display(), to = %new.display(), reason = "the file is redacted or refused: it may not get another name", "link denied");
+                    audit::denied2(
+                        "link",
+                        &from,
+                        new,
+                        "the file is redacted or refused: it may not get another name",
+                    );
                     return Err(Errno::EACCES);
                 }
             }
@@ -516,7 +557,7 @@ impl VeilFs {
             }
         };
         g.record_change(&rel, op);
-        info!(target: "veilfs::audit", path = %rel.display(), op, "changed");
+        audit::changed(op, &rel);
         let (inode, st) = self.do_lookup(parent.0, name)?;
         Ok((inode, st))
     }
@@ -558,7 +599,11 @@ impl VeilFs {
                 None => self.lists_empty(&rel, &fd)?,
             };
             if only_hidden {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = "the directory holds entries hidden by the profile", "rmdir denied");
+                audit::denied(
+                    "rmdir",
+                    &rel,
+                    "the directory holds entries hidden by the profile",
+                );
                 return Err(Errno::EACCES);
             }
             return Err(Errno::ENOTEMPTY);
@@ -576,7 +621,7 @@ impl VeilFs {
             g.unlinked((st.dev, st.ino), &rel);
         }
         g.record_change(&rel, if dir { "rmdir" } else { "unlink" });
-        info!(target: "veilfs::audit", path = %rel.display(), op = if dir { "rmdir" } else { "unlink" }, "changed");
+        audit::changed(if dir { "rmdir" } else { "unlink" }, &rel);
         if let Some(ino) = self.inodes.ino_of_key((st.dev, st.ino))
             && let Some(i) = self.inodes.get(ino)
         {
@@ -616,7 +661,7 @@ impl VeilFs {
                 // A hidden destination does not exist for the agent, and must not be
                 // replaced by it either.
                 if self.visible(&to, &st, Some(&fd)).is_err() {
-                    warn!(target: "veilfs::audit", path = %to.display(), reason = "destination is hidden", "rename denied");
+                    audit::denied("rename", &to, "destination is hidden");
                     return Err(Errno::EACCES);
                 }
                 Some(st)
@@ -698,7 +743,11 @@ impl VeilFs {
         g.forget_subtree(&from);
         g.forget_subtree(&to);
         g.renamed(&from, &to, exchange);
-        info!(target: "veilfs::audit", from = %from.display(), to = %to.display(), exchange, "renamed");
+        audit::emit(&audit::AuditEvent::Renamed {
+            from: from.clone(),
+            to: to.clone(),
+            exchange,
+        });
         // Keep our idea of where things are in step with the real folder.
         if let Some(ino) = self.inodes.ino_of_key((sst.dev, sst.ino))
             && let Some(i) = self.inodes.get(ino)
@@ -757,7 +806,7 @@ impl VeilFs {
             if !wants_write
                 && let View::Denied(reason) = self.cfg.viewer.decide(&rel, fd.as_fd(), &st)
             {
-                warn!(target: "veilfs::audit", path = %rel.display(), reason = %reason, "read denied");
+                audit::denied("read", &rel, &reason);
                 return Err(Errno::EACCES);
             }
             let open_flags =
@@ -773,7 +822,7 @@ impl VeilFs {
             .map_err(|e| errno_of(&e))?;
         self.own(req, &pfd, name)?;
         g.record_change(&rel, "create");
-        info!(target: "veilfs::audit", path = %rel.display(), op = "create", "changed");
+        audit::changed("create", &rel);
         let (inode, st) = self.do_lookup(parent.0, name)?;
         self.note_open(&inode, &st, true);
         let fh = self.insert_handle(&inode, file, true, false);
@@ -862,7 +911,8 @@ impl VeilFs {
         let g = self.guard()?;
         let inode = self.inode(ino)?;
         let fd = self.fd(&inode)?;
-        if let Some(rel) = self.changing_path(&inode)? {
+        let changing = self.changing_path(&inode)?;
+        if let Some(rel) = changing.clone() {
             self.check_writable(&rel, "setxattr")?;
             // Fail like native before journalling: removing a missing attribute.
             if value.is_none() && backing::getxattr(fd.as_fd(), name, 0).is_err() {
@@ -892,6 +942,16 @@ impl VeilFs {
         }
         .map_err(|e| errno_of(&e))?;
         self.note_own_change_of(fd.as_fd());
+        if let Some(rel) = changing {
+            audit::changed(
+                if value.is_some() {
+                    "setxattr"
+                } else {
+                    "removexattr"
+                },
+                &rel,
+            );
+        }
         Ok(())
     }
 
@@ -929,7 +989,12 @@ impl VeilFs {
         };
         match why {
             Some(reason) => {
-                warn!(target: "veilfs::audit", from = %from.display(), to = %to.display(), reason = %reason, "rename denied: it would loosen the view");
+                audit::denied2(
+                    "rename",
+                    from,
+                    to,
+                    format_args!("it would loosen the view: {reason}"),
+                );
                 Err(Errno::EACCES)
             }
             None => Ok(()),

@@ -13,6 +13,7 @@ mod common;
 mod exact;
 
 mod adversary;
+mod audit;
 mod binaries;
 mod breaker;
 mod checkpoint;
