@@ -95,6 +95,9 @@ pub struct DenialLayer;
 #[derive(Default)]
 struct Fields {
     message: String,
+    /// The typed audit event's kind and operation (`audit::AuditEvent`).
+    event: String,
+    op: String,
     path: Option<String>,
     from: Option<String>,
     to: Option<String>,
@@ -115,6 +118,8 @@ impl Fields {
     fn set(&mut self, field: &Field, v: String) {
         match field.name() {
             "message" => self.message = v,
+            "event" => self.event = v,
+            "op" => self.op = v,
             "path" => self.path = Some(v),
             "from" => self.from = Some(v),
             "to" => self.to = Some(v),
@@ -131,10 +136,23 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DenialLayer {
         }
         let mut f = Fields::default();
         event.record(&mut f);
-        if !(f.message.contains("denied") || f.message.contains("refused")) {
+        let denied = if f.event.is_empty() {
+            f.message.contains("denied") || f.message.contains("refused")
+        } else {
+            f.event == "denied"
+        };
+        if !denied {
             return;
         }
-        let paths = match (f.path, f.from, f.to) {
+        // A typed event's message repeats its reason (which may name what the agent may not
+        // learn): the operation alone says what was refused.
+        let what = if f.event == "denied" {
+            format!("{} denied", f.op)
+        } else {
+            f.message
+        };
+        let nonempty = |p: Option<String>| p.filter(|p| !p.is_empty());
+        let paths = match (nonempty(f.path), nonempty(f.from), nonempty(f.to)) {
             (Some(p), _, Some(t)) => vec![p, t],
             (Some(p), _, None) => vec![p],
             (None, Some(a), Some(b)) => vec![a, b],
@@ -142,7 +160,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DenialLayer {
         };
         record(Denial {
             time_ns: crate::time::now_ns(),
-            what: f.message,
+            what,
             paths,
             reason: f.reason,
         });

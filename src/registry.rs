@@ -1,8 +1,8 @@
 //! The registry of this user's live mounts, so commands run beside a mount (`veilfs resume`)
-//! can find the process serving a mount point. Each mount writes one small JSON file into a
-//! private runtime directory (`$XDG_RUNTIME_DIR/veilfs`, else `/tmp/veilfs-UID`, mode 0700 and
-//! owned by the user: a file there was written by this user's mounts) and removes it when it
-//! ends; a file whose process is gone is ignored.
+//! can find the process serving a mount point. Each mount writes one small JSON file into the
+//! private runtime directory its control socket lives in ([`crate::control::runtime_dir`]; mode
+//! 0700 and owned by the user, checked here: a file there was written by this user's mounts)
+//! and removes it when it ends; a file whose process is gone is ignored.
 
 use std::fs;
 use std::io;
@@ -24,10 +24,8 @@ pub struct LiveMount {
 /// The private directory the registry lives in (created, and checked to be ours).
 pub fn runtime_dir() -> io::Result<PathBuf> {
     let uid = rustix::process::getuid().as_raw();
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d).join("veilfs"),
-        _ => PathBuf::from(format!("/tmp/veilfs-{uid}")),
-    };
+    // Beside the mounts' control sockets.
+    let dir = crate::control::runtime_dir();
     match fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

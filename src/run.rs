@@ -553,13 +553,21 @@ pub fn parse_audit(text: &str) -> Vec<AuditLine> {
         }
         let f = &v["fields"];
         let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
-        let path = match (f["path"].as_str(), f["from"].as_str(), f["to"].as_str()) {
+        let field = |k: &str| f[k].as_str().filter(|x| !x.is_empty());
+        let path = match (field("path"), field("from"), field("to")) {
             (Some(p), _, _) => p.to_string(),
             (None, Some(a), Some(b)) => format!("{a} -> {b}"),
             _ => String::new(),
         };
+        // Typed audit events (`audit::AuditEvent`) say what they are in `event`; a denial's
+        // message repeats its reason, so it is told as "OP denied".
+        let message = match field("event") {
+            Some("denied") => format!("{} denied", s("op")),
+            Some(e) => e.to_string(),
+            None => s("message"),
+        };
         out.push(AuditLine {
-            message: s("message"),
+            message,
             path,
             reason: s("reason"),
             masked: f["masked"].as_bool().unwrap_or(false),

@@ -8,15 +8,8 @@ use veilfs::profile::{Profile, WriteMode};
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
-    /// Profile (default: the built-in default profile, read-only).
-    #[arg(long)]
-    pub profile: Option<PathBuf>,
-    /// Write mode, overriding the profile: read-only, snapshot or overlay.
-    #[arg(long)]
-    pub mode: Option<WriteMode>,
-    /// Snapshot store directory (overrides the profile's).
-    #[arg(long)]
-    pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub view: ViewArgs,
     /// Let other users (and root) use the mount (needs root or user_allow_other).
     #[arg(long)]
     pub allow_other: bool,
@@ -33,6 +26,20 @@ pub struct MountArgs {
     pub scope: PathBuf,
     /// Where the agent's view appears (an empty directory).
     pub mountpoint: PathBuf,
+}
+
+/// What the agent is shown and where its changes are kept (`mount` and `run`).
+#[derive(clap::Args, Debug)]
+pub struct ViewArgs {
+    /// Profile (default: the built-in default profile, read-only).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Write mode, overriding the profile: read-only, snapshot or overlay.
+    #[arg(long)]
+    pub mode: Option<WriteMode>,
+    /// Snapshot store directory (overrides the profile's).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,7 +75,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
-    let profile = match &a.profile {
+    let profile = match &a.view.profile {
         Some(p) => Profile::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Profile::builtin_default(),
     };
@@ -76,8 +83,8 @@ pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
         scope: a.scope,
         mountpoint: a.mountpoint,
         profile,
-        mode: a.mode,
-        store: a.store,
+        mode: a.view.mode,
+        store: a.view.store,
         allow_other: a.allow_other,
         expires: a.expires,
         audit_log: a.audit_log,

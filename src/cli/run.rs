@@ -3,20 +3,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use veilfs::profile::WriteMode;
 use veilfs::run::{RunRequest, run as run_session};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Profile (default: the built-in default profile, read-only).
-    #[arg(long)]
-    pub profile: Option<PathBuf>,
-    /// Write mode, overriding the profile: read-only, snapshot or overlay.
-    #[arg(long)]
-    pub mode: Option<WriteMode>,
-    /// Snapshot store directory (overrides the profile's).
-    #[arg(long)]
-    pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub view: super::mount::ViewArgs,
     /// Run the command in bubblewrap: no network, the system read-only, the scope and the
     /// store hidden, only the mount writable.
     #[arg(long)]
@@ -30,9 +22,9 @@ pub struct RunArgs {
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let code = run_session(RunRequest {
-        profile: a.profile,
-        mode: a.mode,
-        store: a.store,
+        profile: a.view.profile,
+        mode: a.view.mode,
+        store: a.view.store,
         sandbox: a.sandbox,
         scope: a.scope,
         command: a.command,

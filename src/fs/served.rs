@@ -258,14 +258,20 @@ mod tests {
         assert!(c.get((0, 2)).is_none() && c.get((0, 3)).is_none());
     }
 
-    #[test]
-    fn a_file_changed_outside_just_now_is_not_trusted_until_it_settles() {
+    /// A file in a temp dir holding "version one", open, and its stat.
+    fn fresh_file() -> (tempfile::TempDir, std::path::PathBuf, File, Stat) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"version one").unwrap();
         let f = File::open(&p).unwrap();
+        let st = crate::backing::stat_fd(std::os::fd::AsFd::as_fd(&f)).unwrap();
+        (dir, p, f, st)
+    }
+
+    #[test]
+    fn a_file_changed_outside_just_now_is_not_trusted_until_it_settles() {
+        let (_dir, _p, f, st) = fresh_file();
         let fd = std::os::fd::AsFd::as_fd(&f);
-        let st = crate::backing::stat_fd(fd).unwrap();
         let r = consistent_copy(&f, &st, || crate::backing::stat_fd(fd), None).unwrap();
         assert!(matches!(r, Taken::Unsettled(w) if w <= SETTLE && !w.is_zero()));
         // The same bytes once their ctime is old (a stat as it will read then).
@@ -277,12 +283,8 @@ mod tests {
 
     #[test]
     fn veilfs_own_last_change_is_trusted_at_once_and_a_later_one_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"version one").unwrap();
-        let f = File::open(&p).unwrap();
+        let (_dir, p, f, st) = fresh_file();
         let fd = std::os::fd::AsFd::as_fd(&f);
-        let st = crate::backing::stat_fd(fd).unwrap();
         let own = Some(st.ctime);
         let r = consistent_copy(&f, &st, || crate::backing::stat_fd(fd), own).unwrap();
         assert_eq!(r, Taken::Copy(b"version one".to_vec()));
