@@ -1,0 +1,204 @@
+//! The read path: every byte served comes from a scanned, consistent copy (see `served`),
+//! or, for files the profile serves unscanned, from the real file with its identity checked.
+
+use super::*;
+
+/// Reads up to `size` bytes at `offset`, short only at end of file.
+pub(super) fn pread_full(file: &File, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; size as usize];
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(errno_of(&e)),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+impl VeilFs {
+    /// Reads `size` bytes at `offset` of `file` (the real file of inode `ino`) as the agent may
+    /// see them. With redaction on, the bytes come from a consistent copy of the file's current
+    /// version, and the view was decided on that very copy (see [`served`]): a file rewritten
+    /// in place outside the mount can never be served with another version's masks.
+    pub(super) fn read_view(
+        &self,
+        ino: u64,
+        file: &File,
+        offset: u64,
+        size: u32,
+        writable: bool,
+    ) -> Result<Vec<u8>, Errno> {
+        if writable || !self.cfg.viewer.redaction_enabled() {
+            return pread_full(file, offset, size);
+        }
+        let rel = self.rel(ino)?;
+        let stat = || backing::stat_fd(file.as_fd());
+        let (mut rules, mut last_key, mut waited) = (None, None, false);
+        for _ in 0..READ_ATTEMPTS {
+            let st = stat().map_err(|e| errno_of(&e))?;
+            if st.size > self.cfg.viewer.max_scan_size() {
+                return self.read_unscanned(&rel, file, &st, offset, size);
+            }
+            let sel = self.cfg.viewer.rules_for(&rel, &st).id();
+            rules = Some(sel);
+            let id = view::file_id(&st);
+            let key = (st.dev, st.ino);
+            last_key = Some(key);
+            if let Some(c) = self.copies.get(key)
+                && c.id == id
+                && c.rules == sel
+            {
+                return self.serve(&rel, &c, offset, size);
+            }
+            let own = self.copies.own_change(key);
+            let data =
+                match served::consistent_copy(file, &st, stat, own).map_err(|e| errno_of(&e))? {
+                    served::Taken::Copy(data) => data,
+                    served::Taken::Changed => continue,
+                    served::Taken::Unsettled(wait) => {
+                        // Changed outside just now: wait until no write can be in progress,
+                        // once; a file still changing is served its last copy (stale, whole,
+                        // scanned).
+                        if let Some(c) = self.copies.get(key)
+                            && c.rules == sel
+                            && (waited || self.copies.churning(key))
+                        {
+                            if waited {
+                                self.copies.mark_churning(key);
+                            }
+                            return self.serve(&rel, &c, offset, size);
+                        }
+                        std::thread::sleep(wait);
+                        waited = true;
+                        continue;
+                    }
+                };
+            let v = self.cfg.viewer.decide_bytes(&rel, &st, &data);
+            // Masked edits: the view is recorded before it is first served.
+            if let View::Masked(r) = &v {
+                self.record_served(&rel, &st, &data, r)?;
+            }
+            if self.cfg.no_open {
+                self.audit_first_read(ino, &rel, &st, &v);
+            }
+            let c = Arc::new(served::Copy {
+                id,
+                rules: sel,
+                data: if matches!(v, View::Denied(_)) {
+                    Vec::new()
+                } else {
+                    data
+                },
+                view: v,
+            });
+            self.copies.put(key, c.clone());
+            return self.serve(&rel, &c, offset, size);
+        }
+        // Never still long enough: the last consistent copy is stale but was scanned.
+        if let Some(c) = last_key.and_then(|k| self.copies.get(k))
+            && Some(c.rules) == rules
+        {
+            return self.serve(&rel, &c, offset, size);
+        }
+        audit::denied("read", &rel, "the file kept changing while it was read");
+        Err(Errno::EIO)
+    }
+
+    /// Bytes `offset..offset+size` of a scanned copy, as its view allows.
+    pub(super) fn serve(
+        &self,
+        rel: &Path,
+        c: &served::Copy,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        if let View::Denied(reason) = &c.view {
+            audit::denied("read", rel, reason);
+            return Err(Errno::EACCES);
+        }
+        let start = (offset as usize).min(c.data.len());
+        let end = start.saturating_add(size as usize).min(c.data.len());
+        let mut buf = c.data[start..end].to_vec();
+        if let View::Masked(r) = &c.view {
+            r.apply(offset, &mut buf);
+        }
+        Ok(buf)
+    }
+
+    /// A file too large to scan: served only where the profile allows unscannable files, from
+    /// the real file with its identity checked around the read.
+    pub(super) fn read_unscanned(
+        &self,
+        rel: &Path,
+        file: &File,
+        st: &Stat,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        if let View::Denied(reason) = self.cfg.viewer.decide(rel, file.as_fd(), st) {
+            audit::denied("read", rel, &reason);
+            return Err(Errno::EACCES);
+        }
+        let buf = pread_full(file, offset, size)?;
+        let after = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
+        if view::file_id(&after) != view::file_id(st) {
+            return Err(Errno::EAGAIN);
+        }
+        Ok(buf)
+    }
+
+    /// No-open mode has no OPEN to log: the first read of each version of a file is logged
+    /// instead (later reads of it are served by the page cache and never reach veilfs).
+    pub(super) fn audit_first_read(&self, ino: u64, rel: &Path, st: &Stat, view: &View) {
+        let Some(inode) = self.inodes.get(ino) else {
+            return;
+        };
+        let id = view::file_id(st);
+        let mut last = inode.last_open.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != Some(id) {
+            *last = Some(id);
+            let (rules, redactions) = match view {
+                View::Masked(r) => audit::rules_fired(r),
+                _ => (Vec::new(), 0),
+            };
+            audit::emit(&audit::AuditEvent::Read {
+                path: rel.to_path_buf(),
+                masked: matches!(view, View::Masked(_)),
+                rules,
+                redactions,
+            });
+        }
+    }
+
+    /// A read in no-open mode: no handle, the inode's file is reopened for it.
+    pub(super) fn read_unopened(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        let inode = self.inode(ino)?;
+        if inode.kind != Kind::File {
+            return Err(Errno::EISDIR);
+        }
+        let fd = self.fd(&inode)?;
+        let file =
+            backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).map_err(|e| errno_of(&e))?;
+        if self.cfg.breaker.is_some() {
+            // No OPEN in this mode: each read counts its file (distinct files are what count).
+            let st = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
+            self.count_read(&st)?;
+        }
+        if !self.cfg.viewer.redaction_enabled()
+            && let Ok(rel) = self.rel(ino.0)
+            && let Ok(st) = backing::stat_fd(file.as_fd())
+        {
+            self.audit_first_read(ino.0, &rel, &st, &View::Raw);
+        }
+        self.read_view(ino.0, &file, offset, size, false)
+    }
+}
