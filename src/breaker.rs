@@ -87,6 +87,16 @@ impl Breaker {
         }
     }
 
+    /// Does a mass-read limit apply (so opens are worth counting)?
+    pub fn counts_reads(&self) -> bool {
+        self.cfg.max_reads_per_minute > 0
+    }
+
+    /// Does an overwritten-bytes limit apply (so writes are worth a stat)?
+    pub fn counts_overwrites(&self) -> bool {
+        self.cfg.max_overwritten_bytes > 0
+    }
+
     /// The trip in force, if any.
     pub fn state(&self) -> Option<Trip> {
         self.lock().tripped.clone()

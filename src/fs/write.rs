@@ -379,7 +379,12 @@ impl VeilFs {
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(&inode)?;
         if let Some(size) = size {
-            if self.cfg.breaker.is_some() {
+            if self
+                .cfg
+                .breaker
+                .as_ref()
+                .is_some_and(|b| b.counts_overwrites())
+            {
                 let old = backing::stat_fd(fd.as_fd()).map_or(0, |st| st.size);
                 self.count(crate::breaker::Op::Overwrite(old.saturating_sub(size)));
             }
@@ -841,7 +846,12 @@ impl VeilFs {
         if !h.writable {
             return Err(Errno::EBADF);
         }
-        if self.cfg.breaker.is_some() {
+        if self
+            .cfg
+            .breaker
+            .as_ref()
+            .is_some_and(|b| b.counts_overwrites())
+        {
             let old = h.file.metadata().map_or(0, |m| m.len());
             let end = (offset + data.len() as u64).min(old);
             self.count(crate::breaker::Op::Overwrite(end.saturating_sub(offset)));

@@ -308,15 +308,16 @@ fn env() -> Env {
 /// session looks live. All integration tests share this process (and spawn `veilfs` all the
 /// time), so the instant does come. A refused rollback changes nothing, so trying again is safe.
 fn plan_lib(store: &Store, sessions: &[String]) -> rollback::Plan {
-    for _ in 0..100 {
+    let mut plan = None;
+    let settled = crate::common::eventually(|| {
         match rollback::plan(store, sessions, &[]) {
-            Err(rollback::RollbackError::Live { .. }) => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            r => return r.unwrap(),
+            Err(rollback::RollbackError::Live { .. }) => return false,
+            r => plan = Some(r.unwrap()),
         }
-    }
-    panic!("sessions {sessions:?} stayed live")
+        true
+    });
+    assert!(settled, "sessions {sessions:?} stayed live");
+    plan.unwrap()
 }
 
 fn rollback_lib(store: &Path, session: &str) -> rollback::Report {
@@ -328,23 +329,25 @@ fn rollback_lib(store: &Path, session: &str) -> rollback::Report {
 /// Runs the real binary; a rollback refused because a session looked live is retried (see
 /// [`plan_lib`]).
 fn veilfs(args: &[&str]) -> (i32, String, String) {
-    for _ in 0..100 {
+    let mut result = None;
+    let settled = crate::common::eventually(|| {
         let out = Command::new(env!("CARGO_BIN_EXE_veilfs"))
             .args(args)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         if out.status.code() == Some(1) && err.contains("is still live") {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            continue;
+            return false;
         }
-        return (
+        result = Some((
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             err,
-        );
-    }
-    panic!("veilfs {args:?}: a session stayed live")
+        ));
+        true
+    });
+    assert!(settled, "veilfs {args:?}: a session stayed live");
+    result.unwrap()
 }
 
 fn s(p: &Path) -> &str {
