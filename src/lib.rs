@@ -22,6 +22,8 @@
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
+//! - [`diff`]: what a session changed, or what an overlay commit would change, as typed changes.
+//! - [`verify`]: checks a store can still undo its sessions (objects, journals, audit trail).
 //! - [`scan`]: the admin's dry run: the real folder walked as the mount would show it.
 //! - Leaves that several of the above share: [`time`] (clock, RFC 3339), [`pattern`] (profile
 //!   pattern compilation), [`mountinfo`] (the mount table).
@@ -35,6 +37,7 @@ pub mod breaker;
 pub mod checkpoint;
 pub mod control;
 pub mod denials;
+pub mod diff;
 pub mod error;
 pub mod fs;
 pub mod guard;
@@ -56,4 +59,5 @@ pub mod store;
 #[allow(unsafe_code)]
 mod sys;
 pub mod time;
+pub mod verify;
 pub mod watch;

@@ -1,13 +1,12 @@
 //! Forensic commands over a snapshot store: log, diff, rollback, verify, commit, discard.
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use veilfs::audit;
-use veilfs::journal::{Event, Record, SessionLog, State};
+use veilfs::diff;
+use veilfs::journal::{Event, Record};
 use veilfs::overlay;
 use veilfs::rollback::{self, Action};
 use veilfs::store::Store;
@@ -280,198 +279,31 @@ pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
     let (_, scope, _) = log
         .start()
         .with_context(|| format!("{}: no SessionStart", log.path.display()))?;
-    let scope = scope.to_path_buf();
-    let root =
-        veilfs::backing::open_root(&scope).with_context(|| format!("scope {}", scope.display()))?;
     let filters: Vec<PathBuf> = a
         .paths
         .iter()
-        .map(|p| rollback::normalize_filter(&scope, p))
+        .map(|p| rollback::normalize_filter(scope, p))
         .collect();
-    let wanted = |p: &Path| {
-        filters.is_empty()
-            || filters
-                .iter()
-                .any(|f| f.as_os_str().is_empty() || p.starts_with(f))
-    };
-    let mut out = std::io::stdout().lock();
-    // First capture per path = its state before the session.
-    let mut before: BTreeMap<PathBuf, State> = BTreeMap::new();
-    for r in &log.records {
-        match &r.event {
-            Event::Capture { path, before: b } if wanted(path) => {
-                before.entry(path.clone()).or_insert_with(|| b.clone());
-            }
-            Event::Rename { from, to, .. } if wanted(from) || wanted(to) => {
-                writeln!(out, "renamed {} -> {}", from.display(), to.display())?;
-            }
-            _ => {}
-        }
-    }
-    for (path, b) in &before {
-        let now = State::read(root.as_fd(), path, None)?;
-        diff_one(&store, root.as_fd(), &mut out, path, b, &now)?;
-    }
-    Ok(ExitCode::SUCCESS)
+    print_changes(&diff::session_changes(&store, &log, &filters)?)
 }
 
 /// What committing the overlay would change in the real folder.
 fn overlay_diff(store: &Store, a: &DiffArgs) -> anyhow::Result<ExitCode> {
     let scope = overlay_scope(store, &a.store, a.session.as_deref())?;
     let filters = filters(&scope, &a.paths);
-    let plan = overlay::plan_commit(&a.store, None, &scope, &filters)?;
-    let root =
-        veilfs::backing::open_root(&scope).with_context(|| format!("scope {}", scope.display()))?;
-    let mut out = std::io::stdout().lock();
-    for w in &plan.warnings {
+    let (changes, warnings) = diff::overlay_changes(&a.store, &scope, &filters)?;
+    for w in &warnings {
         eprintln!("veilfs: warning: {w}");
     }
-    for step in plan.steps.iter().filter(|s| plan.units[s.unit].selected) {
-        let path = &step.path;
-        let real = || read_current(root.as_fd(), path);
-        match &step.op {
-            overlay::Op::Put { target, src, .. } => {
-                let now = State::read(root.as_fd(), path, None)?;
-                if matches!((&now, target), (State::Dir { .. }, State::Dir { .. })) {
-                    if now.meta().map(|m| m.mode) != target.meta().map(|m| m.mode) {
-                        writeln!(
-                            out,
-                            "changed {}: {} -> {}",
-                            path.display(),
-                            now.describe(),
-                            target.describe()
-                        )?;
-                    }
-                    continue;
-                }
-                let new = |_: &veilfs::store::ObjectId| match src {
-                    overlay::Source::Upper(p) => std::fs::read(p).ok(),
-                    overlay::Source::Real(r) => read_current(root.as_fd(), r),
-                    overlay::Source::None => None,
-                };
-                diff_states(&mut out, path, &now, target, &|_| real(), &new)?;
-            }
-            overlay::Op::Delete { was } => {
-                writeln!(out, "deleted {} (was {})", path.display(), was.describe())?;
-            }
-            overlay::Op::Link { to, .. } => {
-                writeln!(
-                    out,
-                    "linked {} (hard link to {})",
-                    path.display(),
-                    to.display()
-                )?;
-            }
-            overlay::Op::DirTimes { .. } => {}
-        }
-    }
-    for u in plan.units.iter().filter(|u| u.selected) {
-        if let Some(r) = &u.refused {
-            writeln!(out, "{r}")?;
-        } else if let Some(c) = &u.conflict {
-            writeln!(out, "{c}")?;
-        }
+    print_changes(&changes)
+}
+
+fn print_changes(changes: &[diff::Change]) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    for c in changes {
+        writeln!(out, "{c}")?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn diff_one(
-    store: &Store,
-    root: BorrowedFd<'_>,
-    out: &mut dyn Write,
-    path: &Path,
-    b: &State,
-    now: &State,
-) -> anyhow::Result<()> {
-    let old = |h: &veilfs::store::ObjectId| store.read_bytes(h).ok();
-    let new = |_: &veilfs::store::ObjectId| read_current(root, path);
-    diff_states(out, path, b, now, &old, &new)
-}
-
-/// Prints how `path` went from `b` to `now`; `old`/`new` fetch the bytes of a file state.
-fn diff_states(
-    out: &mut dyn Write,
-    path: &Path,
-    b: &State,
-    now: &State,
-    old: &dyn Fn(&veilfs::store::ObjectId) -> Option<Vec<u8>>,
-    new: &dyn Fn(&veilfs::store::ObjectId) -> Option<Vec<u8>>,
-) -> anyhow::Result<()> {
-    let p = path.display();
-    match (b, now) {
-        (State::Absent, State::Absent) => {}
-        (State::Absent, n) => writeln!(out, "created {p} ({})", n.describe())?,
-        (o, State::Absent) => writeln!(out, "deleted {p} (was {})", o.describe())?,
-        (
-            State::File {
-                hash: h1,
-                size: s1,
-                meta: m1,
-            },
-            State::File {
-                hash: h2,
-                size: s2,
-                meta: m2,
-            },
-        ) => {
-            if m1.mode != m2.mode {
-                writeln!(
-                    out,
-                    "mode {p}: {:04o} -> {:04o}",
-                    m1.mode & 0o7777,
-                    m2.mode & 0o7777
-                )?;
-            }
-            if h1 == h2 {
-                return Ok(());
-            }
-            let old = old(h1).unwrap_or_default();
-            let new = new(h2);
-            match (text(&old), new.as_deref().and_then(text)) {
-                (Some(a), Some(bb)) => {
-                    writeln!(out, "--- a/{p}\n+++ b/{p}")?;
-                    write!(out, "{}", unified_diff(a, bb, 3))?;
-                }
-                _ => writeln!(
-                    out,
-                    "binary {p}: size {s1} -> {s2}, hash {} -> {}",
-                    h1.short(),
-                    h2.short()
-                )?,
-            }
-        }
-        (o, n) if o.same_content(n) => {
-            if o.meta().map(|m| m.mode) != n.meta().map(|m| m.mode) {
-                writeln!(out, "changed {p}: {} -> {}", o.describe(), n.describe())?;
-            }
-        }
-        (o, n) => writeln!(out, "changed {p}: {} -> {}", o.describe(), n.describe())?,
-    }
-    Ok(())
-}
-
-/// The current bytes of a file (read through `backing`, beneath the scope).
-fn read_current(root: BorrowedFd<'_>, path: &Path) -> Option<Vec<u8>> {
-    let fd = veilfs::backing::open_path(root, path).ok()?;
-    let mut f = veilfs::backing::reopen(fd.as_fd(), libc::O_RDONLY).ok()?;
-    let mut v = Vec::new();
-    f.read_to_end(&mut v).ok()?;
-    Some(v)
-}
-
-fn text(b: &[u8]) -> Option<&str> {
-    if b.len() > 4 << 20 || b.contains(&0) {
-        return None;
-    }
-    std::str::from_utf8(b).ok()
-}
-
-/// A unified line diff with `ctx` lines of context (no `---`/`+++` header), from `similar`.
-pub fn unified_diff(a: &str, b: &str, ctx: usize) -> String {
-    similar::TextDiff::from_lines(a, b)
-        .unified_diff()
-        .context_radius(ctx)
-        .to_string()
 }
 
 pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
@@ -596,90 +428,42 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.store)?;
-    let mut findings: Vec<String> = Vec::new();
-    let (ids, strays) = store.list_objects()?;
-    for s in strays {
-        findings.push(format!("{}: not an object", s.display()));
-    }
-    let pb = progress(ids.len(), "objects");
-    for id in &ids {
-        if let Err(e) = store.verify_object(id) {
-            findings.push(e.to_string());
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let mut referenced = 0usize;
-    for info in store.sessions()? {
-        let log: SessionLog = match store.load_session(&info.id) {
-            Ok(l) => l,
-            Err(e) => {
-                findings.push(e.to_string());
-                continue;
-            }
-        };
-        if let Some(t) = &log.tail {
-            findings.push(t.msg.clone());
-        }
-        for r in &log.records {
-            if let Event::Capture { path, before } = &r.event
-                && let Some(id) = before.object()
-            {
-                referenced += 1;
-                if !store.has(id) {
-                    findings.push(format!(
-                        "{}:{}: object {id} (pre-image of {}) is missing",
-                        log.path.display(),
-                        r.seq + 1,
-                        path.display()
-                    ));
-                }
-            }
-        }
-    }
-    // The audit trail: every file's chain, and its signatures when a key is given.
     let audit_key = match (&a.audit_pubkey, &a.audit_key) {
         (Some(p), _) => Some(audit::load_verifying_key(p)?),
         (None, Some(k)) => Some(audit::load_signing_key(k)?.verifying_key()),
         (None, None) => None,
     };
-    let mut audit_events = 0usize;
-    let mut audit_warnings = Vec::new();
-    for f in audit::audit_files(&a.store)? {
-        match audit::verify_file(&f, audit_key.as_ref()) {
-            Ok(v) => {
-                audit_events += v.events;
-                findings.extend(v.errors);
-                audit_warnings.extend(v.warnings);
-            }
-            Err(e) => findings.push(format!("{}: {e}", f.display())),
-        }
+    let mut pb: Option<indicatif::ProgressBar> = None;
+    let report = veilfs::verify::verify_store(&a.store, audit_key.as_ref(), &mut |done, total| {
+        pb.get_or_insert_with(|| progress(total, "objects"))
+            .set_position(done as u64)
+    })?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
     }
     let mut out = std::io::stdout().lock();
-    for w in &audit_warnings {
+    for w in &report.warnings {
         writeln!(out, "warning: {w}")?;
     }
-    for f in &findings {
+    for f in &report.findings {
         writeln!(out, "error: {f}")?;
     }
-    if findings.is_empty() {
+    if report.is_ok() {
         writeln!(
             out,
-            "ok: {} objects, {referenced} references, all journals intact, {audit_events} audit events chained{}",
-            ids.len(),
-            if audit_key.is_some() {
-                " and signed"
-            } else {
-                ""
-            }
+            "ok: {} objects, {} references, all journals intact, {} audit events chained{}",
+            report.objects,
+            report.references,
+            report.audit_events,
+            if report.signed { " and signed" } else { "" }
         )?;
         Ok(ExitCode::SUCCESS)
     } else {
-        writeln!(out, "{} problem(s) found", findings.len())?;
+        writeln!(out, "{} problem(s) found", report.findings.len())?;
         Ok(ExitCode::from(1))
     }
 }
+
 /// The scope of the overlay in `store`: the one recorded at mount time, checked against the
 /// named overlay session (or, for stores from before the record, the newest overlay session's).
 fn overlay_scope(store: &Store, dir: &Path, session: Option<&str>) -> anyhow::Result<PathBuf> {
@@ -891,28 +675,4 @@ pub fn run_discard(a: DiscardArgs) -> anyhow::Result<ExitCode> {
         if removed.len() == 1 { "y" } else { "ies" }
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unified_diff;
-
-    #[test]
-    fn unified_diff_hunks() {
-        assert_eq!(unified_diff("a\nb\n", "a\nb\n", 3), "");
-        assert_eq!(
-            unified_diff("a\nb\nc\n", "a\nB\nc\n", 1),
-            "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
-        );
-        // A one-line range is written without its length, as GNU diff does.
-        assert_eq!(unified_diff("", "x\n", 3), "@@ -0,0 +1 @@\n+x\n");
-        assert_eq!(
-            unified_diff("x", "y", 3),
-            "@@ -1 +1 @@\n-x\n\\ No newline at end of file\n+y\n\\ No newline at end of file\n"
-        );
-        let a: String = (0..20).map(|i| format!("{i}\n")).collect();
-        let b = a.replace("2\n", "two\n").replace("17\n", "seventeen\n");
-        let d = unified_diff(&a, &b, 2);
-        assert_eq!(d.matches("@@ -").count(), 2, "{d}");
-    }
 }
