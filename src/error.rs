@@ -24,6 +24,18 @@ pub fn io_error<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a io::Error> {
     None
 }
 
+/// `e` and its sources as one line, `outer: inner: cause` (what anyhow's `{:#}` prints).
+pub fn chain(e: &(dyn Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(x) = cur {
+        out.push_str(": ");
+        out.push_str(&x.to_string());
+        cur = x.source();
+    }
+    out
+}
+
 /// The errno an agent should see for `e`: the first OS error code in its chain, else
 /// `fallback`. An `io::Error` that only wraps another error (as `tempfile` does to add the path)
 /// is looked into too: its `source()` skips the wrapped error itself.

@@ -27,7 +27,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::redact::{Encoding, FileId, Redactions};
@@ -123,7 +122,7 @@ impl ServedViews {
         id: Option<FileId>,
         real: &[u8],
         r: &Redactions,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let hash = blake3::hash(real);
         let dir = self.path_dir(rel);
         let file = dir.join(format!("{}.json", hash.to_hex()));
@@ -156,17 +155,20 @@ impl ServedViews {
                 encoding: encoding_name(r.encoding()).into(),
                 spans,
             };
-            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-            let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-                .with_context(|| format!("temp file in {}", dir.display()))?;
-            serde_json::to_writer(&mut tmp, &rec)?;
-            tmp.flush()?;
-            tmp.as_file().sync_all()?;
+            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+            let mut tmp =
+                tempfile::NamedTempFile::new_in(&dir).map_err(io("create a file in", &dir))?;
+            serde_json::to_writer(&mut tmp, &rec).map_err(|source| ServedError::Record {
+                path: file.clone(),
+                source,
+            })?;
+            tmp.flush().map_err(io("write", &file))?;
+            tmp.as_file().sync_all().map_err(io("write", &file))?;
             tmp.persist(&file)
-                .with_context(|| format!("write {}", file.display()))?;
+                .map_err(|e| io("write", &file)(e.error))?;
             std::fs::File::open(&dir)
                 .and_then(|d| d.sync_all())
-                .with_context(|| format!("sync {}", dir.display()))?;
+                .map_err(io("sync", &dir))?;
         }
         self.remember(rel, id);
         Ok(())
@@ -182,15 +184,14 @@ impl ServedViews {
     }
 
     /// The view recorded for `real` at `rel`.
-    pub fn lookup(&self, rel: &Path, real: &[u8]) -> anyhow::Result<Lookup> {
+    pub fn lookup(&self, rel: &Path, real: &[u8]) -> Result<Lookup> {
         let dir = self.path_dir(rel);
         let file = dir.join(format!("{}.json", blake3::hash(real).to_hex()));
         match read_record(&file) {
             Ok(r) if r.size == real.len() as u64 => return Ok(Lookup::Served(r)),
             Ok(_) => return Ok(Lookup::OtherVersion),
-            Err(e)
-                if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
-                    == Some(std::io::ErrorKind::NotFound) => {}
+            Err(ServedError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         let any = std::fs::read_dir(&dir)
@@ -225,7 +226,7 @@ pub fn commit_content(
     rel: &Path,
     lower: Option<&Path>,
     upper_abs: &Path,
-) -> anyhow::Result<CommitContent> {
+) -> Result<CommitContent> {
     use std::os::fd::AsFd;
     // `STORE/overlay/upper` → `STORE`.
     let Some(store_dir) = upper_dir.parent().and_then(Path::parent) else {
@@ -257,8 +258,8 @@ pub fn commit_content(
     let mut real = Vec::new();
     crate::backing::reopen(real_fd.as_fd(), libc::O_RDONLY)
         .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut real))
-        .with_context(|| format!("read real {}", rel.display()))?;
-    let new = std::fs::read(upper_abs).with_context(|| format!("read {}", upper_abs.display()))?;
+        .map_err(io("read the real file", rel))?;
+    let new = std::fs::read(upper_abs).map_err(io("read", upper_abs))?;
     if new == real {
         return Ok(CommitContent::AsIs);
     }
@@ -295,7 +296,7 @@ pub fn set_content(
     target: &mut crate::journal::State,
     bytes: &[u8],
     store: Option<&crate::store::Store>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     if let crate::journal::State::File { hash, size, .. } = target {
         *hash = match store {
             Some(s) => s.put_bytes(bytes)?,
@@ -306,9 +307,51 @@ pub fn set_content(
     Ok(())
 }
 
-fn read_record(file: &Path) -> anyhow::Result<Record> {
-    let b = std::fs::read(file)?;
-    serde_json::from_slice(&b).with_context(|| format!("bad served-view record {}", file.display()))
+fn read_record(file: &Path) -> Result<Record> {
+    let b = std::fs::read(file).map_err(io("read", file))?;
+    serde_json::from_slice(&b).map_err(|source| ServedError::Record {
+        path: file.to_path_buf(),
+        source,
+    })
+}
+
+/// A served-view record that cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ServedError {
+    /// A filesystem call on a named path failed.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record that does not parse (or serialise).
+    #[error("bad served-view record {}", path.display())]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The store failed to keep merged content.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+type Result<T, E = ServedError> = std::result::Result<T, E>;
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServedError {
+    let path = path.to_path_buf();
+    move |source| ServedError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ impl PendingCommit {
 
 /// The interrupted commit in `store`, if any: a commit session that journaled its plan, did
 /// not end, and that no process is writing any more.
-pub fn pending_commit(store: &Store) -> anyhow::Result<Option<PendingCommit>> {
+pub fn pending_commit(store: &Store) -> Result<Option<PendingCommit>> {
     let infos = store.sessions()?;
     // A crashed commit someone rolled back with `veilfs rollback` is settled too.
     let undone: HashSet<String> = infos.iter().filter_map(|i| i.undo_of.clone()).collect();
@@ -106,10 +106,10 @@ pub fn apply_commit(
     store: &Store,
     plan: &CommitPlan,
     force: bool,
-) -> anyhow::Result<CommitReport> {
+) -> Result<CommitReport> {
     let _lock = exclusive(store_dir, "commit")?;
     if let Some(p) = pending_commit(store)? {
-        bail!("{}", p.describe(store_dir));
+        return Err(OverlayError::Refused(p.describe(store_dir)));
     }
     let w = store.new_session(Event::SessionStart {
         scope: plan.scope.clone(),
@@ -133,7 +133,10 @@ pub fn apply_commit(
             index: plan.index.clone(),
         },
     })
-    .context("serialise the commit plan")?;
+    .map_err(|source| OverlayError::Plan {
+        session: w.id().to_string(),
+        source,
+    })?;
     let obj = store.put_bytes(&journaled)?;
     w.append(Event::Change {
         path: PathBuf::new(),
@@ -149,7 +152,7 @@ pub fn resume_commit(
     store_dir: &Path,
     store: &Store,
     pending: &PendingCommit,
-) -> anyhow::Result<CommitReport> {
+) -> Result<CommitReport> {
     let _lock = exclusive(store_dir, "commit")?;
     let JournaledPlan { force, plan } = load_plan(store, pending)?;
     let log = store.load_session(&pending.session)?;
@@ -162,8 +165,7 @@ pub fn resume_commit(
         })
         .collect();
     let w = store.reopen_session(&pending.session)?;
-    let root = backing::open_root(&plan.scope)
-        .with_context(|| format!("scope {}", plan.scope.display()))?;
+    let root = backing::open_root(&plan.scope).io("scope", &plan.scope)?;
     let dirs: Vec<&Path> = plan.steps.iter().filter_map(|s| s.path.parent()).collect();
     rollback::remove_temps(root.as_fd(), dirs, &pending.session)?;
     w.append(Event::Change {
@@ -188,14 +190,16 @@ pub fn abort_commit(
     store_dir: &Path,
     store: &Store,
     pending: &PendingCommit,
-) -> anyhow::Result<rollback::Report> {
+) -> Result<rollback::Report> {
     let _lock = exclusive(store_dir, "commit --abort")?;
     if pending.applied {
-        bail!("cannot abort: {}", pending.describe(store_dir));
+        return Err(OverlayError::Refused(format!(
+            "cannot abort: {}",
+            pending.describe(store_dir)
+        )));
     }
     let JournaledPlan { plan, .. } = load_plan(store, pending)?;
-    let root = backing::open_root(&plan.scope)
-        .with_context(|| format!("scope {}", plan.scope.display()))?;
+    let root = backing::open_root(&plan.scope).io("scope", &plan.scope)?;
     let dirs: Vec<&Path> = plan.steps.iter().filter_map(|s| s.path.parent()).collect();
     rollback::remove_temps(root.as_fd(), dirs, &pending.session)?;
     let rplan = rollback::plan(store, std::slice::from_ref(&pending.session), &[])?;
@@ -211,27 +215,23 @@ pub fn abort_commit(
     Ok(report)
 }
 
-pub(super) fn load_plan(store: &Store, pending: &PendingCommit) -> anyhow::Result<JournaledPlan> {
-    let bytes = store
-        .read_bytes(&pending.plan)
-        .with_context(|| format!("the journaled plan of commit session {}", pending.session))?;
-    serde_json::from_slice(&bytes).with_context(|| {
-        format!(
-            "the journaled plan of commit session {} ({})",
-            pending.session, pending.plan
-        )
+pub(super) fn load_plan(store: &Store, pending: &PendingCommit) -> Result<JournaledPlan> {
+    let bytes = store.read_bytes(&pending.plan)?;
+    serde_json::from_slice(&bytes).map_err(|source| OverlayError::Plan {
+        session: pending.session.clone(),
+        source,
     })
 }
 
 pub(super) fn run_commit(
-    _store_dir: &Path,
+    store_dir: &Path,
     store: &Store,
     plan: &CommitPlan,
     force: bool,
     w: &crate::journal::SessionWriter,
     mut captured: HashSet<PathBuf>,
     already_applied: bool,
-) -> anyhow::Result<CommitReport> {
+) -> Result<CommitReport> {
     let mut report = CommitReport {
         warnings: plan.warnings.clone(),
         ..CommitReport::default()
@@ -248,10 +248,9 @@ pub(super) fn run_commit(
             report.skipped_conflicts.push(c.clone());
         }
     }
-    let root = backing::open_root(&plan.scope)
-        .with_context(|| format!("scope {}", plan.scope.display()))?;
+    let root = backing::open_root(&plan.scope).io("scope", &plan.scope)?;
     report.session = w.id().to_string();
-    let capture = |captured: &mut HashSet<PathBuf>, p: &Path| -> anyhow::Result<()> {
+    let capture = |captured: &mut HashSet<PathBuf>, p: &Path| -> Result<()> {
         if captured.insert(p.to_path_buf()) {
             let before = State::read(root.as_fd(), p, Some(store))?;
             w.append(Event::Capture {
@@ -261,7 +260,7 @@ pub(super) fn run_commit(
         }
         Ok(())
     };
-    let capture_with_parent = |captured: &mut HashSet<PathBuf>, p: &Path| -> anyhow::Result<()> {
+    let capture_with_parent = |captured: &mut HashSet<PathBuf>, p: &Path| -> Result<()> {
         if let Some(parent) = p.parent() {
             capture(captured, parent)?;
         }
@@ -280,7 +279,7 @@ pub(super) fn run_commit(
     for (k, step) in steps.iter().enumerate() {
         if k % CHUNK == 0 {
             store.defer_sync();
-            let batch: anyhow::Result<()> = (|| {
+            let batch: Result<()> = (|| {
                 for s in steps[k..].iter().take(CHUNK).filter(|s| applied[s.unit]) {
                     for q in s.path.parent().into_iter().chain([s.path.as_path()]) {
                         if captured.insert(q.to_path_buf()) {
@@ -303,7 +302,7 @@ pub(super) fn run_commit(
         }
         let p = &step.path;
         let mut changed = false;
-        let res: anyhow::Result<()> = (|| {
+        let res: Result<()> = (|| {
             match &step.op {
                 Op::Put {
                     target, in_place, ..
@@ -317,11 +316,10 @@ pub(super) fn run_commit(
                     if let State::File { hash, .. } = target
                         && !store.has(hash)
                     {
-                        bail!(
-                            "{}: content {} is not in the store",
-                            p.display(),
-                            hash.short()
-                        );
+                        return Err(OverlayError::MissingContent {
+                            path: p.clone(),
+                            hash: *hash,
+                        });
                     }
                     capture_with_parent(&mut captured, p)?;
                     let warns =
@@ -344,14 +342,13 @@ pub(super) fn run_commit(
                     } else {
                         backing::unlink(pfd.as_fd(), &name)
                     }
-                    .with_context(|| format!("delete {}", p.display()))?;
+                    .io("delete", p)?;
                     captured.retain(|c| !c.starts_with(p));
                     report.changed += 1;
                     changed = true;
                 }
                 Op::Link { to, .. } => {
-                    let src = backing::open_path(root.as_fd(), to)
-                        .with_context(|| format!("link source {}", to.display()))?;
+                    let src = backing::open_path(root.as_fd(), to).io("link source", to)?;
                     let (pfd, name) = backing::open_parent(root.as_fd(), p)?;
                     if let Ok(cur) = backing::lookup(pfd.as_fd(), &name) {
                         let (a, b) = (
@@ -368,7 +365,7 @@ pub(super) fn run_commit(
                     backing::link(src.as_fd(), pfd.as_fd(), &tmp)?;
                     if let Err(e) = backing::rename(pfd.as_fd(), &tmp, pfd.as_fd(), &name, 0) {
                         let _ = backing::unlink(pfd.as_fd(), &tmp);
-                        return Err(e).with_context(|| format!("link {}", p.display()));
+                        return Err(e).io("link", p);
                     }
                     report.changed += 1;
                     changed = true;
@@ -399,15 +396,14 @@ pub(super) fn run_commit(
             // `veilfs commit` finishes, or `--abort` undoes.
             let _ = w.append(Event::Change {
                 path: p.clone(),
-                op: format!("commit failed: {e:#}"),
+                op: format!("commit failed: {}", crate::error::chain(&e)),
             });
-            return Err(e.context(format!(
-                "commit stopped at {}: nothing was removed from the overlay, and session {} holds the pre-image of every change made so far; fix the cause, then finish it with `veilfs commit --store {}`, or undo it with `veilfs commit --store {} --abort`",
-                p.display(),
-                w.id(),
-                _store_dir.display(),
-                _store_dir.display()
-            )));
+            return Err(OverlayError::CommitStopped {
+                path: p.clone(),
+                session: w.id().to_string(),
+                store: store_dir.to_path_buf(),
+                source: Box::new(e),
+            });
         }
         if !matches!(step.op, Op::DirTimes { .. })
             && captured.contains(p)
@@ -450,7 +446,7 @@ pub(super) fn run_commit(
 /// the same path, each committed entry; a replacing (opaque, redirected, new) directory only as
 /// a whole, once everything in and below it was committed (removing a part would change the
 /// merged view).
-pub(super) fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result<()> {
+pub(super) fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> Result<()> {
     let complete = |d: &Path| {
         plan.units
             .iter()
@@ -470,7 +466,7 @@ pub(super) fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result
         rel: &Path,
         unit_of: &HashMap<&Path, usize>,
         complete: &dyn Fn(&Path) -> bool,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let abs = plan.upper.join(rel);
         let mut names: Vec<_> = std::fs::read_dir(&abs)?
             .filter_map(|e| e.ok().map(|e| e.file_name()))
@@ -489,8 +485,7 @@ pub(super) fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result
             if m.is_dir() {
                 if plan.replacing.iter().any(|r| r == &p) {
                     if complete(&p) {
-                        std::fs::remove_dir_all(&a)
-                            .with_context(|| format!("remove {}", a.display()))?;
+                        std::fs::remove_dir_all(&a).io("remove", &a)?;
                         kill_point();
                     }
                     continue;
@@ -498,7 +493,7 @@ pub(super) fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result
                 walk(plan, applied, &p, unit_of, complete)?;
                 let _ = std::fs::remove_dir(&a); // only when empty
             } else {
-                std::fs::remove_file(&a).with_context(|| format!("remove {}", a.display()))?;
+                std::fs::remove_file(&a).io("remove", &a)?;
                 kill_point();
             }
         }
@@ -508,12 +503,12 @@ pub(super) fn clean_upper(plan: &CommitPlan, applied: &[bool]) -> anyhow::Result
 }
 
 /// Removes an index entry no upper name links any more (nlink 1: only the index itself).
-pub(super) fn remove_orphan_index(abs: &Path) -> anyhow::Result<()> {
+pub(super) fn remove_orphan_index(abs: &Path) -> Result<()> {
     if let Ok(m) = std::fs::symlink_metadata(abs)
         && m.is_file()
         && m.nlink() == 1
     {
-        std::fs::remove_file(abs).with_context(|| format!("remove {}", abs.display()))?;
+        std::fs::remove_file(abs).io("remove", abs)?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use super::*;
 /// Throws away the agent's changes under `filters` (everything when empty) by removing them
 /// from the upper layer. A path inside a replaced (opaque or renamed) directory disappears from
 /// the merged view rather than showing the real one again. Returns the removed upper paths.
-pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let _lock = exclusive(store_dir, "discard")?;
     let layout = Layout::in_store(store_dir);
     let upper = layout.upper.clone();
@@ -23,13 +23,13 @@ pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> anyhow::Result<Vec<Path
         };
         for e in rd {
             let e = e?;
-            rm(&e.path()).with_context(|| format!("remove {}", e.path().display()))?;
+            rm(&e.path()).io("remove", &e.path())?;
             removed.push(PathBuf::from(e.file_name()));
         }
         // The hard-link index holds edits visible through lower names: gone with the rest.
         if let Ok(rd) = std::fs::read_dir(&layout.index) {
             for e in rd.flatten() {
-                rm(&e.path()).with_context(|| format!("remove {}", e.path().display()))?;
+                rm(&e.path()).io("remove", &e.path())?;
             }
         }
         return Ok(removed);
@@ -44,7 +44,7 @@ pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> anyhow::Result<Vec<Path
     for f in filters {
         let a = upper.join(f);
         if std::fs::symlink_metadata(&a).is_ok() {
-            rm(&a).with_context(|| format!("remove {}", a.display()))?;
+            rm(&a).io("remove", &a)?;
             removed.push(f.clone());
         }
     }

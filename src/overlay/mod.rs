@@ -29,7 +29,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::backing::{self, Kind, SetTime};
@@ -39,11 +38,17 @@ use crate::store::Store;
 
 mod apply;
 mod discard;
+mod error;
 mod plan;
 
 pub use apply::*;
 pub use discard::*;
+use error::IoContext;
+pub use error::OverlayError;
 pub use plan::*;
+
+/// What overlay functions return.
+pub type Result<T, E = OverlayError> = std::result::Result<T, E>;
 
 /// Marks an empty regular file in the upper layer that stands for a 0:0 character device
 /// (overlayfs reserves that device for whiteouts; the filesystem keeps and shows the agent's
@@ -83,9 +88,9 @@ pub struct OverlayMount {
 }
 
 /// Takes the store's overlay lock, or says who holds it.
-pub(crate) fn lock(store: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock(store: &Path, what: &str) -> Result<std::fs::File> {
     let base = store.join("overlay");
-    std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
+    std::fs::create_dir_all(&base).io("create", &base)?;
     let p = base.join("lock");
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -93,16 +98,14 @@ pub(crate) fn lock(store: &Path, what: &str) -> anyhow::Result<std::fs::File> {
         .create(true)
         .truncate(false)
         .open(&p)
-        .with_context(|| format!("open {}", p.display()))?;
+        .io("open", &p)?;
     match f.try_lock() {
         Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(OverlayError::Refused(format!(
             "{what}: the overlay of {} is still mounted by a running `veilfs mount`: stop it first (veilfs unmount MOUNTPOINT)",
             store.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("lock {}", p.display()))
-        }
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).io("lock", &p),
     }
 }
 
@@ -148,22 +151,24 @@ fn mount_overlay(scope: &Path, layout: &Layout) -> std::io::Result<OwnedFd> {
 
 impl OverlayMount {
     /// Mounts (or, after a crash, re-mounts) the overlay of `scope` kept in `store`.
-    pub fn mount(store: &Path, scope: &Path) -> anyhow::Result<OverlayMount> {
+    pub fn mount(store: &Path, scope: &Path) -> Result<OverlayMount> {
         let layout = Layout::in_store(store);
         let lock = lock(store, "mount")?;
         // The upper layer belongs to one scope: applying it to another would be nonsense.
         match recorded_scope(store) {
-            Some(s) if s != scope && has_changes(store) => bail!(
-                "store {} holds overlay changes for {}, not {}: commit or discard them first, or use another store",
-                store.display(),
-                s.display(),
-                scope.display()
-            ),
+            Some(s) if s != scope && has_changes(store) => {
+                return Err(OverlayError::Refused(format!(
+                    "store {} holds overlay changes for {}, not {}: commit or discard them first, or use another store",
+                    store.display(),
+                    s.display(),
+                    scope.display()
+                )));
+            }
             _ => {}
         }
         let fresh = !layout.upper.exists();
         for d in [&layout.upper, &layout.work, &layout.merged] {
-            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+            std::fs::create_dir_all(d).io("create", d)?;
         }
         write_atomic(&layout.scope_file, scope.as_os_str().as_bytes())?;
         if fresh || !has_changes(store) {
@@ -175,12 +180,10 @@ impl OverlayMount {
         }
         // Versions before the detached mount left a SIGKILLed mount's overlay at `merged`.
         detach_stale(&layout);
-        let root = mount_overlay(scope, &layout).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot mount the overlay of {} (upper layer {}): {e} (see dmesg; if the scope was replaced since these changes were made, commit or discard them first)",
-                scope.display(),
-                layout.upper.display()
-            )
+        let root = mount_overlay(scope, &layout).map_err(|source| OverlayError::Mount {
+            scope: scope.to_path_buf(),
+            upper: layout.upper.clone(),
+            source,
         })?;
         Ok(OverlayMount { root, _lock: lock })
     }
@@ -194,31 +197,31 @@ impl OverlayMount {
 /// Records which folder the upper layer in `store` belongs to (snapshot mode's divert layer
 /// uses the same upper dir, so `diff`/`commit`/`discard` work on diverted files too). Refuses a
 /// store whose pending changes belong to another folder.
-pub fn record_scope(store: &Path, scope: &Path) -> anyhow::Result<()> {
+pub fn record_scope(store: &Path, scope: &Path) -> Result<()> {
     let layout = Layout::in_store(store);
     match recorded_scope(store) {
-        Some(s) if s != scope && has_changes(store) => bail!(
+        Some(s) if s != scope && has_changes(store) => Err(OverlayError::Refused(format!(
             "the overlay in {} holds changes for {}, not {}: commit or discard them first",
             store.display(),
             s.display(),
             scope.display()
-        ),
+        ))),
         Some(s) if s == scope => Ok(()),
         _ => write_atomic(&layout.scope_file, scope.as_os_str().as_bytes()),
     }
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::write(&tmp, data).io("write", &tmp)?;
     std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
+    std::fs::rename(&tmp, path).io("write", path)?;
     Ok(())
 }
 
 /// Forgets overlayfs's bookkeeping of an overlay with no pending changes: the work dir (with
 /// the hard-link index) and the overlay xattrs of the upper root (the lower root's origin).
-fn reset_layers(layout: &Layout) -> anyhow::Result<()> {
+fn reset_layers(layout: &Layout) -> Result<()> {
     if let Ok(rd) = std::fs::read_dir(&layout.work) {
         for e in rd.flatten() {
             let p = e.path();
@@ -227,24 +230,23 @@ fn reset_layers(layout: &Layout) -> anyhow::Result<()> {
             } else {
                 std::fs::remove_file(&p)
             };
-            r.with_context(|| format!("remove {}", p.display()))?;
+            r.io("remove", &p)?;
         }
     }
     let fd = backing::open_root(&layout.upper)?;
     for (name, _) in backing::all_xattrs(fd.as_fd())? {
         if name.as_bytes().starts_with(OVL_PREFIX.as_bytes()) {
             backing::removexattr(fd.as_fd(), &name)
-                .with_context(|| format!("{}: remove xattr {name:?}", layout.upper.display()))?;
+                .io("remove an overlay xattr of", &layout.upper)?;
         }
     }
     Ok(())
 }
 
-fn copy_root_attrs(scope: &Path, upper: &Path) -> anyhow::Result<()> {
+fn copy_root_attrs(scope: &Path, upper: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let m = std::fs::metadata(scope).with_context(|| format!("stat {}", scope.display()))?;
-    std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid()))
-        .with_context(|| format!("chown {}", upper.display()))?;
+    let m = std::fs::metadata(scope).io("stat", scope)?;
+    std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid())).io("chown", upper)?;
     std::fs::set_permissions(upper, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
     let fd = backing::open_root(upper)?;
     backing::utimens_fd(
@@ -296,15 +298,15 @@ pub fn has_changes(store: &Path) -> bool {
 /// Takes the overlay lock for a commit or discard (refusing while a mount runs) and detaches
 /// a stale merged mount left by a killed mount process. Hold the result while changing the
 /// upper layer: no mount can start meanwhile.
-pub fn exclusive(store: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+pub fn exclusive(store: &Path, what: &str) -> Result<std::fs::File> {
     let l = lock(store, what)?;
     let layout = Layout::in_store(store);
     detach_stale(&layout);
     if is_mounted(store) {
-        bail!(
+        return Err(OverlayError::Refused(format!(
             "{what}: {} is still a mount point and could not be detached",
             layout.merged.display()
-        );
+        )));
     }
     Ok(l)
 }

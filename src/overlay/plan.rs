@@ -309,9 +309,8 @@ pub(super) fn upper_state(
     upper_root: BorrowedFd<'_>,
     rel: &Path,
     store: Option<&Store>,
-) -> anyhow::Result<State> {
-    let mut s = State::read(upper_root, rel, store)
-        .with_context(|| format!("read upper {}", rel.display()))?;
+) -> Result<State> {
+    let mut s = State::read(upper_root, rel, store)?;
     // An empty file standing for a 0:0 character device (overlayfs cannot hold one).
     if let State::File { size: 0, meta, .. } = &s
         && meta.xattrs.iter().any(|(n, _)| n == DEV0_XATTR)
@@ -407,10 +406,7 @@ impl Planner<'_> {
     /// Index entries whose content is reachable only through real (lower) names of the origin:
     /// no upper name of the inode is committed in place. Writes the content in place at one
     /// real name that no upper entry shadows.
-    fn index_orphans(
-        &mut self,
-        covered: &HashSet<(u64, u64)>,
-    ) -> anyhow::Result<HashMap<PathBuf, usize>> {
+    fn index_orphans(&mut self, covered: &HashSet<(u64, u64)>) -> Result<HashMap<PathBuf, usize>> {
         let mut units = HashMap::new();
         let want: HashMap<u64, (u64, u64)> = self
             .index
@@ -460,8 +456,7 @@ impl Planner<'_> {
                     copied: since,
                 });
             }
-            let f = std::fs::File::open(&e.abs)
-                .with_context(|| format!("read index {}", e.abs.display()))?;
+            let f = std::fs::File::open(&e.abs).io("read index", &e.abs)?;
             let st = backing::stat_fd(f.as_fd())?;
             let mut meta = crate::journal::meta_of(f.as_fd(), &st)?;
             meta.xattrs.retain(|(n, _)| !n.starts_with(OVL_PREFIX));
@@ -526,7 +521,7 @@ impl Planner<'_> {
 
     /// Deletes the real subtree at `rel` (children first); a conflict when anything in it
     /// changed after `since`.
-    fn delete_tree(&mut self, rel: &Path, unit: usize, since: i128) -> anyhow::Result<()> {
+    fn delete_tree(&mut self, rel: &Path, unit: usize, since: i128) -> Result<()> {
         let Some(st) = self.real_stat(rel) else {
             return Ok(());
         };
@@ -547,7 +542,7 @@ impl Planner<'_> {
     }
 
     /// Copies the real subtree at `src` to `dst` (a renamed directory's lower content).
-    fn copy_tree(&mut self, src: &Path, dst: &Path, unit: usize) -> anyhow::Result<()> {
+    fn copy_tree(&mut self, src: &Path, dst: &Path, unit: usize) -> Result<()> {
         let s = State::read(self.root.as_fd(), src, self.store)?;
         if let Some(st) = self.real_stat(dst)
             && st.kind() == Kind::Dir
@@ -598,10 +593,10 @@ impl Planner<'_> {
 
     /// Plans upper directory `rel`, merged with the real directory `lower` (None: nothing below
     /// comes from the lower layer).
-    fn dir(&mut self, rel: &Path, lower: Option<PathBuf>, dir_unit: usize) -> anyhow::Result<()> {
+    fn dir(&mut self, rel: &Path, lower: Option<PathBuf>, dir_unit: usize) -> Result<()> {
         let abs = self.upper.join(rel);
         let mut entries: Vec<(std::ffi::OsString, std::fs::Metadata)> = Vec::new();
-        for e in std::fs::read_dir(&abs).with_context(|| format!("list {}", abs.display()))? {
+        for e in std::fs::read_dir(&abs).io("list", &abs)? {
             let e = e?;
             let m = std::fs::symlink_metadata(e.path())?;
             entries.push((e.file_name(), m));
@@ -780,9 +775,9 @@ impl Planner<'_> {
         rel: &Path,
         lower: Option<&Path>,
         unit: usize,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(abs).with_context(|| format!("read {}", abs.display()))?;
+        let f = std::fs::File::open(abs).io("read", abs)?;
         let at = |off: u64, len: usize| -> std::io::Result<Vec<u8>> {
             let mut v = vec![0u8; len];
             let mut n = 0;
@@ -839,8 +834,7 @@ impl Planner<'_> {
         }
         let real_rel = lower.filter(|l| self.real_stat(l).is_some()).unwrap_or(rel);
         let real = match backing::open_path(self.root.as_fd(), real_rel) {
-            Ok(fd) => backing::reopen(fd.as_fd(), libc::O_RDONLY)
-                .with_context(|| format!("read real {}", real_rel.display()))?,
+            Ok(fd) => backing::reopen(fd.as_fd(), libc::O_RDONLY).io("read real", real_rel)?,
             Err(_) => {
                 self.warnings.push(format!(
                     "{}: new file contains a redaction mask `{}` (copied from a masked view?); committed as is",
@@ -885,7 +879,7 @@ pub fn plan_commit(
     store: Option<&Store>,
     scope: &Path,
     filters: &[PathBuf],
-) -> anyhow::Result<CommitPlan> {
+) -> Result<CommitPlan> {
     // Planning stores the content of every file the commit writes: in bulk, one flush at the
     // end instead of an fsync per object (nothing refers to them durably before the flush).
     if let Some(s) = store {
@@ -903,11 +897,10 @@ pub(super) fn plan_commit_inner(
     store: Option<&Store>,
     scope: &Path,
     filters: &[PathBuf],
-) -> anyhow::Result<CommitPlan> {
+) -> Result<CommitPlan> {
     let layout = Layout::in_store(store_dir);
-    let root = backing::open_root(scope).with_context(|| format!("scope {}", scope.display()))?;
-    let upper_root = backing::open_root(&layout.upper)
-        .with_context(|| format!("upper layer {}", layout.upper.display()))?;
+    let root = backing::open_root(scope).io("scope", scope)?;
+    let upper_root = backing::open_root(&layout.upper).io("upper layer", &layout.upper)?;
     let mut p = Planner {
         store,
         root,
