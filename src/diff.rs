@@ -8,15 +8,43 @@ use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use crate::backing;
-use crate::journal::{Event, SessionLog, State};
+use crate::journal::{Event, JournalError, SessionLog, State};
 use crate::overlay;
 use crate::store::{ObjectId, Store};
 
 /// Text files larger than this are compared by hash only.
 const MAX_TEXT_DIFF: usize = 4 << 20;
+
+/// Why a diff could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// The session's journal has no start record (so no scope to compare with).
+    #[error("{}: no SessionStart", .0.display())]
+    NoStart(PathBuf),
+    /// The scope cannot be opened.
+    #[error("scope {}", path.display())]
+    Scope {
+        /// The scope.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path's current state cannot be read.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The overlay's commit plan cannot be made.
+    #[error(transparent)]
+    Overlay(#[from] overlay::OverlayError),
+}
+
+fn open_scope(scope: &Path) -> Result<std::os::fd::OwnedFd, DiffError> {
+    backing::open_root(scope).map_err(|source| DiffError::Scope {
+        path: scope.to_path_buf(),
+        source,
+    })
+}
 
 /// One change to one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,11 +177,11 @@ pub fn session_changes(
     store: &Store,
     log: &SessionLog,
     filters: &[PathBuf],
-) -> anyhow::Result<Vec<Change>> {
+) -> Result<Vec<Change>, DiffError> {
     let (_, scope, _) = log
         .start()
-        .with_context(|| format!("{}: no SessionStart", log.path.display()))?;
-    let root = backing::open_root(scope).with_context(|| format!("scope {}", scope.display()))?;
+        .ok_or_else(|| DiffError::NoStart(log.path.clone()))?;
+    let root = open_scope(scope)?;
     let wanted = |p: &Path| {
         filters.is_empty()
             || filters
@@ -192,9 +220,9 @@ pub fn overlay_changes(
     dir: &Path,
     scope: &Path,
     filters: &[PathBuf],
-) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
+) -> Result<(Vec<Change>, Vec<String>), DiffError> {
     let plan = overlay::plan_commit(dir, None, scope, filters)?;
-    let root = backing::open_root(scope).with_context(|| format!("scope {}", scope.display()))?;
+    let root = open_scope(scope)?;
     let mut changes = Vec::new();
     for step in plan.steps.iter().filter(|s| plan.units[s.unit].selected) {
         let path = &step.path;
