@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use veilfs::redact::samples::{Rng, cases, generate};
-use veilfs::redact::{Engine, ScanOutcome};
+use veilfs::testing::samples::{Rng, cases, generate};
+use veilfs::{Engine, ScanOutcome};
 
 const CODE: &[&str] = &[
     "use std::collections::HashMap;",

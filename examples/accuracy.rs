@@ -22,8 +22,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use veilfs::redact::samples::{Rng, cases, generate};
-use veilfs::redact::{Engine, ScanOutcome};
+use veilfs::testing::samples::{Rng, cases, generate};
+use veilfs::{Engine, ScanOutcome};
 
 const CODE_FILLER: &[&str] = &[
     "fn parse(input: &str) -> Result<Config, Error> {",

@@ -2,6 +2,7 @@
 //! allowed) snapshotted view of a real folder.
 //!
 //! Module map (see `../shared/design.md`):
+//! - [`cli`]: the `veilfs` command tree; each command parses its arguments and prints.
 //! - [`profile`]: the admin's TOML profile, validated with file:line errors.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
@@ -35,6 +36,7 @@ pub mod audit;
 pub mod backing;
 pub mod breaker;
 pub mod checkpoint;
+pub mod cli;
 pub mod control;
 pub mod denials;
 pub mod diff;
@@ -61,3 +63,26 @@ mod sys;
 pub mod time;
 pub mod verify;
 pub mod watch;
+
+// The library's chosen surface: loading a profile and its policy, the redaction engine, the
+// snapshot store and its journal, the write guard, undo, verification and diffs. The command
+// line (`cli`) is built on the same crate.
+pub use diff::{Change, DiffError};
+pub use guard::{Guard, GuardError};
+pub use journal::{Event, Record, SessionLog, State};
+pub use mountinfo::is_mount_point;
+pub use policy::{EntryKind, Hidden, Policy};
+pub use profile::{Profile, WriteMode};
+pub use redact::{Engine, Redactions, ScanOutcome, mask_all};
+pub use rollback::RollbackError;
+pub use store::{ObjectId, Store, StoreError};
+pub use verify::{Finding as VerifyFinding, Report as VerifyReport};
+
+/// Internals that veilfs's own integration tests, benchmarks and examples drive directly. Not
+/// part of the API: they change without notice.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::backing;
+    pub use crate::redact::samples;
+    pub use crate::rollback;
+}

@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::audit;
+use crate::time::{format_time, parse_time};
 use anyhow::Context;
 use serde_json::Value;
-use veilfs::audit;
-use veilfs::time::{format_time, parse_time};
 
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use veilfs::control::{Request, locate, request};
+use crate::control::{Request, locate, request};
 
 #[derive(clap::Args, Debug)]
 pub struct CheckpointArgs {

@@ -3,14 +3,14 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::audit;
+use crate::diff;
+use crate::journal::{Event, Record};
+use crate::overlay;
+use crate::rollback::{self, Action};
+use crate::store::Store;
+use crate::time::{format_time, parse_time};
 use anyhow::Context;
-use veilfs::audit;
-use veilfs::diff;
-use veilfs::journal::{Event, Record};
-use veilfs::overlay;
-use veilfs::rollback::{self, Action};
-use veilfs::store::Store;
-use veilfs::time::{format_time, parse_time};
 
 #[derive(clap::Args, Debug)]
 pub struct LogArgs {
@@ -152,9 +152,9 @@ pub fn run_log(a: LogArgs) -> anyhow::Result<ExitCode> {
                 )?;
                 if s.problem.is_none()
                     && let Ok(log) = store.load_session(&s.id)
-                    && !veilfs::checkpoint::checkpoints(&log).is_empty()
+                    && !crate::checkpoint::checkpoints(&log).is_empty()
                 {
-                    for (i, t) in veilfs::checkpoint::turns(&log).iter().enumerate() {
+                    for (i, t) in crate::checkpoint::turns(&log).iter().enumerate() {
                         let head = match &t.end {
                             Some(c) => format!(
                                 "turn {}, up to checkpoint {} at {}",
@@ -319,7 +319,7 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
             if a.session.len() > 1 {
                 anyhow::bail!("--to looks in one session: give at most one --session");
             }
-            let cp = veilfs::checkpoint::find(&store, a.session.first().map(String::as_str), spec)?;
+            let cp = crate::checkpoint::find(&store, a.session.first().map(String::as_str), spec)?;
             let start = store.load_session(&cp.session)?.records[0].time_ns;
             let sessions = match rollback::select_sessions(&store, &[], Some(start)) {
                 Ok(s) => s,
@@ -434,7 +434,7 @@ pub fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         (None, None) => None,
     };
     let mut pb: Option<indicatif::ProgressBar> = None;
-    let report = veilfs::verify::verify_store(&a.store, audit_key.as_ref(), &mut |done, total| {
+    let report = crate::verify::verify_store(&a.store, audit_key.as_ref(), &mut |done, total| {
         pb.get_or_insert_with(|| progress(total, "objects"))
             .set_position(done as u64)
     })?;

@@ -77,6 +77,12 @@ pub enum Command {
     Discard(forensic::DiscardArgs),
 }
 
+/// Parses the command line and runs the command: what the `veilfs` binary does.
+pub fn main() -> ExitCode {
+    run(Cli::parse())
+}
+
+/// Runs a parsed command; the exit code is 0 ok, 1 failed, 2 bad input.
 pub fn run(cli: Cli) -> ExitCode {
     init_tracing(cli.verbose, cli.log_json);
     let result = match cli.command {
@@ -126,7 +132,7 @@ fn init_tracing(verbose: u8, json: bool) {
     // `veilfs why` asks a live mount for its last denials: the layer keeps them.
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let denials = veilfs::denials::DenialLayer;
+    let denials = crate::denials::DenialLayer;
     if json {
         builder.json().finish().with(denials).init();
     } else {

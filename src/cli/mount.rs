@@ -2,9 +2,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::mount::{MountRequest, mount_and_serve, unmount};
+use crate::profile::{Profile, WriteMode};
 use anyhow::Context;
-use veilfs::mount::{MountRequest, mount_and_serve, unmount};
-use veilfs::profile::{Profile, WriteMode};
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
@@ -95,7 +95,7 @@ pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_resume(a: UnmountArgs) -> anyhow::Result<ExitCode> {
-    let m = veilfs::registry::resume(&a.mountpoint)
+    let m = crate::registry::resume(&a.mountpoint)
         .with_context(|| format!("resume {}", a.mountpoint.display()))?;
     eprintln!(
         "veilfs: asked the mount at {} (pid {}) to resume",
@@ -108,13 +108,13 @@ pub fn run_resume(a: UnmountArgs) -> anyhow::Result<ExitCode> {
 pub fn run_revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     let targets = match &a.mountpoint {
         Some(mp) => {
-            vec![veilfs::registry::find(mp).with_context(|| format!("revoke {}", mp.display()))?]
+            vec![crate::registry::find(mp).with_context(|| format!("revoke {}", mp.display()))?]
         }
-        None => veilfs::registry::list().context("revoke --all")?,
+        None => crate::registry::list().context("revoke --all")?,
     };
     for m in targets {
         let t0 = std::time::Instant::now();
-        veilfs::registry::revoke(&m)
+        crate::registry::revoke(&m)
             .with_context(|| format!("revoke {}", m.mountpoint.display()))?;
         eprintln!(
             "veilfs: revoked {} (pid {}) in {} ms",
@@ -127,7 +127,7 @@ pub fn run_revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mounts = veilfs::registry::list().context("status")?;
+    let mounts = crate::registry::list().context("status")?;
     for m in &mounts {
         if a.json {
             println!("{}", serde_json::to_string(m)?);

@@ -1,8 +1,8 @@
 //! `veilfs profile check`.
 use std::process::ExitCode;
 
-use veilfs::policy::Policy;
-use veilfs::profile::Profile;
+use crate::policy::Policy;
+use crate::profile::Profile;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ProfileCmd {

@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use veilfs::redact::gitleaks::Conversion;
+use crate::redact::gitleaks::Conversion;
 
 /// A converter: rule-file text and rule-set name to a veilfs rule set.
 type Convert = fn(&str, &str) -> Result<Conversion, String>;
@@ -20,9 +20,9 @@ pub enum RulesCmd {
 
 pub fn run(cmd: RulesCmd) -> anyhow::Result<ExitCode> {
     let (path, convert): (PathBuf, Convert) = match cmd {
-        RulesCmd::ImportGitleaks { path } => (path, veilfs::redact::gitleaks::convert),
-        RulesCmd::ImportKingfisher { path } => (path, veilfs::redact::kingfisher::convert),
-        RulesCmd::ImportNoseyparker { path } => (path, veilfs::redact::noseyparker::convert),
+        RulesCmd::ImportGitleaks { path } => (path, crate::redact::gitleaks::convert),
+        RulesCmd::ImportKingfisher { path } => (path, crate::redact::kingfisher::convert),
+        RulesCmd::ImportNoseyparker { path } => (path, crate::redact::noseyparker::convert),
     };
     import(&path, convert)
 }

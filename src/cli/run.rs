@@ -3,7 +3,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use veilfs::run::{RunRequest, run as run_session};
+use crate::run::{RunRequest, run as run_session};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {

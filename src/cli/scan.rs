@@ -5,7 +5,7 @@
 //! into a directory the profile hides (exactly like the mount), and reports every hidden entry with
 //! the reason the agent would get, plus the redaction findings of every visible file.
 //!
-//! The walk is the library's (`veilfs::scan`); the report is sorted into depth-first name order,
+//! The walk is the library's (`crate::scan`); the report is sorted into depth-first name order,
 //! so output is the same byte for byte on every run and on every machine.
 use std::fs;
 use std::io::{self, Write};
@@ -13,10 +13,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use veilfs::policy::{EntryKind, Hidden, Policy};
-use veilfs::profile::{Profile, Unscannable};
-use veilfs::redact::{Engine, ScanOutcome, mask_all};
-use veilfs::scan::{ScanEntry, kind_str, reason_code, walk_parallel};
+use crate::policy::{EntryKind, Hidden, Policy};
+use crate::profile::{Profile, Unscannable};
+use crate::redact::{Engine, ScanOutcome, mask_all};
+use crate::scan::{ScanEntry, kind_str, reason_code, walk_parallel};
 
 #[derive(clap::Args, Debug)]
 pub struct ScanArgs {
@@ -212,11 +212,11 @@ fn redaction_report(
     };
     // Only the binary check here: `findings` is the one engine pass (a full `scan` first would
     // run every regex twice).
-    if veilfs::redact::text::classify(&data) == veilfs::redact::text::Kind::Binary {
+    if crate::redact::text::classify(&data) == crate::redact::text::Kind::Binary {
         if policy.opaque(&e.rel) {
             return vec![unscannable("binary of a type the profile calls opaque")];
         }
-        if veilfs::redact::container::is_container(&data) {
+        if crate::redact::container::is_container(&data) {
             return match engine.scan(&e.rel, &data) {
                 ScanOutcome::Unscannable(why) => vec![unscannable(why)],
                 ScanOutcome::Refused(why) if json => vec![
@@ -227,7 +227,7 @@ fn redaction_report(
                 ScanOutcome::Clean | ScanOutcome::Redact(_) => Vec::new(),
             };
         }
-        if let Some(why) = veilfs::redact::binary::unscannable(&data) {
+        if let Some(why) = crate::redact::binary::unscannable(&data) {
             return vec![unscannable(why)];
         }
     }

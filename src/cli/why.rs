@@ -2,8 +2,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::control::{Request, locate, request};
 use anyhow::Context;
-use veilfs::control::{Request, locate, request};
 
 #[derive(clap::Args, Debug)]
 pub struct WhyArgs {
@@ -20,7 +20,7 @@ pub struct WhyArgs {
 pub fn run(a: WhyArgs) -> anyhow::Result<ExitCode> {
     let mount = match &a.mount {
         Some(m) => Some(m.clone()),
-        None => std::env::var_os(veilfs::run::ENV_MOUNT).map(PathBuf::from),
+        None => std::env::var_os(crate::run::ENV_MOUNT).map(PathBuf::from),
     };
     let sock = locate(mount.as_deref())?;
     let rel = match (&a.path, &mount) {

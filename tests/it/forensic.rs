@@ -9,11 +9,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use veilfs::backing;
-use veilfs::guard::{Guard, GuardError};
-use veilfs::profile::WriteMode;
-use veilfs::rollback;
-use veilfs::store::Store;
+use veilfs::Store;
+use veilfs::WriteMode;
+use veilfs::testing::backing;
+use veilfs::testing::rollback;
+use veilfs::{Guard, GuardError};
 
 /// Drives the real [`Guard`] the way the FUSE write path does (src/fs/write.rs): capture (the
 /// parent directory too for a create, remove or rename; every known name of a hard-linked file),
@@ -531,7 +531,7 @@ fn a_corrupt_object_refuses_the_whole_rollback() {
     let id = g.end();
     let before = tree(&e.scope);
     let store = Store::open(&e.store).unwrap();
-    let a_id = veilfs::store::ObjectId::of(b"one\ntwo\nthree\n");
+    let a_id = veilfs::ObjectId::of(b"one\ntwo\nthree\n");
     let obj = store.object_path(&a_id);
     fs::write(
         &obj,
@@ -695,7 +695,7 @@ fn log_and_diff_show_what_happened() {
     let (code, out, _) = veilfs(&["log", "--store", st, "--session", &id, "--json"]);
     assert_eq!(code, 0);
     for l in out.lines() {
-        let _: veilfs::journal::Record = serde_json::from_str(l).unwrap();
+        let _: veilfs::Record = serde_json::from_str(l).unwrap();
     }
     let (code, out, err) = veilfs(&["diff", "--store", st, "--session", &id]);
     assert_eq!(code, 0, "{err}");

@@ -36,7 +36,7 @@ fn revoke_ends_a_mount_with_an_agent_working_inside_it() {
     let (ok, _out, err) = veilfs(&["revoke", &mp.display().to_string()]);
     assert!(ok, "{err}");
     assert!(err.contains("revoked"), "{err}");
-    assert!(!veilfs::mount::is_mount_point(&mp), "still mounted");
+    assert!(!veilfs::is_mount_point(&mp), "still mounted");
     // The agent's next read fails: the loop ends by itself.
     assert_eq!(agent.wait().unwrap().code(), Some(3));
     let status = m.child.take().unwrap().wait().unwrap();
@@ -53,7 +53,7 @@ fn an_expired_mount_ends_by_itself() {
     // Waits for the mount process to end on its own.
     let status = m.child.take().unwrap().wait().unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(!veilfs::mount::is_mount_point(&m.mp));
+    assert!(!veilfs::is_mount_point(&m.mp));
 }
 
 #[test]

@@ -230,8 +230,8 @@ static ALLOCATOR: counting::Counting = counting::Counting;
 
 #[test]
 fn policy_queries_do_not_allocate() {
-    use veilfs::policy::{EntryKind, Policy};
-    use veilfs::profile::{Profile, WriteMode};
+    use veilfs::{EntryKind, Policy};
+    use veilfs::{Profile, WriteMode};
     let dev = Profile::load(&profiles().join("developer.toml")).unwrap();
     let policies = [
         Policy::new(&Profile::builtin_default()).unwrap(),
@@ -252,7 +252,7 @@ fn policy_queries_do_not_allocate() {
     // reason, which is the rare path).
     let run = |p: &Policy| -> usize {
         let mut allocs = 0;
-        let mut visible = |f: &dyn Fn() -> Result<(), veilfs::policy::Hidden>| {
+        let mut visible = |f: &dyn Fn() -> Result<(), veilfs::Hidden>| {
             let before = counting::count();
             let r = std::hint::black_box(f());
             if r.is_ok() {

@@ -558,8 +558,7 @@ fn bad_mount_requests_are_refused_and_nothing_is_mounted() {
     let mp = base.path().join("mp");
     fs::create_dir_all(scope.join("inner")).unwrap();
     fs::create_dir(&mp).unwrap();
-    let not_mounted =
-        |p: &Path| assert!(!veilfs::mount::is_mount_point(&p.canonicalize().unwrap()));
+    let not_mounted = |p: &Path| assert!(!veilfs::is_mount_point(&p.canonicalize().unwrap()));
     let e = mount_fails(&base.path().join("missing"), &mp, &[]);
     not_mounted(&mp);
     assert!(e.contains("does not exist"), "{e}");
@@ -598,7 +597,7 @@ fn sigterm_and_sigint_unmount_cleanly() {
     let scope = scope_with_credentials();
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let mut m = Mount::start(scope.path(), &[]);
-        assert!(veilfs::mount::is_mount_point(&m.mp.canonicalize().unwrap()));
+        assert!(veilfs::is_mount_point(&m.mp.canonicalize().unwrap()));
         let child = m.child.take().unwrap();
         // SAFETY: sending a signal to our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
@@ -608,10 +607,7 @@ fn sigterm_and_sigint_unmount_cleanly() {
             "exit after signal {sig}: {:?}",
             out.status
         );
-        assert!(
-            !veilfs::mount::is_mount_point(&m.mp),
-            "stale mount after {sig}"
-        );
+        assert!(!veilfs::is_mount_point(&m.mp), "stale mount after {sig}");
         assert!(fs::read_dir(&m.mp).unwrap().next().is_none());
     }
 }
@@ -623,7 +619,7 @@ fn unmount_command_ends_the_mount_process() {
     let mp = m.mp.clone();
     let (status, _err) = m.stop();
     assert!(status.success());
-    assert!(!veilfs::mount::is_mount_point(&mp));
+    assert!(!veilfs::is_mount_point(&mp));
 }
 
 #[test]

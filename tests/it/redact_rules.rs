@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use veilfs::redact::samples::cases;
-use veilfs::redact::{Engine, ScanOutcome, mask_all};
+use veilfs::testing::samples::cases;
+use veilfs::{Engine, ScanOutcome, mask_all};
 
 fn engine() -> Engine {
     Engine::load(&["secrets".into(), "pii".into()], &[]).expect("built-in rule sets compile")
@@ -201,7 +201,7 @@ fn placeholders_and_lookups_are_not_masked() {
 
 #[test]
 fn arbitrary_bytes_never_panic_and_keep_length() {
-    use veilfs::redact::samples::Rng;
+    use veilfs::testing::samples::Rng;
     let e = engine();
     let mut rng = Rng::new(99);
     let seeds: Vec<String> = cases(5).into_iter().map(|c| c.positive).collect();

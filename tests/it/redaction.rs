@@ -473,7 +473,5 @@ keywords = ["acme-"]
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken"));
-    assert!(!veilfs::mount::is_mount_point(
-        &mp.path().canonicalize().unwrap()
-    ));
+    assert!(!veilfs::is_mount_point(&mp.path().canonicalize().unwrap()));
 }

@@ -63,7 +63,7 @@ fn mount_point(out: &Output) -> PathBuf {
 
 fn assert_gone(mp: &Path) {
     assert!(
-        !veilfs::mount::is_mount_point(mp),
+        !veilfs::is_mount_point(mp),
         "{} is still mounted",
         mp.display()
     );
@@ -141,7 +141,7 @@ fn a_signal_to_run_is_forwarded_to_the_command_then_it_unmounts() {
         .read_line(&mut line)
         .unwrap();
     let mp = PathBuf::from(line.trim_end());
-    assert!(veilfs::mount::is_mount_point(&mp));
+    assert!(veilfs::is_mount_point(&mp));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
@@ -264,11 +264,11 @@ fn a_killed_run_takes_its_command_and_its_mount_down() {
         .read_line(&mut line)
         .unwrap();
     let mp = PathBuf::from(line.trim_end());
-    assert!(veilfs::mount::is_mount_point(&mp));
+    assert!(veilfs::is_mount_point(&mp));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
-        common::eventually(|| !veilfs::mount::is_mount_point(&mp)),
+        common::eventually(|| !veilfs::is_mount_point(&mp)),
         "{} is still mounted",
         mp.display()
     );

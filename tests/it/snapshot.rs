@@ -275,9 +275,7 @@ fn a_store_inside_the_scope_or_the_mount_point_is_refused() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("inside the scope"), "{err}");
         assert!(!store.exists(), "a store was created inside the scope");
-        assert!(!veilfs::mount::is_mount_point(
-            &mp.path().canonicalize().unwrap()
-        ));
+        assert!(!veilfs::is_mount_point(&mp.path().canonicalize().unwrap()));
     }
     let mp = tempfile::tempdir().unwrap();
     let out = Command::new(common::bin())

@@ -82,7 +82,7 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         // Lazy detach never blocks, even when the process is wedged or already gone.
-        if veilfs::mount::is_mount_point(&self.mp) {
+        if veilfs::is_mount_point(&self.mp) {
             let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
         }
         if let Some(mut child) = self.child.take() {

@@ -49,7 +49,7 @@ pub fn tree_lines(root: &Path) -> Vec<String> {
 /// [`tree_lines`], with or without modification times (two trees built by two runs of the
 /// same program differ only in those).
 pub fn tree_lines_with(root: &Path, times: bool) -> Vec<String> {
-    let rootfd = veilfs::backing::open_root(root).expect("open root");
+    let rootfd = veilfs::testing::backing::open_root(root).expect("open root");
     let mut paths = Vec::new();
     collect(root, root, &mut paths);
     paths.sort();
@@ -102,8 +102,8 @@ pub fn tree_lines_with(root: &Path, times: bool) -> Vec<String> {
             line.push_str(&format!(" -> {}", t.display()));
         }
         if (ft.is_file() || ft.is_dir())
-            && let Ok(fd) = veilfs::backing::open_path(rootfd.as_fd(), &rel)
-            && let Ok(mut xs) = veilfs::backing::all_xattrs(fd.as_fd())
+            && let Ok(fd) = veilfs::testing::backing::open_path(rootfd.as_fd(), &rel)
+            && let Ok(mut xs) = veilfs::testing::backing::all_xattrs(fd.as_fd())
         {
             xs.sort();
             for (n, v) in xs {
