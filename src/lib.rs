@@ -20,6 +20,7 @@
 //! - [`denials`]: the mount's last denials, told to the agent by `veilfs why`.
 //! - [`audit`]: one typed event per decision; the OCSF JSON-lines trail, chained and signed.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
+//! - [`manifest`]: agent manifests (what an agent asks for) and the consent screen.
 //! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 //! - [`scan`]: the admin's dry run: the real folder walked as the mount would show it.
@@ -39,6 +40,7 @@ pub mod error;
 pub mod fs;
 pub mod guard;
 pub mod journal;
+pub mod manifest;
 pub mod merge;
 pub mod mount;
 pub mod mountinfo;

@@ -34,6 +34,8 @@ pub struct MountRequest {
     pub audit_log: Option<PathBuf>,
     /// Ed25519 seed that signs the audit chain.
     pub audit_key: Option<PathBuf>,
+    /// The agent's manifest: the view is the intersection of it and the profile.
+    pub manifest: Option<PathBuf>,
 }
 
 pub use crate::fs::ioctls::{IoctlCount, unsupported_ioctls};
@@ -158,6 +160,13 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     let mut policy = Policy::new(&req.profile).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(mode) = req.mode {
         policy = policy.with_mode(mode);
+    }
+    if let Some(path) = &req.manifest {
+        let m = crate::manifest::Manifest::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        policy = policy
+            .with_manifest(&m, &path.display().to_string())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        info!(manifest = %path.display(), agent = %m.name, "view narrowed to the agent's manifest");
     }
     let mode = policy.mode();
     let engine = req
