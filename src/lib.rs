@@ -3,6 +3,7 @@
 //!
 //! Module map (see `../shared/design.md`):
 //! - [`profile`]: the admin's TOML profile, validated with file:line errors.
+//! - [`live`], [`reload`]: the policy in force, replaced when the profile or a rule file changes.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
 //! - [`error`]: the rules errors follow; the errno an error carries.
@@ -40,6 +41,7 @@ pub mod error;
 pub mod fs;
 pub mod guard;
 pub mod journal;
+pub mod live;
 pub mod manifest;
 pub mod merge;
 pub mod mount;
@@ -50,6 +52,7 @@ pub mod policy;
 pub mod profile;
 pub mod redact;
 pub mod registry;
+pub mod reload;
 pub mod rollback;
 pub mod run;
 pub mod scan;

@@ -21,6 +21,7 @@ mod commit_kill;
 mod edges;
 mod forensic;
 mod kill_switch;
+mod live_policy;
 mod manifest;
 mod masked_edit;
 mod overlay;
