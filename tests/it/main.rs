@@ -19,6 +19,7 @@ mod breaker;
 mod checkpoint;
 mod commit_kill;
 mod edges;
+mod examples;
 mod forensic;
 mod kill_switch;
 mod live_policy;
