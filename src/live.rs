@@ -57,6 +57,12 @@ impl LivePolicy {
         generation
     }
 
+    /// `f` applied to the policy in force, under the read lock (no reference count traffic
+    /// on the hot path: every lookup asks).
+    fn with<R>(&self, f: impl FnOnce(&Policy) -> R) -> R {
+        f(&self.cur.read().unwrap_or_else(|p| p.into_inner()).policy)
+    }
+
     // The questions the `fs` layer asks, each answered by the policy in force (one decision
     // that asks several questions takes [`LivePolicy::current`] once instead).
 
@@ -67,9 +73,7 @@ impl LivePolicy {
         size: u64,
         symlink_target: Option<&Path>,
     ) -> Result<(), Hidden> {
-        self.current()
-            .policy
-            .visibility(rel, kind, size, symlink_target)
+        self.with(|p| p.visibility(rel, kind, size, symlink_target))
     }
 
     pub fn path_visibility(
@@ -79,29 +83,27 @@ impl LivePolicy {
         size: u64,
         symlink_target: Option<&Path>,
     ) -> Result<(), Hidden> {
-        self.current()
-            .policy
-            .path_visibility(rel, kind, size, symlink_target)
+        self.with(|p| p.path_visibility(rel, kind, size, symlink_target))
     }
 
     pub fn needs_symlink_targets(&self) -> bool {
-        self.current().policy.needs_symlink_targets()
+        self.with(|p| p.needs_symlink_targets())
     }
 
     pub fn mode(&self) -> WriteMode {
-        self.current().policy.mode()
+        self.with(|p| p.mode())
     }
 
     pub fn writable(&self, rel: &Path) -> bool {
-        self.current().policy.writable(rel)
+        self.with(|p| p.writable(rel))
     }
 
     pub fn unscannable_allowed(&self, rel: &Path) -> bool {
-        self.current().policy.unscannable_allowed(rel)
+        self.with(|p| p.unscannable_allowed(rel))
     }
 
     pub fn opaque(&self, rel: &Path) -> bool {
-        self.current().policy.opaque(rel)
+        self.with(|p| p.opaque(rel))
     }
 }
 
