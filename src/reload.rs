@@ -86,10 +86,12 @@ pub fn compile(
 ) -> Result<Compiled, String> {
     let profile = Profile::load(&spec.profile).map_err(|e| e.to_string())?;
     if profile.write.mode != spec.profile_mode {
+        let text = std::fs::read_to_string(&spec.profile).unwrap_or_default();
         return Err(format!(
-            "{}: write.mode cannot change while mounted (mounted as {}, now {}); unmount and \
-             mount again to change it",
+            "{}:{}: write.mode: cannot change while mounted (it was {} at mount, now {}); \
+             unmount and mount again to change it",
             spec.profile.display(),
+            mode_line(&text),
             spec.profile_mode,
             profile.write.mode
         ));
@@ -114,7 +116,24 @@ pub fn compile(
     })
 }
 
-/// The files a profile's policy comes from: the profile and its rule files.
+/// The line of `mode = ...` in the `[write]` table (1 if not found: a profile that omits it
+/// and inherits the default).
+fn mode_line(text: &str) -> usize {
+    let mut in_write = false;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            in_write = t.trim_start_matches('[').trim_start().starts_with("write")
+                && t.trim_end_matches(']').trim_end().ends_with("write");
+        } else if in_write && t.starts_with("mode") && t[4..].trim_start().starts_with('=') {
+            return i + 1;
+        }
+    }
+    1
+}
+
+/// The files a profile's policy comes from: the profile and its rule files, each also where a
+/// symlink to it leads (an edit of the target is a change too).
 pub fn sources(profile_path: &Path, profile: &Profile) -> Vec<PathBuf> {
     let mut v = vec![profile_path.to_path_buf()];
     let base = profile_path.parent().unwrap_or(Path::new("/"));
@@ -125,6 +144,11 @@ pub fn sources(profile_path: &Path, profile: &Profile) -> Vec<PathBuf> {
             base.join(f)
         });
     }
+    let real: Vec<PathBuf> = v
+        .iter()
+        .filter_map(|f| f.canonicalize().ok().filter(|c| c != f))
+        .collect();
+    v.extend(real);
     v
 }
 
@@ -408,7 +432,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = spec(d.path(), "version = 1\n[write]\nmode = \"snapshot\"\n");
         let e = compile(&s, None).err().unwrap();
-        assert!(e.contains("write.mode cannot change while mounted"), "{e}");
+        assert!(
+            e.contains("p.toml:3: write.mode: cannot change while mounted"),
+            "{e}"
+        );
         assert!(e.contains("read-only") && e.contains("snapshot"), "{e}");
     }
 

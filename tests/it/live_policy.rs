@@ -180,7 +180,10 @@ fn an_invalid_change_keeps_the_old_policy_and_logs_file_and_line() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("write.mode cannot change while mounted"),
+        stderr.contains(&format!(
+            "{}:9: write.mode: cannot change while mounted",
+            p.display()
+        )),
         "{stderr}"
     );
 }
