@@ -215,7 +215,7 @@ pub enum AuditEvent {
         errno: i32,
     },
     /// A decision about the whole mount: `breaker-tripped`, `breaker-resumed`, `revoked`
-    /// (or expired).
+    /// (or expired), `policy-reloaded`, `policy-rejected` (a live profile change).
     Control {
         action: &'static str,
         reason: String,
@@ -361,6 +361,14 @@ impl AuditEvent {
                 "breaker-tripped" => Class {
                     name: Some("Breaker Tripped"),
                     ..c(99, 2, 5, 2)
+                },
+                "policy-reloaded" => Class {
+                    name: Some("Policy Reloaded"),
+                    ..c(99, 1, 1, 2)
+                },
+                "policy-rejected" => Class {
+                    name: Some("Policy Rejected"),
+                    ..c(99, 2, 3, 2)
                 },
                 _ => Class {
                     name: Some("Mount Revoked"),

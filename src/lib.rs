@@ -4,6 +4,7 @@
 //! Module map (see `../shared/design.md`):
 //! - [`cli`]: the `veilfs` command tree; each command parses its arguments and prints.
 //! - [`profile`]: the admin's TOML profile, validated with file:line errors.
+//! - [`live`], [`reload`]: the policy in force, replaced when the profile or a rule file changes.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
 //! - [`error`]: the rules errors follow; the errno an error carries.
@@ -21,6 +22,7 @@
 //! - [`denials`]: the mount's last denials, told to the agent by `veilfs why`.
 //! - [`audit`]: one typed event per decision; the OCSF JSON-lines trail, chained and signed.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
+//! - [`manifest`]: agent manifests (what an agent asks for) and the consent screen.
 //! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 //! - [`diff`]: what a session changed, or what an overlay commit would change, as typed changes.
@@ -44,6 +46,8 @@ pub mod error;
 pub mod fs;
 pub mod guard;
 pub mod journal;
+pub mod live;
+pub mod manifest;
 pub mod merge;
 pub mod mount;
 pub mod mountinfo;
@@ -53,6 +57,7 @@ pub mod policy;
 pub mod profile;
 pub mod redact;
 pub mod registry;
+pub mod reload;
 pub mod rollback;
 pub mod run;
 pub mod scan;

@@ -34,6 +34,8 @@ pub struct MountRequest {
     pub audit_log: Option<PathBuf>,
     /// Ed25519 seed that signs the audit chain.
     pub audit_key: Option<PathBuf>,
+    /// The agent's manifest: the view is the intersection of it and the profile.
+    pub manifest: Option<PathBuf>,
 }
 
 pub use crate::fs::ioctls::{IoctlCount, unsupported_ioctls};
@@ -159,15 +161,24 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     if let Some(mode) = req.mode {
         policy = policy.with_mode(mode);
     }
+    let mut manifest = None;
+    if let Some(path) = &req.manifest {
+        let m = crate::manifest::Manifest::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let origin = path.display().to_string();
+        policy = policy
+            .with_manifest(&m, &origin)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        info!(manifest = %origin, agent = %m.name, "view narrowed to the agent's manifest");
+        manifest = Some((m, origin));
+    }
     let mode = policy.mode();
     let engine = req
         .profile
         .redaction_engine()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let policy = Arc::new(policy);
+    let live = Arc::new(crate::live::LivePolicy::new(policy, Arc::new(engine)));
     let viewer = Viewer::new(
-        Arc::new(engine),
-        policy.clone(),
+        live.clone(),
         req.profile.redaction.max_scan_size,
         req.profile.redaction.unscannable == Unscannable::Allow,
     );
@@ -247,7 +258,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     let fs = VeilFs::new(
         root,
         FsConfig {
-            policy,
+            policy: live.clone(),
             viewer,
             ttl: if mode == WriteMode::ReadOnly {
                 Duration::from_millis(req.profile.cache.ttl_ms)
@@ -346,6 +357,32 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         }
     };
     invalidator.set_notifier(session.notifier());
+    // Live policy: a changed profile or rule file is put in force without a remount.
+    let policy_watch = match &req.profile.source {
+        Some(source) => {
+            let spec = crate::reload::ReloadSpec {
+                profile: source.clone(),
+                mode_override: req.mode,
+                profile_mode: req.profile.write.mode,
+                manifest,
+            };
+            let inv = invalidator.clone();
+            match crate::reload::start(
+                spec,
+                &scope,
+                &req.profile,
+                live.clone(),
+                Box::new(move || inv.everything_changed()),
+            ) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!("live policy is off (cannot watch the profile): {e:#}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     // `veilfs checkpoint` reaches the session through it; ready before the "mounted" line.
     let control = match crate::control::serve(&mountpoint, control_guard, mode.as_str()) {
         Ok(c) => Some(c),
@@ -490,7 +527,8 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     {
         tracing::warn!("{e:#}");
     }
-    // The watcher and the invalidator hold notifiers on the device: gone before it is.
+    // The watchers and the invalidator hold notifiers on the device: gone before it is.
+    drop(policy_watch);
     drop(watch);
     drop(invalidator);
     std::mem::forget(bg);

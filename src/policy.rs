@@ -108,6 +108,8 @@ pub enum Hidden {
     Special,
     /// A symlink whose target leaves the scope while `hide_escaping_symlinks` is on.
     EscapingSymlink,
+    /// The agent's manifest (`--manifest`) does not ask to read or write it.
+    NotInManifest,
 }
 
 impl fmt::Display for Hidden {
@@ -123,6 +125,7 @@ impl fmt::Display for Hidden {
             }
             Hidden::Special => f.write_str("special file (device, fifo or socket)"),
             Hidden::EscapingSymlink => f.write_str("symlink pointing outside the scope"),
+            Hidden::NotInManifest => f.write_str("not asked for by the agent's manifest"),
         }
     }
 }
@@ -251,6 +254,22 @@ pub struct Policy {
     unscannable_all: bool,
     unscannable_allow: Rules,
     opaque: Rules,
+    /// The agent's manifest, intersected with the profile ([`Policy::with_manifest`]).
+    grant: Option<Grant>,
+}
+
+/// What an agent's manifest asks for: it narrows the profile, never widens it.
+#[derive(Debug, Clone)]
+struct Grant {
+    read: Rules,
+    write: Rules,
+}
+
+impl Grant {
+    /// Visible under the manifest: it asks to read or to write the path (writing needs seeing).
+    fn reads(&self, rel: &Path, dir_like: bool) -> bool {
+        self.read.subtree_allows(rel, dir_like) || self.write.subtree_allows(rel, dir_like)
+    }
 }
 
 impl Policy {
@@ -316,7 +335,33 @@ impl Policy {
                 &red.unscannable_allow,
             )?,
             opaque: Rules::new("redaction.opaque", &origin, &red.opaque)?,
+            grant: None,
         })
+    }
+
+    /// The intersection of this policy and an agent's manifest: a file is visible only if the
+    /// profile shows it AND the manifest asks to read or write it; writable only if the profile
+    /// lets it change AND the manifest asks to write it. Directories stay traversable (like
+    /// allow-lists), so a granted file deep in the tree can be reached. Never more than the
+    /// profile: both checks run on top of every profile check, and a read-only profile stays
+    /// read-only.
+    pub fn with_manifest(
+        mut self,
+        m: &crate::manifest::Manifest,
+        origin: &str,
+    ) -> Result<Policy, ProfileError> {
+        let f = &m.capabilities.files;
+        self.grant = Some(Grant {
+            read: Rules::new("capabilities.files.read", origin, &f.read)?,
+            write: Rules::new("capabilities.files.write", origin, &f.write)?,
+        });
+        Ok(self)
+    }
+
+    /// Does anything besides `max_file_size` hide files (deny patterns, allow-lists)? For the
+    /// consent screen's "granted, except ...".
+    pub fn has_read_limits(&self) -> bool {
+        self.deny.iter().any(|l| !l.rules.is_empty()) || !self.allow.is_empty()
     }
 
     /// Visibility of ONE entry whose parent directory is already known to be visible.
@@ -371,6 +416,12 @@ impl Policy {
                 }
             }
         }
+        if let Some(g) = &self.grant
+            && kind != EntryKind::Dir
+            && !g.reads(rel, kind == EntryKind::Symlink)
+        {
+            return Err(Hidden::NotInManifest);
+        }
         if kind == EntryKind::File
             && let Some(max) = self.max_file_size
             && size > max
@@ -423,6 +474,11 @@ impl Policy {
     /// writable only when the whole tree is.
     pub fn writable(&self, rel: &Path) -> bool {
         if self.mode == WriteMode::ReadOnly {
+            return false;
+        }
+        if let Some(g) = &self.grant
+            && !g.write.subtree_allows(rel, true)
+        {
             return false;
         }
         if rel.as_os_str().is_empty() {
@@ -1007,5 +1063,51 @@ allow = ["*.csv"]
         let e = Policy::new(&p).unwrap_err();
         assert_eq!(e.field(), "write.writable[0]");
         assert!(e.to_string().contains("invalid pattern `[`"), "{e}");
+    }
+
+    fn with_manifest(profile: &str, read: &[&str], write: &[&str]) -> Policy {
+        let mut m =
+            crate::manifest::Manifest::parse_json(r#"{"name":"a","version":"1"}"#, "m").unwrap();
+        m.capabilities.files.read = read.iter().map(|s| s.to_string()).collect();
+        m.capabilities.files.write = write.iter().map(|s| s.to_string()).collect();
+        policy(profile).with_manifest(&m, "m").unwrap()
+    }
+
+    #[test]
+    fn manifest_narrows_reads_and_writes() {
+        let p = with_manifest(
+            "[visibility]\ndeny = [\".env*\"]\n[write]\nmode = \"snapshot\"\nwritable = [\"src/\", \"notes.md\"]",
+            &["src/**", "*.md", ".env"],
+            &["src/gen/", "docs/"],
+        );
+        assert_eq!(file(&p, "src/a.rs"), Ok(()));
+        assert_eq!(file(&p, "README.md"), Ok(()));
+        assert_eq!(file(&p, "Cargo.toml"), Err(Hidden::NotInManifest));
+        // Asked for, but the profile hides it: the profile wins.
+        assert_eq!(file(&p, ".env"), denied(".env*"));
+        // Directories stay traversable; writing implies seeing.
+        assert_eq!(dir(&p, "docs"), Ok(()));
+        assert_eq!(file(&p, "docs/x.txt"), Ok(()));
+        assert!(p.writable(Path::new("src/gen/out.rs")));
+        assert!(!p.writable(Path::new("src/a.rs")), "not asked for");
+        assert!(
+            !p.writable(Path::new("notes.md")),
+            "profile yes, manifest no"
+        );
+        assert!(
+            !p.writable(Path::new("docs/x.txt")),
+            "manifest yes, profile no"
+        );
+        assert!(!p.writable(Path::new("")), "the root");
+    }
+
+    #[test]
+    fn manifest_never_makes_a_read_only_profile_writable() {
+        let p = with_manifest("", &["**"], &["**"]);
+        assert_eq!(file(&p, "a/b.txt"), Ok(()));
+        assert!(!p.writable(Path::new("a/b.txt")));
+        let p = with_manifest("[write]\nmode = \"snapshot\"", &[], &[]);
+        assert_eq!(file(&p, "a.txt"), Err(Hidden::NotInManifest));
+        assert!(!p.writable(Path::new("a.txt")));
     }
 }

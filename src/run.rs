@@ -45,6 +45,8 @@ pub struct RunRequest {
     pub mode: Option<WriteMode>,
     pub store: Option<PathBuf>,
     pub sandbox: bool,
+    /// The agent's manifest, passed to the mount (`mount --manifest`).
+    pub manifest: Option<PathBuf>,
     pub scope: PathBuf,
     /// The command and its arguments (at least the command).
     pub command: Vec<OsString>,
@@ -105,6 +107,7 @@ pub fn run(req: RunRequest) -> anyhow::Result<u8> {
             expires: None,
             audit_log: None,
             audit_key: None,
+            manifest: None,
         },
         &scope,
         &mp,
@@ -131,6 +134,11 @@ pub fn run(req: RunRequest) -> anyhow::Result<u8> {
     }
     if let Some(m) = req.mode {
         mount_cmd.arg("--mode").arg(m.as_str());
+    }
+    if let Some(m) = &req.manifest {
+        // Checked here too, so a bad manifest is reported before anything is mounted.
+        crate::manifest::Manifest::load(m).map_err(|e| anyhow::anyhow!("{e}"))?;
+        mount_cmd.arg("--manifest").arg(std::path::absolute(m)?);
     }
     mount_cmd
         .arg(&scope)

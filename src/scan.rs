@@ -150,5 +150,6 @@ pub fn reason_code(h: &Hidden) -> &'static str {
         Hidden::TooLarge { .. } => "too-large",
         Hidden::Special => "special",
         Hidden::EscapingSymlink => "escaping-symlink",
+        Hidden::NotInManifest => "not-in-manifest",
     }
 }

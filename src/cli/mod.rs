@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod checkpoint;
+mod consent;
 mod forensic;
 mod mount;
 mod profile;
@@ -46,6 +47,8 @@ pub enum Command {
     Status(mount::StatusArgs),
     /// Mount SCOPE privately, run COMMAND in it, unmount, and summarise the session.
     Run(run::RunArgs),
+    /// What an agent's manifest asks for, and what the profile grants and refuses.
+    Consent(consent::ConsentArgs),
     /// Profile tools.
     #[command(subcommand)]
     Profile(profile::ProfileCmd),
@@ -92,6 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Revoke(a) => mount::run_revoke(a),
         Command::Status(a) => mount::run_status(a),
         Command::Run(a) => run::run(a),
+        Command::Consent(a) => consent::run(a),
         Command::Profile(c) => profile::run(c),
         Command::Scan(a) => scan::run(a),
         Command::Redact(a) => scan::run_redact(a),

@@ -40,6 +40,9 @@ pub struct ViewArgs {
     /// Snapshot store directory (overrides the profile's).
     #[arg(long)]
     pub store: Option<PathBuf>,
+    /// The agent's manifest (JSON or TOML): the agent gets what both it and the profile allow.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,6 +92,7 @@ pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
         expires: a.expires,
         audit_log: a.audit_log,
         audit_key: a.audit_key,
+        manifest: a.view.manifest,
     })
     .context("mount")?;
     Ok(ExitCode::SUCCESS)

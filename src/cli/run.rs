@@ -26,6 +26,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         mode: a.view.mode,
         store: a.view.store,
         sandbox: a.sandbox,
+        manifest: a.view.manifest,
         scope: a.scope,
         command: a.command,
     })?;

@@ -41,7 +41,8 @@ use tracing::{debug, info};
 use crate::audit;
 use crate::backing::{self, Kind, Stat};
 use crate::guard::Guard;
-use crate::policy::{EntryKind, Policy};
+use crate::live::LivePolicy;
+use crate::policy::EntryKind;
 use inode::{Inode, InodeTable, Listing, ROOT};
 use view::{View, Viewer};
 
@@ -52,7 +53,8 @@ const READ_ATTEMPTS: usize = 8;
 
 /// Everything the filesystem needs, decided before mounting.
 pub struct FsConfig {
-    pub policy: Arc<Policy>,
+    /// The policy in force, replaceable live ([`crate::reload`]).
+    pub policy: Arc<LivePolicy>,
     pub viewer: Viewer,
     /// Kernel entry/attribute cache lifetime (zero in write modes, where link counts and
     /// ctimes change under the kernel's feet with every operation).

@@ -15,10 +15,11 @@ use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backing::{self, Stat};
-use crate::policy::Policy;
-use crate::redact::{Engine, FileId, Redactions, RuleSelection, ScanCache, ScanOutcome};
+use crate::live::LivePolicy;
+use crate::redact::{FileId, Redactions, RuleSelection, ScanCache, ScanOutcome};
 
 #[derive(Clone)]
 pub enum View {
@@ -45,9 +46,11 @@ pub enum MetaView {
 const OPAQUE_KEY: u64 = 0x6f70_6171_7565_5f31;
 
 pub struct Viewer {
-    engine: Arc<Engine>,
+    /// The policy and engine in force (replaced live, see [`crate::live`]).
+    live: Arc<LivePolicy>,
     cache: ScanCache,
-    policy: Arc<Policy>,
+    /// The generation `cache` was last bound to.
+    bound: AtomicU64,
     max_scan_size: u64,
     allow_unscannable: bool,
 }
@@ -72,16 +75,12 @@ pub fn file_id(st: &Stat) -> FileId {
 }
 
 impl Viewer {
-    pub fn new(
-        engine: Arc<Engine>,
-        policy: Arc<Policy>,
-        max_scan_size: u64,
-        allow_unscannable: bool,
-    ) -> Viewer {
+    pub fn new(live: Arc<LivePolicy>, max_scan_size: u64, allow_unscannable: bool) -> Viewer {
+        let cur = live.current();
         Viewer {
-            cache: ScanCache::for_engine(200_000, &engine),
-            engine,
-            policy,
+            cache: ScanCache::for_engine(200_000, &cur.engine),
+            bound: AtomicU64::new(cur.generation),
+            live,
             max_scan_size,
             allow_unscannable,
         }
@@ -109,22 +108,28 @@ impl Viewer {
     }
 
     pub fn redaction_enabled(&self) -> bool {
-        !self.engine.is_empty()
+        !self.live.current().engine.is_empty()
     }
 
     /// The rules that apply to the file at `rel` whose stat is `st`. A file with several hard
     /// links is judged by every rule: its other names (which veilfs may never have seen) could
     /// be ones more rules apply to, and a view must be the strictest over all of them.
+    ///
+    /// The selection's id is salted with the policy's generation: everything keyed by it (scan
+    /// verdicts, served copies) is never reused across a live policy change.
     pub fn rules_for(&self, rel: &Path, st: &Stat) -> RuleSelection {
-        if st.nlink > 1 {
-            self.engine.all_rules()
+        let cur = self.live.current();
+        let sel = if st.nlink > 1 {
+            cur.engine.all_rules()
         } else {
-            self.engine.rules_for(rel)
-        }
+            cur.engine.rules_for(rel)
+        };
+        sel.salted(cur.generation)
     }
 
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
     pub fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
+        let engine = self.live.current().engine.clone();
         self.decide_with(rel, st, |sel, opaque| {
             if st.size > self.max_scan_size {
                 return Err(self.unscannable(
@@ -142,12 +147,9 @@ impl Viewer {
             match super::served::consistent_copy(&f, st, || backing::stat_fd(fd), None)
                 .map_err(cant)?
             {
-                super::served::Taken::Copy(data) => {
-                    Ok((self.engine.scan_as(sel, &data, opaque), true))
-                }
+                super::served::Taken::Copy(data) => Ok((engine.scan_as(sel, &data, opaque), true)),
                 _ => Ok((
-                    self.engine
-                        .scan_as(sel, &read_all(fd, st.size).map_err(cant)?, opaque),
+                    engine.scan_as(sel, &read_all(fd, st.size).map_err(cant)?, opaque),
                     false,
                 )),
             }
@@ -157,8 +159,9 @@ impl Viewer {
     /// The view of `data`, a consistent copy of the file at `rel` (stat `st`): what a read
     /// serves is then exactly what was scanned (see `fs::served`).
     pub fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
+        let engine = self.live.current().engine.clone();
         self.decide_with(rel, st, |sel, opaque| {
-            Ok((self.engine.scan_as(sel, data, opaque), true))
+            Ok((engine.scan_as(sel, data, opaque), true))
         })
     }
 
@@ -170,11 +173,16 @@ impl Viewer {
         st: &Stat,
         scan: impl FnOnce(&RuleSelection, bool) -> Result<(ScanOutcome, bool), View>,
     ) -> View {
-        if self.engine.is_empty() {
+        let cur = self.live.current();
+        if self.bound.swap(cur.generation, Ordering::Relaxed) != cur.generation {
+            // The rules changed live: verdicts of the old ones only take memory.
+            self.cache.bind(&cur.engine);
+        }
+        if cur.engine.is_empty() {
             return View::Raw;
         }
         let sel = self.rules_for(rel, st);
-        let opaque = st.nlink <= 1 && self.policy.opaque(rel);
+        let opaque = st.nlink <= 1 && cur.policy.opaque(rel);
         // Verdicts under an opaque name are kept apart (a different key for the same rules).
         let key = if opaque {
             sel.id() ^ OPAQUE_KEY
@@ -216,7 +224,7 @@ impl Viewer {
         fd: BorrowedFd<'_>,
         st: &Stat,
     ) -> bool {
-        if self.engine.is_empty() {
+        if self.live.current().engine.is_empty() {
             return true;
         }
         match (self.decide(from, fd, st), self.decide(to, fd, st)) {
@@ -233,10 +241,11 @@ impl Viewer {
     /// Metadata that reaches the agent (a symlink target, an xattr value) masked by every rule,
     /// its length kept.
     pub fn mask_metadata(&self, data: &[u8]) -> MetaView {
-        if self.engine.is_empty() {
+        let engine = self.live.current().engine.clone();
+        if engine.is_empty() {
             return MetaView::Clean;
         }
-        match self.engine.scan_with(&self.engine.all_rules(), data) {
+        match engine.scan_with(&engine.all_rules(), data) {
             ScanOutcome::Clean => MetaView::Clean,
             ScanOutcome::Redact(r) => MetaView::Masked(crate::redact::mask_all(data, &r)),
             ScanOutcome::Unscannable(_) | ScanOutcome::Refused(_) => MetaView::Binary,
@@ -250,7 +259,7 @@ impl Viewer {
     }
 
     fn unscannable(&self, rel: &Path, why: String) -> View {
-        if self.allow_unscannable || self.policy.unscannable_allowed(rel) {
+        if self.allow_unscannable || self.live.unscannable_allowed(rel) {
             View::Raw
         } else {
             View::Denied(format!(

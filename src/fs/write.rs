@@ -1018,7 +1018,9 @@ impl VeilFs {
         to: &Path,
         budget: &mut usize,
     ) -> Option<String> {
-        let policy = &self.cfg.policy;
+        // One generation of the policy for the whole comparison.
+        let cur = self.cfg.policy.current();
+        let policy = &cur.policy;
         let entries = match backing::list_dir(dir.as_fd()) {
             Ok(e) => e,
             Err(e) => return Some(format!("{}: cannot list it to check: {e}", from.display())),

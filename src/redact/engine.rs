@@ -911,9 +911,18 @@ impl RuleSelection {
         !self.applies.contains(&true)
     }
 
-    /// 0 for "every rule".
+    /// 0 for "every rule" (unsalted).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The same selection with an id of its own for each `salt` (a live policy's generation):
+    /// verdicts cached under one generation's ids never match another's. Salt 0 changes nothing.
+    pub fn salted(mut self, salt: u64) -> RuleSelection {
+        if salt != 0 {
+            self.id = (self.id ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)).rotate_left(23) | 1;
+        }
+        self
     }
 
     /// Does this selection include every rule `other` does?
