@@ -2,9 +2,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use veilfs::manifest::{ConsentContext, Manifest, consent_screen};
-use veilfs::policy::Policy;
-use veilfs::profile::{Profile, WriteMode};
+use crate::manifest::{ConsentContext, Manifest, consent_screen};
+use crate::policy::Policy;
+use crate::profile::{Profile, WriteMode};
 
 #[derive(clap::Args, Debug)]
 pub struct ConsentArgs {
