@@ -248,6 +248,9 @@ pub struct Policy {
     hide_escaping: bool,
     mode: WriteMode,
     writable: Rules,
+    /// `[approval]`: kinds that always wait for a person, and paths any change of which does.
+    approve_ops: Vec<crate::profile::ApprovalOp>,
+    approve_paths: Rules,
     unscannable_all: bool,
     unscannable_allow: Rules,
     opaque: Rules,
@@ -309,6 +312,8 @@ impl Policy {
             hide_escaping: vis.hide_escaping_symlinks,
             mode: profile.write.mode,
             writable: Rules::new("write.writable", &origin, &profile.write.writable)?,
+            approve_ops: profile.approval.ops.clone(),
+            approve_paths: Rules::new("approval.paths", &origin, &profile.approval.paths)?,
             unscannable_all: red.unscannable == Unscannable::Allow,
             unscannable_allow: Rules::new(
                 "redaction.unscannable_allow",
@@ -429,6 +434,15 @@ impl Policy {
             return self.writable.is_empty();
         }
         self.writable.is_empty() || self.writable.subtree_allows(rel, true)
+    }
+
+    /// Must a person confirm `op` on these paths (`[approval]`)? A change under an approval
+    /// path asks whatever its kind; `ops` kinds ask everywhere. Renames pass both names.
+    pub fn needs_approval(&self, op: crate::profile::ApprovalOp, paths: &[&Path]) -> bool {
+        self.approve_ops.contains(&op)
+            || paths
+                .iter()
+                .any(|p| self.approve_paths.subtree_allows(p, true))
     }
 
     /// May this file be served unscanned (compressed, encrypted or opaque content, or above

@@ -80,6 +80,8 @@ pub struct FsConfig {
     pub masked: Option<Arc<masked_edit::MaskedEdits>>,
     /// Rate limits on deletes, renames, overwrites and mass reads ([`crate::breaker`]).
     pub breaker: Option<Arc<crate::breaker::Breaker>>,
+    /// Operations held for a person's answer ([`crate::approval`]).
+    pub approvals: Option<Arc<crate::approval::Queue>>,
 }
 
 /// An open file.

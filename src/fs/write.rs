@@ -20,6 +20,7 @@ use super::{Handle, VeilFs, entry_kind, errno_of};
 use crate::audit;
 use crate::backing::{self, Kind, SetTime, Stat};
 use crate::guard::Guard;
+use crate::profile::ApprovalOp;
 
 /// Entries below a renamed directory checked at most (a rename of a bigger tree is refused).
 const RENAME_CHECK_BUDGET: usize = 1_000_000;
@@ -101,6 +102,23 @@ impl VeilFs {
             return Err(Errno::EACCES);
         }
         Ok(())
+    }
+
+    /// Holds the request until a person answers, when the profile's `[approval]` asks for
+    /// `op` on these paths; refused (EACCES) on a denial or a timeout. Called after every
+    /// other check, so a person is only asked about what would otherwise go through.
+    fn approve(&self, op: ApprovalOp, rel: &Path, to: Option<&Path>) -> Result<(), Errno> {
+        let Some(q) = &self.cfg.approvals else {
+            return Ok(());
+        };
+        let paths: Vec<&Path> = std::iter::once(rel).chain(to).collect();
+        if !self.cfg.policy.needs_approval(op, &paths) {
+            return Ok(());
+        }
+        q.ask(op, rel, to).map_err(|why| {
+            audit::denied(op.as_str(), rel, format_args!("not approved: {why}"));
+            Errno::EACCES
+        })
     }
 
     fn check_new_name_visible(
@@ -291,6 +309,12 @@ impl VeilFs {
         self.check_writable(&rel, "open for write")?;
         let diverted_before = inode.is_diverted();
         self.check_content_changeable(&rel, inode, "open for write")?;
+        let op = if flags & libc::O_TRUNC != 0 {
+            ApprovalOp::Overwrite
+        } else {
+            ApprovalOp::Write
+        };
+        self.approve(op, &rel, None)?;
         self.capture_or_divert(g, inode, &rel)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
@@ -371,6 +395,14 @@ impl VeilFs {
             if size.is_some() && self.cfg.masked.is_none() {
                 self.check_content_changeable(&rel, &inode, "truncate")?;
             }
+            let op = if size.is_some() {
+                ApprovalOp::Overwrite
+            } else if mode.is_some() {
+                ApprovalOp::Chmod
+            } else {
+                ApprovalOp::Write
+            };
+            self.approve(op, &rel, None)?;
             self.capture_or_divert(g, &inode, &rel)?;
             if !inode.is_diverted() {
                 g.record_change(&rel, "setattr");
@@ -523,6 +555,11 @@ impl VeilFs {
             }
             _ => None,
         };
+        let kind = match node {
+            NewNode::Link { .. } => ApprovalOp::Link,
+            _ => ApprovalOp::Write,
+        };
+        self.approve(kind, &rel, None)?;
         self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let op = match node {
@@ -613,6 +650,7 @@ impl VeilFs {
             }
             return Err(Errno::ENOTEMPTY);
         }
+        self.approve(ApprovalOp::Delete, &rel, None)?;
         self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let r = if dir {
@@ -703,6 +741,7 @@ impl VeilFs {
         }
         self.check_not_diverted(&from)?;
         self.check_not_diverted(&to)?;
+        self.approve(ApprovalOp::Rename, &from, Some(&to))?;
         if let Some(d) = &dst {
             // Errors a native rename gives, checked before anything is journalled.
             match (sst.kind() == Kind::Dir, d.kind() == Kind::Dir) {
@@ -821,6 +860,7 @@ impl VeilFs {
             let fh = self.insert_handle(&inode, file, wants_write, false);
             return Ok((inode, st, fh));
         }
+        self.approve(ApprovalOp::Write, &rel, None)?;
         self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)

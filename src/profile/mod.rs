@@ -35,9 +35,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use schema::duration;
 pub use schema::{
-    BreakerCfg, CacheCfg, DEFAULT_PROFILE_TOML, DirRules, PROFILE_VERSION, ParseWriteModeError,
-    Profile, RedactionCfg, Unscannable, VisibilityCfg, WriteCfg, WriteMode,
+    ApprovalCfg, ApprovalOp, BreakerCfg, CacheCfg, DEFAULT_PROFILE_TOML, DirRules, GuardrailsCfg,
+    PROFILE_VERSION, ParseWriteModeError, Profile, RedactionCfg, Unscannable, VisibilityCfg,
+    WriteCfg, WriteMode,
 };
 use spans::SpanTree;
 use validate::{Validator, line_col};
