@@ -351,3 +351,40 @@ fn the_profiles_expiry_maximum_caps_mount_expires() {
     drop(m2);
     drop(m);
 }
+
+/// `veilfs run --sandbox`: the agent cannot reach the admin socket to answer its own request.
+#[test]
+fn a_sandboxed_agent_cannot_approve_its_own_request() {
+    if Command::new("bwrap").arg("--version").output().is_err() {
+        eprintln!("skipped: bubblewrap (bwrap) is not installed; tests/run-all.sh installs it");
+        return;
+    }
+    let env = WriteEnv::new(&profile("\"delete\"", 2), seed);
+    // Ask again and again while the delete is held (until the timeout ends it).
+    let script = format!(
+        "rm a.txt 2>/dev/null & RM=$!; \
+         while kill -0 $RM 2>/dev/null; do \
+           {bin} approve 1 \"$VEILFS_MOUNT\" 2>>/tmp/err && echo APPROVED; \
+         done; \
+         wait $RM || echo RM-FAILED; head -c 300 /tmp/err; \
+         {bin} checkpoint >/dev/null && echo CHECKPOINTED",
+        bin = bin()
+    );
+    let out = Command::new(bin())
+        .args(["run", "--sandbox", "--profile"])
+        .arg(&env.profile)
+        .args(["--store", &env.store()])
+        .arg(env.scope.path())
+        .args(["--", "bash", "-c", &script])
+        .env("XDG_DATA_HOME", env.pdir.path())
+        .output()
+        .unwrap();
+    let o = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!o.contains("APPROVED"), "{o}{err}");
+    assert!(o.contains("RM-FAILED"), "{o}{err}");
+    assert!(o.contains("no veilfs mount answers"), "{o}{err}");
+    // The agent-facing socket still works from inside.
+    assert!(o.contains("CHECKPOINTED"), "{o}{err}");
+    assert!(env.scope.path().join("a.txt").exists());
+}
