@@ -215,7 +215,7 @@ pub enum AuditEvent {
         errno: i32,
     },
     /// A decision about the whole mount: `breaker-tripped`, `breaker-resumed`, `revoked`
-    /// (or expired).
+    /// (or expired), `admin-refused` (a peer the admin socket turned away).
     Control {
         action: &'static str,
         reason: String,
@@ -299,6 +299,7 @@ fn severity_name(id: u8) -> &'static str {
         2 => "Low",
         3 => "Medium",
         4 => "High",
+        5 => "Critical",
         _ => "Unknown",
     }
 }
@@ -381,6 +382,11 @@ impl AuditEvent {
                 "breaker-tripped" => Class {
                     name: Some("Breaker Tripped"),
                     ..c(99, 2, 5, 2)
+                },
+                // Someone who may not administer the mount tried (another user, a sandbox).
+                "admin-refused" => Class {
+                    name: Some("Admin Refused"),
+                    ..c(99, 2, 4, 2)
                 },
                 _ => Class {
                     name: Some("Mount Revoked"),

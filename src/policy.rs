@@ -509,6 +509,27 @@ mod tests {
         Policy::new(&p).unwrap()
     }
 
+    #[test]
+    fn approval_asks_for_listed_kinds_everywhere_and_for_anything_under_its_paths() {
+        use crate::profile::ApprovalOp as Op;
+        let p = policy(
+            "[write]\nmode = \"snapshot\"\n[approval]\nops = [\"delete\"]\npaths = [\"deploy/\", \"*.sh\"]\n",
+        );
+        let ask = |op, paths: &[&str]| {
+            let v: Vec<&Path> = paths.iter().map(Path::new).collect();
+            p.needs_approval(op, &v)
+        };
+        assert!(ask(Op::Delete, &["src/a.rs"]));
+        assert!(!ask(Op::Rename, &["src/a.rs", "src/b.rs"]));
+        assert!(!ask(Op::Write, &["src/a.rs"]));
+        assert!(ask(Op::Write, &["deploy/prod/x.yaml"]));
+        assert!(ask(Op::Chmod, &["tools/run.sh"]));
+        // Either name of a rename under an approval path asks.
+        assert!(ask(Op::Rename, &["src/a.rs", "deploy/a.rs"]));
+        assert!(!ask(Op::Write, &["deployment/x"]));
+        assert!(!policy("").needs_approval(Op::Delete, &[Path::new("a")]));
+    }
+
     fn deny(pats: &[&str]) -> Policy {
         let mut p = Profile::parse("version = 1", "t").unwrap();
         p.visibility.deny = pats.iter().map(|s| s.to_string()).collect();

@@ -528,6 +528,40 @@ ttl_ms = 0
     }
 
     #[test]
+    fn approval_and_guardrails_parse_and_their_errors_are_located() {
+        let p = Profile::parse(
+            "version = 1\n[write]\nmode = \"snapshot\"\n[approval]\nops = [\"delete\", \"chmod\"]\n\
+             paths = [\"deploy/**\"]\ntimeout_secs = 30\n[guardrails]\nmax_expires = \"1h30m\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(p.approval.ops, vec![ApprovalOp::Delete, ApprovalOp::Chmod]);
+        assert_eq!(p.approval.timeout_secs, 30);
+        assert_eq!(
+            p.guardrails.max_expires,
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let back = Profile::parse(&p.to_toml(), "x.toml").unwrap();
+        assert_eq!(back.guardrails, p.guardrails);
+        assert_eq!(back.approval, p.approval);
+        let e = err("version = 1\n[approval]\nops = [\"format\"]\n");
+        assert_err(&e, 3, 8, "approval.ops[0]", "unknown variant `format`");
+        let e = err("version = 1\n[guardrails]\nmax_expires = \"soon\"\n");
+        assert_err(
+            &e,
+            3,
+            15,
+            "guardrails.max_expires",
+            "invalid duration `soon`",
+        );
+        let e = err("version = 1\n[approval]\nops = [\"delete\"]\ntimeout_secs = 0\n");
+        assert_err(&e, 4, 16, "approval.timeout_secs", "greater than 0");
+        let e = err("version = 1\n[approval]\npaths = [\"a/[\"]\n");
+        assert_err(&e, 3, 10, "approval.paths[0]", "invalid pattern");
+    }
+
+    #[test]
     fn size_errors_are_located_and_named() {
         let e = err("version = 1\n[redaction]\nmax_scan_size = \"3 XB\"\n");
         assert_err(&e, 3, 17, "redaction.max_scan_size", "unknown unit `xb`");
