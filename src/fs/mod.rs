@@ -405,6 +405,9 @@ impl Filesystem for VeilFs {
         let wants_write = (f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0;
         // A masked file is edited through a scratch copy of its view (masked_edit.rs);
         // direct I/O keeps the kernel's page cache of the real file out of it.
+        if wants_write && let Err(e) = self.approve_write_open(&inode, f) {
+            return reply.error(e);
+        }
         if wants_write {
             match self.open_masked_edit(&inode, f) {
                 Ok(Some(fh)) => {

@@ -296,6 +296,28 @@ impl VeilFs {
         }
     }
 
+    /// Asks a person about an open for write (an overwrite with `O_TRUNC`), when the profile
+    /// wants it. Called before the masked-edit and the plain write-open paths alike, so an
+    /// edit of a masked file asks too; a path the profile does not let change is left to their
+    /// refusal.
+    pub(super) fn approve_write_open(&self, inode: &Arc<Inode>, flags: i32) -> Result<(), Errno> {
+        if self.cfg.approvals.is_none() || self.cfg.guard.is_none() {
+            return Ok(());
+        }
+        let Some(rel) = self.changing_path(inode)? else {
+            return Ok(());
+        };
+        if !self.cfg.policy.writable(&rel) {
+            return Ok(());
+        }
+        let op = if flags & libc::O_TRUNC != 0 {
+            ApprovalOp::Overwrite
+        } else {
+            ApprovalOp::Write
+        };
+        self.approve(op, &rel, None)
+    }
+
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
@@ -309,12 +331,6 @@ impl VeilFs {
         self.check_writable(&rel, "open for write")?;
         let diverted_before = inode.is_diverted();
         self.check_content_changeable(&rel, inode, "open for write")?;
-        let op = if flags & libc::O_TRUNC != 0 {
-            ApprovalOp::Overwrite
-        } else {
-            ApprovalOp::Write
-        };
-        self.approve(op, &rel, None)?;
         self.capture_or_divert(g, inode, &rel)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
@@ -835,6 +851,9 @@ impl VeilFs {
             let (inode, _) = self.do_lookup(parent.0, name)?;
             let wants_write =
                 (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+            if wants_write {
+                self.approve_write_open(&inode, flags)?;
+            }
             // A masked file is edited through a scratch copy of its view (masked_edit.rs).
             if wants_write && let Some(fh) = self.open_masked_edit(&inode, flags)? {
                 let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;

@@ -98,7 +98,8 @@ fn an_approved_delete_goes_through_and_is_audited() {
     t.join().unwrap().expect("the approved delete fails");
     assert!(!env.scope.path().join("a.txt").exists());
     assert!(pending(&mp, &[]).is_empty());
-    drop(m);
+    // A clean unmount flushes the trail.
+    m.stop();
     let audit = audit_text(&env);
     for kind in ["approval-requested", "approval-approved"] {
         assert!(
@@ -129,7 +130,7 @@ fn a_denied_delete_fails_with_eacces_and_leaves_the_file() {
     let (ok, _, err) = veilfs(&["approve", &id.to_string(), &mp_str(&m)]);
     assert!(!ok);
     assert!(err.contains("no request"), "{err}");
-    drop(m);
+    m.stop();
     assert!(audit_text(&env).contains("\"event\":\"approval-denied\""));
 }
 
@@ -147,7 +148,7 @@ fn an_unanswered_request_times_out_as_eacces() {
     let e = fs::set_permissions(m.path("b.txt"), fs::Permissions::from_mode(0o600))
         .expect_err("chmod without an answer");
     assert_eq!(e.raw_os_error(), Some(libc::EACCES));
-    drop(m);
+    m.stop();
     assert!(audit_text(&env).contains("\"event\":\"approval-timed-out\""));
 }
 
@@ -315,7 +316,7 @@ fn another_user_cannot_answer_even_with_the_socket_open_to_all() {
     );
     assert!(ok, "{err}");
     assert!(t.join().unwrap().is_err());
-    drop(m);
+    m.stop();
     assert!(audit_text(&env).contains("\"event\":\"admin-refused\""));
 }
 
@@ -387,4 +388,32 @@ fn a_sandboxed_agent_cannot_approve_its_own_request() {
     // The agent-facing socket still works from inside.
     assert!(o.contains("CHECKPOINTED"), "{o}{err}");
     assert!(env.scope.path().join("a.txt").exists());
+}
+
+/// `overwrite` covers O_TRUNC opens of plain files and of masked ones (edited through a
+/// scratch copy of their view) alike.
+#[test]
+fn an_overwrite_of_a_plain_or_a_masked_file_asks() {
+    let env = WriteEnv::new(&profile("\"overwrite\"", 1), seed);
+    let m = env.mount();
+    for f in ["b.txt", "conf.env"] {
+        let e = fs::write(m.path(f), "replaced\n").expect_err(f);
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{f}: {e}");
+    }
+    assert_eq!(
+        fs::read_to_string(env.scope.path().join("b.txt")).unwrap(),
+        "bravo\n"
+    );
+    assert!(
+        fs::read_to_string(env.scope.path().join("conf.env"))
+            .unwrap()
+            .contains(SECRET)
+    );
+    // Appending is no overwrite: it goes through without asking.
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("b.txt"))
+        .unwrap();
+    f.write_all(b"more\n").unwrap();
 }
