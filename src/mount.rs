@@ -442,14 +442,8 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             None
         }
     };
-    // Tests and scripts wait for this line instead of polling.
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "veilfs: mounted {}", mountpoint.display());
-        let _ = out.flush();
-    }
-    // `veilfs status` and `revoke --all` find this mount through the registry.
+    // `veilfs status` and `revoke --all` find this mount through the registry
+    // (before the "mounted" line, so a status right after it lists the mount).
     let registration = crate::registry::register(&crate::registry::LiveMount {
         mountpoint: mountpoint.clone(),
         pid: std::process::id(),
@@ -457,8 +451,15 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         mode: mode.as_str().to_string(),
         profile: req.profile.name.clone(),
     })
-    .map_err(|e| tracing::warn!("cannot register the mount (veilfs resume will not find it): {e}"))
+    .map_err(|e| tracing::warn!("cannot register the mount (veilfs status and revoke --all will not list it): {e}"))
     .ok();
+    // Tests and scripts wait for this line instead of polling.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "veilfs: mounted {}", mountpoint.display());
+        let _ = out.flush();
+    }
     if let Some(after) = req.expires {
         let end_now = end_now.clone();
         std::thread::Builder::new()
