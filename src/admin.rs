@@ -154,6 +154,24 @@ fn same_pid_ns(pid: i32) -> Option<bool> {
     Some(theirs == ours)
 }
 
+/// Removes the sockets of mounts that were killed (nothing listens: ECONNREFUSED).
+fn remove_dead_sockets(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("adm-")
+            && name.ends_with(".sock")
+            && let Err(err) = UnixStream::connect(e.path())
+            && err.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A listening admin socket; removed when dropped.
 pub struct Server {
     path: PathBuf,
@@ -174,6 +192,7 @@ pub fn serve(mountpoint: &Path, admin: Admin) -> anyhow::Result<Server> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("create {}", dir.display()))?;
+    remove_dead_sockets(dir);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

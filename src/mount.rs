@@ -451,7 +451,11 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         mode: mode.as_str().to_string(),
         profile: req.profile.name.clone(),
     })
-    .map_err(|e| tracing::warn!("cannot register the mount (veilfs status and revoke --all will not list it): {e}"))
+    .map_err(|e| {
+        tracing::warn!(
+            "cannot register the mount (veilfs status and revoke --all will not list it): {e}"
+        )
+    })
     .ok();
     // Tests and scripts wait for this line instead of polling.
     {
