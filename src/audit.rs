@@ -215,9 +215,21 @@ pub enum AuditEvent {
         errno: i32,
     },
     /// A decision about the whole mount: `breaker-tripped`, `breaker-resumed`, `revoked`
-    /// (or expired), `policy-reloaded`, `policy-rejected` (a live profile change).
+    /// (or expired), `policy-reloaded`, `policy-rejected` (a live profile change),
+    /// `admin-refused` (a peer the admin socket turned away).
     Control {
         action: &'static str,
+        reason: String,
+    },
+    /// Human approval ([`crate::approval`]): `action` is `requested`, `approved`, `denied`,
+    /// `timed-out` or `cancelled`; `id` 0 is a request answered at once (a standing grant, or
+    /// too many held). The actor of an answer is the process that gave it.
+    Approval {
+        id: u64,
+        action: &'static str,
+        op: &'static str,
+        path: PathBuf,
+        to: Option<PathBuf>,
         reason: String,
     },
 }
@@ -276,6 +288,8 @@ fn disposition_name(id: u8) -> &'static str {
         1 => "Allowed",
         2 => "Blocked",
         3 => "Quarantined",
+        8 => "Approved",
+        14 => "Delayed",
         _ => "Other",
     }
 }
@@ -286,6 +300,7 @@ fn severity_name(id: u8) -> &'static str {
         2 => "Low",
         3 => "Medium",
         4 => "High",
+        5 => "Critical",
         _ => "Unknown",
     }
 }
@@ -317,6 +332,13 @@ impl AuditEvent {
             AuditEvent::Commit { .. } => "commit",
             AuditEvent::Stopped { .. } => "stopped",
             AuditEvent::Control { action, .. } => action,
+            AuditEvent::Approval { action, .. } => match *action {
+                "requested" => "approval-requested",
+                "approved" => "approval-approved",
+                "denied" => "approval-denied",
+                "timed-out" => "approval-timed-out",
+                _ => "approval-cancelled",
+            },
         }
     }
 
@@ -370,11 +392,26 @@ impl AuditEvent {
                     name: Some("Policy Rejected"),
                     ..c(99, 2, 3, 2)
                 },
+                // Someone who may not administer the mount tried (another user, a sandbox).
+                "admin-refused" => Class {
+                    name: Some("Admin Refused"),
+                    ..c(99, 2, 4, 2)
+                },
                 _ => Class {
                     name: Some("Mount Revoked"),
                     ..c(99, 2, 5, 2)
                 },
             },
+            // The file activity in question; the disposition says where the question stands:
+            // 14 Delayed while a person is asked, 8 Approved, 2 Blocked.
+            AuditEvent::Approval { action, op, .. } => {
+                let a = activity_of_op(op);
+                match *action {
+                    "requested" => c(a, 14, 3, 1),
+                    "approved" => c(a, 8, 1, 1),
+                    _ => c(a, 2, 2, 1),
+                }
+            }
         }
     }
 
@@ -387,6 +424,7 @@ impl AuditEvent {
             | AuditEvent::Diverted { path, .. } => (rel_str(path), None),
             AuditEvent::Denied { path, to, .. } => (rel_str(path), to.as_deref().map(rel_str)),
             AuditEvent::Renamed { from, to, .. } => (rel_str(from), Some(rel_str(to))),
+            AuditEvent::Approval { path, to, .. } => (rel_str(path), to.as_deref().map(rel_str)),
             _ => (String::new(), None),
         }
     }
@@ -443,6 +481,13 @@ impl AuditEvent {
                 format!("journal write failed, every further change is refused: {reason}")
             }
             AuditEvent::Control { action, reason } => format!("{action}: {reason}"),
+            AuditEvent::Approval {
+                id,
+                action,
+                op,
+                reason,
+                ..
+            } => format!("{op} {action} (approval {id}): {reason}"),
         }
     }
 
@@ -524,6 +569,18 @@ impl AuditEvent {
             AuditEvent::Control { reason, .. } => {
                 m.insert("reason".into(), json!(reason));
             }
+            AuditEvent::Approval {
+                id,
+                action,
+                op,
+                reason,
+                ..
+            } => {
+                m.insert("op".into(), json!(op));
+                m.insert("approval".into(), json!(id));
+                m.insert("decision".into(), json!(action));
+                m.insert("reason".into(), json!(reason));
+            }
         }
         d
     }
@@ -574,6 +631,9 @@ impl AuditEvent {
             }
             AuditEvent::Control { action, reason } => {
                 (action.to_string(), reason.clone(), false, 0, String::new())
+            }
+            AuditEvent::Approval { op, reason, .. } => {
+                (op.to_string(), reason.clone(), false, 0, String::new())
             }
             _ => (self.kind().into(), String::new(), false, 0, String::new()),
         };
@@ -972,8 +1032,50 @@ pub fn uninstall() {
     }
 }
 
+/// What a mount has done so far (`veilfs status`): opens and first reads, changes, denials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    pub reads: u64,
+    pub writes: u64,
+    pub denials: u64,
+}
+
+static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static DENIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The counts of the events emitted by this process (one mount per process).
+pub fn counters() -> Counters {
+    use std::sync::atomic::Ordering::Relaxed;
+    Counters {
+        reads: READS.load(Relaxed),
+        writes: WRITES.load(Relaxed),
+        denials: DENIALS.load(Relaxed),
+    }
+}
+
+/// The process (thread group) behind FUSE's thread id, and its executable.
+pub fn process_of(tid: u32) -> (u32, String) {
+    let pid = tgid_of(tid).unwrap_or(tid);
+    (pid, process_info(pid).1)
+}
+
 /// Records one decision: logs it and appends it to the installed sink.
 pub fn emit(e: &AuditEvent) {
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        match e {
+            AuditEvent::Open {
+                writable: false, ..
+            }
+            | AuditEvent::Read { .. } => READS.fetch_add(1, Relaxed),
+            AuditEvent::Open { writable: true, .. }
+            | AuditEvent::Changed { .. }
+            | AuditEvent::Renamed { .. } => WRITES.fetch_add(1, Relaxed),
+            AuditEvent::Denied { .. } => DENIALS.fetch_add(1, Relaxed),
+            _ => 0,
+        };
+    }
     let actor = Actor::current();
     e.log(&actor);
     let sink = SINK.read().unwrap_or_else(|p| p.into_inner()).clone();

@@ -18,7 +18,9 @@
 //! - [`merge`]: applies an agent's edit of a masked view to the real bytes; [`served`]
 //!   records the masked views served, which commit merges against.
 //! - [`checkpoint`]: the ends of agent turns in a session; what `rollback --to` cuts at.
-//! - [`control`]: the mount's control socket (`veilfs checkpoint` reaches a live session).
+//! - [`control`]: the mount's agent-facing socket (`veilfs checkpoint`, `veilfs why`).
+//! - [`admin`]: the mount's admin socket, peer-checked (`status`, `pending`, `approve`, `deny`,
+//!   `resume`, `revoke`); [`approval`]: requests held for a person's answer.
 //! - [`denials`]: the mount's last denials, told to the agent by `veilfs why`.
 //! - [`audit`]: one typed event per decision; the OCSF JSON-lines trail, chained and signed.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
@@ -34,6 +36,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
+pub mod approval;
 pub mod audit;
 pub mod backing;
 pub mod breaker;

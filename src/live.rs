@@ -105,6 +105,11 @@ impl LivePolicy {
     pub fn opaque(&self, rel: &Path) -> bool {
         self.with(|p| p.opaque(rel))
     }
+
+    /// Whether a person must approve `op` on any of `paths` (the profile's `[approval]`).
+    pub fn needs_approval(&self, op: crate::profile::ApprovalOp, paths: &[&Path]) -> bool {
+        self.with(|p| p.needs_approval(op, paths))
+    }
 }
 
 #[cfg(test)]

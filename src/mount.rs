@@ -41,6 +41,23 @@ pub struct MountRequest {
 pub use crate::fs::ioctls::{IoctlCount, unsupported_ioctls};
 pub use crate::mountinfo::{find_mountpoint, is_mount_point};
 
+/// How long a mount may live: what `--expires` asked for, never more than the profile's
+/// `[guardrails] max_expires`, which also applies when `--expires` is not given.
+pub fn grant_lifetime(
+    asked: Option<Duration>,
+    max: Option<Duration>,
+) -> Result<Option<Duration>, String> {
+    match (asked, max) {
+        (Some(a), Some(m)) if a > m => Err(format!(
+            "--expires {} exceeds the profile's maximum ([guardrails] max_expires = \"{}\")",
+            crate::profile::duration::format(a),
+            crate::profile::duration::format(m)
+        )),
+        (Some(a), _) => Ok(Some(a)),
+        (None, m) => Ok(m),
+    }
+}
+
 /// Checks a scope and mount point pair; returns both canonicalised.
 pub fn preflight(scope: &Path, mountpoint: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let scope_c = scope
@@ -248,6 +265,22 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     rustix::process::umask(rustix::fs::Mode::empty());
     let fd_limit = backing::raise_fd_limit();
     let breaker = Arc::new(crate::breaker::Breaker::new(req.profile.breaker.clone()));
+    let n_threads = std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(4)
+        .clamp(4, 16);
+    // Requests the profile holds for a person's answer (writable modes only: a read-only
+    // mount changes nothing there is to approve).
+    let approval = &req.profile.approval;
+    let approvals = (mode != WriteMode::ReadOnly
+        && (!approval.ops.is_empty() || !approval.paths.is_empty()))
+    .then(|| {
+        Arc::new(crate::approval::Queue::new(
+            Duration::from_secs(approval.timeout_secs),
+            n_threads,
+            true,
+        ))
+    });
     let root = match &overlay {
         Some(o) => o
             .root()
@@ -273,6 +306,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             scan_cache_file,
             masked,
             breaker: Some(breaker.clone()),
+            approvals: approvals.clone(),
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,
@@ -318,12 +352,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     if req.allow_other {
         config.acl = fuser::SessionACL::All;
     }
-    config.n_threads = Some(
-        std::thread::available_parallelism()
-            .map(|n| n.get() * 2)
-            .unwrap_or(4)
-            .clamp(4, 16),
-    );
+    config.n_threads = Some(n_threads);
     config.clone_fd = true;
 
     // The audit trail lives in the store beside the journal (a read-only mount has one too,
@@ -391,33 +420,21 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             None
         }
     };
-    // Tests and scripts wait for this line instead of polling.
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "veilfs: mounted {}", mountpoint.display());
-        let _ = out.flush();
-    }
-    // `veilfs resume` finds this process through the registry and signals it (SIGUSR1).
-    let registration = crate::registry::register(&crate::registry::LiveMount {
-        mountpoint: mountpoint.clone(),
-        pid: std::process::id(),
-        scope: scope.clone(),
-        mode: mode.as_str().to_string(),
-        profile: req.profile.name.clone(),
-    })
-    .map_err(|e| tracing::warn!("cannot register the mount (veilfs resume will not find it): {e}"))
-    .ok();
-    // Revoked by `veilfs revoke` (SIGUSR2) or expired: the mount ends now, whatever the agent
+    // Revoked by `veilfs revoke` (admin socket) or expired: the mount ends now, whatever the agent
     // is doing inside it.
     let end_now = {
         let mountpoint = mountpoint.clone();
         let guard = guard.clone();
+        let approvals = approvals.clone();
         Arc::new(move |why: &str| {
             crate::audit::emit(&crate::audit::AuditEvent::Control {
                 action: "revoked",
                 reason: why.to_string(),
             });
+            // A held request is refused (and audited) before the connection goes.
+            if let Some(q) = &approvals {
+                q.close();
+            }
             revoke_now(&mountpoint);
             if let Some(g) = &guard {
                 g.end();
@@ -426,12 +443,64 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             crate::audit::uninstall();
             crate::registry::unregister(&mountpoint);
             let _ = std::fs::remove_file(crate::control::socket_path(&mountpoint));
+            let _ = std::fs::remove_file(crate::admin::socket_path(&mountpoint));
             // As after SIGKILL (which the store and journal are built to survive), but with the
             // session's end journalled: the process exits, so the kernel ends the FUSE
             // connection and every request still blocked in it fails at once.
             std::process::exit(0);
         })
     };
+    // `veilfs status`, `pending`, `approve`, `deny`, `resume`, `revoke` (peer-checked).
+    let expires_at = req.expires.map(|d| std::time::Instant::now() + d);
+    let admin = match crate::admin::serve(
+        &mountpoint,
+        crate::admin::Admin {
+            status: crate::admin::MountStatus {
+                mountpoint: mountpoint.clone(),
+                pid: std::process::id(),
+                scope: scope.clone(),
+                mode: mode.as_str().to_string(),
+                profile: req.profile.name.clone(),
+                session: guard.as_ref().map(|g| g.session_id().to_string()),
+                expires_at: req.expires.map(crate::approval::epoch_after),
+                ..Default::default()
+            },
+            breaker: breaker.clone(),
+            approvals: approvals.clone(),
+            expires: expires_at,
+            end_now: end_now.clone(),
+        },
+    ) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(
+                "no admin socket, `veilfs status/approve/revoke` cannot reach this mount: {e:#}"
+            );
+            None
+        }
+    };
+    // `veilfs status` and `revoke --all` find this mount through the registry
+    // (before the "mounted" line, so a status right after it lists the mount).
+    let registration = crate::registry::register(&crate::registry::LiveMount {
+        mountpoint: mountpoint.clone(),
+        pid: std::process::id(),
+        scope: scope.clone(),
+        mode: mode.as_str().to_string(),
+        profile: req.profile.name.clone(),
+    })
+    .map_err(|e| {
+        tracing::warn!(
+            "cannot register the mount (veilfs status and revoke --all will not list it): {e}"
+        )
+    })
+    .ok();
+    // Tests and scripts wait for this line instead of polling.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "veilfs: mounted {}", mountpoint.display());
+        let _ = out.flush();
+    }
     if let Some(after) = req.expires {
         let end_now = end_now.clone();
         std::thread::Builder::new()
@@ -451,27 +520,25 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     });
     {
         let mountpoint = mountpoint.clone();
-        let breaker = breaker.clone();
-        let end_now = end_now.clone();
+        let approvals = approvals.clone();
         std::thread::Builder::new()
             .name("veilfs-signals".into())
             .spawn(move || {
                 loop {
                     let sig = wait_signal(&signals);
-                    if sig == Signal::SIGUSR2 as i32 {
-                        end_now("revoked by `veilfs revoke`");
-                    }
-                    if sig == Signal::SIGUSR1 as i32 {
-                        match breaker.resume() {
-                            Some(t) => crate::audit::emit(&crate::audit::AuditEvent::Control {
-                                action: "breaker-resumed",
-                                reason: format!("`veilfs resume` after: {t}"),
-                            }),
-                            None => info!("veilfs resume: the breaker was not tripped"),
-                        }
+                    // No credentials come with a signal: resume and revoke go through the
+                    // admin socket (see `admin`), and these are only kept from killing us.
+                    if sig == Signal::SIGUSR1 as i32 || sig == Signal::SIGUSR2 as i32 {
+                        tracing::warn!(
+                            "signal {sig} ignored: use `veilfs resume` / `veilfs revoke`"
+                        );
                         continue;
                     }
                     info!("signal {sig}: unmounting");
+                    // A held request would keep its worker (and so the session) alive.
+                    if let Some(q) = &approvals {
+                        q.close();
+                    }
                     // A process that is still leaving the mount (one killed together with us,
                     // as `veilfs run` arranges when it dies) keeps it busy for a moment: retry
                     // a while.
@@ -521,6 +588,10 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         Err(_) => tracing::error!("FUSE session thread panicked"),
     }
     drop(control);
+    drop(admin);
+    if let Some(q) = &approvals {
+        q.close();
+    }
     // A session that ended on an error leaves the mount in place: take it down.
     if is_mount_point(&mountpoint)
         && let Err(e) = unmount(&mountpoint)
@@ -572,7 +643,7 @@ fn block_signals() -> SigSet {
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGHUP);
-    // `veilfs resume`: reset the damage breaker; `veilfs revoke`: end the mount now.
+    // Once resume and revoke; blocked so a stray one cannot kill the mount.
     set.add(Signal::SIGUSR1);
     set.add(Signal::SIGUSR2);
     if let Err(e) = set.thread_block() {
@@ -619,5 +690,26 @@ pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
     match status {
         Ok(s) if s.success() => Ok(()),
         _ => Err(err).with_context(|| format!("unmount {}", mp.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grant_lifetime;
+    use std::time::Duration;
+
+    #[test]
+    fn the_profile_maximum_caps_and_defaults_the_grant() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(grant_lifetime(None, None), Ok(None));
+        assert_eq!(grant_lifetime(Some(h(2)), None), Ok(Some(h(2))));
+        assert_eq!(grant_lifetime(None, Some(h(8))), Ok(Some(h(8))));
+        assert_eq!(grant_lifetime(Some(h(8)), Some(h(8))), Ok(Some(h(8))));
+        assert_eq!(grant_lifetime(Some(h(1)), Some(h(8))), Ok(Some(h(1))));
+        let e = grant_lifetime(Some(h(9)), Some(h(8))).unwrap_err();
+        assert!(
+            e.contains("exceeds") && e.contains("max_expires = \"8h\""),
+            "{e}"
+        );
     }
 }

@@ -251,6 +251,9 @@ pub struct Policy {
     hide_escaping: bool,
     mode: WriteMode,
     writable: Rules,
+    /// `[approval]`: kinds that always wait for a person, and paths any change of which does.
+    approve_ops: Vec<crate::profile::ApprovalOp>,
+    approve_paths: Rules,
     unscannable_all: bool,
     unscannable_allow: Rules,
     opaque: Rules,
@@ -328,6 +331,8 @@ impl Policy {
             hide_escaping: vis.hide_escaping_symlinks,
             mode: profile.write.mode,
             writable: Rules::new("write.writable", &origin, &profile.write.writable)?,
+            approve_ops: profile.approval.ops.clone(),
+            approve_paths: Rules::new("approval.paths", &origin, &profile.approval.paths)?,
             unscannable_all: red.unscannable == Unscannable::Allow,
             unscannable_allow: Rules::new(
                 "redaction.unscannable_allow",
@@ -487,6 +492,15 @@ impl Policy {
         self.writable.is_empty() || self.writable.subtree_allows(rel, true)
     }
 
+    /// Must a person confirm `op` on these paths (`[approval]`)? A change under an approval
+    /// path asks whatever its kind; `ops` kinds ask everywhere. Renames pass both names.
+    pub fn needs_approval(&self, op: crate::profile::ApprovalOp, paths: &[&Path]) -> bool {
+        self.approve_ops.contains(&op)
+            || paths
+                .iter()
+                .any(|p| self.approve_paths.subtree_allows(p, true))
+    }
+
     /// May this file be served unscanned (compressed, encrypted or opaque content, or above
     /// `max_scan_size`)? True when `unscannable = "allow"`, or when `unscannable_allow` covers
     /// the path.
@@ -549,6 +563,27 @@ mod tests {
     fn policy(toml: &str) -> Policy {
         let p = Profile::parse(&format!("version = 1\n{toml}"), "test.toml").unwrap();
         Policy::new(&p).unwrap()
+    }
+
+    #[test]
+    fn approval_asks_for_listed_kinds_everywhere_and_for_anything_under_its_paths() {
+        use crate::profile::ApprovalOp as Op;
+        let p = policy(
+            "[write]\nmode = \"snapshot\"\n[approval]\nops = [\"delete\"]\npaths = [\"deploy/\", \"*.sh\"]\n",
+        );
+        let ask = |op, paths: &[&str]| {
+            let v: Vec<&Path> = paths.iter().map(Path::new).collect();
+            p.needs_approval(op, &v)
+        };
+        assert!(ask(Op::Delete, &["src/a.rs"]));
+        assert!(!ask(Op::Rename, &["src/a.rs", "src/b.rs"]));
+        assert!(!ask(Op::Write, &["src/a.rs"]));
+        assert!(ask(Op::Write, &["deploy/prod/x.yaml"]));
+        assert!(ask(Op::Chmod, &["tools/run.sh"]));
+        // Either name of a rename under an approval path asks.
+        assert!(ask(Op::Rename, &["src/a.rs", "deploy/a.rs"]));
+        assert!(!ask(Op::Write, &["deployment/x"]));
+        assert!(!policy("").needs_approval(Op::Delete, &[Path::new("a")]));
     }
 
     fn deny(pats: &[&str]) -> Policy {

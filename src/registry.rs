@@ -1,5 +1,5 @@
-//! The registry of this user's live mounts, so commands run beside a mount (`veilfs resume`)
-//! can find the process serving a mount point. Each mount writes one small JSON file into the
+//! The registry of this user's live mounts, so `veilfs status` and `veilfs revoke --all` can
+//! list them (each is then asked through its admin socket, [`crate::admin`]). Each mount writes one small JSON file into the
 //! private runtime directory its control socket lives in ([`crate::control::runtime_dir`]; mode
 //! 0700 and owned by the user, checked here: a file there was written by this user's mounts)
 //! and removes it when it ends; a file whose process is gone is ignored.
@@ -103,15 +103,6 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-/// Asks the mount at `mountpoint` to reset its damage breaker (SIGUSR1 to its process).
-pub fn resume(mountpoint: &Path) -> io::Result<LiveMount> {
-    let m = find(mountpoint)?;
-    let pid = rustix::process::Pid::from_raw(m.pid as i32)
-        .ok_or_else(|| io::Error::other("pid 0 in the registry"))?;
-    rustix::process::kill_process(pid, rustix::process::Signal::USR1)?;
-    Ok(m)
-}
-
 /// This user's live mounts (entries whose process is gone are skipped).
 pub fn list() -> io::Result<Vec<LiveMount>> {
     let mut out = Vec::new();
@@ -128,18 +119,14 @@ pub fn list() -> io::Result<Vec<LiveMount>> {
     Ok(out)
 }
 
-/// Ends the live mount `m` (SIGUSR2 to its process) and waits until its process is gone (at
-/// most 5 s).
-pub fn revoke(m: &LiveMount) -> io::Result<()> {
-    let pid = rustix::process::Pid::from_raw(m.pid as i32)
-        .ok_or_else(|| io::Error::other("pid 0 in the registry"))?;
-    rustix::process::kill_process(pid, rustix::process::Signal::USR2)?;
+/// Waits until process `pid` (a revoked mount) is gone (at most 5 s).
+pub fn wait_gone(pid: u32) -> io::Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while alive(m.pid) {
+    while pid != 0 && alive(pid) {
         if std::time::Instant::now() > deadline {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("pid {} still running 5 s after the revoke", m.pid),
+                format!("pid {pid} still running 5 s after the revoke"),
             ));
         }
         std::thread::park_timeout(std::time::Duration::from_millis(2));

@@ -258,7 +258,8 @@ fn take_down(mp: &Path, mount: &mut Child) {
 
 /// The bubblewrap command for `--sandbox`: no network, the whole system read-only, a private
 /// /tmp, /dev and /proc (in its own pid namespace, so no `/proc/PID/root` of a process outside
-/// leads back to the real folder), the scope and the store covered by empty directories, and
+/// leads back to the real folder), the scope, the store and the admin sockets covered by empty
+/// directories, and
 /// only the mount writable, as the working directory. It dies with `run`.
 pub fn sandbox_command(
     bwrap: &Path,
@@ -272,8 +273,14 @@ pub fn sandbox_command(
         .args(["--unshare-ipc", "--unshare-uts", "--new-session"])
         .args(["--ro-bind", "/", "/"])
         .args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
+    // The admin sockets too: the agent may not answer its own approvals or resume a
+    // breaker it tripped (see `admin`); the agent-facing control socket stays reachable.
+    let admin = crate::admin::admin_dir();
     for hidden in [scope, store] {
         c.arg("--tmpfs").arg(hidden);
+    }
+    if admin.is_dir() {
+        c.arg("--tmpfs").arg(&admin);
     }
     c.arg("--bind").arg(mp).arg(mp);
     c.arg("--chdir").arg(mp).arg("--").args(command);

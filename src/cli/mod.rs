@@ -43,8 +43,15 @@ pub enum Command {
     Resume(mount::UnmountArgs),
     /// End a live mount (or all of yours) at once, even with an agent blocked inside it.
     Revoke(mount::RevokeArgs),
-    /// List your live mounts.
+    /// List your live mounts: scope, mode, profile, session, counters, breaker, expiry and
+    /// held approvals.
     Status(mount::StatusArgs),
+    /// Requests held for your answer (`[approval]` in the profile).
+    Pending(mount::PendingArgs),
+    /// Let a held request go through (optionally standing for its path or for a while).
+    Approve(mount::ApproveArgs),
+    /// Refuse a held request (the agent gets EACCES).
+    Deny(mount::DenyArgs),
     /// Mount SCOPE privately, run COMMAND in it, unmount, and summarise the session.
     Run(run::RunArgs),
     /// What an agent's manifest asks for, and what the profile grants and refuses.
@@ -94,6 +101,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Resume(a) => mount::run_resume(a),
         Command::Revoke(a) => mount::run_revoke(a),
         Command::Status(a) => mount::run_status(a),
+        Command::Pending(a) => mount::run_pending(a),
+        Command::Approve(a) => mount::run_approve(a),
+        Command::Deny(a) => mount::run_deny(a),
         Command::Run(a) => run::run(a),
         Command::Consent(a) => consent::run(a),
         Command::Profile(c) => profile::run(c),

@@ -82,6 +82,8 @@ pub struct FsConfig {
     pub masked: Option<Arc<masked_edit::MaskedEdits>>,
     /// Rate limits on deletes, renames, overwrites and mass reads ([`crate::breaker`]).
     pub breaker: Option<Arc<crate::breaker::Breaker>>,
+    /// Operations held for a person's answer ([`crate::approval`]).
+    pub approvals: Option<Arc<crate::approval::Queue>>,
 }
 
 /// An open file.
@@ -405,6 +407,9 @@ impl Filesystem for VeilFs {
         let wants_write = (f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0;
         // A masked file is edited through a scratch copy of its view (masked_edit.rs);
         // direct I/O keeps the kernel's page cache of the real file out of it.
+        if wants_write && let Err(e) = self.approve_write_open(&inode, f) {
+            return reply.error(e);
+        }
         if wants_write {
             match self.open_masked_edit(&inode, f) {
                 Ok(Some(fh)) => {

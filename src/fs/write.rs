@@ -20,6 +20,7 @@ use super::{Handle, VeilFs, entry_kind, errno_of};
 use crate::audit;
 use crate::backing::{self, Kind, SetTime, Stat};
 use crate::guard::Guard;
+use crate::profile::ApprovalOp;
 
 /// Entries below a renamed directory checked at most (a rename of a bigger tree is refused).
 const RENAME_CHECK_BUDGET: usize = 1_000_000;
@@ -101,6 +102,23 @@ impl VeilFs {
             return Err(Errno::EACCES);
         }
         Ok(())
+    }
+
+    /// Holds the request until a person answers, when the profile's `[approval]` asks for
+    /// `op` on these paths; refused (EACCES) on a denial or a timeout. Called after every
+    /// other check, so a person is only asked about what would otherwise go through.
+    fn approve(&self, op: ApprovalOp, rel: &Path, to: Option<&Path>) -> Result<(), Errno> {
+        let Some(q) = &self.cfg.approvals else {
+            return Ok(());
+        };
+        let paths: Vec<&Path> = std::iter::once(rel).chain(to).collect();
+        if !self.cfg.policy.needs_approval(op, &paths) {
+            return Ok(());
+        }
+        q.ask(op, rel, to).map_err(|why| {
+            audit::denied(op.as_str(), rel, format_args!("not approved: {why}"));
+            Errno::EACCES
+        })
     }
 
     fn check_new_name_visible(
@@ -278,6 +296,28 @@ impl VeilFs {
         }
     }
 
+    /// Asks a person about an open for write (an overwrite with `O_TRUNC`), when the profile
+    /// wants it. Called before the masked-edit and the plain write-open paths alike, so an
+    /// edit of a masked file asks too; a path the profile does not let change is left to their
+    /// refusal.
+    pub(super) fn approve_write_open(&self, inode: &Arc<Inode>, flags: i32) -> Result<(), Errno> {
+        if self.cfg.approvals.is_none() || self.cfg.guard.is_none() {
+            return Ok(());
+        }
+        let Some(rel) = self.changing_path(inode)? else {
+            return Ok(());
+        };
+        if !self.cfg.policy.writable(&rel) {
+            return Ok(());
+        }
+        let op = if flags & libc::O_TRUNC != 0 {
+            ApprovalOp::Overwrite
+        } else {
+            ApprovalOp::Write
+        };
+        self.approve(op, &rel, None)
+    }
+
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
@@ -371,6 +411,14 @@ impl VeilFs {
             if size.is_some() && self.cfg.masked.is_none() {
                 self.check_content_changeable(&rel, &inode, "truncate")?;
             }
+            let op = if size.is_some() {
+                ApprovalOp::Overwrite
+            } else if mode.is_some() {
+                ApprovalOp::Chmod
+            } else {
+                ApprovalOp::Write
+            };
+            self.approve(op, &rel, None)?;
             self.capture_or_divert(g, &inode, &rel)?;
             if !inode.is_diverted() {
                 g.record_change(&rel, "setattr");
@@ -523,6 +571,11 @@ impl VeilFs {
             }
             _ => None,
         };
+        let kind = match node {
+            NewNode::Link { .. } => ApprovalOp::Link,
+            _ => ApprovalOp::Write,
+        };
+        self.approve(kind, &rel, None)?;
         self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let op = match node {
@@ -613,6 +666,7 @@ impl VeilFs {
             }
             return Err(Errno::ENOTEMPTY);
         }
+        self.approve(ApprovalOp::Delete, &rel, None)?;
         self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let r = if dir {
@@ -703,6 +757,7 @@ impl VeilFs {
         }
         self.check_not_diverted(&from)?;
         self.check_not_diverted(&to)?;
+        self.approve(ApprovalOp::Rename, &from, Some(&to))?;
         if let Some(d) = &dst {
             // Errors a native rename gives, checked before anything is journalled.
             match (sst.kind() == Kind::Dir, d.kind() == Kind::Dir) {
@@ -796,6 +851,9 @@ impl VeilFs {
             let (inode, _) = self.do_lookup(parent.0, name)?;
             let wants_write =
                 (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+            if wants_write {
+                self.approve_write_open(&inode, flags)?;
+            }
             // A masked file is edited through a scratch copy of its view (masked_edit.rs).
             if wants_write && let Some(fh) = self.open_masked_edit(&inode, flags)? {
                 let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
@@ -821,6 +879,7 @@ impl VeilFs {
             let fh = self.insert_handle(&inode, file, wants_write, false);
             return Ok((inode, st, fh));
         }
+        self.approve(ApprovalOp::Write, &rel, None)?;
         self.capture_parent(g, &rel)?;
         self.capture(g, &rel)?;
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)

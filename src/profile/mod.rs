@@ -35,9 +35,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use schema::duration;
 pub use schema::{
-    BreakerCfg, CacheCfg, DEFAULT_PROFILE_TOML, DirRules, PROFILE_VERSION, ParseWriteModeError,
-    Profile, RedactionCfg, Unscannable, VisibilityCfg, WriteCfg, WriteMode,
+    ApprovalCfg, ApprovalOp, BreakerCfg, CacheCfg, DEFAULT_PROFILE_TOML, DirRules, GuardrailsCfg,
+    PROFILE_VERSION, ParseWriteModeError, Profile, RedactionCfg, Unscannable, VisibilityCfg,
+    WriteCfg, WriteMode,
 };
 use spans::SpanTree;
 use validate::{Validator, line_col};
@@ -523,6 +525,40 @@ ttl_ms = 0
         let e = err("version = 1\n[[visibility.dir]]\ndeny = [\"x\"]\n");
         assert_eq!(e.field(), "visibility.dir[0].path", "{e}");
         assert!(e.to_string().contains("missing field `path`"), "{e}");
+    }
+
+    #[test]
+    fn approval_and_guardrails_parse_and_their_errors_are_located() {
+        let p = Profile::parse(
+            "version = 1\n[write]\nmode = \"snapshot\"\n[approval]\nops = [\"delete\", \"chmod\"]\n\
+             paths = [\"deploy/**\"]\ntimeout_secs = 30\n[guardrails]\nmax_expires = \"1h30m\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(p.approval.ops, vec![ApprovalOp::Delete, ApprovalOp::Chmod]);
+        assert_eq!(p.approval.timeout_secs, 30);
+        assert_eq!(
+            p.guardrails.max_expires,
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let back = Profile::parse(&p.to_toml(), "x.toml").unwrap();
+        assert_eq!(back.guardrails, p.guardrails);
+        assert_eq!(back.approval, p.approval);
+        let e = err("version = 1\n[approval]\nops = [\"format\"]\n");
+        assert_err(&e, 3, 8, "approval.ops[0]", "unknown variant `format`");
+        let e = err("version = 1\n[guardrails]\nmax_expires = \"soon\"\n");
+        assert_err(
+            &e,
+            3,
+            15,
+            "guardrails.max_expires",
+            "invalid duration `soon`",
+        );
+        let e = err("version = 1\n[approval]\nops = [\"delete\"]\ntimeout_secs = 0\n");
+        assert_err(&e, 4, 16, "approval.timeout_secs", "greater than 0");
+        let e = err("version = 1\n[approval]\npaths = [\"a/[\"]\n");
+        assert_err(&e, 3, 10, "approval.paths[0]", "invalid pattern");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct Profile {
     pub cache: CacheCfg,
     #[serde(default)]
     pub breaker: BreakerCfg,
+    #[serde(default)]
+    pub approval: ApprovalCfg,
+    #[serde(default)]
+    pub guardrails: GuardrailsCfg,
     /// The file this profile was loaded from (`None` = built-in or parsed from a string).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -290,6 +294,132 @@ impl Default for BreakerCfg {
             max_renames: 300,
             max_overwritten_bytes: GIB,
             max_reads_per_minute: 0,
+        }
+    }
+}
+
+/// An operation kind `[approval] ops` can hold for a person's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalOp {
+    /// unlink, rmdir.
+    Delete,
+    /// rename (and exchange).
+    Rename,
+    /// Replacing existing content wholesale: open for write with O_TRUNC, truncate by setattr.
+    Overwrite,
+    /// A mode change.
+    Chmod,
+    /// A new hard link.
+    Link,
+    /// Any other change (create, write-open, mkdir, symlink, setattr) under `[approval] paths`.
+    Write,
+}
+
+impl ApprovalOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalOp::Delete => "delete",
+            ApprovalOp::Rename => "rename",
+            ApprovalOp::Overwrite => "overwrite",
+            ApprovalOp::Chmod => "chmod",
+            ApprovalOp::Link => "link",
+            ApprovalOp::Write => "write",
+        }
+    }
+}
+
+impl fmt::Display for ApprovalOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ApprovalOp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "delete" => Ok(ApprovalOp::Delete),
+            "rename" => Ok(ApprovalOp::Rename),
+            "overwrite" => Ok(ApprovalOp::Overwrite),
+            "chmod" => Ok(ApprovalOp::Chmod),
+            "link" => Ok(ApprovalOp::Link),
+            "write" => Ok(ApprovalOp::Write),
+            o => Err(format!(
+                "unknown operation `{o}`, expected delete, rename, overwrite, chmod, link or write"
+            )),
+        }
+    }
+}
+
+/// `[approval]`: operations that wait for a person (`veilfs approve ID` / `veilfs deny ID`) in
+/// writable modes. `ops` lists kinds that always ask; any change under one of `paths`
+/// (gitignore-like patterns, as `write.writable`) asks too. A request nobody answers within
+/// `timeout_secs` is refused (EACCES).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalCfg {
+    pub ops: Vec<ApprovalOp>,
+    pub paths: Vec<String>,
+    pub timeout_secs: u64,
+}
+
+impl Default for ApprovalCfg {
+    fn default() -> Self {
+        ApprovalCfg {
+            ops: Vec::new(),
+            paths: Vec::new(),
+            timeout_secs: 120,
+        }
+    }
+}
+
+/// `[guardrails]`: limits on the grant itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardrailsCfg {
+    /// The longest a mount may live (`"8h"`, `"90m"`): `mount --expires` may not ask for more,
+    /// and a mount without `--expires` gets this.
+    #[serde(
+        deserialize_with = "duration::de_opt",
+        serialize_with = "duration::ser_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_expires: Option<std::time::Duration>,
+}
+
+/// Durations in a profile: `"8h"`, `"90m"`, `"1h30m"`, `"45s"` (jiff's friendly format).
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let d: jiff::SignedDuration = s
+            .trim()
+            .parse()
+            .map_err(|e| format!("invalid duration `{s}` (want e.g. \"8h\", \"90m\"): {e}"))?;
+        Duration::try_from(d)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("invalid duration `{s}`: must be positive"))
+    }
+
+    pub fn format(d: Duration) -> String {
+        format!(
+            "{:#}",
+            jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
+        )
+    }
+
+    pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map(Some).map_err(serde::de::Error::custom)
+    }
+
+    pub fn ser_opt<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&format(*d)),
+            None => s.serialize_none(),
         }
     }
 }

@@ -210,6 +210,22 @@ impl Validator<'_> {
                 "store_quota must be greater than 0 (omit it for no quota)",
             ));
         }
+
+        // [approval]
+        let a = &p.approval;
+        self.patterns(&[Key("approval"), Key("paths")], &a.paths)?;
+        if a.timeout_secs == 0 && (!a.ops.is_empty() || !a.paths.is_empty()) {
+            return Err(self.error(
+                &[Key("approval"), Key("timeout_secs")],
+                "timeout_secs must be greater than 0 (every request would be refused at once)",
+            ));
+        }
+        if (!a.ops.is_empty() || !a.paths.is_empty()) && p.write.mode == WriteMode::ReadOnly {
+            self.warn(
+                &[Key("approval")],
+                "approvals have no effect while mode = \"read-only\" (unless --mode overrides it)",
+            );
+        }
         p.warnings = self.warnings;
         Ok(())
     }

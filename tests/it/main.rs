@@ -13,6 +13,7 @@ mod common;
 mod exact;
 
 mod adversary;
+mod approval;
 mod audit;
 mod binaries;
 mod breaker;

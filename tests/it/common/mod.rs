@@ -25,6 +25,19 @@ impl Mount {
     }
 
     pub fn try_start(scope: &Path, args: &[&str]) -> Result<Mount, String> {
+        Self::try_start_env(scope, args, &[])
+    }
+
+    /// As [`Mount::start`], with extra environment for the mount process.
+    pub fn start_env(scope: &Path, args: &[&str], env: &[(&str, &Path)]) -> Mount {
+        Self::try_start_env(scope, args, env).unwrap_or_else(|e| panic!("mount failed: {e}"))
+    }
+
+    pub fn try_start_env(
+        scope: &Path,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Result<Mount, String> {
         let mp_dir = tempfile::Builder::new()
             .prefix("veilfs-mp-")
             .tempdir()
@@ -35,6 +48,9 @@ impl Mount {
         cmd.arg("mount").args(args).arg(scope).arg(&mp);
         // The default store (and saved scan results) go beside the mount point, not in $HOME.
         cmd.env("XDG_DATA_HOME", mp_dir.path().join("data"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
