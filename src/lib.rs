@@ -5,6 +5,7 @@
 //! - [`profile`]: the admin's TOML profile, validated with file:line errors.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
+//! - [`history`]: git object files judged by content (`redaction.history`).
 //! - [`error`]: the rules errors follow; the errno an error carries.
 //! - [`backing`]: the only module that touches the real folder, always beneath the scope's fd.
 //! - [`fs`]: the `fuser::Filesystem` translation layer.
@@ -38,6 +39,7 @@ pub mod denials;
 pub mod error;
 pub mod fs;
 pub mod guard;
+pub mod history;
 pub mod journal;
 pub mod merge;
 pub mod mount;

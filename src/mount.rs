@@ -149,6 +149,9 @@ fn absolute_lexical(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// Beside `scan-cache` in the store: git object file verdicts (`history::verdicts`).
+pub const HISTORY_VERDICTS: &str = "history-verdicts";
+
 /// Mounts and serves until unmounted (by `veilfs unmount`, `umount`, or a signal).
 pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // Before any thread exists (the watcher, fuser's workers): only the signal thread may
@@ -165,12 +168,19 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         .redaction_engine()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let policy = Arc::new(policy);
+    let engine = Arc::new(engine);
+    let history = crate::history::History::new(
+        req.profile.redaction.history,
+        engine.clone(),
+        req.profile.redaction.max_scan_size.saturating_mul(4),
+    );
     let viewer = Viewer::new(
-        Arc::new(engine),
+        engine,
         policy.clone(),
         req.profile.redaction.max_scan_size,
         req.profile.redaction.unscannable == Unscannable::Allow,
-    );
+    )
+    .with_history(history.clone());
     // In overlay mode veilfs serves the merged tree; the real folder is only its lower layer.
     let mut overlay = None;
     let mut divert = None;
@@ -223,6 +233,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         }) {
             Ok(p) => {
                 viewer.load_scans(&p);
+                history.load(&p.with_file_name(HISTORY_VERDICTS));
                 Some(p)
             }
             Err(e) => {
@@ -233,6 +244,8 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     } else {
         None
     };
+    // After the saved verdicts are loaded, so a pack judged before is not scanned again.
+    history.prescan(&scope, req.profile.redaction.max_scan_size);
     // New objects get exactly the mode the agent asked for (the kernel already applied its umask).
     rustix::process::umask(rustix::fs::Mode::empty());
     let fd_limit = backing::raise_fd_limit();

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backing::{self, Stat};
+use crate::history::{Gate, History};
 use crate::policy::Policy;
 use crate::redact::{Engine, FileId, Redactions, RuleSelection, ScanCache, ScanOutcome};
 
@@ -50,6 +51,8 @@ pub struct Viewer {
     policy: Arc<Policy>,
     max_scan_size: u64,
     allow_unscannable: bool,
+    /// Git object files, recognised by content, are judged here first (`redaction.history`).
+    history: Option<Arc<History>>,
 }
 
 pub fn file_id(st: &Stat) -> FileId {
@@ -84,6 +87,34 @@ impl Viewer {
             policy,
             max_scan_size,
             allow_unscannable,
+            history: None,
+        }
+    }
+
+    /// Judges git object files by `history` before the usual scan.
+    pub fn with_history(mut self, history: Arc<History>) -> Viewer {
+        self.history = Some(history);
+        self
+    }
+
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.as_ref()
+    }
+
+    /// The scan of `data` (the complete content of a file at a name that is `opaque` or not) as
+    /// `(outcome, may it be cached)`: an object file by the history gate, anything else by the
+    /// engine.
+    fn scan_data(
+        &self,
+        sel: &RuleSelection,
+        data: &[u8],
+        opaque: bool,
+        keep: bool,
+    ) -> Result<(ScanOutcome, bool), View> {
+        match self.history.as_ref().and_then(|h| h.gate(data)) {
+            Some(Gate::Outcome(o)) => Ok((o, keep)),
+            Some(Gate::Pending(why)) => Err(View::Denied(why)),
+            None => Ok((self.engine.scan_as(sel, data, opaque), keep)),
         }
     }
 
@@ -127,6 +158,12 @@ impl Viewer {
     pub fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
         self.decide_with(rel, st, |sel, opaque| {
             if st.size > self.max_scan_size {
+                // Whatever the name: an object file too large to scan is never served unscanned.
+                if let Some(h) = &self.history
+                    && let Some(why) = read_prefix(fd).ok().and_then(|p| h.refuse_unscanned(&p))
+                {
+                    return Err(View::Denied(why));
+                }
                 return Err(self.unscannable(
                     rel,
                     format!(
@@ -142,14 +179,8 @@ impl Viewer {
             match super::served::consistent_copy(&f, st, || backing::stat_fd(fd), None)
                 .map_err(cant)?
             {
-                super::served::Taken::Copy(data) => {
-                    Ok((self.engine.scan_as(sel, &data, opaque), true))
-                }
-                _ => Ok((
-                    self.engine
-                        .scan_as(sel, &read_all(fd, st.size).map_err(cant)?, opaque),
-                    false,
-                )),
+                super::served::Taken::Copy(data) => self.scan_data(sel, &data, opaque, true),
+                _ => self.scan_data(sel, &read_all(fd, st.size).map_err(cant)?, opaque, false),
             }
         })
     }
@@ -158,7 +189,7 @@ impl Viewer {
     /// serves is then exactly what was scanned (see `fs::served`).
     pub fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
         self.decide_with(rel, st, |sel, opaque| {
-            Ok((self.engine.scan_as(sel, data, opaque), true))
+            self.scan_data(sel, data, opaque, true)
         })
     }
 
@@ -180,7 +211,7 @@ impl Viewer {
             sel.id() ^ OPAQUE_KEY
         } else {
             sel.id()
-        };
+        } ^ self.history.as_ref().map_or(0, |h| h.cache_key());
         let id = file_id(st);
         let outcome = match self.cache.get(&id, key) {
             Some(o) => o,
@@ -258,6 +289,14 @@ impl Viewer {
             ))
         }
     }
+}
+
+/// The first bytes of the file held by `fd` (enough to recognise an object file).
+fn read_prefix(fd: BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
+    let f = backing::reopen(fd, libc::O_RDONLY)?;
+    let mut buf = Vec::with_capacity(64);
+    f.take(64).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 fn read_all(fd: BorrowedFd<'_>, hint: u64) -> std::io::Result<Vec<u8>> {

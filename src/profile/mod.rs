@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use schema::{
-    BreakerCfg, CacheCfg, DEFAULT_PROFILE_TOML, DirRules, PROFILE_VERSION, ParseWriteModeError,
-    Profile, RedactionCfg, Unscannable, VisibilityCfg, WriteCfg, WriteMode,
+    BreakerCfg, CacheCfg, DEFAULT_PROFILE_TOML, DirRules, History, PROFILE_VERSION,
+    ParseWriteModeError, Profile, RedactionCfg, Unscannable, VisibilityCfg, WriteCfg, WriteMode,
 };
 use spans::SpanTree;
 use validate::{Validator, line_col};
