@@ -171,7 +171,11 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     let engine = Arc::new(engine);
     let history = crate::history::History::new(
         req.profile.redaction.history,
-        engine.clone(),
+        Arc::new(
+            req.profile
+                .history_engine()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
         req.profile.redaction.max_scan_size.saturating_mul(4),
     );
     let viewer = Viewer::new(

@@ -31,6 +31,11 @@ pub enum View {
     Denied(String),
 }
 
+/// Is `v` a refusal that lasts only until a git pack's scan ends (never to be cached)?
+pub fn is_pending(v: &View) -> bool {
+    matches!(v, View::Denied(why) if why.starts_with(crate::history::PENDING))
+}
+
 /// What the agent may see of a piece of metadata.
 pub enum MetaView {
     /// No rule matched: the value as it is.
@@ -294,8 +299,8 @@ impl Viewer {
 /// The first bytes of the file held by `fd` (enough to recognise an object file).
 fn read_prefix(fd: BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
     let f = backing::reopen(fd, libc::O_RDONLY)?;
-    let mut buf = Vec::with_capacity(64);
-    f.take(64).read_to_end(&mut buf)?;
+    let mut buf = Vec::with_capacity(16);
+    f.take(16).read_to_end(&mut buf)?;
     Ok(buf)
 }
 

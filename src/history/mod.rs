@@ -44,11 +44,25 @@ use crate::redact::{Engine, ScanOutcome};
 /// How long a request waits for a pack's scan before it is refused (the scan goes on).
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How the reason for refusing a pack whose scan still runs begins.
+pub const PENDING: &str = "git history scan of this pack is still running";
+
 /// A pack being scanned: its verdict once known.
 #[derive(Default)]
 struct Job {
     done: Mutex<Option<Verdict>>,
     cv: Condvar,
+}
+
+/// The object database an object file at `rel` belongs to, for `veilfs scan`'s report: the
+/// path up to its last `objects` component (`.git/objects`, `.git/modules/m/objects`), or its
+/// directory when it has none (an object file under another name).
+pub fn database_of(rel: &Path) -> std::path::PathBuf {
+    let comps: Vec<_> = rel.components().collect();
+    match comps.iter().rposition(|c| c.as_os_str() == "objects") {
+        Some(i) => comps[..=i].iter().collect(),
+        None => rel.parent().unwrap_or(Path::new("")).to_path_buf(),
+    }
 }
 
 /// The history gate of one mount.
@@ -97,7 +111,7 @@ impl History {
     /// The gate for a file whose complete content is `data`; `None` when the file is not an
     /// object file or history is allowed (the usual scan decides).
     pub fn gate(self: &Arc<Self>, data: &[u8]) -> Option<Gate> {
-        if self.mode == Mode::Allow || self.engine.is_empty() {
+        if self.mode == Mode::Allow || (self.mode == Mode::AllowIfClean && self.engine.is_empty()) {
             return None;
         }
         let fmt = detect(data)?;
@@ -118,7 +132,7 @@ impl History {
                 Some(v) => v,
                 None => {
                     return Some(Gate::Pending(format!(
-                        "git history scan of this pack is still running (waited {} s); it is refused until the scan finds it clean, try again shortly",
+                        "{PENDING} (waited {} s); it is refused until the scan finds it clean, try again shortly",
                         WAIT.as_secs()
                     )));
                 }
@@ -133,13 +147,10 @@ impl History {
     /// A file too large to be scanned whose first bytes are `prefix`: the reason to refuse it
     /// when it is an object file (it can never be found clean), else `None`.
     pub fn refuse_unscanned(&self, prefix: &[u8]) -> Option<String> {
-        if self.mode == Mode::Allow || self.engine.is_empty() {
+        if self.mode == Mode::Allow || (self.mode == Mode::AllowIfClean && self.engine.is_empty()) {
             return None;
         }
-        let p = prefix.get(..12).unwrap_or(prefix);
-        let looks = (p.starts_with(b"PACK") && p.len() >= 8 && matches!(p[4..8], [0, 0, 0, 2 | 3]))
-            || detect(prefix) == Some(Format::Loose);
-        looks.then(|| match self.mode {
+        objects::looks_like(prefix).then(|| match self.mode {
             Mode::Hide => "git history is hidden by the profile (redaction.history = \"hide\")".into(),
             _ => "git object file larger than max_scan_size cannot be scanned; history = \"allow-if-clean\" serves only object files found clean".into(),
         })
@@ -323,6 +334,11 @@ mod tests {
         assert!(g.refuse_unscanned(b"ELF......").is_none());
         assert!(gate(Mode::Allow).refuse_unscanned(&dirty[..16]).is_none());
         assert_ne!(gate(Mode::Allow).cache_key(), g.cache_key());
+        assert_eq!(
+            database_of(Path::new("sub/.git/objects/pack/p.pack")),
+            Path::new("sub/.git/objects")
+        );
+        assert_eq!(database_of(Path::new("img/logo.png")), Path::new("img"));
     }
 
     #[test]

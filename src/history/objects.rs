@@ -51,6 +51,14 @@ pub fn detect(data: &[u8]) -> Option<Format> {
     None
 }
 
+/// Could a file whose first bytes are `prefix` be an object file (pack magic, or a zlib
+/// header)? For files too large to read whole: an object file is then refused, never served
+/// unscanned.
+pub fn looks_like(prefix: &[u8]) -> bool {
+    (prefix.len() >= 8 && &prefix[..4] == b"PACK" && matches!(prefix[4..8], [0, 0, 0, 2 | 3]))
+        || is_zlib_header(prefix)
+}
+
 /// RFC 1950's header: deflate, a window of at most 32 KiB, the check bits, no preset dictionary.
 fn is_zlib_header(d: &[u8]) -> bool {
     d.len() >= 2

@@ -166,6 +166,18 @@ impl Profile {
             .map(|e| e.with_inflate_limit(self.redaction.max_scan_size.saturating_mul(4)))
     }
 
+    /// The engine git history is judged with: the profile's rules without the built-in `pii`
+    /// set. Every commit carries its author's and committer's e-mail addresses, which `pii`
+    /// masks in files; applied to history, it would refuse every repository.
+    pub fn history_engine(&self) -> Result<crate::redact::Engine, crate::redact::RulesError> {
+        let sets: Vec<String> = (self.redaction.rule_sets.iter())
+            .filter(|s| *s != "pii")
+            .cloned()
+            .collect();
+        crate::redact::Engine::load(&sets, &self.redaction.rule_files)
+            .map(|e| e.with_inflate_limit(self.redaction.max_scan_size.saturating_mul(4)))
+    }
+
     pub fn builtin_default() -> Profile {
         match Profile::parse(DEFAULT_PROFILE_TOML, "<built-in default profile>") {
             Ok(p) => p,

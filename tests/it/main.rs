@@ -20,6 +20,7 @@ mod checkpoint;
 mod commit_kill;
 mod edges;
 mod forensic;
+mod git_history;
 mod kill_switch;
 mod masked_edit;
 mod overlay;
