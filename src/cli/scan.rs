@@ -196,7 +196,7 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     eprintln!(
-        "veilfs scan: {visible} visible, {hidden} hidden ({hidden_dirs} hidden directories, not descended into), {redactions} redaction findings, {history_findings} git history findings, {errors} errors; profile `{}`",
+        "veilfs scan: {visible} visible, {hidden} hidden ({hidden_dirs} hidden directories, not descended into), {redactions} redaction findings, {errors} errors, {history_findings} git history findings; profile `{}`",
         profile.name
     );
     Ok(if errors > 0 {
