@@ -151,6 +151,19 @@ fn pack(data: &[u8], limit: u64, f: &mut dyn FnMut(Object<'_>) -> bool) -> Resul
             .decompress_entry(&entry, &mut inflate, &mut scratch)
             .map_err(err)?;
         offset = entry.data_offset + used as u64;
+        // A whole object is what was just inflated.
+        if let Some(kind) = entry.header.as_kind() {
+            let id = gix_object::compute_hash(HASH, kind, &scratch).map_err(|e| e.to_string())?;
+            ids.insert(id, entry.pack_offset());
+            if f(Object {
+                id,
+                kind: Some(kind),
+                data: &scratch,
+            }) {
+                return Ok(true);
+            }
+            continue;
+        }
         if let data::entry::Header::RefDelta { base_id } = &entry.header
             && !ids.contains_key(base_id)
         {

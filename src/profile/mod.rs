@@ -520,6 +520,34 @@ ttl_ms = 0
             "redaction.unscannable",
             "unknown variant `maybe`",
         );
+        let e = err("version = 1\n[redaction]\nhistory = \"clean\"\n");
+        assert_err(
+            &e,
+            3,
+            11,
+            "redaction.history",
+            "unknown variant `clean`, expected one of `hide`, `allow`, `allow-if-clean`",
+        );
+    }
+
+    #[test]
+    fn history_defaults_to_allow_if_clean_and_strict_hides_it() {
+        use super::schema::History;
+        assert_eq!(
+            Profile::builtin_default().redaction.history,
+            History::AllowIfClean
+        );
+        assert_eq!(
+            shipped("developer.toml").redaction.history,
+            History::AllowIfClean
+        );
+        assert_eq!(shipped("strict.toml").redaction.history, History::Hide);
+        let p = Profile::parse("version = 1\n", "p.toml").unwrap();
+        assert_eq!(p.redaction.history, History::AllowIfClean);
+        // The history engine leaves out `pii` (every commit carries e-mail addresses).
+        let h = Profile::builtin_default().history_engine().unwrap();
+        assert!(h.rule_ids().iter().any(|r| r == "github-pat"));
+        assert!(!h.rule_ids().iter().any(|r| r == "email-address"));
     }
 
     #[test]
