@@ -4,6 +4,8 @@
 # agent's first `git log -p` through the mount takes, and `veilfs scan` of the same repository.
 #
 # Usage: benches/history.sh [COMMITS] [FILES]   (default 3000 commits over 600 files)
+# HISTORY_BENCH_SECRET=1 adds a token in the middle commit and removes it in the next: the scan
+# must then name that commit and path, and the first `git log -p` must fail.
 # The repository is generated (git fast-import: a source tree edited a few files per commit,
 # then `git gc`) in a temp dir; set HISTORY_BENCH_DIR to reuse one. BIN picks the binary
 # (default target/release/veilfs, built if missing; BIN=target/debug/veilfs for a debug build).
@@ -21,9 +23,9 @@ repo="$dir/repo"
 if [ ! -d "$repo/.git" ]; then
     echo "generating $commits commits over $files files in $repo" >&2
     git init -q -b main "$repo"
-    python3 - "$commits" "$files" <<'PY' | (cd "$repo" && git fast-import --quiet)
+    python3 - "$commits" "$files" "${HISTORY_BENCH_SECRET:-0}" <<'PY' | (cd "$repo" && git fast-import --quiet)
 import random, sys
-commits, files = int(sys.argv[1]), int(sys.argv[2])
+commits, files, secret = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 random.seed(16)
 words = ("fn let mut impl struct pub use match self return if else for while loop Ok Err "
          "Some None String Vec Result Option usize u64 config path error request reply "
@@ -43,6 +45,14 @@ for c in range(commits):
     if c:
         out.write(b"from :%d\n" % c)
     touched = paths if c == 0 else random.sample(paths, random.randint(1, 4))
+    if secret and c in (commits // 2, commits // 2 + 1):
+        # A token added in one commit and removed in the next: stored as a delta after gc.
+        p = paths[7]
+        touched = [p] + [q for q in touched if q != p]
+        if c == commits // 2:
+            content[p].insert(len(content[p]) // 2, '    let token = "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngPurp0s3s1Q";\n')
+        else:
+            content[p] = [l for l in content[p] if "ghp_" not in l]
     for p in touched:
         lines = content[p]
         for _ in range(random.randint(1, 6)):
@@ -65,6 +75,7 @@ start=$(date +%s.%N)
 "$bin" scan "$repo" > "$dir/scan.out" 2> "$dir/scan.err" || true
 end=$(date +%s.%N)
 echo "veilfs scan: $(echo "$end - $start" | bc) s ($(tail -1 "$dir/scan.err"))"
+grep -v '^redact' "$dir/scan.out" | grep -v 'opaque' || true
 
 # First mount: no saved verdicts (a fresh store), so the pack is scanned.
 mp="$dir/mp"
