@@ -229,3 +229,70 @@ fn scan_names_commit_and_path() {
         assert!(err.contains("1 git history findings"), "{err}");
     }
 }
+
+/// A secret stored as a delta (the common case after `git gc`: older versions of a file are
+/// deltas against newer ones), with offset deltas and with reference deltas
+/// (`repack.useDeltaBaseOffset = false`): the delta is resolved and the secret found whole.
+#[test]
+fn a_secret_inside_a_delta_is_found() {
+    for offset_deltas in ["true", "false"] {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        ok(r, &["init", "-q", "-b", "main", "."]);
+        let body: Vec<String> = (0..300)
+            .map(|i| format!("    let value_{i} = compute({i}, \"label {i}\");\n"))
+            .collect();
+        let write = |extra: Option<&str>| {
+            let mut lines = body.clone();
+            if let Some(x) = extra {
+                // Smaller than its neighbours, so git stores it as a delta, not as the base.
+                lines.splice(150..160, [x.to_string()]);
+            }
+            fs::write(r.join("main.rs"), lines.concat()).unwrap();
+        };
+        write(None);
+        ok(r, &["add", "-A"]);
+        ok(r, &["commit", "-qm", "one"]);
+        write(Some(&format!("    let token = \"{TOKEN}\";\n")));
+        ok(r, &["commit", "-qam", "two"]);
+        write(None);
+        ok(r, &["commit", "-qam", "three"]);
+        let cfg = format!("repack.useDeltaBaseOffset={offset_deltas}");
+        ok(
+            r,
+            &[
+                "-c",
+                &cfg,
+                "repack",
+                "-q",
+                "-a",
+                "-d",
+                "-f",
+                "--depth=50",
+                "--window=250",
+            ],
+        );
+        ok(r, &["prune-packed"]);
+        // The secret's version really is a delta in the pack.
+        let blob = ok(r, &["rev-parse", "HEAD~1:main.rs"]).trim().to_string();
+        let idx = fs::read_dir(r.join(".git/objects/pack"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "idx"))
+            .unwrap();
+        let v = ok(r, &["verify-pack", "-v", idx.to_str().unwrap()]);
+        let row = v.lines().find(|l| l.starts_with(&blob)).unwrap();
+        assert!(row.split_whitespace().count() >= 7, "not a delta: {row}");
+        let commit = ok(r, &["rev-parse", "HEAD~1"]).trim().to_string();
+        let (_, out, _) = common::veilfs(&["scan", r.to_str().unwrap()]);
+        let line = format!("history\t.git/objects\t{commit}\tmain.rs\tgithub-pat");
+        assert!(
+            out.lines().any(|l| l == line),
+            "deltas by offset {offset_deltas}: {out}"
+        );
+        let m = Mount::start(r, &[]);
+        let show = git(&m.path(""), &["show", "HEAD~1:main.rs"]);
+        assert!(!show.status.success() && !all(&show).contains(TOKEN));
+        drop(m);
+    }
+}
