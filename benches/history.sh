@@ -81,7 +81,7 @@ grep -v '^redact' "$dir/scan.out" | grep -v 'opaque' || true
 mp="$dir/mp"
 mkdir -p "$mp"
 export XDG_DATA_HOME="$dir/data-$$"
-"$bin" mount "$repo" "$mp" > "$dir/mount.out" 2> "$dir/mount.err" &
+RUST_LOG=${RUST_LOG:-warn,veilfs::history=info} "$bin" mount "$repo" "$mp" > "$dir/mount.out" 2> "$dir/mount.err" &
 pid=$!
 for _ in $(seq 600); do grep -q mounted "$dir/mount.out" 2>/dev/null && break; sleep 0.1; done
 start=$(date +%s.%N)

@@ -143,7 +143,8 @@ pub struct Finding {
 #[derive(Default)]
 pub struct Database {
     hits: HashMap<ObjectId, (Option<Kind>, Vec<String>)>,
-    commits: Vec<(ObjectId, ObjectId)>,
+    /// Commit → (tree, parents).
+    commits: HashMap<ObjectId, (ObjectId, Vec<ObjectId>)>,
     trees: HashMap<ObjectId, Vec<(Vec<u8>, ObjectId, bool)>>,
     /// Files that could not be read whole, with why.
     pub unscannable: Vec<String>,
@@ -158,7 +159,7 @@ impl Database {
             match o.kind {
                 Some(Kind::Commit) => {
                     if let Some(t) = objects::commit_tree(o.data) {
-                        self.commits.push((o.id, t));
+                        self.commits.insert(o.id, t);
                     }
                 }
                 Some(Kind::Tree) => {
@@ -182,13 +183,14 @@ impl Database {
         }
     }
 
-    /// Every (rule, commit, path) that holds a secret, sorted; objects no commit reaches are
-    /// named by id.
+    /// Every (rule, commit, path) where a commit brings a secret in (the object at that path
+    /// differs from every parent's), sorted; objects no commit reaches are named by id. A
+    /// secret that stays for many commits is told once, at the commit that added it.
     pub fn findings(&self) -> Vec<Finding> {
         let mut memo: HashMap<ObjectId, Rc<Vec<(String, ObjectId)>>> = HashMap::new();
         let mut out = Vec::new();
         let mut reached: HashSet<ObjectId> = HashSet::new();
-        for (commit, tree) in &self.commits {
+        for (commit, (tree, parents)) in &self.commits {
             if let Some((_, rules)) = self.hits.get(commit) {
                 reached.insert(*commit);
                 for r in rules {
@@ -199,8 +201,19 @@ impl Database {
                     });
                 }
             }
+            let in_parents: Vec<_> = parents
+                .iter()
+                .filter_map(|p| self.commits.get(p))
+                .map(|(t, _)| self.flagged_under(*t, &mut memo, 0))
+                .collect();
             for (path, id) in self.flagged_under(*tree, &mut memo, 0).iter() {
                 reached.insert(*id);
+                if in_parents
+                    .iter()
+                    .any(|p| p.iter().any(|(pp, pid)| pp == path && pid == id))
+                {
+                    continue;
+                }
                 for r in &self.hits[id].1 {
                     out.push(Finding {
                         rule: r.clone(),
@@ -340,7 +353,12 @@ mod tests {
         let commit =
             format!("tree {root_id}\nauthor a <a@b> 1 +0000\ncommitter a <a@b> 1 +0000\n\nadd\n");
         let commit_id = hash(Kind::Commit, commit.as_bytes());
+        // A later commit that keeps the file: the secret is told once, where it came in.
+        let later = format!(
+            "tree {root_id}\nparent {commit_id}\nauthor a <a@b> 2 +0000\ncommitter a <a@b> 2 +0000\n\nkeep\n"
+        );
         let p = pack_of(&[
+            (Kind::Commit, later.as_bytes()),
             (Kind::Commit, commit.as_bytes()),
             (Kind::Tree, &root),
             (Kind::Tree, &sub),

@@ -253,11 +253,15 @@ pub fn tree_entries(data: &[u8]) -> Option<Vec<(Vec<u8>, ObjectId, bool)>> {
         .collect()
 }
 
-/// The tree a commit object points to.
-pub fn commit_tree(data: &[u8]) -> Option<ObjectId> {
-    gix_object::CommitRefIter::from_bytes(data, HASH)
+/// The tree a commit object points to, and its parents.
+pub fn commit_tree(data: &[u8]) -> Option<(ObjectId, Vec<ObjectId>)> {
+    let tree = gix_object::CommitRefIter::from_bytes(data, HASH)
         .tree_id()
-        .ok()
+        .ok()?;
+    let parents = gix_object::CommitRefIter::from_bytes(data, HASH)
+        .parent_ids()
+        .collect();
+    Some((tree, parents))
 }
 
 #[cfg(test)]
