@@ -7,6 +7,7 @@
 //! - [`live`], [`reload`]: the policy in force, replaced when the profile or a rule file changes.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
+//! - [`history`]: git object files judged by content (`redaction.history`).
 //! - [`error`]: the rules errors follow; the errno an error carries.
 //! - [`backing`]: the only module that touches the real folder, always beneath the scope's fd.
 //! - [`fs`]: the `fuser::Filesystem` translation layer.
@@ -49,6 +50,7 @@ pub mod diff;
 pub mod error;
 pub mod fs;
 pub mod guard;
+pub mod history;
 pub mod journal;
 pub mod live;
 pub mod manifest;

@@ -168,6 +168,9 @@ fn absolute_lexical(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// Beside `scan-cache` in the store: git object file verdicts (`history::verdicts`).
+pub const HISTORY_VERDICTS: &str = "history-verdicts";
+
 /// Mounts and serves until unmounted (by `veilfs unmount`, `umount`, or a signal).
 pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // Before any thread exists (the watcher, fuser's workers): only the signal thread may
@@ -194,11 +197,22 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         .redaction_engine()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let live = Arc::new(crate::live::LivePolicy::new(policy, Arc::new(engine)));
+    // History is judged by the rules the mount started with (not reloaded live).
+    let history = crate::history::History::new(
+        req.profile.redaction.history,
+        Arc::new(
+            req.profile
+                .history_engine()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        req.profile.redaction.max_scan_size.saturating_mul(4),
+    );
     let viewer = Viewer::new(
         live.clone(),
         req.profile.redaction.max_scan_size,
         req.profile.redaction.unscannable == Unscannable::Allow,
-    );
+    )
+    .with_history(history.clone());
     // In overlay mode veilfs serves the merged tree; the real folder is only its lower layer.
     let mut overlay = None;
     let mut divert = None;
@@ -251,6 +265,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         }) {
             Ok(p) => {
                 viewer.load_scans(&p);
+                history.load(&p.with_file_name(HISTORY_VERDICTS));
                 Some(p)
             }
             Err(e) => {
@@ -261,6 +276,8 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     } else {
         None
     };
+    // After the saved verdicts are loaded, so a pack judged before is not scanned again.
+    history.prescan(&scope, req.profile.redaction.max_scan_size);
     // New objects get exactly the mode the agent asked for (the kernel already applied its umask).
     rustix::process::umask(rustix::fs::Mode::empty());
     let fd_limit = backing::raise_fd_limit();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::policy::{EntryKind, Hidden, Policy};
-use crate::profile::{Profile, Unscannable};
+use crate::profile::{History, Profile, Unscannable};
 use crate::redact::{Engine, ScanOutcome, mask_all};
 use crate::scan::{ScanEntry, kind_str, reason_code, walk_parallel};
 
@@ -117,13 +117,32 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: not a directory", a.path.display());
     }
 
+    // Git object files (by content) are reported after the walk, per object database: naming a
+    // commit and path needs every commit and tree of the repository.
+    let history = profile.redaction.history != History::Allow && !engine.is_empty();
+    let object_files = std::sync::Mutex::new(Vec::new());
     let (entries, walk_errors) = walk_parallel(&policy, &a.path, |e| {
         if e.verdict.is_ok() && e.kind == EntryKind::File && !engine.is_empty() {
+            if history && is_object_file(&a.path.join(&e.rel)) {
+                object_files
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((e.rel.clone(), e.size));
+                return Vec::new();
+            }
             redaction_report(&engine, &profile, &policy, &a.path, e, a.json)
         } else {
             Vec::new()
         }
     });
+    let object_files = object_files.into_inner().unwrap_or_else(|e| e.into_inner());
+    let history_lines = match profile.history_engine() {
+        Ok(h) => history_report(&h, &profile, &a.path, object_files, a.json),
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let errors = walk_errors.len() as u64;
     for error in &walk_errors {
         eprintln!("veilfs: scan: {error}");
@@ -166,9 +185,18 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
             return Err(err.into());
         }
     }
+    let history_findings = history_lines.len();
+    for l in history_lines {
+        if let Err(err) = writeln!(out, "{l}") {
+            if err.kind() == io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(err.into());
+        }
+    }
     out.flush()?;
     eprintln!(
-        "veilfs scan: {visible} visible, {hidden} hidden ({hidden_dirs} hidden directories, not descended into), {redactions} redaction findings, {errors} errors; profile `{}`",
+        "veilfs scan: {visible} visible, {hidden} hidden ({hidden_dirs} hidden directories, not descended into), {redactions} redaction findings, {errors} errors, {history_findings} git history findings; profile `{}`",
         profile.name
     );
     Ok(if errors > 0 {
@@ -176,6 +204,81 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Do the first bytes of the file at `path` say it is a git object file?
+fn is_object_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_end(&mut head))
+        .is_ok()
+        && crate::history::objects::looks_like(&head)
+        && (head.starts_with(b"PACK") || crate::history::detect(&head).is_some())
+}
+
+/// The git history findings as output lines, per object database (sorted by database, then
+/// rule, commit, path): `history\tDB\tCOMMIT\tPATH\tRULE` (`-` for an object no commit
+/// reaches; PATH is then the object's kind and id), and `unscannable\tFILE\tWHY\tdenied` for an
+/// object file that cannot be read whole. Never the secret.
+fn history_report(
+    engine: &Engine,
+    profile: &Profile,
+    root: &Path,
+    files: Vec<(PathBuf, u64)>,
+    json: bool,
+) -> Vec<String> {
+    use std::collections::BTreeMap;
+    use crate::history::{database_of, detect, judge::Database};
+    let mut dbs: BTreeMap<PathBuf, Vec<(PathBuf, u64)>> = BTreeMap::new();
+    for f in files {
+        dbs.entry(database_of(&f.0)).or_default().push(f);
+    }
+    let limit = profile.redaction.max_scan_size.saturating_mul(4);
+    let mut out = Vec::new();
+    for (db, mut files) in dbs {
+        files.sort();
+        let mut d = Database::default();
+        for (rel, size) in files {
+            let name = escape_path(&rel);
+            let data = if size > profile.redaction.max_scan_size {
+                Err("larger than max_scan_size".to_string())
+            } else {
+                fs::read(root.join(&rel)).map_err(|e| format!("unreadable: {e}"))
+            };
+            match data.as_ref().map(|data| (detect(data), data)) {
+                Ok((Some(fmt), data)) => d.add(engine, &name, fmt, data, limit),
+                Ok((None, _)) => d
+                    .unscannable
+                    .push(format!("{name}: not a readable object file")),
+                Err(why) => d.unscannable.push(format!("{name}: {why}")),
+            }
+        }
+        let dbname = escape_path(&db);
+        for u in &d.unscannable {
+            let (file, why) = u.split_once(": ").unwrap_or((u, ""));
+            out.push(if json {
+                serde_json::json!({"path": file, "unscannable": why, "open": "denied"}).to_string()
+            } else {
+                format!("unscannable\t{file}\t{why}\tdenied")
+            });
+        }
+        for f in d.findings() {
+            let commit = f.commit.map(|c| c.to_string());
+            out.push(if json {
+                serde_json::json!({"history": dbname, "commit": commit, "path": f.path, "rule": f.rule})
+                    .to_string()
+            } else {
+                format!(
+                    "history\t{dbname}\t{}\t{}\t{}",
+                    commit.as_deref().unwrap_or("-"),
+                    f.path,
+                    f.rule
+                )
+            });
+        }
+    }
+    out
 }
 
 /// Redaction findings of one visible file as output lines: `redact\tPATH:LINE:RULE` (never the

@@ -95,7 +95,10 @@ impl VeilFs {
                 },
                 view: v,
             });
-            self.copies.put(key, c.clone());
+            // A refusal that only lasts while a history scan runs is not kept for the version.
+            if !view::is_pending(&c.view) {
+                self.copies.put(key, c.clone());
+            }
             return self.serve(&rel, &c, offset, size);
         }
         // Never still long enough: the last consistent copy is stale but was scanned.

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backing::{self, Stat};
+use crate::history::{Gate, History};
 use crate::live::LivePolicy;
-use crate::redact::{FileId, Redactions, RuleSelection, ScanCache, ScanOutcome};
+use crate::redact::{Engine, FileId, Redactions, RuleSelection, ScanCache, ScanOutcome};
 
 #[derive(Clone)]
 pub enum View {
@@ -29,6 +30,11 @@ pub enum View {
     Masked(Arc<Redactions>),
     /// Refuse to open; the string is the audit reason.
     Denied(String),
+}
+
+/// Is `v` a refusal that lasts only until a git pack's scan ends (never to be cached)?
+pub fn is_pending(v: &View) -> bool {
+    matches!(v, View::Denied(why) if why.starts_with(crate::history::PENDING))
 }
 
 /// What the agent may see of a piece of metadata.
@@ -53,6 +59,8 @@ pub struct Viewer {
     bound: AtomicU64,
     max_scan_size: u64,
     allow_unscannable: bool,
+    /// Git object files, recognised by content, are judged here first (`redaction.history`).
+    history: Option<Arc<History>>,
 }
 
 pub fn file_id(st: &Stat) -> FileId {
@@ -83,6 +91,35 @@ impl Viewer {
             live,
             max_scan_size,
             allow_unscannable,
+            history: None,
+        }
+    }
+
+    /// Judges git object files by `history` before the usual scan.
+    pub fn with_history(mut self, history: Arc<History>) -> Viewer {
+        self.history = Some(history);
+        self
+    }
+
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.as_ref()
+    }
+
+    /// The scan of `data` (the complete content of a file at a name that is `opaque` or not) as
+    /// `(outcome, may it be cached)`: an object file by the history gate, anything else by
+    /// `engine`.
+    fn scan_data(
+        &self,
+        engine: &Engine,
+        sel: &RuleSelection,
+        data: &[u8],
+        opaque: bool,
+        keep: bool,
+    ) -> Result<(ScanOutcome, bool), View> {
+        match self.history.as_ref().and_then(|h| h.gate(data)) {
+            Some(Gate::Outcome(o)) => Ok((o, keep)),
+            Some(Gate::Pending(why)) => Err(View::Denied(why)),
+            None => Ok((engine.scan_as(sel, data, opaque), keep)),
         }
     }
 
@@ -132,6 +169,12 @@ impl Viewer {
         let engine = self.live.current().engine.clone();
         self.decide_with(rel, st, |sel, opaque| {
             if st.size > self.max_scan_size {
+                // Whatever the name: an object file too large to scan is never served unscanned.
+                if let Some(h) = &self.history
+                    && let Some(why) = read_prefix(fd).ok().and_then(|p| h.refuse_unscanned(&p))
+                {
+                    return Err(View::Denied(why));
+                }
                 return Err(self.unscannable(
                     rel,
                     format!(
@@ -147,11 +190,16 @@ impl Viewer {
             match super::served::consistent_copy(&f, st, || backing::stat_fd(fd), None)
                 .map_err(cant)?
             {
-                super::served::Taken::Copy(data) => Ok((engine.scan_as(sel, &data, opaque), true)),
-                _ => Ok((
-                    engine.scan_as(sel, &read_all(fd, st.size).map_err(cant)?, opaque),
+                super::served::Taken::Copy(data) => {
+                    self.scan_data(&engine, sel, &data, opaque, true)
+                }
+                _ => self.scan_data(
+                    &engine,
+                    sel,
+                    &read_all(fd, st.size).map_err(cant)?,
+                    opaque,
                     false,
-                )),
+                ),
             }
         })
     }
@@ -161,7 +209,7 @@ impl Viewer {
     pub fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
         let engine = self.live.current().engine.clone();
         self.decide_with(rel, st, |sel, opaque| {
-            Ok((engine.scan_as(sel, data, opaque), true))
+            self.scan_data(&engine, sel, data, opaque, true)
         })
     }
 
@@ -188,7 +236,7 @@ impl Viewer {
             sel.id() ^ OPAQUE_KEY
         } else {
             sel.id()
-        };
+        } ^ self.history.as_ref().map_or(0, |h| h.cache_key());
         let id = file_id(st);
         let outcome = match self.cache.get(&id, key) {
             Some(o) => o,
@@ -267,6 +315,14 @@ impl Viewer {
             ))
         }
     }
+}
+
+/// The first bytes of the file held by `fd` (enough to recognise an object file).
+fn read_prefix(fd: BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
+    let f = backing::reopen(fd, libc::O_RDONLY)?;
+    let mut buf = Vec::with_capacity(16);
+    f.take(16).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 fn read_all(fd: BorrowedFd<'_>, hint: u64) -> std::io::Result<Vec<u8>> {

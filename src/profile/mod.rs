@@ -38,8 +38,8 @@ use serde::Deserialize;
 pub use schema::duration;
 pub use schema::{
     ApprovalCfg, ApprovalOp, BreakerCfg, CacheCfg, DEFAULT_PROFILE_TOML, DirRules, GuardrailsCfg,
-    PROFILE_VERSION, ParseWriteModeError, Profile, RedactionCfg, Unscannable, VisibilityCfg,
-    WriteCfg, WriteMode,
+    History, PROFILE_VERSION, ParseWriteModeError, Profile, RedactionCfg, Unscannable,
+    VisibilityCfg, WriteCfg, WriteMode,
 };
 use spans::SpanTree;
 use validate::{Validator, line_col};
@@ -165,6 +165,18 @@ impl Profile {
     /// The redaction engine for this profile's rule sets and rule files (validates them together).
     pub fn redaction_engine(&self) -> Result<crate::redact::Engine, crate::redact::RulesError> {
         crate::redact::Engine::load(&self.redaction.rule_sets, &self.redaction.rule_files)
+            .map(|e| e.with_inflate_limit(self.redaction.max_scan_size.saturating_mul(4)))
+    }
+
+    /// The engine git history is judged with: the profile's rules without the built-in `pii`
+    /// set. Every commit carries its author's and committer's e-mail addresses, which `pii`
+    /// masks in files; applied to history, it would refuse every repository.
+    pub fn history_engine(&self) -> Result<crate::redact::Engine, crate::redact::RulesError> {
+        let sets: Vec<String> = (self.redaction.rule_sets.iter())
+            .filter(|s| *s != "pii")
+            .cloned()
+            .collect();
+        crate::redact::Engine::load(&sets, &self.redaction.rule_files)
             .map(|e| e.with_inflate_limit(self.redaction.max_scan_size.saturating_mul(4)))
     }
 
@@ -510,6 +522,34 @@ ttl_ms = 0
             "redaction.unscannable",
             "unknown variant `maybe`",
         );
+        let e = err("version = 1\n[redaction]\nhistory = \"clean\"\n");
+        assert_err(
+            &e,
+            3,
+            11,
+            "redaction.history",
+            "unknown variant `clean`, expected one of `hide`, `allow`, `allow-if-clean`",
+        );
+    }
+
+    #[test]
+    fn history_defaults_to_allow_if_clean_and_strict_hides_it() {
+        use super::schema::History;
+        assert_eq!(
+            Profile::builtin_default().redaction.history,
+            History::AllowIfClean
+        );
+        assert_eq!(
+            shipped("developer.toml").redaction.history,
+            History::AllowIfClean
+        );
+        assert_eq!(shipped("strict.toml").redaction.history, History::Hide);
+        let p = Profile::parse("version = 1\n", "p.toml").unwrap();
+        assert_eq!(p.redaction.history, History::AllowIfClean);
+        // The history engine leaves out `pii` (every commit carries e-mail addresses).
+        let h = Profile::builtin_default().history_engine().unwrap();
+        assert!(h.rule_ids().iter().any(|r| r == "github-pat"));
+        assert!(!h.rule_ids().iter().any(|r| r == "email-address"));
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub struct RedactionCfg {
     /// Patterns of files (media types) whose binary content is not looked into: such a file is
     /// unscannable unless it is text. Other binaries are scanned through their printable runs.
     pub opaque: Vec<String>,
+    /// What the agent may read of git's object files (the repository history). Default
+    /// allow-if-clean.
+    pub history: History,
 }
 
 impl Default for RedactionCfg {
@@ -133,8 +136,23 @@ impl Default for RedactionCfg {
             unscannable: Unscannable::Deny,
             unscannable_allow: Vec::new(),
             opaque: Vec::new(),
+            history: History::AllowIfClean,
         }
     }
+}
+
+/// `redaction.history`: git object files (loose objects and packs, recognised by content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum History {
+    /// Refuse every object file: no secret in history is readable, and git commands that read
+    /// objects (log, show, diff, status) fail.
+    Hide,
+    /// Serve object files as they are, unscanned.
+    Allow,
+    /// Scan every object of an object file; serve it only if no rule matches.
+    #[default]
+    AllowIfClean,
 }
 
 /// Policy for files the redaction engine cannot vouch for.

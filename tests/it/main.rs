@@ -22,6 +22,7 @@ mod commit_kill;
 mod edges;
 mod examples;
 mod forensic;
+mod git_history;
 mod kill_switch;
 mod live_policy;
 mod manifest;
