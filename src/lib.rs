@@ -20,6 +20,7 @@
 //! - [`denials`]: the mount's last denials, told to the agent by `veilfs why`.
 //! - [`audit`]: one typed event per decision; the OCSF JSON-lines trail, chained and signed.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
+//! - [`fusermount`]: a normal user's mount, through the setuid `fusermount3`.
 //! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 //! - [`scan`]: the admin's dry run: the real folder walked as the mount would show it.
@@ -37,6 +38,7 @@ pub mod control;
 pub mod denials;
 pub mod error;
 pub mod fs;
+pub mod fusermount;
 pub mod guard;
 pub mod journal;
 pub mod merge;

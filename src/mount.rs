@@ -255,7 +255,9 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
                 Duration::ZERO
             },
             guard: guard.clone(),
-            passthrough: true,
+            // Registering a backing file needs CAP_SYS_ADMIN: a normal user's mount serves every
+            // read itself (from the kernel's page cache once a file was read).
+            passthrough: !crate::fusermount::needed(),
             divert,
             emulate_dev0: mode == WriteMode::Overlay,
             no_open: false,
@@ -336,9 +338,26 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         key: req.audit_key.clone(),
     })?);
     crate::audit::install(audit_sink);
-    let session = match fuser::Session::new(fs, &mountpoint, &config)
-        .with_context(|| format!("mount at {}", mountpoint.display()))
-    {
+    let session = if crate::fusermount::needed() {
+        let mut opts = vec![
+            format!("fsname=veilfs:{}", scope.display()),
+            "subtype=veilfs".to_string(),
+            "default_permissions".to_string(),
+            "nodev".to_string(),
+            "nosuid".to_string(),
+        ];
+        if mode == WriteMode::ReadOnly {
+            opts.push("ro".to_string());
+        }
+        if req.allow_other {
+            opts.push("allow_other".to_string());
+        }
+        crate::fusermount::mount(&mountpoint, &opts)
+            .and_then(|fd| fuser::Session::from_fd(fs, fd, config.acl, config.clone()))
+    } else {
+        fuser::Session::new(fs, &mountpoint, &config)
+    };
+    let session = match session.with_context(|| format!("mount at {}", mountpoint.display())) {
         Ok(s) => s,
         Err(e) => {
             crate::audit::uninstall();
