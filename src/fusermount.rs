@@ -96,7 +96,7 @@ pub fn mount(mountpoint: &Path, options: &[String]) -> io::Result<OwnedFd> {
 }
 
 /// The fd `fusermount3` sends (one byte of data carries it), or None when it exits without.
-fn receive_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
+pub(crate) fn receive_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut ancillary = RecvAncillaryBuffer::new(&mut space);

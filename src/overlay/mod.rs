@@ -40,6 +40,7 @@ use crate::store::Store;
 mod apply;
 mod discard;
 mod plan;
+pub mod userns;
 
 pub use apply::*;
 pub use discard::*;
@@ -117,7 +118,11 @@ fn detach_stale(layout: &Layout) {
 /// returns the mount's root as a detached fd: it is never attached to a path, so nothing else
 /// can reach it, and it goes away with the last fd (a SIGKILLed mount process leaves nothing
 /// mounted). Each option is its own string, so paths need no escaping and no `mount(8)` runs.
-fn mount_overlay(scope: &Path, layout: &Layout) -> std::io::Result<OwnedFd> {
+pub(crate) fn mount_overlay(
+    scope: &Path,
+    layout: &Layout,
+    userxattr: bool,
+) -> std::io::Result<OwnedFd> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_string, fsmount,
         fsopen,
@@ -130,13 +135,19 @@ fn mount_overlay(scope: &Path, layout: &Layout) -> std::io::Result<OwnedFd> {
     }
     fsconfig_set_string(&fs, "upperdir", &layout.upper)?;
     fsconfig_set_string(&fs, "workdir", &layout.work)?;
+    // In a user namespace overlayfs keeps its xattrs as user.overlay.* (`userxattr`) and
+    // refuses redirects: renaming a directory of the real folder answers EXDEV (`mv` copies).
+    let redirect = if userxattr { "nofollow" } else { "on" };
     for (k, v) in [
         ("index", "on"),
         ("xino", "off"),
-        ("redirect_dir", "on"),
+        ("redirect_dir", redirect),
         ("metacopy", "off"),
     ] {
         fsconfig_set_string(&fs, k, v)?;
+    }
+    if userxattr {
+        rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
     }
     fsconfig_create(&fs)?;
     Ok(fsmount(
@@ -175,7 +186,17 @@ impl OverlayMount {
         }
         // Versions before the detached mount left a SIGKILLed mount's overlay at `merged`.
         detach_stale(&layout);
-        let root = mount_overlay(scope, &layout).map_err(|e| {
+        // A normal user cannot mount overlayfs here: it can in a user namespace of its own.
+        let user = crate::fusermount::needed();
+        if fresh || !has_changes(store) {
+            userns::set_marked(&layout, user)?;
+        }
+        let root = if user {
+            userns::mount(scope, store)
+        } else {
+            mount_overlay(scope, &layout, userns::marked(&layout.upper))
+        };
+        let root = root.map_err(|e| {
             anyhow::anyhow!(
                 "cannot mount the overlay of {} (upper layer {}): {e} (see dmesg; if the scope was replaced since these changes were made, commit or discard them first)",
                 scope.display(),
@@ -232,7 +253,7 @@ fn reset_layers(layout: &Layout) -> anyhow::Result<()> {
     }
     let fd = backing::open_root(&layout.upper)?;
     for (name, _) in backing::all_xattrs(fd.as_fd())? {
-        if name.as_bytes().starts_with(OVL_PREFIX.as_bytes()) {
+        if ovl_private(&name.to_string_lossy()) {
             backing::removexattr(fd.as_fd(), &name)
                 .with_context(|| format!("{}: remove xattr {name:?}", layout.upper.display()))?;
         }
