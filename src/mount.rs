@@ -165,12 +165,12 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         .redaction_engine()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let policy = Arc::new(policy);
-    let viewer = Viewer::new(
+    let viewer = Arc::new(Viewer::new(
         Arc::new(engine),
         policy.clone(),
         req.profile.redaction.max_scan_size,
         req.profile.redaction.unscannable == Unscannable::Allow,
-    );
+    ));
     // In overlay mode veilfs serves the merged tree; the real folder is only its lower layer.
     let mut overlay = None;
     let mut divert = None;
@@ -264,6 +264,11 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             scan_cache_file,
             masked,
             breaker: Some(breaker.clone()),
+            scan_ahead: if mode == WriteMode::ReadOnly {
+                req.profile.cache.scan_ahead
+            } else {
+                0
+            },
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,

@@ -23,6 +23,7 @@ mod forensic;
 mod kill_switch;
 mod masked_edit;
 mod overlay;
+mod perf;
 mod profile_cli;
 mod readonly;
 mod redact_rules;
