@@ -244,6 +244,9 @@ fn reset_layers(layout: &Layout) -> anyhow::Result<()> {
         for e in rd.flatten() {
             let p = e.path();
             let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                // overlayfs leaves `work/work` mode 0: root removes it regardless, its owner
+                // (a normal user's overlay) must open it up first.
+                let _ = open_up(&p);
                 std::fs::remove_dir_all(&p)
             } else {
                 std::fs::remove_file(&p)
@@ -256,6 +259,18 @@ fn reset_layers(layout: &Layout) -> anyhow::Result<()> {
         if ovl_private(&name.to_string_lossy()) {
             backing::removexattr(fd.as_fd(), &name)
                 .with_context(|| format!("{}: remove xattr {name:?}", layout.upper.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives the owner full access to every directory under `dir` (so it can be removed).
+fn open_up(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = open_up(&e.path());
         }
     }
     Ok(())
