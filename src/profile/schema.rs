@@ -253,7 +253,8 @@ pub struct CacheCfg {
     /// the same folder, so unchanged files are not scanned again (default true).
     pub persist_scans: bool,
     /// Read-only mounts with redaction: threads that scan the files a directory listing shows
-    /// before the agent reads them (the first `grep -r` of a tree); 0 turns it off (default 2).
+    /// before the agent reads them (the first `grep -r` of a tree); 0 = off (default: 0, see
+    /// benches/README.md: on two busy cores the extra threads cost more than they saved).
     pub scan_ahead: usize,
 }
 
@@ -265,7 +266,7 @@ impl Default for CacheCfg {
             watched_ttl_ms: 30_000,
             no_open: true,
             persist_scans: true,
-            scan_ahead: 2,
+            scan_ahead: 0,
         }
     }
 }
