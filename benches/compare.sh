@@ -223,7 +223,9 @@ mount_veilfs() {
 	local name=$1 mp=$2 pid i
 	shift 2
 	mkdir -p "$mp"
-	if [[ $name == vuser* ]]; then
+	# A mount of the same name earlier (the cold runs) left its line here: not this mount's.
+	rm -f "$WORK/$name.out"
+	if [[ $name == vuser* || $name == cold-vuser ]]; then
 		# Its own store (scan cache) under $WORK, a mount point it owns, its own binary copy.
 		mkdir -p "$WORK/$name-data"
 		chown "$BENCH_USER" "$mp" "$WORK/$name-data"
@@ -376,7 +378,7 @@ cold_once() {
 	s=$(date +%s.%N)
 	as_reader "$t" sh -c "$(workload_cmd "$wl" "$mp")" >/dev/null 2>&1 || true
 	e=$(date +%s.%N)
-	umount "$mp" 2>/dev/null || umount -l "$mp"
+	umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || log "cold $wl on $t: $mp was not mounted"
 	if [[ $t == vdef || $t == vuser ]]; then
 		pid=${PID_OF[cold-$t]}
 		wait "$pid" 2>/dev/null || true

@@ -53,9 +53,12 @@ chmod 0755 "$WORK/veilfs"
 MOUNTS=()
 PIDS=()
 DIR=""
+# From the mount table: root cannot stat a normal user's FUSE mount (no allow_other), which
+# `mountpoint` needs.
+is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null; }
 cleanup() {
 	set +e
-	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && umount -l "$m"; done
+	for m in "${MOUNTS[@]}"; do is_mounted "$m" && umount -l "$m"; done
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
 	rm -rf "$WORK"
 }
@@ -109,7 +112,7 @@ now() { date +%s.%N; }
 # Unmounts whatever the last setup mounted and waits for veilfs to exit (it then unmounts its
 # private overlay too).
 teardown() {
-	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && umount "$m"; done
+	for m in "${MOUNTS[@]}"; do is_mounted "$m" && umount "$m"; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	MOUNTS=() PIDS=()
 }
