@@ -128,7 +128,7 @@ setup() {
 	case $t in
 	native) DIR=$r/data ;;
 	snapshot-user | overlay-user)
-		chown -R "$BENCH_USER" "$r"
+		chown -R "$BENCH_USER:$(id -gn "$BENCH_USER")" "$r"
 		runuser -u "$BENCH_USER" -- "$WORK/veilfs" mount --mode "${t%-user}" --store "$r/store" \
 			--profile "$WORK/profile.toml" "$r/data" "$r/mp" > "$r/out" 2> "$r/err" &
 		PIDS+=($!)

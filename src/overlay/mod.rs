@@ -279,8 +279,21 @@ fn open_up(dir: &Path) -> std::io::Result<()> {
 fn copy_root_attrs(scope: &Path, upper: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let m = std::fs::metadata(scope).with_context(|| format!("stat {}", scope.display()))?;
-    std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid()))
-        .with_context(|| format!("chown {}", upper.display()))?;
+    let u =
+        std::fs::symlink_metadata(upper).with_context(|| format!("stat {}", upper.display()))?;
+    if (u.uid(), u.gid()) != (m.uid(), m.gid()) {
+        match std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid())) {
+            // A normal user may not give its directory to another owner or a group it is not
+            // in: the merged root then shows the user's own (the view is the user's anyway).
+            Err(e) if crate::fusermount::needed() => tracing::info!(
+                "the overlay's root keeps its owner ({e}): {} is owned by {}:{}",
+                scope.display(),
+                m.uid(),
+                m.gid()
+            ),
+            r => r.with_context(|| format!("chown {}", upper.display()))?,
+        }
+    }
     std::fs::set_permissions(upper, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
     let fd = backing::open_root(upper)?;
     backing::utimens_fd(
