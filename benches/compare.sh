@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end read-path comparison: the same data folder read natively, through veilfs (built-in
-# default profile; the same with `no_open = false`, i.e. one OPEN/RELEASE round trip per file; and a
-# profile without redaction), through fuse-overlayfs and through bindfs. Then the memory of a
-# default-profile mount over a 100k-file tree (10k with --quick) after find, du and grep -r.
+# default profile; the same with `no_open = false`, i.e. one OPEN/RELEASE round trip per file; a
+# profile without redaction; and the default profile mounted by a normal user, through fusermount3
+# and without passthrough), through fuse-overlayfs and through bindfs. Then the first touch of the
+# tree (cold: a fresh mount with an empty scan cache over a warm page cache) for find, cat and
+# grep -r, and the memory of a default-profile mount over a 100k-file tree (10k with --quick).
 #
 # Usage: benches/compare.sh [--quick] [--runs N] [--out FILE] [--keep]
 #   --quick   ~10x smaller data set and fewer I/Os, for a smoke run
@@ -14,16 +16,18 @@
 # ratio to native measured in the same run: the machine is shared, so absolute numbers drift while
 # ratios taken minutes apart stay comparable.
 #
-# Needs root (/dev/fuse, mount). Installs fuse3, fuse-overlayfs, bindfs, hyperfine, jq and python3 when
+# Needs root (/dev/fuse, mount; the normal user `veilfs-bench` is created for its column and
+# /dev/fuse made 0666 as distributions ship it). Installs fuse3, fuse-overlayfs, bindfs, hyperfine, jq and python3 when
 # they are missing and builds veilfs with `cargo build --release` (honours CARGO_TARGET_DIR).
 set -euo pipefail
 
-readonly TARGETS=(native vdef vopen vplain ovl bind)
+readonly TARGETS=(native vdef vopen vplain vuser ovl bind)
 declare -A TITLE=(
 	[native]="native (median s)"
 	[vdef]="veilfs default"
 	[vopen]="veilfs default, no_open = false"
 	[vplain]="veilfs no-redaction"
+	[vuser]="veilfs default, normal user"
 	[ovl]="fuse-overlayfs"
 	[bind]="bindfs"
 )
@@ -36,6 +40,12 @@ declare -A WL_TITLE=(
 	[grep]="grep -r tree"
 	[rand]="random 4 KiB preads (os.pread)"
 )
+# The cold table: workloads and targets, each run once on a fresh mount, COLD_REPS times.
+readonly COLD_WORKLOADS=(find cat grep)
+readonly COLD_TARGETS=(vdef vuser ovl bind)
+readonly COLD_REPS=3
+# The normal user the "normal user" columns mount as.
+readonly BENCH_USER=veilfs-bench
 # A word that the generator plants in a few files only, so grep has to read everything.
 readonly RARE_WORD="quuxplotzer"
 
@@ -213,7 +223,18 @@ mount_veilfs() {
 	local name=$1 mp=$2 pid i
 	shift 2
 	mkdir -p "$mp"
-	"$VEILFS" mount "$@" "$DATA" "$mp" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+	# A mount of the same name earlier (the cold runs) left its line here: not this mount's.
+	rm -f "$WORK/$name.out"
+	if [[ $name == vuser* || $name == cold-vuser ]]; then
+		# Its own store (scan cache) under $WORK, a mount point it owns, its own binary copy.
+		mkdir -p "$WORK/$name-data"
+		chown "$BENCH_USER" "$mp" "$WORK/$name-data"
+		runuser -u "$BENCH_USER" -- env XDG_DATA_HOME="$WORK/$name-data" \
+			"$WORK/veilfs" mount "$@" "$DATA" "$mp" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+	else
+		XDG_DATA_HOME="$WORK/$name-data" \
+			"$VEILFS" mount "$@" "$DATA" "$mp" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+	fi
 	pid=$!
 	PIDS+=("$pid")
 	MOUNTS+=("$mp")
@@ -248,6 +269,7 @@ TOML
 	grep -q '^no_open = false$' "$WORK/bench-open.toml" || die "profiles/default.toml has no 'no_open = true' line"
 	mount_veilfs vopen "$m/vopen" --profile "$WORK/bench-open.toml"
 	mount_veilfs vplain "$m/vplain" --profile "$WORK/bench-plain.toml"
+	mount_veilfs vuser "$m/vuser"
 
 	mkdir -p "$m/ovl" "$WORK/ovl-upper" "$WORK/ovl-work"
 	MOUNTS+=("$m/ovl")
@@ -265,11 +287,11 @@ check_views() {
 	local t want got
 	want=$(find "$DATA" | wc -l)
 	for t in "${TARGETS[@]}"; do
-		got=$(find "${ROOT[$t]}" | wc -l)
+		got=$(as_reader "$t" find "${ROOT[$t]}" | wc -l)
 		[[ $got == "$want" ]] || log "warning: $t lists $got entries, native $want"
-		head -c 4096 "${ROOT[$t]}/media/big.mp4" >/dev/null ||
+		as_reader "$t" head -c 4096 "${ROOT[$t]}/media/big.mp4" >/dev/null ||
 			log "warning: $t cannot read media/big.mp4"
-		cmp -s "$DATA/tree/d000/f00.rs" "${ROOT[$t]}/tree/d000/f00.rs" ||
+		as_reader "$t" cmp -s "$DATA/tree/d000/f00.rs" "${ROOT[$t]}/tree/d000/f00.rs" ||
 			log "warning: $t serves different bytes for tree/d000/f00.rs"
 	done
 }
@@ -296,12 +318,14 @@ run_workloads() {
 	local wl t json
 	RES="$WORK/results"
 	mkdir -p "$RES"
+	# The normal user's hyperfine writes its JSON here too.
+	chmod 1777 "$RES"
 	for wl in "${WORKLOADS[@]}"; do
 		for t in "${TARGETS[@]}"; do
 			json="$RES/$wl-$t.json"
 			log "$wl on $t"
 			# No cache dropping: we compare the file systems' own overhead over a warm page cache.
-			if ! hyperfine -N --style basic --warmup 2 --runs "$RUNS" --export-json "$json" \
+			if ! as_reader "$t" hyperfine -N --style basic --warmup 2 --runs "$RUNS" --export-json "$json" \
 				-n "$wl-$t" -- "$(workload_cmd "$wl" "${ROOT[$t]}")" >"$RES/$wl-$t.txt" 2>&1; then
 				log "  FAILED (see below)"
 				tail -n 5 "$RES/$wl-$t.txt" >&2
@@ -309,6 +333,82 @@ run_workloads() {
 			fi
 		done
 	done
+}
+
+# Runs a command as whoever may read target $1: a normal user's mount is not open to root
+# (no allow_other).
+as_reader() {
+	local t=$1
+	shift
+	if [[ $t == vuser* ]]; then
+		runuser -u "$BENCH_USER" -- "$@"
+	else
+		"$@"
+	fi
+}
+
+# Prepares the normal user: the account, /dev/fuse as distributions ship it, a binary it can
+# run, and a work tree it can read.
+setup_user() {
+	id "$BENCH_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$BENCH_USER"
+	chmod 0666 /dev/fuse
+	cp "$VEILFS" "$WORK/veilfs"
+	chmod 0755 "$WORK" "$WORK/veilfs"
+}
+
+# One cold measurement of workload $1 on target $2: a fresh mount (veilfs: a new, empty scan
+# cache), the workload once, unmount. Prints seconds.
+cold_once() {
+	local wl=$1 t=$2 mp="$WORK/mnt/cold-$2" s e pid
+	case $t in
+	vdef | vuser)
+		rm -rf "$WORK/cold-$t-data"
+		mount_veilfs "cold-$t" "$mp"
+		;;
+	ovl)
+		rm -rf "$WORK/cold-ovl-upper" "$WORK/cold-ovl-work"
+		mkdir -p "$mp" "$WORK/cold-ovl-upper" "$WORK/cold-ovl-work"
+		fuse-overlayfs -o "lowerdir=$DATA,upperdir=$WORK/cold-ovl-upper,workdir=$WORK/cold-ovl-work" "$mp"
+		;;
+	bind)
+		mkdir -p "$mp"
+		bindfs "$DATA" "$mp"
+		;;
+	esac
+	s=$(date +%s.%N)
+	as_reader "$t" sh -c "$(workload_cmd "$wl" "$mp")" >/dev/null 2>&1 || true
+	e=$(date +%s.%N)
+	umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || log "cold $wl on $t: $mp was not mounted"
+	if [[ $t == vdef || $t == vuser ]]; then
+		pid=${PID_OF[cold-$t]}
+		wait "$pid" 2>/dev/null || true
+	fi
+	awk -v s="$s" -v e="$e" 'BEGIN { printf "%.4f\n", e - s }'
+}
+
+# The cold table: COLD_REPS fresh mounts per (workload, target), median.
+run_cold() {
+	local wl t i
+	for wl in "${COLD_WORKLOADS[@]}"; do
+		for t in "${COLD_TARGETS[@]}"; do
+			log "cold $wl on $t"
+			for ((i = 0; i < COLD_REPS; i++)); do
+				# The tree must be older than the settle time (2 s), as a real tree is: it is.
+				cold_once "$wl" "$t"
+			done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' >"$RES/cold-$wl-$t.txt"
+		done
+	done
+}
+
+cold_cell() {
+	local wl=$1 t=$2 med base
+	[[ -s $RES/cold-$wl-$t.txt ]] || {
+		echo "FAILED"
+		return
+	}
+	med=$(cat "$RES/cold-$wl-$t.txt")
+	base=$(median_of "$RES/$wl-native.json" 2>/dev/null || echo 0)
+	awk -v m="$med" -v b="$base" 'BEGIN { if (b > 0) printf "%.4f (%.2fx)", m, m / b; else printf "%.4f (n/a)", m }'
 }
 
 median_of() { jq -r '.results[0].median' "$1"; }
@@ -388,6 +488,20 @@ report() {
 			echo "$line |"
 		done
 		echo
+		echo "First touch (cold): a fresh mount (veilfs: empty scan cache) over a warm page cache, one run per mount, median of $COLD_REPS mounts; ratio to the warm native median above"
+		echo
+		line="| workload | native (warm, median s)"
+		for t in "${COLD_TARGETS[@]}"; do line+=" | ${TITLE[$t]}, cold"; done
+		echo "$line |"
+		line="| --- | ---"
+		for t in "${COLD_TARGETS[@]}"; do line+=" | ---"; done
+		echo "$line |"
+		for wl in "${COLD_WORKLOADS[@]}"; do
+			line="| ${WL_TITLE[$wl]} | $(cell "$wl" native)"
+			for t in "${COLD_TARGETS[@]}"; do line+=" | $(cold_cell "$wl" "$t")"; done
+			echo "$line |"
+		done
+		echo
 		echo "veilfs peak RSS (VmHWM) after all workloads: default profile $(peak_rss vdef), no_open = false $(peak_rss vopen), no-redaction $(peak_rss vplain)"
 		echo
 		echo "$MEMORY_LINE"
@@ -412,9 +526,11 @@ main() {
 	trap cleanup EXIT
 	trap 'exit 130' INT TERM
 	make_data
+	setup_user
 	mount_all
 	check_views
 	run_workloads
+	run_cold
 	measure_memory
 	report
 }

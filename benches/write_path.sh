@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Write-path comparison: the same three agent-like workloads on the native folder, through veilfs
-# in snapshot mode (every pre-image stored and journalled first), veilfs in overlay mode, and
-# fuse-overlayfs; then the time of `veilfs rollback` and `veilfs verify` for the snapshot session.
+# in snapshot mode (every pre-image stored and journalled first), veilfs in overlay mode, the
+# same two modes mounted by a normal user (through fusermount3; its overlay in a user namespace),
+# and fuse-overlayfs; then the time of `veilfs rollback` and `veilfs verify` for the snapshot session.
 #
 # Usage: sudo benches/write_path.sh [--quick] [--reps N] [--out FILE]
 #   --quick   ~10x smaller (100 edits, 100 MiB file, 2k-file tarball)
@@ -41,12 +42,23 @@ else
 fi
 
 WORK=$(mktemp -d /tmp/veilfs-wbench.XXXXXX)
+# The normal user of the "user" columns: its own copy of the binary, /dev/fuse as distributions
+# ship it (0666), and a work tree it can reach.
+BENCH_USER=veilfs-bench
+id "$BENCH_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$BENCH_USER"
+chmod 0666 /dev/fuse
+chmod 0755 "$WORK"
+cp "$VEILFS" "$WORK/veilfs"
+chmod 0755 "$WORK/veilfs"
 MOUNTS=()
 PIDS=()
 DIR=""
+# From the mount table: root cannot stat a normal user's FUSE mount (no allow_other), which
+# `mountpoint` needs.
+is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null; }
 cleanup() {
 	set +e
-	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && umount -l "$m"; done
+	for m in "${MOUNTS[@]}"; do is_mounted "$m" && umount -l "$m"; done
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
 	rm -rf "$WORK"
 }
@@ -100,7 +112,7 @@ now() { date +%s.%N; }
 # Unmounts whatever the last setup mounted and waits for veilfs to exit (it then unmounts its
 # private overlay too).
 teardown() {
-	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && umount "$m"; done
+	for m in "${MOUNTS[@]}"; do is_mounted "$m" && umount "$m"; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	MOUNTS=() PIDS=()
 }
@@ -115,6 +127,15 @@ setup() {
 	sync
 	case $t in
 	native) DIR=$r/data ;;
+	snapshot-user | overlay-user)
+		chown -R "$BENCH_USER:$(id -gn "$BENCH_USER")" "$r"
+		runuser -u "$BENCH_USER" -- "$WORK/veilfs" mount --mode "${t%-user}" --store "$r/store" \
+			--profile "$WORK/profile.toml" "$r/data" "$r/mp" > "$r/out" 2> "$r/err" &
+		PIDS+=($!)
+		MOUNTS+=("$r/mp")
+		timeout 30 sh -c "until grep -q mounted '$r/out'; do read -t 0.05 x < /dev/zero 2>/dev/null || true; done"
+		DIR=$r/mp
+		;;
 	snapshot | overlay)
 		"$VEILFS" mount --mode "$t" --store "$r/store" --profile "$WORK/profile.toml" \
 			"$r/data" "$r/mp" > "$r/out" 2> "$r/err" &
@@ -135,7 +156,7 @@ setup() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A RES
-TARGETS=(native snapshot overlay fuse-overlayfs)
+TARGETS=(native snapshot overlay snapshot-user overlay-user fuse-overlayfs)
 WLS=(edit big untar)
 declare -A WL_TITLE=([edit]="edit $NSMALL small files once" [big]="rewrite one $BIGMB MiB file" [untar]="untar $NTAR files")
 ROLLBACK=() VERIFY=()
@@ -144,7 +165,15 @@ for wl in "${WLS[@]}"; do
 		times=()
 		for _ in $(seq "$REPS"); do
 			setup "$t"
-			s=$(now); "wl_$wl" "$DIR"; sync; e=$(now)
+			if [[ $t == *-user ]]; then
+				# A normal user's mount is not open to root (no allow_other).
+				s=$(now)
+				runuser -u "$BENCH_USER" -- env WORK="$WORK" BIGMB="$BIGMB" bash -c "$(declare -f "wl_$wl"); wl_$wl '$DIR'"
+				sync
+				e=$(now)
+			else
+				s=$(now); "wl_$wl" "$DIR"; sync; e=$(now)
+			fi
 			times+=("$(echo "$e - $s" | bc -l)")
 			if [ "$t" = snapshot ]; then
 				teardown
@@ -160,12 +189,12 @@ for wl in "${WLS[@]}"; do
 done
 
 {
-	echo "| workload | native (s) | veilfs snapshot | veilfs overlay | fuse-overlayfs |"
-	echo "| --- | --- | --- | --- | --- |"
+	echo "| workload | native (s) | veilfs snapshot | veilfs overlay | snapshot, normal user | overlay, normal user | fuse-overlayfs |"
+	echo "| --- | --- | --- | --- | --- | --- | --- |"
 	for wl in "${WLS[@]}"; do
 		n=${RES[$wl,native]}
 		row="| ${WL_TITLE[$wl]} | $(printf '%.3f' "$n")"
-		for t in snapshot overlay fuse-overlayfs; do
+		for t in snapshot overlay snapshot-user overlay-user fuse-overlayfs; do
 			v=${RES[$wl,$t]}
 			row+=" | $(printf '%.3f (%.2fx)' "$v" "$(echo "$v / $n" | bc -l)")"
 		done

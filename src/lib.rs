@@ -26,6 +26,7 @@
 //! - [`audit`]: one typed event per decision; the OCSF JSON-lines trail, chained and signed.
 //! - [`mount`]: mount-point checks, session lifecycle, signal handling.
 //! - [`manifest`]: agent manifests (what an agent asks for) and the consent screen.
+//! - [`fusermount`]: a normal user's mount, through the setuid `fusermount3`.
 //! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 //! - [`diff`]: what a session changed, or what an overlay commit would change, as typed changes.
@@ -49,6 +50,7 @@ pub mod denials;
 pub mod diff;
 pub mod error;
 pub mod fs;
+pub mod fusermount;
 pub mod guard;
 pub mod history;
 pub mod journal;

@@ -207,12 +207,14 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         ),
         req.profile.redaction.max_scan_size.saturating_mul(4),
     );
-    let viewer = Viewer::new(
-        live.clone(),
-        req.profile.redaction.max_scan_size,
-        req.profile.redaction.unscannable == Unscannable::Allow,
-    )
-    .with_history(history.clone());
+    let viewer = Arc::new(
+        Viewer::new(
+            live.clone(),
+            req.profile.redaction.max_scan_size,
+            req.profile.redaction.unscannable == Unscannable::Allow,
+        )
+        .with_history(history.clone()),
+    );
     // In overlay mode veilfs serves the merged tree; the real folder is only its lower layer.
     let mut overlay = None;
     let mut divert = None;
@@ -316,7 +318,9 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
                 Duration::ZERO
             },
             guard: guard.clone(),
-            passthrough: true,
+            // Registering a backing file needs CAP_SYS_ADMIN: a normal user's mount serves every
+            // read itself (from the kernel's page cache once a file was read).
+            passthrough: !crate::fusermount::needed(),
             divert,
             emulate_dev0: mode == WriteMode::Overlay,
             no_open: false,
@@ -324,6 +328,11 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             masked,
             breaker: Some(breaker.clone()),
             approvals: approvals.clone(),
+            scan_ahead: if mode == WriteMode::ReadOnly {
+                req.profile.cache.scan_ahead
+            } else {
+                0
+            },
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,
@@ -393,9 +402,26 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         key: req.audit_key.clone(),
     })?);
     crate::audit::install(audit_sink);
-    let session = match fuser::Session::new(fs, &mountpoint, &config)
-        .with_context(|| format!("mount at {}", mountpoint.display()))
-    {
+    let session = if crate::fusermount::needed() {
+        let mut opts = vec![
+            format!("fsname=veilfs:{}", scope.display()),
+            "subtype=veilfs".to_string(),
+            "default_permissions".to_string(),
+            "nodev".to_string(),
+            "nosuid".to_string(),
+        ];
+        if mode == WriteMode::ReadOnly {
+            opts.push("ro".to_string());
+        }
+        if req.allow_other {
+            opts.push("allow_other".to_string());
+        }
+        crate::fusermount::mount(&mountpoint, &opts)
+            .and_then(|fd| fuser::Session::from_fd(fs, fd, config.acl, config.clone()))
+    } else {
+        fuser::Session::new(fs, &mountpoint, &config)
+    };
+    let session = match session.with_context(|| format!("mount at {}", mountpoint.display())) {
         Ok(s) => s,
         Err(e) => {
             crate::audit::uninstall();

@@ -89,6 +89,14 @@ pub enum Command {
 
 /// Parses the command line and runs the command: what the `veilfs` binary does.
 pub fn main() -> ExitCode {
+    // Overlay mode's helper for a normal user (see `overlay::userns`): not a user command.
+    let args: Vec<_> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::overlay::userns::HELPER_ARG)
+    {
+        return crate::overlay::userns::helper_main(&args[2..]);
+    }
     run(Cli::parse())
 }
 

@@ -2,10 +2,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use crate::admin;
 use crate::mount::{MountRequest, mount_and_serve, unmount};
 use crate::profile::{Profile, WriteMode};
+use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {

@@ -228,8 +228,8 @@ fn history_report(
     files: Vec<(PathBuf, u64)>,
     json: bool,
 ) -> Vec<String> {
-    use std::collections::BTreeMap;
     use crate::history::{database_of, detect, judge::Database};
+    use std::collections::BTreeMap;
     let mut dbs: BTreeMap<PathBuf, Vec<(PathBuf, u64)>> = BTreeMap::new();
     for f in files {
         dbs.entry(database_of(&f.0)).or_default().push(f);

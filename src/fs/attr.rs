@@ -3,6 +3,49 @@
 
 use super::*;
 
+/// How many directory listings [`LinkDirs`] keeps.
+const LINK_DIRS_MAX: usize = 256;
+
+/// The listings of directories that hold hard-linked files, each valid for one version of its
+/// directory: its identity and its mtime and ctime (any name added, removed or renamed in it
+/// changes both; the kernel's multigrain timestamps tell changes apart once the directory was
+/// stat-ed). Without it every LOOKUP and GETATTR of a file with several links lists its
+/// directory (pnpm-style node_modules: every file has several). Bounded: cleared when full.
+#[derive(Default)]
+pub(super) struct LinkDirs {
+    map: Mutex<std::collections::HashMap<LinkDirKey, Arc<Vec<backing::DirEntry>>>>,
+}
+
+/// (dev, ino, mtime, ctime) of a directory.
+type LinkDirKey = (u64, u64, (i64, i64), (i64, i64));
+
+impl LinkDirs {
+    /// The entries of the directory held by `dir`, listed again only when it changed.
+    pub(super) fn list(&self, dir: BorrowedFd<'_>) -> Option<Arc<Vec<backing::DirEntry>>> {
+        let st = backing::stat_fd(dir).ok()?;
+        let key = (st.dev, st.ino, st.mtime, st.ctime);
+        if let Some(e) = self.lock().get(&key) {
+            return Some(e.clone());
+        }
+        let entries = Arc::new(backing::list_dir(dir).ok()?);
+        // Listed after the stat: a change in between makes the next stat miss, never a stale hit.
+        let mut map = self.lock();
+        if map.len() >= LINK_DIRS_MAX {
+            map.clear();
+        }
+        map.retain(|k, _| (k.0, k.1) != (st.dev, st.ino));
+        map.insert(key, entries.clone());
+        Some(entries)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<LinkDirKey, Arc<Vec<backing::DirEntry>>>>
+    {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 pub(super) fn attr_of(ino: u64, st: &Stat) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
@@ -71,7 +114,7 @@ impl VeilFs {
             let parent = self.inodes.get(loc.parent)?;
             let pfd = self.fd(&parent).ok()?;
             let prel = self.rel(parent.ino).ok()?;
-            let entries = backing::list_dir(pfd.as_fd()).ok()?;
+            let entries = self.link_dirs.list(pfd.as_fd())?;
             let visible = entries
                 .iter()
                 .filter(|e| e.ino == st.ino)
@@ -118,5 +161,30 @@ impl VeilFs {
             nlink: st.nlink.saturating_sub(hidden).max(2),
             ..st
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name added beside a hard-linked file shows in the next listing, however soon.
+    #[test]
+    fn link_listing_follows_the_directory() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), b"x").unwrap();
+        std::fs::hard_link(t.path().join("a"), t.path().join("b")).unwrap();
+        let dir = backing::open_root(t.path()).unwrap();
+        let dirs = LinkDirs::default();
+        assert_eq!(dirs.list(dir.as_fd()).unwrap().len(), 2);
+        // Served from the cache while nothing changed (the same Arc).
+        let first = dirs.list(dir.as_fd()).unwrap();
+        assert!(Arc::ptr_eq(&first, &dirs.list(dir.as_fd()).unwrap()));
+        for n in 0..20 {
+            std::fs::hard_link(t.path().join("a"), t.path().join(format!("c{n}"))).unwrap();
+            assert_eq!(dirs.list(dir.as_fd()).unwrap().len(), 3 + n);
+        }
+        std::fs::remove_file(t.path().join("b")).unwrap();
+        assert_eq!(dirs.list(dir.as_fd()).unwrap().len(), 21);
     }
 }

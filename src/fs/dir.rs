@@ -56,8 +56,8 @@ impl VeilFs {
     pub(super) fn list_visible(&self, ino: u64) -> Result<Vec<(OsString, Stat)>, Errno> {
         let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
         let rel = self.rel(ino)?;
-        let dfd = self.fd(&inode)?;
-        let dfd = dfd.as_fd();
+        let dfd_owned = self.fd(&inode)?;
+        let dfd = dfd_owned.as_fd();
         let entries = backing::list_dir(dfd).map_err(|e| errno_of(&e))?;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
@@ -116,6 +116,9 @@ impl VeilFs {
                 _ => st,
             };
             out.push((e.name, st));
+        }
+        if let Some(a) = &self.ahead {
+            a.listed(dfd_owned.clone(), rel, &out);
         }
         Ok(out)
     }

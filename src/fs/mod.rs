@@ -5,6 +5,7 @@
 //! Every handler replies on every path (an unanswered request hangs the agent) and never
 //! panics (a panic kills a worker thread). Errors keep their errno.
 
+mod ahead;
 mod attr;
 mod dir;
 pub mod divert;
@@ -48,6 +49,9 @@ use view::{View, Viewer};
 
 /// Files at least this large are served by FUSE passthrough when their view is their content.
 const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
+/// The longest a hard-linked file's attributes are cached by the kernel (see `ttl_for`).
+const LINKED_TTL: Duration = Duration::from_secs(1);
+
 /// A read that keeps finding the file changed underneath gives up after this many tries.
 const READ_ATTEMPTS: usize = 8;
 
@@ -55,7 +59,7 @@ const READ_ATTEMPTS: usize = 8;
 pub struct FsConfig {
     /// The policy in force, replaceable live ([`crate::reload`]).
     pub policy: Arc<LivePolicy>,
-    pub viewer: Viewer,
+    pub viewer: Arc<Viewer>,
     /// Kernel entry/attribute cache lifetime (zero in write modes, where link counts and
     /// ctimes change under the kernel's feet with every operation).
     pub ttl: Duration,
@@ -84,6 +88,9 @@ pub struct FsConfig {
     pub breaker: Option<Arc<crate::breaker::Breaker>>,
     /// Operations held for a person's answer ([`crate::approval`]).
     pub approvals: Option<Arc<crate::approval::Queue>>,
+    /// Read-only mounts with redaction: background threads that scan the files a listing
+    /// shows before they are read ([`ahead`]); 0 = none.
+    pub scan_ahead: usize,
 }
 
 /// An open file.
@@ -116,7 +123,11 @@ pub struct VeilFs {
     /// their count (a side table: few inodes ever have one, every inode would pay for a field).
     backing_ids: Mutex<std::collections::HashMap<u64, (Arc<fuser::BackingId>, usize)>>,
     /// The scanned copies reads are served from (see [`served`]).
-    copies: served::Copies,
+    copies: Arc<served::Copies>,
+    /// Scan-ahead workers, when `scan_ahead` asks for them.
+    ahead: Option<ahead::Ahead>,
+    /// Directory listings that count a hard-linked file's visible names (see [`attr`]).
+    link_dirs: attr::LinkDirs,
 }
 
 /// Bytes of scanned copies kept for reads (see [`served`]).
@@ -158,6 +169,9 @@ pub(crate) fn entry_kind(k: Kind) -> EntryKind {
 impl VeilFs {
     pub fn new(root_fd: OwnedFd, cfg: FsConfig, fd_budget: usize) -> std::io::Result<VeilFs> {
         let st = backing::stat_fd(root_fd.as_fd())?;
+        let copies = Arc::new(served::Copies::new(COPIES_BUDGET));
+        let ahead = (cfg.scan_ahead > 0 && cfg.guard.is_none() && cfg.viewer.redaction_enabled())
+            .then(|| ahead::Ahead::start(cfg.scan_ahead, cfg.viewer.clone(), copies.clone()));
         Ok(VeilFs {
             cfg,
             inodes: Arc::new(InodeTable::new(root_fd, (st.dev, st.ino), fd_budget)),
@@ -167,7 +181,9 @@ impl VeilFs {
             next_fh: AtomicU64::new(1),
             passthrough_ok: AtomicBool::new(false),
             backing_ids: Mutex::new(Default::default()),
-            copies: served::Copies::new(COPIES_BUDGET),
+            copies,
+            ahead,
+            link_dirs: Default::default(),
         })
     }
 
@@ -186,6 +202,18 @@ impl VeilFs {
 
     fn ttl(&self) -> Duration {
         self.cfg.ttl
+    }
+
+    /// The TTL of an entry or attributes with stat `st`. A file with several links is kept at
+    /// most [`LINKED_TTL`]: the watcher cannot tell its inode when another of its names is
+    /// removed outside (that name no longer leads to it), so its link count would stay stale
+    /// for the whole watched TTL.
+    fn ttl_for(&self, st: &Stat) -> Duration {
+        if st.kind() == Kind::File && st.nlink > 1 {
+            self.cfg.ttl.min(LINKED_TTL)
+        } else {
+            self.cfg.ttl
+        }
     }
 
     /// Policy verdict for `name` (stat `st`, already opened as `fd`) inside visible dir `rel_parent`.
@@ -332,7 +360,11 @@ impl Filesystem for VeilFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent.0, name) {
-            Ok((inode, st)) => reply.entry(&self.ttl(), &self.attr(inode.ino, &st), Generation(0)),
+            Ok((inode, st)) => reply.entry(
+                &self.ttl_for(&st),
+                &self.attr(inode.ino, &st),
+                Generation(0),
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -364,7 +396,7 @@ impl Filesystem for VeilFs {
             },
         };
         match st {
-            Ok(st) => reply.attr(&self.ttl(), &self.attr(ino.0, &st)),
+            Ok(st) => reply.attr(&self.ttl_for(&st), &self.attr(ino.0, &st)),
             Err(e) => reply.error(errno_of(&e)),
         }
     }
@@ -681,7 +713,7 @@ impl Filesystem for VeilFs {
                 INodeNo(inode.ino),
                 i as u64 + 3,
                 name,
-                &ttl,
+                &ttl.min(self.ttl_for(st)),
                 &attr,
                 Generation(0),
             ) {

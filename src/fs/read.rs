@@ -52,6 +52,11 @@ impl VeilFs {
                 && c.id == id
                 && c.rules == sel
             {
+                // The copy may have been taken ahead of this read (see `ahead`): the first
+                // read of this version is still the one the audit trail tells.
+                if self.cfg.no_open {
+                    self.audit_first_read(ino, &rel, &st, &c.view);
+                }
                 return self.serve(&rel, &c, offset, size);
             }
             let own = self.copies.own_change(key);

@@ -40,6 +40,7 @@ mod apply;
 mod discard;
 mod error;
 mod plan;
+pub mod userns;
 
 pub use apply::*;
 pub use discard::*;
@@ -120,7 +121,11 @@ fn detach_stale(layout: &Layout) {
 /// returns the mount's root as a detached fd: it is never attached to a path, so nothing else
 /// can reach it, and it goes away with the last fd (a SIGKILLed mount process leaves nothing
 /// mounted). Each option is its own string, so paths need no escaping and no `mount(8)` runs.
-fn mount_overlay(scope: &Path, layout: &Layout) -> std::io::Result<OwnedFd> {
+pub(crate) fn mount_overlay(
+    scope: &Path,
+    layout: &Layout,
+    userxattr: bool,
+) -> std::io::Result<OwnedFd> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_string, fsmount,
         fsopen,
@@ -133,13 +138,19 @@ fn mount_overlay(scope: &Path, layout: &Layout) -> std::io::Result<OwnedFd> {
     }
     fsconfig_set_string(&fs, "upperdir", &layout.upper)?;
     fsconfig_set_string(&fs, "workdir", &layout.work)?;
+    // In a user namespace overlayfs keeps its xattrs as user.overlay.* (`userxattr`) and
+    // refuses redirects: renaming a directory of the real folder answers EXDEV (`mv` copies).
+    let redirect = if userxattr { "nofollow" } else { "on" };
     for (k, v) in [
         ("index", "on"),
         ("xino", "off"),
-        ("redirect_dir", "on"),
+        ("redirect_dir", redirect),
         ("metacopy", "off"),
     ] {
         fsconfig_set_string(&fs, k, v)?;
+    }
+    if userxattr {
+        rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
     }
     fsconfig_create(&fs)?;
     Ok(fsmount(
@@ -180,7 +191,17 @@ impl OverlayMount {
         }
         // Versions before the detached mount left a SIGKILLed mount's overlay at `merged`.
         detach_stale(&layout);
-        let root = mount_overlay(scope, &layout).map_err(|source| OverlayError::Mount {
+        // A normal user cannot mount overlayfs here: it can in a user namespace of its own.
+        let user = crate::fusermount::needed();
+        if fresh || !has_changes(store) {
+            userns::set_marked(&layout, user)?;
+        }
+        let root = if user {
+            userns::mount(scope, store)
+        } else {
+            mount_overlay(scope, &layout, userns::marked(&layout.upper))
+        };
+        let root = root.map_err(|source| OverlayError::Mount {
             scope: scope.to_path_buf(),
             upper: layout.upper.clone(),
             source,
@@ -226,6 +247,9 @@ fn reset_layers(layout: &Layout) -> Result<()> {
         for e in rd.flatten() {
             let p = e.path();
             let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                // overlayfs leaves `work/work` mode 0: root removes it regardless, its owner
+                // (a normal user's overlay) must open it up first.
+                let _ = open_up(&p);
                 std::fs::remove_dir_all(&p)
             } else {
                 std::fs::remove_file(&p)
@@ -235,9 +259,21 @@ fn reset_layers(layout: &Layout) -> Result<()> {
     }
     let fd = backing::open_root(&layout.upper)?;
     for (name, _) in backing::all_xattrs(fd.as_fd())? {
-        if name.as_bytes().starts_with(OVL_PREFIX.as_bytes()) {
+        if ovl_private(&name.to_string_lossy()) {
             backing::removexattr(fd.as_fd(), &name)
                 .io("remove an overlay xattr of", &layout.upper)?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives the owner full access to every directory under `dir` (so it can be removed).
+fn open_up(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = open_up(&e.path());
         }
     }
     Ok(())
@@ -246,7 +282,20 @@ fn reset_layers(layout: &Layout) -> Result<()> {
 fn copy_root_attrs(scope: &Path, upper: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let m = std::fs::metadata(scope).io("stat", scope)?;
-    std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid())).io("chown", upper)?;
+    let u = std::fs::symlink_metadata(upper).io("stat", upper)?;
+    if (u.uid(), u.gid()) != (m.uid(), m.gid()) {
+        match std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid())) {
+            // A normal user may not give its directory to another owner or a group it is not
+            // in: the merged root then shows the user's own (the view is the user's anyway).
+            Err(e) if crate::fusermount::needed() => tracing::info!(
+                "the overlay's root keeps its owner ({e}): {} is owned by {}:{}",
+                scope.display(),
+                m.uid(),
+                m.gid()
+            ),
+            r => r.io("chown", upper)?,
+        }
+    }
     std::fs::set_permissions(upper, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
     let fd = backing::open_root(upper)?;
     backing::utimens_fd(

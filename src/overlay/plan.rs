@@ -33,6 +33,13 @@
 use super::*;
 
 pub(super) const OVL_PREFIX: &str = "trusted.overlay.";
+/// The same xattrs of an overlay a normal user mounted (`userxattr`, see `userns`). Both are
+/// overlayfs's own bookkeeping, never committed to the real folder.
+pub(super) const OVL_USER_PREFIX: &str = "user.overlay.";
+
+pub(super) fn ovl_private(name: &str) -> bool {
+    name.starts_with(OVL_PREFIX) || name.starts_with(OVL_USER_PREFIX)
+}
 pub(super) const MASK: &[u8] = b"<redacted:";
 
 /// Where a step's content comes from.
@@ -324,7 +331,7 @@ pub(super) fn upper_state(
         State::File { meta, .. }
         | State::Dir { meta }
         | State::Symlink { meta, .. }
-        | State::Special { meta, .. } => meta.xattrs.retain(|(n, _)| !n.starts_with(OVL_PREFIX)),
+        | State::Special { meta, .. } => meta.xattrs.retain(|(n, _)| !ovl_private(n)),
         State::Absent => {}
     }
     Ok(s)
@@ -459,7 +466,7 @@ impl Planner<'_> {
             let f = std::fs::File::open(&e.abs).io("read index", &e.abs)?;
             let st = backing::stat_fd(f.as_fd())?;
             let mut meta = crate::journal::meta_of(f.as_fd(), &st)?;
-            meta.xattrs.retain(|(n, _)| !n.starts_with(OVL_PREFIX));
+            meta.xattrs.retain(|(n, _)| !ovl_private(n));
             let (hash, size) = match self.store {
                 Some(s) => s.put_file(&f)?,
                 None => {
@@ -680,10 +687,17 @@ impl Planner<'_> {
                     },
                     u,
                 );
-                let opaque = xattr(self.upper_root.as_fd(), &p, "trusted.overlay.opaque")
+                // A normal user's overlay keeps them as user.* xattrs (and makes no
+                // redirects); only that store's marker lets a user.* xattr count.
+                let prefix = if super::userns::marked(&self.upper) {
+                    OVL_USER_PREFIX
+                } else {
+                    OVL_PREFIX
+                };
+                let opaque = xattr(self.upper_root.as_fd(), &p, &format!("{prefix}opaque"))
                     .as_deref()
                     == Some(b"y");
-                let redirect = xattr(self.upper_root.as_fd(), &p, "trusted.overlay.redirect");
+                let redirect = xattr(self.upper_root.as_fd(), &p, &format!("{prefix}redirect"));
                 let lower_dir = if opaque {
                     None
                 } else if let Some(r) = redirect {

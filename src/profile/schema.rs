@@ -274,6 +274,10 @@ pub struct CacheCfg {
     /// Save scan verdicts in the store directory at unmount and load them at the next mount of
     /// the same folder, so unchanged files are not scanned again (default true).
     pub persist_scans: bool,
+    /// Read-only mounts with redaction: threads that scan the files a directory listing shows
+    /// before the agent reads them (the first `grep -r` of a tree); 0 = off (default: 0, see
+    /// benches/README.md: on two busy cores the extra threads cost more than they saved).
+    pub scan_ahead: usize,
 }
 
 impl Default for CacheCfg {
@@ -284,6 +288,7 @@ impl Default for CacheCfg {
             watched_ttl_ms: 30_000,
             no_open: true,
             persist_scans: true,
+            scan_ahead: 0,
         }
     }
 }

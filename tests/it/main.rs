@@ -28,6 +28,7 @@ mod live_policy;
 mod manifest;
 mod masked_edit;
 mod overlay;
+mod perf;
 mod profile_cli;
 mod readonly;
 mod redact_rules;

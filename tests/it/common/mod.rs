@@ -6,8 +6,14 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The veilfs binary under test: `VEILFS_TEST_BIN` when set (tests/run-all.sh runs the mount
+/// tests again as a normal user, with copies of the binaries that user can reach), else the
+/// one cargo built.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_veilfs")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("VEILFS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_veilfs").into())
+    })
 }
 
 /// A running `veilfs mount`. Dropping it unmounts and reaps the process.
