@@ -251,6 +251,8 @@ pub struct Policy {
     unscannable_all: bool,
     unscannable_allow: Rules,
     opaque: Rules,
+    documents: Rules,
+    refuse_macros: bool,
 }
 
 impl Policy {
@@ -316,6 +318,8 @@ impl Policy {
                 &red.unscannable_allow,
             )?,
             opaque: Rules::new("redaction.opaque", &origin, &red.opaque)?,
+            documents: Rules::new("redaction.documents", &origin, &red.documents)?,
+            refuse_macros: red.refuse_macros,
         })
     }
 
@@ -442,6 +446,17 @@ impl Policy {
     /// Such a binary is unscannable; any other binary is scanned through its printable runs.
     pub fn opaque(&self, rel: &Path) -> bool {
         self.opaque.subtree_allows(rel, true)
+    }
+
+    /// Is this file an office document to serve rebuilt with its secrets masked inside
+    /// (`redaction.documents` covers the path)? See [`crate::redact::document`].
+    pub fn document(&self, rel: &Path) -> bool {
+        !self.documents.is_empty() && self.documents.subtree_allows(rel, true)
+    }
+
+    /// Are documents carrying macros refused (`redaction.refuse_macros`)?
+    pub fn refuse_macros(&self) -> bool {
+        self.refuse_macros
     }
 }
 

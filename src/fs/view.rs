@@ -7,6 +7,15 @@
 //! allows serving it unscanned. Other binaries are scanned through their printable runs and
 //! masked in place (`redact::binary`).
 //!
+//! Synthesized views: content the agent sees whose size differs from the real file's (today an
+//! office document rebuilt with its secrets masked, `redact::document`). Such a view is built
+//! from a consistent copy of one version of the file (the settle rule of `fs::served`), cached
+//! by that version's identity and the rules that applied, and is a pure function of both (the
+//! rebuild is deterministic), so a view dropped from the cache and built again is the same bytes.
+//! Its size is what `lookup`/`getattr` report (`fs::attr`), reads and mmap are served from its
+//! bytes, and it is read-only (the write path refuses any change to a file whose view is
+//! synthesized: there is no way to map an edit of the rebuilt bytes back onto the real ones).
+//!
 //! Opacity follows the name, so it is decided only for a file with one link (a hard link's
 //! other names could be ones the profile does not call opaque), and the scan verdict of an
 //! opaque name is cached apart from the one of the same version under other names.
@@ -28,7 +37,33 @@ pub enum View {
     Masked(Arc<Redactions>),
     /// Refuse to open; the string is the audit reason.
     Denied(String),
+    /// Serve these bytes instead of the file's (a synthesized view: see the module comment).
+    Synth(Arc<Synth>),
 }
+
+/// A synthesized view's bytes and what it is, for the audit.
+#[derive(Debug)]
+pub struct Synth {
+    pub bytes: Vec<u8>,
+    /// What the view is (`"document"`).
+    pub kind: &'static str,
+    /// Distinct ids of the rules whose matches it masks.
+    pub rules: Vec<String>,
+    pub redactions: usize,
+}
+
+/// Synthesized views by (file version, rule selection), bounded by total bytes.
+#[derive(Default)]
+struct SynthCache {
+    views: std::collections::HashMap<(FileId, u64), View>,
+    bytes: usize,
+}
+
+/// Why a change to a file with a synthesized view is refused (the audit reason).
+pub const SYNTH_READ_ONLY: &str = "the agent sees a synthesized view of this file (rebuilt with its secrets masked); it is read-only, since an edit of the rebuilt bytes cannot be mapped back onto the real ones";
+
+/// Bytes of synthesized views kept (past it the cache starts over: views are rebuilt on demand).
+const SYNTH_BUDGET: usize = 128 << 20;
 
 /// What the agent may see of a piece of metadata.
 pub enum MetaView {
@@ -50,6 +85,7 @@ pub struct Viewer {
     policy: Arc<Policy>,
     max_scan_size: u64,
     allow_unscannable: bool,
+    synth: std::sync::Mutex<SynthCache>,
 }
 
 pub fn file_id(st: &Stat) -> FileId {
@@ -84,7 +120,66 @@ impl Viewer {
             policy,
             max_scan_size,
             allow_unscannable,
+            synth: Default::default(),
         }
+    }
+
+    /// Is the file at `rel` (stat `st`) served as a synthesized view (an office document rebuilt
+    /// with its secrets masked)? Decided by the name, so only for a file with one link: a hard
+    /// link's other names may not be documents, where the strictest view (the container scan,
+    /// which refuses a secret inside) applies.
+    pub fn is_synthesized(&self, rel: &Path, st: &Stat) -> bool {
+        !self.engine.is_empty()
+            && st.kind() == backing::Kind::File
+            && st.nlink <= 1
+            && self.policy.document(rel)
+    }
+
+    /// The view of the document at `rel` from `data`, a copy of version `st`; cached when `keep`
+    /// (a consistent copy).
+    fn decide_document(&self, rel: &Path, st: &Stat, data: &[u8], keep: bool) -> View {
+        let sel = self.rules_for(rel, st);
+        let key = (file_id(st), sel.id());
+        if let Some(v) = self
+            .synth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .views
+            .get(&key)
+        {
+            return v.clone();
+        }
+        let budget = self.max_scan_size.saturating_mul(4);
+        let v = match crate::redact::document::redact(
+            &self.engine,
+            &sel,
+            data,
+            self.policy.refuse_macros(),
+            budget,
+        ) {
+            Ok(crate::redact::document::Outcome::Clean) => View::Raw,
+            Ok(crate::redact::document::Outcome::Masked(r)) => View::Synth(Arc::new(Synth {
+                bytes: r.bytes,
+                kind: "document",
+                rules: r.rules,
+                redactions: r.redactions,
+            })),
+            Err(why) => View::Denied(format!("document refused: {why}")),
+        };
+        if keep {
+            let mut c = self.synth.lock().unwrap_or_else(|e| e.into_inner());
+            let n = match &v {
+                View::Synth(s) => s.bytes.len(),
+                _ => 0,
+            };
+            if c.bytes + n > SYNTH_BUDGET {
+                c.views.clear();
+                c.bytes = 0;
+            }
+            c.bytes += n;
+            c.views.insert(key, v.clone());
+        }
+        v
     }
 
     /// Loads scan verdicts saved by an earlier mount; a bad file is logged and ignored.
@@ -125,6 +220,29 @@ impl Viewer {
 
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
     pub fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
+        if self.is_synthesized(rel, st) {
+            if st.size > self.max_scan_size {
+                return View::Denied(format!(
+                    "document of {} bytes is above max_scan_size {}",
+                    st.size, self.max_scan_size
+                ));
+            }
+            let cant = |e: std::io::Error| View::Denied(format!("cannot read to scan: {e}"));
+            let f = match backing::reopen(fd, libc::O_RDONLY) {
+                Ok(f) => f,
+                Err(e) => return cant(e),
+            };
+            // Reads are served from a view built on a consistent copy (`fs::read`); this one
+            // only tells the write path and renames what the view is.
+            return match super::served::consistent_copy(&f, st, || backing::stat_fd(fd), None) {
+                Ok(super::served::Taken::Copy(data)) => self.decide_document(rel, st, &data, true),
+                Ok(_) => match read_all(fd, st.size) {
+                    Ok(data) => self.decide_document(rel, st, &data, false),
+                    Err(e) => cant(e),
+                },
+                Err(e) => cant(e),
+            };
+        }
         self.decide_with(rel, st, |sel, opaque| {
             if st.size > self.max_scan_size {
                 return Err(self.unscannable(
@@ -157,6 +275,9 @@ impl Viewer {
     /// The view of `data`, a consistent copy of the file at `rel` (stat `st`): what a read
     /// serves is then exactly what was scanned (see `fs::served`).
     pub fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
+        if self.is_synthesized(rel, st) {
+            return self.decide_document(rel, st, data, true);
+        }
         self.decide_with(rel, st, |sel, opaque| {
             Ok((self.engine.scan_as(sel, data, opaque), true))
         })
@@ -222,6 +343,10 @@ impl Viewer {
         match (self.decide(from, fd, st), self.decide(to, fd, st)) {
             (View::Raw, _) | (_, View::Denied(_)) => true,
             (View::Denied(_), _) | (View::Masked(_), View::Raw) => false,
+            // Both rebuilt by the same rules: the same view.
+            (View::Synth(a), View::Synth(b)) => a.bytes == b.bytes,
+            // Masked by other means than the rebuilt view: not comparable, so not allowed.
+            (View::Synth(_), _) | (_, View::Synth(_)) => false,
             (View::Masked(a), View::Masked(b)) => a.spans().iter().all(|x| {
                 b.spans()
                     .iter()

@@ -275,6 +275,10 @@ impl VeilFs {
                 audit::denied(op, rel, &reason);
                 Err(Errno::EACCES)
             }
+            View::Synth(_) => {
+                audit::denied(op, rel, super::view::SYNTH_READ_ONLY);
+                Err(Errno::EACCES)
+            }
         }
     }
 

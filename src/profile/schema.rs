@@ -118,6 +118,13 @@ pub struct RedactionCfg {
     /// Patterns of files (media types) whose binary content is not looked into: such a file is
     /// unscannable unless it is text. Other binaries are scanned through their printable runs.
     pub opaque: Vec<String>,
+    /// Patterns of office documents (docx, xlsx, pptx, odt, ods, odp) served rebuilt with their
+    /// secrets masked inside (`redact::document`) instead of scanned as zip containers (which
+    /// refuses any that holds a secret). Default none; the default profile lists all six.
+    pub documents: Vec<String>,
+    /// Refuse documents carrying macros (`vbaProject.bin`, OpenDocument `Basic/`) instead of
+    /// serving them (default true).
+    pub refuse_macros: bool,
 }
 
 impl Default for RedactionCfg {
@@ -129,6 +136,8 @@ impl Default for RedactionCfg {
             unscannable: Unscannable::Deny,
             unscannable_allow: Vec::new(),
             opaque: Vec::new(),
+            documents: Vec::new(),
+            refuse_macros: true,
         }
     }
 }

@@ -70,8 +70,20 @@ const IMAGE_EXTS: &[&str] = &[
 /// (`<w:r><w:t>ab</w:t></w:r><w:r><w:t>cd</w:t></w:r>` reads "abcd"). The end of any other
 /// element puts a line break between the texts around it.
 const INLINE: &[&str] = &[
-    "t", "r", "rPr", "span", "a", "ins", "del", "delText", "hyperlink", "smartTag", "fldSimple",
-    "s", "tab", "proofErr",
+    "t",
+    "r",
+    "rPr",
+    "span",
+    "a",
+    "ins",
+    "del",
+    "delText",
+    "hyperlink",
+    "smartTag",
+    "fldSimple",
+    "s",
+    "tab",
+    "proofErr",
 ];
 
 /// Does this name look like a document this module rebuilds (by extension)?
@@ -115,7 +127,8 @@ pub fn redact(
     }
     let mut zip = zip::ZipArchive::new(Cursor::new(data))
         .map_err(|_| "malformed document: not a readable zip container".to_string())?;
-    if zip.index_for_name("[Content_Types].xml").is_none() && zip.index_for_name("mimetype").is_none()
+    if zip.index_for_name("[Content_Types].xml").is_none()
+        && zip.index_for_name("mimetype").is_none()
     {
         return Err(
             "malformed document: neither Office Open XML ([Content_Types].xml) nor OpenDocument (mimetype)"
@@ -401,14 +414,12 @@ fn mask_xml(
                         w.write_event(e).map_err(io)?;
                     }
                 }
-                Some(new) => {
-                    if matches!(events.as_slice(), [Event::CData(_)]) {
-                        w.write_event(Event::CData(BytesCData::new(new.as_str())))
-                    } else {
-                        w.write_event(Event::Text(BytesText::new(new)))
-                    }
-                    .map_err(io)?
+                Some(new) => if matches!(events.as_slice(), [Event::CData(_)]) {
+                    w.write_event(Event::CData(BytesCData::new(new.as_str())))
+                } else {
+                    w.write_event(Event::Text(BytesText::new(new)))
                 }
+                .map_err(io)?,
             },
             Item::Tag(e, segs) => {
                 let changed = segs.iter().flatten().any(|&s| new_attrs[s].is_some());
@@ -509,7 +520,10 @@ mod tests {
         assert!(out.contains("Deploy key "), "{out}");
         assert!(out.contains("Fish &amp; chips &lt;ok&gt;"), "{out}");
         let props = member(&r.bytes, "docProps/core.xml");
-        assert!(props.contains("Quarterly plan") && !props.contains("john.doe"), "{props}");
+        assert!(
+            props.contains("Quarterly plan") && !props.contains("john.doe"),
+            "{props}"
+        );
         // Valid XML: parses to the end.
         for m in [out, props] {
             let mut rd = quick_xml::Reader::from_str(&m);
@@ -533,7 +547,11 @@ mod tests {
         ));
         let err = |d: &[u8]| redact(&e, &all, d, true, 1 << 30).unwrap_err();
         let mut ole = OLE_MAGIC.to_vec();
-        ole.extend("EncryptedPackage".encode_utf16().flat_map(|u| u.to_le_bytes()));
+        ole.extend(
+            "EncryptedPackage"
+                .encode_utf16()
+                .flat_map(|u| u.to_le_bytes()),
+        );
         assert!(err(&ole).contains("encrypted"));
         assert!(err(b"PK\x03\x04 not really").contains("malformed"));
         let plain_zip = doc(&[("a.txt", "hi")]);
