@@ -4,6 +4,7 @@
 //! Module map (see `../shared/design.md`):
 //! - [`profile`]: the admin's TOML profile, validated with file:line errors.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
+//! - [`present`]: metadata stubs, shown instead of the content of files the profile names.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
 //! - [`error`]: the rules errors follow; the errno an error carries.
 //! - [`backing`]: the only module that touches the real folder, always beneath the scope's fd.
@@ -45,6 +46,7 @@ pub mod mountinfo;
 pub mod overlay;
 pub mod pattern;
 pub mod policy;
+pub mod present;
 pub mod profile;
 pub mod redact;
 pub mod registry;

@@ -253,6 +253,7 @@ pub struct Policy {
     opaque: Rules,
     documents: Rules,
     refuse_macros: bool,
+    metadata: Rules,
 }
 
 impl Policy {
@@ -320,6 +321,7 @@ impl Policy {
             opaque: Rules::new("redaction.opaque", &origin, &red.opaque)?,
             documents: Rules::new("redaction.documents", &origin, &red.documents)?,
             refuse_macros: red.refuse_macros,
+            metadata: Rules::new("present.metadata", &origin, &profile.present.metadata)?,
         })
     }
 
@@ -452,6 +454,11 @@ impl Policy {
     /// (`redaction.documents` covers the path)? See [`crate::redact::document`].
     pub fn document(&self, rel: &Path) -> bool {
         !self.documents.is_empty() && self.documents.subtree_allows(rel, true)
+    }
+
+    /// Is this file shown as a metadata stub instead of its content (`present.metadata`)?
+    pub fn metadata(&self, rel: &Path) -> bool {
+        !self.metadata.is_empty() && self.metadata.subtree_allows(rel, true)
     }
 
     /// Are documents carrying macros refused (`redaction.refuse_macros`)?

@@ -39,10 +39,13 @@ impl VeilFs {
         size: u32,
         writable: bool,
     ) -> Result<Vec<u8>, Errno> {
-        if writable || !self.cfg.viewer.redaction_enabled() {
+        if writable {
             return pread_full(file, offset, size);
         }
         let rel = self.rel(ino)?;
+        if !self.cfg.viewer.redaction_enabled() && !self.cfg.viewer.presents_metadata(&rel) {
+            return pread_full(file, offset, size);
+        }
         match self.scanned_copy(ino, &rel, file)? {
             Scanned::Copy(c) => self.serve(&rel, &c, offset, size),
             Scanned::TooLarge(st) => self.read_unscanned(&rel, file, &st, offset, size),
@@ -129,7 +132,7 @@ impl VeilFs {
     /// lookup and getattr report, so the kernel's idea of the file's end (and mmap) matches
     /// the bytes reads serve. `None` when its view is the file's own bytes, or refused.
     pub(super) fn synthesized_size(&self, ino: u64, st: &Stat) -> Option<u64> {
-        if st.kind() != Kind::File || !self.cfg.viewer.redaction_enabled() {
+        if st.kind() != Kind::File {
             return None;
         }
         let rel = self.rel(ino).ok()?;

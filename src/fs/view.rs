@@ -76,6 +76,9 @@ pub enum MetaView {
     Binary,
 }
 
+/// Mixed into the cache key of metadata stubs.
+const METADATA_KEY: u64 = 0x6d65_7461_6461_7461;
+
 /// Mixed into the cache key of verdicts taken under an opaque name.
 const OPAQUE_KEY: u64 = 0x6f70_6171_7565_5f31;
 
@@ -128,18 +131,51 @@ impl Viewer {
     /// with its secrets masked)? Decided by the name, so only for a file with one link: a hard
     /// link's other names may not be documents, where the strictest view (the container scan,
     /// which refuses a secret inside) applies.
+    ///
+    /// A file the profile presents as metadata is shown its stub whatever its link count (a
+    /// stub shows less than any other view).
     pub fn is_synthesized(&self, rel: &Path, st: &Stat) -> bool {
-        !self.engine.is_empty()
-            && st.kind() == backing::Kind::File
-            && st.nlink <= 1
-            && self.policy.document(rel)
+        st.kind() == backing::Kind::File
+            && (self.policy.metadata(rel)
+                || (!self.engine.is_empty() && st.nlink <= 1 && self.policy.document(rel)))
+    }
+
+    /// Is the file at `rel` shown as a metadata stub?
+    pub fn presents_metadata(&self, rel: &Path) -> bool {
+        self.policy.metadata(rel)
+    }
+
+    /// The metadata stub of `data` (version `st` of `rel`), masked like any text.
+    fn metadata_stub(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
+        use std::os::unix::ffi::OsStrExt;
+        let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        let stub = crate::present::stub(name, st, data).into_bytes();
+        let (bytes, rules, redactions) =
+            match self.engine.scan_with(&self.engine.all_rules(), &stub) {
+                ScanOutcome::Redact(r) => {
+                    let (rules, n) = crate::audit::rules_fired(&r);
+                    (crate::redact::mask_all(&stub, &r), rules, n)
+                }
+                _ => (stub, Vec::new(), 0),
+            };
+        View::Synth(Arc::new(Synth {
+            bytes,
+            kind: "metadata",
+            rules,
+            redactions,
+        }))
     }
 
     /// The view of the document at `rel` from `data`, a copy of version `st`; cached when `keep`
     /// (a consistent copy).
     fn decide_document(&self, rel: &Path, st: &Stat, data: &[u8], keep: bool) -> View {
         let sel = self.rules_for(rel, st);
-        let key = (file_id(st), sel.id());
+        let metadata = self.policy.metadata(rel);
+        // Stubs and documents of one version are different views.
+        let key = (
+            file_id(st),
+            sel.id() ^ if metadata { METADATA_KEY } else { 0 },
+        );
         if let Some(v) = self
             .synth
             .lock()
@@ -150,21 +186,10 @@ impl Viewer {
             return v.clone();
         }
         let budget = self.max_scan_size.saturating_mul(4);
-        let v = match crate::redact::document::redact(
-            &self.engine,
-            &sel,
-            data,
-            self.policy.refuse_macros(),
-            budget,
-        ) {
-            Ok(crate::redact::document::Outcome::Clean) => View::Raw,
-            Ok(crate::redact::document::Outcome::Masked(r)) => View::Synth(Arc::new(Synth {
-                bytes: r.bytes,
-                kind: "document",
-                rules: r.rules,
-                redactions: r.redactions,
-            })),
-            Err(why) => View::Denied(format!("document refused: {why}")),
+        let v = if metadata {
+            self.metadata_stub(rel, st, data)
+        } else {
+            self.rebuild_document(&sel, data, budget)
         };
         if keep {
             let mut c = self.synth.lock().unwrap_or_else(|e| e.into_inner());
@@ -180,6 +205,27 @@ impl Viewer {
             c.views.insert(key, v.clone());
         }
         v
+    }
+
+    /// The view of office document `data`: rebuilt with its secrets masked, as it is when it
+    /// holds none, or refused.
+    fn rebuild_document(&self, sel: &RuleSelection, data: &[u8], budget: u64) -> View {
+        match crate::redact::document::redact(
+            &self.engine,
+            sel,
+            data,
+            self.policy.refuse_macros(),
+            budget,
+        ) {
+            Ok(crate::redact::document::Outcome::Clean) => View::Raw,
+            Ok(crate::redact::document::Outcome::Masked(r)) => View::Synth(Arc::new(Synth {
+                bytes: r.bytes,
+                kind: "document",
+                rules: r.rules,
+                redactions: r.redactions,
+            })),
+            Err(why) => View::Denied(format!("document refused: {why}")),
+        }
     }
 
     /// Loads scan verdicts saved by an earlier mount; a bad file is logged and ignored.
@@ -337,7 +383,7 @@ impl Viewer {
         fd: BorrowedFd<'_>,
         st: &Stat,
     ) -> bool {
-        if self.engine.is_empty() {
+        if self.engine.is_empty() && !self.policy.metadata(from) {
             return true;
         }
         match (self.decide(from, fd, st), self.decide(to, fd, st)) {

@@ -1093,6 +1093,18 @@ impl VeilFs {
                     {
                         return Some(format!("{} would be served unscanned", a.display()));
                     }
+                    if policy.metadata(&a) && !policy.metadata(&b) {
+                        return Some(format!(
+                            "{} would show its content instead of its metadata",
+                            a.display()
+                        ));
+                    }
+                    if policy.document(&b) && !policy.document(&a) {
+                        return Some(format!(
+                            "{} would be served as a rebuilt document instead of scanned whole",
+                            a.display()
+                        ));
+                    }
                 }
                 Kind::Dir => {
                     if let Some(why) = self.subtree_loosens(&cfd, &a, &b, budget) {

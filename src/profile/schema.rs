@@ -38,6 +38,8 @@ pub struct Profile {
     pub cache: CacheCfg,
     #[serde(default)]
     pub breaker: BreakerCfg,
+    #[serde(default)]
+    pub present: PresentCfg,
     /// The file this profile was loaded from (`None` = built-in or parsed from a string).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -140,6 +142,15 @@ impl Default for RedactionCfg {
             refuse_macros: true,
         }
     }
+}
+
+/// `[present]`: files the agent is shown something else than their content of.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresentCfg {
+    /// Patterns of files shown as a metadata stub (kind, size, dates, page/sheet/slide counts,
+    /// title: see `crate::present`) instead of their bytes. Default none.
+    pub metadata: Vec<String>,
 }
 
 /// Policy for files the redaction engine cannot vouch for.

@@ -293,3 +293,94 @@ fn a_synthesized_view_is_read_only_even_in_a_writable_mount() {
     drop(m);
     assert_eq!(fs::read(scope.path().join("report.docx")).unwrap(), real);
 }
+
+/// `[present] metadata`: the agent sees what each file is (kind, size, dates, counts, title),
+/// never what it says, and can still sort and rename the files (renames stay within the names
+/// shown as metadata: out of them would show the content).
+#[test]
+fn files_presented_as_metadata_show_a_stub_and_can_be_renamed_but_not_out_of_it() {
+    let scope = tempfile::tempdir().unwrap();
+    let dir = scope.path().join("contracts");
+    fs::create_dir(&dir).unwrap();
+    office(&["make", dir.to_str().unwrap(), TOKEN, EMAIL]);
+    fs::write(
+        dir.join("notes.txt"),
+        format!("call {EMAIL} about the merger\n"),
+    )
+    .unwrap();
+    let real_docx = fs::read(dir.join("report.docx")).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let pdir = tempfile::tempdir().unwrap();
+    let profile = write_profile(
+        pdir.path(),
+        "p.toml",
+        "version = 1\n[redaction]\nrule_sets = [\"secrets\", \"pii\"]\ndocuments = [\"*.docx\", \"*.xlsx\"]\n[present]\nmetadata = [\"contracts/\"]\n[write]\nmode = \"snapshot\"\n[breaker]\nmax_deletes = 0\nmax_renames = 0\n",
+    );
+    let m = Mount::start(
+        scope.path(),
+        &[
+            "--profile",
+            profile.to_str().unwrap(),
+            "--store",
+            store.path().join("s").to_str().unwrap(),
+        ],
+    );
+    let stub = fs::read_to_string(m.path("contracts/report.docx")).unwrap();
+    assert!(stub.contains("kind: Word document\n"), "{stub}");
+    assert!(
+        stub.contains(&format!("size: {} bytes\n", real_docx.len())),
+        "{stub}"
+    );
+    assert!(stub.contains("title: Quarterly revenue plan\n"), "{stub}");
+    assert!(stub.contains("modified: "), "{stub}");
+    assert!(
+        !stub.contains("Deploy key") && !stub.contains(TOKEN),
+        "{stub}"
+    );
+    assert_eq!(
+        fs::metadata(m.path("contracts/report.docx"))
+            .unwrap()
+            .size(),
+        stub.len() as u64
+    );
+    let xlsx = fs::read_to_string(m.path("contracts/budget.xlsx")).unwrap();
+    assert!(
+        xlsx.contains("kind: Excel workbook\nsize:") && xlsx.contains("sheets: 1\n"),
+        "{xlsx}"
+    );
+    let pptx = fs::read_to_string(m.path("contracts/deck.pptx")).unwrap();
+    assert!(pptx.contains("slides: 1\n"), "{pptx}");
+    let txt = fs::read_to_string(m.path("contracts/notes.txt")).unwrap();
+    assert!(
+        txt.contains("kind: text file") && !txt.contains("merger"),
+        "{txt}"
+    );
+
+    // Renamed within the metadata names: the real file moves, its bytes untouched.
+    fs::rename(
+        m.path("contracts/report.docx"),
+        m.path("contracts/2024-report.docx"),
+    )
+    .unwrap();
+    assert_eq!(fs::read(dir.join("2024-report.docx")).unwrap(), real_docx);
+    assert!(!dir.join("report.docx").exists());
+    // Out of them, its content would show: refused, the real file stays.
+    let e = fs::rename(m.path("contracts/notes.txt"), m.path("notes.txt")).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    assert!(dir.join("notes.txt").exists());
+    // A directory carrying stubs out of them: refused too.
+    fs::create_dir(m.path("contracts/old")).unwrap();
+    fs::rename(
+        m.path("contracts/budget.xlsx"),
+        m.path("contracts/old/budget.xlsx"),
+    )
+    .unwrap();
+    let e = fs::rename(m.path("contracts/old"), m.path("old")).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    // A stub is read-only.
+    let e = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("contracts/deck.pptx"))
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+}
