@@ -111,7 +111,7 @@ fn office_documents_are_served_rebuilt_with_masks_where_the_secrets_were() {
         serde_json::from_str(&office(&["read", m.path("").to_str().unwrap()])).unwrap();
     let (mt, me) = (
         mask("github-pat", TOKEN.len()),
-        mask("email-addr", EMAIL.len()),
+        mask("email-address", EMAIL.len()),
     );
     for doc in DOCS {
         let (r, s) = (real[doc].as_array().unwrap(), seen[doc].as_array().unwrap());
@@ -161,12 +161,22 @@ fn office_documents_are_served_rebuilt_with_masks_where_the_secrets_were() {
         assert_eq!(ev[0]["view"], "document");
         let rules = ev[0]["rules"].to_string();
         assert!(
-            rules.contains("github-pat") && rules.contains("email-addr"),
+            rules.contains("github-pat") && rules.contains("email-address"),
             "{rules}"
         );
     }
     let all = serde_json::to_string(&events).unwrap();
     assert!(!all.contains(TOKEN) && !all.contains(EMAIL));
+
+    // The admin's dry run says the same as the mount does.
+    let (ok, report, err) = common::veilfs(&["scan", scope.path().to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for doc in DOCS {
+        assert!(
+            report.contains(&format!("document\t{doc}\tserved rebuilt, ")),
+            "{report}"
+        );
+    }
 }
 
 /// A zip with these members, written with the zip crate.
