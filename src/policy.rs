@@ -456,6 +456,11 @@ impl Policy {
         !self.documents.is_empty() && self.documents.subtree_allows(rel, true)
     }
 
+    /// Does the profile show any file as a metadata stub?
+    pub fn presents_any_metadata(&self) -> bool {
+        !self.metadata.is_empty()
+    }
+
     /// Is this file shown as a metadata stub instead of its content (`present.metadata`)?
     pub fn metadata(&self, rel: &Path) -> bool {
         !self.metadata.is_empty() && self.metadata.subtree_allows(rel, true)

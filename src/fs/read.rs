@@ -135,11 +135,14 @@ impl VeilFs {
         if st.kind() != Kind::File {
             return None;
         }
+        let inode = self.inodes.get(ino)?;
+        if !self.cfg.viewer.may_synthesize(&inode.location().name) {
+            return None;
+        }
         let rel = self.rel(ino).ok()?;
         if !self.cfg.viewer.is_synthesized(&rel, st) {
             return None;
         }
-        let inode = self.inodes.get(ino)?;
         let fd = self.fd(&inode).ok()?;
         let file = backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).ok()?;
         match self.scanned_copy(ino, &rel, &file).ok()? {

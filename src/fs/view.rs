@@ -135,9 +135,24 @@ impl Viewer {
     /// A file the profile presents as metadata is shown its stub whatever its link count (a
     /// stub shows less than any other view).
     pub fn is_synthesized(&self, rel: &Path, st: &Stat) -> bool {
+        use std::os::unix::ffi::OsStrExt;
         st.kind() == backing::Kind::File
             && (self.policy.metadata(rel)
-                || (!self.engine.is_empty() && st.nlink <= 1 && self.policy.document(rel)))
+                || (!self.engine.is_empty()
+                    && st.nlink <= 1
+                    && rel
+                        .file_name()
+                        .is_some_and(|n| crate::redact::document::is_document_name(n.as_bytes()))
+                    && self.policy.document(rel)))
+    }
+
+    /// Can the file named `name` have a synthesized view? A cheap check by name alone, before
+    /// its path is computed (every lookup and getattr asks).
+    pub fn may_synthesize(&self, name: &std::ffi::OsStr) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        self.policy.presents_any_metadata()
+            || (!self.engine.is_empty()
+                && crate::redact::document::is_document_name(name.as_bytes()))
     }
 
     /// Is the file at `rel` shown as a metadata stub?

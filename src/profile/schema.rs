@@ -120,9 +120,10 @@ pub struct RedactionCfg {
     /// Patterns of files (media types) whose binary content is not looked into: such a file is
     /// unscannable unless it is text. Other binaries are scanned through their printable runs.
     pub opaque: Vec<String>,
-    /// Patterns of office documents (docx, xlsx, pptx, odt, ods, odp) served rebuilt with their
-    /// secrets masked inside (`redact::document`) instead of scanned as zip containers (which
-    /// refuses any that holds a secret). Default none; the default profile lists all six.
+    /// Patterns of office documents served rebuilt with their secrets masked inside
+    /// (`redact::document`) instead of scanned as zip containers (which refuses any that holds
+    /// a secret). Only names ending in .docx, .xlsx, .pptx, .odt, .ods or .odp are rebuilt.
+    /// Default none; the default profile lists all six.
     pub documents: Vec<String>,
     /// Refuse documents carrying macros (`vbaProject.bin`, OpenDocument `Basic/`) instead of
     /// serving them (default true).

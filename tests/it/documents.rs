@@ -394,3 +394,48 @@ fn files_presented_as_metadata_show_a_stub_and_can_be_renamed_but_not_out_of_it(
         .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
 }
+
+/// The view follows the real file: rewritten outside the mount, the document is rebuilt from
+/// its new version (never from a mix of two), and stat, read and the content agree again.
+#[test]
+fn a_document_changed_outside_is_rebuilt_from_its_new_version() {
+    let scope = tempfile::tempdir().unwrap();
+    let doc = |who: &str, filler: usize| {
+        let body = format!(
+            "<w:document><w:body><w:p><w:r><w:t>{}Contact {who} today</w:t></w:r></w:p></w:body></w:document>",
+            "word ".repeat(filler)
+        );
+        zipped(&[
+            ("[Content_Types].xml", b"<Types/>"),
+            ("word/document.xml", body.as_bytes()),
+        ])
+    };
+    let p = scope.path().join("memo.docx");
+    fs::write(&p, doc(EMAIL, 10)).unwrap();
+    let m = Mount::start(scope.path(), &[]);
+    let view_xml = |bytes: Vec<u8>| {
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut z.by_name("word/document.xml").unwrap(), &mut s)
+            .unwrap();
+        s
+    };
+    let first = fs::read(m.path("memo.docx")).unwrap();
+    assert!(view_xml(first.clone()).contains("Contact &lt;redacted:"));
+    let other = "max.mustermann@example.net";
+    fs::write(&p, doc(other, 500)).unwrap();
+    assert!(
+        common::eventually(|| fs::read(m.path("memo.docx")).is_ok_and(|b| b != first)),
+        "the view never changed"
+    );
+    let now = fs::read(m.path("memo.docx")).unwrap();
+    assert_eq!(
+        fs::metadata(m.path("memo.docx")).unwrap().size(),
+        now.len() as u64
+    );
+    let xml = view_xml(now);
+    assert!(
+        !xml.contains(other) && xml.contains("word word") && xml.contains("Contact &lt;redacted:"),
+        "{xml}"
+    );
+}
