@@ -142,6 +142,21 @@ fn office_documents_are_served_rebuilt_with_masks_where_the_secrets_were() {
         );
         let f = fs::File::open(&p).unwrap();
         assert_eq!(common::mmap_read(&f, bytes.len()), bytes, "{doc}");
+        // Sparse-aware copies (`cp`) ask where the data ends: at the view's end.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        // SAFETY: lseek on a descriptor this test holds open.
+        let hole = unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) };
+        assert_eq!(hole as u64, size, "{doc}: SEEK_HOLE");
+        let copy = store.path().join(doc);
+        assert!(
+            Command::new("cp")
+                .arg(&p)
+                .arg(&copy)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(fs::read(&copy).unwrap(), bytes, "{doc}: cp");
         // And the raw bytes hold no secret either (any member, compressed or not).
         let listed: Vec<String> = fs::read_dir(m.path(""))
             .unwrap()
