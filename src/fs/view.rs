@@ -7,8 +7,9 @@
 //! allows serving it unscanned. Other binaries are scanned through their printable runs and
 //! masked in place (`redact::binary`).
 //!
-//! Synthesized views: content the agent sees whose size differs from the real file's (today an
-//! office document rebuilt with its secrets masked, `redact::document`). Such a view is built
+//! Synthesized views: content the agent sees whose size differs from the real file's (an office
+//! document rebuilt with its secrets masked, `redact::document`; a metadata stub shown instead
+//! of a file's content, `crate::present`). Such a view is built
 //! from a consistent copy of one version of the file (the settle rule of `fs::served`), cached
 //! by that version's identity and the rules that applied, and is a pure function of both (the
 //! rebuild is deterministic), so a view dropped from the cache and built again is the same bytes.
