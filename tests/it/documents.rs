@@ -280,6 +280,11 @@ fn a_synthesized_view_is_read_only_even_in_a_writable_mount() {
     let scope = tempfile::tempdir().unwrap();
     office(&["make", scope.path().to_str().unwrap(), TOKEN, EMAIL]);
     let real = fs::read(scope.path().join("report.docx")).unwrap();
+    fs::copy(
+        scope.path().join("budget.xlsx"),
+        scope.path().join("leak.zip"),
+    )
+    .unwrap();
     let store = tempfile::tempdir().unwrap();
     let pdir = tempfile::tempdir().unwrap();
     let profile = write_profile(
@@ -314,6 +319,20 @@ fn a_synthesized_view_is_read_only_even_in_a_writable_mount() {
     assert!(!e.status.success(), "truncate went through");
     // A hard link would give it a second name (and another view): refused too.
     assert!(fs::hard_link(&p, m.path("copy.docx")).is_err());
+    // Laundering: a zip refused for the secret inside may not be renamed into a document name
+    // (where it would be served rebuilt); the other way round is stricter and allowed.
+    let e = fs::rename(m.path("leak.zip"), m.path("leak.docx")).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    assert!(fs::read(m.path("leak.zip")).is_err());
+    fs::rename(m.path("report.docx"), m.path("report.zip")).unwrap();
+    assert!(
+        fs::read(m.path("report.zip")).is_err(),
+        "refused as a zip holding secrets"
+    );
+    fs::rename(m.path("report.zip"), m.path("report.docx")).unwrap_err();
+    let p = scope.path().join("report.zip");
+    fs::rename(&p, scope.path().join("report.docx")).unwrap();
+    let p = m.path("report.docx");
     assert_eq!(fs::read(&p).unwrap(), view);
     drop(m);
     assert_eq!(fs::read(scope.path().join("report.docx")).unwrap(), real);
