@@ -29,7 +29,26 @@ pub struct Meta {
 
 /// The stub the agent reads for a file named `name` with stat `st` and bytes `data`.
 pub fn stub(name: &[u8], st: &Stat, data: &[u8]) -> String {
-    let m = meta(name, data);
+    write_stub(meta(name, data), st)
+}
+
+/// The stub of a file too large to read (above `max_scan_size`): from its stat alone.
+pub fn stub_unread(name: &[u8], st: &Stat) -> String {
+    let ext = String::from_utf8_lossy(name).to_ascii_lowercase();
+    let kind = match ext.rsplit_once('.') {
+        Some((_, e)) => format!("{e} file (not inspected: above max_scan_size)"),
+        None => "file (not inspected: above max_scan_size)".into(),
+    };
+    write_stub(
+        Meta {
+            kind,
+            ..Meta::default()
+        },
+        st,
+    )
+}
+
+fn write_stub(m: Meta, st: &Stat) -> String {
     let ns = |t: (i64, i64)| (t.0 as i128) * 1_000_000_000 + t.1 as i128;
     let mut s = String::from(
         "veilfs metadata view: the profile shows what this file is, not what it says.\n",

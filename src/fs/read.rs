@@ -150,7 +150,10 @@ impl VeilFs {
                 View::Synth(s) => Some(s.bytes.len() as u64),
                 _ => None,
             },
-            Scanned::TooLarge(_) => None,
+            Scanned::TooLarge(st) => match self.cfg.viewer.decide(&rel, file.as_fd(), &st) {
+                View::Synth(s) => Some(s.bytes.len() as u64),
+                _ => None,
+            },
         }
     }
 
@@ -189,9 +192,22 @@ impl VeilFs {
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
-        if let View::Denied(reason) = self.cfg.viewer.decide(rel, file.as_fd(), st) {
-            audit::denied("read", rel, &reason);
-            return Err(Errno::EACCES);
+        match self.cfg.viewer.decide(rel, file.as_fd(), st) {
+            View::Denied(reason) => {
+                audit::denied("read", rel, &reason);
+                return Err(Errno::EACCES);
+            }
+            // A metadata stub of a file too large to read: made from its stat alone.
+            v @ View::Synth(_) => {
+                let c = served::Copy {
+                    id: view::file_id(st),
+                    rules: 0,
+                    data: Vec::new(),
+                    view: v,
+                };
+                return self.serve(rel, &c, offset, size);
+            }
+            View::Raw | View::Masked(_) => {}
         }
         let buf = pread_full(file, offset, size)?;
         let after = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;

@@ -162,10 +162,15 @@ impl Viewer {
     }
 
     /// The metadata stub of `data` (version `st` of `rel`), masked like any text.
-    fn metadata_stub(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
+    /// `data` is `None` for a file too large to read (above `max_scan_size`).
+    fn metadata_stub(&self, rel: &Path, st: &Stat, data: Option<&[u8]>) -> View {
         use std::os::unix::ffi::OsStrExt;
         let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-        let stub = crate::present::stub(name, st, data).into_bytes();
+        let stub = match data {
+            Some(d) => crate::present::stub(name, st, d),
+            None => crate::present::stub_unread(name, st),
+        }
+        .into_bytes();
         let (bytes, rules, redactions) =
             match self.engine.scan_with(&self.engine.all_rules(), &stub) {
                 ScanOutcome::Redact(r) => {
@@ -203,7 +208,7 @@ impl Viewer {
         }
         let budget = self.max_scan_size.saturating_mul(4);
         let v = if metadata {
-            self.metadata_stub(rel, st, data)
+            self.metadata_stub(rel, st, Some(data))
         } else {
             self.rebuild_document(&sel, data, budget)
         };
@@ -283,6 +288,10 @@ impl Viewer {
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
     pub fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
         if self.is_synthesized(rel, st) {
+            if st.size > self.max_scan_size && self.policy.metadata(rel) {
+                // Too large to read: a stub from what the stat tells.
+                return self.metadata_stub(rel, st, None);
+            }
             if st.size > self.max_scan_size {
                 return View::Denied(format!(
                     "document of {} bytes is above max_scan_size {}",

@@ -353,12 +353,15 @@ fn files_presented_as_metadata_show_a_stub_and_can_be_renamed_but_not_out_of_it(
     )
     .unwrap();
     let real_docx = fs::read(dir.join("report.docx")).unwrap();
+    let mut big = format!("scan of the signed original, {EMAIL}\n").into_bytes();
+    big.resize(300_000, b'x');
+    fs::write(dir.join("scan.tiff"), &big).unwrap();
     let store = tempfile::tempdir().unwrap();
     let pdir = tempfile::tempdir().unwrap();
     let profile = write_profile(
         pdir.path(),
         "p.toml",
-        "version = 1\n[redaction]\nrule_sets = [\"secrets\", \"pii\"]\ndocuments = [\"*.docx\", \"*.xlsx\"]\n[present]\nmetadata = [\"contracts/\"]\n[write]\nmode = \"snapshot\"\n[breaker]\nmax_deletes = 0\nmax_renames = 0\n",
+        "version = 1\n[redaction]\nrule_sets = [\"secrets\", \"pii\"]\nmax_scan_size = \"100 KB\"\ndocuments = [\"*.docx\", \"*.xlsx\"]\n[present]\nmetadata = [\"contracts/\"]\n[write]\nmode = \"snapshot\"\n[breaker]\nmax_deletes = 0\nmax_renames = 0\n",
     );
     let m = Mount::start(
         scope.path(),
@@ -394,6 +397,16 @@ fn files_presented_as_metadata_show_a_stub_and_can_be_renamed_but_not_out_of_it(
     );
     let pptx = fs::read_to_string(m.path("contracts/deck.pptx")).unwrap();
     assert!(pptx.contains("slides: 1\n"), "{pptx}");
+    // Too large to read (above max_scan_size): a stub from the stat alone, never the bytes.
+    let tiff = fs::read_to_string(m.path("contracts/scan.tiff")).unwrap();
+    assert!(
+        tiff.contains("kind: tiff file (not inspected: above max_scan_size)\nsize: 300000 bytes\n"),
+        "{tiff}"
+    );
+    assert_eq!(
+        fs::metadata(m.path("contracts/scan.tiff")).unwrap().size(),
+        tiff.len() as u64
+    );
     let txt = fs::read_to_string(m.path("contracts/notes.txt")).unwrap();
     assert!(
         txt.contains("kind: text file") && !txt.contains("merger"),
