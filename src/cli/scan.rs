@@ -221,7 +221,7 @@ fn redaction_report(
         let rules = engine.rules_for(&e.rel);
         let budget = profile.redaction.max_scan_size.saturating_mul(4);
         use veilfs::redact::document::{Outcome, redact};
-        return match redact(engine, &rules, &data, policy.refuse_macros(), budget) {
+        return match redact(engine, &rules, &data, policy.refuse_macros(), budget, None) {
             Ok(Outcome::Clean) => Vec::new(),
             Ok(Outcome::Masked(r)) if json => vec![
                 serde_json::json!({"path": path, "document": "rebuilt", "rules": r.rules, "redactions": r.redactions})

@@ -90,6 +90,8 @@ pub struct Viewer {
     max_scan_size: u64,
     allow_unscannable: bool,
     synth: std::sync::Mutex<SynthCache>,
+    /// The mark every document view carries (`[watermark] documents`).
+    watermark: Option<String>,
 }
 
 pub fn file_id(st: &Stat) -> FileId {
@@ -125,7 +127,13 @@ impl Viewer {
             max_scan_size,
             allow_unscannable,
             synth: Default::default(),
+            watermark: None,
         }
+    }
+
+    /// Every document view carries `mark` from now on (set before mounting).
+    pub fn set_watermark(&mut self, mark: String) {
+        self.watermark = Some(mark);
     }
 
     /// Is the file at `rel` (stat `st`) served as a synthesized view (an office document rebuilt
@@ -237,6 +245,7 @@ impl Viewer {
             data,
             self.policy.refuse_macros(),
             budget,
+            self.watermark.as_deref(),
         ) {
             Ok(crate::redact::document::Outcome::Clean) => View::Raw,
             Ok(crate::redact::document::Outcome::Masked(r)) => View::Synth(Arc::new(Synth {

@@ -40,6 +40,8 @@ pub struct Profile {
     pub breaker: BreakerCfg,
     #[serde(default)]
     pub present: PresentCfg,
+    #[serde(default)]
+    pub watermark: WatermarkCfg,
     /// The file this profile was loaded from (`None` = built-in or parsed from a string).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -152,6 +154,16 @@ pub struct PresentCfg {
     /// Patterns of files shown as a metadata stub (kind, size, dates, page/sheet/slide counts,
     /// title: see `crate::present`) instead of their bytes. Default none.
     pub metadata: Vec<String>,
+}
+
+/// `[watermark]`: marks that trace a leaked copy of a view back to its mount and session.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatermarkCfg {
+    /// Every office document view (`redaction.documents`) carries a document property naming
+    /// the mount point, the session and the time it was mounted; `veilfs trace FILE` reads it
+    /// back. Default false.
+    pub documents: bool,
 }
 
 /// Policy for files the redaction engine cannot vouch for.

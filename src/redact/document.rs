@@ -113,6 +113,7 @@ pub fn redact(
     data: &[u8],
     refuse_macros: bool,
     budget: u64,
+    mark: Option<&str>,
 ) -> Result<Outcome, String> {
     if data.starts_with(OLE_MAGIC) {
         let wide: Vec<u8> = "EncryptedPackage"
@@ -192,6 +193,13 @@ pub fn redact(
             rules.extend(ids.rules);
             bytes = m;
         }
+        if let Some(mark) = mark
+            && (name == "docProps/core.xml" || name == "meta.xml")
+        {
+            bytes = insert_mark(&bytes, mark)
+                .map_err(|e| format!("malformed document: member `{name}`: {e}"))?;
+            changed = true;
+        }
         members.push((name, method, modified, Some(bytes)));
     }
     if !changed {
@@ -220,6 +228,102 @@ pub fn redact(
         rules,
         redactions,
     }))
+}
+
+/// The namespaces of the properties a mark is written as.
+const DC_NS: &str = "http://purl.org/dc/elements/1.1/";
+const ODF_META_NS: &str = "urn:oasis:names:tc:opendocument:xmlns:meta:1.0";
+/// The name of the OpenDocument user-defined property holding the mark.
+const ODF_MARK: &str = "veilfs-watermark";
+/// Every mark starts with this, so `read_mark` tells it from any other identifier.
+const MARK_PREFIX: &str = "veilfs watermark: ";
+
+/// The mark of a mount's document views: mount point, session and time.
+pub fn mark_text(mountpoint: &std::path::Path, session: &str, time: &str) -> String {
+    format!(
+        "{MARK_PREFIX}mount={} session={session} mounted={time}",
+        mountpoint.display()
+    )
+}
+
+/// Writes `mark` as the last property of a core-properties (`dc:identifier`) or OpenDocument
+/// `meta.xml` (`meta:user-defined`) member; the element declares its own namespace, so the
+/// member's prefixes do not matter.
+fn insert_mark(xml: &[u8], mark: &str) -> Result<Vec<u8>, String> {
+    let src = std::str::from_utf8(xml).map_err(|_| "not UTF-8".to_string())?;
+    let mut reader = quick_xml::Reader::from_str(src);
+    let mut w = quick_xml::Writer::new(Vec::with_capacity(xml.len() + 256));
+    let io = |e: std::io::Error| e.to_string();
+    let mut depth = 0usize;
+    loop {
+        let ev = reader
+            .read_event()
+            .map_err(|e| format!("XML error at byte {}: {e}", reader.error_position()))?;
+        match &ev {
+            Event::Start(_) => depth += 1,
+            Event::End(e) => {
+                let local = e.local_name();
+                let at = match local.as_ref() {
+                    // The root of docProps/core.xml.
+                    "coreProperties" if depth == 1 => Some(false),
+                    // office:meta, inside office:document-meta.
+                    "meta" if depth == 2 => Some(true),
+                    _ => None,
+                };
+                if let Some(odf) = at {
+                    let el = if odf {
+                        BytesStart::new("vfsmeta:user-defined").with_attributes([
+                            ("xmlns:vfsmeta", ODF_META_NS),
+                            ("vfsmeta:name", ODF_MARK),
+                        ])
+                    } else {
+                        BytesStart::new("vfsdc:identifier")
+                            .with_attributes([("xmlns:vfsdc", DC_NS)])
+                    };
+                    let end = el.to_end().into_owned();
+                    w.write_event(Event::Start(el.clone())).map_err(io)?;
+                    w.write_event(Event::Text(BytesText::new(mark)))
+                        .map_err(io)?;
+                    w.write_event(Event::End(end)).map_err(io)?;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        w.write_event(ev).map_err(io)?;
+    }
+    Ok(w.into_inner())
+}
+
+/// The watermark a document view carries, if any (`veilfs trace`).
+pub fn read_mark(data: &[u8]) -> Option<String> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(data)).ok()?;
+    for name in ["docProps/core.xml", "meta.xml"] {
+        let Ok(f) = zip.by_name(name) else {
+            continue;
+        };
+        let mut xml = String::new();
+        f.take(16 << 20).read_to_string(&mut xml).ok()?;
+        let mut r = quick_xml::Reader::from_str(&xml);
+        let mut inside = false;
+        loop {
+            match r.read_event() {
+                Ok(Event::Start(e)) => {
+                    inside = matches!(e.local_name().as_ref(), "identifier" | "user-defined")
+                }
+                Ok(Event::Text(t)) if inside => {
+                    let t = t.xml10_content();
+                    if t.starts_with(MARK_PREFIX) {
+                        return Some(t.into_owned());
+                    }
+                }
+                Ok(Event::Eof) | Err(_) => break,
+                _ => inside = false,
+            }
+        }
+    }
+    None
 }
 
 /// The rules and span count of one masked piece.
@@ -489,7 +593,7 @@ mod tests {
 
     fn redacted(data: &[u8]) -> Rebuilt {
         let e = engine();
-        match redact(&e, &e.all_rules(), data, true, 1 << 30).unwrap() {
+        match redact(&e, &e.all_rules(), data, true, 1 << 30, None).unwrap() {
             Outcome::Masked(r) => r,
             Outcome::Clean => panic!("nothing masked"),
         }
@@ -534,6 +638,36 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_is_written_into_the_properties_and_read_back() {
+        let e = engine();
+        let all = e.all_rules();
+        let mark = mark_text(
+            std::path::Path::new("/mnt/view"),
+            "s-1234",
+            "2026-01-01T00:00:00Z",
+        );
+        let core = r#"<?xml version="1.0"?><cp:coreProperties xmlns:cp="c" xmlns:dc="d"><dc:title>Plan</dc:title></cp:coreProperties>"#;
+        let ooxml = doc(&[
+            ("[Content_Types].xml", "<Types/>"),
+            ("docProps/core.xml", core),
+        ]);
+        let meta = r#"<office:document-meta xmlns:office="o"><office:meta><x>1</x></office:meta></office:document-meta>"#;
+        let odf = doc(&[
+            ("mimetype", "application/vnd.oasis.opendocument.text"),
+            ("meta.xml", meta),
+        ]);
+        for d in [ooxml, odf] {
+            assert_eq!(read_mark(&d), None);
+            // A clean document is rebuilt to carry it.
+            let Ok(Outcome::Masked(r)) = redact(&e, &all, &d, true, 1 << 30, Some(&mark)) else {
+                panic!("not rebuilt")
+            };
+            assert_eq!(r.redactions, 0);
+            assert_eq!(read_mark(&r.bytes).as_deref(), Some(mark.as_str()));
+        }
+    }
+
+    #[test]
     fn clean_documents_are_clean_and_bad_ones_are_refused_with_a_reason() {
         let e = engine();
         let all = e.all_rules();
@@ -542,10 +676,10 @@ mod tests {
             ("word/document.xml", "<d><p><t>hello world</t></p></d>"),
         ]);
         assert!(matches!(
-            redact(&e, &all, &clean, true, 1 << 30),
+            redact(&e, &all, &clean, true, 1 << 30, None),
             Ok(Outcome::Clean)
         ));
-        let err = |d: &[u8]| redact(&e, &all, d, true, 1 << 30).unwrap_err();
+        let err = |d: &[u8]| redact(&e, &all, d, true, 1 << 30, None).unwrap_err();
         let mut ole = OLE_MAGIC.to_vec();
         ole.extend(
             "EncryptedPackage"
@@ -564,11 +698,11 @@ mod tests {
         ]);
         assert!(err(&macros).contains("macros"));
         assert!(matches!(
-            redact(&e, &all, &macros, false, 1 << 30),
+            redact(&e, &all, &macros, false, 1 << 30, None),
             Ok(Outcome::Clean)
         ));
         assert!(
-            redact(&e, &all, &clean, true, 10)
+            redact(&e, &all, &clean, true, 10, None)
                 .unwrap_err()
                 .contains("scan limit")
         );

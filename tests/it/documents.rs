@@ -486,3 +486,69 @@ fn a_document_changed_outside_is_rebuilt_from_its_new_version() {
         "{xml}"
     );
 }
+
+/// `[watermark] documents = true`: every document view names its mount, session and time in
+/// its properties (python-docx reads it as the identifier), clean documents included, and
+/// `veilfs trace` reads it back from a copy taken out of the mount.
+#[test]
+fn document_views_carry_a_watermark_that_trace_reads_back() {
+    let scope = tempfile::tempdir().unwrap();
+    office(&["make", scope.path().to_str().unwrap(), TOKEN, EMAIL]);
+    let clean = zipped(&[
+        ("[Content_Types].xml", b"<Types/>"),
+        ("word/document.xml", b"<w:document><w:body><w:p><w:r><w:t>nothing to hide</w:t></w:r></w:p></w:body></w:document>"),
+        ("docProps/core.xml", br#"<cp:coreProperties xmlns:cp="c" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>Clean</dc:title></cp:coreProperties>"#),
+    ]);
+    fs::write(scope.path().join("clean.docx"), &clean).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let store_dir = store.path().join("s");
+    let pdir = tempfile::tempdir().unwrap();
+    let profile = write_profile(
+        pdir.path(),
+        "p.toml",
+        "version = 1\n[redaction]\nrule_sets = [\"secrets\", \"pii\"]\ndocuments = [\"*.docx\", \"*.odt\"]\n[watermark]\ndocuments = true\n",
+    );
+    let m = Mount::start(
+        scope.path(),
+        &[
+            "--profile",
+            profile.to_str().unwrap(),
+            "--store",
+            store_dir.to_str().unwrap(),
+        ],
+    );
+    let out = tempfile::tempdir().unwrap();
+    for doc in ["report.docx", "minutes.odt", "clean.docx"] {
+        fs::copy(m.path(doc), out.path().join(doc)).unwrap();
+    }
+    let mp = m.path("").display().to_string();
+    let (status, err) = m.stop();
+    assert!(status.success(), "{err}");
+    // The session the mount's audit trail was written under.
+    let session = fs::read_dir(store_dir.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap();
+    for doc in ["report.docx", "minutes.odt", "clean.docx"] {
+        let (ok, mark, err) = common::veilfs(&["trace", out.path().join(doc).to_str().unwrap()]);
+        assert!(ok, "{doc}: {err}");
+        assert!(
+            mark.contains(&format!("mount={mp} ")) && mark.contains(&format!("session={session} ")),
+            "{doc}: {mark}"
+        );
+    }
+    assert_ne!(fs::read(out.path().join("clean.docx")).unwrap(), clean);
+    // The real consumer still opens it, and sees the mark as the document's identifier.
+    let py = format!(
+        "import docx; print(docx.Document('{}').core_properties.identifier)",
+        out.path().join("report.docx").display()
+    );
+    let o = Command::new(python()).args(["-c", &py]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("session={session}")));
+    // A real file carries none.
+    let (ok, _, _) = common::veilfs(&["trace", scope.path().join("report.docx").to_str().unwrap()]);
+    assert!(!ok);
+}
