@@ -167,6 +167,14 @@ pub enum AuditEvent {
         rules: Vec<String>,
         redactions: usize,
     },
+    /// A synthesized view was served instead of the file's bytes (`view`: what it is, e.g.
+    /// `document`, an office document rebuilt with `redactions` spans masked by `rules`).
+    Synthesized {
+        path: PathBuf,
+        view: String,
+        rules: Vec<String>,
+        redactions: usize,
+    },
     /// A request refused, with the reason the agent-facing errno stands for.
     Denied {
         op: String,
@@ -322,6 +330,7 @@ impl AuditEvent {
         match self {
             AuditEvent::Open { .. } => "open",
             AuditEvent::Read { .. } => "read",
+            AuditEvent::Synthesized { .. } => "synthesized",
             AuditEvent::Denied { .. } => "denied",
             AuditEvent::Changed { .. } => "changed",
             AuditEvent::Renamed { .. } => "renamed",
@@ -352,7 +361,7 @@ impl AuditEvent {
         };
         match self {
             AuditEvent::Open { .. } => c(14, 1, 1, 1),
-            AuditEvent::Read { .. } => c(2, 1, 1, 1),
+            AuditEvent::Read { .. } | AuditEvent::Synthesized { .. } => c(2, 1, 1, 1),
             AuditEvent::Denied { op, .. } => c(activity_of_op(op), 2, 2, 1),
             AuditEvent::Changed { op, .. } => {
                 let dir = op.contains("mkdir") || op.contains("rmdir");
@@ -420,6 +429,7 @@ impl AuditEvent {
         match self {
             AuditEvent::Open { path, .. }
             | AuditEvent::Read { path, .. }
+            | AuditEvent::Synthesized { path, .. }
             | AuditEvent::Changed { path, .. }
             | AuditEvent::Diverted { path, .. } => (rel_str(path), None),
             AuditEvent::Denied { path, to, .. } => (rel_str(path), to.as_deref().map(rel_str)),
@@ -455,6 +465,9 @@ impl AuditEvent {
                     "read".into()
                 }
             }
+            AuditEvent::Synthesized {
+                view, redactions, ..
+            } => format!("served a synthesized {view} view, {redactions} span(s) masked"),
             AuditEvent::Denied { op, reason, .. } => format!("{op} denied: {reason}"),
             AuditEvent::Changed { op, .. } => op.clone(),
             AuditEvent::Renamed { exchange, .. } => {
@@ -519,6 +532,17 @@ impl AuditEvent {
                 ..
             } => {
                 m.insert("masked".into(), json!(masked));
+                m.insert("rules".into(), json!(rules));
+                m.insert("redactions".into(), json!(redactions));
+            }
+            AuditEvent::Synthesized {
+                view,
+                rules,
+                redactions,
+                ..
+            } => {
+                m.insert("view".into(), json!(view));
+                m.insert("masked".into(), json!(true));
                 m.insert("rules".into(), json!(rules));
                 m.insert("redactions".into(), json!(redactions));
             }
@@ -616,6 +640,15 @@ impl AuditEvent {
                 "read".into(),
                 String::new(),
                 *masked,
+                *redactions,
+                rules.join(","),
+            ),
+            AuditEvent::Synthesized {
+                rules, redactions, ..
+            } => (
+                "read".into(),
+                String::new(),
+                true,
                 *redactions,
                 rules.join(","),
             ),
@@ -927,7 +960,10 @@ impl Sink {
         let mut v = self.ocsf(e, actor);
         let urgent = !matches!(
             e,
-            AuditEvent::Open { .. } | AuditEvent::Read { .. } | AuditEvent::Changed { .. }
+            AuditEvent::Open { .. }
+                | AuditEvent::Read { .. }
+                | AuditEvent::Synthesized { .. }
+                | AuditEvent::Changed { .. }
         );
         let mut st = self.st.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = v.as_object_mut() {

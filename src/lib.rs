@@ -6,6 +6,7 @@
 //! - [`profile`]: the admin's TOML profile, validated with file:line errors.
 //! - [`live`], [`reload`]: the policy in force, replaced when the profile or a rule file changes.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
+//! - [`present`]: metadata stubs, shown instead of the content of files the profile names.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
 //! - [`history`]: git object files judged by content (`redaction.history`).
 //! - [`error`]: the rules errors follow; the errno an error carries.
@@ -62,6 +63,7 @@ pub mod mountinfo;
 pub mod overlay;
 pub mod pattern;
 pub mod policy;
+pub mod present;
 pub mod profile;
 pub mod redact;
 pub mod registry;

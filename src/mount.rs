@@ -307,6 +307,13 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             .context("hold the overlay's root")?,
         None => backing::open_root(&scope).with_context(|| format!("open {}", scope.display()))?,
     };
+    if req.profile.watermark.documents {
+        viewer.set_watermark(crate::redact::document::mark_text(
+            &mountpoint,
+            &audit_session,
+            &crate::time::format_time(crate::time::now_ns()),
+        ));
+    }
     let fs = VeilFs::new(
         root,
         FsConfig {

@@ -257,6 +257,9 @@ pub struct Policy {
     unscannable_all: bool,
     unscannable_allow: Rules,
     opaque: Rules,
+    documents: Rules,
+    refuse_macros: bool,
+    metadata: Rules,
     /// The agent's manifest, intersected with the profile ([`Policy::with_manifest`]).
     grant: Option<Grant>,
 }
@@ -341,6 +344,9 @@ impl Policy {
             )?,
             opaque: Rules::new("redaction.opaque", &origin, &red.opaque)?,
             grant: None,
+            documents: Rules::new("redaction.documents", &origin, &red.documents)?,
+            refuse_macros: red.refuse_macros,
+            metadata: Rules::new("present.metadata", &origin, &profile.present.metadata)?,
         })
     }
 
@@ -512,6 +518,27 @@ impl Policy {
     /// Such a binary is unscannable; any other binary is scanned through its printable runs.
     pub fn opaque(&self, rel: &Path) -> bool {
         self.opaque.subtree_allows(rel, true)
+    }
+
+    /// Is this file an office document to serve rebuilt with its secrets masked inside
+    /// (`redaction.documents` covers the path)? See [`crate::redact::document`].
+    pub fn document(&self, rel: &Path) -> bool {
+        !self.documents.is_empty() && self.documents.subtree_allows(rel, true)
+    }
+
+    /// Does the profile show any file as a metadata stub?
+    pub fn presents_any_metadata(&self) -> bool {
+        !self.metadata.is_empty()
+    }
+
+    /// Is this file shown as a metadata stub instead of its content (`present.metadata`)?
+    pub fn metadata(&self, rel: &Path) -> bool {
+        !self.metadata.is_empty() && self.metadata.subtree_allows(rel, true)
+    }
+
+    /// Are documents carrying macros refused (`redaction.refuse_macros`)?
+    pub fn refuse_macros(&self) -> bool {
+        self.refuse_macros
     }
 }
 

@@ -23,6 +23,20 @@ if ! command -v cargo >/dev/null; then
   [ -x "$HOME/.cargo/bin/cargo" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
+# The document tests (tests/it/documents.rs) read the views with the formats' own Python
+# libraries, installed from PyPI into a virtualenv beside the build (a few seconds, once).
+python3 -m venv --help >/dev/null 2>&1 || {
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv python3-pip
+}
+doc_venv="${CARGO_TARGET_DIR:-target}/doc-venv"
+case "$doc_venv" in /*) ;; *) doc_venv="$PWD/$doc_venv" ;; esac
+if ! "$doc_venv/bin/python" -c 'import docx, openpyxl, pptx, odf' 2>/dev/null; then
+  rm -rf "$doc_venv"
+  python3 -m venv "$doc_venv"
+  "$doc_venv/bin/pip" install -q --disable-pip-version-check python-docx openpyxl python-pptx odfpy
+fi
+export VEILFS_DOC_PYTHON="$doc_venv/bin/python"
 command -v pjdfstest >/dev/null && command -v fsx >/dev/null || cargo install --locked pjdfstest fsx
 export PATH="$HOME/.cargo/bin:$PATH"
 

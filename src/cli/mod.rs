@@ -14,6 +14,7 @@ mod profile;
 mod rules;
 mod run;
 mod scan;
+mod trace;
 mod why;
 
 #[derive(Parser, Debug)]
@@ -71,6 +72,8 @@ pub enum Command {
     Checkpoint(checkpoint::CheckpointArgs),
     /// Why something was denied: a live mount's last denials and their reasons.
     Why(why::WhyArgs),
+    /// Read back the watermark of a document view (which mount, session and time served it).
+    Trace(trace::TraceArgs),
     /// Sessions and every change they made.
     Log(forensic::LogArgs),
     /// What a session changed, as a diff.
@@ -120,6 +123,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rules(c) => rules::run(c),
         Command::Checkpoint(a) => checkpoint::run(a),
         Command::Why(a) => why::run(a),
+        Command::Trace(a) => trace::run(a),
         Command::Log(a) => forensic::run_log(a),
         Command::Diff(a) => forensic::run_diff(a),
         Command::Rollback(a) => forensic::run_rollback(a),

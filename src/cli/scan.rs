@@ -313,6 +313,34 @@ fn redaction_report(
         Ok(d) => d,
         Err(err) => return vec![unscannable(&format!("unreadable: {err}"))],
     };
+    if policy.metadata(&e.rel) {
+        return vec![if json {
+            serde_json::json!({"path": path, "present": "metadata"}).to_string()
+        } else {
+            format!("metadata\t{path}\tshown as a metadata stub, never its content")
+        }];
+    }
+    if policy.document(&e.rel) {
+        let rules = engine.rules_for(&e.rel);
+        let budget = profile.redaction.max_scan_size.saturating_mul(4);
+        use crate::redact::document::{Outcome, redact};
+        return match redact(engine, &rules, &data, policy.refuse_macros(), budget, None) {
+            Ok(Outcome::Clean) => Vec::new(),
+            Ok(Outcome::Masked(r)) if json => vec![
+                serde_json::json!({"path": path, "document": "rebuilt", "rules": r.rules, "redactions": r.redactions})
+                    .to_string(),
+            ],
+            Ok(Outcome::Masked(r)) => vec![format!(
+                "document\t{path}\tserved rebuilt, {} span(s) masked ({})",
+                r.redactions,
+                r.rules.join(",")
+            )],
+            Err(why) if json => vec![
+                serde_json::json!({"path": path, "unscannable": why, "open": "denied"}).to_string(),
+            ],
+            Err(why) => vec![format!("unscannable\t{path}\tdocument refused: {why}\tdenied")],
+        };
+    }
     // Only the binary check here: `findings` is the one engine pass (a full `scan` first would
     // run every regex twice).
     if crate::redact::text::classify(&data) == crate::redact::text::Kind::Binary {

@@ -92,6 +92,11 @@ impl VeilFs {
     /// The attributes the agent is shown for `st` (see [`Self::visible_links`]).
     pub(super) fn attr(&self, ino: u64, st: &Stat) -> FileAttr {
         let mut st = *st;
+        // A synthesized view (a rebuilt document) has its own size, built on first lookup.
+        if let Some(size) = self.synthesized_size(ino, &st) {
+            st.size = size;
+            st.blocks = size.div_ceil(512);
+        }
         if st.kind() == Kind::File && st.nlink > 1 {
             st.nlink = self.visible_links(ino, &st);
         }

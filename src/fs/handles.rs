@@ -62,9 +62,14 @@ impl VeilFs {
         if !writable && let Err(e) = self.count_read(&st) {
             return Err((e, reply));
         }
+        let mut synth = None;
         let redactions = match view {
             View::Raw => None,
             View::Masked(r) => Some(r),
+            View::Synth(s) => {
+                synth = Some(s);
+                None
+            }
             View::Denied(reason) => {
                 audit::denied("read", &rel, &reason);
                 return Err((Errno::EACCES, reply));
@@ -79,6 +84,7 @@ impl VeilFs {
         // whatever the real file holds at each read, never a scanned copy: only for files no
         // rule applies to (a clean file rewritten outside could otherwise show a new secret).
         let try_passthrough = redactions.is_none()
+            && synth.is_none()
             && st.size >= PASSTHROUGH_MIN_SIZE
             && self.cfg.viewer.rules_for(&rel, &st).is_empty()
             && !writable
@@ -110,12 +116,21 @@ impl VeilFs {
             .map(audit::rules_fired)
             .unwrap_or_default();
         let fh = self.insert_handle(inode, file, writable, passthrough_id.is_some());
-        audit::emit(&audit::AuditEvent::Open {
-            path: rel,
-            writable,
-            masked: redactions.is_some(),
-            rules,
-            redactions: n,
+        audit::emit(&match synth {
+            // Audited as what it is: not the file's bytes.
+            Some(s) => audit::AuditEvent::Synthesized {
+                path: rel,
+                view: s.kind.to_string(),
+                rules: s.rules.clone(),
+                redactions: s.redactions,
+            },
+            None => audit::AuditEvent::Open {
+                path: rel,
+                writable,
+                masked: redactions.is_some(),
+                rules,
+                redactions: n,
+            },
         });
         let fflags = if keep_cache {
             FopenFlags::FOPEN_KEEP_CACHE

@@ -405,7 +405,12 @@ impl VeilFs {
         };
         let fd = self.fd(&inode)?;
         let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
-        if let View::Masked(r) = self.cfg.viewer.decide(&rel, fd.as_fd(), &st)
+        let view = self.cfg.viewer.decide(&rel, fd.as_fd(), &st);
+        if let View::Synth(_) = view {
+            audit::denied("truncate", &rel, view::SYNTH_READ_ONLY);
+            return Err(Errno::EACCES);
+        }
+        if let View::Masked(r) = view
             && let Some(s) = r.spans().iter().find(|s| s.end > size)
         {
             audit::denied(

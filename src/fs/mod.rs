@@ -860,6 +860,20 @@ impl Filesystem for VeilFs {
             };
             &handle.file
         };
+        // A synthesized view is all data, up to its own size (not the real file's: `cp` would
+        // otherwise copy a hole, or stop short).
+        if let Ok(st) = backing::stat_fd(file.as_fd())
+            && let Some(size) = self.synthesized_size(ino.0, &st)
+            && matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE | libc::SEEK_END)
+        {
+            let off = offset.max(0) as u64;
+            return match whence {
+                libc::SEEK_END => reply.offset((size as i64).saturating_add(offset)),
+                _ if off >= size => reply.error(Errno::ENXIO),
+                libc::SEEK_DATA => reply.offset(offset),
+                _ => reply.offset(size as i64),
+            };
+        }
         // SEEK_DATA/SEEK_HOLE on the real file (sparse-aware cp/tar).
         // A negative offset reaches the kernel as it came (cast back), which answers EINVAL.
         let pos = match whence {

@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// What [`VeilFs::scanned_copy`] found.
+pub(super) enum Scanned {
+    Copy(Arc<served::Copy>),
+    /// Above `max_scan_size`: never scanned (stat of the version found).
+    TooLarge(Stat),
+}
+
 /// Reads up to `size` bytes at `offset`, short only at end of file.
 pub(super) fn pread_full(file: &File, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; size as usize];
@@ -32,18 +39,30 @@ impl VeilFs {
         size: u32,
         writable: bool,
     ) -> Result<Vec<u8>, Errno> {
-        if writable || !self.cfg.viewer.redaction_enabled() {
+        if writable {
             return pread_full(file, offset, size);
         }
         let rel = self.rel(ino)?;
+        if !self.cfg.viewer.redaction_enabled() && !self.cfg.viewer.presents_metadata(&rel) {
+            return pread_full(file, offset, size);
+        }
+        match self.scanned_copy(ino, &rel, file)? {
+            Scanned::Copy(c) => self.serve(&rel, &c, offset, size),
+            Scanned::TooLarge(st) => self.read_unscanned(&rel, file, &st, offset, size),
+        }
+    }
+
+    /// The scanned copy of the current version of `file` (the real file of inode `ino` at
+    /// `rel`) that reads are served from, and its view; taken and decided now if there is none.
+    pub(super) fn scanned_copy(&self, ino: u64, rel: &Path, file: &File) -> Result<Scanned, Errno> {
         let stat = || backing::stat_fd(file.as_fd());
         let (mut rules, mut last_key, mut waited) = (None, None, false);
         for _ in 0..READ_ATTEMPTS {
             let st = stat().map_err(|e| errno_of(&e))?;
             if st.size > self.cfg.viewer.max_scan_size() {
-                return self.read_unscanned(&rel, file, &st, offset, size);
+                return Ok(Scanned::TooLarge(st));
             }
-            let sel = self.cfg.viewer.rules_for(&rel, &st).id();
+            let sel = self.cfg.viewer.rules_for(rel, &st).id();
             rules = Some(sel);
             let id = view::file_id(&st);
             let key = (st.dev, st.ino);
@@ -55,9 +74,9 @@ impl VeilFs {
                 // The copy may have been taken ahead of this read (see `ahead`): the first
                 // read of this version is still the one the audit trail tells.
                 if self.cfg.no_open {
-                    self.audit_first_read(ino, &rel, &st, &c.view);
+                    self.audit_first_read(ino, rel, &st, &c.view);
                 }
-                return self.serve(&rel, &c, offset, size);
+                return Ok(Scanned::Copy(c));
             }
             let own = self.copies.own_change(key);
             let data =
@@ -75,25 +94,26 @@ impl VeilFs {
                             if waited {
                                 self.copies.mark_churning(key);
                             }
-                            return self.serve(&rel, &c, offset, size);
+                            return Ok(Scanned::Copy(c));
                         }
                         std::thread::sleep(wait);
                         waited = true;
                         continue;
                     }
                 };
-            let v = self.cfg.viewer.decide_bytes(&rel, &st, &data);
+            let v = self.cfg.viewer.decide_bytes(rel, &st, &data);
             // Masked edits: the view is recorded before it is first served.
             if let View::Masked(r) = &v {
-                self.record_served(&rel, &st, &data, r)?;
+                self.record_served(rel, &st, &data, r)?;
             }
             if self.cfg.no_open {
-                self.audit_first_read(ino, &rel, &st, &v);
+                self.audit_first_read(ino, rel, &st, &v);
             }
             let c = Arc::new(served::Copy {
                 id,
                 rules: sel,
-                data: if matches!(v, View::Denied(_)) {
+                // A denied file's bytes are never served, a synthesized view's are its own.
+                data: if matches!(v, View::Denied(_) | View::Synth(_)) {
                     Vec::new()
                 } else {
                     data
@@ -104,16 +124,45 @@ impl VeilFs {
             if !view::is_pending(&c.view) {
                 self.copies.put(key, c.clone());
             }
-            return self.serve(&rel, &c, offset, size);
+            return Ok(Scanned::Copy(c));
         }
         // Never still long enough: the last consistent copy is stale but was scanned.
         if let Some(c) = last_key.and_then(|k| self.copies.get(k))
             && Some(c.rules) == rules
         {
-            return self.serve(&rel, &c, offset, size);
+            return Ok(Scanned::Copy(c));
         }
-        audit::denied("read", &rel, "the file kept changing while it was read");
+        audit::denied("read", rel, "the file kept changing while it was read");
         Err(Errno::EIO)
+    }
+
+    /// The size of the synthesized view of inode `ino` (real stat `st`), when it has one: what
+    /// lookup and getattr report, so the kernel's idea of the file's end (and mmap) matches
+    /// the bytes reads serve. `None` when its view is the file's own bytes, or refused.
+    pub(super) fn synthesized_size(&self, ino: u64, st: &Stat) -> Option<u64> {
+        if st.kind() != Kind::File {
+            return None;
+        }
+        let inode = self.inodes.get(ino)?;
+        if !self.cfg.viewer.may_synthesize(&inode.location().name) {
+            return None;
+        }
+        let rel = self.rel(ino).ok()?;
+        if !self.cfg.viewer.is_synthesized(&rel, st) {
+            return None;
+        }
+        let fd = self.fd(&inode).ok()?;
+        let file = backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).ok()?;
+        match self.scanned_copy(ino, &rel, &file).ok()? {
+            Scanned::Copy(c) => match &c.view {
+                View::Synth(s) => Some(s.bytes.len() as u64),
+                _ => None,
+            },
+            Scanned::TooLarge(st) => match self.cfg.viewer.decide(&rel, file.as_fd(), &st) {
+                View::Synth(s) => Some(s.bytes.len() as u64),
+                _ => None,
+            },
+        }
     }
 
     /// Bytes `offset..offset+size` of a scanned copy, as its view allows.
@@ -128,9 +177,13 @@ impl VeilFs {
             audit::denied("read", rel, reason);
             return Err(Errno::EACCES);
         }
-        let start = (offset as usize).min(c.data.len());
-        let end = start.saturating_add(size as usize).min(c.data.len());
-        let mut buf = c.data[start..end].to_vec();
+        let data = match &c.view {
+            View::Synth(s) => &s.bytes,
+            _ => &c.data,
+        };
+        let start = (offset as usize).min(data.len());
+        let end = start.saturating_add(size as usize).min(data.len());
+        let mut buf = data[start..end].to_vec();
         if let View::Masked(r) = &c.view {
             r.apply(offset, &mut buf);
         }
@@ -147,9 +200,22 @@ impl VeilFs {
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>, Errno> {
-        if let View::Denied(reason) = self.cfg.viewer.decide(rel, file.as_fd(), st) {
-            audit::denied("read", rel, &reason);
-            return Err(Errno::EACCES);
+        match self.cfg.viewer.decide(rel, file.as_fd(), st) {
+            View::Denied(reason) => {
+                audit::denied("read", rel, &reason);
+                return Err(Errno::EACCES);
+            }
+            // A metadata stub of a file too large to read: made from its stat alone.
+            v @ View::Synth(_) => {
+                let c = served::Copy {
+                    id: view::file_id(st),
+                    rules: 0,
+                    data: Vec::new(),
+                    view: v,
+                };
+                return self.serve(rel, &c, offset, size);
+            }
+            View::Raw | View::Masked(_) => {}
         }
         let buf = pread_full(file, offset, size)?;
         let after = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
@@ -169,6 +235,15 @@ impl VeilFs {
         let mut last = inode.last_open.lock().unwrap_or_else(|e| e.into_inner());
         if *last != Some(id) {
             *last = Some(id);
+            if let View::Synth(s) = view {
+                audit::emit(&audit::AuditEvent::Synthesized {
+                    path: rel.to_path_buf(),
+                    view: s.kind.to_string(),
+                    rules: s.rules.clone(),
+                    redactions: s.redactions,
+                });
+                return;
+            }
             let (rules, redactions) = match view {
                 View::Masked(r) => audit::rules_fired(r),
                 _ => (Vec::new(), 0),

@@ -22,8 +22,8 @@
 //! that follow within a few seconds get that copy without waiting again; a file that never
 //! holds still and has no copy is refused.
 //!
-//! Copies are bounded by total bytes (oldest dropped first); a dropped copy is simply taken
-//! again.
+//! Copies are bounded by total bytes (oldest dropped first, a synthesized view's bytes
+//! counted); a dropped copy is simply taken again.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -46,6 +46,17 @@ pub struct Copy {
     pub rules: u64,
     pub data: Vec<u8>,
     pub view: View,
+}
+
+impl Copy {
+    /// Bytes this copy holds: the file's, or its synthesized view's.
+    fn bytes(&self) -> usize {
+        self.data.len()
+            + match &self.view {
+                View::Synth(s) => s.bytes.len(),
+                _ => 0,
+            }
+    }
 }
 
 /// A real file's identity, (device, inode): copies outlive the kernel's FUSE inodes (the
@@ -136,11 +147,11 @@ impl Copies {
     pub fn put(&self, ino: Key, c: Arc<Copy>) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = g.by_ino.insert(ino, c.clone()) {
-            g.bytes -= old.data.len();
+            g.bytes -= old.bytes();
         } else {
             g.order.push_back(ino);
         }
-        g.bytes += c.data.len();
+        g.bytes += c.bytes();
         while g.bytes > self.budget && g.order.len() > 1 {
             let Some(victim) = g.order.pop_front() else {
                 break;
@@ -150,7 +161,7 @@ impl Copies {
                 continue;
             }
             if let Some(old) = g.by_ino.remove(&victim) {
-                g.bytes -= old.data.len();
+                g.bytes -= old.bytes();
             }
         }
     }
@@ -256,6 +267,28 @@ mod tests {
             "a copy larger than the budget is still kept alone"
         );
         assert!(c.get((0, 2)).is_none() && c.get((0, 3)).is_none());
+    }
+
+    #[test]
+    fn synthesized_views_count_towards_the_budget() {
+        let c = Copies::new(100);
+        let synth = |n: usize| {
+            Arc::new(Copy {
+                view: View::Synth(Arc::new(super::super::view::Synth {
+                    bytes: vec![0; n],
+                    kind: "document",
+                    rules: Vec::new(),
+                    redactions: 0,
+                })),
+                data: Vec::new(),
+                id: copy(0).id,
+                rules: 0,
+            })
+        };
+        c.put((0, 1), synth(60));
+        c.put((0, 2), synth(60));
+        assert!(c.get((0, 1)).is_none(), "a view's bytes count");
+        assert!(c.get((0, 2)).is_some());
     }
 
     /// A file in a temp dir holding "version one", open, and its stat.

@@ -7,6 +7,16 @@
 //! allows serving it unscanned. Other binaries are scanned through their printable runs and
 //! masked in place (`redact::binary`).
 //!
+//! Synthesized views: content the agent sees whose size differs from the real file's (an office
+//! document rebuilt with its secrets masked, `redact::document`; a metadata stub shown instead
+//! of a file's content, `crate::present`). Such a view is built
+//! from a consistent copy of one version of the file (the settle rule of `fs::served`), cached
+//! by that version's identity and the rules that applied, and is a pure function of both (the
+//! rebuild is deterministic), so a view dropped from the cache and built again is the same bytes.
+//! Its size is what `lookup`/`getattr` report (`fs::attr`), reads and mmap are served from its
+//! bytes, and it is read-only (the write path refuses any change to a file whose view is
+//! synthesized: there is no way to map an edit of the rebuilt bytes back onto the real ones).
+//!
 //! Opacity follows the name, so it is decided only for a file with one link (a hard link's
 //! other names could be ones the profile does not call opaque), and the scan verdict of an
 //! opaque name is cached apart from the one of the same version under other names.
@@ -30,12 +40,38 @@ pub enum View {
     Masked(Arc<Redactions>),
     /// Refuse to open; the string is the audit reason.
     Denied(String),
+    /// Serve these bytes instead of the file's (a synthesized view: see the module comment).
+    Synth(Arc<Synth>),
 }
 
 /// Is `v` a refusal that lasts only until a git pack's scan ends (never to be cached)?
 pub fn is_pending(v: &View) -> bool {
     matches!(v, View::Denied(why) if why.starts_with(crate::history::PENDING))
 }
+
+/// A synthesized view's bytes and what it is, for the audit.
+#[derive(Debug)]
+pub struct Synth {
+    pub bytes: Vec<u8>,
+    /// What the view is (`"document"`).
+    pub kind: &'static str,
+    /// Distinct ids of the rules whose matches it masks.
+    pub rules: Vec<String>,
+    pub redactions: usize,
+}
+
+/// Synthesized views by (file version, rule selection), bounded by total bytes.
+#[derive(Default)]
+struct SynthCache {
+    views: std::collections::HashMap<(FileId, u64), View>,
+    bytes: usize,
+}
+
+/// Why a change to a file with a synthesized view is refused (the audit reason).
+pub const SYNTH_READ_ONLY: &str = "the agent sees a synthesized view of this file (rebuilt with its secrets masked); it is read-only, since an edit of the rebuilt bytes cannot be mapped back onto the real ones";
+
+/// Bytes of synthesized views kept (past it the cache starts over: views are rebuilt on demand).
+const SYNTH_BUDGET: usize = 128 << 20;
 
 /// What the agent may see of a piece of metadata.
 pub enum MetaView {
@@ -47,6 +83,9 @@ pub enum MetaView {
     /// value is. Other binary values are scanned through their printable runs.
     Binary,
 }
+
+/// Mixed into the cache key of metadata stubs.
+const METADATA_KEY: u64 = 0x6d65_7461_6461_7461;
 
 /// Mixed into the cache key of verdicts taken under an opaque name.
 const OPAQUE_KEY: u64 = 0x6f70_6171_7565_5f31;
@@ -61,6 +100,9 @@ pub struct Viewer {
     allow_unscannable: bool,
     /// Git object files, recognised by content, are judged here first (`redaction.history`).
     history: Option<Arc<History>>,
+    synth: std::sync::Mutex<SynthCache>,
+    /// The mark every document view carries (`[watermark] documents`).
+    watermark: std::sync::OnceLock<String>,
 }
 
 pub fn file_id(st: &Stat) -> FileId {
@@ -92,6 +134,8 @@ impl Viewer {
             max_scan_size,
             allow_unscannable,
             history: None,
+            synth: Default::default(),
+            watermark: std::sync::OnceLock::new(),
         }
     }
 
@@ -120,6 +164,137 @@ impl Viewer {
             Some(Gate::Outcome(o)) => Ok((o, keep)),
             Some(Gate::Pending(why)) => Err(View::Denied(why)),
             None => Ok((engine.scan_as(sel, data, opaque), keep)),
+        }
+    }
+
+    /// Every document view carries `mark` from now on (set before mounting).
+    pub fn set_watermark(&self, mark: String) {
+        let _ = self.watermark.set(mark);
+    }
+
+    /// Is the file at `rel` (stat `st`) served as a synthesized view (an office document rebuilt
+    /// with its secrets masked)? Decided by the name, so only for a file with one link: a hard
+    /// link's other names may not be documents, where the strictest view (the container scan,
+    /// which refuses a secret inside) applies.
+    ///
+    /// A file the profile presents as metadata is shown its stub whatever its link count (a
+    /// stub shows less than any other view).
+    pub fn is_synthesized(&self, rel: &Path, st: &Stat) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        st.kind() == backing::Kind::File
+            && (self.live.current().policy.metadata(rel)
+                || (!self.live.current().engine.is_empty()
+                    && st.nlink <= 1
+                    && rel
+                        .file_name()
+                        .is_some_and(|n| crate::redact::document::is_document_name(n.as_bytes()))
+                    && self.live.current().policy.document(rel)))
+    }
+
+    /// Can the file named `name` have a synthesized view? A cheap check by name alone, before
+    /// its path is computed (every lookup and getattr asks).
+    pub fn may_synthesize(&self, name: &std::ffi::OsStr) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        self.live.current().policy.presents_any_metadata()
+            || (!self.live.current().engine.is_empty()
+                && crate::redact::document::is_document_name(name.as_bytes()))
+    }
+
+    /// Is the file at `rel` shown as a metadata stub?
+    pub fn presents_metadata(&self, rel: &Path) -> bool {
+        self.live.current().policy.metadata(rel)
+    }
+
+    /// The metadata stub of `data` (version `st` of `rel`), masked like any text.
+    /// `data` is `None` for a file too large to read (above `max_scan_size`).
+    fn metadata_stub(&self, rel: &Path, st: &Stat, data: Option<&[u8]>) -> View {
+        use std::os::unix::ffi::OsStrExt;
+        let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        let stub = match data {
+            Some(d) => crate::present::stub(name, st, d),
+            None => crate::present::stub_unread(name, st),
+        }
+        .into_bytes();
+        let (bytes, rules, redactions) = match self
+            .live
+            .current()
+            .engine
+            .scan_with(&self.live.current().engine.all_rules(), &stub)
+        {
+            ScanOutcome::Redact(r) => {
+                let (rules, n) = crate::audit::rules_fired(&r);
+                (crate::redact::mask_all(&stub, &r), rules, n)
+            }
+            _ => (stub, Vec::new(), 0),
+        };
+        View::Synth(Arc::new(Synth {
+            bytes,
+            kind: "metadata",
+            rules,
+            redactions,
+        }))
+    }
+
+    /// The view of the document at `rel` from `data`, a copy of version `st`; cached when `keep`
+    /// (a consistent copy).
+    fn decide_document(&self, rel: &Path, st: &Stat, data: &[u8], keep: bool) -> View {
+        let sel = self.rules_for(rel, st);
+        let metadata = self.live.current().policy.metadata(rel);
+        // Stubs and documents of one version are different views.
+        let key = (
+            file_id(st),
+            sel.id() ^ if metadata { METADATA_KEY } else { 0 },
+        );
+        if let Some(v) = self
+            .synth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .views
+            .get(&key)
+        {
+            return v.clone();
+        }
+        let budget = self.max_scan_size.saturating_mul(4);
+        let v = if metadata {
+            self.metadata_stub(rel, st, Some(data))
+        } else {
+            self.rebuild_document(&sel, data, budget)
+        };
+        if keep {
+            let mut c = self.synth.lock().unwrap_or_else(|e| e.into_inner());
+            let n = match &v {
+                View::Synth(s) => s.bytes.len(),
+                _ => 0,
+            };
+            if c.bytes + n > SYNTH_BUDGET {
+                c.views.clear();
+                c.bytes = 0;
+            }
+            c.bytes += n;
+            c.views.insert(key, v.clone());
+        }
+        v
+    }
+
+    /// The view of office document `data`: rebuilt with its secrets masked, as it is when it
+    /// holds none, or refused.
+    fn rebuild_document(&self, sel: &RuleSelection, data: &[u8], budget: u64) -> View {
+        match crate::redact::document::redact(
+            &self.live.current().engine,
+            sel,
+            data,
+            self.live.current().policy.refuse_macros(),
+            budget,
+            self.watermark.get().map(String::as_str),
+        ) {
+            Ok(crate::redact::document::Outcome::Clean) => View::Raw,
+            Ok(crate::redact::document::Outcome::Masked(r)) => View::Synth(Arc::new(Synth {
+                bytes: r.bytes,
+                kind: "document",
+                rules: r.rules,
+                redactions: r.redactions,
+            })),
+            Err(why) => View::Denied(format!("document refused: {why}")),
         }
     }
 
@@ -166,6 +341,33 @@ impl Viewer {
 
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
     pub fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
+        if self.is_synthesized(rel, st) {
+            if st.size > self.max_scan_size && self.live.current().policy.metadata(rel) {
+                // Too large to read: a stub from what the stat tells.
+                return self.metadata_stub(rel, st, None);
+            }
+            if st.size > self.max_scan_size {
+                return View::Denied(format!(
+                    "document of {} bytes is above max_scan_size {}",
+                    st.size, self.max_scan_size
+                ));
+            }
+            let cant = |e: std::io::Error| View::Denied(format!("cannot read to scan: {e}"));
+            let f = match backing::reopen(fd, libc::O_RDONLY) {
+                Ok(f) => f,
+                Err(e) => return cant(e),
+            };
+            // Reads are served from a view built on a consistent copy (`fs::read`); this one
+            // only tells the write path and renames what the view is.
+            return match super::served::consistent_copy(&f, st, || backing::stat_fd(fd), None) {
+                Ok(super::served::Taken::Copy(data)) => self.decide_document(rel, st, &data, true),
+                Ok(_) => match read_all(fd, st.size) {
+                    Ok(data) => self.decide_document(rel, st, &data, false),
+                    Err(e) => cant(e),
+                },
+                Err(e) => cant(e),
+            };
+        }
         let engine = self.live.current().engine.clone();
         self.decide_with(rel, st, |sel, opaque| {
             if st.size > self.max_scan_size {
@@ -207,6 +409,9 @@ impl Viewer {
     /// The view of `data`, a consistent copy of the file at `rel` (stat `st`): what a read
     /// serves is then exactly what was scanned (see `fs::served`).
     pub fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
+        if self.is_synthesized(rel, st) {
+            return self.decide_document(rel, st, data, true);
+        }
         let engine = self.live.current().engine.clone();
         self.decide_with(rel, st, |sel, opaque| {
             self.scan_data(&engine, sel, data, opaque, true)
@@ -272,12 +477,16 @@ impl Viewer {
         fd: BorrowedFd<'_>,
         st: &Stat,
     ) -> bool {
-        if self.live.current().engine.is_empty() {
+        if self.live.current().engine.is_empty() && !self.live.current().policy.metadata(from) {
             return true;
         }
         match (self.decide(from, fd, st), self.decide(to, fd, st)) {
             (View::Raw, _) | (_, View::Denied(_)) => true,
             (View::Denied(_), _) | (View::Masked(_), View::Raw) => false,
+            // Both rebuilt by the same rules: the same view.
+            (View::Synth(a), View::Synth(b)) => a.bytes == b.bytes,
+            // Masked by other means than the rebuilt view: not comparable, so not allowed.
+            (View::Synth(_), _) | (_, View::Synth(_)) => false,
             (View::Masked(a), View::Masked(b)) => a.spans().iter().all(|x| {
                 b.spans()
                     .iter()

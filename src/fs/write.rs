@@ -293,6 +293,10 @@ impl VeilFs {
                 audit::denied(op, rel, &reason);
                 Err(Errno::EACCES)
             }
+            View::Synth(_) => {
+                audit::denied(op, rel, super::view::SYNTH_READ_ONLY);
+                Err(Errno::EACCES)
+            }
         }
     }
 
@@ -1149,6 +1153,18 @@ impl VeilFs {
                         || (policy.opaque(&b) && !policy.opaque(&a))
                     {
                         return Some(format!("{} would be served unscanned", a.display()));
+                    }
+                    if policy.metadata(&a) && !policy.metadata(&b) {
+                        return Some(format!(
+                            "{} would show its content instead of its metadata",
+                            a.display()
+                        ));
+                    }
+                    if policy.document(&b) && !policy.document(&a) {
+                        return Some(format!(
+                            "{} would be served as a rebuilt document instead of scanned whole",
+                            a.display()
+                        ));
                     }
                 }
                 Kind::Dir => {

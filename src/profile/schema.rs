@@ -42,6 +42,9 @@ pub struct Profile {
     pub approval: ApprovalCfg,
     #[serde(default)]
     pub guardrails: GuardrailsCfg,
+    pub present: PresentCfg,
+    #[serde(default)]
+    pub watermark: WatermarkCfg,
     /// The file this profile was loaded from (`None` = built-in or parsed from a string).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -125,6 +128,14 @@ pub struct RedactionCfg {
     /// What the agent may read of git's object files (the repository history). Default
     /// allow-if-clean.
     pub history: History,
+    /// Patterns of office documents served rebuilt with their secrets masked inside
+    /// (`redact::document`) instead of scanned as zip containers (which refuses any that holds
+    /// a secret). Only names ending in .docx, .xlsx, .pptx, .odt, .ods or .odp are rebuilt.
+    /// Default none; the default profile lists all six.
+    pub documents: Vec<String>,
+    /// Refuse documents carrying macros (`vbaProject.bin`, OpenDocument `Basic/`) instead of
+    /// serving them (default true).
+    pub refuse_macros: bool,
 }
 
 impl Default for RedactionCfg {
@@ -137,6 +148,8 @@ impl Default for RedactionCfg {
             unscannable_allow: Vec::new(),
             opaque: Vec::new(),
             history: History::AllowIfClean,
+            documents: Vec::new(),
+            refuse_macros: true,
         }
     }
 }
@@ -153,6 +166,25 @@ pub enum History {
     /// Scan every object of an object file; serve it only if no rule matches.
     #[default]
     AllowIfClean,
+}
+
+/// `[present]`: files the agent is shown something else than their content of.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresentCfg {
+    /// Patterns of files shown as a metadata stub (kind, size, dates, page/sheet/slide counts,
+    /// title: see `crate::present`) instead of their bytes. Default none.
+    pub metadata: Vec<String>,
+}
+
+/// `[watermark]`: marks that trace a leaked copy of a view back to its mount and session.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatermarkCfg {
+    /// Every office document view (`redaction.documents`) carries a document property naming
+    /// the mount point, the session and the time it was mounted; `veilfs trace FILE` reads it
+    /// back. Default false.
+    pub documents: bool,
 }
 
 /// Policy for files the redaction engine cannot vouch for.

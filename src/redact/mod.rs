@@ -15,6 +15,7 @@
 //! - [`binary`]: the printable runs of binaries (ASCII/UTF-8 and UTF-16LE, as `strings` finds
 //!   them), scanned and masked in place; compressed and encrypted content is unscannable.
 //! - [`container`]: gzip files and zip archives, scanned inside (a secret there refuses the file).
+//! - [`document`]: office documents (docx, xlsx, pptx, odt, ods, odp) rebuilt with secrets masked.
 //! - [`cache`]: results keyed by file identity and rule fingerprint.
 //! - [`generic`]: the credential parser behind `detector` rules (any `NAME <op> value` syntax)
 //!   and the placeholder filter every candidate secret goes through.
@@ -26,6 +27,7 @@
 pub mod binary;
 pub mod cache;
 pub mod container;
+pub mod document;
 pub mod engine;
 pub mod generic;
 pub mod gitleaks;
