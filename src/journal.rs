@@ -201,6 +201,46 @@ impl State {
         Self::read_fd(fd.as_fd(), rel, store)
     }
 
+    /// [`State::read`] for a capture: a regular file of at most [`crate::store::INLINE_MAX`]
+    /// bytes is read whole and stored lazily ([`Store::put_lazy`]), and its compressed bytes
+    /// returned for the caller to journal in an [`Event::Object`] before the `Capture`.
+    pub fn read_for_capture(
+        root: BorrowedFd<'_>,
+        rel: &Path,
+        store: &Store,
+    ) -> Result<(State, Option<Inline>), JournalError> {
+        let fd = match backing::open_path(root, rel) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                return Ok((State::Absent, None));
+            }
+            Err(e) => return Err(io_err(rel)(e)),
+        };
+        let st = backing::stat_fd(fd.as_fd()).map_err(io_err(rel))?;
+        if st.kind() != backing::Kind::File || st.size > crate::store::INLINE_MAX {
+            return Ok((Self::read_fd(fd.as_fd(), rel, Some(store))?, None));
+        }
+        let meta = meta_of(fd.as_fd(), &st).map_err(io_err(rel))?;
+        let f = backing::reopen(fd.as_fd(), libc::O_RDONLY).map_err(io_err(rel))?;
+        let mut data = Vec::with_capacity(st.size as usize);
+        io::Read::read_to_end(
+            &mut io::Read::take(&f, crate::store::INLINE_MAX + 1),
+            &mut data,
+        )
+        .map_err(io_err(rel))?;
+        if data.len() as u64 > crate::store::INLINE_MAX {
+            // It grew since the stat: store it the ordinary (durable) way.
+            return Ok((Self::read_fd(fd.as_fd(), rel, Some(store))?, None));
+        }
+        let (hash, z) = store.put_lazy(&data)?;
+        let state = State::File {
+            hash,
+            size: data.len() as u64,
+            meta,
+        };
+        Ok((state, Some((hash, z))))
+    }
+
     /// [`State::read`] of an object already held as an (O_PATH) fd.
     pub fn read_fd(
         fd: BorrowedFd<'_>,
@@ -230,6 +270,9 @@ impl State {
         })
     }
 }
+
+/// A pre-image's id and compressed bytes, to journal in an [`Event::Object`].
+pub type Inline = (ObjectId, Vec<u8>);
 
 /// The [`Meta`] of a held object (xattrs only for regular files and directories).
 pub fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
@@ -282,6 +325,14 @@ pub enum Event {
         #[serde(with = "relpath")]
         to: PathBuf,
         exchange: bool,
+    },
+    /// The compressed bytes (`zstd_hex`) of a small pre-image object, journalled (in the same
+    /// fsync as the `Capture` after it) instead of fsyncing the object and its directory:
+    /// readers of a session that did not end cleanly rebuild the object from it
+    /// ([`Store::repair`]).
+    Object {
+        id: ObjectId,
+        zstd_hex: String,
     },
     /// Informational: write, truncate, chmod, unlink, mkdir, create, symlink, link…
     Change {
@@ -756,12 +807,33 @@ impl Store {
         }
         let data = fs::read(&path).map_err(io_err(&path))?;
         let (records, tail) = parse_journal(&path, &data)?;
+        let ended = matches!(records.last().map(|r| &r.event), Some(Event::SessionEnd));
+        if !ended {
+            self.repair_objects(&path, &records)?;
+        }
         Ok(SessionLog {
             id: id.to_string(),
             path,
             records,
             tail,
         })
+    }
+
+    /// Rebuilds every lazily stored object of a session that did not end cleanly (a crash, or
+    /// still live) from its `Object` record, so rollback finds each pre-image whole. A session
+    /// that ended flushed its objects first ([`crate::guard::Guard::end`]).
+    fn repair_objects(&self, path: &Path, records: &[Record]) -> Result<(), JournalError> {
+        for r in records {
+            if let Event::Object { id, zstd_hex } = &r.event {
+                let z = hex::decode(zstd_hex).map_err(|e| JournalError::Corrupt {
+                    file: path.to_path_buf(),
+                    line: r.seq as usize + 1,
+                    msg: format!("object {id}: {e}"),
+                })?;
+                self.repair(id, &z)?;
+            }
+        }
+        Ok(())
     }
 
     /// The verified records of session `id` (a torn last line is left out).

@@ -174,7 +174,9 @@ impl Session {
             self.capture(from);
         }
         let (from, to) = (Path::new(from), Path::new(to));
-        self.g.rename_intent(from, to, exchange).unwrap();
+        self.g
+            .capture_for_rename(self.root.as_fd(), &[], from, to, exchange)
+            .unwrap();
         if !perform {
             return;
         }
