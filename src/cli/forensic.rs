@@ -599,6 +599,9 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
 pub fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
     let mut findings: Vec<String> = Vec::new();
+    // Reading the sessions first rebuilds the objects of one that did not end (a crash before
+    // its lazily stored pre-images reached the disk) from its journal, as rollback would.
+    let sessions = store.sessions()?;
     let (ids, strays) = store.list_objects()?;
     for s in strays {
         findings.push(format!("{}: not an object", s.display()));
@@ -612,7 +615,7 @@ pub fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     pb.finish_and_clear();
     let mut referenced = 0usize;
-    for info in store.sessions()? {
+    for info in sessions {
         let log: SessionLog = match store.load_session(&info.id) {
             Ok(l) => l,
             Err(e) => {

@@ -18,6 +18,7 @@ mod binaries;
 mod breaker;
 mod checkpoint;
 mod commit_kill;
+mod durability;
 mod edges;
 mod forensic;
 mod kill_switch;
