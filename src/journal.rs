@@ -399,6 +399,12 @@ pub struct SessionWriter {
     id: String,
     path: PathBuf,
     inner: Mutex<WriterState>,
+    /// Group commit: the number of records known durable, held across each fsync. A writer
+    /// that waited here while another's fsync ran finds its records covered and returns
+    /// without one of its own; appends go on meanwhile (the fsync runs on `sync_file`).
+    durable: Mutex<u64>,
+    /// A second descriptor of the journal, to fsync without holding `inner`.
+    sync_file: File,
 }
 
 #[derive(Debug)]
@@ -423,6 +429,14 @@ impl SessionWriter {
     }
 
     fn append_with(&self, e: Event, sync: bool) -> Result<u64, JournalError> {
+        let seq = self.append_unsynced(e)?;
+        if sync {
+            self.sync_to(seq + 1)?;
+        }
+        Ok(seq)
+    }
+
+    fn append_unsynced(&self, e: Event) -> Result<u64, JournalError> {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if st.poisoned {
             return Err(JournalError::Poisoned {
@@ -440,11 +454,7 @@ impl SessionWriter {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        let res = st
-            .file
-            .write_all(&buf)
-            .and_then(|_| if sync { st.file.sync_data() } else { Ok(()) });
-        if let Err(e) = res {
+        if let Err(e) = st.file.write_all(&buf) {
             st.poisoned = true;
             return Err(io_err(&self.path)(e));
         }
@@ -456,16 +466,37 @@ impl SessionWriter {
     /// Makes every record appended so far durable (for a batch of [`SessionWriter::append_lazy`]
     /// captures that guard changes made only after this returns).
     pub fn sync(&self) -> Result<(), JournalError> {
-        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if st.poisoned {
-            return Err(JournalError::Poisoned {
-                file: self.path.clone(),
-            });
+        let n = {
+            let st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            st.next_seq
+        };
+        self.sync_to(n)
+    }
+
+    /// Makes the first `n` records durable, sharing an fsync with concurrent callers.
+    fn sync_to(&self, n: u64) -> Result<(), JournalError> {
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        let poisoned = || JournalError::Poisoned {
+            file: self.path.clone(),
+        };
+        // Everything appended so far is covered by the fsync below (appends are whole lines
+        // written under `inner`); a poisoned writer's file may end in a torn line.
+        let upto = {
+            let st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if st.poisoned {
+                return Err(poisoned());
+            }
+            st.next_seq
+        };
+        if *durable >= n {
+            return Ok(());
         }
-        if let Err(e) = st.file.sync_data() {
+        if let Err(e) = self.sync_file.sync_data() {
+            let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             st.poisoned = true;
             return Err(io_err(&self.path)(e));
         }
+        *durable = upto;
         Ok(())
     }
 
@@ -705,9 +736,12 @@ impl Store {
             })
         })?;
         crate::store::fsync_dir(&dir)?;
+        let sync_file = file.try_clone().map_err(io_err(&path))?;
         let w = SessionWriter {
             id,
             path,
+            durable: Mutex::new(0),
+            sync_file,
             inner: Mutex::new(WriterState {
                 file,
                 next_seq: 0,
@@ -762,8 +796,11 @@ impl Store {
             blake3::hash(last).to_hex().to_string()
         };
         file.sync_data().map_err(io_err(&path))?;
+        let sync_file = file.try_clone().map_err(io_err(&path))?;
         Ok(SessionWriter {
             id: id.to_string(),
+            durable: Mutex::new(log.records.len() as u64),
+            sync_file,
             path,
             inner: Mutex::new(WriterState {
                 file,
@@ -883,6 +920,37 @@ mod tests {
             pid: 1,
             user: 0,
         }
+    }
+
+    /// Group commit: concurrent durable appends share fsyncs and still leave one intact
+    /// chain, every record in it.
+    #[test]
+    fn concurrent_durable_appends_keep_one_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::create_or_open(&tmp.path().join("s")).unwrap();
+        let w = store.new_session(start()).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let w = &w;
+                s.spawn(move || {
+                    for i in 0..25 {
+                        let e = Event::Change {
+                            path: format!("t{t}/{i}").into(),
+                            op: "write".into(),
+                        };
+                        if i % 2 == 0 {
+                            w.append(e).unwrap();
+                        } else {
+                            w.append_lazy(e).unwrap();
+                            w.sync().unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let recs = store.read_session(w.id()).unwrap();
+        assert_eq!(recs.len(), 101);
+        assert_eq!(*w.durable.lock().unwrap(), 101);
     }
 
     #[test]
