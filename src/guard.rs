@@ -886,6 +886,11 @@ mod tests {
             store.read_session(g.session_id()).unwrap();
             assert_eq!(store.read_bytes(&id).unwrap(), b"a before\n", "{damage}");
         }
+        // A later capture of the same bytes does not trust a torn copy it finds.
+        fs::write(store.object_path(&id), b"").unwrap();
+        fs::write(e.scope.join("b"), "a before\n").unwrap();
+        g.capture(e.root.as_fd(), Path::new("b")).unwrap();
+        assert_eq!(store.verify_object(&id).unwrap(), 9);
         // A session that ended cleanly flushed its objects and is not rebuilt.
         g.end();
         fs::remove_file(store.object_path(&id)).unwrap();

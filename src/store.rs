@@ -440,7 +440,10 @@ impl Store {
         let id = ObjectId::of(data);
         let dst = self.object_path(&id);
         let z = zstd::bulk::compress(data, ZSTD_LEVEL).map_err(io_err(&dst))?;
-        if !self.has(&id) {
+        // An existing copy is checked, not trusted: it may be a lazily stored object that a
+        // crash tore and no reader has rebuilt yet, and this session may end cleanly (and so
+        // never rebuild it) while relying on it.
+        if self.verify_object(&id).is_err() {
             self.place(&id, &z, false)?;
         }
         Ok((id, z))
