@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Write-path comparison: the same three agent-like workloads on the native folder, through veilfs
+# Write-path comparison: the same five agent-like workloads on the native folder, through veilfs
 # in snapshot mode (every pre-image stored and journalled first), veilfs in overlay mode, the
 # same two modes mounted by a normal user (through fusermount3; its overlay in a user namespace),
 # and fuse-overlayfs; then the time of `veilfs rollback` and `veilfs verify` for the snapshot session.
 #
 # Usage: sudo benches/write_path.sh [--quick] [--reps N] [--out FILE]
-#   --quick   ~10x smaller (100 edits, 100 MiB file, 2k-file tarball)
+#   --quick   ~10x smaller (100 edits, 100 MiB file, 2k-file tarball, 500-file git commit and rm -rf)
+# WORKLOADS="edit git" (environment) runs only those workloads; TARGETS="native snapshot" only those targets.
 #   --reps N  repetitions per cell (default 3); the median is reported
 #   --out F   also write the markdown table to F
 #
@@ -28,17 +29,22 @@ while (($#)); do
 done
 
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 2; }
-for c in fuse-overlayfs python3 bc; do
-	command -v "$c" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse-overlayfs python3 bc >/dev/null
+for c in fuse-overlayfs python3 bc git; do
+	command -v "$c" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse-overlayfs python3 bc git >/dev/null
 done
 repo=$(cd "$(dirname "$0")/.." && pwd)
-(cd "$repo" && cargo build --release --quiet)
-VEILFS="${CARGO_TARGET_DIR:-$repo/target}/release/veilfs"
+# VEILFS_BIN=path measures that binary instead (a build of an older commit, for a before/after).
+if [ -n "${VEILFS_BIN:-}" ]; then
+	VEILFS=$VEILFS_BIN
+else
+	(cd "$repo" && cargo build --release --quiet)
+	VEILFS="${CARGO_TARGET_DIR:-$repo/target}/release/veilfs"
+fi
 
 if ((QUICK)); then
-	NSMALL=100 BIGMB=100 NTAR=2000
+	NSMALL=100 BIGMB=100 NTAR=2000 NTREE=500
 else
-	NSMALL=1000 BIGMB=1024 NTAR=20000
+	NSMALL=1000 BIGMB=1024 NTAR=20000 NTREE=5000
 fi
 
 WORK=$(mktemp -d /tmp/veilfs-wbench.XXXXXX)
@@ -69,9 +75,9 @@ log() { printf '[write_path] %s\n' "$*" >&2; }
 # Base data: small source files, one big file, a tarball of a source tree.
 log "generating data in $WORK"
 mkdir -p "$WORK/base/src" "$WORK/tarsrc"
-python3 - "$WORK" "$NSMALL" "$NTAR" <<'EOF'
+python3 - "$WORK" "$NSMALL" "$NTAR" "$NTREE" <<'EOF'
 import os, sys, random
-work, nsmall, ntar = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+work, nsmall, ntar, ntree = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 random.seed(7)
 words = "fn let mut self impl struct match return where trait pub use mod crate".split()
 def text(n):
@@ -84,8 +90,19 @@ for i in range(ntar):
     d = os.path.join(work, "tarsrc", f"d{i // 250:03d}")
     os.makedirs(d, exist_ok=True)
     open(os.path.join(d, f"f{i:05d}.c"), "w").write(text(20))
+# A source tree to commit with git (its repository initialised, nothing added) and one to delete.
+for top in ("git", "rm"):
+    for i in range(ntree):
+        d = os.path.join(work, "trees", top, f"d{i // 100:03d}")
+        os.makedirs(d, exist_ok=True)
+        open(os.path.join(d, f"f{i:05d}.c"), "w").write(text(20))
 EOF
-head -c "$((BIGMB << 20))" /dev/urandom > "$WORK/base/big.bin"
+git -C "$WORK/trees/git" init -q
+git -C "$WORK/trees/git" config user.email bench@example.invalid
+git -C "$WORK/trees/git" config user.name bench
+# Each workload's data lives apart, so a repetition copies only what it needs.
+mkdir -p "$WORK/bigbase"
+head -c "$((BIGMB << 20))" /dev/urandom > "$WORK/bigbase/big.bin"
 tar cf "$WORK/tree.tar" -C "$WORK/tarsrc" .
 
 cat > "$WORK/profile.toml" <<'EOF'
@@ -106,6 +123,10 @@ EOF
 wl_edit() { find "$1/src" -name '*.rs' -print0 | xargs -0 -n 200 sh -c 'for f; do printf "// edited\n" >> "$f"; done' sh; }
 wl_big() { dd if=/dev/zero of="$1/big.bin" bs=1M count="$BIGMB" conv=notrunc status=none; }
 wl_untar() { mkdir "$1/unpacked" && tar xf "$WORK/tree.tar" -C "$1/unpacked"; }
+wl_git() { git -C "$1/git" add -A && git -C "$1/git" commit -qm bench; }
+wl_rm() { rm -rf "$1/rm"; }
+# The data each workload starts from.
+declare -A WL_DATA=([edit]=base [big]=bigbase [untar]=base [git]=trees [rm]=trees)
 
 now() { date +%s.%N; }
 
@@ -117,13 +138,13 @@ teardown() {
 	MOUNTS=() PIDS=()
 }
 
-# Prepares a fresh copy of the data and mounts target $1 over it; sets DIR to work in.
+# Prepares a fresh copy of the data $2 and mounts target $1 over it; sets DIR to work in.
 # (Not called in a subshell: it records the mounts to tear down.)
 setup() {
 	local t=$1 r=$WORK/run
 	teardown
 	rm -rf "$r" && mkdir -p "$r/mp" "$r/upper" "$r/work"
-	cp -a "$WORK/base" "$r/data"
+	cp -a "$WORK/$2" "$r/data"
 	sync
 	case $t in
 	native) DIR=$r/data ;;
@@ -156,15 +177,16 @@ setup() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A RES
-TARGETS=(native snapshot overlay snapshot-user overlay-user fuse-overlayfs)
-WLS=(edit big untar)
-declare -A WL_TITLE=([edit]="edit $NSMALL small files once" [big]="rewrite one $BIGMB MiB file" [untar]="untar $NTAR files")
+TARGETS=(${TARGETS:-native snapshot overlay snapshot-user overlay-user fuse-overlayfs})
+WLS=(${WORKLOADS:-edit big untar git rm})
+declare -A WL_TITLE=([edit]="edit $NSMALL small files once" [big]="rewrite one $BIGMB MiB file" [untar]="untar $NTAR files"
+	[git]="git add -A && git commit, $NTREE files" [rm]="rm -rf $NTREE files")
 ROLLBACK=() VERIFY=()
 for wl in "${WLS[@]}"; do
 	for t in "${TARGETS[@]}"; do
 		times=()
 		for _ in $(seq "$REPS"); do
-			setup "$t"
+			setup "$t" "${WL_DATA[$wl]}"
 			if [[ $t == *-user ]]; then
 				# A normal user's mount is not open to root (no allow_other).
 				s=$(now)
@@ -189,17 +211,22 @@ for wl in "${WLS[@]}"; do
 done
 
 {
-	echo "| workload | native (s) | veilfs snapshot | veilfs overlay | snapshot, normal user | overlay, normal user | fuse-overlayfs |"
-	echo "| --- | --- | --- | --- | --- | --- | --- |"
+	OTHERS=()
+	for t in "${TARGETS[@]}"; do [ "$t" = native ] || OTHERS+=("$t"); done
+	head="| workload | native (s) |" sep="| --- | --- |"
+	for t in "${OTHERS[@]}"; do head+=" $t |" sep+=" --- |"; done
+	echo "$head"
+	echo "$sep"
 	for wl in "${WLS[@]}"; do
 		n=${RES[$wl,native]}
 		row="| ${WL_TITLE[$wl]} | $(printf '%.3f' "$n")"
-		for t in snapshot overlay snapshot-user overlay-user fuse-overlayfs; do
+		for t in "${OTHERS[@]}"; do
 			v=${RES[$wl,$t]}
 			row+=" | $(printf '%.3f (%.2fx)' "$v" "$(echo "$v / $n" | bc -l)")"
 		done
 		echo "$row |"
 	done
+	[ ${#VERIFY[@]} -gt 0 ] || exit 0
 	echo
 	echo "snapshot session, after each workload (median over reps):"
 	for wl in "${WLS[@]}"; do

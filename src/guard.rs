@@ -170,9 +170,79 @@ impl Guard {
     /// Makes sure the state of `rel` before this session's first change to it is durably
     /// recorded. Call before every change; it is free after the first.
     pub fn capture(&self, root: BorrowedFd<'_>, rel: &Path) -> Result<(), GuardError> {
+        self.capture_then(root, &[rel], None)
+    }
+
+    /// [`Guard::capture`] of every path one change touches (a file and its directory, say),
+    /// then `then` (a rename intent), all made durable by one journal fsync. A path counts as
+    /// captured only once that fsync returned, so no other thread's change gets ahead of it.
+    pub fn capture_then(
+        &self,
+        root: BorrowedFd<'_>,
+        rels: &[&Path],
+        then: Option<Event>,
+    ) -> Result<(), GuardError> {
         self.check_running()?;
-        if self.overlay || self.is_captured(rel) {
+        if self.overlay {
             return Ok(());
+        }
+        let mut marks = Vec::new();
+        for rel in rels {
+            if let Some(m) = self.stage_capture(root, rel)? {
+                marks.push(m);
+            }
+        }
+        let Some(first) = marks
+            .first()
+            .map(|(p, _)| p.clone())
+            .or_else(|| match &then {
+                Some(e) => e.paths().first().map(|p| p.to_path_buf()),
+                None => None,
+            })
+        else {
+            return Ok(()); // all captured before: nothing to write
+        };
+        if let Some(e) = then {
+            self.journal_lazy(&first, e)?;
+        }
+        if let Err(source) = self.session.sync() {
+            // Records may sit in the file without having reached the disk: accept no more
+            // changes, or a path marked captured by a later sync could change unguarded.
+            self.stop(&source);
+            return Err(GuardError::Journal {
+                path: first.display().to_string(),
+                source,
+            });
+        }
+        let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        for (rel, generation) in marks {
+            if self.generation.load(Ordering::SeqCst) == generation {
+                c.insert(rel);
+            }
+        }
+        Ok(())
+    }
+
+    fn journal_lazy(&self, rel: &Path, e: Event) -> Result<(), GuardError> {
+        self.session
+            .append_lazy(e)
+            .map(|_| ())
+            .map_err(|source| GuardError::Journal {
+                path: rel.display().to_string(),
+                source,
+            })
+    }
+
+    /// Reads `rel`'s state and appends its `Capture` without syncing; returns the path and the
+    /// checkpoint generation to mark it captured under once the record is durable (None when
+    /// it is captured already).
+    fn stage_capture(
+        &self,
+        root: BorrowedFd<'_>,
+        rel: &Path,
+    ) -> Result<Option<(PathBuf, u64)>, GuardError> {
+        if self.is_captured(rel) {
+            return Ok(None);
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let io = |source| GuardError::Io {
@@ -210,29 +280,36 @@ impl Guard {
             self.refused(rel, &e);
             return Err(e);
         }
-        let before = State::read(root, rel, Some(&self.store)).map_err(|source| {
+        let refuse = |source| {
             let e = GuardError::Journal {
                 path: rel.display().to_string(),
                 source,
             };
             self.refused(rel, &e);
             e
-        })?;
+        };
+        let (before, inline) = State::read_for_capture(root, rel, &self.store).map_err(refuse)?;
+        // A small pre-image travels in the journal: the one fsync of `capture_then` makes it
+        // durable together with its Capture (the object file itself is written lazily).
+        if let Some((id, z)) = inline {
+            self.session
+                .append_lazy(Event::Object {
+                    id,
+                    zstd_hex: hex::encode(z),
+                })
+                .map_err(refuse)?;
+        }
         if let State::File { size, .. } = &before {
             self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
         }
-        self.journal(
+        self.journal_lazy(
             rel,
             Event::Capture {
                 path: rel.to_path_buf(),
                 before,
             },
         )?;
-        let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
-        if self.generation.load(Ordering::SeqCst) == generation {
-            c.insert(rel.to_path_buf());
-        }
-        Ok(())
+        Ok(Some((rel.to_path_buf(), generation)))
     }
 
     /// Ends an agent's turn: journals a durable `Checkpoint` and forgets what was captured, so
@@ -360,9 +437,8 @@ impl Guard {
         } else {
             vec![current.to_path_buf()]
         };
-        for n in &names {
-            self.capture(root, n)?;
-        }
+        let rels: Vec<&Path> = names.iter().map(PathBuf::as_path).collect();
+        self.capture_then(root, &rels, None)?;
         Ok(names)
     }
 
@@ -447,19 +523,21 @@ impl Guard {
         c.retain(|p| !p.starts_with(rel));
     }
 
-    /// Records a rename before it is attempted.
-    pub fn rename_intent(&self, from: &Path, to: &Path, exchange: bool) -> Result<(), GuardError> {
-        if self.overlay {
-            return Ok(());
-        }
-        self.journal(
-            from,
-            Event::Rename {
-                from: from.to_path_buf(),
-                to: to.to_path_buf(),
-                exchange,
-            },
-        )
+    /// Captures `rels` and records a rename before it is attempted, with one journal fsync.
+    pub fn capture_for_rename(
+        &self,
+        root: BorrowedFd<'_>,
+        rels: &[&Path],
+        from: &Path,
+        to: &Path,
+        exchange: bool,
+    ) -> Result<(), GuardError> {
+        let intent = Event::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            exchange,
+        };
+        self.capture_then(root, rels, Some(intent))
     }
 
     /// Records what was done (informational, for `veilfs log`).
@@ -534,8 +612,15 @@ impl Guard {
         }
     }
 
-    /// Marks the session as cleanly ended (on unmount).
+    /// Marks the session as cleanly ended (on unmount), once every lazily stored object is on
+    /// disk: readers trust an ended session's objects without rebuilding them from the journal.
     pub fn end(&self) {
+        if !self.overlay
+            && let Err(e) = crate::store::syncfs(self.store.dir())
+        {
+            warn!("store: {e}: session left unended, its objects are rebuilt from the journal");
+            return;
+        }
         if let Err(e) = self.session.append(Event::SessionEnd) {
             warn!("journal: {e}");
         }
@@ -763,6 +848,54 @@ mod tests {
         g.capture(e.root.as_fd(), Path::new("d/f")).unwrap();
         g.capture(e.root.as_fd(), Path::new("a")).unwrap();
         assert_eq!(captures(&e, &g), vec![p("d/f"), p("a"), p("d/f")]);
+    }
+
+    /// A small pre-image is journalled with its capture, so a crash that loses (or tears) the
+    /// lazily written object file costs nothing: reading the unended session rebuilds it.
+    #[test]
+    fn a_small_pre_image_lost_in_a_crash_is_rebuilt_from_the_journal() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        let store = Store::open(&e.store_dir).unwrap();
+        let recs = store.read_session(g.session_id()).unwrap();
+        let id = recs
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::Object { id, .. } => Some(*id),
+                _ => None,
+            })
+            .expect("an Object record");
+        let (cap, obj) = (
+            recs.iter()
+                .position(|r| matches!(r.event, Event::Capture { .. }))
+                .unwrap(),
+            recs.iter()
+                .position(|r| matches!(r.event, Event::Object { .. }))
+                .unwrap(),
+        );
+        assert!(obj < cap, "the object is journalled before the capture");
+        for damage in ["remove", "truncate", "garble"] {
+            let path = store.object_path(&id);
+            match damage {
+                "remove" => fs::remove_file(&path).unwrap(),
+                "truncate" => fs::write(&path, b"").unwrap(),
+                _ => fs::write(&path, b"\x28\xb5\x2f\xfd garbage").unwrap(),
+            }
+            assert!(store.verify_object(&id).is_err(), "{damage}");
+            store.read_session(g.session_id()).unwrap();
+            assert_eq!(store.read_bytes(&id).unwrap(), b"a before\n", "{damage}");
+        }
+        // A later capture of the same bytes does not trust a torn copy it finds.
+        fs::write(store.object_path(&id), b"").unwrap();
+        fs::write(e.scope.join("b"), "a before\n").unwrap();
+        g.capture(e.root.as_fd(), Path::new("b")).unwrap();
+        assert_eq!(store.verify_object(&id).unwrap(), 9);
+        // A session that ended cleanly flushed its objects and is not rebuilt.
+        g.end();
+        fs::remove_file(store.object_path(&id)).unwrap();
+        store.read_session(g.session_id()).unwrap();
+        assert!(!store.has(&id));
     }
 
     #[test]

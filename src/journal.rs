@@ -201,6 +201,46 @@ impl State {
         Self::read_fd(fd.as_fd(), rel, store)
     }
 
+    /// [`State::read`] for a capture: a regular file of at most [`crate::store::INLINE_MAX`]
+    /// bytes is read whole and stored lazily ([`Store::put_lazy`]), and its compressed bytes
+    /// returned for the caller to journal in an [`Event::Object`] before the `Capture`.
+    pub fn read_for_capture(
+        root: BorrowedFd<'_>,
+        rel: &Path,
+        store: &Store,
+    ) -> Result<(State, Option<Inline>), JournalError> {
+        let fd = match backing::open_path(root, rel) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                return Ok((State::Absent, None));
+            }
+            Err(e) => return Err(io_err(rel)(e)),
+        };
+        let st = backing::stat_fd(fd.as_fd()).map_err(io_err(rel))?;
+        if st.kind() != backing::Kind::File || st.size > crate::store::INLINE_MAX {
+            return Ok((Self::read_fd(fd.as_fd(), rel, Some(store))?, None));
+        }
+        let meta = meta_of(fd.as_fd(), &st).map_err(io_err(rel))?;
+        let f = backing::reopen(fd.as_fd(), libc::O_RDONLY).map_err(io_err(rel))?;
+        let mut data = Vec::with_capacity(st.size as usize);
+        io::Read::read_to_end(
+            &mut io::Read::take(&f, crate::store::INLINE_MAX + 1),
+            &mut data,
+        )
+        .map_err(io_err(rel))?;
+        if data.len() as u64 > crate::store::INLINE_MAX {
+            // It grew since the stat: store it the ordinary (durable) way.
+            return Ok((Self::read_fd(fd.as_fd(), rel, Some(store))?, None));
+        }
+        let (hash, z) = store.put_lazy(&data)?;
+        let state = State::File {
+            hash,
+            size: data.len() as u64,
+            meta,
+        };
+        Ok((state, Some((hash, z))))
+    }
+
     /// [`State::read`] of an object already held as an (O_PATH) fd.
     pub fn read_fd(
         fd: BorrowedFd<'_>,
@@ -230,6 +270,9 @@ impl State {
         })
     }
 }
+
+/// A pre-image's id and compressed bytes, to journal in an [`Event::Object`].
+pub type Inline = (ObjectId, Vec<u8>);
 
 /// The [`Meta`] of a held object (xattrs only for regular files and directories).
 pub fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
@@ -282,6 +325,14 @@ pub enum Event {
         #[serde(with = "relpath")]
         to: PathBuf,
         exchange: bool,
+    },
+    /// The compressed bytes (`zstd_hex`) of a small pre-image object, journalled (in the same
+    /// fsync as the `Capture` after it) instead of fsyncing the object and its directory:
+    /// readers of a session that did not end cleanly rebuild the object from it
+    /// ([`Store::repair`]).
+    Object {
+        id: ObjectId,
+        zstd_hex: String,
     },
     /// Informational: write, truncate, chmod, unlink, mkdir, create, symlink, link…
     Change {
@@ -348,6 +399,12 @@ pub struct SessionWriter {
     id: String,
     path: PathBuf,
     inner: Mutex<WriterState>,
+    /// Group commit: the number of records known durable, held across each fsync. A writer
+    /// that waited here while another's fsync ran finds its records covered and returns
+    /// without one of its own; appends go on meanwhile (the fsync runs on `sync_file`).
+    durable: Mutex<u64>,
+    /// A second descriptor of the journal, to fsync without holding `inner`.
+    sync_file: File,
 }
 
 #[derive(Debug)]
@@ -372,6 +429,14 @@ impl SessionWriter {
     }
 
     fn append_with(&self, e: Event, sync: bool) -> Result<u64, JournalError> {
+        let seq = self.append_unsynced(e)?;
+        if sync {
+            self.sync_to(seq + 1)?;
+        }
+        Ok(seq)
+    }
+
+    fn append_unsynced(&self, e: Event) -> Result<u64, JournalError> {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if st.poisoned {
             return Err(JournalError::Poisoned {
@@ -389,11 +454,7 @@ impl SessionWriter {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        let res = st
-            .file
-            .write_all(&buf)
-            .and_then(|_| if sync { st.file.sync_data() } else { Ok(()) });
-        if let Err(e) = res {
+        if let Err(e) = st.file.write_all(&buf) {
             st.poisoned = true;
             return Err(io_err(&self.path)(e));
         }
@@ -405,16 +466,37 @@ impl SessionWriter {
     /// Makes every record appended so far durable (for a batch of [`SessionWriter::append_lazy`]
     /// captures that guard changes made only after this returns).
     pub fn sync(&self) -> Result<(), JournalError> {
-        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if st.poisoned {
-            return Err(JournalError::Poisoned {
-                file: self.path.clone(),
-            });
+        let n = {
+            let st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            st.next_seq
+        };
+        self.sync_to(n)
+    }
+
+    /// Makes the first `n` records durable, sharing an fsync with concurrent callers.
+    fn sync_to(&self, n: u64) -> Result<(), JournalError> {
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        let poisoned = || JournalError::Poisoned {
+            file: self.path.clone(),
+        };
+        // Everything appended so far is covered by the fsync below (appends are whole lines
+        // written under `inner`); a poisoned writer's file may end in a torn line.
+        let upto = {
+            let st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if st.poisoned {
+                return Err(poisoned());
+            }
+            st.next_seq
+        };
+        if *durable >= n {
+            return Ok(());
         }
-        if let Err(e) = st.file.sync_data() {
+        if let Err(e) = self.sync_file.sync_data() {
+            let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             st.poisoned = true;
             return Err(io_err(&self.path)(e));
         }
+        *durable = upto;
         Ok(())
     }
 
@@ -654,9 +736,12 @@ impl Store {
             })
         })?;
         crate::store::fsync_dir(&dir)?;
+        let sync_file = file.try_clone().map_err(io_err(&path))?;
         let w = SessionWriter {
             id,
             path,
+            durable: Mutex::new(0),
+            sync_file,
             inner: Mutex::new(WriterState {
                 file,
                 next_seq: 0,
@@ -711,8 +796,11 @@ impl Store {
             blake3::hash(last).to_hex().to_string()
         };
         file.sync_data().map_err(io_err(&path))?;
+        let sync_file = file.try_clone().map_err(io_err(&path))?;
         Ok(SessionWriter {
             id: id.to_string(),
+            durable: Mutex::new(log.records.len() as u64),
+            sync_file,
             path,
             inner: Mutex::new(WriterState {
                 file,
@@ -756,12 +844,33 @@ impl Store {
         }
         let data = fs::read(&path).map_err(io_err(&path))?;
         let (records, tail) = parse_journal(&path, &data)?;
+        let ended = matches!(records.last().map(|r| &r.event), Some(Event::SessionEnd));
+        if !ended {
+            self.repair_objects(&path, &records)?;
+        }
         Ok(SessionLog {
             id: id.to_string(),
             path,
             records,
             tail,
         })
+    }
+
+    /// Rebuilds every lazily stored object of a session that did not end cleanly (a crash, or
+    /// still live) from its `Object` record, so rollback finds each pre-image whole. A session
+    /// that ended flushed its objects first ([`crate::guard::Guard::end`]).
+    fn repair_objects(&self, path: &Path, records: &[Record]) -> Result<(), JournalError> {
+        for r in records {
+            if let Event::Object { id, zstd_hex } = &r.event {
+                let z = hex::decode(zstd_hex).map_err(|e| JournalError::Corrupt {
+                    file: path.to_path_buf(),
+                    line: r.seq as usize + 1,
+                    msg: format!("object {id}: {e}"),
+                })?;
+                self.repair(id, &z)?;
+            }
+        }
+        Ok(())
     }
 
     /// The verified records of session `id` (a torn last line is left out).
@@ -811,6 +920,37 @@ mod tests {
             pid: 1,
             user: 0,
         }
+    }
+
+    /// Group commit: concurrent durable appends share fsyncs and still leave one intact
+    /// chain, every record in it.
+    #[test]
+    fn concurrent_durable_appends_keep_one_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::create_or_open(&tmp.path().join("s")).unwrap();
+        let w = store.new_session(start()).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let w = &w;
+                s.spawn(move || {
+                    for i in 0..25 {
+                        let e = Event::Change {
+                            path: format!("t{t}/{i}").into(),
+                            op: "write".into(),
+                        };
+                        if i % 2 == 0 {
+                            w.append(e).unwrap();
+                        } else {
+                            w.append_lazy(e).unwrap();
+                            w.sync().unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let recs = store.read_session(w.id()).unwrap();
+        assert_eq!(recs.len(), 101);
+        assert_eq!(*w.durable.lock().unwrap(), 101);
     }
 
     #[test]

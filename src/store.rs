@@ -35,6 +35,9 @@ pub const FORMAT_VERSION: i64 = 1;
 /// zstd level for pre-images: fast, since it sits on the agent's write path.
 const ZSTD_LEVEL: i32 = 2;
 const BUF: usize = 256 * 1024;
+/// Pre-images up to this size also travel, compressed, inside their journal record (see
+/// [`Store::put_lazy`]): one journal fsync then makes them durable instead of three fsyncs.
+pub const INLINE_MAX: u64 = 64 * 1024;
 
 /// Errors of the store. Every variant names the file or object it is about.
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +430,79 @@ impl Store {
             }
         }
         Ok((id, len))
+    }
+
+    /// Stores `data` without waiting for the disk (no fsync of the object or its directory)
+    /// and returns its id and compressed bytes. The caller must journal those bytes durably
+    /// (an `Object` record) before relying on the object: after a crash the object may be
+    /// missing or torn, and [`Store::repair`] rebuilds it from the record.
+    pub fn put_lazy(&self, data: &[u8]) -> Result<(ObjectId, Vec<u8>), StoreError> {
+        let id = ObjectId::of(data);
+        let dst = self.object_path(&id);
+        let z = zstd::bulk::compress(data, ZSTD_LEVEL).map_err(io_err(&dst))?;
+        // An existing copy is checked, not trusted: it may be a lazily stored object that a
+        // crash tore and no reader has rebuilt yet, and this session may end cleanly (and so
+        // never rebuild it) while relying on it.
+        if self.verify_object(&id).is_err() {
+            self.place(&id, &z, false)?;
+        }
+        Ok((id, z))
+    }
+
+    /// Makes sure object `id` is present, durable and intact, rewriting it from `z` (its
+    /// compressed bytes, as journalled) when it is missing or does not verify (a crash before
+    /// a lazily stored object reached the disk). Returns whether it was rewritten.
+    pub fn repair(&self, id: &ObjectId, z: &[u8]) -> Result<bool, StoreError> {
+        if self.verify_object(id).is_ok() {
+            return Ok(false);
+        }
+        let path = self.object_path(id);
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: *id,
+            path: path.clone(),
+            reason,
+        };
+        let plain = zstd::decode_all(z).map_err(|e| corrupt(format!("journalled copy: {e}")))?;
+        if ObjectId::of(&plain) != *id {
+            return Err(corrupt("journalled copy does not hash to its id".into()));
+        }
+        self.place(id, z, true)?;
+        Ok(true)
+    }
+
+    /// Writes compressed bytes `z` as object `id` (replacing a torn one), durably if `sync`.
+    fn place(&self, id: &ObjectId, z: &[u8], sync: bool) -> Result<(), StoreError> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix("obj-")
+            .tempfile_in(&self.staging)
+            .map_err(io_err(&self.staging))?;
+        let tpath = tmp.path().to_path_buf();
+        tmp.write_all(z).map_err(io_err(&tpath))?;
+        if sync {
+            tmp.as_file().sync_all().map_err(io_err(&tpath))?;
+        }
+        let dst = self.object_path(id);
+        let sub = dst.parent().unwrap_or(&self.dir).to_path_buf();
+        let new_sub = !sub.is_dir();
+        if new_sub {
+            match fs::DirBuilder::new().mode(0o700).create(&sub) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&sub)(e)),
+            }
+        }
+        let existed = dst.exists();
+        tmp.persist(&dst).map_err(|e| io_err(&dst)(e.error))?;
+        if !existed {
+            self.size.fetch_add(z.len() as u64, Ordering::Relaxed);
+        }
+        if sync {
+            fsync_dir(&sub)?;
+            if new_sub {
+                fsync_dir(&self.dir.join("objects"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Bulk mode for a caller that stores thousands of objects before it relies on any of them

@@ -106,6 +106,9 @@ pub fn verify_store(
         signed: audit_key.is_some(),
         ..Report::default()
     };
+    // Listing the sessions first rebuilds the objects of one that did not end (a crash before
+    // its lazily stored small pre-images reached the disk) from its journal, as rollback does.
+    let sessions = store.sessions();
     let (ids, strays) = store.list_objects()?;
     report.objects = ids.len();
     report
@@ -118,13 +121,17 @@ pub fn verify_store(
         }
         progress(i + 1, ids.len());
     }
-    check_journals(&store, &mut report);
+    check_journals(&store, sessions, &mut report);
     check_audit(dir, audit_key, &mut report);
     Ok(report)
 }
 
-fn check_journals(store: &Store, report: &mut Report) {
-    let sessions = match store.sessions() {
+fn check_journals(
+    store: &Store,
+    sessions: Result<Vec<crate::journal::SessionInfo>, JournalError>,
+    report: &mut Report,
+) {
+    let sessions = match sessions {
         Ok(s) => s,
         Err(e) => {
             report.findings.push(Finding::Journal(e));

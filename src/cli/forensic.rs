@@ -243,6 +243,7 @@ fn describe_record(r: &Record) -> String {
                 .unwrap_or_default()
         ),
         Event::Undo { of } => format!("undo     session {of}"),
+        Event::Object { id, .. } => format!("object   {} (journalled pre-image)", id.short()),
         Event::SessionEnd => "end".to_string(),
     };
     format!(

@@ -146,6 +146,18 @@ impl VeilFs {
         })
     }
 
+    /// Captures `rel` and its directory (whose entries and times change with every create,
+    /// remove and rename in it, so rollback restores its mtime) with one journal fsync.
+    fn capture_with_parent(&self, g: &Guard, rel: &Path) -> Result<(), Errno> {
+        let root = self.root_fd()?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        g.capture_then(root.as_fd(), &[parent, rel], None)
+            .map_err(|e| {
+                audit::denied("change", rel, &e);
+                Errno::from_i32(e.errno())
+            })
+    }
+
     /// Captures a file about to change; when its pre-image cannot be stored and the mount has
     /// a divert layer, diverts it instead (the real file is then never touched).
     fn capture_or_divert(&self, g: &Guard, inode: &Arc<Inode>, rel: &Path) -> Result<(), Errno> {
@@ -215,12 +227,6 @@ impl VeilFs {
             return Err(Errno::EACCES);
         }
         Ok(())
-    }
-
-    /// A directory's entries and times change with every create, remove and rename in it:
-    /// capture it too, so rollback restores its mtime.
-    fn capture_parent(&self, g: &Guard, rel: &Path) -> Result<(), Errno> {
-        self.capture(g, rel.parent().unwrap_or(Path::new("")))
     }
 
     /// The current path of an inode that is about to change, or None for an object that no
@@ -580,8 +586,7 @@ impl VeilFs {
             _ => ApprovalOp::Write,
         };
         self.approve(kind, &rel, None)?;
-        self.capture_parent(g, &rel)?;
-        self.capture(g, &rel)?;
+        self.capture_with_parent(g, &rel)?;
         let op = match node {
             NewNode::Dir { mode } => {
                 backing::mkdir(pfd.as_fd(), name, mode).map_err(|e| errno_of(&e))?;
@@ -671,8 +676,7 @@ impl VeilFs {
             return Err(Errno::ENOTEMPTY);
         }
         self.approve(ApprovalOp::Delete, &rel, None)?;
-        self.capture_parent(g, &rel)?;
-        self.capture(g, &rel)?;
+        self.capture_with_parent(g, &rel)?;
         let r = if dir {
             backing::rmdir(pfd.as_fd(), name)
         } else {
@@ -786,18 +790,25 @@ impl VeilFs {
                 )?;
             }
         }
-        self.capture_parent(g, &from)?;
-        self.capture_parent(g, &to)?;
+        // Both directories, the replaced object (its content is destroyed by the rename) and a
+        // moved directory (its times change; its content is not copied, only metadata), then
+        // the intent: one journal fsync for all.
+        let root = self.root_fd()?;
+        let mut rels = vec![
+            from.parent().unwrap_or(Path::new("")),
+            to.parent().unwrap_or(Path::new("")),
+        ];
         if dst.is_some() {
-            // The replaced object's content is destroyed by the rename.
-            self.capture(g, &to)?;
+            rels.push(&to);
         }
         if sst.kind() == Kind::Dir {
-            // A moved directory's times change; its content is not copied (only metadata).
-            self.capture(g, &from)?;
+            rels.push(&from);
         }
-        g.rename_intent(&from, &to, exchange)
-            .map_err(|e| Errno::from_i32(e.errno()))?;
+        g.capture_for_rename(root.as_fd(), &rels, &from, &to, exchange)
+            .map_err(|e| {
+                audit::denied("rename", &from, &e);
+                Errno::from_i32(e.errno())
+            })?;
         backing::rename(pfd.as_fd(), name, npfd.as_fd(), newname, flags)
             .map_err(|e| errno_of(&e))?;
         // A moved file's bytes are not copied: instead neither name counts as captured any
@@ -884,8 +895,7 @@ impl VeilFs {
             return Ok((inode, st, fh));
         }
         self.approve(ApprovalOp::Write, &rel, None)?;
-        self.capture_parent(g, &rel)?;
-        self.capture(g, &rel)?;
+        self.capture_with_parent(g, &rel)?;
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)
             .map_err(|e| errno_of(&e))?;
         self.own(req, &pfd, name)?;

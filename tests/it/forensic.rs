@@ -174,7 +174,9 @@ impl Session {
             self.capture(from);
         }
         let (from, to) = (Path::new(from), Path::new(to));
-        self.g.rename_intent(from, to, exchange).unwrap();
+        self.g
+            .capture_for_rename(self.root.as_fd(), &[], from, to, exchange)
+            .unwrap();
         if !perform {
             return;
         }
@@ -591,15 +593,15 @@ fn a_truncated_last_line_is_tolerated_by_rollback_and_reported_by_verify() {
     let id = g.crash();
     let store = Store::open(&e.store).unwrap();
     let path = store.session_path(&id);
+    let lines = fs::read_to_string(&path).unwrap().lines().count();
     let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
     use std::io::Write;
-    f.write_all(b"{\"seq\":4,\"time_ns\":17,\"prev\":\"ab")
-        .unwrap();
+    write!(f, "{{\"seq\":{lines},\"time_ns\":17,\"prev\":\"ab").unwrap();
     drop(f);
     let (code, out, _) = veilfs(&["verify", "--store", s(&e.store)]);
     assert_eq!(code, 1);
     assert!(
-        out.contains(&format!("{id}.jsonl:5:")) && out.contains("truncated"),
+        out.contains(&format!("{id}.jsonl:{}:", lines + 1)) && out.contains("truncated"),
         "{out}"
     );
     let (code, out, err) = veilfs(&["rollback", "--store", s(&e.store)]);

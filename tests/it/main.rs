@@ -20,6 +20,7 @@ mod breaker;
 mod checkpoint;
 mod commit_kill;
 mod documents;
+mod durability;
 mod edges;
 mod examples;
 mod forensic;
