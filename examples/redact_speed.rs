@@ -79,17 +79,31 @@ fn main() {
         println!("  {name:<32} {:>8.0}  {:>5.2}", best[i], best[i] / floor);
     }
     if args.iter().any(|a| a == "--per-rule") {
+        // Each rule's first 200 samples, repeated to 1 MiB: generating a fresh sample per line
+        // (as the bench does) takes longer than scanning, for 469 rules.
+        let mut samples: std::collections::HashMap<&str, Vec<u8>> = Default::default();
+        for seed in 2..202 {
+            for d in cases(seed) {
+                let s = samples.entry(d.rule_id).or_default();
+                s.extend_from_slice(d.positive.as_bytes());
+                s.push(b'\n');
+                s.extend_from_slice(corpus::CONFIG_FILLER);
+            }
+        }
         let mut out = Vec::new();
         for c in cases(1) {
-            let data = corpus::dense_for_rule(c.rule_id);
+            let one_pass = samples.get(c.rule_id).cloned().unwrap_or_default();
+            let data = one_pass.repeat(((1 << 20) / one_pass.len().max(1)).max(1));
             let floor = best_mibs(&one, c.path, &data, 3);
             let mibs = best_mibs(&all, c.path, &data, 3);
-            out.push((mibs, mibs / floor, c.rule_id));
+            out.push((mibs, floor, c.rule_id));
         }
         out.sort_by(|a, b| a.0.total_cmp(&b.0));
-        println!("per-rule dense files (1 MiB, a sample every 5 lines), slowest first:");
-        for (mibs, ratio, id) in out.iter().take(10) {
-            println!("  {id:<36} {mibs:>8.0}  {ratio:>5.2}");
+        println!(
+            "per-rule dense files (~1 MiB, a sample every 5 lines), slowest first (MiB/s; one-rule engine):"
+        );
+        for (mibs, floor, id) in out.iter().take(10) {
+            println!("  {id:<36} {mibs:>8.0}  {floor:>8.0}");
         }
     }
 }
