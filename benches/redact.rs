@@ -12,65 +12,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use veilfs::testing::samples::{Rng, cases, generate};
 use veilfs::{Engine, ScanOutcome};
 
-const CODE: &[&str] = &[
-    "use std::collections::HashMap;",
-    "/// Parses one record from the reader and returns the number of bytes consumed.",
-    "pub fn parse_record(reader: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {",
-    "    let mut header = [0u8; 16];",
-    "    reader.read_exact(&mut header)?;",
-    "    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;",
-    "    if len > MAX_RECORD_LEN {",
-    "        return Err(io::Error::new(io::ErrorKind::InvalidData, \"record too long\"));",
-    "    }",
-    "    buf.resize(len, 0);",
-    "    reader.read_exact(&mut buf[..len])?;",
-    "    Ok(len + header.len())",
-    "}",
-    "",
-    "def handle_request(self, request):",
-    "    user = self.session.get_user(request.user_id)",
-    "    if not user.is_active:",
-    "        raise PermissionDenied(\"inactive user\")",
-    "    return render(request, \"dashboard.html\", {\"user\": user})",
-    "export function debounce(fn, wait = 100) {",
-    "  let timer = null;",
-    "  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), wait); };",
-    "}",
-    "func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {",
-    "\tctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)",
-    "\tdefer cancel()",
-    "\t// validate the session token before touching the store",
-    "\tif err := s.store.Ping(ctx); err != nil { http.Error(w, err.Error(), 503); return }",
-    "}",
-];
-
-/// Ordinary lines between secrets: "dense" means one secret every five lines.
-const CONFIG_FILLER: &[u8] =
-    b"log_level: info\nlisten: 0.0.0.0:8080\ntimeout_seconds: 30\nregion: eu-west-1\n";
-
-fn source_code(size: usize) -> Vec<u8> {
-    let mut rng = Rng::new(7);
-    let mut s = Vec::with_capacity(size + 200);
-    while s.len() < size {
-        s.extend_from_slice(CODE[rng.below(CODE.len() as u64) as usize].as_bytes());
-        s.push(b'\n');
-    }
-    s
-}
-
-fn dense_config(size: usize) -> Vec<u8> {
-    let mut s = Vec::with_capacity(size + 4096);
-    let mut seed = 1;
-    while s.len() < size {
-        for c in cases(seed) {
-            s.extend_from_slice(c.positive.as_bytes());
-            s.push(b'\n');
-            s.extend_from_slice(CONFIG_FILLER);
-        }
-        seed += 1;
-    }
-    s
-}
+mod corpus;
+use corpus::{dense_config, source_code};
 
 fn log_file(size: usize) -> Vec<u8> {
     let mut rng = Rng::new(3);
@@ -131,16 +74,7 @@ fn small_files() -> Vec<(String, Vec<u8>)> {
 fn per_rule_floor(engine: &Engine) {
     let mut rows = Vec::new();
     for c in cases(1) {
-        let mut data = Vec::new();
-        let mut seed = 2;
-        while data.len() < 1 << 20 {
-            for d in cases(seed).into_iter().filter(|d| d.rule_id == c.rule_id) {
-                data.extend_from_slice(d.positive.as_bytes());
-                data.push(b'\n');
-                data.extend_from_slice(CONFIG_FILLER);
-            }
-            seed += 1;
-        }
+        let data = corpus::dense_for_rule(c.rule_id);
         let t = Instant::now();
         let mut iters = 0;
         while t.elapsed() < Duration::from_millis(30) || iters < 3 {
@@ -160,6 +94,9 @@ fn per_rule_floor(engine: &Engine) {
 fn benches(c: &mut Criterion) {
     let all = Engine::load(&["secrets".into(), "pii".into()], &[]).expect("rules");
     let secrets = Engine::load(&["secrets".into()], &[]).expect("rules");
+    // The machine is shared: a one-rule engine costs about one keyword pass, so its number in
+    // the same run says how much of the others' time is the machine's load.
+    let one = corpus::one_rule_engine();
     if std::env::var_os("VEILFS_BENCH_PER_RULE").is_some() {
         per_rule_floor(&all);
     }
@@ -172,6 +109,9 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("a_source_code_clean");
     g.throughput(Throughput::Bytes(code.len() as u64));
     g.sample_size(20);
+    g.bench_function("one-rule", |b| {
+        b.iter(|| one.scan(Path::new("src/lib.rs"), black_box(&code)))
+    });
     g.bench_function("secrets", |b| {
         b.iter(|| secrets.scan(Path::new("src/lib.rs"), black_box(&code)))
     });

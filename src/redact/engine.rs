@@ -787,20 +787,31 @@ fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut run = 0usize;
     let mut i = 0;
+    // Below this position the bytes are read one at a time (a block there had enough digits).
+    let mut slow_until = 0;
     while i < text.len() {
         // Outside a run: a run of `min` digits spans at least `min` bytes, none of which ends a
         // run, so when the byte `min - 1` ahead does, no run starts before it. Letters end runs,
         // so even hex or base64 tokens are mostly skipped `min` bytes at a time.
         if run == 0 {
-            // Source code and prose: whole 32-byte blocks without a digit (the fold vectorizes).
-            if let Some(block) = text.get(i..i + 32)
-                && block
-                    .iter()
-                    .fold(0u8, |a, &b| a | u8::from(b.wrapping_sub(b'0') < 10))
-                    == 0
+            // Source code and prose: a 64-byte block with fewer than `min` digits holds no whole
+            // run, so everything up to its last run-ending byte is skipped (the count vectorizes;
+            // code has a digit in most blocks, but rarely nine).
+            if i >= slow_until
+                && let Some(block) = text.get(i..i + 64)
             {
-                i += 32;
-                continue;
+                let digits = block
+                    .iter()
+                    .fold(0u32, |a, &b| a + u32::from(b.wrapping_sub(b'0') < 10));
+                if (digits as usize) < min
+                    && let Some(p) = block
+                        .iter()
+                        .rposition(|&b| DIGIT_CLASS[usize::from(b)] == BREAK)
+                {
+                    i += p + 1;
+                    continue;
+                }
+                slow_until = i + 64;
             }
             if let Some(&b) = text.get(i + min - 1)
                 && DIGIT_CLASS[usize::from(b)] == BREAK

@@ -510,12 +510,27 @@ const PLACEHOLDER_WORDS: &[&str] = &[
     "not-a-real",
 ];
 
-fn lower(s: &[u8]) -> Vec<u8> {
-    s.to_ascii_lowercase()
+// Names and values are compared with the lowercase word lists without lowercased copies: this
+// runs at every keyword hit and on every candidate, where an allocation per word or value was a
+// large part of the scan on files dense with names (and on source code, at every `token`).
+
+/// `needle` (lowercase) occurs in `hay`, ignoring ASCII case.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.len() <= hay.len()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.len() <= hay.len() && hay.windows(needle.len()).any(|w| w == needle)
+/// `hay` starts with `prefix` (lowercase), ignoring ASCII case.
+fn starts_ci(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.get(..prefix.len())
+        .is_some_and(|h| h.eq_ignore_ascii_case(prefix))
+}
+
+/// `hay` ends with `suffix` (lowercase), ignoring ASCII case.
+fn ends_ci(hay: &[u8], suffix: &[u8]) -> bool {
+    hay.len() >= suffix.len() && hay[hay.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
 }
 
 /// One searcher for every placeholder word: this filter runs on every candidate of every rule,
@@ -523,7 +538,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn placeholder_words() -> &'static aho_corasick::AhoCorasick {
     static AC: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
     AC.get_or_init(|| {
-        aho_corasick::AhoCorasick::new(PLACEHOLDER_WORDS).expect("placeholder words compile")
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(PLACEHOLDER_WORDS)
+            .expect("placeholder words compile")
     })
 }
 
@@ -536,14 +554,14 @@ pub fn is_placeholder(secret: &[u8]) -> bool {
     if s.is_empty() {
         return true;
     }
-    let l = lower(s);
+    let l = s;
     if (l.first() == Some(&b'<') && l.last() == Some(&b'>'))
         || (l.starts_with(b"%(") || (l.len() > 2 && l[0] == b'%' && l.last() == Some(&b'%')))
         || l.starts_with(b"#{")
     {
         return true;
     }
-    if placeholder_words().is_match(&l) {
+    if placeholder_words().is_match(l) {
         return true;
     }
     // Documentation passwords: the whole value, trailing digits and punctuation dropped.
@@ -551,7 +569,10 @@ pub fn is_placeholder(secret: &[u8]) -> bool {
         .iter()
         .rposition(|b| b.is_ascii_alphabetic())
         .map_or(0, |p| p + 1);
-    if (1..=16).contains(&core_end) && DOC_PASSWORDS.iter().any(|w| w.as_bytes() == &l[..core_end])
+    if (1..=16).contains(&core_end)
+        && DOC_PASSWORDS
+            .iter()
+            .any(|w| w.as_bytes().eq_ignore_ascii_case(&l[..core_end]))
     {
         return true;
     }
@@ -572,11 +593,11 @@ pub fn is_placeholder(secret: &[u8]) -> bool {
         // Nothing long enough to judge: a value made only of punctuation is a mask.
         return s.iter().all(|b| !b.is_ascii_alphanumeric()) && s.len() >= 3;
     }
-    // Runs, steps and short periods in the body.
-    let steps = body
-        .windows(2)
-        .filter(|w| {
-            let d = i16::from(w[1]) - i16::from(w[0]);
+    // Runs, steps and short periods in the body, read in lowercase.
+    let lc = |i: usize| body[i].to_ascii_lowercase();
+    let steps = (1..body.len())
+        .filter(|&i| {
+            let d = i16::from(lc(i)) - i16::from(lc(i - 1));
             (-1..=1).contains(&d)
         })
         .count();
@@ -584,14 +605,13 @@ pub fn is_placeholder(secret: &[u8]) -> bool {
         return true;
     }
     for p in 2..=4 {
-        if body.len() >= 3 * p && (p..body.len()).all(|i| body[i] == body[i - p]) {
+        if body.len() >= 3 * p && (p..body.len()).all(|i| lc(i) == lc(i - p)) {
             return true;
         }
     }
     let mut seen = [false; 256];
-    let distinct = body
-        .iter()
-        .filter(|&&b| !std::mem::replace(&mut seen[usize::from(b)], true))
+    let distinct = (0..body.len())
+        .filter(|&i| !std::mem::replace(&mut seen[usize::from(lc(i))], true))
         .count();
     body.len() >= 8 && distinct <= 3
 }
@@ -607,73 +627,93 @@ fn is_blank(b: u8) -> bool {
     matches!(b, b' ' | b'\t')
 }
 
-/// Splits a name into lowercase words at `_`, `-`, `.`, and case changes (`apiKey`,
-/// `APIKey`, `X-Api-Token`).
-fn words(name: &[u8]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut cur: Vec<u8> = Vec::new();
-    for (i, &b) in name.iter().enumerate() {
-        if !b.is_ascii_alphanumeric() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            continue;
-        }
-        let prev = i.checked_sub(1).map(|j| name[j]);
-        let next = name.get(i + 1).copied();
-        let boundary = b.is_ascii_uppercase()
-            && !cur.is_empty()
-            && (prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
-                || (prev.is_some_and(|p| p.is_ascii_uppercase())
-                    && next.is_some_and(|n| n.is_ascii_lowercase())));
-        if boundary {
-            out.push(std::mem::take(&mut cur));
-        }
-        cur.push(b.to_ascii_lowercase());
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
+/// Splits a name into words at `_`, `-`, `.`, and case changes (`apiKey`, `APIKey`,
+/// `X-Api-Token`). Each word is a slice of the name in its own case: compare them with the
+/// case-insensitive helpers.
+fn words(name: &[u8]) -> Words<'_> {
+    Words { name, i: 0 }
 }
 
+struct Words<'a> {
+    name: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let name = self.name;
+        while self.i < name.len() && !name[self.i].is_ascii_alphanumeric() {
+            self.i += 1;
+        }
+        let start = self.i;
+        if start >= name.len() {
+            return None;
+        }
+        self.i += 1;
+        while self.i < name.len() && name[self.i].is_ascii_alphanumeric() {
+            let (prev, b) = (name[self.i - 1], name[self.i]);
+            let next = name.get(self.i + 1).copied();
+            // A capital after a lowercase letter or digit (`apiKey`), or the last capital of
+            // a run before a lowercase letter (`APIKey`), starts a word.
+            let boundary = b.is_ascii_uppercase()
+                && (prev.is_ascii_lowercase()
+                    || prev.is_ascii_digit()
+                    || (prev.is_ascii_uppercase() && next.is_some_and(|n| n.is_ascii_lowercase())));
+            if boundary {
+                break;
+            }
+            self.i += 1;
+        }
+        Some(&name[start..self.i])
+    }
+}
+
+/// `w` is one of the lowercase words of `list`, ignoring ASCII case.
 fn is_in(w: &[u8], list: &[&str]) -> bool {
-    list.iter().any(|x| x.as_bytes() == w)
+    list.iter().any(|x| x.as_bytes().eq_ignore_ascii_case(w))
 }
 
 /// Whether a name holds a credential of `kind`.
 fn name_matches(name: &[u8], kind: Detector) -> bool {
-    let ws = words(name);
-    let Some(last) = ws.last() else {
-        return false;
-    };
-    if is_in(last, NOT_SECRET_SUFFIX) {
-        return false;
+    // Two words ending `key id` or `token type` are refused by the last word; `*_key` needs a
+    // qualifier.
+    let (mut any, mut pat, mut count) = (false, false, 0usize);
+    let mut prev: Option<&[u8]> = None;
+    let mut last: &[u8] = b"";
+    for w in words(name) {
+        count += 1;
+        last = w;
+        if !any {
+            any = match kind {
+                Detector::Password => {
+                    is_in(w, PASSWORD_WORDS)
+                        || contains(w, b"password")
+                        || contains(w, b"passwd")
+                        || contains(w, b"passphrase")
+                        || (w.len() > 3 && ends_ci(w, b"pwd"))
+                }
+                Detector::Secret => {
+                    is_in(w, SECRET_WORDS)
+                        // Joined words: `authtoken`, `clientsecret`, `sharedaccesskey`.
+                        || (w.len() > 5 && (ends_ci(w, b"token") || ends_ci(w, b"secret")))
+                        || (w.len() > 3
+                            && ends_ci(w, b"key")
+                            && KEY_QUALIFIERS
+                                .iter()
+                                .any(|q| q.len() > 2 && ends_ci(&w[..w.len() - 3], q.as_bytes())))
+                        || (w.eq_ignore_ascii_case(b"key")
+                            && prev.is_some_and(|p| {
+                                is_in(p, KEY_QUALIFIERS) || !is_in(p, KEY_NOT_QUALIFIERS)
+                            }))
+                }
+            };
+            pat |= kind == Detector::Secret && w.eq_ignore_ascii_case(b"pat");
+        }
+        prev = Some(w);
     }
-    // Two words ending `key id` or `token type` are caught above; `*_key` needs a qualifier.
-    ws.iter().enumerate().any(|(i, w)| match kind {
-        Detector::Password => {
-            is_in(w, PASSWORD_WORDS)
-                || contains(w, b"password")
-                || contains(w, b"passwd")
-                || contains(w, b"passphrase")
-                || (w.len() > 3 && w.ends_with(b"pwd"))
-        }
-        Detector::Secret => {
-            is_in(w, SECRET_WORDS)
-                // Joined words: `authtoken`, `clientsecret`, `sharedaccesskey`, `accountkey`.
-                || (w.len() > 5 && (w.ends_with(b"token") || w.ends_with(b"secret")))
-                || (w.len() > 3
-                    && w.ends_with(b"key")
-                    && KEY_QUALIFIERS
-                        .iter()
-                        .any(|q| q.len() > 2 && w[..w.len() - 3].ends_with(q.as_bytes())))
-                || (w.as_slice() == b"key"
-                    && i > 0
-                    && (is_in(&ws[i - 1], KEY_QUALIFIERS) || !is_in(&ws[i - 1], KEY_NOT_QUALIFIERS)))
-                || (w.as_slice() == b"pat" && ws.len() > 1)
-        }
-    })
+    count > 0 && !is_in(last, NOT_SECRET_SUFFIX) && (any || (pat && count > 1))
 }
 
 /// Where the name holding the keyword hit at `ks` starts (as [`find`] reads it), to read each
@@ -793,13 +833,13 @@ pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<
             .iter()
             .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'&' | b'*' | b'[' | b']')))
             .unwrap_or(rest.len());
-        let ty = lower(&rest[..ty_len]);
+        let ty = &rest[..ty_len];
         let after_ty = &rest[ty_len..];
         let skip = after_ty.iter().take_while(|&&b| is_blank(b)).count();
         let a = &after_ty[skip..];
         if blanks > 0
             && is_in(
-                &ty,
+                ty,
                 &["string", "str", "&str", "[]byte", "char", "var", "val"],
             )
             && (a.starts_with(b"=") || a.starts_with(b":="))
@@ -832,9 +872,9 @@ pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<
     }
     let (mut vs, mut ve) = value_at(text, i, &mut mode, url_param, xml)?;
     // `Authorization: Bearer S`, `"Bearer S"`, `token: Bot S`: the scheme is not the secret.
-    let scheme = lower(&text[vs..ve]);
+    let scheme = &text[vs..ve];
     if is_in(
-        &scheme,
+        scheme,
         &[
             "bearer", "basic", "token", "bot", "digest", "key", "sso-key", "apikey", "otp",
         ],
@@ -855,13 +895,13 @@ pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<
         // A quoted value that begins with a scheme: `"Bearer S"`.
         let v = &text[vs..ve];
         if let Some(sp) = v.iter().position(|&b| b == b' ')
-            && is_in(&lower(&v[..sp]), &["bearer", "basic", "token", "bot"])
+            && is_in(&v[..sp], &["bearer", "basic", "token", "bot"])
         {
             vs += sp + 1;
         }
     }
     let v = &text[vs..ve];
-    let schemed = is_in(&scheme, &["bearer", "token", "bot"]) && kind == Detector::Secret;
+    let schemed = is_in(scheme, &["bearer", "token", "bot"]) && kind == Detector::Secret;
     if schemed
         && v.len() >= 12
         && v.len() < 16
@@ -922,11 +962,16 @@ fn is_wordish(part: &[u8]) -> bool {
     if !part.iter().all(u8::is_ascii_alphabetic) {
         return false;
     }
-    let l = lower(part);
-    let vowel = |b: u8| matches!(b, b'a' | b'e' | b'i' | b'o' | b'u' | b'y');
+    let l = part;
+    let vowel = |b: u8| {
+        matches!(
+            b.to_ascii_lowercase(),
+            b'a' | b'e' | b'i' | b'o' | b'u' | b'y'
+        )
+    };
     let vowels = l.iter().filter(|&&b| vowel(b)).count();
     let (mut run, mut max_run) = (0, 0);
-    for &b in &l {
+    for &b in l {
         run = if vowel(b) { 0 } else { run + 1 };
         max_run = max_run.max(run);
     }
@@ -936,15 +981,13 @@ fn is_wordish(part: &[u8]) -> bool {
 /// Whether letters and digits in `v` read as words joined into an identifier (`TokenParser`,
 /// `user_password`, `my-app-secret`) rather than random characters.
 fn is_identifierish(v: &[u8]) -> bool {
-    let parts: Vec<Vec<u8>> = words(v);
-    if parts.is_empty() {
-        return true;
-    }
     // Every part a word (digits only as a short suffix: `v2`, `oauth2`), and most letters in
     // parts of four or more: random mixed-case text splits into one- to three-letter "words".
     let mut long_letters = 0;
     let mut letters = 0;
-    for p in &parts {
+    let mut parts = 0;
+    for p in words(v) {
+        parts += 1;
         let alpha_len = p.iter().take_while(|b| b.is_ascii_alphabetic()).count();
         let (alpha, tail) = p.split_at(alpha_len);
         if tail.len() > 2 || !tail.iter().all(u8::is_ascii_digit) || !is_wordish(alpha) {
@@ -955,7 +998,7 @@ fn is_identifierish(v: &[u8]) -> bool {
             long_letters += alpha.len();
         }
     }
-    letters > 0 && long_letters * 10 >= letters * 6
+    parts == 0 || (letters > 0 && long_letters * 10 >= letters * 6)
 }
 
 /// Whether `v` looks random enough to be a token: long enough, varied characters, and not words.
@@ -972,8 +1015,8 @@ fn looks_random(v: &[u8]) -> bool {
 }
 
 fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
-    let l = lower(v);
-    if v.len() < 4 || v.len() > 1024 || is_in(&l, NOT_VALUES) {
+    let l = v;
+    if v.len() < 4 || v.len() > 1024 || is_in(l, NOT_VALUES) {
         return false;
     }
     let first = v[0];
@@ -990,12 +1033,12 @@ fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
         || l.starts_with(b"../")
         || l.starts_with(b"~/")
         || (l.len() > 2 && l[1] == b':' && matches!(l[2], b'\\' | b'/'))
-        || contains(&l, b"://")
-        || l.starts_with(b"sha1")
-        || l.starts_with(b"sha256")
-        || l.starts_with(b"sha384")
-        || l.starts_with(b"sha512")
-        || l.starts_with(b"md5")
+        || contains(l, b"://")
+        || starts_ci(l, b"sha1")
+        || starts_ci(l, b"sha256")
+        || starts_ci(l, b"sha384")
+        || starts_ci(l, b"sha512")
+        || starts_ci(l, b"md5")
     {
         return false;
     }
