@@ -42,6 +42,7 @@ pub struct Profile {
     pub approval: ApprovalCfg,
     #[serde(default)]
     pub guardrails: GuardrailsCfg,
+    #[serde(default)]
     pub present: PresentCfg,
     #[serde(default)]
     pub watermark: WatermarkCfg,
