@@ -467,7 +467,7 @@ fn toml_index(text: &str) -> Index {
 
 /// How one thing the agent asks for fares under the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Granted,
     /// Granted, but the profile still hides or protects some of it (the reason says what).
     Partly(String),
@@ -507,7 +507,7 @@ fn sample_path(glob: &str) -> String {
 }
 
 /// The profile's verdict on reading what `glob` asks for.
-pub fn read_verdict(policy: &Policy, glob: &str) -> Verdict {
+pub(crate) fn read_verdict(policy: &Policy, glob: &str) -> Verdict {
     if glob.starts_with('!') {
         return Verdict::Granted;
     }
@@ -522,7 +522,7 @@ pub fn read_verdict(policy: &Policy, glob: &str) -> Verdict {
 }
 
 /// The profile's verdict on writing what `glob` asks for.
-pub fn write_verdict(policy: &Policy, glob: &str) -> Verdict {
+pub(crate) fn write_verdict(policy: &Policy, glob: &str) -> Verdict {
     if glob.starts_with('!') {
         return Verdict::Granted;
     }
@@ -549,7 +549,7 @@ pub fn write_verdict(policy: &Policy, glob: &str) -> Verdict {
 }
 
 /// What the consent screen needs to know besides the manifest and the policy.
-pub struct ConsentContext<'a> {
+pub(crate) struct ConsentContext<'a> {
     /// The profile's name, and where it came from.
     pub profile: &'a str,
 }
@@ -566,7 +566,7 @@ impl fmt::Display for Verdict {
 
 /// The plain-language consent screen: what the agent asks for, what the profile grants, what
 /// is refused.
-pub fn consent_screen(m: &Manifest, policy: &Policy, ctx: &ConsentContext<'_>) -> String {
+pub(crate) fn consent_screen(m: &Manifest, policy: &Policy, ctx: &ConsentContext<'_>) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let caps = &m.capabilities;

@@ -88,8 +88,11 @@ use crate::profile::{Profile, ProfileError, Unscannable, WriteMode};
 /// What kind of directory entry is being asked about (from `lstat`, never following symlinks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
     /// Device, fifo or socket.
     Special,
@@ -99,11 +102,19 @@ pub enum EntryKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hidden {
     /// A deny pattern matched (the pattern as written in the profile).
-    Denied { pattern: String },
+    Denied {
+        /// The pattern.
+        pattern: String,
+    },
     /// An allow-list is in force and the file matches none of it.
     NotAllowed,
     /// A regular file above `max_file_size`.
-    TooLarge { size: u64, max: u64 },
+    TooLarge {
+        /// The file's size.
+        size: u64,
+        /// `max_file_size`.
+        max: u64,
+    },
     /// A device, fifo or socket while `hide_special_files` is on.
     Special,
     /// A symlink whose target leaves the scope while `hide_escaping_symlinks` is on.
@@ -468,6 +479,7 @@ impl Policy {
         self.hide_escaping
     }
 
+    /// The write mode the profile asks for.
     pub fn mode(&self) -> WriteMode {
         self.mode
     }
@@ -550,7 +562,7 @@ impl Policy {
 /// inside the target are not followed (this is lexical); each of them is checked on its own when
 /// the kernel resolves it through the mount. An empty target does not escape (it resolves to
 /// nothing).
-pub fn symlink_escapes(link_rel: &Path, target: &Path) -> bool {
+pub(crate) fn symlink_escapes(link_rel: &Path, target: &Path) -> bool {
     if target.has_root() {
         return true;
     }
