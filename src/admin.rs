@@ -24,8 +24,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,23 +154,6 @@ fn same_pid_ns(pid: i32) -> Option<bool> {
 }
 
 /// Removes the sockets of mounts that were killed (nothing listens: ECONNREFUSED).
-fn remove_dead_sockets(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("adm-")
-            && name.ends_with(".sock")
-            && let Err(err) = UnixStream::connect(e.path())
-            && err.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 /// A listening admin socket; removed when dropped.
 pub(crate) struct Server {
     path: PathBuf,
@@ -186,22 +168,7 @@ impl Drop for Server {
 /// Starts answering admin requests for the mount at `mountpoint` (canonical).
 pub(crate) fn serve(mountpoint: &Path, admin: Admin) -> anyhow::Result<Server> {
     let path = socket_path(mountpoint);
-    let dir = path.parent().context("admin socket path")?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("create {}", dir.display()))?;
-    remove_dead_sockets(dir);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("remove stale {}", path.display())),
-    }
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("listen on {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", path.display()))?;
+    let listener = crate::control::bind_private(&path, "adm-")?;
     let owner = rustix::process::geteuid().as_raw();
     std::thread::Builder::new()
         .name("veilfs-admin".into())

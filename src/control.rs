@@ -121,23 +121,7 @@ pub(crate) fn serve(
     mode: &str,
 ) -> anyhow::Result<Server> {
     let path = socket_path(mountpoint);
-    let dir = path.parent().context("control socket path")?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("create {}", dir.display()))?;
-    remove_dead_sockets(dir);
-    // The mount point was checked not to be mounted: a socket there is a dead mount's.
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("remove stale {}", path.display())),
-    }
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("listen on {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", path.display()))?;
+    let listener = bind_private(&path, "ctl-")?;
     let mode = mode.to_string();
     // Weak: the socket must not keep the session's journal writer alive past the unmount.
     let guard: Option<Weak<Guard>> = guard.as_ref().map(Arc::downgrade);
@@ -165,14 +149,37 @@ pub(crate) fn serve(
 
 /// Removes the sockets of mounts that were killed (nothing listens: ECONNREFUSED), so they
 /// do not pile up in the runtime directory.
-fn remove_dead_sockets(dir: &Path) {
+/// Listens on `path` (mode 0600, in a 0700 directory), after removing sockets named
+/// `prefix*.sock` beside it that no process answers (dead mounts'). The mount point was checked
+/// not to be mounted, so a socket at `path` itself is a dead mount's too.
+pub(crate) fn bind_private(path: &Path, prefix: &str) -> anyhow::Result<UnixListener> {
+    let dir = path.parent().context("socket path")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    remove_dead_sockets(dir, prefix);
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove stale {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+fn remove_dead_sockets(dir: &Path, prefix: &str) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with("ctl-") && name.ends_with(".sock")) {
+        if !(name.starts_with(prefix) && name.ends_with(".sock")) {
             continue;
         }
         if let Err(err) = UnixStream::connect(e.path())
