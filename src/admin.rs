@@ -153,7 +153,6 @@ fn same_pid_ns(pid: i32) -> Option<bool> {
     Some(theirs == ours)
 }
 
-/// Removes the sockets of mounts that were killed (nothing listens: ECONNREFUSED).
 /// A listening admin socket; removed when dropped.
 pub(crate) struct Server {
     path: PathBuf,
