@@ -32,7 +32,7 @@ use crate::profile::WriteMode;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub name: String,
     pub version: String,
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     #[serde(default)]
     pub files: Files,
     #[serde(default)]
@@ -54,7 +54,7 @@ pub struct Capabilities {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Files {
+pub(crate) struct Files {
     #[serde(default)]
     pub read: Vec<String>,
     #[serde(default)]
@@ -63,7 +63,7 @@ pub struct Files {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Network {
+pub(crate) struct Network {
     #[serde(default)]
     pub egress: Vec<String>,
     #[serde(default)]
@@ -72,14 +72,14 @@ pub struct Network {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Exec {
+pub(crate) struct Exec {
     #[serde(default)]
     pub allowed_commands: Vec<String>,
 }
 
 /// A manifest that cannot be used, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ManifestError {
+pub(crate) enum ManifestError {
     #[error("{path}: cannot read manifest: {message}")]
     Read { path: String, message: String },
     #[error("{origin}:{line}:{column}: {}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
@@ -93,15 +93,16 @@ pub enum ManifestError {
     },
 }
 
+#[cfg(test)]
 impl ManifestError {
-    pub fn location(&self) -> Option<(usize, usize)> {
+    pub(crate) fn location(&self) -> Option<(usize, usize)> {
         match self {
             ManifestError::Read { .. } => None,
             ManifestError::Invalid { line, column, .. } => Some((*line, *column)),
         }
     }
 
-    pub fn field(&self) -> &str {
+    pub(crate) fn field(&self) -> &str {
         match self {
             ManifestError::Read { .. } => "",
             ManifestError::Invalid { field, .. } => field,
@@ -118,7 +119,7 @@ enum Format {
 impl Manifest {
     /// Reads and validates a manifest file (`.json` or `.toml`; otherwise JSON if it starts
     /// with `{`).
-    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    pub(crate) fn load(path: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError::Read {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -133,12 +134,14 @@ impl Manifest {
     }
 
     /// Parses JSON manifest text; `origin` names it in errors.
-    pub fn parse_json(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+    #[cfg(test)]
+    pub(crate) fn parse_json(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
         parse(text, origin, Format::Json)
     }
 
     /// Parses TOML manifest text; `origin` names it in errors.
-    pub fn parse_toml(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+    #[cfg(test)]
+    pub(crate) fn parse_toml(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
         parse(text, origin, Format::Toml)
     }
 }

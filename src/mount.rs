@@ -172,9 +172,6 @@ fn absolute_lexical(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// Beside `scan-cache` in the store: git object file verdicts (`history::verdicts`).
-pub(crate) const HISTORY_VERDICTS: &str = "history-verdicts";
-
 /// Mounts and serves until unmounted (by `veilfs unmount`, `umount`, or a signal).
 pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // Before any thread exists (the watcher, fuser's workers): only the signal thread may
@@ -190,7 +187,11 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         let m = crate::manifest::Manifest::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let origin = path.display().to_string();
         policy = policy
-            .with_manifest(&m, &origin)
+            .with_manifest(
+                &m.capabilities.files.read,
+                &m.capabilities.files.write,
+                &origin,
+            )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         info!(manifest = %origin, agent = %m.name, "view narrowed to the agent's manifest");
         manifest = Some((m, origin));
@@ -271,7 +272,7 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         }) {
             Ok(p) => {
                 viewer.load_scans(&p);
-                history.load(&p.with_file_name(HISTORY_VERDICTS));
+                history.load(&p.with_file_name(crate::history::VERDICTS_FILE));
                 Some(p)
             }
             Err(e) => {

@@ -367,15 +367,17 @@ impl Policy {
     /// allow-lists), so a granted file deep in the tree can be reached. Never more than the
     /// profile: both checks run on top of every profile check, and a read-only profile stays
     /// read-only.
-    pub fn with_manifest(
+    ///
+    /// `read` and `write` are the manifest's `capabilities.files` globs.
+    pub(crate) fn with_manifest(
         mut self,
-        m: &crate::manifest::Manifest,
+        read: &[String],
+        write: &[String],
         origin: &str,
     ) -> Result<Policy, ProfileError> {
-        let f = &m.capabilities.files;
         self.grant = Some(Grant {
-            read: Rules::new("capabilities.files.read", origin, &f.read)?,
-            write: Rules::new("capabilities.files.write", origin, &f.write)?,
+            read: Rules::new("capabilities.files.read", origin, read)?,
+            write: Rules::new("capabilities.files.write", origin, write)?,
         });
         Ok(self)
     }
@@ -1140,11 +1142,10 @@ allow = ["*.csv"]
     }
 
     fn with_manifest(profile: &str, read: &[&str], write: &[&str]) -> Policy {
-        let mut m =
-            crate::manifest::Manifest::parse_json(r#"{"name":"a","version":"1"}"#, "m").unwrap();
-        m.capabilities.files.read = read.iter().map(|s| s.to_string()).collect();
-        m.capabilities.files.write = write.iter().map(|s| s.to_string()).collect();
-        policy(profile).with_manifest(&m, "m").unwrap()
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        policy(profile)
+            .with_manifest(&owned(read), &owned(write), "m")
+            .unwrap()
     }
 
     #[test]

@@ -101,7 +101,10 @@ pub(crate) fn compile(
         policy = policy.with_mode(m);
     }
     if let Some((m, origin)) = &spec.manifest {
-        policy = policy.with_manifest(m, origin).map_err(|e| e.to_string())?;
+        let f = &m.capabilities.files;
+        policy = policy
+            .with_manifest(&f.read, &f.write, origin)
+            .map_err(|e| e.to_string())?;
     }
     let key = engine_key(&profile);
     let engine = match current {

@@ -357,7 +357,7 @@ impl Filesystem for VeilFs {
         if let Some(p) = &self.cfg.scan_cache_file {
             self.cfg.viewer.save_scans(p);
             if let Some(h) = self.cfg.viewer.history() {
-                h.save(&p.with_file_name(crate::mount::HISTORY_VERDICTS));
+                h.save(&p.with_file_name(crate::history::VERDICTS_FILE));
             }
         }
     }

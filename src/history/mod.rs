@@ -41,6 +41,9 @@ pub(crate) use objects::{Format, detect};
 use crate::profile::History as Mode;
 use crate::redact::{Engine, ScanOutcome};
 
+/// Beside `scan-cache` in the store: git object file verdicts (`history::verdicts`).
+pub(crate) const VERDICTS_FILE: &str = "history-verdicts";
+
 /// How long a request waits for a pack's scan before it is refused (the scan goes on).
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
