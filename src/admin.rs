@@ -24,8 +24,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,12 +40,12 @@ use crate::breaker::Breaker;
 const MAX_REQUEST: u64 = 64 * 1024;
 
 /// The directory of admin sockets (hidden from the sandbox).
-pub fn admin_dir() -> PathBuf {
+pub(crate) fn admin_dir() -> PathBuf {
     crate::control::runtime_dir().join("admin")
 }
 
 /// The admin socket of a mount at `mountpoint` (canonicalised when it exists).
-pub fn socket_path(mountpoint: &Path) -> PathBuf {
+pub(crate) fn socket_path(mountpoint: &Path) -> PathBuf {
     let mp = mountpoint
         .canonicalize()
         .unwrap_or_else(|_| mountpoint.to_path_buf());
@@ -56,7 +55,7 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
+pub(crate) enum Request {
     Status,
     Pending,
     Approve {
@@ -73,7 +72,7 @@ pub enum Request {
 
 /// What `veilfs status` shows of one mount.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct MountStatus {
+pub(crate) struct MountStatus {
     pub mountpoint: PathBuf,
     pub pid: u32,
     pub scope: PathBuf,
@@ -96,7 +95,7 @@ pub struct MountStatus {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Response {
+pub(crate) struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -114,10 +113,10 @@ pub struct Response {
 }
 
 /// Ends the mount now (revoke); never returns in the mount process.
-pub type EndNow = Arc<dyn Fn(&str) + Send + Sync>;
+pub(crate) type EndNow = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// What the admin socket answers for.
-pub struct Admin {
+pub(crate) struct Admin {
     pub status: MountStatus,
     pub breaker: Arc<Breaker>,
     pub approvals: Option<Arc<Queue>>,
@@ -127,7 +126,7 @@ pub struct Admin {
 
 /// Who may use the admin commands: the mount's own uid or root, from the mount's pid
 /// namespace (`same_ns`: `None` when it could not be told).
-pub fn authorize(peer_uid: u32, owner: u32, same_ns: Option<bool>) -> Result<(), String> {
+pub(crate) fn authorize(peer_uid: u32, owner: u32, same_ns: Option<bool>) -> Result<(), String> {
     if peer_uid != owner && peer_uid != 0 {
         return Err(format!(
             "uid {peer_uid} may not administer a mount of uid {owner}"
@@ -154,26 +153,8 @@ fn same_pid_ns(pid: i32) -> Option<bool> {
     Some(theirs == ours)
 }
 
-/// Removes the sockets of mounts that were killed (nothing listens: ECONNREFUSED).
-fn remove_dead_sockets(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("adm-")
-            && name.ends_with(".sock")
-            && let Err(err) = UnixStream::connect(e.path())
-            && err.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 /// A listening admin socket; removed when dropped.
-pub struct Server {
+pub(crate) struct Server {
     path: PathBuf,
 }
 
@@ -184,24 +165,9 @@ impl Drop for Server {
 }
 
 /// Starts answering admin requests for the mount at `mountpoint` (canonical).
-pub fn serve(mountpoint: &Path, admin: Admin) -> anyhow::Result<Server> {
+pub(crate) fn serve(mountpoint: &Path, admin: Admin) -> anyhow::Result<Server> {
     let path = socket_path(mountpoint);
-    let dir = path.parent().context("admin socket path")?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("create {}", dir.display()))?;
-    remove_dead_sockets(dir);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("remove stale {}", path.display())),
-    }
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("listen on {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", path.display()))?;
+    let listener = crate::control::bind_private(&path, "adm-")?;
     let owner = rustix::process::geteuid().as_raw();
     std::thread::Builder::new()
         .name("veilfs-admin".into())
@@ -367,7 +333,7 @@ fn answer(req: Request, admin: &Admin) -> Response {
 
 /// Sends one request to the admin socket of the mount at `mountpoint`; an `ok: false` answer
 /// is an error.
-pub fn request(mountpoint: &Path, req: &Request) -> anyhow::Result<Response> {
+pub(crate) fn request(mountpoint: &Path, req: &Request) -> anyhow::Result<Response> {
     let socket = socket_path(mountpoint);
     let stream = UnixStream::connect(&socket).with_context(|| {
         format!(

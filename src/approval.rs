@@ -25,7 +25,7 @@ use crate::profile::ApprovalOp;
 
 /// What a person (or the clock) decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Approved,
     Denied,
     TimedOut,
@@ -34,7 +34,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verdict::Approved => "approved",
             Verdict::Denied => "denied",
@@ -47,7 +47,7 @@ impl Verdict {
 /// A standing answer: requests of kind `op` on a path at or below `path` (any path when
 /// `None`) until `until` (for the session when `None`) are approved without asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub op: ApprovalOp,
     pub path: Option<PathBuf>,
     pub until: Option<Instant>,
@@ -56,7 +56,7 @@ pub struct Grant {
 impl Grant {
     /// Does this grant answer a request of `op` on `paths` at `now`? Every path of the
     /// request (both names of a rename) must lie at or below the granted path.
-    pub fn covers(&self, op: ApprovalOp, paths: &[&Path], now: Instant) -> bool {
+    pub(crate) fn covers(&self, op: ApprovalOp, paths: &[&Path], now: Instant) -> bool {
         op == self.op
             && self.until.is_none_or(|u| now < u)
             && match &self.path {
@@ -65,7 +65,7 @@ impl Grant {
             }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let what = match &self.path {
             Some(p) => format!("{} of {} (and below)", self.op, p.display()),
             None => format!("every {}", self.op),
@@ -82,7 +82,7 @@ impl Grant {
 
 /// What `veilfs pending` shows of a held request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingInfo {
+pub(crate) struct PendingInfo {
     pub id: u64,
     pub op: String,
     pub path: PathBuf,
@@ -117,7 +117,7 @@ struct State {
 }
 
 /// A mount's approval queue.
-pub struct Queue {
+pub(crate) struct Queue {
     timeout: Duration,
     max_held: usize,
     notify: bool,
@@ -127,7 +127,7 @@ pub struct Queue {
 
 /// How an answer should stand for later requests (`veilfs approve ID --path` / `--for`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Scope {
+pub(crate) struct Scope {
     /// The same kind of operation on this request's path (and below) needs no new answer.
     #[serde(default)]
     pub path: bool,
@@ -137,7 +137,7 @@ pub struct Scope {
 }
 
 /// The standing grant an approval with `scope` leaves behind, if any.
-pub fn grant_of(op: ApprovalOp, path: &Path, scope: Scope, now: Instant) -> Option<Grant> {
+pub(crate) fn grant_of(op: ApprovalOp, path: &Path, scope: Scope, now: Instant) -> Option<Grant> {
     if !scope.path && scope.for_secs.is_none() {
         return None;
     }
@@ -150,7 +150,7 @@ pub fn grant_of(op: ApprovalOp, path: &Path, scope: Scope, now: Instant) -> Opti
 
 impl Queue {
     /// `workers` is the FUSE session's thread count; `notify`: call `notify-send` per request.
-    pub fn new(timeout: Duration, workers: usize, notify: bool) -> Queue {
+    pub(crate) fn new(timeout: Duration, workers: usize, notify: bool) -> Queue {
         Queue {
             timeout,
             max_held: (workers / 2).max(1),
@@ -163,7 +163,8 @@ impl Queue {
         }
     }
 
-    pub fn max_held(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn max_held(&self) -> usize {
         self.max_held
     }
 
@@ -173,7 +174,7 @@ impl Queue {
 
     /// Waits for a person's answer to `op` on `path` (and `to`, for a rename) by the current
     /// request's actor. `Ok` when approved (now or by a standing grant), `Err(reason)` otherwise.
-    pub fn ask(&self, op: ApprovalOp, path: &Path, to: Option<&Path>) -> Result<(), String> {
+    pub(crate) fn ask(&self, op: ApprovalOp, path: &Path, to: Option<&Path>) -> Result<(), String> {
         let now = Instant::now();
         let paths: Vec<&Path> = std::iter::once(path).chain(to).collect();
         let actor = audit::Actor::current();
@@ -289,7 +290,12 @@ impl Queue {
     }
 
     /// A person's answer to request `id`; audited with the current actor (the answering peer).
-    pub fn answer(&self, id: u64, approve: bool, scope: Scope) -> Result<PendingInfo, String> {
+    pub(crate) fn answer(
+        &self,
+        id: u64,
+        approve: bool,
+        scope: Scope,
+    ) -> Result<PendingInfo, String> {
         let now = Instant::now();
         let mut st = self.lock();
         let p = st.pending.get_mut(&id).ok_or_else(|| {
@@ -331,7 +337,7 @@ impl Queue {
     }
 
     /// The requests waiting now, oldest first.
-    pub fn pending(&self) -> Vec<PendingInfo> {
+    pub(crate) fn pending(&self) -> Vec<PendingInfo> {
         let now = Instant::now();
         let st = self.lock();
         st.pending
@@ -342,7 +348,7 @@ impl Queue {
     }
 
     /// The standing grants, described.
-    pub fn grants(&self) -> Vec<String> {
+    pub(crate) fn grants(&self) -> Vec<String> {
         let now = Instant::now();
         self.lock()
             .grants
@@ -353,7 +359,7 @@ impl Queue {
     }
 
     /// The mount is ending: every held request is refused now, and every later one at once.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.cv.notify_all();
     }
@@ -405,7 +411,7 @@ fn notify_send(id: u64, op: ApprovalOp, path: &Path, exe: &str) {
 }
 
 /// Seconds since the epoch of `now + d` (what `veilfs status` shows as expiry).
-pub fn epoch_after(d: Duration) -> u64 {
+pub(crate) fn epoch_after(d: Duration) -> u64 {
     (SystemTime::now() + d)
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs())

@@ -46,11 +46,11 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 /// `prev` of the first line of an audit file.
-pub const GENESIS: &str = crate::journal::GENESIS;
+pub(crate) const GENESIS: &str = crate::journal::GENESIS;
 /// Events between two signature lines.
-pub const SIGN_EVERY: u64 = 256;
+pub(crate) const SIGN_EVERY: u64 = 256;
 /// The OCSF schema version the events follow.
-pub const OCSF_VERSION: &str = "1.3.0";
+pub(crate) const OCSF_VERSION: &str = "1.3.0";
 /// What a signature signs: `DOMAIN session seq head`.
 const SIG_DOMAIN: &str = "veilfs-audit-v1";
 
@@ -59,7 +59,7 @@ const SIG_DOMAIN: &str = "veilfs-audit-v1";
 
 /// The process a request came from (FUSE's `Request::pid()/uid()/gid()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Actor {
+pub(crate) struct Actor {
     pub pid: u32,
     pub uid: u32,
     pub gid: u32,
@@ -70,7 +70,7 @@ thread_local! {
 }
 
 impl Actor {
-    pub fn of(req: &fuser::Request) -> Actor {
+    pub(crate) fn of(req: &fuser::Request) -> Actor {
         Actor {
             pid: req.pid(),
             uid: req.uid(),
@@ -79,7 +79,7 @@ impl Actor {
     }
 
     /// veilfs itself (mount, unmount, commands).
-    pub fn this_process() -> Actor {
+    pub(crate) fn this_process() -> Actor {
         let (uid, gid) = (
             rustix::process::getuid().as_raw(),
             rustix::process::getgid().as_raw(),
@@ -92,12 +92,12 @@ impl Actor {
     }
 
     /// Makes this the actor of the events the current thread emits until the guard drops.
-    pub fn enter(self) -> ActorScope {
+    pub(crate) fn enter(self) -> ActorScope {
         ActorScope(CURRENT.with(|c| c.replace(Some(self))))
     }
 
     /// The actor of the current thread's request, or veilfs itself outside one.
-    pub fn current() -> Actor {
+    pub(crate) fn current() -> Actor {
         CURRENT
             .with(|c| c.get())
             .unwrap_or_else(Actor::this_process)
@@ -105,7 +105,7 @@ impl Actor {
 }
 
 /// Restores the previous actor when dropped (see [`Actor::enter`]).
-pub struct ActorScope(Option<Actor>);
+pub(crate) struct ActorScope(Option<Actor>);
 
 impl Drop for ActorScope {
     fn drop(&mut self) {
@@ -150,7 +150,7 @@ fn process_info(pid: u32) -> (String, String) {
 
 /// One decision. Paths are relative to the scope root (what the agent sees below the mount).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AuditEvent {
+pub(crate) enum AuditEvent {
     /// A file handle was handed out. `rules` are the ids of the rules whose matches the view
     /// masks (never the secrets), `redactions` how many spans are masked.
     Open {
@@ -273,7 +273,7 @@ fn activity_of_op(op: &str) -> u8 {
     }
 }
 
-pub fn activity_name(id: u8) -> &'static str {
+pub(crate) fn activity_name(id: u8) -> &'static str {
     match id {
         1 => "Create",
         2 => "Read",
@@ -326,7 +326,7 @@ struct Class {
 
 impl AuditEvent {
     /// Short kind, for logs and the `veilfs audit` table.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             AuditEvent::Open { .. } => "open",
             AuditEvent::Read { .. } => "read",
@@ -682,7 +682,7 @@ impl AuditEvent {
 }
 
 /// The distinct rule ids of a masked view and how many spans it masks.
-pub fn rules_fired(r: &crate::redact::Redactions) -> (Vec<String>, usize) {
+pub(crate) fn rules_fired(r: &crate::redact::Redactions) -> (Vec<String>, usize) {
     let mut ids: Vec<String> = r.spans().iter().map(|s| s.rule_id.to_string()).collect();
     ids.sort();
     ids.dedup();
@@ -694,7 +694,7 @@ pub fn rules_fired(r: &crate::redact::Redactions) -> (Vec<String>, usize) {
 
 /// Where the events of a mount go.
 #[derive(Debug, Clone, Default)]
-pub struct AuditConfig {
+pub(crate) struct AuditConfig {
     /// The store: events go to `<store>/audit/<session>.jsonl`.
     pub store_dir: Option<PathBuf>,
     /// The journal session id (writable mounts) or a read-only mount's own id.
@@ -708,12 +708,12 @@ pub struct AuditConfig {
 }
 
 /// The audit directory of a store.
-pub fn audit_dir(store: &Path) -> PathBuf {
+pub(crate) fn audit_dir(store: &Path) -> PathBuf {
     store.join("audit")
 }
 
 /// Loads an Ed25519 signing key: a file of 32 raw bytes, or of 64 hex digits.
-pub fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
+pub(crate) fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
     let data = fs::read(path).with_context(|| format!("audit key {}", path.display()))?;
     let seed = parse_key_bytes(&data).with_context(|| {
         format!(
@@ -725,7 +725,7 @@ pub fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
 }
 
 /// A public key: 64 hex digits, or a file holding 32 raw bytes or 64 hex digits.
-pub fn load_verifying_key(arg: &str) -> anyhow::Result<VerifyingKey> {
+pub(crate) fn load_verifying_key(arg: &str) -> anyhow::Result<VerifyingKey> {
     let bytes = match parse_key_bytes(arg.as_bytes()) {
         Some(b) => b,
         None => {
@@ -770,11 +770,13 @@ fn sig_message(session: &str, seq: u64, head: &str) -> String {
 }
 
 /// Appends a mount's events (see the module docs). Thread-safe.
-pub struct Sink {
+pub(crate) struct Sink {
     session: String,
     mountpoint: PathBuf,
     host: String,
     key: Option<SigningKey>,
+    /// The audit file in the store; only tests ask for it.
+    #[cfg_attr(not(test), allow(dead_code))]
     path: Option<PathBuf>,
     procs: Mutex<ProcCache>,
     st: Mutex<SinkState>,
@@ -796,7 +798,7 @@ struct SinkState {
 }
 
 impl Sink {
-    pub fn open(cfg: &AuditConfig) -> anyhow::Result<Sink> {
+    pub(crate) fn open(cfg: &AuditConfig) -> anyhow::Result<Sink> {
         let key = cfg.key.as_deref().map(load_signing_key).transpose()?;
         let (path, file) = match &cfg.store_dir {
             Some(store) => {
@@ -873,7 +875,8 @@ impl Sink {
     }
 
     /// The audit file in the store, if any.
-    pub fn path(&self) -> Option<&Path> {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
@@ -1043,7 +1046,7 @@ impl Sink {
     }
 
     /// Signs what is unsigned and makes everything durable.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut st = self.st.lock().unwrap_or_else(|p| p.into_inner());
         self.sign(&mut st);
         self.flush(&mut st);
@@ -1056,12 +1059,12 @@ impl Sink {
 static SINK: RwLock<Option<Arc<Sink>>> = RwLock::new(None);
 
 /// Makes `sink` the destination of every [`emit`] until [`uninstall`].
-pub fn install(sink: Arc<Sink>) {
+pub(crate) fn install(sink: Arc<Sink>) {
     *SINK.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
 }
 
 /// Closes (signs, flushes) and removes the installed sink.
-pub fn uninstall() {
+pub(crate) fn uninstall() {
     let s = SINK.write().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(s) = s {
         s.close();
@@ -1070,7 +1073,7 @@ pub fn uninstall() {
 
 /// What a mount has done so far (`veilfs status`): opens and first reads, changes, denials.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub reads: u64,
     pub writes: u64,
     pub denials: u64,
@@ -1081,7 +1084,7 @@ static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 static DENIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The counts of the events emitted by this process (one mount per process).
-pub fn counters() -> Counters {
+pub(crate) fn counters() -> Counters {
     use std::sync::atomic::Ordering::Relaxed;
     Counters {
         reads: READS.load(Relaxed),
@@ -1091,13 +1094,13 @@ pub fn counters() -> Counters {
 }
 
 /// The process (thread group) behind FUSE's thread id, and its executable.
-pub fn process_of(tid: u32) -> (u32, String) {
+pub(crate) fn process_of(tid: u32) -> (u32, String) {
     let pid = tgid_of(tid).unwrap_or(tid);
     (pid, process_info(pid).1)
 }
 
 /// Records one decision: logs it and appends it to the installed sink.
-pub fn emit(e: &AuditEvent) {
+pub(crate) fn emit(e: &AuditEvent) {
     {
         use std::sync::atomic::Ordering::Relaxed;
         match e {
@@ -1121,7 +1124,7 @@ pub fn emit(e: &AuditEvent) {
 }
 
 /// Shorthand: emits [`AuditEvent::Denied`].
-pub fn denied(op: &str, path: &Path, reason: impl std::fmt::Display) {
+pub(crate) fn denied(op: &str, path: &Path, reason: impl std::fmt::Display) {
     emit(&AuditEvent::Denied {
         op: op.to_string(),
         path: path.to_path_buf(),
@@ -1131,7 +1134,7 @@ pub fn denied(op: &str, path: &Path, reason: impl std::fmt::Display) {
 }
 
 /// Shorthand: emits [`AuditEvent::Denied`] for an operation on two names.
-pub fn denied2(op: &str, from: &Path, to: &Path, reason: impl std::fmt::Display) {
+pub(crate) fn denied2(op: &str, from: &Path, to: &Path, reason: impl std::fmt::Display) {
     emit(&AuditEvent::Denied {
         op: op.to_string(),
         path: from.to_path_buf(),
@@ -1141,7 +1144,7 @@ pub fn denied2(op: &str, from: &Path, to: &Path, reason: impl std::fmt::Display)
 }
 
 /// Shorthand: emits [`AuditEvent::Changed`].
-pub fn changed(op: &str, path: &Path) {
+pub(crate) fn changed(op: &str, path: &Path) {
     emit(&AuditEvent::Changed {
         op: op.to_string(),
         path: path.to_path_buf(),
@@ -1151,7 +1154,7 @@ pub fn changed(op: &str, path: &Path) {
 /// Records one event of a command run outside a mount (rollback, commit) in its own audit file
 /// `<store>/audit/<session>.jsonl`, signed when `key` is given; `scope` is the folder it changed
 /// (the event's `file`).
-pub fn record_once(
+pub(crate) fn record_once(
     store: &Path,
     session: &str,
     key: Option<&Path>,
@@ -1177,7 +1180,7 @@ pub fn record_once(
 
 /// What [`verify_file`] found in one audit file.
 #[derive(Debug, Default)]
-pub struct Verified {
+pub(crate) struct Verified {
     pub events: usize,
     pub signatures: usize,
     /// Problems (`file:line: …`); the first chain problem ends the check of the file.
@@ -1187,7 +1190,7 @@ pub struct Verified {
 }
 
 /// Checks an audit file's chain and, with `key`, its signatures.
-pub fn verify_file(path: &Path, key: Option<&VerifyingKey>) -> io::Result<Verified> {
+pub(crate) fn verify_file(path: &Path, key: Option<&VerifyingKey>) -> io::Result<Verified> {
     let data = fs::read(path)?;
     let mut out = Verified::default();
     let mut prev = GENESIS.to_string();
@@ -1292,7 +1295,7 @@ pub fn verify_file(path: &Path, key: Option<&VerifyingKey>) -> io::Result<Verifi
 }
 
 /// The audit files of a store, oldest first (ids sort by start time).
-pub fn audit_files(store: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn audit_files(store: &Path) -> io::Result<Vec<PathBuf>> {
     let dir = audit_dir(store);
     let mut out = Vec::new();
     match fs::read_dir(&dir) {
@@ -1312,7 +1315,7 @@ pub fn audit_files(store: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 /// An id for the audit file of a mount without a journal session (read-only mode).
-pub fn readonly_session_id() -> String {
+pub(crate) fn readonly_session_id() -> String {
     let ns = crate::time::now_ns();
     format!(
         "ro-{}-{}",
@@ -1321,6 +1324,45 @@ pub fn readonly_session_id() -> String {
             .trim_end_matches('Z'),
         std::process::id()
     )
+}
+
+/// Events per second [`emit`] sustains into a fresh store's trail from `threads` threads, each
+/// with the actor of a FUSE request (for `examples/audit_emit.rs`).
+pub fn bench_emit(threads: usize, events: usize) -> io::Result<f64> {
+    let store = tempfile::tempdir()?;
+    let sink = Sink::open(&AuditConfig {
+        store_dir: Some(store.path().to_path_buf()),
+        session: format!("bench-{threads}"),
+        mountpoint: PathBuf::from("/mnt/view"),
+        log: None,
+        key: None,
+    })
+    .map_err(io::Error::other)?;
+    install(Arc::new(sink));
+    let per = events / threads.max(1);
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let _actor = Actor::this_process().enter();
+                for i in 0..per {
+                    emit(&AuditEvent::Open {
+                        path: PathBuf::from(format!(
+                            "d{:04}/f{:03}.txt",
+                            (t * per + i) / 100,
+                            i % 100
+                        )),
+                        writable: false,
+                        masked: false,
+                        rules: Vec::new(),
+                        redactions: 0,
+                    });
+                }
+            });
+        }
+    });
+    uninstall();
+    Ok((per * threads) as f64 / t0.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]

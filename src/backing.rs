@@ -27,11 +27,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The longest name a Linux filesystem accepts.
-pub const NAME_MAX: usize = 255;
+pub(crate) const NAME_MAX: usize = 255;
 
 /// The kind of a real object, from its mode bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     File,
     Dir,
     Symlink,
@@ -42,7 +42,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn from_mode(mode: u32) -> Kind {
+    pub(crate) fn from_mode(mode: u32) -> Kind {
         match mode & libc::S_IFMT {
             libc::S_IFDIR => Kind::Dir,
             libc::S_IFLNK => Kind::Symlink,
@@ -53,15 +53,11 @@ impl Kind {
             _ => Kind::File,
         }
     }
-
-    pub fn is_special(self) -> bool {
-        !matches!(self, Kind::File | Kind::Dir | Kind::Symlink)
-    }
 }
 
 /// What we need of `struct stat`, with nanosecond times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     pub dev: u64,
     pub ino: u64,
     pub mode: u32,
@@ -78,10 +74,10 @@ pub struct Stat {
 }
 
 impl Stat {
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         Kind::from_mode(self.mode)
     }
-    pub fn perm(&self) -> u32 {
+    pub(crate) fn perm(&self) -> u32 {
         self.mode & 0o7777
     }
     // The field types of `struct stat` differ between architectures; some casts are no-ops here.
@@ -117,7 +113,7 @@ fn oflags(flags: i32) -> OFlags {
 
 /// Validates one name handed to us by the kernel. Returns the errno a native filesystem would
 /// give for it: ENAMETOOLONG for names over 255 bytes, EINVAL for `/`, NUL, `.`, `..` and "".
-pub fn check_name(name: &OsStr) -> Result<(), i32> {
+pub(crate) fn check_name(name: &OsStr) -> Result<(), i32> {
     let b = name.as_bytes();
     if b.len() > NAME_MAX {
         return Err(libc::ENAMETOOLONG);
@@ -143,7 +139,7 @@ static OPENAT2_MISSING: AtomicBool = AtomicBool::new(false);
 
 /// Opens `name` (one validated component) beneath `dir` as an `O_PATH | O_NOFOLLOW` fd.
 /// Fails with EXDEV for a mount point (a bind mount inside the scope is not part of it).
-pub fn lookup(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+pub(crate) fn lookup(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -181,7 +177,7 @@ pub fn lookup(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
 }
 
 /// Stats the object behind an fd (works on O_PATH fds, never follows a symlink).
-pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+pub(crate) fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     // An empty path with AT_EMPTY_PATH stats the object the fd refers to.
     let st = rustix::fs::statat(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(Stat::from_raw(&st))
@@ -189,7 +185,7 @@ pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
 
 /// Stats one validated name beneath `dir` without following it. A mount point (a bind mount
 /// inside the scope) answers EXDEV: it is not part of the scope, exactly as [`lookup`] says.
-pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
+pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     use rustix::fs::{StatxAttributes, StatxFlags};
     let c = cstr(name)?;
@@ -222,14 +218,14 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
 }
 
 /// Reads a symlink's target through its O_PATH fd.
-pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<OsString> {
+pub(crate) fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<OsString> {
     // An empty path reads the link the fd refers to.
     let target = rustix::fs::readlinkat(fd, c"", Vec::new())?;
     Ok(OsString::from_vec(target.into_bytes()))
 }
 
 /// Reads the target of the symlink `name` beneath `dir`.
-pub fn readlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OsString> {
+pub(crate) fn readlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OsString> {
     let fd = lookup(dir, name)?;
     readlink_fd(fd.as_fd())
 }
@@ -242,13 +238,13 @@ fn proc_path(fd: BorrowedFd<'_>) -> CString {
 /// Reopens a held object for I/O with `flags` (O_RDONLY, O_WRONLY, O_RDWR, O_APPEND, O_TRUNC,
 /// O_DIRECTORY...). Refuses anything but regular files and directories (CVE-2020-35517), and
 /// strips O_CREAT/O_EXCL/O_NOFOLLOW which make no sense on a reopen.
-pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<File> {
+pub(crate) fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<File> {
     reopen_as(fd, stat_fd(fd)?.kind(), flags)
 }
 
 /// [`reopen`] for a caller that already knows the object's kind (an fd's object never changes
 /// kind), saving a stat on the open path.
-pub fn reopen_as(fd: BorrowedFd<'_>, kind: Kind, flags: i32) -> io::Result<File> {
+pub(crate) fn reopen_as(fd: BorrowedFd<'_>, kind: Kind, flags: i32) -> io::Result<File> {
     match kind {
         Kind::File | Kind::Dir => {}
         _ => return Err(io::Error::from_raw_os_error(libc::EACCES)),
@@ -262,13 +258,13 @@ pub fn reopen_as(fd: BorrowedFd<'_>, kind: Kind, flags: i32) -> io::Result<File>
 
 /// One directory entry as listed by the kernel.
 #[derive(Clone, Debug)]
-pub struct DirEntry {
+pub(crate) struct DirEntry {
     pub name: OsString,
     pub ino: u64,
 }
 
 /// Lists a directory held as an O_PATH fd (without `.` and `..`).
-pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
+pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
     let d = reopen_as(dir, Kind::Dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
     let mut out = Vec::new();
     for ent in rustix::fs::Dir::new(d)? {
@@ -287,7 +283,7 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
 }
 
 /// `statfs` of the filesystem holding `fd`.
-pub fn statfs(fd: BorrowedFd<'_>) -> io::Result<rustix::fs::StatFs> {
+pub(crate) fn statfs(fd: BorrowedFd<'_>) -> io::Result<rustix::fs::StatFs> {
     Ok(rustix::fs::statfs(&*proc_path(fd))?)
 }
 
@@ -296,7 +292,12 @@ pub fn statfs(fd: BorrowedFd<'_>) -> io::Result<rustix::fs::StatFs> {
 
 /// Creates a regular file beneath `dir` (`O_CREAT | O_EXCL | O_NOFOLLOW`), returned open with
 /// `flags`' access mode.
-pub fn create_file(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> io::Result<File> {
+pub(crate) fn create_file(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: i32,
+    mode: u32,
+) -> io::Result<File> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
     let flags = (flags & !(libc::O_PATH | libc::O_DIRECTORY))
@@ -308,13 +309,13 @@ pub fn create_file(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> 
     Ok(File::from(fd))
 }
 
-pub fn mkdir(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
+pub(crate) fn mkdir(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
     Ok(rustix::fs::mkdirat(dir, &*c, Mode::from_raw_mode(mode))?)
 }
 
-pub fn mknod(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> io::Result<()> {
+pub(crate) fn mknod(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
     // No type bits means a regular file, as mknod(2) says.
@@ -331,7 +332,7 @@ pub fn mknod(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> io::Res
     )?)
 }
 
-pub fn symlink(dir: BorrowedFd<'_>, name: &OsStr, target: &OsStr) -> io::Result<()> {
+pub(crate) fn symlink(dir: BorrowedFd<'_>, name: &OsStr, target: &OsStr) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
     let t = cstr(target)?;
@@ -340,7 +341,7 @@ pub fn symlink(dir: BorrowedFd<'_>, name: &OsStr, target: &OsStr) -> io::Result<
 
 /// Makes a new hard link to the object held by `fd` (via its /proc path, so no name is
 /// re-resolved).
-pub fn link(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, newname: &OsStr) -> io::Result<()> {
+pub(crate) fn link(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, newname: &OsStr) -> io::Result<()> {
     check_name(newname).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(newname)?;
     let p = proc_path(fd);
@@ -355,13 +356,13 @@ pub fn link(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, newname: &OsStr) -> io::
     )?)
 }
 
-pub fn unlink(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+pub(crate) fn unlink(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
     Ok(rustix::fs::unlinkat(dir, &*c, AtFlags::empty())?)
 }
 
-pub fn rmdir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+pub(crate) fn rmdir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
     Ok(rustix::fs::unlinkat(dir, &*c, AtFlags::REMOVEDIR)?)
@@ -385,7 +386,7 @@ pub fn rename(
 }
 
 /// chmod of the held object (symlinks have no mode on Linux: EOPNOTSUPP, like native).
-pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+pub(crate) fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     let p = proc_path(fd);
     if stat_fd(fd)?.kind() == Kind::Symlink {
         return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
@@ -394,7 +395,7 @@ pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 }
 
 /// chown of the held object itself (never a symlink's target). u32::MAX leaves a field as is.
-pub fn chown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+pub(crate) fn chown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     use rustix::fs::{Gid, Uid};
     let uid = (uid != u32::MAX).then(|| Uid::from_raw(uid));
     let gid = (gid != u32::MAX).then(|| Gid::from_raw(gid));
@@ -411,8 +412,11 @@ pub fn chown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
 /// A time to set: a value, "now", or "leave alone".
 #[derive(Clone, Copy, Debug)]
 pub enum SetTime {
+    /// Leave the time as it is.
     Omit,
+    /// The current time.
     Now,
+    /// Seconds and nanoseconds since the epoch.
     At(i64, i64),
 }
 
@@ -472,7 +476,7 @@ pub fn utimens_fd(fd: BorrowedFd<'_>, atime: SetTime, mtime: SetTime) -> io::Res
 }
 
 /// Truncates a held regular file.
-pub fn truncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+pub(crate) fn truncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
     let f = reopen(fd, libc::O_WRONLY)?;
     f.set_len(size)
 }
@@ -488,7 +492,7 @@ fn xattr_path(fd: BorrowedFd<'_>) -> io::Result<CString> {
     }
 }
 
-pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn getxattr(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> io::Result<Vec<u8>> {
     let p = xattr_path(fd).map_err(|_| io::Error::from_raw_os_error(libc::ENODATA))?;
     let n = cstr(name)?;
     // Size 0 asks for the length (rustix's `getxattr` answers 0 for an empty buffer: the
@@ -503,7 +507,7 @@ pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> io::Result<Vec
 }
 
 /// The whole value of xattr `name` (sized first; retried if it grows in between).
-pub fn getxattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
+pub(crate) fn getxattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
     for _ in 0..4 {
         let len = getxattr(fd, name, 0)?.len();
         if len == 0 {
@@ -517,7 +521,7 @@ pub fn getxattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
     Err(io::Error::from_raw_os_error(libc::ERANGE))
 }
 
-pub fn listxattr(fd: BorrowedFd<'_>, size: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn listxattr(fd: BorrowedFd<'_>, size: usize) -> io::Result<Vec<u8>> {
     let p = match xattr_path(fd) {
         Ok(p) => p,
         Err(_) => return Ok(Vec::new()),
@@ -533,6 +537,7 @@ pub fn listxattr(fd: BorrowedFd<'_>, size: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Sets extended attribute `name` of the file held by `fd`.
 pub fn setxattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
     let p = xattr_path(fd)?;
     let n = cstr(name)?;
@@ -541,7 +546,7 @@ pub fn setxattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> i
     Ok(rustix::fs::setxattr(&*p, &*n, value, flags)?)
 }
 
-pub fn removexattr(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+pub(crate) fn removexattr(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     let p = xattr_path(fd)?;
     let n = cstr(name)?;
     Ok(rustix::fs::removexattr(&*p, &*n)?)
@@ -570,7 +575,7 @@ pub fn all_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
 
 /// Raises the soft fd limit to the hard limit (and the hard limit to `nr_open` when we may):
 /// every cached inode holds one O_PATH fd.
-pub fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // rustix says "unlimited" (RLIM_INFINITY) as None.
     let max = getrlimit(Resource::Nofile)
@@ -624,7 +629,7 @@ pub fn open_parent(root: BorrowedFd<'_>, rel: &Path) -> io::Result<(OwnedFd, OsS
 }
 
 /// Duplicates a borrowed fd into an owned one.
-pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
 

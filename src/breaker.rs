@@ -16,7 +16,7 @@ use crate::profile::BreakerCfg;
 
 /// What an operation counts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// An unlink or rmdir.
     Delete,
     /// A rename (an exchange counts once).
@@ -29,7 +29,7 @@ pub enum Op {
 
 /// Why the breaker tripped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trip {
+pub(crate) struct Trip {
     pub limit: &'static str,
     pub count: u64,
     pub max: u64,
@@ -38,7 +38,7 @@ pub struct Trip {
 
 impl Trip {
     /// A mass read stops reads too; the others stop changes.
-    pub fn stops_reads(&self) -> bool {
+    pub(crate) fn stops_reads(&self) -> bool {
         self.limit == "max_reads_per_minute"
     }
 }
@@ -63,7 +63,7 @@ impl fmt::Display for Trip {
 }
 
 /// The breaker of one mount.
-pub struct Breaker {
+pub(crate) struct Breaker {
     cfg: BreakerCfg,
     inner: Mutex<Inner>,
 }
@@ -80,7 +80,7 @@ struct Inner {
 const READ_WINDOW: Duration = Duration::from_secs(60);
 
 impl Breaker {
-    pub fn new(cfg: BreakerCfg) -> Breaker {
+    pub(crate) fn new(cfg: BreakerCfg) -> Breaker {
         Breaker {
             cfg,
             inner: Mutex::new(Inner::default()),
@@ -88,23 +88,23 @@ impl Breaker {
     }
 
     /// Does a mass-read limit apply (so opens are worth counting)?
-    pub fn counts_reads(&self) -> bool {
+    pub(crate) fn counts_reads(&self) -> bool {
         self.cfg.max_reads_per_minute > 0
     }
 
     /// Does an overwritten-bytes limit apply (so writes are worth a stat)?
-    pub fn counts_overwrites(&self) -> bool {
+    pub(crate) fn counts_overwrites(&self) -> bool {
         self.cfg.max_overwritten_bytes > 0
     }
 
     /// The trip in force, if any.
-    pub fn state(&self) -> Option<Trip> {
+    pub(crate) fn state(&self) -> Option<Trip> {
         self.lock().tripped.clone()
     }
 
     /// Counts `op` at `now`; returns the trip it causes (only the first trip is returned; the
     /// breaker then stays tripped until [`Breaker::resume`]).
-    pub fn note(&self, op: Op, now: Instant) -> Option<Trip> {
+    pub(crate) fn note(&self, op: Op, now: Instant) -> Option<Trip> {
         let window = Duration::from_secs(self.cfg.window_secs.max(1));
         let mut g = self.lock();
         if g.tripped.is_some() {
@@ -171,7 +171,7 @@ impl Breaker {
     }
 
     /// A person said go on: counts start again from zero.
-    pub fn resume(&self) -> Option<Trip> {
+    pub(crate) fn resume(&self) -> Option<Trip> {
         let mut g = self.lock();
         let was = g.tripped.take();
         *g = Inner::default();

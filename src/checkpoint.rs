@@ -16,7 +16,7 @@ use crate::store::Store;
 
 /// One checkpoint of one session.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     pub session: String,
     /// 1-based, per session.
     pub n: u64,
@@ -28,7 +28,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// `#2 "tests pass"`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.label {
             Some(l) => format!("#{} {l:?}", self.n),
             None => format!("#{}", self.n),
@@ -37,7 +37,7 @@ impl Checkpoint {
 }
 
 /// The checkpoints of a session, in order.
-pub fn checkpoints(log: &SessionLog) -> Vec<Checkpoint> {
+pub(crate) fn checkpoints(log: &SessionLog) -> Vec<Checkpoint> {
     log.records
         .iter()
         .filter_map(|r| match &r.event {
@@ -56,14 +56,14 @@ pub fn checkpoints(log: &SessionLog) -> Vec<Checkpoint> {
 /// What one turn changed: the records after the previous checkpoint (or the start) up to
 /// `end` (None: after the last checkpoint, the turn in progress or unfinished).
 #[derive(Clone, Debug)]
-pub struct Turn {
+pub(crate) struct Turn {
     pub end: Option<Checkpoint>,
     pub changed: BTreeSet<PathBuf>,
     pub renames: Vec<(PathBuf, PathBuf)>,
 }
 
 /// The session cut at its checkpoints. A session without checkpoints is one turn.
-pub fn turns(log: &SessionLog) -> Vec<Turn> {
+pub(crate) fn turns(log: &SessionLog) -> Vec<Turn> {
     let cps = checkpoints(log);
     let mut out = Vec::new();
     let mut cur = Turn {
@@ -103,7 +103,7 @@ pub fn turns(log: &SessionLog) -> Vec<Turn> {
 
 /// Finds checkpoint `spec` (its label, else its number: `2` or `#2`) in `session`, or in the
 /// newest session that has one. With several of the same label in a session, the last.
-pub fn find(store: &Store, session: Option<&str>, spec: &str) -> anyhow::Result<Checkpoint> {
+pub(crate) fn find(store: &Store, session: Option<&str>, spec: &str) -> anyhow::Result<Checkpoint> {
     let ids: Vec<String> = match session {
         Some(s) => vec![s.to_string()],
         None => store

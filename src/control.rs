@@ -34,15 +34,15 @@ use tracing::{info, warn};
 use crate::guard::Guard;
 
 /// Environment variable naming the mount point, for `veilfs run`'s command (and its harness).
-pub const ENV_MOUNT: &str = "VEILFS_MOUNT";
+pub(crate) const ENV_MOUNT: &str = "VEILFS_MOUNT";
 
 /// Environment variable naming the control socket, for `veilfs run`'s command.
-pub const ENV_CONTROL: &str = "VEILFS_CONTROL";
+pub(crate) const ENV_CONTROL: &str = "VEILFS_CONTROL";
 
 const MAX_REQUEST: u64 = 64 * 1024;
 
 /// The directory holding control sockets for this user.
-pub fn runtime_dir() -> PathBuf {
+pub(crate) fn runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("veilfs");
     }
@@ -55,7 +55,7 @@ pub fn runtime_dir() -> PathBuf {
 }
 
 /// The control socket of a mount at `mountpoint` (canonicalised when it exists).
-pub fn socket_path(mountpoint: &Path) -> PathBuf {
+pub(crate) fn socket_path(mountpoint: &Path) -> PathBuf {
     let mp = mountpoint
         .canonicalize()
         .unwrap_or_else(|_| mountpoint.to_path_buf());
@@ -65,7 +65,7 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
+pub(crate) enum Request {
     Checkpoint {
         #[serde(default)]
         label: Option<String>,
@@ -82,7 +82,7 @@ pub enum Request {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Response {
+pub(crate) struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -101,15 +101,11 @@ pub struct Response {
 }
 
 /// A listening control socket; removed when dropped (at unmount).
-pub struct Server {
+pub(crate) struct Server {
     path: PathBuf,
 }
 
-impl Server {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
+impl Server {}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -119,25 +115,13 @@ impl Drop for Server {
 
 /// Starts answering requests for the mount at `mountpoint` (already canonical). `guard` is
 /// the session's, absent in read-only mode (a checkpoint is then refused: nothing can change).
-pub fn serve(mountpoint: &Path, guard: Option<Arc<Guard>>, mode: &str) -> anyhow::Result<Server> {
+pub(crate) fn serve(
+    mountpoint: &Path,
+    guard: Option<Arc<Guard>>,
+    mode: &str,
+) -> anyhow::Result<Server> {
     let path = socket_path(mountpoint);
-    let dir = path.parent().context("control socket path")?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("create {}", dir.display()))?;
-    remove_dead_sockets(dir);
-    // The mount point was checked not to be mounted: a socket there is a dead mount's.
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("remove stale {}", path.display())),
-    }
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("listen on {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", path.display()))?;
+    let listener = bind_private(&path, "ctl-")?;
     let mode = mode.to_string();
     // Weak: the socket must not keep the session's journal writer alive past the unmount.
     let guard: Option<Weak<Guard>> = guard.as_ref().map(Arc::downgrade);
@@ -165,14 +149,37 @@ pub fn serve(mountpoint: &Path, guard: Option<Arc<Guard>>, mode: &str) -> anyhow
 
 /// Removes the sockets of mounts that were killed (nothing listens: ECONNREFUSED), so they
 /// do not pile up in the runtime directory.
-fn remove_dead_sockets(dir: &Path) {
+/// Listens on `path` (mode 0600, in a 0700 directory), after removing sockets named
+/// `prefix*.sock` beside it that no process answers (dead mounts'). The mount point was checked
+/// not to be mounted, so a socket at `path` itself is a dead mount's too.
+pub(crate) fn bind_private(path: &Path, prefix: &str) -> anyhow::Result<UnixListener> {
+    let dir = path.parent().context("socket path")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    remove_dead_sockets(dir, prefix);
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove stale {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+fn remove_dead_sockets(dir: &Path, prefix: &str) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with("ctl-") && name.ends_with(".sock")) {
+        if !(name.starts_with(prefix) && name.ends_with(".sock")) {
             continue;
         }
         if let Err(err) = UnixStream::connect(e.path())
@@ -258,7 +265,7 @@ fn answer(req: Request, guard: Option<&Guard>, mode: &str) -> Response {
 
 /// Sends one request to the control socket at `socket` and returns the mount's answer
 /// (an `ok: false` answer is an error).
-pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
+pub(crate) fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
     let stream = UnixStream::connect(socket).with_context(|| {
         format!(
             "no veilfs mount answers on {} (is it mounted, by this user?)",
@@ -281,7 +288,7 @@ pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
 
 /// The control socket for a mount point given on the command line, or, with none, the one
 /// `veilfs run` exported (`VEILFS_CONTROL`, else the socket of `VEILFS_MOUNT`).
-pub fn locate(mountpoint: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn locate(mountpoint: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(mp) = mountpoint {
         let sock = socket_path(mp);
         // Inside `veilfs run` the exported path wins for its own mount point.

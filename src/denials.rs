@@ -18,13 +18,13 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 
 /// How many denials are remembered.
-pub const KEEP: usize = 200;
+pub(crate) const KEEP: usize = 200;
 
 static RECENT: Mutex<VecDeque<Denial>> = Mutex::new(VecDeque::new());
 
 /// One denial, as recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Denial {
+pub(crate) struct Denial {
     pub time_ns: i128,
     /// The audit message (`write denied`, `rename denied: it would loosen the view`, ...).
     pub what: String,
@@ -36,7 +36,7 @@ pub struct Denial {
 impl Denial {
     /// This denial as the agent may see it: the reason is dropped for a phrase when it names
     /// anything but the request's own paths.
-    pub fn for_agent(&self) -> Denial {
+    pub(crate) fn for_agent(&self) -> Denial {
         let mut d = self.clone();
         if d.reason.contains(" is hidden and would become visible") {
             d.reason = "something inside is hidden by the profile and would become visible at the new name".into();
@@ -47,7 +47,7 @@ impl Denial {
     }
 
     /// Whether it concerns `path` (or something below it); the empty path matches all.
-    pub fn concerns(&self, path: &str) -> bool {
+    pub(crate) fn concerns(&self, path: &str) -> bool {
         let path = path.trim_matches('/');
         path.is_empty()
             || self.paths.iter().any(|p| {
@@ -70,7 +70,7 @@ impl fmt::Display for Denial {
 }
 
 /// The denials remembered, oldest first.
-pub fn recent() -> Vec<Denial> {
+pub(crate) fn recent() -> Vec<Denial> {
     RECENT
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -80,7 +80,7 @@ pub fn recent() -> Vec<Denial> {
 }
 
 /// Remembers a denial (the layer calls it; so can code that denies without an audit event).
-pub fn record(d: Denial) {
+pub(crate) fn record(d: Denial) {
     let mut r = RECENT.lock().unwrap_or_else(|e| e.into_inner());
     if r.len() == KEEP {
         r.pop_front();
@@ -90,7 +90,7 @@ pub fn record(d: Denial) {
 
 /// The `tracing` layer that feeds [`recent`]. Add it to the subscriber without a filter of its
 /// own level (it picks the audit target itself).
-pub struct DenialLayer;
+pub(crate) struct DenialLayer;
 
 #[derive(Default)]
 struct Fields {

@@ -173,7 +173,7 @@ impl fmt::Display for Change {
 
 /// The changes snapshot session `log` made, for paths under one of `filters` (scope-relative;
 /// an empty list or an empty filter means everything).
-pub fn session_changes(
+pub(crate) fn session_changes(
     store: &Store,
     log: &SessionLog,
     filters: &[PathBuf],
@@ -216,7 +216,7 @@ pub fn session_changes(
 
 /// What committing the overlay in store `dir` onto `scope` would change, for paths under one of
 /// `filters`; also returns the planner's warnings.
-pub fn overlay_changes(
+pub(crate) fn overlay_changes(
     dir: &Path,
     scope: &Path,
     filters: &[PathBuf],
@@ -355,7 +355,7 @@ fn text(b: &[u8]) -> Option<&str> {
 }
 
 /// A unified line diff with `ctx` lines of context (no `---`/`+++` header), from `similar`.
-pub fn unified_diff(a: &str, b: &str, ctx: usize) -> String {
+pub(crate) fn unified_diff(a: &str, b: &str, ctx: usize) -> String {
     similar::TextDiff::from_lines(a, b)
         .unified_diff()
         .context_radius(ctx)

@@ -25,7 +25,7 @@ pub fn io_error<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a io::Error> {
 }
 
 /// `e` and its sources as one line, `outer: inner: cause` (what anyhow's `{:#}` prints).
-pub fn chain(e: &(dyn Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(x) = cur {
@@ -39,7 +39,7 @@ pub fn chain(e: &(dyn Error + 'static)) -> String {
 /// The errno an agent should see for `e`: the first OS error code in its chain, else
 /// `fallback`. An `io::Error` that only wraps another error (as `tempfile` does to add the path)
 /// is looked into too: its `source()` skips the wrapped error itself.
-pub fn errno(e: &(dyn Error + 'static), fallback: i32) -> i32 {
+pub(crate) fn errno(e: &(dyn Error + 'static), fallback: i32) -> i32 {
     os_code(e).unwrap_or(fallback)
 }
 

@@ -22,13 +22,13 @@ use rustix::net::{
 const COMM_ENV: &str = "_FUSE_COMMFD";
 
 /// Whether this process mounts through `fusermount3` (it is not root).
-pub fn needed() -> bool {
+pub(crate) fn needed() -> bool {
     !rustix::process::geteuid().is_root()
 }
 
 /// One `-o` option string for `fusermount3`: `,` separates options and `\` escapes, as libfuse
 /// reads them, so a scope path with a comma in the fsname stays one option.
-pub fn option_string(options: &[String]) -> String {
+pub(crate) fn option_string(options: &[String]) -> String {
     options
         .iter()
         .map(|o| o.replace('\\', "\\\\").replace(',', "\\,"))
@@ -37,7 +37,7 @@ pub fn option_string(options: &[String]) -> String {
 }
 
 /// Mounts the FUSE device at `mountpoint` through `fusermount3` and returns the device fd.
-pub fn mount(mountpoint: &Path, options: &[String]) -> io::Result<OwnedFd> {
+pub(crate) fn mount(mountpoint: &Path, options: &[String]) -> io::Result<OwnedFd> {
     // The child's end must survive exec (no CLOEXEC); ours must not leak into other children.
     let (ours, theirs) = rustix::net::socketpair(
         AddressFamily::UNIX,

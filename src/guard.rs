@@ -31,38 +31,69 @@ use crate::journal::{Event, JournalError, SessionWriter, State};
 use crate::profile::WriteMode;
 use crate::store::Store;
 
+/// Why the guard refused or could not record a change.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     #[error(
         "{path}: {size} bytes is above snapshot_max_size {max}: cannot snapshot, change refused"
     )]
-    TooLarge { path: String, size: u64, max: u64 },
-    #[error("store quota of {quota} bytes reached: cannot snapshot {path}, change refused")]
-    Quota { path: String, quota: u64 },
-    #[error("snapshot of {path} failed: {source}")]
-    Journal {
+    /// The file is larger than the profile lets veilfs snapshot.
+    TooLarge {
+        /// The file.
         path: String,
+        /// Its size.
+        size: u64,
+        /// `snapshot_max_size`.
+        max: u64,
+    },
+    #[error("store quota of {quota} bytes reached: cannot snapshot {path}, change refused")]
+    /// The store is full (`store_quota`).
+    Quota {
+        /// The file that could not be snapshotted.
+        path: String,
+        /// The quota in bytes.
+        quota: u64,
+    },
+    #[error("snapshot of {path} failed: {source}")]
+    /// The pre-image or its journal record could not be stored.
+    Journal {
+        /// The file.
+        path: String,
+        /// Why.
         #[source]
         source: JournalError,
     },
     #[error("{path}: cannot read its current state")]
+    /// The file's current state could not be read.
     Io {
+        /// The file.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
     #[error(
         "{path} has {nlink} hard links and veilfs knows {known} of its names: it cannot check or snapshot the others, change refused (replace the file instead of writing it in place)"
     )]
+    /// The file has hard links veilfs has not seen, so their pre-images cannot be vouched for.
     UnknownLinks {
+        /// The file.
         path: String,
+        /// Its link count.
         nlink: u64,
+        /// The names veilfs knows.
         known: usize,
     },
     #[error(
         "the session journal could not record a change ({reason}): the mount accepts no more changes"
     )]
-    Stopped { errno: i32, reason: String },
+    /// An earlier journal failure stopped the session: no change is accepted any more.
+    Stopped {
+        /// The errno of that failure.
+        errno: i32,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl GuardError {
@@ -81,6 +112,8 @@ impl GuardError {
     }
 }
 
+/// Snapshot-before-write for one session: every change is captured (pre-image stored,
+/// journalled, durable) before it reaches the real folder.
 pub struct Guard {
     /// In overlay mode changes land in the upper layer, never in the real folder: there is
     /// nothing to snapshot, only a record to keep.
@@ -146,6 +179,7 @@ impl Guard {
         })
     }
 
+    /// The journal session this guard writes.
     pub fn session_id(&self) -> &str {
         self.session.id()
     }
@@ -453,6 +487,7 @@ impl Guard {
             .map_or(0, |s| s.len())
     }
 
+    /// Records that the object `key` (dev, ino) known at `src` gained the name `new`.
     pub fn linked(&self, key: (u64, u64), src: &Path, new: &Path) {
         let mut m = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let set = m.entry(key).or_default();

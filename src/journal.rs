@@ -32,7 +32,7 @@ use crate::store::{ObjectId, Store, StoreError};
 use crate::time::{now_ns, session_stamp};
 
 /// `prev` of the first record of a session.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Errors of the journal; every variant names the file (and line) it is about.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
 }
 
 /// Lossless serde for paths: a string when UTF-8, `{"bytes_hex": …}` otherwise.
-pub mod relpath {
+pub(crate) mod relpath {
     use super::*;
 
     #[derive(Serialize, Deserialize)]
@@ -75,7 +75,7 @@ pub mod relpath {
         Bytes { bytes_hex: String },
     }
 
-    pub fn serialize<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
         match p.to_str() {
             Some(t) => Repr::Str(t.to_owned()),
             None => Repr::Bytes {
@@ -85,7 +85,7 @@ pub mod relpath {
         .serialize(s)
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
         match Repr::deserialize(d)? {
             Repr::Str(s) => Ok(PathBuf::from(s)),
             Repr::Bytes { bytes_hex } => hex::decode(&bytes_hex)
@@ -113,27 +113,41 @@ pub struct Meta {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum State {
+    /// Nothing at the path.
     Absent,
+    /// A regular file.
     File {
+        /// Its content's object id.
         hash: ObjectId,
+        /// Its size.
         size: u64,
+        /// Its metadata.
         meta: Meta,
     },
+    /// A directory (its entries are captured on their own).
     Dir {
+        /// Its metadata.
         meta: Meta,
     },
+    /// A symbolic link.
     Symlink {
         #[serde(with = "relpath")]
+        /// Where it points.
         target: PathBuf,
+        /// Its metadata.
         meta: Meta,
     },
+    /// A device, fifo or socket.
     Special {
+        /// Its device number.
         rdev: u64,
+        /// Its metadata.
         meta: Meta,
     },
 }
 
 impl State {
+    /// The metadata of anything but `Absent`.
     pub fn meta(&self) -> Option<&Meta> {
         match self {
             State::Absent => None,
@@ -272,10 +286,10 @@ impl State {
 }
 
 /// A pre-image's id and compressed bytes, to journal in an [`Event::Object`].
-pub type Inline = (ObjectId, Vec<u8>);
+pub(crate) type Inline = (ObjectId, Vec<u8>);
 
 /// The [`Meta`] of a held object (xattrs only for regular files and directories).
-pub fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
+pub(crate) fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
     let mut xattrs = Vec::new();
     if matches!(st.kind(), backing::Kind::File | backing::Kind::Dir) {
         for (name, value) in backing::all_xattrs(fd)? {
@@ -303,27 +317,38 @@ fn hash_file(f: &File) -> io::Result<(ObjectId, u64)> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
+    /// The first record of a session.
     SessionStart {
+        /// The real folder.
         #[serde(with = "relpath")]
         scope: PathBuf,
+        /// The write mode (`snapshot`, `overlay`, `commit`, `rollback`).
         mode: String,
+        /// The profile's name.
         profile: String,
+        /// The process that wrote the session.
         pid: u32,
+        /// Its user.
         user: u32,
     },
     /// The state of `path` right before the first change the session makes to it. Durable
     /// before that change.
     Capture {
+        /// The scope-relative path.
         #[serde(with = "relpath")]
         path: PathBuf,
+        /// What it was.
         before: State,
     },
     /// Recorded before a rename is attempted (an intent: after a crash it may not have happened).
     Rename {
+        /// The old name.
         #[serde(with = "relpath")]
         from: PathBuf,
+        /// The new name.
         #[serde(with = "relpath")]
         to: PathBuf,
+        /// `RENAME_EXCHANGE`: the two names swapped.
         exchange: bool,
     },
     /// The compressed bytes (`zstd_hex`) of a small pre-image object, journalled (in the same
@@ -331,40 +356,52 @@ pub enum Event {
     /// readers of a session that did not end cleanly rebuild the object from it
     /// ([`Store::repair`]).
     Object {
+        /// The object's id (the hash of its plain bytes).
         id: ObjectId,
+        /// Its zstd-compressed bytes, in hex.
         zstd_hex: String,
     },
     /// Informational: write, truncate, chmod, unlink, mkdir, create, symlink, link…
     Change {
+        /// The scope-relative path.
         #[serde(with = "relpath")]
         path: PathBuf,
+        /// What was done.
         op: String,
     },
     /// The state the session left a path in (after a written handle is released, or after a
     /// metadata op).
     PostImage {
+        /// The scope-relative path.
         #[serde(with = "relpath")]
         path: PathBuf,
+        /// What it is now.
         after: State,
     },
     /// The path's writes went to the overlay instead; `reason` says why.
     Diverted {
+        /// The scope-relative path.
         #[serde(with = "relpath")]
         path: PathBuf,
+        /// Why it could not be snapshotted.
         reason: String,
     },
     /// The end of an agent's turn (`veilfs checkpoint`): `rollback --to` undoes every record
     /// after it. The guard captures each path again at its first change after a checkpoint, so
     /// the captures after it hold the state at the checkpoint. `n` counts from 1 per session.
     Checkpoint {
+        /// Its number in the session.
         n: u64,
+        /// The label given with `veilfs checkpoint --label`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         label: Option<String>,
     },
     /// This session undid session `of`.
     Undo {
+        /// The session undone.
         of: String,
     },
+    /// The session ended cleanly: everything it refers to is durable.
     SessionEnd,
 }
 
@@ -385,11 +422,13 @@ impl Event {
 /// One line of a journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// Its 0-based position in the session.
     pub seq: u64,
     /// Unix time in nanoseconds.
     pub time_ns: i128,
     /// blake3 hex of the previous line's bytes (without newline); [`GENESIS`] for the first.
     pub prev: String,
+    /// What happened.
     pub event: Event,
 }
 
@@ -514,10 +553,12 @@ impl SessionWriter {
 /// A problem with the last line of a journal (a crash mid-append), tolerated by readers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TailIssue {
+    /// The 1-based line.
     pub line: usize,
     /// `true`: the line was torn and is ignored; `false`: it is complete but lacks its newline
     /// (accepted).
     pub ignored: bool,
+    /// What is wrong, naming file and line.
     pub msg: String,
 }
 
@@ -530,13 +571,18 @@ impl std::fmt::Display for TailIssue {
 /// A session's records after the chain was verified.
 #[derive(Clone, Debug)]
 pub struct SessionLog {
+    /// The session id.
     pub id: String,
+    /// The journal file.
     pub path: PathBuf,
+    /// Every record, in order.
     pub records: Vec<Record>,
+    /// A torn or unterminated last line, tolerated.
     pub tail: Option<TailIssue>,
 }
 
 impl SessionLog {
+    /// The `SessionStart` record, with its scope and mode.
     pub fn start(&self) -> Option<(&Record, &Path, &str)> {
         let r = self.records.first()?;
         match &r.event {
@@ -544,12 +590,14 @@ impl SessionLog {
             _ => None,
         }
     }
+    /// Whether the session ended cleanly (its last record is `SessionEnd`).
     pub fn ended(&self) -> bool {
         matches!(
             self.records.last().map(|r| &r.event),
             Some(Event::SessionEnd)
         )
     }
+    /// The session this one undid, if it is a rollback.
     pub fn undo_of(&self) -> Option<&str> {
         self.records.iter().find_map(|r| match &r.event {
             Event::Undo { of } => Some(of.as_str()),
@@ -613,7 +661,7 @@ impl SessionInfo {
 }
 
 /// Parses and verifies a journal's bytes.
-pub fn parse_journal(
+pub(crate) fn parse_journal(
     file: &Path,
     data: &[u8],
 ) -> Result<(Vec<Record>, Option<TailIssue>), JournalError> {

@@ -38,51 +38,53 @@
 //! - `sys`: the few syscalls no safe wrapper covers; the only module allowed `unsafe`.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
-pub mod admin;
-pub mod approval;
-pub mod audit;
-pub mod backing;
-pub mod breaker;
-pub mod checkpoint;
+mod admin;
+mod approval;
+mod audit;
+mod backing;
+mod breaker;
+mod checkpoint;
 pub mod cli;
-pub mod control;
-pub mod denials;
-pub mod diff;
-pub mod error;
-pub mod fs;
-pub mod fusermount;
-pub mod guard;
-pub mod history;
-pub mod journal;
-pub mod live;
-pub mod manifest;
-pub mod merge;
-pub mod mount;
-pub mod mountinfo;
-pub mod overlay;
-pub mod pattern;
-pub mod policy;
-pub mod present;
-pub mod profile;
-pub mod redact;
-pub mod registry;
-pub mod reload;
-pub mod rollback;
-pub mod run;
-pub mod scan;
-pub mod served;
-pub mod store;
+mod control;
+mod denials;
+mod diff;
+mod error;
+mod fs;
+mod fusermount;
+mod guard;
+mod history;
+mod journal;
+mod live;
+mod manifest;
+mod merge;
+mod mount;
+mod mountinfo;
+mod overlay;
+mod pattern;
+mod policy;
+mod present;
+mod profile;
+mod redact;
+mod registry;
+mod reload;
+mod rollback;
+mod run;
+mod scan;
+mod served;
+mod store;
 #[allow(unsafe_code)]
 mod sys;
-pub mod time;
-pub mod verify;
-pub mod watch;
+mod time;
+mod verify;
+mod watch;
 
 // The library's chosen surface: loading a profile and its policy, the redaction engine, the
 // snapshot store and its journal, the write guard, undo, verification and diffs. The command
 // line (`cli`) is built on the same crate.
 pub use diff::{Change, DiffError};
+pub use error::io_error;
 pub use guard::{Guard, GuardError};
 pub use journal::{Event, Record, SessionLog, State};
 pub use mountinfo::is_mount_point;
@@ -97,7 +99,18 @@ pub use verify::{Finding as VerifyFinding, Report as VerifyReport};
 /// part of the API: they change without notice.
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::backing;
-    pub use crate::redact::samples;
-    pub use crate::rollback;
+    #![allow(missing_docs)]
+    pub mod backing {
+        pub use crate::backing::{
+            SetTime, all_xattrs, open_parent, open_path, open_root, rename, setxattr, utimens_at,
+            utimens_fd,
+        };
+    }
+    pub mod samples {
+        pub use crate::redact::samples::*;
+    }
+    pub mod rollback {
+        pub use crate::rollback::*;
+    }
+    pub use crate::audit::bench_emit as audit_bench_emit;
 }

@@ -13,23 +13,22 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use crate::policy::{EntryKind, Hidden, Policy};
-use crate::profile::WriteMode;
 use crate::redact::Engine;
 
 /// One generation of the policy.
-pub struct Active {
+pub(crate) struct Active {
     pub policy: Policy,
     pub engine: Arc<Engine>,
     /// 0 at mount, +1 at every accepted change.
     pub generation: u64,
 }
 
-pub struct LivePolicy {
+pub(crate) struct LivePolicy {
     cur: RwLock<Arc<Active>>,
 }
 
 impl LivePolicy {
-    pub fn new(policy: Policy, engine: Arc<Engine>) -> LivePolicy {
+    pub(crate) fn new(policy: Policy, engine: Arc<Engine>) -> LivePolicy {
         LivePolicy {
             cur: RwLock::new(Arc::new(Active {
                 policy,
@@ -40,13 +39,13 @@ impl LivePolicy {
     }
 
     /// The policy in force now; hold it for the whole of one decision.
-    pub fn current(&self) -> Arc<Active> {
+    pub(crate) fn current(&self) -> Arc<Active> {
         self.cur.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Puts a new policy in force; returns its generation. The write mode is not replaceable
     /// (the mount's write path was built for it): the caller has checked it is unchanged.
-    pub fn replace(&self, policy: Policy, engine: Arc<Engine>) -> u64 {
+    pub(crate) fn replace(&self, policy: Policy, engine: Arc<Engine>) -> u64 {
         let mut cur = self.cur.write().unwrap_or_else(|p| p.into_inner());
         let generation = cur.generation + 1;
         *cur = Arc::new(Active {
@@ -66,7 +65,7 @@ impl LivePolicy {
     // The questions the `fs` layer asks, each answered by the policy in force (one decision
     // that asks several questions takes [`LivePolicy::current`] once instead).
 
-    pub fn visibility(
+    pub(crate) fn visibility(
         &self,
         rel: &Path,
         kind: EntryKind,
@@ -76,38 +75,20 @@ impl LivePolicy {
         self.with(|p| p.visibility(rel, kind, size, symlink_target))
     }
 
-    pub fn path_visibility(
-        &self,
-        rel: &Path,
-        kind: EntryKind,
-        size: u64,
-        symlink_target: Option<&Path>,
-    ) -> Result<(), Hidden> {
-        self.with(|p| p.path_visibility(rel, kind, size, symlink_target))
-    }
-
-    pub fn needs_symlink_targets(&self) -> bool {
+    pub(crate) fn needs_symlink_targets(&self) -> bool {
         self.with(|p| p.needs_symlink_targets())
     }
 
-    pub fn mode(&self) -> WriteMode {
-        self.with(|p| p.mode())
-    }
-
-    pub fn writable(&self, rel: &Path) -> bool {
+    pub(crate) fn writable(&self, rel: &Path) -> bool {
         self.with(|p| p.writable(rel))
     }
 
-    pub fn unscannable_allowed(&self, rel: &Path) -> bool {
+    pub(crate) fn unscannable_allowed(&self, rel: &Path) -> bool {
         self.with(|p| p.unscannable_allowed(rel))
     }
 
-    pub fn opaque(&self, rel: &Path) -> bool {
-        self.with(|p| p.opaque(rel))
-    }
-
     /// Whether a person must approve `op` on any of `paths` (the profile's `[approval]`).
-    pub fn needs_approval(&self, op: crate::profile::ApprovalOp, paths: &[&Path]) -> bool {
+    pub(crate) fn needs_approval(&self, op: crate::profile::ApprovalOp, paths: &[&Path]) -> bool {
         self.with(|p| p.needs_approval(op, paths))
     }
 }

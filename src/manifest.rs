@@ -32,7 +32,7 @@ use crate::profile::WriteMode;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub name: String,
     pub version: String,
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     #[serde(default)]
     pub files: Files,
     #[serde(default)]
@@ -54,7 +54,7 @@ pub struct Capabilities {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Files {
+pub(crate) struct Files {
     #[serde(default)]
     pub read: Vec<String>,
     #[serde(default)]
@@ -63,7 +63,7 @@ pub struct Files {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Network {
+pub(crate) struct Network {
     #[serde(default)]
     pub egress: Vec<String>,
     #[serde(default)]
@@ -72,14 +72,14 @@ pub struct Network {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Exec {
+pub(crate) struct Exec {
     #[serde(default)]
     pub allowed_commands: Vec<String>,
 }
 
 /// A manifest that cannot be used, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ManifestError {
+pub(crate) enum ManifestError {
     #[error("{path}: cannot read manifest: {message}")]
     Read { path: String, message: String },
     #[error("{origin}:{line}:{column}: {}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
@@ -93,15 +93,16 @@ pub enum ManifestError {
     },
 }
 
+#[cfg(test)]
 impl ManifestError {
-    pub fn location(&self) -> Option<(usize, usize)> {
+    pub(crate) fn location(&self) -> Option<(usize, usize)> {
         match self {
             ManifestError::Read { .. } => None,
             ManifestError::Invalid { line, column, .. } => Some((*line, *column)),
         }
     }
 
-    pub fn field(&self) -> &str {
+    pub(crate) fn field(&self) -> &str {
         match self {
             ManifestError::Read { .. } => "",
             ManifestError::Invalid { field, .. } => field,
@@ -118,7 +119,7 @@ enum Format {
 impl Manifest {
     /// Reads and validates a manifest file (`.json` or `.toml`; otherwise JSON if it starts
     /// with `{`).
-    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    pub(crate) fn load(path: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError::Read {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -133,12 +134,14 @@ impl Manifest {
     }
 
     /// Parses JSON manifest text; `origin` names it in errors.
-    pub fn parse_json(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+    #[cfg(test)]
+    pub(crate) fn parse_json(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
         parse(text, origin, Format::Json)
     }
 
     /// Parses TOML manifest text; `origin` names it in errors.
-    pub fn parse_toml(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+    #[cfg(test)]
+    pub(crate) fn parse_toml(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
         parse(text, origin, Format::Toml)
     }
 }
@@ -467,7 +470,7 @@ fn toml_index(text: &str) -> Index {
 
 /// How one thing the agent asks for fares under the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Granted,
     /// Granted, but the profile still hides or protects some of it (the reason says what).
     Partly(String),
@@ -507,7 +510,7 @@ fn sample_path(glob: &str) -> String {
 }
 
 /// The profile's verdict on reading what `glob` asks for.
-pub fn read_verdict(policy: &Policy, glob: &str) -> Verdict {
+pub(crate) fn read_verdict(policy: &Policy, glob: &str) -> Verdict {
     if glob.starts_with('!') {
         return Verdict::Granted;
     }
@@ -522,7 +525,7 @@ pub fn read_verdict(policy: &Policy, glob: &str) -> Verdict {
 }
 
 /// The profile's verdict on writing what `glob` asks for.
-pub fn write_verdict(policy: &Policy, glob: &str) -> Verdict {
+pub(crate) fn write_verdict(policy: &Policy, glob: &str) -> Verdict {
     if glob.starts_with('!') {
         return Verdict::Granted;
     }
@@ -549,7 +552,7 @@ pub fn write_verdict(policy: &Policy, glob: &str) -> Verdict {
 }
 
 /// What the consent screen needs to know besides the manifest and the policy.
-pub struct ConsentContext<'a> {
+pub(crate) struct ConsentContext<'a> {
     /// The profile's name, and where it came from.
     pub profile: &'a str,
 }
@@ -566,7 +569,7 @@ impl fmt::Display for Verdict {
 
 /// The plain-language consent screen: what the agent asks for, what the profile grants, what
 /// is refused.
-pub fn consent_screen(m: &Manifest, policy: &Policy, ctx: &ConsentContext<'_>) -> String {
+pub(crate) fn consent_screen(m: &Manifest, policy: &Policy, ctx: &ConsentContext<'_>) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let caps = &m.capabilities;

@@ -42,7 +42,7 @@ const DIFF_DEADLINE: Duration = Duration::from_secs(2);
 
 /// An edit that touches a masked range.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Conflict {
+pub(crate) struct Conflict {
     /// The view bytes `[start, end)` the agent's change replaced (empty for an insertion).
     pub changed: Range<u64>,
     /// The masked range it touches.
@@ -71,7 +71,7 @@ impl std::fmt::Display for Conflict {
 
 /// The result of a clean merge.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Merged {
+pub(crate) struct Merged {
     /// The real bytes with the agent's change applied.
     pub bytes: Vec<u8>,
     /// Where the masked ranges are in `bytes` (they moved with the agent's insertions and
@@ -84,7 +84,12 @@ pub struct Merged {
 ///
 /// `view.len()` must equal `real.len()` (masks preserve length); `spans` must be sorted and
 /// non-overlapping (as [`crate::redact::Redactions::spans`] are).
-pub fn merge(view: &[u8], new: &[u8], real: &[u8], spans: &[Span]) -> Result<Merged, Conflict> {
+pub(crate) fn merge(
+    view: &[u8],
+    new: &[u8],
+    real: &[u8],
+    spans: &[Span],
+) -> Result<Merged, Conflict> {
     if view.len() != real.len() {
         // Not a view of these bytes: treat the whole file as touched.
         return Err(Conflict {

@@ -21,7 +21,7 @@ use crate::profile::{Profile, Unscannable, WriteMode};
 use crate::store::Store;
 
 /// What `veilfs mount` was asked to do.
-pub struct MountRequest {
+pub(crate) struct MountRequest {
     pub scope: PathBuf,
     pub mountpoint: PathBuf,
     pub profile: Profile,
@@ -38,12 +38,12 @@ pub struct MountRequest {
     pub manifest: Option<PathBuf>,
 }
 
-pub use crate::fs::ioctls::{IoctlCount, unsupported_ioctls};
-pub use crate::mountinfo::{find_mountpoint, is_mount_point};
+pub(crate) use crate::fs::ioctls::unsupported_ioctls;
+pub(crate) use crate::mountinfo::is_mount_point;
 
 /// How long a mount may live: what `--expires` asked for, never more than the profile's
 /// `[guardrails] max_expires`, which also applies when `--expires` is not given.
-pub fn grant_lifetime(
+pub(crate) fn grant_lifetime(
     asked: Option<Duration>,
     max: Option<Duration>,
 ) -> Result<Option<Duration>, String> {
@@ -59,7 +59,7 @@ pub fn grant_lifetime(
 }
 
 /// Checks a scope and mount point pair; returns both canonicalised.
-pub fn preflight(scope: &Path, mountpoint: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub(crate) fn preflight(scope: &Path, mountpoint: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let scope_c = scope
         .canonicalize()
         .with_context(|| format!("scope {}: does not exist", scope.display()))?;
@@ -103,7 +103,11 @@ pub fn preflight(scope: &Path, mountpoint: &Path) -> anyhow::Result<(PathBuf, Pa
 /// The snapshot store for this mount: `--store`, else the profile's, else
 /// `$XDG_DATA_HOME/veilfs/<scope-id>`. Never inside the scope or the mount point. `veilfs run`
 /// resolves it too, to hide the store from its sandbox and to name it in its summary.
-pub fn store_dir(req: &MountRequest, scope: &Path, mountpoint: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn store_dir(
+    req: &MountRequest,
+    scope: &Path,
+    mountpoint: &Path,
+) -> anyhow::Result<PathBuf> {
     let dir = match (&req.store, &req.profile.write.store) {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => {
@@ -168,11 +172,8 @@ fn absolute_lexical(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// Beside `scan-cache` in the store: git object file verdicts (`history::verdicts`).
-pub const HISTORY_VERDICTS: &str = "history-verdicts";
-
 /// Mounts and serves until unmounted (by `veilfs unmount`, `umount`, or a signal).
-pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
+pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // Before any thread exists (the watcher, fuser's workers): only the signal thread may
     // receive SIGINT/SIGTERM/SIGHUP, so they always end in a clean unmount.
     let signals = block_signals();
@@ -186,7 +187,11 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         let m = crate::manifest::Manifest::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let origin = path.display().to_string();
         policy = policy
-            .with_manifest(&m, &origin)
+            .with_manifest(
+                &m.capabilities.files.read,
+                &m.capabilities.files.write,
+                &origin,
+            )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         info!(manifest = %origin, agent = %m.name, "view narrowed to the agent's manifest");
         manifest = Some((m, origin));
@@ -267,7 +272,7 @@ pub fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         }) {
             Ok(p) => {
                 viewer.load_scans(&p);
-                history.load(&p.with_file_name(HISTORY_VERDICTS));
+                history.load(&p.with_file_name(crate::history::VERDICTS_FILE));
                 Some(p)
             }
             Err(e) => {
@@ -720,7 +725,7 @@ fn revoke_now(mp: &Path) {
 }
 
 /// Unmounts a veilfs mount point.
-pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
+pub(crate) fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
     let mp = mountpoint
         .canonicalize()
         .with_context(|| format!("{}: does not exist", mountpoint.display()))?;

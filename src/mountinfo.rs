@@ -23,7 +23,7 @@ pub fn is_mount_point(p: &Path) -> bool {
 /// argument of its command line (resolved against its working directory) if that is mounted,
 /// else the one veilfs mount of `scope` in /proc/self/mountinfo. For messages that tell an
 /// admin what to unmount.
-pub fn find_mountpoint(pid: u32, scope: &Path) -> Option<PathBuf> {
+pub(crate) fn find_mountpoint(pid: u32, scope: &Path) -> Option<PathBuf> {
     use std::os::unix::ffi::OsStringExt;
     if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();

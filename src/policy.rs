@@ -88,8 +88,11 @@ use crate::profile::{Profile, ProfileError, Unscannable, WriteMode};
 /// What kind of directory entry is being asked about (from `lstat`, never following symlinks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
     /// Device, fifo or socket.
     Special,
@@ -99,11 +102,19 @@ pub enum EntryKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hidden {
     /// A deny pattern matched (the pattern as written in the profile).
-    Denied { pattern: String },
+    Denied {
+        /// The pattern.
+        pattern: String,
+    },
     /// An allow-list is in force and the file matches none of it.
     NotAllowed,
     /// A regular file above `max_file_size`.
-    TooLarge { size: u64, max: u64 },
+    TooLarge {
+        /// The file's size.
+        size: u64,
+        /// `max_file_size`.
+        max: u64,
+    },
     /// A device, fifo or socket while `hide_special_files` is on.
     Special,
     /// A symlink whose target leaves the scope while `hide_escaping_symlinks` is on.
@@ -356,15 +367,17 @@ impl Policy {
     /// allow-lists), so a granted file deep in the tree can be reached. Never more than the
     /// profile: both checks run on top of every profile check, and a read-only profile stays
     /// read-only.
-    pub fn with_manifest(
+    ///
+    /// `read` and `write` are the manifest's `capabilities.files` globs.
+    pub(crate) fn with_manifest(
         mut self,
-        m: &crate::manifest::Manifest,
+        read: &[String],
+        write: &[String],
         origin: &str,
     ) -> Result<Policy, ProfileError> {
-        let f = &m.capabilities.files;
         self.grant = Some(Grant {
-            read: Rules::new("capabilities.files.read", origin, &f.read)?,
-            write: Rules::new("capabilities.files.write", origin, &f.write)?,
+            read: Rules::new("capabilities.files.read", origin, read)?,
+            write: Rules::new("capabilities.files.write", origin, write)?,
         });
         Ok(self)
     }
@@ -468,6 +481,7 @@ impl Policy {
         self.hide_escaping
     }
 
+    /// The write mode the profile asks for.
     pub fn mode(&self) -> WriteMode {
         self.mode
     }
@@ -550,7 +564,7 @@ impl Policy {
 /// inside the target are not followed (this is lexical); each of them is checked on its own when
 /// the kernel resolves it through the mount. An empty target does not escape (it resolves to
 /// nothing).
-pub fn symlink_escapes(link_rel: &Path, target: &Path) -> bool {
+pub(crate) fn symlink_escapes(link_rel: &Path, target: &Path) -> bool {
     if target.has_root() {
         return true;
     }
@@ -1128,11 +1142,10 @@ allow = ["*.csv"]
     }
 
     fn with_manifest(profile: &str, read: &[&str], write: &[&str]) -> Policy {
-        let mut m =
-            crate::manifest::Manifest::parse_json(r#"{"name":"a","version":"1"}"#, "m").unwrap();
-        m.capabilities.files.read = read.iter().map(|s| s.to_string()).collect();
-        m.capabilities.files.write = write.iter().map(|s| s.to_string()).collect();
-        policy(profile).with_manifest(&m, "m").unwrap()
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        policy(profile)
+            .with_manifest(&owned(read), &owned(write), "m")
+            .unwrap()
     }
 
     #[test]

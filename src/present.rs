@@ -19,7 +19,7 @@ use crate::backing::Stat;
 
 /// A stub's fields, in the order they are written.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Meta {
+pub(crate) struct Meta {
     pub kind: String,
     pub pages: Option<u64>,
     pub sheets: Option<u64>,
@@ -28,12 +28,12 @@ pub struct Meta {
 }
 
 /// The stub the agent reads for a file named `name` with stat `st` and bytes `data`.
-pub fn stub(name: &[u8], st: &Stat, data: &[u8]) -> String {
+pub(crate) fn stub(name: &[u8], st: &Stat, data: &[u8]) -> String {
     write_stub(meta(name, data), st)
 }
 
 /// The stub of a file too large to read (above `max_scan_size`): from its stat alone.
-pub fn stub_unread(name: &[u8], st: &Stat) -> String {
+pub(crate) fn stub_unread(name: &[u8], st: &Stat) -> String {
     let ext = String::from_utf8_lossy(name).to_ascii_lowercase();
     let kind = match ext.rsplit_once('.') {
         Some((_, e)) => format!("{e} file (not inspected: above max_scan_size)"),
@@ -79,7 +79,7 @@ fn write_stub(m: Meta, st: &Stat) -> String {
 }
 
 /// What a file is, from its name and bytes.
-pub fn meta(name: &[u8], data: &[u8]) -> Meta {
+pub(crate) fn meta(name: &[u8], data: &[u8]) -> Meta {
     let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
     let ext = lower.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
     if data.starts_with(b"%PDF-") {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a live mount says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveMount {
+pub(crate) struct LiveMount {
     pub mountpoint: PathBuf,
     pub pid: u32,
     pub scope: PathBuf,
@@ -22,7 +22,7 @@ pub struct LiveMount {
 }
 
 /// The private directory the registry lives in (created, and checked to be ours).
-pub fn runtime_dir() -> io::Result<PathBuf> {
+pub(crate) fn runtime_dir() -> io::Result<PathBuf> {
     let uid = rustix::process::getuid().as_raw();
     // Beside the mounts' control sockets.
     let dir = crate::control::runtime_dir();
@@ -50,7 +50,7 @@ fn entry_path(dir: &Path, mountpoint: &Path) -> PathBuf {
 }
 
 /// A registered mount; its file is removed on drop.
-pub struct Registration(PathBuf);
+pub(crate) struct Registration(PathBuf);
 
 impl Drop for Registration {
     fn drop(&mut self) {
@@ -59,7 +59,7 @@ impl Drop for Registration {
 }
 
 /// Registers `m` (its `mountpoint` canonical).
-pub fn register(m: &LiveMount) -> io::Result<Registration> {
+pub(crate) fn register(m: &LiveMount) -> io::Result<Registration> {
     let dir = runtime_dir()?;
     let path = entry_path(&dir, &m.mountpoint);
     let tmp = path.with_extension("tmp");
@@ -69,14 +69,14 @@ pub fn register(m: &LiveMount) -> io::Result<Registration> {
 }
 
 /// Removes the entry of the mount at `mountpoint` (a process that exits without unwinding).
-pub fn unregister(mountpoint: &Path) {
+pub(crate) fn unregister(mountpoint: &Path) {
     if let Ok(dir) = runtime_dir() {
         let _ = fs::remove_file(entry_path(&dir, mountpoint));
     }
 }
 
 /// The live mount at `mountpoint`, if this user has one there.
-pub fn find(mountpoint: &Path) -> io::Result<LiveMount> {
+pub(crate) fn find(mountpoint: &Path) -> io::Result<LiveMount> {
     let mp = mountpoint.canonicalize()?;
     let path = entry_path(&runtime_dir()?, &mp);
     let m: LiveMount = serde_json::from_slice(&fs::read(&path).map_err(|e| {
@@ -104,7 +104,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// This user's live mounts (entries whose process is gone are skipped).
-pub fn list() -> io::Result<Vec<LiveMount>> {
+pub(crate) fn list() -> io::Result<Vec<LiveMount>> {
     let mut out = Vec::new();
     for e in fs::read_dir(runtime_dir()?)?.flatten() {
         if e.path().extension().is_some_and(|x| x == "json")
@@ -120,7 +120,7 @@ pub fn list() -> io::Result<Vec<LiveMount>> {
 }
 
 /// Waits until process `pid` (a revoked mount) is gone (at most 5 s).
-pub fn wait_gone(pid: u32) -> io::Result<()> {
+pub(crate) fn wait_gone(pid: u32) -> io::Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while pid != 0 && alive(pid) {
         if std::time::Instant::now() > deadline {

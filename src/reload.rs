@@ -38,7 +38,7 @@ use crate::redact::Engine;
 
 /// How the mount compiled its policy, to compile a changed profile the same way.
 #[derive(Clone)]
-pub struct ReloadSpec {
+pub(crate) struct ReloadSpec {
     /// The profile file (absolute).
     pub profile: PathBuf,
     /// `--mode`, if given.
@@ -51,7 +51,7 @@ pub struct ReloadSpec {
 
 /// What the redaction engine is built from: the same key, the same engine (compiling the
 /// built-in rule sets takes a while; a change to visibility alone need not wait for it).
-pub fn engine_key(profile: &Profile) -> blake3::Hash {
+pub(crate) fn engine_key(profile: &Profile) -> blake3::Hash {
     let r = &profile.redaction;
     let mut h = blake3::Hasher::new();
     h.update(&r.max_scan_size.to_le_bytes());
@@ -70,7 +70,7 @@ pub fn engine_key(profile: &Profile) -> blake3::Hash {
 }
 
 /// A compiled policy and engine, ready to put in force.
-pub struct Compiled {
+pub(crate) struct Compiled {
     pub profile: Profile,
     pub policy: Policy,
     pub engine: Arc<Engine>,
@@ -80,7 +80,7 @@ pub struct Compiled {
 /// Compiles the profile as it is now on disk; `Err` is the message to log (with FILE:LINE).
 /// `current` (the engine in force and its [`engine_key`]) is reused when the rules did not
 /// change.
-pub fn compile(
+pub(crate) fn compile(
     spec: &ReloadSpec,
     current: Option<(blake3::Hash, Arc<Engine>)>,
 ) -> Result<Compiled, String> {
@@ -101,7 +101,10 @@ pub fn compile(
         policy = policy.with_mode(m);
     }
     if let Some((m, origin)) = &spec.manifest {
-        policy = policy.with_manifest(m, origin).map_err(|e| e.to_string())?;
+        let f = &m.capabilities.files;
+        policy = policy
+            .with_manifest(&f.read, &f.write, origin)
+            .map_err(|e| e.to_string())?;
     }
     let key = engine_key(&profile);
     let engine = match current {
@@ -134,7 +137,7 @@ fn mode_line(text: &str) -> usize {
 
 /// The files a profile's policy comes from: the profile and its rule files, each also where a
 /// symlink to it leads (an edit of the target is a change too).
-pub fn sources(profile_path: &Path, profile: &Profile) -> Vec<PathBuf> {
+pub(crate) fn sources(profile_path: &Path, profile: &Profile) -> Vec<PathBuf> {
     let mut v = vec![profile_path.to_path_buf()];
     let base = profile_path.parent().unwrap_or(Path::new("/"));
     for f in &profile.redaction.rule_files {
@@ -153,7 +156,7 @@ pub fn sources(profile_path: &Path, profile: &Profile) -> Vec<PathBuf> {
 }
 
 /// The first of `files` that lies inside `scope` (canonical), following symlinks.
-pub fn inside_scope(scope: &Path, files: &[PathBuf]) -> Option<PathBuf> {
+pub(crate) fn inside_scope(scope: &Path, files: &[PathBuf]) -> Option<PathBuf> {
     files
         .iter()
         .find(|f| {
@@ -167,7 +170,7 @@ pub fn inside_scope(scope: &Path, files: &[PathBuf]) -> Option<PathBuf> {
 }
 
 /// Keeps the watch alive; dropping it stops the thread.
-pub struct PolicyWatch {
+pub(crate) struct PolicyWatch {
     stop: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
@@ -183,7 +186,7 @@ impl Drop for PolicyWatch {
 
 /// Watches the policy's sources; puts valid changes in force in `live` and calls `on_change`.
 /// `None` (with a warning) when a source is inside `scope`.
-pub fn start(
+pub(crate) fn start(
     spec: ReloadSpec,
     scope: &Path,
     profile: &Profile,

@@ -35,16 +35,32 @@ use crate::store::{Store, StoreError};
 /// Errors that stop a rollback (before or during the apply). Each names its file or path.
 #[derive(Debug, thiserror::Error)]
 pub enum RollbackError {
+    /// A journal cannot be read.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The plan cannot be carried out (each line says why); nothing was changed.
     #[error("refusing to roll back, nothing was changed:\n  {}", .0.join("\n  "))]
     Invalid(Vec<String>),
+    /// The scope cannot be opened.
     #[error("scope {}: {source}", scope.display())]
-    Scope { scope: PathBuf, source: io::Error },
+    Scope {
+        /// The scope.
+        scope: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A path could not be restored.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// No session matches the selection (the message says what was asked).
     #[error("no session to roll back{0}")]
     NothingSelected(String),
     /// The session is still being written: rolling back under a running mount would leave it
@@ -53,8 +69,11 @@ pub enum RollbackError {
         "refusing to roll back, nothing was changed: session {session} is still live ({where_}); stop it first: {stop}"
     )]
     Live {
+        /// The session.
         session: String,
+        /// Which process or mount holds it.
         where_: String,
+        /// How to stop it.
         stop: String,
     },
 }
@@ -101,20 +120,31 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RollbackError + '_ {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Put `path` back into `before`.
-    Restore { path: PathBuf, before: State },
+    Restore {
+        /// The path.
+        path: PathBuf,
+        /// The state to put back.
+        before: State,
+    },
     /// Undo `Rename{from, to}`: rename `to` back to `from` (or exchange them again).
     UndoRename {
+        /// The rename's old name.
         from: PathBuf,
+        /// The rename's new name.
         to: PathBuf,
+        /// It was a `RENAME_EXCHANGE`.
         exchange: bool,
     },
 }
 
+/// One step of a rollback plan.
 #[derive(Clone, Debug)]
 pub struct Step {
     /// The session whose record this step undoes, and the record's seq.
     pub session: String,
+    /// The seq of that record.
     pub seq: u64,
+    /// What the step does.
     pub action: Action,
 }
 
@@ -150,8 +180,11 @@ impl std::fmt::Display for Step {
 /// A path someone else changed after the session left it.
 #[derive(Clone, Debug)]
 pub struct Conflict {
+    /// The path.
     pub path: PathBuf,
+    /// What the session left there.
     pub expected: State,
+    /// What is there now.
     pub found: State,
 }
 
@@ -170,11 +203,13 @@ impl std::fmt::Display for Conflict {
 /// What a rollback will do; built by [`plan`] without changing anything.
 #[derive(Debug)]
 pub struct Plan {
+    /// The real folder the sessions changed.
     pub scope: PathBuf,
     /// The sessions undone, newest first.
     pub sessions: Vec<String>,
     /// Pending steps, in the order they run.
     pub steps: Vec<Step>,
+    /// Paths changed since the session by someone else (restored only with `force`).
     pub conflicts: Vec<Conflict>,
     /// Torn journal tails, steps already done by an earlier rollback, etc.
     pub warnings: Vec<String>,
@@ -203,11 +238,17 @@ impl Plan {
 /// What [`apply`] did.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// Paths put back into their earlier state.
     pub restored: usize,
+    /// Paths the sessions created, removed again.
     pub removed: usize,
+    /// Renames undone.
     pub renamed: usize,
+    /// Paths already in their earlier state.
     pub unchanged: usize,
+    /// Paths skipped because someone else changed them since.
     pub conflicts: usize,
+    /// Things worth telling (e.g. an xattr that could not be restored).
     pub warnings: Vec<String>,
     /// The rollback sessions written (one per undone session).
     pub undo_sessions: Vec<String>,

@@ -40,7 +40,7 @@ use crate::profile::{Profile, WriteMode};
 use crate::store::Store;
 
 /// What `veilfs run` was asked to do.
-pub struct RunRequest {
+pub(crate) struct RunRequest {
     pub profile: Option<PathBuf>,
     pub mode: Option<WriteMode>,
     pub store: Option<PathBuf>,
@@ -52,10 +52,10 @@ pub struct RunRequest {
     pub command: Vec<OsString>,
 }
 
-pub use crate::control::ENV_MOUNT;
+pub(crate) use crate::control::ENV_MOUNT;
 
 /// Runs one session; returns the exit code `veilfs run` exits with.
-pub fn run(req: RunRequest) -> anyhow::Result<u8> {
+pub(crate) fn run(req: RunRequest) -> anyhow::Result<u8> {
     // Before any thread or child exists: only the signal thread receives these. Children get
     // a clean mask (std resets it at spawn).
     let signals = block_signals();
@@ -261,7 +261,7 @@ fn take_down(mp: &Path, mount: &mut Child) {
 /// leads back to the real folder), the scope, the store and the admin sockets covered by empty
 /// directories, and
 /// only the mount writable, as the working directory. It dies with `run`.
-pub fn sandbox_command(
+pub(crate) fn sandbox_command(
     bwrap: &Path,
     scope: &Path,
     store: &Path,
@@ -303,7 +303,7 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 /// The exit code of a process that ended with `s`: its own, or 128+N for signal N.
-pub fn exit_code(s: ExitStatus) -> u8 {
+pub(crate) fn exit_code(s: ExitStatus) -> u8 {
     match (s.code(), s.signal()) {
         (Some(c), _) => c as u8,
         (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
@@ -398,7 +398,7 @@ fn log_message(line: &str) -> String {
 
 /// One denial from the audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Denial {
+pub(crate) struct Denial {
     pub what: String,
     pub path: String,
     pub reason: String,
@@ -406,7 +406,7 @@ pub struct Denial {
 
 /// What a session did, from its journal and its audit log.
 #[derive(Debug, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub mode: Option<WriteMode>,
     pub session: Option<String>,
     pub files_read: usize,
@@ -419,7 +419,7 @@ pub struct Summary {
 
 impl Summary {
     /// Reads the journal of the session the mount process `pid` wrote (if any) and the log.
-    pub fn collect(store: &Path, pid: u32, log: &Path, mode: WriteMode) -> Summary {
+    pub(crate) fn collect(store: &Path, pid: u32, log: &Path, mode: WriteMode) -> Summary {
         let mut s = Summary {
             mode: Some(mode),
             ..Summary::default()
@@ -488,7 +488,7 @@ impl Summary {
     }
 
     /// The summary as printed to stderr after the command.
-    pub fn render(&self, store: &Path, log: &Path) -> String {
+    pub(crate) fn render(&self, store: &Path, log: &Path) -> String {
         let mode = self.mode.unwrap_or_default();
         let mut o = format!(
             "veilfs: session summary ({mode} mode{})\n",
@@ -546,7 +546,7 @@ impl Summary {
 
 /// One audit decision from a `--log-json` log.
 #[derive(Debug, Default)]
-pub struct AuditLine {
+pub(crate) struct AuditLine {
     pub message: String,
     pub path: String,
     pub reason: String,
@@ -554,7 +554,7 @@ pub struct AuditLine {
 }
 
 /// The `veilfs::audit` lines of a `--log-json` log, oldest first (other lines skipped).
-pub fn parse_audit(text: &str) -> Vec<AuditLine> {
+pub(crate) fn parse_audit(text: &str) -> Vec<AuditLine> {
     let mut out = Vec::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {

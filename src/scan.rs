@@ -13,7 +13,7 @@ use crate::policy::{EntryKind, Hidden, Policy};
 
 /// One entry of the scanned tree and the policy's verdict on it.
 #[derive(Debug)]
-pub struct ScanEntry {
+pub(crate) struct ScanEntry {
     /// Relative to the scanned root, `/`-separated, raw bytes.
     pub rel: PathBuf,
     pub kind: EntryKind,
@@ -22,7 +22,7 @@ pub struct ScanEntry {
 }
 
 /// One visited entry with what the caller's report said of it.
-pub type Visited<T> = (ScanEntry, T);
+pub(crate) type Visited<T> = (ScanEntry, T);
 
 /// Walk `root` in parallel (ignore's parallel walker, every ignore-file filter off: visibility is
 /// the profile's business, not `.gitignore`'s), never following symlinks and never descending into
@@ -32,7 +32,7 @@ pub type Visited<T> = (ScanEntry, T);
 /// Invariant: the result is in the order of a depth-first walk with siblings in name (byte)
 /// order: `Path`'s `Ord` compares component by component, so sorting by `rel` restores exactly
 /// that pre-order whatever the threads' interleaving. Errors come back sorted by message.
-pub fn walk_parallel<T, F>(
+pub(crate) fn walk_parallel<T, F>(
     policy: &Policy,
     root: &Path,
     report: F,
@@ -133,7 +133,7 @@ where
 }
 
 /// The entry kind as `scan` reports it.
-pub fn kind_str(k: EntryKind) -> &'static str {
+pub(crate) fn kind_str(k: EntryKind) -> &'static str {
     match k {
         EntryKind::File => "file",
         EntryKind::Dir => "dir",
@@ -143,7 +143,7 @@ pub fn kind_str(k: EntryKind) -> &'static str {
 }
 
 /// A stable short code for why an entry is hidden (`scan --json`'s `reason_code`).
-pub fn reason_code(h: &Hidden) -> &'static str {
+pub(crate) fn reason_code(h: &Hidden) -> &'static str {
     match h {
         Hidden::Denied { .. } => "denied",
         Hidden::NotAllowed => "not-allowed",

@@ -33,7 +33,7 @@ use crate::redact::{Encoding, FileId, Redactions};
 
 /// One served view, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     pub version: u32,
     /// Size of the real bytes the view was made from (a cheap consistency check).
     pub size: u64,
@@ -44,7 +44,7 @@ pub struct Record {
 
 impl Record {
     /// The redactions of `real` (the bytes this record describes) that reproduce the view.
-    pub fn redactions(&self, real: &[u8]) -> Redactions {
+    pub(crate) fn redactions(&self, real: &[u8]) -> Redactions {
         let enc = match self.encoding.as_str() {
             "utf-16le" => Encoding::Utf16Le,
             "utf-16be" => Encoding::Utf16Be,
@@ -72,7 +72,7 @@ fn encoding_name(e: Encoding) -> &'static str {
 
 /// What is known about the view the agent saw of one version of a path.
 #[derive(Debug)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// No masked view of this path was ever recorded: the agent never saw masks there.
     NeverServed,
     /// The agent saw these bytes masked by this record.
@@ -83,7 +83,7 @@ pub enum Lookup {
 }
 
 /// The `served/` directory of a store.
-pub struct ServedViews {
+pub(crate) struct ServedViews {
     dir: PathBuf,
     /// (path, file version) already recorded by this process, so serving a view again costs
     /// no read of the whole file.
@@ -93,7 +93,7 @@ pub struct ServedViews {
 }
 
 impl ServedViews {
-    pub fn in_store(store: &Path) -> ServedViews {
+    pub(crate) fn in_store(store: &Path) -> ServedViews {
         ServedViews {
             dir: store.join("served"),
             seen: Mutex::new(HashSet::new()),
@@ -107,7 +107,7 @@ impl ServedViews {
     }
 
     /// Has the view of version `id` of `rel` been recorded by this process?
-    pub fn seen(&self, rel: &Path, id: FileId) -> bool {
+    pub(crate) fn seen(&self, rel: &Path, id: FileId) -> bool {
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -116,7 +116,7 @@ impl ServedViews {
 
     /// Records that the agent is served `real` (version `id` of `rel`) masked by `r`; durable
     /// (fsync'd) before it returns.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         rel: &Path,
         id: Option<FileId>,
@@ -184,7 +184,7 @@ impl ServedViews {
     }
 
     /// The view recorded for `real` at `rel`.
-    pub fn lookup(&self, rel: &Path, real: &[u8]) -> Result<Lookup> {
+    pub(crate) fn lookup(&self, rel: &Path, real: &[u8]) -> Result<Lookup> {
         let dir = self.path_dir(rel);
         let file = dir.join(format!("{}.json", blake3::hash(real).to_hex()));
         match read_record(&file) {
@@ -207,7 +207,7 @@ impl ServedViews {
 
 /// What `veilfs commit` writes for one file of the overlay's upper layer.
 #[derive(Debug)]
-pub enum CommitContent {
+pub(crate) enum CommitContent {
     /// The upper file as it is: no masked view of the real file was ever served at its path.
     AsIs,
     /// The agent's edit merged onto the real bytes (secrets kept).
@@ -220,7 +220,7 @@ pub enum CommitContent {
 /// Decides what to commit for the upper file `upper_abs` at `rel`, whose real counterpart is
 /// `lower` (the origin inside a renamed directory) or `rel`, in the scope held by `root`.
 /// `upper_dir` is the store's `overlay/upper`.
-pub fn commit_content(
+pub(crate) fn commit_content(
     upper_dir: &Path,
     root: std::os::fd::BorrowedFd<'_>,
     rel: &Path,
@@ -292,7 +292,7 @@ pub fn commit_content(
 }
 
 /// Makes `target` (a file state) hold `bytes` instead: stored when `store` is given.
-pub fn set_content(
+pub(crate) fn set_content(
     target: &mut crate::journal::State,
     bytes: &[u8],
     store: Option<&crate::store::Store>,

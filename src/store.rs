@@ -31,31 +31,54 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Current on-disk format of a store.
-pub const FORMAT_VERSION: i64 = 1;
+pub(crate) const FORMAT_VERSION: i64 = 1;
 /// zstd level for pre-images: fast, since it sits on the agent's write path.
 const ZSTD_LEVEL: i32 = 2;
 const BUF: usize = 256 * 1024;
 /// Pre-images up to this size also travel, compressed, inside their journal record (see
 /// [`Store::put_lazy`]): one journal fsync then makes them durable instead of three fsyncs.
-pub const INLINE_MAX: u64 = 64 * 1024;
+pub(crate) const INLINE_MAX: u64 = 64 * 1024;
 
 /// Errors of the store. Every variant names the file or object it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No store at this directory.
     #[error("no store at {0} (create one by mounting in snapshot mode)")]
     NoStore(PathBuf),
+    /// The directory exists but is not a store.
     #[error("{dir} is not a veilfs store: {reason}")]
-    NotAStore { dir: PathBuf, reason: String },
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("object {id} is corrupt ({}): {reason}", path.display())]
-    Corrupt {
-        id: ObjectId,
-        path: PathBuf,
+    NotAStore {
+        /// The directory.
+        dir: PathBuf,
+        /// Why not.
         reason: String,
     },
+    /// A store file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// An object's bytes do not match its id.
+    #[error("object {id} is corrupt ({}): {reason}", path.display())]
+    Corrupt {
+        /// The object.
+        id: ObjectId,
+        /// Its file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An object is not in the store.
     #[error("object {id} is missing ({})", path.display())]
-    Missing { id: ObjectId, path: PathBuf },
+    Missing {
+        /// The object.
+        id: ObjectId,
+        /// Where it should be.
+        path: PathBuf,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -70,6 +93,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 pub struct ObjectId(pub [u8; 32]);
 
 impl ObjectId {
+    /// The id of `data` (its blake3 hash).
     pub fn of(data: &[u8]) -> ObjectId {
         ObjectId(*blake3::hash(data).as_bytes())
     }
@@ -339,6 +363,7 @@ impl Store {
         Ok(store)
     }
 
+    /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -631,7 +656,7 @@ impl Store {
 
 /// Flushes the whole filesystem holding `path` to disk (`syncfs`): one call for a batch of
 /// writes that would otherwise each need their own fsync.
-pub fn syncfs(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn syncfs(path: &Path) -> Result<(), StoreError> {
     let d = File::open(path).map_err(io_err(path))?;
     rustix::fs::syncfs(&d).map_err(|e| io_err(path)(io::Error::from(e)))
 }

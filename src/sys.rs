@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 /// held. The mount uses it to put /dev/null in place of the FUSE device fd whose owners (fuser's
 /// forgotten mount handle and senders) will never use or close it again. A safe `dup2` needs an
 /// `OwnedFd` for `target`, and no one can hand us one: that is the point.
-pub fn replace_fd(target: RawFd, src: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn replace_fd(target: RawFd, src: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: dup2 only reads its two integer arguments. `src` is a valid fd borrowed for the
     // call; `target` is an fd number this process owns and whose other holders never use it
     // again, so atomically replacing it cannot pull an fd from under live code.
@@ -22,7 +22,7 @@ pub fn replace_fd(target: RawFd, src: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Sends `sig` to `pid` (best effort: a process already gone is no error here).
-pub fn kill(pid: i32, sig: i32) {
+pub(crate) fn kill(pid: i32, sig: i32) {
     if let (Some(pid), Some(sig)) = (
         rustix::process::Pid::from_raw(pid),
         rustix::process::Signal::from_named_raw(sig),
@@ -34,7 +34,7 @@ pub fn kill(pid: i32, sig: i32) {
 /// Makes the kernel send `sig` to the child `cmd` spawns when the spawning thread ends, and
 /// clears the signal mask the child would inherit. `Command::pre_exec` is unsafe by nature (the
 /// closure runs between fork and exec), so this lives here.
-pub fn die_with_parent(cmd: &mut std::process::Command, sig: i32) {
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command, sig: i32) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
@@ -61,7 +61,7 @@ pub fn die_with_parent(cmd: &mut std::process::Command, sig: i32) {
 /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (inherited by threads spawned
 /// after it) and returns the set, for [`wait_signal_info`]. nix's `SigSet::wait` gives no
 /// `siginfo`, which `veilfs run` needs to tell a terminal's signal from a process's.
-pub fn block_run_signals() -> libc::sigset_t {
+pub(crate) fn block_run_signals() -> libc::sigset_t {
     // SAFETY: sigset operations on a local, zeroed set; pthread_sigmask on the calling thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -76,7 +76,7 @@ pub fn block_run_signals() -> libc::sigset_t {
 
 /// The next signal of `set` (blocked), and whether the kernel sent it (a terminal) rather
 /// than a process.
-pub fn wait_signal_info(set: &libc::sigset_t) -> (i32, bool) {
+pub(crate) fn wait_signal_info(set: &libc::sigset_t) -> (i32, bool) {
     loop {
         // SAFETY: a zeroed siginfo_t is a valid out-value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };

@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 
 /// Unix time in nanoseconds.
-pub fn now_ns() -> i128 {
+pub(crate) fn now_ns() -> i128 {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i128,
         Err(e) => -(e.duration().as_nanos() as i128),
@@ -24,7 +24,7 @@ fn timestamp(ns: i128) -> Timestamp {
 }
 
 /// RFC 3339 UTC with milliseconds (truncated): `2026-11-25T17:01:02.123Z`.
-pub fn format_time(ns: i128) -> String {
+pub(crate) fn format_time(ns: i128) -> String {
     format!("{:.3}", timestamp(ns))
 }
 
@@ -35,7 +35,7 @@ pub(crate) fn session_stamp(ns: i128) -> String {
 
 /// Parses RFC 3339 (`2026-11-25T17:01:02Z`, fractions and `±HH:MM` offsets allowed, a space
 /// instead of `T` too) or unix seconds (`1764090062`), into unix nanoseconds.
-pub fn parse_time(s: &str) -> Option<i128> {
+pub(crate) fn parse_time(s: &str) -> Option<i128> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<i64>() {
         return Some(secs as i128 * 1_000_000_000);

@@ -96,7 +96,7 @@ impl Report {
 
 /// Checks the store at `dir`. `progress(done, total)` is called before the first object and
 /// after each one (for a progress bar).
-pub fn verify_store(
+pub(crate) fn verify_store(
     dir: &Path,
     audit_key: Option<&VerifyingKey>,
     progress: &mut dyn FnMut(usize, usize),

@@ -43,7 +43,7 @@ fn mask() -> WatchMask {
 }
 
 /// Keeps the watch alive; dropping it stops the watcher thread.
-pub struct FolderWatch {
+pub(crate) struct FolderWatch {
     stop: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
@@ -157,7 +157,7 @@ impl Tree {
 }
 
 /// Starts watching `scope` (canonical) recursively; events invalidate through `inv`.
-pub fn start(scope: &Path, inv: CacheInvalidator) -> anyhow::Result<FolderWatch> {
+pub(crate) fn start(scope: &Path, inv: CacheInvalidator) -> anyhow::Result<FolderWatch> {
     let inotify = Inotify::init().context("inotify_init")?;
     let dev = std::fs::metadata(scope)
         .with_context(|| format!("stat {}", scope.display()))?

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     #[arg(long)]
     pub store: PathBuf,
     /// Only this session's events (the journal's session id, or a read-only mount's `ro-…`).
@@ -33,7 +33,7 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
-pub fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
     let since_ms = match &a.since {
         Some(s) => Some(
             parse_time(s)

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use crate::control::{Request, locate, request};
 
 #[derive(clap::Args, Debug)]
-pub struct CheckpointArgs {
+pub(crate) struct CheckpointArgs {
     /// A label to roll back to (`veilfs rollback --to LABEL`).
     #[arg(long)]
     pub label: Option<String>,
@@ -13,7 +13,7 @@ pub struct CheckpointArgs {
     pub mountpoint: Option<PathBuf>,
 }
 
-pub fn run(a: CheckpointArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: CheckpointArgs) -> anyhow::Result<ExitCode> {
     let sock = locate(a.mountpoint.as_deref())?;
     let r = request(&sock, &Request::Checkpoint { label: a.label })?;
     let n = r.checkpoint.unwrap_or(0);

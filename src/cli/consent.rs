@@ -7,7 +7,7 @@ use crate::policy::Policy;
 use crate::profile::{Profile, WriteMode};
 
 #[derive(clap::Args, Debug)]
-pub struct ConsentArgs {
+pub(crate) struct ConsentArgs {
     /// Profile the manifest is checked against (default: the built-in default profile).
     #[arg(long)]
     pub profile: Option<PathBuf>,
@@ -18,7 +18,7 @@ pub struct ConsentArgs {
     pub manifest: PathBuf,
 }
 
-pub fn run(a: ConsentArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: ConsentArgs) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&a.manifest).map_err(|e| anyhow::anyhow!("{e}"))?;
     let profile = match &a.profile {
         Some(p) => Profile::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,

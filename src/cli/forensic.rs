@@ -13,7 +13,7 @@ use crate::time::{format_time, parse_time};
 use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     #[arg(long)]
     pub store: PathBuf,
     #[arg(long)]
@@ -22,7 +22,7 @@ pub struct LogArgs {
     pub json: bool,
 }
 #[derive(clap::Args, Debug)]
-pub struct DiffArgs {
+pub(crate) struct DiffArgs {
     #[arg(long)]
     pub store: PathBuf,
     #[arg(long)]
@@ -30,7 +30,7 @@ pub struct DiffArgs {
     pub paths: Vec<PathBuf>,
 }
 #[derive(clap::Args, Debug)]
-pub struct RollbackArgs {
+pub(crate) struct RollbackArgs {
     #[arg(long)]
     pub store: PathBuf,
     /// Session(s) to undo: repeat the option or separate ids with commas (the "undo with"
@@ -55,7 +55,7 @@ pub struct RollbackArgs {
     pub paths: Vec<PathBuf>,
 }
 #[derive(clap::Args, Debug)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     #[arg(long)]
     pub store: PathBuf,
     /// Check the audit trail's signatures with this Ed25519 public key (64 hex digits, or a
@@ -67,7 +67,7 @@ pub struct VerifyArgs {
     pub audit_key: Option<PathBuf>,
 }
 #[derive(clap::Args, Debug)]
-pub struct CommitArgs {
+pub(crate) struct CommitArgs {
     #[arg(long)]
     pub store: PathBuf,
     #[arg(long)]
@@ -86,7 +86,7 @@ pub struct CommitArgs {
     pub paths: Vec<PathBuf>,
 }
 #[derive(clap::Args, Debug)]
-pub struct DiscardArgs {
+pub(crate) struct DiscardArgs {
     #[arg(long)]
     pub store: PathBuf,
     #[arg(long)]
@@ -112,7 +112,7 @@ fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
-pub fn run_log(a: LogArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_log(a: LogArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
     if let Some(p) = overlay::pending_commit(&store)? {
         eprintln!("veilfs: warning: {}", p.describe(&a.store));
@@ -254,7 +254,7 @@ fn describe_record(r: &Record) -> String {
     )
 }
 
-pub fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
     let overlay_session = match &a.session {
         Some(id) => {
@@ -307,7 +307,7 @@ fn print_changes(changes: &[diff::Change]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
     let since = match &a.since {
         Some(s) => Some(parse_time(s).with_context(|| {
@@ -428,7 +428,7 @@ pub fn run_rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let audit_key = match (&a.audit_pubkey, &a.audit_key) {
         (Some(p), _) => Some(audit::load_verifying_key(p)?),
         (None, Some(k)) => Some(audit::load_signing_key(k)?.verifying_key()),
@@ -511,7 +511,7 @@ fn filters(scope: &Path, paths: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
     // An interrupted commit is ended first, one way or the other, before anything new.
     if let Some(p) = overlay::pending_commit(&store)? {
@@ -660,7 +660,7 @@ pub fn run_commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn run_discard(a: DiscardArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_discard(a: DiscardArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.store)?;
     let scope = overlay_scope(&store, &a.store, a.session.as_deref())?;
     let filters = filters(&scope, &a.paths);

@@ -23,19 +23,19 @@ mod why;
     version,
     about = "A filtering, redacting, snapshotting FUSE gateway for AI agents"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
     /// Log as JSON lines (for SIEMs).
     #[arg(long, global = true)]
-    pub log_json: bool,
+    pub(crate) log_json: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Mount SCOPE at MOUNTPOINT through a profile (foreground; Ctrl-C unmounts).
     Mount(mount::MountArgs),
     /// Unmount a veilfs mount point.
@@ -104,7 +104,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs a parsed command; the exit code is 0 ok, 1 failed, 2 bad input.
-pub fn run(cli: Cli) -> ExitCode {
+pub(crate) fn run(cli: Cli) -> ExitCode {
     init_tracing(cli.verbose, cli.log_json);
     let result = match cli.command {
         Command::Mount(a) => mount::run(a),

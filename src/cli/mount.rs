@@ -8,7 +8,7 @@ use crate::profile::{Profile, WriteMode};
 use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
-pub struct MountArgs {
+pub(crate) struct MountArgs {
     #[command(flatten)]
     pub view: ViewArgs,
     /// Let other users (and root) use the mount (needs root or user_allow_other).
@@ -31,7 +31,7 @@ pub struct MountArgs {
 
 /// What the agent is shown and where its changes are kept (`mount` and `run`).
 #[derive(clap::Args, Debug)]
-pub struct ViewArgs {
+pub(crate) struct ViewArgs {
     /// Profile (default: the built-in default profile, read-only).
     #[arg(long)]
     pub profile: Option<PathBuf>,
@@ -47,12 +47,12 @@ pub struct ViewArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct UnmountArgs {
+pub(crate) struct UnmountArgs {
     pub mountpoint: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
-pub struct RevokeArgs {
+pub(crate) struct RevokeArgs {
     /// End every live mount of yours.
     #[arg(long, conflicts_with = "mountpoint")]
     pub all: bool,
@@ -61,7 +61,7 @@ pub struct RevokeArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// One JSON object per live mount.
     #[arg(long)]
     pub json: bool,
@@ -78,7 +78,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("`{s}`: the duration must be positive"))
 }
 
-pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
     let profile = match &a.view.profile {
         Some(p) => Profile::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Profile::builtin_default(),
@@ -102,7 +102,7 @@ pub fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_resume(a: UnmountArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_resume(a: UnmountArgs) -> anyhow::Result<ExitCode> {
     crate::registry::find(&a.mountpoint)
         .with_context(|| format!("resume {}", a.mountpoint.display()))?;
     let r = admin::request(&a.mountpoint, &admin::Request::Resume)
@@ -115,7 +115,7 @@ pub fn run_resume(a: UnmountArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     let targets = match &a.mountpoint {
         Some(mp) => vec![
             crate::registry::find(mp)
@@ -143,7 +143,7 @@ pub fn run_revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let mounts = crate::registry::list().context("status")?;
     for m in &mounts {
         // What the registry knows, filled in by the mount itself when it answers.
@@ -214,7 +214,7 @@ fn describe_pending(p: &crate::approval::PendingInfo) -> String {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct PendingArgs {
+pub(crate) struct PendingArgs {
     /// One JSON object per held request.
     #[arg(long)]
     pub json: bool,
@@ -223,7 +223,7 @@ pub struct PendingArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct ApproveArgs {
+pub(crate) struct ApproveArgs {
     /// The request's id, as `veilfs pending` shows it.
     pub id: u64,
     /// The mount (needed when you have more than one).
@@ -238,7 +238,7 @@ pub struct ApproveArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct DenyArgs {
+pub(crate) struct DenyArgs {
     pub id: u64,
     /// The mount (needed when you have more than one).
     pub mountpoint: Option<PathBuf>,
@@ -257,7 +257,7 @@ fn one_mount(mp: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
-pub fn run_pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
     let mps = match a.mountpoint {
         Some(mp) => vec![mp],
         None => crate::registry::list()
@@ -287,7 +287,7 @@ pub fn run_pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
     let mp = one_mount(a.mountpoint).context("approve")?;
     let scope = crate::approval::Scope {
         path: a.path,
@@ -301,7 +301,7 @@ pub fn run_approve(a: ApproveArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_deny(a: DenyArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_deny(a: DenyArgs) -> anyhow::Result<ExitCode> {
     let mp = one_mount(a.mountpoint).context("deny")?;
     let r = admin::request(&mp, &admin::Request::Deny { id: a.id })
         .with_context(|| format!("deny {}", a.id))?;
@@ -311,7 +311,7 @@ pub fn run_deny(a: DenyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_unmount(a: UnmountArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_unmount(a: UnmountArgs) -> anyhow::Result<ExitCode> {
     unmount(&a.mountpoint)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@ use crate::policy::Policy;
 use crate::profile::Profile;
 
 #[derive(clap::Subcommand, Debug)]
-pub enum ProfileCmd {
+pub(crate) enum ProfileCmd {
     /// Validate a profile (and its rule sets) and print the effective profile.
     ///
     /// Prints the profile with every default filled in on stdout and exits 0; prints
@@ -14,7 +14,7 @@ pub enum ProfileCmd {
     Check { path: std::path::PathBuf },
 }
 
-pub fn run(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         ProfileCmd::Check { path } => Ok(check(&path)),
     }

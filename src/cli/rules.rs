@@ -9,7 +9,7 @@ type Convert = fn(&str, &str) -> Result<Conversion, String>;
 
 #[derive(clap::Subcommand, Debug)]
 #[allow(clippy::enum_variant_names)] // the variants are the subcommands' names
-pub enum RulesCmd {
+pub(crate) enum RulesCmd {
     /// Convert a gitleaks config to a veilfs rule set on stdout; lists what it cannot convert.
     ImportGitleaks { path: PathBuf },
     /// Convert a Kingfisher rules file (YAML) to a veilfs rule set on stdout.
@@ -18,7 +18,7 @@ pub enum RulesCmd {
     ImportNoseyparker { path: PathBuf },
 }
 
-pub fn run(cmd: RulesCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(cmd: RulesCmd) -> anyhow::Result<ExitCode> {
     let (path, convert): (PathBuf, Convert) = match cmd {
         RulesCmd::ImportGitleaks { path } => (path, crate::redact::gitleaks::convert),
         RulesCmd::ImportKingfisher { path } => (path, crate::redact::kingfisher::convert),

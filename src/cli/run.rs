@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::run::{RunRequest, run as run_session};
 
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub view: super::mount::ViewArgs,
     /// Run the command in bubblewrap: no network, the system read-only, the scope and the
@@ -20,7 +20,7 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let code = run_session(RunRequest {
         profile: a.view.profile,
         mode: a.view.mode,

@@ -19,7 +19,7 @@ use crate::redact::{Engine, ScanOutcome, mask_all};
 use crate::scan::{ScanEntry, kind_str, reason_code, walk_parallel};
 
 #[derive(clap::Args, Debug)]
-pub struct ScanArgs {
+pub(crate) struct ScanArgs {
     /// Profile to apply (default: the built-in default profile).
     #[arg(long)]
     pub profile: Option<PathBuf>,
@@ -34,7 +34,7 @@ pub struct ScanArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct RedactArgs {
+pub(crate) struct RedactArgs {
     #[arg(long)]
     pub profile: Option<PathBuf>,
     pub file: PathBuf,
@@ -43,7 +43,7 @@ pub struct RedactArgs {
 /// Text-mode path: UTF-8 is printed as is, except that `\`, control characters (tab, newline)
 /// and bytes that are not UTF-8 are escaped (`\\`, `\t`, `\n`, `\xNN`), so every line stays one
 /// record and the name can be recovered exactly.
-pub fn escape_path(p: &Path) -> String {
+pub(super) fn escape_path(p: &Path) -> String {
     let mut out = String::new();
     for chunk in p.as_os_str().as_bytes().utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -86,7 +86,7 @@ fn json_record(e: &ScanEntry) -> serde_json::Value {
     v
 }
 
-pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     let profile = match &a.profile {
         Some(p) => match Profile::load(p) {
             Ok(p) => p,
@@ -376,7 +376,7 @@ fn redaction_report(
 }
 
 /// `veilfs redact`: print the masked view of one file, as the agent would read it.
-pub fn run_redact(a: RedactArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_redact(a: RedactArgs) -> anyhow::Result<ExitCode> {
     let profile = match &a.profile {
         Some(p) => Profile::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Profile::builtin_default(),

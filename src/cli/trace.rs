@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
-pub struct TraceArgs {
+pub(crate) struct TraceArgs {
     /// A document served by veilfs, or a copy of one.
     pub file: PathBuf,
 }
 
-pub fn run(a: TraceArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: TraceArgs) -> anyhow::Result<ExitCode> {
     let data = std::fs::read(&a.file).with_context(|| format!("read {}", a.file.display()))?;
     Ok(match crate::redact::document::read_mark(&data) {
         Some(mark) => {

@@ -6,7 +6,7 @@ use crate::control::{Request, locate, request};
 use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
-pub struct WhyArgs {
+pub(crate) struct WhyArgs {
     /// The mount (default: the one `veilfs run` runs this command in, from VEILFS_MOUNT).
     #[arg(long)]
     pub mount: Option<PathBuf>,
@@ -17,7 +17,7 @@ pub struct WhyArgs {
     pub path: Option<PathBuf>,
 }
 
-pub fn run(a: WhyArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: WhyArgs) -> anyhow::Result<ExitCode> {
     let mount = match &a.mount {
         Some(m) => Some(m.clone()),
         None => std::env::var_os(crate::run::ENV_MOUNT).map(PathBuf::from),

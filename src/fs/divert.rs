@@ -17,7 +17,7 @@ use std::sync::RwLock;
 
 use crate::backing::{self, Kind};
 
-pub struct Divert {
+pub(crate) struct Divert {
     /// Held for the mount's lifetime: `commit`/`discard` refuse while the mount runs.
     _lock: File,
     upper_dir: PathBuf,
@@ -28,7 +28,7 @@ pub struct Divert {
 impl Divert {
     /// Opens (creating it) the upper layer of `store`, recording `scope` as the folder it
     /// belongs to, and remembers every file already diverted there (a remount resumes).
-    pub fn open(store: &Path, scope: &Path) -> anyhow::Result<Divert> {
+    pub(crate) fn open(store: &Path, scope: &Path) -> anyhow::Result<Divert> {
         let layout = crate::overlay::Layout::in_store(store);
         let lock = crate::overlay::lock(store, "mount")?;
         std::fs::create_dir_all(&layout.upper)?;
@@ -44,7 +44,7 @@ impl Divert {
         })
     }
 
-    pub fn contains(&self, rel: &Path) -> bool {
+    pub(crate) fn contains(&self, rel: &Path) -> bool {
         self.paths
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -52,13 +52,13 @@ impl Divert {
     }
 
     /// The O_PATH fd of the diverted copy of `rel`.
-    pub fn open_copy(&self, rel: &Path) -> io::Result<OwnedFd> {
+    pub(crate) fn open_copy(&self, rel: &Path) -> io::Result<OwnedFd> {
         backing::open_path(self.upper.as_fd(), rel)
     }
 
     /// Copies the real file (held as `real`, an O_PATH fd) to the upper layer, with its mode,
     /// owner, times and xattrs, durably; returns the copy's O_PATH fd.
-    pub fn divert(&self, real: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    pub(crate) fn divert(&self, real: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
         let st = backing::stat_fd(real)?;
         let src = backing::reopen_as(real, Kind::File, libc::O_RDONLY)?;
         let dest_path = self.upper_dir.join(rel);

@@ -26,17 +26,17 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use crate::backing::{self, Kind};
 
-pub const ROOT: u64 = 1;
+pub(super) const ROOT: u64 = 1;
 
 /// Where an inode currently lives: its parent inode and its name there. Policy is decided from
 /// this *current* location on every request, never from a path cached earlier.
 #[derive(Clone, Debug)]
-pub struct Location {
+pub(super) struct Location {
     pub parent: u64,
     pub name: OsString,
 }
 
-pub struct Inode {
+pub(super) struct Inode {
     pub ino: u64,
     fd: Mutex<Option<Arc<OwnedFd>>>,
     /// Its writes go to a copy in the overlay (see `divert`): `fd` then holds the copy, and is
@@ -59,7 +59,7 @@ pub struct Inode {
 }
 
 /// A directory's visible entries with the stat each was listed with.
-pub type Listing = Vec<(OsString, backing::Stat)>;
+pub(super) type Listing = Vec<(OsString, backing::Stat)>;
 
 /// The zero of [`Inode`]'s compact timestamps.
 fn epoch() -> std::time::Instant {
@@ -68,13 +68,13 @@ fn epoch() -> std::time::Instant {
 }
 
 impl Inode {
-    pub fn note_listed(&self) {
+    pub(super) fn note_listed(&self) {
         let ms = epoch().elapsed().as_millis() as u64 + 1;
         self.last_listed.store(ms, Ordering::Relaxed);
     }
 
     /// How long ago this directory was last listed, if ever.
-    pub fn listed_ago(&self) -> Option<std::time::Duration> {
+    pub(super) fn listed_ago(&self) -> Option<std::time::Duration> {
         match self.last_listed.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(
@@ -85,26 +85,26 @@ impl Inode {
         }
     }
 
-    pub fn is_diverted(&self) -> bool {
+    pub(super) fn is_diverted(&self) -> bool {
         self.diverted.load(Ordering::Relaxed)
     }
 
     fn held_fd(&self) -> Option<Arc<OwnedFd>> {
         self.fd.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-    pub fn location(&self) -> Location {
+    pub(super) fn location(&self) -> Location {
         self.loc
             .lock()
             .map(|l| l.clone())
             .unwrap_or_else(|e| e.into_inner().clone())
     }
     /// The object lost its name (unlinked, or replaced by a rename): it has no path any more.
-    pub fn detach(&self) {
+    pub(super) fn detach(&self) {
         let mut l = self.loc.lock().unwrap_or_else(|e| e.into_inner());
         l.parent = 0;
     }
 
-    pub fn set_location(&self, parent: u64, name: &OsStr) {
+    pub(super) fn set_location(&self, parent: u64, name: &OsStr) {
         let mut l = self.loc.lock().unwrap_or_else(|e| e.into_inner());
         l.parent = parent;
         l.name = name.to_os_string();
@@ -117,7 +117,7 @@ struct Tables {
     by_key: HashMap<(u64, u64), u64>,
 }
 
-pub struct InodeTable {
+pub(super) struct InodeTable {
     tables: RwLock<Tables>,
     next: AtomicU64,
     held_fds: AtomicUsize,
@@ -127,7 +127,7 @@ pub struct InodeTable {
 }
 
 impl InodeTable {
-    pub fn new(root_fd: OwnedFd, root_key: (u64, u64), fd_budget: usize) -> InodeTable {
+    pub(super) fn new(root_fd: OwnedFd, root_key: (u64, u64), fd_budget: usize) -> InodeTable {
         let root = Arc::new(Inode {
             ino: ROOT,
             fd: Mutex::new(Some(Arc::new(root_fd))),
@@ -157,7 +157,7 @@ impl InodeTable {
     }
 
     /// The inode's O_PATH fd, re-opened beneath its parent if it was evicted.
-    pub fn fd(&self, inode: &Arc<Inode>) -> Result<Arc<OwnedFd>, i32> {
+    pub(super) fn fd(&self, inode: &Arc<Inode>) -> Result<Arc<OwnedFd>, i32> {
         if let Some(fd) = inode.held_fd() {
             return Ok(fd);
         }
@@ -212,7 +212,7 @@ impl InodeTable {
     }
 
     /// From now on the inode is served from `copy` (its diverted copy in the overlay).
-    pub fn divert(&self, inode: &Arc<Inode>, copy: OwnedFd) {
+    pub(super) fn divert(&self, inode: &Arc<Inode>, copy: OwnedFd) {
         inode.diverted.store(true, Ordering::Relaxed);
         self.hold(inode, Arc::new(copy));
     }
@@ -240,25 +240,25 @@ impl InodeTable {
         }
     }
 
-    pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {
+    pub(super) fn get(&self, ino: u64) -> Option<Arc<Inode>> {
         let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
         t.by_ino.get(&ino).cloned()
     }
 
     /// Every inode the kernel currently knows.
-    pub fn all(&self) -> Vec<Arc<Inode>> {
+    pub(super) fn all(&self) -> Vec<Arc<Inode>> {
         let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
         t.by_ino.values().cloned().collect()
     }
 
-    pub fn ino_of_key(&self, key: (u64, u64)) -> Option<u64> {
+    pub(super) fn ino_of_key(&self, key: (u64, u64)) -> Option<u64> {
         let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
         t.by_key.get(&key).copied()
     }
 
     /// Returns the inode for `key`, creating it from `fd` if absent, and counts one lookup.
     /// Moves it to (parent, name): the name the kernel just resolved is its current one.
-    pub fn lookup_insert(
+    pub(super) fn lookup_insert(
         &self,
         key: (u64, u64),
         kind: Kind,
@@ -304,7 +304,7 @@ impl InodeTable {
     }
 
     /// Drops `n` lookups; the inode goes away at zero.
-    pub fn forget(&self, ino: u64, n: u64) {
+    pub(super) fn forget(&self, ino: u64, n: u64) {
         if ino == ROOT {
             return;
         }
@@ -334,7 +334,7 @@ impl InodeTable {
 
     /// The inode's current path relative to the scope root ("" for the root), or None when an
     /// ancestor is gone (the inode was unlinked or its parent forgotten).
-    pub fn rel_path(&self, ino: u64) -> Option<PathBuf> {
+    pub(super) fn rel_path(&self, ino: u64) -> Option<PathBuf> {
         let mut parts: Vec<OsString> = Vec::new();
         let mut cur = ino;
         let mut guard = 0;

@@ -5,19 +5,19 @@ use super::*;
 /// Pushes changes made outside the mount into the kernel's caches (entries, attributes, page
 /// cache, directory listings), so long TTLs stay correct. Shared with the watcher thread.
 #[derive(Clone)]
-pub struct CacheInvalidator {
+pub(crate) struct CacheInvalidator {
     pub(super) inodes: Arc<InodeTable>,
     pub(super) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl CacheInvalidator {
-    pub fn set_notifier(&self, n: fuser::Notifier) {
+    pub(crate) fn set_notifier(&self, n: fuser::Notifier) {
         let _ = self.notifier.set(n);
     }
 
     /// The watcher lost events (its queue overflowed): anything may have changed, so every
     /// name, attribute, listing and page the kernel holds is dropped.
-    pub fn everything_changed(&self) {
+    pub(crate) fn everything_changed(&self) {
         let Some(n) = self.notifier.get() else {
             return;
         };
@@ -31,7 +31,7 @@ impl CacheInvalidator {
     }
 
     /// `rel` (relative to the scope) was created, changed, removed or renamed.
-    pub fn changed(&self, rel: &Path) {
+    pub(crate) fn changed(&self, rel: &Path) {
         let Some(n) = self.notifier.get() else {
             return;
         };

@@ -5,7 +5,7 @@
 /// Unsupported ioctls the mount answered (ENOTTY), by command: counted, never logged per call
 /// (every `less` or Python `open()` sends TCGETS).
 #[derive(Debug, Default, Clone)]
-pub struct IoctlCount {
+pub(crate) struct IoctlCount {
     pub total: u64,
     /// The first few distinct commands, with their counts.
     pub by_cmd: std::collections::BTreeMap<u32, u64>,
@@ -40,6 +40,6 @@ pub(crate) fn note_unsupported_ioctl(cmd: u32) {
 }
 
 /// The unsupported ioctls counted so far in this process.
-pub fn unsupported_ioctls() -> IoctlCount {
+pub(crate) fn unsupported_ioctls() -> IoctlCount {
     IOCTLS.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

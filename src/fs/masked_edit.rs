@@ -43,7 +43,7 @@ use crate::redact::{Redactions, Span, mask_all};
 use crate::served::ServedViews;
 
 /// Masked edits of one mount.
-pub struct MaskedEdits {
+pub(crate) struct MaskedEdits {
     pub served: ServedViews,
     /// Where scratch copies are made (inside the store: never in the scope or the mount).
     scratch_dir: PathBuf,
@@ -52,7 +52,7 @@ pub struct MaskedEdits {
 }
 
 impl MaskedEdits {
-    pub fn new(store: &Path, merge_now: bool) -> anyhow::Result<MaskedEdits> {
+    pub(crate) fn new(store: &Path, merge_now: bool) -> anyhow::Result<MaskedEdits> {
         let scratch_dir = store.join("masked-edit");
         std::fs::create_dir_all(&scratch_dir)
             .map_err(|e| anyhow::anyhow!("create {}: {e}", scratch_dir.display()))?;
@@ -81,7 +81,7 @@ struct Base {
 }
 
 /// The state of a handle on a scratch copy.
-pub struct MaskedEdit {
+pub(crate) struct MaskedEdit {
     base: Mutex<Base>,
     /// Written since the last merge.
     pub dirty: AtomicBool,

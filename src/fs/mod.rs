@@ -8,20 +8,20 @@
 mod ahead;
 mod attr;
 mod dir;
-pub mod divert;
+pub(crate) mod divert;
 mod handles;
 mod inode;
 mod invalidate;
-pub mod ioctls;
-pub mod masked_edit;
+pub(crate) mod ioctls;
+pub(crate) mod masked_edit;
 mod read;
 mod served;
-pub mod view;
+pub(crate) mod view;
 mod write;
 
 use attr::attr_of;
 use handles::checked_handle;
-pub use invalidate::CacheInvalidator;
+pub(crate) use invalidate::CacheInvalidator;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -56,7 +56,7 @@ const LINKED_TTL: Duration = Duration::from_secs(1);
 const READ_ATTEMPTS: usize = 8;
 
 /// Everything the filesystem needs, decided before mounting.
-pub struct FsConfig {
+pub(crate) struct FsConfig {
     /// The policy in force, replaceable live ([`crate::reload`]).
     pub policy: Arc<LivePolicy>,
     pub viewer: Arc<Viewer>,
@@ -111,7 +111,7 @@ struct DirHandle {
     entries: std::sync::OnceLock<Arc<Listing>>,
 }
 
-pub struct VeilFs {
+pub(crate) struct VeilFs {
     cfg: FsConfig,
     inodes: Arc<InodeTable>,
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
@@ -167,7 +167,11 @@ pub(crate) fn entry_kind(k: Kind) -> EntryKind {
 }
 
 impl VeilFs {
-    pub fn new(root_fd: OwnedFd, cfg: FsConfig, fd_budget: usize) -> std::io::Result<VeilFs> {
+    pub(crate) fn new(
+        root_fd: OwnedFd,
+        cfg: FsConfig,
+        fd_budget: usize,
+    ) -> std::io::Result<VeilFs> {
         let st = backing::stat_fd(root_fd.as_fd())?;
         let copies = Arc::new(served::Copies::new(COPIES_BUDGET));
         let ahead = (cfg.scan_ahead > 0 && cfg.guard.is_none() && cfg.viewer.redaction_enabled())
@@ -353,7 +357,7 @@ impl Filesystem for VeilFs {
         if let Some(p) = &self.cfg.scan_cache_file {
             self.cfg.viewer.save_scans(p);
             if let Some(h) = self.cfg.viewer.history() {
-                h.save(&p.with_file_name(crate::mount::HISTORY_VERDICTS));
+                h.save(&p.with_file_name(crate::history::VERDICTS_FILE));
             }
         }
     }
@@ -1223,18 +1227,18 @@ impl VeilFs {
     }
 
     /// Changes the kernel cache TTL (before mounting; see `watch`).
-    pub fn set_ttl(&mut self, ttl: Duration) {
+    pub(crate) fn set_ttl(&mut self, ttl: Duration) {
         self.cfg.ttl = ttl;
     }
 
     /// Turns on no-open mode (see [`FsConfig::no_open`]); read-only mounts only.
-    pub fn set_no_open(&mut self, on: bool) {
+    pub(crate) fn set_no_open(&mut self, on: bool) {
         self.cfg.no_open = on && self.cfg.guard.is_none();
     }
 
     /// A handle the folder watcher uses to push outside changes into the kernel's caches.
     /// It does nothing until [`CacheInvalidator::set_notifier`] is given the session's notifier.
-    pub fn invalidator(&self) -> CacheInvalidator {
+    pub(crate) fn invalidator(&self) -> CacheInvalidator {
         CacheInvalidator {
             inodes: self.inodes.clone(),
             notifier: self.notifier.clone(),

@@ -37,10 +37,10 @@ use crate::redact::FileId;
 use super::view::View;
 
 /// A file whose ctime is this old has no write in progress.
-pub const SETTLE: Duration = Duration::from_secs(2);
+pub(super) const SETTLE: Duration = Duration::from_secs(2);
 
 /// One scanned, consistent copy of one version of a file.
-pub struct Copy {
+pub(super) struct Copy {
     pub id: FileId,
     /// The rule selection it was scanned with (see `RuleSelection`).
     pub rules: u64,
@@ -62,10 +62,10 @@ impl Copy {
 /// A real file's identity, (device, inode): copies outlive the kernel's FUSE inodes (the
 /// kernel forgets an entry whenever the watcher invalidates it), and a stale copy is exactly
 /// what is served while the file settles.
-pub type Key = (u64, u64);
+pub(super) type Key = (u64, u64);
 
 /// The copies reads are served from, by file, bounded by total bytes.
-pub struct Copies {
+pub(super) struct Copies {
     inner: Mutex<Inner>,
     budget: usize,
     /// The ctime each file had right after veilfs's own last change to it.
@@ -85,7 +85,7 @@ struct Inner {
 }
 
 impl Copies {
-    pub fn new(budget: usize) -> Copies {
+    pub(super) fn new(budget: usize) -> Copies {
         Copies {
             inner: Mutex::new(Inner::default()),
             budget,
@@ -95,7 +95,7 @@ impl Copies {
     }
 
     /// Records that file `key` kept changing through a read's wait.
-    pub fn mark_churning(&self, key: Key) {
+    pub(super) fn mark_churning(&self, key: Key) {
         let mut c = self.churning.lock().unwrap_or_else(|e| e.into_inner());
         if c.len() >= OWN_MAX {
             c.retain(|_, at| at.elapsed() < 2 * SETTLE);
@@ -105,7 +105,7 @@ impl Copies {
 
     /// Did a read recently wait on file `key` in vain? Then the next reads serve its last
     /// copy at once rather than each waiting again.
-    pub fn churning(&self, key: Key) -> bool {
+    pub(super) fn churning(&self, key: Key) -> bool {
         self.churning
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -114,7 +114,7 @@ impl Copies {
     }
 
     /// Records that veilfs itself just changed a file, which now has stat `st`.
-    pub fn note_own_change(&self, st: &Stat) {
+    pub(super) fn note_own_change(&self, st: &Stat) {
         let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
         if own.len() >= OWN_MAX {
             // A settled file is trusted without this record.
@@ -127,7 +127,7 @@ impl Copies {
     }
 
     /// The ctime file `key` had after veilfs's own last change, if veilfs changed it.
-    pub fn own_change(&self, key: Key) -> Option<(i64, i64)> {
+    pub(super) fn own_change(&self, key: Key) -> Option<(i64, i64)> {
         self.own
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -135,7 +135,7 @@ impl Copies {
             .copied()
     }
 
-    pub fn get(&self, ino: Key) -> Option<Arc<Copy>> {
+    pub(super) fn get(&self, ino: Key) -> Option<Arc<Copy>> {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -144,7 +144,7 @@ impl Copies {
             .cloned()
     }
 
-    pub fn put(&self, ino: Key, c: Arc<Copy>) {
+    pub(super) fn put(&self, ino: Key, c: Arc<Copy>) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = g.by_ino.insert(ino, c.clone()) {
             g.bytes -= old.bytes();
@@ -197,7 +197,7 @@ fn unsettled_for(st: &Stat) -> Duration {
 
 /// What reading a copy of a file gave.
 #[derive(Debug, PartialEq)]
-pub enum Taken {
+pub(super) enum Taken {
     /// A copy that may be trusted.
     Copy(Vec<u8>),
     /// The file changed while it was read: read again.
@@ -210,7 +210,7 @@ pub enum Taken {
 /// Reads a copy of `file`, whose stat before the read is `st`, and says whether it may be
 /// trusted (see the module comment). `own` is the ctime veilfs recorded after its own last
 /// change of the file.
-pub fn consistent_copy(
+pub(super) fn consistent_copy(
     file: &File,
     st: &Stat,
     stat_again: impl Fn() -> std::io::Result<Stat>,

@@ -33,7 +33,7 @@ use crate::live::LivePolicy;
 use crate::redact::{Engine, FileId, Redactions, RuleSelection, ScanCache, ScanOutcome};
 
 #[derive(Clone)]
-pub enum View {
+pub(crate) enum View {
     /// Serve the real bytes (no rule matched, or redaction is off).
     Raw,
     /// Serve the bytes with these spans masked.
@@ -45,13 +45,13 @@ pub enum View {
 }
 
 /// Is `v` a refusal that lasts only until a git pack's scan ends (never to be cached)?
-pub fn is_pending(v: &View) -> bool {
+pub(crate) fn is_pending(v: &View) -> bool {
     matches!(v, View::Denied(why) if why.starts_with(crate::history::PENDING))
 }
 
 /// A synthesized view's bytes and what it is, for the audit.
 #[derive(Debug)]
-pub struct Synth {
+pub(crate) struct Synth {
     pub bytes: Vec<u8>,
     /// What the view is (`"document"`).
     pub kind: &'static str,
@@ -68,13 +68,13 @@ struct SynthCache {
 }
 
 /// Why a change to a file with a synthesized view is refused (the audit reason).
-pub const SYNTH_READ_ONLY: &str = "the agent sees a synthesized view of this file (rebuilt with its secrets masked); it is read-only, since an edit of the rebuilt bytes cannot be mapped back onto the real ones";
+pub(crate) const SYNTH_READ_ONLY: &str = "the agent sees a synthesized view of this file (rebuilt with its secrets masked); it is read-only, since an edit of the rebuilt bytes cannot be mapped back onto the real ones";
 
 /// Bytes of synthesized views kept (past it the cache starts over: views are rebuilt on demand).
 const SYNTH_BUDGET: usize = 128 << 20;
 
 /// What the agent may see of a piece of metadata.
-pub enum MetaView {
+pub(crate) enum MetaView {
     /// No rule matched: the value as it is.
     Clean,
     /// The value with its secrets masked (same length).
@@ -90,7 +90,7 @@ const METADATA_KEY: u64 = 0x6d65_7461_6461_7461;
 /// Mixed into the cache key of verdicts taken under an opaque name.
 const OPAQUE_KEY: u64 = 0x6f70_6171_7565_5f31;
 
-pub struct Viewer {
+pub(crate) struct Viewer {
     /// The policy and engine in force (replaced live, see [`crate::live`]).
     live: Arc<LivePolicy>,
     cache: ScanCache,
@@ -105,7 +105,7 @@ pub struct Viewer {
     watermark: std::sync::OnceLock<String>,
 }
 
-pub fn file_id(st: &Stat) -> FileId {
+pub(crate) fn file_id(st: &Stat) -> FileId {
     FileId {
         dev: st.dev,
         ino: st.ino,
@@ -125,7 +125,11 @@ pub fn file_id(st: &Stat) -> FileId {
 }
 
 impl Viewer {
-    pub fn new(live: Arc<LivePolicy>, max_scan_size: u64, allow_unscannable: bool) -> Viewer {
+    pub(crate) fn new(
+        live: Arc<LivePolicy>,
+        max_scan_size: u64,
+        allow_unscannable: bool,
+    ) -> Viewer {
         let cur = live.current();
         Viewer {
             cache: ScanCache::for_engine(200_000, &cur.engine),
@@ -140,12 +144,12 @@ impl Viewer {
     }
 
     /// Judges git object files by `history` before the usual scan.
-    pub fn with_history(mut self, history: Arc<History>) -> Viewer {
+    pub(crate) fn with_history(mut self, history: Arc<History>) -> Viewer {
         self.history = Some(history);
         self
     }
 
-    pub fn history(&self) -> Option<&Arc<History>> {
+    pub(crate) fn history(&self) -> Option<&Arc<History>> {
         self.history.as_ref()
     }
 
@@ -168,7 +172,7 @@ impl Viewer {
     }
 
     /// Every document view carries `mark` from now on (set before mounting).
-    pub fn set_watermark(&self, mark: String) {
+    pub(crate) fn set_watermark(&self, mark: String) {
         let _ = self.watermark.set(mark);
     }
 
@@ -179,7 +183,7 @@ impl Viewer {
     ///
     /// A file the profile presents as metadata is shown its stub whatever its link count (a
     /// stub shows less than any other view).
-    pub fn is_synthesized(&self, rel: &Path, st: &Stat) -> bool {
+    pub(crate) fn is_synthesized(&self, rel: &Path, st: &Stat) -> bool {
         use std::os::unix::ffi::OsStrExt;
         st.kind() == backing::Kind::File
             && (self.live.current().policy.metadata(rel)
@@ -193,7 +197,7 @@ impl Viewer {
 
     /// Can the file named `name` have a synthesized view? A cheap check by name alone, before
     /// its path is computed (every lookup and getattr asks).
-    pub fn may_synthesize(&self, name: &std::ffi::OsStr) -> bool {
+    pub(crate) fn may_synthesize(&self, name: &std::ffi::OsStr) -> bool {
         use std::os::unix::ffi::OsStrExt;
         self.live.current().policy.presents_any_metadata()
             || (!self.live.current().engine.is_empty()
@@ -201,7 +205,7 @@ impl Viewer {
     }
 
     /// Is the file at `rel` shown as a metadata stub?
-    pub fn presents_metadata(&self, rel: &Path) -> bool {
+    pub(crate) fn presents_metadata(&self, rel: &Path) -> bool {
         self.live.current().policy.metadata(rel)
     }
 
@@ -299,7 +303,7 @@ impl Viewer {
     }
 
     /// Loads scan verdicts saved by an earlier mount; a bad file is logged and ignored.
-    pub fn load_scans(&self, path: &Path) {
+    pub(crate) fn load_scans(&self, path: &Path) {
         match self.cache.load(path) {
             Ok(n) => tracing::info!(path = %path.display(), n, "loaded saved scan results"),
             Err(e) => tracing::warn!(path = %path.display(), "ignoring saved scan results: {e}"),
@@ -307,7 +311,7 @@ impl Viewer {
     }
 
     /// Saves scan verdicts for the next mount of the same folder.
-    pub fn save_scans(&self, path: &Path) {
+    pub(crate) fn save_scans(&self, path: &Path) {
         match self.cache.save(path) {
             Ok(n) => tracing::info!(path = %path.display(), n, "saved scan results"),
             Err(e) => tracing::warn!(path = %path.display(), "cannot save scan results: {e}"),
@@ -315,11 +319,11 @@ impl Viewer {
     }
 
     /// Files larger than this are never scanned.
-    pub fn max_scan_size(&self) -> u64 {
+    pub(crate) fn max_scan_size(&self) -> u64 {
         self.max_scan_size
     }
 
-    pub fn redaction_enabled(&self) -> bool {
+    pub(crate) fn redaction_enabled(&self) -> bool {
         !self.live.current().engine.is_empty()
     }
 
@@ -329,7 +333,7 @@ impl Viewer {
     ///
     /// The selection's id is salted with the policy's generation: everything keyed by it (scan
     /// verdicts, served copies) is never reused across a live policy change.
-    pub fn rules_for(&self, rel: &Path, st: &Stat) -> RuleSelection {
+    pub(crate) fn rules_for(&self, rel: &Path, st: &Stat) -> RuleSelection {
         let cur = self.live.current();
         let sel = if st.nlink > 1 {
             cur.engine.all_rules()
@@ -340,7 +344,7 @@ impl Viewer {
     }
 
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
-    pub fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
+    pub(crate) fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
         if self.is_synthesized(rel, st) {
             if st.size > self.max_scan_size && self.live.current().policy.metadata(rel) {
                 // Too large to read: a stub from what the stat tells.
@@ -408,7 +412,7 @@ impl Viewer {
 
     /// The view of `data`, a consistent copy of the file at `rel` (stat `st`): what a read
     /// serves is then exactly what was scanned (see `fs::served`).
-    pub fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
+    pub(crate) fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
         if self.is_synthesized(rel, st) {
             return self.decide_document(rel, st, data, true);
         }
@@ -470,7 +474,7 @@ impl Viewer {
 
     /// Is the view at `to` at least as strict as the view at `from`, for the file held by `fd`?
     /// A rename or link may never loosen what the agent sees of an object.
-    pub fn at_least_as_strict(
+    pub(crate) fn at_least_as_strict(
         &self,
         from: &Path,
         to: &Path,
@@ -497,7 +501,7 @@ impl Viewer {
 
     /// Metadata that reaches the agent (a symlink target, an xattr value) masked by every rule,
     /// its length kept.
-    pub fn mask_metadata(&self, data: &[u8]) -> MetaView {
+    pub(crate) fn mask_metadata(&self, data: &[u8]) -> MetaView {
         let engine = self.live.current().engine.clone();
         if engine.is_empty() {
             return MetaView::Clean;
@@ -510,7 +514,7 @@ impl Viewer {
     }
 
     /// Does a file name itself hold a secret? Such an entry is hidden.
-    pub fn name_holds_secret(&self, name: &std::ffi::OsStr) -> bool {
+    pub(crate) fn name_holds_secret(&self, name: &std::ffi::OsStr) -> bool {
         use std::os::unix::ffi::OsStrExt;
         matches!(self.mask_metadata(name.as_bytes()), MetaView::Masked(_))
     }

@@ -25,7 +25,7 @@ use crate::profile::ApprovalOp;
 /// Entries below a renamed directory checked at most (a rename of a bigger tree is refused).
 const RENAME_CHECK_BUDGET: usize = 1_000_000;
 
-pub enum NewNode {
+pub(super) enum NewNode {
     Dir { mode: u32 },
     Node { mode: u32, rdev: u32 },
     Symlink { target: OsString },

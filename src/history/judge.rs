@@ -19,7 +19,7 @@ use crate::redact::{Engine, RuleSelection, ScanOutcome};
 /// What an object file may do for the agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// No rule matches any object in it: served as it is.
     Clean,
     /// An object holds a secret; the reason names the rule and the object, never the secret.
@@ -30,7 +30,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The reason a refused object file is refused, as the agent and the audit read it.
-    pub fn reason(&self) -> Option<String> {
+    pub(crate) fn reason(&self) -> Option<String> {
         match self {
             Verdict::Clean => None,
             Verdict::Secret(why) => Some(format!(
@@ -104,7 +104,7 @@ fn kind_name(k: Option<Kind>) -> &'static str {
 }
 
 /// The verdict on the object file `data` of format `fmt`: the first secret ends the scan.
-pub fn verdict(engine: &Engine, fmt: Format, data: &[u8], limit: u64) -> Verdict {
+pub(crate) fn verdict(engine: &Engine, fmt: Format, data: &[u8], limit: u64) -> Verdict {
     let sel = engine.all_rules();
     let mut found: Option<Result<String, String>> = None;
     let walked = objects::each(fmt, data, limit, &mut |o| {
@@ -131,7 +131,7 @@ pub fn verdict(engine: &Engine, fmt: Format, data: &[u8], limit: u64) -> Verdict
 
 /// One line of `veilfs scan`'s history report.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub rule: String,
     /// The commit whose tree holds the object (`None`: no commit reaches it).
     pub commit: Option<ObjectId>,
@@ -141,7 +141,7 @@ pub struct Finding {
 
 /// Everything `report` gathers from one object database.
 #[derive(Default)]
-pub struct Database {
+pub(crate) struct Database {
     hits: HashMap<ObjectId, (Option<Kind>, Vec<String>)>,
     /// Commit → (tree, parents).
     commits: HashMap<ObjectId, (ObjectId, Vec<ObjectId>)>,
@@ -152,7 +152,14 @@ pub struct Database {
 
 impl Database {
     /// Adds the objects of one object file (`name` is for messages).
-    pub fn add(&mut self, engine: &Engine, name: &str, fmt: Format, data: &[u8], limit: u64) {
+    pub(crate) fn add(
+        &mut self,
+        engine: &Engine,
+        name: &str,
+        fmt: Format,
+        data: &[u8],
+        limit: u64,
+    ) {
         let sel = engine.all_rules();
         let mut bad = None;
         let r = objects::each(fmt, data, limit, &mut |o| {
@@ -186,7 +193,7 @@ impl Database {
     /// Every (rule, commit, path) where a commit brings a secret in (the object at that path
     /// differs from every parent's), sorted; objects no commit reaches are named by id. A
     /// secret that stays for many commits is told once, at the commit that added it.
-    pub fn findings(&self) -> Vec<Finding> {
+    pub(crate) fn findings(&self) -> Vec<Finding> {
         let mut memo: HashMap<ObjectId, Rc<Vec<(String, ObjectId)>>> = HashMap::new();
         let mut out = Vec::new();
         let mut reached: HashSet<ObjectId> = HashSet::new();

@@ -25,9 +25,9 @@
 //! the packs of the scope's own `.git` are scanned in the background at once (`prescan`), so
 //! that the agent's first `git log` usually finds the verdict ready.
 
-pub mod judge;
-pub mod objects;
-pub mod verdicts;
+pub(crate) mod judge;
+pub(crate) mod objects;
+pub(crate) mod verdicts;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -35,17 +35,20 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-pub use judge::Verdict;
-pub use objects::{Format, detect};
+pub(crate) use judge::Verdict;
+pub(crate) use objects::{Format, detect};
 
 use crate::profile::History as Mode;
 use crate::redact::{Engine, ScanOutcome};
 
+/// Beside `scan-cache` in the store: git object file verdicts (`history::verdicts`).
+pub(crate) const VERDICTS_FILE: &str = "history-verdicts";
+
 /// How long a request waits for a pack's scan before it is refused (the scan goes on).
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// How the reason for refusing a pack whose scan still runs begins.
-pub const PENDING: &str = "git history scan of this pack is still running";
+pub(crate) const PENDING: &str = "git history scan of this pack is still running";
 
 /// A pack being scanned: its verdict once known.
 #[derive(Default)]
@@ -57,7 +60,7 @@ struct Job {
 /// The object database an object file at `rel` belongs to, for `veilfs scan`'s report: the
 /// path up to its last `objects` component (`.git/objects`, `.git/modules/m/objects`), or its
 /// directory when it has none (an object file under another name).
-pub fn database_of(rel: &Path) -> std::path::PathBuf {
+pub(crate) fn database_of(rel: &Path) -> std::path::PathBuf {
     let comps: Vec<_> = rel.components().collect();
     match comps.iter().rposition(|c| c.as_os_str() == "objects") {
         Some(i) => comps[..=i].iter().collect(),
@@ -66,7 +69,7 @@ pub fn database_of(rel: &Path) -> std::path::PathBuf {
 }
 
 /// The history gate of one mount.
-pub struct History {
+pub(crate) struct History {
     mode: Mode,
     engine: Arc<Engine>,
     /// How much one object may inflate to (the engine's inflate limit).
@@ -76,7 +79,7 @@ pub struct History {
 }
 
 /// The gate's answer for one object file.
-pub enum Gate {
+pub(crate) enum Gate {
     /// Serve or refuse, as this outcome says; it may be cached for the file's version.
     Outcome(ScanOutcome),
     /// Refuse for now (the pack's scan is still running); never cached.
@@ -84,7 +87,7 @@ pub enum Gate {
 }
 
 impl History {
-    pub fn new(mode: Mode, engine: Arc<Engine>, limit: u64) -> Arc<History> {
+    pub(crate) fn new(mode: Mode, engine: Arc<Engine>, limit: u64) -> Arc<History> {
         Arc::new(History {
             mode,
             engine,
@@ -94,13 +97,9 @@ impl History {
         })
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     /// Mixed into the file scan cache's key: a verdict taken under one history mode must never
     /// be reused under another (a pack served under `allow` is not clean).
-    pub fn cache_key(&self) -> u64 {
+    pub(crate) fn cache_key(&self) -> u64 {
         match self.mode {
             Mode::Allow => 0,
             Mode::Hide => 0x6869_7374_6869_6465,
@@ -110,7 +109,7 @@ impl History {
 
     /// The gate for a file whose complete content is `data`; `None` when the file is not an
     /// object file or history is allowed (the usual scan decides).
-    pub fn gate(self: &Arc<Self>, data: &[u8]) -> Option<Gate> {
+    pub(crate) fn gate(self: &Arc<Self>, data: &[u8]) -> Option<Gate> {
         if self.mode == Mode::Allow || (self.mode == Mode::AllowIfClean && self.engine.is_empty()) {
             return None;
         }
@@ -146,7 +145,7 @@ impl History {
 
     /// A file too large to be scanned whose first bytes are `prefix`: the reason to refuse it
     /// when it is an object file (it can never be found clean), else `None`.
-    pub fn refuse_unscanned(&self, prefix: &[u8]) -> Option<String> {
+    pub(crate) fn refuse_unscanned(&self, prefix: &[u8]) -> Option<String> {
         if self.mode == Mode::Allow || (self.mode == Mode::AllowIfClean && self.engine.is_empty()) {
             return None;
         }
@@ -217,7 +216,7 @@ impl History {
     /// Starts the scans of the packs in `objects/pack` of the scope's own `.git` (a directory;
     /// regular files up to `max_size` bytes), so verdicts are ready when the agent runs git. Only
     /// warms the verdicts (keyed by the bytes read), so it may read by path.
-    pub fn prescan(self: &Arc<Self>, scope: &Path, max_size: u64) {
+    pub(crate) fn prescan(self: &Arc<Self>, scope: &Path, max_size: u64) {
         if self.mode != Mode::AllowIfClean || self.engine.is_empty() {
             return;
         }
@@ -261,7 +260,7 @@ impl History {
     }
 
     /// Loads verdicts saved by an earlier mount; a bad file is logged and ignored.
-    pub fn load(&self, path: &Path) {
+    pub(crate) fn load(&self, path: &Path) {
         match self.verdicts.load(path) {
             Ok(n) => tracing::info!(path = %path.display(), n, "loaded git history verdicts"),
             Err(e) => tracing::warn!(path = %path.display(), "ignoring git history verdicts: {e}"),
@@ -269,7 +268,7 @@ impl History {
     }
 
     /// Saves the verdicts for the next mount.
-    pub fn save(&self, path: &Path) {
+    pub(crate) fn save(&self, path: &Path) {
         if self.verdicts.is_empty() {
             return;
         }

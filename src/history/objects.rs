@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 
-pub use gix_hash::ObjectId;
-pub use gix_object::Kind;
+pub(crate) use gix_hash::ObjectId;
+pub(crate) use gix_object::Kind;
 
 use gix_pack::data::{self, decode::entry::ResolvedBase};
 
@@ -25,7 +25,7 @@ const HASH: gix_hash::Kind = gix_hash::Kind::Sha1;
 
 /// What kind of object file a file's bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// A pack data file.
     Pack,
     /// A zlib stream: a loose object, or zlib data where one could be.
@@ -34,14 +34,14 @@ pub enum Format {
 
 /// One object of an object file. `id` is its git id (computed, never taken from a name); data
 /// of a zlib stream that is not a git object has kind `None` and the id of a blob of its bytes.
-pub struct Object<'a> {
+pub(crate) struct Object<'a> {
     pub id: ObjectId,
     pub kind: Option<Kind>,
     pub data: &'a [u8],
 }
 
 /// The format of `data`, if it is one this module reads.
-pub fn detect(data: &[u8]) -> Option<Format> {
+pub(crate) fn detect(data: &[u8]) -> Option<Format> {
     if data.len() >= 12 && &data[..4] == b"PACK" && matches!(data[4..8], [0, 0, 0, 2 | 3]) {
         return Some(Format::Pack);
     }
@@ -54,7 +54,7 @@ pub fn detect(data: &[u8]) -> Option<Format> {
 /// Could a file whose first bytes are `prefix` be an object file (pack magic, or a zlib
 /// header)? For files too large to read whole: an object file is then refused, never served
 /// unscanned.
-pub fn looks_like(prefix: &[u8]) -> bool {
+pub(crate) fn looks_like(prefix: &[u8]) -> bool {
     (prefix.len() >= 8 && &prefix[..4] == b"PACK" && matches!(prefix[4..8], [0, 0, 0, 2 | 3]))
         || is_zlib_header(prefix)
 }
@@ -76,7 +76,7 @@ fn inflates(data: &[u8]) -> bool {
 
 /// Calls `f` with every object of the object file `data` (of format `fmt`); stops early and
 /// returns `Ok(true)` when `f` returns true. `Err` says why the file cannot be read whole.
-pub fn each(
+pub(crate) fn each(
     fmt: Format,
     data: &[u8],
     limit: u64,
@@ -244,7 +244,7 @@ fn resolve(
 }
 
 /// The entries of a tree object as `(name, id, is a tree)`, or `None` if it does not parse.
-pub fn tree_entries(data: &[u8]) -> Option<Vec<(Vec<u8>, ObjectId, bool)>> {
+pub(crate) fn tree_entries(data: &[u8]) -> Option<Vec<(Vec<u8>, ObjectId, bool)>> {
     gix_object::TreeRefIter::from_bytes(data, HASH)
         .map(|e| {
             e.ok()
@@ -254,7 +254,7 @@ pub fn tree_entries(data: &[u8]) -> Option<Vec<(Vec<u8>, ObjectId, bool)>> {
 }
 
 /// The tree a commit object points to, and its parents.
-pub fn commit_tree(data: &[u8]) -> Option<(ObjectId, Vec<ObjectId>)> {
+pub(crate) fn commit_tree(data: &[u8]) -> Option<(ObjectId, Vec<ObjectId>)> {
     let tree = gix_object::CommitRefIter::from_bytes(data, HASH)
         .tree_id()
         .ok()?;

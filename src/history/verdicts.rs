@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use super::judge::Verdict;
 
 /// The key of the object file `data` under the rules whose fingerprint is `fingerprint`.
-pub fn key(fingerprint: &[u8; 32], data: &[u8]) -> [u8; 32] {
+pub(crate) fn key(fingerprint: &[u8; 32], data: &[u8]) -> [u8; 32] {
     *blake3::keyed_hash(fingerprint, data).as_bytes()
 }
 
@@ -22,7 +22,7 @@ pub fn key(fingerprint: &[u8; 32], data: &[u8]) -> [u8; 32] {
 const CAPACITY: usize = 1 << 20;
 
 #[derive(Default)]
-pub struct Verdicts {
+pub(crate) struct Verdicts {
     map: Mutex<HashMap<[u8; 32], Verdict>>,
 }
 
@@ -37,11 +37,11 @@ impl Verdicts {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn get(&self, key: &[u8; 32]) -> Option<Verdict> {
+    pub(crate) fn get(&self, key: &[u8; 32]) -> Option<Verdict> {
         self.lock().get(key).cloned()
     }
 
-    pub fn insert(&self, key: [u8; 32], v: Verdict) {
+    pub(crate) fn insert(&self, key: [u8; 32], v: Verdict) {
         let mut m = self.lock();
         if m.len() >= CAPACITY {
             m.clear();
@@ -49,16 +49,16 @@ impl Verdicts {
         m.insert(key, v);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Writes every verdict to `path` (temp file, fsync, rename); how many.
-    pub fn save(&self, path: &Path) -> std::io::Result<usize> {
+    pub(crate) fn save(&self, path: &Path) -> std::io::Result<usize> {
         let saved = Saved {
             version: 1,
             verdicts: self
@@ -77,7 +77,7 @@ impl Verdicts {
     }
 
     /// Adds the verdicts saved at `path`; how many. A missing file is none.
-    pub fn load(&self, path: &Path) -> std::io::Result<usize> {
+    pub(crate) fn load(&self, path: &Path) -> std::io::Result<usize> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

@@ -19,7 +19,7 @@ pub(super) struct JournaledPlan {
 
 /// A commit whose process died before it finished (found by `commit`, `log` and `mount`).
 #[derive(Debug, Clone)]
-pub struct PendingCommit {
+pub(crate) struct PendingCommit {
     pub session: String,
     pub scope: PathBuf,
     /// Every step was applied; only the overlay clean-up is left.
@@ -29,7 +29,7 @@ pub struct PendingCommit {
 
 impl PendingCommit {
     /// What an admin reads: what happened and the two commands that end it.
-    pub fn describe(&self, store_dir: &Path) -> String {
+    pub(crate) fn describe(&self, store_dir: &Path) -> String {
         let s = store_dir.display();
         if self.applied {
             format!(
@@ -49,7 +49,7 @@ impl PendingCommit {
 
 /// The interrupted commit in `store`, if any: a commit session that journaled its plan, did
 /// not end, and that no process is writing any more.
-pub fn pending_commit(store: &Store) -> Result<Option<PendingCommit>> {
+pub(crate) fn pending_commit(store: &Store) -> Result<Option<PendingCommit>> {
     let infos = store.sessions()?;
     // A crashed commit someone rolled back with `veilfs rollback` is settled too.
     let undone: HashSet<String> = infos.iter().filter_map(|i| i.undo_of.clone()).collect();
@@ -101,7 +101,7 @@ pub(super) fn kill_point() {
 /// then removed from the upper layer. A commit killed at any point is found by
 /// [`pending_commit`] and ended by [`resume_commit`] (all applied) or [`abort_commit`] (none).
 /// Refuses while the overlay is mounted, and while an interrupted commit is pending.
-pub fn apply_commit(
+pub(crate) fn apply_commit(
     store_dir: &Path,
     store: &Store,
     plan: &CommitPlan,
@@ -148,7 +148,7 @@ pub fn apply_commit(
 /// Finishes an interrupted commit exactly as planned: every step again (each is idempotent:
 /// a path already in its target state is left alone), the overlay clean-up, the end record.
 /// Temporary files the killed process left in the real folder are removed first.
-pub fn resume_commit(
+pub(crate) fn resume_commit(
     store_dir: &Path,
     store: &Store,
     pending: &PendingCommit,
@@ -186,7 +186,7 @@ pub fn resume_commit(
 /// Undoes what an interrupted commit applied (a rollback of its session) and ends it, leaving
 /// the overlay as it was: the state before the commit. Refused once every change was applied
 /// (the overlay may already be partly cleaned: only finishing is safe then).
-pub fn abort_commit(
+pub(crate) fn abort_commit(
     store_dir: &Path,
     store: &Store,
     pending: &PendingCommit,

@@ -5,7 +5,7 @@ use super::*;
 /// Throws away the agent's changes under `filters` (everything when empty) by removing them
 /// from the upper layer. A path inside a replaced (opaque or renamed) directory disappears from
 /// the merged view rather than showing the real one again. Returns the removed upper paths.
-pub fn discard(store_dir: &Path, filters: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn discard(store_dir: &Path, filters: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let _lock = exclusive(store_dir, "discard")?;
     let layout = Layout::in_store(store_dir);
     let upper = layout.upper.clone();

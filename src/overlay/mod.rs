@@ -40,24 +40,24 @@ mod apply;
 mod discard;
 mod error;
 mod plan;
-pub mod userns;
+pub(crate) mod userns;
 
-pub use apply::*;
-pub use discard::*;
+pub(crate) use apply::*;
+pub(crate) use discard::*;
 use error::IoContext;
-pub use error::OverlayError;
-pub use plan::*;
+pub(crate) use error::OverlayError;
+pub(crate) use plan::*;
 
 /// What overlay functions return.
-pub type Result<T, E = OverlayError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = OverlayError> = std::result::Result<T, E>;
 
 /// Marks an empty regular file in the upper layer that stands for a 0:0 character device
 /// (overlayfs reserves that device for whiteouts; the filesystem keeps and shows the agent's
 /// one as this file, and `commit` turns it back into the device).
-pub const DEV0_XATTR: &str = "trusted.veilfs.chrdev0";
+pub(crate) const DEV0_XATTR: &str = "trusted.veilfs.chrdev0";
 
 /// Layout of one overlay inside a store directory.
-pub struct Layout {
+pub(crate) struct Layout {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub merged: PathBuf,
@@ -68,7 +68,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn in_store(store: &Path) -> Layout {
+    pub(crate) fn in_store(store: &Path) -> Layout {
         let base = store.join("overlay");
         Layout {
             upper: base.join("upper"),
@@ -83,7 +83,7 @@ impl Layout {
 /// A mounted overlay, held only by its root fd (gone with the last fd, also after SIGKILL).
 /// Holds the store's overlay lock (`overlay/lock`, `flock`) for its lifetime, so `commit` and
 /// `discard` refuse while a mount runs, and two mounts never share one upper layer.
-pub struct OverlayMount {
+pub(crate) struct OverlayMount {
     root: OwnedFd,
     _lock: std::fs::File,
 }
@@ -162,7 +162,7 @@ pub(crate) fn mount_overlay(
 
 impl OverlayMount {
     /// Mounts (or, after a crash, re-mounts) the overlay of `scope` kept in `store`.
-    pub fn mount(store: &Path, scope: &Path) -> Result<OverlayMount> {
+    pub(crate) fn mount(store: &Path, scope: &Path) -> Result<OverlayMount> {
         let layout = Layout::in_store(store);
         let lock = lock(store, "mount")?;
         // The upper layer belongs to one scope: applying it to another would be nonsense.
@@ -210,7 +210,7 @@ impl OverlayMount {
     }
 
     /// The merged view's root directory (a detached mount: reachable only through this fd).
-    pub fn root(&self) -> BorrowedFd<'_> {
+    pub(crate) fn root(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
     }
 }
@@ -218,7 +218,7 @@ impl OverlayMount {
 /// Records which folder the upper layer in `store` belongs to (snapshot mode's divert layer
 /// uses the same upper dir, so `diff`/`commit`/`discard` work on diverted files too). Refuses a
 /// store whose pending changes belong to another folder.
-pub fn record_scope(store: &Path, scope: &Path) -> Result<()> {
+pub(crate) fn record_scope(store: &Path, scope: &Path) -> Result<()> {
     let layout = Layout::in_store(store);
     match recorded_scope(store) {
         Some(s) if s != scope && has_changes(store) => Err(OverlayError::Refused(format!(
@@ -318,20 +318,20 @@ fn escape(p: &Path) -> String {
 
 /// Is the overlay of `store` mounted (a `veilfs mount --mode overlay` still running, or a stale
 /// mount left by a killed one)?
-pub fn is_mounted(store: &Path) -> bool {
+pub(crate) fn is_mounted(store: &Path) -> bool {
     let merged = Layout::in_store(store).merged;
     let merged = merged.canonicalize().unwrap_or(merged);
     crate::mountinfo::is_mount_point(&merged)
 }
 
 /// The scope the overlay in `store` was created for (recorded at mount time).
-pub fn recorded_scope(store: &Path) -> Option<PathBuf> {
+pub(crate) fn recorded_scope(store: &Path) -> Option<PathBuf> {
     let b = std::fs::read(Layout::in_store(store).scope_file).ok()?;
     Some(PathBuf::from(std::ffi::OsString::from_vec(b)))
 }
 
 /// Does `store` hold an overlay with pending changes?
-pub fn has_changes(store: &Path) -> bool {
+pub(crate) fn has_changes(store: &Path) -> bool {
     let l = Layout::in_store(store);
     let nonempty = |d: &Path, files_only: bool| {
         std::fs::read_dir(d)
@@ -347,7 +347,7 @@ pub fn has_changes(store: &Path) -> bool {
 /// Takes the overlay lock for a commit or discard (refusing while a mount runs) and detaches
 /// a stale merged mount left by a killed mount process. Hold the result while changing the
 /// upper layer: no mount can start meanwhile.
-pub fn exclusive(store: &Path, what: &str) -> Result<std::fs::File> {
+pub(crate) fn exclusive(store: &Path, what: &str) -> Result<std::fs::File> {
     let l = lock(store, what)?;
     let layout = Layout::in_store(store);
     detach_stale(&layout);

@@ -44,7 +44,7 @@ pub(super) const MASK: &[u8] = b"<redacted:";
 
 /// Where a step's content comes from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Source {
+pub(crate) enum Source {
     /// The upper layer (absolute path inside the store).
     Upper(#[serde(with = "relpath")] PathBuf),
     /// The real folder (lower layer), relative to the scope: a renamed directory's content.
@@ -53,7 +53,7 @@ pub enum Source {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Op {
+pub(crate) enum Op {
     /// Make the real path hold `target` (a directory's times are set by a later `DirTimes`).
     Put {
         target: State,
@@ -75,7 +75,7 @@ pub enum Op {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Step {
+pub(crate) struct Step {
     #[serde(with = "relpath")]
     pub path: PathBuf,
     pub op: Op,
@@ -85,7 +85,7 @@ pub struct Step {
 /// Why a unit is skipped unless `commit --force`: the real folder changed after the agent's
 /// copy was taken (times in nanoseconds since the epoch).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Conflict {
+pub(crate) enum Conflict {
     /// The real file at `path` changed after the agent's copy of it was taken.
     ChangedAfterCopy {
         #[serde(with = "relpath")]
@@ -150,7 +150,7 @@ impl std::fmt::Display for Conflict {
 
 /// A unit of a commit: applied or skipped as a whole.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Unit {
+pub(crate) struct Unit {
     #[serde(with = "relpath")]
     pub path: PathBuf,
     /// The upper entry this unit commits (removed from the upper layer afterwards).
@@ -165,7 +165,7 @@ pub struct Unit {
 
 /// What a commit would do; built without changing anything.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct CommitPlan {
+pub(crate) struct CommitPlan {
     #[serde(with = "relpath")]
     pub scope: PathBuf,
     #[serde(with = "relpath")]
@@ -193,34 +193,37 @@ pub(super) mod paths {
     #[derive(Serialize, Deserialize)]
     struct P(#[serde(with = "relpath")] PathBuf);
 
-    pub mod opt {
+    pub(crate) mod opt {
         use super::*;
-        pub fn serialize<S: serde::Serializer>(
+        pub(crate) fn serialize<S: serde::Serializer>(
             v: &Option<PathBuf>,
             s: S,
         ) -> Result<S::Ok, S::Error> {
             v.clone().map(P).serialize(s)
         }
-        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
             d: D,
         ) -> Result<Option<PathBuf>, D::Error> {
             Ok(Option::<P>::deserialize(d)?.map(|p| p.0))
         }
     }
-    pub mod vec {
+    pub(crate) mod vec {
         use super::*;
-        pub fn serialize<S: serde::Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        pub(crate) fn serialize<S: serde::Serializer>(
+            v: &[PathBuf],
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             v.iter().cloned().map(P).collect::<Vec<_>>().serialize(s)
         }
-        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
             d: D,
         ) -> Result<Vec<PathBuf>, D::Error> {
             Ok(Vec::<P>::deserialize(d)?.into_iter().map(|p| p.0).collect())
         }
     }
-    pub mod pairs {
+    pub(crate) mod pairs {
         use super::*;
-        pub fn serialize<S: serde::Serializer>(
+        pub(crate) fn serialize<S: serde::Serializer>(
             v: &[(PathBuf, PathBuf)],
             s: S,
         ) -> Result<S::Ok, S::Error> {
@@ -229,7 +232,7 @@ pub(super) mod paths {
                 .collect::<Vec<_>>()
                 .serialize(s)
         }
-        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
             d: D,
         ) -> Result<Vec<(PathBuf, PathBuf)>, D::Error> {
             Ok(Vec::<(P, P)>::deserialize(d)?
@@ -238,9 +241,9 @@ pub(super) mod paths {
                 .collect())
         }
     }
-    pub mod index {
+    pub(crate) mod index {
         use super::*;
-        pub fn serialize<S: serde::Serializer>(
+        pub(crate) fn serialize<S: serde::Serializer>(
             v: &[(PathBuf, Option<usize>)],
             s: S,
         ) -> Result<S::Ok, S::Error> {
@@ -249,7 +252,7 @@ pub(super) mod paths {
                 .collect::<Vec<_>>()
                 .serialize(s)
         }
-        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
             d: D,
         ) -> Result<Vec<(PathBuf, Option<usize>)>, D::Error> {
             Ok(Vec::<(P, Option<usize>)>::deserialize(d)?
@@ -280,7 +283,7 @@ impl std::fmt::Display for Step {
 
 impl CommitPlan {
     /// The steps that would run (selected, not refused, not in conflict unless `force`).
-    pub fn runs(&self, step: &Step, force: bool) -> bool {
+    pub(crate) fn runs(&self, step: &Step, force: bool) -> bool {
         let u = &self.units[step.unit];
         u.selected && u.refused.is_none() && (force || u.conflict.is_none())
     }
@@ -288,7 +291,7 @@ impl CommitPlan {
 
 /// What [`apply_commit`] did.
 #[derive(Debug, Default)]
-pub struct CommitReport {
+pub(crate) struct CommitReport {
     pub session: String,
     pub changed: usize,
     pub unchanged: usize,
@@ -888,7 +891,7 @@ pub(super) fn unreachable_meta() -> Meta {
 /// Plans the commit of the overlay in `store_dir` onto `scope`, limited to `filters` (paths
 /// relative to the scope; empty: everything). With `store`, every content a step needs is
 /// stored first (so applying never reads the upper layer twice); without, only hashed.
-pub fn plan_commit(
+pub(crate) fn plan_commit(
     store_dir: &Path,
     store: Option<&Store>,
     scope: &Path,

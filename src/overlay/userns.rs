@@ -24,7 +24,7 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use super::Layout;
 
 /// The hidden subcommand the helper runs as.
-pub const HELPER_ARG: &str = "__overlay-userns";
+pub(crate) const HELPER_ARG: &str = "__overlay-userns";
 
 /// The marker of a store whose overlay a normal user mounted (its xattrs are user.overlay.*).
 fn marker(upper: &Path) -> PathBuf {
@@ -34,7 +34,7 @@ fn marker(upper: &Path) -> PathBuf {
 }
 
 /// Does the overlay whose upper layer is `upper` keep its xattrs as user.overlay.*?
-pub fn marked(upper: &Path) -> bool {
+pub(crate) fn marked(upper: &Path) -> bool {
     marker(upper).exists()
 }
 
@@ -88,7 +88,7 @@ pub(super) fn mount(scope: &Path, store: &Path) -> io::Result<OwnedFd> {
 }
 
 /// The helper's whole life: `veilfs __overlay-userns SCOPE STORE`, the socket as stdin.
-pub fn helper_main(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+pub(crate) fn helper_main(args: &[std::ffi::OsString]) -> std::process::ExitCode {
     match helper(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

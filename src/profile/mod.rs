@@ -26,7 +26,7 @@
 //! The visibility pattern language is documented in [`crate::policy`].
 
 mod schema;
-pub mod size;
+pub(crate) mod size;
 mod spans;
 mod validate;
 
@@ -35,12 +35,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use schema::duration;
-pub use schema::{
-    ApprovalCfg, ApprovalOp, BreakerCfg, CacheCfg, DEFAULT_PROFILE_TOML, DirRules, GuardrailsCfg,
-    History, PROFILE_VERSION, ParseWriteModeError, Profile, RedactionCfg, Unscannable,
-    VisibilityCfg, WriteCfg, WriteMode,
-};
+pub(crate) use schema::duration;
+pub(crate) use schema::{ApprovalOp, BreakerCfg, History, Unscannable};
+pub(crate) use schema::{DEFAULT_PROFILE_TOML, PROFILE_VERSION};
+#[cfg(test)]
+pub(crate) use schema::{DirRules, VisibilityCfg};
+pub use schema::{Profile, WriteMode};
 use spans::SpanTree;
 use validate::{Validator, line_col};
 
@@ -180,6 +180,7 @@ impl Profile {
             .map(|e| e.with_inflate_limit(self.redaction.max_scan_size.saturating_mul(4)))
     }
 
+    /// The built-in default profile (`profiles/default.toml`).
     pub fn builtin_default() -> Profile {
         match Profile::parse(DEFAULT_PROFILE_TOML, "<built-in default profile>") {
             Ok(p) => p,

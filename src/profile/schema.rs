@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::{ProfileWarning, size};
 
 /// The built-in default profile text (also shipped as `profiles/default.toml`).
-pub const DEFAULT_PROFILE_TOML: &str = include_str!("../../profiles/default.toml");
+pub(crate) const DEFAULT_PROFILE_TOML: &str = include_str!("../../profiles/default.toml");
 
 /// The only profile schema version this build understands.
-pub const PROFILE_VERSION: u32 = 1;
+pub(crate) const PROFILE_VERSION: u32 = 1;
 
 /// A validated profile. Build it with [`Profile::load`], [`Profile::parse`] or
 /// [`Profile::builtin_default`]; compile it into a [`crate::policy::Policy`] to query it.
@@ -28,22 +28,31 @@ pub struct Profile {
     /// Free text for humans.
     #[serde(default)]
     pub description: String,
+    /// What the agent sees (`[visibility]`).
     #[serde(default)]
     pub visibility: VisibilityCfg,
+    /// What is masked or refused (`[redaction]`).
     #[serde(default)]
     pub redaction: RedactionCfg,
+    /// Whether and how writes reach the real folder (`[write]`).
     #[serde(default)]
     pub write: WriteCfg,
+    /// Kernel and scan caching (`[cache]`).
     #[serde(default)]
     pub cache: CacheCfg,
+    /// Rate limits that turn the mount read-only (`[breaker]`).
     #[serde(default)]
     pub breaker: BreakerCfg,
+    /// Operations a person must approve (`[approval]`).
     #[serde(default)]
     pub approval: ApprovalCfg,
+    /// Limits on grants (`[guardrails]`).
     #[serde(default)]
     pub guardrails: GuardrailsCfg,
+    /// Files shown as something other than their bytes (`[present]`).
     #[serde(default)]
     pub present: PresentCfg,
+    /// Marks that trace a leaked view back to its session (`[watermark]`).
     #[serde(default)]
     pub watermark: WatermarkCfg,
     /// The file this profile was loaded from (`None` = built-in or parsed from a string).
@@ -213,6 +222,7 @@ pub enum WriteMode {
 }
 
 impl WriteMode {
+    /// Every mode, in order of how much they allow.
     pub const ALL: [WriteMode; 3] = [WriteMode::ReadOnly, WriteMode::Snapshot, WriteMode::Overlay];
 
     /// The spelling used in profiles and on the command line.
@@ -445,11 +455,11 @@ pub struct GuardrailsCfg {
 }
 
 /// Durations in a profile: `"8h"`, `"90m"`, `"1h30m"`, `"45s"` (jiff's friendly format).
-pub mod duration {
+pub(crate) mod duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub fn parse(s: &str) -> Result<Duration, String> {
+    pub(crate) fn parse(s: &str) -> Result<Duration, String> {
         let d: jiff::SignedDuration = s
             .trim()
             .parse()
@@ -460,19 +470,19 @@ pub mod duration {
             .ok_or_else(|| format!("invalid duration `{s}`: must be positive"))
     }
 
-    pub fn format(d: Duration) -> String {
+    pub(crate) fn format(d: Duration) -> String {
         format!(
             "{:#}",
             jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
         )
     }
 
-    pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = String::deserialize(d)?;
         parse(&s).map(Some).map_err(serde::de::Error::custom)
     }
 
-    pub fn ser_opt<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn ser_opt<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(d) => s.serialize_str(&format(*d)),
             None => s.serialize_none(),
@@ -489,7 +499,7 @@ mod paths {
     use serde::ser::SerializeSeq;
     use std::path::PathBuf;
 
-    pub fn ser_vec<S: Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn ser_vec<S: Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(v.len()))?;
         for p in v {
             seq.serialize_element(&p.to_string_lossy())?;
@@ -497,7 +507,7 @@ mod paths {
         seq.end()
     }
 
-    pub fn ser_opt<S: Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn ser_opt<S: Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(p) => s.serialize_str(&p.to_string_lossy()),
             None => s.serialize_none(),

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// Parse `"64 MiB"`, `"500 KB"`, `"1.5GiB"`, `"123"` (bytes). Units are case-insensitive;
 /// K/M/G/T-B are powers of 1000, Ki/Mi/Gi/Ti-B powers of 1024.
-pub fn parse(s: &str) -> Result<u64, String> {
+pub(crate) fn parse(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
@@ -61,7 +61,7 @@ pub fn parse(s: &str) -> Result<u64, String> {
 }
 
 /// Format a size the way [`parse`] reads it, using the largest exact binary unit.
-pub fn format(n: u64) -> String {
+pub(crate) fn format(n: u64) -> String {
     for (unit, m) in [
         ("TiB", 1u64 << 40),
         ("GiB", 1 << 30),
@@ -93,15 +93,15 @@ impl serde::de::Visitor<'_> for SizeVisitor {
     }
 }
 
-pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn de<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     d.deserialize_any(SizeVisitor)
 }
 
-pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     d.deserialize_any(SizeVisitor).map(Some)
 }
 
-pub fn ser<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     if *v < 1024 && *v <= i64::MAX as u64 {
         s.serialize_u64(*v)
     } else {
@@ -109,7 +109,7 @@ pub fn ser<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     }
 }
 
-pub fn ser_opt<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_opt<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(v) => ser(v, s),
         None => s.serialize_none(),

@@ -31,10 +31,10 @@
 
 /// Shortest run scanned, in characters. Shorter runs are mostly opcodes and table bytes that
 /// happen to be printable; no rule's secret is shorter.
-pub const MIN_RUN: usize = 6;
+pub(crate) const MIN_RUN: usize = 6;
 
 /// Bits of entropy per byte from which content is taken to be compressed or encrypted.
-pub const MAX_ENTROPY: f64 = 7.5;
+pub(crate) const MAX_ENTROPY: f64 = 7.5;
 
 /// Byte classes for narrow runs: 0 breaks a run, 1 is a one-byte character, 2..=4 is the lead
 /// byte of a UTF-8 sequence of that length.
@@ -92,7 +92,7 @@ fn utf8_seq(data: &[u8], i: usize, n: usize) -> bool {
 }
 
 /// Byte ranges `[start, end)` of the narrow runs of at least `min` characters.
-pub fn runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
+pub(crate) fn runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let (mut start, mut chars) = (0usize, 0usize);
     let mut i = 0;
@@ -138,7 +138,7 @@ pub fn runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
 /// Byte ranges `[start, end)` of the UTF-16LE runs of at least `min` code units, each unit a
 /// printable ASCII character or a tab (what `strings -el` finds), sorted by start. A run may
 /// start at an odd offset.
-pub fn wide_runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
+pub(crate) fn wide_runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for parity in 0..2 {
         let Some(body) = data.get(parity..) else {
@@ -185,7 +185,7 @@ pub fn wide_runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
 }
 
 /// The file with every byte outside a narrow run replaced by `\n` (same length, same offsets).
-pub fn narrow_projection(data: &[u8], runs: &[(usize, usize)]) -> Vec<u8> {
+pub(crate) fn narrow_projection(data: &[u8], runs: &[(usize, usize)]) -> Vec<u8> {
     let mut out = vec![b'\n'; data.len()];
     for &(s, e) in runs {
         out[s..e].copy_from_slice(&data[s..e]);
@@ -194,14 +194,14 @@ pub fn narrow_projection(data: &[u8], runs: &[(usize, usize)]) -> Vec<u8> {
 }
 
 /// The UTF-16LE runs decoded to ASCII, one per line, with the way back to file offsets.
-pub struct Wide {
+pub(crate) struct Wide {
     pub bytes: Vec<u8>,
     /// `(text offset, file offset)` of each run's first character, sorted by both.
     segs: Vec<(usize, u64)>,
 }
 
 impl Wide {
-    pub fn new(data: &[u8], runs: &[(usize, usize)]) -> Wide {
+    pub(crate) fn new(data: &[u8], runs: &[(usize, usize)]) -> Wide {
         let mut bytes = Vec::with_capacity(runs.iter().map(|r| (r.1 - r.0) / 2 + 1).sum());
         let mut segs = Vec::with_capacity(runs.len());
         for &(s, e) in runs {
@@ -214,7 +214,7 @@ impl Wide {
 
     /// File offset of the code unit that decoded text byte `i` came from; for an end offset
     /// (`end = true`), the file offset just past the unit of byte `i - 1`.
-    pub fn file_offset(&self, i: usize, end: bool) -> u64 {
+    pub(crate) fn file_offset(&self, i: usize, end: bool) -> u64 {
         let probe = if end { i.saturating_sub(1) } else { i };
         let k = self
             .segs
@@ -229,7 +229,7 @@ impl Wide {
 
 /// Why `data` (not text) cannot be scanned through its runs, if it cannot: compressed or
 /// encrypted content.
-pub fn unscannable(data: &[u8]) -> Option<&'static str> {
+pub(crate) fn unscannable(data: &[u8]) -> Option<&'static str> {
     if let Some(kind) = compressed_magic(data) {
         return Some(kind);
     }
@@ -237,7 +237,7 @@ pub fn unscannable(data: &[u8]) -> Option<&'static str> {
 }
 
 /// The container format named by `data`'s magic number, if it is a compressed or encrypted one.
-pub fn compressed_magic(data: &[u8]) -> Option<&'static str> {
+pub(crate) fn compressed_magic(data: &[u8]) -> Option<&'static str> {
     const MAGICS: &[(&[u8], &str)] = &[
         (b"\x1f\x8b", "gzip-compressed content"),
         (b"PK\x03\x04", "zip archive"),
@@ -264,7 +264,7 @@ pub fn compressed_magic(data: &[u8]) -> Option<&'static str> {
 }
 
 /// Shannon entropy of `data`'s bytes, in bits per byte (0 for empty data).
-pub fn entropy(data: &[u8]) -> f64 {
+pub(crate) fn entropy(data: &[u8]) -> f64 {
     if data.is_empty() {
         return 0.0;
     }

@@ -20,7 +20,7 @@ use super::engine::{Engine, ScanOutcome};
 
 /// Identity of one version of a file's contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FileId {
+pub(crate) struct FileId {
     pub dev: u64,
     pub ino: u64,
     pub size: u64,
@@ -37,7 +37,7 @@ const SHARDS: usize = 16;
 type Key = (FileId, u64);
 
 /// Bounded, thread-safe map from file identity to scan outcome.
-pub struct ScanCache {
+pub(crate) struct ScanCache {
     shards: Vec<Mutex<HashMap<Key, ScanOutcome>>>,
     per_shard: usize,
     fingerprint: Mutex<[u8; 32]>,
@@ -59,7 +59,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ScanCache {
     /// A cache holding about `capacity` entries, bound to the empty fingerprint until
     /// [`ScanCache::bind`] is called.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         ScanCache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -69,7 +69,7 @@ impl ScanCache {
     }
 
     /// A cache bound to `engine`'s fingerprint.
-    pub fn for_engine(capacity: usize, engine: &Engine) -> Self {
+    pub(crate) fn for_engine(capacity: usize, engine: &Engine) -> Self {
         let c = Self::new(capacity);
         c.bind(engine);
         c
@@ -77,7 +77,7 @@ impl ScanCache {
 
     /// Binds the cache to `engine` (after a profile reload); drops everything if the rules
     /// changed.
-    pub fn bind(&self, engine: &Engine) {
+    pub(crate) fn bind(&self, engine: &Engine) {
         let fp = engine.fingerprint();
         let mut cur = lock(&self.fingerprint);
         if *cur != fp {
@@ -93,11 +93,11 @@ impl ScanCache {
     }
 
     /// The verdict for file version `id` scanned with the rule selection `rules`.
-    pub fn get(&self, id: &FileId, rules: u64) -> Option<ScanOutcome> {
+    pub(crate) fn get(&self, id: &FileId, rules: u64) -> Option<ScanOutcome> {
         lock(self.shard(id)).get(&(*id, rules)).cloned()
     }
 
-    pub fn insert(&self, id: FileId, rules: u64, o: ScanOutcome) {
+    pub(crate) fn insert(&self, id: FileId, rules: u64, o: ScanOutcome) {
         let key = (id, rules);
         let mut m = lock(self.shard(&id));
         if m.len() >= self.per_shard && !m.contains_key(&key) {
@@ -111,23 +111,14 @@ impl ScanCache {
         m.insert(key, o);
     }
 
-    /// Drops one file's entries (all fingerprints), e.g. when the watcher sees it change.
-    pub fn remove(&self, id: &FileId) {
-        lock(self.shard(id)).retain(|k, _| k.0 != *id);
-    }
-
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         for s in &self.shards {
             lock(s).clear();
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -139,7 +130,7 @@ const RECORD: usize = 49;
 impl ScanCache {
     /// Writes the clean and binary verdicts to `path` (atomically: temp file, then rename).
     /// Returns how many were written.
-    pub fn save(&self, path: &Path) -> std::io::Result<usize> {
+    pub(crate) fn save(&self, path: &Path) -> std::io::Result<usize> {
         let fp = *lock(&self.fingerprint);
         let mut out = Vec::with_capacity(MAGIC.len() + 32 + self.len() * RECORD + 32);
         out.extend_from_slice(MAGIC);
@@ -177,7 +168,7 @@ impl ScanCache {
 
     /// Loads verdicts saved by [`save`](Self::save) for the same rules. A missing file is no
     /// error (`Ok(0)`); a file for other rules, truncated or altered is refused.
-    pub fn load(&self, path: &Path) -> Result<usize, String> {
+    pub(crate) fn load(&self, path: &Path) -> Result<usize, String> {
         let data = match std::fs::read(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

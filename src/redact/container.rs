@@ -16,7 +16,7 @@
 use std::io::{Cursor, Read};
 
 /// Is `data` a container this module opens (gzip, zip)?
-pub fn is_container(data: &[u8]) -> bool {
+pub(crate) fn is_container(data: &[u8]) -> bool {
     data.starts_with(b"\x1f\x8b")
         || data.starts_with(b"PK\x03\x04")
         || data.starts_with(b"PK\x05\x06")
@@ -25,7 +25,10 @@ pub fn is_container(data: &[u8]) -> bool {
 /// The members of the gzip file or zip archive `data` as `(name, inflated bytes)`, inflating at
 /// most `*budget` bytes in all (the budget is reduced by what was inflated), or why they cannot
 /// be read.
-pub fn members(data: &[u8], budget: &mut u64) -> Result<Vec<(String, Vec<u8>)>, &'static str> {
+pub(crate) fn members(
+    data: &[u8],
+    budget: &mut u64,
+) -> Result<Vec<(String, Vec<u8>)>, &'static str> {
     if data.starts_with(b"\x1f\x8b") {
         let mut d = flate2::read::MultiGzDecoder::new(data);
         let name = d

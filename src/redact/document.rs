@@ -41,7 +41,7 @@ use super::mask::mask_all;
 
 /// A rebuilt document and what was masked in it.
 #[derive(Debug)]
-pub struct Rebuilt {
+pub(crate) struct Rebuilt {
     pub bytes: Vec<u8>,
     /// Distinct ids of the rules whose matches were masked (never the secrets).
     pub rules: Vec<String>,
@@ -51,7 +51,7 @@ pub struct Rebuilt {
 
 /// What redacting a document gave.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Nothing to mask: the document may be served as it is.
     Clean,
     /// The document with its secrets masked.
@@ -87,7 +87,7 @@ const INLINE: &[&str] = &[
 ];
 
 /// Does this name look like a document this module rebuilds (by extension)?
-pub fn is_document_name(name: &[u8]) -> bool {
+pub(crate) fn is_document_name(name: &[u8]) -> bool {
     let lower = name.to_ascii_lowercase();
     [".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp"]
         .iter()
@@ -107,7 +107,7 @@ fn has_macros(name: &str) -> bool {
 
 /// Redacts the document `data` with the rules `sel` selects, inflating at most `budget` bytes.
 /// `Err` is the reason it is refused (for the audit; never names a secret).
-pub fn redact(
+pub(crate) fn redact(
     engine: &Engine,
     sel: &RuleSelection,
     data: &[u8],
@@ -239,7 +239,7 @@ const ODF_MARK: &str = "veilfs-watermark";
 const MARK_PREFIX: &str = "veilfs watermark: ";
 
 /// The mark of a mount's document views: mount point, session and time.
-pub fn mark_text(mountpoint: &std::path::Path, session: &str, time: &str) -> String {
+pub(crate) fn mark_text(mountpoint: &std::path::Path, session: &str, time: &str) -> String {
     format!(
         "{MARK_PREFIX}mount={} session={session} mounted={time}",
         mountpoint.display()
@@ -297,7 +297,7 @@ fn insert_mark(xml: &[u8], mark: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The watermark a document view carries, if any (`veilfs trace`).
-pub fn read_mark(data: &[u8]) -> Option<String> {
+pub(crate) fn read_mark(data: &[u8]) -> Option<String> {
     let mut zip = zip::ZipArchive::new(Cursor::new(data)).ok()?;
     for name in ["docProps/core.xml", "meta.xml"] {
         let Ok(f) = zip.by_name(name) else {

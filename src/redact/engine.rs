@@ -238,6 +238,7 @@ impl Engine {
         }
     }
 
+    /// An engine without rules (redaction off).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -248,6 +249,7 @@ impl Engine {
         self.fingerprint
     }
 
+    /// The ids of every rule, in the order they were loaded.
     pub fn rule_ids(&self) -> Vec<String> {
         self.rules.iter().map(|r| r.id.to_string()).collect()
     }

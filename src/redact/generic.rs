@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 /// Which kind of generic credential a `detector` rule finds.
 #[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Detector {
+pub(crate) enum Detector {
     /// Names of passwords (`password`, `passwd`, `pwd`, `passphrase`, `-p`): any literal that is
     /// not a placeholder, reference or keyword counts.
     Password,
@@ -549,7 +549,7 @@ fn placeholder_words() -> &'static aho_corasick::AhoCorasick {
 /// `{{…}}`; containing `example`, `dummy`, `your_…`, `xxxx`; or whose random-looking part is a
 /// run of one character, a short repeated pattern, or a run of consecutive letters or digits
 /// (`ghp_aaaa…`, `sk_live_abcdefghijklmnopqrstuvwxyz123456`, `hvs.xxxx`).
-pub fn is_placeholder(secret: &[u8]) -> bool {
+pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
     let s = secret;
     if s.is_empty() {
         return true;

@@ -73,7 +73,7 @@ struct GlAllow {
 
 /// Result of a conversion.
 #[derive(Debug, Default)]
-pub struct Conversion {
+pub(crate) struct Conversion {
     /// The veilfs rule set (TOML).
     pub toml: String,
     /// `(rule id, why)` for rules that were dropped.
@@ -87,7 +87,7 @@ pub struct Conversion {
 const HARMLESS: &[&str] = &["tags", "report", "severity"];
 
 /// Converts gitleaks config text. `name` becomes the rule set's name.
-pub fn convert(src: &str, name: &str) -> Result<Conversion, String> {
+pub(crate) fn convert(src: &str, name: &str) -> Result<Conversion, String> {
     let cfg: GlConfig = toml::from_str(src).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| rules::line_col(src, s.start));
         format!("{line}:{col}: {}", e.message().trim())

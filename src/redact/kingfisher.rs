@@ -69,10 +69,10 @@ struct YamlRule {
 /// Fields kept for people, not matching: dropping them changes nothing.
 const HARMLESS: &[&str] = &["references", "categories", "visible"];
 
-pub use super::gitleaks::Conversion;
+pub(crate) use super::gitleaks::Conversion;
 
 /// Converts a Kingfisher rules file. `name` becomes the rule set's name.
-pub fn convert(src: &str, name: &str) -> Result<Conversion, String> {
+pub(crate) fn convert(src: &str, name: &str) -> Result<Conversion, String> {
     convert_yaml(src, name, Tool::Kingfisher)
 }
 

@@ -24,28 +24,30 @@
 //! Nothing here touches the filesystem except [`Engine::load`] reading admin rule files; nothing
 //! on the data path panics on file contents.
 
-pub mod binary;
-pub mod cache;
-pub mod container;
-pub mod document;
-pub mod engine;
-pub mod generic;
-pub mod gitleaks;
+pub(crate) mod binary;
+pub(crate) mod cache;
+pub(crate) mod container;
+pub(crate) mod document;
+pub(crate) mod engine;
+pub(crate) mod generic;
+pub(crate) mod gitleaks;
 mod keywords;
-pub mod kingfisher;
-pub mod mask;
-pub mod noseyparker;
-pub mod rules;
+pub(crate) mod kingfisher;
+pub(crate) mod mask;
+pub(crate) mod noseyparker;
+pub(crate) mod rules;
 #[doc(hidden)]
-pub mod samples;
+pub(crate) mod samples;
 mod span;
-pub mod text;
+pub(crate) mod text;
 
-pub use cache::{FileId, ScanCache};
-pub use engine::{Engine, Finding, RuleSelection, ScanOutcome};
-pub use mask::{Redactions, Span, mask_all};
-pub use rules::RulesError;
-pub use text::Encoding;
+pub(crate) use cache::{FileId, ScanCache};
+pub(crate) use engine::RuleSelection;
+pub use engine::{Engine, ScanOutcome};
+pub(crate) use mask::Span;
+pub use mask::{Redactions, mask_all};
+pub(crate) use rules::RulesError;
+pub(crate) use text::Encoding;
 
 #[cfg(test)]
 mod tests {

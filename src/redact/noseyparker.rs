@@ -3,11 +3,11 @@
 //! `negative_examples`, `references`, `categories`), so the converter is
 //! [`super::kingfisher`]'s, with Nosey Parker's field set; see there for the mapping and for
 //! what is reported as not converted.
-pub use super::gitleaks::Conversion;
+pub(crate) use super::gitleaks::Conversion;
 use super::kingfisher::{Tool, convert_yaml};
 
 /// Converts a Nosey Parker rules file. `name` becomes the rule set's name.
-pub fn convert(src: &str, name: &str) -> Result<Conversion, String> {
+pub(crate) fn convert(src: &str, name: &str) -> Result<Conversion, String> {
     convert_yaml(src, name, Tool::NoseyParker)
 }
 

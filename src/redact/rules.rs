@@ -26,7 +26,7 @@ use toml::Spanned;
 /// A rule-set file as written by an admin.
 #[derive(Deserialize, Serialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RuleSetFile {
+pub(crate) struct RuleSetFile {
     pub version: u32,
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -40,7 +40,7 @@ pub struct RuleSetFile {
 /// One rule.
 #[derive(Deserialize, Serialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RuleDef {
+pub(crate) struct RuleDef {
     pub id: Spanned<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -99,7 +99,7 @@ pub struct RuleDef {
 /// Things that are not secrets even though a rule matched them.
 #[derive(Deserialize, Serialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
-pub struct AllowlistDef {
+pub(crate) struct AllowlistDef {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// Globs of relative paths to skip.
@@ -119,7 +119,7 @@ pub struct AllowlistDef {
 /// Checksum/shape validators for matches a regex alone cannot tell apart.
 #[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Validator {
+pub(crate) enum Validator {
     /// Payment card number (Luhn mod 10).
     Luhn,
     /// IBAN (ISO 13616 mod 97).
@@ -170,7 +170,7 @@ pub enum RulesError {
 /// span several files (loaded in this order): `secrets` is the core rules, the provider
 /// catalog, and the generic credential rules last (a specific rule that masked a value first
 /// keeps reporting it).
-pub const BUILTIN: &[(&str, &str, &str)] = &[
+pub(crate) const BUILTIN: &[(&str, &str, &str)] = &[
     (
         "secrets",
         "redaction-rules/secrets.toml",
@@ -208,7 +208,7 @@ pub(crate) fn line_col(src: &str, pos: usize) -> (usize, usize) {
 }
 
 /// Parses a rule-set file, reporting TOML/schema errors with file:line:column.
-pub fn parse(label: &str, src: &str) -> Result<RuleSetFile, RulesError> {
+pub(crate) fn parse(label: &str, src: &str) -> Result<RuleSetFile, RulesError> {
     toml::from_str::<RuleSetFile>(src).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| line_col(src, s.start));
         RulesError::Parse {
@@ -347,7 +347,7 @@ macro_rules! rule_syntax {
 }
 
 /// Compiles a regex the way every rule regex is compiled (see the module docs).
-pub fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+pub(crate) fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
     rule_syntax!(regex::bytes::RegexBuilder::new(pattern)).build()
 }
 

@@ -29,16 +29,16 @@ impl Encoding {
 
 /// Result of looking at the head of a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Text(Encoding),
     Binary,
 }
 
 /// How much of the head decides text vs binary.
-pub const SNIFF_LEN: usize = 8192;
+pub(crate) const SNIFF_LEN: usize = 8192;
 
 /// Classifies `data` by its first [`SNIFF_LEN`] bytes.
-pub fn classify(data: &[u8]) -> Kind {
+pub(crate) fn classify(data: &[u8]) -> Kind {
     if data.starts_with(&[0xFF, 0xFE]) {
         return Kind::Text(Encoding::Utf16Le);
     }
@@ -69,7 +69,7 @@ pub fn classify(data: &[u8]) -> Kind {
 }
 
 /// The bytes the regexes run on, plus (for UTF-16) where each byte came from.
-pub struct TextView<'a> {
+pub(crate) struct TextView<'a> {
     pub bytes: Cow<'a, [u8]>,
     /// For UTF-16: `map[i]` is the file offset of the code unit that produced decoded byte `i`;
     /// `map[bytes.len()]` is the file offset just past the decoded text. `None` for UTF-8.
@@ -78,7 +78,7 @@ pub struct TextView<'a> {
 
 impl TextView<'_> {
     /// File offset of decoded offset `i` (`i <= bytes.len()`).
-    pub fn file_offset(&self, i: usize) -> u64 {
+    pub(crate) fn file_offset(&self, i: usize) -> u64 {
         match &self.map {
             None => i as u64,
             Some(m) => m
@@ -90,7 +90,7 @@ impl TextView<'_> {
 }
 
 /// Produces the scannable view of `data` in `enc`. Lone surrogates become U+FFFD.
-pub fn view(data: &[u8], enc: Encoding) -> TextView<'_> {
+pub(crate) fn view(data: &[u8], enc: Encoding) -> TextView<'_> {
     let le = match enc {
         Encoding::Utf8 => {
             return TextView {

@@ -242,7 +242,7 @@ fn revoke_ends_a_mount_with_a_request_held() {
     assert!(t0.elapsed() < std::time::Duration::from_secs(3), "{err}");
     assert!(t.join().unwrap().is_err(), "the held delete went through");
     assert!(env.scope.path().join("a.txt").exists());
-    assert!(!veilfs::mount::is_mount_point(&mp));
+    assert!(!veilfs::is_mount_point(&mp));
     assert!(m.child.take().unwrap().wait().unwrap().success());
     let audit = audit_text(&env);
     assert!(
@@ -336,7 +336,7 @@ fn the_profiles_expiry_maximum_caps_mount_expires() {
     ]);
     assert!(!ok, "mounted beyond the maximum");
     assert!(err.contains("exceeds the profile's maximum"), "{err}");
-    assert!(!veilfs::mount::is_mount_point(mp.path()));
+    assert!(!veilfs::is_mount_point(mp.path()));
     // Without --expires the maximum applies.
     let m = Mount::start(env.scope.path(), &["--profile", p]);
     let mpc = m.mp.canonicalize().unwrap();

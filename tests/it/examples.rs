@@ -239,7 +239,7 @@ fn scopeguard(mp: &Path) -> impl Drop + '_ {
     struct G<'a>(&'a Path);
     impl Drop for G<'_> {
         fn drop(&mut self) {
-            if veilfs::mount::is_mount_point(self.0) {
+            if veilfs::is_mount_point(self.0) {
                 let _ = Command::new("umount").arg("-l").arg(self.0).status();
             }
         }
