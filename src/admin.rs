@@ -23,7 +23,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,11 +45,7 @@ pub(crate) fn admin_dir() -> PathBuf {
 
 /// The admin socket of a mount at `mountpoint` (canonicalised when it exists).
 pub(crate) fn socket_path(mountpoint: &Path) -> PathBuf {
-    let mp = mountpoint
-        .canonicalize()
-        .unwrap_or_else(|_| mountpoint.to_path_buf());
-    let h = blake3::hash(mp.as_os_str().as_bytes()).to_hex();
-    admin_dir().join(format!("adm-{}.sock", &h[..16]))
+    crate::control::socket_in(&admin_dir(), "adm-", mountpoint)
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -56,11 +56,16 @@ pub(crate) fn runtime_dir() -> PathBuf {
 
 /// The control socket of a mount at `mountpoint` (canonicalised when it exists).
 pub(crate) fn socket_path(mountpoint: &Path) -> PathBuf {
+    socket_in(&runtime_dir(), "ctl-", mountpoint)
+}
+
+/// `dir/PREFIX<hash of the canonical mount point>.sock`: one socket per mount and kind.
+pub(crate) fn socket_in(dir: &Path, prefix: &str, mountpoint: &Path) -> PathBuf {
     let mp = mountpoint
         .canonicalize()
         .unwrap_or_else(|_| mountpoint.to_path_buf());
     let h = blake3::hash(mp.as_os_str().as_bytes()).to_hex();
-    runtime_dir().join(format!("ctl-{}.sock", &h[..16]))
+    dir.join(format!("{prefix}{}.sock", &h[..16]))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
