@@ -9,9 +9,7 @@
 use crate::common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::{WriteEnv, tree_hash, veilfs};
 
@@ -84,27 +82,7 @@ while :; do
 done"#,
         mp = m.mp.display()
     );
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    for line in out.lines() {
-        let Ok(line) = line else { break };
-        if line.starts_with("progress ") && line[9..].parse::<usize>().unwrap_or(0) >= after {
-            break;
-        }
-    }
-    let mut m = m;
-    let mut mount_proc = m.child.take().unwrap();
-    mount_proc.kill().unwrap();
-    mount_proc.wait().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(m);
+    crate::common::sigkill_mount_during(m, &script, after);
 
     // What a power loss could leave of objects written without an fsync: gone, empty, or
     // garbage.

@@ -7,11 +7,10 @@ use crate::common;
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use common::{Mount, WriteEnv, tree_hash, veilfs};
 
@@ -477,30 +476,7 @@ while :; do
 done"#,
         mp = m.mp.display()
     );
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut done = 0;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let Ok(line) = line else { break };
-        if let Some(n) = line.strip_prefix("progress ") {
-            done = n.parse().unwrap();
-            if done >= 40 {
-                break;
-            }
-        }
-    }
-    let mut m = m;
-    let mut mount_proc = m.child.take().unwrap();
-    mount_proc.kill().unwrap();
-    mount_proc.wait().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(m);
+    let done = crate::common::sigkill_mount_during(m, &script, 40);
     assert_eq!(tree_hash(e.scope.path()), before);
     // The kernel overlay was held only by the killed process's fds: nothing stays mounted
     // (it used to stay at STORE/overlay/merged until the next mount).

@@ -259,3 +259,33 @@ impl WriteEnv {
         )
     }
 }
+
+/// Runs the bash `script` (a workload inside the mount that prints `progress N` after each
+/// round) until it reports round `after`, then SIGKILLs the mount process (and the workload)
+/// and drops the guard. Returns the last round reported.
+pub fn sigkill_mount_during(mut m: Mount, script: &str, after: usize) -> usize {
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut done = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let Ok(line) = line else { break };
+        if let Some(n) = line.strip_prefix("progress ") {
+            done = n.parse().unwrap_or(0);
+            if done >= after {
+                break;
+            }
+        }
+    }
+    let mut mount_proc = m.child.take().unwrap();
+    mount_proc.kill().unwrap();
+    mount_proc.wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(m);
+    done
+}
