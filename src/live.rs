@@ -59,7 +59,13 @@ impl LivePolicy {
     /// `f` applied to the policy in force, under the read lock (no reference count traffic
     /// on the hot path: every lookup asks).
     fn with<R>(&self, f: impl FnOnce(&Policy) -> R) -> R {
-        f(&self.cur.read().unwrap_or_else(|p| p.into_inner()).policy)
+        self.with_active(|a| f(&a.policy))
+    }
+
+    /// Answers from the policy and engine in force under the read lock, without taking a
+    /// reference (what the lookup path's cheap questions use).
+    pub(crate) fn with_active<R>(&self, f: impl FnOnce(&Active) -> R) -> R {
+        f(&self.cur.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     // The questions the `fs` layer asks, each answered by the policy in force (one decision

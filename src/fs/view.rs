@@ -186,27 +186,31 @@ impl Viewer {
     pub(crate) fn is_synthesized(&self, rel: &Path, st: &Stat) -> bool {
         use std::os::unix::ffi::OsStrExt;
         st.kind() == backing::Kind::File
-            && (self.live.current().policy.metadata(rel)
-                || (!self.live.current().engine.is_empty()
-                    && st.nlink <= 1
-                    && rel
-                        .file_name()
-                        .is_some_and(|n| crate::redact::document::is_document_name(n.as_bytes()))
-                    && self.live.current().policy.document(rel)))
+            && self.live.with_active(|cur| {
+                cur.policy.metadata(rel)
+                    || (!cur.engine.is_empty()
+                        && st.nlink <= 1
+                        && rel.file_name().is_some_and(|n| {
+                            crate::redact::document::is_document_name(n.as_bytes())
+                        })
+                        && cur.policy.document(rel))
+            })
     }
 
     /// Can the file named `name` have a synthesized view? A cheap check by name alone, before
     /// its path is computed (every lookup and getattr asks).
     pub(crate) fn may_synthesize(&self, name: &std::ffi::OsStr) -> bool {
         use std::os::unix::ffi::OsStrExt;
-        self.live.current().policy.presents_any_metadata()
-            || (!self.live.current().engine.is_empty()
-                && crate::redact::document::is_document_name(name.as_bytes()))
+        self.live.with_active(|cur| {
+            cur.policy.presents_any_metadata()
+                || (!cur.engine.is_empty()
+                    && crate::redact::document::is_document_name(name.as_bytes()))
+        })
     }
 
     /// Is the file at `rel` shown as a metadata stub?
     pub(crate) fn presents_metadata(&self, rel: &Path) -> bool {
-        self.live.current().policy.metadata(rel)
+        self.live.with_active(|cur| cur.policy.metadata(rel))
     }
 
     /// The metadata stub of `data` (version `st` of `rel`), masked like any text.
@@ -324,7 +328,7 @@ impl Viewer {
     }
 
     pub(crate) fn redaction_enabled(&self) -> bool {
-        !self.live.current().engine.is_empty()
+        !self.live.with_active(|cur| cur.engine.is_empty())
     }
 
     /// The rules that apply to the file at `rel` whose stat is `st`. A file with several hard
@@ -481,7 +485,10 @@ impl Viewer {
         fd: BorrowedFd<'_>,
         st: &Stat,
     ) -> bool {
-        if self.live.current().engine.is_empty() && !self.live.current().policy.metadata(from) {
+        if self
+            .live
+            .with_active(|cur| cur.engine.is_empty() && !cur.policy.metadata(from))
+        {
             return true;
         }
         match (self.decide(from, fd, st), self.decide(to, fd, st)) {
