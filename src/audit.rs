@@ -240,6 +240,15 @@ pub(crate) enum AuditEvent {
         to: Option<PathBuf>,
         reason: String,
     },
+    /// A connection through the egress proxy of `veilfs run --sandbox` (see `egress`): to
+    /// `host:port`, allowed or refused, and why. A request too malformed to name a destination
+    /// has an empty host and port 0.
+    Egress {
+        host: String,
+        port: u16,
+        allowed: bool,
+        reason: String,
+    },
 }
 
 fn rel_str(p: &Path) -> String {
@@ -348,6 +357,8 @@ impl AuditEvent {
                 "timed-out" => "approval-timed-out",
                 _ => "approval-cancelled",
             },
+            AuditEvent::Egress { allowed: true, .. } => "egress-allowed",
+            AuditEvent::Egress { allowed: false, .. } => "egress-refused",
         }
     }
 
@@ -421,6 +432,15 @@ impl AuditEvent {
                     _ => c(a, 2, 2, 1),
                 }
             }
+            // Written as OCSF Network Activity (4001) "Open" by `Sink::ocsf`.
+            AuditEvent::Egress { allowed, .. } => Class {
+                name: Some("Open"),
+                ..if *allowed {
+                    c(1, 1, 1, 0)
+                } else {
+                    c(1, 2, 2, 0)
+                }
+            },
         }
     }
 
@@ -435,6 +455,14 @@ impl AuditEvent {
             AuditEvent::Denied { path, to, .. } => (rel_str(path), to.as_deref().map(rel_str)),
             AuditEvent::Renamed { from, to, .. } => (rel_str(from), Some(rel_str(to))),
             AuditEvent::Approval { path, to, .. } => (rel_str(path), to.as_deref().map(rel_str)),
+            AuditEvent::Egress { host, port, .. } => (
+                crate::egress::Dest {
+                    host: host.clone(),
+                    port: *port,
+                }
+                .to_string(),
+                None,
+            ),
             _ => (String::new(), None),
         }
     }
@@ -501,6 +529,16 @@ impl AuditEvent {
                 reason,
                 ..
             } => format!("{op} {action} (approval {id}): {reason}"),
+            AuditEvent::Egress {
+                allowed, reason, ..
+            } => {
+                let (p, _) = self.paths();
+                if *allowed {
+                    format!("connect to {p} allowed: {reason}")
+                } else {
+                    format!("connect to {p} refused: {reason}")
+                }
+            }
         }
     }
 
@@ -605,6 +643,18 @@ impl AuditEvent {
                 m.insert("decision".into(), json!(action));
                 m.insert("reason".into(), json!(reason));
             }
+            AuditEvent::Egress {
+                host,
+                port,
+                allowed,
+                reason,
+            } => {
+                m.insert("op".into(), json!("connect"));
+                m.insert("host".into(), json!(host));
+                m.insert("port".into(), json!(port));
+                m.insert("allowed".into(), json!(allowed));
+                m.insert("reason".into(), json!(reason));
+            }
         }
         d
     }
@@ -667,6 +717,9 @@ impl AuditEvent {
             }
             AuditEvent::Approval { op, reason, .. } => {
                 (op.to_string(), reason.clone(), false, 0, String::new())
+            }
+            AuditEvent::Egress { reason, .. } => {
+                ("connect".into(), reason.clone(), false, 0, String::new())
             }
             _ => (self.kind().into(), String::new(), false, 0, String::new()),
         };
@@ -956,6 +1009,35 @@ impl Sink {
         {
             m.insert("file_result".into(), file_obj(&to, class.file_type));
         }
+        // A connection is not file activity: OCSF's Network Activity class, with the
+        // destination the agent named (resolved by the proxy, so no address here).
+        if let AuditEvent::Egress {
+            host,
+            port,
+            reason,
+            allowed,
+        } = e
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("file");
+            m.insert("class_uid".into(), json!(4001));
+            m.insert("class_name".into(), json!("Network Activity"));
+            m.insert("category_uid".into(), json!(4));
+            m.insert("category_name".into(), json!("Network Activity"));
+            m.insert("type_uid".into(), json!(4001 * 100 + 1));
+            m.insert("type_name".into(), json!("Network Activity: Open"));
+            m.insert(
+                "dst_endpoint".into(),
+                json!({ "hostname": host, "port": port }),
+            );
+            m.insert(
+                "connection_info".into(),
+                json!({ "protocol_name": "tcp", "direction_id": 2, "direction": "Outbound" }),
+            );
+            if !allowed {
+                m.insert("status_detail".into(), json!(reason));
+            }
+        }
         v
     }
 
@@ -1111,7 +1193,9 @@ pub(crate) fn emit(e: &AuditEvent) {
             AuditEvent::Open { writable: true, .. }
             | AuditEvent::Changed { .. }
             | AuditEvent::Renamed { .. } => WRITES.fetch_add(1, Relaxed),
-            AuditEvent::Denied { .. } => DENIALS.fetch_add(1, Relaxed),
+            AuditEvent::Denied { .. } | AuditEvent::Egress { allowed: false, .. } => {
+                DENIALS.fetch_add(1, Relaxed)
+            }
             _ => 0,
         };
     }

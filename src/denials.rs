@@ -139,7 +139,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DenialLayer {
         let denied = if f.event.is_empty() {
             f.message.contains("denied") || f.message.contains("refused")
         } else {
-            f.event == "denied"
+            f.event == "denied" || f.event == "egress-refused"
         };
         if !denied {
             return;
@@ -148,6 +148,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DenialLayer {
         // learn): the operation alone says what was refused.
         let what = if f.event == "denied" {
             format!("{} denied", f.op)
+        } else if f.event == "egress-refused" {
+            // The destination is one the agent itself named (in CONNECT or its URI).
+            "network connection refused".to_string()
         } else {
             f.message
         };

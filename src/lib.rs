@@ -29,6 +29,7 @@
 //! - [`manifest`]: agent manifests (what an agent asks for) and the consent screen.
 //! - [`fusermount`]: a normal user's mount, through the setuid `fusermount3`.
 //! - [`run`]: `veilfs run`, one agent session from mount to summary (optionally sandboxed).
+//! - [`egress`]: the sandbox's network: the allow-list, the filtering proxy, the relay inside.
 //! - [`watch`]: pushes changes made outside the mount into the kernel's caches.
 //! - [`diff`]: what a session changed, or what an overlay commit would change, as typed changes.
 //! - [`verify`]: checks a store can still undo its sessions (objects, journals, audit trail).
@@ -50,6 +51,7 @@ pub mod cli;
 mod control;
 mod denials;
 mod diff;
+mod egress;
 mod error;
 mod fs;
 mod fusermount;

@@ -555,6 +555,8 @@ pub(crate) fn write_verdict(policy: &Policy, glob: &str) -> Verdict {
 pub(crate) struct ConsentContext<'a> {
     /// The profile's name, and where it came from.
     pub profile: &'a str,
+    /// The profile's `[network] allow`.
+    pub network_allow: &'a [String],
 }
 
 impl fmt::Display for Verdict {
@@ -619,19 +621,24 @@ pub(crate) fn consent_screen(m: &Manifest, policy: &Policy, ctx: &ConsentContext
         let _ = writeln!(s, "  nothing asked");
     }
     for e in &net.egress {
-        let _ = writeln!(s, "  connect to {e}");
+        let v = crate::egress::consent_verdict(ctx.network_allow, e);
+        if let Verdict::Refused(why) = &v {
+            refused.push(format!("connect to `{e}`: {why}"));
+        }
+        let _ = writeln!(s, "  connect to {e:<28} {v}");
     }
     for e in &net.ingress {
-        let _ = writeln!(s, "  accept connections: {e}");
+        let why = "veilfs never lets connections in: the sandbox has no network of its own";
+        refused.push(format!("accept connections `{e}`: {why}"));
+        let _ = writeln!(s, "  accept connections: {e:<17} REFUSED: {why}");
     }
     if !net.egress.is_empty() || !net.ingress.is_empty() {
-        let why = "veilfs gives no network: under `veilfs run --sandbox` the agent has none \
-                   (no egress proxy is supported yet); without the sandbox veilfs does not \
-                   control the network at all";
-        let _ = writeln!(s, "  REFUSED: {why}");
-        for e in net.egress.iter().chain(&net.ingress) {
-            refused.push(format!("network `{e}`: not granted by veilfs"));
-        }
+        let _ = writeln!(
+            s,
+            "  Network is granted only under `veilfs run --sandbox`, through veilfs' proxy \
+             (every connection audited); without the sandbox veilfs does not control the \
+             network at all."
+        );
     }
 
     let _ = writeln!(s, "\nCommands:");
@@ -761,7 +768,14 @@ mod tests {
         )
         .unwrap();
         let p = Policy::new(&Profile::builtin_default()).unwrap();
-        let s = consent_screen(&m, &p, &ConsentContext { profile: "default" });
+        let s = consent_screen(
+            &m,
+            &p,
+            &ConsentContext {
+                profile: "default",
+                network_allow: &[],
+            },
+        );
         assert!(s.contains("Agent \"project-helper\" version 1.0.0"), "{s}");
         assert!(s.contains("read `.env`: the profile hides it"), "{s}");
         assert!(
@@ -769,9 +783,26 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("network `https://api.corporate.internal`"),
+            s.contains(
+                "connect to `https://api.corporate.internal`: the profile allows no network"
+            ),
             "{s}"
         );
+        let allow = ["*.corporate.internal".to_string()];
+        let s = consent_screen(
+            &m,
+            &p,
+            &ConsentContext {
+                profile: "default",
+                network_allow: &allow,
+            },
+        );
+        let line = s
+            .lines()
+            .find(|l| l.contains("connect to https://api.corporate.internal"))
+            .unwrap();
+        assert!(line.contains("granted, through veilfs' proxy"), "{s}");
+        assert!(!s.contains("connect to `https://api"), "{s}");
         assert!(s.contains("outside veilfs' scope"), "{s}");
         let src_line = s
             .lines()

@@ -36,6 +36,9 @@ pub(crate) struct MountRequest {
     pub audit_key: Option<PathBuf>,
     /// The agent's manifest: the view is the intersection of it and the profile.
     pub manifest: Option<PathBuf>,
+    /// Serve the egress proxy of `veilfs run --sandbox` on this Unix socket (see `egress`),
+    /// when the profile (and the manifest) allow any destination.
+    pub egress_socket: Option<PathBuf>,
 }
 
 pub(crate) use crate::fs::ioctls::unsupported_ioctls;
@@ -196,6 +199,33 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         info!(manifest = %origin, agent = %m.name, "view narrowed to the agent's manifest");
         manifest = Some((m, origin));
     }
+    // Before anything is mounted, so a proxy that cannot listen fails the mount cleanly; it
+    // serves until this function returns.
+    let _egress = match &req.egress_socket {
+        Some(socket) => {
+            let allow = crate::egress::AllowList::new(
+                &req.profile.network.allow,
+                manifest
+                    .as_ref()
+                    .map(|(m, _)| m.capabilities.network.egress.as_slice()),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if allow.is_empty() {
+                None
+            } else {
+                let upstream = req
+                    .profile
+                    .network
+                    .proxy
+                    .as_deref()
+                    .map(crate::egress::proxy::parse_upstream)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("[network] proxy: {e}"))?;
+                Some(crate::egress::proxy::serve(socket, allow, upstream)?)
+            }
+        }
+        None => None,
+    };
     let mode = policy.mode();
     let engine = req
         .profile

@@ -96,6 +96,35 @@ pub(crate) fn run(req: RunRequest) -> anyhow::Result<u8> {
         mp: mp.clone(),
     };
     std::fs::create_dir(&mp).with_context(|| format!("create {}", mp.display()))?;
+    // Checked here too, so a bad manifest is reported before anything is mounted.
+    let manifest = req
+        .manifest
+        .as_deref()
+        .map(crate::manifest::Manifest::load)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Network egress (see `egress`): only in the sandbox (outside it veilfs does not control
+    // the network), and only when the profile, narrowed by the manifest, allows something.
+    let egress = if req.sandbox {
+        let allow = crate::egress::AllowList::new(
+            &profile.network.allow,
+            manifest
+                .as_ref()
+                .map(|m| m.capabilities.network.egress.as_slice()),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        (!allow.is_empty())
+            .then(|| -> anyhow::Result<Egress> {
+                Ok(Egress {
+                    socket: base.join("egress.sock"),
+                    exe: std::env::current_exe().context("find the veilfs binary")?,
+                    relay: base.join("veilfs-egress-relay"),
+                })
+            })
+            .transpose()?
+    } else {
+        None
+    };
     let store = store_dir(
         &MountRequest {
             scope: scope.clone(),
@@ -108,6 +137,7 @@ pub(crate) fn run(req: RunRequest) -> anyhow::Result<u8> {
             audit_log: None,
             audit_key: None,
             manifest: None,
+            egress_socket: None,
         },
         &scope,
         &mp,
@@ -136,9 +166,10 @@ pub(crate) fn run(req: RunRequest) -> anyhow::Result<u8> {
         mount_cmd.arg("--mode").arg(m.as_str());
     }
     if let Some(m) = &req.manifest {
-        // Checked here too, so a bad manifest is reported before anything is mounted.
-        crate::manifest::Manifest::load(m).map_err(|e| anyhow::anyhow!("{e}"))?;
         mount_cmd.arg("--manifest").arg(std::path::absolute(m)?);
+    }
+    if let Some(e) = &egress {
+        mount_cmd.arg("--egress-socket").arg(&e.socket);
     }
     mount_cmd
         .arg(&scope)
@@ -169,7 +200,7 @@ pub(crate) fn run(req: RunRequest) -> anyhow::Result<u8> {
         None
     } else {
         let mut cmd = match &bwrap {
-            Some(b) => sandbox_command(b, &scope, &store, &mp, &req.command),
+            Some(b) => sandbox_command(b, &scope, &store, &mp, egress.as_ref(), &req.command),
             None => {
                 let mut c = Command::new(&program);
                 c.args(&req.command[1..]).current_dir(&mp);
@@ -256,16 +287,31 @@ fn take_down(mp: &Path, mount: &mut Child) {
     let _ = mount.wait();
 }
 
+/// The sandbox's way out when the profile allows egress (see `egress`): the proxy's socket
+/// (served by the mount process) and this binary, both bound into the sandbox, where the
+/// binary runs as the relay in front of the command.
+pub(crate) struct Egress {
+    /// The proxy's Unix socket, in the run's private directory.
+    pub socket: PathBuf,
+    /// This binary, outside.
+    pub exe: PathBuf,
+    /// Where the sandbox sees it (the run's private directory: /tmp is the sandbox's own).
+    pub relay: PathBuf,
+}
+
 /// The bubblewrap command for `--sandbox`: no network, the whole system read-only, a private
 /// /tmp, /dev and /proc (in its own pid namespace, so no `/proc/PID/root` of a process outside
 /// leads back to the real folder), the scope, the store and the admin sockets covered by empty
 /// directories, and
-/// only the mount writable, as the working directory. It dies with `run`.
+/// only the mount writable, as the working directory. It dies with `run`. With `egress`, the
+/// network namespace stays as private (only a loopback); the command runs behind the relay
+/// (`veilfs __egress-relay`), whose proxy variables lead to the proxy's socket.
 pub(crate) fn sandbox_command(
     bwrap: &Path,
     scope: &Path,
     store: &Path,
     mp: &Path,
+    egress: Option<&Egress>,
     command: &[OsString],
 ) -> Command {
     let mut c = Command::new(bwrap);
@@ -283,7 +329,17 @@ pub(crate) fn sandbox_command(
         c.arg("--tmpfs").arg(&admin);
     }
     c.arg("--bind").arg(mp).arg(mp);
-    c.arg("--chdir").arg(mp).arg("--").args(command);
+    if let Some(e) = egress {
+        c.arg("--bind").arg(&e.socket).arg(&e.socket);
+        c.arg("--ro-bind").arg(&e.exe).arg(&e.relay);
+    }
+    c.arg("--chdir").arg(mp).arg("--");
+    match egress {
+        Some(e) => c
+            .arg(&e.relay)
+            .args(crate::egress::relay::helper_args(&e.socket, command)),
+        None => c.args(command),
+    };
     c
 }
 

@@ -34,7 +34,14 @@ pub(super) fn run(a: ConsentArgs) -> anyhow::Result<ExitCode> {
     };
     print!(
         "{}",
-        consent_screen(&manifest, &policy, &ConsentContext { profile: &name })
+        consent_screen(
+            &manifest,
+            &policy,
+            &ConsentContext {
+                profile: &name,
+                network_allow: &profile.network.allow,
+            }
+        )
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -100,6 +100,16 @@ pub fn main() -> ExitCode {
     {
         return crate::overlay::userns::helper_main(&args[2..]);
     }
+    // `run --sandbox`'s egress relay and its bridge, inside the sandbox (see `egress::relay`).
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some(crate::egress::relay::HELPER_ARG) => {
+            return crate::egress::relay::helper_main(&args[2..]);
+        }
+        Some(crate::egress::relay::SERVE_ARG) => {
+            return crate::egress::relay::serve_main(&args[2..]);
+        }
+        _ => {}
+    }
     run(Cli::parse())
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct MountArgs {
     pub scope: PathBuf,
     /// Where the agent's view appears (an empty directory).
     pub mountpoint: PathBuf,
+    /// `veilfs run --sandbox` only: serve the egress proxy on this Unix socket.
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    pub egress_socket: Option<PathBuf>,
 }
 
 /// What the agent is shown and where its changes are kept (`mount` and `run`).
@@ -97,6 +100,7 @@ pub(super) fn run(a: MountArgs) -> anyhow::Result<ExitCode> {
         audit_log: a.audit_log,
         audit_key: a.audit_key,
         manifest: a.view.manifest,
+        egress_socket: a.egress_socket,
     })
     .context("mount")?;
     Ok(ExitCode::SUCCESS)

@@ -55,6 +55,9 @@ pub struct Profile {
     /// Marks that trace a leaked view back to its session (`[watermark]`).
     #[serde(default)]
     pub watermark: WatermarkCfg,
+    /// Network egress for `veilfs run --sandbox` (`[network]`).
+    #[serde(default)]
+    pub network: NetworkCfg,
     /// The file this profile was loaded from (`None` = built-in or parsed from a string).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -438,6 +441,23 @@ impl Default for ApprovalCfg {
             timeout_secs: 120,
         }
     }
+}
+
+/// `[network]`: what a command under `veilfs run --sandbox` may connect to, through veilfs'
+/// filtering proxy (see `egress`). `allow` lists destinations (`host`, `host:port`,
+/// `*.domain[:port]`, `https://host`); empty (the default) means no network at all and no
+/// proxy. Under a manifest, only destinations both allow. `proxy` (`http://host:port`) sends
+/// every allowed request on through an upstream (corporate) proxy instead of connecting
+/// directly.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkCfg {
+    /// Destinations the agent may reach.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Upstream proxy for allowed requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 /// `[guardrails]`: limits on the grant itself.

@@ -226,6 +226,27 @@ impl Validator<'_> {
                 "approvals have no effect while mode = \"read-only\" (unless --mode overrides it)",
             );
         }
+        // [network]
+        let n = &p.network;
+        for (i, e) in n.allow.iter().enumerate() {
+            if let Err(m) = crate::egress::parse_endpoint(e) {
+                return Err(self.error(
+                    &[Key("network"), Key("allow"), Idx(i)],
+                    format!("`{e}`: {m}"),
+                ));
+            }
+        }
+        if let Some(u) = &n.proxy {
+            if let Err(m) = crate::egress::proxy::parse_upstream(u) {
+                return Err(self.error(&[Key("network"), Key("proxy")], m));
+            }
+            if n.allow.is_empty() {
+                self.warn(
+                    &[Key("network"), Key("proxy")],
+                    "proxy has no effect while [network] allow is empty (no network at all)",
+                );
+            }
+        }
         p.warnings = self.warnings;
         Ok(())
     }

@@ -22,6 +22,7 @@ mod commit_kill;
 mod documents;
 mod durability;
 mod edges;
+mod egress;
 mod examples;
 mod forensic;
 mod git_history;
