@@ -9,6 +9,15 @@
 //! at most [`Queue::max_held`] requests are held at a time (half the workers), and a request
 //! beyond that is refused at once, so other requests always find a free worker.
 //!
+//! A held request ends early when the process that made it is killed or signalled. The kernel
+//! would tell a filesystem with FUSE_INTERRUPT, but fuser 0.18 answers that message itself
+//! (ENOSYS, after which the kernel sends no more), so the waiting request checks the caller on a
+//! timer ([`POLL`]): its thread gone, or a signal pending for it that is not blocked
+//! ([`signal_pending`], from `/proc/TID/status`), releases the request as `cancelled`, and the
+//! caller gets EINTR. A killed process needs this to die at all: a FUSE request already read
+//! by the filesystem waits for its reply uninterruptibly, so without it the process would
+//! hang, unkillable, until the timeout.
+//!
 //! A grant ([`Grant`]) answers later requests without asking: "this path" (the same kind of
 //! operation on that path or below it, for the session) or "this kind for N minutes". The
 //! matching is pure ([`Grant::covers`]) and unit-tested.
@@ -31,6 +40,8 @@ pub(crate) enum Verdict {
     TimedOut,
     /// The mount is ending (revoke, expiry, unmount).
     Cancelled,
+    /// The requesting process was killed or signalled (why).
+    Interrupted(&'static str),
 }
 
 impl Verdict {
@@ -39,9 +50,78 @@ impl Verdict {
             Verdict::Approved => "approved",
             Verdict::Denied => "denied",
             Verdict::TimedOut => "timed-out",
-            Verdict::Cancelled => "cancelled",
+            Verdict::Cancelled | Verdict::Interrupted(_) => "cancelled",
         }
     }
+}
+
+/// How often a held request checks that its caller still waits for it.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// A request that was not approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub reason: String,
+    /// The caller was killed or signalled while it waited (EINTR rather than EACCES).
+    pub interrupted: bool,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl From<String> for Refused {
+    fn from(reason: String) -> Self {
+        Refused {
+            reason,
+            interrupted: false,
+        }
+    }
+}
+
+/// Whether a `/proc/TID/status` text shows a signal that interrupts a FUSE request: one pending
+/// for the thread (`SigPnd`) or its process (`ShdPnd`) and not blocked (`SigBlk`). A fatal
+/// signal shows as SIGKILL pending for every thread. Stop and continue signals do not count:
+/// a stopped process resumes its call.
+pub(crate) fn signal_pending(status: &str) -> bool {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    let stops = bit(libc::SIGSTOP)
+        | bit(libc::SIGTSTP)
+        | bit(libc::SIGTTIN)
+        | bit(libc::SIGTTOU)
+        | bit(libc::SIGCONT);
+    (field("SigPnd:") | field("ShdPnd:")) & !field("SigBlk:") & !stops != 0
+}
+
+/// Why the thread `tid` no longer waits for its request, if it does not.
+fn caller_interrupted(tid: u32) -> Option<&'static str> {
+    use std::io::Read;
+    if tid == 0 {
+        return None;
+    }
+    let mut text = String::new();
+    match std::fs::File::open(format!("/proc/{tid}/status")) {
+        // `status` is a few KiB; never read more than 16.
+        Ok(f) => {
+            if f.take(16 * 1024).read_to_string(&mut text).is_err() {
+                return None;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some("the requesting process is gone");
+        }
+        Err(_) => return None,
+    }
+    signal_pending(&text).then_some("the requesting process was killed or signalled")
 }
 
 /// A standing answer: requests of kind `op` on a path at or below `path` (any path when
@@ -174,13 +254,18 @@ impl Queue {
 
     /// Waits for a person's answer to `op` on `path` (and `to`, for a rename) by the current
     /// request's actor. `Ok` when approved (now or by a standing grant), `Err(reason)` otherwise.
-    pub(crate) fn ask(&self, op: ApprovalOp, path: &Path, to: Option<&Path>) -> Result<(), String> {
+    pub(crate) fn ask(
+        &self,
+        op: ApprovalOp,
+        path: &Path,
+        to: Option<&Path>,
+    ) -> Result<(), Refused> {
         let now = Instant::now();
         let paths: Vec<&Path> = std::iter::once(path).chain(to).collect();
         let actor = audit::Actor::current();
         let mut st = self.lock();
         if st.closed {
-            return Err("the mount is ending".into());
+            return Err(String::from("the mount is ending").into());
         }
         st.grants.retain(|g| g.until.is_none_or(|u| now < u));
         if let Some(g) = st.grants.iter().find(|g| g.covers(op, &paths, now)) {
@@ -210,7 +295,7 @@ impl Queue {
                 to: to.map(Path::to_path_buf),
                 reason: why.clone(),
             });
-            return Err(why);
+            return Err(why.into());
         }
         let id = st.next;
         st.next += 1;
@@ -261,14 +346,27 @@ impl Queue {
             }
             st = self
                 .cv
-                .wait_timeout(st, left)
+                .wait_timeout(st, left.min(POLL))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            if st.pending.get(&id).is_some_and(|p| p.answer.is_none()) && !st.closed {
+                drop(st);
+                let gone = caller_interrupted(actor.pid);
+                st = self.lock();
+                if let Some(why) = gone
+                    && st.pending.get(&id).is_some_and(|p| p.answer.is_none())
+                {
+                    break Verdict::Interrupted(why);
+                }
+            }
         };
         st.pending.remove(&id);
         drop(st);
         // Answers by a person were audited where they were given (with who gave them).
-        if matches!(verdict, Verdict::TimedOut | Verdict::Cancelled) {
+        if matches!(
+            verdict,
+            Verdict::TimedOut | Verdict::Cancelled | Verdict::Interrupted(_)
+        ) {
             audit::emit(&AuditEvent::Approval {
                 id,
                 action: verdict.as_str(),
@@ -279,13 +377,18 @@ impl Queue {
                     Verdict::TimedOut => {
                         format!("nobody answered within {} s", self.timeout.as_secs())
                     }
+                    Verdict::Interrupted(why) => why.to_string(),
                     _ => "the mount is ending".into(),
                 },
             });
         }
         match verdict {
             Verdict::Approved => Ok(()),
-            v => Err(format!("approval {id}: {}", v.as_str())),
+            Verdict::Interrupted(why) => Err(Refused {
+                reason: format!("approval {id}: {why}"),
+                interrupted: true,
+            }),
+            v => Err(format!("approval {id}: {}", v.as_str()).into()),
         }
     }
 
@@ -450,6 +553,40 @@ mod tests {
             &[Path::new("build/x")],
             now + Duration::from_secs(86400)
         ));
+    }
+
+    #[test]
+    fn a_pending_unblocked_signal_interrupts_and_stops_do_not() {
+        let st = |pnd: &str, shd: &str, blk: &str| {
+            format!("Name:\tx\nSigQ:\t0/1\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\n")
+        };
+        assert!(!signal_pending(&st(
+            "0000000000000000",
+            "0000000000000000",
+            "0"
+        )));
+        // SIGKILL (9) on the thread: a fatal signal being delivered.
+        assert!(signal_pending(&st(
+            "0000000000000100",
+            "0000000000000000",
+            "0"
+        )));
+        // SIGINT (2) to the process, not blocked / blocked.
+        assert!(signal_pending(&st("0", "0000000000000002", "0")));
+        assert!(!signal_pending(&st(
+            "0",
+            "0000000000000002",
+            "0000000000000002"
+        )));
+        // SIGSTOP (19) and SIGCONT (18) alone: the call resumes.
+        assert!(!signal_pending(&st("0000000000060000", "0", "0")));
+        assert!(!signal_pending("garbage"));
+        // This thread: nothing pending.
+        assert_eq!(caller_interrupted(std::process::id()), None);
+        assert_eq!(
+            caller_interrupted(u32::MAX - 1),
+            Some("the requesting process is gone")
+        );
     }
 
     #[test]

@@ -105,20 +105,115 @@ impl VeilFs {
     }
 
     /// Holds the request until a person answers, when the profile's `[approval]` asks for
-    /// `op` on these paths; refused (EACCES) on a denial or a timeout. Called after every
-    /// other check, so a person is only asked about what would otherwise go through.
-    fn approve(&self, op: ApprovalOp, rel: &Path, to: Option<&Path>) -> Result<(), Errno> {
+    /// `op` on these paths; refused (EACCES) on a denial or a timeout, EINTR when the caller
+    /// was killed or signalled meanwhile. Called after every other check, so a person is only
+    /// asked about what would otherwise go through.
+    ///
+    /// The agent keeps running while a person reads the question, and may rename an ancestor
+    /// or swap the object for another. So after an approval `still` must confirm that the
+    /// request still names the objects the person was shown, at the paths they were shown
+    /// (see [`VeilFs::still_at`]); otherwise nothing is done and the request is refused: an
+    /// approval never acts on a different path or object.
+    fn approve(
+        &self,
+        op: ApprovalOp,
+        rel: &Path,
+        to: Option<&Path>,
+        still: impl Fn() -> bool,
+    ) -> Result<(), Errno> {
+        self.approve_unlocking(None, op, rel, to, still).map(|_| ())
+    }
+
+    /// [`Self::approve`] for a caller holding the guard's namespace lock (unlink, rmdir,
+    /// rename): the lock is released while the person is asked, so one held request does not
+    /// stall every rename and unlink in the mount, and taken again before `still` re-checks.
+    fn approve_unlocking<'g>(
+        &self,
+        held: Option<(&'g Guard, std::sync::MutexGuard<'g, ()>)>,
+        op: ApprovalOp,
+        rel: &Path,
+        to: Option<&Path>,
+        still: impl Fn() -> bool,
+    ) -> Result<Option<std::sync::MutexGuard<'g, ()>>, Errno> {
         let Some(q) = &self.cfg.approvals else {
-            return Ok(());
+            return Ok(held.map(|(_, l)| l));
         };
         let paths: Vec<&Path> = std::iter::once(rel).chain(to).collect();
         if !self.cfg.policy.needs_approval(op, &paths) {
-            return Ok(());
+            return Ok(held.map(|(_, l)| l));
         }
-        q.ask(op, rel, to).map_err(|why| {
-            audit::denied(op.as_str(), rel, format_args!("not approved: {why}"));
-            Errno::EACCES
-        })
+        let guard = held.map(|(g, lock)| {
+            drop(lock);
+            g
+        });
+        q.ask(op, rel, to).map_err(|r| {
+            audit::denied(op.as_str(), rel, format_args!("not approved: {r}"));
+            if r.interrupted {
+                Errno::EINTR
+            } else {
+                Errno::EACCES
+            }
+        })?;
+        let relocked = guard.map(Guard::namespace);
+        if !still() {
+            audit::denied(
+                op.as_str(),
+                rel,
+                "approved, but what it names was renamed or replaced while a person was asked: \
+                 nothing was done (ask again)",
+            );
+            return Err(Errno::EACCES);
+        }
+        Ok(relocked)
+    }
+
+    /// The (device, inode) that `rel` leads to now, resolved from the scope's root one
+    /// component at a time, never following a symlink.
+    fn leads_to(&self, rel: &Path) -> Option<(u64, u64)> {
+        let root = self.root_fd().ok()?;
+        let mut cur: Option<std::os::fd::OwnedFd> = None;
+        for c in rel.components() {
+            let std::path::Component::Normal(n) = c else {
+                return None;
+            };
+            let dir = cur.as_ref().map_or(root.as_fd(), |f| f.as_fd());
+            cur = Some(backing::lookup(dir, n).ok()?);
+        }
+        let st = backing::stat_fd(cur.as_ref().map_or(root.as_fd(), |f| f.as_fd())).ok()?;
+        Some((st.dev, st.ino))
+    }
+
+    /// Whether the directory `dir` is still at `dir_rel`, and `name` in it is still the object
+    /// `want` (or, with `None`, still absent).
+    fn still_at(
+        &self,
+        dir: &std::os::fd::OwnedFd,
+        dir_rel: &Path,
+        name: &OsStr,
+        want: Option<(u64, u64)>,
+    ) -> bool {
+        let Ok(d) = backing::stat_fd(dir.as_fd()) else {
+            return false;
+        };
+        if self.leads_to(dir_rel) != Some((d.dev, d.ino)) {
+            return false;
+        }
+        match (backing::stat_at(dir.as_fd(), name), want) {
+            (Ok(st), Some(w)) => (st.dev, st.ino) == w,
+            (Err(e), None) => e.raw_os_error() == Some(libc::ENOENT),
+            _ => false,
+        }
+    }
+
+    /// Whether `rel` still leads to the object of `inode`.
+    fn still_is(&self, inode: &Arc<Inode>, rel: &Path) -> bool {
+        let Ok(fd) = self.fd(inode) else {
+            return false;
+        };
+        let Ok(st) = backing::stat_fd(fd.as_fd()) else {
+            return false;
+        };
+        self.leads_to(rel) == Some((st.dev, st.ino))
     }
 
     fn check_new_name_visible(
@@ -325,7 +420,7 @@ impl VeilFs {
         } else {
             ApprovalOp::Write
         };
-        self.approve(op, &rel, None)
+        self.approve(op, &rel, None, || self.still_is(inode, &rel))
     }
 
     pub(super) fn prepare_write_open(
@@ -428,7 +523,7 @@ impl VeilFs {
             } else {
                 ApprovalOp::Write
             };
-            self.approve(op, &rel, None)?;
+            self.approve(op, &rel, None, || self.still_is(&inode, &rel))?;
             self.capture_or_divert(g, &inode, &rel)?;
             if !inode.is_diverted() {
                 g.record_change(&rel, "setattr");
@@ -585,7 +680,10 @@ impl VeilFs {
             NewNode::Link { .. } => ApprovalOp::Link,
             _ => ApprovalOp::Write,
         };
-        self.approve(kind, &rel, None)?;
+        let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        self.approve(kind, &rel, None, || {
+            self.still_at(&pfd, parent_rel, name, None)
+        })?;
         self.capture_with_parent(g, &rel)?;
         let op = match node {
             NewNode::Dir { mode } => {
@@ -637,7 +735,7 @@ impl VeilFs {
         dir: bool,
     ) -> Result<(), Errno> {
         let g = self.guard()?;
-        let _ns = g.namespace();
+        let ns = g.namespace();
         let (p, rel) = self.child_path(parent, name)?;
         let pfd = self.fd(&p)?;
         // Only visible names can be removed; a hidden one does not exist for the agent.
@@ -675,7 +773,10 @@ impl VeilFs {
             }
             return Err(Errno::ENOTEMPTY);
         }
-        self.approve(ApprovalOp::Delete, &rel, None)?;
+        let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        let _ns = self.approve_unlocking(Some((g, ns)), ApprovalOp::Delete, &rel, None, || {
+            self.still_at(&pfd, parent_rel, name, Some((st.dev, st.ino)))
+        })?;
         self.capture_with_parent(g, &rel)?;
         let r = if dir {
             backing::rmdir(pfd.as_fd(), name)
@@ -710,7 +811,7 @@ impl VeilFs {
         flags: u32,
     ) -> Result<(), Errno> {
         let g = self.guard()?;
-        let _ns = g.namespace();
+        let ns = g.namespace();
         if flags & libc::RENAME_WHITEOUT != 0 {
             return Err(Errno::EINVAL);
         }
@@ -765,7 +866,16 @@ impl VeilFs {
         }
         self.check_not_diverted(&from)?;
         self.check_not_diverted(&to)?;
-        self.approve(ApprovalOp::Rename, &from, Some(&to))?;
+        let dst_id = dst.as_ref().map(|d| (d.dev, d.ino));
+        let _ns =
+            self.approve_unlocking(Some((g, ns)), ApprovalOp::Rename, &from, Some(&to), || {
+                let (fp, tp) = (
+                    from.parent().unwrap_or(Path::new("")),
+                    to.parent().unwrap_or(Path::new("")),
+                );
+                self.still_at(&pfd, fp, name, Some((sst.dev, sst.ino)))
+                    && self.still_at(&npfd, tp, newname, dst_id)
+            })?;
         if let Some(d) = &dst {
             // Errors a native rename gives, checked before anything is journalled.
             match (sst.kind() == Kind::Dir, d.kind() == Kind::Dir) {
@@ -894,7 +1004,10 @@ impl VeilFs {
             let fh = self.insert_handle(&inode, file, wants_write, false);
             return Ok((inode, st, fh));
         }
-        self.approve(ApprovalOp::Write, &rel, None)?;
+        let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        self.approve(ApprovalOp::Write, &rel, None, || {
+            self.still_at(&pfd, parent_rel, name, None)
+        })?;
         self.capture_with_parent(g, &rel)?;
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)
             .map_err(|e| errno_of(&e))?;

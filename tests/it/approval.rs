@@ -417,3 +417,86 @@ fn an_overwrite_of_a_plain_or_a_masked_file_asks() {
         .unwrap();
     f.write_all(b"more\n").unwrap();
 }
+
+/// Issue #18's first gap: the process whose delete waits is killed. fuser 0.18 cannot hand the
+/// kernel's FUSE_INTERRUPT to veilfs, so the held request watches its caller; the request is
+/// released (audited as cancelled) and the killed process can die, long before the timeout.
+#[test]
+fn a_killed_caller_releases_its_held_request() {
+    let env = WriteEnv::new(&profile("\"delete\"", 60), seed);
+    let m = env.mount();
+    let mp = m.mp.canonicalize().unwrap();
+    let mut rm = Command::new("rm")
+        .arg(m.path("a.txt"))
+        .spawn()
+        .expect("spawn rm");
+    let id = held_id(&mp, &[]);
+    let t0 = std::time::Instant::now();
+    rm.kill().unwrap();
+    assert!(
+        eventually(|| rm.try_wait().unwrap().is_some()),
+        "the killed rm is still stuck in its held request"
+    );
+    assert!(eventually(|| pending(&mp, &[]).is_empty()));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    assert!(env.scope.path().join("a.txt").exists());
+    let (ok, _, err) = veilfs(&["approve", &id.to_string(), &mp_str(&m)]);
+    assert!(!ok, "request {id} could still be approved");
+    assert!(err.contains("no request"), "{err}");
+    m.stop();
+    let audit = audit_text(&env);
+    assert!(
+        audit.contains("\"event\":\"approval-cancelled\"") && audit.contains("killed or signalled"),
+        "{audit}"
+    );
+}
+
+/// Issue #18's second gap: while the delete of `d/sub/f.txt` waits, the agent renames `d` away
+/// and puts a decoy at the same path. The rename is not held up by the pending request, and
+/// the approval then acts on nothing: neither the object the person was shown (now at
+/// `e/sub/f.txt`) nor the decoy now at the path they were shown is deleted.
+#[test]
+fn an_approval_never_acts_on_what_was_renamed_or_swapped_in_meanwhile() {
+    fn seed_tree(d: &Path) {
+        fs::create_dir_all(d.join("d/sub")).unwrap();
+        fs::write(d.join("d/sub/f.txt"), "shown\n").unwrap();
+    }
+    let env = WriteEnv::new(&profile("\"delete\"", 60), seed_tree);
+    let m = env.mount();
+    let mp = m.mp.canonicalize().unwrap();
+    let t = delete_in_background(m.path("d/sub/f.txt"));
+    let id = held_id(&mp, &[]);
+    // The agent, meanwhile: rename the ancestor, then put a decoy at the approved path.
+    let (from, to) = (m.path("d"), m.path("e"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(fs::rename(from, to));
+    });
+    let renamed = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the rename waited for the held delete");
+    renamed.expect("rename d -> e");
+    fs::create_dir_all(m.path("d/sub")).unwrap();
+    fs::write(m.path("d/sub/f.txt"), "decoy\n").unwrap();
+    let (ok, _, err) = veilfs(&["approve", &id.to_string(), &mp_str(&m)]);
+    assert!(ok, "{err}");
+    let e = t
+        .join()
+        .unwrap()
+        .expect_err("the approved delete went through");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    let real = env.scope.path();
+    assert_eq!(
+        fs::read_to_string(real.join("e/sub/f.txt")).unwrap(),
+        "shown\n"
+    );
+    assert_eq!(
+        fs::read_to_string(real.join("d/sub/f.txt")).unwrap(),
+        "decoy\n"
+    );
+    m.stop();
+    assert!(
+        audit_text(&env).contains("renamed or replaced while a person was asked"),
+        "no audited refusal"
+    );
+}
