@@ -74,7 +74,7 @@ fn agent_manifest_example_gets_a_consent_screen_and_narrows_a_mount() {
         "{out}"
     );
     assert!(
-        out.contains("network `https://llm.corporate.internal`"),
+        out.contains("connect to `https://llm.corporate.internal`: the profile allows no network"),
         "{out}"
     );
     assert!(

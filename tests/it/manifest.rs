@@ -207,7 +207,7 @@ fn consent_screen_says_what_is_asked_granted_and_refused() {
     assert!(refused.contains("read `.env`"), "{out}");
     assert!(refused.contains("change `docs/`"), "{out}");
     assert!(
-        refused.contains("network `https://api.corporate.internal`"),
+        refused.contains("connect to `https://api.corporate.internal`"),
         "{out}"
     );
     assert!(!refused.contains("src/**"), "{out}");
