@@ -58,13 +58,20 @@ pub(crate) struct Dest {
     pub port: u16,
 }
 
+impl Dest {
+    /// The host as a URI writes it (an IPv6 address in brackets).
+    pub(crate) fn uri_host(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+}
+
 impl fmt::Display for Dest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
+        write!(f, "{}:{}", self.uri_host(), self.port)
     }
 }
 

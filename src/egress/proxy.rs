@@ -388,12 +388,17 @@ fn forward(
             path,
             headers,
         } => {
+            // The default port is left out, as clients write it.
+            let authority = match dest.port {
+                80 => dest.uri_host(),
+                _ => dest.to_string(),
+            };
             let target = if upstream.is_some() {
-                format!("http://{dest}{path}")
+                format!("http://{authority}{path}")
             } else {
                 path
             };
-            let mut out = format!("{method} {target} HTTP/1.1\r\nHost: {dest}\r\n");
+            let mut out = format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\n");
             for (n, v) in headers {
                 out.push_str(&format!("{n}: {v}\r\n"));
             }
@@ -512,6 +517,80 @@ mod tests {
             (h.as_slice(), rest.as_slice()),
             (&b"CONNECT a:1 HTTP/1.1"[..], &b"TLS"[..])
         );
+    }
+
+    /// A fake upstream proxy on 127.0.0.1: records the head it gets, answers `answer`, then
+    /// sends `after`.
+    fn fake_upstream(
+        answer: &'static str,
+        after: &'static str,
+    ) -> (Upstream, std::sync::mpsc::Receiver<String>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let (head, _) = read_head(&mut c).unwrap();
+            tx.send(String::from_utf8(head).unwrap()).unwrap();
+            c.write_all(answer.as_bytes()).unwrap();
+            c.write_all(after.as_bytes()).unwrap();
+        });
+        (
+            Upstream {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            rx,
+        )
+    }
+
+    fn through_proxy(upstream: Upstream, request: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("p.sock");
+        let allow = AllowList::new(&["*.example.org".into()], None).unwrap();
+        let _p = serve(&sock, allow, Some(upstream)).unwrap();
+        let mut c = UnixStream::connect(&sock).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn allowed_requests_go_on_through_the_upstream_proxy() {
+        let (up, heads) = fake_upstream("HTTP/1.1 200 OK\r\n\r\n", "from-upstream");
+        let out = through_proxy(
+            up,
+            "GET http://www.example.org/x HTTP/1.1\r\nHost: other\r\nProxy-Authorization: no\r\n\r\n",
+        );
+        assert!(out.ends_with("from-upstream"), "{out}");
+        let head = heads.recv().unwrap();
+        assert_eq!(
+            head,
+            "GET http://www.example.org/x HTTP/1.1\r\nHost: www.example.org\r\nConnection: close"
+        );
+        let (up, heads) = fake_upstream("HTTP/1.1 200 Connection established\r\n\r\n", "tls");
+        let out = through_proxy(up, "CONNECT api.example.org:443 HTTP/1.1\r\n\r\n");
+        assert_eq!(out, "HTTP/1.1 200 Connection Established\r\n\r\ntls");
+        assert!(
+            heads
+                .recv()
+                .unwrap()
+                .starts_with("CONNECT api.example.org:443 HTTP/1.1\r\n")
+        );
+        // The upstream refuses: the client gets 502, nothing else.
+        let (up, _heads) = fake_upstream("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", "x");
+        let out = through_proxy(up, "CONNECT api.example.org:443 HTTP/1.1\r\n\r\n");
+        assert!(
+            out.starts_with("HTTP/1.1 502 ") && out.contains("407"),
+            "{out}"
+        );
+        // Refused destinations never reach the upstream.
+        let (up, heads) = fake_upstream("HTTP/1.1 200 OK\r\n\r\n", "");
+        let out = through_proxy(up, "CONNECT evil.org:443 HTTP/1.1\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 403 Forbidden"), "{out}");
+        assert!(heads.recv_timeout(Duration::from_millis(200)).is_err());
     }
 
     #[test]
