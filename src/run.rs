@@ -116,7 +116,7 @@ pub(crate) fn run(req: RunRequest) -> anyhow::Result<u8> {
         (!allow.is_empty())
             .then(|| -> anyhow::Result<Egress> {
                 Ok(Egress {
-                    socket: base.join("egress.sock"),
+                    socket: base.join(EGRESS_SOCKET),
                     exe: std::env::current_exe().context("find the veilfs binary")?,
                     relay: base.join("veilfs-egress-relay"),
                 })
@@ -248,6 +248,8 @@ impl Drop for MountDir {
             return;
         }
         let _ = std::fs::remove_dir(&self.mp);
+        // The egress proxy's socket, when a revoked mount exited without removing it.
+        let _ = std::fs::remove_file(self.base.join(EGRESS_SOCKET));
         let _ = std::fs::remove_dir(&self.base);
     }
 }
@@ -286,6 +288,9 @@ fn take_down(mp: &Path, mount: &mut Child) {
     crate::sys::kill(mount.id() as i32, libc::SIGTERM);
     let _ = mount.wait();
 }
+
+/// The egress proxy's socket, in the run's private directory.
+const EGRESS_SOCKET: &str = "egress.sock";
 
 /// The sandbox's way out when the profile allows egress (see `egress`): the proxy's socket
 /// (served by the mount process) and this binary, both bound into the sandbox, where the
