@@ -455,14 +455,11 @@ impl AuditEvent {
             AuditEvent::Denied { path, to, .. } => (rel_str(path), to.as_deref().map(rel_str)),
             AuditEvent::Renamed { from, to, .. } => (rel_str(from), Some(rel_str(to))),
             AuditEvent::Approval { path, to, .. } => (rel_str(path), to.as_deref().map(rel_str)),
-            AuditEvent::Egress { host, port, .. } => (
-                crate::egress::Dest {
-                    host: host.clone(),
-                    port: *port,
-                }
-                .to_string(),
-                None,
-            ),
+            // `host:port`, an IPv6 address in brackets.
+            AuditEvent::Egress { host, port, .. } if host.contains(':') => {
+                (format!("[{host}]:{port}"), None)
+            }
+            AuditEvent::Egress { host, port, .. } => (format!("{host}:{port}"), None),
             _ => (String::new(), None),
         }
     }

@@ -621,7 +621,12 @@ pub(crate) fn consent_screen(m: &Manifest, policy: &Policy, ctx: &ConsentContext
         let _ = writeln!(s, "  nothing asked");
     }
     for e in &net.egress {
-        let v = crate::egress::consent_verdict(ctx.network_allow, e);
+        let v = match crate::egress::coverage(ctx.network_allow, e) {
+            crate::egress::Coverage::All(why) | crate::egress::Coverage::Part(why) => {
+                Verdict::Partly(why)
+            }
+            crate::egress::Coverage::None(why) => Verdict::Refused(why),
+        };
         if let Verdict::Refused(why) = &v {
             refused.push(format!("connect to `{e}`: {why}"));
         }

@@ -221,7 +221,21 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
                     .map(crate::egress::proxy::parse_upstream)
                     .transpose()
                     .map_err(|e| anyhow::anyhow!("[network] proxy: {e}"))?;
-                Some(crate::egress::proxy::serve(socket, allow, upstream)?)
+                let report: crate::egress::proxy::Report =
+                    Arc::new(|c: &crate::egress::proxy::Connection| {
+                        let _actor = c
+                            .peer
+                            .map(|(pid, uid, gid)| crate::audit::Actor { pid, uid, gid }.enter());
+                        crate::audit::emit(&crate::audit::AuditEvent::Egress {
+                            host: c.host.clone(),
+                            port: c.port,
+                            allowed: c.allowed,
+                            reason: c.reason.clone(),
+                        });
+                    });
+                Some(crate::egress::proxy::serve(
+                    socket, allow, upstream, report,
+                )?)
             }
         }
         None => None,

@@ -233,19 +233,27 @@ impl AllowList {
     }
 }
 
-/// The profile's verdict on one manifest egress entry, for the consent screen: granted when a
-/// profile entry covers all of it, partly when the profile allows only some of it.
-pub(crate) fn consent_verdict(profile: &[String], asked: &str) -> crate::manifest::Verdict {
-    use crate::manifest::Verdict;
+/// How much of one manifest egress entry the profile's allow-list grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Coverage {
+    /// All of it (the reason names the profile entry).
+    All(String),
+    /// Only what the profile allows too.
+    Part(String),
+    None(String),
+}
+
+/// The profile's answer to one manifest egress entry, for the consent screen.
+pub(crate) fn coverage(profile: &[String], asked: &str) -> Coverage {
     let Ok(a) = parse_endpoint(asked) else {
-        return Verdict::Refused("not an endpoint veilfs understands".into());
+        return Coverage::None("not an endpoint veilfs understands".into());
     };
     let profile: Vec<Endpoint> = profile
         .iter()
         .filter_map(|p| parse_endpoint(p).ok())
         .collect();
     if profile.is_empty() {
-        return Verdict::Refused(
+        return Coverage::None(
             "the profile allows no network ([network] allow is empty); under `veilfs run \
              --sandbox` the agent has none"
                 .into(),
@@ -271,17 +279,17 @@ pub(crate) fn consent_verdict(profile: &[String], asked: &str) -> crate::manifes
         host && ports(&a).iter().any(|q| ports(p).contains(q))
     };
     if let Some(p) = profile.iter().find(|p| covers(p)) {
-        Verdict::Partly(format!(
+        Coverage::All(format!(
             "through veilfs' proxy under `veilfs run --sandbox` (profile allows `{p}`); every \
              connection is audited"
         ))
     } else if let Some(p) = profile.iter().find(|p| overlaps(p)) {
-        Verdict::Partly(format!(
+        Coverage::Part(format!(
             "only what the profile allows too (e.g. `{p}`), through veilfs' proxy under \
              `veilfs run --sandbox`"
         ))
     } else {
-        Verdict::Refused("not on the profile's network allow-list ([network] allow)".into())
+        Coverage::None("not on the profile's network allow-list ([network] allow)".into())
     }
 }
 
@@ -370,25 +378,21 @@ mod tests {
     }
 
     #[test]
-    fn consent_verdicts() {
-        use crate::manifest::Verdict;
+    fn consent_coverage() {
         let profile = vec!["*.corp.internal".to_string(), "pypi.org:443".to_string()];
         assert!(matches!(
-            consent_verdict(&profile, "https://llm.corp.internal"),
-            Verdict::Partly(_)
+            coverage(&profile, "https://llm.corp.internal"),
+            Coverage::All(_)
         ));
         assert!(matches!(
-            consent_verdict(&profile, "https://evil.org"),
-            Verdict::Refused(_)
+            coverage(&profile, "https://evil.org"),
+            Coverage::None(_)
         ));
         assert!(matches!(
-            consent_verdict(&[], "https://llm.corp.internal"),
-            Verdict::Refused(_)
+            coverage(&[], "https://llm.corp.internal"),
+            Coverage::None(_)
         ));
         // Asks 80 and 443, the profile allows 443 only: partly.
-        assert!(matches!(
-            consent_verdict(&profile, "pypi.org"),
-            Verdict::Partly(_)
-        ));
+        assert!(matches!(coverage(&profile, "pypi.org"), Coverage::Part(_)));
     }
 }

@@ -9,7 +9,8 @@
 //! [`MAX_HEAD`] bytes 431, a destination off the allow-list 403 with the reason in the body.
 //! The request head must arrive within [`HEAD_TIMEOUT`]; a tunnel idle for [`IDLE_TIMEOUT`]
 //! is closed. At most [`MAX_CONNECTIONS`] connections at once (503 beyond). Every decision is
-//! audited ([`crate::audit::AuditEvent::Egress`]) with the relay's process as the actor.
+//! handed to the caller's [`Report`] (the mount audits it as `AuditEvent::Egress`, with the
+//! relay's process as the actor), so this module needs nothing of the audit trail.
 //!
 //! Names are resolved here, outside the sandbox (or by the upstream proxy, `[network] proxy`,
 //! when one is set: then every allowed request goes through it).
@@ -27,7 +28,6 @@ use anyhow::Context;
 use tracing::warn;
 
 use super::{AllowList, Decision, Dest, normal_host, split_host_port};
-use crate::audit::{Actor, AuditEvent, emit};
 
 /// The largest request head (request line and headers) accepted.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
@@ -59,6 +59,21 @@ pub(crate) fn parse_upstream(s: &str) -> Result<Upstream, String> {
     Ok(Upstream { host, port })
 }
 
+/// One decision of the proxy. A request too malformed to name a destination has an empty
+/// host and port 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Connection {
+    pub host: String,
+    pub port: u16,
+    pub allowed: bool,
+    pub reason: String,
+    /// The connecting process (pid, uid, gid), from the socket's peer credentials.
+    pub peer: Option<(u32, u32, u32)>,
+}
+
+/// Where the proxy reports each decision (on the connection's thread).
+pub(crate) type Report = Arc<dyn Fn(&Connection) + Send + Sync>;
+
 /// The listening proxy; its socket is removed when dropped.
 pub(crate) struct Proxy {
     path: PathBuf,
@@ -75,6 +90,7 @@ pub(crate) fn serve(
     socket: &Path,
     allow: AllowList,
     upstream: Option<Upstream>,
+    report: Report,
 ) -> anyhow::Result<Proxy> {
     let listener = UnixListener::bind(socket)
         .with_context(|| format!("egress proxy: listen on {}", socket.display()))?;
@@ -83,6 +99,7 @@ pub(crate) fn serve(
     let ctx = Arc::new(Ctx {
         allow,
         upstream,
+        report,
         live: AtomicUsize::new(0),
     });
     std::thread::Builder::new()
@@ -120,6 +137,7 @@ pub(crate) fn serve(
 struct Ctx {
     allow: AllowList,
     upstream: Option<Upstream>,
+    report: Report,
     live: AtomicUsize,
 }
 
@@ -275,26 +293,26 @@ fn reply(s: &mut impl Write, status: u16, why: &str) -> io::Result<()> {
     s.flush()
 }
 
-fn audit(host: &str, port: u16, allowed: bool, reason: &str) {
-    emit(&AuditEvent::Egress {
-        host: host.to_string(),
-        port,
-        allowed,
-        reason: reason.to_string(),
-    });
-}
-
 fn handle(mut client: UnixStream, ctx: &Ctx) {
-    // The relay in the sandbox is the actor (its pid as seen from here).
-    let actor = match rustix::net::sockopt::socket_peercred(client.as_fd()) {
-        Ok(c) => Actor {
-            pid: c.pid.as_raw_nonzero().get() as u32,
-            uid: c.uid.as_raw(),
-            gid: c.gid.as_raw(),
-        },
-        Err(_) => Actor::this_process(),
+    // The relay in the sandbox (its pid as seen from here).
+    let peer = rustix::net::sockopt::socket_peercred(client.as_fd())
+        .ok()
+        .map(|c| {
+            (
+                c.pid.as_raw_nonzero().get() as u32,
+                c.uid.as_raw(),
+                c.gid.as_raw(),
+            )
+        });
+    let audit = |host: &str, port: u16, allowed: bool, reason: &str| {
+        (ctx.report)(&Connection {
+            host: host.to_string(),
+            port,
+            allowed,
+            reason: reason.to_string(),
+            peer,
+        })
     };
-    let _scope = actor.enter();
     let _ = client.set_read_timeout(Some(HEAD_TIMEOUT));
     let _ = client.set_write_timeout(Some(HEAD_TIMEOUT));
     let head = read_head(&mut client).and_then(|(h, rest)| Ok((parse_head(&h)?, rest)));
@@ -548,7 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("p.sock");
         let allow = AllowList::new(&["*.example.org".into()], None).unwrap();
-        let _p = serve(&sock, allow, Some(upstream)).unwrap();
+        let _p = serve(&sock, allow, Some(upstream), Arc::new(|_: &Connection| {})).unwrap();
         let mut c = UnixStream::connect(&sock).unwrap();
         c.write_all(request.as_bytes()).unwrap();
         c.shutdown(std::net::Shutdown::Write).unwrap();
