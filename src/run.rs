@@ -334,6 +334,12 @@ pub(crate) fn sandbox_command(
         c.arg("--tmpfs").arg(&admin);
     }
     c.arg("--bind").arg(mp).arg(mp);
+    // The agent-facing control socket (`veilfs why`, `checkpoint`): a normal user without
+    // XDG_RUNTIME_DIR has it under /tmp, which is the sandbox's own.
+    let control = crate::control::socket_path(mp);
+    if control.exists() {
+        c.arg("--bind").arg(&control).arg(&control);
+    }
     if let Some(e) = egress {
         c.arg("--bind").arg(&e.socket).arg(&e.socket);
         c.arg("--ro-bind").arg(&e.exe).arg(&e.relay);

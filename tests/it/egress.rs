@@ -119,7 +119,12 @@ try:
 except Exception as e:
     print("DIRECT failed", e)
 sys.stdout.flush()
-subprocess.run([os.environ["VEILFS"], "why"])
+# The test binary may live under /tmp (the sandbox's own): the relay is the same binary.
+v = os.environ["VEILFS"]
+if not os.path.exists(v):
+    v = os.path.join(os.path.dirname(os.getcwd()), "veilfs-egress-relay")
+if os.path.exists(v):
+    subprocess.run([v, "why"])
 "#;
 
 /// The profile allows two servers, the manifest asks for one: that one is reached through the
