@@ -9,7 +9,7 @@ use crate::common;
 
 use std::fs;
 use std::io::{Seek, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::{Mount, WriteEnv, eventually, tree_hash, veilfs};
@@ -179,6 +179,46 @@ fn namespace_changes_apply_first_and_refuse_a_file_still_being_written() {
         "openile 2\n"
     );
     fs::remove_file(m.path("src/g2.rs")).unwrap();
+    let (status, _) = m.stop();
+    assert!(status.success());
+    let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(tree_hash(e.scope.path()), before);
+}
+
+/// Truncate and chmod of a file whose writes wait change its copy and reach the real file
+/// with its bytes; a hard link to it (a namespace change) is refused while a writer is open,
+/// and applies the writes first once none is.
+#[test]
+fn truncate_chmod_and_link_of_a_waiting_file() {
+    let e = env();
+    let before = tree_hash(e.scope.path());
+    let real = e.scope.path().join("src/f7.rs");
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    let real_mode = mode(&real);
+    let m = e.mount();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("src/f7.rs"))
+        .unwrap();
+    f.write_all(b"0123456789").unwrap();
+    f.set_len(4).unwrap();
+    fs::set_permissions(m.path("src/f7.rs"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(fs::read_to_string(m.path("src/f7.rs")).unwrap(), "0123");
+    assert_eq!(mode(&m.path("src/f7.rs")), 0o600);
+    assert_eq!(fs::read_to_string(&real).unwrap(), "// file 7\n");
+    assert_eq!(mode(&real), real_mode);
+    let err = fs::hard_link(m.path("src/f7.rs"), m.path("src/l7.rs")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
+    drop(f);
+    fs::hard_link(m.path("src/f7.rs"), m.path("src/l7.rs")).unwrap();
+    assert_eq!(fs::read_to_string(&real).unwrap(), "0123");
+    assert_eq!(mode(&real), 0o600);
+    let link = e.scope.path().join("src/l7.rs");
+    assert_eq!(
+        fs::metadata(&link).unwrap().ino(),
+        fs::metadata(&real).unwrap().ino()
+    );
     let (status, _) = m.stop();
     assert!(status.success());
     let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
