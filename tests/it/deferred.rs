@@ -86,6 +86,31 @@ fn writes_wait_in_a_private_copy_until_close_then_reach_the_same_real_inode() {
     assert_eq!(tree_hash(e.scope.path()), before);
 }
 
+/// A write that waits is not invisible to the person: `veilfs log` lists it as pending and
+/// `veilfs diff` shows the private copy, while the agent still holds the file open.
+#[test]
+fn log_and_diff_show_a_pending_write() {
+    let e = env();
+    let m = e.mount();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("src/f9.rs"))
+        .unwrap();
+    f.write_all(b"// pending\n").unwrap();
+    let (ok, sessions, err) = veilfs(&["log", "--store", &e.store()]);
+    assert!(ok, "{err}");
+    let id = sessions.split_whitespace().next().unwrap();
+    let (ok, log, err) = veilfs(&["log", "--store", &e.store(), "--session", id]);
+    assert!(ok, "{err}");
+    assert!(
+        log.contains("write pending (deferred apply)") && log.contains("src/f9.rs"),
+        "{log}"
+    );
+    let (_, diff, err) = veilfs(&["diff", "--store", &e.store()]);
+    assert!(diff.contains("src/f9.rs"), "{diff}{err}");
+    drop(f);
+}
+
 /// fsync returns only once the pre-image is durable and the real file holds the bytes, even
 /// with the file still open.
 #[test]
@@ -301,6 +326,17 @@ done"#,
             before,
             "tree after rollback (killed at step {n}): {out}{err}"
         );
+        if n == 1 {
+            // Nothing was applied; the agent's unapplied writes survived the kill in their
+            // private copies, which the next mount serves (diverted) for a person to review.
+            let m = e.mount();
+            let shown = (0..20).any(|i| {
+                fs::read_to_string(m.path(&format!("src/f{i}.rs")))
+                    .unwrap()
+                    .contains("edit ")
+            });
+            assert!(shown, "the surviving copies are served again");
+        }
     }
     assert!(
         torn >= 3,
