@@ -3,7 +3,7 @@
 # versions of write_path.sh's workloads (100 edits, untar 2,000 files, git add+commit and rm -rf
 # of 500 files, every file distinct): a measure of the write path's durability cost that, unlike
 # wall-clock ratios, does not move with the machine's load.
-# Usage: sudo benches/write_fsyncs.sh VEILFS_BINARY   (needs strace)
+# Usage: sudo [APPLY=deferred] benches/write_fsyncs.sh VEILFS_BINARY   (needs strace)
 set -uo pipefail
 BIN=${1:?usage: write_fsyncs.sh VEILFS_BINARY}
 W=$(mktemp -d /tmp/veilfs-fsyncs.XXXXXX)
@@ -18,9 +18,11 @@ for top, n in (("edit", 100), ("rm", 500), ("git", 500), ("tarsrc", 2000)):
 PY
 tar cf "$W/tree.tar" -C "$W/base/tarsrc" . && rm -rf "$W/base/tarsrc"
 git -C "$W/base/git" init -q && git -C "$W/base/git" config user.email b@e.invalid && git -C "$W/base/git" config user.name b
-cat > "$W/p.toml" <<'P'
+cat > "$W/p.toml" <<P
 version = 1
 name = "count"
+[write]
+apply = "${APPLY:-immediate}"
 [redaction]
 rule_sets = []
 [breaker]

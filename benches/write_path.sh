@@ -6,7 +6,8 @@
 #
 # Usage: sudo benches/write_path.sh [--quick] [--reps N] [--out FILE]
 #   --quick   ~10x smaller (100 edits, 100 MiB file, 2k-file tarball, 500-file git commit and rm -rf)
-# WORKLOADS="edit git" (environment) runs only those workloads; TARGETS="native snapshot" only those targets.
+# WORKLOADS="edit git" (environment) runs only those workloads; TARGETS="native snapshot" only those targets;
+# APPLY=deferred sets the profile's `[write] apply` (default: the profile default, immediate).
 #   --reps N  repetitions per cell (default 3); the median is reported
 #   --out F   also write the markdown table to F
 #
@@ -105,13 +106,14 @@ mkdir -p "$WORK/bigbase"
 head -c "$((BIGMB << 20))" /dev/urandom > "$WORK/bigbase/big.bin"
 tar cf "$WORK/tree.tar" -C "$WORK/tarsrc" .
 
-cat > "$WORK/profile.toml" <<'EOF'
+cat > "$WORK/profile.toml" <<EOF
 version = 1
 name = "bench-write"
 [redaction]
 rule_sets = []
 [write]
 snapshot_max_size = "2 GiB"
+apply = "${APPLY:-immediate}"
 # The workloads delete and rewrite thousands of files on purpose.
 [breaker]
 max_deletes = 0

@@ -91,7 +91,7 @@ pub use guard::{Guard, GuardError};
 pub use journal::{Event, Record, SessionLog, State};
 pub use mountinfo::is_mount_point;
 pub use policy::{EntryKind, Hidden, Policy};
-pub use profile::{Profile, WriteMode};
+pub use profile::{ApplyMode, Profile, WriteMode};
 pub use redact::{Engine, Redactions, ScanOutcome, mask_all};
 pub use rollback::RollbackError;
 pub use store::{ObjectId, Store, StoreError};

@@ -389,6 +389,8 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             } else {
                 0
             },
+            deferred_apply: mode == WriteMode::Snapshot
+                && req.profile.write.apply == crate::profile::ApplyMode::Deferred,
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,

@@ -23,6 +23,8 @@ pub(crate) struct Divert {
     upper_dir: PathBuf,
     upper: OwnedFd,
     paths: RwLock<HashSet<PathBuf>>,
+    /// Serialises making and removing copies (and their directories) in the upper layer.
+    layout: std::sync::Mutex<()>,
 }
 
 impl Divert {
@@ -41,6 +43,7 @@ impl Divert {
             upper_dir: layout.upper,
             upper,
             paths: RwLock::new(paths),
+            layout: std::sync::Mutex::new(()),
         })
     }
 
@@ -59,6 +62,42 @@ impl Divert {
     /// Copies the real file (held as `real`, an O_PATH fd) to the upper layer, with its mode,
     /// owner, times and xattrs, durably; returns the copy's O_PATH fd.
     pub(crate) fn divert(&self, real: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+        self.copy(real, rel, true)
+    }
+
+    /// [`Divert::divert`] without making the copy durable: deferred apply's private copy
+    /// (`fs/deferred.rs`), which holds writes the agent has not fsynced. A crash that loses it
+    /// loses only those, as on a native filesystem; one that keeps it leaves an ordinary
+    /// diverted file for a person (`veilfs diff`/`commit`/`discard`).
+    pub(crate) fn stage(&self, real: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+        self.copy(real, rel, false)
+    }
+
+    /// Removes the copy of `rel` (its writes were applied to the real file) and the
+    /// directories that held only it.
+    pub(crate) fn drop_copy(&self, rel: &Path) -> io::Result<()> {
+        let _l = self.layout.lock().unwrap_or_else(|e| e.into_inner());
+        self.paths
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(rel);
+        let (dir, name) = backing::open_parent(self.upper.as_fd(), rel)?;
+        backing::unlink(dir.as_fd(), &name)?;
+        let mut up = rel.parent();
+        while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
+            let Ok((pd, name)) = backing::open_parent(self.upper.as_fd(), d) else {
+                break;
+            };
+            if backing::rmdir(pd.as_fd(), &name).is_err() {
+                break;
+            }
+            up = d.parent();
+        }
+        Ok(())
+    }
+
+    fn copy(&self, real: BorrowedFd<'_>, rel: &Path, durable: bool) -> io::Result<OwnedFd> {
+        let _l = self.layout.lock().unwrap_or_else(|e| e.into_inner());
         let st = backing::stat_fd(real)?;
         let src = backing::reopen_as(real, Kind::File, libc::O_RDONLY)?;
         let dest_path = self.upper_dir.join(rel);
@@ -89,9 +128,11 @@ impl Divert {
             },
         };
         let _ = rustix::fs::futimens(&dest, &times);
-        dest.sync_all()?;
+        if durable {
+            dest.sync_all()?;
+        }
         std::fs::rename(&tmp, &dest_path)?;
-        if let Some(parent) = dest_path.parent() {
+        if durable && let Some(parent) = dest_path.parent() {
             File::open(parent)?.sync_all()?;
         }
         self.paths

@@ -88,6 +88,8 @@ impl VeilFs {
             && st.size >= PASSTHROUGH_MIN_SIZE
             && self.cfg.viewer.rules_for(&rel, &st).is_empty()
             && !writable
+            // A diverted copy may be applied and dropped while a backing id still holds it.
+            && !inode.is_diverted()
             && self.cfg.passthrough
             && self.passthrough_ok.load(Ordering::Relaxed);
         let mut passthrough_id = None;

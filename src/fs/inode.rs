@@ -217,6 +217,14 @@ impl InodeTable {
         self.hold(inode, Arc::new(copy));
     }
 
+    /// The inode is served from the real file again (`real`, its O_PATH fd): deferred
+    /// apply copied its diverted copy into it.
+    pub(super) fn undivert(&self, inode: &Arc<Inode>, real: OwnedFd) {
+        let mut slot = inode.fd.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(Arc::new(real));
+        inode.diverted.store(false, Ordering::Relaxed);
+    }
+
     /// Drops the fds of the eighth of the budget that was opened longest ago (never the
     /// root's); they are re-opened on their next use.
     fn evict(&self) {

@@ -7,6 +7,7 @@
 
 mod ahead;
 mod attr;
+mod deferred;
 mod dir;
 pub(crate) mod divert;
 mod handles;
@@ -91,6 +92,9 @@ pub(crate) struct FsConfig {
     /// Read-only mounts with redaction: background threads that scan the files a listing
     /// shows before they are read ([`ahead`]); 0 = none.
     pub scan_ahead: usize,
+    /// Snapshot mode: small files' writes wait in private copies and reach the real folder
+    /// in batches ([`deferred`]).
+    pub deferred_apply: bool,
 }
 
 /// An open file.
@@ -128,6 +132,8 @@ pub(crate) struct VeilFs {
     ahead: Option<ahead::Ahead>,
     /// Directory listings that count a hard-linked file's visible names (see [`attr`]).
     link_dirs: attr::LinkDirs,
+    /// Writes waiting in private copies (`[write] apply = "deferred"`).
+    deferred: Option<deferred::Deferred>,
 }
 
 /// Bytes of scanned copies kept for reads (see [`served`]).
@@ -176,7 +182,10 @@ impl VeilFs {
         let copies = Arc::new(served::Copies::new(COPIES_BUDGET));
         let ahead = (cfg.scan_ahead > 0 && cfg.guard.is_none() && cfg.viewer.redaction_enabled())
             .then(|| ahead::Ahead::start(cfg.scan_ahead, cfg.viewer.clone(), copies.clone()));
+        let deferred = (cfg.deferred_apply && cfg.guard.is_some() && cfg.divert.is_some())
+            .then(deferred::Deferred::default);
         Ok(VeilFs {
+            deferred,
             cfg,
             inodes: Arc::new(InodeTable::new(root_fd, (st.dev, st.ino), fd_budget)),
             notifier: Arc::new(std::sync::OnceLock::new()),
@@ -351,6 +360,7 @@ impl Filesystem for VeilFs {
     }
 
     fn destroy(&mut self) {
+        self.deferred_flush_all();
         if let Some(g) = &self.cfg.guard {
             g.end();
         }
@@ -458,12 +468,20 @@ impl Filesystem for VeilFs {
                 Err(e) => return reply.error(e),
             }
         }
-        if wants_write && let Err(e) = self.prepare_write_open(req, &inode, f) {
-            return reply.error(e);
-        }
+        let deferred = if wants_write {
+            match self.prepare_write_open(req, &inode, f) {
+                Ok(d) => d,
+                Err(e) => return reply.error(e),
+            }
+        } else {
+            false
+        };
         // O_CREAT/O_EXCL are the kernel's business; O_TRUNC was applied by the write path.
         let open_flags = f & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
         if let Err((e, reply)) = self.open_file(&inode, open_flags, reply, wants_write) {
+            if deferred {
+                self.deferred_closed(inode.ino);
+            }
             reply.error(e);
         }
     }
@@ -536,6 +554,12 @@ impl Filesystem for VeilFs {
             } else if h.wrote.load(Ordering::Relaxed) {
                 self.after_write_release(&h);
             }
+            // Answered first: the agent's close never waits for a batch.
+            reply.ok();
+            if h.writable {
+                self.deferred_closed(h.ino);
+            }
+            return;
         }
         reply.ok();
     }
@@ -556,6 +580,18 @@ impl Filesystem for VeilFs {
         match self.handle(fh, ino) {
             Ok(h) if h.masked.is_some() => match self.finish_masked_edit(&h) {
                 Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+            Ok(h) if self.deferred.is_some() => match self.deferred_fsync(h.ino) {
+                Ok(true) => reply.ok(),
+                Ok(false) => match if datasync {
+                    h.file.sync_data()
+                } else {
+                    h.file.sync_all()
+                } {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno_of(&e)),
+                },
                 Err(e) => reply.error(e),
             },
             Ok(h) => {

@@ -90,7 +90,7 @@ impl VeilFs {
         }
     }
 
-    fn root_fd(&self) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
+    pub(super) fn root_fd(&self) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
         let root = self.inodes.get(super::inode::ROOT).ok_or(Errno::EIO)?;
         self.fd(&root)
     }
@@ -428,14 +428,24 @@ impl VeilFs {
         _req: &Request,
         inode: &Arc<Inode>,
         flags: i32,
-    ) -> Result<(), Errno> {
+    ) -> Result<bool, Errno> {
         let g = self.guard()?;
         let Some(rel) = self.changing_path(inode)? else {
-            return Ok(());
+            return Ok(false);
         };
         self.check_writable(&rel, "open for write")?;
         let diverted_before = inode.is_diverted();
         self.check_content_changeable(&rel, inode, "open for write")?;
+        if self.defer_write_open(inode, &rel)? {
+            if flags & libc::O_TRUNC != 0 {
+                let fd = self.fd(inode)?;
+                if let Err(e) = backing::truncate(fd.as_fd(), 0) {
+                    self.deferred_closed(inode.ino);
+                    return Err(errno_of(&e));
+                }
+            }
+            return Ok(true);
+        }
         self.capture_or_divert(g, inode, &rel)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
@@ -443,7 +453,7 @@ impl VeilFs {
             if flags & libc::O_TRUNC != 0 {
                 backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
             }
-            return Ok(());
+            return Ok(false);
         }
         // Marks any earlier post-image of this path as outdated before the bytes change, so a
         // crash before this handle's release cannot leave a stale post-image behind (which
@@ -459,7 +469,7 @@ impl VeilFs {
         if flags & libc::O_TRUNC != 0 {
             backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
         }
-        Ok(())
+        Ok(false)
     }
 
     pub(super) fn after_write_release(&self, h: &Handle) {
@@ -508,6 +518,7 @@ impl VeilFs {
             return backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e));
         }
         let g = self.guard()?;
+        let _q = self.deferred_hold();
         let changing = self.changing_path(&inode)?;
         if let Some(rel) = changing.clone() {
             self.check_writable(&rel, "setattr")?;
@@ -669,6 +680,17 @@ impl VeilFs {
         if backing::stat_at(pfd.as_fd(), name).is_ok() {
             return Err(self.exists_error(&pfd, &rel, name));
         }
+        let src_rel = match &node {
+            NewNode::Link { ino } => self.inodes.rel_path(*ino),
+            _ => None,
+        };
+        let _q = match (&node, &src_rel) {
+            (NewNode::Link { .. }, Some(s)) => {
+                self.deferred_quiesce(&[s.as_path(), rel.as_path()])?
+            }
+            (NewNode::Link { .. }, None) => self.deferred_quiesce(&[rel.as_path()])?,
+            _ => None,
+        };
         let link_from = match &node {
             NewNode::Link { ino } => {
                 let src = self.inodes.get(*ino).ok_or(Errno::ESTALE)?;
@@ -737,6 +759,7 @@ impl VeilFs {
         let g = self.guard()?;
         let ns = g.namespace();
         let (p, rel) = self.child_path(parent, name)?;
+        let _q = self.deferred_quiesce(&[rel.as_path()])?;
         let pfd = self.fd(&p)?;
         // Only visible names can be removed; a hidden one does not exist for the agent.
         let (fd, st) = self.visible_child(&pfd, &rel, name)?;
@@ -818,6 +841,7 @@ impl VeilFs {
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let (p, from) = self.child_path(parent, name)?;
         let (np, to) = self.child_path(newparent, newname)?;
+        let _q = self.deferred_quiesce(&[from.as_path(), to.as_path()])?;
         let pfd = self.fd(&p)?;
         let npfd = self.fd(&np)?;
         let sfd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
@@ -985,21 +1009,31 @@ impl VeilFs {
                 let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
                 return Ok((inode, st, fh));
             }
-            if wants_write {
-                self.prepare_write_open(req, &inode, flags)?;
-            }
-            let fd = self.fd(&inode)?;
-            let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
-            // A read-only open of it is refused as open(2) would refuse it; reads mask.
-            if !wants_write
-                && let View::Denied(reason) = self.cfg.viewer.decide(&rel, fd.as_fd(), &st)
-            {
-                audit::denied("read", &rel, &reason);
-                return Err(Errno::EACCES);
-            }
-            let open_flags =
-                flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
-            let file = backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?;
+            let deferred = wants_write && self.prepare_write_open(req, &inode, flags)?;
+            let opened = (|| {
+                let fd = self.fd(&inode)?;
+                let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+                // A read-only open of it is refused as open(2) would refuse it; reads mask.
+                if !wants_write
+                    && let View::Denied(reason) = self.cfg.viewer.decide(&rel, fd.as_fd(), &st)
+                {
+                    audit::denied("read", &rel, &reason);
+                    return Err(Errno::EACCES);
+                }
+                let open_flags =
+                    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
+                let file = backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?;
+                Ok((st, file))
+            })();
+            let (st, file) = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    if deferred {
+                        self.deferred_closed(inode.ino);
+                    }
+                    return Err(e);
+                }
+            };
             self.note_open(&inode, &st, wants_write);
             let fh = self.insert_handle(&inode, file, wants_write, false);
             return Ok((inode, st, fh));
@@ -1105,6 +1139,7 @@ impl VeilFs {
         flags: i32,
     ) -> Result<(), Errno> {
         let g = self.guard()?;
+        let _q = self.deferred_hold();
         let inode = self.inode(ino)?;
         let fd = self.fd(&inode)?;
         let changing = self.changing_path(&inode)?;

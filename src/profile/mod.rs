@@ -36,11 +36,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub(crate) use schema::duration;
+pub use schema::{ApplyMode, Profile, WriteMode};
 pub(crate) use schema::{ApprovalOp, BreakerCfg, History, Unscannable};
 pub(crate) use schema::{DEFAULT_PROFILE_TOML, PROFILE_VERSION};
 #[cfg(test)]
 pub(crate) use schema::{DirRules, VisibilityCfg};
-pub use schema::{Profile, WriteMode};
 use spans::SpanTree;
 use validate::{Validator, line_col};
 

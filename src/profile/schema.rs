@@ -285,6 +285,23 @@ pub struct WriteCfg {
         skip_serializing_if = "Option::is_none"
     )]
     pub store_quota: Option<u64>,
+    /// Snapshot mode: when a write to an existing file reaches the real folder (see
+    /// [`ApplyMode`]).
+    pub apply: ApplyMode,
+}
+
+/// When a snapshot-mode write to an existing file reaches the real folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplyMode {
+    /// At the write: the pre-image is made durable (one journal flush) at the write-open.
+    #[default]
+    Immediate,
+    /// Later, in batches: the first write-open of a small file lands in a private copy and
+    /// returns; after the last writer closes it, a batch's pre-images share one journal flush
+    /// and are then copied into the real files. `fsync`, namespace changes and unmount apply
+    /// synchronously.
+    Deferred,
 }
 
 impl Default for WriteCfg {
@@ -295,6 +312,7 @@ impl Default for WriteCfg {
             snapshot_max_size: GIB,
             store: None,
             store_quota: None,
+            apply: ApplyMode::Immediate,
         }
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # POSIX conformance of a writable veilfs mount: pjdfstest (every case) and fsx (100k ops).
 # Usage: tests/conformance/run.sh VEILFS_BINARY [MODE]   (MODE: snapshot, the default)
+#   APPLY=deferred (environment) runs snapshot mode with `[write] apply = "deferred"`.
 # Needs root, /dev/fuse, and `pjdfstest` + `fsx` on PATH (tests/run-all.sh installs them).
 set -euo pipefail
 bin=$(realpath "$1")
@@ -26,10 +27,12 @@ cleanup() {
 }
 trap cleanup EXIT
 mount -t tmpfs -o size=64m tmpfs "$work/second"
+profile=$work/profile.toml
+sed "s/^mode = \"snapshot\"$/mode = \"snapshot\"\napply = \"${APPLY:-immediate}\"/" "$here/writable.toml" > "$profile"
 
 mount_veilfs() {
   "$bin" mount --allow-other --mode "$mode" --store "$work/store" \
-    --profile "$here/writable.toml" "$work/scope" "$work/mp" > "$work/mount.out" 2> "$work/mount.err" &
+    --profile "$profile" "$work/scope" "$work/mp" > "$work/mount.out" 2> "$work/mount.err" &
   pid=$!
   # The mount prints its line only once the kernel handshake is done.
   for _ in $(seq 1 200); do
