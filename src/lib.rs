@@ -79,6 +79,7 @@ mod sys;
 mod time;
 mod verify;
 mod watch;
+mod watermark;
 
 // The library's chosen surface: loading a profile and its policy, the redaction engine, the
 // snapshot store and its journal, the write guard, undo, verification and diffs. The command

@@ -101,8 +101,19 @@ pub(crate) struct Viewer {
     /// Git object files, recognised by content, are judged here first (`redaction.history`).
     history: Option<Arc<History>>,
     synth: std::sync::Mutex<SynthCache>,
-    /// The mark every document view carries (`[watermark] documents`).
-    watermark: std::sync::OnceLock<String>,
+    /// The marks views carry (`[watermark]`), set once before mounting.
+    marking: std::sync::OnceLock<Marking>,
+}
+
+/// What the views of a mount are marked with (`[watermark]`, see `crate::watermark`).
+#[derive(Debug, Default)]
+pub(crate) struct Marking {
+    /// The mark, as a document property (`documents`).
+    pub property: Option<String>,
+    /// The mark, as a visible footer line (`footer`).
+    pub footer: Option<String>,
+    /// This session's mask codes (`mask_codes`).
+    pub codes: Option<crate::watermark::MaskCodes>,
 }
 
 pub(crate) fn file_id(st: &Stat) -> FileId {
@@ -139,7 +150,7 @@ impl Viewer {
             allow_unscannable,
             history: None,
             synth: Default::default(),
-            watermark: std::sync::OnceLock::new(),
+            marking: std::sync::OnceLock::new(),
         }
     }
 
@@ -171,9 +182,24 @@ impl Viewer {
         }
     }
 
-    /// Every document view carries `mark` from now on (set before mounting).
-    pub(crate) fn set_watermark(&self, mark: String) {
-        let _ = self.watermark.set(mark);
+    /// Every view is marked by `marking` from now on (set before mounting).
+    pub(crate) fn set_marking(&self, marking: Marking) {
+        let _ = self.marking.set(marking);
+    }
+
+    /// This session's mask codes, if masks carry them.
+    fn codes(&self) -> Option<&crate::watermark::MaskCodes> {
+        self.marking.get().and_then(|m| m.codes.as_ref())
+    }
+
+    /// `r` labelled with this session's mask codes, when masks carry them. Applied to every
+    /// verdict as it becomes a view, never to what the scan cache keeps: a cached verdict has
+    /// no code, so one saved by another session's mount is served with this session's codes.
+    fn coded(&self, r: Arc<Redactions>) -> Arc<Redactions> {
+        match self.codes() {
+            Some(c) => Arc::new(r.with_codes(|rule| c.code(rule))),
+            None => r,
+        }
     }
 
     /// Is the file at `rel` (stat `st`) served as a synthesized view (an office document rebuilt
@@ -231,7 +257,7 @@ impl Viewer {
         {
             ScanOutcome::Redact(r) => {
                 let (rules, n) = crate::audit::rules_fired(&r);
-                (crate::redact::mask_all(&stub, &r), rules, n)
+                (crate::redact::mask_all(&stub, &self.coded(r)), rules, n)
             }
             _ => (stub, Vec::new(), 0),
         };
@@ -284,6 +310,17 @@ impl Viewer {
         v
     }
 
+    fn marks(&self) -> crate::redact::document::Marks<'_> {
+        match self.marking.get() {
+            Some(m) => crate::redact::document::Marks {
+                property: m.property.as_deref(),
+                footer: m.footer.as_deref(),
+                codes: m.codes.as_ref(),
+            },
+            None => Default::default(),
+        }
+    }
+
     /// The view of office document `data`: rebuilt with its secrets masked, as it is when it
     /// holds none, or refused.
     fn rebuild_document(&self, sel: &RuleSelection, data: &[u8], budget: u64) -> View {
@@ -293,7 +330,7 @@ impl Viewer {
             data,
             self.live.current().policy.refuse_macros(),
             budget,
-            self.watermark.get().map(String::as_str),
+            self.marks(),
         ) {
             Ok(crate::redact::document::Outcome::Clean) => View::Raw,
             Ok(crate::redact::document::Outcome::Masked(r)) => View::Synth(Arc::new(Synth {
@@ -469,7 +506,7 @@ impl Viewer {
     fn view_of(&self, rel: &Path, outcome: ScanOutcome) -> View {
         match outcome {
             ScanOutcome::Clean => View::Raw,
-            ScanOutcome::Redact(r) => View::Masked(r),
+            ScanOutcome::Redact(r) => View::Masked(self.coded(r)),
             ScanOutcome::Unscannable(why) => self.unscannable(rel, why.to_string()),
             // Whatever the profile allows unscanned: this was scanned, and it holds a secret.
             ScanOutcome::Refused(why) => View::Denied(why.to_string()),
@@ -515,7 +552,9 @@ impl Viewer {
         }
         match engine.scan_with(&engine.all_rules(), data) {
             ScanOutcome::Clean => MetaView::Clean,
-            ScanOutcome::Redact(r) => MetaView::Masked(crate::redact::mask_all(data, &r)),
+            ScanOutcome::Redact(r) => {
+                MetaView::Masked(crate::redact::mask_all(data, &self.coded(r)))
+            }
             ScanOutcome::Unscannable(_) | ScanOutcome::Refused(_) => MetaView::Binary,
         }
     }
