@@ -34,7 +34,7 @@ use std::borrow::Cow;
 use std::io::{Cursor, Read, Write};
 
 use quick_xml::events::attributes::Attribute;
-use quick_xml::events::{BytesCData, BytesStart, BytesText, Event};
+use quick_xml::events::{BytesStart, BytesText, Event};
 
 use super::engine::{Engine, RuleSelection, ScanOutcome};
 use super::mask::mask_all;
@@ -750,15 +750,6 @@ impl Segments {
     }
 }
 
-/// One piece of a parsed XML member.
-enum Item<'a> {
-    Event(Event<'a>),
-    /// Consecutive text and entity references: one text segment.
-    Text(usize, Vec<Event<'a>>),
-    /// A start or empty tag, with the segment of each attribute value (None: not scanned).
-    Tag(Event<'a>, Vec<Option<usize>>),
-}
-
 /// The text a run of text events stands for.
 fn decode_text(events: &[Event<'_>]) -> Result<String, String> {
     let mut s = String::new();
@@ -788,6 +779,11 @@ fn decode_text(events: &[Event<'_>]) -> Result<String, String> {
 }
 
 /// Masks the text and attribute values of one XML member; `None` when nothing matched.
+///
+/// The member is parsed once to cut out its text; only the pieces whose text changed are
+/// written anew (a text run escaped, a tag with a changed attribute rebuilt) and every other
+/// byte is copied from the source, so a large member with a few masks costs one parse and one
+/// copy.
 fn mask_xml(
     engine: &Engine,
     sel: &RuleSelection,
@@ -798,64 +794,65 @@ fn mask_xml(
     let mut reader = quick_xml::Reader::from_str(src);
     reader.config_mut().trim_text(false);
     let (mut text, mut attrs) = (Segments::default(), Segments::default());
-    let mut items: Vec<Item<'_>> = Vec::new();
+    // Source range of each text segment, and whether it is one CDATA section.
+    let mut text_at: Vec<(usize, usize, bool)> = Vec::new();
+    // Source range of each tag with scanned attributes, and the segment of each attribute.
+    let mut tags: Vec<(usize, usize, Vec<Option<usize>>)> = Vec::new();
     let mut run: Vec<Event<'_>> = Vec::new();
+    let mut run_start = 0usize;
+    let mut run_end = 0usize;
     // Whether the next text continues the previous one (no block ended in between).
     let mut joined = false;
-    fn flush<'a>(
-        run: &mut Vec<Event<'a>>,
-        items: &mut Vec<Item<'a>>,
-        text: &mut Segments,
-        joined: bool,
-    ) -> Result<(), String> {
-        if !run.is_empty() {
-            let s = decode_text(run)?;
-            let seg = text.push(&s, joined);
-            items.push(Item::Text(seg, std::mem::take(run)));
-        }
-        Ok(())
-    }
     loop {
+        let before = reader.buffer_position() as usize;
         let ev = reader
             .read_event()
             .map_err(|e| format!("XML error at byte {}: {e}", reader.error_position()))?;
+        let after = reader.buffer_position() as usize;
         match ev {
-            Event::Text(_) | Event::GeneralRef(_) | Event::CData(_) => run.push(ev),
-            Event::Eof => {
-                flush(&mut run, &mut items, &mut text, joined)?;
-                break;
-            }
-            other => {
-                if !run.is_empty() {
-                    flush(&mut run, &mut items, &mut text, joined)?;
-                    joined = true;
+            Event::Text(_) | Event::GeneralRef(_) | Event::CData(_) => {
+                if run.is_empty() {
+                    run_start = before;
                 }
-                match other {
-                    Event::Start(ref t) | Event::Empty(ref t) => {
-                        let mut segs = Vec::new();
-                        for a in t.attributes() {
-                            let a = a.map_err(|e| format!("bad attribute: {e}"))?;
-                            let key = a.key.as_ref();
-                            if key == "xmlns" || key.starts_with("xmlns:") {
-                                segs.push(None);
-                                continue;
-                            }
-                            let v = a
-                                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                                .map_err(|e| e.to_string())?;
-                            segs.push(Some(attrs.push(&v, false)));
-                        }
-                        items.push(Item::Tag(other, segs));
+                run_end = after;
+                run.push(ev);
+                continue;
+            }
+            _ => {}
+        }
+        if !run.is_empty() {
+            let s = decode_text(&run)?;
+            text.push(&s, joined);
+            text_at.push((
+                run_start,
+                run_end,
+                matches!(run.as_slice(), [Event::CData(_)]),
+            ));
+            run.clear();
+            joined = true;
+        }
+        match ev {
+            Event::Eof => break,
+            Event::Start(ref t) | Event::Empty(ref t) => {
+                let mut segs = Vec::new();
+                for a in t.attributes() {
+                    let a = a.map_err(|e| format!("bad attribute: {e}"))?;
+                    let key = a.key.as_ref();
+                    if key == "xmlns" || key.starts_with("xmlns:") {
+                        segs.push(None);
+                        continue;
                     }
-                    Event::End(ref e) => {
-                        if !INLINE.contains(&e.local_name().as_ref()) {
-                            joined = false;
-                        }
-                        items.push(Item::Event(other));
-                    }
-                    _ => items.push(Item::Event(other)),
+                    let v = a
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .map_err(|e| e.to_string())?;
+                    segs.push(Some(attrs.push(&v, false)));
+                }
+                if !segs.is_empty() {
+                    tags.push((before, after, segs));
                 }
             }
+            Event::End(ref e) if !INLINE.contains(&e.local_name().as_ref()) => joined = false,
+            _ => {}
         }
     }
     let mut ids = None;
@@ -864,60 +861,73 @@ fn mask_xml(
     let Some(ids) = ids else {
         return Ok(None);
     };
-    let mut w = quick_xml::Writer::new(Vec::with_capacity(bytes.len() + 256));
-    let io = |e: std::io::Error| e.to_string();
-    for item in items {
-        match item {
-            Item::Event(e) => w.write_event(e).map_err(io)?,
-            Item::Text(seg, events) => match &new_text[seg] {
-                None => {
-                    for e in events {
-                        w.write_event(e).map_err(io)?;
-                    }
-                }
-                Some(new) => if matches!(events.as_slice(), [Event::CData(_)]) {
-                    w.write_event(Event::CData(BytesCData::new(new.as_str())))
+    // (from, to, replacement), in source order (text runs and tags never overlap).
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for (&(from, to, cdata), new) in text_at.iter().zip(&new_text) {
+        if let Some(new) = new {
+            edits.push((
+                from,
+                to,
+                if cdata {
+                    format!("<![CDATA[{}]]>", new.replace("]]>", "]]]]><![CDATA[>"))
                 } else {
-                    w.write_event(Event::Text(BytesText::new(new)))
-                }
-                .map_err(io)?,
-            },
-            Item::Tag(e, segs) => {
-                let changed = segs.iter().flatten().any(|&s| new_attrs[s].is_some());
-                if !changed {
-                    w.write_event(e).map_err(io)?;
-                    continue;
-                }
-                let (t, empty) = match e {
-                    Event::Start(t) => (t, false),
-                    Event::Empty(t) => (t, true),
-                    _ => continue,
-                };
-                let name = t.name().as_ref().to_string();
-                let mut nt = BytesStart::new(name);
-                for (a, seg) in t.attributes().zip(segs) {
-                    let a = a.map_err(|e| format!("bad attribute: {e}"))?;
-                    match seg.and_then(|s| new_attrs[s].as_deref()) {
-                        Some(v) => {
-                            let key = a.key.as_ref().to_string();
-                            nt.push_attribute((key.as_str(), v));
-                        }
-                        None => nt.push_attribute(Attribute {
-                            key: a.key,
-                            value: Cow::Owned(a.value.into_owned()),
-                        }),
-                    }
-                }
-                w.write_event(if empty {
-                    Event::Empty(nt)
-                } else {
-                    Event::Start(nt)
-                })
-                .map_err(io)?;
-            }
+                    quick_xml::escape::partial_escape(new.as_str()).into_owned()
+                },
+            ));
         }
     }
-    Ok(Some((w.into_inner(), ids)))
+    for (from, to, segs) in &tags {
+        if segs.iter().flatten().any(|&s| new_attrs[s].is_some()) {
+            edits.push((*from, *to, rebuild_tag(&src[*from..*to], segs, &new_attrs)?));
+        }
+    }
+    edits.sort_by_key(|e| e.0);
+    let mut out = Vec::with_capacity(bytes.len() + 256);
+    let mut at = 0;
+    for (from, to, new) in edits {
+        out.extend_from_slice(&bytes[at..from]);
+        out.extend_from_slice(new.as_bytes());
+        at = to;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    Ok(Some((out, ids)))
+}
+
+/// The start or empty tag `tag` (its source text) with the attributes whose segment changed
+/// set to their masked values.
+fn rebuild_tag(
+    tag: &str,
+    segs: &[Option<usize>],
+    new_attrs: &[Option<String>],
+) -> Result<String, String> {
+    let mut reader = quick_xml::Reader::from_str(tag);
+    let (t, empty) = match reader.read_event().map_err(|e| e.to_string())? {
+        Event::Start(t) => (t, false),
+        Event::Empty(t) => (t, true),
+        _ => return Err("a tag changed while it was rewritten".into()),
+    };
+    let mut nt = BytesStart::new(t.name().as_ref().to_string());
+    for (a, seg) in t.attributes().zip(segs) {
+        let a = a.map_err(|e| format!("bad attribute: {e}"))?;
+        match seg.and_then(|s| new_attrs[s].as_deref()) {
+            Some(v) => {
+                let key = a.key.as_ref().to_string();
+                nt.push_attribute((key.as_str(), v));
+            }
+            None => nt.push_attribute(Attribute {
+                key: a.key,
+                value: Cow::Owned(a.value.into_owned()),
+            }),
+        }
+    }
+    let mut w = quick_xml::Writer::new(Vec::new());
+    w.write_event(if empty {
+        Event::Empty(nt)
+    } else {
+        Event::Start(nt)
+    })
+    .map_err(|e| e.to_string())?;
+    String::from_utf8(w.into_inner()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
