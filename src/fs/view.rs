@@ -60,10 +60,13 @@ pub(crate) struct Synth {
     pub redactions: usize,
 }
 
+/// A synthesized view's identity: the file version and the rule selection.
+type SynthKey = (FileId, u64);
+
 /// Synthesized views by (file version, rule selection), bounded by total bytes.
 #[derive(Default)]
 struct SynthCache {
-    views: std::collections::HashMap<(FileId, u64), View>,
+    views: std::collections::HashMap<SynthKey, View>,
     bytes: usize,
 }
 
@@ -101,6 +104,9 @@ pub(crate) struct Viewer {
     /// Git object files, recognised by content, are judged here first (`redaction.history`).
     history: Option<Arc<History>>,
     synth: std::sync::Mutex<SynthCache>,
+    /// Synthesized views being built, by cache key: a lookup and a getattr of a new document
+    /// arrive together on two threads, and one build is enough (a large sheet takes seconds).
+    building: std::sync::Mutex<std::collections::HashMap<SynthKey, Arc<std::sync::Mutex<()>>>>,
     /// The marks views carry (`[watermark]`), set once before mounting.
     marking: std::sync::OnceLock<Marking>,
 }
@@ -150,6 +156,7 @@ impl Viewer {
             allow_unscannable,
             history: None,
             synth: Default::default(),
+            building: Default::default(),
             marking: std::sync::OnceLock::new(),
         }
     }
@@ -279,20 +286,54 @@ impl Viewer {
             file_id(st),
             sel.id() ^ if metadata { METADATA_KEY } else { 0 },
         );
-        if let Some(v) = self
-            .synth
+        let cached = || {
+            self.synth
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .views
+                .get(&key)
+                .cloned()
+        };
+        if let Some(v) = cached() {
+            return v;
+        }
+        // One build per key at a time: a second caller waits for the first and takes its view.
+        let gate = self
+            .building
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .views
-            .get(&key)
-        {
-            return v.clone();
+            .entry(key)
+            .or_default()
+            .clone();
+        let _built = gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = cached() {
+            return v;
         }
+        let v = self.build_document(rel, st, data, &sel, metadata, key, keep);
+        self.building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        v
+    }
+
+    /// Builds the view `decide_document` decided on, and caches it when `keep`.
+    #[allow(clippy::too_many_arguments)]
+    fn build_document(
+        &self,
+        rel: &Path,
+        st: &Stat,
+        data: &[u8],
+        sel: &RuleSelection,
+        metadata: bool,
+        key: SynthKey,
+        keep: bool,
+    ) -> View {
         let budget = self.max_scan_size.saturating_mul(4);
         let v = if metadata {
             self.metadata_stub(rel, st, Some(data))
         } else {
-            self.rebuild_document(&sel, data, budget)
+            self.rebuild_document(sel, data, budget)
         };
         if keep {
             let mut c = self.synth.lock().unwrap_or_else(|e| e.into_inner());
