@@ -1044,6 +1044,63 @@ mod tests {
         }
     }
 
+    /// The footer goes where each schema allows it: before a body's section properties, into
+    /// an empty `<sheetData/>` with the next free row number, before a shape tree's extensions
+    /// with a fresh shape id; the rest of the member is unchanged and the XML stays valid.
+    #[test]
+    fn footer_lines_go_where_each_schema_allows_them() {
+        let line = "mark <&>";
+        let f = |xml: &str, place| {
+            let out = insert_footer(xml.as_bytes(), place, line, (100, 50)).unwrap();
+            let out = String::from_utf8(out).unwrap();
+            let mut rd = quick_xml::Reader::from_str(&out);
+            while !matches!(rd.read_event().unwrap(), Event::Eof) {}
+            out
+        };
+        let body = f(
+            r#"<w:document xmlns:w="x"><w:body><w:p/><w:sectPr><w:pgSz/></w:sectPr></w:body></w:document>"#,
+            FooterPlace::WordBody,
+        );
+        assert!(
+            body.contains(r#"<w:p/><w:p xmlns:w=""#)
+                && body.contains("mark &lt;&amp;&gt;</w:t></w:r></w:p><w:sectPr>"),
+            "{body}"
+        );
+        let sheet = f(
+            r#"<worksheet><dimension ref="A1"/><sheetData/><pageMargins/></worksheet>"#,
+            FooterPlace::Sheet,
+        );
+        assert!(
+            sheet.contains(r#"<sheetData><row r="2"><c r="A2" t="inlineStr">"#)
+                && sheet.ends_with("</row></sheetData><pageMargins/></worksheet>"),
+            "{sheet}"
+        );
+        let sheet = f(
+            r#"<x:worksheet><x:sheetData><x:row r="7"/><x:row r="9"/></x:sheetData></x:worksheet>"#,
+            FooterPlace::Sheet,
+        );
+        assert!(sheet.contains(r#"<x:row r="11"><x:c r="A11""#), "{sheet}");
+        let slide = f(
+            r#"<p:sld><p:cSld><p:spTree><p:nvGrpSpPr><p:cNvPr id="1" name=""/></p:nvGrpSpPr><p:sp><p:nvSpPr><p:cNvPr id="4" name="t"/></p:nvSpPr></p:sp><p:extLst/></p:spTree></p:cSld></p:sld>"#,
+            FooterPlace::Slide,
+        );
+        assert!(
+            slide.contains(r#"<vp:cNvPr id="5" name="veilfs watermark"/>"#)
+                && slide.contains(r#"<va:off x="0" y="0"/><va:ext cx="100" cy="50"/>"#)
+                && slide.contains("</vp:sp><p:extLst/></p:spTree>"),
+            "{slide}"
+        );
+        let ods = f(
+            r#"<office:document-content><office:body><office:spreadsheet><table:table><table:table-row/><table:named-expressions/></table:table></office:spreadsheet></office:body></office:document-content>"#,
+            FooterPlace::OdfContent,
+        );
+        assert!(
+            ods.contains("<table:table-row/><table:table-row xmlns:office")
+                && ods.contains("</table:table-row><table:named-expressions/>"),
+            "{ods}"
+        );
+    }
+
     #[test]
     fn clean_documents_are_clean_and_bad_ones_are_refused_with_a_reason() {
         let e = engine();
