@@ -26,9 +26,15 @@
 //! documents, malformed containers or XML, members that cannot be scanned, and (when the
 //! profile says so) documents carrying macros (`vbaProject.bin`, OpenDocument `Basic/`).
 //!
-//! The rebuilt container is a pure function of the input: members keep their order, names,
-//! compression method and timestamps, so the same version always yields the same bytes (a view
-//! rebuilt after its cached copy was dropped matches what the kernel may still cache).
+//! The rebuilt container is a pure function of the input (and the mount's marks): members keep
+//! their order, names, compression method and timestamps, so the same version always yields the
+//! same bytes (a view rebuilt after its cached copy was dropped matches what the kernel may still
+//! cache). Members with nothing to change are copied compressed as they are; changed ones are
+//! deflated at the fastest level (see `measure.py` and the README for what that saves).
+//!
+//! Watermarks (`crate::watermark`): the mark as a property (`insert_mark`) and as a visible
+//! footer line (`insert_footer`, where each format lets a reader see it), and mask codes inside
+//! every mask.
 
 use std::borrow::Cow;
 use std::io::{Cursor, Read, Write};
