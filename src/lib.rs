@@ -8,6 +8,8 @@
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`present`]: metadata stubs, shown instead of the content of files the profile names.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
+//! - [`watermark`]: marks and per-session mask codes that trace a leaked view to its session
+//!   (`veilfs trace`).
 //! - [`history`]: git object files judged by content (`redaction.history`).
 //! - [`error`]: the rules errors follow; the errno an error carries.
 //! - [`backing`]: the only module that touches the real folder, always beneath the scope's fd.
@@ -81,6 +83,7 @@ mod sys;
 mod time;
 mod verify;
 mod watch;
+mod watermark;
 
 // The library's chosen surface: loading a profile and its policy, the redaction engine, the
 // snapshot store and its journal, the write guard, undo, verification and diffs. The command

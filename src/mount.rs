@@ -356,12 +356,31 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             .context("hold the overlay's root")?,
         None => backing::open_root(&scope).with_context(|| format!("open {}", scope.display()))?,
     };
-    if req.profile.watermark.documents {
-        viewer.set_watermark(crate::redact::document::mark_text(
+    let wm = &req.profile.watermark;
+    if wm.documents || wm.footer || wm.mask_codes {
+        let mark = crate::watermark::mark_text(
             &mountpoint,
             &audit_session,
             &crate::time::format_time(crate::time::now_ns()),
-        ));
+        );
+        // The key lives in the store, beside the audit trail `veilfs trace` names the session
+        // from: without a store, masks could carry codes nobody can trace, so the mount fails.
+        let codes = if wm.mask_codes {
+            let dir = store_dir(&req, &scope, &mountpoint)
+                .context("[watermark] mask_codes needs a store for its key")?;
+            Store::create_or_open(&dir)
+                .map_err(|e| anyhow::anyhow!("store {}: {e}", dir.display()))?;
+            let key = crate::watermark::load_or_create_key(&dir)
+                .with_context(|| format!("mask-code key in {}", dir.display()))?;
+            Some(crate::watermark::MaskCodes::new(key, &audit_session))
+        } else {
+            None
+        };
+        viewer.set_marking(crate::fs::view::Marking {
+            property: wm.documents.then(|| mark.clone()),
+            footer: wm.footer.then_some(mark),
+            codes,
+        });
     }
     let fs = VeilFs::new(
         root,

@@ -40,6 +40,11 @@ pub(crate) struct Record {
     pub encoding: String,
     /// Masked `(start, end, rule id)` ranges, sorted.
     pub spans: Vec<(u64, u64, String)>,
+    /// The mask codes the view carried, `(rule id, code)` (`[watermark] mask_codes`): part of
+    /// the view, so the view a commit merges against is the one the agent saw. The latest
+    /// session's codes win when several served the same version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<(String, String)>,
 }
 
 impl Record {
@@ -57,6 +62,12 @@ impl Record {
                 .iter()
                 .filter(|s| s.0 < s.1 && s.1 <= real.len() as u64)
                 .map(|(a, b, r)| (*a, *b, Arc::from(r.as_str())))
+                .collect(),
+        )
+        .with_code_list(
+            self.codes
+                .iter()
+                .map(|(r, c)| (Arc::from(r.as_str()), Arc::from(c.as_str())))
                 .collect(),
         )
     }
@@ -131,10 +142,22 @@ impl ServedViews {
             .iter()
             .map(|s| (s.start, s.end, s.rule_id.to_string()))
             .collect();
+        let mut codes: Vec<(String, String)> = r
+            .codes()
+            .iter()
+            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .collect();
         {
             let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
             if let Ok(old) = read_record(&file) {
-                if old.spans == spans {
+                // Codes of rules this view did not mask stay as recorded.
+                for (rule, code) in &old.codes {
+                    if !codes.iter().any(|c| &c.0 == rule) {
+                        codes.push((rule.clone(), code.clone()));
+                    }
+                }
+                codes.sort();
+                if old.spans == spans && old.codes == codes {
                     self.remember(rel, id);
                     return Ok(());
                 }
@@ -154,6 +177,7 @@ impl ServedViews {
                 size: real.len() as u64,
                 encoding: encoding_name(r.encoding()).into(),
                 spans,
+                codes,
             };
             std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
             let mut tmp =

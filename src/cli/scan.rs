@@ -324,7 +324,7 @@ fn redaction_report(
         let rules = engine.rules_for(&e.rel);
         let budget = profile.redaction.max_scan_size.saturating_mul(4);
         use crate::redact::document::{Outcome, redact};
-        return match redact(engine, &rules, &data, policy.refuse_macros(), budget, None) {
+        return match redact(engine, &rules, &data, policy.refuse_macros(), budget, Default::default()) {
             Ok(Outcome::Clean) => Vec::new(),
             Ok(Outcome::Masked(r)) if json => vec![
                 serde_json::json!({"path": path, "document": "rebuilt", "rules": r.rules, "redactions": r.redactions})

@@ -60,10 +60,13 @@ pub(crate) struct Synth {
     pub redactions: usize,
 }
 
+/// A synthesized view's identity: the file version and the rule selection.
+type SynthKey = (FileId, u64);
+
 /// Synthesized views by (file version, rule selection), bounded by total bytes.
 #[derive(Default)]
 struct SynthCache {
-    views: std::collections::HashMap<(FileId, u64), View>,
+    views: std::collections::HashMap<SynthKey, View>,
     bytes: usize,
 }
 
@@ -101,8 +104,22 @@ pub(crate) struct Viewer {
     /// Git object files, recognised by content, are judged here first (`redaction.history`).
     history: Option<Arc<History>>,
     synth: std::sync::Mutex<SynthCache>,
-    /// The mark every document view carries (`[watermark] documents`).
-    watermark: std::sync::OnceLock<String>,
+    /// Synthesized views being built, by cache key: a lookup and a getattr of a new document
+    /// arrive together on two threads, and one build is enough (a large sheet takes seconds).
+    building: std::sync::Mutex<std::collections::HashMap<SynthKey, Arc<std::sync::Mutex<()>>>>,
+    /// The marks views carry (`[watermark]`), set once before mounting.
+    marking: std::sync::OnceLock<Marking>,
+}
+
+/// What the views of a mount are marked with (`[watermark]`, see `crate::watermark`).
+#[derive(Debug, Default)]
+pub(crate) struct Marking {
+    /// The mark, as a document property (`documents`).
+    pub property: Option<String>,
+    /// The mark, as a visible footer line (`footer`).
+    pub footer: Option<String>,
+    /// This session's mask codes (`mask_codes`).
+    pub codes: Option<crate::watermark::MaskCodes>,
 }
 
 pub(crate) fn file_id(st: &Stat) -> FileId {
@@ -139,7 +156,8 @@ impl Viewer {
             allow_unscannable,
             history: None,
             synth: Default::default(),
-            watermark: std::sync::OnceLock::new(),
+            building: Default::default(),
+            marking: std::sync::OnceLock::new(),
         }
     }
 
@@ -171,9 +189,24 @@ impl Viewer {
         }
     }
 
-    /// Every document view carries `mark` from now on (set before mounting).
-    pub(crate) fn set_watermark(&self, mark: String) {
-        let _ = self.watermark.set(mark);
+    /// Every view is marked by `marking` from now on (set before mounting).
+    pub(crate) fn set_marking(&self, marking: Marking) {
+        let _ = self.marking.set(marking);
+    }
+
+    /// This session's mask codes, if masks carry them.
+    fn codes(&self) -> Option<&crate::watermark::MaskCodes> {
+        self.marking.get().and_then(|m| m.codes.as_ref())
+    }
+
+    /// `r` labelled with this session's mask codes, when masks carry them. Applied to every
+    /// verdict as it becomes a view, never to what the scan cache keeps: a cached verdict has
+    /// no code, so one saved by another session's mount is served with this session's codes.
+    fn coded(&self, r: Arc<Redactions>) -> Arc<Redactions> {
+        match self.codes() {
+            Some(c) => Arc::new(r.with_codes(|rule| c.code(rule))),
+            None => r,
+        }
     }
 
     /// Is the file at `rel` (stat `st`) served as a synthesized view (an office document rebuilt
@@ -231,7 +264,7 @@ impl Viewer {
         {
             ScanOutcome::Redact(r) => {
                 let (rules, n) = crate::audit::rules_fired(&r);
-                (crate::redact::mask_all(&stub, &r), rules, n)
+                (crate::redact::mask_all(&stub, &self.coded(r)), rules, n)
             }
             _ => (stub, Vec::new(), 0),
         };
@@ -253,20 +286,54 @@ impl Viewer {
             file_id(st),
             sel.id() ^ if metadata { METADATA_KEY } else { 0 },
         );
-        if let Some(v) = self
-            .synth
+        let cached = || {
+            self.synth
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .views
+                .get(&key)
+                .cloned()
+        };
+        if let Some(v) = cached() {
+            return v;
+        }
+        // One build per key at a time: a second caller waits for the first and takes its view.
+        let gate = self
+            .building
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .views
-            .get(&key)
-        {
-            return v.clone();
+            .entry(key)
+            .or_default()
+            .clone();
+        let _built = gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = cached() {
+            return v;
         }
+        let v = self.build_document(rel, st, data, &sel, metadata, key, keep);
+        self.building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        v
+    }
+
+    /// Builds the view `decide_document` decided on, and caches it when `keep`.
+    #[allow(clippy::too_many_arguments)]
+    fn build_document(
+        &self,
+        rel: &Path,
+        st: &Stat,
+        data: &[u8],
+        sel: &RuleSelection,
+        metadata: bool,
+        key: SynthKey,
+        keep: bool,
+    ) -> View {
         let budget = self.max_scan_size.saturating_mul(4);
         let v = if metadata {
             self.metadata_stub(rel, st, Some(data))
         } else {
-            self.rebuild_document(&sel, data, budget)
+            self.rebuild_document(sel, data, budget)
         };
         if keep {
             let mut c = self.synth.lock().unwrap_or_else(|e| e.into_inner());
@@ -284,6 +351,17 @@ impl Viewer {
         v
     }
 
+    fn marks(&self) -> crate::redact::document::Marks<'_> {
+        match self.marking.get() {
+            Some(m) => crate::redact::document::Marks {
+                property: m.property.as_deref(),
+                footer: m.footer.as_deref(),
+                codes: m.codes.as_ref(),
+            },
+            None => Default::default(),
+        }
+    }
+
     /// The view of office document `data`: rebuilt with its secrets masked, as it is when it
     /// holds none, or refused.
     fn rebuild_document(&self, sel: &RuleSelection, data: &[u8], budget: u64) -> View {
@@ -293,7 +371,7 @@ impl Viewer {
             data,
             self.live.current().policy.refuse_macros(),
             budget,
-            self.watermark.get().map(String::as_str),
+            self.marks(),
         ) {
             Ok(crate::redact::document::Outcome::Clean) => View::Raw,
             Ok(crate::redact::document::Outcome::Masked(r)) => View::Synth(Arc::new(Synth {
@@ -469,7 +547,7 @@ impl Viewer {
     fn view_of(&self, rel: &Path, outcome: ScanOutcome) -> View {
         match outcome {
             ScanOutcome::Clean => View::Raw,
-            ScanOutcome::Redact(r) => View::Masked(r),
+            ScanOutcome::Redact(r) => View::Masked(self.coded(r)),
             ScanOutcome::Unscannable(why) => self.unscannable(rel, why.to_string()),
             // Whatever the profile allows unscanned: this was scanned, and it holds a secret.
             ScanOutcome::Refused(why) => View::Denied(why.to_string()),
@@ -515,7 +593,9 @@ impl Viewer {
         }
         match engine.scan_with(&engine.all_rules(), data) {
             ScanOutcome::Clean => MetaView::Clean,
-            ScanOutcome::Redact(r) => MetaView::Masked(crate::redact::mask_all(data, &r)),
+            ScanOutcome::Redact(r) => {
+                MetaView::Masked(crate::redact::mask_all(data, &self.coded(r)))
+            }
             ScanOutcome::Unscannable(_) | ScanOutcome::Refused(_) => MetaView::Binary,
         }
     }

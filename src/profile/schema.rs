@@ -198,6 +198,16 @@ pub struct WatermarkCfg {
     /// the mount point, the session and the time it was mounted; `veilfs trace FILE` reads it
     /// back. Default false.
     pub documents: bool,
+    /// Every office document view also carries the mark as a visible line: a last paragraph
+    /// (docx, odt), a last row of every sheet (xlsx, ods), a text box on every slide (pptx,
+    /// odp). `veilfs trace` reads it back when the property was stripped. Default false.
+    pub footer: bool,
+    /// Every mask carries a short code naming the session, `<redacted:RULE:CODE>` (keyed by a
+    /// random key in the store, derived from the session and the rule only); `veilfs trace`
+    /// names the session from a mask pasted anywhere. Applies to every masked file, code and
+    /// configuration included (the code is inside the mask; nothing else changes). A mask
+    /// shorter than its label loses the code. Default false.
+    pub mask_codes: bool,
 }
 
 /// Policy for files the redaction engine cannot vouch for.

@@ -26,15 +26,21 @@
 //! documents, malformed containers or XML, members that cannot be scanned, and (when the
 //! profile says so) documents carrying macros (`vbaProject.bin`, OpenDocument `Basic/`).
 //!
-//! The rebuilt container is a pure function of the input: members keep their order, names,
-//! compression method and timestamps, so the same version always yields the same bytes (a view
-//! rebuilt after its cached copy was dropped matches what the kernel may still cache).
+//! The rebuilt container is a pure function of the input (and the mount's marks): members keep
+//! their order, names, compression method and timestamps, so the same version always yields the
+//! same bytes (a view rebuilt after its cached copy was dropped matches what the kernel may still
+//! cache). Members with nothing to change are copied compressed as they are; changed ones are
+//! deflated at the fastest level (see `measure.py` and the README for what that saves).
+//!
+//! Watermarks (`crate::watermark`): the mark as a property (`insert_mark`) and as a visible
+//! footer line (`insert_footer`, where each format lets a reader see it), and mask codes inside
+//! every mask.
 
 use std::borrow::Cow;
 use std::io::{Cursor, Read, Write};
 
 use quick_xml::events::attributes::Attribute;
-use quick_xml::events::{BytesCData, BytesStart, BytesText, Event};
+use quick_xml::events::{BytesStart, BytesText, Event};
 
 use super::engine::{Engine, RuleSelection, ScanOutcome};
 use super::mask::mask_all;
@@ -105,6 +111,32 @@ fn has_macros(name: &str) -> bool {
     n.ends_with("vbaproject.bin") || n.starts_with("basic/") || n.starts_with("scripts/")
 }
 
+/// The marks a document view carries (`[watermark]`, see `crate::watermark`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Marks<'a> {
+    /// Written as a document property (`documents = true`).
+    pub property: Option<&'a str>,
+    /// Written as a visible line (`footer = true`): [`crate::watermark::footer_line`].
+    pub footer: Option<&'a str>,
+    /// Written into every mask (`mask_codes = true`).
+    pub codes: Option<&'a crate::watermark::MaskCodes>,
+}
+
+impl Marks<'_> {
+    fn any(&self) -> bool {
+        self.property.is_some() || self.footer.is_some()
+    }
+}
+
+/// How a rebuilt member is written.
+enum Member {
+    Dir,
+    /// Unchanged: its compressed bytes are copied as they are (no inflate, no deflate).
+    Copy,
+    /// Changed: written anew.
+    Bytes(Vec<u8>),
+}
+
 /// Redacts the document `data` with the rules `sel` selects, inflating at most `budget` bytes.
 /// `Err` is the reason it is refused (for the audit; never names a secret).
 pub(crate) fn redact(
@@ -113,7 +145,7 @@ pub(crate) fn redact(
     data: &[u8],
     refuse_macros: bool,
     budget: u64,
-    mark: Option<&str>,
+    marks: Marks<'_>,
 ) -> Result<Outcome, String> {
     if data.starts_with(OLE_MAGIC) {
         let wide: Vec<u8> = "EncryptedPackage"
@@ -136,6 +168,10 @@ pub(crate) fn redact(
                 .into(),
         );
     }
+    let slide_size = match marks.footer {
+        Some(_) => slide_size(&mut zip),
+        None => DEFAULT_SLIDE,
+    };
     let mut budget = budget;
     let mut members = Vec::with_capacity(zip.len());
     let (mut rules, mut redactions, mut changed) = (Vec::new(), 0usize, false);
@@ -160,10 +196,10 @@ pub(crate) fn redact(
         }
         let modified = f.last_modified().unwrap_or_default();
         if f.is_dir() {
-            members.push((name, method, modified, None));
+            members.push((name, method, modified, Member::Dir));
             continue;
         }
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(f.size().min(budget) as usize);
         (&mut f)
             .take(budget.saturating_add(1))
             .read_to_end(&mut bytes)
@@ -174,12 +210,15 @@ pub(crate) fn redact(
         budget -= bytes.len() as u64;
         let ext = ext_of(&name);
         let masked = if ext == "xml" || ext == "rels" {
-            mask_xml(engine, sel, &bytes)
+            mask_xml(engine, sel, &bytes, marks.codes)
                 .map_err(|e| format!("malformed document: member `{name}`: {e}"))?
         } else {
             match engine.scan_with(sel, &bytes) {
                 ScanOutcome::Clean => None,
-                ScanOutcome::Redact(r) => Some((mask_all(&bytes, &r), MaskedIds::of(&r))),
+                ScanOutcome::Redact(r) => {
+                    let ids = MaskedIds::of(&r);
+                    Some((mask_all(&bytes, &coded(&r, marks.codes)), ids))
+                }
                 ScanOutcome::Unscannable(_) if IMAGE_EXTS.contains(&ext.as_str()) => None,
                 ScanOutcome::Unscannable(why) => {
                     return Err(format!("member `{name}` cannot be scanned ({why})"));
@@ -187,35 +226,57 @@ pub(crate) fn redact(
                 ScanOutcome::Refused(why) => return Err(format!("member `{name}`: {why}")),
             }
         };
+        let mut out = None;
         if let Some((m, ids)) = masked {
-            changed = true;
             redactions += ids.count;
             rules.extend(ids.rules);
-            bytes = m;
+            out = Some(m);
         }
-        if let Some(mark) = mark
+        if let Some(mark) = marks.property
             && (name == "docProps/core.xml" || name == "meta.xml")
         {
-            bytes = insert_mark(&bytes, mark)
+            let b = insert_mark(out.as_deref().unwrap_or(&bytes), mark)
                 .map_err(|e| format!("malformed document: member `{name}`: {e}"))?;
-            changed = true;
+            out = Some(b);
         }
-        members.push((name, method, modified, Some(bytes)));
+        if let Some(mark) = marks.footer
+            && let Some(place) = footer_place(&name)
+        {
+            let line = crate::watermark::footer_line(mark);
+            let b = insert_footer(out.as_deref().unwrap_or(&bytes), place, &line, slide_size)
+                .map_err(|e| format!("malformed document: member `{name}`: {e}"))?;
+            out = Some(b);
+        }
+        members.push(match out {
+            Some(b) => {
+                changed = true;
+                (name, method, modified, Member::Bytes(b))
+            }
+            None => (name, method, modified, Member::Copy),
+        });
     }
-    if !changed {
+    if !changed && !marks.any() {
         return Ok(Outcome::Clean);
     }
     rules.sort();
     rules.dedup();
-    let mut w = zip::ZipWriter::new(Cursor::new(Vec::with_capacity(data.len())));
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::with_capacity(data.len() + 4096)));
     let fail = |e: zip::result::ZipError| format!("cannot rebuild the document: {e}");
-    for (name, method, modified, bytes) in members {
+    for (i, (name, method, modified, member)) in members.into_iter().enumerate() {
+        // The fastest deflate level: a rebuilt member is served once to a reader on the same
+        // machine, where its size matters far less than the time to build it (level 6 took
+        // most of a large sheet's rebuild).
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(method)
+            .compression_level((method == zip::CompressionMethod::Deflated).then_some(1))
             .last_modified_time(modified);
-        match bytes {
-            None => w.add_directory(name, opts).map_err(fail)?,
-            Some(b) => {
+        match member {
+            Member::Dir => w.add_directory(name, opts).map_err(fail)?,
+            Member::Copy => {
+                let f = zip.by_index_raw(i).map_err(fail)?;
+                w.raw_copy_file(f).map_err(fail)?;
+            }
+            Member::Bytes(b) => {
                 w.start_file(name, opts).map_err(fail)?;
                 w.write_all(&b)
                     .map_err(|e| format!("cannot rebuild the document: {e}"))?;
@@ -230,21 +291,22 @@ pub(crate) fn redact(
     }))
 }
 
+/// `r` labelled with this session's mask codes, when there are any.
+fn coded<'r>(
+    r: &'r super::Redactions,
+    codes: Option<&crate::watermark::MaskCodes>,
+) -> Cow<'r, super::Redactions> {
+    match codes {
+        Some(c) => Cow::Owned(r.with_codes(|rule| c.code(rule))),
+        None => Cow::Borrowed(r),
+    }
+}
+
 /// The namespaces of the properties a mark is written as.
 const DC_NS: &str = "http://purl.org/dc/elements/1.1/";
 const ODF_META_NS: &str = "urn:oasis:names:tc:opendocument:xmlns:meta:1.0";
 /// The name of the OpenDocument user-defined property holding the mark.
 const ODF_MARK: &str = "veilfs-watermark";
-/// Every mark starts with this, so `read_mark` tells it from any other identifier.
-const MARK_PREFIX: &str = "veilfs watermark: ";
-
-/// The mark of a mount's document views: mount point, session and time.
-pub(crate) fn mark_text(mountpoint: &std::path::Path, session: &str, time: &str) -> String {
-    format!(
-        "{MARK_PREFIX}mount={} session={session} mounted={time}",
-        mountpoint.display()
-    )
-}
 
 /// Writes `mark` as the last property of a core-properties (`dc:identifier`) or OpenDocument
 /// `meta.xml` (`meta:user-defined`) member; the element declares its own namespace, so the
@@ -296,15 +358,23 @@ fn insert_mark(xml: &[u8], mark: &str) -> Result<Vec<u8>, String> {
     Ok(w.into_inner())
 }
 
-/// The watermark a document view carries, if any (`veilfs trace`).
+/// The watermark a document view carries, if any (`veilfs trace`): the property, or else a
+/// footer line found in the text of any XML member (a copy whose properties were stripped).
 pub(crate) fn read_mark(data: &[u8]) -> Option<String> {
     let mut zip = zip::ZipArchive::new(Cursor::new(data)).ok()?;
+    let read = |zip: &mut zip::ZipArchive<Cursor<&[u8]>>, i: usize| -> Option<String> {
+        let f = zip.by_index(i).ok()?;
+        let mut xml = String::new();
+        f.take(64 << 20).read_to_string(&mut xml).ok()?;
+        Some(xml)
+    };
     for name in ["docProps/core.xml", "meta.xml"] {
-        let Ok(f) = zip.by_name(name) else {
+        let Some(i) = zip.index_for_name(name) else {
             continue;
         };
-        let mut xml = String::new();
-        f.take(16 << 20).read_to_string(&mut xml).ok()?;
+        let Some(xml) = read(&mut zip, i) else {
+            continue;
+        };
         let mut r = quick_xml::Reader::from_str(&xml);
         let mut inside = false;
         loop {
@@ -314,7 +384,7 @@ pub(crate) fn read_mark(data: &[u8]) -> Option<String> {
                 }
                 Ok(Event::Text(t)) if inside => {
                     let t = t.xml10_content();
-                    if t.starts_with(MARK_PREFIX) {
+                    if t.starts_with(crate::watermark::MARK_PREFIX) {
                         return Some(t.into_owned());
                     }
                 }
@@ -323,7 +393,298 @@ pub(crate) fn read_mark(data: &[u8]) -> Option<String> {
             }
         }
     }
+    for i in 0..zip.len() {
+        let is_xml = zip
+            .name_for_index(i)
+            .is_some_and(|n| matches!(ext_of(n).as_str(), "xml" | "rels"));
+        if !is_xml {
+            continue;
+        }
+        if let Some(m) = read(&mut zip, i).and_then(|x| crate::watermark::find_mark(&x)) {
+            return Some(
+                quick_xml::escape::unescape(&m)
+                    .map(Cow::into_owned)
+                    .unwrap_or(m),
+            );
+        }
+    }
     None
+}
+
+/// The XML members of the document `data` (none if it is not a zip), entities decoded, so
+/// text in them (a mask, a footer line) reads as a reader sees it (`veilfs trace`).
+pub(crate) fn xml_texts(data: &[u8]) -> Vec<String> {
+    let Ok(mut zip) = zip::ZipArchive::new(Cursor::new(data)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for i in 0..zip.len() {
+        let Ok(f) = zip.by_index(i) else { continue };
+        if !matches!(ext_of(f.name()).as_str(), "xml" | "rels") {
+            continue;
+        }
+        let mut xml = String::new();
+        if f.take(64 << 20).read_to_string(&mut xml).is_ok() {
+            out.push(match quick_xml::escape::unescape(&xml) {
+                Ok(Cow::Owned(s)) => s,
+                _ => xml,
+            });
+        }
+    }
+    out
+}
+
+/// Where in a document a footer line goes, by member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FooterPlace {
+    /// `word/document.xml`: a last paragraph of the body (before its section properties).
+    WordBody,
+    /// `xl/worksheets/*.xml`: a row after the last one (a blank row between), first column.
+    Sheet,
+    /// `ppt/slides/*.xml`: a text box along the bottom of the slide.
+    Slide,
+    /// OpenDocument `content.xml`: a last paragraph of a text, a last row of every table of a
+    /// spreadsheet, a text frame on every page of a presentation.
+    OdfContent,
+}
+
+fn footer_place(name: &str) -> Option<FooterPlace> {
+    let in_dir = |dir: &str| {
+        name.strip_prefix(dir)
+            .is_some_and(|n| !n.contains('/') && n.ends_with(".xml"))
+    };
+    match name {
+        "word/document.xml" => Some(FooterPlace::WordBody),
+        "content.xml" => Some(FooterPlace::OdfContent),
+        _ if in_dir("xl/worksheets/") => Some(FooterPlace::Sheet),
+        _ if in_dir("ppt/slides/") => Some(FooterPlace::Slide),
+        _ => None,
+    }
+}
+
+/// A presentation's slide size in EMU when it names none (4:3).
+const DEFAULT_SLIDE: (u64, u64) = (9_144_000, 6_858_000);
+
+/// The slide size `ppt/presentation.xml` declares (`p:sldSz`).
+fn slide_size(zip: &mut zip::ZipArchive<Cursor<&[u8]>>) -> (u64, u64) {
+    let Ok(f) = zip.by_name("ppt/presentation.xml") else {
+        return DEFAULT_SLIDE;
+    };
+    let mut xml = String::new();
+    if f.take(16 << 20).read_to_string(&mut xml).is_err() {
+        return DEFAULT_SLIDE;
+    }
+    let mut r = quick_xml::Reader::from_str(&xml);
+    loop {
+        match r.read_event() {
+            Ok(Event::Start(e) | Event::Empty(e)) if e.local_name().as_ref() == "sldSz" => {
+                let num = |k: &str| {
+                    e.try_get_attribute(k)
+                        .ok()
+                        .flatten()
+                        .and_then(|a| a.value.parse::<u64>().ok())
+                };
+                return match (num("cx"), num("cy")) {
+                    (Some(cx), Some(cy)) => (cx, cy),
+                    _ => DEFAULT_SLIDE,
+                };
+            }
+            Ok(Event::Eof) | Err(_) => return DEFAULT_SLIDE,
+            _ => {}
+        }
+    }
+}
+
+const W_NS: &str = "http://schemas.openxmlformats.org/wordprocessingml/2006/main";
+const A_NS: &str = "http://schemas.openxmlformats.org/drawingml/2006/main";
+const P_NS: &str = "http://schemas.openxmlformats.org/presentationml/2006/main";
+const ODF_NS: &str = concat!(
+    r#"xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" "#,
+    r#"xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" "#,
+    r#"xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" "#,
+    r#"xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" "#,
+    r#"xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0""#
+);
+
+/// A container whose footer goes in before its closing tag, or before the run of trailing
+/// children the schema wants last (a body's section properties, a shape tree's extensions).
+struct Target {
+    /// Depth of the container element (the root is 0).
+    depth: usize,
+    /// Where the trailing children start, if the last children seen are trailing ones.
+    trailer_at: Option<usize>,
+}
+
+/// `xml` with the footer line `line` written where `place` says; the rest of the member is
+/// copied byte for byte (only the insertion points are found by parsing).
+fn insert_footer(
+    xml: &[u8],
+    place: FooterPlace,
+    line: &str,
+    slide: (u64, u64),
+) -> Result<Vec<u8>, String> {
+    let src = std::str::from_utf8(xml).map_err(|_| "not UTF-8".to_string())?;
+    let esc = quick_xml::escape::escape(line);
+    let mut reader = quick_xml::Reader::from_str(src);
+    reader.config_mut().trim_text(false);
+    // (replace from, replace to, text): sorted, non-overlapping.
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut target: Option<Target> = None;
+    let (mut max_row, mut rows, mut max_id) = (0u64, 0u64, 0u64);
+    let mut odf_kind = String::new();
+    let footer = |prefix: &str, max_row: u64, max_id: u64, odf_kind: &str| -> String {
+        let p = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}:")
+        };
+        match place {
+            FooterPlace::WordBody => format!(
+                r#"<{p}p xmlns:{pw}="{W_NS}"><{pw}:r><{pw}:t xml:space="preserve">{esc}</{pw}:t></{pw}:r></{p}p>"#,
+                pw = if prefix.is_empty() { "w" } else { prefix },
+            ),
+            FooterPlace::Sheet => {
+                let n = max_row + 2;
+                format!(
+                    r#"<{p}row r="{n}"><{p}c r="A{n}" t="inlineStr"><{p}is><{p}t xml:space="preserve">{esc}</{p}t></{p}is></{p}c></{p}row>"#
+                )
+            }
+            FooterPlace::Slide => {
+                let h = 369_332u64.min(slide.1);
+                format!(
+                    r#"<vp:sp xmlns:vp="{P_NS}" xmlns:va="{A_NS}"><vp:nvSpPr><vp:cNvPr id="{}" name="veilfs watermark"/><vp:cNvSpPr txBox="1"/><vp:nvPr/></vp:nvSpPr><vp:spPr><va:xfrm><va:off x="0" y="{}"/><va:ext cx="{}" cy="{h}"/></va:xfrm><va:prstGeom prst="rect"><va:avLst/></va:prstGeom></vp:spPr><vp:txBody><va:bodyPr wrap="square"/><va:lstStyle/><va:p><va:r><va:rPr lang="en-US" sz="800"/><va:t>{esc}</va:t></va:r></va:p></vp:txBody></vp:sp>"#,
+                    max_id + 1,
+                    slide.1 - h,
+                    slide.0,
+                )
+            }
+            FooterPlace::OdfContent => match odf_kind {
+                "spreadsheet" => format!(
+                    r#"<table:table-row {ODF_NS}><table:table-cell office:value-type="string"><text:p>{esc}</text:p></table:table-cell></table:table-row>"#
+                ),
+                "presentation" => format!(
+                    r#"<draw:frame {ODF_NS} svg:x="0.5cm" svg:y="0.2cm" svg:width="24cm" svg:height="0.8cm"><draw:text-box><text:p>{esc}</text:p></draw:text-box></draw:frame>"#
+                ),
+                _ => format!(r#"<text:p {ODF_NS}>{esc}</text:p>"#),
+            },
+        }
+    };
+    // Is the element `local` at `depth` (its parent at depth - 1) a footer's container, and
+    // which of its children must stay last?
+    let container = |local: &str, depth: usize, parents: &[String], odf_kind: &str| -> bool {
+        let parent = |i: usize| parents.get(i).map(String::as_str);
+        match place {
+            FooterPlace::WordBody => depth == 1 && local == "body",
+            FooterPlace::Sheet => depth == 1 && local == "sheetData",
+            FooterPlace::Slide => depth == 2 && local == "spTree" && parent(1) == Some("cSld"),
+            FooterPlace::OdfContent => match odf_kind {
+                "spreadsheet" => depth == 3 && local == "table",
+                "presentation" => depth == 3 && local == "page",
+                _ => depth == 2 && local == "text",
+            },
+        }
+    };
+    let trailing = |local: &str| match place {
+        FooterPlace::WordBody => local == "sectPr",
+        FooterPlace::Slide => local == "extLst",
+        FooterPlace::OdfContent => matches!(local, "named-expressions" | "notes"),
+        FooterPlace::Sheet => false,
+    };
+    loop {
+        let before = reader.buffer_position() as usize;
+        let ev = reader
+            .read_event()
+            .map_err(|e| format!("XML error at byte {}: {e}", reader.error_position()))?;
+        let after = reader.buffer_position() as usize;
+        match &ev {
+            Event::Start(e) | Event::Empty(e) => {
+                let local = e.local_name().as_ref().to_string();
+                let depth = stack.len();
+                if depth == 2 && place == FooterPlace::OdfContent && stack[1] == "body" {
+                    odf_kind = local.clone();
+                }
+                match local.as_str() {
+                    "row" if place == FooterPlace::Sheet && depth == 2 => {
+                        rows += 1;
+                        let r = e
+                            .try_get_attribute("r")
+                            .ok()
+                            .flatten()
+                            .and_then(|a| a.value.parse::<u64>().ok())
+                            .unwrap_or(rows);
+                        max_row = max_row.max(r).max(rows);
+                    }
+                    "cNvPr" if place == FooterPlace::Slide => {
+                        if let Some(id) = e
+                            .try_get_attribute("id")
+                            .ok()
+                            .flatten()
+                            .and_then(|a| a.value.parse::<u64>().ok())
+                        {
+                            max_id = max_id.max(id);
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(t) = &mut target
+                    && depth == t.depth + 1
+                {
+                    if trailing(&local) {
+                        t.trailer_at.get_or_insert(before);
+                    } else {
+                        t.trailer_at = None;
+                    }
+                }
+                let is_container = target.is_none() && container(&local, depth, &stack, &odf_kind);
+                if matches!(ev, Event::Start(_)) {
+                    if is_container {
+                        target = Some(Target {
+                            depth,
+                            trailer_at: None,
+                        });
+                    }
+                    stack.push(local);
+                } else if is_container {
+                    // An empty container (`<sheetData/>`): opened and closed around the footer.
+                    let name = e.name().as_ref().to_string();
+                    let prefix = name.rsplit_once(':').map_or("", |(p, _)| p).to_string();
+                    let attrs = &src[before + 1 + name.len()..after - 2];
+                    edits.push((
+                        before,
+                        after,
+                        format!(
+                            "<{name}{attrs}>{}</{name}>",
+                            footer(&prefix, max_row, max_id, &odf_kind)
+                        ),
+                    ));
+                }
+            }
+            Event::End(e) => {
+                stack.pop();
+                if let Some(t) = &target
+                    && stack.len() == t.depth
+                {
+                    let name = e.name().as_ref().to_string();
+                    let prefix = name.rsplit_once(':').map_or("", |(p, _)| p);
+                    let at = t.trailer_at.unwrap_or(before);
+                    edits.push((at, at, footer(prefix, max_row, max_id, &odf_kind)));
+                    target = None;
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let mut out = Vec::with_capacity(xml.len() + edits.iter().map(|e| e.2.len()).sum::<usize>());
+    let mut at = 0;
+    for (from, to, text) in edits {
+        out.extend_from_slice(&xml[at..from]);
+        out.extend_from_slice(text.as_bytes());
+        at = to;
+    }
+    out.extend_from_slice(&xml[at..]);
+    Ok(out)
 }
 
 /// The rules and span count of one masked piece.
@@ -365,6 +726,7 @@ impl Segments {
         &self,
         engine: &Engine,
         sel: &RuleSelection,
+        codes: Option<&crate::watermark::MaskCodes>,
         ids: &mut Option<MaskedIds>,
     ) -> Result<Vec<Option<String>>, String> {
         let masked = match engine.scan_with(sel, self.buf.as_bytes()) {
@@ -377,7 +739,7 @@ impl Segments {
                 });
                 acc.rules.extend(m.rules);
                 acc.count += m.count;
-                mask_all(self.buf.as_bytes(), &r)
+                mask_all(self.buf.as_bytes(), &coded(&r, codes))
             }
             ScanOutcome::Unscannable(why) => return Err(format!("text cannot be scanned ({why})")),
             ScanOutcome::Refused(why) => return Err(why.to_string()),
@@ -392,15 +754,6 @@ impl Segments {
             })
             .collect())
     }
-}
-
-/// One piece of a parsed XML member.
-enum Item<'a> {
-    Event(Event<'a>),
-    /// Consecutive text and entity references: one text segment.
-    Text(usize, Vec<Event<'a>>),
-    /// A start or empty tag, with the segment of each attribute value (None: not scanned).
-    Tag(Event<'a>, Vec<Option<usize>>),
 }
 
 /// The text a run of text events stands for.
@@ -432,135 +785,155 @@ fn decode_text(events: &[Event<'_>]) -> Result<String, String> {
 }
 
 /// Masks the text and attribute values of one XML member; `None` when nothing matched.
+///
+/// The member is parsed once to cut out its text; only the pieces whose text changed are
+/// written anew (a text run escaped, a tag with a changed attribute rebuilt) and every other
+/// byte is copied from the source, so a large member with a few masks costs one parse and one
+/// copy.
 fn mask_xml(
     engine: &Engine,
     sel: &RuleSelection,
     bytes: &[u8],
+    codes: Option<&crate::watermark::MaskCodes>,
 ) -> Result<Option<(Vec<u8>, MaskedIds)>, String> {
     let src = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
     let mut reader = quick_xml::Reader::from_str(src);
     reader.config_mut().trim_text(false);
     let (mut text, mut attrs) = (Segments::default(), Segments::default());
-    let mut items: Vec<Item<'_>> = Vec::new();
+    // Source range of each text segment, and whether it is one CDATA section.
+    let mut text_at: Vec<(usize, usize, bool)> = Vec::new();
+    // Source range of each tag with scanned attributes, and the segment of each attribute.
+    let mut tags: Vec<(usize, usize, Vec<Option<usize>>)> = Vec::new();
     let mut run: Vec<Event<'_>> = Vec::new();
+    let mut run_start = 0usize;
+    let mut run_end = 0usize;
     // Whether the next text continues the previous one (no block ended in between).
     let mut joined = false;
-    fn flush<'a>(
-        run: &mut Vec<Event<'a>>,
-        items: &mut Vec<Item<'a>>,
-        text: &mut Segments,
-        joined: bool,
-    ) -> Result<(), String> {
-        if !run.is_empty() {
-            let s = decode_text(run)?;
-            let seg = text.push(&s, joined);
-            items.push(Item::Text(seg, std::mem::take(run)));
-        }
-        Ok(())
-    }
     loop {
+        let before = reader.buffer_position() as usize;
         let ev = reader
             .read_event()
             .map_err(|e| format!("XML error at byte {}: {e}", reader.error_position()))?;
+        let after = reader.buffer_position() as usize;
         match ev {
-            Event::Text(_) | Event::GeneralRef(_) | Event::CData(_) => run.push(ev),
-            Event::Eof => {
-                flush(&mut run, &mut items, &mut text, joined)?;
-                break;
-            }
-            other => {
-                if !run.is_empty() {
-                    flush(&mut run, &mut items, &mut text, joined)?;
-                    joined = true;
+            Event::Text(_) | Event::GeneralRef(_) | Event::CData(_) => {
+                if run.is_empty() {
+                    run_start = before;
                 }
-                match other {
-                    Event::Start(ref t) | Event::Empty(ref t) => {
-                        let mut segs = Vec::new();
-                        for a in t.attributes() {
-                            let a = a.map_err(|e| format!("bad attribute: {e}"))?;
-                            let key = a.key.as_ref();
-                            if key == "xmlns" || key.starts_with("xmlns:") {
-                                segs.push(None);
-                                continue;
-                            }
-                            let v = a
-                                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                                .map_err(|e| e.to_string())?;
-                            segs.push(Some(attrs.push(&v, false)));
-                        }
-                        items.push(Item::Tag(other, segs));
+                run_end = after;
+                run.push(ev);
+                continue;
+            }
+            _ => {}
+        }
+        if !run.is_empty() {
+            let s = decode_text(&run)?;
+            text.push(&s, joined);
+            text_at.push((
+                run_start,
+                run_end,
+                matches!(run.as_slice(), [Event::CData(_)]),
+            ));
+            run.clear();
+            joined = true;
+        }
+        match ev {
+            Event::Eof => break,
+            Event::Start(ref t) | Event::Empty(ref t) => {
+                let mut segs = Vec::new();
+                for a in t.attributes() {
+                    let a = a.map_err(|e| format!("bad attribute: {e}"))?;
+                    let key = a.key.as_ref();
+                    if key == "xmlns" || key.starts_with("xmlns:") {
+                        segs.push(None);
+                        continue;
                     }
-                    Event::End(ref e) => {
-                        if !INLINE.contains(&e.local_name().as_ref()) {
-                            joined = false;
-                        }
-                        items.push(Item::Event(other));
-                    }
-                    _ => items.push(Item::Event(other)),
+                    let v = a
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .map_err(|e| e.to_string())?;
+                    segs.push(Some(attrs.push(&v, false)));
+                }
+                if !segs.is_empty() {
+                    tags.push((before, after, segs));
                 }
             }
+            Event::End(ref e) if !INLINE.contains(&e.local_name().as_ref()) => joined = false,
+            _ => {}
         }
     }
     let mut ids = None;
-    let new_text = text.mask(engine, sel, &mut ids)?;
-    let new_attrs = attrs.mask(engine, sel, &mut ids)?;
+    let new_text = text.mask(engine, sel, codes, &mut ids)?;
+    let new_attrs = attrs.mask(engine, sel, codes, &mut ids)?;
     let Some(ids) = ids else {
         return Ok(None);
     };
-    let mut w = quick_xml::Writer::new(Vec::with_capacity(bytes.len() + 256));
-    let io = |e: std::io::Error| e.to_string();
-    for item in items {
-        match item {
-            Item::Event(e) => w.write_event(e).map_err(io)?,
-            Item::Text(seg, events) => match &new_text[seg] {
-                None => {
-                    for e in events {
-                        w.write_event(e).map_err(io)?;
-                    }
-                }
-                Some(new) => if matches!(events.as_slice(), [Event::CData(_)]) {
-                    w.write_event(Event::CData(BytesCData::new(new.as_str())))
+    // (from, to, replacement), in source order (text runs and tags never overlap).
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for (&(from, to, cdata), new) in text_at.iter().zip(&new_text) {
+        if let Some(new) = new {
+            edits.push((
+                from,
+                to,
+                if cdata {
+                    format!("<![CDATA[{}]]>", new.replace("]]>", "]]]]><![CDATA[>"))
                 } else {
-                    w.write_event(Event::Text(BytesText::new(new)))
-                }
-                .map_err(io)?,
-            },
-            Item::Tag(e, segs) => {
-                let changed = segs.iter().flatten().any(|&s| new_attrs[s].is_some());
-                if !changed {
-                    w.write_event(e).map_err(io)?;
-                    continue;
-                }
-                let (t, empty) = match e {
-                    Event::Start(t) => (t, false),
-                    Event::Empty(t) => (t, true),
-                    _ => continue,
-                };
-                let name = t.name().as_ref().to_string();
-                let mut nt = BytesStart::new(name);
-                for (a, seg) in t.attributes().zip(segs) {
-                    let a = a.map_err(|e| format!("bad attribute: {e}"))?;
-                    match seg.and_then(|s| new_attrs[s].as_deref()) {
-                        Some(v) => {
-                            let key = a.key.as_ref().to_string();
-                            nt.push_attribute((key.as_str(), v));
-                        }
-                        None => nt.push_attribute(Attribute {
-                            key: a.key,
-                            value: Cow::Owned(a.value.into_owned()),
-                        }),
-                    }
-                }
-                w.write_event(if empty {
-                    Event::Empty(nt)
-                } else {
-                    Event::Start(nt)
-                })
-                .map_err(io)?;
-            }
+                    quick_xml::escape::partial_escape(new.as_str()).into_owned()
+                },
+            ));
         }
     }
-    Ok(Some((w.into_inner(), ids)))
+    for (from, to, segs) in &tags {
+        if segs.iter().flatten().any(|&s| new_attrs[s].is_some()) {
+            edits.push((*from, *to, rebuild_tag(&src[*from..*to], segs, &new_attrs)?));
+        }
+    }
+    edits.sort_by_key(|e| e.0);
+    let mut out = Vec::with_capacity(bytes.len() + 256);
+    let mut at = 0;
+    for (from, to, new) in edits {
+        out.extend_from_slice(&bytes[at..from]);
+        out.extend_from_slice(new.as_bytes());
+        at = to;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    Ok(Some((out, ids)))
+}
+
+/// The start or empty tag `tag` (its source text) with the attributes whose segment changed
+/// set to their masked values.
+fn rebuild_tag(
+    tag: &str,
+    segs: &[Option<usize>],
+    new_attrs: &[Option<String>],
+) -> Result<String, String> {
+    let mut reader = quick_xml::Reader::from_str(tag);
+    let (t, empty) = match reader.read_event().map_err(|e| e.to_string())? {
+        Event::Start(t) => (t, false),
+        Event::Empty(t) => (t, true),
+        _ => return Err("a tag changed while it was rewritten".into()),
+    };
+    let mut nt = BytesStart::new(t.name().as_ref().to_string());
+    for (a, seg) in t.attributes().zip(segs) {
+        let a = a.map_err(|e| format!("bad attribute: {e}"))?;
+        match seg.and_then(|s| new_attrs[s].as_deref()) {
+            Some(v) => {
+                let key = a.key.as_ref().to_string();
+                nt.push_attribute((key.as_str(), v));
+            }
+            None => nt.push_attribute(Attribute {
+                key: a.key,
+                value: Cow::Owned(a.value.into_owned()),
+            }),
+        }
+    }
+    let mut w = quick_xml::Writer::new(Vec::new());
+    w.write_event(if empty {
+        Event::Empty(nt)
+    } else {
+        Event::Start(nt)
+    })
+    .map_err(|e| e.to_string())?;
+    String::from_utf8(w.into_inner()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -593,7 +966,7 @@ mod tests {
 
     fn redacted(data: &[u8]) -> Rebuilt {
         let e = engine();
-        match redact(&e, &e.all_rules(), data, true, 1 << 30, None).unwrap() {
+        match redact(&e, &e.all_rules(), data, true, 1 << 30, Marks::default()).unwrap() {
             Outcome::Masked(r) => r,
             Outcome::Clean => panic!("nothing masked"),
         }
@@ -641,7 +1014,7 @@ mod tests {
     fn a_mark_is_written_into_the_properties_and_read_back() {
         let e = engine();
         let all = e.all_rules();
-        let mark = mark_text(
+        let mark = crate::watermark::mark_text(
             std::path::Path::new("/mnt/view"),
             "s-1234",
             "2026-01-01T00:00:00Z",
@@ -659,12 +1032,79 @@ mod tests {
         for d in [ooxml, odf] {
             assert_eq!(read_mark(&d), None);
             // A clean document is rebuilt to carry it.
-            let Ok(Outcome::Masked(r)) = redact(&e, &all, &d, true, 1 << 30, Some(&mark)) else {
+            let Ok(Outcome::Masked(r)) = redact(
+                &e,
+                &all,
+                &d,
+                true,
+                1 << 30,
+                Marks {
+                    property: Some(&mark),
+                    ..Default::default()
+                },
+            ) else {
                 panic!("not rebuilt")
             };
             assert_eq!(r.redactions, 0);
             assert_eq!(read_mark(&r.bytes).as_deref(), Some(mark.as_str()));
         }
+    }
+
+    /// The footer goes where each schema allows it: before a body's section properties, into
+    /// an empty `<sheetData/>` with the next free row number, before a shape tree's extensions
+    /// with a fresh shape id; the rest of the member is unchanged and the XML stays valid.
+    #[test]
+    fn footer_lines_go_where_each_schema_allows_them() {
+        let line = "mark <&>";
+        let f = |xml: &str, place| {
+            let out = insert_footer(xml.as_bytes(), place, line, (100, 50)).unwrap();
+            let out = String::from_utf8(out).unwrap();
+            let mut rd = quick_xml::Reader::from_str(&out);
+            while !matches!(rd.read_event().unwrap(), Event::Eof) {}
+            out
+        };
+        let body = f(
+            r#"<w:document xmlns:w="x"><w:body><w:p/><w:sectPr><w:pgSz/></w:sectPr></w:body></w:document>"#,
+            FooterPlace::WordBody,
+        );
+        assert!(
+            body.contains(r#"<w:p/><w:p xmlns:w=""#)
+                && body.contains("mark &lt;&amp;&gt;</w:t></w:r></w:p><w:sectPr>"),
+            "{body}"
+        );
+        let sheet = f(
+            r#"<worksheet><dimension ref="A1"/><sheetData/><pageMargins/></worksheet>"#,
+            FooterPlace::Sheet,
+        );
+        assert!(
+            sheet.contains(r#"<sheetData><row r="2"><c r="A2" t="inlineStr">"#)
+                && sheet.ends_with("</row></sheetData><pageMargins/></worksheet>"),
+            "{sheet}"
+        );
+        let sheet = f(
+            r#"<x:worksheet><x:sheetData><x:row r="7"/><x:row r="9"/></x:sheetData></x:worksheet>"#,
+            FooterPlace::Sheet,
+        );
+        assert!(sheet.contains(r#"<x:row r="11"><x:c r="A11""#), "{sheet}");
+        let slide = f(
+            r#"<p:sld><p:cSld><p:spTree><p:nvGrpSpPr><p:cNvPr id="1" name=""/></p:nvGrpSpPr><p:sp><p:nvSpPr><p:cNvPr id="4" name="t"/></p:nvSpPr></p:sp><p:extLst/></p:spTree></p:cSld></p:sld>"#,
+            FooterPlace::Slide,
+        );
+        assert!(
+            slide.contains(r#"<vp:cNvPr id="5" name="veilfs watermark"/>"#)
+                && slide.contains(r#"<va:off x="0" y="0"/><va:ext cx="100" cy="50"/>"#)
+                && slide.contains("</vp:sp><p:extLst/></p:spTree>"),
+            "{slide}"
+        );
+        let ods = f(
+            r#"<office:document-content><office:body><office:spreadsheet><table:table><table:table-row/><table:named-expressions/></table:table></office:spreadsheet></office:body></office:document-content>"#,
+            FooterPlace::OdfContent,
+        );
+        assert!(
+            ods.contains("<table:table-row/><table:table-row xmlns:office")
+                && ods.contains("</table:table-row><table:named-expressions/>"),
+            "{ods}"
+        );
     }
 
     #[test]
@@ -676,10 +1116,10 @@ mod tests {
             ("word/document.xml", "<d><p><t>hello world</t></p></d>"),
         ]);
         assert!(matches!(
-            redact(&e, &all, &clean, true, 1 << 30, None),
+            redact(&e, &all, &clean, true, 1 << 30, Marks::default()),
             Ok(Outcome::Clean)
         ));
-        let err = |d: &[u8]| redact(&e, &all, d, true, 1 << 30, None).unwrap_err();
+        let err = |d: &[u8]| redact(&e, &all, d, true, 1 << 30, Marks::default()).unwrap_err();
         let mut ole = OLE_MAGIC.to_vec();
         ole.extend(
             "EncryptedPackage"
@@ -698,11 +1138,11 @@ mod tests {
         ]);
         assert!(err(&macros).contains("macros"));
         assert!(matches!(
-            redact(&e, &all, &macros, false, 1 << 30, None),
+            redact(&e, &all, &macros, false, 1 << 30, Marks::default()),
             Ok(Outcome::Clean)
         ));
         assert!(
-            redact(&e, &all, &clean, true, 10, None)
+            redact(&e, &all, &clean, true, 10, Marks::default())
                 .unwrap_err()
                 .contains("scan limit")
         );

@@ -33,22 +33,34 @@ pub struct Redactions {
     /// Sorted starts of the spans written as UTF-16LE code units in a file whose `encoding` is
     /// UTF-8: the UTF-16 strings inside a binary (see `binary.rs`).
     wide: Vec<u64>,
+    /// Per-session mask codes by rule id, sorted (`[watermark] mask_codes`; see
+    /// `crate::watermark`): a span of a rule listed here is labelled `<redacted:RULE:CODE>`.
+    codes: Vec<(Arc<str>, Arc<str>)>,
 }
 
 const PREFIX: &[u8] = b"<redacted:";
 
-fn label_byte(rule_id: &str, k: u64) -> u8 {
+/// Byte `k` of the label `<redacted:RULE-ID>` (or `<redacted:RULE-ID:CODE>`) padded with `*`.
+fn label_byte(rule_id: &str, code: Option<&str>, k: u64) -> u8 {
     let id = rule_id.as_bytes();
     let k = k as usize;
     if k < PREFIX.len() {
-        PREFIX[k]
-    } else if k - PREFIX.len() < id.len() {
-        id[k - PREFIX.len()]
-    } else if k - PREFIX.len() == id.len() {
-        b'>'
-    } else {
-        b'*'
+        return PREFIX[k];
     }
+    let k = k - PREFIX.len();
+    if k < id.len() {
+        return id[k];
+    }
+    let k = k - id.len();
+    let code = code.map(str::as_bytes).unwrap_or_default();
+    match k {
+        _ if code.is_empty() => {}
+        0 => return b':',
+        _ if k - 1 < code.len() => return code[k - 1],
+        _ => {}
+    }
+    let k = k - if code.is_empty() { 0 } else { code.len() + 1 };
+    if k == 0 { b'>' } else { b'*' }
 }
 
 impl Redactions {
@@ -152,7 +164,43 @@ impl Redactions {
             keep,
             encoding,
             wide,
+            codes: Vec::new(),
         }
+    }
+
+    /// These redactions with each rule's mask labelled with `code(rule id)` (a per-session mask
+    /// code). The spans, and so the view's length, are unchanged.
+    pub(crate) fn with_codes(&self, code: impl Fn(&str) -> String) -> Redactions {
+        let mut codes: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        for s in &self.spans {
+            if let Err(i) = codes.binary_search_by(|c| c.0.cmp(&s.rule_id)) {
+                codes.insert(i, (s.rule_id.clone(), Arc::from(code(&s.rule_id))));
+            }
+        }
+        Redactions {
+            codes,
+            ..self.clone()
+        }
+    }
+
+    /// The mask codes, `(rule id, code)` sorted by rule id (empty: plain masks).
+    pub(crate) fn codes(&self) -> &[(Arc<str>, Arc<str>)] {
+        &self.codes
+    }
+
+    /// These redactions labelled with the given `(rule id, code)` pairs (a served record's).
+    pub(crate) fn with_code_list(mut self, mut codes: Vec<(Arc<str>, Arc<str>)>) -> Redactions {
+        codes.sort();
+        codes.dedup_by(|a, b| a.0 == b.0);
+        self.codes = codes;
+        self
+    }
+
+    fn code_of(&self, rule_id: &str) -> Option<&str> {
+        self.codes
+            .binary_search_by(|c| (*c.0).cmp(rule_id))
+            .ok()
+            .map(|i| &*self.codes[i].1)
     }
 
     /// The merged spans, sorted by offset.
@@ -181,6 +229,7 @@ impl Redactions {
                 self.encoding
             };
             let unit = encoding.unit();
+            let code = self.code_of(&s.rule_id);
             let lo = s.start.max(offset);
             let hi = s.end.min(wend);
             // Index of the first unit touched, and how many kept units precede it in the span.
@@ -195,7 +244,7 @@ impl Redactions {
                     kp += 1;
                 }
                 if !kept {
-                    let ch = label_byte(&s.rule_id, label_k);
+                    let ch = label_byte(&s.rule_id, code, label_k);
                     label_k += 1;
                     for b in 0..unit {
                         let pos = u + b;
@@ -249,6 +298,27 @@ mod tests {
             mask_all(d, &red),
             b"key=<redacted:aws>**********; x=<red;".to_vec()
         );
+    }
+
+    /// A mask code goes inside the label; the length is kept, so a short span cuts it, and any
+    /// window still equals the whole view's.
+    #[test]
+    fn codes_are_written_in_the_label_and_keep_the_length() {
+        let d = b"key=AAAAAAAAAAAAAAAAAAAAAAAA; x=BBBB;\nt=CCCCCCCCCCCCCCCCCCCC";
+        let red = r(
+            d,
+            Encoding::Utf8,
+            &[(4, 28, "aws"), (32, 36, "long-rule"), (40, 60, "aws")],
+        )
+        .with_codes(|rule| if rule == "aws" { "7f3a" } else { "0b1c" }.into());
+        let m = mask_all(d, &red);
+        assert_eq!(m.len(), d.len());
+        assert_eq!(
+            &m,
+            b"key=<redacted:aws:7f3a>*****; x=<red;\nt=<redacted:aws:7f3a>*"
+        );
+        every_window(d, &red);
+        assert_eq!(red.codes().len(), 2);
     }
 
     #[test]

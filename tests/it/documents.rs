@@ -20,10 +20,10 @@ use common::{Mount, tree_hash, write_profile};
 use serde_json::Value;
 
 /// Made-up values of the shapes `github-pat` and `email-addr` mask.
-const TOKEN: &str = "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngPurp0s3s1Q";
-const EMAIL: &str = "jane.roe@example.org";
+pub(crate) const TOKEN: &str = "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngPurp0s3s1Q";
+pub(crate) const EMAIL: &str = "jane.roe@example.org";
 
-const DOCS: [&str; 6] = [
+pub(crate) const DOCS: [&str; 6] = [
     "report.docx",
     "budget.xlsx",
     "deck.pptx",
@@ -32,7 +32,7 @@ const DOCS: [&str; 6] = [
     "pitch.odp",
 ];
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let p = std::env::var_os("VEILFS_DOC_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -46,7 +46,7 @@ fn python() -> PathBuf {
     p
 }
 
-fn office(args: &[&str]) -> String {
+pub(crate) fn office(args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/documents/office.py");
     let out = Command::new(python())
         .arg(script)

@@ -41,4 +41,5 @@ mod rollback_mount;
 mod run;
 mod scan_cli;
 mod snapshot;
+mod watermarks;
 mod why;
