@@ -7,6 +7,8 @@
 //! - [`live`], [`reload`]: the policy in force, replaced when the profile or a rule file changes.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`present`]: metadata stubs, shown instead of the content of files the profile names.
+//! - [`virtual_entries`]: names the view shows with no real file behind them (decoys, text
+//!   views); [`decoy`]: the canary credential files `[decoys]` places.
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
 //! - [`history`]: git object files judged by content (`redaction.history`).
 //! - [`error`]: the rules errors follow; the errno an error carries.
@@ -48,6 +50,7 @@ mod breaker;
 mod checkpoint;
 pub mod cli;
 mod control;
+mod decoy;
 mod denials;
 mod diff;
 mod error;
@@ -78,6 +81,7 @@ mod store;
 mod sys;
 mod time;
 mod verify;
+mod virtual_entries;
 mod watch;
 
 // The library's chosen surface: loading a profile and its policy, the redaction engine, the

@@ -271,7 +271,12 @@ impl VeilFs {
         let fd = self.fd(&inode)?;
         let file =
             backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).map_err(|e| errno_of(&e))?;
-        if self.cfg.breaker.as_ref().is_some_and(|b| b.counts_reads()) {
+        if self
+            .cfg
+            .breaker
+            .as_ref()
+            .is_some_and(|b| b.counts_reads() || b.is_tripped())
+        {
             // No OPEN in this mode: each read counts its file (distinct files are what count).
             let st = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
             self.count_read(&st)?;

@@ -55,6 +55,9 @@ pub struct Profile {
     /// Marks that trace a leaked view back to its session (`[watermark]`).
     #[serde(default)]
     pub watermark: WatermarkCfg,
+    /// Canary credential files placed in the view only (`[decoys]`).
+    #[serde(default)]
+    pub decoys: DecoysCfg,
     /// The file this profile was loaded from (`None` = built-in or parsed from a string).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -195,6 +198,22 @@ pub struct WatermarkCfg {
     /// the mount point, the session and the time it was mounted; `veilfs trace FILE` reads it
     /// back. Default false.
     pub documents: bool,
+}
+
+/// `[decoys]`: credential-shaped canary files the view shows and the real folder never holds
+/// (see `crate::decoy`). Opening one is a critical audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecoysCfg {
+    /// Place the decoys. Default false.
+    pub enabled: bool,
+    /// Their paths relative to the folder (plain names, no `..`); directories above them that
+    /// the real folder lacks are shown too. Empty = `.aws/credentials`, `.env.production`,
+    /// `.ssh/id_ed25519`.
+    pub paths: Vec<String>,
+    /// Opening (or reading) a decoy trips the damage breaker: every change and every further
+    /// open is refused until `veilfs resume`. Default false.
+    pub trip_breaker: bool,
 }
 
 /// Policy for files the redaction engine cannot vouch for.

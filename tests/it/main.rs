@@ -19,6 +19,7 @@ mod binaries;
 mod breaker;
 mod checkpoint;
 mod commit_kill;
+mod decoys;
 mod documents;
 mod durability;
 mod edges;
