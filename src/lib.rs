@@ -8,7 +8,8 @@
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`present`]: metadata stubs, shown instead of the content of files the profile names.
 //! - [`virtual_entries`]: names the view shows with no real file behind them (decoys, text
-//!   views); [`decoy`]: the canary credential files `[decoys]` places.
+//!   views); [`decoy`]: the canary credential files `[decoys]` places; [`text_view`]: the text
+//!   of a PDF or office document shown as `NAME.txt` (`[present] text`).
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
 //! - [`history`]: git object files judged by content (`redaction.history`).
 //! - [`error`]: the rules errors follow; the errno an error carries.
@@ -79,6 +80,7 @@ mod served;
 mod store;
 #[allow(unsafe_code)]
 mod sys;
+mod text_view;
 mod time;
 mod verify;
 mod virtual_entries;

@@ -29,12 +29,10 @@ pub(crate) enum VirtualKind {
     /// A decoy file; its path relative to the scope (what its contents are derived from).
     Decoy(PathBuf),
     /// The text view of the real sibling file named here.
-    #[allow(dead_code)] // placed by text views, the next step
     Text(OsString),
 }
 
 /// The suffix of a text view's name.
-#[allow(dead_code)]
 pub(crate) const TEXT_SUFFIX: &str = ".txt";
 
 /// Where the profile places decoys.
@@ -109,14 +107,12 @@ impl Placement {
 
 /// The real file whose text view `name` would be (`report.pdf.txt` → `report.pdf`). Only
 /// UTF-8 names have text views.
-#[allow(dead_code)]
 pub(crate) fn text_source(name: &OsStr) -> Option<&OsStr> {
     let stem = name.to_str()?.strip_suffix(TEXT_SUFFIX)?;
     (!stem.is_empty()).then(|| OsStr::new(stem))
 }
 
 /// The name of the text view of the file `source`.
-#[allow(dead_code)]
 pub(crate) fn text_name(source: &OsStr) -> OsString {
     let mut n = source.to_os_string();
     n.push(TEXT_SUFFIX);

@@ -377,7 +377,7 @@ impl Filesystem for VeilFs {
         if self.virtual_inode(parent.0).is_some() {
             // A virtual directory holds only virtual entries.
             return match self.lookup_virtual(parent.0, name) {
-                Some(attr) => reply.entry(&self.ttl(), &attr, Generation(0)),
+                Some((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
                 None => reply.error(Errno::ENOENT),
             };
         }
@@ -390,7 +390,7 @@ impl Filesystem for VeilFs {
             // No visible real entry: a virtual one may stand there.
             Err(e) if e == Errno::ENOENT && self.places_virtual() => {
                 match self.lookup_virtual(parent.0, name) {
-                    Some(attr) => reply.entry(&self.ttl(), &attr, Generation(0)),
+                    Some((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
                     None => reply.error(e),
                 }
             }
@@ -408,7 +408,7 @@ impl Filesystem for VeilFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         if let Some(v) = self.virtual_inode(ino.0) {
             return match self.getattr_virtual(&v) {
-                Ok(attr) => reply.attr(&self.ttl(), &attr),
+                Ok((attr, ttl)) => reply.attr(&ttl, &attr),
                 Err(e) => reply.error(e),
             };
         }
@@ -755,14 +755,14 @@ impl Filesystem for VeilFs {
             // The kernel does not count lookups for "." and "..".
             // (`off` is 0 or 1 here; both entries are sent from where the reader left off.)
             if let Some(v) = self.virtual_inode(ino.0) {
-                let Ok(attr) = self.getattr_virtual(&v) else {
+                let Ok((attr, _)) = self.getattr_virtual(&v) else {
                     return reply.error(Errno::ESTALE);
                 };
                 if off == 0 && reply.add(ino, 1, ".", &ttl, &attr, Generation(0)) {
                     return reply.ok();
                 }
                 let pattr = match self.virtual_inode(v.parent) {
-                    Some(p) => self.getattr_virtual(&p).ok(),
+                    Some(p) => self.getattr_virtual(&p).ok().map(|(a, _)| a),
                     None => self
                         .inodes
                         .get(v.parent)
@@ -812,14 +812,15 @@ impl Filesystem for VeilFs {
         for (i, (name, st)) in entries.iter().enumerate().skip((off - 2) as usize) {
             if st.dev == virtual_fs::VIRTUAL_DEV {
                 // Counted as a lookup; one no longer placed is skipped.
-                let Some((vino, attr)) = self.list_virtual(ino.0, name) else {
+                let Some((attr, vttl)) = self.lookup_virtual(ino.0, name) else {
                     continue;
                 };
+                let vino = attr.ino.0;
                 if reply.add(
                     INodeNo(vino),
                     i as u64 + 3,
                     name,
-                    &ttl,
+                    &ttl.min(vttl),
                     &attr,
                     Generation(0),
                 ) {

@@ -143,7 +143,7 @@ impl VirtualTable {
 impl VeilFs {
     /// Does this mount place any virtual entry? (Every hook below asks first: free when not.)
     pub(super) fn places_virtual(&self) -> bool {
-        !self.cfg.virtuals.placement.is_empty()
+        !self.cfg.virtuals.placement.is_empty() || self.cfg.viewer.presents_any_text()
     }
 
     /// The virtual inode `ino`, if it is one.
@@ -184,9 +184,28 @@ impl VeilFs {
             }
             return self.cfg.virtuals.placement.child(&rel, name);
         }
-        let kind = self.cfg.virtuals.placement.child(&rel, name)?;
         let p = self.inodes.get(parent)?;
-        if p.kind != Kind::Dir || self.real_shown(&p, &rel, name) {
+        if p.kind != Kind::Dir {
+            return None;
+        }
+        let kind = match self.cfg.virtuals.placement.child(&rel, name) {
+            Some(k) => k,
+            None => {
+                // A text view: its source is a visible regular file the profile shows as text.
+                let src = virtual_entries::text_source(name)?;
+                let rel_src = rel.join(src);
+                if !self.cfg.viewer.presents_text(&rel_src) {
+                    return None;
+                }
+                let pfd = self.fd(&p).ok()?;
+                let (_, st) = self.visible_child(&pfd, &rel_src, src).ok()?;
+                if st.kind() != Kind::File {
+                    return None;
+                }
+                VirtualKind::Text(src.to_os_string())
+            }
+        };
+        if self.real_shown(&p, &rel, name) {
             return None;
         }
         Some(kind)
@@ -211,11 +230,22 @@ impl VeilFs {
         {
             return Vec::new();
         }
-        let candidates = self.cfg.virtuals.placement.children(&rel);
+        let mut candidates = self.cfg.virtuals.placement.children(&rel);
+        if self.cfg.viewer.presents_any_text() {
+            for (n, st) in real {
+                if st.kind() == Kind::File
+                    && st.dev != VIRTUAL_DEV
+                    && self.cfg.viewer.presents_text(&rel.join(n))
+                {
+                    candidates.push((virtual_entries::text_name(n), VirtualKind::Text(n.clone())));
+                }
+            }
+        }
+        // The stat only tells the kind here: readdirplus asks for the attributes by name.
         virtual_entries::resolve(candidates, |n| real.iter().any(|(r, _)| r == n))
             .into_iter()
             .map(|(name, kind)| {
-                let st = self.virtual_stat(0, &kind);
+                let st = self.virtual_stat(0, 0, &kind, false);
                 (name, st)
             })
             .collect()
@@ -223,7 +253,8 @@ impl VeilFs {
 
     /// The stat a virtual entry shows: owned like the folder, dated like it, read-only for
     /// others (a decoy is `0600` like the credentials it imitates).
-    fn virtual_stat(&self, ino: u64, kind: &VirtualKind) -> Stat {
+    /// `sized`: compute a text view's size (it builds the view; listings do not need it).
+    fn virtual_stat(&self, parent: u64, ino: u64, kind: &VirtualKind, sized: bool) -> Stat {
         let root = self.root_stat;
         let (mode, nlink, size) = match kind {
             VirtualKind::Dir => (libc::S_IFDIR | 0o700, 2, 4096),
@@ -234,7 +265,30 @@ impl VeilFs {
                     .bytes
                     .len() as u64,
             ),
-            VirtualKind::Text(_) => (libc::S_IFREG | 0o444, 1, 0),
+            // A text view is dated like its source. A refused one shows its source's size, as a
+            // refused file does: reads then reach veilfs and are refused (at size 0 a
+            // no-open mount would read an empty file without asking).
+            VirtualKind::Text(src) => {
+                let (view, st) = self.text_of(parent, src);
+                let size = match view {
+                    View::Synth(s) if sized => s.bytes.len() as u64,
+                    View::Denied(_) if sized => st.map_or(1, |st| st.size.max(1)),
+                    _ => 0,
+                };
+                if let Some(st) = st {
+                    return Stat {
+                        dev: VIRTUAL_DEV,
+                        ino,
+                        mode: libc::S_IFREG | 0o444,
+                        nlink: 1,
+                        size,
+                        blocks: size.div_ceil(512),
+                        rdev: 0,
+                        ..st
+                    };
+                }
+                (libc::S_IFREG | 0o444, 1, size)
+            }
         };
         Stat {
             dev: VIRTUAL_DEV,
@@ -249,13 +303,40 @@ impl VeilFs {
         }
     }
 
-    fn virtual_attr(&self, v: &VEntry) -> FileAttr {
-        attr_of(v.ino, &self.virtual_stat(v.ino, &v.kind))
+    fn virtual_attr(&self, v: &VEntry) -> (FileAttr, Duration) {
+        let attr = attr_of(v.ino, &self.virtual_stat(v.parent, v.ino, &v.kind, true));
+        // A text view's size follows its source's version: never cached by the kernel.
+        let ttl = match v.kind {
+            VirtualKind::Text(_) => Duration::ZERO,
+            _ => self.ttl(),
+        };
+        (attr, ttl)
+    }
+
+    /// The text view of `src` in real directory `parent`, with the source's stat.
+    fn text_of(&self, parent: u64, src: &OsStr) -> (View, Option<Stat>) {
+        let refused = |why: &str| (View::Denied(why.to_string()), None);
+        let Some(p) = self.inodes.get(parent) else {
+            return refused("text view: its directory is gone");
+        };
+        let Some(rel_src) = self.inodes.rel_path(parent).map(|r| r.join(src)) else {
+            return refused("text view: its directory is gone");
+        };
+        let Ok(pfd) = self.fd(&p) else {
+            return refused("text view: its directory is gone");
+        };
+        match self.visible_child(&pfd, &rel_src, src) {
+            Ok((fd, st)) if st.kind() == Kind::File => (
+                self.cfg.viewer.text_view(&rel_src, fd.as_fd(), &st),
+                Some(st),
+            ),
+            _ => refused("text view: its source is gone"),
+        }
     }
 
     /// A lookup of `name` in `parent` that found no visible real entry (or `parent` is
     /// virtual): the virtual entry there, counted as one lookup.
-    pub(super) fn lookup_virtual(&self, parent: u64, name: &OsStr) -> Option<FileAttr> {
+    pub(super) fn lookup_virtual(&self, parent: u64, name: &OsStr) -> Option<(FileAttr, Duration)> {
         let kind = self.virtual_child(parent, name)?;
         let v = self
             .vinodes
@@ -263,18 +344,12 @@ impl VeilFs {
         Some(self.virtual_attr(&v))
     }
 
-    /// A listing entry of a virtual entry, counted as one lookup (readdirplus).
-    pub(super) fn list_virtual(&self, parent: u64, name: &OsStr) -> Option<(u64, FileAttr)> {
-        let attr = self.lookup_virtual(parent, name)?;
-        Some((attr.ino.0, attr))
-    }
-
     pub(super) fn forget_virtual(&self, ino: u64, n: u64) {
         self.vinodes.forget(ino, n);
     }
 
     /// The attributes of virtual inode `v` (ESTALE when it is no longer placed).
-    pub(super) fn getattr_virtual(&self, v: &VEntry) -> Result<FileAttr, Errno> {
+    pub(super) fn getattr_virtual(&self, v: &VEntry) -> Result<(FileAttr, Duration), Errno> {
         if !self.virtual_current(v) {
             return Err(Errno::ESTALE);
         }
@@ -351,7 +426,32 @@ impl VeilFs {
                 }
                 Ok(Arc::new(d.bytes))
             }
-            VirtualKind::Text(_) => Err(Errno::EACCES),
+            VirtualKind::Text(src) => {
+                let rel = self.dir_rel(v.parent).unwrap_or_default().join(&v.name);
+                let (view, st) = self.text_of(v.parent, src);
+                match view {
+                    View::Synth(s) => {
+                        if opened {
+                            if let Some(st) = st {
+                                self.count_read(&st)?;
+                            }
+                            audit::emit(&audit::AuditEvent::Synthesized {
+                                path: rel,
+                                view: "text".into(),
+                                rules: s.rules.clone(),
+                                redactions: s.redactions,
+                            });
+                        }
+                        Ok(Arc::new(s.bytes.clone()))
+                    }
+                    View::Denied(why) => {
+                        audit::denied("open", &rel, &why);
+                        Err(Errno::EACCES)
+                    }
+                    // Never built for a text view; fail closed.
+                    _ => Err(Errno::EACCES),
+                }
+            }
         }
     }
 

@@ -188,6 +188,10 @@ pub struct PresentCfg {
     /// Patterns of files shown as a metadata stub (kind, size, dates, page/sheet/slide counts,
     /// title: see `crate::present`) instead of their bytes. Default none.
     pub metadata: Vec<String>,
+    /// Patterns of files refused themselves and shown as text instead: a read-only sibling
+    /// `NAME.txt` holds their extracted, masked text (PDF, office documents, UTF-8 text; see
+    /// `crate::text_view`). Default none.
+    pub text: Vec<String>,
 }
 
 /// `[watermark]`: marks that trace a leaked copy of a view back to its mount and session.

@@ -40,4 +40,5 @@ mod rollback_mount;
 mod run;
 mod scan_cli;
 mod snapshot;
+mod text_views;
 mod why;
