@@ -43,7 +43,10 @@ impl VeilFs {
             return pread_full(file, offset, size);
         }
         let rel = self.rel(ino)?;
-        if !self.cfg.viewer.redaction_enabled() && !self.cfg.viewer.presents_metadata(&rel) {
+        if !self.cfg.viewer.redaction_enabled()
+            && !self.cfg.viewer.presents_metadata(&rel)
+            && !self.cfg.viewer.presents_text(&rel)
+        {
             return pread_full(file, offset, size);
         }
         match self.scanned_copy(ino, &rel, file)? {
@@ -283,6 +286,7 @@ impl VeilFs {
         }
         if !self.cfg.viewer.redaction_enabled()
             && let Ok(rel) = self.rel(ino.0)
+            && !self.cfg.viewer.presents_text(&rel)
             && let Ok(st) = backing::stat_fd(file.as_fd())
         {
             self.audit_first_read(ino.0, &rel, &st, &View::Raw);

@@ -228,3 +228,26 @@ fn a_pdf_shown_as_text_is_refused_and_its_txt_sibling_holds_its_masked_text() {
         "{out}"
     );
 }
+
+/// Regression: with no redaction rules at all, reads skipped the view and served a file
+/// shown as text raw (no-open mode reads without an OPEN). It stays refused.
+#[test]
+fn a_file_shown_as_text_stays_refused_without_any_redaction_rule() {
+    let scope = tempfile::tempdir().unwrap();
+    seed(scope.path());
+    let pdir = tempfile::tempdir().unwrap();
+    let profile = write_profile(
+        pdir.path(),
+        "p.toml",
+        "version = 1\n[redaction]\nrule_sets = []\n[present]\ntext = [\"*.pdf\"]\n",
+    );
+    let m = Mount::start(scope.path(), &["--profile", profile.to_str().unwrap()]);
+    assert_eq!(
+        fs::read(m.path("docs/report.pdf"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EACCES)
+    );
+    let t = fs::read_to_string(m.path("docs/report.pdf.txt")).unwrap();
+    assert!(t.contains(TOKEN), "no rules, nothing masked: {t}");
+}
