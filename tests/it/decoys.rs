@@ -29,7 +29,7 @@ max_renames = 0
 max_overwritten_bytes = 0
 [decoys]
 enabled = true
-paths = [".aws/credentials", ".env.production", ".ssh/id_ed25519", "shown.env"]
+paths = [".aws/credentials", ".env.production", ".ssh/id_ed25519", "shown.env", "ops/aws.env"]
 "#;
 
 fn seed(s: &Path) {
@@ -67,7 +67,7 @@ fn decoys_are_listed_readable_unmasked_and_read_only_and_never_reach_the_real_fo
     let m = e.mount();
     assert_eq!(
         names(&m.path("")),
-        [".aws", ".env.production", ".ssh", "shown.env", "src"]
+        [".aws", ".env.production", ".ssh", "ops", "shown.env", "src"]
     );
     assert_eq!(names(&m.path(".aws")), ["credentials"]);
     assert_eq!(names(&m.path(".ssh")), ["id_ed25519", "known_hosts"]);
@@ -250,4 +250,34 @@ fn a_bad_decoy_path_is_named_by_file_line_and_field() {
         err.contains("bad.toml:4") && err.contains("decoys.paths[1]"),
         "{err}"
     );
+}
+
+/// A real file renamed onto a decoy's name is refused: onto a name the profile does not hide
+/// (`ops/aws.env`, in a real `ops/`) it would put a real file in the folder under the decoy's
+/// name; onto one it hides, it would replace the hidden real file the agent cannot see.
+#[test]
+fn renaming_a_real_file_onto_a_decoys_name_is_refused() {
+    let e = WriteEnv::new(PROFILE, seed);
+    fs::create_dir(e.scope.path().join("ops")).unwrap();
+    let m = e.mount();
+    assert!(m.path("ops/aws.env").exists());
+    assert_eq!(
+        errno(fs::rename(m.path("src/main.rs"), m.path("ops/aws.env"))),
+        libc::EACCES
+    );
+    assert!(!e.scope.path().join("ops/aws.env").exists());
+    assert_eq!(
+        errno(fs::rename(m.path("src/main.rs"), m.path(".env.production"))),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(fs::rename(m.path("src/main.rs"), m.path(".ssh/id_ed25519"))),
+        libc::EACCES
+    );
+    drop(m);
+    assert_eq!(
+        fs::read_to_string(e.scope.path().join(".env.production")).unwrap(),
+        "REAL_SECRET=the-real-one\n"
+    );
+    assert!(e.scope.path().join("src/main.rs").exists());
 }
