@@ -251,3 +251,41 @@ fn a_file_shown_as_text_stays_refused_without_any_redaction_rule() {
     let t = fs::read_to_string(m.path("docs/report.pdf.txt")).unwrap();
     assert!(t.contains(TOKEN), "no rules, nothing masked: {t}");
 }
+
+/// In a writable mount a text view is as read-only as a decoy, its source cannot be renamed
+/// to a name that would show its bytes, and nothing reaches the real folder.
+#[test]
+fn text_views_are_read_only_and_their_source_cannot_be_renamed_out_of_them() {
+    let e = crate::common::WriteEnv::new(
+        "version = 1\n[redaction]\nrule_sets = [\"secrets\", \"pii\"]\n[present]\ntext = [\"*.pdf\"]\n[write]\nmode = \"snapshot\"\n[breaker]\nmax_deletes = 0\nmax_renames = 0\n",
+        seed,
+    );
+    let before = tree_hash(e.scope.path());
+    let m = e.mount();
+    let errno = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
+    let view = m.path("docs/report.pdf.txt");
+    assert!(fs::read_to_string(&view).unwrap().contains("<redacted:"));
+    assert_eq!(errno(fs::write(&view, "x")), Some(libc::EACCES));
+    assert_eq!(errno(fs::remove_file(&view)), Some(libc::EACCES));
+    assert_eq!(
+        errno(fs::rename(&view, m.path("docs/stolen.txt"))),
+        Some(libc::EACCES)
+    );
+    assert_eq!(
+        errno(fs::rename(
+            m.path("docs/report.pdf"),
+            m.path("docs/report.bin")
+        )),
+        Some(libc::EACCES),
+        "a rename that would show the PDF's bytes"
+    );
+    assert_eq!(
+        errno(fs::rename(
+            m.path("docs/memo.docx"),
+            m.path("docs/report.pdf.txt")
+        )),
+        Some(libc::EACCES)
+    );
+    drop(m);
+    assert_eq!(tree_hash(e.scope.path()), before);
+}
