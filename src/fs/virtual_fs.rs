@@ -481,6 +481,13 @@ impl VeilFs {
                 action: "breaker-tripped",
                 reason: t.to_string(),
             });
+            // Files the kernel holds in its page cache would still be read without asking:
+            // drop every cache so each further read reaches veilfs and is refused. From
+            // another thread: invalidating from inside a request can deadlock the kernel.
+            let inv = self.invalidator();
+            let _ = std::thread::Builder::new()
+                .name("veilfs-decoy-trip".into())
+                .spawn(move || inv.everything_changed());
         }
         if stopped {
             return Err(Errno::EACCES);

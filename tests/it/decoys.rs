@@ -205,11 +205,15 @@ fn opening_a_decoy_trips_the_breaker_when_the_profile_says_so() {
     let m = Mount::start(scope.path(), &["--profile", profile.to_str().unwrap()]);
     assert_eq!(fs::read_to_string(m.path("notes.txt")).unwrap(), "hello\n");
     let _ = fs::read(m.path(".aws/credentials")).unwrap();
-    // (A file read before the trip may still be in the kernel's page cache: a fresh one.)
     assert_eq!(
         fs::read(m.path("later.txt")).unwrap_err().raw_os_error(),
         Some(libc::EACCES),
         "reads go on after a decoy was opened"
+    );
+    // A file read before the trip is dropped from the kernel's caches too.
+    assert!(
+        crate::common::eventually(|| fs::read(m.path("notes.txt")).is_err()),
+        "a file cached before the trip is still readable"
     );
     drop(m);
 }
