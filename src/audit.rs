@@ -229,6 +229,16 @@ pub(crate) enum AuditEvent {
         action: &'static str,
         reason: String,
     },
+    /// A decoy (`[decoys]`, see [`crate::decoy`]): `action` is `placed` (at mount, one per
+    /// decoy, naming its canary so a leaked value can be traced to this session) or `opened`
+    /// (critical: something opened or read a file no honest task needs; the actor names the
+    /// process). `tripped`: the open tripped the damage breaker.
+    Decoy {
+        action: &'static str,
+        path: PathBuf,
+        canary: String,
+        tripped: bool,
+    },
     /// Human approval ([`crate::approval`]): `action` is `requested`, `approved`, `denied`,
     /// `timed-out` or `cancelled`; `id` 0 is a request answered at once (a standing grant, or
     /// too many held). The actor of an answer is the process that gave it.
@@ -350,6 +360,10 @@ impl AuditEvent {
             AuditEvent::Commit { .. } => "commit",
             AuditEvent::Stopped { .. } => "stopped",
             AuditEvent::Control { action, .. } => action,
+            AuditEvent::Decoy { action, .. } => match *action {
+                "placed" => "decoy-placed",
+                _ => "decoy-opened",
+            },
             AuditEvent::Approval { action, .. } => match *action {
                 "requested" => "approval-requested",
                 "approved" => "approval-approved",
@@ -422,6 +436,16 @@ impl AuditEvent {
                     ..c(99, 2, 5, 2)
                 },
             },
+            // A decoy opened is critical (severity 5), and blocked when it tripped the mount.
+            AuditEvent::Decoy {
+                action, tripped, ..
+            } => match *action {
+                "placed" => Class {
+                    name: Some("Decoy Placed"),
+                    ..c(99, 1, 1, 1)
+                },
+                _ => c(14, if *tripped { 2 } else { 1 }, 5, 1),
+            },
             // The file activity in question; the disposition says where the question stands:
             // 14 Delayed while a person is asked, 8 Approved, 2 Blocked.
             AuditEvent::Approval { action, op, .. } => {
@@ -451,7 +475,8 @@ impl AuditEvent {
             | AuditEvent::Read { path, .. }
             | AuditEvent::Synthesized { path, .. }
             | AuditEvent::Changed { path, .. }
-            | AuditEvent::Diverted { path, .. } => (rel_str(path), None),
+            | AuditEvent::Diverted { path, .. }
+            | AuditEvent::Decoy { path, .. } => (rel_str(path), None),
             AuditEvent::Denied { path, to, .. } => (rel_str(path), to.as_deref().map(rel_str)),
             AuditEvent::Renamed { from, to, .. } => (rel_str(from), Some(rel_str(to))),
             AuditEvent::Approval { path, to, .. } => (rel_str(path), to.as_deref().map(rel_str)),
@@ -519,6 +544,21 @@ impl AuditEvent {
                 format!("journal write failed, every further change is refused: {reason}")
             }
             AuditEvent::Control { action, reason } => format!("{action}: {reason}"),
+            AuditEvent::Decoy {
+                action: "placed",
+                canary,
+                ..
+            } => format!("decoy placed (canary {canary})"),
+            AuditEvent::Decoy {
+                canary, tripped, ..
+            } => format!(
+                "DECOY OPENED: a file no task needs was opened (canary {canary}){}",
+                if *tripped {
+                    "; the damage breaker tripped"
+                } else {
+                    ""
+                }
+            ),
             AuditEvent::Approval {
                 id,
                 action,
@@ -628,6 +668,12 @@ impl AuditEvent {
             AuditEvent::Control { reason, .. } => {
                 m.insert("reason".into(), json!(reason));
             }
+            AuditEvent::Decoy {
+                canary, tripped, ..
+            } => {
+                m.insert("canary".into(), json!(canary));
+                m.insert("tripped".into(), json!(tripped));
+            }
             AuditEvent::Approval {
                 id,
                 action,
@@ -657,7 +703,9 @@ impl AuditEvent {
     }
 
     fn log(&self, actor: &Actor) {
-        let allowed = self.class().disposition == 1;
+        let class = self.class();
+        // A critical event is a warning even when it was let through (a decoy opened).
+        let allowed = class.disposition == 1 && class.severity < 4;
         // Allowed events are INFO, which the default filter drops: build no strings for them.
         if allowed && !tracing::enabled!(target: "veilfs::audit", tracing::Level::INFO) {
             return;

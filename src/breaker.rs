@@ -39,12 +39,18 @@ pub(crate) struct Trip {
 impl Trip {
     /// A mass read stops reads too; the others stop changes.
     pub(crate) fn stops_reads(&self) -> bool {
-        self.limit == "max_reads_per_minute"
+        self.limit == "max_reads_per_minute" || self.limit == DECOY
     }
 }
 
 impl fmt::Display for Trip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.limit == DECOY {
+            return write!(
+                f,
+                "damage breaker tripped: a decoy was opened (decoys.trip_breaker); run `veilfs resume MOUNTPOINT` to go on"
+            );
+        }
         write!(
             f,
             "damage breaker tripped: {} {} within {} s (limit {} = {}); run `veilfs resume MOUNTPOINT` to go on",
@@ -62,10 +68,15 @@ impl fmt::Display for Trip {
     }
 }
 
+/// The limit a decoy trip names (`[decoys] trip_breaker`): no count, one open is enough.
+const DECOY: &str = "decoy";
+
 /// The breaker of one mount.
 pub(crate) struct Breaker {
     cfg: BreakerCfg,
     inner: Mutex<Inner>,
+    /// `inner.tripped.is_some()`, readable without the lock (the read path asks per read).
+    tripped: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -84,6 +95,7 @@ impl Breaker {
         Breaker {
             cfg,
             inner: Mutex::new(Inner::default()),
+            tripped: Default::default(),
         }
     }
 
@@ -95,6 +107,11 @@ impl Breaker {
     /// Does an overwritten-bytes limit apply (so writes are worth a stat)?
     pub(crate) fn counts_overwrites(&self) -> bool {
         self.cfg.max_overwritten_bytes > 0
+    }
+
+    /// Is a trip in force? (Lock-free; [`Breaker::state`] tells which.)
+    pub(crate) fn is_tripped(&self) -> bool {
+        self.tripped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The trip in force, if any.
@@ -166,8 +183,29 @@ impl Breaker {
         };
         if let Some(t) = &trip {
             g.tripped = Some(t.clone());
+            self.tripped
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         trip
+    }
+
+    /// A decoy was opened (`[decoys] trip_breaker`): trips at once, stopping changes and
+    /// reads. Returns the trip when this call caused it (not when the breaker already was).
+    pub(crate) fn trip_decoy(&self) -> Option<Trip> {
+        let mut g = self.lock();
+        if g.tripped.is_some() {
+            return None;
+        }
+        let t = Trip {
+            limit: DECOY,
+            count: 1,
+            max: 0,
+            window: Duration::ZERO,
+        };
+        g.tripped = Some(t.clone());
+        self.tripped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Some(t)
     }
 
     /// A person said go on: counts start again from zero.
@@ -175,6 +213,8 @@ impl Breaker {
         let mut g = self.lock();
         let was = g.tripped.take();
         *g = Inner::default();
+        self.tripped
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         was
     }
 
@@ -270,5 +310,16 @@ mod tests {
         let t = b.note(Op::Read((1, 3)), t0).unwrap();
         assert!(t.stops_reads());
         assert!(t.to_string().contains("3 distinct files read within 60 s"));
+    }
+
+    #[test]
+    fn a_decoy_trips_at_once_stops_reads_and_holds_until_resume() {
+        let b = Breaker::new(cfg());
+        let t = b.trip_decoy().unwrap();
+        assert!(t.stops_reads());
+        assert!(t.to_string().contains("decoy"), "{t}");
+        assert_eq!(b.trip_decoy(), None, "already tripped");
+        assert_eq!(b.resume(), Some(t));
+        assert_eq!(b.state(), None);
     }
 }

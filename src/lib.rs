@@ -7,6 +7,9 @@
 //! - [`live`], [`reload`]: the policy in force, replaced when the profile or a rule file changes.
 //! - [`policy`]: pure visibility/writability decisions compiled from a profile.
 //! - [`present`]: metadata stubs, shown instead of the content of files the profile names.
+//! - [`virtual_entries`]: names the view shows with no real file behind them (decoys, text
+//!   views); [`decoy`]: the canary credential files `[decoys]` places; [`text_view`]: the text
+//!   of a PDF or office document shown as `NAME.txt` (`[present] text`).
 //! - [`redact`]: rule sets, the scanning engine, masking, scan cache.
 //! - [`watermark`]: marks and per-session mask codes that trace a leaked view to its session
 //!   (`veilfs trace`).
@@ -51,6 +54,7 @@ mod breaker;
 mod checkpoint;
 pub mod cli;
 mod control;
+mod decoy;
 mod denials;
 mod diff;
 mod egress;
@@ -80,8 +84,10 @@ mod served;
 mod store;
 #[allow(unsafe_code)]
 mod sys;
+mod text_view;
 mod time;
 mod verify;
+mod virtual_entries;
 mod watch;
 mod watermark;
 

@@ -382,6 +382,10 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             codes,
         });
     }
+    let virtuals = Arc::new(
+        crate::fs::virtual_fs::VirtualCfg::from_profile(&req.profile.decoys)
+            .context("seed the decoys")?,
+    );
     let fs = VeilFs::new(
         root,
         FsConfig {
@@ -410,6 +414,7 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             },
             deferred_apply: mode == WriteMode::Snapshot
                 && req.profile.write.apply == crate::profile::ApplyMode::Deferred,
+            virtuals: virtuals.clone(),
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,
@@ -638,6 +643,15 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
         mode: mode.as_str().to_string(),
         profile: req.profile.name.clone(),
     });
+    // Each decoy's canary, so a leaked one can be traced to this session.
+    for (path, canary) in virtuals.decoys() {
+        crate::audit::emit(&crate::audit::AuditEvent::Decoy {
+            action: "placed",
+            path,
+            canary,
+            tripped: false,
+        });
+    }
     {
         let mountpoint = mountpoint.clone();
         let approvals = approvals.clone();

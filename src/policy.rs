@@ -271,6 +271,8 @@ pub struct Policy {
     documents: Rules,
     refuse_macros: bool,
     metadata: Rules,
+    /// `present.text`: refused themselves, shown as a `NAME.txt` text view.
+    text: Rules,
     /// The agent's manifest, intersected with the profile ([`Policy::with_manifest`]).
     grant: Option<Grant>,
 }
@@ -358,6 +360,7 @@ impl Policy {
             documents: Rules::new("redaction.documents", &origin, &red.documents)?,
             refuse_macros: red.refuse_macros,
             metadata: Rules::new("present.metadata", &origin, &profile.present.metadata)?,
+            text: Rules::new("present.text", &origin, &profile.present.text)?,
         })
     }
 
@@ -548,6 +551,16 @@ impl Policy {
     /// Is this file shown as a metadata stub instead of its content (`present.metadata`)?
     pub fn metadata(&self, rel: &Path) -> bool {
         !self.metadata.is_empty() && self.metadata.subtree_allows(rel, true)
+    }
+
+    /// Does the profile show any file as text (`present.text`)?
+    pub fn presents_any_text(&self) -> bool {
+        !self.text.is_empty()
+    }
+
+    /// Is this file refused and shown as a `NAME.txt` text view instead (`present.text`)?
+    pub fn text(&self, rel: &Path) -> bool {
+        !self.text.is_empty() && self.text.subtree_allows(rel, true)
     }
 
     /// Are documents carrying macros refused (`redaction.refuse_macros`)?

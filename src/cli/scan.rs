@@ -148,6 +148,7 @@ pub(super) fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         eprintln!("veilfs: scan: {error}");
     }
 
+    let decoy_lines = decoy_report(&profile, &entries, a.json);
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let (mut visible, mut hidden, mut hidden_dirs) = (0u64, 0u64, 0u64);
@@ -186,7 +187,7 @@ pub(super) fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let history_findings = history_lines.len();
-    for l in history_lines {
+    for l in history_lines.into_iter().chain(decoy_lines) {
         if let Err(err) = writeln!(out, "{l}") {
             if err.kind() == io::ErrorKind::BrokenPipe {
                 return Ok(ExitCode::SUCCESS);
@@ -204,6 +205,45 @@ pub(super) fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The decoys the profile would place (`[decoys]`), one line each: `decoy\tPATH\tplaced`, or
+/// `decoy\tPATH\tnot placed: …` where a visible real entry takes its name (a visible real
+/// entry always wins, see `crate::virtual_entries`).
+fn decoy_report<T>(profile: &Profile, entries: &[(ScanEntry, T)], json: bool) -> Vec<String> {
+    let placement = crate::virtual_entries::Placement::new(&profile.decoys);
+    let shown = |p: &Path| {
+        entries
+            .iter()
+            .find(|(e, _)| e.rel == p && e.verdict.is_ok())
+            .map(|(e, _)| e.kind)
+    };
+    let mut out = Vec::new();
+    for d in placement.decoys() {
+        // Blocked by a visible real file of its name, or a visible real non-directory above it.
+        let blocked = d
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .find_map(|a| match shown(a) {
+                Some(_) if a == d.as_path() => Some("a visible real file of this name wins"),
+                Some(EntryKind::Dir) | None => None,
+                Some(_) => Some("a visible real entry above it is not a directory"),
+            });
+        out.push(if json {
+            serde_json::json!({
+                "decoy": d.to_string_lossy(),
+                "placed": blocked.is_none(),
+                "reason": blocked,
+            })
+            .to_string()
+        } else {
+            match blocked {
+                None => format!("decoy\t{}\tplaced", escape_path(d)),
+                Some(why) => format!("decoy\t{}\tnot placed: {why}", escape_path(d)),
+            }
+        });
+    }
+    out
 }
 
 /// Do the first bytes of the file at `path` say it is a git object file?

@@ -12,6 +12,9 @@ impl VeilFs {
         offset: u64,
     ) -> Result<Arc<Listing>, Errno> {
         if fh.0 == 0 && self.cfg.no_open {
+            if self.virtual_inode(ino.0).is_some() {
+                return self.listing(ino.0).map(Arc::new);
+            }
             let inode = self.inode(ino)?;
             if offset > 2
                 && let Some(l) = inode
@@ -22,13 +25,13 @@ impl VeilFs {
             {
                 return Ok(l);
             }
-            return self.list_visible(ino.0).map(Arc::new);
+            return self.listing(ino.0).map(Arc::new);
         }
         let d = self.dir_handle(fh, ino)?;
         if let Some(e) = d.entries.get() {
             return Ok(e.clone());
         }
-        let listed = Arc::new(self.list_visible(d.ino)?);
+        let listed = Arc::new(self.listing(d.ino)?);
         if let Some(i) = self.inodes.get(d.ino) {
             i.note_listed();
         }
@@ -51,6 +54,20 @@ impl VeilFs {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = l;
         }
+    }
+
+    /// What the agent lists in directory `ino`: its visible real entries, then the virtual
+    /// ones placed there (a virtual directory holds only those).
+    fn listing(&self, ino: u64) -> Result<Listing, Errno> {
+        if self.virtual_inode(ino).is_some() {
+            return Ok(self.virtual_listing(ino, &[]));
+        }
+        let mut l = self.list_visible(ino)?;
+        if self.places_virtual() {
+            let v = self.virtual_listing(ino, &l);
+            l.extend(v);
+        }
+        Ok(l)
     }
 
     pub(super) fn list_visible(&self, ino: u64) -> Result<Vec<(OsString, Stat)>, Errno> {

@@ -248,6 +248,12 @@ impl InodeTable {
         }
     }
 
+    /// A fresh inode number from the same counter as real inodes (for virtual entries, see
+    /// `virtual_fs`): never one a real inode has or will have.
+    pub(super) fn allocate(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(super) fn get(&self, ino: u64) -> Option<Arc<Inode>> {
         let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
         t.by_ino.get(&ino).cloned()

@@ -18,6 +18,7 @@ pub(crate) mod masked_edit;
 mod read;
 mod served;
 pub(crate) mod view;
+pub(crate) mod virtual_fs;
 mod write;
 
 use attr::attr_of;
@@ -95,6 +96,8 @@ pub(crate) struct FsConfig {
     /// Snapshot mode: small files' writes wait in private copies and reach the real folder
     /// in batches ([`deferred`]).
     pub deferred_apply: bool,
+    /// Entries the view shows with no real file behind them ([`virtual_fs`]).
+    pub virtuals: Arc<virtual_fs::VirtualCfg>,
 }
 
 /// An open file.
@@ -134,6 +137,11 @@ pub(crate) struct VeilFs {
     link_dirs: attr::LinkDirs,
     /// Writes waiting in private copies (`[write] apply = "deferred"`).
     deferred: Option<deferred::Deferred>,
+    /// Virtual inodes and their open handles ([`virtual_fs`]).
+    vinodes: virtual_fs::VirtualTable,
+    vhandles: RwLock<std::collections::HashMap<u64, Arc<virtual_fs::VHandle>>>,
+    /// The scope root's stat at mount: what virtual entries are owned and dated like.
+    root_stat: Stat,
 }
 
 /// Bytes of scanned copies kept for reads (see [`served`]).
@@ -197,6 +205,9 @@ impl VeilFs {
             copies,
             ahead,
             link_dirs: Default::default(),
+            vinodes: Default::default(),
+            vhandles: Default::default(),
+            root_stat: st,
         })
     }
 
@@ -373,21 +384,44 @@ impl Filesystem for VeilFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if self.virtual_inode(parent.0).is_some() {
+            // A virtual directory holds only virtual entries.
+            return match self.lookup_virtual(parent.0, name) {
+                Some((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+                None => reply.error(Errno::ENOENT),
+            };
+        }
         match self.do_lookup(parent.0, name) {
             Ok((inode, st)) => reply.entry(
                 &self.ttl_for(&st),
                 &self.attr(inode.ino, &st),
                 Generation(0),
             ),
+            // No visible real entry: a virtual one may stand there.
+            Err(e) if e == Errno::ENOENT && self.places_virtual() => {
+                match self.lookup_virtual(parent.0, name) {
+                    Some((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+                    None => reply.error(e),
+                }
+            }
             Err(e) => reply.error(e),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if self.virtual_inode(ino.0).is_some() {
+            return self.forget_virtual(ino.0, nlookup);
+        }
         self.inodes.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(v) = self.virtual_inode(ino.0) {
+            return match self.getattr_virtual(&v) {
+                Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+                Err(e) => reply.error(e),
+            };
+        }
         let st = match fh.and_then(|fh| self.handle(fh, ino).ok()) {
             Some(h) if h.masked.is_some() => match self.masked_edit_stat(&h) {
                 Ok(Some(st)) => Ok(st),
@@ -416,6 +450,9 @@ impl Filesystem for VeilFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        if self.virtual_inode(ino.0).is_some() {
+            return reply.error(Errno::EINVAL);
+        }
         match self.inode(ino) {
             Ok(i) => match self
                 .fd(&i)
@@ -440,6 +477,14 @@ impl Filesystem for VeilFs {
         if self.cfg.no_open {
             // The kernel then opens every file without asking (and never sends RELEASE).
             return reply.error(Errno::ENOSYS);
+        }
+        if let Some(v) = self.virtual_inode(ino.0) {
+            // The page cache is dropped at each open (no FOPEN_KEEP_CACHE): every open of a
+            // decoy reaches veilfs and is audited.
+            return match self.open_virtual(&v, flags.0) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            };
         }
         let inode = match self.inode(ino) {
             Ok(i) => i,
@@ -498,7 +543,18 @@ impl Filesystem for VeilFs {
         reply: ReplyData,
     ) {
         let _actor = audit::Actor::of(req).enter();
-        let r = if fh.0 == 0 && self.cfg.no_open {
+        let r = if let Some(h) = self.virtual_handle(fh) {
+            if h.ino == ino.0 {
+                Ok(virtual_fs::slice(&h.bytes, offset, size))
+            } else {
+                Err(Errno::EBADF)
+            }
+        } else if fh.0 == 0
+            && self.cfg.no_open
+            && let Some(v) = self.virtual_inode(ino.0)
+        {
+            self.read_virtual_unopened(&v, offset, size)
+        } else if fh.0 == 0 && self.cfg.no_open {
             self.read_unopened(ino, offset, size)
         } else {
             self.handle(fh, ino)
@@ -546,6 +602,9 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        if self.release_virtual(fh) {
+            return reply.ok();
+        }
         if let Some(h) = self.release_handle(fh.0) {
             if h.masked.is_some() {
                 if let Err(e) = self.finish_masked_edit(&h) {
@@ -575,6 +634,9 @@ impl Filesystem for VeilFs {
         let _actor = audit::Actor::of(req).enter();
         if fh.0 == 0 && self.cfg.no_open {
             // Read-only: there is nothing of ours to flush.
+            return reply.ok();
+        }
+        if self.virtual_handle(fh).is_some() {
             return reply.ok();
         }
         match self.handle(fh, ino) {
@@ -614,6 +676,20 @@ impl Filesystem for VeilFs {
             // As for files: the kernel keeps every listing in its cache (FOPEN_CACHE_DIR |
             // FOPEN_KEEP_CACHE) until the watcher invalidates it or the mtime changes.
             return reply.error(Errno::ENOSYS);
+        }
+        if let Some(v) = self.virtual_inode(ino.0) {
+            if v.kind != crate::virtual_entries::VirtualKind::Dir {
+                return reply.error(Errno::ENOTDIR);
+            }
+            let fh = self.new_fh();
+            self.dirs.write().unwrap_or_else(|e| e.into_inner()).insert(
+                fh,
+                Arc::new(DirHandle {
+                    ino: ino.0,
+                    entries: std::sync::OnceLock::new(),
+                }),
+            );
+            return reply.opened(FileHandle(fh), FopenFlags::empty());
         }
         let inode = match self.inode(ino) {
             Ok(i) => i,
@@ -659,11 +735,14 @@ impl Filesystem for VeilFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let parent = self
-            .inodes
-            .get(ino.0)
-            .map(|i| i.location().parent)
-            .unwrap_or(ROOT);
+        let parent = match self.virtual_inode(ino.0) {
+            Some(v) => v.parent,
+            None => self
+                .inodes
+                .get(ino.0)
+                .map(|i| i.location().parent)
+                .unwrap_or(ROOT),
+        };
         // Offsets: 1 = ".", 2 = "..", 3.. = entries[off-3].
         let mut off = offset;
         if off == 0 {
@@ -711,6 +790,30 @@ impl Filesystem for VeilFs {
         if off < 2 {
             // The kernel does not count lookups for "." and "..".
             // (`off` is 0 or 1 here; both entries are sent from where the reader left off.)
+            if let Some(v) = self.virtual_inode(ino.0) {
+                let Ok((attr, _)) = self.getattr_virtual(&v) else {
+                    return reply.error(Errno::ESTALE);
+                };
+                if off == 0 && reply.add(ino, 1, ".", &ttl, &attr, Generation(0)) {
+                    return reply.ok();
+                }
+                let pattr = match self.virtual_inode(v.parent) {
+                    Some(p) => self.getattr_virtual(&p).ok().map(|(a, _)| a),
+                    None => self
+                        .inodes
+                        .get(v.parent)
+                        .and_then(|p| self.fd(&p).ok())
+                        .and_then(|fd| backing::stat_fd(fd.as_fd()).ok())
+                        .map(|s| attr_of(v.parent, &s)),
+                }
+                .unwrap_or(attr);
+                if reply.add(INodeNo(v.parent), 2, "..", &ttl, &pattr, Generation(0)) {
+                    return reply.ok();
+                }
+                off = 2;
+            }
+        }
+        if off < 2 {
             let Ok(me) = self.inode(ino) else {
                 return reply.error(Errno::ESTALE);
             };
@@ -743,6 +846,26 @@ impl Filesystem for VeilFs {
         };
         let mut full = false;
         for (i, (name, st)) in entries.iter().enumerate().skip((off - 2) as usize) {
+            if st.dev == virtual_fs::VIRTUAL_DEV {
+                // Counted as a lookup; one no longer placed is skipped.
+                let Some((attr, vttl)) = self.lookup_virtual(ino.0, name) else {
+                    continue;
+                };
+                let vino = attr.ino.0;
+                if reply.add(
+                    INodeNo(vino),
+                    i as u64 + 3,
+                    name,
+                    &ttl.min(vttl),
+                    &attr,
+                    Generation(0),
+                ) {
+                    self.forget_virtual(vino, 1);
+                    full = true;
+                    break;
+                }
+                continue;
+            }
             // The stat and the policy verdict were taken at opendir; the inode opens its fd
             // beneath this directory on first use (checking it is still the same object).
             let inode = self
@@ -816,6 +939,9 @@ impl Filesystem for VeilFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if self.virtual_inode(ino.0).is_some() {
+            return reply.error(Errno::ENODATA);
+        }
         let inode = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -849,6 +975,13 @@ impl Filesystem for VeilFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if self.virtual_inode(ino.0).is_some() {
+            return if size == 0 {
+                reply.size(0)
+            } else {
+                reply.data(&[])
+            };
+        }
         let inode = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -865,6 +998,13 @@ impl Filesystem for VeilFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if self.virtual_inode(ino.0).is_some() {
+            return match (mask.contains(AccessFlags::W_OK), self.cfg.guard.is_none()) {
+                (false, _) => reply.ok(),
+                (true, true) => reply.error(Errno::EROFS),
+                (true, false) => reply.error(Errno::EACCES),
+            };
+        }
         if let Err(e) = self.inode(ino) {
             return reply.error(e);
         }
@@ -883,6 +1023,17 @@ impl Filesystem for VeilFs {
         whence: i32,
         reply: fuser::ReplyLseek,
     ) {
+        if let Some(h) = self.virtual_handle(fh) {
+            let size = h.bytes.len() as i64;
+            return match whence {
+                libc::SEEK_SET if offset >= 0 => reply.offset(offset),
+                libc::SEEK_END => reply.offset(size.saturating_add(offset)),
+                libc::SEEK_DATA if offset >= 0 && offset < size => reply.offset(offset),
+                libc::SEEK_HOLE if offset >= 0 && offset < size => reply.offset(size),
+                libc::SEEK_DATA | libc::SEEK_HOLE => reply.error(Errno::ENXIO),
+                _ => reply.error(Errno::EINVAL),
+            };
+        }
         let reopened;
         let handle;
         let file: &File = if fh.0 == 0 && self.cfg.no_open {
@@ -951,6 +1102,9 @@ impl Filesystem for VeilFs {
         reply: ReplyAttr,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self.refuse_if_virtual("setattr", ino.0) {
+            return reply.error(e);
+        }
         // Truncating a masked-edit handle truncates its scratch copy (masked_edit.rs).
         let mut size = size;
         if let Some(h) = fh.and_then(|fh| self.handle(fh, ino).ok())
@@ -1003,6 +1157,9 @@ impl Filesystem for VeilFs {
         reply: ReplyEntry,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self.refuse_virtual_name("mknod", parent.0, name) {
+            return reply.error(e);
+        }
         let r = self.do_create_node(
             req,
             parent,
@@ -1025,6 +1182,9 @@ impl Filesystem for VeilFs {
         reply: ReplyEntry,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self.refuse_virtual_name("mkdir", parent.0, name) {
+            return reply.error(e);
+        }
         let r = self.do_create_node(
             req,
             parent,
@@ -1045,6 +1205,9 @@ impl Filesystem for VeilFs {
         reply: ReplyEntry,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self.refuse_virtual_name("symlink", parent.0, link_name) {
+            return reply.error(e);
+        }
         let r = self.do_create_node(
             req,
             parent,
@@ -1065,12 +1228,21 @@ impl Filesystem for VeilFs {
         reply: ReplyEntry,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self
+            .refuse_if_virtual("link", ino.0)
+            .and_then(|()| self.refuse_virtual_name("link", newparent.0, newname))
+        {
+            return reply.error(e);
+        }
         let r = self.do_create_node(req, newparent, newname, write::NewNode::Link { ino: ino.0 });
         self.reply_entry(r, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self.refuse_virtual_name("unlink", parent.0, name) {
+            return reply.error(e);
+        }
         match self.do_remove(req, parent, name, false) {
             Ok(()) => {
                 self.count(crate::breaker::Op::Delete);
@@ -1082,6 +1254,13 @@ impl Filesystem for VeilFs {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self.refuse_virtual_name("rmdir", parent.0, name) {
+            return reply.error(e);
+        }
+        if self.holds_virtual(parent.0, name) {
+            // The view shows entries in it: not empty, as a native directory would answer.
+            return reply.error(Errno::ENOTEMPTY);
+        }
         match self.do_remove(req, parent, name, true) {
             Ok(()) => {
                 self.count(crate::breaker::Op::Delete);
@@ -1102,6 +1281,12 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self
+            .refuse_virtual_name("rename", parent.0, name)
+            .and_then(|()| self.refuse_virtual_name("rename", newparent.0, newname))
+        {
+            return reply.error(e);
+        }
         match self.do_rename(req, parent, name, newparent, newname, flags.bits()) {
             Ok(()) => {
                 self.count(crate::breaker::Op::Rename);
@@ -1122,6 +1307,9 @@ impl Filesystem for VeilFs {
         reply: fuser::ReplyCreate,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self.refuse_virtual_name("create", parent.0, name) {
+            return reply.error(e);
+        }
         match self.do_create_file(req, parent, name, mode & !umask, flags) {
             Ok((inode, st, fh)) => {
                 self.copies.note_own_change(&st);
@@ -1190,6 +1378,10 @@ impl Filesystem for VeilFs {
         // Through our own read (masking) and write (guarded) paths, never a kernel copy that
         // would bypass the view.
         let r = (|| {
+            if let Some(h) = self.virtual_handle(fh_in) {
+                let buf = virtual_fs::slice(&h.bytes, offset_in, len.min(1 << 20) as u32);
+                return self.do_write(ino_out, fh_out, offset_out, &buf);
+            }
             let hin = self.handle(fh_in, ino_in)?;
             let buf = self.read_view(
                 hin.ino,
@@ -1217,6 +1409,9 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self.refuse_if_virtual("setxattr", ino.0) {
+            return reply.error(e);
+        }
         match self.do_setxattr(ino, name, Some(value), flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -1225,6 +1420,9 @@ impl Filesystem for VeilFs {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _actor = audit::Actor::of(req).enter();
+        if let Err(e) = self.refuse_if_virtual("removexattr", ino.0) {
+            return reply.error(e);
+        }
         match self.do_setxattr(ino, name, None, 0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

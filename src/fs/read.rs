@@ -43,7 +43,10 @@ impl VeilFs {
             return pread_full(file, offset, size);
         }
         let rel = self.rel(ino)?;
-        if !self.cfg.viewer.redaction_enabled() && !self.cfg.viewer.presents_metadata(&rel) {
+        if !self.cfg.viewer.redaction_enabled()
+            && !self.cfg.viewer.presents_metadata(&rel)
+            && !self.cfg.viewer.presents_text(&rel)
+        {
             return pread_full(file, offset, size);
         }
         match self.scanned_copy(ino, &rel, file)? {
@@ -271,13 +274,19 @@ impl VeilFs {
         let fd = self.fd(&inode)?;
         let file =
             backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).map_err(|e| errno_of(&e))?;
-        if self.cfg.breaker.as_ref().is_some_and(|b| b.counts_reads()) {
+        if self
+            .cfg
+            .breaker
+            .as_ref()
+            .is_some_and(|b| b.counts_reads() || b.is_tripped())
+        {
             // No OPEN in this mode: each read counts its file (distinct files are what count).
             let st = backing::stat_fd(file.as_fd()).map_err(|e| errno_of(&e))?;
             self.count_read(&st)?;
         }
         if !self.cfg.viewer.redaction_enabled()
             && let Ok(rel) = self.rel(ino.0)
+            && !self.cfg.viewer.presents_text(&rel)
             && let Ok(st) = backing::stat_fd(file.as_fd())
         {
             self.audit_first_read(ino.0, &rel, &st, &View::Raw);

@@ -90,6 +90,9 @@ pub(crate) enum MetaView {
 /// Mixed into the cache key of metadata stubs.
 const METADATA_KEY: u64 = 0x6d65_7461_6461_7461;
 
+/// Mixed into the cache key of text views.
+const TEXT_KEY: u64 = 0x7465_7874_5f76_6965;
+
 /// Mixed into the cache key of verdicts taken under an opaque name.
 const OPAQUE_KEY: u64 = 0x6f70_6171_7565_5f31;
 
@@ -425,8 +428,113 @@ impl Viewer {
         sel.salted(cur.generation)
     }
 
+    /// Is the file at `rel` refused and shown as a `NAME.txt` text view (`present.text`)?
+    pub(crate) fn presents_text(&self, rel: &Path) -> bool {
+        self.live.with_active(|cur| cur.policy.text(rel))
+    }
+
+    /// Does the profile show any file as text?
+    pub(crate) fn presents_any_text(&self) -> bool {
+        self.live.with_active(|cur| cur.policy.presents_any_text())
+    }
+
+    /// The refusal of a file shown as text (the audit reason; `veilfs why` tells it).
+    fn text_refusal(rel: &Path) -> View {
+        View::Denied(format!(
+            "shown as text only: read {}.txt beside it",
+            rel.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    }
+
+    /// The text view of the file held by `fd` (stat `st`) at `rel`: its extracted text
+    /// ([`crate::text_view`]) masked by the rules of `rel`, as a synthesized view (`text`),
+    /// cached like documents by version and rules; refused with the reason when no text can be
+    /// extracted (fail closed).
+    pub(crate) fn text_view(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
+        use std::os::unix::ffi::OsStrExt;
+        if st.size > self.max_scan_size {
+            return View::Denied(format!(
+                "text view: {} bytes is above max_scan_size {}",
+                st.size, self.max_scan_size
+            ));
+        }
+        let sel = self.rules_for(rel, st);
+        let key = (file_id(st), sel.id() ^ TEXT_KEY);
+        if let Some(v) = self
+            .synth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .views
+            .get(&key)
+        {
+            return v.clone();
+        }
+        let cant = |e: std::io::Error| View::Denied(format!("text view: cannot read: {e}"));
+        let f = match backing::reopen(fd, libc::O_RDONLY) {
+            Ok(f) => f,
+            Err(e) => return cant(e),
+        };
+        let (data, keep) =
+            match super::served::consistent_copy(&f, st, || backing::stat_fd(fd), None) {
+                Ok(super::served::Taken::Copy(data)) => (data, true),
+                Ok(_) => match read_all(fd, st.size) {
+                    Ok(d) => (d, false),
+                    Err(e) => return cant(e),
+                },
+                Err(e) => return cant(e),
+            };
+        let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        let v = match crate::text_view::extract(name, &data) {
+            Err(why) => View::Denied(format!("text view refused: {why}")),
+            Ok(text) => {
+                let text = text.into_bytes();
+                let engine = self.live.current().engine.clone();
+                let (bytes, rules, redactions) = if engine.is_empty() {
+                    (text, Vec::new(), 0)
+                } else {
+                    match engine.scan_with(&sel, &text) {
+                        ScanOutcome::Redact(r) => {
+                            let (rules, n) = crate::audit::rules_fired(&r);
+                            (crate::redact::mask_all(&text, &r), rules, n)
+                        }
+                        ScanOutcome::Clean => (text, Vec::new(), 0),
+                        ScanOutcome::Unscannable(why) => {
+                            return View::Denied(format!("text view: cannot be scanned ({why})"));
+                        }
+                        ScanOutcome::Refused(why) => {
+                            return View::Denied(format!("text view refused: {why}"));
+                        }
+                    }
+                };
+                View::Synth(Arc::new(Synth {
+                    bytes,
+                    kind: "text",
+                    rules,
+                    redactions,
+                }))
+            }
+        };
+        if keep {
+            let mut c = self.synth.lock().unwrap_or_else(|e| e.into_inner());
+            let n = match &v {
+                View::Synth(s) => s.bytes.len(),
+                _ => 0,
+            };
+            if c.bytes + n > SYNTH_BUDGET {
+                c.views.clear();
+                c.bytes = 0;
+            }
+            c.bytes += n;
+            c.views.insert(key, v.clone());
+        }
+        v
+    }
+
     /// The view of the regular file held by `fd` (whose current stat is `st`) at `rel`.
     pub(crate) fn decide(&self, rel: &Path, fd: BorrowedFd<'_>, st: &Stat) -> View {
+        if st.kind() == backing::Kind::File && self.presents_text(rel) {
+            return Self::text_refusal(rel);
+        }
         if self.is_synthesized(rel, st) {
             if st.size > self.max_scan_size && self.live.current().policy.metadata(rel) {
                 // Too large to read: a stub from what the stat tells.
@@ -495,6 +603,9 @@ impl Viewer {
     /// The view of `data`, a consistent copy of the file at `rel` (stat `st`): what a read
     /// serves is then exactly what was scanned (see `fs::served`).
     pub(crate) fn decide_bytes(&self, rel: &Path, st: &Stat, data: &[u8]) -> View {
+        if st.kind() == backing::Kind::File && self.presents_text(rel) {
+            return Self::text_refusal(rel);
+        }
         if self.is_synthesized(rel, st) {
             return self.decide_document(rel, st, data, true);
         }

@@ -37,7 +37,7 @@ use serde::Deserialize;
 
 pub(crate) use schema::duration;
 pub use schema::{ApplyMode, Profile, WriteMode};
-pub(crate) use schema::{ApprovalOp, BreakerCfg, History, Unscannable};
+pub(crate) use schema::{ApprovalOp, BreakerCfg, DecoysCfg, History, Unscannable};
 pub(crate) use schema::{DEFAULT_PROFILE_TOML, PROFILE_VERSION};
 #[cfg(test)]
 pub(crate) use schema::{DirRules, VisibilityCfg};

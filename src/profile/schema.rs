@@ -58,6 +58,9 @@ pub struct Profile {
     /// Network egress for `veilfs run --sandbox` (`[network]`).
     #[serde(default)]
     pub network: NetworkCfg,
+    /// Canary credential files placed in the view only (`[decoys]`).
+    #[serde(default)]
+    pub decoys: DecoysCfg,
     /// The file this profile was loaded from (`None` = built-in or parsed from a string).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -188,6 +191,10 @@ pub struct PresentCfg {
     /// Patterns of files shown as a metadata stub (kind, size, dates, page/sheet/slide counts,
     /// title: see `crate::present`) instead of their bytes. Default none.
     pub metadata: Vec<String>,
+    /// Patterns of files refused themselves and shown as text instead: a read-only sibling
+    /// `NAME.txt` holds their extracted, masked text (PDF, office documents, UTF-8 text; see
+    /// `crate::text_view`). Default none.
+    pub text: Vec<String>,
 }
 
 /// `[watermark]`: marks that trace a leaked copy of a view back to its mount and session.
@@ -208,6 +215,22 @@ pub struct WatermarkCfg {
     /// configuration included (the code is inside the mask; nothing else changes). A mask
     /// shorter than its label loses the code. Default false.
     pub mask_codes: bool,
+}
+
+/// `[decoys]`: credential-shaped canary files the view shows and the real folder never holds
+/// (see `crate::decoy`). Opening one is a critical audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecoysCfg {
+    /// Place the decoys. Default false.
+    pub enabled: bool,
+    /// Their paths relative to the folder (plain names, no `..`); directories above them that
+    /// the real folder lacks are shown too. Empty = `.aws/credentials`, `.env.production`,
+    /// `.ssh/id_ed25519`.
+    pub paths: Vec<String>,
+    /// Opening (or reading) a decoy trips the damage breaker: every change and every further
+    /// open is refused until `veilfs resume`. Default false.
+    pub trip_breaker: bool,
 }
 
 /// Policy for files the redaction engine cannot vouch for.

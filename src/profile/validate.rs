@@ -247,6 +247,35 @@ impl Validator<'_> {
                 );
             }
         }
+        // [decoys]
+        let d = &p.decoys;
+        for (i, path) in d.paths.iter().enumerate() {
+            let at = [Key("decoys"), Key("paths"), Idx(i)];
+            if let Err(msg) = crate::decoy::check_path(path) {
+                return Err(self.error(&at, format!("invalid decoy path `{path}`: {msg}")));
+            }
+            // One path may not be a decoy file and a directory above another decoy.
+            if let Some(other) = d.paths.iter().find(|o| {
+                o.len() > path.len()
+                    && o.starts_with(path.as_str())
+                    && o.as_bytes()[path.len()] == b'/'
+            }) {
+                return Err(self.error(
+                    &at,
+                    format!("decoy `{path}` is a directory of decoy `{other}`"),
+                ));
+            }
+            if d.paths[..i].contains(path) {
+                self.warn(&at, format!("decoy `{path}` is listed twice"));
+            }
+        }
+        if !d.enabled && (!d.paths.is_empty() || d.trip_breaker) {
+            self.warn(
+                &[Key("decoys")],
+                "decoys have no effect while enabled = false",
+            );
+        }
+
         p.warnings = self.warnings;
         Ok(())
     }
