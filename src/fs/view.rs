@@ -489,13 +489,13 @@ impl Viewer {
             Ok(text) => {
                 let text = text.into_bytes();
                 let engine = self.live.current().engine.clone();
-                let (bytes, rules, redactions) = if engine.is_empty() {
+                let (mut bytes, rules, redactions) = if engine.is_empty() {
                     (text, Vec::new(), 0)
                 } else {
                     match engine.scan_with(&sel, &text) {
                         ScanOutcome::Redact(r) => {
                             let (rules, n) = crate::audit::rules_fired(&r);
-                            (crate::redact::mask_all(&text, &r), rules, n)
+                            (crate::redact::mask_all(&text, &self.coded(r)), rules, n)
                         }
                         ScanOutcome::Clean => (text, Vec::new(), 0),
                         ScanOutcome::Unscannable(why) => {
@@ -506,6 +506,14 @@ impl Viewer {
                         }
                     }
                 };
+                // A text view is a document view: it carries the footer line like one.
+                if let Some(mark) = self.marking.get().and_then(|m| m.footer.as_deref()) {
+                    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+                        bytes.push(b'\n');
+                    }
+                    bytes.extend_from_slice(crate::watermark::footer_line(mark).as_bytes());
+                    bytes.push(b'\n');
+                }
                 View::Synth(Arc::new(Synth {
                     bytes,
                     kind: "text",

@@ -289,3 +289,61 @@ fn text_views_are_read_only_and_their_source_cannot_be_renamed_out_of_them() {
     drop(m);
     assert_eq!(tree_hash(e.scope.path()), before);
 }
+
+/// A text view is a document view: with `[watermark] footer` and `mask_codes` it ends with the
+/// visible mark and its masks carry the session's code, and `veilfs trace` on a copy of it
+/// names the session and the mount.
+#[test]
+fn a_text_view_carries_the_footer_line_and_coded_masks_that_trace_reads_back() {
+    let scope = tempfile::tempdir().unwrap();
+    seed(scope.path());
+    let pdir = tempfile::tempdir().unwrap();
+    let profile = write_profile(
+        pdir.path(),
+        "p.toml",
+        &format!("{PROFILE}[watermark]\nfooter = true\nmask_codes = true\n"),
+    );
+    let store = pdir.path().join("store");
+    let m = Mount::start(
+        scope.path(),
+        &[
+            "--profile",
+            profile.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
+    let t = fs::read_to_string(m.path("docs/report.pdf.txt")).unwrap();
+    let mp = m
+        .path("")
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_string();
+    drop(m);
+    let session = fs::read_dir(store.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .unwrap();
+    let last = t.lines().last().unwrap();
+    assert!(
+        last.starts_with("Served through veilfs")
+            && last.contains(&format!("session={session}"))
+            && last.contains(&format!("mount={mp}")),
+        "{t}"
+    );
+    assert!(t.contains("deploy token <redacted:github-pat:"), "{t}");
+    let copy = pdir.path().join("pasted.txt");
+    fs::write(&copy, t.replace(last, "")).unwrap();
+    let (ok, out, err) = veilfs(&[
+        "trace",
+        "--store",
+        store.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && out.contains(&format!("session {session}")),
+        "{out} {err}"
+    );
+}
