@@ -57,7 +57,7 @@ fn main() {
             &conf,
         ),
     ];
-    // `--only N`: run row N alone (for a profiler).
+    // `--only N`: run row N alone (for a profiler); 10 + i: `--parts`' engine i alone.
     let only: Option<usize> = args
         .iter()
         .position(|a| a == "--only")
@@ -77,6 +77,9 @@ fn main() {
     for (i, (name, ..)) in rows.iter().enumerate() {
         let floor = if i < 3 { best[0] } else { best[3] };
         println!("  {name:<32} {:>8.0}  {:>5.2}", best[i], best[i] / floor);
+    }
+    if args.iter().any(|a| a == "--parts") {
+        parts(&one, &code, rounds, only);
     }
     if args.iter().any(|a| a == "--per-rule") {
         // Each rule's first 200 samples, repeated to 1 MiB: generating a fresh sample per line
@@ -105,5 +108,52 @@ fn main() {
         for (mibs, floor, id) in out.iter().take(10) {
             println!("  {id:<36} {mibs:>8.0}  {floor:>8.0}");
         }
+    }
+}
+
+/// `--parts`: (a)'s input through an engine per built-in rule file, beside the one-rule floor, to
+/// see which file's keywords or rules cost what.
+fn parts(one: &Engine, code: &[u8], rounds: usize, only: Option<usize>) {
+    let file = |name: &str| -> (String, String) {
+        let path = format!("{}/redaction-rules/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        (
+            name.to_string(),
+            std::fs::read_to_string(&path).expect("rule file"),
+        )
+    };
+    let engines: Vec<(&str, Engine)> = [
+        ("secrets.toml", &["secrets"][..]),
+        ("secrets-providers.toml", &["secrets-providers"]),
+        ("secrets-generic.toml", &["secrets-generic"]),
+        ("pii.toml", &["pii"]),
+        (
+            "all but pii",
+            &["secrets", "secrets-providers", "secrets-generic"],
+        ),
+        (
+            "all",
+            &["secrets", "secrets-providers", "secrets-generic", "pii"],
+        ),
+    ]
+    .into_iter()
+    .map(|(label, names)| {
+        let sources: Vec<_> = names.iter().map(|n| file(n)).collect();
+        (label, Engine::from_sources(&sources).expect("rules"))
+    })
+    .collect();
+    let mut floor = 0f64;
+    let mut best = vec![0f64; engines.len()];
+    for _ in 0..rounds {
+        floor = floor.max(best_mibs(one, "src/lib.rs", code, 1));
+        for (i, (_, e)) in engines.iter().enumerate() {
+            if only.is_some_and(|o| o != 10 + i) {
+                continue;
+            }
+            best[i] = best[i].max(best_mibs(e, "src/lib.rs", code, 1));
+        }
+    }
+    println!("(a) code by rule file (MiB/s; ratio to the one-rule engine {floor:.0}):");
+    for ((label, _), b) in engines.iter().zip(&best) {
+        println!("  {label:<32} {b:>8.0}  {:>5.2}", b / floor);
     }
 }
