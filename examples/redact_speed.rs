@@ -93,12 +93,21 @@ fn main() {
                 s.extend_from_slice(corpus::CONFIG_FILLER);
             }
         }
+        // `--rule ID`: that rule alone, `ROUNDS` times (for a profiler).
+        let rule = args
+            .iter()
+            .position(|a| a == "--rule")
+            .and_then(|i| args.get(i + 1));
+        let per_rule_rounds = if rule.is_some() { rounds } else { 3 };
         let mut out = Vec::new();
         for c in cases(1) {
+            if rule.is_some_and(|id| id != c.rule_id) {
+                continue;
+            }
             let one_pass = samples.get(c.rule_id).cloned().unwrap_or_default();
             let data = one_pass.repeat(((1 << 20) / one_pass.len().max(1)).max(1));
             let floor = best_mibs(&one, c.path, &data, 3);
-            let mibs = best_mibs(&all, c.path, &data, 3);
+            let mibs = best_mibs(&all, c.path, &data, per_rule_rounds);
             out.push((mibs, floor, c.rule_id));
         }
         out.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -144,7 +153,9 @@ fn parts(one: &Engine, code: &[u8], rounds: usize, only: Option<usize>) {
     let mut floor = 0f64;
     let mut best = vec![0f64; engines.len()];
     for _ in 0..rounds {
-        floor = floor.max(best_mibs(one, "src/lib.rs", code, 1));
+        if only.is_none_or(|o| o < 10) {
+            floor = floor.max(best_mibs(one, "src/lib.rs", code, 1));
+        }
         for (i, (_, e)) in engines.iter().enumerate() {
             if only.is_some_and(|o| o != 10 + i) {
                 continue;
