@@ -73,6 +73,8 @@ pub struct Engine {
     /// All digit rules' regexes as one set (same order as `digit_rules`): one pass over a
     /// candidate line tells which of them can match there, instead of one search per rule.
     digit_set: Option<regex::bytes::RegexSet>,
+    /// Rules read by a generic detector (`generic.rs`), in rule order.
+    detectors: Vec<usize>,
     /// Whether any rule or set filters on path (else the per-file path check is skipped).
     path_filters: bool,
     /// How many bytes the members of one gzip file or zip archive may inflate to in all.
@@ -206,7 +208,11 @@ impl Engine {
         let path_filters = rules.iter().any(CompiledRule::has_path_filter)
             || sets.iter().any(|s| s.allow.has_paths());
         let digit_set = rules::compile_set_of(digit_rules.iter().map(|&r| rules[r].regex.as_str()));
+        let detectors = (0..rules.len())
+            .filter(|&r| rules[r].detector.is_some())
+            .collect();
         Ok(Engine {
+            detectors,
             digit_set,
             rules,
             sets,
@@ -243,6 +249,7 @@ impl Engine {
             digit_rules: Vec::new(),
             min_digits: usize::MAX,
             digit_set: None,
+            detectors: Vec::new(),
             path_filters: false,
             inflate_limit: INFLATE_LIMIT,
             fingerprint: *blake3::hash(b"veilfs-redact-v2\0").as_bytes(),
@@ -488,7 +495,9 @@ impl Engine {
         let mut covered_from = vec![0usize; n];
         // Detector rules' hits, read (name and value) as they arrive, while their text is in
         // cache: read after the whole pass, each was a cache miss on a large file.
-        let mut detected: Vec<Vec<Detected>> = vec![Vec::new(); n];
+        // (One list per detector rule, in `self.detectors` order.)
+        let mut detected: Vec<Vec<Detected>> = vec![Vec::new(); self.detectors.len()];
+        let slot = |r: usize| self.detectors.iter().position(|&d| d == r);
         // Numeric PII: lines with long digit runs, found block by block behind the keyword
         // pass for the same reason, as (index in `digit_rules`, line).
         let digits_on = self.digit_rules.iter().any(|&r| applies[r]);
@@ -536,7 +545,9 @@ impl Engine {
                             // The parser reads the name and value around the hit itself, once per
                             // name (several keywords of one name, `api_key`, `_key`, `key"`, find
                             // the same value).
-                            let d = &mut detected[r];
+                            let Some(d) = slot(r).and_then(|k| detected.get_mut(k)) else {
+                                continue;
+                            };
                             if d.last().is_none_or(|l| l.ks != m.start) {
                                 let name = generic::name_start(text, m.start);
                                 let found = if d.last().is_some_and(|l| l.name == name) {
@@ -607,7 +618,7 @@ impl Engine {
         }
         let mut out = Found::default();
         for (r, regs) in regions.iter_mut().enumerate() {
-            if regs.is_empty() && detected[r].is_empty() {
+            if regs.is_empty() && slot(r).is_none_or(|k| detected[k].is_empty()) {
                 continue;
             }
             if !regs.is_sorted() {
@@ -616,7 +627,9 @@ impl Engine {
             let rule = &self.rules[r];
             if let Some(kind) = rule.detector {
                 // One name per keyword hit; hits inside the same name find the same value.
-                let mut ds = std::mem::take(&mut detected[r]);
+                let mut ds = slot(r)
+                    .map(|k| std::mem::take(&mut detected[k]))
+                    .unwrap_or_default();
                 ds.extend(regs.iter().map(|&(ks, ke)| Detected {
                     ks,
                     ke,
