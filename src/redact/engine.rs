@@ -618,7 +618,10 @@ impl Engine {
         }
         let mut out = Found::default();
         for (r, regs) in regions.iter_mut().enumerate() {
-            if regs.is_empty() && slot(r).is_none_or(|k| detected[k].is_empty()) {
+            if regs.is_empty()
+                && (self.rules[r].detector.is_none()
+                    || slot(r).is_none_or(|k| detected[k].is_empty()))
+            {
                 continue;
             }
             if !regs.is_sorted() {
