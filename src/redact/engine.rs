@@ -73,6 +73,8 @@ pub struct Engine {
     /// All digit rules' regexes as one set (same order as `digit_rules`): one pass over a
     /// candidate line tells which of them can match there, instead of one search per rule.
     digit_set: Option<regex::bytes::RegexSet>,
+    /// Rules read by a generic detector (`generic.rs`), in rule order.
+    detectors: Vec<usize>,
     /// Whether any rule or set filters on path (else the per-file path check is skipped).
     path_filters: bool,
     /// How many bytes the members of one gzip file or zip archive may inflate to in all.
@@ -95,6 +97,17 @@ impl std::fmt::Debug for Engine {
             )
             .finish()
     }
+}
+
+/// A detector rule's keyword hit `[ks, ke)`, the start of the name holding it, and what
+/// `generic::find` read there (`None` when not read yet: a hit in the same name as the one
+/// before it, which is skipped unless sorting moved it).
+#[derive(Clone, Copy)]
+struct Detected {
+    ks: usize,
+    ke: usize,
+    name: usize,
+    found: Option<Option<generic::Candidate>>,
 }
 
 /// A raw match in decoded-text offsets.
@@ -195,7 +208,11 @@ impl Engine {
         let path_filters = rules.iter().any(CompiledRule::has_path_filter)
             || sets.iter().any(|s| s.allow.has_paths());
         let digit_set = rules::compile_set_of(digit_rules.iter().map(|&r| rules[r].regex.as_str()));
+        let detectors = (0..rules.len())
+            .filter(|&r| rules[r].detector.is_some())
+            .collect();
         Ok(Engine {
+            detectors,
             digit_set,
             rules,
             sets,
@@ -232,6 +249,7 @@ impl Engine {
             digit_rules: Vec::new(),
             min_digits: usize::MAX,
             digit_set: None,
+            detectors: Vec::new(),
             path_filters: false,
             inflate_limit: INFLATE_LIMIT,
             fingerprint: *blake3::hash(b"veilfs-redact-v2\0").as_bytes(),
@@ -475,88 +493,135 @@ impl Engine {
         // Where each rule's last region starts: hits come sorted by start only within a block of
         // the keyword pass, so "inside the last region" needs both ends.
         let mut covered_from = vec![0usize; n];
-        if let Some(ac) = &self.ac {
-            ac.for_each(text, |m| {
-                let Some(rs) = self.pattern_rules.get(m.keyword as usize) else {
-                    return;
-                };
-                // Computed at most once per hit, only when a rule asks for it.
-                let mut assigned = None;
-                let mut start_of_line = None;
-                let mut line_end: Option<(usize, usize)> = None;
-                for &ri in rs {
-                    let r = ri as usize;
-                    if !applies[r]
-                        || (any_region[r] && m.start >= covered_from[r] && m.start < covered_to[r])
-                    {
-                        continue;
+        // Detector rules' hits, read (name and value) as they arrive, while their text is in
+        // cache: read after the whole pass, each was a cache miss on a large file.
+        // (One list per detector rule, in `self.detectors` order.)
+        let mut detected: Vec<Vec<Detected>> = vec![Vec::new(); self.detectors.len()];
+        let slot = |r: usize| self.detectors.iter().position(|&d| d == r);
+        // Numeric PII: lines with long digit runs, found block by block behind the keyword
+        // pass for the same reason, as (index in `digit_rules`, line).
+        let digits_on = self.digit_rules.iter().any(|&r| applies[r]);
+        let mut digit_lines = DigitLines::new(self.min_digits);
+        let mut lines = Vec::new();
+        let mut digit_regions: Vec<(usize, usize, usize)> = Vec::new();
+        let mut digits_to = |to: usize| {
+            if !digits_on {
+                return;
+            }
+            digit_lines.advance(text, to, &mut lines);
+            if to >= text.len() {
+                digit_lines.finish(text, &mut lines);
+            }
+            for (s, e) in lines.drain(..) {
+                let which = self.digit_set.as_ref().map(|set| set.matches(&text[s..e]));
+                for (k, &r) in self.digit_rules.iter().enumerate() {
+                    if applies[r] && which.as_ref().is_none_or(|w| w.matched(k)) {
+                        digit_regions.push((k, s, e));
                     }
-                    if self.rules[r].detector.is_some() {
-                        // The parser reads the name and value around the hit itself.
-                        if regions[r].last().is_none_or(|l| l.0 != m.start) {
-                            regions[r].push((m.start, m.end));
-                        }
-                        continue;
-                    }
-                    if self.rules[r].assignment
-                        && !*assigned.get_or_insert_with(|| rules::assigned_after(text, m.end))
-                    {
-                        continue;
-                    }
-                    let window = self.rules[r].window;
-                    let start = *start_of_line.get_or_insert_with(|| line_start(text, m.start));
-                    let end = match line_end {
-                        Some((w, e)) if w == window => e,
-                        _ => {
-                            let from = m.end.saturating_add(window).min(text.len());
-                            let hi = from.saturating_add(MAX_FWD).min(text.len());
-                            let e = text[from..hi]
-                                .iter()
-                                .position(|&b| b == b'\n')
-                                .map_or(hi, |p| from + p + 1);
-                            line_end = Some((window, e));
-                            e
-                        }
-                    };
-                    if let Some((at, _)) = &self.rules[r].anchored {
-                        // One attempt per hit position (several keywords may share a name).
-                        let h = match at {
-                            Start::Keyword { .. } => m.start,
-                            Start::Name => text[start..m.start]
-                                .iter()
-                                .rposition(|&b| !span::is_name_byte(b))
-                                .map_or(start, |p| start + p + 1),
-                        };
-                        if regions[r].last().is_none_or(|l| l.0 != h) {
-                            regions[r].push((h, end));
-                        }
-                        continue;
-                    }
-                    regions[r].push((start, end));
-                    covered_from[r] = start;
-                    covered_to[r] = end;
-                    any_region[r] = true;
                 }
-            });
+            }
+        };
+        if let Some(ac) = &self.ac {
+            ac.for_each_block(
+                text,
+                |m| {
+                    let Some(rs) = self.pattern_rules.get(m.keyword as usize) else {
+                        return;
+                    };
+                    // Computed at most once per hit, only when a rule asks for it.
+                    let mut assigned = None;
+                    let mut start_of_line = None;
+                    let mut line_end: Option<(usize, usize)> = None;
+                    for &ri in rs {
+                        let r = ri as usize;
+                        if !applies[r]
+                            || (any_region[r]
+                                && m.start >= covered_from[r]
+                                && m.start < covered_to[r])
+                        {
+                            continue;
+                        }
+                        if let Some(kind) = self.rules[r].detector {
+                            // The parser reads the name and value around the hit itself, once per
+                            // name (several keywords of one name, `api_key`, `_key`, `key"`, find
+                            // the same value).
+                            let Some(d) = slot(r).and_then(|k| detected.get_mut(k)) else {
+                                continue;
+                            };
+                            if d.last().is_none_or(|l| l.ks != m.start) {
+                                let name = generic::name_start(text, m.start);
+                                let found = if d.last().is_some_and(|l| l.name == name) {
+                                    None
+                                } else {
+                                    Some(generic::find(text, m.start, m.end, kind))
+                                };
+                                d.push(Detected {
+                                    ks: m.start,
+                                    ke: m.end,
+                                    name,
+                                    found,
+                                });
+                            }
+                            continue;
+                        }
+                        if self.rules[r].assignment
+                            && !*assigned.get_or_insert_with(|| rules::assigned_after(text, m.end))
+                        {
+                            continue;
+                        }
+                        let window = self.rules[r].window;
+                        let start = *start_of_line.get_or_insert_with(|| line_start(text, m.start));
+                        let end = match line_end {
+                            Some((w, e)) if w == window => e,
+                            _ => {
+                                let from = m.end.saturating_add(window).min(text.len());
+                                let hi = from.saturating_add(MAX_FWD).min(text.len());
+                                let e = text[from..hi]
+                                    .iter()
+                                    .position(|&b| b == b'\n')
+                                    .map_or(hi, |p| from + p + 1);
+                                line_end = Some((window, e));
+                                e
+                            }
+                        };
+                        if let Some((at, _)) = &self.rules[r].anchored {
+                            // One attempt per hit position (several keywords may share a name).
+                            let h = match at {
+                                Start::Keyword { .. } => m.start,
+                                Start::Name => text[start..m.start]
+                                    .iter()
+                                    .rposition(|&b| !span::is_name_byte(b))
+                                    .map_or(start, |p| start + p + 1),
+                            };
+                            if regions[r].last().is_none_or(|l| l.0 != h) {
+                                regions[r].push((h, end));
+                            }
+                            continue;
+                        }
+                        regions[r].push((start, end));
+                        covered_from[r] = start;
+                        covered_to[r] = end;
+                        any_region[r] = true;
+                    }
+                },
+                &mut digits_to,
+            );
+        }
+        digits_to(text.len());
+        for (k, s, e) in digit_regions {
+            regions[self.digit_rules[k]].push((s, e));
         }
         for &r in &self.keywordless {
             if applies[r] {
                 regions[r].push((0, text.len()));
             }
         }
-        if self.digit_rules.iter().any(|&r| applies[r]) {
-            for (s, e) in digit_lines(text, self.min_digits) {
-                let which = self.digit_set.as_ref().map(|set| set.matches(&text[s..e]));
-                for (k, &r) in self.digit_rules.iter().enumerate() {
-                    if applies[r] && which.as_ref().is_none_or(|w| w.matched(k)) {
-                        regions[r].push((s, e));
-                    }
-                }
-            }
-        }
         let mut out = Found::default();
         for (r, regs) in regions.iter_mut().enumerate() {
-            if regs.is_empty() {
+            if regs.is_empty()
+                && (self.rules[r].detector.is_none()
+                    || slot(r).is_none_or(|k| detected[k].is_empty()))
+            {
                 continue;
             }
             if !regs.is_sorted() {
@@ -565,16 +630,30 @@ impl Engine {
             let rule = &self.rules[r];
             if let Some(kind) = rule.detector {
                 // One name per keyword hit; hits inside the same name find the same value.
+                let mut ds = slot(r)
+                    .map(|k| std::mem::take(&mut detected[k]))
+                    .unwrap_or_default();
+                ds.extend(regs.iter().map(|&(ks, ke)| Detected {
+                    ks,
+                    ke,
+                    name: generic::name_start(text, ks),
+                    found: None,
+                }));
+                if !ds.is_sorted_by_key(|d| (d.ks, d.ke)) {
+                    ds.sort_unstable_by_key(|d| (d.ks, d.ke));
+                }
                 let mut last = None;
                 let mut last_name = None;
-                for &(ks, ke) in regs.iter() {
+                for d in &ds {
                     // Several keywords of one name (`api_key`, `_key`, `key"`) read it once.
-                    let name = generic::name_start(text, ks);
-                    if last_name == Some(name) {
+                    if last_name == Some(d.name) {
                         continue;
                     }
-                    last_name = Some(name);
-                    if let Some((s, e)) = generic::find(text, ks, ke, kind)
+                    last_name = Some(d.name);
+                    let found = d
+                        .found
+                        .unwrap_or_else(|| generic::find(text, d.ks, d.ke, kind));
+                    if let Some((s, e)) = found
                         && last != Some((s, e))
                     {
                         last = Some((s, e));
@@ -784,65 +863,102 @@ fn words(s: usize, e: usize) -> impl Iterator<Item = (usize, u64)> {
 /// the digits of a run. Cheap enough to replace a regex pass per numeric-PII rule. A run that
 /// ends in `:` is a time of day (`2026-03-01 12:00:00`), which would otherwise make every log
 /// line a candidate, so it does not count.
+#[cfg(test)]
 fn digit_lines(text: &[u8], min: usize) -> Vec<(usize, usize)> {
-    let min = min.max(1);
     let mut out = Vec::new();
-    let mut run = 0usize;
-    let mut i = 0;
-    // Below this position the bytes are read one at a time (a block there had enough digits).
-    let mut slow_until = 0;
-    while i < text.len() {
-        // Outside a run: a run of `min` digits spans at least `min` bytes, none of which ends a
-        // run, so when the byte `min - 1` ahead does, no run starts before it. Letters end runs,
-        // so even hex or base64 tokens are mostly skipped `min` bytes at a time.
-        if run == 0 {
-            // Source code and prose: a 64-byte block with fewer than `min` digits holds no whole
-            // run, so everything up to its last run-ending byte is skipped (the count vectorizes;
-            // code has a digit in most blocks, but rarely nine).
-            if i >= slow_until
-                && let Some(block) = text.get(i..i + 64)
-            {
-                let digits = block
-                    .iter()
-                    .fold(0u32, |a, &b| a + u32::from(b.wrapping_sub(b'0') < 10));
-                if (digits as usize) < min
-                    && let Some(p) = block
-                        .iter()
-                        .rposition(|&b| DIGIT_CLASS[usize::from(b)] == BREAK)
-                {
-                    i += p + 1;
-                    continue;
-                }
-                slow_until = i + 64;
-            }
-            if let Some(&b) = text.get(i + min - 1)
-                && DIGIT_CLASS[usize::from(b)] == BREAK
-            {
-                i += min;
-                continue;
-            }
-        }
-        let b = text[i];
-        match DIGIT_CLASS[usize::from(b)] {
-            DIGIT => run += 1,
-            SEPARATOR => {}
-            _ => {
-                if run >= min && b != b':' {
-                    let (start, end) = line_around(text, i.saturating_sub(1));
-                    out.push((start, end));
-                    i = end.max(i + 1);
-                    run = 0;
-                    continue;
-                }
-                run = 0;
-            }
-        }
-        i += 1;
-    }
-    if run >= min {
-        out.push(line_around(text, text.len().saturating_sub(1)));
-    }
+    let mut lines = DigitLines::new(min);
+    lines.advance(text, text.len(), &mut out);
+    lines.finish(text, &mut out);
     out
+}
+
+/// [`digit_lines`] as a scan that can stop and resume: the engine runs it block by block behind
+/// the keyword pass, on text still in cache, instead of a second pass over the whole file.
+struct DigitLines {
+    min: usize,
+    /// The next byte to read.
+    i: usize,
+    /// Digits in the current run.
+    run: usize,
+    /// Below this position the bytes are read one at a time (a block there had enough digits).
+    slow_until: usize,
+}
+
+impl DigitLines {
+    fn new(min: usize) -> DigitLines {
+        DigitLines {
+            min: min.max(1),
+            i: 0,
+            run: 0,
+            slow_until: 0,
+        }
+    }
+
+    /// Reads up to `to` (or a little past it, to the end of a line it reports).
+    fn advance(&mut self, text: &[u8], to: usize, out: &mut Vec<(usize, usize)>) {
+        let min = self.min;
+        let to = to.min(text.len());
+        let (mut i, mut run, mut slow_until) = (self.i, self.run, self.slow_until);
+        while i < to {
+            // Outside a run: a run of `min` digits spans at least `min` bytes, none of which ends
+            // a run, so when the byte `min - 1` ahead does, no run starts before it. Letters end
+            // runs, so even hex or base64 tokens are mostly skipped `min` bytes at a time.
+            if run == 0 {
+                // Source code and prose: a 64-byte block with fewer than `min` digits holds no
+                // whole run, so everything up to its last run-ending byte is skipped (the count
+                // vectorizes; code has a digit in most blocks, but rarely nine).
+                if i >= slow_until
+                    && let Some(block) = text.get(i..i + 64)
+                {
+                    // A byte-wide count (at most 64) keeps the sum in byte lanes: a third of
+                    // the instructions of a widening one.
+                    let digits = block
+                        .iter()
+                        .fold(0u8, |a, &b| a + u8::from(b.wrapping_sub(b'0') < 10));
+                    if (digits as usize) < min
+                        && let Some(p) = block
+                            .iter()
+                            .rposition(|&b| DIGIT_CLASS[usize::from(b)] == BREAK)
+                    {
+                        i += p + 1;
+                        continue;
+                    }
+                    slow_until = i + 64;
+                }
+                if let Some(&b) = text.get(i + min - 1)
+                    && DIGIT_CLASS[usize::from(b)] == BREAK
+                {
+                    i += min;
+                    continue;
+                }
+            }
+            let b = text[i];
+            match DIGIT_CLASS[usize::from(b)] {
+                DIGIT => run += 1,
+                SEPARATOR => {}
+                _ => {
+                    if run >= min && b != b':' {
+                        let (start, end) = line_around(text, i.saturating_sub(1));
+                        out.push((start, end));
+                        i = end.max(i + 1);
+                        run = 0;
+                        continue;
+                    }
+                    run = 0;
+                }
+            }
+            i += 1;
+        }
+        (self.i, self.run, self.slow_until) = (i, run, slow_until);
+    }
+
+    /// After the whole text was read: a run that reaches the end of the text.
+    fn finish(&mut self, text: &[u8], out: &mut Vec<(usize, usize)>) {
+        if self.run >= self.min {
+            out.push(line_around(text, text.len().saturating_sub(1)));
+        }
+        self.run = 0;
+    }
 }
 
 const BREAK: u8 = 0;

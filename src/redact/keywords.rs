@@ -193,7 +193,19 @@ impl Keywords {
     }
 
     /// Calls `f` for every occurrence, block by block; within a block in order of start.
-    pub(crate) fn for_each(&self, text: &[u8], mut f: impl FnMut(Hit)) {
+    #[cfg(test)]
+    pub(crate) fn for_each(&self, text: &[u8], f: impl FnMut(Hit)) {
+        self.for_each_block(text, f, |_| {});
+    }
+
+    /// As `for_each`, and calls `block_done(to)` after the hits of each block of anchors
+    /// `[from, to)`: the caller can work on that stretch of text while it is still in cache.
+    pub(crate) fn for_each_block(
+        &self,
+        text: &[u8],
+        mut f: impl FnMut(Hit),
+        mut block_done: impl FnMut(usize),
+    ) {
         let mut hits = Vec::new();
         let mut from = 0;
         while from < text.len() {
@@ -211,6 +223,7 @@ impl Keywords {
                 f(h);
             }
             hits.clear();
+            block_done(to);
             from = to;
         }
     }
