@@ -70,6 +70,22 @@ struct SynthCache {
     bytes: usize,
 }
 
+impl SynthCache {
+    /// Keeps `v` for `key`; past the budget the cache starts over (views are rebuilt on demand).
+    fn insert(&mut self, key: (FileId, u64), v: View) {
+        let n = match &v {
+            View::Synth(s) => s.bytes.len(),
+            _ => 0,
+        };
+        if self.bytes + n > SYNTH_BUDGET {
+            self.views.clear();
+            self.bytes = 0;
+        }
+        self.bytes += n;
+        self.views.insert(key, v);
+    }
+}
+
 /// Why a change to a file with a synthesized view is refused (the audit reason).
 pub(crate) const SYNTH_READ_ONLY: &str = "the agent sees a synthesized view of this file (rebuilt with its secrets masked); it is read-only, since an edit of the rebuilt bytes cannot be mapped back onto the real ones";
 
@@ -339,17 +355,10 @@ impl Viewer {
             self.rebuild_document(sel, data, budget)
         };
         if keep {
-            let mut c = self.synth.lock().unwrap_or_else(|e| e.into_inner());
-            let n = match &v {
-                View::Synth(s) => s.bytes.len(),
-                _ => 0,
-            };
-            if c.bytes + n > SYNTH_BUDGET {
-                c.views.clear();
-                c.bytes = 0;
-            }
-            c.bytes += n;
-            c.views.insert(key, v.clone());
+            self.synth
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, v.clone());
         }
         v
     }
@@ -523,17 +532,10 @@ impl Viewer {
             }
         };
         if keep {
-            let mut c = self.synth.lock().unwrap_or_else(|e| e.into_inner());
-            let n = match &v {
-                View::Synth(s) => s.bytes.len(),
-                _ => 0,
-            };
-            if c.bytes + n > SYNTH_BUDGET {
-                c.views.clear();
-                c.bytes = 0;
-            }
-            c.bytes += n;
-            c.views.insert(key, v.clone());
+            self.synth
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, v.clone());
         }
         v
     }
