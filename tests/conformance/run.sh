@@ -31,12 +31,17 @@ profile=$work/profile.toml
 sed "s/^mode = \"snapshot\"$/mode = \"snapshot\"\napply = \"${APPLY:-immediate}\"/" "$here/writable.toml" > "$profile"
 
 mount_veilfs() {
+  # Emptied here, not by the background job's own redirection: that one may run after the wait
+  # below has already read the previous mount's "mounted" line (and fsx then wrote into the bare
+  # directory, so the real mount found it not empty).
+  : > "$work/mount.out"
+  : > "$work/mount.err"
   "$bin" mount --allow-other --mode "$mode" --store "$work/store" \
     --profile "$profile" "$work/scope" "$work/mp" > "$work/mount.out" 2> "$work/mount.err" &
   pid=$!
   # The mount prints its line only once the kernel handshake is done.
   for _ in $(seq 1 200); do
-    grep -q "mounted" "$work/mount.out" 2>/dev/null && return 0
+    grep -q "mounted" "$work/mount.out" 2>/dev/null && mountpoint -q "$work/mp" && return 0
     kill -0 "$pid" 2>/dev/null || { cat "$work/mount.err"; return 1; }
     read -r -t 0.05 < /dev/zero || true
   done
