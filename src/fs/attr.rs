@@ -46,6 +46,38 @@ impl LinkDirs {
     }
 }
 
+/// How many directories' hidden-subdirectory counts [`HiddenDirs`] keeps.
+const HIDDEN_DIRS_MAX: usize = 4096;
+
+/// How many subdirectories of a directory the agent cannot see, for one version of the
+/// directory (identity, mtime, ctime: any name added, removed or renamed in it changes them),
+/// at one path (patterns are anchored), under one policy generation (a live reload changes what
+/// is hidden). Without it every LOOKUP and GETATTR of a directory with subdirectories lists it,
+/// and write modes keep no attributes in the kernel: every path walk paid for a listing.
+/// Bounded: cleared when full.
+#[derive(Default)]
+pub(super) struct HiddenDirs {
+    map: Mutex<std::collections::HashMap<(LinkDirKey, u64, PathBuf), u64>>,
+}
+
+impl HiddenDirs {
+    fn get(&self, key: &(LinkDirKey, u64, PathBuf)) -> Option<u64> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    fn put(&self, key: (LinkDirKey, u64, PathBuf), hidden: u64) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= HIDDEN_DIRS_MAX {
+            map.clear();
+        }
+        map.insert(key, hidden);
+    }
+}
+
 pub(super) fn attr_of(ino: u64, st: &Stat) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
@@ -145,9 +177,33 @@ impl VeilFs {
         if st.kind() != Kind::Dir || st.nlink <= 2 {
             return st;
         }
-        let Ok(entries) = backing::list_dir(fd) else {
-            return st;
+        let generation = self.cfg.policy.with_active(|a| a.generation);
+        let key = (
+            (st.dev, st.ino, st.mtime, st.ctime),
+            generation,
+            rel.to_path_buf(),
+        );
+        let hidden = match self.hidden_dirs.get(&key) {
+            Some(h) => h,
+            None => {
+                let Some(h) = self.count_hidden_subdirs(rel, fd) else {
+                    return st;
+                };
+                // Counted after the stat: a change in between makes the next stat miss, never
+                // a stale hit.
+                self.hidden_dirs.put(key, h);
+                h
+            }
         };
+        Stat {
+            nlink: st.nlink.saturating_sub(hidden).max(2),
+            ..st
+        }
+    }
+
+    /// The subdirectories of the directory `fd` (at `rel`) that the agent cannot see.
+    fn count_hidden_subdirs(&self, rel: &Path, fd: BorrowedFd<'_>) -> Option<u64> {
+        let entries = backing::list_dir(fd).ok()?;
         let mut hidden = 0;
         for e in entries {
             // Directories are hidden by their names only (patterns, names holding secrets).
@@ -162,10 +218,7 @@ impl VeilFs {
                 hidden += 1;
             }
         }
-        Stat {
-            nlink: st.nlink.saturating_sub(hidden).max(2),
-            ..st
-        }
+        Some(hidden)
     }
 }
 

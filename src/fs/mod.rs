@@ -135,6 +135,8 @@ pub(crate) struct VeilFs {
     ahead: Option<ahead::Ahead>,
     /// Directory listings that count a hard-linked file's visible names (see [`attr`]).
     link_dirs: attr::LinkDirs,
+    /// Hidden-subdirectory counts of directories, by version (see [`attr`]).
+    hidden_dirs: attr::HiddenDirs,
     /// Writes waiting in private copies (`[write] apply = "deferred"`).
     deferred: Option<deferred::Deferred>,
     /// Virtual inodes and their open handles ([`virtual_fs`]).
@@ -205,6 +207,7 @@ impl VeilFs {
             copies,
             ahead,
             link_dirs: Default::default(),
+            hidden_dirs: Default::default(),
             vinodes: Default::default(),
             vhandles: Default::default(),
             root_stat: st,

@@ -469,6 +469,14 @@ fn hidden_entries_answer_like_denied_names_and_are_not_counted() {
     // A directory's link count counts only the subdirectories the agent can see.
     let nlink = fs::metadata(m.path("d")).unwrap().nlink();
     assert_eq!(nlink, 3, "d has one visible subdirectory");
+    // The count is kept per version of the directory: one changed outside the mount is counted
+    // again (a new hidden subdirectory still not counted, a new visible one counted).
+    fs::create_dir(s.join("d/.env.e")).unwrap();
+    assert_eq!(fs::metadata(m.path("d")).unwrap().nlink(), 3);
+    fs::create_dir(s.join("d/sub2")).unwrap();
+    assert_eq!(fs::metadata(m.path("d")).unwrap().nlink(), 4);
+    fs::rename(s.join("d/sub2"), s.join("d/.env.f")).unwrap();
+    assert_eq!(fs::metadata(m.path("d")).unwrap().nlink(), 3);
     // A file's counts only the names the agent can see (its link named .env.shared is hidden).
     assert_eq!(fs::metadata(m.path("shared.txt")).unwrap().nlink(), 1);
     fs::write(m.path("mine.txt"), "m\n").unwrap();
