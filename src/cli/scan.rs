@@ -353,6 +353,9 @@ fn redaction_report(
         Ok(d) => d,
         Err(err) => return vec![unscannable(&format!("unreadable: {err}"))],
     };
+    if policy.text(&e.rel) {
+        return vec![text_view_line(engine, root, &e.rel, &data, json)];
+    }
     if policy.metadata(&e.rel) {
         return vec![if json {
             serde_json::json!({"path": path, "present": "metadata"}).to_string()
@@ -445,4 +448,37 @@ pub(super) fn run_redact(a: RedactArgs) -> anyhow::Result<ExitCode> {
     };
     io::stdout().write_all(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the agent is shown of a file the profile presents as text (`[present] text`): the
+/// source refused, and its `NAME.txt` sibling with the text masked, or refused, or not shown
+/// because a real file takes the name. The same extraction and rules as the mount's.
+fn text_view_line(engine: &Engine, root: &Path, rel: &Path, data: &[u8], json: bool) -> String {
+    let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+    let view = rel.with_file_name(crate::virtual_entries::text_name(
+        rel.file_name().unwrap_or_default(),
+    ));
+    let (shown, detail) = if fs::symlink_metadata(root.join(&view)).is_ok() {
+        ("not shown", "a real file of this name wins".to_string())
+    } else {
+        match crate::text_view::extract(name, data) {
+            Err(why) => ("refused", why),
+            Ok(text) => match engine.scan(rel, text.as_bytes()) {
+                ScanOutcome::Clean => ("shown", "no span masked".to_string()),
+                ScanOutcome::Redact(r) => {
+                    let (rules, n) = crate::audit::rules_fired(&r);
+                    ("shown", format!("{n} span(s) masked ({})", rules.join(",")))
+                }
+                ScanOutcome::Unscannable(why) => ("refused", format!("cannot be scanned: {why}")),
+                ScanOutcome::Refused(why) => ("refused", why.to_string()),
+            },
+        }
+    };
+    let (path, view) = (escape_path(rel), escape_path(&view));
+    if json {
+        serde_json::json!({"path": path, "present": "text", "view": view, "shown": shown, "detail": detail})
+            .to_string()
+    } else {
+        format!("text\t{view}\t{shown}: {detail} (the text of {path}, which is refused)")
+    }
 }

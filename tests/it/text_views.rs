@@ -347,3 +347,39 @@ fn a_text_view_carries_the_footer_line_and_coded_masks_that_trace_reads_back() {
         "{out} {err}"
     );
 }
+
+/// `veilfs scan` tells what each text view will show, with the mount's extraction and rules.
+#[test]
+fn scan_names_each_text_view_and_what_it_shows() {
+    let scope = tempfile::tempdir().unwrap();
+    seed(scope.path());
+    let pdir = tempfile::tempdir().unwrap();
+    let profile = write_profile(pdir.path(), "p.toml", PROFILE);
+    let (_, out, err) = veilfs(&[
+        "scan",
+        "--profile",
+        profile.to_str().unwrap(),
+        scope.path().to_str().unwrap(),
+    ]);
+    let line = |view: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("text\t{view}\t")))
+            .unwrap_or_else(|| panic!("no line for {view}: {out} {err}"))
+            .to_string()
+    };
+    let report = line("docs/report.pdf.txt");
+    assert!(
+        report.contains("shown: ") && report.contains("github-pat") && report.contains("email"),
+        "{report}"
+    );
+    assert!(
+        line("docs/memo.docx.txt").contains("shown: 1 span(s) masked"),
+        "{out}"
+    );
+    assert!(line("docs/broken.pdf.txt").contains("refused: "), "{out}");
+    assert!(
+        line("docs/x.pdf.txt").contains("not shown: a real file of this name wins"),
+        "{out}"
+    );
+    assert!(!out.contains(TOKEN), "scan never prints a secret");
+}
