@@ -191,17 +191,8 @@ fn office(data: &[u8]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
-    fn zipped(members: &[(&str, &str)]) -> Vec<u8> {
-        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        for (n, b) in members {
-            w.start_file(*n, zip::write::SimpleFileOptions::default())
-                .unwrap();
-            w.write_all(b.as_bytes()).unwrap();
-        }
-        w.finish().unwrap().into_inner()
-    }
+    use crate::redact::document::tests::doc as zipped;
 
     #[test]
     fn office_text_is_read_in_order_with_paragraphs_and_cells() {
