@@ -43,6 +43,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde_json::{Value, json};
+
+mod file_line;
 use tracing::{info, warn};
 
 /// `prev` of the first line of an audit file.
@@ -880,7 +882,17 @@ pub(crate) struct Sink {
     st: Mutex<SinkState>,
 }
 
-type ProcCache = std::collections::HashMap<u32, (Instant, (u32, String, String))>;
+type ProcCache = std::collections::HashMap<u32, (Instant, Arc<ProcInfo>)>;
+
+/// What the trail says about the process behind a request.
+pub(crate) struct ProcInfo {
+    /// Thread group of FUSE's thread id.
+    pid: u32,
+    name: String,
+    exe: String,
+    /// The executable's file name ("unknown" when there is none).
+    exe_name: String,
+}
 
 /// How long [`Sink::process`] trusts what it read about a thread.
 const PROC_TTL: Duration = Duration::from_millis(200);
@@ -893,6 +905,8 @@ struct SinkState {
     unsigned: u64,
     last_flush: Instant,
     failed: bool,
+    /// The line being written, reused (one allocation for the whole session).
+    line: Vec<u8>,
 }
 
 impl Sink {
@@ -943,6 +957,7 @@ impl Sink {
                 unsigned: 0,
                 last_flush: Instant::now(),
                 failed: false,
+                line: Vec::with_capacity(2048),
             }),
         })
     }
@@ -951,7 +966,7 @@ impl Sink {
     /// `grep -r` opens thousands of files from one thread, and three `/proc` reads per open
     /// cost more than the rest of the event. A pid cannot be reused that fast (pid_max is
     /// millions), but an `exec` in that window is shown under the name from before it.
-    fn process(&self, tid: u32) -> (u32, String, String) {
+    fn process(&self, tid: u32) -> Arc<ProcInfo> {
         let now = Instant::now();
         {
             let c = self.procs.lock().unwrap_or_else(|p| p.into_inner());
@@ -963,7 +978,16 @@ impl Sink {
         }
         let pid = tgid_of(tid).unwrap_or(tid);
         let (name, exe) = process_info(pid);
-        let info = (pid, name, exe);
+        let exe_name = Path::new(&exe)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "unknown".into());
+        let info = Arc::new(ProcInfo {
+            pid,
+            name,
+            exe,
+            exe_name,
+        });
         let mut c = self.procs.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= 1024 {
             c.retain(|_, (t, _)| now.duration_since(*t) < PROC_TTL);
@@ -978,10 +1002,10 @@ impl Sink {
         self.path.as_deref()
     }
 
-    /// The OCSF object of `e` without the chain fields.
-    fn ocsf(&self, e: &AuditEvent, actor: &Actor) -> Value {
+    /// The OCSF object of `e` without the chain fields, as process `p` did it at `time` (ms).
+    fn ocsf(&self, e: &AuditEvent, actor: &Actor, p: &ProcInfo, time: i64) -> Value {
         let class = e.class();
-        let (pid, name, exe) = self.process(actor.pid);
+        let (pid, name, exe) = (p.pid, &p.name, &p.exe);
         let (rel, to) = e.paths();
         let file_obj = |rel: &str, type_id: u8| {
             let abs = if rel.is_empty() {
@@ -999,10 +1023,7 @@ impl Sink {
         };
         let activity_name = class.name.unwrap_or(activity_name(class.activity));
         let blocked = class.disposition == 2;
-        let exe_name = Path::new(&exe)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "unknown".into());
+        let exe_name = &p.exe_name;
         let mut v = json!({
             "class_uid": 1001,
             "class_name": "File System Activity",
@@ -1012,7 +1033,7 @@ impl Sink {
             "activity_name": activity_name,
             "type_uid": 1001 * 100 + class.activity as u32,
             "type_name": format!("File System Activity: {activity_name}"),
-            "time": crate::time::now_ns().div_euclid(1_000_000) as i64,
+            "time": time,
             "severity_id": class.severity,
             "severity": severity_name(class.severity),
             "status_id": if blocked { 2 } else { 1 },
@@ -1087,7 +1108,11 @@ impl Sink {
     }
 
     fn write(&self, e: &AuditEvent, actor: &Actor) {
-        let mut v = self.ocsf(e, actor);
+        let p = self.process(actor.pid);
+        let time = crate::time::now_ns().div_euclid(1_000_000) as i64;
+        // The events of reads take the allocation-free path (see `file_line`); the rest are
+        // built as a `Value` outside the lock.
+        let general = (!file_line::covers(e)).then(|| self.ocsf(e, actor, &p, time));
         let urgent = !matches!(
             e,
             AuditEvent::Open { .. }
@@ -1096,13 +1121,30 @@ impl Sink {
                 | AuditEvent::Changed { .. }
         );
         let mut st = self.st.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = v.as_object_mut() {
-            m.insert("prev".into(), json!(st.prev));
-            if let Some(md) = m.get_mut("metadata").and_then(|x| x.as_object_mut()) {
-                md.insert("sequence".into(), json!(st.seq));
+        let mut line = std::mem::take(&mut st.line);
+        match general {
+            Some(mut v) => {
+                chain_fields(&mut v, &st.prev, st.seq);
+                line.clear();
+                // Writing a `Value` into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut line, &v);
+            }
+            None => {
+                let session = file_line::Session {
+                    id: &self.session,
+                    host: &self.host,
+                    mountpoint: &self.mountpoint,
+                };
+                let at = file_line::Place {
+                    prev: &st.prev,
+                    seq: st.seq,
+                    time,
+                };
+                file_line::write(&mut line, &session, e, actor, &p, &at);
             }
         }
-        self.append(&mut st, &v.to_string());
+        self.append(&mut st, &line);
+        st.line = line;
         st.unsigned += 1;
         if st.unsigned >= SIGN_EVERY && self.key.is_some() {
             self.sign(&mut st);
@@ -1112,25 +1154,22 @@ impl Sink {
         }
     }
 
-    fn append(&self, st: &mut SinkState, line: &str) {
+    fn append(&self, st: &mut SinkState, line: &[u8]) {
         let mut res = Ok(());
         if let Some(f) = st.file.as_mut()
             && !st.failed
         {
-            res = f
-                .write_all(line.as_bytes())
-                .and_then(|_| f.write_all(b"\n"));
+            res = f.write_all(line).and_then(|_| f.write_all(b"\n"));
         }
         if let Some(c) = st.copy.as_mut() {
-            let _ = c
-                .write_all(line.as_bytes())
-                .and_then(|_| c.write_all(b"\n"));
+            let _ = c.write_all(line).and_then(|_| c.write_all(b"\n"));
         }
         if let Err(e) = res {
             st.failed = true;
             tracing::error!(target: "veilfs::audit", "audit file write failed, further events are only logged: {e}");
         }
-        st.prev = blake3::hash(line.as_bytes()).to_hex().to_string();
+        st.prev.clear();
+        st.prev.push_str(blake3::hash(line).to_hex().as_str());
         st.seq += 1;
     }
 
@@ -1154,7 +1193,7 @@ impl Sink {
             },
         })
         .to_string();
-        self.append(st, &line);
+        self.append(st, line.as_bytes());
         st.unsigned = 0;
     }
 
@@ -1179,6 +1218,16 @@ impl Sink {
         self.flush(&mut st);
         if let Some(f) = st.file.as_mut() {
             let _ = f.get_ref().sync_data();
+        }
+    }
+}
+
+/// Adds the chain fields (`prev`, `metadata.sequence`) to an event's OCSF object.
+fn chain_fields(v: &mut Value, prev: &str, seq: u64) {
+    if let Some(m) = v.as_object_mut() {
+        m.insert("prev".into(), json!(prev));
+        if let Some(md) = m.get_mut("metadata").and_then(|x| x.as_object_mut()) {
+            md.insert("sequence".into(), json!(seq));
         }
     }
 }
@@ -1541,6 +1590,83 @@ mod tests {
         fs::write(&path, text).unwrap();
         let v = verify_file(&path, Some(&other)).unwrap();
         assert!(v.errors[0].contains(":257:"), "{:?}", v.errors);
+    }
+
+    /// The allocation-free line of the events of reads (`file_line`) is byte for byte what
+    /// the general path writes for them.
+    #[test]
+    fn read_events_write_the_same_bytes_as_the_general_path() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let s = sink(d.path(), None);
+        let a = Actor {
+            pid: std::process::id(),
+            uid: 1000,
+            gid: 1000,
+        };
+        let p = s.process(a.pid);
+        let rules = vec!["aws-access-key".to_string(), "github-pat".to_string()];
+        let odd = PathBuf::from("d \"q\"/back\\slash\n\u{e9}\u{1f600}.txt");
+        let bad = PathBuf::from(std::ffi::OsStr::from_bytes(b"dir/bad\xffname"));
+        let mut events = Vec::new();
+        for path in [PathBuf::from("src/main.rs"), PathBuf::new(), odd, bad] {
+            events.push(AuditEvent::Open {
+                path: path.clone(),
+                writable: false,
+                masked: false,
+                rules: Vec::new(),
+                redactions: 0,
+            });
+            events.push(AuditEvent::Open {
+                path: path.clone(),
+                writable: true,
+                masked: true,
+                rules: rules.clone(),
+                redactions: 3,
+            });
+            events.push(AuditEvent::Read {
+                path: path.clone(),
+                masked: false,
+                rules: Vec::new(),
+                redactions: 0,
+            });
+            events.push(AuditEvent::Read {
+                path: path.clone(),
+                masked: true,
+                rules: rules.clone(),
+                redactions: 7,
+            });
+            events.push(AuditEvent::Synthesized {
+                path,
+                view: "document".into(),
+                rules: rules.clone(),
+                redactions: 2,
+            });
+        }
+        for (i, e) in events.iter().enumerate() {
+            assert!(file_line::covers(e));
+            let (prev, seq, time) = (format!("{i:064x}"), i as u64 * 7, 1_765_000_000_123 + i as i64);
+            let mut v = s.ocsf(e, &a, &p, time);
+            chain_fields(&mut v, &prev, seq);
+            let want = v.to_string();
+            let mut got = Vec::new();
+            let session = file_line::Session {
+                id: &s.session,
+                host: &s.host,
+                mountpoint: &s.mountpoint,
+            };
+            let at = file_line::Place {
+                prev: &prev,
+                seq,
+                time,
+            };
+            assert!(file_line::write(&mut got, &session, e, &a, &p, &at));
+            assert_eq!(String::from_utf8(got).unwrap(), want, "{e:?}");
+        }
+        assert!(!file_line::covers(&AuditEvent::Changed {
+            op: "create".into(),
+            path: "f".into(),
+        }));
     }
 
     #[test]

@@ -548,7 +548,7 @@ impl Filesystem for VeilFs {
         let _actor = audit::Actor::of(req).enter();
         let r = if let Some(h) = self.virtual_handle(fh) {
             if h.ino == ino.0 {
-                Ok(virtual_fs::slice(&h.bytes, offset, size))
+                Ok(read::Served::Own(virtual_fs::slice(&h.bytes, offset, size)))
             } else {
                 Err(Errno::EBADF)
             }
@@ -557,6 +557,7 @@ impl Filesystem for VeilFs {
             && let Some(v) = self.virtual_inode(ino.0)
         {
             self.read_virtual_unopened(&v, offset, size)
+                .map(read::Served::Own)
         } else if fh.0 == 0 && self.cfg.no_open {
             self.read_unopened(ino, offset, size)
         } else {

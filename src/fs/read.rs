@@ -10,6 +10,24 @@ pub(super) enum Scanned {
     TooLarge(Stat),
 }
 
+/// The bytes a read answers with: a slice of a scanned copy, shared rather than copied (a cold
+/// `grep -r` reads each file once, so a copy per READ was an allocation and a memcpy per file
+/// for nothing), or bytes of its own (read from the file, or masked).
+pub(super) enum Served {
+    Own(Vec<u8>),
+    Shared(Arc<served::Copy>, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for Served {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Served::Own(v) => v,
+            Served::Shared(c, r) => &c.bytes_served()[r.clone()],
+        }
+    }
+}
+
 /// Reads up to `size` bytes at `offset`, short only at end of file.
 pub(super) fn pread_full(file: &File, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; size as usize];
@@ -38,16 +56,16 @@ impl VeilFs {
         offset: u64,
         size: u32,
         writable: bool,
-    ) -> Result<Vec<u8>, Errno> {
+    ) -> Result<Served, Errno> {
         if writable {
-            return pread_full(file, offset, size);
+            return pread_full(file, offset, size).map(Served::Own);
         }
         let rel = self.rel(ino)?;
         if !self.cfg.viewer.redaction_enabled()
             && !self.cfg.viewer.presents_metadata(&rel)
             && !self.cfg.viewer.presents_text(&rel)
         {
-            return pread_full(file, offset, size);
+            return pread_full(file, offset, size).map(Served::Own);
         }
         match self.scanned_copy(ino, &rel, file)? {
             Scanned::Copy(c) => self.serve(&rel, &c, offset, size),
@@ -172,25 +190,23 @@ impl VeilFs {
     pub(super) fn serve(
         &self,
         rel: &Path,
-        c: &served::Copy,
+        c: &Arc<served::Copy>,
         offset: u64,
         size: u32,
-    ) -> Result<Vec<u8>, Errno> {
+    ) -> Result<Served, Errno> {
         if let View::Denied(reason) = &c.view {
             audit::denied("read", rel, reason);
             return Err(Errno::EACCES);
         }
-        let data = match &c.view {
-            View::Synth(s) => &s.bytes,
-            _ => &c.data,
-        };
+        let data = c.bytes_served();
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(size as usize).min(data.len());
-        let mut buf = data[start..end].to_vec();
         if let View::Masked(r) = &c.view {
+            let mut buf = data[start..end].to_vec();
             r.apply(offset, &mut buf);
+            return Ok(Served::Own(buf));
         }
-        Ok(buf)
+        Ok(Served::Shared(c.clone(), start..end))
     }
 
     /// A file too large to scan: served only where the profile allows unscannable files, from
@@ -202,7 +218,7 @@ impl VeilFs {
         st: &Stat,
         offset: u64,
         size: u32,
-    ) -> Result<Vec<u8>, Errno> {
+    ) -> Result<Served, Errno> {
         match self.cfg.viewer.decide(rel, file.as_fd(), st) {
             View::Denied(reason) => {
                 audit::denied("read", rel, &reason);
@@ -210,12 +226,12 @@ impl VeilFs {
             }
             // A metadata stub of a file too large to read: made from its stat alone.
             v @ View::Synth(_) => {
-                let c = served::Copy {
+                let c = Arc::new(served::Copy {
                     id: view::file_id(st),
                     rules: 0,
                     data: Vec::new(),
                     view: v,
-                };
+                });
                 return self.serve(rel, &c, offset, size);
             }
             View::Raw | View::Masked(_) => {}
@@ -225,7 +241,7 @@ impl VeilFs {
         if view::file_id(&after) != view::file_id(st) {
             return Err(Errno::EAGAIN);
         }
-        Ok(buf)
+        Ok(Served::Own(buf))
     }
 
     /// No-open mode has no OPEN to log: the first read of each version of a file is logged
@@ -266,7 +282,7 @@ impl VeilFs {
         ino: INodeNo,
         offset: u64,
         size: u32,
-    ) -> Result<Vec<u8>, Errno> {
+    ) -> Result<Served, Errno> {
         let inode = self.inode(ino)?;
         if inode.kind != Kind::File {
             return Err(Errno::EISDIR);

@@ -49,6 +49,14 @@ pub(super) struct Copy {
 }
 
 impl Copy {
+    /// The bytes reads are served from (before masking): the synthesized view's, or the file's.
+    pub(super) fn bytes_served(&self) -> &[u8] {
+        match &self.view {
+            View::Synth(s) => &s.bytes,
+            _ => &self.data,
+        }
+    }
+
     /// Bytes this copy holds: the file's, or its synthesized view's.
     fn bytes(&self) -> usize {
         self.data.len()

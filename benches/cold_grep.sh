@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The first touch of a tree: one `grep -r` through a fresh veilfs mount (empty store, so an empty
+# scan cache) over a warm page cache, against the same grep on the real folder. Reports wall time,
+# its ratio to native, the mount process's CPU per file (user + system from /proc/PID/stat around
+# the grep: the number that stays meaningful when other work shares the machine) and the second
+# grep of the same mount (served from the kernel's caches).
+#
+# Usage: benches/cold_grep.sh [--files N] [--runs R] [--profile FILE] [--veilfs BIN] [--keep]
+#   --files N     files in the generated tree (default 20000; 100 per directory, 1-4 KiB each)
+#   --runs R      fresh mounts (default 3); native is timed 2R times
+#   --profile F   a profile for the mount (default: the built-in default profile)
+#   --veilfs BIN  the binary to mount with (default: target/release/veilfs, built if missing)
+#   --keep        keep the generated tree (it is reused by the next run with the same N)
+#
+# Needs root or a user that may mount through fusermount3. The tree goes to
+# /tmp/veilfs-cold-grep-N; every mount's store to a temp dir that is deleted.
+set -euo pipefail
+
+FILES=20000
+RUNS=3
+PROFILE=""
+VEILFS=""
+KEEP=0
+RARE_WORD="quuxplotzer"
+
+log() { printf '[cold_grep] %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+while (($#)); do
+	case $1 in
+	--files) FILES=${2:?}; shift ;;
+	--runs) RUNS=${2:?}; shift ;;
+	--profile) PROFILE=$(realpath "${2:?}"); shift ;;
+	--veilfs) VEILFS=$(realpath "${2:?}"); shift ;;
+	--keep) KEEP=1 ;;
+	-h | --help)
+		sed -n '8,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*) die "unknown argument: $1 (see --help)" ;;
+	esac
+	shift
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ -z $VEILFS ]]; then
+	VEILFS="${CARGO_TARGET_DIR:-$REPO/target}/release/veilfs"
+	[[ -x $VEILFS ]] || (cd "$REPO" && cargo build --release --quiet)
+fi
+[[ -x $VEILFS ]] || die "no veilfs binary at $VEILFS"
+
+TREE="/tmp/veilfs-cold-grep-$FILES"
+WORK=$(mktemp -d /tmp/veilfs-cold-grep.XXXXXX)
+MP="$WORK/mnt"
+PID=""
+cleanup() {
+	set +e
+	if [[ -n $PID ]]; then
+		umount "$MP" 2>/dev/null || fusermount3 -uz "$MP" 2>/dev/null || umount -l "$MP" 2>/dev/null
+		wait "$PID" 2>/dev/null
+	fi
+	findmnt -rno TARGET | grep -qF "$WORK/" || rm -rf --one-file-system "$WORK"
+	((KEEP)) || rm -rf "$TREE"
+}
+trap cleanup EXIT
+
+# The same generator as compare.sh: deterministic source-like text, no secrets, the rare word
+# in one file of every 5000, so grep reads every byte and redaction scans every file.
+if [[ ! -f $TREE/.complete ]]; then
+	log "generating $FILES files in $TREE"
+	rm -rf "$TREE"
+	python3 - "$TREE" "$FILES" "$RARE_WORD" <<'PY'
+import os, random, sys
+root, files, rare = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rng = random.Random(1)
+words = ("fn let mut struct impl pub use return match if else for while loop self Some None Ok Err "
+         "value index buffer reader writer config path entry result error handle count offset "
+         "len size node tree item list map key table cache open close read write flush").split()
+for i in range(files):
+    d, f = divmod(i, 100)
+    sub = os.path.join(root, f"d{d:03d}")
+    os.makedirs(sub, exist_ok=True)
+    target = rng.randint(1024, 4096)
+    lines, size = [], 0
+    while size < target:
+        line = "    " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + ";"
+        lines.append(line)
+        size += len(line) + 1
+    if i % 5000 == 0:
+        lines.insert(len(lines) // 2, f"    // {rare}")
+    with open(os.path.join(sub, f"f{f:02d}.rs"), "w") as out:
+        out.write("\n".join(lines) + "\n")
+PY
+	touch "$TREE/.complete"
+	# A file changed within 2 s is read only once it settles: a real tree is older than that.
+	sleep 2.5
+fi
+cat "$TREE"/d*/* >/dev/null # page cache warm
+
+now() { date +%s.%N; }
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+timed_grep() {
+	local s e
+	s=$(now)
+	grep -r "$RARE_WORD" "$1" >/dev/null || true
+	e=$(now)
+	awk -v s="$s" -v e="$e" 'BEGIN { printf "%.4f", e - s }'
+}
+
+native=()
+for ((i = 0; i < 2 * RUNS; i++)); do native+=("$(timed_grep "$TREE")"); done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+NATIVE=$(median "${native[@]}")
+
+mkdir -p "$MP"
+printf '| run | load | cold grep (s) | ratio | mount CPU us/file (user + sys) | second grep (s) | ratio |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- |\n'
+for ((r = 1; r <= RUNS; r++)); do
+	rm -rf "$WORK/data"
+	mkdir -p "$WORK/data"
+	args=()
+	[[ -n $PROFILE ]] && args=(--profile "$PROFILE")
+	XDG_DATA_HOME="$WORK/data" "$VEILFS" mount "${args[@]}" "$TREE" "$MP" >"$WORK/out" 2>"$WORK/err" &
+	PID=$!
+	for ((i = 0; i < 300; i++)); do
+		grep -q '^veilfs: mounted' "$WORK/out" && break
+		kill -0 "$PID" 2>/dev/null || { cat "$WORK/err" >&2; die "veilfs exited before mounting"; }
+		sleep 0.1
+	done
+	grep -q '^veilfs: mounted' "$WORK/out" || die "veilfs did not mount"
+	load=$(cut -d' ' -f1 /proc/loadavg)
+	read -r u0 s0 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
+	cold=$(timed_grep "$MP")
+	read -r u1 s1 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
+	warm=$(timed_grep "$MP")
+	umount "$MP" 2>/dev/null || fusermount3 -u "$MP"
+	wait "$PID" || true
+	PID=""
+	awk -v c="$cold" -v w="$warm" -v n="$NATIVE" -v f="$FILES" -v t="$TCK" -v l="$load" \
+		-v u="$((u1 - u0))" -v s="$((s1 - s0))" -v r="$r" 'BEGIN {
+		us = 1e6 / t / f
+		printf "| %d | %s | %.3f | %.1fx | %.1f (%.1f + %.1f) | %.3f | %.2fx |\n",
+			r, l, c, c / n, (u + s) * us, u * us, s * us, w, w / n
+	}'
+done
+printf '\nnative grep -r (warm, median of %d): %.3f s; %d files; veilfs %s; load at end: %s\n' \
+	"$((2 * RUNS))" "$NATIVE" "$FILES" "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')" \
+	"$(cut -d' ' -f1-3 /proc/loadavg)"
