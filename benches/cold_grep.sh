@@ -58,10 +58,7 @@ MP="$WORK/mnt"
 PID=""
 cleanup() {
 	set +e
-	if [[ -n $PID ]]; then
-		umount "$MP" 2>/dev/null || fusermount3 -uz "$MP" 2>/dev/null || umount -l "$MP" 2>/dev/null
-		wait "$PID" 2>/dev/null
-	fi
+	[[ -n $PID ]] && unmount_and_wait
 	findmnt -rno TARGET | grep -qF "$WORK/" || rm -rf --one-file-system "$WORK"
 	((KEEP)) || rm -rf "$TREE"
 }
@@ -118,6 +115,24 @@ for ((i = 0; i < 2 * RUNS; i++)); do native+=("$(timed_grep "$TREE")"); done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 NATIVE=$(median "${native[@]}")
 
+# Unmounts the mount of $PID and waits for the process. An unmount can fail with EBUSY for a
+# moment after the last reader went away; retried, then detached lazily, and the wait bounded.
+unmount_and_wait() {
+	local i
+	for ((i = 0; i < 20; i++)); do
+		umount "$MP" 2>>"$WORK/umount.err" && break
+		sleep 0.25
+	done
+	findmnt -rno TARGET "$MP" >/dev/null && { log "unmount failed: $(tail -1 "$WORK/umount.err")"; umount -l "$MP"; }
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill "$PID" 2>/dev/null || true
+	wait "$PID" 2>/dev/null || true
+	PID=""
+}
+
 mkdir -p "$MP"
 printf '| run | load | cold grep (s) | ratio | mount CPU us/file (user + sys) | second grep (s) | ratio |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- |\n'
@@ -129,7 +144,7 @@ for ((r = 1; r <= RUNS; r++)); do
 	XDG_DATA_HOME="$WORK/data" "$VEILFS" mount "${args[@]}" "$TREE" "$MP" >"$WORK/out" 2>"$WORK/err" &
 	PID=$!
 	for ((i = 0; i < 300; i++)); do
-		grep -q '^veilfs: mounted' "$WORK/out" && break
+		grep -q '^veilfs: mounted' "$WORK/out" && findmnt -rno TARGET "$MP" >/dev/null && break
 		kill -0 "$PID" 2>/dev/null || { cat "$WORK/err" >&2; die "veilfs exited before mounting"; }
 		sleep 0.1
 	done
@@ -139,9 +154,7 @@ for ((r = 1; r <= RUNS; r++)); do
 	cold=$(timed_grep "$MP")
 	read -r u1 s1 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
 	warm=$(timed_grep "$MP")
-	umount "$MP" 2>/dev/null || fusermount3 -u "$MP"
-	wait "$PID" || true
-	PID=""
+	unmount_and_wait
 	awk -v c="$cold" -v w="$warm" -v n="$NATIVE" -v f="$FILES" -v t="$TCK" -v l="$load" \
 		-v u="$((u1 - u0))" -v s="$((s1 - s0))" -v r="$r" 'BEGIN {
 		us = 1e6 / t / f

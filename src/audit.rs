@@ -1645,7 +1645,11 @@ mod tests {
         }
         for (i, e) in events.iter().enumerate() {
             assert!(file_line::covers(e));
-            let (prev, seq, time) = (format!("{i:064x}"), i as u64 * 7, 1_765_000_000_123 + i as i64);
+            let (prev, seq, time) = (
+                format!("{i:064x}"),
+                i as u64 * 7,
+                1_765_000_000_123 + i as i64,
+            );
             let mut v = s.ocsf(e, &a, &p, time);
             chain_fields(&mut v, &prev, seq);
             let want = v.to_string();

@@ -95,6 +95,14 @@ fn scan_one(viewer: &Viewer, copies: &Copies, job: &Job, name: &OsString, listed
         return;
     }
     let key = (listed.dev, listed.ino);
+    let rel = job.rel.join(name);
+    // Taken already (by its reader, who overtook us, or by an earlier listing): skip it
+    // before opening anything.
+    if copies.get(key).is_some_and(|c| {
+        c.id == view::file_id(listed) && c.rules == viewer.rules_for(&rel, listed).id()
+    }) {
+        return;
+    }
     let Ok(fd) = backing::lookup(job.dir.as_fd(), name) else {
         return;
     };
@@ -108,7 +116,6 @@ fn scan_one(viewer: &Viewer, copies: &Copies, job: &Job, name: &OsString, listed
     if st.kind() != Kind::File || (st.dev, st.ino) != key || st.size > viewer.max_scan_size() {
         return;
     }
-    let rel = job.rel.join(name);
     let rules = viewer.rules_for(&rel, &st).id();
     let id = view::file_id(&st);
     if copies

@@ -276,6 +276,43 @@ impl VeilFs {
         }
     }
 
+    /// A read in no-open mode of a file whose scanned copy is ready (taken ahead of the reader
+    /// by [`ahead`](super::ahead), or by an earlier read of the same version): answered from
+    /// the copy once the object's stat shows the same version, without reopening the file for
+    /// I/O. Exactly the check [`Self::scanned_copy`] makes before it serves a kept copy (and the
+    /// same audit), minus the reopen it needs only to read. `None`: take the full path.
+    fn read_ready(
+        &self,
+        inode: &Arc<Inode>,
+        offset: u64,
+        size: u32,
+    ) -> Option<Result<Served, Errno>> {
+        if !self.cfg.viewer.redaction_enabled()
+            || self
+                .cfg
+                .breaker
+                .as_ref()
+                .is_some_and(|b| b.counts_reads() || b.is_tripped())
+        {
+            return None;
+        }
+        // Cheap first: most cold reads without scan-ahead find nothing here.
+        self.copies.get(inode.key)?;
+        let fd = self.fd(inode).ok()?;
+        let st = backing::stat_fd(fd.as_fd()).ok()?;
+        if st.kind() != Kind::File || st.size > self.cfg.viewer.max_scan_size() {
+            return None;
+        }
+        let rel = self.rel(inode.ino).ok()?;
+        let sel = self.cfg.viewer.rules_for(&rel, &st).id();
+        let c = self.copies.get((st.dev, st.ino))?;
+        if c.id != view::file_id(&st) || c.rules != sel {
+            return None;
+        }
+        self.audit_first_read(inode.ino, &rel, &st, &c.view);
+        Some(self.serve(&rel, &c, offset, size))
+    }
+
     /// A read in no-open mode: no handle, the inode's file is reopened for it.
     pub(super) fn read_unopened(
         &self,
@@ -286,6 +323,9 @@ impl VeilFs {
         let inode = self.inode(ino)?;
         if inode.kind != Kind::File {
             return Err(Errno::EISDIR);
+        }
+        if let Some(r) = self.read_ready(&inode, offset, size) {
+            return r;
         }
         let fd = self.fd(&inode)?;
         let file =

@@ -18,6 +18,7 @@ mod audit;
 mod binaries;
 mod breaker;
 mod checkpoint;
+mod cold_read;
 mod commit_kill;
 mod decoys;
 mod deferred;
