@@ -95,7 +95,7 @@ PY
 	# A file changed within 2 s is read only once it settles: a real tree is older than that.
 	sleep 2.5
 fi
-cat "$TREE"/d*/* >/dev/null # page cache warm
+find "$TREE" -type f -exec cat {} + >/dev/null # page cache warm
 
 now() { date +%s.%N; }
 # utime + stime of a process, in clock ticks.
