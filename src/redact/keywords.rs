@@ -53,52 +53,27 @@ pub(crate) struct Hit {
     pub keyword: u32,
 }
 
-/// Where a window that passed the filter is looked up: windows equal to `key` on the bytes
-/// this list compares belong to keyword `id`, which starts `back` bytes before the window.
-#[derive(Clone, Copy, Debug)]
+/// Windows that belong to keyword `id`, starting `back` bytes before the keyword: those whose
+/// bytes under `mask` equal `key` (a mask of three bytes: the fourth is any byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
     key: u32,
+    mask: u32,
     id: u32,
     back: i32,
 }
 
-/// One list of entries, sorted by bucket of `key`, with where each bucket starts: a window that
-/// passed the filter is compared with the few entries of its bucket, where a binary search over
-/// all anchors was a tenth of the scan on files dense with keywords.
-struct Entries {
-    list: Vec<Entry>,
-    starts: Vec<u32>,
-}
+const WHOLE: u32 = 0xFFFF_FFFF;
+const HEAD: u32 = 0x00FF_FFFF;
+const TAIL: u32 = 0xFFFF_FF00;
 
-/// Buckets of entries: the top `BUCKET_BITS` bits of a multiplicative hash of the key.
+/// Buckets of entries: a window that passed the filter is compared only with the entries of
+/// its filter word's bucket (a few, usually none), where a binary search over all of them was a
+/// tenth of the scan on files dense with keywords.
 const BUCKET_BITS: u32 = 12;
 
-fn bucket_of(key: u32) -> usize {
-    (key.wrapping_mul(0x9E37_79B1) >> (32 - BUCKET_BITS)) as usize
-}
-
-impl Entries {
-    fn new(mut list: Vec<Entry>) -> Entries {
-        list.sort_unstable_by_key(|e| (bucket_of(e.key), e.key, e.id, e.back));
-        let mut starts = vec![0u32; (1 << BUCKET_BITS) + 1];
-        for e in &list {
-            starts[bucket_of(e.key) + 1] += 1;
-        }
-        for b in 1..starts.len() {
-            starts[b] += starts[b - 1];
-        }
-        Entries { list, starts }
-    }
-
-    /// The entries whose key is `key`.
-    fn get(&self, key: u32) -> impl Iterator<Item = &Entry> {
-        let b = bucket_of(key);
-        let range = match (self.starts.get(b), self.starts.get(b + 1)) {
-            (Some(&s), Some(&e)) => self.list.get(s as usize..e as usize).unwrap_or_default(),
-            _ => &[],
-        };
-        range.iter().filter(move |e| e.key == key)
-    }
+fn bucket_of(word: usize) -> usize {
+    word >> (WORD_BITS - BUCKET_BITS)
 }
 
 pub(crate) struct Keywords {
@@ -106,12 +81,10 @@ pub(crate) struct Keywords {
     /// One bit per window (256 KiB): the word is chosen by the window's first three bytes, the
     /// bit by its fourth. Set for every window an entry below matches.
     filter: Box<[u64; 1 << WORD_BITS]>,
-    /// Whole folded 4-byte windows of keywords of four bytes or more.
-    whole: Entries,
-    /// Windows whose first three bytes are known (the fourth is any byte).
-    head: Entries,
-    /// Windows whose last three bytes are known (the first is any byte).
-    tail: Entries,
+    /// The entries of each bucket of filter words (an entry is in the bucket of every word
+    /// its windows set a bit in), and where each bucket starts.
+    entries: Vec<Entry>,
+    starts: Vec<u32>,
     /// For keywords shorter than three bytes: a searcher for their rarest bytes, and per byte
     /// pattern the (keyword id, offset of that byte in the keyword) pairs.
     short: Option<(AhoCorasick, Vec<Owners>)>,
@@ -164,12 +137,15 @@ fn word_bit(w: u32) -> (usize, u32) {
 impl Keywords {
     /// `keywords` must be lowercase (rule keywords are lowercased when compiled).
     pub(crate) fn new(keywords: &[String]) -> Result<Keywords, aho_corasick::BuildError> {
-        let mut filter = Box::new([0u64; 1 << WORD_BITS]);
-        let mut set = |w: u32| {
-            let (word, bit) = word_bit(w);
-            filter[word] |= 1 << bit;
+        let mut list: Vec<Entry> = Vec::new();
+        let mut entry = |key: u32, mask: u32, id: u32, back: i32| {
+            list.push(Entry {
+                key,
+                mask,
+                id,
+                back,
+            })
         };
-        let (mut whole, mut head, mut tail) = (Vec::new(), Vec::new(), Vec::new());
         let mut short_bytes: Vec<u8> = Vec::new();
         let mut short_owners: Vec<Vec<(u32, usize)>> = Vec::new();
         for (id, k) in keywords.iter().enumerate() {
@@ -195,52 +171,18 @@ impl Keywords {
                 3 => {
                     // Even start: the window starting with it; odd start: the one ending with it.
                     let w3 = fold3(kb);
-                    for x in 0..=255u8 {
-                        set(w3 | u32::from(x | 0x20) << 24);
-                        set(w3 << 8 | u32::from(x | 0x20));
-                    }
-                    head.push(Entry {
-                        key: w3,
-                        id,
-                        back: 0,
-                    });
-                    tail.push(Entry {
-                        key: w3,
-                        id,
-                        back: -1,
-                    });
+                    entry(w3, HEAD, id, 0);
+                    entry(w3 << 8, TAIL, id, -1);
                 }
                 4 => {
-                    let w = fold4(kb);
-                    set(w);
-                    whole.push(Entry {
-                        key: w,
-                        id,
-                        back: 0,
-                    });
+                    entry(fold4(kb), WHOLE, id, 0);
                     // Odd start: the window a byte later starts with its last three bytes (one
                     // filter word), or the one a byte earlier ends with its first three (a bit in
                     // each of many words); the rarer three, the first on a tie.
                     if commonness_of(&kb[1..]) <= commonness_of(&kb[..3]) {
-                        let w3 = fold3(&kb[1..]);
-                        for x in 0..=255u8 {
-                            set(w3 | u32::from(x | 0x20) << 24);
-                        }
-                        head.push(Entry {
-                            key: w3,
-                            id,
-                            back: 1,
-                        });
+                        entry(fold3(&kb[1..]), HEAD, id, 1);
                     } else {
-                        let w3 = fold3(kb);
-                        for x in 0..=255u8 {
-                            set(w3 << 8 | u32::from(x | 0x20));
-                        }
-                        tail.push(Entry {
-                            key: w3,
-                            id,
-                            back: -1,
-                        });
+                        entry(fold3(kb) << 8, TAIL, id, -1);
                     }
                 }
                 n => {
@@ -249,16 +191,34 @@ impl Keywords {
                             .step_by(2)
                             .min_by_key(|&o| commonness_of(&kb[o..o + WINDOW]))
                             .unwrap_or(parity);
-                        let w = fold4(&kb[off..]);
-                        set(w);
-                        whole.push(Entry {
-                            key: w,
-                            id,
-                            back: off as i32,
-                        });
+                        entry(fold4(&kb[off..]), WHOLE, id, off as i32);
                     }
                 }
             }
+        }
+        // Every window each entry matches sets its bit, and files the entry in its word's bucket.
+        let mut filter = Box::new([0u64; 1 << WORD_BITS]);
+        let mut filed: Vec<(usize, Entry)> = Vec::new();
+        let mut buckets = Vec::new();
+        for e in list {
+            // The byte a mask leaves open takes every folded value.
+            for x in 0..=255u8 {
+                let any = u32::from(x | 0x20) * 0x0101_0101 & !e.mask;
+                let (word, bit) = word_bit(e.key | any);
+                filter[word] |= 1 << bit;
+                buckets.push(bucket_of(word));
+            }
+            buckets.sort_unstable();
+            buckets.dedup();
+            filed.extend(buckets.drain(..).map(|b| (b, e)));
+        }
+        filed.sort_unstable();
+        let mut starts = vec![0u32; (1 << BUCKET_BITS) + 1];
+        for &(b, _) in &filed {
+            starts[b + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
         }
         let short = if short_bytes.is_empty() {
             None
@@ -272,9 +232,8 @@ impl Keywords {
         Ok(Keywords {
             keywords: keywords.iter().map(|k| k.as_bytes().to_vec()).collect(),
             filter,
-            whole: Entries::new(whole),
-            head: Entries::new(head),
-            tail: Entries::new(tail),
+            entries: filed.into_iter().map(|(_, e)| e).collect(),
+            starts,
             short,
         })
     }
@@ -351,12 +310,13 @@ impl Keywords {
 
     /// Reports the keywords whose entries match the window `w` found at `at`.
     fn verify(&self, text: &[u8], at: usize, w: u32, out: &mut Vec<Hit>) {
-        for (entries, key) in [
-            (&self.whole, w),
-            (&self.head, w & 0xFF_FFFF),
-            (&self.tail, w >> 8),
-        ] {
-            for e in entries.get(key) {
+        let b = bucket_of(word_bit(w).0);
+        let entries = match (self.starts.get(b), self.starts.get(b + 1)) {
+            (Some(&s), Some(&e)) => self.entries.get(s as usize..e as usize).unwrap_or_default(),
+            _ => &[],
+        };
+        for e in entries {
+            if w & e.mask == e.key {
                 self.confirm(text, e.id, at as i64 - i64::from(e.back), out);
             }
         }
