@@ -203,7 +203,7 @@ impl Keywords {
         for e in list {
             // The byte a mask leaves open takes every folded value.
             for x in 0..=255u8 {
-                let any = u32::from(x | 0x20) * 0x0101_0101 & !e.mask;
+                let any = (u32::from(x | 0x20) * 0x0101_0101) & !e.mask;
                 let (word, bit) = word_bit(e.key | any);
                 filter[word] |= 1 << bit;
                 buckets.push(bucket_of(word));
