@@ -15,14 +15,14 @@
 //!   than `acce` for `access_key`); whichever parity its start has, one of them lands on an even
 //!   position;
 //! - a 4-byte keyword is entered as itself (even start) and, for an odd start, as the window one
-//!   byte later that begins with its last three bytes (or the one a byte earlier that ends with
-//!   its first three): three known bytes and any fourth;
+//!   byte later that begins with its last three bytes: three known bytes and any fourth;
 //! - a 3-byte keyword (`sk-`, `pwd`) as a window that begins with it (even start) and one that
-//!   ends with it (odd start).
+//!   ends with it (odd start: any first byte).
 //!
 //! "Any fourth byte" is cheap because of the filter's layout: a window's first three bytes pick
 //! a 64-bit word (a multiplicative hash), its fourth byte the bit in it, so a window with a known
-//! 3-byte start and any fourth byte is one whole word. Windows past the end of the text are
+//! 3-byte start and any fourth byte is one word (any first byte costs a bit in each of 128
+//! words, which is why only the 3-byte keywords' odd starts use it). Windows past the end of the text are
 //! padded with NULs, which the comparison with the text rejects. Keywords shorter than three
 //! bytes (`@`, `q~`) are found through their rarest byte, which a one-byte-pattern Aho-Corasick
 //! searcher finds with memchr.
