@@ -53,8 +53,9 @@ pub(crate) struct Hit {
     pub keyword: u32,
 }
 
-/// Windows that belong to keyword `id`, starting `back` bytes before the keyword: those whose
-/// bytes under `mask` equal `key` (a mask of three bytes: the fourth is any byte).
+/// Windows that belong to keyword `id`, which starts `back` bytes before the window: those
+/// whose bytes under `mask` equal `key` (a mask of three bytes leaves the first or the fourth
+/// byte open: any byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
     key: u32,
@@ -126,7 +127,8 @@ fn window_at(text: &[u8], at: usize) -> u32 {
 }
 
 /// The filter word of a folded window (from its first three bytes) and the bit in it (the low
-/// six bits of its fourth byte: a shift by a byte's worth wraps at 64 anyway).
+/// six bits of its fourth byte). Folding sets bit 5 of every byte, so only half of a word's bits
+/// are used; spreading over all 64 cost more instructions than it saved (benches/README.md).
 fn word_bit(w: u32) -> (usize, u32) {
     (
         ((w << 8).wrapping_mul(0x9E37_79B1) >> (32 - WORD_BITS)) as usize,
