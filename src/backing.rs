@@ -617,7 +617,7 @@ pub fn open_path(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
     // The write path walks a path per change: one openat2 for all of it, whose resolve flags
     // hold for every component, instead of an open and a close per component. Anything it
     // refuses for a reason the walk would word differently (a symlink on the way) is walked.
-    if depth > 1 && !OPENAT2_MISSING.load(Ordering::Relaxed) {
+    if depth > 0 && !OPENAT2_MISSING.load(Ordering::Relaxed) {
         use rustix::fs::ResolveFlags;
         use rustix::io::Errno;
         let c = cstr(rel.as_os_str())?;
