@@ -603,6 +603,38 @@ pub(crate) fn raise_fd_limit() -> u64 {
 /// [`lookup`], so no symlink, `..` or mount point is ever crossed). For admin-side tools such as
 /// rollback that start from a recorded relative path. "" is the root itself.
 pub fn open_path(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    let mut depth = 0;
+    for comp in rel.components() {
+        match comp {
+            std::path::Component::Normal(name) => {
+                check_name(name).map_err(io::Error::from_raw_os_error)?;
+                depth += 1;
+            }
+            std::path::Component::CurDir => {}
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
+    // The write path walks a path per change: one openat2 for all of it, whose resolve flags
+    // hold for every component, instead of an open and a close per component. Anything it
+    // refuses for a reason the walk would word differently (a symlink on the way) is walked.
+    if depth > 0 && !OPENAT2_MISSING.load(Ordering::Relaxed) {
+        use rustix::fs::ResolveFlags;
+        use rustix::io::Errno;
+        let c = cstr(rel.as_os_str())?;
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV;
+        loop {
+            match rustix::fs::openat2(root, &*c, flags, Mode::empty(), resolve) {
+                Ok(fd) => return Ok(fd),
+                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+                Err(Errno::NOENT) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
+                Err(_) => break,
+            }
+        }
+    }
     let mut cur = root.try_clone_to_owned()?;
     for comp in rel.components() {
         match comp {

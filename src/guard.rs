@@ -285,9 +285,12 @@ impl Guard {
         };
         // Refuse before reading a byte when the pre-image is too large for the store.
         let mut size = 0;
+        // Held for the capture below: the path is walked once.
+        let mut held = None;
         match backing::open_path(root, rel) {
             Ok(fd) => {
                 let st = backing::stat_fd(fd.as_fd()).map_err(io)?;
+                held = Some((fd, st));
                 if st.kind() == backing::Kind::File {
                     size = st.size;
                     if st.size > self.snapshot_max_size {
@@ -322,7 +325,11 @@ impl Guard {
             self.refused(rel, &e);
             e
         };
-        let (before, inline) = State::read_for_capture(root, rel, &self.store).map_err(refuse)?;
+        let (before, inline) = match &held {
+            Some((fd, st)) => State::capture_held(fd.as_fd(), st, rel, &self.store),
+            None => Ok((State::Absent, None)),
+        }
+        .map_err(refuse)?;
         // A small pre-image travels in the journal: the one fsync of `capture_then` makes it
         // durable together with its Capture (the object file itself is written lazily).
         if let Some((id, z)) = inline {

@@ -231,11 +231,22 @@ impl State {
             Err(e) => return Err(io_err(rel)(e)),
         };
         let st = backing::stat_fd(fd.as_fd()).map_err(io_err(rel))?;
+        Self::capture_held(fd.as_fd(), &st, rel, store)
+    }
+
+    /// [`State::read_for_capture`] of an object the caller already holds (an O_PATH `fd` of
+    /// `rel`, with its stat `st`): the capture does not walk the path a second time.
+    pub(crate) fn capture_held(
+        fd: BorrowedFd<'_>,
+        st: &backing::Stat,
+        rel: &Path,
+        store: &Store,
+    ) -> Result<(State, Option<Inline>), JournalError> {
         if st.kind() != backing::Kind::File || st.size > crate::store::INLINE_MAX {
-            return Ok((Self::read_fd(fd.as_fd(), rel, Some(store))?, None));
+            return Ok((Self::read_fd(fd, rel, Some(store))?, None));
         }
-        let meta = meta_of(fd.as_fd(), &st).map_err(io_err(rel))?;
-        let f = backing::reopen(fd.as_fd(), libc::O_RDONLY).map_err(io_err(rel))?;
+        let meta = meta_of(fd, st).map_err(io_err(rel))?;
+        let f = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY).map_err(io_err(rel))?;
         let mut data = Vec::with_capacity(st.size as usize);
         io::Read::read_to_end(
             &mut io::Read::take(&f, crate::store::INLINE_MAX + 1),
@@ -244,7 +255,7 @@ impl State {
         .map_err(io_err(rel))?;
         if data.len() as u64 > crate::store::INLINE_MAX {
             // It grew since the stat: store it the ordinary (durable) way.
-            return Ok((Self::read_fd(fd.as_fd(), rel, Some(store))?, None));
+            return Ok((Self::read_fd(fd, rel, Some(store))?, None));
         }
         let (hash, z) = store.put_lazy(&data)?;
         let state = State::File {

@@ -394,7 +394,7 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             ttl: if mode == WriteMode::ReadOnly {
                 Duration::from_millis(req.profile.cache.ttl_ms)
             } else {
-                Duration::ZERO
+                Duration::from_millis(req.profile.cache.write_ttl_ms)
             },
             guard: guard.clone(),
             // Registering a backing file needs CAP_SYS_ADMIN: a normal user's mount serves every

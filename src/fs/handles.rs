@@ -134,13 +134,15 @@ impl VeilFs {
                 redactions: n,
             },
         });
+        // FLUSH does nothing for a handle that is not a masked edit: without it close(2)
+        // costs no round trip.
         let fflags = if keep_cache {
-            FopenFlags::FOPEN_KEEP_CACHE
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         } else {
-            FopenFlags::empty()
+            FopenFlags::FOPEN_NOFLUSH
         };
         match passthrough_id {
-            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id),
             None => reply.opened(FileHandle(fh), fflags),
         }
         Ok(())

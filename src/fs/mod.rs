@@ -62,8 +62,9 @@ pub(crate) struct FsConfig {
     /// The policy in force, replaceable live ([`crate::reload`]).
     pub policy: Arc<LivePolicy>,
     pub viewer: Arc<Viewer>,
-    /// Kernel entry/attribute cache lifetime (zero in write modes, where link counts and
-    /// ctimes change under the kernel's feet with every operation).
+    /// Kernel entry/attribute cache lifetime (`cache.write_ttl_ms` in write modes: the kernel
+    /// updates or drops what it keeps after every change made through the mount, and
+    /// [`VeilFs::check_still_at`] catches names moved outside).
     pub ttl: Duration,
     /// The write path; `None` means read-only: every mutation answers EROFS.
     pub guard: Option<Arc<Guard>>,
@@ -223,8 +224,53 @@ impl VeilFs {
         self.inodes.fd(inode).map_err(Errno::from_i32)
     }
 
+    /// The inode's current path; in write modes checked to still lead to its object (see
+    /// [`Self::check_still_at`]).
     fn rel(&self, ino: u64) -> Result<PathBuf, Errno> {
-        self.inodes.rel_path(ino).ok_or(Errno::ENOENT)
+        let rel = self.inodes.rel_path(ino).ok_or(self.no_path_errno())?;
+        self.check_still_at(ino, &rel)?;
+        Ok(rel)
+    }
+
+    /// An inode with no path in the table: read-only mounts answer ENOENT; write modes ESTALE,
+    /// since the kernel may reach it through a name it keeps (for `write_ttl_ms`) that the
+    /// table lost, e.g. the other name of a hard link whose last-seen name was removed or
+    /// renamed over: the kernel then looks the name up again, which gives the inode its path.
+    fn no_path_errno(&self) -> Errno {
+        if self.cfg.guard.is_some() {
+            Errno::ESTALE
+        } else {
+            Errno::ENOENT
+        }
+    }
+
+    /// Write modes: the path the inode table holds for `ino` must still lead to its object,
+    /// or ESTALE. Policy and snapshots are decided by path, and the table learns of renames
+    /// made outside the mount only at the next lookup: with the kernel keeping entries for
+    /// `write_ttl_ms` (or a process holding a directory as its cwd), a write through a name
+    /// an outside writer moved away would be judged, and captured, at the old path while it
+    /// changes the object at the new one. ESTALE makes the kernel walk the path again with
+    /// every entry revalidated (a path-based syscall retries once with LOOKUP_REVAL), so the
+    /// agent sees what a native filesystem shows after the rename. Read-only mounts keep the
+    /// watcher for this instead.
+    fn check_still_at(&self, ino: u64, rel: &Path) -> Result<(), Errno> {
+        if self.cfg.guard.is_none() || ino == ROOT {
+            return Ok(());
+        }
+        let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
+        if inode.is_diverted() {
+            // Served from its private copy; the real file is never touched through it.
+            return Ok(());
+        }
+        let root = self.inodes.get(ROOT).ok_or(Errno::EIO)?;
+        let rfd = self.fd(&root)?;
+        match backing::open_path(rfd.as_fd(), rel).and_then(|fd| backing::stat_fd(fd.as_fd())) {
+            Ok(st) if (st.dev, st.ino) == inode.key => Ok(()),
+            _ => {
+                debug!(path = %rel.display(), "moved outside the mount: ESTALE");
+                Err(Errno::ESTALE)
+            }
+        }
     }
 
     fn ttl(&self) -> Duration {
@@ -436,9 +482,10 @@ impl Filesystem for VeilFs {
                 Ok(i) => match self.fd(&i) {
                     Ok(fd) => backing::stat_fd(fd.as_fd()).map(|st| {
                         let st = self.present(fd.as_fd(), st);
-                        match self.rel(ino.0) {
-                            Ok(rel) => self.shown_nlink(&rel, fd.as_fd(), st),
-                            Err(_) => st,
+                        // Only a count: not worth a check that the path still leads here.
+                        match self.inodes.rel_path(ino.0) {
+                            Some(rel) => self.shown_nlink(&rel, fd.as_fd(), st),
+                            None => st,
                         }
                     }),
                     Err(e) => return reply.error(e),
@@ -1317,12 +1364,20 @@ impl Filesystem for VeilFs {
         match self.do_create_file(req, parent, name, mode & !umask, flags) {
             Ok((inode, st, fh)) => {
                 self.copies.note_own_change(&st);
+                // Only a masked edit has work to do at close(2) (see `flush`).
+                let masked = self
+                    .handle(FileHandle(fh), INodeNo(inode.ino))
+                    .is_ok_and(|h| h.masked.is_some());
                 reply.created(
                     &self.ttl(),
                     &self.attr(inode.ino, &st),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    if masked {
+                        FopenFlags::empty()
+                    } else {
+                        FopenFlags::FOPEN_NOFLUSH
+                    },
                 )
             }
             Err(e) => reply.error(e),

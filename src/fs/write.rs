@@ -328,14 +328,18 @@ impl VeilFs {
     /// longer has a name (an open, unlinked file: its pre-image was captured at unlink).
     pub(super) fn changing_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
         match self.inodes.rel_path(inode.ino) {
-            Some(p) => Ok(Some(p)),
+            Some(p) => {
+                self.check_still_at(inode.ino, &p)?;
+                Ok(Some(p))
+            }
             None => {
                 let fd = self.fd(inode)?;
                 let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
                 if st.nlink == 0 {
                     Ok(None)
                 } else {
-                    Err(Errno::EACCES)
+                    // Another name leads to it that the table lost (see `no_path_errno`).
+                    Err(Errno::ESTALE)
                 }
             }
         }

@@ -46,3 +46,4 @@ mod snapshot;
 mod text_views;
 mod watermarks;
 mod why;
+mod write_cache;

@@ -1,0 +1,129 @@
+//! Write modes let the kernel keep entries and attributes for `cache.write_ttl_ms`. Changes
+//! made through the mount update those caches in the kernel; these tests are the cases the
+//! kernel cannot see: a name an outside writer moved away while the kernel still holds it, and
+//! a hard link's other name that veilfs's inode table lost. Every test uses a TTL far longer
+//! than it runs, so the kernel's copy is certainly still held when the agent acts.
+
+use crate::common;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use common::{WriteEnv, tree_hash, veilfs};
+
+const PROFILE: &str = r#"
+version = 1
+name = "write-cache"
+[visibility]
+deny = [".env*"]
+[redaction]
+rule_sets = []
+[write]
+mode = "snapshot"
+writable = ["**", "!locked/"]
+[cache]
+write_ttl_ms = 60000
+[breaker]
+max_deletes = 0
+max_renames = 0
+max_overwritten_bytes = 0
+"#;
+
+fn seed(s: &Path) {
+    fs::create_dir_all(s.join("open")).unwrap();
+    fs::create_dir_all(s.join("work")).unwrap();
+    fs::create_dir_all(s.join("locked")).unwrap();
+    fs::create_dir_all(s.join(".env.d")).unwrap();
+    fs::write(s.join("open/x"), "v1\n").unwrap();
+    fs::write(s.join("open/y"), "public\n").unwrap();
+    fs::write(s.join("work/f"), "f1\n").unwrap();
+}
+
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+fn append(p: &Path) -> std::io::Result<()> {
+    fs::OpenOptions::new()
+        .append(true)
+        .open(p)?
+        .write_all(b"agent\n")
+}
+
+/// A file an outside writer moved into a read-only directory is not written through the name
+/// the kernel still holds: the open answers ENOENT, as after a native rename, and the file
+/// keeps its bytes (before: judged and captured at its old path, written at the new one).
+#[test]
+fn a_file_moved_outside_is_not_changed_through_its_old_name() {
+    let e = WriteEnv::new(PROFILE, seed);
+    let s = e.scope.path();
+    let m = e.mount();
+    assert_eq!(fs::read_to_string(m.path("open/x")).unwrap(), "v1\n");
+    fs::rename(s.join("open/x"), s.join("locked/x")).unwrap();
+    let r = append(&m.path("open/x"));
+    assert_eq!(errno(&r.unwrap_err()), libc::ENOENT);
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path("open/x"));
+    assert_eq!(errno(&r.unwrap_err()), libc::ENOENT);
+    assert_eq!(fs::read_to_string(s.join("locked/x")).unwrap(), "v1\n");
+    // Through its new name it is read-only, as the profile says.
+    let r = append(&m.path("locked/x"));
+    assert_eq!(errno(&r.unwrap_err()), libc::EACCES);
+    drop(m);
+    assert_eq!(fs::read_to_string(s.join("locked/x")).unwrap(), "v1\n");
+}
+
+/// The same for a directory moved outside: nothing is created in it or written below it
+/// through its old name.
+#[test]
+fn a_directory_moved_outside_is_not_changed_through_its_old_name() {
+    let e = WriteEnv::new(PROFILE, seed);
+    let s = e.scope.path();
+    let m = e.mount();
+    assert_eq!(fs::read_to_string(m.path("work/f")).unwrap(), "f1\n");
+    fs::rename(s.join("work"), s.join("locked/work")).unwrap();
+    let r = fs::write(m.path("work/new"), "agent\n");
+    assert_eq!(errno(&r.unwrap_err()), libc::ENOENT);
+    let r = append(&m.path("work/f"));
+    assert_eq!(errno(&r.unwrap_err()), libc::ENOENT);
+    drop(m);
+    assert!(!s.join("locked/work/new").exists());
+    assert_eq!(fs::read_to_string(s.join("locked/work/f")).unwrap(), "f1\n");
+}
+
+/// A file an outside writer moved into a hidden directory is not read through its old name.
+#[test]
+fn a_file_moved_outside_into_a_hidden_directory_is_not_read_through_its_old_name() {
+    let e = WriteEnv::new(PROFILE, seed);
+    let s = e.scope.path();
+    let m = e.mount();
+    assert_eq!(fs::metadata(m.path("open/y")).unwrap().len(), 7);
+    fs::rename(s.join("open/y"), s.join(".env.d/y")).unwrap();
+    fs::write(s.join(".env.d/y"), "hidden!\n").unwrap();
+    let r = fs::read_to_string(m.path("open/y"));
+    assert_eq!(errno(&r.unwrap_err()), libc::ENOENT);
+}
+
+/// A hard link whose other name was renamed over (the name the inode table knew it by) is
+/// still written through the name the kernel holds, and rollback restores every name.
+#[test]
+fn a_hard_link_renamed_over_is_still_written_through_its_other_name() {
+    let e = WriteEnv::new(PROFILE, seed);
+    let s = e.scope.path();
+    let before = tree_hash(s);
+    let m = e.mount();
+    fs::write(m.path("open/a"), "a1\n").unwrap();
+    fs::hard_link(m.path("open/a"), m.path("open/b")).unwrap();
+    fs::write(m.path("open/tmp"), "saved\n").unwrap();
+    fs::rename(m.path("open/tmp"), m.path("open/b")).unwrap();
+    append(&m.path("open/a")).unwrap();
+    assert_eq!(fs::read_to_string(m.path("open/a")).unwrap(), "a1\nagent\n");
+    assert_eq!(fs::read_to_string(m.path("open/b")).unwrap(), "saved\n");
+    drop(m);
+    let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
+    assert!(ok, "rollback failed: {out}{err}");
+    assert_eq!(tree_hash(s), before);
+}
