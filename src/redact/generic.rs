@@ -1141,7 +1141,7 @@ fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
         || l.starts_with(b"../")
         || l.starts_with(b"~/")
         || (l.len() > 2 && l[1] == b':' && matches!(l[2], b'\\' | b'/'))
-        || contains(l, b"://")
+        || memchr::memmem::find(l, b"://").is_some()
         || starts_ci(l, b"sha1")
         || starts_ci(l, b"sha256")
         || starts_ci(l, b"sha384")
@@ -1157,7 +1157,7 @@ fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
         return kind == Detector::Password && mode == Mode::Quoted && v.len() >= 6;
     }
     // Calls and indexing in code.
-    if mode != Mode::Quoted && (contains(v, b"(") || contains(v, b"[")) {
+    if mode != Mode::Quoted && memchr::memchr2(b'(', b'[', v).is_some() {
         return false;
     }
     // Dotted names (`settings.SECRET_KEY`, `process.env.TOKEN`) and identifiers.
