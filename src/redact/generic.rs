@@ -593,14 +593,20 @@ pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
         // Nothing long enough to judge: a value made only of punctuation is a mask.
         return s.iter().all(|b| !b.is_ascii_alphanumeric()) && s.len() >= 3;
     }
-    // Runs, steps and short periods in the body, read in lowercase.
+    // Runs, steps and short periods in the body, read in lowercase. Steps and distinct bytes
+    // are counted in one pass (this runs on every candidate of every rule).
     let lc = |i: usize| body[i].to_ascii_lowercase();
-    let steps = (1..body.len())
-        .filter(|&i| {
-            let d = i16::from(lc(i)) - i16::from(lc(i - 1));
-            (-1..=1).contains(&d)
-        })
-        .count();
+    let (mut steps, mut distinct) = (0usize, 0usize);
+    let mut seen = [false; 256];
+    let mut prev: Option<u8> = None;
+    for &b in body {
+        let l = b.to_ascii_lowercase();
+        if let Some(q) = prev {
+            steps += usize::from((-1..=1).contains(&(i16::from(l) - i16::from(q))));
+        }
+        prev = Some(l);
+        distinct += usize::from(!std::mem::replace(&mut seen[usize::from(l)], true));
+    }
     if steps * 10 >= (body.len() - 1) * 7 {
         return true;
     }
@@ -609,10 +615,6 @@ pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
             return true;
         }
     }
-    let mut seen = [false; 256];
-    let distinct = (0..body.len())
-        .filter(|&i| !std::mem::replace(&mut seen[usize::from(lc(i))], true))
-        .count();
     body.len() >= 8 && distinct <= 3
 }
 
