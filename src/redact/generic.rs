@@ -577,17 +577,7 @@ pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
         return true;
     }
     // The random-looking part: the longest run of letters and digits.
-    let (mut best, mut cur) = ((0, 0), 0usize);
-    for (i, b) in s.iter().enumerate() {
-        if b.is_ascii_alphanumeric() {
-            cur += 1;
-            if cur > best.1 - best.0 {
-                best = (i + 1 - cur, i + 1);
-            }
-        } else {
-            cur = 0;
-        }
-    }
+    let best = longest_run(s);
     let body = &l[best.0..best.1];
     if body.len() < 8 {
         // Nothing long enough to judge: a value made only of punctuation is a mask.
@@ -616,6 +606,24 @@ pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
         }
     }
     body.len() >= 8 && distinct <= 3
+}
+
+/// The first of the longest runs of ASCII letters and digits in `s`, as a range (compared only
+/// where a run ends: this runs on every candidate of every rule).
+fn longest_run(s: &[u8]) -> (usize, usize) {
+    let (mut best, mut start) = ((0, 0), 0usize);
+    for (i, b) in s.iter().enumerate() {
+        if !b.is_ascii_alphanumeric() {
+            if i - start > best.1 - best.0 {
+                best = (start, i);
+            }
+            start = i + 1;
+        }
+    }
+    if s.len() - start > best.1 - best.0 {
+        best = (start, s.len());
+    }
+    best
 }
 
 /// A value [`find`] read at a keyword hit: its byte range in the text, and what [`judge`] needs
@@ -1357,6 +1365,37 @@ mod tests {
                     is_in(p, list),
                     "{:?}",
                     String::from_utf8_lossy(p)
+                );
+            }
+        }
+    }
+
+    /// `longest_run` picks the run a byte-by-byte scan picks (the first longest).
+    #[test]
+    fn longest_run_is_the_first_longest() {
+        fn reference(s: &[u8]) -> (usize, usize) {
+            let (mut best, mut cur) = ((0, 0), 0usize);
+            for (i, b) in s.iter().enumerate() {
+                if b.is_ascii_alphanumeric() {
+                    cur += 1;
+                    if cur > best.1 - best.0 {
+                        best = (i + 1 - cur, i + 1);
+                    }
+                } else {
+                    cur = 0;
+                }
+            }
+            best
+        }
+        let mut rng = crate::redact::samples::Rng::new(11);
+        for len in 0..60usize {
+            for _ in 0..200 {
+                let v: Vec<u8> = (0..len).map(|_| rng.pick(b"aZ9-._ ")).collect();
+                assert_eq!(
+                    longest_run(&v),
+                    reference(&v),
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
                 );
             }
         }
