@@ -117,8 +117,24 @@ fn main() {
         println!(
             "per-rule dense files (~1 MiB, a sample every 5 lines), slowest first (MiB/s; one-rule engine):"
         );
-        for (mibs, floor, id) in out.iter().take(10) {
+        // `VEILFS_PER_RULE_ALL=1` lists every rule, not only the slowest 20.
+        let shown = if std::env::var_os("VEILFS_PER_RULE_ALL").is_some() {
+            out.len()
+        } else {
+            20
+        };
+        for (mibs, floor, id) in out.iter().take(shown) {
             println!("  {id:<36} {mibs:>8.0}  {floor:>8.0}");
+        }
+        if let Some((median, ..)) = out.get(out.len() / 2) {
+            let under = out
+                .iter()
+                .filter(|o| o.0 < 100e6 / (1 << 20) as f64)
+                .count();
+            println!(
+                "  median rule {median:.0} MiB/s; {under} of {} rules under 100 MB/s",
+                out.len()
+            );
         }
     }
 }

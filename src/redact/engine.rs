@@ -653,13 +653,20 @@ impl Engine {
                     let found = d
                         .found
                         .unwrap_or_else(|| generic::find(text, d.ks, d.ke, kind));
-                    if let Some((s, e)) = found
-                        && last != Some((s, e))
-                    {
-                        last = Some((s, e));
-                        if rule.regex.is_match(&text[s..e]) {
-                            self.accept(r, rule, text, s, e, &mut out);
-                        }
+                    let Some(c) = found else {
+                        continue;
+                    };
+                    let (s, e) = (c.start, c.end);
+                    // A value an earlier rule masked is not judged: `accept` would drop it, and
+                    // judging (word lists, entropy) was most of this rule's time on files dense
+                    // with secrets. (Not remembered in `last`: a later read of the same range
+                    // is masked as well, and any other range is read as before.)
+                    if last == Some((s, e)) || out.covers(s, e) || !generic::judge(text, &c, kind) {
+                        continue;
+                    }
+                    last = Some((s, e));
+                    if rule.regex.is_match(&text[s..e]) {
+                        self.accept(r, rule, text, s, e, &mut out);
                     }
                 }
                 continue;

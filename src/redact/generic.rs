@@ -577,30 +577,26 @@ pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
         return true;
     }
     // The random-looking part: the longest run of letters and digits.
-    let (mut best, mut cur) = ((0, 0), 0usize);
-    for (i, b) in s.iter().enumerate() {
-        if b.is_ascii_alphanumeric() {
-            cur += 1;
-            if cur > best.1 - best.0 {
-                best = (i + 1 - cur, i + 1);
-            }
-        } else {
-            cur = 0;
-        }
-    }
+    let best = longest_run(s);
     let body = &l[best.0..best.1];
     if body.len() < 8 {
         // Nothing long enough to judge: a value made only of punctuation is a mask.
         return s.iter().all(|b| !b.is_ascii_alphanumeric()) && s.len() >= 3;
     }
-    // Runs, steps and short periods in the body, read in lowercase.
+    // Runs, steps and short periods in the body, read in lowercase. Steps and distinct bytes
+    // are counted in one pass (this runs on every candidate of every rule).
     let lc = |i: usize| body[i].to_ascii_lowercase();
-    let steps = (1..body.len())
-        .filter(|&i| {
-            let d = i16::from(lc(i)) - i16::from(lc(i - 1));
-            (-1..=1).contains(&d)
-        })
-        .count();
+    let (mut steps, mut distinct) = (0usize, 0usize);
+    let mut seen = [false; 256];
+    let mut prev: Option<u8> = None;
+    for &b in body {
+        let l = b.to_ascii_lowercase();
+        if let Some(q) = prev {
+            steps += usize::from((-1..=1).contains(&(i16::from(l) - i16::from(q))));
+        }
+        prev = Some(l);
+        distinct += usize::from(!std::mem::replace(&mut seen[usize::from(l)], true));
+    }
     if steps * 10 >= (body.len() - 1) * 7 {
         return true;
     }
@@ -609,15 +605,47 @@ pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
             return true;
         }
     }
-    let mut seen = [false; 256];
-    let distinct = (0..body.len())
-        .filter(|&i| !std::mem::replace(&mut seen[usize::from(lc(i))], true))
-        .count();
     body.len() >= 8 && distinct <= 3
 }
 
-/// A candidate found by [`find`]: the value's byte range in the text.
-pub(crate) type Candidate = (usize, usize);
+/// The first of the longest runs of ASCII letters and digits in `s`, as a range (compared only
+/// where a run ends: this runs on every candidate of every rule).
+fn longest_run(s: &[u8]) -> (usize, usize) {
+    let (mut best, mut start) = ((0, 0), 0usize);
+    for (i, b) in s.iter().enumerate() {
+        if !b.is_ascii_alphanumeric() {
+            if i - start > best.1 - best.0 {
+                best = (start, i);
+            }
+            start = i + 1;
+        }
+    }
+    if s.len() - start > best.1 - best.0 {
+        best = (start, s.len());
+    }
+    best
+}
+
+/// A value [`find`] read at a keyword hit: its byte range in the text, and what [`judge`] needs
+/// to score the name and the value.
+///
+/// Why two steps: on files dense with secrets most values a generic rule reads were already
+/// masked by a specific rule (`GITHUB_TOKEN=ghp_...`), and scoring the name and the value (word
+/// lists, entropy, identifier tests) was most of the detector's time. The engine judges a
+/// candidate only when its range is not masked yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    /// The value: `text[start..end]`.
+    pub start: usize,
+    pub end: usize,
+    /// The name holding the keyword, without leading dashes (`--token`).
+    name: (usize, usize),
+    mode: Mode,
+    /// `-p S`: the name is the flag itself.
+    p_flag: bool,
+    /// A `Bearer`, `Token` or `Bot` scheme came before the value (and the kind is `Secret`).
+    schemed: bool,
+}
 
 fn is_name(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
@@ -675,6 +703,60 @@ fn is_in(w: &[u8], list: &[&str]) -> bool {
     list.iter().any(|x| x.as_bytes().eq_ignore_ascii_case(w))
 }
 
+/// A word list for membership tests ignoring ASCII case: [`is_in`] with a binary search of the
+/// sorted list instead of a comparison with every word. The name and value tests look words up
+/// in lists of up to 150 words at every keyword hit, where the linear search was a tenth of the
+/// scan on files dense with credential names.
+struct WordSet {
+    sorted: Vec<Vec<u8>>,
+    longest: usize,
+}
+
+impl WordSet {
+    fn new(list: &[&str]) -> WordSet {
+        let mut sorted: Vec<Vec<u8>> = list
+            .iter()
+            .map(|w| w.as_bytes().to_ascii_lowercase())
+            .collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let longest = sorted.iter().map(Vec::len).max().unwrap_or(0);
+        WordSet { sorted, longest }
+    }
+
+    fn has(&self, w: &[u8]) -> bool {
+        const BUF: usize = 32;
+        if w.len() > self.longest {
+            return false;
+        }
+        let mut buf = [0u8; BUF];
+        let lower: Vec<u8>;
+        let probe: &[u8] = match buf.get_mut(..w.len()) {
+            Some(b) => {
+                for (d, s) in b.iter_mut().zip(w) {
+                    *d = s.to_ascii_lowercase();
+                }
+                b
+            }
+            None => {
+                lower = w.to_ascii_lowercase();
+                &lower
+            }
+        };
+        self.sorted
+            .binary_search_by(|x| x.as_slice().cmp(probe))
+            .is_ok()
+    }
+}
+
+/// The [`WordSet`] of a static list, built on first use.
+macro_rules! word_set {
+    ($list:expr) => {{
+        static SET: std::sync::OnceLock<WordSet> = std::sync::OnceLock::new();
+        SET.get_or_init(|| WordSet::new($list))
+    }};
+}
+
 /// Whether a name holds a credential of `kind`.
 fn name_matches(name: &[u8], kind: Detector) -> bool {
     // Two words ending `key id` or `token type` are refused by the last word; `*_key` needs a
@@ -688,14 +770,14 @@ fn name_matches(name: &[u8], kind: Detector) -> bool {
         if !any {
             any = match kind {
                 Detector::Password => {
-                    is_in(w, PASSWORD_WORDS)
+                    word_set!(PASSWORD_WORDS).has(w)
                         || contains(w, b"password")
                         || contains(w, b"passwd")
                         || contains(w, b"passphrase")
                         || (w.len() > 3 && ends_ci(w, b"pwd"))
                 }
                 Detector::Secret => {
-                    is_in(w, SECRET_WORDS)
+                    word_set!(SECRET_WORDS).has(w)
                         // Joined words: `authtoken`, `clientsecret`, `sharedaccesskey`.
                         || (w.len() > 5 && (ends_ci(w, b"token") || ends_ci(w, b"secret")))
                         || (w.len() > 3
@@ -705,7 +787,7 @@ fn name_matches(name: &[u8], kind: Detector) -> bool {
                                 .any(|q| q.len() > 2 && ends_ci(&w[..w.len() - 3], q.as_bytes())))
                         || (w.eq_ignore_ascii_case(b"key")
                             && prev.is_some_and(|p| {
-                                is_in(p, KEY_QUALIFIERS) || !is_in(p, KEY_NOT_QUALIFIERS)
+                                word_set!(KEY_QUALIFIERS).has(p) || !word_set!(KEY_NOT_QUALIFIERS).has(p)
                             }))
                 }
             };
@@ -713,7 +795,7 @@ fn name_matches(name: &[u8], kind: Detector) -> bool {
         }
         prev = Some(w);
     }
-    count > 0 && !is_in(last, NOT_SECRET_SUFFIX) && (any || (pat && count > 1))
+    count > 0 && !word_set!(NOT_SECRET_SUFFIX).has(last) && (any || (pat && count > 1))
 }
 
 /// Where the name holding the keyword hit at `ks` starts (as [`find`] reads it), to read each
@@ -785,9 +867,6 @@ pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<
     let dashes = name.iter().take_while(|&&b| b == b'-').count();
     let short_p_flag =
         kind == Detector::Password && dashes == 1 && name.len() == 2 && name[1] == b'p';
-    if !short_p_flag && !name_matches(&name[dashes..], kind) {
-        return None;
-    }
     let mut i = ne;
     let quote_name = matches!(before, Some(b'"' | b'\'' | b'`')) && text.get(i) == before.as_ref();
     if quote_name {
@@ -900,22 +979,56 @@ pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<
             vs += sp + 1;
         }
     }
-    let v = &text[vs..ve];
     let schemed = is_in(scheme, &["bearer", "token", "bot"]) && kind == Detector::Secret;
-    if schemed
+    // The length tests of `judge`, which need no more reading: most keyword hits in code (`the
+    // session token before`) end here.
+    let n = ve - vs;
+    let long_enough = match kind {
+        Detector::Secret => n >= 16 || (schemed && n >= 12),
+        Detector::Password => n >= 4,
+    };
+    if !long_enough || n > 1024 {
+        return None;
+    }
+    Some(Candidate {
+        start: vs,
+        end: ve,
+        name: (ns + dashes, ne),
+        mode,
+        p_flag: short_p_flag,
+        schemed,
+    })
+}
+
+/// Whether the candidate `c` that [`find`] read in `text` is a credential of `kind`: its name
+/// holds one, and its value looks like one.
+pub(crate) fn judge(text: &[u8], c: &Candidate, kind: Detector) -> bool {
+    let (Some(name), Some(v)) = (text.get(c.name.0..c.name.1), text.get(c.start..c.end)) else {
+        return false;
+    };
+    if !c.p_flag && !name_matches(name, kind) {
+        return false;
+    }
+    if c.schemed
         && v.len() >= 12
         && v.len() < 16
         && value_ok(v, Detector::Password, Mode::Quoted, false)
         && looks_random(v)
     {
-        return Some((vs, ve));
+        return true;
     }
-    value_ok(v, kind, mode, short_p_flag).then_some((vs, ve))
+    value_ok(v, kind, c.mode, c.p_flag)
 }
 
 /// The value starting at `i`: quoted (to its closing quote on the line) or unquoted (to the
 /// first blank, quote or separator). Sets `mode` to `Quoted` for a quoted value.
-fn value_at(text: &[u8], i: usize, mode: &mut Mode, url: bool, xml: bool) -> Option<Candidate> {
+fn value_at(
+    text: &[u8],
+    i: usize,
+    mode: &mut Mode,
+    url: bool,
+    xml: bool,
+) -> Option<(usize, usize)> {
     let first = *text.get(i)?;
     if matches!(first, b'"' | b'\'' | b'`') {
         let mut j = i + 1;
@@ -1021,7 +1134,7 @@ fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
     if kind == Detector::Secret && v.len() < 16 {
         return false;
     }
-    if v.len() < 4 || v.len() > 1024 || is_in(l, NOT_VALUES) {
+    if v.len() < 4 || v.len() > 1024 || word_set!(NOT_VALUES).has(l) {
         return false;
     }
     let first = v[0];
@@ -1038,7 +1151,7 @@ fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
         || l.starts_with(b"../")
         || l.starts_with(b"~/")
         || (l.len() > 2 && l[1] == b':' && matches!(l[2], b'\\' | b'/'))
-        || contains(l, b"://")
+        || memchr::memmem::find(l, b"://").is_some()
         || starts_ci(l, b"sha1")
         || starts_ci(l, b"sha256")
         || starts_ci(l, b"sha384")
@@ -1054,7 +1167,7 @@ fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
         return kind == Detector::Password && mode == Mode::Quoted && v.len() >= 6;
     }
     // Calls and indexing in code.
-    if mode != Mode::Quoted && (contains(v, b"(") || contains(v, b"[")) {
+    if mode != Mode::Quoted && memchr::memchr2(b'(', b'[', v).is_some() {
         return false;
     }
     // Dotted names (`settings.SECRET_KEY`, `process.env.TOKEN`) and identifiers.
@@ -1140,9 +1253,11 @@ mod tests {
             let mut from = 0;
             while let Some(p) = l[from..].find(k) {
                 let s = from + p;
-                if let Some((a, b)) = find(t, s, s + k.len(), kind)
-                    && !is_placeholder(&t[a..b])
+                if let Some(c) = find(t, s, s + k.len(), kind)
+                    && judge(t, &c, kind)
+                    && !is_placeholder(&t[c.start..c.end])
                 {
+                    let (a, b) = (c.start, c.end);
                     return Some(line[a..b].to_string());
                 }
                 from = s + 1;
@@ -1217,6 +1332,72 @@ mod tests {
         ] {
             assert_eq!(found(l, Detector::Secret), None, "{l}");
             assert_eq!(found(l, Detector::Password), None, "{l}");
+        }
+    }
+
+    /// The sorted word sets answer exactly what a comparison with every word answers.
+    #[test]
+    fn word_sets_agree_with_the_lists() {
+        let lists: [&[&str]; 5] = [
+            PASSWORD_WORDS,
+            SECRET_WORDS,
+            KEY_QUALIFIERS,
+            KEY_NOT_QUALIFIERS,
+            NOT_SECRET_SUFFIX,
+        ];
+        let mut probes: Vec<Vec<u8>> = Vec::new();
+        for list in lists.iter().chain([&NOT_VALUES, &DOC_PASSWORDS]) {
+            for w in list.iter() {
+                let w = w.as_bytes();
+                probes.push(w.to_vec());
+                probes.push(w.to_ascii_uppercase());
+                probes.push(w[..w.len() - 1].to_vec());
+                probes.push([w, b"s"].concat());
+                probes.push([b"x", w].concat());
+            }
+        }
+        probes.extend([&b""[..], b"K", b"Key", b"ApI", &[b'a'; 40], b"\xff"].map(<[u8]>::to_vec));
+        for list in lists.iter().chain([&NOT_VALUES]) {
+            let set = WordSet::new(list);
+            for p in &probes {
+                assert_eq!(
+                    set.has(p),
+                    is_in(p, list),
+                    "{:?}",
+                    String::from_utf8_lossy(p)
+                );
+            }
+        }
+    }
+
+    /// `longest_run` picks the run a byte-by-byte scan picks (the first longest).
+    #[test]
+    fn longest_run_is_the_first_longest() {
+        fn reference(s: &[u8]) -> (usize, usize) {
+            let (mut best, mut cur) = ((0, 0), 0usize);
+            for (i, b) in s.iter().enumerate() {
+                if b.is_ascii_alphanumeric() {
+                    cur += 1;
+                    if cur > best.1 - best.0 {
+                        best = (i + 1 - cur, i + 1);
+                    }
+                } else {
+                    cur = 0;
+                }
+            }
+            best
+        }
+        let mut rng = crate::redact::samples::Rng::new(11);
+        for len in 0..60usize {
+            for _ in 0..200 {
+                let v: Vec<u8> = (0..len).map(|_| rng.pick(b"aZ9-._ ")).collect();
+                assert_eq!(
+                    longest_run(&v),
+                    reference(&v),
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
         }
     }
 

@@ -141,6 +141,17 @@ impl Redactions {
                 encoding
             };
             let unit = enc.unit();
+            if enc == Encoding::Utf8 {
+                // One vector search instead of a test per masked byte: on files dense with
+                // secrets the masked bytes are a third of the file.
+                let (a, b) = (s.start as usize, (s.end as usize).min(data.len()));
+                if let Some(masked) = data.get(a..b) {
+                    keep.extend(
+                        memchr::memchr2_iter(b'\n', b'\r', masked).map(|i| s.start + i as u64),
+                    );
+                }
+                continue;
+            }
             let mut p = s.start;
             while p < s.end {
                 let i = p as usize;

@@ -629,6 +629,26 @@ pub(crate) fn entropy(s: &[u8]) -> f64 {
     if s.is_empty() {
         return 0.0;
     }
+    // Most candidates are shorter than 256 bytes: byte-wide counters are a quarter of the
+    // memory to clear (the sum below is the same, in the same order).
+    if s.len() < 256 {
+        let mut counts = [0u8; 256];
+        let mut seen = [0u8; 257];
+        let mut distinct = 0;
+        for &b in s {
+            let c = &mut counts[usize::from(b)];
+            seen[distinct] = b;
+            distinct += usize::from(*c == 0);
+            *c += 1;
+        }
+        let table = c_log2_c();
+        let sum: f64 = seen[..distinct]
+            .iter()
+            .map(|&b| table[usize::from(counts[usize::from(b)])])
+            .sum();
+        let n = s.len() as f64;
+        return ((n.log2() - sum / n) * 1e9).round().max(0.0) / 1e9;
+    }
     // H = log2(n) - sum(c * log2(c)) / n over the byte counts c. Only the bytes that occur are
     // visited, and c * log2(c) comes from a table: on files dense with candidate secrets,
     // walking 256 counters and taking a logarithm per byte value was a third of the scan.

@@ -59,6 +59,9 @@ enum StartBy {
     /// The bytes the secret can start with, when nothing before it in the match can be one:
     /// the secret starts at the first of them (a key block inside a JSON string).
     Ahead(Bytes),
+    /// Everything before the secret has this one length (`calendly_token=eyJ(...)`): the secret
+    /// starts that many bytes into the match.
+    Offset(usize),
 }
 
 impl SpanPlan {
@@ -79,6 +82,7 @@ impl SpanPlan {
                 .rposition(|&b| !run.has(b))
                 .map_or(0, |p| p + 1),
             StartBy::Ahead(first) => m.iter().position(|&b| first.has(b)).unwrap_or(0),
+            StartBy::Offset(len) => (*len).min(end),
         };
         (start, end.max(start))
     }
@@ -191,14 +195,19 @@ fn keyword_first(parts: &[Hir], keywords: &[String]) -> bool {
     if !hir.properties().look_set_prefix_any().is_empty() {
         return false;
     }
-    // Case-insensitive keywords expand to every case variant: allow many, but no longer than
+    // Keywords match ignoring case, so the prefixes are read from the regex with its letters
+    // folded to lowercase: `(?i:together_api_key)` is one literal, where its 2^14 case variants
+    // overflowed the extractor's limit and left the rule searching whole lines. No longer than
     // the longest keyword (shorter literals would fail the test below anyway).
     let longest = keywords.iter().map(String::len).max().unwrap_or(0);
+    let Some(folded) = fold_case(&hir) else {
+        return false;
+    };
     let seq = Extractor::new()
         .kind(ExtractKind::Prefix)
         .limit_total(1 << 14)
         .limit_literal_len(longest.max(1))
-        .extract(&hir);
+        .extract(&folded);
     seq.literals().is_some_and(|literals| {
         !literals.is_empty()
             && literals.iter().all(|l| {
@@ -207,6 +216,44 @@ fn keyword_first(parts: &[Hir], keywords: &[String]) -> bool {
                     .iter()
                     .any(|k| !k.is_empty() && l.starts_with(k.as_bytes()))
             })
+    })
+}
+
+/// `h` with every ASCII letter it can match lowercased: the lowercase form of any match of `h`
+/// is a match of the result, so a prefix every match of the result starts with is, ignoring
+/// case, one every match of `h` starts with. `None` for a class beyond ASCII.
+fn fold_case(h: &Hir) -> Option<Hir> {
+    use regex_syntax::hir::{Capture, ClassBytes, ClassBytesRange, Repetition};
+    Some(match h.kind() {
+        HirKind::Empty => Hir::empty(),
+        HirKind::Look(l) => Hir::look(*l),
+        HirKind::Literal(l) => Hir::literal(l.0.to_ascii_lowercase()),
+        HirKind::Class(c) => {
+            let bytes = class(c)?;
+            let mut ranges = Vec::new();
+            for b in 0..=255u8 {
+                if bytes.has(b) {
+                    let l = b.to_ascii_lowercase();
+                    ranges.push(ClassBytesRange::new(l, l));
+                }
+            }
+            Hir::class(Class::Bytes(ClassBytes::new(ranges)))
+        }
+        HirKind::Repetition(r) => Hir::repetition(Repetition {
+            min: r.min,
+            max: r.max,
+            greedy: r.greedy,
+            sub: Box::new(fold_case(&r.sub)?),
+        }),
+        HirKind::Capture(c) => Hir::capture(Capture {
+            index: c.index,
+            name: c.name.clone(),
+            sub: Box::new(fold_case(&c.sub)?),
+        }),
+        HirKind::Concat(hs) => Hir::concat(hs.iter().map(fold_case).collect::<Option<_>>()?),
+        HirKind::Alternation(hs) => {
+            Hir::alternation(hs.iter().map(fold_case).collect::<Option<_>>()?)
+        }
     })
 }
 
@@ -314,8 +361,14 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
         StartBy::Lead(lead)
     } else {
         let prefix = Hir::concat(prefix.to_vec());
+        let props = prefix.properties();
         let run = all_bytes(secret)?;
-        if edge(&prefix, false)?.disjoint(&run) {
+        if let Some(len) = props
+            .maximum_len()
+            .filter(|&max| Some(max) == props.minimum_len())
+        {
+            StartBy::Offset(len)
+        } else if edge(&prefix, false)?.disjoint(&run) {
             StartBy::Back(run)
         } else if all_bytes(&prefix)?.disjoint(&first) {
             StartBy::Ahead(first)
@@ -449,7 +502,17 @@ mod tests {
         assert_eq!(plan(r"(a[a-z;]+)(?:;|$)", 1), None);
         // Something other than a one-byte boundary before the group, which may end with a byte
         // the secret can hold.
-        assert_eq!(plan(r"key[=a](\w+)", 1), None);
+        assert_eq!(plan(r"ke?y[=a](\w+)", 1), None);
+        // ... unless it has one length: the secret starts that far into the match.
+        assert_eq!(cut(r"key[=a](\w+)", "xkeyaabc").as_deref(), Some("abc"));
+        assert_eq!(
+            cut(
+                r"(?i:tok_key=eyJ)([a-z]{4,9})(?:[^a-z]|$)",
+                "TOK_KEY=eyJabcdef;"
+            )
+            .as_deref(),
+            Some("abcdef")
+        );
         assert!(plan(r"key=(\w+)", 1).is_some_and(|p| !p.starts_at_lead()));
         assert!(plan(r"(?i:twilio)[^\n]{0,60}?(SK[0-9a-f]{32})", 1).is_some());
         assert_eq!(plan(r"(?i:twilio)[^\n]{0,60}?(SK[0-9a-f]{32,40})", 1), None);
@@ -495,6 +558,25 @@ mod tests {
         assert_eq!(start(r"(?:^|\s)(\w+@ghp_\w+)", &gh, false), None);
         assert_eq!(start(r"(?:token=)?ghp_x", &gh, false), None);
         assert_eq!(start(r"gh_x|ghp_x", &gh, false), None);
+        // Case-insensitive names with more case variants than the literal extractor lists.
+        let long = kw(&["together_api_key", "togetherai"]);
+        assert_eq!(
+            start(
+                r"(?i:together_api_key|togetherai)[^\n]{0,60}?=([a-f0-9]{64})",
+                &long,
+                false
+            ),
+            Some(Start::Keyword { lead: false })
+        );
+        assert_eq!(
+            start(
+                r"(?i:together_api_key|togetherai)",
+                &kw(&["together"]),
+                false
+            ),
+            Some(Start::Keyword { lead: false })
+        );
+        assert_eq!(start(r"(?i:together_ap[a-z]_key)", &long, false), None);
         // A zero-width lead other than a line start.
         assert_eq!(start(r"\bghp_x", &gh, false), None);
         assert_eq!(start(r"(?:\b|[^a-z])ghp_x", &gh, false), None);
