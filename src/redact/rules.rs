@@ -630,29 +630,28 @@ pub(crate) fn entropy(s: &[u8]) -> f64 {
         return 0.0;
     }
     // Most candidates are shorter than 256 bytes: byte-wide counters are a quarter of the
-    // memory to clear (the sum below is the same, in the same order).
-    if s.len() < 256 {
-        let mut counts = [0u8; 256];
-        let mut seen = [0u8; 257];
-        let mut distinct = 0;
-        for &b in s {
-            let c = &mut counts[usize::from(b)];
-            seen[distinct] = b;
-            distinct += usize::from(*c == 0);
-            *c += 1;
-        }
-        let table = c_log2_c();
-        let sum: f64 = seen[..distinct]
-            .iter()
-            .map(|&b| table[usize::from(counts[usize::from(b)])])
-            .sum();
-        let n = s.len() as f64;
-        return ((n.log2() - sum / n) * 1e9).round().max(0.0) / 1e9;
-    }
-    // H = log2(n) - sum(c * log2(c)) / n over the byte counts c. Only the bytes that occur are
-    // visited, and c * log2(c) comes from a table: on files dense with candidate secrets,
-    // walking 256 counters and taking a logarithm per byte value was a third of the scan.
-    let mut counts = [0u32; 256];
+    // memory to clear (the sum is the same, in the same order).
+    let sum = if s.len() < 256 {
+        count_log_sum::<u8>(s)
+    } else {
+        count_log_sum::<u32>(s)
+    };
+    let n = s.len() as f64;
+    // Rounded so that exact values (3.0 bits for eight equally frequent bytes) stay exact and a
+    // threshold of 3.0 means what it says.
+    ((n.log2() - sum / n) * 1e9).round().max(0.0) / 1e9
+}
+
+/// `sum(c * log2(c))` over the counts `c` of the bytes of `s`, for
+/// H = log2(n) - sum(c * log2(c)) / n. Only the bytes that occur are visited, and
+/// `c * log2(c)` comes from a table: on files dense with candidate secrets, walking 256
+/// counters and taking a logarithm per byte value was a third of the scan. `C` must hold
+/// `s.len()`.
+fn count_log_sum<C>(s: &[u8]) -> f64
+where
+    C: Copy + Default + PartialEq + std::ops::AddAssign + From<u8> + Into<u32>,
+{
+    let mut counts = [C::default(); 256];
     // One spare slot: the store below is unconditional (no branch to mispredict on random
     // secrets) and happens before `distinct` is known to have grown.
     let mut seen = [0u8; 257];
@@ -660,24 +659,20 @@ pub(crate) fn entropy(s: &[u8]) -> f64 {
     for &b in s {
         let c = &mut counts[usize::from(b)];
         seen[distinct] = b;
-        distinct += usize::from(*c == 0);
-        *c += 1;
+        distinct += usize::from(*c == C::default());
+        *c += C::from(1);
     }
     let table = c_log2_c();
-    let sum: f64 = seen[..distinct]
+    seen[..distinct]
         .iter()
         .map(|&b| {
-            let c = counts[usize::from(b)];
+            let c: u32 = counts[usize::from(b)].into();
             table
                 .get(c as usize)
                 .copied()
                 .unwrap_or_else(|| f64::from(c) * f64::from(c).log2())
         })
-        .sum();
-    let n = s.len() as f64;
-    // Rounded so that exact values (3.0 bits for eight equally frequent bytes) stay exact and a
-    // threshold of 3.0 means what it says.
-    ((n.log2() - sum / n) * 1e9).round().max(0.0) / 1e9
+        .sum()
 }
 
 /// `c * log2(c)` for small counts.
