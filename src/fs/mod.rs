@@ -554,8 +554,16 @@ impl Filesystem for VeilFs {
         if wants_write && let Err(e) = self.approve_write_open(&inode, f) {
             return reply.error(e);
         }
+        let wrel = if wants_write {
+            match self.write_open_path(&inode) {
+                Ok(r) => r,
+                Err(e) => return reply.error(e),
+            }
+        } else {
+            None
+        };
         if wants_write {
-            match self.open_masked_edit(&inode, f) {
+            match self.open_masked_edit(&inode, wrel.as_deref(), f) {
                 Ok(Some(fh)) => {
                     return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
@@ -564,7 +572,7 @@ impl Filesystem for VeilFs {
             }
         }
         let deferred = if wants_write {
-            match self.prepare_write_open(req, &inode, f) {
+            match self.prepare_write_open(req, &inode, wrel.as_deref(), f) {
                 Ok(d) => d,
                 Err(e) => return reply.error(e),
             }

@@ -427,14 +427,23 @@ impl VeilFs {
         self.approve(op, &rel, None, || self.still_is(inode, &rel))
     }
 
+    /// The path a write-open acts on ([`Self::changing_path`]), checked once for both the
+    /// masked-edit and the plain write path (None: an open, unlinked file).
+    pub(super) fn write_open_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
+        self.guard()?;
+        self.changing_path(inode)
+    }
+
+    /// `rel`: the inode's path from [`Self::write_open_path`], just checked.
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
         inode: &Arc<Inode>,
+        rel: Option<&Path>,
         flags: i32,
     ) -> Result<bool, Errno> {
         let g = self.guard()?;
-        let Some(rel) = self.changing_path(inode)? else {
+        let Some(rel) = rel else {
             return Ok(false);
         };
         self.check_writable(&rel, "open for write")?;
@@ -1007,13 +1016,19 @@ impl VeilFs {
             if wants_write {
                 self.approve_write_open(&inode, flags)?;
             }
+            let wrel = if wants_write {
+                self.write_open_path(&inode)?
+            } else {
+                None
+            };
             // A masked file is edited through a scratch copy of its view (masked_edit.rs).
-            if wants_write && let Some(fh) = self.open_masked_edit(&inode, flags)? {
+            if wants_write && let Some(fh) = self.open_masked_edit(&inode, wrel.as_deref(), flags)? {
                 let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
                 let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
                 return Ok((inode, st, fh));
             }
-            let deferred = wants_write && self.prepare_write_open(req, &inode, flags)?;
+            let deferred =
+                wants_write && self.prepare_write_open(req, &inode, wrel.as_deref(), flags)?;
             let opened = (|| {
                 let fd = self.fd(&inode)?;
                 let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
