@@ -21,8 +21,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
@@ -669,7 +669,9 @@ impl Guard {
     /// disk: readers trust an ended session's objects without rebuilding them from the journal.
     pub fn end(&self) {
         if !self.objects.settle() {
-            warn!("store: an object file could not be written: session left unended, its objects are rebuilt from the journal");
+            warn!(
+                "store: an object file could not be written: session left unended, its objects are rebuilt from the journal"
+            );
             return;
         }
         if !self.overlay

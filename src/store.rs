@@ -674,9 +674,117 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err(dir))
 }
 
+/// Writes the object files of packed pre-images ([`Store::pack`]) on a thread of its own, off
+/// the request that captured them: their bytes are already durable in the journal, so the
+/// file is only a copy until the session ends. [`LazyWriter::settle`] waits for the queue
+/// (before a session is marked ended, readers trust its object files and stop rebuilding).
+pub(crate) struct LazyWriter {
+    tx: Option<std::sync::mpsc::SyncSender<(ObjectId, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Objects queued and not yet written, and whether any write failed.
+    state: Arc<(Mutex<(usize, bool)>, Condvar)>,
+}
+
+/// Queued objects before a capture waits for the writer (each at most [`INLINE_MAX`]
+/// compressed): bounds the memory an agent writing faster than the disk can pin.
+const LAZY_QUEUE: usize = 256;
+
+impl LazyWriter {
+    /// Starts the writer thread of `store`.
+    pub(crate) fn start(store: Arc<Store>) -> io::Result<LazyWriter> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(ObjectId, Vec<u8>)>(LAZY_QUEUE);
+        let state = Arc::new((Mutex::new((0usize, false)), Condvar::new()));
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("veilfs-objects".into())
+            .spawn(move || {
+                for (id, z) in rx {
+                    // A panic counts as a failed write: `settle` must never wait forever.
+                    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        store.place_lazy(&id, &z)
+                    }));
+                    let res = match res {
+                        Ok(Err(e)) => {
+                            tracing::warn!("store: {e} (the journal keeps its bytes)");
+                            Err(())
+                        }
+                        Ok(Ok(())) => Ok(()),
+                        Err(_) => Err(()),
+                    };
+                    let (m, cv) = &*st;
+                    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                    g.0 -= 1;
+                    g.1 |= res.is_err();
+                    cv.notify_all();
+                }
+            })?;
+        Ok(LazyWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+            state,
+        })
+    }
+
+    /// Queues object `id` (compressed bytes `z`, already journalled) to be written.
+    pub(crate) fn queue(&self, id: ObjectId, z: Vec<u8>) {
+        let (m, _) = &*self.state;
+        m.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        if self.tx.as_ref().is_none_or(|tx| tx.send((id, z)).is_err()) {
+            // The thread is gone (it panicked): the journal's copy is the only one, which the
+            // session, left unended by `settle`, is rebuilt from.
+            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+            g.0 -= 1;
+            g.1 = true;
+        }
+    }
+
+    /// Waits until every queued object is written; false if any could not be.
+    pub(crate) fn settle(&self) -> bool {
+        let (m, cv) = &*self.state;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        while g.0 > 0 {
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        !g.1
+    }
+}
+
+impl Drop for LazyWriter {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The background writer writes a packed object whole, and reports a write that failed
+    /// (so the session is left unended and rebuilt from its journal instead of trusted).
+    #[test]
+    fn lazy_writer_writes_packed_objects_and_reports_a_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::create_or_open(&tmp.path().join("s")).unwrap());
+        let w = LazyWriter::start(store.clone()).unwrap();
+        let (id, z) = store.pack(b"pre-image bytes\n").unwrap();
+        w.queue(id, z);
+        assert!(w.settle());
+        assert_eq!(store.read_bytes(&id).unwrap(), b"pre-image bytes\n");
+        // An object whose fan-out directory is taken by a file cannot be written.
+        let (bad, z) = store.pack(b"cannot be placed\n").unwrap();
+        let sub = store.object_path(&bad).parent().unwrap().to_path_buf();
+        if sub.exists() {
+            fs::remove_dir_all(&sub).unwrap();
+        }
+        fs::write(&sub, b"").unwrap();
+        w.queue(bad, z);
+        assert!(!w.settle());
+        drop(w);
+        assert!(!store.has(&bad));
+    }
 
     #[test]
     fn object_roundtrip_dedup_and_corruption() {
@@ -750,81 +858,5 @@ mod tests {
         assert!(Store::create_or_open(d.path()).is_err());
         let id: ObjectId = ObjectId::of(b"x").to_string().parse().unwrap();
         assert_eq!(id, ObjectId::of(b"x"));
-    }
-}
-
-/// Writes the object files of packed pre-images ([`Store::pack`]) on a thread of its own, off
-/// the request that captured them: their bytes are already durable in the journal, so the
-/// file is only a copy until the session ends. [`LazyWriter::settle`] waits for the queue
-/// (before a session is marked ended, readers trust its object files and stop rebuilding).
-pub(crate) struct LazyWriter {
-    tx: Option<std::sync::mpsc::SyncSender<(ObjectId, Vec<u8>)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// Objects queued and not yet written, and whether any write failed.
-    state: Arc<(Mutex<(usize, bool)>, Condvar)>,
-}
-
-/// Queued objects before a capture waits for the writer (each at most [`INLINE_MAX`]
-/// compressed): bounds the memory an agent writing faster than the disk can pin.
-const LAZY_QUEUE: usize = 256;
-
-impl LazyWriter {
-    /// Starts the writer thread of `store`.
-    pub(crate) fn start(store: Arc<Store>) -> io::Result<LazyWriter> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(ObjectId, Vec<u8>)>(LAZY_QUEUE);
-        let state = Arc::new((Mutex::new((0usize, false)), Condvar::new()));
-        let st = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("veilfs-objects".into())
-            .spawn(move || {
-                for (id, z) in rx {
-                    let res = store.place_lazy(&id, &z);
-                    if let Err(e) = &res {
-                        tracing::warn!("store: {e} (the journal keeps its bytes)");
-                    }
-                    let (m, cv) = &*st;
-                    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-                    g.0 -= 1;
-                    g.1 |= res.is_err();
-                    cv.notify_all();
-                }
-            })?;
-        Ok(LazyWriter {
-            tx: Some(tx),
-            thread: Some(thread),
-            state,
-        })
-    }
-
-    /// Queues object `id` (compressed bytes `z`, already journalled) to be written.
-    pub(crate) fn queue(&self, id: ObjectId, z: Vec<u8>) {
-        let (m, _) = &*self.state;
-        m.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
-        if self.tx.as_ref().is_none_or(|tx| tx.send((id, z)).is_err()) {
-            // The thread is gone (it panicked): the journal's copy is the only one, which the
-            // session, left unended by `settle`, is rebuilt from.
-            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-            g.0 -= 1;
-            g.1 = true;
-        }
-    }
-
-    /// Waits until every queued object is written; false if any could not be.
-    pub(crate) fn settle(&self) -> bool {
-        let (m, cv) = &*self.state;
-        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-        while g.0 > 0 {
-            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
-        }
-        !g.1
-    }
-}
-
-impl Drop for LazyWriter {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

@@ -200,15 +200,15 @@ impl VeilFs {
         };
         self.check_writable(rel, "open for write")?;
         let fd = self.fd(inode)?;
-        let Some((real, st, r)) = self.masked_version(&rel, fd.as_fd())? else {
+        let Some((real, st, r)) = self.masked_version(rel, fd.as_fd())? else {
             return Ok(None);
         };
         m.served
-            .record(&rel, Some(view::file_id(&st)), &real, &r)
+            .record(rel, Some(view::file_id(&st)), &real, &r)
             .map_err(|e| {
                 audit::denied(
                     "open for write",
-                    &rel,
+                    rel,
                     format_args!("cannot record the masked view: {e:#}"),
                 );
                 Errno::EIO

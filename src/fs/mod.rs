@@ -352,7 +352,20 @@ impl VeilFs {
             return Err(Errno::ENOTDIR);
         }
         let rel = self.rel(parent)?.join(name);
-        let pfd = self.fd(&p)?;
+        self.lookup_child(&p, name, rel)
+    }
+
+    /// [`Self::do_lookup`] of `name` in directory `p` at `rel`, a path the caller checked in
+    /// this request (a write that just made the name: checking it again costs an `openat2`
+    /// and an `fstat` and adds nothing).
+    fn lookup_child(
+        &self,
+        p: &Arc<Inode>,
+        name: &OsStr,
+        rel: PathBuf,
+    ) -> Result<(Arc<Inode>, Stat), Errno> {
+        let parent = p.ino;
+        let pfd = self.fd(p)?;
         let (fd, st) = self.visible_child(&pfd, &rel, name)?;
         let st = self.shown_nlink(&rel, fd.as_fd(), st);
         let inode = self

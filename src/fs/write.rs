@@ -358,14 +358,24 @@ impl VeilFs {
     /// Gives a new object the caller's ownership (the kernel made it as root). In a setgid
     /// directory the group is inherited, as a native filesystem does.
     fn own(&self, req: &Request, pfd: &std::os::fd::OwnedFd, name: &OsStr) -> Result<(), Errno> {
+        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
+        self.own_fd(req, pfd, fd.as_fd())
+    }
+
+    /// [`Self::own`] of a new object already held as `fd` (a created file's handle).
+    fn own_fd(
+        &self,
+        req: &Request,
+        pfd: &std::os::fd::OwnedFd,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), Errno> {
         let pst = backing::stat_fd(pfd.as_fd()).map_err(|e| errno_of(&e))?;
         let gid = if pst.mode & libc::S_ISGID != 0 {
             pst.gid
         } else {
             req.gid()
         };
-        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
-        backing::chown(fd.as_fd(), req.uid(), gid).map_err(|e| errno_of(&e))
+        backing::chown(fd, req.uid(), gid).map_err(|e| errno_of(&e))
     }
 
     /// May the agent change the bytes of the file at `rel`? Only when its view is its content:
@@ -446,10 +456,10 @@ impl VeilFs {
         let Some(rel) = rel else {
             return Ok(false);
         };
-        self.check_writable(&rel, "open for write")?;
+        self.check_writable(rel, "open for write")?;
         let diverted_before = inode.is_diverted();
-        self.check_content_changeable(&rel, inode, "open for write")?;
-        if self.defer_write_open(inode, &rel)? {
+        self.check_content_changeable(rel, inode, "open for write")?;
+        if self.defer_write_open(inode, rel)? {
             if flags & libc::O_TRUNC != 0 {
                 let fd = self.fd(inode)?;
                 if let Err(e) = backing::truncate(fd.as_fd(), 0) {
@@ -459,7 +469,7 @@ impl VeilFs {
             }
             return Ok(true);
         }
-        self.capture_or_divert(g, inode, &rel)?;
+        self.capture_or_divert(g, inode, rel)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
         if diverted_before || inode.is_diverted() {
@@ -472,7 +482,7 @@ impl VeilFs {
         // crash before this handle's release cannot leave a stale post-image behind (which
         // rollback would then report as someone else's change).
         g.record_change(
-            &rel,
+            rel,
             if flags & libc::O_TRUNC != 0 {
                 "open-truncate"
             } else {
@@ -758,8 +768,7 @@ impl VeilFs {
         };
         g.record_change(&rel, op);
         audit::changed(op, &rel);
-        let (inode, st) = self.do_lookup(parent.0, name)?;
-        Ok((inode, st))
+        self.lookup_child(&p, name, rel)
     }
 
     pub(super) fn do_remove(
@@ -1022,7 +1031,9 @@ impl VeilFs {
                 None
             };
             // A masked file is edited through a scratch copy of its view (masked_edit.rs).
-            if wants_write && let Some(fh) = self.open_masked_edit(&inode, wrel.as_deref(), flags)? {
+            if wants_write
+                && let Some(fh) = self.open_masked_edit(&inode, wrel.as_deref(), flags)?
+            {
                 let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
                 let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
                 return Ok((inode, st, fh));
@@ -1064,10 +1075,10 @@ impl VeilFs {
         self.capture_with_parent(g, &rel)?;
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)
             .map_err(|e| errno_of(&e))?;
-        self.own(req, &pfd, name)?;
+        self.own_fd(req, &pfd, file.as_fd())?;
         g.record_change(&rel, "create");
         audit::changed("create", &rel);
-        let (inode, st) = self.do_lookup(parent.0, name)?;
+        let (inode, st) = self.lookup_child(&p, name, rel)?;
         self.note_open(&inode, &st, true);
         let fh = self.insert_handle(&inode, file, true, false);
         Ok((inode, st, fh))
