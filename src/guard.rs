@@ -960,6 +960,29 @@ mod tests {
         assert!(!store.has(&id));
     }
 
+    /// An object file the writer thread could not write leaves the session unended, so its
+    /// readers rebuild the object from the journal instead of trusting the missing file.
+    #[test]
+    fn an_object_file_that_could_not_be_written_leaves_the_session_unended() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        let id = crate::store::ObjectId::of(b"a before\n");
+        let store = Store::open(&e.store_dir).unwrap();
+        let sub = store.object_path(&id).parent().unwrap().to_path_buf();
+        // Its fan-out directory is taken by a file: the object cannot be placed.
+        fs::write(&sub, b"").unwrap();
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        g.end();
+        fs::remove_file(&sub).unwrap();
+        let recs = store.read_session(g.session_id()).unwrap();
+        assert!(
+            !recs.iter().any(|r| matches!(r.event, Event::SessionEnd)),
+            "a session with a lost object file must not be marked ended"
+        );
+        // Reading the unended session rebuilt the object from its record.
+        assert_eq!(store.read_bytes(&id).unwrap(), b"a before\n");
+    }
+
     #[test]
     fn a_pre_image_above_snapshot_max_size_is_refused_before_it_is_read() {
         let e = env();
