@@ -21,15 +21,15 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
 use crate::backing;
 use crate::journal::{Event, JournalError, SessionWriter, State};
 use crate::profile::WriteMode;
-use crate::store::Store;
+use crate::store::{LazyWriter, Store};
 
 /// Why the guard refused or could not record a change.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,10 @@ pub struct Guard {
     /// In overlay mode changes land in the upper layer, never in the real folder: there is
     /// nothing to snapshot, only a record to keep.
     overlay: bool,
-    store: Store,
+    store: Arc<Store>,
+    /// Writes the object files of small pre-images, whose bytes the journal already holds,
+    /// off the request path.
+    objects: LazyWriter,
     session: SessionWriter,
     captured: Mutex<HashSet<PathBuf>>,
     /// Bumped by every checkpoint (under the `captured` lock): a capture that started before
@@ -163,9 +166,15 @@ impl Guard {
             pid: std::process::id(),
             user: rustix::process::getuid().as_raw(),
         })?;
+        let store = Arc::new(store);
+        let objects = LazyWriter::start(store.clone()).map_err(|source| JournalError::Io {
+            path: store.dir().join("objects"),
+            source,
+        })?;
         Ok(Guard {
             overlay: mode == WriteMode::Overlay,
             store,
+            objects,
             session,
             captured: Mutex::new(HashSet::new()),
             generation: AtomicU64::new(0),
@@ -331,14 +340,16 @@ impl Guard {
         }
         .map_err(refuse)?;
         // A small pre-image travels in the journal: the one fsync of `capture_then` makes it
-        // durable together with its Capture (the object file itself is written lazily).
+        // durable together with its Capture; the object file is written by the `objects`
+        // thread (an object file that is not, or not yet, there is rebuilt from the record).
         if let Some((id, z)) = inline {
             self.session
                 .append_lazy(Event::Object {
                     id,
-                    zstd_hex: hex::encode(z),
+                    zstd_hex: hex::encode(&z),
                 })
                 .map_err(refuse)?;
+            self.objects.queue(id, z);
         }
         if let State::File { size, .. } = &before {
             self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
@@ -657,6 +668,12 @@ impl Guard {
     /// Marks the session as cleanly ended (on unmount), once every lazily stored object is on
     /// disk: readers trust an ended session's objects without rebuilding them from the journal.
     pub fn end(&self) {
+        if !self.objects.settle() {
+            warn!(
+                "store: an object file could not be written: session left unended, its objects are rebuilt from the journal"
+            );
+            return;
+        }
         if !self.overlay
             && let Err(e) = crate::store::syncfs(self.store.dir())
         {
@@ -899,6 +916,8 @@ mod tests {
         let e = env();
         let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
         g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        // Written off the request path, and rebuilt from the journal until then.
+        assert!(g.objects.settle());
         let store = Store::open(&e.store_dir).unwrap();
         let recs = store.read_session(g.session_id()).unwrap();
         let id = recs
@@ -932,12 +951,36 @@ mod tests {
         fs::write(store.object_path(&id), b"").unwrap();
         fs::write(e.scope.join("b"), "a before\n").unwrap();
         g.capture(e.root.as_fd(), Path::new("b")).unwrap();
+        assert!(g.objects.settle());
         assert_eq!(store.verify_object(&id).unwrap(), 9);
         // A session that ended cleanly flushed its objects and is not rebuilt.
         g.end();
         fs::remove_file(store.object_path(&id)).unwrap();
         store.read_session(g.session_id()).unwrap();
         assert!(!store.has(&id));
+    }
+
+    /// An object file the writer thread could not write leaves the session unended, so its
+    /// readers rebuild the object from the journal instead of trusting the missing file.
+    #[test]
+    fn an_object_file_that_could_not_be_written_leaves_the_session_unended() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        let id = crate::store::ObjectId::of(b"a before\n");
+        let store = Store::open(&e.store_dir).unwrap();
+        let sub = store.object_path(&id).parent().unwrap().to_path_buf();
+        // Its fan-out directory is taken by a file: the object cannot be placed.
+        fs::write(&sub, b"").unwrap();
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        g.end();
+        fs::remove_file(&sub).unwrap();
+        let recs = store.read_session(g.session_id()).unwrap();
+        assert!(
+            !recs.iter().any(|r| matches!(r.event, Event::SessionEnd)),
+            "a session with a lost object file must not be marked ended"
+        );
+        // Reading the unended session rebuilt the object from its record.
+        assert_eq!(store.read_bytes(&id).unwrap(), b"a before\n");
     }
 
     #[test]

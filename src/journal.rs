@@ -216,8 +216,9 @@ impl State {
     }
 
     /// [`State::read`] for a capture: a regular file of at most [`crate::store::INLINE_MAX`]
-    /// bytes is read whole and stored lazily ([`Store::put_lazy`]), and its compressed bytes
-    /// returned for the caller to journal in an [`Event::Object`] before the `Capture`.
+    /// bytes is read whole and packed ([`Store::pack`], not stored), and its compressed bytes
+    /// returned for the caller to journal in an [`Event::Object`] before the `Capture` and
+    /// then to have written by a [`crate::store::LazyWriter`].
     pub fn read_for_capture(
         root: BorrowedFd<'_>,
         rel: &Path,
@@ -257,7 +258,7 @@ impl State {
             // It grew since the stat: store it the ordinary (durable) way.
             return Ok((Self::read_fd(fd, rel, Some(store))?, None));
         }
-        let (hash, z) = store.put_lazy(&data)?;
+        let (hash, z) = store.pack(&data)?;
         let state = State::File {
             hash,
             size: data.len() as u64,

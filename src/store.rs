@@ -29,6 +29,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Current on-disk format of a store.
 pub(crate) const FORMAT_VERSION: i64 = 1;
@@ -36,7 +37,7 @@ pub(crate) const FORMAT_VERSION: i64 = 1;
 const ZSTD_LEVEL: i32 = 2;
 const BUF: usize = 256 * 1024;
 /// Pre-images up to this size also travel, compressed, inside their journal record (see
-/// [`Store::put_lazy`]): one journal fsync then makes them durable instead of three fsyncs.
+/// [`Store::pack`]): one journal fsync then makes them durable instead of three fsyncs.
 pub(crate) const INLINE_MAX: u64 = 64 * 1024;
 
 /// Errors of the store. Every variant names the file or object it is about.
@@ -457,21 +458,26 @@ impl Store {
         Ok((id, len))
     }
 
-    /// Stores `data` without waiting for the disk (no fsync of the object or its directory)
-    /// and returns its id and compressed bytes. The caller must journal those bytes durably
-    /// (an `Object` record) before relying on the object: after a crash the object may be
-    /// missing or torn, and [`Store::repair`] rebuilds it from the record.
-    pub fn put_lazy(&self, data: &[u8]) -> Result<(ObjectId, Vec<u8>), StoreError> {
+    /// The id and compressed bytes of `data`, stored nowhere yet. The caller must journal
+    /// those bytes durably (an `Object` record) and then hand them to a [`LazyWriter`]: until
+    /// the object file is written, and after a crash that tore it, [`Store::repair`] rebuilds
+    /// it from the record (every reader of a session that did not end does).
+    pub(crate) fn pack(&self, data: &[u8]) -> Result<(ObjectId, Vec<u8>), StoreError> {
         let id = ObjectId::of(data);
-        let dst = self.object_path(&id);
-        let z = zstd::bulk::compress(data, ZSTD_LEVEL).map_err(io_err(&dst))?;
+        let z = zstd::bulk::compress(data, ZSTD_LEVEL).map_err(io_err(&self.object_path(&id)))?;
+        Ok((id, z))
+    }
+
+    /// Writes a packed object without waiting for the disk (no fsync of the object or its
+    /// directory); see [`Store::pack`].
+    fn place_lazy(&self, id: &ObjectId, z: &[u8]) -> Result<(), StoreError> {
         // An existing copy is checked, not trusted: it may be a lazily stored object that a
         // crash tore and no reader has rebuilt yet, and this session may end cleanly (and so
         // never rebuild it) while relying on it.
-        if self.verify_object(&id).is_err() {
-            self.place(&id, &z, false)?;
+        if self.verify_object(id).is_err() {
+            self.place(id, z, false)?;
         }
-        Ok((id, z))
+        Ok(())
     }
 
     /// Makes sure object `id` is present, durable and intact, rewriting it from `z` (its
@@ -668,9 +674,117 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err(dir))
 }
 
+/// Writes the object files of packed pre-images ([`Store::pack`]) on a thread of its own, off
+/// the request that captured them: their bytes are already durable in the journal, so the
+/// file is only a copy until the session ends. [`LazyWriter::settle`] waits for the queue
+/// (before a session is marked ended, readers trust its object files and stop rebuilding).
+pub(crate) struct LazyWriter {
+    tx: Option<std::sync::mpsc::SyncSender<(ObjectId, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Objects queued and not yet written, and whether any write failed.
+    state: Arc<(Mutex<(usize, bool)>, Condvar)>,
+}
+
+/// Queued objects before a capture waits for the writer (each at most [`INLINE_MAX`]
+/// compressed): bounds the memory an agent writing faster than the disk can pin.
+const LAZY_QUEUE: usize = 256;
+
+impl LazyWriter {
+    /// Starts the writer thread of `store`.
+    pub(crate) fn start(store: Arc<Store>) -> io::Result<LazyWriter> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(ObjectId, Vec<u8>)>(LAZY_QUEUE);
+        let state = Arc::new((Mutex::new((0usize, false)), Condvar::new()));
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("veilfs-objects".into())
+            .spawn(move || {
+                for (id, z) in rx {
+                    // A panic counts as a failed write: `settle` must never wait forever.
+                    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        store.place_lazy(&id, &z)
+                    }));
+                    let res = match res {
+                        Ok(Err(e)) => {
+                            tracing::warn!("store: {e} (the journal keeps its bytes)");
+                            Err(())
+                        }
+                        Ok(Ok(())) => Ok(()),
+                        Err(_) => Err(()),
+                    };
+                    let (m, cv) = &*st;
+                    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                    g.0 -= 1;
+                    g.1 |= res.is_err();
+                    cv.notify_all();
+                }
+            })?;
+        Ok(LazyWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+            state,
+        })
+    }
+
+    /// Queues object `id` (compressed bytes `z`, already journalled) to be written.
+    pub(crate) fn queue(&self, id: ObjectId, z: Vec<u8>) {
+        let (m, _) = &*self.state;
+        m.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        if self.tx.as_ref().is_none_or(|tx| tx.send((id, z)).is_err()) {
+            // The thread is gone (it panicked): the journal's copy is the only one, which the
+            // session, left unended by `settle`, is rebuilt from.
+            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+            g.0 -= 1;
+            g.1 = true;
+        }
+    }
+
+    /// Waits until every queued object is written; false if any could not be.
+    pub(crate) fn settle(&self) -> bool {
+        let (m, cv) = &*self.state;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        while g.0 > 0 {
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        !g.1
+    }
+}
+
+impl Drop for LazyWriter {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The background writer writes a packed object whole, and reports a write that failed
+    /// (so the session is left unended and rebuilt from its journal instead of trusted).
+    #[test]
+    fn lazy_writer_writes_packed_objects_and_reports_a_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::create_or_open(&tmp.path().join("s")).unwrap());
+        let w = LazyWriter::start(store.clone()).unwrap();
+        let (id, z) = store.pack(b"pre-image bytes\n").unwrap();
+        w.queue(id, z);
+        assert!(w.settle());
+        assert_eq!(store.read_bytes(&id).unwrap(), b"pre-image bytes\n");
+        // An object whose fan-out directory is taken by a file cannot be written.
+        let (bad, z) = store.pack(b"cannot be placed\n").unwrap();
+        let sub = store.object_path(&bad).parent().unwrap().to_path_buf();
+        if sub.exists() {
+            fs::remove_dir_all(&sub).unwrap();
+        }
+        fs::write(&sub, b"").unwrap();
+        w.queue(bad, z);
+        assert!(!w.settle());
+        drop(w);
+        assert!(!store.has(&bad));
+    }
 
     #[test]
     fn object_roundtrip_dedup_and_corruption() {

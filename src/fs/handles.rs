@@ -40,7 +40,15 @@ impl VeilFs {
         reply: ReplyOpen,
         writable: bool,
     ) -> Result<(), (Errno, ReplyOpen)> {
-        let rel = match self.rel(inode.ino) {
+        // A writable handle's path was checked by the write path just before (`changing_path`)
+        // and names it in the audit only: a second check would cost its `openat2` and `fstat`
+        // and narrow no race (the handle is opened from the inode's fd, not by path).
+        let rel = if writable {
+            self.inodes.rel_path(inode.ino).ok_or(self.no_path_errno())
+        } else {
+            self.rel(inode.ino)
+        };
+        let rel = match rel {
             Ok(r) => r,
             Err(e) => return Err((e, reply)),
         };

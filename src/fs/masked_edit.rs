@@ -181,9 +181,11 @@ impl VeilFs {
 
     /// A write-open of a file the agent sees masked: a handle on a scratch copy of the view.
     /// None when the file is not masked (or masked edits are off): the caller opens normally.
+    /// `rel`: the inode's path from [`VeilFs::write_open_path`], just checked.
     pub(super) fn open_masked_edit(
         &self,
         inode: &Arc<Inode>,
+        rel: Option<&Path>,
         flags: i32,
     ) -> Result<Option<u64>, Errno> {
         let Some(m) = self.masked_edits() else {
@@ -193,20 +195,20 @@ impl VeilFs {
             return Ok(None);
         }
         // The write path's own checks, so a masked file is never more writable than another.
-        let Some(rel) = self.changing_path(inode)? else {
+        let Some(rel) = rel else {
             return Ok(None);
         };
-        self.check_writable(&rel, "open for write")?;
+        self.check_writable(rel, "open for write")?;
         let fd = self.fd(inode)?;
-        let Some((real, st, r)) = self.masked_version(&rel, fd.as_fd())? else {
+        let Some((real, st, r)) = self.masked_version(rel, fd.as_fd())? else {
             return Ok(None);
         };
         m.served
-            .record(&rel, Some(view::file_id(&st)), &real, &r)
+            .record(rel, Some(view::file_id(&st)), &real, &r)
             .map_err(|e| {
                 audit::denied(
                     "open for write",
-                    &rel,
+                    rel,
                     format_args!("cannot record the masked view: {e:#}"),
                 );
                 Errno::EIO
@@ -241,7 +243,7 @@ impl VeilFs {
             .insert(fh, h);
         let fired = audit::rules_fired(&r);
         audit::emit(&audit::AuditEvent::Open {
-            path: rel.clone(),
+            path: rel.to_path_buf(),
             writable: true,
             masked: true,
             rules: fired.0,

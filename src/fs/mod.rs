@@ -352,7 +352,20 @@ impl VeilFs {
             return Err(Errno::ENOTDIR);
         }
         let rel = self.rel(parent)?.join(name);
-        let pfd = self.fd(&p)?;
+        self.lookup_child(&p, name, rel)
+    }
+
+    /// [`Self::do_lookup`] of `name` in directory `p` at `rel`, a path the caller checked in
+    /// this request (a write that just made the name: checking it again costs an `openat2`
+    /// and an `fstat` and adds nothing).
+    fn lookup_child(
+        &self,
+        p: &Arc<Inode>,
+        name: &OsStr,
+        rel: PathBuf,
+    ) -> Result<(Arc<Inode>, Stat), Errno> {
+        let parent = p.ino;
+        let pfd = self.fd(p)?;
         let (fd, st) = self.visible_child(&pfd, &rel, name)?;
         let st = self.shown_nlink(&rel, fd.as_fd(), st);
         let inode = self
@@ -554,8 +567,16 @@ impl Filesystem for VeilFs {
         if wants_write && let Err(e) = self.approve_write_open(&inode, f) {
             return reply.error(e);
         }
+        let wrel = if wants_write {
+            match self.write_open_path(&inode) {
+                Ok(r) => r,
+                Err(e) => return reply.error(e),
+            }
+        } else {
+            None
+        };
         if wants_write {
-            match self.open_masked_edit(&inode, f) {
+            match self.open_masked_edit(&inode, wrel.as_deref(), f) {
                 Ok(Some(fh)) => {
                     return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
@@ -564,7 +585,7 @@ impl Filesystem for VeilFs {
             }
         }
         let deferred = if wants_write {
-            match self.prepare_write_open(req, &inode, f) {
+            match self.prepare_write_open(req, &inode, wrel.as_deref(), f) {
                 Ok(d) => d,
                 Err(e) => return reply.error(e),
             }

@@ -358,14 +358,24 @@ impl VeilFs {
     /// Gives a new object the caller's ownership (the kernel made it as root). In a setgid
     /// directory the group is inherited, as a native filesystem does.
     fn own(&self, req: &Request, pfd: &std::os::fd::OwnedFd, name: &OsStr) -> Result<(), Errno> {
+        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
+        self.own_fd(req, pfd, fd.as_fd())
+    }
+
+    /// [`Self::own`] of a new object already held as `fd` (a created file's handle).
+    fn own_fd(
+        &self,
+        req: &Request,
+        pfd: &std::os::fd::OwnedFd,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), Errno> {
         let pst = backing::stat_fd(pfd.as_fd()).map_err(|e| errno_of(&e))?;
         let gid = if pst.mode & libc::S_ISGID != 0 {
             pst.gid
         } else {
             req.gid()
         };
-        let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
-        backing::chown(fd.as_fd(), req.uid(), gid).map_err(|e| errno_of(&e))
+        backing::chown(fd, req.uid(), gid).map_err(|e| errno_of(&e))
     }
 
     /// May the agent change the bytes of the file at `rel`? Only when its view is its content:
@@ -427,20 +437,29 @@ impl VeilFs {
         self.approve(op, &rel, None, || self.still_is(inode, &rel))
     }
 
+    /// The path a write-open acts on ([`Self::changing_path`]), checked once for both the
+    /// masked-edit and the plain write path (None: an open, unlinked file).
+    pub(super) fn write_open_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
+        self.guard()?;
+        self.changing_path(inode)
+    }
+
+    /// `rel`: the inode's path from [`Self::write_open_path`], just checked.
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
         inode: &Arc<Inode>,
+        rel: Option<&Path>,
         flags: i32,
     ) -> Result<bool, Errno> {
         let g = self.guard()?;
-        let Some(rel) = self.changing_path(inode)? else {
+        let Some(rel) = rel else {
             return Ok(false);
         };
-        self.check_writable(&rel, "open for write")?;
+        self.check_writable(rel, "open for write")?;
         let diverted_before = inode.is_diverted();
-        self.check_content_changeable(&rel, inode, "open for write")?;
-        if self.defer_write_open(inode, &rel)? {
+        self.check_content_changeable(rel, inode, "open for write")?;
+        if self.defer_write_open(inode, rel)? {
             if flags & libc::O_TRUNC != 0 {
                 let fd = self.fd(inode)?;
                 if let Err(e) = backing::truncate(fd.as_fd(), 0) {
@@ -450,7 +469,7 @@ impl VeilFs {
             }
             return Ok(true);
         }
-        self.capture_or_divert(g, inode, &rel)?;
+        self.capture_or_divert(g, inode, rel)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
         if diverted_before || inode.is_diverted() {
@@ -463,7 +482,7 @@ impl VeilFs {
         // crash before this handle's release cannot leave a stale post-image behind (which
         // rollback would then report as someone else's change).
         g.record_change(
-            &rel,
+            rel,
             if flags & libc::O_TRUNC != 0 {
                 "open-truncate"
             } else {
@@ -749,8 +768,7 @@ impl VeilFs {
         };
         g.record_change(&rel, op);
         audit::changed(op, &rel);
-        let (inode, st) = self.do_lookup(parent.0, name)?;
-        Ok((inode, st))
+        self.lookup_child(&p, name, rel)
     }
 
     pub(super) fn do_remove(
@@ -1007,13 +1025,21 @@ impl VeilFs {
             if wants_write {
                 self.approve_write_open(&inode, flags)?;
             }
+            let wrel = if wants_write {
+                self.write_open_path(&inode)?
+            } else {
+                None
+            };
             // A masked file is edited through a scratch copy of its view (masked_edit.rs).
-            if wants_write && let Some(fh) = self.open_masked_edit(&inode, flags)? {
+            if wants_write
+                && let Some(fh) = self.open_masked_edit(&inode, wrel.as_deref(), flags)?
+            {
                 let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
                 let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
                 return Ok((inode, st, fh));
             }
-            let deferred = wants_write && self.prepare_write_open(req, &inode, flags)?;
+            let deferred =
+                wants_write && self.prepare_write_open(req, &inode, wrel.as_deref(), flags)?;
             let opened = (|| {
                 let fd = self.fd(&inode)?;
                 let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
@@ -1049,10 +1075,10 @@ impl VeilFs {
         self.capture_with_parent(g, &rel)?;
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)
             .map_err(|e| errno_of(&e))?;
-        self.own(req, &pfd, name)?;
+        self.own_fd(req, &pfd, file.as_fd())?;
         g.record_change(&rel, "create");
         audit::changed("create", &rel);
-        let (inode, st) = self.do_lookup(parent.0, name)?;
+        let (inode, st) = self.lookup_child(&p, name, rel)?;
         self.note_open(&inode, &st, true);
         let fh = self.insert_handle(&inode, file, true, false);
         Ok((inode, st, fh))

@@ -95,6 +95,9 @@ done"#,
     );
     for (n, id) in ids.iter().enumerate() {
         let p = store.join("objects").join(&id[..2]).join(&id[2..]);
+        // Object files are written off the request path: a kill may come before the file
+        // (or its fan-out directory) exists at all.
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
         match n % 3 {
             0 => {
                 let _ = fs::remove_file(&p);
