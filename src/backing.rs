@@ -18,7 +18,7 @@
 //! layer's errno mapping sees exactly what the kernel said.
 
 use rustix::fs::{AtFlags, Mode, OFlags};
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -137,36 +137,47 @@ pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
 
 static OPENAT2_MISSING: AtomicBool = AtomicBool::new(false);
 
+/// One `openat2` of `path` beneath `dir` as an `O_PATH | O_NOFOLLOW` fd, with the resolve flags
+/// that hold for every component (no symlink, magic link, `..` above `dir` or mount point),
+/// retried when the kernel asks. A kernel without openat2 is remembered, so callers take
+/// their fallback at once from then on.
+fn openat2_beneath(dir: BorrowedFd<'_>, path: &CStr) -> Result<OwnedFd, rustix::io::Errno> {
+    use rustix::fs::ResolveFlags;
+    use rustix::io::Errno;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH
+        | ResolveFlags::NO_SYMLINKS
+        | ResolveFlags::NO_MAGICLINKS
+        | ResolveFlags::NO_XDEV;
+    loop {
+        match rustix::fs::openat2(dir, path, flags, Mode::empty(), resolve) {
+            Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+            Err(Errno::NOSYS) => {
+                OPENAT2_MISSING.store(true, Ordering::Relaxed);
+                return Err(Errno::NOSYS);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens `name` (one validated component) beneath `dir` as an `O_PATH | O_NOFOLLOW` fd.
 /// Fails with EXDEV for a mount point (a bind mount inside the scope is not part of it).
 pub(crate) fn lookup(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     check_name(name).map_err(io::Error::from_raw_os_error)?;
     let c = cstr(name)?;
-    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     if !OPENAT2_MISSING.load(Ordering::Relaxed) {
-        use rustix::fs::ResolveFlags;
-        use rustix::io::Errno;
-        let resolve = ResolveFlags::BENEATH
-            | ResolveFlags::NO_SYMLINKS
-            | ResolveFlags::NO_MAGICLINKS
-            | ResolveFlags::NO_XDEV;
-        loop {
-            match rustix::fs::openat2(dir, &*c, flags, Mode::empty(), resolve) {
-                Ok(fd) => return Ok(fd),
-                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-                Err(Errno::NOSYS) => {
-                    OPENAT2_MISSING.store(true, Ordering::Relaxed);
-                    break;
-                }
-                // A symlink as the final component with O_PATH|O_NOFOLLOW is opened, not
-                // followed, so ELOOP only means a kernel that disagrees: use the fallback.
-                Err(Errno::LOOP) => break,
-                Err(e) => return Err(e.into()),
-            }
+        match openat2_beneath(dir, &c) {
+            Ok(fd) => return Ok(fd),
+            // A symlink as the final component with O_PATH|O_NOFOLLOW is opened, not
+            // followed, so ELOOP only means a kernel that disagrees: use the fallback.
+            Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::LOOP) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     // Fallback: a single validated component with O_NOFOLLOW cannot climb out of `dir`;
     // the device check stands in for RESOLVE_NO_XDEV.
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(dir, &*c, flags, Mode::empty())?;
     let parent = stat_fd(dir)?;
     let child = stat_fd(fd.as_fd())?;
@@ -618,21 +629,13 @@ pub fn open_path(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
     // hold for every component, instead of an open and a close per component. Anything it
     // refuses for a reason the walk would word differently (a symlink on the way) is walked.
     if depth > 0 && !OPENAT2_MISSING.load(Ordering::Relaxed) {
-        use rustix::fs::ResolveFlags;
-        use rustix::io::Errno;
         let c = cstr(rel.as_os_str())?;
-        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let resolve = ResolveFlags::BENEATH
-            | ResolveFlags::NO_SYMLINKS
-            | ResolveFlags::NO_MAGICLINKS
-            | ResolveFlags::NO_XDEV;
-        loop {
-            match rustix::fs::openat2(root, &*c, flags, Mode::empty(), resolve) {
-                Ok(fd) => return Ok(fd),
-                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-                Err(Errno::NOENT) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
-                Err(_) => break,
+        match openat2_beneath(root, &c) {
+            Ok(fd) => return Ok(fd),
+            Err(rustix::io::Errno::NOENT) => {
+                return Err(io::Error::from_raw_os_error(libc::ENOENT));
             }
+            Err(_) => {}
         }
     }
     let mut cur = root.try_clone_to_owned()?;
