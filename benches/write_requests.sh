@@ -11,52 +11,25 @@ shift
 MODES=("${@:-snapshot}")
 W=$(mktemp -d /tmp/veilfs-requests.XXXXXX)
 trap 'rm -rf "$W"' EXIT
-python3 - "$W" <<'PY'
-import os, sys
-w = sys.argv[1]
-for top, n in (("edit", 100), ("rm", 500), ("git", 500), ("tarsrc", 2000)):
-    for i in range(n):
-        d = os.path.join(w, "base", top, f"d{i // 100:03d}")
-        os.makedirs(d, exist_ok=True)
-        open(os.path.join(d, f"f{i:05d}.c"), "w").write(f"int x{i};\n" * 20)
-PY
-tar cf "$W/tree.tar" -C "$W/base/tarsrc" . && rm -rf "$W/base/tarsrc"
-git -C "$W/base/git" init -q && git -C "$W/base/git" config user.email b@e.invalid && git -C "$W/base/git" config user.name b
-cat > "$W/p.toml" <<P
-version = 1
-name = "count"
-[redaction]
-rule_sets = []
-[breaker]
-max_deletes = 0
-max_renames = 0
-max_overwritten_bytes = 0
-P
-declare -A FILES=([edit]=100 [untar]=2000 [git]=500 [rm]=500)
+. "$(dirname "$0")/write_workloads.sh"
+workloads_make "$W"
 # run MODE WORKLOAD LOGSPEC: mounts a fresh copy, runs the workload under strace, unmounts.
 run() {
 	local mode=$1 wl=$2
-	rm -rf "$W/data" "$W/store" "$W/mp"; cp -a "$W/base" "$W/data"; mkdir -p "$W/mp"
-	RUST_LOG=$3 "$BIN" mount --mode "$mode" --store "$W/store" --profile "$W/p.toml" "$W/data" "$W/mp" > "$W/out" 2> "$W/err" &
-	local pid=$!
-	timeout 30 sh -c "until grep -q mounted '$W/out'; do sleep 0.05; done"
-	strace -f -c -o "$W/strace" $(for t in /proc/$pid/task/*; do echo -p ${t##*/}; done) 2>/dev/null &
+	RUST_LOG=$3 workloads_mount "$W" "$BIN" "$mode"
+	# shellcheck disable=SC2086
+	strace -f -c -o "$W/strace" $WL_TASKS 2>/dev/null &
 	local spid=$!
 	sleep 1
 	L0=$(wc -l < "$W/err")
-	case $wl in
-	edit) find "$W/mp/edit" -name '*.c' -print0 | xargs -0 -n 200 sh -c 'for f; do printf "// e\n" >> "$f"; done' sh ;;
-	untar) mkdir "$W/mp/un" && tar xf "$W/tree.tar" -C "$W/mp/un" ;;
-	git) git -C "$W/mp/git" add -A && git -C "$W/mp/git" commit -qm x ;;
-	rm) rm -rf "$W/mp/rm" ;;
-	esac
+	workloads_run "$W" "$wl"
 	L1=$(wc -l < "$W/err")
 	kill -INT $spid; wait $spid 2>/dev/null
-	sleep 0.3; umount "$W/mp" || umount -l "$W/mp"; wait $pid
+	workloads_unmount "$W"
 }
 for mode in "${MODES[@]}"; do
 	for wl in edit untar git rm; do
-		n=${FILES[$wl]}
+		n=$(workloads_files "$wl")
 		run "$mode" "$wl" warn,fuser=debug
 		reqs=$(sed -n "$((L0 + 1)),${L1}p" "$W/err" | grep -o 'FUSE([ 0-9]*) ino 0x[0-9a-f]* [A-Z_]*' | awk '{print $NF}' |
 			sort | uniq -c | sort -rn | awk -v n="$n" '{s += $1; o = o sprintf("%s %s, ", $2, $1)} END {printf "%.1f per file (%s)", s / n, o}')
