@@ -64,33 +64,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The same generator as compare.sh: deterministic source-like text, no secrets, the rare word
-# in one file of every 5000, so grep reads every byte and redaction scans every file.
+# The same generator as compare.sh (gen_tree.py): deterministic source-like text, no secrets,
+# the rare word in one file of every 5000, so grep reads every byte and redaction scans every file.
 if [[ ! -f $TREE/.complete ]]; then
 	log "generating $FILES files in $TREE"
 	rm -rf "$TREE"
-	python3 - "$TREE" "$FILES" "$RARE_WORD" <<'PY'
-import os, random, sys
-root, files, rare = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rng = random.Random(1)
-words = ("fn let mut struct impl pub use return match if else for while loop self Some None Ok Err "
-         "value index buffer reader writer config path entry result error handle count offset "
-         "len size node tree item list map key table cache open close read write flush").split()
-for i in range(files):
-    d, f = divmod(i, 100)
-    sub = os.path.join(root, f"d{d:03d}")
-    os.makedirs(sub, exist_ok=True)
-    target = rng.randint(1024, 4096)
-    lines, size = [], 0
-    while size < target:
-        line = "    " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + ";"
-        lines.append(line)
-        size += len(line) + 1
-    if i % 5000 == 0:
-        lines.insert(len(lines) // 2, f"    // {rare}")
-    with open(os.path.join(sub, f"f{f:02d}.rs"), "w") as out:
-        out.write("\n".join(lines) + "\n")
-PY
+	python3 "$REPO/benches/gen_tree.py" "$TREE" "$FILES" "$RARE_WORD"
 	touch "$TREE/.complete"
 	# A file changed within 2 s is read only once it settles: a real tree is older than that.
 	sleep 2.5
