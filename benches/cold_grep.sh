@@ -3,7 +3,9 @@
 # scan cache) over a warm page cache, against the same grep on the real folder. Reports wall time,
 # its ratio to native, the mount process's CPU per file (user + system from /proc/PID/stat around
 # the grep: the number that stays meaningful when other work shares the machine) and the second
-# grep of the same mount (served from the kernel's caches).
+# grep of the same mount (served from the kernel's caches; benches/warm_grep.sh times that one
+# over many rounds). Then, on another fresh mount, the first `find` of the tree (listings only),
+# against native `find`, with the mount's CPU per entry.
 #
 # Usage: benches/cold_grep.sh [--files N] [--runs R] [--profile FILE] [--veilfs BIN] [--keep]
 #   --files N     files in the generated tree (default 20000; 100 per directory, 1-4 KiB each)
@@ -37,7 +39,7 @@ while (($#)); do
 	--veilfs) VEILFS=$(realpath "${2:?}"); shift ;;
 	--keep) KEEP=1 ;;
 	-h | --help)
-		sed -n '8,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+		sed -n '10,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*) die "unknown argument: $1 (see --help)" ;;
@@ -112,13 +114,11 @@ unmount_and_wait() {
 	PID=""
 }
 
-mkdir -p "$MP"
-printf '| run | load | cold grep (s) | ratio | mount CPU us/file (user + sys) | second grep (s) | ratio |\n'
-printf '| --- | --- | --- | --- | --- | --- | --- |\n'
-for ((r = 1; r <= RUNS; r++)); do
+# Mounts the tree afresh (empty store, so an empty scan cache) at $MP; sets PID.
+mount_fresh() {
+	local i args=()
 	rm -rf "$WORK/data"
 	mkdir -p "$WORK/data"
-	args=()
 	[[ -n $PROFILE ]] && args=(--profile "$PROFILE")
 	XDG_DATA_HOME="$WORK/data" "$VEILFS" mount "${args[@]}" "$TREE" "$MP" >"$WORK/out" 2>"$WORK/err" &
 	PID=$!
@@ -128,19 +128,46 @@ for ((r = 1; r <= RUNS; r++)); do
 		sleep 0.1
 	done
 	grep -q '^veilfs: mounted' "$WORK/out" || die "veilfs did not mount"
+}
+
+timed_find() {
+	local s e
+	s=$(now)
+	find "$1" >/dev/null
+	e=$(now)
+	awk -v s="$s" -v e="$e" 'BEGIN { printf "%.4f", e - s }'
+}
+nfind=()
+for ((i = 0; i < 2 * RUNS; i++)); do nfind+=("$(timed_find "$TREE")"); done
+NATIVE_FIND=$(median "${nfind[@]}")
+ENTRIES=$(find "$TREE" | wc -l)
+
+mkdir -p "$MP"
+printf '| run | load | cold grep (s) | ratio | mount CPU us/file (user + sys) | second grep (s) | ratio | cold find (s) | ratio | mount CPU us/entry |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
+for ((r = 1; r <= RUNS; r++)); do
+	mount_fresh
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	read -r u0 s0 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
 	cold=$(timed_grep "$MP")
 	read -r u1 s1 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
 	warm=$(timed_grep "$MP")
 	unmount_and_wait
+	# The first find of a fresh mount: listings only (find reads no file), every entry new.
+	mount_fresh
+	read -r fu0 fs0 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
+	cfind=$(timed_find "$MP")
+	read -r fu1 fs1 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
+	unmount_and_wait
 	awk -v c="$cold" -v w="$warm" -v n="$NATIVE" -v f="$FILES" -v t="$TCK" -v l="$load" \
-		-v u="$((u1 - u0))" -v s="$((s1 - s0))" -v r="$r" 'BEGIN {
+		-v u="$((u1 - u0))" -v s="$((s1 - s0))" -v r="$r" -v cf="$cfind" -v nf="$NATIVE_FIND" \
+		-v fc="$((fu1 - fu0 + fs1 - fs0))" -v ne="$ENTRIES" 'BEGIN {
 		us = 1e6 / t / f
-		printf "| %d | %s | %.3f | %.1fx | %.1f (%.1f + %.1f) | %.3f | %.2fx |\n",
-			r, l, c, c / n, (u + s) * us, u * us, s * us, w, w / n
+		printf "| %d | %s | %.3f | %.1fx | %.1f (%.1f + %.1f) | %.3f | %.2fx | %.3f | %.1fx | %.1f |\n",
+			r, l, c, c / n, (u + s) * us, u * us, s * us, w, w / n, cf, cf / nf, fc * 1e6 / t / ne
 	}'
 done
+printf '\nnative find (median of %d): %.3f s over %d entries\n' "$((2 * RUNS))" "$NATIVE_FIND" "$ENTRIES"
 printf '\nnative grep -r (warm, median of %d): %.3f s; %d files; veilfs %s; load at end: %s\n' \
 	"$((2 * RUNS))" "$NATIVE" "$FILES" "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')" \
 	"$(cut -d' ' -f1-3 /proc/loadavg)"
