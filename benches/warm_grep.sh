@@ -93,7 +93,7 @@ mount_veilfs() {
 	XDG_DATA_HOME="$WORK/data-$name" "$bin" mount "${args[@]}" "$TREE" "$mp" >"$WORK/$name.out" 2>"$WORK/$name.err" &
 	PID_OF[$name]=$!
 	for ((i = 0; i < 300; i++)); do
-		grep -q '^veilfs: mounted' "$WORK/$name.out" && findmnt -rno TARGET "$mp" >/dev/null && break
+		grep -qs '^veilfs: mounted' "$WORK/$name.out" && findmnt -rno TARGET "$mp" >/dev/null && break
 		kill -0 "${PID_OF[$name]}" 2>/dev/null || { cat "$WORK/$name.err" >&2; die "veilfs ($name) exited before mounting"; }
 		sleep 0.1
 	done
