@@ -3,7 +3,9 @@
 # scan cache) over a warm page cache, against the same grep on the real folder. Reports wall time,
 # its ratio to native, the mount process's CPU per file (user + system from /proc/PID/stat around
 # the grep: the number that stays meaningful when other work shares the machine) and the second
-# grep of the same mount (served from the kernel's caches).
+# grep of the same mount (served from the kernel's caches; benches/warm_grep.sh times that one
+# over many rounds). Then, on another fresh mount, the first `find` of the tree (listings only),
+# against native `find`, with the mount's CPU per entry.
 #
 # Usage: benches/cold_grep.sh [--files N] [--runs R] [--profile FILE] [--veilfs BIN] [--keep]
 #   --files N     files in the generated tree (default 20000; 100 per directory, 1-4 KiB each)
@@ -37,7 +39,7 @@ while (($#)); do
 	--veilfs) VEILFS=$(realpath "${2:?}"); shift ;;
 	--keep) KEEP=1 ;;
 	-h | --help)
-		sed -n '8,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+		sed -n '10,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*) die "unknown argument: $1 (see --help)" ;;
@@ -64,33 +66,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The same generator as compare.sh: deterministic source-like text, no secrets, the rare word
-# in one file of every 5000, so grep reads every byte and redaction scans every file.
+# The same generator as compare.sh (gen_tree.py): deterministic source-like text, no secrets,
+# the rare word in one file of every 5000, so grep reads every byte and redaction scans every file.
 if [[ ! -f $TREE/.complete ]]; then
 	log "generating $FILES files in $TREE"
 	rm -rf "$TREE"
-	python3 - "$TREE" "$FILES" "$RARE_WORD" <<'PY'
-import os, random, sys
-root, files, rare = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rng = random.Random(1)
-words = ("fn let mut struct impl pub use return match if else for while loop self Some None Ok Err "
-         "value index buffer reader writer config path entry result error handle count offset "
-         "len size node tree item list map key table cache open close read write flush").split()
-for i in range(files):
-    d, f = divmod(i, 100)
-    sub = os.path.join(root, f"d{d:03d}")
-    os.makedirs(sub, exist_ok=True)
-    target = rng.randint(1024, 4096)
-    lines, size = [], 0
-    while size < target:
-        line = "    " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + ";"
-        lines.append(line)
-        size += len(line) + 1
-    if i % 5000 == 0:
-        lines.insert(len(lines) // 2, f"    // {rare}")
-    with open(os.path.join(sub, f"f{f:02d}.rs"), "w") as out:
-        out.write("\n".join(lines) + "\n")
-PY
+	python3 "$REPO/benches/gen_tree.py" "$TREE" "$FILES" "$RARE_WORD"
 	touch "$TREE/.complete"
 	# A file changed within 2 s is read only once it settles: a real tree is older than that.
 	sleep 2.5
@@ -133,13 +114,11 @@ unmount_and_wait() {
 	PID=""
 }
 
-mkdir -p "$MP"
-printf '| run | load | cold grep (s) | ratio | mount CPU us/file (user + sys) | second grep (s) | ratio |\n'
-printf '| --- | --- | --- | --- | --- | --- | --- |\n'
-for ((r = 1; r <= RUNS; r++)); do
+# Mounts the tree afresh (empty store, so an empty scan cache) at $MP; sets PID.
+mount_fresh() {
+	local i args=()
 	rm -rf "$WORK/data"
 	mkdir -p "$WORK/data"
-	args=()
 	[[ -n $PROFILE ]] && args=(--profile "$PROFILE")
 	XDG_DATA_HOME="$WORK/data" "$VEILFS" mount "${args[@]}" "$TREE" "$MP" >"$WORK/out" 2>"$WORK/err" &
 	PID=$!
@@ -149,19 +128,46 @@ for ((r = 1; r <= RUNS; r++)); do
 		sleep 0.1
 	done
 	grep -q '^veilfs: mounted' "$WORK/out" || die "veilfs did not mount"
+}
+
+timed_find() {
+	local s e
+	s=$(now)
+	find "$1" >/dev/null
+	e=$(now)
+	awk -v s="$s" -v e="$e" 'BEGIN { printf "%.4f", e - s }'
+}
+nfind=()
+for ((i = 0; i < 2 * RUNS; i++)); do nfind+=("$(timed_find "$TREE")"); done
+NATIVE_FIND=$(median "${nfind[@]}")
+ENTRIES=$(find "$TREE" | wc -l)
+
+mkdir -p "$MP"
+printf '| run | load | cold grep (s) | ratio | mount CPU us/file (user + sys) | second grep (s) | ratio | cold find (s) | ratio | mount CPU us/entry |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
+for ((r = 1; r <= RUNS; r++)); do
+	mount_fresh
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	read -r u0 s0 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
 	cold=$(timed_grep "$MP")
 	read -r u1 s1 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
 	warm=$(timed_grep "$MP")
 	unmount_and_wait
+	# The first find of a fresh mount: listings only (find reads no file), every entry new.
+	mount_fresh
+	read -r fu0 fs0 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
+	cfind=$(timed_find "$MP")
+	read -r fu1 fs1 < <(awk '{ print $14, $15 }' "/proc/$PID/stat")
+	unmount_and_wait
 	awk -v c="$cold" -v w="$warm" -v n="$NATIVE" -v f="$FILES" -v t="$TCK" -v l="$load" \
-		-v u="$((u1 - u0))" -v s="$((s1 - s0))" -v r="$r" 'BEGIN {
+		-v u="$((u1 - u0))" -v s="$((s1 - s0))" -v r="$r" -v cf="$cfind" -v nf="$NATIVE_FIND" \
+		-v fc="$((fu1 - fu0 + fs1 - fs0))" -v ne="$ENTRIES" 'BEGIN {
 		us = 1e6 / t / f
-		printf "| %d | %s | %.3f | %.1fx | %.1f (%.1f + %.1f) | %.3f | %.2fx |\n",
-			r, l, c, c / n, (u + s) * us, u * us, s * us, w, w / n
+		printf "| %d | %s | %.3f | %.1fx | %.1f (%.1f + %.1f) | %.3f | %.2fx | %.3f | %.1fx | %.1f |\n",
+			r, l, c, c / n, (u + s) * us, u * us, s * us, w, w / n, cf, cf / nf, fc * 1e6 / t / ne
 	}'
 done
+printf '\nnative find (median of %d): %.3f s over %d entries\n' "$((2 * RUNS))" "$NATIVE_FIND" "$ENTRIES"
 printf '\nnative grep -r (warm, median of %d): %.3f s; %d files; veilfs %s; load at end: %s\n' \
 	"$((2 * RUNS))" "$NATIVE" "$FILES" "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')" \
 	"$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -426,7 +426,11 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // `ttl_ms = 0` asks for no caching at all: then there is nothing for a watcher to keep fresh.
     let watch =
         if mode == WriteMode::ReadOnly && req.profile.cache.watch && req.profile.cache.ttl_ms > 0 {
-            match crate::watch::start(&scope, invalidator.clone()) {
+            match crate::watch::start(
+                &scope,
+                invalidator.clone(),
+                Duration::from_millis(req.profile.cache.ttl_ms),
+            ) {
                 Ok(w) => {
                     fs.set_ttl(Duration::from_millis(req.profile.cache.watched_ttl_ms));
                     // Only the watcher's invalidations make kernel caches kept across opens

@@ -19,6 +19,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -64,6 +65,8 @@ struct Tree {
     root: PathBuf,
     dev: u64,
     dirs: HashMap<WatchDescriptor, PathBuf>,
+    /// The TTL the mount falls back to when a change may go unseen (`cache.ttl_ms`).
+    unwatched_ttl: Duration,
 }
 
 impl Tree {
@@ -145,7 +148,8 @@ impl Tree {
         if mask.contains(EventMask::ISDIR) {
             if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
                 if let Err(e) = self.add_tree(&rel, Some(inv)) {
-                    warn!(path = %rel.display(), "cannot watch a new directory ({e}); changes in it show after the cache TTL");
+                    warn!(path = %rel.display(), "cannot watch a new directory ({e}); the mount falls back to cache.ttl_ms");
+                    inv.watch_lost(self.unwatched_ttl);
                 }
             } else if mask.contains(EventMask::MOVED_FROM) {
                 self.forget_tree(&rel);
@@ -157,7 +161,13 @@ impl Tree {
 }
 
 /// Starts watching `scope` (canonical) recursively; events invalidate through `inv`.
-pub(crate) fn start(scope: &Path, inv: CacheInvalidator) -> anyhow::Result<FolderWatch> {
+/// `unwatched_ttl` is the kernel cache TTL the mount falls back to if the watcher later stops
+/// seeing every change.
+pub(crate) fn start(
+    scope: &Path,
+    inv: CacheInvalidator,
+    unwatched_ttl: Duration,
+) -> anyhow::Result<FolderWatch> {
     let inotify = Inotify::init().context("inotify_init")?;
     let dev = std::fs::metadata(scope)
         .with_context(|| format!("stat {}", scope.display()))?
@@ -167,6 +177,7 @@ pub(crate) fn start(scope: &Path, inv: CacheInvalidator) -> anyhow::Result<Folde
         root: scope.to_path_buf(),
         dev,
         dirs: HashMap::new(),
+        unwatched_ttl,
     };
     tree.add_tree(Path::new(""), None)
         .context("not enough inotify watches for every directory (fs.inotify.max_user_watches)")?;
@@ -200,7 +211,8 @@ fn run(mut tree: Tree, stop: OwnedFd, inv: CacheInvalidator) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
-            warn!("folder watcher: poll: {e}");
+            warn!("folder watcher stopped: poll: {e}; the mount falls back to cache.ttl_ms");
+            inv.watch_lost(tree.unwatched_ttl);
             return;
         }
         if !pfd[1].revents().is_empty() {
@@ -213,7 +225,8 @@ fn run(mut tree: Tree, stop: OwnedFd, inv: CacheInvalidator) {
                     .collect(),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
                 Err(e) => {
-                    warn!("folder watcher stopped: {e}");
+                    warn!("folder watcher stopped: {e}; the mount falls back to cache.ttl_ms");
+                    inv.watch_lost(tree.unwatched_ttl);
                     return;
                 }
             };

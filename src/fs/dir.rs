@@ -38,21 +38,29 @@ impl VeilFs {
         Ok(d.entries.get_or_init(|| listed).clone())
     }
 
-    /// No-open mode: keeps a listing the kernel stopped reading part-way for its next READDIR.
+    /// No-open mode: keeps the listing a reply was taken from (`entries`, from offset `off`)
+    /// for the kernel's next READDIR of it: the rest when the reply was `full`, and otherwise
+    /// the empty reply that tells the kernel the listing ended. Without it that last request
+    /// listed the directory again (a stat and a policy check per entry, for nothing): half of
+    /// a cold `find`'s work. Dropped at the end, at the next listing from offset 0, and when
+    /// the watcher sees the directory change.
     pub(super) fn keep_partial_listing(
         &self,
         fh: FileHandle,
         ino: INodeNo,
-        l: Option<Arc<Listing>>,
+        full: bool,
+        off: u64,
+        entries: Arc<Listing>,
     ) {
         if fh.0 == 0
             && self.cfg.no_open
             && let Ok(inode) = self.inode(ino)
         {
+            let ended = !full && (off - 2) as usize >= entries.len();
             *inode
                 .partial_listing
                 .lock()
-                .unwrap_or_else(|e| e.into_inner()) = l;
+                .unwrap_or_else(|e| e.into_inner()) = (!ended).then_some(entries);
         }
     }
 

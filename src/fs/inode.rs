@@ -54,7 +54,8 @@ pub(super) struct Inode {
     /// (Inodes are per file of the tree: every field counts towards the mount's memory.)
     last_listed: AtomicU64,
     /// No-open mode: a listing the kernel has not finished reading (it asked for more than
-    /// one READDIR buffer holds); the next READDIR at a non-zero offset continues it.
+    /// one READDIR buffer holds, or has yet to ask for the empty reply that ends it); the next
+    /// READDIR at a non-zero offset continues it.
     pub partial_listing: Mutex<Option<Arc<Listing>>>,
 }
 
@@ -83,6 +84,14 @@ impl Inode {
                     .saturating_sub(std::time::Duration::from_millis(ms - 1)),
             ),
         }
+    }
+
+    /// Forgets the listing kept for the next READDIR (the directory changed).
+    pub(super) fn drop_partial_listing(&self) {
+        *self
+            .partial_listing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     pub(super) fn is_diverted(&self) -> bool {

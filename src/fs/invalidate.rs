@@ -8,6 +8,7 @@ use super::*;
 pub(crate) struct CacheInvalidator {
     pub(super) inodes: Arc<InodeTable>,
     pub(super) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    pub(super) ttl_cap_ms: Arc<AtomicU64>,
 }
 
 impl CacheInvalidator {
@@ -22,11 +23,24 @@ impl CacheInvalidator {
             return;
         };
         for inode in self.inodes.all() {
+            inode.drop_partial_listing();
             let loc = inode.location();
             if inode.ino != ROOT {
                 let _ = n.inval_entry(INodeNo(loc.parent), &loc.name);
             }
             let _ = n.inval_inode(INodeNo(inode.ino), 0, 0);
+        }
+    }
+
+    /// The watcher can no longer see every change (a new directory could not be watched, or
+    /// the watcher stopped): from now on the kernel keeps what it is told for at most `ttl`
+    /// (the unwatched `cache.ttl_ms`), and everything it holds now, given under the watched TTL,
+    /// is dropped. No-open mode stays (the kernel fixed it at the first open), but contents are
+    /// still dropped when the attributes fetched after `ttl` show another size or mtime.
+    pub(crate) fn watch_lost(&self, ttl: Duration) {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        if self.ttl_cap_ms.fetch_min(ms, Ordering::Relaxed) > ms {
+            self.everything_changed();
         }
     }
 
@@ -51,6 +65,11 @@ impl CacheInvalidator {
         if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name())
             && let Some(pino) = ino_of(parent)
         {
+            // A listing kept for the kernel's next READDIR (`keep_partial_listing`) must not
+            // finish a read with entries from before the change.
+            if let Some(p) = self.inodes.get(pino) {
+                p.drop_partial_listing();
+            }
             let _ = n.inval_entry(INodeNo(pino), name);
             let _ = n.inval_inode(INodeNo(pino), 0, 0);
         }

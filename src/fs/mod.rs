@@ -123,6 +123,9 @@ pub(crate) struct VeilFs {
     cfg: FsConfig,
     inodes: Arc<InodeTable>,
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// The longest TTL (ms) replies may carry from now on: lowered to the unwatched TTL when
+    /// the folder watcher can no longer see every change (`CacheInvalidator::watch_lost`).
+    ttl_cap_ms: Arc<AtomicU64>,
     handles: RwLock<std::collections::HashMap<u64, Arc<Handle>>>,
     dirs: RwLock<std::collections::HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
@@ -200,6 +203,7 @@ impl VeilFs {
             cfg,
             inodes: Arc::new(InodeTable::new(root_fd, (st.dev, st.ino), fd_budget)),
             notifier: Arc::new(std::sync::OnceLock::new()),
+            ttl_cap_ms: Arc::new(AtomicU64::new(u64::MAX)),
             handles: RwLock::new(Default::default()),
             dirs: RwLock::new(Default::default()),
             next_fh: AtomicU64::new(1),
@@ -274,7 +278,9 @@ impl VeilFs {
     }
 
     fn ttl(&self) -> Duration {
-        self.cfg.ttl
+        self.cfg.ttl.min(Duration::from_millis(
+            self.ttl_cap_ms.load(Ordering::Relaxed),
+        ))
     }
 
     /// The TTL of an entry or attributes with stat `st`. A file with several links is kept at
@@ -283,9 +289,9 @@ impl VeilFs {
     /// for the whole watched TTL.
     fn ttl_for(&self, st: &Stat) -> Duration {
         if st.kind() == Kind::File && st.nlink > 1 {
-            self.cfg.ttl.min(LINKED_TTL)
+            self.ttl().min(LINKED_TTL)
         } else {
-            self.cfg.ttl
+            self.ttl()
         }
     }
 
@@ -845,7 +851,7 @@ impl Filesystem for VeilFs {
                 break;
             }
         }
-        self.keep_partial_listing(fh, ino, full.then_some(entries));
+        self.keep_partial_listing(fh, ino, full, off, entries);
         reply.ok();
     }
 
@@ -958,7 +964,7 @@ impl Filesystem for VeilFs {
                 break;
             }
         }
-        self.keep_partial_listing(fh, ino, full.then_some(entries));
+        self.keep_partial_listing(fh, ino, full, off, entries);
         reply.ok();
     }
 
@@ -1556,6 +1562,7 @@ impl VeilFs {
         CacheInvalidator {
             inodes: self.inodes.clone(),
             notifier: self.notifier.clone(),
+            ttl_cap_ms: self.ttl_cap_ms.clone(),
         }
     }
 }

@@ -128,7 +128,24 @@ pub(crate) struct Viewer {
     building: std::sync::Mutex<std::collections::HashMap<SynthKey, Arc<std::sync::Mutex<()>>>>,
     /// The marks views carry (`[watermark]`), set once before mounting.
     marking: std::sync::OnceLock<Marking>,
+    /// Names already judged by `name_holds_secret` (see [`NameVerdicts`]).
+    names: std::sync::Mutex<NameVerdicts>,
 }
+
+/// Verdicts of `name_holds_secret`, by name, for the engine generation they were made with.
+/// A listing asks for every entry, and names repeat across a tree (`mod.rs`, `index.ts`, the
+/// same names in every directory of a generated tree): the engine's fixed cost per scan (rule
+/// tables sized by the rule count) was a quarter of a cold `find`'s CPU. The verdict depends
+/// on the name's bytes and the rules alone, so it is kept by name; a new policy generation
+/// clears it, and it is cleared when full rather than evicted (bounded memory, no bookkeeping).
+#[derive(Default)]
+struct NameVerdicts {
+    generation: u64,
+    hidden: std::collections::HashMap<Box<[u8]>, bool>,
+}
+
+/// At most this many names are remembered (about 4 MiB with 64-byte names).
+const NAME_VERDICTS: usize = 1 << 16;
 
 /// What the views of a mount are marked with (`[watermark]`, see `crate::watermark`).
 #[derive(Debug, Default)]
@@ -177,6 +194,7 @@ impl Viewer {
             synth: Default::default(),
             building: Default::default(),
             marking: std::sync::OnceLock::new(),
+            names: Default::default(),
         }
     }
 
@@ -724,7 +742,32 @@ impl Viewer {
     /// Does a file name itself hold a secret? Such an entry is hidden.
     pub(crate) fn name_holds_secret(&self, name: &std::ffi::OsStr) -> bool {
         use std::os::unix::ffi::OsStrExt;
-        matches!(self.mask_metadata(name.as_bytes()), MetaView::Masked(_))
+        let name = name.as_bytes();
+        let active = self.live.current();
+        if active.engine.is_empty() {
+            return false;
+        }
+        {
+            let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            if names.generation == active.generation
+                && let Some(&hidden) = names.hidden.get(name)
+            {
+                return hidden;
+            }
+        }
+        // Judged outside the lock (listings run on several request threads), with the engine
+        // of the generation it is filed under.
+        let hidden = match active.engine.scan_with(&active.engine.all_rules(), name) {
+            ScanOutcome::Redact(_) => true,
+            ScanOutcome::Clean | ScanOutcome::Unscannable(_) | ScanOutcome::Refused(_) => false,
+        };
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.generation != active.generation || names.hidden.len() >= NAME_VERDICTS {
+            names.hidden.clear();
+            names.generation = active.generation;
+        }
+        names.hidden.insert(name.into(), hidden);
+        hidden
     }
 
     fn unscannable(&self, rel: &Path, why: String) -> View {

@@ -360,8 +360,10 @@ pub struct CacheCfg {
     /// caches, which makes the longer `watched_ttl_ms` safe (default true; no effect with
     /// `ttl_ms = 0`).
     pub watch: bool,
-    /// The TTL while the watcher runs (default 30000). Falls back to `ttl_ms` when the folder
-    /// cannot be watched (e.g. more directories than inotify watches).
+    /// The TTL while the watcher runs (default 600000, ten minutes: after it expires the
+    /// kernel asks again for every name a reader walks, a LOOKUP per file of a second `grep -r`).
+    /// Falls back to `ttl_ms` when the folder cannot be watched (e.g. more directories than
+    /// inotify watches), or stops being watched (a new directory past the watch limit).
     pub watched_ttl_ms: u64,
     /// Snapshot and overlay mounts: the kernel entry and attribute TTL (default 0: the mount
     /// is asked at every path walk and stat; with a TTL pjdfstest's `open::etxtbsy` fails
@@ -388,7 +390,7 @@ impl Default for CacheCfg {
         CacheCfg {
             ttl_ms: 1000,
             watch: true,
-            watched_ttl_ms: 30_000,
+            watched_ttl_ms: 600_000,
             write_ttl_ms: 0,
             no_open: true,
             persist_scans: true,

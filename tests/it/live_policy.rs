@@ -98,7 +98,7 @@ impl Env {
 fn a_path_denied_live_disappears_from_listings_and_cached_opens() {
     let e = env();
     let m = e.mount();
-    // Cached in the kernel: listed, looked up, read (read-only mounts keep them 30 s).
+    // Cached in the kernel: listed, looked up, read (read-only mounts keep them 10 minutes).
     assert_eq!(names(&m.path("d")), ["plan.txt"]);
     assert_eq!(
         fs::read_to_string(m.path("d/plan.txt")).unwrap(),
@@ -209,4 +209,22 @@ fn a_profile_inside_the_scope_is_never_watched() {
     let (_, stderr) = m.stop();
     assert!(stderr.contains("live policy is off"), "{stderr}");
     assert_eq!(e.audited("policy-reloaded"), 0);
+}
+
+#[test]
+fn a_name_judged_before_a_rule_change_is_judged_again_after_it() {
+    let e = env();
+    fs::create_dir(e.scope.path().join("n")).unwrap();
+    fs::write(e.scope.path().join("n/CUST-90210417.txt"), "x\n").unwrap();
+    let m = e.mount();
+    // Judged (and remembered) under the old rules: the name holds no secret they know.
+    assert_eq!(names(&m.path("n")), ["CUST-90210417.txt"]);
+    save(
+        &e.pdir.path().join("company.toml"),
+        &format!("{RULES}{CUSTOMER_RULE}"),
+    );
+    assert!(
+        common::eventually(|| names(&m.path("n")).is_empty()),
+        "a name that holds a secret under the new rules is still listed"
+    );
 }

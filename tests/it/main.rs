@@ -30,6 +30,7 @@ mod examples;
 mod forensic;
 mod git_history;
 mod kill_switch;
+mod listing_cache;
 mod live_policy;
 mod manifest;
 mod masked_edit;

@@ -624,7 +624,7 @@ fn unmount_command_ends_the_mount_process() {
 
 #[test]
 fn outside_changes_reach_a_long_ttl_mount_through_the_watcher() {
-    // The default profile caches names and attributes for 30 s while the folder is watched.
+    // The default profile caches names and attributes for 10 minutes while the folder is watched.
     let scope = tempfile::tempdir().unwrap();
     let s = scope.path();
     fs::create_dir(s.join("sub")).unwrap();
