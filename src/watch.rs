@@ -67,6 +67,10 @@ struct Tree {
     dirs: HashMap<WatchDescriptor, PathBuf>,
     /// The TTL the mount falls back to when a change may go unseen (`cache.ttl_ms`).
     unwatched_ttl: Duration,
+    /// At most this many directories are watched; past it a watch fails as if the system's
+    /// inotify limit were reached. Only tests set it (`VEILFS_TEST_WATCH_LIMIT`), so that the
+    /// fallback can be tried without lowering a machine-wide limit.
+    limit: usize,
 }
 
 impl Tree {
@@ -80,6 +84,9 @@ impl Tree {
             match std::fs::symlink_metadata(&abs) {
                 Ok(m) if m.is_dir() && m.dev() == self.dev => {}
                 _ => continue,
+            }
+            if self.dirs.len() >= self.limit {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
             }
             match self.inotify.watches().add(&abs, mask()) {
                 Ok(wd) => {
@@ -178,6 +185,10 @@ pub(crate) fn start(
         dev,
         dirs: HashMap::new(),
         unwatched_ttl,
+        limit: std::env::var("VEILFS_TEST_WATCH_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::MAX),
     };
     tree.add_tree(Path::new(""), None)
         .context("not enough inotify watches for every directory (fs.inotify.max_user_watches)")?;

@@ -1,10 +1,13 @@
 //! Listings kept between READDIRs in no-open mode (the default read-only mount): a reader
 //! part-way through a directory when it changes outside must not be served the rest of the
-//! listing taken before the change, once the watcher has seen it.
+//! listing taken before the change, once the watcher has seen it. And what the kernel keeps for
+//! the watched TTL (ten minutes) must fall back to the short TTL when the watcher cannot see a
+//! new directory.
 
 use crate::common::{self, Mount};
 
 use std::fs;
+use std::path::Path;
 
 #[test]
 fn a_listing_continued_after_an_outside_removal_does_not_show_the_removed_names() {
@@ -59,4 +62,28 @@ fn a_listing_continued_after_an_outside_removal_does_not_show_the_removed_names(
     let mut want = first.clone();
     want.sort();
     assert_eq!(now, want);
+}
+
+#[test]
+fn a_directory_the_watcher_cannot_watch_drops_the_mount_to_the_short_ttl() {
+    let scope = tempfile::tempdir().unwrap();
+    let s = scope.path();
+    // The watcher may watch the root only: the directory made below is past its limit, as if
+    // the system's inotify watches ran out.
+    let m = Mount::start_env(s, &[], &[("VEILFS_TEST_WATCH_LIMIT", Path::new("1"))]);
+    fs::create_dir(s.join("new")).unwrap();
+    fs::write(s.join("new/f.txt"), "one\n").unwrap();
+    assert!(common::eventually(|| fs::read_to_string(
+        m.path("new/f.txt")
+    )
+    .is_ok_and(|t| t == "one\n")));
+    // Changed outside in a directory no watch sees: with the watched TTL the kernel would
+    // serve its kept size and page cache ("one") for ten minutes.
+    fs::write(s.join("new/f.txt"), "two, longer\n").unwrap();
+    assert!(
+        common::eventually(
+            || fs::read_to_string(m.path("new/f.txt")).is_ok_and(|t| t == "two, longer\n")
+        ),
+        "a change in an unwatched directory stayed hidden behind the watched TTL"
+    );
 }
