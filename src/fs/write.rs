@@ -1020,6 +1020,8 @@ impl VeilFs {
             // The kernel sends create for O_CREAT without O_EXCL on a name it had no entry
             // for; the file exists after all: open it like open(2) would.
             let (inode, _) = self.do_lookup(parent.0, name)?;
+            // The kernel asks for write access only after this reply (see `exec`).
+            self.check_not_executing(&inode, flags, false)?;
             let wants_write =
                 (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
             if wants_write {
