@@ -5,6 +5,7 @@
 # does not move with the machine's load. The workloads are write_fsyncs.sh's: 100 edits,
 # untar of 2,000 files, git add+commit and rm -rf of 500 files, every file distinct.
 # Usage: sudo benches/write_requests.sh VEILFS_BINARY [MODE...]   (modes: snapshot overlay; needs strace)
+#   WRITE_TTL_MS=N (environment) sets `[cache] write_ttl_ms` (unset: the profile default).
 set -uo pipefail
 BIN=${1:?usage: write_requests.sh VEILFS_BINARY [MODE...]}
 shift
@@ -32,6 +33,7 @@ max_deletes = 0
 max_renames = 0
 max_overwritten_bytes = 0
 P
+if [ -n "${WRITE_TTL_MS:-}" ]; then printf '[cache]\nwrite_ttl_ms = %s\n' "$WRITE_TTL_MS" >> "$W/p.toml"; fi
 declare -A FILES=([edit]=100 [untar]=2000 [git]=500 [rm]=500)
 # run MODE WORKLOAD LOGSPEC: mounts a fresh copy, runs the workload under strace, unmounts.
 run() {
