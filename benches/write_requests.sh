@@ -5,6 +5,7 @@
 # does not move with the machine's load. The workloads are write_fsyncs.sh's: 100 edits,
 # untar of 2,000 files, git add+commit and rm -rf of 500 files, every file distinct.
 # Usage: sudo benches/write_requests.sh VEILFS_BINARY [MODE...]   (modes: snapshot overlay; needs strace)
+#   WRITE_TTL_MS=N (environment) sets `[cache] write_ttl_ms` (unset: the profile default).
 set -uo pipefail
 BIN=${1:?usage: write_requests.sh VEILFS_BINARY [MODE...]}
 shift

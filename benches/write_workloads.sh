@@ -2,7 +2,8 @@
 # 100 edits, untar of 2,000 files, git add+commit and rm -rf of 500 files, every file distinct.
 
 # workloads_make W: writes W/base (the folder each run copies), W/tree.tar and W/p.toml (no
-# redaction, breaker off, `[write] apply` from $APPLY, default immediate).
+# redaction, breaker off, `[write] apply` from $APPLY, default immediate; `[cache] write_ttl_ms`
+# from $WRITE_TTL_MS, default the profile default).
 workloads_make() {
 	local w=$1
 	python3 - "$w" <<'PY'
@@ -29,6 +30,7 @@ max_deletes = 0
 max_renames = 0
 max_overwritten_bytes = 0
 P
+	if [ -n "${WRITE_TTL_MS:-}" ]; then printf '[cache]\nwrite_ttl_ms = %s\n' "$WRITE_TTL_MS" >> "$w/p.toml"; fi
 }
 
 # workloads_files WORKLOAD: how many files it touches.

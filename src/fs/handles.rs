@@ -126,6 +126,10 @@ impl VeilFs {
             .map(audit::rules_fired)
             .unwrap_or_default();
         let fh = self.insert_handle(inode, file, writable, passthrough_id.is_some());
+        if exec::is_exec_open(flags) {
+            // Before the reply: the kernel denies write access as soon as it has it.
+            self.executing.opened(fh, inode.ino);
+        }
         audit::emit(&match synth {
             // Audited as what it is: not the file's bytes.
             Some(s) => audit::AuditEvent::Synthesized {

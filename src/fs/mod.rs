@@ -10,6 +10,7 @@ mod attr;
 mod deferred;
 mod dir;
 pub(crate) mod divert;
+mod exec;
 mod handles;
 mod inode;
 mod invalidate;
@@ -143,6 +144,8 @@ pub(crate) struct VeilFs {
     hidden_dirs: attr::HiddenDirs,
     /// Writes waiting in private copies (`[write] apply = "deferred"`).
     deferred: Option<deferred::Deferred>,
+    /// Handles opened to execute a file ([`exec`]).
+    executing: exec::Executing,
     /// Virtual inodes and their open handles ([`virtual_fs`]).
     vinodes: virtual_fs::VirtualTable,
     vhandles: RwLock<std::collections::HashMap<u64, Arc<virtual_fs::VHandle>>>,
@@ -213,6 +216,7 @@ impl VeilFs {
             ahead,
             link_dirs: Default::default(),
             hidden_dirs: Default::default(),
+            executing: Default::default(),
             vinodes: Default::default(),
             vhandles: Default::default(),
             root_stat: st,
@@ -568,6 +572,9 @@ impl Filesystem for VeilFs {
         }
         let f = flags.0;
         let wants_write = (f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0;
+        if let Err(e) = self.check_not_executing(&inode, f, true) {
+            return reply.error(e);
+        }
         // A masked file is edited through a scratch copy of its view (masked_edit.rs);
         // direct I/O keeps the kernel's page cache of the real file out of it.
         if wants_write && let Err(e) = self.approve_write_open(&inode, f) {
@@ -683,6 +690,7 @@ impl Filesystem for VeilFs {
         if self.release_virtual(fh) {
             return reply.ok();
         }
+        self.executing.released(fh.0);
         if let Some(h) = self.release_handle(fh.0) {
             if h.masked.is_some() {
                 if let Err(e) = self.finish_masked_edit(&h) {

@@ -1020,53 +1020,14 @@ impl VeilFs {
             // The kernel sends create for O_CREAT without O_EXCL on a name it had no entry
             // for; the file exists after all: open it like open(2) would.
             let (inode, _) = self.do_lookup(parent.0, name)?;
-            let wants_write =
-                (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-            if wants_write {
-                self.approve_write_open(&inode, flags)?;
-            }
-            let wrel = if wants_write {
-                self.write_open_path(&inode)?
-            } else {
-                None
-            };
-            // A masked file is edited through a scratch copy of its view (masked_edit.rs).
-            if wants_write
-                && let Some(fh) = self.open_masked_edit(&inode, wrel.as_deref(), flags)?
-            {
-                let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
-                let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
-                return Ok((inode, st, fh));
-            }
-            let deferred =
-                wants_write && self.prepare_write_open(req, &inode, wrel.as_deref(), flags)?;
-            let opened = (|| {
-                let fd = self.fd(&inode)?;
-                let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
-                // A read-only open of it is refused as open(2) would refuse it; reads mask.
-                if !wants_write
-                    && let View::Denied(reason) = self.cfg.viewer.decide(&rel, fd.as_fd(), &st)
-                {
-                    audit::denied("read", &rel, &reason);
-                    return Err(Errno::EACCES);
-                }
-                let open_flags =
-                    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
-                let file = backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?;
-                Ok((st, file))
-            })();
-            let (st, file) = match opened {
-                Ok(o) => o,
+            return match self.open_existing(req, &inode, &rel, flags) {
+                Ok((st, fh)) => Ok((inode, st, fh)),
                 Err(e) => {
-                    if deferred {
-                        self.deferred_closed(inode.ino);
-                    }
-                    return Err(e);
+                    // An error reply gives the kernel no entry: the lookup is not counted.
+                    self.inodes.forget(inode.ino, 1);
+                    Err(e)
                 }
             };
-            self.note_open(&inode, &st, wants_write);
-            let fh = self.insert_handle(&inode, file, wants_write, false);
-            return Ok((inode, st, fh));
         }
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         self.approve(ApprovalOp::Write, &rel, None, || {
@@ -1082,6 +1043,62 @@ impl VeilFs {
         self.note_open(&inode, &st, true);
         let fh = self.insert_handle(&inode, file, true, false);
         Ok((inode, st, fh))
+    }
+
+    /// CREATE of a name that exists: opens `inode` (at `rel`) as open(2) would.
+    fn open_existing(
+        &self,
+        req: &Request,
+        inode: &Arc<Inode>,
+        rel: &Path,
+        flags: i32,
+    ) -> Result<(Stat, u64), Errno> {
+        // The kernel asks for write access only after this reply (see `exec`).
+        self.check_not_executing(inode, flags, false)?;
+        let wants_write = (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if wants_write {
+            self.approve_write_open(inode, flags)?;
+        }
+        let wrel = if wants_write {
+            self.write_open_path(inode)?
+        } else {
+            None
+        };
+        // A masked file is edited through a scratch copy of its view (masked_edit.rs).
+        if wants_write && let Some(fh) = self.open_masked_edit(inode, wrel.as_deref(), flags)? {
+            let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
+            let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
+            return Ok((st, fh));
+        }
+        let deferred =
+            wants_write && self.prepare_write_open(req, inode, wrel.as_deref(), flags)?;
+        let opened = (|| {
+            let fd = self.fd(inode)?;
+            let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+            // A read-only open of it is refused as open(2) would refuse it; reads mask.
+            if !wants_write
+                && let View::Denied(reason) = self.cfg.viewer.decide(rel, fd.as_fd(), &st)
+            {
+                audit::denied("read", rel, &reason);
+                return Err(Errno::EACCES);
+            }
+            let open_flags =
+                flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
+            let file = backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?;
+            Ok((st, file))
+        })();
+        let (st, file) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                if deferred {
+                    self.deferred_closed(inode.ino);
+                }
+                return Err(e);
+            }
+        };
+        self.note_open(inode, &st, wants_write);
+        let fh = self.insert_handle(inode, file, wants_write, false);
+        Ok((st, fh))
     }
 
     pub(super) fn do_write(

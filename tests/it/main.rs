@@ -42,6 +42,7 @@ mod redact_rules;
 mod redaction;
 mod rollback_mount;
 mod run;
+mod running_binary;
 mod scan_cli;
 mod snapshot;
 mod text_views;
