@@ -641,20 +641,21 @@ pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
         // Nothing long enough to judge: a value made only of punctuation is a mask.
         return s.iter().all(|b| !b.is_ascii_alphanumeric()) && s.len() >= 3;
     }
-    // Runs, steps and short periods in the body, read in lowercase. Steps and distinct bytes
-    // are counted in one pass (this runs on every candidate of every rule).
+    // Runs, steps and short periods in the body, read in lowercase (this runs on every
+    // candidate of every rule). Steps are counted over pairs of neighbours, a loop without
+    // dependencies between iterations that the compiler vectorizes; distinct bytes are counted
+    // only up to four, which a random value reaches within a few bytes (a table of all 256
+    // seen bytes, filled byte by byte, was a quarter of this filter's time).
     let lc = |i: usize| body[i].to_ascii_lowercase();
-    let (mut steps, mut distinct) = (0usize, 0usize);
-    let mut seen = [false; 256];
-    let mut prev: Option<u8> = None;
-    for &b in body {
-        let l = b.to_ascii_lowercase();
-        if let Some(q) = prev {
-            steps += usize::from((-1..=1).contains(&(i16::from(l) - i16::from(q))));
-        }
-        prev = Some(l);
-        distinct += usize::from(!std::mem::replace(&mut seen[usize::from(l)], true));
-    }
+    let steps: usize = body
+        .windows(2)
+        .map(|w| {
+            let d = w[1]
+                .to_ascii_lowercase()
+                .wrapping_sub(w[0].to_ascii_lowercase());
+            usize::from(d <= 1 || d == u8::MAX)
+        })
+        .sum();
     if steps * 10 >= (body.len() - 1) * 7 {
         return true;
     }
@@ -663,7 +664,24 @@ pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
             return true;
         }
     }
-    body.len() >= 8 && distinct <= 3
+    at_most_three_bytes(body)
+}
+
+/// Whether `s` holds at most three distinct bytes, ignoring ASCII case.
+fn at_most_three_bytes(s: &[u8]) -> bool {
+    let mut seen = [0u8; 3];
+    let mut n = 0;
+    for &b in s {
+        let l = b.to_ascii_lowercase();
+        if !seen[..n].contains(&l) {
+            if n == 3 {
+                return false;
+            }
+            seen[n] = l;
+            n += 1;
+        }
+    }
+    true
 }
 
 /// The first of the longest runs of ASCII letters and digits in `s`, as a range. This runs on
@@ -1520,6 +1538,20 @@ mod tests {
             );
         }
         assert!(hits > 5000 && misses > 5000, "{hits} {misses}");
+    }
+
+    /// `at_most_three_bytes` agrees with counting the distinct lowercase bytes.
+    #[test]
+    fn three_bytes_are_counted_like_a_set() {
+        let mut rng = crate::redact::samples::Rng::new(3);
+        for len in 0..24usize {
+            for _ in 0..300 {
+                let v: Vec<u8> = (0..len).map(|_| rng.pick(b"aAbBcd")).collect();
+                let set: std::collections::HashSet<u8> =
+                    v.iter().map(|b| b.to_ascii_lowercase()).collect();
+                assert_eq!(at_most_three_bytes(&v), set.len() <= 3, "{v:?}");
+            }
+        }
     }
 
     #[test]
