@@ -187,6 +187,40 @@ fn name_bytes() -> Bytes {
     set
 }
 
+/// The longest literal of at least three bytes that every match of `pattern` holds (one on
+/// the regex's every path: inside concatenations, capture groups and repetitions of at least
+/// one), not counting one the match starts with (a keyword, found anyway). `None` when there
+/// is none. Case-insensitive parts are classes, not literals, so they never count.
+///
+/// Why: an anchored attempt walks the regex's DFA from a keyword hit to where the match fails,
+/// which for a JWT rule at every `eyJ` of a long token without `.` is the whole token; a
+/// vectorized search for `.eyJ` in the same bytes says the same far sooner.
+pub(crate) fn required_literal(pattern: &str) -> Option<Vec<u8>> {
+    fn collect(h: &Hir, at_start: bool, out: &mut Vec<(Vec<u8>, bool)>) {
+        match h.kind() {
+            HirKind::Literal(l) => out.push((l.0.to_vec(), at_start)),
+            HirKind::Capture(c) => collect(&c.sub, at_start, out),
+            HirKind::Repetition(r) if r.min >= 1 => collect(&r.sub, at_start, out),
+            HirKind::Concat(parts) => {
+                let mut first = at_start;
+                for p in parts {
+                    collect(p, first, out);
+                    first = first && p.properties().maximum_len() == Some(0);
+                }
+            }
+            _ => {}
+        }
+    }
+    let hir = parse(pattern)?;
+    let mut found = Vec::new();
+    collect(&hir, true, &mut found);
+    found
+        .into_iter()
+        .filter(|(l, at_start)| !at_start && l.len() >= 3)
+        .map(|(l, _)| l)
+        .max_by_key(Vec::len)
+}
+
 /// The `Start` of `pattern` (compiled as in `rules::compile_regex`) for a rule with these
 /// (lowercase) keywords, or `None` when its matches may start elsewhere.
 pub(crate) fn start(pattern: &str, keywords: &[String], assignment: bool) -> Option<Start> {
@@ -728,6 +762,45 @@ mod tests {
             rules >= 4 && checked > 1000,
             "{rules} rules, {checked} matches"
         );
+    }
+
+    #[test]
+    fn required_literals() {
+        let jwt = r"(?:^|[^A-Za-z0-9_\-])(eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})";
+        assert_eq!(required_literal(jwt).as_deref(), Some(&b".eyJ"[..]));
+        // Not one the match starts with, nor one on only some paths, nor one ignoring case.
+        assert_eq!(required_literal(r"abcd[0-9]+"), None);
+        assert_eq!(required_literal(r"a(?:xyz|[0-9])b"), None);
+        assert_eq!(required_literal(r"a[0-9]*(?:-wxyz)*b"), None);
+        assert_eq!(required_literal(r"(?i:key)[0-9]+(?i:=secret)"), None);
+        assert_eq!(
+            required_literal(r"(?i:key)[0-9]+(?:@host){1,2}").as_deref(),
+            Some(&b"@host"[..])
+        );
+        // Every shipped rule's literal is in every positive sample its regex matches.
+        use crate::redact::rules::{BUILTIN, compile_regex, parse};
+        let mut with = 0;
+        for (_, label, src) in BUILTIN {
+            for r in &parse(label, src).unwrap().rules {
+                let Some(lit) = required_literal(r.regex.get_ref()) else {
+                    continue;
+                };
+                with += 1;
+                let re = compile_regex(r.regex.get_ref()).unwrap();
+                for seed in 1..=5 {
+                    for c in crate::redact::samples::cases(seed) {
+                        for m in re.find_iter(c.positive.as_bytes()) {
+                            assert!(
+                                memchr::memmem::find(m.as_bytes(), &lit).is_some(),
+                                "{}",
+                                r.id.get_ref()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(with >= 10, "{with}");
     }
 
     #[test]
