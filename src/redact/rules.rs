@@ -279,6 +279,10 @@ pub(crate) struct CompiledRule {
     /// Where matches start relative to a keyword hit, and the regex anchored there (`\A`), when
     /// the shape allows searching at each hit instead of along its line (`span::start`).
     pub anchored: Option<(super::span::Start, regex::bytes::Regex)>,
+    /// A literal every match holds after its start (`.eyJ` of a JWT), for anchored rules: an
+    /// attempt whose text lacks it is skipped without walking the regex over the line
+    /// (`span::required_literal`).
+    pub inner: Option<memchr::memmem::Finder<'static>>,
     /// Index of the set this rule came from (for the set-level allow-list).
     pub set: usize,
 }
@@ -599,6 +603,10 @@ pub(crate) fn compile_set(
                 .placeholders
                 .unwrap_or(r.validate.is_none() && r.digits.is_none()),
             secret_allow: combined_allow(&r.allowlists),
+            inner: anchored.as_ref().and_then(|_| {
+                super::span::required_literal(r.regex.get_ref())
+                    .map(|l| memchr::memmem::Finder::new(&l).into_owned())
+            }),
             anchored,
             allow,
             set,

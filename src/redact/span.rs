@@ -62,6 +62,14 @@ enum StartBy {
     /// Everything before the secret has this one length (`calendly_token=eyJ(...)`): the secret
     /// starts that many bytes into the match.
     Offset(usize),
+    /// A body of `body` bytes then padding of `pad` bytes (`[A-Za-z0-9+/]{86}={0,2}`), where
+    /// the pad bytes are not body bytes, the body is never empty, and the byte before the secret
+    /// is never a body byte (though it may be a pad byte: `key=AbC...==`): the secret is the
+    /// run of pad bytes that ends where it ends and the run of body bytes before it.
+    Padded { body: Bytes, pad: Bytes },
+    /// The secret and everything before it each have one length (`https://(32 hex)...`): the
+    /// secret is that range of the match, whatever follows it.
+    Exact { offset: usize, len: usize },
 }
 
 impl SpanPlan {
@@ -73,6 +81,10 @@ impl SpanPlan {
 
     /// The secret's range within `m` (a match's bytes), as offsets into `m`.
     pub(crate) fn cut(&self, m: &[u8]) -> (usize, usize) {
+        if let StartBy::Exact { offset, len } = self.start {
+            let start = offset.min(m.len());
+            return (start, offset.saturating_add(len).min(m.len()));
+        }
         let end = m.len() - usize::from(m.last().is_some_and(|&b| self.trail.has(b)));
         let start = match &self.start {
             StartBy::Lead(lead) => usize::from(m.first().is_some_and(|&b| lead.has(b))),
@@ -83,6 +95,17 @@ impl SpanPlan {
                 .map_or(0, |p| p + 1),
             StartBy::Ahead(first) => m.iter().position(|&b| first.has(b)).unwrap_or(0),
             StartBy::Offset(len) => (*len).min(end),
+            StartBy::Padded { body, pad } => {
+                let body_end = m[..end]
+                    .iter()
+                    .rposition(|&b| !pad.has(b))
+                    .map_or(0, |p| p + 1);
+                m[..body_end]
+                    .iter()
+                    .rposition(|&b| !body.has(b))
+                    .map_or(0, |p| p + 1)
+            }
+            StartBy::Exact { .. } => 0,
         };
         (start, end.max(start))
     }
@@ -162,6 +185,40 @@ fn name_bytes() -> Bytes {
         }
     }
     set
+}
+
+/// The longest literal of at least three bytes that every match of `pattern` holds (one on
+/// the regex's every path: inside concatenations, capture groups and repetitions of at least
+/// one), not counting one the match starts with (a keyword, found anyway). `None` when there
+/// is none. Case-insensitive parts are classes, not literals, so they never count.
+///
+/// Why: an anchored attempt walks the regex's DFA from a keyword hit to where the match fails,
+/// which for a JWT rule at every `eyJ` of a long token without `.` is the whole token; a
+/// vectorized search for `.eyJ` in the same bytes says the same far sooner.
+pub(crate) fn required_literal(pattern: &str) -> Option<Vec<u8>> {
+    fn collect(h: &Hir, at_start: bool, out: &mut Vec<(Vec<u8>, bool)>) {
+        match h.kind() {
+            HirKind::Literal(l) => out.push((l.0.to_vec(), at_start)),
+            HirKind::Capture(c) => collect(&c.sub, at_start, out),
+            HirKind::Repetition(r) if r.min >= 1 => collect(&r.sub, at_start, out),
+            HirKind::Concat(parts) => {
+                let mut first = at_start;
+                for p in parts {
+                    collect(p, first, out);
+                    first = first && p.properties().maximum_len() == Some(0);
+                }
+            }
+            _ => {}
+        }
+    }
+    let hir = parse(pattern)?;
+    let mut found = Vec::new();
+    collect(&hir, true, &mut found);
+    found
+        .into_iter()
+        .filter(|(l, at_start)| !at_start && l.len() >= 3)
+        .map(|(l, _)| l)
+        .max_by_key(Vec::len)
 }
 
 /// The `Start` of `pattern` (compiled as in `rules::compile_regex`) for a rule with these
@@ -330,7 +387,7 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
     let HirKind::Capture(cap) = parts[at].kind() else {
         return None;
     };
-    if cap.index != group || parts.len() - at > 2 {
+    if cap.index != group {
         return None;
     }
     let secret = &cap.sub;
@@ -342,6 +399,23 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
     let fixed = props
         .maximum_len()
         .filter(|&max| Some(max) == props.minimum_len());
+    // ... and from its start whatever follows it, when everything before it has one length.
+    let before = Hir::concat(parts[..at].to_vec());
+    let before_len = before
+        .properties()
+        .maximum_len()
+        .filter(|&max| Some(max) == before.properties().minimum_len());
+    if let (Some(len), Some(offset)) = (fixed, before_len)
+        && before.properties().look_set().is_empty()
+    {
+        return Some(SpanPlan {
+            trail: Bytes::default(),
+            start: StartBy::Exact { offset, len },
+        });
+    }
+    if parts.len() - at > 2 {
+        return None;
+    }
     let trail = match parts.get(at + 1) {
         None => Bytes::default(),
         Some(p) => boundary(p)?,
@@ -372,11 +446,30 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
             StartBy::Back(run)
         } else if all_bytes(&prefix)?.disjoint(&first) {
             StartBy::Ahead(first)
+        } else if let Some((body, pad)) = padded(secret)
+            && edge(&prefix, false)?.disjoint(&body)
+        {
+            StartBy::Padded { body, pad }
         } else {
             return None;
         }
     };
     Some(SpanPlan { trail, start })
+}
+
+/// A secret of the shape BODY PAD (`[A-Za-z0-9+/]{86}={0,2}`): the bytes of each, when the
+/// body cannot be empty and shares no byte with the pad.
+fn padded(secret: &Hir) -> Option<(Bytes, Bytes)> {
+    let HirKind::Concat(parts) = secret.kind() else {
+        return None;
+    };
+    let (pad, body) = parts.split_last()?;
+    let body = Hir::concat(body.to_vec());
+    if body.properties().minimum_len().unwrap_or(0) == 0 {
+        return None;
+    }
+    let (body, pad) = (all_bytes(&body)?, all_bytes(pad)?);
+    body.disjoint(&pad).then_some((body, pad))
 }
 
 /// The bytes a boundary consumes when every way through it is an assertion or one byte.
@@ -525,6 +618,19 @@ mod tests {
             cut(dd, "dd_api_key:0123456789abcdef0123456789abcdef").as_deref(),
             Some("0123456789abcdef0123456789abcdef")
         );
+        // A body then padding, after a prefix that may end in a pad byte (`=`).
+        let padded = r"(?i:kraken)[^\n]{0,20}?[ =:]([A-Za-z0-9+/]{4,6}={0,2})(?:[^A-Za-z0-9+/=]|$)";
+        assert_eq!(cut(padded, "KRAKEN_KEY=ab+/==;").as_deref(), Some("ab+/=="));
+        assert_eq!(cut(padded, "kraken key abc9Z").as_deref(), Some("abc9Z"));
+        assert_eq!(cut(padded, "kraken=x=abcd=\n").as_deref(), Some("abcd="));
+        // ... not when the body can be empty.
+        assert_eq!(plan(r"x[=:]([a-z]*=?)(?:;|$)", 1), None);
+        // A secret of one length after a prefix of one length, whatever follows.
+        let exact = r"https://([0-9a-f]{4})(?::[0-9a-f]{4})?@[a-z.]*sentry\.io/[0-9]+";
+        assert_eq!(
+            cut(exact, "dsn https://beef:cafe@o.sentry.io/42").as_deref(),
+            Some("beef")
+        );
         // The secret is another group, or inside an alternation.
         assert_eq!(plan(r"(a)(b)", 2), None);
         assert_eq!(plan(r#"(?:"(\w+)"|'(\w+)')"#, 1), None);
@@ -656,6 +762,45 @@ mod tests {
             rules >= 4 && checked > 1000,
             "{rules} rules, {checked} matches"
         );
+    }
+
+    #[test]
+    fn required_literals() {
+        let jwt = r"(?:^|[^A-Za-z0-9_\-])(eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})";
+        assert_eq!(required_literal(jwt).as_deref(), Some(&b".eyJ"[..]));
+        // Not one the match starts with, nor one on only some paths, nor one ignoring case.
+        assert_eq!(required_literal(r"abcd[0-9]+"), None);
+        assert_eq!(required_literal(r"a(?:xyz|[0-9])b"), None);
+        assert_eq!(required_literal(r"a[0-9]*(?:-wxyz)*b"), None);
+        assert_eq!(required_literal(r"(?i:key)[0-9]+(?i:=secret)"), None);
+        assert_eq!(
+            required_literal(r"(?i:key)[0-9]+(?:@host){1,2}").as_deref(),
+            Some(&b"@host"[..])
+        );
+        // Every shipped rule's literal is in every positive sample its regex matches.
+        use crate::redact::rules::{BUILTIN, compile_regex, parse};
+        let mut with = 0;
+        for (_, label, src) in BUILTIN {
+            for r in &parse(label, src).unwrap().rules {
+                let Some(lit) = required_literal(r.regex.get_ref()) else {
+                    continue;
+                };
+                with += 1;
+                let re = compile_regex(r.regex.get_ref()).unwrap();
+                for seed in 1..=5 {
+                    for c in crate::redact::samples::cases(seed) {
+                        for m in re.find_iter(c.positive.as_bytes()) {
+                            assert!(
+                                memchr::memmem::find(m.as_bytes(), &lit).is_some(),
+                                "{}",
+                                r.id.get_ref()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(with >= 10, "{with}");
     }
 
     #[test]
