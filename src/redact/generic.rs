@@ -928,10 +928,7 @@ pub(crate) fn find(text: &[u8], ks: usize, ke: usize, kind: Detector) -> Option<
     while ke > ks && !is_name(text[ke - 1]) {
         ke -= 1;
     }
-    let line_start = text[..ks]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |p| p + 1);
+    let line_start = memchr::memrchr(b'\n', &text[..ks]).map_or(0, |p| p + 1);
     let mut ns = ks;
     while ns > line_start && is_name(text[ns - 1]) {
         ns -= 1;
