@@ -586,6 +586,11 @@ impl Engine {
                             // One attempt per hit position (several keywords may share a name).
                             let h = match at {
                                 Start::Keyword { .. } => m.start,
+                                // No match fits before the text's start.
+                                Start::Before(n) => match m.start.checked_sub(*n) {
+                                    Some(h) => h,
+                                    None => continue,
+                                },
                                 Start::Name => text[start..m.start]
                                     .iter()
                                     .rposition(|&b| !span::is_name_byte(b))
@@ -740,7 +745,7 @@ impl Engine {
         (h, end): (usize, usize),
         out: &mut Found,
     ) {
-        let lead = !matches!(at, Start::Keyword { lead: false });
+        let lead = !matches!(at, Start::Keyword { lead: false } | Start::Before(_));
         let p = match h.checked_sub(1) {
             Some(q) if lead && !matches!(text[q], b'\n' | b'\r') => q,
             _ => h,

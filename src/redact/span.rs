@@ -170,6 +170,10 @@ pub(crate) enum Start {
     /// One byte before the assigned name holding the keyword (`[A-Za-z0-9_.-]` run), or at the
     /// name at a line start: the shape of the generic `NAME = value` rules.
     Name,
+    /// This many bytes before the keyword: every match starts with a literal that holds a
+    /// keyword that far in (`-----BEGIN OPENSSH PRIVATE KEY-----`, keyword `openssh private
+    /// key`). Without it such a rule searched the hit's whole line plus its window.
+    Before(usize),
 }
 
 /// `[A-Za-z0-9_.-]`: the bytes of an assigned name (`rules::assigned_after` agrees).
@@ -242,8 +246,32 @@ pub(crate) fn start(pattern: &str, keywords: &[String], assignment: bool) -> Opt
         {
             Some(Start::Keyword { lead: true })
         }
-        _ => None,
+        _ => keyword_inside(parts, keywords).map(Start::Before),
     }
+}
+
+/// The one offset `n > 0` at which every match of `parts` holds one of `keywords` (ignoring
+/// case), inside the literal every match starts with; `None` when there is none.
+fn keyword_inside(parts: &[Hir], keywords: &[String]) -> Option<usize> {
+    let hir = Hir::concat(parts.to_vec());
+    if !hir.properties().look_set_prefix_any().is_empty() {
+        return None;
+    }
+    let folded = fold_case(&hir)?;
+    let seq = Extractor::new()
+        .kind(ExtractKind::Prefix)
+        .limit_total(64)
+        .limit_literal_len(64)
+        .extract(&folded);
+    let literals = seq.literals()?;
+    let first = literals.first()?.as_bytes();
+    let holds = |l: &[u8], n: usize| {
+        let l = l.to_ascii_lowercase();
+        keywords
+            .iter()
+            .any(|k| !k.is_empty() && l.get(n..).is_some_and(|t| t.starts_with(k.as_bytes())))
+    };
+    (1..first.len()).find(|&n| literals.iter().all(|l| holds(l.as_bytes(), n)))
 }
 
 /// Whether every match of `parts` in sequence starts with one of `keywords` (ignoring case).
@@ -686,6 +714,23 @@ mod tests {
         // A zero-width lead other than a line start.
         assert_eq!(start(r"\bghp_x", &gh, false), None);
         assert_eq!(start(r"(?:\b|[^a-z])ghp_x", &gh, false), None);
+        // A keyword a fixed number of bytes into the literal every match starts with.
+        let pem = r"(-----BEGIN OPENSSH PRIVATE KEY-----(?:[^-]|-{1,4}[^-]){16,}?-----END)";
+        assert_eq!(
+            start(pem, &kw(&["openssh private key"]), false),
+            Some(Start::Before(11))
+        );
+        // Not at one offset in every match, or not in the literal the match starts with.
+        assert_eq!(start(r"(?:ab|abc)ghp_x", &gh, false), None);
+        assert_eq!(
+            start(
+                r"-----BEGIN[A-Z ]{0,30} PRIVATE KEY",
+                &kw(&["private key"]),
+                false
+            ),
+            None
+        );
+        assert_eq!(start(r"ab[0-9]ghp_x", &gh, false), Some(Start::Before(3)));
         let generic = r#"(?i)(?:^|[\s{,;(\[$@"'])[\w.\-]*?(?i:secret|token)(?:[_.\-][\w.\-]*?)?[ \t]{0,5}(?:=|:)[ \t]{0,5}([^\s"']{11,})"#;
         let words = kw(&["secret", "token"]);
         assert_eq!(start(generic, &words, true), Some(Start::Name));
