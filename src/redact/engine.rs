@@ -669,7 +669,8 @@ impl Engine {
                     }
                     last = Some((s, e));
                     if rule.regex.is_match(&text[s..e]) {
-                        self.accept(r, rule, text, s, e, &mut out);
+                        let floor = generic::judged_entropy(kind);
+                        self.accept_judged(r, rule, text, (s, e), floor, &mut out);
                     }
                 }
                 continue;
@@ -789,11 +790,24 @@ impl Engine {
         e: usize,
         out: &mut Found,
     ) {
+        self.accept_judged(ri, rule, text, (s, e), None, out);
+    }
+
+    /// [`Engine::accept`] for a candidate whose entropy is known to be at least `floor`.
+    fn accept_judged(
+        &self,
+        ri: usize,
+        rule: &CompiledRule,
+        text: &[u8],
+        (s, e): (usize, usize),
+        floor: Option<f64>,
+        out: &mut Found,
+    ) {
         if out.covers(s, e) {
             return;
         }
         if let Some(secret) = text.get(s..e)
-            && self.secret_counts(rule, secret)
+            && self.secret_counts(rule, secret, floor)
         {
             out.push(RawMatch {
                 rule: ri,
@@ -803,12 +817,14 @@ impl Engine {
         }
     }
 
-    /// Whether a candidate secret survives the rule's entropy, validator and allow-lists.
-    fn secret_counts(&self, rule: &CompiledRule, secret: &[u8]) -> bool {
+    /// Whether a candidate secret survives the rule's entropy, validator and allow-lists; the
+    /// entropy is not counted when it is known to be at least `floor` and that meets the rule's.
+    fn secret_counts(&self, rule: &CompiledRule, secret: &[u8], floor: Option<f64>) -> bool {
         if secret.is_empty() {
             return false;
         }
         if let Some(min) = rule.entropy
+            && floor.is_none_or(|f| f < min)
             && rules::entropy(secret) < min
         {
             return false;

@@ -1201,13 +1201,28 @@ fn is_identifierish(v: &[u8]) -> bool {
     parts == 0 || (letters > 0 && long_letters * 10 >= letters * 6)
 }
 
+/// The least entropy `looks_random` lets through (values shorter than 16 bytes).
+const RANDOM_MIN_ENTROPY: f64 = 2.5;
+
+/// The entropy every value that [`judge`] accepts for `kind` has at least, if any: a `Secret`
+/// value always went through `looks_random`. The engine then skips a rule's own entropy test
+/// at or below it, which counted the same bytes a second time (on long token values, a tenth
+/// of the generic rule's time).
+pub(crate) fn judged_entropy(kind: Detector) -> Option<f64> {
+    (kind == Detector::Secret).then_some(RANDOM_MIN_ENTROPY)
+}
+
 /// Whether `v` looks random enough to be a token: long enough, varied characters, and not words.
 fn looks_random(v: &[u8]) -> bool {
     if v.len() < 8 {
         return false;
     }
     let e = super::rules::entropy(v);
-    let min = if v.len() >= 16 { 3.0 } else { 2.5 };
+    let min = if v.len() >= 16 {
+        3.0
+    } else {
+        RANDOM_MIN_ENTROPY
+    };
     if e < min {
         return false;
     }
@@ -1294,6 +1309,44 @@ fn value_ok(v: &[u8], kind: Detector, mode: Mode, p_flag: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every value `judge` accepts as a `Secret` has `judged_entropy`'s entropy, on values
+    /// of every length around the thresholds, with and without a scheme.
+    #[test]
+    fn judged_secrets_have_the_judged_entropy() {
+        let floor = judged_entropy(Detector::Secret).unwrap();
+        assert_eq!(judged_entropy(Detector::Password), None);
+        let mut rng = crate::redact::samples::Rng::new(11);
+        let mut accepted = 0;
+        for round in 0..20_000usize {
+            let len = 4 + rng.below(30) as usize;
+            // Few distinct bytes, so entropies fall on both sides of the thresholds.
+            let alphabet: &[u8] = if round % 2 == 0 {
+                b"aB3x"
+            } else {
+                b"aB3xQz9_K"
+            };
+            let v: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+            let v = String::from_utf8_lossy(&v);
+            // The second: a value after a scheme, accepted from 12 bytes on.
+            for (text, kw) in [
+                (format!("api_token = {v}\n"), "token"),
+                (format!("Authorization: Bearer {v}\n"), "auth"),
+            ] {
+                let t = text.as_bytes();
+                let ks = text.to_ascii_lowercase().find(kw).unwrap();
+                let Some(c) = find(t, ks, ks + kw.len(), Detector::Secret) else {
+                    continue;
+                };
+                if judge(t, &c, Detector::Secret) {
+                    accepted += 1;
+                    let e = crate::redact::rules::entropy(&t[c.start..c.end]);
+                    assert!(e >= floor, "{text:?} {e}");
+                }
+            }
+        }
+        assert!(accepted > 1000, "{accepted}");
+    }
 
     #[test]
     fn placeholders() {
