@@ -48,10 +48,8 @@ while (($#)); do
 done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -z $VEILFS ]]; then
-	VEILFS="${CARGO_TARGET_DIR:-$REPO/target}/release/veilfs"
-	[[ -x $VEILFS ]] || (cd "$REPO" && cargo build --release --quiet)
-fi
+. "$REPO/benches/grep_tree.sh"
+[[ -n $VEILFS ]] || VEILFS=$(grep_tree_veilfs "$REPO")
 [[ -x $VEILFS ]] || die "no veilfs binary at $VEILFS"
 
 TREE="/tmp/veilfs-cold-grep-$FILES"
@@ -66,17 +64,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The same generator as compare.sh (gen_tree.py): deterministic source-like text, no secrets,
-# the rare word in one file of every 5000, so grep reads every byte and redaction scans every file.
-if [[ ! -f $TREE/.complete ]]; then
-	log "generating $FILES files in $TREE"
-	rm -rf "$TREE"
-	python3 "$REPO/benches/gen_tree.py" "$TREE" "$FILES" "$RARE_WORD"
-	touch "$TREE/.complete"
-	# A file changed within 2 s is read only once it settles: a real tree is older than that.
-	sleep 2.5
-fi
-find "$TREE" -type f -exec cat {} + >/dev/null # page cache warm
+grep_tree_make "$REPO" "$TREE" "$FILES" "$RARE_WORD"
 
 now() { date +%s.%N; }
 # utime + stime of a process, in clock ticks.
