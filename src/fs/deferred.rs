@@ -30,7 +30,8 @@
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use fuser::Errno;
 use tracing::warn;
@@ -44,6 +45,11 @@ use crate::backing::{self, Kind, Stat};
 /// would share); it is also the size under which reads never use passthrough.
 pub(super) const DEFER_MAX: u64 = super::PASSTHROUGH_MIN_SIZE;
 
+/// How long a namespace change waits for the RELEASE of a file whose every write handle was
+/// closed (FLUSH seen) before it answers EBUSY: the kernel sends RELEASE after close(2)
+/// returns, so the agent's next rename can overtake it.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// The queue of files whose writes wait in private copies.
 #[derive(Default)]
 pub(super) struct Deferred {
@@ -51,6 +57,8 @@ pub(super) struct Deferred {
     /// Written while a batch is captured and applied; read while a namespace change runs, so
     /// none of them sees a half-applied batch.
     batch: RwLock<()>,
+    /// Signalled (with `state`) when a write handle closes.
+    closed: Condvar,
 }
 
 #[derive(Default)]
@@ -106,6 +114,12 @@ impl Deferred {
 impl VeilFs {
     fn deferred(&self) -> Option<&Deferred> {
         self.deferred.as_ref()
+    }
+
+    /// Whether close(2) of a handle must reach veilfs as a FLUSH: in deferred mode a
+    /// namespace change waits for a closed write handle's RELEASE instead of refusing it.
+    pub(super) fn flushes_on_close(&self, writable: bool) -> bool {
+        writable && self.deferred.is_some()
     }
 
     fn has_write_handle(&self, ino: u64) -> bool {
@@ -181,6 +195,7 @@ impl VeilFs {
                 return;
             };
             p.writers = p.writers.saturating_sub(1);
+            d.closed.notify_all();
             if p.writers > 0 {
                 return;
             }
@@ -214,30 +229,52 @@ impl VeilFs {
         let Some(d) = self.deferred() else {
             return Ok(None);
         };
+        let deadline = Instant::now() + RELEASE_WAIT;
         loop {
             {
                 let r = d.batch.read().unwrap_or_else(|e| e.into_inner());
                 let st = d.state();
                 if !st.pending.values().any(|p| p.writers == 0) {
-                    for p in st.pending.values() {
-                        let Some(rel) = self.inodes.rel_path(p.inode.ino) else {
-                            continue;
-                        };
-                        if let Some(hit) = paths.iter().find(|q| rel.starts_with(q)) {
-                            audit::denied(
-                                "change",
-                                hit,
-                                "a file there is open for writing with its writes not applied yet",
-                            );
-                            return Err(Errno::EBUSY);
-                        }
+                    let hit = st.pending.values().find_map(|p| {
+                        let rel = self.inodes.rel_path(p.inode.ino)?;
+                        let q = paths.iter().find(|q| rel.starts_with(q))?;
+                        Some((p.inode.ino, *q))
+                    });
+                    let Some((ino, at)) = hit else {
+                        drop(st);
+                        return Ok(Some(r));
+                    };
+                    let now = Instant::now();
+                    if now < deadline && self.write_handles_closing(ino) {
+                        drop(r);
+                        drop(
+                            d.closed
+                                .wait_timeout(st, deadline - now)
+                                .unwrap_or_else(|e| e.into_inner()),
+                        );
+                        continue;
                     }
-                    drop(st);
-                    return Ok(Some(r));
+                    audit::denied(
+                        "change",
+                        at,
+                        "a file there is open for writing with its writes not applied yet",
+                    );
+                    return Err(Errno::EBUSY);
                 }
             }
             self.deferred_flush_all();
         }
+    }
+
+    /// Whether every write handle still open on `ino` has been closed by the agent (their
+    /// RELEASE is on its way), so waiting for it beats refusing.
+    fn write_handles_closing(&self, ino: u64) -> bool {
+        self.handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|h| h.ino == ino && h.writable)
+            .all(|h| h.flushed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Holds off batches while a setattr or setxattr changes what may be a private copy, so

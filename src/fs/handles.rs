@@ -146,13 +146,16 @@ impl VeilFs {
                 redactions: n,
             },
         });
-        // FLUSH does nothing for a handle that is not a masked edit: without it close(2)
-        // costs no round trip.
-        let fflags = if keep_cache {
-            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+        // FLUSH does nothing for a handle that is not a masked edit (or a deferred write):
+        // without it close(2) costs no round trip.
+        let mut fflags = if self.flushes_on_close(writable) {
+            FopenFlags::empty()
         } else {
             FopenFlags::FOPEN_NOFLUSH
         };
+        if keep_cache {
+            fflags |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
         match passthrough_id {
             Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id),
             None => reply.opened(FileHandle(fh), fflags),
@@ -184,6 +187,7 @@ impl VeilFs {
             file,
             writable,
             wrote: AtomicBool::new(false),
+            flushed: AtomicBool::new(false),
             passthrough,
             masked: None,
         });

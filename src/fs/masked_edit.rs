@@ -234,6 +234,7 @@ impl VeilFs {
             file: scratch,
             writable: true,
             wrote: AtomicBool::new(false),
+            flushed: AtomicBool::new(false),
             passthrough: false,
             masked: Some(edit),
         });

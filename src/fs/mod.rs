@@ -108,6 +108,9 @@ struct Handle {
     file: File,
     writable: bool,
     wrote: AtomicBool,
+    /// A close(2) of one of its descriptors was seen (FLUSH): its RELEASE, which the kernel
+    /// sends asynchronously, may be on its way.
+    flushed: AtomicBool,
     passthrough: bool,
     /// A write handle on a scratch copy of a masked view ([`masked_edit`]).
     masked: Option<masked_edit::MaskedEdit>,
@@ -155,6 +158,22 @@ pub(crate) struct VeilFs {
 
 /// Bytes of scanned copies kept for reads (see [`served`]).
 const COPIES_BUDGET: usize = 32 << 20;
+
+/// Test-only (`VEILFS_TEST_RELEASE_DELAY_MS`): every RELEASE is handled this much later, as
+/// on a loaded machine, where the kernel's asynchronous RELEASE of a closed file can arrive
+/// after the agent's next request about it.
+fn test_release_delay() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let d = DELAY.get_or_init(|| {
+        std::env::var("VEILFS_TEST_RELEASE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(d) = d {
+        std::thread::sleep(*d);
+    }
+}
 
 fn errno_of(e: &std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
@@ -660,6 +679,10 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        let h = self.handle(fh, ino);
+        if let Ok(h) = &h {
+            h.flushed.store(true, Ordering::Relaxed);
+        }
         // Nothing to do at close(2) for most files (writes go straight to the real file;
         // post-images are taken at release). Read-only mounts answer ENOSYS, which makes the
         // kernel stop sending FLUSH: one round trip less per closed file. Write modes merge a
@@ -667,7 +690,7 @@ impl Filesystem for VeilFs {
         if self.cfg.masked.is_none() {
             return reply.error(Errno::ENOSYS);
         }
-        match self.handle(fh, ino) {
+        match h {
             Ok(h) if h.masked.is_some() => match self.finish_masked_edit(&h) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -687,6 +710,7 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         let _actor = audit::Actor::of(req).enter();
+        test_release_delay();
         if self.release_virtual(fh) {
             return reply.ok();
         }
@@ -1399,10 +1423,12 @@ impl Filesystem for VeilFs {
         match self.do_create_file(req, parent, name, mode & !umask, flags) {
             Ok((inode, st, fh)) => {
                 self.copies.note_own_change(&st);
-                // Only a masked edit has work to do at close(2) (see `flush`).
-                let masked = self
-                    .handle(FileHandle(fh), INodeNo(inode.ino))
-                    .is_ok_and(|h| h.masked.is_some());
+                // Only a masked edit or a deferred write has work to do at close(2) (see
+                // `flush`).
+                let masked = self.flushes_on_close(true)
+                    || self
+                        .handle(FileHandle(fh), INodeNo(inode.ino))
+                        .is_ok_and(|h| h.masked.is_some());
                 reply.created(
                     &self.ttl(),
                     &self.attr(inode.ino, &st),

@@ -174,6 +174,31 @@ fn an_outside_change_while_a_write_waits_is_never_overwritten() {
     assert!(out.contains("src/f5.rs"), "{ok} {out}{err}");
 }
 
+/// The kernel sends RELEASE after close(2) has returned, so the agent's next rename or
+/// unlink can overtake it (CI saw this under load). Here every RELEASE is handled 300 ms
+/// late: a namespace change right after the close waits for it instead of answering EBUSY.
+#[test]
+fn a_namespace_change_right_after_close_waits_for_the_late_release() {
+    let e = env();
+    let m = e.mount_env(&[("VEILFS_TEST_RELEASE_DELAY_MS", Path::new("300"))]);
+    fs::write(m.path("src/f1.rs"), "rewritten 1\n").unwrap();
+    fs::rename(m.path("src/f1.rs"), m.path("src/g1.rs")).unwrap();
+    fs::write(m.path("src/f2.rs"), "rewritten 2\n").unwrap();
+    fs::remove_file(m.path("src/f2.rs")).unwrap();
+    fs::write(m.path("src/f3.rs"), "rewritten 3\n").unwrap();
+    fs::rename(m.path("src"), m.path("src2")).unwrap();
+    let real = e.scope.path();
+    assert_eq!(
+        fs::read_to_string(real.join("src2/g1.rs")).unwrap(),
+        "rewritten 1\n"
+    );
+    assert!(!real.join("src2/f2.rs").exists());
+    assert_eq!(
+        fs::read_to_string(real.join("src2/f3.rs")).unwrap(),
+        "rewritten 3\n"
+    );
+}
+
 /// A rename or unlink of a file whose writes wait applies them first; one of a file still
 /// open for writing (or of its directory) is refused with EBUSY instead of leaving the copy
 /// behind the name.

@@ -248,7 +248,12 @@ impl WriteEnv {
     }
 
     pub fn mount(&self) -> Mount {
-        Mount::start(
+        self.mount_env(&[])
+    }
+
+    /// [`WriteEnv::mount`] with extra environment variables for the mount process.
+    pub fn mount_env(&self, env: &[(&str, &Path)]) -> Mount {
+        Mount::start_env(
             self.scope.path(),
             &[
                 "--profile",
@@ -256,6 +261,7 @@ impl WriteEnv {
                 "--store",
                 &self.store(),
             ],
+            env,
         )
     }
 }
