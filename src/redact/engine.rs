@@ -156,8 +156,9 @@ impl Engine {
             hasher.update(&(src.len() as u64).to_le_bytes());
             hasher.update(src.as_bytes());
             let file = rules::parse(label, src)?;
+            let lines = rules::Lines::new(src);
             for r in &file.rules {
-                let (line, col) = rules::line_col(src, r.id.span().start);
+                let (line, col) = lines.line_col(r.id.span().start);
                 let here = format!("{label}:{line}:{col}");
                 if let Some(first) = origin.insert(r.id.get_ref().clone(), here.clone()) {
                     return Err(RulesError::Duplicate {
