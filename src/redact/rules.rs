@@ -283,6 +283,9 @@ pub(crate) struct CompiledRule {
     /// attempt whose text lacks it is skipped without walking the regex over the line
     /// (`span::required_literal`).
     pub inner: Option<memchr::memmem::Finder<'static>>,
+    /// For a rule anchored at its keyword (`Start::Keyword`) of the shape `[LEAD] PREFIX RUN
+    /// TRAIL`: the anchored attempt without the regex (`span::RunShape`).
+    pub run: Option<super::span::RunShape>,
     /// Index of the set this rule came from (for the set-level allow-list).
     pub set: usize,
 }
@@ -607,6 +610,12 @@ pub(crate) fn compile_set(
                 super::span::required_literal(r.regex.get_ref())
                     .map(|l| memchr::memmem::Finder::new(&l).into_owned())
             }),
+            run: anchored
+                .as_ref()
+                .filter(|(at, _)| matches!(at, super::span::Start::Keyword { .. }))
+                .and_then(|_| {
+                    super::span::run_shape(r.regex.get_ref(), r.secret_group.unwrap_or(1) as u32)
+                }),
             anchored,
             allow,
             set,

@@ -111,6 +111,197 @@ impl SpanPlan {
     }
 }
 
+/// An anchored rule of the shape `[LEAD] PREFIX RUN TRAIL`, matched without its regex: LEAD an
+/// optional one-byte boundary that may match nothing at a line start (`(?:^|[^A-Za-z0-9_])`),
+/// PREFIX a fixed string whose letters may match either case (`(?i:calendly_token=eyJ)`), RUN a
+/// repetition of one byte class (`[A-Za-z0-9_\-]{100,600}`), TRAIL a one-byte boundary of
+/// bytes outside that class or the end of the line (`(?:[^A-Za-z0-9_\-]|$)`); the secret (the
+/// capture group) is the run, or a part of the prefix and the run.
+///
+/// Why: an anchored attempt walks the regex's DFA byte by byte over the run, a few hundred
+/// bytes for a long token (a fifth of `calendly-token-named`'s scan); here the run is counted
+/// with one table test per byte and the rest is a few comparisons. Since the trail shares no
+/// byte with the run, the match (greedy or lazy) takes the whole run or fails: the regex
+/// matches exactly when the longest run fits the repetition's bounds and the byte after it is
+/// a trail byte (or the haystack ends, where the trail may be the line end). The lead's
+/// alternatives are tried in the regex's order, as its leftmost-first search does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RunShape {
+    /// The lead's alternatives in order: `None` matches nothing (a line or text start, true at
+    /// the haystack's start), `Some` one byte of the set. Empty: no lead.
+    lead: Vec<Option<Bytes>>,
+    /// The prefix, one `(byte, fold)` pair per position: a text byte `t` fits when
+    /// `t | fold == byte` (`fold` is 0x20 for a letter of either case, else 0).
+    prefix: Vec<(u8, u8)>,
+    /// How many bytes of the prefix come before the capture group.
+    secret_from: usize,
+    run: Bytes,
+    min: usize,
+    max: usize,
+    trail: Bytes,
+    /// Whether the trail may match nothing at the end of the haystack (`$`, `\z`).
+    trail_end: bool,
+}
+
+impl RunShape {
+    /// The secret's range in `hay` when the rule's regex, anchored at `hay`'s start, matches
+    /// there (what `\A(?:PATTERN)` finds, then its capture group), else `None`.
+    pub(crate) fn find(&self, hay: &[u8]) -> Option<(usize, usize)> {
+        if self.lead.is_empty() {
+            return self.after_lead(hay, 0);
+        }
+        self.lead.iter().find_map(|alt| match alt {
+            None => self.after_lead(hay, 0),
+            Some(set) => hay
+                .first()
+                .filter(|&&b| set.has(b))
+                .and_then(|_| self.after_lead(hay, 1)),
+        })
+    }
+
+    /// The match of PREFIX RUN TRAIL at `hay[at..]`, as the secret's range in `hay`.
+    fn after_lead(&self, hay: &[u8], at: usize) -> Option<(usize, usize)> {
+        let n = self.prefix.len();
+        let head = hay.get(at..at + n)?;
+        if !head
+            .iter()
+            .zip(&self.prefix)
+            .all(|(&t, &(b, fold))| t | fold == b)
+        {
+            return None;
+        }
+        let rest = &hay[at + n..];
+        let limit = rest.len().min(self.max.saturating_add(1));
+        let r = rest[..limit]
+            .iter()
+            .position(|&b| !self.run.has(b))
+            .unwrap_or(limit);
+        if r < self.min || r > self.max {
+            return None;
+        }
+        let ok = match rest.get(r) {
+            Some(&b) => self.trail.has(b),
+            None => self.trail_end,
+        };
+        ok.then_some((at + self.secret_from, at + n + r))
+    }
+}
+
+/// The [`RunShape`] of `pattern` with its secret in capture group `group`, or `None` when the
+/// pattern has another shape.
+pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
+    fn flatten<'h>(h: &'h Hir, out: &mut Vec<&'h Hir>) {
+        match h.kind() {
+            HirKind::Concat(parts) => parts.iter().for_each(|p| flatten(p, out)),
+            _ => out.push(h),
+        }
+    }
+    /// A fixed string's positions, when `parts` are literals and classes of one byte or of
+    /// one ASCII letter in both cases.
+    fn fixed(parts: &[&Hir]) -> Option<Vec<(u8, u8)>> {
+        let mut out = Vec::new();
+        for p in parts {
+            match p.kind() {
+                HirKind::Literal(l) => out.extend(l.0.iter().map(|&b| (b, 0))),
+                HirKind::Class(c) => {
+                    let set = class(c)?;
+                    let bytes: Vec<u8> = (0..=255u8).filter(|&b| set.has(b)).collect();
+                    match bytes[..] {
+                        [b] => out.push((b, 0)),
+                        [u, l] if u.is_ascii_uppercase() && l == u.to_ascii_lowercase() => {
+                            out.push((l, 0x20))
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+    /// A one-byte boundary's alternatives in order (`None`: a line or text start).
+    fn lead(h: &Hir) -> Option<Vec<Option<Bytes>>> {
+        let starts = LookSet::empty()
+            .insert(Look::Start)
+            .insert(Look::StartLF)
+            .insert(Look::StartCRLF);
+        let one = |a: &Hir| match a.kind() {
+            HirKind::Look(l) if starts.contains(*l) => Some(None),
+            HirKind::Class(_) | HirKind::Literal(_) => {
+                boundary(a).filter(|b| *b != Bytes::default()).map(Some)
+            }
+            _ => None,
+        };
+        match h.kind() {
+            HirKind::Alternation(alts) => alts.iter().map(one).collect(),
+            HirKind::Class(_) => Some(vec![one(h)?]),
+            _ => None,
+        }
+    }
+    /// A repetition of one class: its bytes and bounds.
+    fn repeat(h: &Hir) -> Option<(Bytes, usize, usize)> {
+        let HirKind::Repetition(r) = h.kind() else {
+            return None;
+        };
+        let HirKind::Class(c) = r.sub.kind() else {
+            return None;
+        };
+        let max = r.max.map_or(usize::MAX, |m| m as usize);
+        Some((class(c)?, r.min as usize, max))
+    }
+    let hir = parse(pattern)?;
+    let mut parts = Vec::new();
+    flatten(&hir, &mut parts);
+    let (trail_part, parts) = parts.split_last()?;
+    let (cap, before) = parts.split_last()?;
+    let HirKind::Capture(cap) = cap.kind() else {
+        return None;
+    };
+    if cap.index != group {
+        return None;
+    }
+    let mut inner = Vec::new();
+    flatten(&cap.sub, &mut inner);
+    let (run_part, in_secret) = inner.split_last()?;
+    let (run, min, max) = repeat(run_part)?;
+    let (lead, mut prefix) = match fixed(before) {
+        Some(p) => (Vec::new(), p),
+        None => {
+            let (first, rest) = before.split_first()?;
+            (lead(first)?, fixed(rest)?)
+        }
+    };
+    let secret_from = prefix.len();
+    prefix.extend(fixed(in_secret)?);
+    // The trail: one byte outside the run's class, or the end of a line or the text.
+    let trail = boundary(trail_part)?;
+    let looks = trail_part.properties().look_set();
+    let ends = LookSet::empty()
+        .insert(Look::End)
+        .insert(Look::EndLF)
+        .insert(Look::EndCRLF);
+    // A line end (`$`) before a `\r` or `\n` is then also a trail byte: only the haystack's
+    // end needs the look.
+    let line_bytes = trail.has(b'\n') && trail.has(b'\r');
+    if !looks.subtract(ends).is_empty()
+        || !trail.disjoint(&run)
+        || trail == Bytes::default()
+        || (looks.contains(Look::EndLF) || looks.contains(Look::EndCRLF)) && !line_bytes
+    {
+        return None;
+    }
+    Some(RunShape {
+        lead,
+        prefix,
+        secret_from,
+        run,
+        min,
+        max,
+        trail,
+        trail_end: !looks.is_empty(),
+    })
+}
+
 /// The value assigned in the match `m` of an `assignment = true` rule, as offsets into `m`.
 ///
 /// Why not capture groups: a generic `NAME = value` regex has no fixed place for its secret, so
@@ -846,6 +1037,146 @@ mod tests {
             }
         }
         assert!(with >= 10, "{with}");
+    }
+
+    /// What the rule's regex anchored at `hay`'s start finds as its secret, for comparison.
+    fn anchored_secret(
+        twin: &regex::bytes::Regex,
+        group: usize,
+        hay: &[u8],
+    ) -> Option<(usize, usize)> {
+        let caps = twin.captures(hay)?;
+        caps.get(group).map(|g| (g.start(), g.end()))
+    }
+
+    fn twin(pattern: &str) -> regex::bytes::Regex {
+        crate::redact::rules::compile_regex(&format!(r"\A(?:{pattern})")).unwrap()
+    }
+
+    /// Texts around a run shape's edges: the hay cut at every length near the run's bounds,
+    /// and every kind of byte put right after it.
+    fn run_variants(hay: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = vec![hay.to_vec()];
+        for cut in [
+            1usize, 2, 3, 17, 18, 19, 20, 21, 40, 41, 42, 43, 44, 45, 46, 60, 99,
+        ] {
+            if let Some(h) = hay.get(..hay.len().saturating_sub(cut)) {
+                out.push(h.to_vec());
+                for tail in [
+                    &b"\n"[..],
+                    b"\r\n",
+                    b"\r",
+                    b" ",
+                    b"x",
+                    b"-",
+                    b"_",
+                    b"=",
+                    b"\0",
+                    b"\xff",
+                    b"a\n",
+                ] {
+                    let mut v = h.to_vec();
+                    v.extend_from_slice(tail);
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn run_shapes_find_what_the_anchored_regex_finds() {
+        let check = |pattern: &str, hay: &[u8]| {
+            let shape = run_shape(pattern, 1).expect(pattern);
+            let twin = twin(pattern);
+            for v in run_variants(hay) {
+                assert_eq!(
+                    shape.find(&v),
+                    anchored_secret(&twin, 1, &v),
+                    "{pattern} on {:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        };
+        let cal = r"(?i:tok_key=eyJ)([A-Za-z0-9_\-]{4,9})(?:[^A-Za-z0-9_\-]|$)";
+        check(cal, b"TOK_key=eyJabcdef;");
+        check(cal, b"tok_key=EYJab-de_fgh12345678\n");
+        check(cal, b"tok_key=eyj");
+        let gh = r"(ghp_[0-9A-Za-z]{4,6})(?:[^A-Za-z0-9_]|$)";
+        check(gh, b"ghp_abcdef_");
+        check(gh, b"ghp_abc\r\n");
+        check(gh, b"GHP_abcd\n");
+        // Unbounded, and a trail without the line end.
+        check(r"(?i:key=)([a-z]{3,})[^a-z]", b"KEY=abcdefgh.");
+        check(r"(?i:key=)([a-z]{3,})[^a-z]", b"key=abc");
+        // Other shapes: a class that overlaps the trail, a variable prefix, looks that are not
+        // line ends, more after the trail, a letter matched in one case only in a class.
+        assert_eq!(run_shape(r"k=([a-z]{3,9})(?:[^0-9]|$)", 1), None);
+        assert_eq!(run_shape(r"ke?y=([a-z]{3,9})(?:[^a-z]|$)", 1), None);
+        assert_eq!(run_shape(r"k=([a-z]{3,9})(?:[^a-z]|\b)", 1), None);
+        assert_eq!(run_shape(r"k=([a-z]{3,9})[^a-z]x", 1), None);
+        assert_eq!(run_shape(r"k[kx]=([a-z]{3,9})[^a-z]", 1), None);
+        check(r"[kx]=([a-z]{3,9})[^a-z]", b"x=abcd!");
+        assert_eq!(run_shape(r"k=([a-z]{3,9})(?:[^a-z\n]|$)", 1), None);
+        assert!(run_shape(r"(?i:k)=([a-z]{3,9})(?:[^a-z]|$)", 1).is_some());
+        assert_eq!(
+            run_shape(r"(?:\b|[^a-z])(k=[a-z]{3,9})(?:[^a-z]|$)", 1),
+            None
+        );
+        assert_eq!(
+            run_shape(r"(?:^|[^a-z]x)(k=[a-z]{3,9})(?:[^a-z]|$)", 1),
+            None
+        );
+        // A lead, tried in the regex's order; the keyword may repeat the byte before it.
+        let lead = r"(?:^|[^A-Za-z0-9_])(ab_[0-9a-z]{4,6})(?:[^A-Za-z0-9_]|$)";
+        check(lead, b"=ab_abcdef\n");
+        check(lead, b"aab_abcd;");
+        check(lead, b"ab_ab_abcd;");
+        check(lead, b"\nab_abcd");
+        check(lead, b"-ab_abc");
+        let lead = r"(?:[^A-Za-z0-9_]|^)(ab_[0-9a-z]{4,6})(?:[^A-Za-z0-9_]|$)";
+        check(lead, b"=ab_abcdef\n");
+        check(lead, b"ab_abcde");
+        check(lead, b"(ab_abcdefg)");
+        check(r"[^a-z](?i:k=)([a-z]{3,9})(?:[^a-z]|$)", b" K=abcd ");
+
+        // Every shipped rule with the shape, at every keyword hit of its samples (positives,
+        // near misses, and both cut and extended around the run's end).
+        use crate::redact::rules::{BUILTIN, parse};
+        let mut shaped = 0;
+        for (_, label, src) in BUILTIN {
+            for r in &parse(label, src).unwrap().rules {
+                let group = r.secret_group.unwrap_or(1);
+                let Some(shape) = run_shape(r.regex.get_ref(), group as u32) else {
+                    continue;
+                };
+                shaped += 1;
+                let twin = twin(r.regex.get_ref());
+                let keywords: Vec<String> =
+                    r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
+                for seed in 1..=3 {
+                    for c in crate::redact::samples::cases(seed) {
+                        for text in [c.positive.as_str(), c.negative] {
+                            let lower = text.to_ascii_lowercase();
+                            for k in &keywords {
+                                for (i, _) in lower.match_indices(k.as_str()) {
+                                    for v in run_variants(&text.as_bytes()[i..]) {
+                                        assert_eq!(
+                                            shape.find(&v),
+                                            anchored_secret(&twin, group, &v),
+                                            "{} on {:?}",
+                                            r.id.get_ref(),
+                                            String::from_utf8_lossy(&v)
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(shaped >= 100, "{shaped}");
     }
 
     #[test]
