@@ -668,7 +668,12 @@ impl Engine {
                         continue;
                     }
                     last = Some((s, e));
-                    if rule.regex.is_match(&text[s..e]) {
+                    let value = &text[s..e];
+                    let fits = match &rule.line_run {
+                        Some(run) => run.is_match(value),
+                        None => rule.regex.is_match(value),
+                    };
+                    if fits {
                         let floor = generic::judged_entropy(kind);
                         self.accept_judged(r, rule, text, (s, e), floor, &mut out);
                     }
