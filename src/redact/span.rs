@@ -111,36 +111,57 @@ impl SpanPlan {
     }
 }
 
-/// An anchored rule of the shape `[LEAD] PREFIX RUN TRAIL`, matched without its regex: LEAD an
-/// optional one-byte boundary that may match nothing at a line start (`(?:^|[^A-Za-z0-9_])`),
-/// PREFIX a fixed string whose letters may match either case (`(?i:calendly_token=eyJ)`), RUN a
-/// repetition of one byte class (`[A-Za-z0-9_\-]{100,600}`), TRAIL a one-byte boundary of
-/// bytes outside that class or the end of the line (`(?:[^A-Za-z0-9_\-]|$)`); the secret (the
-/// capture group) is the run, or a part of the prefix and the run.
+/// An anchored rule of the shape `[LEAD] PREFIX [GAP SEP] (INNER RUN) TRAIL`, matched without
+/// its regex: LEAD an optional one-byte boundary that may match nothing at a line start
+/// (`(?:^|[^A-Za-z0-9_])`); PREFIX and INNER fixed strings or alternations of them, whose
+/// letters may match either case (`(?i:calendly_token=eyJ)`, `(?:xoxa\-2\-|xoxr\-)`); GAP a
+/// bounded repetition of one class and SEP one byte of another (`[^\n]{0,60}?[ \t"'=:]`); RUN
+/// a repetition of one class (`[A-Za-z0-9_\-]{100,600}`); TRAIL one byte outside the run's
+/// class, or the end of the line (`(?:[^A-Za-z0-9_\-]|$)`). The secret is the capture group,
+/// INNER and RUN.
 ///
-/// Why: an anchored attempt walks the regex's DFA byte by byte over the run, a few hundred
-/// bytes for a long token (a fifth of `calendly-token-named`'s scan); here the run is counted
-/// with one table test per byte and the rest is a few comparisons. Since the trail shares no
-/// byte with the run, the match (greedy or lazy) takes the whole run or fails: the regex
-/// matches exactly when the longest run fits the repetition's bounds and the byte after it is
-/// a trail byte (or the haystack ends, where the trail may be the line end). The lead's
-/// alternatives are tried in the regex's order, as its leftmost-first search does.
+/// Why: an anchored attempt walks the regex's lazy DFA byte by byte from the keyword to the
+/// end of the token, a few hundred bytes for a long one (a fifth of `calendly-token-named`'s
+/// scan, and most of (b)'s time in regexes: 284 shipped rules have this shape); here the run
+/// is counted with one table test per byte and the rest is a few comparisons. Every choice is
+/// tried in the order the regex prefers it (leftmost-first, as a backtracking search): the
+/// lead's and the alternations' branches in order, the gap shortest first when lazy, longest
+/// first when greedy. Since the trail shares no byte with the run, a choice matches exactly
+/// when the longest run there fits the repetition's bounds and the byte after it is a trail
+/// byte (or the haystack ends, where the trail may be the line end).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RunShape {
     /// The lead's alternatives in order: `None` matches nothing (a line or text start, true at
     /// the haystack's start), `Some` one byte of the set. Empty: no lead.
     lead: Vec<Option<Bytes>>,
-    /// The prefix, one `(byte, fold)` pair per position: a text byte `t` fits when
-    /// `t | fold == byte` (`fold` is 0x20 for a letter of either case, else 0).
-    prefix: Vec<(u8, u8)>,
-    /// How many bytes of the prefix come before the capture group.
-    secret_from: usize,
+    /// PREFIX's alternatives in order, one `(byte, fold)` pair per position: a text byte `t`
+    /// fits when `t | fold == byte` (`fold` is 0x20 for a letter of either case, else 0).
+    prefix: Vec<Vec<(u8, u8)>>,
+    gap: Option<Gap>,
+    /// INNER's alternatives, as `prefix`.
+    inner: Vec<Vec<(u8, u8)>>,
     run: Bytes,
     min: usize,
     max: usize,
     trail: Bytes,
     /// Whether the trail may match nothing at the end of the haystack (`$`, `\z`).
     trail_end: bool,
+}
+
+/// `GAP SEP` of a [`RunShape`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Gap {
+    class: Bytes,
+    min: usize,
+    max: usize,
+    greedy: bool,
+    sep: Bytes,
+}
+
+/// Whether `hay` starts with the fixed string `f`.
+fn fits(hay: &[u8], f: &[(u8, u8)]) -> bool {
+    hay.get(..f.len())
+        .is_some_and(|h| h.iter().zip(f).all(|(&t, &(b, fold))| t | fold == b))
 }
 
 impl RunShape {
@@ -159,31 +180,59 @@ impl RunShape {
         })
     }
 
-    /// The match of PREFIX RUN TRAIL at `hay[at..]`, as the secret's range in `hay`.
     fn after_lead(&self, hay: &[u8], at: usize) -> Option<(usize, usize)> {
-        let n = self.prefix.len();
-        let head = hay.get(at..at + n)?;
-        if !head
-            .iter()
-            .zip(&self.prefix)
-            .all(|(&t, &(b, fold))| t | fold == b)
-        {
-            return None;
-        }
-        let rest = &hay[at + n..];
-        let limit = rest.len().min(self.max.saturating_add(1));
-        let r = rest[..limit]
-            .iter()
-            .position(|&b| !self.run.has(b))
-            .unwrap_or(limit);
-        if r < self.min || r > self.max {
-            return None;
-        }
-        let ok = match rest.get(r) {
-            Some(&b) => self.trail.has(b),
-            None => self.trail_end,
-        };
-        ok.then_some((at + self.secret_from, at + n + r))
+        self.prefix.iter().find_map(|p| {
+            if !fits(&hay[at.min(hay.len())..], p) {
+                return None;
+            }
+            let k = at + p.len();
+            let Some(gap) = &self.gap else {
+                return self.secret_at(hay, k);
+            };
+            // The gap's possible lengths, in the order the regex tries them.
+            let avail = hay[k..]
+                .iter()
+                .take(gap.max)
+                .take_while(|&&b| gap.class.has(b))
+                .count();
+            let try_sep = |g: usize| {
+                let q = k + g;
+                hay.get(q)
+                    .filter(|&&b| gap.sep.has(b))
+                    .and_then(|_| self.secret_at(hay, q + 1))
+            };
+            if gap.min > avail {
+                None
+            } else if gap.greedy {
+                (gap.min..=avail).rev().find_map(try_sep)
+            } else {
+                (gap.min..=avail).find_map(try_sep)
+            }
+        })
+    }
+
+    /// INNER RUN TRAIL at `hay[k..]`: the secret's range in `hay`.
+    fn secret_at(&self, hay: &[u8], k: usize) -> Option<(usize, usize)> {
+        let rest = hay.get(k..)?;
+        self.inner.iter().find_map(|f| {
+            if !fits(rest, f) {
+                return None;
+            }
+            let run = &rest[f.len()..];
+            let limit = run.len().min(self.max.saturating_add(1));
+            let r = run[..limit]
+                .iter()
+                .position(|&b| !self.run.has(b))
+                .unwrap_or(limit);
+            if r < self.min || r > self.max {
+                return None;
+            }
+            let ok = match run.get(r) {
+                Some(&b) => self.trail.has(b),
+                None => self.trail_end,
+            };
+            ok.then_some((k, k + f.len() + r))
+        })
     }
 }
 
@@ -196,25 +245,48 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
             _ => out.push(h),
         }
     }
-    /// A fixed string's positions, when `parts` are literals and classes of one byte or of
-    /// one ASCII letter in both cases.
-    fn fixed(parts: &[&Hir]) -> Option<Vec<(u8, u8)>> {
-        let mut out = Vec::new();
+    /// The fixed strings `parts` can match, in the regex's order of preference, when they are
+    /// literals, classes of one byte or of one ASCII letter in both cases, and alternations of
+    /// such (at most 64 strings).
+    fn fixed(parts: &[&Hir]) -> Option<Vec<Vec<(u8, u8)>>> {
+        let mut out: Vec<Vec<(u8, u8)>> = vec![Vec::new()];
         for p in parts {
-            match p.kind() {
-                HirKind::Literal(l) => out.extend(l.0.iter().map(|&b| (b, 0))),
+            let options: Vec<Vec<(u8, u8)>> = match p.kind() {
+                HirKind::Literal(l) => vec![l.0.iter().map(|&b| (b, 0)).collect()],
                 HirKind::Class(c) => {
                     let set = class(c)?;
                     let bytes: Vec<u8> = (0..=255u8).filter(|&b| set.has(b)).collect();
                     match bytes[..] {
-                        [b] => out.push((b, 0)),
+                        [b] => vec![vec![(b, 0)]],
                         [u, l] if u.is_ascii_uppercase() && l == u.to_ascii_lowercase() => {
-                            out.push((l, 0x20))
+                            vec![vec![(l, 0x20)]]
                         }
                         _ => return None,
                     }
                 }
+                HirKind::Alternation(alts) => {
+                    let mut all = Vec::new();
+                    for a in alts {
+                        let mut parts = Vec::new();
+                        flatten(a, &mut parts);
+                        all.extend(fixed(&parts)?);
+                    }
+                    all
+                }
                 _ => return None,
+            };
+            out = out
+                .iter()
+                .flat_map(|head| {
+                    options.iter().map(move |o| {
+                        let mut s = head.clone();
+                        s.extend_from_slice(o);
+                        s
+                    })
+                })
+                .collect();
+            if out.len() > 64 {
+                return None;
             }
         }
         Some(out)
@@ -238,8 +310,8 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
             _ => None,
         }
     }
-    /// A repetition of one class: its bytes and bounds.
-    fn repeat(h: &Hir) -> Option<(Bytes, usize, usize)> {
+    /// A repetition of one class: its bytes, bounds and greed.
+    fn repeat(h: &Hir) -> Option<(Bytes, usize, usize, bool)> {
         let HirKind::Repetition(r) = h.kind() else {
             return None;
         };
@@ -247,7 +319,16 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
             return None;
         };
         let max = r.max.map_or(usize::MAX, |m| m as usize);
-        Some((class(c)?, r.min as usize, max))
+        Some((class(c)?, r.min as usize, max, r.greedy))
+    }
+    /// One byte of a class (or a one-byte literal).
+    fn one_byte(h: &Hir) -> Option<Bytes> {
+        match h.kind() {
+            HirKind::Class(_) | HirKind::Literal(_) => {
+                boundary(h).filter(|b| *b != Bytes::default())
+            }
+            _ => None,
+        }
     }
     let hir = parse(pattern)?;
     let mut parts = Vec::new();
@@ -260,19 +341,36 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
     if cap.index != group {
         return None;
     }
-    let mut inner = Vec::new();
-    flatten(&cap.sub, &mut inner);
-    let (run_part, in_secret) = inner.split_last()?;
-    let (run, min, max) = repeat(run_part)?;
-    let (lead, mut prefix) = match fixed(before) {
+    let mut in_secret = Vec::new();
+    flatten(&cap.sub, &mut in_secret);
+    let (run_part, in_secret) = in_secret.split_last()?;
+    let (run, min, max, _) = repeat(run_part)?;
+    let inner = fixed(in_secret)?;
+    // GAP SEP at the end of what comes before the capture group.
+    let (gap, before) = match before {
+        [rest @ .., g, sep] if repeat(g).is_some() && one_byte(sep).is_some() => {
+            let (class, min, max, greedy) = repeat(g)?;
+            let sep = one_byte(sep)?;
+            (
+                Some(Gap {
+                    class,
+                    min,
+                    max,
+                    greedy,
+                    sep,
+                }),
+                rest,
+            )
+        }
+        _ => (None, before),
+    };
+    let (lead, prefix) = match fixed(before) {
         Some(p) => (Vec::new(), p),
         None => {
             let (first, rest) = before.split_first()?;
             (lead(first)?, fixed(rest)?)
         }
     };
-    let secret_from = prefix.len();
-    prefix.extend(fixed(in_secret)?);
     // The trail: one byte outside the run's class, or the end of a line or the text.
     let trail = boundary(trail_part)?;
     let looks = trail_part.properties().look_set();
@@ -293,7 +391,8 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
     Some(RunShape {
         lead,
         prefix,
-        secret_from,
+        gap,
+        inner,
         run,
         min,
         max,
@@ -1192,6 +1291,34 @@ mod tests {
         check(lead, b"ab_abcde");
         check(lead, b"(ab_abcdefg)");
         check(r"[^a-z](?i:k=)([a-z]{3,9})(?:[^a-z]|$)", b" K=abcd ");
+        // A gap and a separator after the keyword: lazy (shortest gap first) or greedy, and
+        // keywords as an alternation (with a common prefix the parser lifts out).
+        let named = r#"(?i:tok_key|tok|tik)[^\n]{0,6}?[ ="':]([a-f0-9]{4,8})(?:[^A-Za-z0-9_\-]|$)"#;
+        for hay in [
+            &b"TOK_KEY = 'abcd1234'"[..],
+            b"tok=abcdeg1234 x",
+            b"tok_key: :abcd",
+            b"tok: abc  1234abcd\n",
+            b"tokx=zzzz=abcd;",
+            b"tik:beef",
+            b"tok\n=beef",
+            b"tok_key=1234567890",
+        ] {
+            check(named, hay);
+        }
+        let greedy = r"(?i:tok)[^\n]{0,6}[ =]([a-f0-9]{4,8})(?:[^a-z0-9]|$)";
+        check(greedy, b"tok = abcd = beef0");
+        check(greedy, b"tok = abcd = beef");
+        check(greedy, b"tok=abcd");
+        // Two gap lengths that both lead to a match: the order decides which one.
+        for hay in [&b"tok abcd beef"[..], b"tok:abcd:beef;"] {
+            check(named, hay);
+            check(greedy, hay);
+            assert_ne!(
+                run_shape(named, 1).unwrap().find(hay),
+                run_shape(greedy, 1).unwrap().find(hay)
+            );
+        }
 
         // Every shipped rule with the shape, at every keyword hit of its samples (positives,
         // near misses, and both cut and extended around the run's end).
@@ -1229,7 +1356,7 @@ mod tests {
                 }
             }
         }
-        assert!(shaped >= 100, "{shaped}");
+        assert!(shaped >= 250, "{shaped}");
     }
 
     #[test]
