@@ -70,6 +70,16 @@ enum StartBy {
     /// The secret and everything before it each have one length (`https://(32 hex)...`): the
     /// secret is that range of the match, whatever follows it.
     Exact { offset: usize, len: usize },
+    /// `SCHEME :// USER : (SECRET) @ HOST` shapes: the secret starts after the first `then` byte
+    /// that follows the first `lit` of the match, and ends at the next `stop` byte (which it
+    /// never holds). Holds when nothing before `lit` can form it, nothing between it and the
+    /// `then` byte is one, and the secret is followed by a literal that starts with `stop`.
+    Between { lit: Vec<u8>, then: u8, stop: u8 },
+    /// A secret HEAD SEP BODY (`[0-9]{15,16}(?:\||%7C)[0-9a-zA-Z_\-]{27,40}`), where every
+    /// separator starts with a byte that is not a body byte and goes on with body bytes, and
+    /// the byte before the secret is never a head byte: back from the secret's end over body
+    /// bytes to the separator's first byte, then back over head bytes.
+    Split { head: Bytes, body: Bytes },
 }
 
 impl SpanPlan {
@@ -84,6 +94,12 @@ impl SpanPlan {
         if let StartBy::Exact { offset, len } = self.start {
             let start = offset.min(m.len());
             return (start, offset.saturating_add(len).min(m.len()));
+        }
+        if let StartBy::Between { lit, then, stop } = &self.start {
+            let after = memchr::memmem::find(m, lit).map_or(m.len(), |p| p + lit.len());
+            let start = memchr::memchr(*then, &m[after..]).map_or(m.len(), |p| after + p + 1);
+            let end = memchr::memchr(*stop, &m[start..]).map_or(m.len(), |p| start + p);
+            return (start, end);
         }
         let end = m.len() - usize::from(m.last().is_some_and(|&b| self.trail.has(b)));
         let start = match &self.start {
@@ -105,7 +121,14 @@ impl SpanPlan {
                     .rposition(|&b| !body.has(b))
                     .map_or(0, |p| p + 1)
             }
-            StartBy::Exact { .. } => 0,
+            StartBy::Split { head, body } => {
+                let sep = m[..end].iter().rposition(|&b| !body.has(b)).unwrap_or(0);
+                m[..sep]
+                    .iter()
+                    .rposition(|&b| !head.has(b))
+                    .map_or(0, |p| p + 1)
+            }
+            StartBy::Exact { .. } | StartBy::Between { .. } => 0,
         };
         (start, end.max(start))
     }
@@ -784,6 +807,12 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
             start: StartBy::Exact { offset, len },
         });
     }
+    if let Some(start) = between(&parts[..at], secret, &parts[at + 1..]) {
+        return Some(SpanPlan {
+            trail: Bytes::default(),
+            start,
+        });
+    }
     if parts.len() - at > 2 {
         return None;
     }
@@ -815,12 +844,16 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
             StartBy::Offset(len)
         } else if edge(&prefix, false)?.disjoint(&run) {
             StartBy::Back(run)
-        } else if all_bytes(&prefix)?.disjoint(&first) {
+        } else if all_bytes(&prefix).is_some_and(|b| b.disjoint(&first)) {
             StartBy::Ahead(first)
         } else if let Some((body, pad)) = padded(secret)
             && edge(&prefix, false)?.disjoint(&body)
         {
             StartBy::Padded { body, pad }
+        } else if let Some((head, body)) = split(secret)
+            && byte_before(&parts[..at])?.disjoint(&head)
+        {
+            StartBy::Split { head, body }
         } else {
             return None;
         }
@@ -841,6 +874,99 @@ fn padded(secret: &Hir) -> Option<(Bytes, Bytes)> {
     }
     let (body, pad) = (all_bytes(&body)?, all_bytes(pad)?);
     body.disjoint(&pad).then_some((body, pad))
+}
+
+/// [`StartBy::Between`] for a secret between `before` and `after` (the regex's parts), when
+/// `before` ends with `LIT RUN THEN` and `after` starts with a literal whose first byte the
+/// secret never holds.
+fn between(before: &[Hir], secret: &Hir, after: &[Hir]) -> Option<StartBy> {
+    let stop = match after.first()?.kind() {
+        HirKind::Literal(l) => *l.0.first()?,
+        _ => return None,
+    };
+    let [scheme @ .., lit, run, then] = before else {
+        return None;
+    };
+    let (HirKind::Literal(lit), HirKind::Literal(then)) = (lit.kind(), then.kind()) else {
+        return None;
+    };
+    let (lit, &[then]) = (&lit.0[..], &then.0[..]) else {
+        return None;
+    };
+    // The first `lit` of a match is this one: nothing before it holds `lit`'s later bytes,
+    // and its second byte differs from its first (so it cannot start a byte early).
+    let scheme = all_bytes(&Hir::concat(scheme.to_vec()))?;
+    let ok = lit.len() >= 2
+        && lit[1] != lit[0]
+        && lit[1..].iter().all(|&b| !scheme.has(b))
+        && !all_bytes(run)?.has(then)
+        && !all_bytes(secret)?.has(stop);
+    ok.then(|| StartBy::Between {
+        lit: lit.to_vec(),
+        then,
+        stop,
+    })
+}
+
+/// A secret HEAD SEP BODY for [`StartBy::Split`]: the bytes of HEAD and BODY.
+fn split(secret: &Hir) -> Option<(Bytes, Bytes)> {
+    let HirKind::Concat(parts) = secret.kind() else {
+        return None;
+    };
+    let [head, sep, body] = &parts[..] else {
+        return None;
+    };
+    if head.properties().minimum_len().unwrap_or(0) == 0 {
+        return None;
+    }
+    let (head, body) = (all_bytes(head)?, all_bytes(body)?);
+    let seps: Vec<&[u8]> = match sep.kind() {
+        HirKind::Alternation(alts) => alts
+            .iter()
+            .map(|a| match a.kind() {
+                HirKind::Literal(l) => Some(&l.0[..]),
+                _ => None,
+            })
+            .collect::<Option<_>>()?,
+        HirKind::Literal(l) => vec![&l.0[..]],
+        _ => return None,
+    };
+    let ok = seps.iter().all(|s| {
+        s.split_first().is_some_and(|(&first, rest)| {
+            !body.has(first) && !head.has(first) && rest.iter().all(|&b| body.has(b))
+        })
+    });
+    ok.then_some((head, body))
+}
+
+/// The bytes that can come right before the part of a match after `parts` (within the
+/// match), where a line-start boundary that matched nothing means a line break came before.
+fn byte_before(parts: &[Hir]) -> Option<Bytes> {
+    let starts = LookSet::empty()
+        .insert(Look::Start)
+        .insert(Look::StartLF)
+        .insert(Look::StartCRLF);
+    let mut set = Bytes::default();
+    for p in parts.iter().rev() {
+        if let HirKind::Alternation(alts) = p.kind()
+            && alts.iter().all(|a| {
+                matches!(a.kind(), HirKind::Look(l) if starts.contains(*l))
+                    || boundary(a).is_some_and(|b| b != Bytes::default())
+            })
+        {
+            for a in alts {
+                set.union(&boundary(a)?);
+            }
+            set.add(b'\n');
+            set.add(b'\r');
+            return Some(set);
+        }
+        set.union(&edge(p, false)?);
+        if p.properties().minimum_len().unwrap_or(0) > 0 {
+            return Some(set);
+        }
+    }
+    Some(set)
 }
 
 /// The bytes a boundary consumes when every way through it is an assertion or one byte.
@@ -1008,6 +1134,139 @@ mod tests {
         // A secret that can be empty.
         assert_eq!(plan(r"(?:^|,)([a-z]*)(?:,|$)", 1), None);
         assert!(plan(r"(?:^|[^0-9])([0-9]{8,10}:AA[0-9A-Za-z_\-]{33})", 1).is_some());
+    }
+
+    /// The URL-credential and HEAD SEP BODY plans against capture groups, on hand cases and on
+    /// random splices of their pieces (every match of each).
+    #[test]
+    fn between_and_split_plans_agree_with_capture_groups() {
+        let url = r#"(?i)(?:https?|ftps?|git|jdbc:[a-z0-9]+)://[^\s:@/"'<>]+:([^\s@/"'<>]{3,})@[A-Za-z0-9][A-Za-z0-9.\-]*"#;
+        assert!(matches!(
+            plan(url, 1).unwrap().start,
+            StartBy::Between { .. }
+        ));
+        assert_eq!(
+            cut(url, "git+https://deploy:Zq9x:W2v@git.example.org/x").as_deref(),
+            Some("Zq9x:W2v")
+        );
+        assert_eq!(
+            cut(url, "jdbc:mysql://app:pw:d@db").as_deref(),
+            Some("pw:d")
+        );
+        let pair = r"(?i:facebook|fb_)[^\n]{0,60}?(?:^|[^0-9])([0-9]{15,16}(?:\||%7C)[0-9a-zA-Z_\-]{27,40})(?:[^A-Za-z0-9_\-]|$)";
+        assert!(matches!(
+            plan(pair, 1).unwrap().start,
+            StartBy::Split { .. }
+        ));
+        let (id, sec) = ("1234567890123456", "AbCdEfGhIjKlMnOpQrStUvWxYz0");
+        for text in [
+            format!("fb_token: {id}|{sec}"),
+            format!("facebook {id}%7C{sec}\n"),
+            format!("FB_x=9;{id}%7C{sec}7C"),
+            format!("fb_\r{id}|{sec};"),
+        ] {
+            if let Some(got) = cut(pair, &text) {
+                assert!(got.contains(sec) && got.starts_with(id), "{got}");
+            }
+        }
+        // Not when a scheme may hold the literal's later bytes, or the secret the stop byte,
+        // or a separator a body byte first, or the byte before the head a head byte.
+        assert_eq!(plan(r"(?:a/|b)://[a-z]+:([a-z@]{3,})@[a-z]+", 1), None);
+        assert_eq!(
+            plan(r"(?:a|b)://[a-z]+:([a-z]{3,})@[a-z]+", 1)
+                .map(|p| matches!(p.start, StartBy::Between { .. })),
+            Some(true)
+        );
+        assert_eq!(plan(r"(?:a|b)://[a-z:]+:([a-z]{3,})@[a-z]+", 1), None);
+        assert_eq!(
+            plan(
+                r"k[^\n]{0,9}?(?:^|[^0-9])([0-9]{4}(?:\||a7C)[0-9a-z]{4})(?:[^0-9a-z]|$)",
+                1
+            ),
+            None
+        );
+        assert_eq!(
+            plan(
+                r"k[^\n]{0,9}?([0-9]{4}(?:\||%7C)[0-9a-z]{4})(?:[^0-9a-z]|$)",
+                1
+            ),
+            None
+        );
+
+        use crate::redact::rules::compile_regex;
+        use crate::redact::samples::Rng;
+        // Random texts in each rule's shape, with every slot sometimes wrong or doubled.
+        let mut rng = Rng::new(41);
+        let mut pick =
+            |options: &[&str]| options[rng.below(options.len() as u64) as usize].to_string();
+        let mut texts = Vec::new();
+        for _ in 0..10000 {
+            let mut t = String::new();
+            for slot in [
+                &["", "x ", "url=", "@:", "://"][..],
+                &[
+                    "https",
+                    "HTTPS",
+                    "ftp",
+                    "git",
+                    "jdbc:mysql",
+                    "jdbc:",
+                    "sftp",
+                    "jdbc:pg:",
+                ],
+                &["://", "://", ":/", ":///", "://://"],
+                &["deploy", "u", "a:b", "u@", "", "u/x"],
+                &[":", ":", "::", ""],
+                &["Zq9xW2", "pw", "p:w:d", "p@ss", "Zq9/x", "::x", "abc:"],
+                &["@", "@", "@@", "", ":@"],
+                &["git.example.org", "h", "-h", ".x", "h:1/p", ""],
+                &["", "/x", " y", "@z", "\n"],
+            ] {
+                t.push_str(&pick(slot));
+            }
+            texts.push(t);
+            let mut t = String::new();
+            for slot in [
+                &["fb_", "facebook", "FB_", "x"][..],
+                &["", "token: ", "=9", " a|b ", "\r"],
+                &["", ";", "9", "\r", "\n", "x", "_"],
+                &[
+                    "123456789012345",
+                    "1234567890123456",
+                    "12345678901234567",
+                    "12345678901234",
+                ],
+                &["|", "%7C", "%7", "|%7C", "%7c", "||"],
+                &[
+                    "AbCdEfGhIjKlMnOpQrStUvWxYz0",
+                    "AbCdEfGhIjKlMnOpQrStUvWx",
+                    "AbCdEfGhIjKlMnOpQrStUvWxYz0-AbCdEfGhIjKlM",
+                    "Ab7CdEfGhIjKlMnOpQrStUvWxYz0_12",
+                ],
+                &["", ";", "7C", "\n", "_x", "|1"],
+            ] {
+                t.push_str(&pick(slot));
+            }
+            texts.push(t);
+        }
+        let mut checked = 0;
+        for pattern in [url, pair] {
+            let p = plan(pattern, 1).unwrap();
+            let re = compile_regex(pattern).unwrap();
+            for text in &texts {
+                for caps in re.captures_iter(text.as_bytes()) {
+                    let (m, g) = (caps.get(0).unwrap(), caps.get(1).unwrap());
+                    let (s, e) = p.cut(m.as_bytes());
+                    assert_eq!(
+                        (m.start() + s, m.start() + e),
+                        (g.start(), g.end()),
+                        "{pattern} on {text:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
     }
 
     #[test]
