@@ -134,7 +134,7 @@ impl SpanPlan {
     }
 }
 
-/// An anchored rule of the shape `[LEAD] PREFIX [GAP SEP] (INNER RUN) TRAIL`, matched without
+/// An anchored rule of the shape `[LEAD] PREFIX [GAP [SEP]] (INNER RUN) TRAIL`, matched without
 /// its regex: LEAD an optional one-byte boundary that may match nothing at a line start
 /// (`(?:^|[^A-Za-z0-9_])`); PREFIX and INNER fixed strings or alternations of them, whose
 /// letters may match either case (`(?i:calendly_token=eyJ)`, `(?:xoxa\-2\-|xoxr\-)`); GAP a
@@ -171,14 +171,15 @@ pub(crate) struct RunShape {
     trail_end: bool,
 }
 
-/// `GAP SEP` of a [`RunShape`].
+/// `GAP [SEP]` of a [`RunShape`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Gap {
     class: Bytes,
     min: usize,
     max: usize,
     greedy: bool,
-    sep: Bytes,
+    /// The separator's bytes; `None` when the capture group follows the gap directly.
+    sep: Option<Bytes>,
 }
 
 /// Whether `hay` starts with the fixed string `f`.
@@ -220,9 +221,13 @@ impl RunShape {
                 .count();
             let try_sep = |g: usize| {
                 let q = k + g;
-                hay.get(q)
-                    .filter(|&&b| gap.sep.has(b))
-                    .and_then(|_| self.secret_at(hay, q + 1))
+                match &gap.sep {
+                    None => self.secret_at(hay, q),
+                    Some(sep) => hay
+                        .get(q)
+                        .filter(|&&b| sep.has(b))
+                        .and_then(|_| self.secret_at(hay, q + 1)),
+                }
             };
             if gap.min > avail {
                 None
@@ -373,7 +378,7 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
     let (gap, before) = match before {
         [rest @ .., g, sep] if repeat(g).is_some() && one_byte(sep).is_some() => {
             let (class, min, max, greedy) = repeat(g)?;
-            let sep = one_byte(sep)?;
+            let sep = one_byte(sep);
             (
                 Some(Gap {
                     class,
@@ -381,6 +386,19 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
                     max,
                     greedy,
                     sep,
+                }),
+                rest,
+            )
+        }
+        [rest @ .., g] if repeat(g).is_some() => {
+            let (class, min, max, greedy) = repeat(g)?;
+            (
+                Some(Gap {
+                    class,
+                    min,
+                    max,
+                    greedy,
+                    sep: None,
                 }),
                 rest,
             )
@@ -1564,6 +1582,19 @@ mod tests {
             b"tok_key=1234567890",
         ] {
             check(named, hay);
+        }
+        // A gap right before the secret, which starts with an alternation.
+        let bare = r"(?i:tok)[^\n]{0,9}?((?:live|sandbox)_[a-f0-9=]{4,8})(?:[^a-z0-9_=]|$)";
+        for hay in [
+            &b"tok live_abcd"[..],
+            b"TOK=sandbox_beef=;",
+            b"tok live_x live_abcd",
+            b"toklive_live_abcd",
+            b"tok \nlive_abcd",
+            b"tok live_abcdabcdabcd",
+            b"tok=live_abc sandbox_abcde",
+        ] {
+            check(bare, hay);
         }
         let greedy = r"(?i:tok)[^\n]{0,6}[ =]([a-f0-9]{4,8})(?:[^a-z0-9]|$)";
         check(greedy, b"tok = abcd = beef0");
