@@ -166,10 +166,26 @@ pub(crate) struct RunShape {
     run: Bytes,
     min: usize,
     max: usize,
+    /// More runs after the first, each after a fixed string (`[0-9]{15,25}-[A-Za-z0-9]{20,40}`)
+    /// whose first byte its run before cannot hold, so each run ends where the next string starts.
+    more: Vec<(Fixed, Bytes, usize, usize)>,
     trail: Bytes,
     /// Whether the trail may match nothing at the end of the haystack (`$`, `\z`).
     trail_end: bool,
 }
+
+/// The length of the run of `class` bytes at the start of `hay` when it is within `min..=max`.
+fn run_len(hay: &[u8], class: &Bytes, min: usize, max: usize) -> Option<usize> {
+    let limit = hay.len().min(max.saturating_add(1));
+    let r = hay[..limit]
+        .iter()
+        .position(|&b| !class.has(b))
+        .unwrap_or(limit);
+    (min..=max).contains(&r).then_some(r)
+}
+
+/// A fixed string of a [`RunShape`], one `(byte, fold)` pair per position.
+type Fixed = Vec<(u8, u8)>;
 
 /// `GAP [SEP]` of a [`RunShape`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,20 +262,19 @@ impl RunShape {
             if !fits(rest, f) {
                 return None;
             }
-            let run = &rest[f.len()..];
-            let limit = run.len().min(self.max.saturating_add(1));
-            let r = run[..limit]
-                .iter()
-                .position(|&b| !self.run.has(b))
-                .unwrap_or(limit);
-            if r < self.min || r > self.max {
-                return None;
+            let mut at = f.len() + run_len(&rest[f.len()..], &self.run, self.min, self.max)?;
+            for (lit, class, min, max) in &self.more {
+                if !fits(&rest[at..], lit) {
+                    return None;
+                }
+                at += lit.len();
+                at += run_len(&rest[at..], class, *min, *max)?;
             }
-            let ok = match run.get(r) {
+            let ok = match rest.get(at) {
                 Some(&b) => self.trail.has(b),
                 None => self.trail_end,
             };
-            ok.then_some((k, k + f.len() + r))
+            ok.then_some((k, k + at))
         })
     }
 }
@@ -371,9 +386,30 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
     }
     let mut in_secret = Vec::new();
     flatten(&cap.sub, &mut in_secret);
-    let (run_part, in_secret) = in_secret.split_last()?;
-    let (run, min, max, _) = repeat(run_part)?;
-    let inner = fixed(in_secret)?;
+    // INNER, the first run, then (fixed string, run) pairs.
+    let first = in_secret.iter().position(|p| repeat(p).is_some())?;
+    let inner = fixed(&in_secret[..first])?;
+    let (run, min, max, _) = repeat(in_secret[first])?;
+    let mut more = Vec::new();
+    let mut last = run;
+    let mut rest = &in_secret[first + 1..];
+    while !rest.is_empty() {
+        let next = rest.iter().position(|p| repeat(p).is_some())?;
+        let lit = match &fixed(&rest[..next])?[..] {
+            [one] if !one.is_empty() => one.clone(),
+            _ => return None,
+        };
+        // The run before must end where the string starts: it holds neither case of its first
+        // byte.
+        let (b, fold) = lit[0];
+        if last.has(b) || last.has(b & !fold) {
+            return None;
+        }
+        let (class, min, max, _) = repeat(rest[next])?;
+        more.push((lit, class, min, max));
+        last = class;
+        rest = &rest[next + 1..];
+    }
     // GAP SEP at the end of what comes before the capture group.
     let (gap, before) = match before {
         [rest @ .., g, sep] if repeat(g).is_some() && one_byte(sep).is_some() => {
@@ -423,7 +459,7 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
     // end needs the look.
     let line_bytes = trail.has(b'\n') && trail.has(b'\r');
     if !looks.subtract(ends).is_empty()
-        || !trail.disjoint(&run)
+        || !trail.disjoint(&last)
         || trail == Bytes::default()
         || (looks.contains(Look::EndLF) || looks.contains(Look::EndCRLF)) && !line_bytes
     {
@@ -437,6 +473,7 @@ pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
         run,
         min,
         max,
+        more,
         trail,
         trail_end: !looks.is_empty(),
     })
@@ -1600,6 +1637,27 @@ mod tests {
         check(greedy, b"tok = abcd = beef0");
         check(greedy, b"tok = abcd = beef");
         check(greedy, b"tok=abcd");
+        // Several runs, each ending where a fixed string starts.
+        let pair =
+            r"(?i:tw)[^\n]{0,9}?[ =:]([0-9]{3,5}-[A-Za-z0-9]{4,6}_[a-f]{2})(?:[^A-Za-z0-9_\-]|$)";
+        for hay in [
+            &b"tw: 1234-abcd_ef"[..],
+            b"TW=123-abcdef_ab;",
+            b"tw 12-abcd_ef 123-abcd_ef",
+            b"tw=123456-abcd_ef",
+            b"tw=123-abcdefg_ef",
+            b"tw=123-abcd_efa",
+            b"tw=123-abcd-ef",
+            b"tw=123-abcd_ef-",
+        ] {
+            check(pair, hay);
+        }
+        // Not when a run may hold the next string's first byte.
+        assert_eq!(run_shape(r"k=([0-9a-]{3,5}-[a-z]{4})(?:[^a-z]|$)", 1), None);
+        assert_eq!(
+            run_shape(r"k=([0-9A-Z]{3,5}(?i:x)[a-z]{4})(?:[^a-z]|$)", 1),
+            None
+        );
         // Two gap lengths that both lead to a match: the order decides which one.
         for hay in [&b"tok abcd beef"[..], b"tok:abcd:beef;"] {
             check(named, hay);
