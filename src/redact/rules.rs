@@ -285,10 +285,11 @@ pub(crate) struct CompiledRule {
     pub inner: Option<memchr::memmem::Finder<'static>>,
     /// For a rule anchored at its keyword (`Start::Keyword`) of the shape `[LEAD] PREFIX RUN
     /// TRAIL`: the anchored attempt without the regex (`span::RunShape`).
-    pub run: Option<super::span::RunShape>,
+    /// (Boxed, as `line_run`: every scan walks the rule list, which should stay small.)
+    pub run: Option<Box<super::span::RunShape>>,
     /// The regex as a [`super::span::LineRun`], when it has that shape (the detector rules'
     /// value test).
-    pub line_run: Option<super::span::LineRun>,
+    pub line_run: Option<Box<super::span::LineRun>>,
     /// Index of the set this rule came from (for the set-level allow-list).
     pub set: usize,
 }
@@ -668,8 +669,9 @@ pub(crate) fn compile_set(
                 .filter(|(at, _)| matches!(at, super::span::Start::Keyword { .. }))
                 .and_then(|_| {
                     super::span::run_shape(r.regex.get_ref(), r.secret_group.unwrap_or(1) as u32)
+                        .map(Box::new)
                 }),
-            line_run: super::span::line_run(r.regex.get_ref()),
+            line_run: super::span::line_run(r.regex.get_ref()).map(Box::new),
             anchored,
             allow,
             set,
