@@ -669,7 +669,12 @@ impl Engine {
                         continue;
                     }
                     last = Some((s, e));
-                    if rule.regex.is_match(&text[s..e]) {
+                    let value = &text[s..e];
+                    let fits = match &rule.line_run {
+                        Some(run) => run.is_match(value),
+                        None => rule.regex.is_match(value),
+                    };
+                    if fits {
                         let floor = generic::judged_entropy(kind);
                         self.accept_judged(r, rule, text, (s, e), floor, &mut out);
                     }
@@ -755,10 +760,14 @@ impl Engine {
         let Some(hay) = text.get(p..end) else {
             return;
         };
-        if rule.inner.as_ref().is_some_and(|f| f.find(hay).is_none()) {
+        let (s, e) = if let Some(shape) = &rule.run {
+            let Some((s, e)) = shape.find(hay) else {
+                return;
+            };
+            (p + s, p + e)
+        } else if rule.inner.as_ref().is_some_and(|f| f.find(hay).is_none()) {
             return;
-        }
-        let (s, e) = if rule.needs_captures() {
+        } else if rule.needs_captures() {
             // The anchored match is short, so asking for its groups costs little.
             let Some(g) = twin.captures(hay).and_then(|caps| rule.secret_group(&caps)) else {
                 return;

@@ -70,6 +70,16 @@ enum StartBy {
     /// The secret and everything before it each have one length (`https://(32 hex)...`): the
     /// secret is that range of the match, whatever follows it.
     Exact { offset: usize, len: usize },
+    /// `SCHEME :// USER : (SECRET) @ HOST` shapes: the secret starts after the first `then` byte
+    /// that follows the first `lit` of the match, and ends at the next `stop` byte (which it
+    /// never holds). Holds when nothing before `lit` can form it, nothing between it and the
+    /// `then` byte is one, and the secret is followed by a literal that starts with `stop`.
+    Between { lit: Vec<u8>, then: u8, stop: u8 },
+    /// A secret HEAD SEP BODY (`[0-9]{15,16}(?:\||%7C)[0-9a-zA-Z_\-]{27,40}`), where every
+    /// separator starts with a byte that is not a body byte and goes on with body bytes, and
+    /// the byte before the secret is never a head byte: back from the secret's end over body
+    /// bytes to the separator's first byte, then back over head bytes.
+    Split { head: Bytes, body: Bytes },
 }
 
 impl SpanPlan {
@@ -84,6 +94,12 @@ impl SpanPlan {
         if let StartBy::Exact { offset, len } = self.start {
             let start = offset.min(m.len());
             return (start, offset.saturating_add(len).min(m.len()));
+        }
+        if let StartBy::Between { lit, then, stop } = &self.start {
+            let after = memchr::memmem::find(m, lit).map_or(m.len(), |p| p + lit.len());
+            let start = memchr::memchr(*then, &m[after..]).map_or(m.len(), |p| after + p + 1);
+            let end = memchr::memchr(*stop, &m[start..]).map_or(m.len(), |p| start + p);
+            return (start, end);
         }
         let end = m.len() - usize::from(m.last().is_some_and(|&b| self.trail.has(b)));
         let start = match &self.start {
@@ -105,10 +121,415 @@ impl SpanPlan {
                     .rposition(|&b| !body.has(b))
                     .map_or(0, |p| p + 1)
             }
-            StartBy::Exact { .. } => 0,
+            StartBy::Split { head, body } => {
+                let sep = m[..end].iter().rposition(|&b| !body.has(b)).unwrap_or(0);
+                m[..sep]
+                    .iter()
+                    .rposition(|&b| !head.has(b))
+                    .map_or(0, |p| p + 1)
+            }
+            StartBy::Exact { .. } | StartBy::Between { .. } => 0,
         };
         (start, end.max(start))
     }
+}
+
+/// An anchored rule of the shape `[LEAD] PREFIX [GAP [SEP]] (INNER RUN) TRAIL`, matched without
+/// its regex: LEAD an optional one-byte boundary that may match nothing at a line start
+/// (`(?:^|[^A-Za-z0-9_])`); PREFIX and INNER fixed strings or alternations of them, whose
+/// letters may match either case (`(?i:calendly_token=eyJ)`, `(?:xoxa\-2\-|xoxr\-)`); GAP a
+/// bounded repetition of one class and SEP one byte of another (`[^\n]{0,60}?[ \t"'=:]`); RUN
+/// a repetition of one class (`[A-Za-z0-9_\-]{100,600}`); TRAIL one byte outside the run's
+/// class, or the end of the line (`(?:[^A-Za-z0-9_\-]|$)`). The secret is the capture group,
+/// INNER and RUN.
+///
+/// Why: an anchored attempt walks the regex's lazy DFA byte by byte from the keyword to the
+/// end of the token, a few hundred bytes for a long one (a fifth of `calendly-token-named`'s
+/// scan, and most of (b)'s time in regexes: 366 shipped rules have this shape); here the run
+/// is counted with one table test per byte and the rest is a few comparisons. Every choice is
+/// tried in the order the regex prefers it (leftmost-first, as a backtracking search): the
+/// lead's and the alternations' branches in order, the gap shortest first when lazy, longest
+/// first when greedy. Since the trail shares no byte with the run, a choice matches exactly
+/// when the longest run there fits the repetition's bounds and the byte after it is a trail
+/// byte (or the haystack ends, where the trail may be the line end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RunShape {
+    /// The lead's alternatives in order: `None` matches nothing (a line or text start, true at
+    /// the haystack's start), `Some` one byte of the set. Empty: no lead.
+    lead: Vec<Option<Bytes>>,
+    /// PREFIX's alternatives in order, one `(byte, fold)` pair per position: a text byte `t`
+    /// fits when `t | fold == byte` (`fold` is 0x20 for a letter of either case, else 0).
+    prefix: Vec<Vec<(u8, u8)>>,
+    gap: Option<Gap>,
+    /// INNER's alternatives, as `prefix`.
+    inner: Vec<Vec<(u8, u8)>>,
+    run: Bytes,
+    min: usize,
+    max: usize,
+    /// More runs after the first, each after a fixed string (`[0-9]{15,25}-[A-Za-z0-9]{20,40}`)
+    /// whose first byte its run before cannot hold, so each run ends where the next string starts.
+    more: Vec<(Fixed, Bytes, usize, usize)>,
+    trail: Bytes,
+    /// Whether the trail may match nothing at the end of the haystack (`$`, `\z`).
+    trail_end: bool,
+}
+
+/// The length of the run of `class` bytes at the start of `hay` when it is within `min..=max`.
+fn run_len(hay: &[u8], class: &Bytes, min: usize, max: usize) -> Option<usize> {
+    let limit = hay.len().min(max.saturating_add(1));
+    let r = hay[..limit]
+        .iter()
+        .position(|&b| !class.has(b))
+        .unwrap_or(limit);
+    (min..=max).contains(&r).then_some(r)
+}
+
+/// A fixed string of a [`RunShape`], one `(byte, fold)` pair per position.
+type Fixed = Vec<(u8, u8)>;
+
+/// `GAP [SEP]` of a [`RunShape`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Gap {
+    class: Bytes,
+    min: usize,
+    max: usize,
+    greedy: bool,
+    /// The separator's bytes; `None` when the capture group follows the gap directly.
+    sep: Option<Bytes>,
+}
+
+/// Whether `hay` starts with the fixed string `f`.
+fn fits(hay: &[u8], f: &[(u8, u8)]) -> bool {
+    hay.get(..f.len())
+        .is_some_and(|h| h.iter().zip(f).all(|(&t, &(b, fold))| t | fold == b))
+}
+
+impl RunShape {
+    /// The secret's range in `hay` when the rule's regex, anchored at `hay`'s start, matches
+    /// there (what `\A(?:PATTERN)` finds, then its capture group), else `None`.
+    pub(crate) fn find(&self, hay: &[u8]) -> Option<(usize, usize)> {
+        if self.lead.is_empty() {
+            return self.after_lead(hay, 0);
+        }
+        self.lead.iter().find_map(|alt| match alt {
+            None => self.after_lead(hay, 0),
+            Some(set) => hay
+                .first()
+                .filter(|&&b| set.has(b))
+                .and_then(|_| self.after_lead(hay, 1)),
+        })
+    }
+
+    fn after_lead(&self, hay: &[u8], at: usize) -> Option<(usize, usize)> {
+        self.prefix.iter().find_map(|p| {
+            if !fits(&hay[at.min(hay.len())..], p) {
+                return None;
+            }
+            let k = at + p.len();
+            let Some(gap) = &self.gap else {
+                return self.secret_at(hay, k);
+            };
+            // The gap's possible lengths, in the order the regex tries them.
+            let avail = hay[k..]
+                .iter()
+                .take(gap.max)
+                .take_while(|&&b| gap.class.has(b))
+                .count();
+            let try_sep = |g: usize| {
+                let q = k + g;
+                match &gap.sep {
+                    None => self.secret_at(hay, q),
+                    Some(sep) => hay
+                        .get(q)
+                        .filter(|&&b| sep.has(b))
+                        .and_then(|_| self.secret_at(hay, q + 1)),
+                }
+            };
+            if gap.min > avail {
+                None
+            } else if gap.greedy {
+                (gap.min..=avail).rev().find_map(try_sep)
+            } else {
+                (gap.min..=avail).find_map(try_sep)
+            }
+        })
+    }
+
+    /// INNER RUN TRAIL at `hay[k..]`: the secret's range in `hay`.
+    fn secret_at(&self, hay: &[u8], k: usize) -> Option<(usize, usize)> {
+        let rest = hay.get(k..)?;
+        self.inner.iter().find_map(|f| {
+            if !fits(rest, f) {
+                return None;
+            }
+            let mut at = f.len() + run_len(&rest[f.len()..], &self.run, self.min, self.max)?;
+            for (lit, class, min, max) in &self.more {
+                if !fits(&rest[at..], lit) {
+                    return None;
+                }
+                at += lit.len();
+                at += run_len(&rest[at..], class, *min, *max)?;
+            }
+            let ok = match rest.get(at) {
+                Some(&b) => self.trail.has(b),
+                None => self.trail_end,
+            };
+            ok.then_some((k, k + at))
+        })
+    }
+}
+
+/// The [`RunShape`] of `pattern` with its secret in capture group `group`, or `None` when the
+/// pattern has another shape.
+pub(crate) fn run_shape(pattern: &str, group: u32) -> Option<RunShape> {
+    fn flatten<'h>(h: &'h Hir, out: &mut Vec<&'h Hir>) {
+        match h.kind() {
+            HirKind::Concat(parts) => parts.iter().for_each(|p| flatten(p, out)),
+            _ => out.push(h),
+        }
+    }
+    /// The fixed strings `parts` can match, in the regex's order of preference, when they are
+    /// literals, classes of one byte or of one ASCII letter in both cases, and alternations of
+    /// such (at most 64 strings).
+    fn fixed(parts: &[&Hir]) -> Option<Vec<Vec<(u8, u8)>>> {
+        let mut out: Vec<Vec<(u8, u8)>> = vec![Vec::new()];
+        for p in parts {
+            let options: Vec<Vec<(u8, u8)>> = match p.kind() {
+                HirKind::Literal(l) => vec![l.0.iter().map(|&b| (b, 0)).collect()],
+                HirKind::Class(c) => {
+                    let set = class(c)?;
+                    let bytes: Vec<u8> = (0..=255u8).filter(|&b| set.has(b)).collect();
+                    match bytes[..] {
+                        [b] => vec![vec![(b, 0)]],
+                        [u, l] if u.is_ascii_uppercase() && l == u.to_ascii_lowercase() => {
+                            vec![vec![(l, 0x20)]]
+                        }
+                        _ => return None,
+                    }
+                }
+                HirKind::Alternation(alts) => {
+                    let mut all = Vec::new();
+                    for a in alts {
+                        let mut parts = Vec::new();
+                        flatten(a, &mut parts);
+                        all.extend(fixed(&parts)?);
+                    }
+                    all
+                }
+                _ => return None,
+            };
+            out = out
+                .iter()
+                .flat_map(|head| {
+                    options.iter().map(move |o| {
+                        let mut s = head.clone();
+                        s.extend_from_slice(o);
+                        s
+                    })
+                })
+                .collect();
+            if out.len() > 64 {
+                return None;
+            }
+        }
+        Some(out)
+    }
+    /// A one-byte boundary's alternatives in order (`None`: a line or text start).
+    fn lead(h: &Hir) -> Option<Vec<Option<Bytes>>> {
+        let starts = LookSet::empty()
+            .insert(Look::Start)
+            .insert(Look::StartLF)
+            .insert(Look::StartCRLF);
+        let one = |a: &Hir| match a.kind() {
+            HirKind::Look(l) if starts.contains(*l) => Some(None),
+            HirKind::Class(_) | HirKind::Literal(_) => {
+                boundary(a).filter(|b| *b != Bytes::default()).map(Some)
+            }
+            _ => None,
+        };
+        match h.kind() {
+            HirKind::Alternation(alts) => alts.iter().map(one).collect(),
+            HirKind::Class(_) => Some(vec![one(h)?]),
+            _ => None,
+        }
+    }
+    /// A repetition of one class: its bytes, bounds and greed.
+    fn repeat(h: &Hir) -> Option<(Bytes, usize, usize, bool)> {
+        let HirKind::Repetition(r) = h.kind() else {
+            return None;
+        };
+        let HirKind::Class(c) = r.sub.kind() else {
+            return None;
+        };
+        let max = r.max.map_or(usize::MAX, |m| m as usize);
+        Some((class(c)?, r.min as usize, max, r.greedy))
+    }
+    /// One byte of a class (or a one-byte literal).
+    fn one_byte(h: &Hir) -> Option<Bytes> {
+        match h.kind() {
+            HirKind::Class(_) | HirKind::Literal(_) => {
+                boundary(h).filter(|b| *b != Bytes::default())
+            }
+            _ => None,
+        }
+    }
+    let hir = parse(pattern)?;
+    let mut parts = Vec::new();
+    flatten(&hir, &mut parts);
+    let (trail_part, parts) = parts.split_last()?;
+    let (cap, before) = parts.split_last()?;
+    let HirKind::Capture(cap) = cap.kind() else {
+        return None;
+    };
+    if cap.index != group {
+        return None;
+    }
+    let mut in_secret = Vec::new();
+    flatten(&cap.sub, &mut in_secret);
+    // INNER, the first run, then (fixed string, run) pairs.
+    let first = in_secret.iter().position(|p| repeat(p).is_some())?;
+    let inner = fixed(&in_secret[..first])?;
+    let (run, min, max, _) = repeat(in_secret[first])?;
+    let mut more = Vec::new();
+    let mut last = run;
+    let mut rest = &in_secret[first + 1..];
+    while !rest.is_empty() {
+        let next = rest.iter().position(|p| repeat(p).is_some())?;
+        let lit = match &fixed(&rest[..next])?[..] {
+            [one] if !one.is_empty() => one.clone(),
+            _ => return None,
+        };
+        // The run before must end where the string starts: it holds neither case of its first
+        // byte.
+        let (b, fold) = lit[0];
+        if last.has(b) || last.has(b & !fold) {
+            return None;
+        }
+        let (class, min, max, _) = repeat(rest[next])?;
+        more.push((lit, class, min, max));
+        last = class;
+        rest = &rest[next + 1..];
+    }
+    // GAP SEP at the end of what comes before the capture group.
+    let (gap, before) = match before {
+        [rest @ .., g, sep] if repeat(g).is_some() && one_byte(sep).is_some() => {
+            let (class, min, max, greedy) = repeat(g)?;
+            let sep = one_byte(sep);
+            (
+                Some(Gap {
+                    class,
+                    min,
+                    max,
+                    greedy,
+                    sep,
+                }),
+                rest,
+            )
+        }
+        [rest @ .., g] if repeat(g).is_some() => {
+            let (class, min, max, greedy) = repeat(g)?;
+            (
+                Some(Gap {
+                    class,
+                    min,
+                    max,
+                    greedy,
+                    sep: None,
+                }),
+                rest,
+            )
+        }
+        _ => (None, before),
+    };
+    let (lead, prefix) = match fixed(before) {
+        Some(p) => (Vec::new(), p),
+        None => {
+            let (first, rest) = before.split_first()?;
+            (lead(first)?, fixed(rest)?)
+        }
+    };
+    // The trail: one byte outside the run's class, or the end of a line or the text.
+    let trail = boundary(trail_part)?;
+    let looks = trail_part.properties().look_set();
+    let ends = LookSet::empty()
+        .insert(Look::End)
+        .insert(Look::EndLF)
+        .insert(Look::EndCRLF);
+    // A line end (`$`) before a `\r` or `\n` is then also a trail byte: only the haystack's
+    // end needs the look.
+    let line_bytes = trail.has(b'\n') && trail.has(b'\r');
+    if !looks.subtract(ends).is_empty()
+        || !trail.disjoint(&last)
+        || trail == Bytes::default()
+        || (looks.contains(Look::EndLF) || looks.contains(Look::EndCRLF)) && !line_bytes
+    {
+        return None;
+    }
+    Some(RunShape {
+        lead,
+        prefix,
+        gap,
+        inner,
+        run,
+        min,
+        max,
+        more,
+        trail,
+        trail_end: !looks.is_empty(),
+    })
+}
+
+/// A regex of the shape `^C{min,max}$` (multi-line, `\r\n`-aware: the generic rules' value
+/// test `^[^\x00-\x20]{8,}$`), where the class `C` holds neither `\r` nor `\n`: it matches a
+/// haystack when one of its lines (split at every `\r` and `\n`) is all `C` bytes, of a length
+/// within the bounds.
+///
+/// Why: the detector rules test every value they judge with their regex, and a DFA walking a
+/// 350-byte token was 7% of `calendly-token-named`'s scan; this is a line-break search and a
+/// table test per byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LineRun {
+    class: Bytes,
+    min: usize,
+    max: usize,
+}
+
+impl LineRun {
+    /// Whether the regex matches somewhere in `hay`.
+    pub(crate) fn is_match(&self, hay: &[u8]) -> bool {
+        hay.split(|&b| matches!(b, b'\r' | b'\n')).any(|line| {
+            (self.min..=self.max).contains(&line.len()) && line.iter().all(|&b| self.class.has(b))
+        })
+    }
+}
+
+/// The [`LineRun`] of `pattern`, or `None` for another shape.
+pub(crate) fn line_run(pattern: &str) -> Option<LineRun> {
+    let hir = parse(pattern)?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let [start, run, end] = &parts[..] else {
+        return None;
+    };
+    let (HirKind::Look(Look::StartCRLF), HirKind::Look(Look::EndCRLF)) = (start.kind(), end.kind())
+    else {
+        return None;
+    };
+    let HirKind::Repetition(r) = run.kind() else {
+        return None;
+    };
+    let HirKind::Class(c) = r.sub.kind() else {
+        return None;
+    };
+    let class = class(c)?;
+    // An empty line would match a zero-length repetition between `\r` and `\n`, where `^`
+    // does not (`\r\n` is one line break).
+    (r.min >= 1 && !class.has(b'\r') && !class.has(b'\n')).then(|| LineRun {
+        class,
+        min: r.min as usize,
+        max: r.max.map_or(usize::MAX, |m| m as usize),
+    })
 }
 
 /// The value assigned in the match `m` of an `assignment = true` rule, as offsets into `m`.
@@ -441,6 +862,12 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
             start: StartBy::Exact { offset, len },
         });
     }
+    if let Some(start) = between(&parts[..at], secret, &parts[at + 1..]) {
+        return Some(SpanPlan {
+            trail: Bytes::default(),
+            start,
+        });
+    }
     if parts.len() - at > 2 {
         return None;
     }
@@ -472,12 +899,16 @@ pub(crate) fn plan(pattern: &str, group: u32) -> Option<SpanPlan> {
             StartBy::Offset(len)
         } else if edge(&prefix, false)?.disjoint(&run) {
             StartBy::Back(run)
-        } else if all_bytes(&prefix)?.disjoint(&first) {
+        } else if all_bytes(&prefix).is_some_and(|b| b.disjoint(&first)) {
             StartBy::Ahead(first)
         } else if let Some((body, pad)) = padded(secret)
             && edge(&prefix, false)?.disjoint(&body)
         {
             StartBy::Padded { body, pad }
+        } else if let Some((head, body)) = split(secret)
+            && byte_before(&parts[..at])?.disjoint(&head)
+        {
+            StartBy::Split { head, body }
         } else {
             return None;
         }
@@ -498,6 +929,99 @@ fn padded(secret: &Hir) -> Option<(Bytes, Bytes)> {
     }
     let (body, pad) = (all_bytes(&body)?, all_bytes(pad)?);
     body.disjoint(&pad).then_some((body, pad))
+}
+
+/// [`StartBy::Between`] for a secret between `before` and `after` (the regex's parts), when
+/// `before` ends with `LIT RUN THEN` and `after` starts with a literal whose first byte the
+/// secret never holds.
+fn between(before: &[Hir], secret: &Hir, after: &[Hir]) -> Option<StartBy> {
+    let stop = match after.first()?.kind() {
+        HirKind::Literal(l) => *l.0.first()?,
+        _ => return None,
+    };
+    let [scheme @ .., lit, run, then] = before else {
+        return None;
+    };
+    let (HirKind::Literal(lit), HirKind::Literal(then)) = (lit.kind(), then.kind()) else {
+        return None;
+    };
+    let (lit, &[then]) = (&lit.0[..], &then.0[..]) else {
+        return None;
+    };
+    // The first `lit` of a match is this one: nothing before it holds `lit`'s later bytes,
+    // and its second byte differs from its first (so it cannot start a byte early).
+    let scheme = all_bytes(&Hir::concat(scheme.to_vec()))?;
+    let ok = lit.len() >= 2
+        && lit[1] != lit[0]
+        && lit[1..].iter().all(|&b| !scheme.has(b))
+        && !all_bytes(run)?.has(then)
+        && !all_bytes(secret)?.has(stop);
+    ok.then(|| StartBy::Between {
+        lit: lit.to_vec(),
+        then,
+        stop,
+    })
+}
+
+/// A secret HEAD SEP BODY for [`StartBy::Split`]: the bytes of HEAD and BODY.
+fn split(secret: &Hir) -> Option<(Bytes, Bytes)> {
+    let HirKind::Concat(parts) = secret.kind() else {
+        return None;
+    };
+    let [head, sep, body] = &parts[..] else {
+        return None;
+    };
+    if head.properties().minimum_len().unwrap_or(0) == 0 {
+        return None;
+    }
+    let (head, body) = (all_bytes(head)?, all_bytes(body)?);
+    let seps: Vec<&[u8]> = match sep.kind() {
+        HirKind::Alternation(alts) => alts
+            .iter()
+            .map(|a| match a.kind() {
+                HirKind::Literal(l) => Some(&l.0[..]),
+                _ => None,
+            })
+            .collect::<Option<_>>()?,
+        HirKind::Literal(l) => vec![&l.0[..]],
+        _ => return None,
+    };
+    let ok = seps.iter().all(|s| {
+        s.split_first().is_some_and(|(&first, rest)| {
+            !body.has(first) && !head.has(first) && rest.iter().all(|&b| body.has(b))
+        })
+    });
+    ok.then_some((head, body))
+}
+
+/// The bytes that can come right before the part of a match after `parts` (within the
+/// match), where a line-start boundary that matched nothing means a line break came before.
+fn byte_before(parts: &[Hir]) -> Option<Bytes> {
+    let starts = LookSet::empty()
+        .insert(Look::Start)
+        .insert(Look::StartLF)
+        .insert(Look::StartCRLF);
+    let mut set = Bytes::default();
+    for p in parts.iter().rev() {
+        if let HirKind::Alternation(alts) = p.kind()
+            && alts.iter().all(|a| {
+                matches!(a.kind(), HirKind::Look(l) if starts.contains(*l))
+                    || boundary(a).is_some_and(|b| b != Bytes::default())
+            })
+        {
+            for a in alts {
+                set.union(&boundary(a)?);
+            }
+            set.add(b'\n');
+            set.add(b'\r');
+            return Some(set);
+        }
+        set.union(&edge(p, false)?);
+        if p.properties().minimum_len().unwrap_or(0) > 0 {
+            return Some(set);
+        }
+    }
+    Some(set)
 }
 
 /// The bytes a boundary consumes when every way through it is an assertion or one byte.
@@ -665,6 +1189,139 @@ mod tests {
         // A secret that can be empty.
         assert_eq!(plan(r"(?:^|,)([a-z]*)(?:,|$)", 1), None);
         assert!(plan(r"(?:^|[^0-9])([0-9]{8,10}:AA[0-9A-Za-z_\-]{33})", 1).is_some());
+    }
+
+    /// The URL-credential and HEAD SEP BODY plans against capture groups, on hand cases and on
+    /// random splices of their pieces (every match of each).
+    #[test]
+    fn between_and_split_plans_agree_with_capture_groups() {
+        let url = r#"(?i)(?:https?|ftps?|git|jdbc:[a-z0-9]+)://[^\s:@/"'<>]+:([^\s@/"'<>]{3,})@[A-Za-z0-9][A-Za-z0-9.\-]*"#;
+        assert!(matches!(
+            plan(url, 1).unwrap().start,
+            StartBy::Between { .. }
+        ));
+        assert_eq!(
+            cut(url, "git+https://deploy:Zq9x:W2v@git.example.org/x").as_deref(),
+            Some("Zq9x:W2v")
+        );
+        assert_eq!(
+            cut(url, "jdbc:mysql://app:pw:d@db").as_deref(),
+            Some("pw:d")
+        );
+        let pair = r"(?i:facebook|fb_)[^\n]{0,60}?(?:^|[^0-9])([0-9]{15,16}(?:\||%7C)[0-9a-zA-Z_\-]{27,40})(?:[^A-Za-z0-9_\-]|$)";
+        assert!(matches!(
+            plan(pair, 1).unwrap().start,
+            StartBy::Split { .. }
+        ));
+        let (id, sec) = ("1234567890123456", "AbCdEfGhIjKlMnOpQrStUvWxYz0");
+        for text in [
+            format!("fb_token: {id}|{sec}"),
+            format!("facebook {id}%7C{sec}\n"),
+            format!("FB_x=9;{id}%7C{sec}7C"),
+            format!("fb_\r{id}|{sec};"),
+        ] {
+            if let Some(got) = cut(pair, &text) {
+                assert!(got.contains(sec) && got.starts_with(id), "{got}");
+            }
+        }
+        // Not when a scheme may hold the literal's later bytes, or the secret the stop byte,
+        // or a separator a body byte first, or the byte before the head a head byte.
+        assert_eq!(plan(r"(?:a/|b)://[a-z]+:([a-z@]{3,})@[a-z]+", 1), None);
+        assert_eq!(
+            plan(r"(?:a|b)://[a-z]+:([a-z]{3,})@[a-z]+", 1)
+                .map(|p| matches!(p.start, StartBy::Between { .. })),
+            Some(true)
+        );
+        assert_eq!(plan(r"(?:a|b)://[a-z:]+:([a-z]{3,})@[a-z]+", 1), None);
+        assert_eq!(
+            plan(
+                r"k[^\n]{0,9}?(?:^|[^0-9])([0-9]{4}(?:\||a7C)[0-9a-z]{4})(?:[^0-9a-z]|$)",
+                1
+            ),
+            None
+        );
+        assert_eq!(
+            plan(
+                r"k[^\n]{0,9}?([0-9]{4}(?:\||%7C)[0-9a-z]{4})(?:[^0-9a-z]|$)",
+                1
+            ),
+            None
+        );
+
+        use crate::redact::rules::compile_regex;
+        use crate::redact::samples::Rng;
+        // Random texts in each rule's shape, with every slot sometimes wrong or doubled.
+        let mut rng = Rng::new(41);
+        let mut pick =
+            |options: &[&str]| options[rng.below(options.len() as u64) as usize].to_string();
+        let mut texts = Vec::new();
+        for _ in 0..10000 {
+            let mut t = String::new();
+            for slot in [
+                &["", "x ", "url=", "@:", "://"][..],
+                &[
+                    "https",
+                    "HTTPS",
+                    "ftp",
+                    "git",
+                    "jdbc:mysql",
+                    "jdbc:",
+                    "sftp",
+                    "jdbc:pg:",
+                ],
+                &["://", "://", ":/", ":///", "://://"],
+                &["deploy", "u", "a:b", "u@", "", "u/x"],
+                &[":", ":", "::", ""],
+                &["Zq9xW2", "pw", "p:w:d", "p@ss", "Zq9/x", "::x", "abc:"],
+                &["@", "@", "@@", "", ":@"],
+                &["git.example.org", "h", "-h", ".x", "h:1/p", ""],
+                &["", "/x", " y", "@z", "\n"],
+            ] {
+                t.push_str(&pick(slot));
+            }
+            texts.push(t);
+            let mut t = String::new();
+            for slot in [
+                &["fb_", "facebook", "FB_", "x"][..],
+                &["", "token: ", "=9", " a|b ", "\r"],
+                &["", ";", "9", "\r", "\n", "x", "_"],
+                &[
+                    "123456789012345",
+                    "1234567890123456",
+                    "12345678901234567",
+                    "12345678901234",
+                ],
+                &["|", "%7C", "%7", "|%7C", "%7c", "||"],
+                &[
+                    "AbCdEfGhIjKlMnOpQrStUvWxYz0",
+                    "AbCdEfGhIjKlMnOpQrStUvWx",
+                    "AbCdEfGhIjKlMnOpQrStUvWxYz0-AbCdEfGhIjKlM",
+                    "Ab7CdEfGhIjKlMnOpQrStUvWxYz0_12",
+                ],
+                &["", ";", "7C", "\n", "_x", "|1"],
+            ] {
+                t.push_str(&pick(slot));
+            }
+            texts.push(t);
+        }
+        let mut checked = 0;
+        for pattern in [url, pair] {
+            let p = plan(pattern, 1).unwrap();
+            let re = compile_regex(pattern).unwrap();
+            for text in &texts {
+                for caps in re.captures_iter(text.as_bytes()) {
+                    let (m, g) = (caps.get(0).unwrap(), caps.get(1).unwrap());
+                    let (s, e) = p.cut(m.as_bytes());
+                    assert_eq!(
+                        (m.start() + s, m.start() + e),
+                        (g.start(), g.end()),
+                        "{pattern} on {text:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
     }
 
     #[test]
@@ -846,6 +1503,240 @@ mod tests {
             }
         }
         assert!(with >= 10, "{with}");
+    }
+
+    /// What the rule's regex anchored at `hay`'s start finds as its secret, for comparison.
+    fn anchored_secret(
+        twin: &regex::bytes::Regex,
+        group: usize,
+        hay: &[u8],
+    ) -> Option<(usize, usize)> {
+        let caps = twin.captures(hay)?;
+        caps.get(group).map(|g| (g.start(), g.end()))
+    }
+
+    fn twin(pattern: &str) -> regex::bytes::Regex {
+        crate::redact::rules::compile_regex(&format!(r"\A(?:{pattern})")).unwrap()
+    }
+
+    /// Texts around a run shape's edges: the hay cut at every length near the run's bounds,
+    /// and every kind of byte put right after it.
+    fn run_variants(hay: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = vec![hay.to_vec()];
+        for cut in [
+            1usize, 2, 3, 17, 18, 19, 20, 21, 40, 41, 42, 43, 44, 45, 46, 60, 99,
+        ] {
+            if let Some(h) = hay.get(..hay.len().saturating_sub(cut)) {
+                out.push(h.to_vec());
+                for tail in [
+                    &b"\n"[..],
+                    b"\r\n",
+                    b"\r",
+                    b" ",
+                    b"x",
+                    b"-",
+                    b"_",
+                    b"=",
+                    b"\0",
+                    b"\xff",
+                    b"a\n",
+                ] {
+                    let mut v = h.to_vec();
+                    v.extend_from_slice(tail);
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn run_shapes_find_what_the_anchored_regex_finds() {
+        let check = |pattern: &str, hay: &[u8]| {
+            let shape = run_shape(pattern, 1).expect(pattern);
+            let twin = twin(pattern);
+            for v in run_variants(hay) {
+                assert_eq!(
+                    shape.find(&v),
+                    anchored_secret(&twin, 1, &v),
+                    "{pattern} on {:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        };
+        let cal = r"(?i:tok_key=eyJ)([A-Za-z0-9_\-]{4,9})(?:[^A-Za-z0-9_\-]|$)";
+        check(cal, b"TOK_key=eyJabcdef;");
+        check(cal, b"tok_key=EYJab-de_fgh12345678\n");
+        check(cal, b"tok_key=eyj");
+        let gh = r"(ghp_[0-9A-Za-z]{4,6})(?:[^A-Za-z0-9_]|$)";
+        check(gh, b"ghp_abcdef_");
+        check(gh, b"ghp_abc\r\n");
+        check(gh, b"GHP_abcd\n");
+        // Unbounded, and a trail without the line end.
+        check(r"(?i:key=)([a-z]{3,})[^a-z]", b"KEY=abcdefgh.");
+        check(r"(?i:key=)([a-z]{3,})[^a-z]", b"key=abc");
+        // Other shapes: a class that overlaps the trail, a variable prefix, looks that are not
+        // line ends, more after the trail, a letter matched in one case only in a class.
+        assert_eq!(run_shape(r"k=([a-z]{3,9})(?:[^0-9]|$)", 1), None);
+        assert_eq!(run_shape(r"ke?y=([a-z]{3,9})(?:[^a-z]|$)", 1), None);
+        assert_eq!(run_shape(r"k=([a-z]{3,9})(?:[^a-z]|\b)", 1), None);
+        assert_eq!(run_shape(r"k=([a-z]{3,9})[^a-z]x", 1), None);
+        assert_eq!(run_shape(r"k[kx]=([a-z]{3,9})[^a-z]", 1), None);
+        check(r"[kx]=([a-z]{3,9})[^a-z]", b"x=abcd!");
+        assert_eq!(run_shape(r"k=([a-z]{3,9})(?:[^a-z\n]|$)", 1), None);
+        assert!(run_shape(r"(?i:k)=([a-z]{3,9})(?:[^a-z]|$)", 1).is_some());
+        assert_eq!(
+            run_shape(r"(?:\b|[^a-z])(k=[a-z]{3,9})(?:[^a-z]|$)", 1),
+            None
+        );
+        assert_eq!(
+            run_shape(r"(?:^|[^a-z]x)(k=[a-z]{3,9})(?:[^a-z]|$)", 1),
+            None
+        );
+        // A lead, tried in the regex's order; the keyword may repeat the byte before it.
+        let lead = r"(?:^|[^A-Za-z0-9_])(ab_[0-9a-z]{4,6})(?:[^A-Za-z0-9_]|$)";
+        check(lead, b"=ab_abcdef\n");
+        check(lead, b"aab_abcd;");
+        check(lead, b"ab_ab_abcd;");
+        check(lead, b"\nab_abcd");
+        check(lead, b"-ab_abc");
+        let lead = r"(?:[^A-Za-z0-9_]|^)(ab_[0-9a-z]{4,6})(?:[^A-Za-z0-9_]|$)";
+        check(lead, b"=ab_abcdef\n");
+        check(lead, b"ab_abcde");
+        check(lead, b"(ab_abcdefg)");
+        check(r"[^a-z](?i:k=)([a-z]{3,9})(?:[^a-z]|$)", b" K=abcd ");
+        // A gap and a separator after the keyword: lazy (shortest gap first) or greedy, and
+        // keywords as an alternation (with a common prefix the parser lifts out).
+        let named = r#"(?i:tok_key|tok|tik)[^\n]{0,6}?[ ="':]([a-f0-9]{4,8})(?:[^A-Za-z0-9_\-]|$)"#;
+        for hay in [
+            &b"TOK_KEY = 'abcd1234'"[..],
+            b"tok=abcdeg1234 x",
+            b"tok_key: :abcd",
+            b"tok: abc  1234abcd\n",
+            b"tokx=zzzz=abcd;",
+            b"tik:beef",
+            b"tok\n=beef",
+            b"tok_key=1234567890",
+        ] {
+            check(named, hay);
+        }
+        // A gap right before the secret, which starts with an alternation.
+        let bare = r"(?i:tok)[^\n]{0,9}?((?:live|sandbox)_[a-f0-9=]{4,8})(?:[^a-z0-9_=]|$)";
+        for hay in [
+            &b"tok live_abcd"[..],
+            b"TOK=sandbox_beef=;",
+            b"tok live_x live_abcd",
+            b"toklive_live_abcd",
+            b"tok \nlive_abcd",
+            b"tok live_abcdabcdabcd",
+            b"tok=live_abc sandbox_abcde",
+        ] {
+            check(bare, hay);
+        }
+        let greedy = r"(?i:tok)[^\n]{0,6}[ =]([a-f0-9]{4,8})(?:[^a-z0-9]|$)";
+        check(greedy, b"tok = abcd = beef0");
+        check(greedy, b"tok = abcd = beef");
+        check(greedy, b"tok=abcd");
+        // Several runs, each ending where a fixed string starts.
+        let pair =
+            r"(?i:tw)[^\n]{0,9}?[ =:]([0-9]{3,5}-[A-Za-z0-9]{4,6}_[a-f]{2})(?:[^A-Za-z0-9_\-]|$)";
+        for hay in [
+            &b"tw: 1234-abcd_ef"[..],
+            b"TW=123-abcdef_ab;",
+            b"tw 12-abcd_ef 123-abcd_ef",
+            b"tw=123456-abcd_ef",
+            b"tw=123-abcdefg_ef",
+            b"tw=123-abcd_efa",
+            b"tw=123-abcd-ef",
+            b"tw=123-abcd_ef-",
+        ] {
+            check(pair, hay);
+        }
+        // Not when a run may hold the next string's first byte.
+        assert_eq!(run_shape(r"k=([0-9a-]{3,5}-[a-z]{4})(?:[^a-z]|$)", 1), None);
+        assert_eq!(
+            run_shape(r"k=([0-9A-Z]{3,5}(?i:x)[a-z]{4})(?:[^a-z]|$)", 1),
+            None
+        );
+        // Two gap lengths that both lead to a match: the order decides which one.
+        for hay in [&b"tok abcd beef"[..], b"tok:abcd:beef;"] {
+            check(named, hay);
+            check(greedy, hay);
+            assert_ne!(
+                run_shape(named, 1).unwrap().find(hay),
+                run_shape(greedy, 1).unwrap().find(hay)
+            );
+        }
+
+        // Every shipped rule with the shape, at every keyword hit of its samples (positives,
+        // near misses, and both cut and extended around the run's end).
+        use crate::redact::rules::{BUILTIN, parse};
+        let mut shaped = 0;
+        for (_, label, src) in BUILTIN {
+            for r in &parse(label, src).unwrap().rules {
+                let group = r.secret_group.unwrap_or(1);
+                let Some(shape) = run_shape(r.regex.get_ref(), group as u32) else {
+                    continue;
+                };
+                shaped += 1;
+                let twin = twin(r.regex.get_ref());
+                let keywords: Vec<String> =
+                    r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
+                for seed in 1..=3 {
+                    for c in crate::redact::samples::cases(seed) {
+                        for text in [c.positive.as_str(), c.negative] {
+                            let lower = text.to_ascii_lowercase();
+                            for k in &keywords {
+                                for (i, _) in lower.match_indices(k.as_str()) {
+                                    for v in run_variants(&text.as_bytes()[i..]) {
+                                        assert_eq!(
+                                            shape.find(&v),
+                                            anchored_secret(&twin, group, &v),
+                                            "{} on {:?}",
+                                            r.id.get_ref(),
+                                            String::from_utf8_lossy(&v)
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(shaped >= 250, "{shaped}");
+    }
+
+    #[test]
+    fn line_runs_match_what_the_regex_matches() {
+        use crate::redact::rules::compile_regex;
+        let generic = r"^[^\x00-\x20]{8,}$";
+        assert!(line_run(generic).is_some());
+        assert!(line_run(r"^[a-z]{2,4}$").is_some());
+        // Other shapes: not anchored at both ends, a class with line breaks, an empty run.
+        assert_eq!(line_run(r"^[a-z]{2,4}"), None);
+        assert_eq!(line_run(r"\A[a-z]{2,4}\z"), None);
+        assert_eq!(line_run(r"^[^\x00]{2,4}$"), None);
+        assert_eq!(line_run(r"^[a-z]*$"), None);
+        assert_eq!(line_run(r"^[a-z]{2}x$"), None);
+        let mut rng = crate::redact::samples::Rng::new(5);
+        for pattern in [generic, r"^[a-z]{2,4}$", r"^[^\x00-\x1f]{4,}$"] {
+            let re = compile_regex(pattern).unwrap();
+            let run = line_run(pattern).unwrap();
+            for alphabet in [&b"ab \r\n"[..], b"abcdefgh\n", b"ab\t\r", b"Zq9$\x1f\xff"] {
+                for len in 0..40 {
+                    for _ in 0..20 {
+                        let hay: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+                        assert_eq!(
+                            run.is_match(&hay),
+                            re.is_match(&hay),
+                            "{pattern} on {:?}",
+                            String::from_utf8_lossy(&hay)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
