@@ -923,6 +923,43 @@ mod tests {
         assert!(!store.has(&bad));
     }
 
+    /// A large pre-image goes through the two-thread path: its id is the blake3 of its bytes
+    /// and it reads back whole, compressible or not (an incompressible start picks the fastest
+    /// level for all of it, compressible data after it included), at a chunk boundary or not.
+    #[test]
+    fn large_objects_are_stored_whole_on_two_threads() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::create_or_open(&d.path().join("st")).unwrap();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n / 8)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect()
+        };
+        let text = b"let x = compressible(line);\n".repeat(300_000);
+        let mut random_then_text = noise(6 << 20);
+        random_then_text.extend_from_slice(&text);
+        let mut odd = text.clone();
+        odd.extend_from_slice(&noise((5 << 20) + 8)[..(5 << 20) + 3]);
+        for data in [random_then_text, odd, vec![0u8; PIPELINE_MIN as usize]] {
+            assert!(data.len() as u64 >= PIPELINE_MIN);
+            let src = d.path().join("src");
+            fs::write(&src, &data).unwrap();
+            let (id, len) = s.put_file(&File::open(&src).unwrap()).unwrap();
+            assert_eq!((id, len), (ObjectId::of(&data), data.len() as u64));
+            assert_eq!(s.read_bytes(&id).unwrap(), data);
+        }
+        let zeros = fs::metadata(s.object_path(&ObjectId::of(&vec![0u8; PIPELINE_MIN as usize])))
+            .unwrap()
+            .len();
+        assert!(zeros < 64 * 1024, "zeros compress: {zeros} bytes");
+    }
+
     #[test]
     fn object_roundtrip_dedup_and_corruption() {
         let d = tempfile::tempdir().unwrap();
