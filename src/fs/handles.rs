@@ -93,11 +93,11 @@ impl VeilFs {
         // rule applies to (a clean file rewritten outside could otherwise show a new secret).
         // A write handle passes through at any size (its pre-image was captured at this open,
         // and each write it passes saves a round trip), unless its writes must be seen: in
-        // deferred apply, or by a breaker counting overwritten bytes (an append overwrites none).
+        // deferred apply, or by a breaker counting overwritten bytes.
         let want_passthrough = redactions.is_none()
             && synth.is_none()
             && (if writable {
-                self.writes_pass_through(flags)
+                self.writes_pass_through()
             } else {
                 st.size >= PASSTHROUGH_MIN_SIZE
             })
@@ -204,16 +204,17 @@ impl VeilFs {
         }
     }
 
-    /// Whether a write handle opened with `flags` may pass its writes straight to the real
-    /// file (see [`Self::open_file`]).
-    pub(super) fn writes_pass_through(&self, flags: i32) -> bool {
+    /// Whether a write handle may pass its writes straight to the real file (see
+    /// [`Self::open_file`]): not when they must wait in a private copy (deferred apply), nor
+    /// when the breaker counts overwritten bytes, which it can only do for writes it sees. (An
+    /// `O_APPEND` open is no exception: the agent can clear the flag with `fcntl`.)
+    pub(super) fn writes_pass_through(&self) -> bool {
         self.deferred.is_none()
-            && (flags & libc::O_APPEND != 0
-                || !self
-                    .cfg
-                    .breaker
-                    .as_ref()
-                    .is_some_and(|b| b.counts_overwrites()))
+            && !self
+                .cfg
+                .breaker
+                .as_ref()
+                .is_some_and(|b| b.counts_overwrites())
     }
 
     /// Decides the I/O mode of a new open of inode `ino` and counts it (see [`choose_io`]);
