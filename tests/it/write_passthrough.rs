@@ -122,3 +122,33 @@ fn a_large_file_rewritten_in_place_rolls_back_exactly() {
     assert!(out.contains(" 0 conflict"), "{out}");
     assert_eq!(tree_hash(e.scope.path()), before, "rollback: {out}{err}");
 }
+
+/// While the breaker counts overwritten bytes, writes are not passed through (it could not
+/// count them): overwriting more than `max_overwritten_bytes` in place still trips it, and the
+/// next change is refused.
+#[test]
+fn overwrites_still_trip_a_breaker_that_counts_them() {
+    let e = WriteEnv::new(
+        r#"
+version = 1
+name = "test-write-passthrough-breaker"
+[redaction]
+rule_sets = []
+[write]
+mode = "snapshot"
+[breaker]
+max_overwritten_bytes = "64 KiB"
+"#,
+        seed,
+    );
+    let m = e.mount();
+    {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("shared.bin"))
+            .unwrap();
+        f.write_all_at(&vec![0u8; 256 << 10], 0).unwrap();
+    }
+    let err = fs::write(m.path("after-the-trip.txt"), "x\n").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+}
