@@ -205,11 +205,14 @@ impl VeilFs {
     }
 
     /// Whether a write handle may pass its writes straight to the real file (see
-    /// [`Self::open_file`]): not when they must wait in a private copy (deferred apply), nor
+    /// [`Self::open_file`]): only when the profile asks for it (`passthrough_writes`: the
+    /// kernel keeps passing an open file's writes after a revoke or a breaker trip, which
+    /// veilfs cannot stop), not when they must wait in a private copy (deferred apply), nor
     /// when the breaker counts overwritten bytes, which it can only do for writes it sees. (An
     /// `O_APPEND` open is no exception: the agent can clear the flag with `fcntl`.)
     pub(super) fn writes_pass_through(&self) -> bool {
-        self.deferred.is_none()
+        self.cfg.passthrough_writes
+            && self.deferred.is_none()
             && !self
                 .cfg
                 .breaker

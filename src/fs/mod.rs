@@ -98,6 +98,8 @@ pub(crate) struct FsConfig {
     /// Snapshot mode: small files' writes wait in private copies and reach the real folder
     /// in batches ([`deferred`]).
     pub deferred_apply: bool,
+    /// `[write] passthrough_writes`: write handles may use FUSE passthrough.
+    pub passthrough_writes: bool,
     /// Entries the view shows with no real file behind them ([`virtual_fs`]).
     pub virtuals: Arc<virtual_fs::VirtualCfg>,
 }

@@ -22,6 +22,7 @@ rule_sets = []
 [write]
 mode = "{mode}"
 snapshot_max_size = "1 GiB"
+passthrough_writes = true
 [breaker]
 max_overwritten_bytes = 0
 "#
@@ -136,6 +137,7 @@ name = "test-write-passthrough-breaker"
 rule_sets = []
 [write]
 mode = "snapshot"
+passthrough_writes = true
 [breaker]
 max_overwritten_bytes = "64 KiB"
 "#,
@@ -151,4 +153,37 @@ max_overwritten_bytes = "64 KiB"
     }
     let err = fs::write(m.path("after-the-trip.txt"), "x\n").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+}
+
+/// The kernel keeps passing an open file's writes to the real file after the server is gone,
+/// so write passthrough is off unless the profile asks for it: by default a file opened before
+/// `veilfs revoke` stops taking writes with the mount.
+#[test]
+fn by_default_revoke_stops_writes_through_a_file_opened_before_it() {
+    let e = WriteEnv::new(
+        r#"
+version = 1
+name = "test-write-passthrough-revoke"
+[redaction]
+rule_sets = []
+[write]
+mode = "snapshot"
+[breaker]
+max_overwritten_bytes = 0
+"#,
+        seed,
+    );
+    let mut m = e.mount();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("shared.bin"))
+        .unwrap();
+    f.write_all(b"before the revoke\n").unwrap();
+    let mp = m.mp.canonicalize().unwrap();
+    let (ok, _, err) = veilfs(&["revoke", &mp.display().to_string()]);
+    assert!(ok, "{err}");
+    let _ = m.child.take().map(|mut c| c.wait());
+    assert!(f.write_all(b"after the revoke\n").is_err());
+    let real = fs::read(e.scope.path().join("shared.bin")).unwrap();
+    assert!(real.ends_with(b"before the revoke\n"));
 }
