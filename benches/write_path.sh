@@ -7,7 +7,8 @@
 # Usage: sudo benches/write_path.sh [--quick] [--reps N] [--out FILE]
 #   --quick   ~10x smaller (100 edits, 100 MiB file, 2k-file tarball, 500-file git commit and rm -rf)
 # WORKLOADS="edit git" (environment) runs only those workloads; TARGETS="native snapshot" only those targets;
-# APPLY=deferred sets the profile's `[write] apply` (default: the profile default, immediate).
+# APPLY=deferred sets the profile's `[write] apply` (default: the profile default, immediate);
+# PASS_WRITES=true sets `[write] passthrough_writes` (unset: not written, so older binaries parse the profile).
 #   --reps N  repetitions per cell (default 3); the median is reported
 #   --out F   also write the markdown table to F
 #
@@ -114,6 +115,7 @@ rule_sets = []
 [write]
 snapshot_max_size = "2 GiB"
 apply = "${APPLY:-immediate}"
+${PASS_WRITES:+passthrough_writes = $PASS_WRITES}
 # The workloads delete and rewrite thousands of files on purpose.
 [breaker]
 max_deletes = 0

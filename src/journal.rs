@@ -280,7 +280,7 @@ impl State {
                 let f = backing::reopen(fd, libc::O_RDONLY).map_err(io_err(rel))?;
                 let (hash, size) = match store {
                     Some(s) => s.put_file(&f)?,
-                    None => hash_file(&f).map_err(io_err(rel))?,
+                    None => hash_file(&f, st.size).map_err(io_err(rel))?,
                 };
                 State::File { hash, size, meta }
             }
@@ -319,9 +319,23 @@ pub(crate) fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta
     })
 }
 
-fn hash_file(f: &File) -> io::Result<(ObjectId, u64)> {
+/// The id and length of `f`'s bytes; `size` (its size at the last stat) only sizes the buffer.
+fn hash_file(f: &File, size: u64) -> io::Result<(ObjectId, u64)> {
+    // A post-image of a large file is read in 1 MiB reads, not `io::copy`'s 8 KiB.
     let mut h = blake3::Hasher::new();
-    let n = io::copy(&mut &*f, &mut h)?;
+    let mut buf = vec![0u8; (size as usize).clamp(8 << 10, 1 << 20)];
+    let mut n = 0u64;
+    loop {
+        match io::Read::read(&mut &*f, &mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                h.update(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
     Ok((ObjectId(*h.finalize().as_bytes()), n))
 }
 

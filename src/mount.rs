@@ -414,6 +414,7 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             },
             deferred_apply: mode == WriteMode::Snapshot
                 && req.profile.write.apply == crate::profile::ApplyMode::Deferred,
+            passthrough_writes: req.profile.write.passthrough_writes,
             virtuals: virtuals.clone(),
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.

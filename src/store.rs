@@ -25,6 +25,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -36,6 +37,17 @@ pub(crate) const FORMAT_VERSION: i64 = 1;
 /// zstd level for pre-images: fast, since it sits on the agent's write path.
 const ZSTD_LEVEL: i32 = 2;
 const BUF: usize = 256 * 1024;
+/// Files at least this large are stored by [`Store::put_file`] on two threads (reading and
+/// hashing on one, compressing and writing on the other).
+const PIPELINE_MIN: u64 = 4 << 20;
+/// The unit a large pre-image is read, hashed, compressed and written in.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight between the two threads (each [`CHUNK`] bytes).
+const PIPELINE_BUFS: usize = 4;
+/// A large object's writeback is started every this many plain bytes.
+const WRITEBACK_EVERY: usize = 8 << 20;
+/// zstd's fastest level: incompressible data costs little more than a copy.
+const STORE_LEVEL: i32 = -1000;
 /// Pre-images up to this size also travel, compressed, inside their journal record (see
 /// [`Store::pack`]): one journal fsync then makes them durable instead of three fsyncs.
 pub(crate) const INLINE_MAX: u64 = 64 * 1024;
@@ -382,6 +394,9 @@ impl Store {
     /// Reads `src` from offset 0 to EOF (with `pread`, so the caller's file position is left
     /// alone), stores it durably, and returns its id and length.
     pub fn put_file(&self, src: &File) -> Result<(ObjectId, u64), StoreError> {
+        if src.metadata().is_ok_and(|m| m.len() >= PIPELINE_MIN) {
+            return self.put_large(src);
+        }
         let mut off = 0u64;
         let mut buf = vec![0u8; BUF];
         self.put_with(|w| {
@@ -423,6 +438,102 @@ impl Store {
         let id = ObjectId(*w.hasher.finalize().as_bytes());
         let len = w.len;
         let tmp = w.inner.finish().map_err(io_err(&tpath))?;
+        self.persist(tmp, id, len)
+    }
+
+    /// [`Store::put_file`] of a large file, on two threads: this one reads the file in
+    /// [`CHUNK`]s and hashes them, while a second compresses and writes each chunk and starts
+    /// its writeback (so the final fsync waits for the tail only). Data that does not compress
+    /// (probed on its first chunk) is framed at zstd's fastest level, which stores it as is.
+    fn put_large(&self, src: &File) -> Result<(ObjectId, u64), StoreError> {
+        let tmp = tempfile::Builder::new()
+            .prefix("obj-")
+            .tempfile_in(&self.staging)
+            .map_err(io_err(&self.staging))?;
+        let tpath = tmp.path().to_path_buf();
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(PIPELINE_BUFS);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..PIPELINE_BUFS {
+            let _ = free_tx.send(vec![0u8; CHUNK]);
+        }
+        let out = tmp.as_file();
+        let (hashed, written) = std::thread::scope(|s| {
+            let writer = std::thread::Builder::new()
+                .name("veilfs-store".into())
+                .spawn_scoped(s, move || -> io::Result<()> {
+                    let mut enc = None;
+                    let mut since_writeback = 0usize;
+                    for (buf, n) in full_rx {
+                        let enc = match &mut enc {
+                            Some(e) => e,
+                            None => enc.insert(zstd::stream::write::Encoder::new(
+                                io::BufWriter::with_capacity(CHUNK, out),
+                                level_for(&buf[..n]),
+                            )?),
+                        };
+                        enc.write_all(&buf[..n])?;
+                        since_writeback += n;
+                        if since_writeback >= WRITEBACK_EVERY {
+                            enc.flush()?;
+                            let _ = crate::sys::start_writeback(out.as_fd());
+                            since_writeback = 0;
+                        }
+                        // The reader may have stopped: a buffer it will not take is dropped.
+                        let _ = free_tx.send(buf);
+                    }
+                    let enc = match enc {
+                        Some(e) => e,
+                        None => zstd::stream::write::Encoder::new(
+                            io::BufWriter::with_capacity(CHUNK, out),
+                            ZSTD_LEVEL,
+                        )?,
+                    };
+                    enc.finish()?.flush()
+                });
+            let writer = match writer {
+                Ok(w) => w,
+                Err(e) => return (Err(e), Ok(())),
+            };
+            let mut hasher = blake3::Hasher::new();
+            let mut off = 0u64;
+            let hashed = loop {
+                // No buffer coming back means the writer stopped: its error is the one to tell.
+                let Ok(mut buf) = free_rx.recv() else {
+                    break Ok((hasher.finalize(), off));
+                };
+                let n = match read_chunk(src, &mut buf, off) {
+                    Ok(n) => n,
+                    Err(e) => break Err(e),
+                };
+                if n == 0 {
+                    break Ok((hasher.finalize(), off));
+                }
+                hasher.update(&buf[..n]);
+                off += n as u64;
+                if full_tx.send((buf, n)).is_err() {
+                    break Ok((hasher.finalize(), off));
+                }
+            };
+            drop(full_tx);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the store's writer thread panicked")));
+            (hashed, written)
+        });
+        let (hash, len) = hashed.map_err(io_err(&tpath))?;
+        written.map_err(io_err(&tpath))?;
+        self.persist(tmp, ObjectId(*hash.as_bytes()), len)
+    }
+
+    /// Makes the finished temporary `tmp` object `id` (of plain length `len`): fsynced, renamed
+    /// into place and its directory fsynced (outside deferred mode), unless the store has it.
+    fn persist(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        id: ObjectId,
+        len: u64,
+    ) -> Result<(ObjectId, u64), StoreError> {
+        let tpath = tmp.path().to_path_buf();
         if self.has(&id) {
             return Ok((id, len)); // dedup: the tempfile is removed on drop
         }
@@ -660,6 +771,32 @@ impl Store {
     }
 }
 
+/// Reads up to a whole `buf` of `src` at `off` (short only at end of file).
+fn read_chunk(src: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read_at(&mut buf[n..], off + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The zstd level for data that starts with `first`: [`ZSTD_LEVEL`], or [`STORE_LEVEL`] when
+/// a sample of it does not compress (media, archives, random bytes), where compressing would
+/// cost time for nothing.
+fn level_for(first: &[u8]) -> i32 {
+    let sample = &first[..first.len().min(128 * 1024)];
+    match zstd::bulk::compress(sample, ZSTD_LEVEL) {
+        Ok(z) if (z.len() as u64) * 100 < sample.len() as u64 * 97 => ZSTD_LEVEL,
+        Ok(_) => STORE_LEVEL,
+        Err(_) => ZSTD_LEVEL,
+    }
+}
+
 /// Flushes the whole filesystem holding `path` to disk (`syncfs`): one call for a batch of
 /// writes that would otherwise each need their own fsync.
 pub(crate) fn syncfs(path: &Path) -> Result<(), StoreError> {
@@ -784,6 +921,43 @@ mod tests {
         assert!(!w.settle());
         drop(w);
         assert!(!store.has(&bad));
+    }
+
+    /// A large pre-image goes through the two-thread path: its id is the blake3 of its bytes
+    /// and it reads back whole, compressible or not (an incompressible start picks the fastest
+    /// level for all of it, compressible data after it included), at a chunk boundary or not.
+    #[test]
+    fn large_objects_are_stored_whole_on_two_threads() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::create_or_open(&d.path().join("st")).unwrap();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n / 8)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect()
+        };
+        let text = b"let x = compressible(line);\n".repeat(300_000);
+        let mut random_then_text = noise(6 << 20);
+        random_then_text.extend_from_slice(&text);
+        let mut odd = text.clone();
+        odd.extend_from_slice(&noise((5 << 20) + 8)[..(5 << 20) + 3]);
+        for data in [random_then_text, odd, vec![0u8; PIPELINE_MIN as usize]] {
+            assert!(data.len() as u64 >= PIPELINE_MIN);
+            let src = d.path().join("src");
+            fs::write(&src, &data).unwrap();
+            let (id, len) = s.put_file(&File::open(&src).unwrap()).unwrap();
+            assert_eq!((id, len), (ObjectId::of(&data), data.len() as u64));
+            assert_eq!(s.read_bytes(&id).unwrap(), data);
+        }
+        let zeros = fs::metadata(s.object_path(&ObjectId::of(&vec![0u8; PIPELINE_MIN as usize])))
+            .unwrap()
+            .len();
+        assert!(zeros < 64 * 1024, "zeros compress: {zeros} bytes");
     }
 
     #[test]

@@ -87,3 +87,16 @@ pub(crate) fn wait_signal_info(set: &libc::sigset_t) -> (i32, bool) {
         }
     }
 }
+
+/// Starts writing `fd`'s dirty pages to disk without waiting for them (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE` over the whole file): a large object's writeback then overlaps the
+/// rest of its compression, and the fsync that makes it durable waits for the tail only. rustix
+/// has no wrapper for it. A hint: the caller's fsync is what guarantees durability.
+pub(crate) fn start_writeback(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: sync_file_range only reads its integer arguments; `fd` is borrowed, so it is a
+    // valid open fd for the whole call.
+    if unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -235,7 +235,7 @@ impl VeilFs {
             writable: true,
             wrote: AtomicBool::new(false),
             flushed: AtomicBool::new(false),
-            passthrough: false,
+            io: super::handles::Io::Direct,
             masked: Some(edit),
         });
         self.handles

@@ -98,6 +98,8 @@ pub(crate) struct FsConfig {
     /// Snapshot mode: small files' writes wait in private copies and reach the real folder
     /// in batches ([`deferred`]).
     pub deferred_apply: bool,
+    /// `[write] passthrough_writes`: write handles may use FUSE passthrough.
+    pub passthrough_writes: bool,
     /// Entries the view shows with no real file behind them ([`virtual_fs`]).
     pub virtuals: Arc<virtual_fs::VirtualCfg>,
 }
@@ -111,7 +113,8 @@ struct Handle {
     /// A close(2) of one of its descriptors was seen (FLUSH): its RELEASE, which the kernel
     /// sends asynchronously, may be on its way.
     flushed: AtomicBool,
-    passthrough: bool,
+    /// How the kernel does its I/O ([`handles::Io`]).
+    io: handles::Io,
     /// A write handle on a scratch copy of a masked view ([`masked_edit`]).
     masked: Option<masked_edit::MaskedEdit>,
 }
@@ -134,9 +137,10 @@ pub(crate) struct VeilFs {
     dirs: RwLock<std::collections::HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
     passthrough_ok: AtomicBool,
-    /// Passthrough backing ids by inode, shared by all read-only handles of the inode, with
-    /// their count (a side table: few inodes ever have one, every inode would pay for a field).
-    backing_ids: Mutex<std::collections::HashMap<u64, (Arc<fuser::BackingId>, usize)>>,
+    /// The I/O modes of open inodes: passthrough backing ids, shared by all passthrough
+    /// handles of the inode, and page-cache opens, with their counts (a side table: few
+    /// inodes are open at once, every inode would pay for a field).
+    io_modes: Mutex<std::collections::HashMap<u64, handles::InodeIo>>,
     /// The scanned copies reads are served from (see [`served`]).
     copies: Arc<served::Copies>,
     /// Scan-ahead workers, when `scan_ahead` asks for them.
@@ -230,7 +234,7 @@ impl VeilFs {
             dirs: RwLock::new(Default::default()),
             next_fh: AtomicU64::new(1),
             passthrough_ok: AtomicBool::new(false),
-            backing_ids: Mutex::new(Default::default()),
+            io_modes: Mutex::new(Default::default()),
             copies,
             ahead,
             link_dirs: Default::default(),
@@ -446,7 +450,7 @@ impl Filesystem for VeilFs {
         let _ = config.set_max_write(1 << 20);
         if self.cfg.passthrough {
             match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
-                Ok(()) => match config.set_max_stack_depth(1) {
+                Ok(()) => match config.set_max_stack_depth(self.backing_stack_depth()) {
                     Ok(_) => {
                         self.passthrough_ok.store(true, Ordering::Relaxed);
                         info!("FUSE passthrough enabled for unredacted files");
@@ -721,6 +725,10 @@ impl Filesystem for VeilFs {
                     debug!("masked edit at release: {e:?}");
                 }
             } else if h.wrote.load(Ordering::Relaxed) {
+                if h.io == handles::Io::Passthrough {
+                    // Its writes bypassed `do_write`, which records each as veilfs's own.
+                    self.note_own_change_of(h.file.as_fd());
+                }
                 self.after_write_release(&h);
             }
             // Answered first: the agent's close never waits for a batch.
@@ -1425,20 +1433,24 @@ impl Filesystem for VeilFs {
                 self.copies.note_own_change(&st);
                 // Only a masked edit or a deferred write has work to do at close(2) (see
                 // `flush`).
-                let masked = self.flushes_on_close(true)
-                    || self
-                        .handle(FileHandle(fh), INodeNo(inode.ino))
-                        .is_ok_and(|h| h.masked.is_some());
+                let h = self.handle(FileHandle(fh), INodeNo(inode.ino));
+                let masked =
+                    self.flushes_on_close(true) || h.as_ref().is_ok_and(|h| h.masked.is_some());
+                let mut flags = if masked {
+                    FopenFlags::empty()
+                } else {
+                    FopenFlags::FOPEN_NOFLUSH
+                };
+                if h.is_ok_and(|h| h.io == handles::Io::Direct && h.masked.is_none()) {
+                    // An existing file that other handles pass through (see `handles::Io`).
+                    flags |= FopenFlags::FOPEN_DIRECT_IO;
+                }
                 reply.created(
                     &self.ttl(),
                     &self.attr(inode.ino, &st),
                     Generation(0),
                     FileHandle(fh),
-                    if masked {
-                        FopenFlags::empty()
-                    } else {
-                        FopenFlags::FOPEN_NOFLUSH
-                    },
+                    flags,
                 )
             }
             Err(e) => reply.error(e),

@@ -1041,7 +1041,8 @@ impl VeilFs {
         audit::changed("create", &rel);
         let (inode, st) = self.lookup_child(&p, name, rel)?;
         self.note_open(&inode, &st, true);
-        let fh = self.insert_handle(&inode, file, true, false);
+        let (io, _) = self.register_io(inode.ino, false, super::handles::no_backing);
+        let fh = self.insert_handle(&inode, file, true, io);
         Ok((inode, st, fh))
     }
 
@@ -1097,7 +1098,8 @@ impl VeilFs {
             }
         };
         self.note_open(inode, &st, wants_write);
-        let fh = self.insert_handle(inode, file, wants_write, false);
+        let (io, _) = self.register_io(inode.ino, false, super::handles::no_backing);
+        let fh = self.insert_handle(inode, file, wants_write, io);
         Ok((st, fh))
     }
 

@@ -321,6 +321,11 @@ pub struct WriteCfg {
     /// Snapshot mode: when a write to an existing file reaches the real folder (see
     /// [`ApplyMode`]).
     pub apply: ApplyMode,
+    /// Writes through an open file go from the kernel straight to the real file (FUSE
+    /// passthrough, root mounts), when nothing needs to see them. Off by default: a file opened
+    /// before `veilfs revoke`, a breaker trip or the mount's end keeps writing to the real
+    /// folder through that open file (its pre-image was captured at the open).
+    pub passthrough_writes: bool,
 }
 
 /// When a snapshot-mode write to an existing file reaches the real folder.
@@ -346,6 +351,7 @@ impl Default for WriteCfg {
             store: None,
             store_quota: None,
             apply: ApplyMode::Immediate,
+            passthrough_writes: false,
         }
     }
 }

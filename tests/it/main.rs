@@ -49,3 +49,4 @@ mod text_views;
 mod watermarks;
 mod why;
 mod write_cache;
+mod write_passthrough;
