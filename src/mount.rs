@@ -554,6 +554,7 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     // is doing inside it.
     let end_now = {
         let mountpoint = mountpoint.clone();
+        let invalidator = invalidator.clone();
         let guard = guard.clone();
         let approvals = approvals.clone();
         Arc::new(move |why: &str| {
@@ -565,6 +566,7 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
             if let Some(q) = &approvals {
                 q.close();
             }
+            invalidator.revoked();
             revoke_now(&mountpoint);
             if let Some(g) = &guard {
                 g.end();

@@ -44,6 +44,17 @@ impl CacheInvalidator {
         }
     }
 
+    /// The mount is being revoked: nothing the kernel holds may outlive the connection. Once
+    /// the connection is aborted every request fails, but names, attributes and pages still
+    /// valid under their TTL (up to the watched TTL, minutes) would keep serving an agent
+    /// working inside it. So replies carry no TTL from now on and everything held is dropped;
+    /// twice, for a reply built under the old TTL while the first pass ran.
+    pub(crate) fn revoked(&self) {
+        self.ttl_cap_ms.store(0, Ordering::SeqCst);
+        self.everything_changed();
+        self.everything_changed();
+    }
+
     /// `rel` (relative to the scope) was created, changed, removed or renamed.
     pub(crate) fn changed(&self, rel: &Path) {
         let Some(n) = self.notifier.get() else {

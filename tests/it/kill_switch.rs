@@ -4,7 +4,7 @@
 use std::fs;
 use std::process::{Command, Stdio};
 
-use crate::common::{Mount, veilfs};
+use crate::common::{Mount, eventually, veilfs};
 
 fn scope() -> tempfile::TempDir {
     let s = tempfile::tempdir().unwrap();
@@ -25,19 +25,30 @@ fn revoke_ends_a_mount_with_an_agent_working_inside_it() {
         "status does not list {}: {out}",
         mp.display()
     );
-    // An agent with its working directory inside the mount, reading in a loop.
+    // An agent with its working directory inside the mount, reading in a loop; it has read
+    // the file (so the kernel holds its name, attributes and pages) before the revoke.
+    let marks = tempfile::tempdir().unwrap();
+    let read_once = marks.path().join("read");
     let mut agent = Command::new("sh")
         .arg("-c")
-        .arg("while cat f.txt > /dev/null; do :; done; exit 3")
+        .arg("while cat f.txt > /dev/null; do : > \"$1\"; done; exit 3")
+        .arg("sh")
+        .arg(&read_once)
         .current_dir(&mp)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    assert!(eventually(|| read_once.exists()), "the agent never read");
     let (ok, _out, err) = veilfs(&["revoke", &mp.display().to_string()]);
     assert!(ok, "{err}");
     assert!(err.contains("revoked"), "{err}");
     assert!(!veilfs::is_mount_point(&mp), "still mounted");
-    // The agent's next read fails: the loop ends by itself.
+    // The agent's next read fails, cached or not: the loop ends by itself.
+    let ended = eventually(|| agent.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = agent.kill();
+    }
+    assert!(ended, "the agent kept reading after the revoke");
     assert_eq!(agent.wait().unwrap().code(), Some(3));
     let status = m.child.take().unwrap().wait().unwrap();
     assert!(status.success(), "mount process: {status:?}");
