@@ -122,12 +122,18 @@ impl VeilFs {
         writable && self.deferred.is_some()
     }
 
-    fn has_write_handle(&self, ino: u64) -> bool {
+    /// The write handles open on `ino`: how many, and how many of them the agent has already
+    /// closed (FLUSH seen, RELEASE on its way).
+    fn write_handles(&self, ino: u64) -> (usize, usize) {
         self.handles
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .any(|h| h.ino == ino && h.writable)
+            .filter(|h| h.ino == ino && h.writable)
+            .fold((0, 0), |(open, closed), h| {
+                let c = h.flushed.load(std::sync::atomic::Ordering::Relaxed);
+                (open + 1, closed + usize::from(c))
+            })
     }
 
     /// Deferred write-open of `inode` at `rel`: true when its writes go to a private copy
@@ -155,7 +161,7 @@ impl VeilFs {
         }
         // A handle already writing the real file (a create's, say) would keep writing it
         // behind the copy's back.
-        if self.has_write_handle(inode.ino) {
+        if self.write_handles(inode.ino).0 > 0 {
             return Ok(false);
         }
         let copy = match divert.stage(fd.as_fd(), rel) {
@@ -245,7 +251,10 @@ impl VeilFs {
                         return Ok(Some(r));
                     };
                     let now = Instant::now();
-                    if now < deadline && self.write_handles_closing(ino) {
+                    // Every write handle closed by the agent: their RELEASE is on its way, so
+                    // waiting for it beats refusing.
+                    let (open, closed) = self.write_handles(ino);
+                    if now < deadline && open == closed {
                         drop(r);
                         drop(
                             d.closed
@@ -264,17 +273,6 @@ impl VeilFs {
             }
             self.deferred_flush_all();
         }
-    }
-
-    /// Whether every write handle still open on `ino` has been closed by the agent (their
-    /// RELEASE is on its way), so waiting for it beats refusing.
-    fn write_handles_closing(&self, ino: u64) -> bool {
-        self.handles
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|h| h.ino == ino && h.writable)
-            .all(|h| h.flushed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Holds off batches while a setattr or setxattr changes what may be a private copy, so
