@@ -112,6 +112,26 @@ impl GuardError {
     }
 }
 
+/// The paths captured in this checkpoint generation, and the directories the session made.
+#[derive(Default)]
+struct Captured {
+    /// Each captured path, and whether it was absent (its capture is `State::Absent`).
+    paths: HashMap<PathBuf, bool>,
+    /// Directories made by `mkdir` after an `Absent` capture in this generation, not renamed
+    /// or removed since: every entry in them was made by the session after the directory, so
+    /// rollback removes them whole (see [`Guard::made_dir`]).
+    born: HashSet<PathBuf>,
+}
+
+/// A path whose `Capture` was appended, to mark captured once it may be relied on.
+struct Mark {
+    rel: PathBuf,
+    /// The checkpoint generation it was captured in.
+    generation: u64,
+    /// Its capture is `State::Absent`.
+    absent: bool,
+}
+
 /// Snapshot-before-write for one session: every change is captured (pre-image stored,
 /// journalled, durable) before it reaches the real folder.
 pub struct Guard {
@@ -123,7 +143,7 @@ pub struct Guard {
     /// off the request path.
     objects: LazyWriter,
     session: SessionWriter,
-    captured: Mutex<HashSet<PathBuf>>,
+    captured: Mutex<Captured>,
     /// Bumped by every checkpoint (under the `captured` lock): a capture that started before
     /// a checkpoint does not mark its path captured after it.
     generation: AtomicU64,
@@ -176,7 +196,7 @@ impl Guard {
             store,
             objects,
             session,
-            captured: Mutex::new(HashSet::new()),
+            captured: Mutex::new(Captured::default()),
             generation: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
@@ -197,7 +217,8 @@ impl Guard {
         self.captured
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(rel)
+            .paths
+            .contains_key(rel)
     }
 
     fn journal(&self, rel: &Path, e: Event) -> Result<(), GuardError> {
@@ -237,7 +258,7 @@ impl Guard {
         }
         let Some(first) = marks
             .first()
-            .map(|(p, _)| p.clone())
+            .map(|m| m.rel.clone())
             .or_else(|| match &then {
                 Some(e) => e.paths().first().map(|p| p.to_path_buf()),
                 None => None,
@@ -245,8 +266,12 @@ impl Guard {
         else {
             return Ok(()); // all captured before: nothing to write
         };
+        let intent = then.is_some();
         if let Some(e) = then {
             self.journal_lazy(&first, e)?;
+        }
+        if !intent && self.mark_if_nothing_to_lose(&marks) {
+            return Ok(());
         }
         if let Err(source) = self.session.sync() {
             // Records may sit in the file without having reached the disk: accept no more
@@ -258,12 +283,47 @@ impl Guard {
             });
         }
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
-        for (rel, generation) in marks {
-            if self.generation.load(Ordering::SeqCst) == generation {
-                c.insert(rel);
+        for m in marks {
+            if self.generation.load(Ordering::SeqCst) == m.generation {
+                c.paths.insert(m.rel, m.absent);
             }
         }
         Ok(())
+    }
+
+    /// Marks `marks` captured without waiting for the disk when losing their records in a
+    /// crash loses nothing rollback needs: each is the creation of a new name (`Absent`)
+    /// directly in a directory the session made in this generation ([`Guard::made_dir`]),
+    /// whose own durable `Absent` capture makes rollback remove it with everything in it
+    /// (moved aside into the store when it holds entries no record names). Decided under the
+    /// `captured` lock, which a checkpoint holds from its record to its generation bump, so
+    /// either the checkpoint's fsync covers these records or the generation check fails.
+    fn mark_if_nothing_to_lose(&self, marks: &[Mark]) -> bool {
+        let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.generation.load(Ordering::SeqCst);
+        let lazy = marks.iter().all(|m| {
+            m.absent
+                && m.generation == generation
+                && m.rel.parent().is_some_and(|d| c.born.contains(d))
+        });
+        if lazy {
+            for m in marks {
+                c.paths.insert(m.rel.clone(), true);
+            }
+        }
+        lazy
+    }
+
+    /// `rel` was just made by `mkdir`. When its capture in this generation was `Absent`, the
+    /// session owns everything that will be created directly in it, until a checkpoint or
+    /// until it is renamed or removed: a rename into it arrives with a durable intent, and a
+    /// directory renamed into it is not one the session made, so entries created in *that*
+    /// are journalled durably as before.
+    pub fn made_dir(&self, rel: &Path) {
+        let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        if c.paths.get(rel) == Some(&true) {
+            c.born.insert(rel.to_path_buf());
+        }
     }
 
     fn journal_lazy(&self, rel: &Path, e: Event) -> Result<(), GuardError> {
@@ -276,14 +336,9 @@ impl Guard {
             })
     }
 
-    /// Reads `rel`'s state and appends its `Capture` without syncing; returns the path and the
-    /// checkpoint generation to mark it captured under once the record is durable (None when
-    /// it is captured already).
-    fn stage_capture(
-        &self,
-        root: BorrowedFd<'_>,
-        rel: &Path,
-    ) -> Result<Option<(PathBuf, u64)>, GuardError> {
+    /// Reads `rel`'s state and appends its `Capture` without syncing; returns what to mark
+    /// captured once the record is durable (None when it is captured already).
+    fn stage_capture(&self, root: BorrowedFd<'_>, rel: &Path) -> Result<Option<Mark>, GuardError> {
         if self.is_captured(rel) {
             return Ok(None);
         }
@@ -354,6 +409,7 @@ impl Guard {
         if let State::File { size, .. } = &before {
             self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
         }
+        let absent = before == State::Absent;
         self.journal_lazy(
             rel,
             Event::Capture {
@@ -361,7 +417,11 @@ impl Guard {
                 before,
             },
         )?;
-        Ok(Some((rel.to_path_buf(), generation)))
+        Ok(Some(Mark {
+            rel: rel.to_path_buf(),
+            generation,
+            absent,
+        }))
     }
 
     /// Ends an agent's turn: journals a durable `Checkpoint` and forgets what was captured, so
@@ -394,7 +454,8 @@ impl Guard {
             })?;
         self.checkpoints.store(n, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
-        c.clear();
+        c.paths.clear();
+        c.born.clear();
         Ok((n, seq))
     }
 
@@ -573,7 +634,8 @@ impl Guard {
     /// `rel` (and everything below it) no longer holds what was captured there.
     pub fn forget_subtree(&self, rel: &Path) {
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
-        c.retain(|p| !p.starts_with(rel));
+        c.paths.retain(|p, _| !p.starts_with(rel));
+        c.born.retain(|p| !p.starts_with(rel));
     }
 
     /// Captures `rels` and records a rename before it is attempted, with one journal fsync.
@@ -1055,5 +1117,98 @@ mod tests {
         let fd = backing::open_path(e.root.as_fd(), Path::new("a")).unwrap();
         g.post_image(fd.as_fd(), &[p("a")]);
         assert_eq!(g.check_running().unwrap_err().errno(), libc::ENOSPC);
+    }
+
+    /// What the write path does for a create: the directory and the new name, then the create.
+    fn create(e: &Env, g: &Guard, rel: &str, dir: bool) {
+        let rel = Path::new(rel);
+        let parent = rel.parent().unwrap();
+        g.capture_then(e.root.as_fd(), &[parent, rel], None)
+            .unwrap();
+        if dir {
+            fs::create_dir(e.scope.join(rel)).unwrap();
+            g.made_dir(rel);
+        } else {
+            fs::write(e.scope.join(rel), "new\n").unwrap();
+        }
+    }
+
+    /// The untar case: a directory made by the session costs one fsync, everything created in
+    /// it (and in directories made in it) none, since rollback removes it whole.
+    #[test]
+    fn entries_made_in_a_directory_the_session_made_cost_no_fsync() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        create(&e, &g, "un", true);
+        let after_mkdir = g.session.syncs();
+        assert!(after_mkdir >= 1);
+        create(&e, &g, "un/sub", true);
+        for i in 0..20 {
+            create(&e, &g, &format!("un/f{i}"), false);
+            create(&e, &g, &format!("un/sub/g{i}"), false);
+        }
+        assert_eq!(g.session.syncs(), after_mkdir);
+        // Every one of them is journalled all the same (for `log`, `diff`, and rollback).
+        assert_eq!(captures(&e, &g).len(), 1 + 1 + 1 + 40); // "", un, un/sub, files
+        // In a directory that was there before the session, each create waits for its record.
+        create(&e, &g, "d/new1", false);
+        create(&e, &g, "d/new2", false);
+        assert_eq!(g.session.syncs(), after_mkdir + 2);
+    }
+
+    /// A directory the session did not make gets no such licence by being moved into one it
+    /// did, nor does a made one once it moves or a checkpoint ends the turn (rollback --to then
+    /// keeps it), nor an existing file (its pre-image must be durable).
+    #[test]
+    fn only_new_names_directly_in_a_made_directory_skip_the_fsync() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        create(&e, &g, "un", true);
+        // `d` (there before) renamed into `un`: entries made in it are journalled durably.
+        let n = g.session.syncs();
+        g.capture_for_rename(
+            e.root.as_fd(),
+            &[Path::new("d"), Path::new("un/d")],
+            &p("d"),
+            &p("un/d"),
+            false,
+        )
+        .unwrap();
+        fs::rename(e.scope.join("d"), e.scope.join("un/d")).unwrap();
+        g.forget_subtree(&p("d"));
+        g.forget_subtree(&p("un/d"));
+        assert_eq!(
+            g.session.syncs(),
+            n + 1,
+            "a rename intent is always durable"
+        );
+        create(&e, &g, "un/d/x", false);
+        assert_eq!(g.session.syncs(), n + 2);
+        // An existing file in a made directory: its pre-image is durable first.
+        fs::write(e.scope.join("un/outside-made"), "someone else's\n").unwrap();
+        g.capture(e.root.as_fd(), &p("un/outside-made")).unwrap();
+        assert_eq!(g.session.syncs(), n + 3);
+        // The made directory renamed: no longer trusted under either name.
+        create(&e, &g, "un/y", false);
+        assert_eq!(g.session.syncs(), n + 3);
+        g.capture_for_rename(
+            e.root.as_fd(),
+            &[Path::new("un"), Path::new("un2")],
+            &p("un"),
+            &p("un2"),
+            false,
+        )
+        .unwrap();
+        fs::rename(e.scope.join("un"), e.scope.join("un2")).unwrap();
+        g.forget_subtree(&p("un"));
+        g.forget_subtree(&p("un2"));
+        create(&e, &g, "un2/z", false);
+        assert_eq!(g.session.syncs(), n + 5);
+        // A checkpoint ends the licence of directories made before it.
+        create(&e, &g, "fresh", true);
+        g.checkpoint(None).unwrap();
+        let n = g.session.syncs();
+        create(&e, &g, "fresh/after", false);
+        assert_eq!(g.session.syncs(), n + 1);
     }
 }

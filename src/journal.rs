@@ -24,6 +24,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -470,6 +471,8 @@ pub struct SessionWriter {
     durable: Mutex<u64>,
     /// A second descriptor of the journal, to fsync without holding `inner`.
     sync_file: File,
+    /// The fdatasyncs made so far: the durability cost the write path is measured by.
+    syncs: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -556,6 +559,7 @@ impl SessionWriter {
         if *durable >= n {
             return Ok(());
         }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.sync_file.sync_data() {
             let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             st.poisoned = true;
@@ -563,6 +567,11 @@ impl SessionWriter {
         }
         *durable = upto;
         Ok(())
+    }
+
+    /// How many times the journal was fdatasynced.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// The session id (also the journal's file stem).
@@ -816,6 +825,7 @@ impl Store {
             path,
             durable: Mutex::new(0),
             sync_file,
+            syncs: AtomicU64::new(0),
             inner: Mutex::new(WriterState {
                 file,
                 next_seq: 0,
@@ -875,6 +885,7 @@ impl Store {
             id: id.to_string(),
             durable: Mutex::new(log.records.len() as u64),
             sync_file,
+            syncs: AtomicU64::new(0),
             path,
             inner: Mutex::new(WriterState {
                 file,

@@ -1230,11 +1230,25 @@ impl Applier<'_> {
                             .and_then(|fd| backing::list_dir(fd.as_fd()).ok())
                             .is_some_and(|entries| !entries.is_empty())
                     {
-                        // Someone else put things in a directory the session created: keep it.
-                        self.report.warnings.push(format!(
-                            "{}: directory created by the session is not empty; left in place",
-                            path.display()
-                        ));
+                        // Entries no record names: another program's, or ones the session
+                        // made in a directory it made, whose records an OS crash may have
+                        // lost (the guard does not wait for those, see `Guard::made_dir`).
+                        // Either way the folder must lose the directory and keep the bytes.
+                        let w = match self.set_aside(pfd, &name) {
+                            Ok(to) => {
+                                self.report.removed += 1;
+                                format!(
+                                    "{}: directory created by the session held entries no record names; moved whole to {}",
+                                    path.display(),
+                                    to.display()
+                                )
+                            }
+                            Err(e) => format!(
+                                "{}: directory created by the session is not empty and cannot be moved into the store ({e}); left in place",
+                                path.display()
+                            ),
+                        };
+                        self.report.warnings.push(w);
                         return Ok(());
                     }
                     self.remove(pfd, &name, st.kind(), path)?;
@@ -1393,6 +1407,23 @@ impl Applier<'_> {
         } else {
             backing::unlink(pfd, name).map_err(io_at(path))
         }
+    }
+
+    /// Moves `name` (beneath `pfd`) into the store, `set-aside/<rollback session>/<n>-<name>`,
+    /// by one rename: the store must be on the real folder's filesystem (EXDEV otherwise).
+    /// Nothing else in the store reads it: it is the user's to look through and delete.
+    fn set_aside(&mut self, pfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<PathBuf> {
+        let dir = self.store.dir().join("set-aside").join(&self.session);
+        std::fs::create_dir_all(&dir)?;
+        let dfd = backing::open_root(&dir)?;
+        // Numbered by the warning that will name it: unique in this rollback session.
+        let mut to = OsString::from(self.report.warnings.len().to_string());
+        if name.len() < 200 {
+            to.push("-");
+            to.push(name);
+        }
+        backing::rename(pfd, name, dfd.as_fd(), &to, libc::RENAME_NOREPLACE)?;
+        Ok(dir.join(to))
     }
 
     /// A fresh temporary name in the real folder, `.veilfs-tmp-<session>-<pid>-<n>`: a kill can

@@ -733,6 +733,7 @@ impl VeilFs {
         let op = match node {
             NewNode::Dir { mode } => {
                 backing::mkdir(pfd.as_fd(), name, mode).map_err(|e| errno_of(&e))?;
+                g.made_dir(&rel);
                 self.own(req, &pfd, name)?;
                 "mkdir"
             }

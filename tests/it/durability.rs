@@ -146,3 +146,79 @@ fn sigkill_at_any_point_with_deferred_apply_rolls_back_exactly() {
         kill_at(&profile, after);
     }
 }
+
+/// Entries created in a directory the session made are journalled without waiting for the
+/// disk (rollback removes that directory whole). An OS crash can then lose their records while
+/// the entries themselves reach the disk: simulated here by cutting the journal back to the
+/// directory's own (fsynced) capture after a SIGKILL. Rollback must still leave the tree exactly
+/// as it was, and keep the unrecorded entries' bytes in the store.
+#[test]
+fn an_os_crash_losing_the_records_of_files_made_in_a_new_directory_still_rolls_back_exactly() {
+    let e = WriteEnv::new(PROFILE, seed);
+    let before = tree_hash(e.scope.path());
+    let m = e.mount();
+    let script = format!(
+        r#"set -eu
+cd "{mp}"
+mkdir -p new/sub
+echo a > new/a
+echo b > new/sub/b
+ln -s a new/l
+echo "progress 1""#,
+        mp = m.mp.display()
+    );
+    assert_eq!(crate::common::sigkill_mount_during(m, &script, 1), 1);
+
+    let store = Path::new(&e.store()).to_path_buf();
+    let journals: Vec<_> = fs::read_dir(store.join("sessions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let text = fs::read_to_string(&journals[0]).unwrap();
+    let mut kept = String::new();
+    let mut cut = false;
+    for line in text.lines() {
+        kept.push_str(line);
+        kept.push('\n');
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["event"]["type"] == "capture" && v["event"]["path"] == "new" {
+            assert_eq!(v["event"]["before"]["kind"], "absent", "{line}");
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "no capture of new/ in {text}");
+    assert!(
+        text.len() > kept.len(),
+        "the cut must drop the records of new/'s entries"
+    );
+    fs::write(&journals[0], kept).unwrap();
+
+    let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
+    assert!(ok, "rollback: {out}{err}");
+    assert_eq!(tree_hash(e.scope.path()), before, "{out}{err}");
+    let aside: Vec<_> = walk_files(&store.join("set-aside"));
+    assert!(
+        aside
+            .iter()
+            .any(|p| p.ends_with("new/sub/b") || p.ends_with("sub/b")),
+        "new/sub/b kept in the store: {aside:?} ({out}{err})"
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

@@ -801,16 +801,33 @@ fn without_parent_captures_everything_but_directory_times_is_restored() {
     assert_eq!(tree_no_dir_times(&e.scope), orig, "{r:?}");
 }
 
+/// Rollback puts the folder back as it was, so a directory the session made goes, whatever is
+/// in it; entries no record names (another program's, or the session's own whose records an OS
+/// crash lost) are moved with it into the store, never deleted.
 #[test]
-fn a_directory_someone_else_filled_is_left_in_place() {
+fn a_directory_someone_else_filled_is_moved_whole_into_the_store() {
     let e = env();
+    let orig = tree_no_dir_times(&e.scope);
     let g = Session::start(&e.store, &e.scope);
     g.mkdir("made");
     g.write("made/file", b"f\n");
     let id = g.end();
     fs::write(e.scope.join("made/outsider"), "not the agent's").unwrap();
     let r = rollback_lib(&e.store, &id);
-    assert!(!e.scope.join("made/file").exists());
-    assert!(e.scope.join("made/outsider").exists());
-    assert!(r.warnings.iter().any(|w| w.contains("not empty")), "{r:?}");
+    assert_eq!(tree_no_dir_times(&e.scope), orig, "{r:?}");
+    let w = r
+        .warnings
+        .iter()
+        .find(|w| w.contains("moved whole to"))
+        .unwrap_or_else(|| panic!("{r:?}"));
+    let kept = PathBuf::from(w.rsplit("moved whole to ").next().unwrap());
+    assert!(kept.starts_with(&e.store), "{w}");
+    assert_eq!(
+        fs::read_to_string(kept.join("outsider")).unwrap(),
+        "not the agent's"
+    );
+    assert!(
+        !kept.join("file").exists(),
+        "the recorded file was removed by its own step"
+    );
 }
