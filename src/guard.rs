@@ -620,9 +620,21 @@ impl Guard {
     /// `root` (a name unlinked or renamed away since is skipped), checked and recorded under
     /// [`Guard::namespace`].
     pub fn post_image_current(&self, root: BorrowedFd<'_>, fd: BorrowedFd<'_>, names: &[PathBuf]) {
-        let Ok(st) = backing::stat_fd(fd) else {
-            return self.post_image(fd, names);
-        };
+        match backing::stat_fd(fd) {
+            Ok(st) => self.post_image_current_as(root, fd, &st, names),
+            Err(_) => self.post_image(fd, names),
+        }
+    }
+
+    /// [`Guard::post_image_current`] of a file the caller has just stated (`st`, in the same
+    /// request): the post-image's metadata and kind come from that one stat.
+    pub(crate) fn post_image_current_as(
+        &self,
+        root: BorrowedFd<'_>,
+        fd: BorrowedFd<'_>,
+        st: &backing::Stat,
+        names: &[PathBuf],
+    ) {
         let _ns = self.namespace();
         let current: Vec<PathBuf> = names
             .iter()
@@ -633,17 +645,26 @@ impl Guard {
             })
             .cloned()
             .collect();
-        self.post_image(fd, &current);
+        self.post_image_as(fd, Some(st), &current);
     }
 
     /// Records the state the session left a written file in, under each of its `names`, after
     /// it is closed. A post-image that cannot be journalled is never dropped silently: the
     /// mount stops accepting writes (ENOSPC when the disk is full) and says why.
     pub fn post_image(&self, fd: BorrowedFd<'_>, names: &[PathBuf]) {
+        self.post_image_as(fd, None, names)
+    }
+
+    /// [`Guard::post_image`], with the file's stat when the caller has just taken it.
+    fn post_image_as(&self, fd: BorrowedFd<'_>, st: Option<&backing::Stat>, names: &[PathBuf]) {
         if self.overlay || names.is_empty() {
             return;
         }
-        match State::read_fd(fd, &names[0], None) {
+        let after = match st {
+            Some(st) => State::read_fd_as(fd, st, &names[0], None),
+            None => State::read_fd(fd, &names[0], None),
+        };
+        match after {
             Ok(after) => {
                 for rel in names {
                     if let Err(e) = self.session.append_lazy(Event::PostImage {

@@ -244,7 +244,7 @@ impl State {
         store: &Store,
     ) -> Result<(State, Option<Inline>), JournalError> {
         if st.kind() != backing::Kind::File || st.size > crate::store::INLINE_MAX {
-            return Ok((Self::read_fd(fd, rel, Some(store))?, None));
+            return Ok((Self::read_fd_as(fd, st, rel, Some(store))?, None));
         }
         let meta = meta_of(fd, st).map_err(io_err(rel))?;
         let f = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY).map_err(io_err(rel))?;
@@ -274,10 +274,22 @@ impl State {
         store: Option<&Store>,
     ) -> Result<State, JournalError> {
         let st = backing::stat_fd(fd).map_err(io_err(rel))?;
-        let meta = meta_of(fd, &st).map_err(io_err(rel))?;
+        Self::read_fd_as(fd, &st, rel, store)
+    }
+
+    /// [`State::read_fd`] of an object the caller has just stated (`st`), in the same request:
+    /// its kind, metadata and size hint come from that stat instead of another.
+    pub(crate) fn read_fd_as(
+        fd: BorrowedFd<'_>,
+        st: &backing::Stat,
+        rel: &Path,
+        store: Option<&Store>,
+    ) -> Result<State, JournalError> {
+        let meta = meta_of(fd, st).map_err(io_err(rel))?;
         Ok(match st.kind() {
             backing::Kind::File => {
-                let f = backing::reopen(fd, libc::O_RDONLY).map_err(io_err(rel))?;
+                let f = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY)
+                    .map_err(io_err(rel))?;
                 let (hash, size) = match store {
                     Some(s) => s.put_file(&f)?,
                     None => hash_file(&f, st.size).map_err(io_err(rel))?,
@@ -304,7 +316,7 @@ pub(crate) type Inline = (ObjectId, Vec<u8>);
 pub(crate) fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
     let mut xattrs = Vec::new();
     if matches!(st.kind(), backing::Kind::File | backing::Kind::Dir) {
-        for (name, value) in backing::all_xattrs(fd)? {
+        for (name, value) in backing::all_xattrs_as(fd, st.kind())? {
             xattrs.push((name.to_string_lossy().into_owned(), hex::encode(&value)));
         }
         xattrs.sort();

@@ -258,9 +258,15 @@ impl VeilFs {
     /// The inode's current path; in write modes checked to still lead to its object (see
     /// [`Self::check_still_at`]).
     fn rel(&self, ino: u64) -> Result<PathBuf, Errno> {
+        self.rel_checked(ino).map(|(rel, _)| rel)
+    }
+
+    /// [`Self::rel`], with the stat of the object the check found at the path (None where no
+    /// check is made): the request's later steps use it instead of stating the object again.
+    fn rel_checked(&self, ino: u64) -> Result<(PathBuf, Option<Stat>), Errno> {
         let rel = self.inodes.rel_path(ino).ok_or(self.no_path_errno())?;
-        self.check_still_at(ino, &rel)?;
-        Ok(rel)
+        let st = self.check_still_at(ino, &rel)?;
+        Ok((rel, st))
     }
 
     /// An inode with no path in the table: read-only mounts answer ENOENT; write modes ESTALE,
@@ -284,19 +290,23 @@ impl VeilFs {
     /// every entry revalidated (a path-based syscall retries once with LOOKUP_REVAL), so the
     /// agent sees what a native filesystem shows after the rename. Read-only mounts keep the
     /// watcher for this instead.
-    fn check_still_at(&self, ino: u64, rel: &Path) -> Result<(), Errno> {
+    ///
+    /// Returns the stat the check took of the object at `rel` (the inode's object, at the
+    /// moment of the check), or None where nothing was checked (read-only, the root, a
+    /// diverted file).
+    fn check_still_at(&self, ino: u64, rel: &Path) -> Result<Option<Stat>, Errno> {
         if self.cfg.guard.is_none() || ino == ROOT {
-            return Ok(());
+            return Ok(None);
         }
         let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
         if inode.is_diverted() {
             // Served from its private copy; the real file is never touched through it.
-            return Ok(());
+            return Ok(None);
         }
         let root = self.inodes.get(ROOT).ok_or(Errno::EIO)?;
         let rfd = self.fd(&root)?;
         match backing::open_path(rfd.as_fd(), rel).and_then(|fd| backing::stat_fd(fd.as_fd())) {
-            Ok(st) if (st.dev, st.ino) == inode.key => Ok(()),
+            Ok(st) if (st.dev, st.ino) == inode.key => Ok(Some(st)),
             _ => {
                 debug!(path = %rel.display(), "moved outside the mount: ESTALE");
                 Err(Errno::ESTALE)
@@ -1069,7 +1079,7 @@ impl Filesystem for VeilFs {
             Err(e) => return reply.error(e),
         };
         // The whole value is read and masked even for a size probe, so both answers agree.
-        let v = match backing::getxattr_value(fd.as_fd(), name) {
+        let v = match backing::getxattr_value_as(fd.as_fd(), inode.kind, name) {
             Ok(v) => v,
             Err(e) => return reply.error(errno_of(&e)),
         };
@@ -1108,7 +1118,7 @@ impl Filesystem for VeilFs {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
-        match backing::listxattr(fd.as_fd(), size as usize) {
+        match backing::listxattr_as(fd.as_fd(), inode.kind, size as usize) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(errno_of(&e)),

@@ -254,14 +254,23 @@ impl VeilFs {
     }
 
     /// Captures a file about to change; when its pre-image cannot be stored and the mount has
-    /// a divert layer, diverts it instead (the real file is then never touched).
-    fn capture_or_divert(&self, g: &Guard, inode: &Arc<Inode>, rel: &Path) -> Result<(), Errno> {
+    /// a divert layer, diverts it instead (the real file is then never touched). `known`: the
+    /// object's stat from this request's path check, if it made one.
+    fn capture_or_divert(
+        &self,
+        g: &Guard,
+        inode: &Arc<Inode>,
+        rel: &Path,
+        known: Option<Stat>,
+    ) -> Result<(), Errno> {
         if inode.is_diverted() {
             return Ok(());
         }
         let root = self.root_fd()?;
-        let fd = self.fd(inode)?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let st = match known {
+            Some(st) => st,
+            None => backing::stat_fd(self.fd(inode)?.as_fd()).map_err(|e| errno_of(&e))?,
+        };
         if st.kind() != Kind::Dir && st.nlink > 1 {
             // A change through one name changes every name: each must be writable and each is
             // captured, or the change is refused (never diverted: the other names would keep
@@ -327,10 +336,19 @@ impl VeilFs {
     /// The current path of an inode that is about to change, or None for an object that no
     /// longer has a name (an open, unlinked file: its pre-image was captured at unlink).
     pub(super) fn changing_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
+        Ok(self.changing_path_stat(inode)?.map(|(p, _)| p))
+    }
+
+    /// [`Self::changing_path`], with the stat its check took of the object (see
+    /// [`VeilFs::check_still_at`]).
+    fn changing_path_stat(
+        &self,
+        inode: &Arc<Inode>,
+    ) -> Result<Option<(PathBuf, Option<Stat>)>, Errno> {
         match self.inodes.rel_path(inode.ino) {
             Some(p) => {
-                self.check_still_at(inode.ino, &p)?;
-                Ok(Some(p))
+                let st = self.check_still_at(inode.ino, &p)?;
+                Ok(Some((p, st)))
             }
             None => {
                 let fd = self.fd(inode)?;
@@ -346,20 +364,38 @@ impl VeilFs {
     }
 
     fn child_path(&self, parent: INodeNo, name: &OsStr) -> Result<(Arc<Inode>, PathBuf), Errno> {
+        self.child_path_stat(parent, name)
+            .map(|(p, rel, _)| (p, rel))
+    }
+
+    /// [`Self::child_path`], with the directory's stat from its path check (None where none
+    /// was made, e.g. the root).
+    fn child_path_stat(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+    ) -> Result<(Arc<Inode>, PathBuf, Option<Stat>), Errno> {
         backing::check_name(name).map_err(Errno::from_i32)?;
         let p = self.inode(parent)?;
         if p.kind != Kind::Dir {
             return Err(Errno::ENOTDIR);
         }
-        let rel = self.rel(parent.0)?.join(name);
-        Ok((p, rel))
+        let (prel, pst) = self.rel_checked(parent.0)?;
+        Ok((p, prel.join(name), pst))
     }
 
     /// Gives a new object the caller's ownership (the kernel made it as root). In a setgid
-    /// directory the group is inherited, as a native filesystem does.
-    fn own(&self, req: &Request, pfd: &std::os::fd::OwnedFd, name: &OsStr) -> Result<(), Errno> {
+    /// directory the group is inherited, as a native filesystem does. `pst`: the directory's
+    /// stat from this request's path check, if it made one.
+    fn own(
+        &self,
+        req: &Request,
+        pfd: &std::os::fd::OwnedFd,
+        pst: Option<Stat>,
+        name: &OsStr,
+    ) -> Result<(), Errno> {
         let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
-        self.own_fd(req, pfd, fd.as_fd())
+        self.own_fd(req, pfd, pst, fd.as_fd())
     }
 
     /// [`Self::own`] of a new object already held as `fd` (a created file's handle).
@@ -367,9 +403,13 @@ impl VeilFs {
         &self,
         req: &Request,
         pfd: &std::os::fd::OwnedFd,
+        pst: Option<Stat>,
         fd: std::os::fd::BorrowedFd<'_>,
     ) -> Result<(), Errno> {
-        let pst = backing::stat_fd(pfd.as_fd()).map_err(|e| errno_of(&e))?;
+        let pst = match pst {
+            Some(st) => st,
+            None => backing::stat_fd(pfd.as_fd()).map_err(|e| errno_of(&e))?,
+        };
         let gid = if pst.mode & libc::S_ISGID != 0 {
             pst.gid
         } else {
@@ -469,7 +509,7 @@ impl VeilFs {
             }
             return Ok(true);
         }
-        self.capture_or_divert(g, inode, rel)?;
+        self.capture_or_divert(g, inode, rel, None)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
         if diverted_before || inode.is_diverted() {
@@ -503,15 +543,19 @@ impl VeilFs {
             return;
         }
         if let Some(rel) = self.inodes.rel_path(h.ino) {
-            let names = match (self.root_fd(), backing::stat_fd(h.file.as_fd())) {
+            // One stat of the file serves its link count, the post-image's metadata and kind.
+            let st = backing::stat_fd(h.file.as_fd());
+            let names = match (self.root_fd(), &st) {
                 (Ok(root), Ok(st)) if st.nlink > 1 => g
                     .names_of(root.as_fd(), (st.dev, st.ino), &rel, st.nlink)
                     .unwrap_or_else(|_| vec![rel.clone()]),
                 _ => vec![rel],
             };
-            match self.root_fd() {
-                Ok(root) => g.post_image_current(root.as_fd(), h.file.as_fd(), &names),
-                Err(_) => g.post_image(h.file.as_fd(), &names),
+            match (self.root_fd(), &st) {
+                (Ok(root), Ok(st)) => {
+                    g.post_image_current_as(root.as_fd(), h.file.as_fd(), st, &names)
+                }
+                _ => g.post_image(h.file.as_fd(), &names),
             }
         }
     }
@@ -542,8 +586,8 @@ impl VeilFs {
         }
         let g = self.guard()?;
         let _q = self.deferred_hold();
-        let changing = self.changing_path(&inode)?;
-        if let Some(rel) = changing.clone() {
+        let changing = self.changing_path_stat(&inode)?;
+        if let Some((rel, checked)) = changing.clone() {
             self.check_writable(&rel, "setattr")?;
             // With masked edits on, `check_masked_truncate` already refused any cut into a
             // masked range (a truncate that keeps every secret whole may go through).
@@ -558,7 +602,9 @@ impl VeilFs {
                 ApprovalOp::Write
             };
             self.approve(op, &rel, None, || self.still_is(&inode, &rel))?;
-            self.capture_or_divert(g, &inode, &rel)?;
+            // After a person's answer the object may have changed: stat it again then.
+            let known = checked.filter(|_| self.cfg.approvals.is_none());
+            self.capture_or_divert(g, &inode, &rel, known)?;
             if !inode.is_diverted() {
                 g.record_change(&rel, "setattr");
             }
@@ -589,7 +635,7 @@ impl VeilFs {
                 .map_err(|e| errno_of(&e))?;
         }
         if let Some(mode) = mode {
-            backing::chmod(fd.as_fd(), mode & 0o7777).map_err(|e| errno_of(&e))?;
+            backing::chmod_as(fd.as_fd(), inode.kind, mode & 0o7777).map_err(|e| errno_of(&e))?;
         }
         if atime.is_some() || mtime.is_some() {
             let (a, m) = (set_time(atime), set_time(mtime));
@@ -605,7 +651,7 @@ impl VeilFs {
         }
         let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
         self.copies.note_own_change(&st);
-        if let Some(rel) = changing {
+        if let Some((rel, _)) = changing {
             let op = if size.is_some() {
                 "truncate"
             } else if mode.is_some() {
@@ -679,7 +725,7 @@ impl VeilFs {
         node: NewNode,
     ) -> Result<(Arc<Inode>, Stat), Errno> {
         let g = self.guard()?;
-        let (p, rel) = self.child_path(parent, name)?;
+        let (p, rel, pst) = self.child_path_stat(parent, name)?;
         let (kind, target) = match &node {
             NewNode::Dir { .. } => (Kind::Dir, None),
             NewNode::Node { mode, .. } => (Kind::from_mode(*mode), None),
@@ -733,7 +779,7 @@ impl VeilFs {
         let op = match node {
             NewNode::Dir { mode } => {
                 backing::mkdir(pfd.as_fd(), name, mode).map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, name)?;
+                self.own(req, &pfd, pst, name)?;
                 "mkdir"
             }
             NewNode::Node { mode, rdev }
@@ -743,17 +789,17 @@ impl VeilFs {
                     .map_err(|e| errno_of(&e))?;
                 backing::setxattr(f.as_fd(), OsStr::new(crate::overlay::DEV0_XATTR), b"1", 0)
                     .map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, name)?;
+                self.own(req, &pfd, pst, name)?;
                 "mknod"
             }
             NewNode::Node { mode, rdev } => {
                 backing::mknod(pfd.as_fd(), name, mode, rdev as u64).map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, name)?;
+                self.own(req, &pfd, pst, name)?;
                 "mknod"
             }
             NewNode::Symlink { target } => {
                 backing::symlink(pfd.as_fd(), name, &target).map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, name)?;
+                self.own(req, &pfd, pst, name)?;
                 "symlink"
             }
             NewNode::Link { ino } => {
@@ -1009,7 +1055,7 @@ impl VeilFs {
         flags: i32,
     ) -> Result<(Arc<Inode>, Stat, u64), Errno> {
         let g = self.guard()?;
-        let (p, rel) = self.child_path(parent, name)?;
+        let (p, rel, pst) = self.child_path_stat(parent, name)?;
         self.check_writable(&rel, "create")?;
         self.check_new_name_visible(&rel, Kind::File, None)?;
         let pfd = self.fd(&p)?;
@@ -1036,7 +1082,7 @@ impl VeilFs {
         self.capture_with_parent(g, &rel)?;
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)
             .map_err(|e| errno_of(&e))?;
-        self.own_fd(req, &pfd, file.as_fd())?;
+        self.own_fd(req, &pfd, pst, file.as_fd())?;
         g.record_change(&rel, "create");
         audit::changed("create", &rel);
         let (inode, st) = self.lookup_child(&p, name, rel)?;
@@ -1195,14 +1241,14 @@ impl VeilFs {
         if let Some(rel) = changing.clone() {
             self.check_writable(&rel, "setxattr")?;
             // Fail like native before journalling: removing a missing attribute.
-            if value.is_none() && backing::getxattr(fd.as_fd(), name, 0).is_err() {
+            if value.is_none() && backing::getxattr_as(fd.as_fd(), inode.kind, name, 0).is_err() {
                 return Err(Errno::NO_XATTR);
             }
             // xattrs belong to the object: a file with several names is captured under all.
             let multi = inode.kind == Kind::File
                 && backing::stat_fd(fd.as_fd()).is_ok_and(|st| st.nlink > 1);
             if multi {
-                self.capture_or_divert(g, &inode, &rel)?;
+                self.capture_or_divert(g, &inode, &rel, None)?;
             } else {
                 self.capture(g, &rel)?;
             }
