@@ -621,18 +621,20 @@ impl Guard {
     /// [`Guard::namespace`].
     pub fn post_image_current(&self, root: BorrowedFd<'_>, fd: BorrowedFd<'_>, names: &[PathBuf]) {
         match backing::stat_fd(fd) {
-            Ok(st) => self.post_image_current_as(root, fd, &st, names),
+            Ok(st) => self.post_image_current_as(root, fd, &st, false, names),
             Err(_) => self.post_image(fd, names),
         }
     }
 
     /// [`Guard::post_image_current`] of a file the caller has just stated (`st`, in the same
-    /// request): the post-image's metadata and kind come from that one stat.
+    /// request): the post-image's metadata and kind come from that one stat. `readable`: `fd`
+    /// is open for reading (not O_PATH, not write-only), so the bytes are read through it.
     pub(crate) fn post_image_current_as(
         &self,
         root: BorrowedFd<'_>,
         fd: BorrowedFd<'_>,
         st: &backing::Stat,
+        readable: bool,
         names: &[PathBuf],
     ) {
         let _ns = self.namespace();
@@ -645,7 +647,7 @@ impl Guard {
             })
             .cloned()
             .collect();
-        self.post_image_as(fd, Some(st), &current);
+        self.post_image_as(fd, Some((st, readable)), &current);
     }
 
     /// Records the state the session left a written file in, under each of its `names`, after
@@ -655,13 +657,22 @@ impl Guard {
         self.post_image_as(fd, None, names)
     }
 
-    /// [`Guard::post_image`], with the file's stat when the caller has just taken it.
-    fn post_image_as(&self, fd: BorrowedFd<'_>, st: Option<&backing::Stat>, names: &[PathBuf]) {
+    /// [`Guard::post_image`], with the file's stat when the caller has just taken it (and
+    /// whether `fd` is open for reading).
+    fn post_image_as(
+        &self,
+        fd: BorrowedFd<'_>,
+        st: Option<(&backing::Stat, bool)>,
+        names: &[PathBuf],
+    ) {
         if self.overlay || names.is_empty() {
             return;
         }
         let after = match st {
-            Some(st) => State::read_fd_as(fd, st, &names[0], None),
+            Some((st, true)) if st.kind() == backing::Kind::File => {
+                State::read_open_file(fd, st, &names[0])
+            }
+            Some((st, _)) => State::read_fd_as(fd, st, &names[0], None),
             None => State::read_fd(fd, &names[0], None),
         };
         match after {

@@ -109,6 +109,8 @@ struct Handle {
     ino: u64,
     file: File,
     writable: bool,
+    /// `file` was opened for reading too: its post-image is read through it, not a reopen.
+    readable: bool,
     wrote: AtomicBool,
     /// A close(2) of one of its descriptors was seen (FLUSH): its RELEASE, which the kernel
     /// sends asynchronously, may be on its way.

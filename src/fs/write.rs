@@ -553,7 +553,7 @@ impl VeilFs {
             };
             match (self.root_fd(), &st) {
                 (Ok(root), Ok(st)) => {
-                    g.post_image_current_as(root.as_fd(), h.file.as_fd(), st, &names)
+                    g.post_image_current_as(root.as_fd(), h.file.as_fd(), st, h.readable, &names)
                 }
                 _ => g.post_image(h.file.as_fd(), &names),
             }
@@ -681,16 +681,24 @@ impl VeilFs {
 
     /// Checks that a new hard link to `src` gives it no looser view or write rights: the
     /// object must be changeable under every name it has, and its view must be its content
-    /// (a masked or refused file gets no second name). Returns its current path.
-    fn check_link_source(&self, src: &Arc<Inode>, new: &Path) -> Result<Option<PathBuf>, Errno> {
-        let Some(from) = self.changing_path(src)? else {
+    /// (a masked or refused file gets no second name). Returns its current path and its stat
+    /// (taken by the path check, or here).
+    fn check_link_source(
+        &self,
+        src: &Arc<Inode>,
+        new: &Path,
+    ) -> Result<Option<(PathBuf, Stat)>, Errno> {
+        let Some((from, checked)) = self.changing_path_stat(src)? else {
             // An open file with no name left (O_TMPFILE, or unlinked): only the agent's own
             // bytes, written in this session.
             return Ok(None);
         };
         let g = self.guard()?;
         let fd = self.fd(src)?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let st = match checked {
+            Some(st) => st,
+            None => backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?,
+        };
         let root = self.root_fd()?;
         let names = g
             .names_of(root.as_fd(), (st.dev, st.ino), &from, st.nlink)
@@ -714,7 +722,7 @@ impl VeilFs {
                 }
             }
         }
-        Ok(Some(from))
+        Ok(Some((from, st)))
     }
 
     pub(super) fn do_create_node(
@@ -806,7 +814,8 @@ impl VeilFs {
                 let src = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
                 let sfd = self.fd(&src)?;
                 backing::link(sfd.as_fd(), pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
-                if let (Some(from), Ok(st)) = (&link_from, backing::stat_fd(sfd.as_fd())) {
+                // A link keeps the object's identity: the source's stat from before names it.
+                if let Some((from, st)) = &link_from {
                     g.linked((st.dev, st.ino), from, &rel);
                 }
                 "link"
@@ -1080,6 +1089,14 @@ impl VeilFs {
             self.still_at(&pfd, parent_rel, name, None)
         })?;
         self.capture_with_parent(g, &rel)?;
+        // Opened for reading too, whatever the agent asked: its post-image is then read
+        // through this handle at release (no reopen). The file is new (O_EXCL), so reading is
+        // granted whatever its mode; the agent's own descriptor keeps the access it asked for
+        // (the kernel checks it), and veilfs reads the handle only for the post-image.
+        let flags = match flags & libc::O_ACCMODE {
+            libc::O_WRONLY => (flags & !libc::O_ACCMODE) | libc::O_RDWR,
+            _ => flags,
+        };
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)
             .map_err(|e| errno_of(&e))?;
         self.own_fd(req, &pfd, pst, file.as_fd())?;
@@ -1088,7 +1105,7 @@ impl VeilFs {
         let (inode, st) = self.lookup_child(&p, name, rel)?;
         self.note_open(&inode, &st, true);
         let (io, _) = self.register_io(inode.ino, false, super::handles::no_backing);
-        let fh = self.insert_handle(&inode, file, true, io);
+        let fh = self.insert_handle(&inode, file, flags, true, io);
         Ok((inode, st, fh))
     }
 
@@ -1145,7 +1162,7 @@ impl VeilFs {
         };
         self.note_open(inode, &st, wants_write);
         let (io, _) = self.register_io(inode.ino, false, super::handles::no_backing);
-        let fh = self.insert_handle(inode, file, wants_write, io);
+        let fh = self.insert_handle(inode, file, flags, wants_write, io);
         Ok((st, fh))
     }
 
