@@ -44,11 +44,14 @@ impl VeilFs {
         // and names it in the audit only: a second check would cost its `openat2` and `fstat`
         // and narrow no race (the handle is opened from the inode's fd, not by path).
         let rel = if writable {
-            self.inodes.rel_path(inode.ino).ok_or(self.no_path_errno())
+            self.inodes
+                .rel_path(inode.ino)
+                .map(|r| (r, None))
+                .ok_or(self.no_path_errno())
         } else {
-            self.rel(inode.ino)
+            self.rel_checked(inode.ino)
         };
-        let rel = match rel {
+        let (rel, checked) = match rel {
             Ok(r) => r,
             Err(e) => return Err((e, reply)),
         };
@@ -56,7 +59,8 @@ impl VeilFs {
             Ok(f) => f,
             Err(e) => return Err((e, reply)),
         };
-        let st = match backing::stat_fd(ifd.as_fd()) {
+        // The path check just stated the object (same dev/ino as `ifd`'s, in this request).
+        let st = match checked.map_or_else(|| backing::stat_fd(ifd.as_fd()), Ok) {
             Ok(s) => s,
             Err(e) => return Err((errno_of(&e), reply)),
         };

@@ -624,7 +624,7 @@ impl Filesystem for VeilFs {
             None
         };
         if wants_write {
-            match self.open_masked_edit(&inode, wrel.as_deref(), f) {
+            match self.open_masked_edit(&inode, wrel.as_ref().map(|w| w.0.as_path()), f) {
                 Ok(Some(fh)) => {
                     return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
@@ -633,7 +633,7 @@ impl Filesystem for VeilFs {
             }
         }
         let deferred = if wants_write {
-            match self.prepare_write_open(req, &inode, wrel.as_deref(), f) {
+            match self.prepare_write_open(req, &inode, wrel.as_ref(), f) {
                 Ok(d) => d,
                 Err(e) => return reply.error(e),
             }

@@ -423,17 +423,22 @@ impl VeilFs {
     /// no longer matches, and a refused file stays refused. Every size- or content-changing
     /// entry point (write-open, truncate, fallocate and copy_file_range need a writable handle)
     /// goes through here.
+    /// `known`: the file's stat from this request's path check, if it made one.
     fn check_content_changeable(
         &self,
         rel: &Path,
         inode: &Arc<Inode>,
         op: &str,
+        known: Option<Stat>,
     ) -> Result<(), Errno> {
         if inode.kind != Kind::File {
             return Ok(());
         }
         let fd = self.fd(inode)?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let st = match known {
+            Some(st) => st,
+            None => backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?,
+        };
         match self.cfg.viewer.decide(rel, fd.as_fd(), &st) {
             View::Raw => Ok(()),
             View::Masked(_) => {
@@ -479,26 +484,32 @@ impl VeilFs {
 
     /// The path a write-open acts on ([`Self::changing_path`]), checked once for both the
     /// masked-edit and the plain write path (None: an open, unlinked file).
-    pub(super) fn write_open_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
+    /// With the stat its check took of the object, which the write path's checks before any
+    /// change use instead of stating it again.
+    pub(super) fn write_open_path(
+        &self,
+        inode: &Arc<Inode>,
+    ) -> Result<Option<(PathBuf, Option<Stat>)>, Errno> {
         self.guard()?;
-        self.changing_path(inode)
+        self.changing_path_stat(inode)
     }
 
-    /// `rel`: the inode's path from [`Self::write_open_path`], just checked.
+    /// `rel`: the inode's path from [`Self::write_open_path`], just checked (with its stat).
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
         inode: &Arc<Inode>,
-        rel: Option<&Path>,
+        rel: Option<&(PathBuf, Option<Stat>)>,
         flags: i32,
     ) -> Result<bool, Errno> {
         let g = self.guard()?;
-        let Some(rel) = rel else {
+        let Some((rel, known)) = rel else {
             return Ok(false);
         };
+        let (rel, known) = (rel.as_path(), *known);
         self.check_writable(rel, "open for write")?;
         let diverted_before = inode.is_diverted();
-        self.check_content_changeable(rel, inode, "open for write")?;
+        self.check_content_changeable(rel, inode, "open for write", known)?;
         if self.defer_write_open(inode, rel)? {
             if flags & libc::O_TRUNC != 0 {
                 let fd = self.fd(inode)?;
@@ -509,7 +520,7 @@ impl VeilFs {
             }
             return Ok(true);
         }
-        self.capture_or_divert(g, inode, rel, None)?;
+        self.capture_or_divert(g, inode, rel, known)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
         if diverted_before || inode.is_diverted() {
@@ -592,7 +603,7 @@ impl VeilFs {
             // With masked edits on, `check_masked_truncate` already refused any cut into a
             // masked range (a truncate that keeps every secret whole may go through).
             if size.is_some() && self.cfg.masked.is_none() {
-                self.check_content_changeable(&rel, &inode, "truncate")?;
+                self.check_content_changeable(&rel, &inode, "truncate", checked)?;
             }
             let op = if size.is_some() {
                 ApprovalOp::Overwrite
@@ -1129,13 +1140,15 @@ impl VeilFs {
             None
         };
         // A masked file is edited through a scratch copy of its view (masked_edit.rs).
-        if wants_write && let Some(fh) = self.open_masked_edit(inode, wrel.as_deref(), flags)? {
+        if wants_write
+            && let Some(fh) =
+                self.open_masked_edit(inode, wrel.as_ref().map(|w| w.0.as_path()), flags)?
+        {
             let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
             let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
             return Ok((st, fh));
         }
-        let deferred =
-            wants_write && self.prepare_write_open(req, inode, wrel.as_deref(), flags)?;
+        let deferred = wants_write && self.prepare_write_open(req, inode, wrel.as_ref(), flags)?;
         let opened = (|| {
             let fd = self.fd(inode)?;
             let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
