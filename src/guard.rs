@@ -678,6 +678,9 @@ impl Guard {
         readable: bool,
         names: &[PathBuf],
     ) {
+        if self.overlay {
+            return; // nothing to record (see `post_image`): no names to check either
+        }
         let _ns = self.namespace();
         let current: Vec<PathBuf> = names
             .iter()
@@ -689,6 +692,11 @@ impl Guard {
             .cloned()
             .collect();
         self.post_image_as(fd, Some((st, readable)), &current);
+    }
+
+    /// Whether written files get post-images (snapshot mode; an overlay session records none).
+    pub(crate) fn keeps_post_images(&self) -> bool {
+        !self.overlay
     }
 
     /// Records the state the session left a written file in, under each of its `names`, after

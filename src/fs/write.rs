@@ -547,7 +547,7 @@ impl VeilFs {
     }
 
     pub(super) fn after_write_release(&self, h: &Handle) {
-        let Some(g) = self.cfg.guard.as_ref() else {
+        let Some(g) = self.cfg.guard.as_ref().filter(|g| g.keeps_post_images()) else {
             return;
         };
         if self.inodes.get(h.ino).is_some_and(|i| i.is_diverted()) {
