@@ -376,6 +376,11 @@ impl VeilFs {
             Some(libc::EXDEV) => Errno::ENOENT,
             _ => errno_of(&e),
         })?;
+        self.visible_held(fd, rel)
+    }
+
+    /// [`Self::visible_child`] of an entry already opened beneath its directory (`fd`).
+    fn visible_held(&self, fd: OwnedFd, rel: &Path) -> Result<(OwnedFd, Stat), Errno> {
         let st = self.present(
             fd.as_fd(),
             backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?,
@@ -409,9 +414,23 @@ impl VeilFs {
         name: &OsStr,
         rel: PathBuf,
     ) -> Result<(Arc<Inode>, Stat), Errno> {
+        self.lookup_child_held(p, name, rel, None)
+    }
+
+    /// [`Self::lookup_child`]; `held`: `name` already opened beneath `p`'s fd in this request
+    /// (a new directory the write path opened to give it its owner).
+    fn lookup_child_held(
+        &self,
+        p: &Arc<Inode>,
+        name: &OsStr,
+        rel: PathBuf,
+        held: Option<OwnedFd>,
+    ) -> Result<(Arc<Inode>, Stat), Errno> {
         let parent = p.ino;
-        let pfd = self.fd(p)?;
-        let (fd, st) = self.visible_child(&pfd, &rel, name)?;
+        let (fd, st) = match held {
+            Some(fd) => self.visible_held(fd, &rel)?,
+            None => self.visible_child(&*self.fd(p)?, &rel, name)?,
+        };
         let st = self.shown_nlink(&rel, fd.as_fd(), st);
         let inode = self
             .inodes

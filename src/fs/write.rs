@@ -387,15 +387,17 @@ impl VeilFs {
     /// Gives a new object the caller's ownership (the kernel made it as root). In a setgid
     /// directory the group is inherited, as a native filesystem does. `pst`: the directory's
     /// stat from this request's path check, if it made one.
+    /// Returns the object's fd (opened beneath `pfd`), for the lookup that follows.
     fn own(
         &self,
         req: &Request,
         pfd: &std::os::fd::OwnedFd,
         pst: Option<Stat>,
         name: &OsStr,
-    ) -> Result<(), Errno> {
+    ) -> Result<std::os::fd::OwnedFd, Errno> {
         let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
-        self.own_fd(req, pfd, pst, fd.as_fd())
+        self.own_fd(req, pfd, pst, fd.as_fd())?;
+        Ok(fd)
     }
 
     /// [`Self::own`] of a new object already held as `fd` (a created file's handle).
@@ -795,11 +797,10 @@ impl VeilFs {
             self.still_at(&pfd, parent_rel, name, None)
         })?;
         self.capture_with_parent(g, &rel)?;
-        let op = match node {
+        let (op, held) = match node {
             NewNode::Dir { mode } => {
                 backing::mkdir(pfd.as_fd(), name, mode).map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, pst, name)?;
-                "mkdir"
+                ("mkdir", Some(self.own(req, &pfd, pst, name)?))
             }
             NewNode::Node { mode, rdev }
                 if self.cfg.emulate_dev0 && mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 =>
@@ -808,18 +809,15 @@ impl VeilFs {
                     .map_err(|e| errno_of(&e))?;
                 backing::setxattr(f.as_fd(), OsStr::new(crate::overlay::DEV0_XATTR), b"1", 0)
                     .map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, pst, name)?;
-                "mknod"
+                ("mknod", Some(self.own(req, &pfd, pst, name)?))
             }
             NewNode::Node { mode, rdev } => {
                 backing::mknod(pfd.as_fd(), name, mode, rdev as u64).map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, pst, name)?;
-                "mknod"
+                ("mknod", Some(self.own(req, &pfd, pst, name)?))
             }
             NewNode::Symlink { target } => {
                 backing::symlink(pfd.as_fd(), name, &target).map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, pst, name)?;
-                "symlink"
+                ("symlink", Some(self.own(req, &pfd, pst, name)?))
             }
             NewNode::Link { ino } => {
                 let src = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
@@ -829,12 +827,12 @@ impl VeilFs {
                 if let Some((from, st)) = &link_from {
                     g.linked((st.dev, st.ino), from, &rel);
                 }
-                "link"
+                ("link", None)
             }
         };
         g.record_change(&rel, op);
         audit::changed(op, &rel);
-        self.lookup_child(&p, name, rel)
+        self.lookup_child_held(&p, name, rel, held)
     }
 
     pub(super) fn do_remove(
