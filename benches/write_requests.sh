@@ -6,6 +6,7 @@
 # untar of 2,000 files, git add+commit and rm -rf of 500 files, every file distinct.
 # Usage: sudo benches/write_requests.sh VEILFS_BINARY [MODE...]   (modes: snapshot overlay; needs strace)
 #   WRITE_TTL_MS=N (environment) sets `[cache] write_ttl_ms` (unset: the profile default).
+#   WORKLOADS="untar git" (environment) runs only those workloads (default: edit untar git rm).
 set -uo pipefail
 BIN=${1:?usage: write_requests.sh VEILFS_BINARY [MODE...]}
 shift
@@ -29,7 +30,7 @@ run() {
 	workloads_unmount "$W"
 }
 for mode in "${MODES[@]}"; do
-	for wl in edit untar git rm; do
+	for wl in ${WORKLOADS:-edit untar git rm}; do
 		n=$(workloads_files "$wl")
 		run "$mode" "$wl" warn,fuser=debug
 		reqs=$(sed -n "$((L0 + 1)),${L1}p" "$W/err" | grep -o 'FUSE([ 0-9]*) ino 0x[0-9a-f]* [A-Z_]*' | awk '{print $NF}' |

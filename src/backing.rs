@@ -398,8 +398,13 @@ pub fn rename(
 
 /// chmod of the held object (symlinks have no mode on Linux: EOPNOTSUPP, like native).
 pub(crate) fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    chmod_as(fd, stat_fd(fd)?.kind(), mode)
+}
+
+/// [`chmod`] of an object of known kind (an fd's object never changes kind).
+pub(crate) fn chmod_as(fd: BorrowedFd<'_>, kind: Kind, mode: u32) -> io::Result<()> {
     let p = proc_path(fd);
-    if stat_fd(fd)?.kind() == Kind::Symlink {
+    if kind == Kind::Symlink {
         return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
     }
     Ok(rustix::fs::chmod(&*p, Mode::from_raw_mode(mode))?)
@@ -497,14 +502,31 @@ pub(crate) fn truncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
 // the /proc link would follow, so refuse (as user.* on a symlink would be refused natively).
 
 fn xattr_path(fd: BorrowedFd<'_>) -> io::Result<CString> {
-    match stat_fd(fd)?.kind() {
+    xattr_path_as(fd, stat_fd(fd)?.kind())
+}
+
+/// [`xattr_path`] for a caller that knows the object's kind (an fd's object never changes
+/// kind): the xattr requests of an inode then cost one syscall, not a stat and one.
+fn xattr_path_as(fd: BorrowedFd<'_>, kind: Kind) -> io::Result<CString> {
+    match kind {
         Kind::File | Kind::Dir => Ok(proc_path(fd)),
         _ => Err(io::Error::from_raw_os_error(libc::EPERM)),
     }
 }
 
 pub(crate) fn getxattr(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> io::Result<Vec<u8>> {
-    let p = xattr_path(fd).map_err(|_| io::Error::from_raw_os_error(libc::ENODATA))?;
+    let kind = stat_fd(fd).map_err(|_| io::Error::from_raw_os_error(libc::ENODATA))?;
+    getxattr_as(fd, kind.kind(), name, size)
+}
+
+/// [`getxattr`] of an object of known kind (see [`xattr_path_as`]).
+pub(crate) fn getxattr_as(
+    fd: BorrowedFd<'_>,
+    kind: Kind,
+    name: &OsStr,
+    size: usize,
+) -> io::Result<Vec<u8>> {
+    let p = xattr_path_as(fd, kind).map_err(|_| io::Error::from_raw_os_error(libc::ENODATA))?;
     let n = cstr(name)?;
     // Size 0 asks for the length (rustix's `getxattr` answers 0 for an empty buffer: the
     // length comes from `getxattr_query`).
@@ -519,12 +541,22 @@ pub(crate) fn getxattr(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> io::Res
 
 /// The whole value of xattr `name` (sized first; retried if it grows in between).
 pub(crate) fn getxattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
+    let kind = stat_fd(fd).map_err(|_| io::Error::from_raw_os_error(libc::ENODATA))?;
+    getxattr_value_as(fd, kind.kind(), name)
+}
+
+/// [`getxattr_value`] of an object of known kind (see [`xattr_path_as`]).
+pub(crate) fn getxattr_value_as(
+    fd: BorrowedFd<'_>,
+    kind: Kind,
+    name: &OsStr,
+) -> io::Result<Vec<u8>> {
     for _ in 0..4 {
-        let len = getxattr(fd, name, 0)?.len();
+        let len = getxattr_as(fd, kind, name, 0)?.len();
         if len == 0 {
             return Ok(Vec::new());
         }
-        match getxattr(fd, name, len) {
+        match getxattr_as(fd, kind, name, len) {
             Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
             r => return r,
         }
@@ -532,8 +564,9 @@ pub(crate) fn getxattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec
     Err(io::Error::from_raw_os_error(libc::ERANGE))
 }
 
-pub(crate) fn listxattr(fd: BorrowedFd<'_>, size: usize) -> io::Result<Vec<u8>> {
-    let p = match xattr_path(fd) {
+/// The names of the xattrs of an object of known kind (see [`xattr_path_as`]).
+pub(crate) fn listxattr_as(fd: BorrowedFd<'_>, kind: Kind, size: usize) -> io::Result<Vec<u8>> {
+    let p = match xattr_path_as(fd, kind) {
         Ok(p) => p,
         Err(_) => return Ok(Vec::new()),
     };
@@ -565,19 +598,30 @@ pub(crate) fn removexattr(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 
 /// All xattrs of a held object as (name, value) pairs, for snapshots.
 pub fn all_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-    let len = listxattr(fd, 0)?.len();
+    match stat_fd(fd) {
+        Ok(st) => all_xattrs_as(fd, st.kind()),
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
+/// [`all_xattrs`] of an object of known kind (see [`xattr_path_as`]).
+pub(crate) fn all_xattrs_as(
+    fd: BorrowedFd<'_>,
+    kind: Kind,
+) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let len = listxattr_as(fd, kind, 0)?.len();
     if len == 0 {
         return Ok(Vec::new());
     }
-    let list = listxattr(fd, len)?;
+    let list = listxattr_as(fd, kind, len)?;
     let mut out = Vec::new();
     for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let name = OsStr::from_bytes(name);
-        let vlen = getxattr(fd, name, 0)?.len();
+        let vlen = getxattr_as(fd, kind, name, 0)?.len();
         let v = if vlen == 0 {
             Vec::new()
         } else {
-            getxattr(fd, name, vlen)?
+            getxattr_as(fd, kind, name, vlen)?
         };
         out.push((name.to_os_string(), v));
     }
@@ -719,8 +763,11 @@ mod tests {
         }
         assert_eq!(getxattr(f.as_fd(), name, 0).unwrap().len(), 5);
         assert_eq!(getxattr_value(f.as_fd(), name).unwrap(), b"hello");
-        let list = listxattr(f.as_fd(), 0).unwrap().len();
-        assert_eq!(list, listxattr(f.as_fd(), list).unwrap().len());
+        let list = listxattr_as(f.as_fd(), Kind::File, 0).unwrap().len();
+        assert_eq!(
+            list,
+            listxattr_as(f.as_fd(), Kind::File, list).unwrap().len()
+        );
         let all = all_xattrs(f.as_fd()).unwrap();
         assert!(all.contains(&(name.to_os_string(), b"hello".to_vec())));
         assert_eq!(

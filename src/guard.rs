@@ -155,6 +155,13 @@ pub struct Guard {
     names: Mutex<HashMap<(u64, u64), BTreeSet<PathBuf>>>,
     /// See [`Guard::namespace`].
     namespace: Mutex<()>,
+    /// Paths whose latest change marker needs no successor (see [`Guard::record_change`]),
+    /// with the [`Guard::mark_epoch`] it was written in. Held across the journal append of
+    /// every marker and post-image, so the set follows the journal's order.
+    marked: Mutex<HashMap<PathBuf, u64>>,
+    /// Bumped before every rename intent and checkpoint: a marker stands for later ones only
+    /// until then.
+    mark_epoch: AtomicU64,
     /// Set when a record that must not be lost (a post-image, a change marker) could not be
     /// journalled: from then on every change is refused with this errno (see
     /// [`GuardError::Stopped`]), so rollback's picture of the session stays true.
@@ -201,6 +208,8 @@ impl Guard {
             checkpoints: AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
             namespace: Mutex::new(()),
+            marked: Mutex::new(HashMap::new()),
+            mark_epoch: AtomicU64::new(0),
             stopped: Mutex::new(None),
             snapshot_max_size,
             quota,
@@ -441,6 +450,7 @@ impl Guard {
             });
         }
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        self.mark_epoch.fetch_add(1, Ordering::SeqCst);
         let n = self.checkpoints.load(Ordering::SeqCst) + 1;
         let seq = self
             .session
@@ -652,21 +662,52 @@ impl Guard {
             to: to.to_path_buf(),
             exchange,
         };
+        self.mark_epoch.fetch_add(1, Ordering::SeqCst);
         self.capture_then(root, rels, Some(intent))
     }
 
-    /// Records what was done (informational, for `veilfs log`).
+    /// Records what was done (for `veilfs log`), which marks earlier post-images of `rel`
+    /// stale for rollback.
+    ///
+    /// A marker whose path already has one with no post-image journalled after it (at the
+    /// path or below it) and no rename intent or checkpoint in between is not written: rollback
+    /// reads a marker only to drop the post-images before it (at its path and below), and
+    /// there are none between the two, so it would read the same journal. An untarred file's
+    /// chown, chmod and utimens then cost no journal write after its create marker. (The
+    /// audit trail still has one event per change.)
     pub fn record_change(&self, rel: &Path, op: &str) {
+        self.mark_changed(rel, op, false)
+    }
+
+    /// [`Guard::record_change`]; `always` writes the marker even where it adds nothing for
+    /// rollback (its op says something `veilfs log` must show).
+    fn mark_changed(&self, rel: &Path, op: &str, always: bool) {
+        /// Marked paths remembered at most (forgetting one only writes its next marker).
+        const MARKED_MAX: usize = 1 << 16;
         if self.overlay {
             return;
         }
-        // Marks earlier post-images of `rel` stale: losing it would make rollback see a
-        // conflict that is not one, so a failure stops the session's writes.
-        if let Err(e) = self.session.append_lazy(Event::Change {
+        let mut marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = self.mark_epoch.load(Ordering::SeqCst);
+        if !always && marked.get(rel) == Some(&epoch) {
+            return;
+        }
+        // Losing a marker would make rollback see a conflict that is not one, so a failure
+        // stops the session's writes.
+        match self.session.append_lazy(Event::Change {
             path: rel.to_path_buf(),
             op: op.to_string(),
         }) {
-            self.stop(&e);
+            Ok(_) => {
+                if marked.len() >= MARKED_MAX {
+                    marked.clear();
+                }
+                marked.insert(rel.to_path_buf(), epoch);
+            }
+            Err(e) => {
+                drop(marked);
+                self.stop(&e);
+            }
         }
     }
 
@@ -682,9 +723,26 @@ impl Guard {
     /// `root` (a name unlinked or renamed away since is skipped), checked and recorded under
     /// [`Guard::namespace`].
     pub fn post_image_current(&self, root: BorrowedFd<'_>, fd: BorrowedFd<'_>, names: &[PathBuf]) {
-        let Ok(st) = backing::stat_fd(fd) else {
-            return self.post_image(fd, names);
-        };
+        match backing::stat_fd(fd) {
+            Ok(st) => self.post_image_current_as(root, fd, &st, false, names),
+            Err(_) => self.post_image(fd, names),
+        }
+    }
+
+    /// [`Guard::post_image_current`] of a file the caller has just stated (`st`, in the same
+    /// request): the post-image's metadata and kind come from that one stat. `readable`: `fd`
+    /// is open for reading (not O_PATH, not write-only), so the bytes are read through it.
+    pub(crate) fn post_image_current_as(
+        &self,
+        root: BorrowedFd<'_>,
+        fd: BorrowedFd<'_>,
+        st: &backing::Stat,
+        readable: bool,
+        names: &[PathBuf],
+    ) {
+        if self.overlay {
+            return; // nothing to record (see `post_image`): no names to check either
+        }
         let _ns = self.namespace();
         let current: Vec<PathBuf> = names
             .iter()
@@ -695,23 +753,53 @@ impl Guard {
             })
             .cloned()
             .collect();
-        self.post_image(fd, &current);
+        self.post_image_as(fd, Some((st, readable)), &current);
+    }
+
+    /// Whether written files get post-images (snapshot mode; an overlay session records none).
+    pub(crate) fn keeps_post_images(&self) -> bool {
+        !self.overlay
     }
 
     /// Records the state the session left a written file in, under each of its `names`, after
     /// it is closed. A post-image that cannot be journalled is never dropped silently: the
     /// mount stops accepting writes (ENOSPC when the disk is full) and says why.
     pub fn post_image(&self, fd: BorrowedFd<'_>, names: &[PathBuf]) {
+        self.post_image_as(fd, None, names)
+    }
+
+    /// [`Guard::post_image`], with the file's stat when the caller has just taken it (and
+    /// whether `fd` is open for reading).
+    fn post_image_as(
+        &self,
+        fd: BorrowedFd<'_>,
+        st: Option<(&backing::Stat, bool)>,
+        names: &[PathBuf],
+    ) {
         if self.overlay || names.is_empty() {
             return;
         }
-        match State::read_fd(fd, &names[0], None) {
+        let after = match st {
+            Some((st, true)) if st.kind() == backing::Kind::File => {
+                State::read_open_file(fd, st, &names[0])
+            }
+            Some((st, _)) => State::read_fd_as(fd, st, &names[0], None),
+            None => State::read_fd(fd, &names[0], None),
+        };
+        match after {
             Ok(after) => {
                 for rel in names {
+                    // A marker at the path or above it is followed by this post-image now:
+                    // the next one there must be written (see `record_change`).
+                    let mut marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
+                    for a in rel.ancestors() {
+                        marked.remove(a);
+                    }
                     if let Err(e) = self.session.append_lazy(Event::PostImage {
                         path: rel.to_path_buf(),
                         after: after.clone(),
                     }) {
+                        drop(marked);
                         self.stop(&e);
                         return;
                     }
@@ -721,7 +809,7 @@ impl Guard {
                 // Without it rollback would compare against nothing: mark the names changed.
                 warn!("post-image of {}: {e}", names[0].display());
                 for rel in names {
-                    self.record_change(rel, "write (post-image unreadable)");
+                    self.mark_changed(rel, "write (post-image unreadable)", true);
                 }
             }
         }
@@ -827,6 +915,63 @@ mod tests {
             }
         }
         assert!(done, "journal fd of {} not found", journal.display());
+    }
+
+    /// The session's `Change` records, as (path, op).
+    fn changes(e: &Env, g: &Guard) -> Vec<(PathBuf, String)> {
+        let store = Store::open(&e.store_dir).unwrap();
+        store
+            .read_session(g.session_id())
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::Change { path, op } => Some((path, op)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A change marker that would tell rollback nothing new (its path has one with no
+    /// post-image at or below it, no rename intent and no checkpoint since) is not written; one
+    /// after any of those is.
+    #[test]
+    fn a_change_marker_is_written_again_only_when_rollback_would_read_it() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        let ch = |path: &str, op: &str| (p(path), op.to_string());
+        for op in ["create", "chown", "chmod", "utimens"] {
+            g.record_change(Path::new("a"), op);
+        }
+        g.record_change(Path::new("d"), "chmod");
+        g.record_change(Path::new("d/f"), "open-write");
+        assert_eq!(
+            changes(&e, &g),
+            [ch("a", "create"), ch("d", "chmod"), ch("d/f", "open-write")]
+        );
+        // A post-image of d/f: the next marker of d/f, and of d above it, must drop it.
+        let f = backing::open_path(e.root.as_fd(), Path::new("d/f")).unwrap();
+        g.post_image(f.as_fd(), &[p("d/f")]);
+        g.record_change(Path::new("d/f"), "setattr");
+        g.record_change(Path::new("d"), "setattr");
+        g.record_change(Path::new("a"), "chmod");
+        assert_eq!(changes(&e, &g).len(), 5);
+        // A checkpoint ends a turn, a rename intent moves names: markers after them count.
+        g.checkpoint(None).unwrap();
+        g.record_change(Path::new("a"), "chmod");
+        g.capture_for_rename(e.root.as_fd(), &[], Path::new("a"), Path::new("b"), false)
+            .unwrap();
+        g.record_change(Path::new("a"), "utimens");
+        g.record_change(Path::new("a"), "chown");
+        let all = changes(&e, &g);
+        assert_eq!(
+            all[3..],
+            [
+                ch("d/f", "setattr"),
+                ch("d", "setattr"),
+                ch("a", "chmod"),
+                ch("a", "utimens")
+            ]
+        );
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl State {
         store: &Store,
     ) -> Result<(State, Option<Inline>), JournalError> {
         if st.kind() != backing::Kind::File || st.size > crate::store::INLINE_MAX {
-            return Ok((Self::read_fd(fd, rel, Some(store))?, None));
+            return Ok((Self::read_fd_as(fd, st, rel, Some(store))?, None));
         }
         let meta = meta_of(fd, st).map_err(io_err(rel))?;
         let f = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY).map_err(io_err(rel))?;
@@ -275,13 +275,37 @@ impl State {
         store: Option<&Store>,
     ) -> Result<State, JournalError> {
         let st = backing::stat_fd(fd).map_err(io_err(rel))?;
-        let meta = meta_of(fd, &st).map_err(io_err(rel))?;
+        Self::read_fd_as(fd, &st, rel, store)
+    }
+
+    /// The post-image state of a regular file the caller holds open for reading as `fd` and
+    /// has just stated (`st`): hashed through that descriptor, with no reopen.
+    pub(crate) fn read_open_file(
+        fd: BorrowedFd<'_>,
+        st: &backing::Stat,
+        rel: &Path,
+    ) -> Result<State, JournalError> {
+        let meta = meta_of(fd, st).map_err(io_err(rel))?;
+        let (hash, size) = hash_fd(fd, st.size).map_err(io_err(rel))?;
+        Ok(State::File { hash, size, meta })
+    }
+
+    /// [`State::read_fd`] of an object the caller has just stated (`st`), in the same request:
+    /// its kind, metadata and size hint come from that stat instead of another.
+    pub(crate) fn read_fd_as(
+        fd: BorrowedFd<'_>,
+        st: &backing::Stat,
+        rel: &Path,
+        store: Option<&Store>,
+    ) -> Result<State, JournalError> {
+        let meta = meta_of(fd, st).map_err(io_err(rel))?;
         Ok(match st.kind() {
             backing::Kind::File => {
-                let f = backing::reopen(fd, libc::O_RDONLY).map_err(io_err(rel))?;
+                let f = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY)
+                    .map_err(io_err(rel))?;
                 let (hash, size) = match store {
                     Some(s) => s.put_file(&f)?,
-                    None => hash_file(&f, st.size).map_err(io_err(rel))?,
+                    None => hash_fd(f.as_fd(), st.size).map_err(io_err(rel))?,
                 };
                 State::File { hash, size, meta }
             }
@@ -305,7 +329,7 @@ pub(crate) type Inline = (ObjectId, Vec<u8>);
 pub(crate) fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
     let mut xattrs = Vec::new();
     if matches!(st.kind(), backing::Kind::File | backing::Kind::Dir) {
-        for (name, value) in backing::all_xattrs(fd)? {
+        for (name, value) in backing::all_xattrs_as(fd, st.kind())? {
             xattrs.push((name.to_string_lossy().into_owned(), hex::encode(&value)));
         }
         xattrs.sort();
@@ -320,14 +344,16 @@ pub(crate) fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta
     })
 }
 
-/// The id and length of `f`'s bytes; `size` (its size at the last stat) only sizes the buffer.
-fn hash_file(f: &File, size: u64) -> io::Result<(ObjectId, u64)> {
+/// The id and length of the bytes of the regular file open for reading as `fd`, from its
+/// start (positioned reads: the descriptor's offset is left alone); `size` (its size at the
+/// last stat) only sizes the buffer.
+fn hash_fd(fd: BorrowedFd<'_>, size: u64) -> io::Result<(ObjectId, u64)> {
     // A post-image of a large file is read in 1 MiB reads, not `io::copy`'s 8 KiB.
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; (size as usize).clamp(8 << 10, 1 << 20)];
     let mut n = 0u64;
     loop {
-        match io::Read::read(&mut &*f, &mut buf) {
+        match rustix::io::pread(fd, &mut buf[..], n).map_err(io::Error::from) {
             Ok(0) => break,
             Ok(k) => {
                 h.update(&buf[..k]);

@@ -110,7 +110,8 @@ impl VeilFs {
         if !self.cfg.emulate_dev0
             || st.kind() != Kind::File
             || st.size != 0
-            || backing::getxattr(fd, OsStr::new(crate::overlay::DEV0_XATTR), 0).is_err()
+            || backing::getxattr_as(fd, st.kind(), OsStr::new(crate::overlay::DEV0_XATTR), 0)
+                .is_err()
         {
             return st;
         }

@@ -44,11 +44,14 @@ impl VeilFs {
         // and names it in the audit only: a second check would cost its `openat2` and `fstat`
         // and narrow no race (the handle is opened from the inode's fd, not by path).
         let rel = if writable {
-            self.inodes.rel_path(inode.ino).ok_or(self.no_path_errno())
+            self.inodes
+                .rel_path(inode.ino)
+                .map(|r| (r, None))
+                .ok_or(self.no_path_errno())
         } else {
-            self.rel(inode.ino)
+            self.rel_checked(inode.ino)
         };
-        let rel = match rel {
+        let (rel, checked) = match rel {
             Ok(r) => r,
             Err(e) => return Err((e, reply)),
         };
@@ -56,7 +59,8 @@ impl VeilFs {
             Ok(f) => f,
             Err(e) => return Err((e, reply)),
         };
-        let st = match backing::stat_fd(ifd.as_fd()) {
+        // The path check just stated the object (same dev/ino as `ifd`'s, in this request).
+        let st = match checked.map_or_else(|| backing::stat_fd(ifd.as_fd()), Ok) {
             Ok(s) => s,
             Err(e) => return Err((errno_of(&e), reply)),
         };
@@ -116,7 +120,7 @@ impl VeilFs {
             .as_deref()
             .map(audit::rules_fired)
             .unwrap_or_default();
-        let fh = self.insert_handle(inode, file, writable, io);
+        let fh = self.insert_handle(inode, file, flags, writable, io);
         if exec::is_exec_open(flags) {
             // Before the reply: the kernel denies write access as soon as it has it.
             self.executing.opened(fh, inode.ino);
@@ -169,12 +173,21 @@ impl VeilFs {
 
     /// Registers an open file as a handle, whose I/O mode was registered with
     /// [`Self::register_io`] (or, for `Io::Direct`, needs none).
-    pub(super) fn insert_handle(&self, inode: &Inode, file: File, writable: bool, io: Io) -> u64 {
+    pub(super) fn insert_handle(
+        &self,
+        inode: &Inode,
+        file: File,
+        flags: i32,
+        writable: bool,
+        io: Io,
+    ) -> u64 {
         let fh = self.new_fh();
         let h = Arc::new(Handle {
             ino: inode.ino,
             file,
             writable,
+            // O_DIRECT reads need aligned buffers: such a handle's post-image reopens the file.
+            readable: flags & libc::O_ACCMODE != libc::O_WRONLY && flags & libc::O_DIRECT == 0,
             // A write handle passing through is not told of its writes: its post-image is
             // taken at release whether or not it wrote.
             wrote: AtomicBool::new(writable && io == Io::Passthrough),

@@ -233,6 +233,7 @@ impl VeilFs {
             ino: inode.ino,
             file: scratch,
             writable: true,
+            readable: false,
             wrote: AtomicBool::new(false),
             flushed: AtomicBool::new(false),
             io: super::handles::Io::Direct,

@@ -109,6 +109,8 @@ struct Handle {
     ino: u64,
     file: File,
     writable: bool,
+    /// `file` was opened for reading too: its post-image is read through it, not a reopen.
+    readable: bool,
     wrote: AtomicBool,
     /// A close(2) of one of its descriptors was seen (FLUSH): its RELEASE, which the kernel
     /// sends asynchronously, may be on its way.
@@ -258,9 +260,15 @@ impl VeilFs {
     /// The inode's current path; in write modes checked to still lead to its object (see
     /// [`Self::check_still_at`]).
     fn rel(&self, ino: u64) -> Result<PathBuf, Errno> {
+        self.rel_checked(ino).map(|(rel, _)| rel)
+    }
+
+    /// [`Self::rel`], with the stat of the object the check found at the path (None where no
+    /// check is made): the request's later steps use it instead of stating the object again.
+    fn rel_checked(&self, ino: u64) -> Result<(PathBuf, Option<Stat>), Errno> {
         let rel = self.inodes.rel_path(ino).ok_or(self.no_path_errno())?;
-        self.check_still_at(ino, &rel)?;
-        Ok(rel)
+        let st = self.check_still_at(ino, &rel)?;
+        Ok((rel, st))
     }
 
     /// An inode with no path in the table: read-only mounts answer ENOENT; write modes ESTALE,
@@ -284,19 +292,23 @@ impl VeilFs {
     /// every entry revalidated (a path-based syscall retries once with LOOKUP_REVAL), so the
     /// agent sees what a native filesystem shows after the rename. Read-only mounts keep the
     /// watcher for this instead.
-    fn check_still_at(&self, ino: u64, rel: &Path) -> Result<(), Errno> {
+    ///
+    /// Returns the stat the check took of the object at `rel` (the inode's object, at the
+    /// moment of the check), or None where nothing was checked (read-only, the root, a
+    /// diverted file).
+    fn check_still_at(&self, ino: u64, rel: &Path) -> Result<Option<Stat>, Errno> {
         if self.cfg.guard.is_none() || ino == ROOT {
-            return Ok(());
+            return Ok(None);
         }
         let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
         if inode.is_diverted() {
             // Served from its private copy; the real file is never touched through it.
-            return Ok(());
+            return Ok(None);
         }
         let root = self.inodes.get(ROOT).ok_or(Errno::EIO)?;
         let rfd = self.fd(&root)?;
         match backing::open_path(rfd.as_fd(), rel).and_then(|fd| backing::stat_fd(fd.as_fd())) {
-            Ok(st) if (st.dev, st.ino) == inode.key => Ok(()),
+            Ok(st) if (st.dev, st.ino) == inode.key => Ok(Some(st)),
             _ => {
                 debug!(path = %rel.display(), "moved outside the mount: ESTALE");
                 Err(Errno::ESTALE)
@@ -364,6 +376,11 @@ impl VeilFs {
             Some(libc::EXDEV) => Errno::ENOENT,
             _ => errno_of(&e),
         })?;
+        self.visible_held(fd, rel)
+    }
+
+    /// [`Self::visible_child`] of an entry already opened beneath its directory (`fd`).
+    fn visible_held(&self, fd: OwnedFd, rel: &Path) -> Result<(OwnedFd, Stat), Errno> {
         let st = self.present(
             fd.as_fd(),
             backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?,
@@ -397,9 +414,23 @@ impl VeilFs {
         name: &OsStr,
         rel: PathBuf,
     ) -> Result<(Arc<Inode>, Stat), Errno> {
+        self.lookup_child_held(p, name, rel, None)
+    }
+
+    /// [`Self::lookup_child`]; `held`: `name` already opened beneath `p`'s fd in this request
+    /// (a new directory the write path opened to give it its owner).
+    fn lookup_child_held(
+        &self,
+        p: &Arc<Inode>,
+        name: &OsStr,
+        rel: PathBuf,
+        held: Option<OwnedFd>,
+    ) -> Result<(Arc<Inode>, Stat), Errno> {
         let parent = p.ino;
-        let pfd = self.fd(p)?;
-        let (fd, st) = self.visible_child(&pfd, &rel, name)?;
+        let (fd, st) = match held {
+            Some(fd) => self.visible_held(fd, &rel)?,
+            None => self.visible_child(&*self.fd(p)?, &rel, name)?,
+        };
         let st = self.shown_nlink(&rel, fd.as_fd(), st);
         let inode = self
             .inodes
@@ -612,7 +643,7 @@ impl Filesystem for VeilFs {
             None
         };
         if wants_write {
-            match self.open_masked_edit(&inode, wrel.as_deref(), f) {
+            match self.open_masked_edit(&inode, wrel.as_ref().map(|w| w.0.as_path()), f) {
                 Ok(Some(fh)) => {
                     return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
@@ -621,7 +652,7 @@ impl Filesystem for VeilFs {
             }
         }
         let deferred = if wants_write {
-            match self.prepare_write_open(req, &inode, wrel.as_deref(), f) {
+            match self.prepare_write_open(req, &inode, wrel.as_ref(), f) {
                 Ok(d) => d,
                 Err(e) => return reply.error(e),
             }
@@ -1069,7 +1100,7 @@ impl Filesystem for VeilFs {
             Err(e) => return reply.error(e),
         };
         // The whole value is read and masked even for a size probe, so both answers agree.
-        let v = match backing::getxattr_value(fd.as_fd(), name) {
+        let v = match backing::getxattr_value_as(fd.as_fd(), inode.kind, name) {
             Ok(v) => v,
             Err(e) => return reply.error(errno_of(&e)),
         };
@@ -1108,7 +1139,7 @@ impl Filesystem for VeilFs {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
-        match backing::listxattr(fd.as_fd(), size as usize) {
+        match backing::listxattr_as(fd.as_fd(), inode.kind, size as usize) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(errno_of(&e)),

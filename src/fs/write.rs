@@ -254,14 +254,23 @@ impl VeilFs {
     }
 
     /// Captures a file about to change; when its pre-image cannot be stored and the mount has
-    /// a divert layer, diverts it instead (the real file is then never touched).
-    fn capture_or_divert(&self, g: &Guard, inode: &Arc<Inode>, rel: &Path) -> Result<(), Errno> {
+    /// a divert layer, diverts it instead (the real file is then never touched). `known`: the
+    /// object's stat from this request's path check, if it made one.
+    fn capture_or_divert(
+        &self,
+        g: &Guard,
+        inode: &Arc<Inode>,
+        rel: &Path,
+        known: Option<Stat>,
+    ) -> Result<(), Errno> {
         if inode.is_diverted() {
             return Ok(());
         }
         let root = self.root_fd()?;
-        let fd = self.fd(inode)?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let st = match known {
+            Some(st) => st,
+            None => backing::stat_fd(self.fd(inode)?.as_fd()).map_err(|e| errno_of(&e))?,
+        };
         if st.kind() != Kind::Dir && st.nlink > 1 {
             // A change through one name changes every name: each must be writable and each is
             // captured, or the change is refused (never diverted: the other names would keep
@@ -327,10 +336,19 @@ impl VeilFs {
     /// The current path of an inode that is about to change, or None for an object that no
     /// longer has a name (an open, unlinked file: its pre-image was captured at unlink).
     pub(super) fn changing_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
+        Ok(self.changing_path_stat(inode)?.map(|(p, _)| p))
+    }
+
+    /// [`Self::changing_path`], with the stat its check took of the object (see
+    /// [`VeilFs::check_still_at`]).
+    fn changing_path_stat(
+        &self,
+        inode: &Arc<Inode>,
+    ) -> Result<Option<(PathBuf, Option<Stat>)>, Errno> {
         match self.inodes.rel_path(inode.ino) {
             Some(p) => {
-                self.check_still_at(inode.ino, &p)?;
-                Ok(Some(p))
+                let st = self.check_still_at(inode.ino, &p)?;
+                Ok(Some((p, st)))
             }
             None => {
                 let fd = self.fd(inode)?;
@@ -346,20 +364,40 @@ impl VeilFs {
     }
 
     fn child_path(&self, parent: INodeNo, name: &OsStr) -> Result<(Arc<Inode>, PathBuf), Errno> {
+        self.child_path_stat(parent, name)
+            .map(|(p, rel, _)| (p, rel))
+    }
+
+    /// [`Self::child_path`], with the directory's stat from its path check (None where none
+    /// was made, e.g. the root).
+    fn child_path_stat(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+    ) -> Result<(Arc<Inode>, PathBuf, Option<Stat>), Errno> {
         backing::check_name(name).map_err(Errno::from_i32)?;
         let p = self.inode(parent)?;
         if p.kind != Kind::Dir {
             return Err(Errno::ENOTDIR);
         }
-        let rel = self.rel(parent.0)?.join(name);
-        Ok((p, rel))
+        let (prel, pst) = self.rel_checked(parent.0)?;
+        Ok((p, prel.join(name), pst))
     }
 
     /// Gives a new object the caller's ownership (the kernel made it as root). In a setgid
-    /// directory the group is inherited, as a native filesystem does.
-    fn own(&self, req: &Request, pfd: &std::os::fd::OwnedFd, name: &OsStr) -> Result<(), Errno> {
+    /// directory the group is inherited, as a native filesystem does. `pst`: the directory's
+    /// stat from this request's path check, if it made one.
+    /// Returns the object's fd (opened beneath `pfd`), for the lookup that follows.
+    fn own(
+        &self,
+        req: &Request,
+        pfd: &std::os::fd::OwnedFd,
+        pst: Option<Stat>,
+        name: &OsStr,
+    ) -> Result<std::os::fd::OwnedFd, Errno> {
         let fd = backing::lookup(pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
-        self.own_fd(req, pfd, fd.as_fd())
+        self.own_fd(req, pfd, pst, fd.as_fd())?;
+        Ok(fd)
     }
 
     /// [`Self::own`] of a new object already held as `fd` (a created file's handle).
@@ -367,9 +405,13 @@ impl VeilFs {
         &self,
         req: &Request,
         pfd: &std::os::fd::OwnedFd,
+        pst: Option<Stat>,
         fd: std::os::fd::BorrowedFd<'_>,
     ) -> Result<(), Errno> {
-        let pst = backing::stat_fd(pfd.as_fd()).map_err(|e| errno_of(&e))?;
+        let pst = match pst {
+            Some(st) => st,
+            None => backing::stat_fd(pfd.as_fd()).map_err(|e| errno_of(&e))?,
+        };
         let gid = if pst.mode & libc::S_ISGID != 0 {
             pst.gid
         } else {
@@ -383,17 +425,22 @@ impl VeilFs {
     /// no longer matches, and a refused file stays refused. Every size- or content-changing
     /// entry point (write-open, truncate, fallocate and copy_file_range need a writable handle)
     /// goes through here.
+    /// `known`: the file's stat from this request's path check, if it made one.
     fn check_content_changeable(
         &self,
         rel: &Path,
         inode: &Arc<Inode>,
         op: &str,
+        known: Option<Stat>,
     ) -> Result<(), Errno> {
         if inode.kind != Kind::File {
             return Ok(());
         }
         let fd = self.fd(inode)?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let st = match known {
+            Some(st) => st,
+            None => backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?,
+        };
         match self.cfg.viewer.decide(rel, fd.as_fd(), &st) {
             View::Raw => Ok(()),
             View::Masked(_) => {
@@ -439,26 +486,32 @@ impl VeilFs {
 
     /// The path a write-open acts on ([`Self::changing_path`]), checked once for both the
     /// masked-edit and the plain write path (None: an open, unlinked file).
-    pub(super) fn write_open_path(&self, inode: &Arc<Inode>) -> Result<Option<PathBuf>, Errno> {
+    /// With the stat its check took of the object, which the write path's checks before any
+    /// change use instead of stating it again.
+    pub(super) fn write_open_path(
+        &self,
+        inode: &Arc<Inode>,
+    ) -> Result<Option<(PathBuf, Option<Stat>)>, Errno> {
         self.guard()?;
-        self.changing_path(inode)
+        self.changing_path_stat(inode)
     }
 
-    /// `rel`: the inode's path from [`Self::write_open_path`], just checked.
+    /// `rel`: the inode's path from [`Self::write_open_path`], just checked (with its stat).
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
         inode: &Arc<Inode>,
-        rel: Option<&Path>,
+        rel: Option<&(PathBuf, Option<Stat>)>,
         flags: i32,
     ) -> Result<bool, Errno> {
         let g = self.guard()?;
-        let Some(rel) = rel else {
+        let Some((rel, known)) = rel else {
             return Ok(false);
         };
+        let (rel, known) = (rel.as_path(), *known);
         self.check_writable(rel, "open for write")?;
         let diverted_before = inode.is_diverted();
-        self.check_content_changeable(rel, inode, "open for write")?;
+        self.check_content_changeable(rel, inode, "open for write", known)?;
         if self.defer_write_open(inode, rel)? {
             if flags & libc::O_TRUNC != 0 {
                 let fd = self.fd(inode)?;
@@ -469,7 +522,7 @@ impl VeilFs {
             }
             return Ok(true);
         }
-        self.capture_or_divert(g, inode, rel)?;
+        self.capture_or_divert(g, inode, rel, known)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
         if diverted_before || inode.is_diverted() {
@@ -496,22 +549,26 @@ impl VeilFs {
     }
 
     pub(super) fn after_write_release(&self, h: &Handle) {
-        let Some(g) = self.cfg.guard.as_ref() else {
+        let Some(g) = self.cfg.guard.as_ref().filter(|g| g.keeps_post_images()) else {
             return;
         };
         if self.inodes.get(h.ino).is_some_and(|i| i.is_diverted()) {
             return;
         }
         if let Some(rel) = self.inodes.rel_path(h.ino) {
-            let names = match (self.root_fd(), backing::stat_fd(h.file.as_fd())) {
+            // One stat of the file serves its link count, the post-image's metadata and kind.
+            let st = backing::stat_fd(h.file.as_fd());
+            let names = match (self.root_fd(), &st) {
                 (Ok(root), Ok(st)) if st.nlink > 1 => g
                     .names_of(root.as_fd(), (st.dev, st.ino), &rel, st.nlink)
                     .unwrap_or_else(|_| vec![rel.clone()]),
                 _ => vec![rel],
             };
-            match self.root_fd() {
-                Ok(root) => g.post_image_current(root.as_fd(), h.file.as_fd(), &names),
-                Err(_) => g.post_image(h.file.as_fd(), &names),
+            match (self.root_fd(), &st) {
+                (Ok(root), Ok(st)) => {
+                    g.post_image_current_as(root.as_fd(), h.file.as_fd(), st, h.readable, &names)
+                }
+                _ => g.post_image(h.file.as_fd(), &names),
             }
         }
     }
@@ -542,13 +599,13 @@ impl VeilFs {
         }
         let g = self.guard()?;
         let _q = self.deferred_hold();
-        let changing = self.changing_path(&inode)?;
-        if let Some(rel) = changing.clone() {
+        let changing = self.changing_path_stat(&inode)?;
+        if let Some((rel, checked)) = changing.clone() {
             self.check_writable(&rel, "setattr")?;
             // With masked edits on, `check_masked_truncate` already refused any cut into a
             // masked range (a truncate that keeps every secret whole may go through).
             if size.is_some() && self.cfg.masked.is_none() {
-                self.check_content_changeable(&rel, &inode, "truncate")?;
+                self.check_content_changeable(&rel, &inode, "truncate", checked)?;
             }
             let op = if size.is_some() {
                 ApprovalOp::Overwrite
@@ -558,7 +615,9 @@ impl VeilFs {
                 ApprovalOp::Write
             };
             self.approve(op, &rel, None, || self.still_is(&inode, &rel))?;
-            self.capture_or_divert(g, &inode, &rel)?;
+            // After a person's answer the object may have changed: stat it again then.
+            let known = checked.filter(|_| self.cfg.approvals.is_none());
+            self.capture_or_divert(g, &inode, &rel, known)?;
             if !inode.is_diverted() {
                 g.record_change(&rel, "setattr");
             }
@@ -589,7 +648,7 @@ impl VeilFs {
                 .map_err(|e| errno_of(&e))?;
         }
         if let Some(mode) = mode {
-            backing::chmod(fd.as_fd(), mode & 0o7777).map_err(|e| errno_of(&e))?;
+            backing::chmod_as(fd.as_fd(), inode.kind, mode & 0o7777).map_err(|e| errno_of(&e))?;
         }
         if atime.is_some() || mtime.is_some() {
             let (a, m) = (set_time(atime), set_time(mtime));
@@ -605,7 +664,7 @@ impl VeilFs {
         }
         let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
         self.copies.note_own_change(&st);
-        if let Some(rel) = changing {
+        if let Some((rel, _)) = changing {
             let op = if size.is_some() {
                 "truncate"
             } else if mode.is_some() {
@@ -635,16 +694,24 @@ impl VeilFs {
 
     /// Checks that a new hard link to `src` gives it no looser view or write rights: the
     /// object must be changeable under every name it has, and its view must be its content
-    /// (a masked or refused file gets no second name). Returns its current path.
-    fn check_link_source(&self, src: &Arc<Inode>, new: &Path) -> Result<Option<PathBuf>, Errno> {
-        let Some(from) = self.changing_path(src)? else {
+    /// (a masked or refused file gets no second name). Returns its current path and its stat
+    /// (taken by the path check, or here).
+    fn check_link_source(
+        &self,
+        src: &Arc<Inode>,
+        new: &Path,
+    ) -> Result<Option<(PathBuf, Stat)>, Errno> {
+        let Some((from, checked)) = self.changing_path_stat(src)? else {
             // An open file with no name left (O_TMPFILE, or unlinked): only the agent's own
             // bytes, written in this session.
             return Ok(None);
         };
         let g = self.guard()?;
         let fd = self.fd(src)?;
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let st = match checked {
+            Some(st) => st,
+            None => backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?,
+        };
         let root = self.root_fd()?;
         let names = g
             .names_of(root.as_fd(), (st.dev, st.ino), &from, st.nlink)
@@ -668,7 +735,7 @@ impl VeilFs {
                 }
             }
         }
-        Ok(Some(from))
+        Ok(Some((from, st)))
     }
 
     pub(super) fn do_create_node(
@@ -679,7 +746,7 @@ impl VeilFs {
         node: NewNode,
     ) -> Result<(Arc<Inode>, Stat), Errno> {
         let g = self.guard()?;
-        let (p, rel) = self.child_path(parent, name)?;
+        let (p, rel, pst) = self.child_path_stat(parent, name)?;
         let (kind, target) = match &node {
             NewNode::Dir { .. } => (Kind::Dir, None),
             NewNode::Node { mode, .. } => (Kind::from_mode(*mode), None),
@@ -730,12 +797,11 @@ impl VeilFs {
             self.still_at(&pfd, parent_rel, name, None)
         })?;
         self.capture_with_parent(g, &rel)?;
-        let op = match node {
+        let (op, held) = match node {
             NewNode::Dir { mode } => {
                 backing::mkdir(pfd.as_fd(), name, mode).map_err(|e| errno_of(&e))?;
                 g.made_dir(&rel);
-                self.own(req, &pfd, name)?;
-                "mkdir"
+                ("mkdir", Some(self.own(req, &pfd, pst, name)?))
             }
             NewNode::Node { mode, rdev }
                 if self.cfg.emulate_dev0 && mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 =>
@@ -744,32 +810,30 @@ impl VeilFs {
                     .map_err(|e| errno_of(&e))?;
                 backing::setxattr(f.as_fd(), OsStr::new(crate::overlay::DEV0_XATTR), b"1", 0)
                     .map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, name)?;
-                "mknod"
+                ("mknod", Some(self.own(req, &pfd, pst, name)?))
             }
             NewNode::Node { mode, rdev } => {
                 backing::mknod(pfd.as_fd(), name, mode, rdev as u64).map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, name)?;
-                "mknod"
+                ("mknod", Some(self.own(req, &pfd, pst, name)?))
             }
             NewNode::Symlink { target } => {
                 backing::symlink(pfd.as_fd(), name, &target).map_err(|e| errno_of(&e))?;
-                self.own(req, &pfd, name)?;
-                "symlink"
+                ("symlink", Some(self.own(req, &pfd, pst, name)?))
             }
             NewNode::Link { ino } => {
                 let src = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
                 let sfd = self.fd(&src)?;
                 backing::link(sfd.as_fd(), pfd.as_fd(), name).map_err(|e| errno_of(&e))?;
-                if let (Some(from), Ok(st)) = (&link_from, backing::stat_fd(sfd.as_fd())) {
+                // A link keeps the object's identity: the source's stat from before names it.
+                if let Some((from, st)) = &link_from {
                     g.linked((st.dev, st.ino), from, &rel);
                 }
-                "link"
+                ("link", None)
             }
         };
         g.record_change(&rel, op);
         audit::changed(op, &rel);
-        self.lookup_child(&p, name, rel)
+        self.lookup_child_held(&p, name, rel, held)
     }
 
     pub(super) fn do_remove(
@@ -1010,7 +1074,7 @@ impl VeilFs {
         flags: i32,
     ) -> Result<(Arc<Inode>, Stat, u64), Errno> {
         let g = self.guard()?;
-        let (p, rel) = self.child_path(parent, name)?;
+        let (p, rel, pst) = self.child_path_stat(parent, name)?;
         self.check_writable(&rel, "create")?;
         self.check_new_name_visible(&rel, Kind::File, None)?;
         let pfd = self.fd(&p)?;
@@ -1035,15 +1099,23 @@ impl VeilFs {
             self.still_at(&pfd, parent_rel, name, None)
         })?;
         self.capture_with_parent(g, &rel)?;
+        // Opened for reading too, whatever the agent asked: its post-image is then read
+        // through this handle at release (no reopen). The file is new (O_EXCL), so reading is
+        // granted whatever its mode; the agent's own descriptor keeps the access it asked for
+        // (the kernel checks it), and veilfs reads the handle only for the post-image.
+        let flags = match flags & libc::O_ACCMODE {
+            libc::O_WRONLY => (flags & !libc::O_ACCMODE) | libc::O_RDWR,
+            _ => flags,
+        };
         let file = backing::create_file(pfd.as_fd(), name, flags & !libc::O_TRUNC, mode)
             .map_err(|e| errno_of(&e))?;
-        self.own_fd(req, &pfd, file.as_fd())?;
+        self.own_fd(req, &pfd, pst, file.as_fd())?;
         g.record_change(&rel, "create");
         audit::changed("create", &rel);
         let (inode, st) = self.lookup_child(&p, name, rel)?;
         self.note_open(&inode, &st, true);
         let (io, _) = self.register_io(inode.ino, false, super::handles::no_backing);
-        let fh = self.insert_handle(&inode, file, true, io);
+        let fh = self.insert_handle(&inode, file, flags, true, io);
         Ok((inode, st, fh))
     }
 
@@ -1067,13 +1139,15 @@ impl VeilFs {
             None
         };
         // A masked file is edited through a scratch copy of its view (masked_edit.rs).
-        if wants_write && let Some(fh) = self.open_masked_edit(inode, wrel.as_deref(), flags)? {
+        if wants_write
+            && let Some(fh) =
+                self.open_masked_edit(inode, wrel.as_ref().map(|w| w.0.as_path()), flags)?
+        {
             let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
             let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
             return Ok((st, fh));
         }
-        let deferred =
-            wants_write && self.prepare_write_open(req, inode, wrel.as_deref(), flags)?;
+        let deferred = wants_write && self.prepare_write_open(req, inode, wrel.as_ref(), flags)?;
         let opened = (|| {
             let fd = self.fd(inode)?;
             let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
@@ -1100,7 +1174,7 @@ impl VeilFs {
         };
         self.note_open(inode, &st, wants_write);
         let (io, _) = self.register_io(inode.ino, false, super::handles::no_backing);
-        let fh = self.insert_handle(inode, file, wants_write, io);
+        let fh = self.insert_handle(inode, file, flags, wants_write, io);
         Ok((st, fh))
     }
 
@@ -1196,14 +1270,14 @@ impl VeilFs {
         if let Some(rel) = changing.clone() {
             self.check_writable(&rel, "setxattr")?;
             // Fail like native before journalling: removing a missing attribute.
-            if value.is_none() && backing::getxattr(fd.as_fd(), name, 0).is_err() {
+            if value.is_none() && backing::getxattr_as(fd.as_fd(), inode.kind, name, 0).is_err() {
                 return Err(Errno::NO_XATTR);
             }
             // xattrs belong to the object: a file with several names is captured under all.
             let multi = inode.kind == Kind::File
                 && backing::stat_fd(fd.as_fd()).is_ok_and(|st| st.nlink > 1);
             if multi {
-                self.capture_or_divert(g, &inode, &rel)?;
+                self.capture_or_divert(g, &inode, &rel, None)?;
             } else {
                 self.capture(g, &rel)?;
             }
