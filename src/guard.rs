@@ -155,13 +155,6 @@ pub struct Guard {
     names: Mutex<HashMap<(u64, u64), BTreeSet<PathBuf>>>,
     /// See [`Guard::namespace`].
     namespace: Mutex<()>,
-    /// Paths whose latest change marker needs no successor (see [`Guard::record_change`]),
-    /// with the [`Guard::mark_epoch`] it was written in. Held across the journal append of
-    /// every marker and post-image, so the set follows the journal's order.
-    marked: Mutex<HashMap<PathBuf, u64>>,
-    /// Bumped before every rename intent and checkpoint: a marker stands for later ones only
-    /// until then.
-    mark_epoch: AtomicU64,
     /// Set when a record that must not be lost (a post-image, a change marker) could not be
     /// journalled: from then on every change is refused with this errno (see
     /// [`GuardError::Stopped`]), so rollback's picture of the session stays true.
@@ -208,8 +201,6 @@ impl Guard {
             checkpoints: AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
             namespace: Mutex::new(()),
-            marked: Mutex::new(HashMap::new()),
-            mark_epoch: AtomicU64::new(0),
             stopped: Mutex::new(None),
             snapshot_max_size,
             quota,
@@ -450,7 +441,6 @@ impl Guard {
             });
         }
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
-        self.mark_epoch.fetch_add(1, Ordering::SeqCst);
         let n = self.checkpoints.load(Ordering::SeqCst) + 1;
         let seq = self
             .session
@@ -662,52 +652,21 @@ impl Guard {
             to: to.to_path_buf(),
             exchange,
         };
-        self.mark_epoch.fetch_add(1, Ordering::SeqCst);
         self.capture_then(root, rels, Some(intent))
     }
 
-    /// Records what was done (for `veilfs log`), which marks earlier post-images of `rel`
-    /// stale for rollback.
-    ///
-    /// A marker whose path already has one with no post-image journalled after it (at the
-    /// path or below it) and no rename intent or checkpoint in between is not written: rollback
-    /// reads a marker only to drop the post-images before it (at its path and below), and
-    /// there are none between the two, so it would read the same journal. An untarred file's
-    /// chown, chmod and utimens then cost no journal write after its create marker. (The
-    /// audit trail still has one event per change.)
+    /// Records what was done (informational, for `veilfs log`).
     pub fn record_change(&self, rel: &Path, op: &str) {
-        self.mark_changed(rel, op, false)
-    }
-
-    /// [`Guard::record_change`]; `always` writes the marker even where it adds nothing for
-    /// rollback (its op says something `veilfs log` must show).
-    fn mark_changed(&self, rel: &Path, op: &str, always: bool) {
-        /// Marked paths remembered at most (forgetting one only writes its next marker).
-        const MARKED_MAX: usize = 1 << 16;
         if self.overlay {
             return;
         }
-        let mut marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
-        let epoch = self.mark_epoch.load(Ordering::SeqCst);
-        if !always && marked.get(rel) == Some(&epoch) {
-            return;
-        }
-        // Losing a marker would make rollback see a conflict that is not one, so a failure
-        // stops the session's writes.
-        match self.session.append_lazy(Event::Change {
+        // Marks earlier post-images of `rel` stale: losing it would make rollback see a
+        // conflict that is not one, so a failure stops the session's writes.
+        if let Err(e) = self.session.append_lazy(Event::Change {
             path: rel.to_path_buf(),
             op: op.to_string(),
         }) {
-            Ok(_) => {
-                if marked.len() >= MARKED_MAX {
-                    marked.clear();
-                }
-                marked.insert(rel.to_path_buf(), epoch);
-            }
-            Err(e) => {
-                drop(marked);
-                self.stop(&e);
-            }
+            self.stop(&e);
         }
     }
 
@@ -789,17 +748,10 @@ impl Guard {
         match after {
             Ok(after) => {
                 for rel in names {
-                    // A marker at the path or above it is followed by this post-image now:
-                    // the next one there must be written (see `record_change`).
-                    let mut marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
-                    for a in rel.ancestors() {
-                        marked.remove(a);
-                    }
                     if let Err(e) = self.session.append_lazy(Event::PostImage {
                         path: rel.to_path_buf(),
                         after: after.clone(),
                     }) {
-                        drop(marked);
                         self.stop(&e);
                         return;
                     }
@@ -809,7 +761,7 @@ impl Guard {
                 // Without it rollback would compare against nothing: mark the names changed.
                 warn!("post-image of {}: {e}", names[0].display());
                 for rel in names {
-                    self.mark_changed(rel, "write (post-image unreadable)", true);
+                    self.record_change(rel, "write (post-image unreadable)");
                 }
             }
         }
@@ -915,63 +867,6 @@ mod tests {
             }
         }
         assert!(done, "journal fd of {} not found", journal.display());
-    }
-
-    /// The session's `Change` records, as (path, op).
-    fn changes(e: &Env, g: &Guard) -> Vec<(PathBuf, String)> {
-        let store = Store::open(&e.store_dir).unwrap();
-        store
-            .read_session(g.session_id())
-            .unwrap()
-            .into_iter()
-            .filter_map(|r| match r.event {
-                Event::Change { path, op } => Some((path, op)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// A change marker that would tell rollback nothing new (its path has one with no
-    /// post-image at or below it, no rename intent and no checkpoint since) is not written; one
-    /// after any of those is.
-    #[test]
-    fn a_change_marker_is_written_again_only_when_rollback_would_read_it() {
-        let e = env();
-        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
-        let ch = |path: &str, op: &str| (p(path), op.to_string());
-        for op in ["create", "chown", "chmod", "utimens"] {
-            g.record_change(Path::new("a"), op);
-        }
-        g.record_change(Path::new("d"), "chmod");
-        g.record_change(Path::new("d/f"), "open-write");
-        assert_eq!(
-            changes(&e, &g),
-            [ch("a", "create"), ch("d", "chmod"), ch("d/f", "open-write")]
-        );
-        // A post-image of d/f: the next marker of d/f, and of d above it, must drop it.
-        let f = backing::open_path(e.root.as_fd(), Path::new("d/f")).unwrap();
-        g.post_image(f.as_fd(), &[p("d/f")]);
-        g.record_change(Path::new("d/f"), "setattr");
-        g.record_change(Path::new("d"), "setattr");
-        g.record_change(Path::new("a"), "chmod");
-        assert_eq!(changes(&e, &g).len(), 5);
-        // A checkpoint ends a turn, a rename intent moves names: markers after them count.
-        g.checkpoint(None).unwrap();
-        g.record_change(Path::new("a"), "chmod");
-        g.capture_for_rename(e.root.as_fd(), &[], Path::new("a"), Path::new("b"), false)
-            .unwrap();
-        g.record_change(Path::new("a"), "utimens");
-        g.record_change(Path::new("a"), "chown");
-        let all = changes(&e, &g);
-        assert_eq!(
-            all[3..],
-            [
-                ch("d/f", "setattr"),
-                ch("d", "setattr"),
-                ch("a", "chmod"),
-                ch("a", "utimens")
-            ]
-        );
     }
 
     #[test]
