@@ -18,7 +18,8 @@
 //! reached, a store I/O error) the change is refused (fail closed) and the reason journalled
 //! and logged; the copy-on-write overlay fallback is not built yet.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,6 +113,10 @@ impl GuardError {
     }
 }
 
+/// Parked files at which a removal syncs the journal and reaps them (see
+/// [`Guard::remove_aside`]).
+const ASIDE_PENDING_MAX: usize = 4096;
+
 /// Snapshot-before-write for one session: every change is captured (pre-image stored,
 /// journalled, durable) before it reaches the real folder.
 pub struct Guard {
@@ -123,7 +128,11 @@ pub struct Guard {
     /// off the request path.
     objects: LazyWriter,
     session: SessionWriter,
-    captured: Mutex<HashSet<PathBuf>>,
+    /// Each captured path, with the seq of its durable `Capture` record.
+    captured: Mutex<HashMap<PathBuf, u64>>,
+    /// Where removed files are parked instead of unlinked (see `aside.rs`); None when the
+    /// store is on another filesystem than the scope, and in overlay mode.
+    aside: Option<crate::aside::Area>,
     /// Bumped by every checkpoint (under the `captured` lock): a capture that started before
     /// a checkpoint does not mark its path captured after it.
     generation: AtomicU64,
@@ -166,6 +175,16 @@ impl Guard {
             pid: std::process::id(),
             user: rustix::process::getuid().as_raw(),
         })?;
+        let aside = if mode == WriteMode::Overlay {
+            None
+        } else {
+            let io = |source| JournalError::Io {
+                path: scope.to_path_buf(),
+                source,
+            };
+            let root = backing::open_root(scope).map_err(io)?;
+            crate::aside::Area::open(store.dir(), session.id(), root.as_fd()).map_err(io)?
+        };
         let store = Arc::new(store);
         let objects = LazyWriter::start(store.clone()).map_err(|source| JournalError::Io {
             path: store.dir().join("objects"),
@@ -176,7 +195,8 @@ impl Guard {
             store,
             objects,
             session,
-            captured: Mutex::new(HashSet::new()),
+            captured: Mutex::new(HashMap::new()),
+            aside,
             generation: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
@@ -197,7 +217,7 @@ impl Guard {
         self.captured
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(rel)
+            .contains_key(rel)
     }
 
     fn journal(&self, rel: &Path, e: Event) -> Result<(), GuardError> {
@@ -237,7 +257,7 @@ impl Guard {
         }
         let Some(first) = marks
             .first()
-            .map(|(p, _)| p.clone())
+            .map(|(p, _, _)| p.clone())
             .or_else(|| match &then {
                 Some(e) => e.paths().first().map(|p| p.to_path_buf()),
                 None => None,
@@ -258,32 +278,33 @@ impl Guard {
             });
         }
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
-        for (rel, generation) in marks {
+        for (rel, generation, seq) in marks {
             if self.generation.load(Ordering::SeqCst) == generation {
-                c.insert(rel);
+                c.insert(rel, seq);
             }
         }
+        drop(c);
+        self.reap();
         Ok(())
     }
 
-    fn journal_lazy(&self, rel: &Path, e: Event) -> Result<(), GuardError> {
+    fn journal_lazy(&self, rel: &Path, e: Event) -> Result<u64, GuardError> {
         self.session
             .append_lazy(e)
-            .map(|_| ())
             .map_err(|source| GuardError::Journal {
                 path: rel.display().to_string(),
                 source,
             })
     }
 
-    /// Reads `rel`'s state and appends its `Capture` without syncing; returns the path and the
-    /// checkpoint generation to mark it captured under once the record is durable (None when
-    /// it is captured already).
+    /// Reads `rel`'s state and appends its `Capture` without syncing; returns the path, the
+    /// checkpoint generation to mark it captured under once the record is durable, and the
+    /// record's seq (None when it is captured already).
     fn stage_capture(
         &self,
         root: BorrowedFd<'_>,
         rel: &Path,
-    ) -> Result<Option<(PathBuf, u64)>, GuardError> {
+    ) -> Result<Option<(PathBuf, u64, u64)>, GuardError> {
         if self.is_captured(rel) {
             return Ok(None);
         }
@@ -354,14 +375,124 @@ impl Guard {
         if let State::File { size, .. } = &before {
             self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
         }
-        self.journal_lazy(
+        let seq = self.journal_lazy(
             rel,
             Event::Capture {
                 path: rel.to_path_buf(),
                 before,
             },
         )?;
-        Ok(Some((rel.to_path_buf(), generation)))
+        Ok(Some((rel.to_path_buf(), generation, seq)))
+    }
+
+    /// Removes the regular file or symlink `name` of the directory `pfd` (at `rel`, the object
+    /// `key`, with one link) by parking it in the store's aside area instead of unlinking it
+    /// (see `aside.rs`): its capture is journalled without an fsync, since the rename destroys
+    /// nothing. Only the first removal in a directory waits for one (the directory's capture,
+    /// whose seq names the parked file's origin). Returns false, having removed nothing, when
+    /// this does not apply (no aside area, `rel` captured already, a name too long, the name
+    /// swapped meanwhile): the caller then removes it the synchronous way.
+    pub fn remove_aside(
+        &self,
+        root: BorrowedFd<'_>,
+        pfd: BorrowedFd<'_>,
+        rel: &Path,
+        name: &OsStr,
+        key: (u64, u64),
+    ) -> Result<bool, GuardError> {
+        let Some(area) = &self.aside else {
+            return Ok(false);
+        };
+        if self.is_captured(rel) {
+            // Its pre-session state is durable already: the plain unlink costs no fsync.
+            return Ok(false);
+        }
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        self.capture_then(root, &[parent], None)?;
+        let c = self
+            .captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(parent)
+            .copied();
+        let Some(c) = c else {
+            return Ok(false); // a checkpoint came in between
+        };
+        let Some((_, _, s)) = self.stage_capture(root, rel)? else {
+            return Ok(false);
+        };
+        // The object captured must be the one moved: an outside process may swap the name.
+        let still = |k: Option<(u64, u64)>| k == Some(key);
+        if !still(backing::stat_at(pfd, name).ok().map(|st| (st.dev, st.ino))) {
+            return Ok(false);
+        }
+        let io = |source| GuardError::Io {
+            path: rel.display().to_string(),
+            source,
+        };
+        let moved = match area.park(c, s, pfd, name).map_err(io)? {
+            None => return Ok(false),
+            Some(k) => k,
+        };
+        if !still(Some(moved)) {
+            // Swapped in the instant between the check and the rename: put it back, or else
+            // capture what was moved, durably, so nothing is lost.
+            if area.unpark(s, pfd, name) {
+                return Ok(false);
+            }
+            self.capture_parked(area, rel, s)?;
+        }
+        if area.pending() >= ASIDE_PENDING_MAX {
+            // Bound what a crash leaves for readers to rebuild.
+            self.sync_and_reap(rel)?;
+        }
+        Ok(true)
+    }
+
+    /// Journals (durably) the state of the file parked for capture `s`, as `rel`'s capture.
+    fn capture_parked(
+        &self,
+        area: &crate::aside::Area,
+        rel: &Path,
+        s: u64,
+    ) -> Result<(), GuardError> {
+        let fd = area.parked_fd(s).map_err(|source| GuardError::Io {
+            path: rel.display().to_string(),
+            source,
+        })?;
+        let before = State::read_fd(fd.as_fd(), rel, Some(&self.store)).map_err(|source| {
+            GuardError::Journal {
+                path: rel.display().to_string(),
+                source,
+            }
+        })?;
+        self.journal(
+            rel,
+            Event::Capture {
+                path: rel.to_path_buf(),
+                before,
+            },
+        )
+    }
+
+    /// Makes every record durable and unlinks the parked files they cover.
+    fn sync_and_reap(&self, rel: &Path) -> Result<(), GuardError> {
+        if let Err(source) = self.session.sync() {
+            self.stop(&source);
+            return Err(GuardError::Journal {
+                path: rel.display().to_string(),
+                source,
+            });
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Unlinks the parked files whose records a sync has covered.
+    fn reap(&self) {
+        if let Some(area) = &self.aside {
+            area.reap(self.session.durable());
+        }
     }
 
     /// Ends an agent's turn: journals a durable `Checkpoint` and forgets what was captured, so
@@ -395,6 +526,8 @@ impl Guard {
         self.checkpoints.store(n, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
         c.clear();
+        drop(c);
+        self.reap();
         Ok((n, seq))
     }
 
@@ -573,7 +706,7 @@ impl Guard {
     /// `rel` (and everything below it) no longer holds what was captured there.
     pub fn forget_subtree(&self, rel: &Path) {
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
-        c.retain(|p| !p.starts_with(rel));
+        c.retain(|p, _| !p.starts_with(rel));
     }
 
     /// Captures `rels` and records a rename before it is attempted, with one journal fsync.
@@ -668,6 +801,22 @@ impl Guard {
     /// Marks the session as cleanly ended (on unmount), once every lazily stored object is on
     /// disk: readers trust an ended session's objects without rebuilding them from the journal.
     pub fn end(&self) {
+        if let Some(area) = &self.aside {
+            // Every parked file's records made durable, then the files themselves dropped:
+            // an ended session leaves nothing aside.
+            match self.session.sync() {
+                Ok(()) => {
+                    self.reap();
+                    area.finish();
+                }
+                Err(e) => warn!("journal: {e}: parked files are left for the session's readers"),
+            }
+        }
+        tracing::info!(
+            session = self.session.id(),
+            "journal: {} fdatasyncs",
+            self.session.syncs()
+        );
         if !self.objects.settle() {
             warn!(
                 "store: an object file could not be written: session left unended, its objects are rebuilt from the journal"
