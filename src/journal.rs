@@ -932,8 +932,10 @@ impl Store {
         if !aside.exists() || self.session_is_live(id)? {
             return Ok(log);
         }
-        if log.ended() {
-            // Its records are durable: what is left aside is a copy.
+        let parked = crate::aside::list(self.dir(), id).map_err(io_err(&aside))?;
+        if log.ended() || parked.is_empty() {
+            // Nothing parked, or an ended session's records are all durable: what is left
+            // aside is a copy.
             crate::aside::remove_session(self.dir(), id).map_err(io_err(&aside))?;
             return Ok(log);
         }
@@ -945,7 +947,7 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        self.recover_aside(&log, &w)?;
+        self.recover_aside(&log, &w, parked)?;
         drop(w);
         self.load_verified(id)
     }
@@ -958,9 +960,13 @@ impl Store {
     /// `Change` marker naming the parked file, by which a recovery interrupted after its sync
     /// knows it done. At the end is right: nothing durable followed the lost records (any
     /// later sync would have covered them). Then the parked files are removed.
-    fn recover_aside(&self, log: &SessionLog, w: &SessionWriter) -> Result<(), JournalError> {
+    fn recover_aside(
+        &self,
+        log: &SessionLog,
+        w: &SessionWriter,
+        found: Vec<crate::aside::Found>,
+    ) -> Result<(), JournalError> {
         let dir = crate::aside::session_dir(self.dir(), &log.id);
-        let found = crate::aside::list(self.dir(), &log.id).map_err(io_err(&dir))?;
         let mut done = Vec::new();
         let mut kept = 0;
         for f in found {

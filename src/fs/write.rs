@@ -822,7 +822,8 @@ impl VeilFs {
         let _ns = self.approve_unlocking(Some((g, ns)), ApprovalOp::Delete, &rel, None, || {
             self.still_at(&pfd, parent_rel, name, Some((st.dev, st.ino)))
         })?;
-        if !(self.remove_aside(g, &pfd, &rel, name, &st)?) {
+        let parked = self.remove_aside(g, &pfd, &rel, name, &st)?;
+        if !parked {
             self.capture_with_parent(g, &rel)?;
             let r = if dir {
                 backing::rmdir(pfd.as_fd(), name)
@@ -840,6 +841,9 @@ impl VeilFs {
         if let Some(ino) = self.inodes.ino_of_key((st.dev, st.ino))
             && let Some(i) = self.inodes.get(ino)
         {
+            if parked {
+                self.inodes.mark_parked(&i);
+            }
             let loc = i.location();
             if loc.parent == parent.0 && loc.name == name {
                 i.detach();

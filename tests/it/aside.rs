@@ -268,6 +268,13 @@ fn rm_rf_leaves_nothing_aside_and_rolls_back_exactly() {
     run("rm t/again; echo second > t/again; sync t/again; rm t/again");
     run("echo new > t/made; rm t/made");
     run("rm t/twice2");
+    // A file removed while the agent holds it open has no links, as natively (its parked
+    // name is not one of its names).
+    let held = fs::File::open(mp.join("d/f05.txt")).unwrap();
+    fs::remove_file(mp.join("d/f05.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(held.metadata().unwrap().nlink(), 0);
+    drop(held);
     run("rm -rf t d");
     assert!(!mp.join("t").exists() && !mp.join("d").exists());
     let (st, err) = m.stop();
