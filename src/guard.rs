@@ -1058,6 +1058,71 @@ mod tests {
         assert_eq!(captures(&e, &g), vec![p("d/f"), p("a"), p("d/f")]);
     }
 
+    /// Parks `rel` (a name in `dir`) the way the write path does, returning whether it did.
+    fn park(e: &Env, g: &Guard, dir: &str, rel: &str) -> bool {
+        let pfd = backing::open_path(e.root.as_fd(), Path::new(dir)).unwrap();
+        let k = key(&e.scope.join(rel));
+        let name = Path::new(rel).file_name().unwrap();
+        g.remove_aside(e.root.as_fd(), pfd.as_fd(), Path::new(rel), name, k)
+            .unwrap()
+    }
+
+    /// A removal parked aside costs no journal fsync, and the records a crash lost with the
+    /// journal's un-synced tail are rebuilt by the session's readers from the parked file, at
+    /// its path, also in a directory the session made (captured `absent`). A path captured
+    /// already is removed the plain way.
+    #[test]
+    fn parked_removals_whose_records_a_crash_lost_are_rebuilt_by_readers() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        g.capture(e.root.as_fd(), Path::new("n")).unwrap();
+        fs::create_dir(e.scope.join("n")).unwrap();
+        fs::write(e.scope.join("n/x"), "made outside\n").unwrap();
+        assert!(park(&e, &g, "d", "d/f"));
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        assert!(!park(&e, &g, "", "a"), "captured already: the plain way");
+        let durable = std::fs::read_to_string(g.session.path()).unwrap();
+        let syncs = g.session.syncs();
+        assert!(park(&e, &g, "n", "n/x"));
+        assert_eq!(g.session.syncs(), syncs, "a parked removal does not sync");
+        assert!(!e.scope.join("n/x").exists() && !e.scope.join("d/f").exists());
+        let id = g.session_id().to_string();
+        drop(g); // a crash: no end
+        let store = Store::open(&e.store_dir).unwrap();
+        let lost = std::fs::read_to_string(store.session_path(&id)).unwrap();
+        assert!(lost.len() > durable.len());
+        std::fs::write(store.session_path(&id), &durable).unwrap();
+        let recs = store.read_session(&id).unwrap();
+        let caps: Vec<(PathBuf, State)> = recs
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Capture { path, before } => Some((path.clone(), before.clone())),
+                _ => None,
+            })
+            .collect();
+        let of = |p: &str| caps.iter().filter(|(q, _)| q == Path::new(p)).count();
+        assert_eq!((of("d/f"), of("n/x")), (1, 1), "{caps:?}");
+        let Some((_, State::File { hash, .. })) = caps.last() else {
+            panic!("{caps:?}")
+        };
+        assert_eq!(store.read_bytes(hash).unwrap(), b"made outside\n");
+        assert!(!crate::aside::session_dir(&e.store_dir, &id).exists());
+        // Read again: nothing more to rebuild.
+        assert_eq!(store.read_session(&id).unwrap().len(), recs.len());
+    }
+
+    /// A clean end syncs, drops every parked file and the session's aside directory.
+    #[test]
+    fn a_clean_end_leaves_nothing_aside() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        assert!(park(&e, &g, "d", "d/f"));
+        let dir = crate::aside::session_dir(&e.store_dir, g.session_id());
+        assert!(dir.exists());
+        g.end();
+        assert!(!dir.exists());
+    }
+
     /// A small pre-image is journalled with its capture, so a crash that loses (or tears) the
     /// lazily written object file costs nothing: reading the unended session rebuilds it.
     #[test]

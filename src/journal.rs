@@ -970,11 +970,10 @@ impl Store {
         let mut done = Vec::new();
         let mut kept = 0;
         for f in found {
+            // The directory's capture names its path at the time (it may say `absent`: a
+            // directory made in the session, its files created outside the mount).
             let origin = match log.records.get(f.c as usize).map(|r| &r.event) {
-                Some(Event::Capture {
-                    path,
-                    before: State::Dir { .. },
-                }) => path.join(&f.name),
+                Some(Event::Capture { path, .. }) => path.join(&f.name),
                 _ => {
                     tracing::warn!(
                         "{}: no durable directory capture {} in session {}: kept",
