@@ -122,6 +122,34 @@ pub(crate) struct Area {
     /// `<c>/` directories made so far.
     subdirs: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     parked: Mutex<Vec<Parked>>,
+    /// Parked files to unlink, handed to the reaper thread: freeing a file's blocks (with a
+    /// discard, on a filesystem mounted so) took a sixth of an `rm -rf`'s time when done on
+    /// the request that synced.
+    reaper: Mutex<Option<(std::sync::mpsc::Sender<Parked>, std::thread::JoinHandle<()>)>>,
+}
+
+/// How long the reaper waits for the removals to pause before it unlinks what it was given.
+const REAP_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Unlinks the parked files it receives, once they stop coming for [`REAP_IDLE`], at a low
+/// priority: they are redundant (their records are durable), so this only frees space.
+fn reaper(rx: std::sync::mpsc::Receiver<Parked>, path: PathBuf) {
+    let _ = rustix::process::setpriority_process(None, 19);
+    let mut batch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while let Ok(next) = rx.recv_timeout(REAP_IDLE) {
+            batch.push(next);
+        }
+        for p in batch.drain(..) {
+            match backing::unlink(p.dir.as_fd(), &p.name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Its records are durable: a leftover costs space, never data.
+                Err(e) => tracing::warn!("aside {}: {e}", path.display()),
+            }
+        }
+    }
 }
 
 impl Area {
@@ -142,11 +170,17 @@ impl Area {
             .mode(0o700)
             .create(&path)?;
         let dir = backing::open_root(&path)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("veilfs-aside".into())
+            .spawn(move || reaper(rx, p))?;
         Ok(Some(Area {
             path,
             dir,
             subdirs: Mutex::new(HashMap::new()),
             parked: Mutex::new(Vec::new()),
+            reaper: Mutex::new(Some((tx, thread))),
         }))
     }
 
@@ -224,24 +258,31 @@ impl Area {
         }
     }
 
-    /// Unlinks every parked file whose records are durable (`s < durable`, the number of
-    /// journal records known on disk). Returns how many are left.
+    /// Has every parked file whose records are durable (`s < durable`, the number of journal
+    /// records known on disk) unlinked, in the background. Returns how many are left.
     pub(crate) fn reap(&self, durable: u64) -> usize {
         let mut v = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        v.retain(|p| {
+        if !v.iter().any(|p| p.s < durable) {
+            return v.len();
+        }
+        let reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keep = Vec::new();
+        for p in v.drain(..) {
             if p.s >= durable {
-                return true;
+                keep.push(p);
+                continue;
             }
-            match backing::unlink(p.dir.as_fd(), &p.name) {
-                Ok(()) => false,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => {
-                    // Its records are durable: a leftover costs space, never data.
-                    tracing::warn!("aside {}: {e}", self.path.display());
-                    false
-                }
-            }
-        });
+            let p = match &*reaper {
+                Some((tx, _)) => match tx.send(p) {
+                    Ok(()) => continue,
+                    Err(std::sync::mpsc::SendError(p)) => p,
+                },
+                None => p,
+            };
+            // No reaper (finished, or it panicked): unlink it here.
+            let _ = backing::unlink(p.dir.as_fd(), &p.name);
+        }
+        *v = keep;
         v.len()
     }
 
@@ -255,6 +296,11 @@ impl Area {
     pub(crate) fn finish(&self) {
         if self.pending() > 0 {
             return;
+        }
+        let reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((tx, thread)) = reaper {
+            drop(tx);
+            let _ = thread.join();
         }
         let m = self.subdirs.lock().unwrap_or_else(|e| e.into_inner());
         for c in m.keys() {

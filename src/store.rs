@@ -575,7 +575,22 @@ impl Store {
     /// it from the record (every reader of a session that did not end does).
     pub(crate) fn pack(&self, data: &[u8]) -> Result<(ObjectId, Vec<u8>), StoreError> {
         let id = ObjectId::of(data);
-        let z = zstd::bulk::compress(data, ZSTD_LEVEL).map_err(io_err(&self.object_path(&id)))?;
+        thread_local! {
+            // One compression context per thread, not one per pre-image: making it was a
+            // twentieth of an `rm -rf`'s time on the request threads.
+            static CCTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let z = CCTX
+            .with(|c| {
+                let mut c = c.borrow_mut();
+                let cx = match c.as_mut() {
+                    Some(cx) => cx,
+                    None => c.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+                };
+                cx.compress(data)
+            })
+            .map_err(io_err(&self.object_path(&id)))?;
         Ok((id, z))
     }
 
