@@ -331,3 +331,37 @@ fn removing_many_files_of_a_directory_costs_a_fixed_number_of_journal_fsyncs() {
     );
     assert!(many <= 4, "{many} fdatasyncs for 200 removals");
 }
+
+/// SIGKILL in the middle of a stream of parked removals (nothing lost from the page cache):
+/// the journal holds every record, the readers only drop the parked files, and rollback is
+/// exact.
+#[test]
+fn a_sigkill_amid_parked_removals_rolls_back_exactly() {
+    for after in [1, 7, 23] {
+        let e = WriteEnv::new(PROFILE, seed);
+        let before = tree_hash(e.scope.path());
+        let m = e.mount();
+        let script = format!(
+            r#"set -e
+cd "{mp}/d"
+i=0
+for f in f*.txt link; do rm "$f"; i=$((i+1)); echo "progress $i"; done
+sleep 600"#,
+            mp = m.mp.display()
+        );
+        common::sigkill_mount_during(m, &script, after);
+        let store = PathBuf::from(e.store());
+        assert!(
+            !parked(&store).is_empty(),
+            "kill at {after}: nothing parked"
+        );
+        let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
+        assert!(ok, "rollback after kill at {after}: {out}{err}");
+        assert!(parked(&store).is_empty(), "kill at {after}");
+        assert_eq!(
+            tree_hash(e.scope.path()),
+            before,
+            "kill at {after}: {out}{err}"
+        );
+    }
+}
