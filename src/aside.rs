@@ -222,7 +222,7 @@ impl Area {
             }
             Err(e) => return Err(e),
         }
-        let st = backing::stat_at(dir.as_fd(), &parked)?;
+        let st = backing::stat_at(dir.as_fd(), &parked);
         self.parked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -231,7 +231,8 @@ impl Area {
                 name: parked,
                 s,
             });
-        Ok(Some((st.dev, st.ino)))
+        // Unknown (never in practice): the caller takes it for a swapped object.
+        Ok(Some(st.map_or((0, 0), |st| (st.dev, st.ino))))
     }
 
     /// Moves the file parked for capture `s` back to `name` in `pfd` (never replacing

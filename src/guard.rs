@@ -426,13 +426,14 @@ impl Guard {
         if !still(backing::stat_at(pfd, name).ok().map(|st| (st.dev, st.ino))) {
             return Ok(false);
         }
-        let io = |source| GuardError::Io {
-            path: rel.display().to_string(),
-            source,
-        };
-        let moved = match area.park(c, s, pfd, name).map_err(io)? {
-            None => return Ok(false),
-            Some(k) => k,
+        let moved = match area.park(c, s, pfd, name) {
+            Ok(Some(k)) => k,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                // The aside area failed (full, say): the synchronous path may still work.
+                warn!("aside: parking {}: {e}", rel.display());
+                return Ok(false);
+            }
         };
         if !still(Some(moved)) {
             // Swapped in the instant between the check and the rename: put it back, or else
