@@ -19,6 +19,7 @@
 //! and logged; the copy-on-write overlay fallback is not built yet.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -115,12 +116,21 @@ impl GuardError {
 /// The paths captured in this checkpoint generation, and the directories the session made.
 #[derive(Default)]
 struct Captured {
-    /// Each captured path, and whether it was absent (its capture is `State::Absent`).
-    paths: HashMap<PathBuf, bool>,
+    /// Each captured path, with its `Capture` record.
+    paths: HashMap<PathBuf, Entry>,
     /// Directories made by `mkdir` after an `Absent` capture in this generation, not renamed
     /// or removed since: every entry in them was made by the session after the directory, so
     /// rollback removes them whole (see [`Guard::made_dir`]).
     born: HashSet<PathBuf>,
+}
+
+/// A captured path's `Capture` record.
+#[derive(Clone, Copy)]
+struct Entry {
+    /// Its seq in the journal.
+    seq: u64,
+    /// It records `State::Absent`.
+    absent: bool,
 }
 
 /// A path whose `Capture` was appended, to mark captured once it may be relied on.
@@ -128,9 +138,13 @@ struct Mark {
     rel: PathBuf,
     /// The checkpoint generation it was captured in.
     generation: u64,
-    /// Its capture is `State::Absent`.
-    absent: bool,
+    /// The record.
+    entry: Entry,
 }
+
+/// Parked files at which a removal syncs the journal and reaps them (see
+/// [`Guard::remove_aside`]).
+const ASIDE_PENDING_MAX: usize = 4096;
 
 /// Snapshot-before-write for one session: every change is captured (pre-image stored,
 /// journalled, durable) before it reaches the real folder.
@@ -144,6 +158,9 @@ pub struct Guard {
     objects: LazyWriter,
     session: SessionWriter,
     captured: Mutex<Captured>,
+    /// Where removed files are parked instead of unlinked (see `aside.rs`); None when the
+    /// store is on another filesystem than the scope, and in overlay mode.
+    aside: Option<crate::aside::Area>,
     /// Bumped by every checkpoint (under the `captured` lock): a capture that started before
     /// a checkpoint does not mark its path captured after it.
     generation: AtomicU64,
@@ -186,6 +203,16 @@ impl Guard {
             pid: std::process::id(),
             user: rustix::process::getuid().as_raw(),
         })?;
+        let aside = if mode == WriteMode::Overlay {
+            None
+        } else {
+            let io = |source| JournalError::Io {
+                path: scope.to_path_buf(),
+                source,
+            };
+            let root = backing::open_root(scope).map_err(io)?;
+            crate::aside::Area::open(store.dir(), session.id(), root.as_fd()).map_err(io)?
+        };
         let store = Arc::new(store);
         let objects = LazyWriter::start(store.clone()).map_err(|source| JournalError::Io {
             path: store.dir().join("objects"),
@@ -197,6 +224,7 @@ impl Guard {
             objects,
             session,
             captured: Mutex::new(Captured::default()),
+            aside,
             generation: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
@@ -285,9 +313,11 @@ impl Guard {
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
         for m in marks {
             if self.generation.load(Ordering::SeqCst) == m.generation {
-                c.paths.insert(m.rel, m.absent);
+                c.paths.insert(m.rel, m.entry);
             }
         }
+        drop(c);
+        self.reap();
         Ok(())
     }
 
@@ -302,13 +332,13 @@ impl Guard {
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::SeqCst);
         let lazy = marks.iter().all(|m| {
-            m.absent
+            m.entry.absent
                 && m.generation == generation
                 && m.rel.parent().is_some_and(|d| c.born.contains(d))
         });
         if lazy {
             for m in marks {
-                c.paths.insert(m.rel.clone(), true);
+                c.paths.insert(m.rel.clone(), m.entry);
             }
         }
         lazy
@@ -321,15 +351,14 @@ impl Guard {
     /// are journalled durably as before.
     pub fn made_dir(&self, rel: &Path) {
         let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
-        if c.paths.get(rel) == Some(&true) {
+        if c.paths.get(rel).is_some_and(|e| e.absent) {
             c.born.insert(rel.to_path_buf());
         }
     }
 
-    fn journal_lazy(&self, rel: &Path, e: Event) -> Result<(), GuardError> {
+    fn journal_lazy(&self, rel: &Path, e: Event) -> Result<u64, GuardError> {
         self.session
             .append_lazy(e)
-            .map(|_| ())
             .map_err(|source| GuardError::Journal {
                 path: rel.display().to_string(),
                 source,
@@ -410,7 +439,7 @@ impl Guard {
             self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
         }
         let absent = before == State::Absent;
-        self.journal_lazy(
+        let seq = self.journal_lazy(
             rel,
             Event::Capture {
                 path: rel.to_path_buf(),
@@ -420,8 +449,129 @@ impl Guard {
         Ok(Some(Mark {
             rel: rel.to_path_buf(),
             generation,
-            absent,
+            entry: Entry { seq, absent },
         }))
+    }
+
+    /// Removes the regular file or symlink `name` of the directory `pfd` (at `rel`, the object
+    /// `key`, with one link) by parking it in the store's aside area instead of unlinking it
+    /// (see `aside.rs`): its capture is journalled without an fsync, since the rename destroys
+    /// nothing. Only the first removal in a directory waits for one (the directory's capture,
+    /// whose seq names the parked file's origin). Returns false, having removed nothing, when
+    /// this does not apply (no aside area, `rel` captured already, a name too long, the name
+    /// swapped meanwhile): the caller then removes it the synchronous way.
+    pub fn remove_aside(
+        &self,
+        root: BorrowedFd<'_>,
+        pfd: BorrowedFd<'_>,
+        rel: &Path,
+        name: &OsStr,
+        key: (u64, u64),
+    ) -> Result<bool, GuardError> {
+        let Some(area) = &self.aside else {
+            return Ok(false);
+        };
+        if self.is_captured(rel) {
+            // Its pre-session state is durable already: the plain unlink costs no fsync.
+            return Ok(false);
+        }
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        self.capture_then(root, &[parent], None)?;
+        let c = self
+            .captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .paths
+            .get(parent)
+            .map(|e| e.seq);
+        let Some(c) = c else {
+            return Ok(false); // a checkpoint came in between
+        };
+        if self.session.durable() <= c {
+            // Captured without an fsync (in a directory the session made): `<c>/` may name
+            // the parked file's origin only once its record is durable.
+            self.sync_and_reap(parent)?;
+        }
+        let Some(Mark {
+            entry: Entry { seq: s, .. },
+            ..
+        }) = self.stage_capture(root, rel)?
+        else {
+            return Ok(false);
+        };
+        // The object captured must be the one moved: an outside process may swap the name.
+        let still = |k: Option<(u64, u64)>| k == Some(key);
+        if !still(backing::stat_at(pfd, name).ok().map(|st| (st.dev, st.ino))) {
+            return Ok(false);
+        }
+        let moved = match area.park(c, s, pfd, name) {
+            Ok(Some(k)) => k,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                // The aside area failed (full, say): the synchronous path may still work.
+                warn!("aside: parking {}: {e}", rel.display());
+                return Ok(false);
+            }
+        };
+        if !still(Some(moved)) {
+            // Swapped in the instant between the check and the rename: put it back, or else
+            // capture what was moved, durably, so nothing is lost.
+            if area.unpark(s, pfd, name) {
+                return Ok(false);
+            }
+            self.capture_parked(area, rel, s)?;
+        }
+        if area.pending() >= ASIDE_PENDING_MAX {
+            // Bound what a crash leaves for readers to rebuild.
+            self.sync_and_reap(rel)?;
+        }
+        Ok(true)
+    }
+
+    /// Journals (durably) the state of the file parked for capture `s`, as `rel`'s capture.
+    fn capture_parked(
+        &self,
+        area: &crate::aside::Area,
+        rel: &Path,
+        s: u64,
+    ) -> Result<(), GuardError> {
+        let fd = area.parked_fd(s).map_err(|source| GuardError::Io {
+            path: rel.display().to_string(),
+            source,
+        })?;
+        let before = State::read_fd(fd.as_fd(), rel, Some(&self.store)).map_err(|source| {
+            GuardError::Journal {
+                path: rel.display().to_string(),
+                source,
+            }
+        })?;
+        self.journal(
+            rel,
+            Event::Capture {
+                path: rel.to_path_buf(),
+                before,
+            },
+        )
+    }
+
+    /// Makes every record durable and unlinks the parked files they cover.
+    fn sync_and_reap(&self, rel: &Path) -> Result<(), GuardError> {
+        if let Err(source) = self.session.sync() {
+            self.stop(&source);
+            return Err(GuardError::Journal {
+                path: rel.display().to_string(),
+                source,
+            });
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Unlinks the parked files whose records a sync has covered.
+    fn reap(&self) {
+        if let Some(area) = &self.aside {
+            area.reap(self.session.durable());
+        }
     }
 
     /// Ends an agent's turn: journals a durable `Checkpoint` and forgets what was captured, so
@@ -456,6 +606,8 @@ impl Guard {
         self.generation.fetch_add(1, Ordering::SeqCst);
         c.paths.clear();
         c.born.clear();
+        drop(c);
+        self.reap();
         Ok((n, seq))
     }
 
@@ -770,6 +922,22 @@ impl Guard {
     /// Marks the session as cleanly ended (on unmount), once every lazily stored object is on
     /// disk: readers trust an ended session's objects without rebuilding them from the journal.
     pub fn end(&self) {
+        if let Some(area) = &self.aside {
+            // Every parked file's records made durable, then the files themselves dropped:
+            // an ended session leaves nothing aside.
+            match self.session.sync() {
+                Ok(()) => {
+                    self.reap();
+                    area.finish();
+                }
+                Err(e) => warn!("journal: {e}: parked files are left for the session's readers"),
+            }
+        }
+        tracing::info!(
+            session = self.session.id(),
+            "journal: {} fdatasyncs",
+            self.session.syncs()
+        );
         if !self.objects.settle() {
             warn!(
                 "store: an object file could not be written: session left unended, its objects are rebuilt from the journal"
@@ -1009,6 +1177,71 @@ mod tests {
         g.capture(e.root.as_fd(), Path::new("d/f")).unwrap();
         g.capture(e.root.as_fd(), Path::new("a")).unwrap();
         assert_eq!(captures(&e, &g), vec![p("d/f"), p("a"), p("d/f")]);
+    }
+
+    /// Parks `rel` (a name in `dir`) the way the write path does, returning whether it did.
+    fn park(e: &Env, g: &Guard, dir: &str, rel: &str) -> bool {
+        let pfd = backing::open_path(e.root.as_fd(), Path::new(dir)).unwrap();
+        let k = key(&e.scope.join(rel));
+        let name = Path::new(rel).file_name().unwrap();
+        g.remove_aside(e.root.as_fd(), pfd.as_fd(), Path::new(rel), name, k)
+            .unwrap()
+    }
+
+    /// A removal parked aside costs no journal fsync, and the records a crash lost with the
+    /// journal's un-synced tail are rebuilt by the session's readers from the parked file, at
+    /// its path, also in a directory the session made (captured `absent`). A path captured
+    /// already is removed the plain way.
+    #[test]
+    fn parked_removals_whose_records_a_crash_lost_are_rebuilt_by_readers() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        g.capture(e.root.as_fd(), Path::new("n")).unwrap();
+        fs::create_dir(e.scope.join("n")).unwrap();
+        fs::write(e.scope.join("n/x"), "made outside\n").unwrap();
+        assert!(park(&e, &g, "d", "d/f"));
+        g.capture(e.root.as_fd(), Path::new("a")).unwrap();
+        assert!(!park(&e, &g, "", "a"), "captured already: the plain way");
+        let durable = std::fs::read_to_string(g.session.path()).unwrap();
+        let syncs = g.session.syncs();
+        assert!(park(&e, &g, "n", "n/x"));
+        assert_eq!(g.session.syncs(), syncs, "a parked removal does not sync");
+        assert!(!e.scope.join("n/x").exists() && !e.scope.join("d/f").exists());
+        let id = g.session_id().to_string();
+        drop(g); // a crash: no end
+        let store = Store::open(&e.store_dir).unwrap();
+        let lost = std::fs::read_to_string(store.session_path(&id)).unwrap();
+        assert!(lost.len() > durable.len());
+        std::fs::write(store.session_path(&id), &durable).unwrap();
+        let recs = store.read_session(&id).unwrap();
+        let caps: Vec<(PathBuf, State)> = recs
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Capture { path, before } => Some((path.clone(), before.clone())),
+                _ => None,
+            })
+            .collect();
+        let of = |p: &str| caps.iter().filter(|(q, _)| q == Path::new(p)).count();
+        assert_eq!((of("d/f"), of("n/x")), (1, 1), "{caps:?}");
+        let Some((_, State::File { hash, .. })) = caps.last() else {
+            panic!("{caps:?}")
+        };
+        assert_eq!(store.read_bytes(hash).unwrap(), b"made outside\n");
+        assert!(!crate::aside::session_dir(&e.store_dir, &id).exists());
+        // Read again: nothing more to rebuild.
+        assert_eq!(store.read_session(&id).unwrap().len(), recs.len());
+    }
+
+    /// A clean end syncs, drops every parked file and the session's aside directory.
+    #[test]
+    fn a_clean_end_leaves_nothing_aside() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        assert!(park(&e, &g, "d", "d/f"));
+        let dir = crate::aside::session_dir(&e.store_dir, g.session_id());
+        assert!(dir.exists());
+        g.end();
+        assert!(!dir.exists());
     }
 
     /// A small pre-image is journalled with its capture, so a crash that loses (or tears) the

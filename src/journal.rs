@@ -595,6 +595,11 @@ impl SessionWriter {
         Ok(())
     }
 
+    /// The number of records known durable.
+    pub(crate) fn durable(&self) -> u64 {
+        *self.durable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// How many times the journal was fdatasynced.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
@@ -867,7 +872,7 @@ impl Store {
     /// append to it: a torn last line is cut off, a complete one lacking its newline gets it,
     /// and the chain continues from the last complete record. Refused while the session is live.
     pub fn reopen_session(&self, id: &str) -> Result<SessionWriter, JournalError> {
-        let log = self.load_session(id)?;
+        let log = self.load_verified(id)?;
         let path = log.path.clone();
         let file = OpenOptions::new()
             .read(true)
@@ -944,8 +949,120 @@ impl Store {
     }
 
     /// Reads and verifies one session (chain, sequence, first record). A torn last line is
-    /// tolerated and reported in [`SessionLog::tail`].
+    /// tolerated and reported in [`SessionLog::tail`]. A session that did not end and left
+    /// files in the store's aside area (a crash) is completed first: the records of parked
+    /// files that the journal lost are rebuilt from the files ([`Store::recover_aside`]).
     pub fn load_session(&self, id: &str) -> Result<SessionLog, JournalError> {
+        let log = self.load_verified(id)?;
+        let aside = crate::aside::session_dir(self.dir(), id);
+        if !aside.exists() || self.session_is_live(id)? {
+            return Ok(log);
+        }
+        let parked = crate::aside::list(self.dir(), id).map_err(io_err(&aside))?;
+        if log.ended() || parked.is_empty() {
+            // Nothing parked, or an ended session's records are all durable: what is left
+            // aside is a copy.
+            crate::aside::remove_session(self.dir(), id).map_err(io_err(&aside))?;
+            return Ok(log);
+        }
+        let w = match self.reopen_session(id) {
+            Ok(w) => w,
+            // Another reader is recovering it (or a writer took it meanwhile).
+            Err(JournalError::Io { source, .. }) if source.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(log);
+            }
+            Err(e) => return Err(e),
+        };
+        self.recover_aside(&log, &w, parked)?;
+        drop(w);
+        self.load_verified(id)
+    }
+
+    /// Appends, to the journal of a session that did not end, the records of every file it
+    /// parked aside (see `aside.rs`) that the durable journal lacks: an OS crash lost the
+    /// un-synced tail that held them, while the rename that parked the file persisted. Each
+    /// gets an `Object` (small files), a `Capture` at its original path (its directory named by
+    /// the durable capture `c`, its bytes and metadata read from the parked file) and a
+    /// `Change` marker naming the parked file, by which a recovery interrupted after its sync
+    /// knows it done. At the end is right: nothing durable followed the lost records (any
+    /// later sync would have covered them). Then the parked files are removed.
+    fn recover_aside(
+        &self,
+        log: &SessionLog,
+        w: &SessionWriter,
+        found: Vec<crate::aside::Found>,
+    ) -> Result<(), JournalError> {
+        let dir = crate::aside::session_dir(self.dir(), &log.id);
+        let mut done = Vec::new();
+        let mut kept = 0;
+        for f in found {
+            // The directory's capture names its path at the time (it may say `absent`: a
+            // directory made in the session, its files created outside the mount).
+            let origin = match log.records.get(f.c as usize).map(|r| &r.event) {
+                Some(Event::Capture { path, .. }) => path.join(&f.name),
+                _ => {
+                    tracing::warn!(
+                        "{}: no durable directory capture {} in session {}: kept",
+                        f.path.display(),
+                        f.c,
+                        log.id
+                    );
+                    kept += 1;
+                    continue;
+                }
+            };
+            let marker = format!(
+                "unlink (recovered from the store's aside area, {}/{})",
+                f.c, f.s
+            );
+            let present = matches!(log.records.get(f.s as usize).map(|r| &r.event),
+                    Some(Event::Capture { path, .. }) if *path == origin)
+                || log.records.iter().any(|r| {
+                    matches!(&r.event, Event::Change { path, op } if *path == origin && *op == marker)
+                });
+            if !present {
+                let parent = f.path.parent().unwrap_or(Path::new("/"));
+                let fd = backing::open_root(parent)
+                    .and_then(|d| {
+                        backing::lookup(d.as_fd(), f.path.file_name().unwrap_or_default())
+                    })
+                    .map_err(io_err(&f.path))?;
+                let st = backing::stat_fd(fd.as_fd()).map_err(io_err(&f.path))?;
+                let (before, inline) = State::capture_held(fd.as_fd(), &st, &origin, self)?;
+                if let Some((id, z)) = inline {
+                    w.append_lazy(Event::Object {
+                        id,
+                        zstd_hex: hex::encode(&z),
+                    })?;
+                }
+                w.append_lazy(Event::Capture {
+                    path: origin.clone(),
+                    before,
+                })?;
+                w.append_lazy(Event::Change {
+                    path: origin.clone(),
+                    op: marker,
+                })?;
+                tracing::info!(
+                    "session {}: the removal of {} was recovered from the store's aside area",
+                    log.id,
+                    origin.display()
+                );
+            }
+            done.push(f.path);
+        }
+        w.sync()?;
+        for p in done {
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+        if kept == 0 {
+            crate::aside::remove_session(self.dir(), &log.id).map_err(io_err(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// [`Store::load_session`] without the aside recovery.
+    fn load_verified(&self, id: &str) -> Result<SessionLog, JournalError> {
         let path = self.session_path(id);
         if !valid_session_id(id) || !path.is_file() {
             return Err(JournalError::NoSession {

@@ -18,6 +18,7 @@
 //! - [`backing`]: the only module that touches the real folder, always beneath the scope's fd.
 //! - [`fs`]: the `fuser::Filesystem` translation layer.
 //! - [`store`], [`journal`], [`rollback`]: snapshot store, tamper-evident journal, undo.
+//! - [`aside`]: removed files parked in the store until their journal records are durable.
 //! - [`guard`]: snapshot-before-write orchestration for the write path.
 //! - [`breaker`]: the damage breaker (rate limits on deletes, renames, overwrites, mass reads).
 //! - [`registry`]: the registry of this user's live mounts (`veilfs status`, `resume`, `revoke`).
@@ -48,6 +49,7 @@
 
 mod admin;
 mod approval;
+mod aside;
 mod audit;
 mod backing;
 mod breaker;

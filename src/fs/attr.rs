@@ -133,6 +133,9 @@ impl VeilFs {
         if st.kind() == Kind::File && st.nlink > 1 {
             st.nlink = self.visible_links(ino, &st);
         }
+        if st.nlink == 1 {
+            st.nlink = self.inodes.shown_links(ino, 1);
+        }
         attr_of(ino, &st)
     }
 

@@ -124,7 +124,7 @@ impl VeilFs {
 
     /// The write handles open on `ino`: how many, and how many of them the agent has already
     /// closed (FLUSH seen, RELEASE on its way).
-    fn write_handles(&self, ino: u64) -> (usize, usize) {
+    pub(super) fn write_handles(&self, ino: u64) -> (usize, usize) {
         self.handles
             .read()
             .unwrap_or_else(|e| e.into_inner())

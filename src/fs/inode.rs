@@ -42,6 +42,9 @@ pub(super) struct Inode {
     /// Its writes go to a copy in the overlay (see `divert`): `fd` then holds the copy, and is
     /// never evicted (re-resolving by name would find the real file).
     diverted: std::sync::atomic::AtomicBool,
+    /// Removed by parking it in the store's aside area (`aside.rs`): its real link count is
+    /// one more than a removed file's, which is what the agent is shown.
+    parked: std::sync::atomic::AtomicBool,
     pub key: (u64, u64),
     pub kind: Kind,
     pub loc: Mutex<Location>,
@@ -133,6 +136,9 @@ pub(super) struct InodeTable {
     fd_budget: usize,
     /// Inodes in the order they were given an fd: eviction takes the oldest first.
     held_order: Mutex<VecDeque<Weak<Inode>>>,
+    /// Whether any inode was ever parked (see [`Inode::parked`]): until then no attribute
+    /// reply looks an inode up for it.
+    any_parked: std::sync::atomic::AtomicBool,
 }
 
 impl InodeTable {
@@ -152,6 +158,7 @@ impl InodeTable {
             last_listed: AtomicU64::new(0),
             partial_listing: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
+            parked: std::sync::atomic::AtomicBool::new(false),
         });
         let mut t = Tables::default();
         t.by_ino.insert(ROOT, root);
@@ -162,6 +169,27 @@ impl InodeTable {
             held_fds: AtomicUsize::new(1),
             fd_budget: fd_budget.max(64),
             held_order: Mutex::new(VecDeque::new()),
+            any_parked: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The object `ino` was removed by parking it aside (see [`Inode::parked`]).
+    pub(super) fn mark_parked(&self, inode: &Inode) {
+        inode.parked.store(true, Ordering::Relaxed);
+        self.any_parked.store(true, Ordering::Relaxed);
+    }
+
+    /// The link count the agent is shown for `ino` with real count `nlink`: one less for a
+    /// parked object, whose parked name is not one of its names.
+    pub(super) fn shown_links(&self, ino: u64, nlink: u64) -> u64 {
+        if self.any_parked.load(Ordering::Relaxed)
+            && self
+                .get(ino)
+                .is_some_and(|i| i.parked.load(Ordering::Relaxed))
+        {
+            nlink.saturating_sub(1)
+        } else {
+            nlink
         }
     }
 
@@ -315,6 +343,7 @@ impl InodeTable {
             last_listed: AtomicU64::new(0),
             partial_listing: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
+            parked: std::sync::atomic::AtomicBool::new(false),
         });
         t.by_ino.insert(ino, inode.clone());
         t.by_key.insert(key, ino);

@@ -887,13 +887,16 @@ impl VeilFs {
         let _ns = self.approve_unlocking(Some((g, ns)), ApprovalOp::Delete, &rel, None, || {
             self.still_at(&pfd, parent_rel, name, Some((st.dev, st.ino)))
         })?;
-        self.capture_with_parent(g, &rel)?;
-        let r = if dir {
-            backing::rmdir(pfd.as_fd(), name)
-        } else {
-            backing::unlink(pfd.as_fd(), name)
-        };
-        r.map_err(|e| errno_of(&e))?;
+        let parked = self.remove_aside(g, &pfd, &rel, name, &st)?;
+        if !parked {
+            self.capture_with_parent(g, &rel)?;
+            let r = if dir {
+                backing::rmdir(pfd.as_fd(), name)
+            } else {
+                backing::unlink(pfd.as_fd(), name)
+            };
+            r.map_err(|e| errno_of(&e))?;
+        }
         g.forget_subtree(&rel);
         if !dir {
             g.unlinked((st.dev, st.ino), &rel);
@@ -903,12 +906,45 @@ impl VeilFs {
         if let Some(ino) = self.inodes.ino_of_key((st.dev, st.ino))
             && let Some(i) = self.inodes.get(ino)
         {
+            if parked {
+                self.inodes.mark_parked(&i);
+            }
             let loc = i.location();
             if loc.parent == parent.0 && loc.name == name {
                 i.detach();
             }
         }
         Ok(())
+    }
+
+    /// Removes a file by parking it in the store's aside area (see `aside.rs`), without a
+    /// journal fsync, when that is safe: a small regular file (its pre-image travels inline in
+    /// the journal, so the parked file is redundant once a sync covers it) or a symlink, with
+    /// one link (another name would keep sharing and changing the parked inode), held open for
+    /// writing by no handle of the agent's. False when it was not removed that way.
+    fn remove_aside(
+        &self,
+        g: &Guard,
+        pfd: &std::os::fd::OwnedFd,
+        rel: &Path,
+        name: &OsStr,
+        st: &Stat,
+    ) -> Result<bool, Errno> {
+        let small_file = st.kind() == Kind::File && st.size <= crate::store::INLINE_MAX;
+        if !(small_file || st.kind() == Kind::Symlink) || st.nlink != 1 {
+            return Ok(false);
+        }
+        if let Some(ino) = self.inodes.ino_of_key((st.dev, st.ino))
+            && self.write_handles(ino).0 > 0
+        {
+            return Ok(false);
+        }
+        let root = self.root_fd()?;
+        g.remove_aside(root.as_fd(), pfd.as_fd(), rel, name, (st.dev, st.ino))
+            .map_err(|e| {
+                audit::denied("unlink", rel, &e);
+                Errno::from_i32(e.errno())
+            })
     }
 
     pub(super) fn do_rename(

@@ -14,6 +14,7 @@ mod exact;
 
 mod adversary;
 mod approval;
+mod aside;
 mod audit;
 mod binaries;
 mod breaker;
