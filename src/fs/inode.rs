@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -60,6 +60,8 @@ pub(super) struct Inode {
     /// one READDIR buffer holds, or has yet to ask for the empty reply that ends it); the next
     /// READDIR at a non-zero offset continues it.
     pub partial_listing: Mutex<Option<Arc<Listing>>>,
+    /// See [`Inode::detach_from`].
+    lost_path: Mutex<Option<PathBuf>>,
 }
 
 /// A directory's visible entries with the stat each was listed with.
@@ -116,6 +118,21 @@ impl Inode {
         l.parent = 0;
     }
 
+    /// [`Inode::detach`] by the agent's own removal (or rename over it) of `rel`, through the
+    /// mount: reads through a descriptor it still holds are judged by that path.
+    pub(super) fn detach_from(&self, rel: &Path) {
+        self.detach();
+        *self.lost_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(rel.to_path_buf());
+    }
+
+    /// The path the object had when the agent removed it (see [`Inode::detach_from`]).
+    pub(super) fn lost_path(&self) -> Option<PathBuf> {
+        self.lost_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub(super) fn set_location(&self, parent: u64, name: &OsStr) {
         let mut l = self.loc.lock().unwrap_or_else(|e| e.into_inner());
         l.parent = parent;
@@ -157,6 +174,7 @@ impl InodeTable {
             last_open: Mutex::new(None),
             last_listed: AtomicU64::new(0),
             partial_listing: Mutex::new(None),
+            lost_path: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
             parked: std::sync::atomic::AtomicBool::new(false),
         });
@@ -342,6 +360,7 @@ impl InodeTable {
             last_open: Mutex::new(None),
             last_listed: AtomicU64::new(0),
             partial_listing: Mutex::new(None),
+            lost_path: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
             parked: std::sync::atomic::AtomicBool::new(false),
         });

@@ -49,6 +49,19 @@ impl VeilFs {
     /// see them. With redaction on, the bytes come from a consistent copy of the file's current
     /// version, and the view was decided on that very copy (see [`served`]): a file rewritten
     /// in place outside the mount can never be served with another version's masks.
+    /// The path a read of `ino` is judged by: its path, or, for a file the agent removed (or
+    /// renamed over) through the mount while holding it open, the path it had then. Reading an
+    /// open, unlinked file is ordinary POSIX (temporary files live on it), and the view at that
+    /// path is the one the agent was shown before.
+    fn read_rel(&self, ino: u64) -> Result<PathBuf, Errno> {
+        if self.inodes.rel_path(ino).is_none()
+            && let Some(p) = self.inodes.get(ino).and_then(|i| i.lost_path())
+        {
+            return Ok(p);
+        }
+        self.rel(ino)
+    }
+
     pub(super) fn read_view(
         &self,
         ino: u64,
@@ -60,7 +73,7 @@ impl VeilFs {
         if writable {
             return pread_full(file, offset, size).map(Served::Own);
         }
-        let rel = self.rel(ino)?;
+        let rel = self.read_rel(ino)?;
         if !self.cfg.viewer.redaction_enabled()
             && !self.cfg.viewer.presents_metadata(&rel)
             && !self.cfg.viewer.presents_text(&rel)
@@ -168,7 +181,7 @@ impl VeilFs {
         if !self.cfg.viewer.may_synthesize(&inode.location().name) {
             return None;
         }
-        let rel = self.rel(ino).ok()?;
+        let rel = self.read_rel(ino).ok()?;
         if !self.cfg.viewer.is_synthesized(&rel, st) {
             return None;
         }
@@ -303,7 +316,7 @@ impl VeilFs {
         if st.kind() != Kind::File || st.size > self.cfg.viewer.max_scan_size() {
             return None;
         }
-        let rel = self.rel(inode.ino).ok()?;
+        let rel = self.read_rel(inode.ino).ok()?;
         let sel = self.cfg.viewer.rules_for(&rel, &st).id();
         let c = self.copies.get((st.dev, st.ino))?;
         if c.id != view::file_id(&st) || c.rules != sel {
@@ -341,7 +354,7 @@ impl VeilFs {
             self.count_read(&st)?;
         }
         if !self.cfg.viewer.redaction_enabled()
-            && let Ok(rel) = self.rel(ino.0)
+            && let Ok(rel) = self.read_rel(ino.0)
             && !self.cfg.viewer.presents_text(&rel)
             && let Ok(st) = backing::stat_fd(file.as_fd())
         {

@@ -911,7 +911,7 @@ impl VeilFs {
             }
             let loc = i.location();
             if loc.parent == parent.0 && loc.name == name {
-                i.detach();
+                i.detach_from(&rel);
             }
         }
         Ok(())
@@ -1095,7 +1095,7 @@ impl VeilFs {
                 i.set_location(parent.0, name);
                 self.note_own_change(&i);
             } else {
-                i.detach();
+                i.detach_from(&to);
             }
         }
         Ok(())

@@ -268,3 +268,57 @@ fn a_store_inside_the_scope_or_the_mount_point_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("inside the mount point"));
 }
+
+/// A file the agent removes (or renames over) while holding it open stays readable through
+/// that descriptor, as on a native filesystem (temporary files live on this), and is shown
+/// with the view of the path it had: a secret in it stays masked.
+#[test]
+fn a_file_removed_while_open_is_still_read_through_its_descriptor_with_its_view() {
+    const MASKING: &str = r#"
+version = 1
+name = "test-snapshot-unlinked"
+[redaction]
+rule_sets = ["secrets"]
+[write]
+mode = "snapshot"
+[breaker]
+max_deletes = 0
+max_renames = 0
+max_overwritten_bytes = 0
+"#;
+    const TOKEN: &str = "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngPurp0s3s1Q";
+    fn seed_unlinked(s: &Path) {
+        fs::write(s.join("plain.txt"), "plain words\n".repeat(50)).unwrap();
+        fs::write(s.join("tok.txt"), format!("token = {TOKEN}\n")).unwrap();
+        fs::write(s.join("tok-twin.txt"), format!("token = {TOKEN}\n")).unwrap();
+        fs::write(s.join("old.txt"), "replaced by a rename\n").unwrap();
+        fs::write(s.join("new.txt"), "the new one\n").unwrap();
+    }
+    let token = TOKEN;
+    let e = WriteEnv::new(MASKING, seed_unlinked);
+    let m = e.mount();
+    let read_all = |f: &mut fs::File| {
+        use std::io::{Read, Seek};
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        s
+    };
+    let mut plain = fs::File::open(m.mp.join("plain.txt")).unwrap();
+    let mut tok = fs::File::open(m.mp.join("tok.txt")).unwrap();
+    let mut old = fs::File::open(m.mp.join("old.txt")).unwrap();
+    // Nothing is read before the removals: every read below reaches veilfs, not the kernel's
+    // page cache. The twin shows what the view at tok.txt's path is.
+    let masked = fs::read_to_string(m.mp.join("tok-twin.txt")).unwrap();
+    assert!(!masked.contains(token), "{masked}");
+    fs::remove_file(m.mp.join("plain.txt")).unwrap();
+    fs::remove_file(m.mp.join("tok.txt")).unwrap();
+    fs::rename(m.mp.join("new.txt"), m.mp.join("old.txt")).unwrap();
+    assert_eq!(read_all(&mut plain), "plain words\n".repeat(50));
+    assert_eq!(read_all(&mut tok), masked);
+    assert_eq!(read_all(&mut old), "replaced by a rename\n");
+    assert_eq!(
+        fs::read_to_string(m.mp.join("old.txt")).unwrap(),
+        "the new one\n"
+    );
+}
