@@ -103,6 +103,22 @@ fn parked(store: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Mounts, removes `d/big.bin` and then every small file and the symlink of `d/`, and
+/// SIGKILLs the mount. The big file goes first: its synchronous capture syncs the directory's
+/// capture too, so every record after it up to the kill is un-synced.
+fn remove_all_then_kill(e: &WriteEnv) {
+    let m = e.mount();
+    let script = format!(
+        r#"set -e
+cd "{mp}/d"
+rm big.bin
+rm -f f*.txt link
+echo "progress 1""#,
+        mp = m.mp.display()
+    );
+    assert_eq!(common::sigkill_mount_during(m, &script, 1), 1);
+}
+
 /// The OS crash the aside path is built for: the mount removes files without syncing their
 /// records, then the machine dies and the journal's un-synced tail is lost while the renames
 /// into the aside area persisted. Simulated by a SIGKILL, then cutting the journal back to the
@@ -114,19 +130,7 @@ fn parked(store: &Path) -> Vec<PathBuf> {
 fn an_os_crash_that_lost_the_removals_records_still_rolls_back_exactly() {
     let e = WriteEnv::new(PROFILE, seed);
     let before = tree_hash(e.scope.path());
-    let m = e.mount();
-    // The big file first: its synchronous capture syncs the directory's capture too, so every
-    // record after it up to the kill is un-synced.
-    let script = format!(
-        r#"set -e
-cd "{mp}/d"
-rm big.bin
-rm -f f*.txt link
-echo "progress 1"
-sleep 600"#,
-        mp = m.mp.display()
-    );
-    assert_eq!(common::sigkill_mount_during(m, &script, 1), 1);
+    remove_all_then_kill(&e);
     let store = PathBuf::from(e.store());
     assert_eq!(
         parked(&store).len(),
@@ -190,17 +194,7 @@ sleep 600"#,
 fn a_crash_that_kept_part_of_the_removals_records_rebuilds_only_the_rest() {
     let e = WriteEnv::new(PROFILE, seed);
     let before = tree_hash(e.scope.path());
-    let m = e.mount();
-    let script = format!(
-        r#"set -e
-cd "{mp}/d"
-rm big.bin
-rm -f f*.txt link
-echo "progress 1"
-sleep 600"#,
-        mp = m.mp.display()
-    );
-    common::sigkill_mount_during(m, &script, 1);
+    remove_all_then_kill(&e);
     let store = PathBuf::from(e.store());
     let jpath = journal(&store);
     let text = fs::read_to_string(&jpath).unwrap();
@@ -345,8 +339,7 @@ fn a_sigkill_amid_parked_removals_rolls_back_exactly() {
             r#"set -e
 cd "{mp}/d"
 i=0
-for f in f*.txt link; do rm "$f"; i=$((i+1)); echo "progress $i"; done
-sleep 600"#,
+for f in f*.txt link; do rm "$f"; i=$((i+1)); echo "progress $i"; done"#,
             mp = m.mp.display()
         );
         common::sigkill_mount_during(m, &script, after);
