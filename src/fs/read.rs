@@ -49,17 +49,28 @@ impl VeilFs {
     /// see them. With redaction on, the bytes come from a consistent copy of the file's current
     /// version, and the view was decided on that very copy (see [`served`]): a file rewritten
     /// in place outside the mount can never be served with another version's masks.
-    /// The path a read of `ino` is judged by: its path, or, for a file the agent removed (or
-    /// renamed over) through the mount while holding it open, the path it had then. Reading an
-    /// open, unlinked file is ordinary POSIX (temporary files live on it), and the view at that
-    /// path is the one the agent was shown before.
+    /// The path a read of `ino` is judged by: its path, or, for a file removed while the agent
+    /// holds it open, the path it had then. Reading an open, unlinked file is ordinary POSIX
+    /// (temporary files live on it), and the view at that path is the one the agent was shown
+    /// before. Removed through the mount, the inode remembers its path ([`Inode::lost_path`]);
+    /// removed outside, the table still names it, and an object with no link left has no other
+    /// path whose rules could apply (one moved elsewhere, still linked, stays ESTALE).
     fn read_rel(&self, ino: u64) -> Result<PathBuf, Errno> {
-        if self.inodes.rel_path(ino).is_none()
-            && let Some(p) = self.inodes.get(ino).and_then(|i| i.lost_path())
-        {
-            return Ok(p);
+        let inode = self.inode(INodeNo(ino))?;
+        let Some(rel) = self.inodes.rel_path(ino) else {
+            return inode.lost_path().ok_or(self.no_path_errno());
+        };
+        match self.check_still_at(ino, &rel) {
+            Ok(_) => Ok(rel),
+            Err(e) => {
+                let unlinked = self
+                    .fd(&inode)
+                    .ok()
+                    .and_then(|fd| backing::stat_fd(fd.as_fd()).ok())
+                    .is_some_and(|st| st.nlink == 0 && (st.dev, st.ino) == inode.key);
+                if unlinked { Ok(rel) } else { Err(e) }
+            }
         }
-        self.rel(ino)
     }
 
     pub(super) fn read_view(

@@ -271,7 +271,8 @@ fn a_store_inside_the_scope_or_the_mount_point_is_refused() {
 
 /// A file the agent removes (or renames over) while holding it open stays readable through
 /// that descriptor, as on a native filesystem (temporary files live on this), and is shown
-/// with the view of the path it had: a secret in it stays masked.
+/// with the view of the path it had: a secret in it stays masked. So does one removed by
+/// another program outside the mount.
 #[test]
 fn a_file_removed_while_open_is_still_read_through_its_descriptor_with_its_view() {
     const MASKING: &str = r#"
@@ -293,6 +294,7 @@ max_overwritten_bytes = 0
         fs::write(s.join("tok-twin.txt"), format!("token = {TOKEN}\n")).unwrap();
         fs::write(s.join("old.txt"), "replaced by a rename\n").unwrap();
         fs::write(s.join("new.txt"), "the new one\n").unwrap();
+        fs::write(s.join("outside.txt"), "removed outside the mount\n").unwrap();
     }
     let token = TOKEN;
     let e = WriteEnv::new(MASKING, seed_unlinked);
@@ -307,6 +309,7 @@ max_overwritten_bytes = 0
     let mut plain = fs::File::open(m.mp.join("plain.txt")).unwrap();
     let mut tok = fs::File::open(m.mp.join("tok.txt")).unwrap();
     let mut old = fs::File::open(m.mp.join("old.txt")).unwrap();
+    let mut outside = fs::File::open(m.mp.join("outside.txt")).unwrap();
     // Nothing is read before the removals: every read below reaches veilfs, not the kernel's
     // page cache. The twin shows what the view at tok.txt's path is.
     let masked = fs::read_to_string(m.mp.join("tok-twin.txt")).unwrap();
@@ -314,6 +317,8 @@ max_overwritten_bytes = 0
     fs::remove_file(m.mp.join("plain.txt")).unwrap();
     fs::remove_file(m.mp.join("tok.txt")).unwrap();
     fs::rename(m.mp.join("new.txt"), m.mp.join("old.txt")).unwrap();
+    fs::remove_file(e.scope.path().join("outside.txt")).unwrap();
+    assert_eq!(read_all(&mut outside), "removed outside the mount\n");
     assert_eq!(read_all(&mut plain), "plain words\n".repeat(50));
     assert_eq!(read_all(&mut tok), masked);
     assert_eq!(read_all(&mut old), "replaced by a rename\n");
