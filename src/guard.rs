@@ -9,6 +9,11 @@
 //! does everything below a renamed or removed directory. `rollback` replays the journal in
 //! reverse, which is why each capture must describe the path *at the moment of its first change*.
 //!
+//! Two kinds of change destroy nothing, so their records are journalled before them but not
+//! fsynced: a new name directly in a directory the session made ([`Guard::made_dir`]: rollback
+//! removes that directory whole), and a small file's removal parked in the store's aside area
+//! ([`Guard::remove_aside`]: the parked file itself is the pre-image until a sync covers it).
+//!
 //! The agent picks the name a change arrives on, so a file with several hard links is captured
 //! under every name the session knows before it changes ([`Guard::capture_object`]), and one
 //! with names veilfs never saw is refused ([`GuardError::UnknownLinks`]): a change through one
@@ -16,7 +21,7 @@
 //!
 //! When a pre-image cannot be stored (a file above `snapshot_max_size`, the store quota
 //! reached, a store I/O error) the change is refused (fail closed) and the reason journalled
-//! and logged; the copy-on-write overlay fallback is not built yet.
+//! and logged; a mount with a divert layer diverts the file instead (`fs::write`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -119,8 +124,8 @@ struct Captured {
     /// Each captured path, with its `Capture` record.
     paths: HashMap<PathBuf, Entry>,
     /// Directories made by `mkdir` after an `Absent` capture in this generation, not renamed
-    /// or removed since: every entry in them was made by the session after the directory, so
-    /// rollback removes them whole (see [`Guard::made_dir`]).
+    /// or removed since: rollback removes them whole, whatever their entries' records say
+    /// (see [`Guard::made_dir`]).
     born: HashSet<PathBuf>,
 }
 
