@@ -559,6 +559,15 @@ impl Guard {
         )
     }
 
+    /// Makes every record appended so far durable (the agent fsynced a directory).
+    pub fn sync(&self) -> Result<(), GuardError> {
+        self.check_running()?;
+        if self.overlay {
+            return Ok(());
+        }
+        self.sync_and_reap(Path::new(""))
+    }
+
     /// Makes every record durable and unlinks the parked files they cover.
     fn sync_and_reap(&self, rel: &Path) -> Result<(), GuardError> {
         if let Err(source) = self.session.sync() {

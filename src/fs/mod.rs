@@ -1054,15 +1054,45 @@ impl Filesystem for VeilFs {
         reply.ok();
     }
 
+    /// An agent fsyncs a directory to make the names it created, renamed or removed there
+    /// durable (git, package managers and databases do): the journal's records come first
+    /// (removals parked aside are then settled), then the real directory.
     fn fsyncdir(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        let _actor = audit::Actor::of(req).enter();
+        let Some(g) = self.cfg.guard.as_ref() else {
+            // Read-only: nothing of the agent's to make durable.
+            return reply.ok();
+        };
+        if self.virtual_inode(ino.0).is_some() {
+            return reply.ok();
+        }
+        let r = g
+            .sync()
+            .map_err(|e| Errno::from_i32(e.errno()))
+            .and_then(|()| self.inode(ino))
+            .and_then(|i| self.fd(&i))
+            .and_then(|fd| {
+                let d =
+                    backing::reopen_as(fd.as_fd(), Kind::Dir, libc::O_RDONLY | libc::O_DIRECTORY)
+                        .map_err(|e| errno_of(&e))?;
+                if datasync {
+                    d.sync_data()
+                } else {
+                    d.sync_all()
+                }
+                .map_err(|e| errno_of(&e))
+            });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -358,3 +358,23 @@ for f in f*.txt link; do rm "$f"; i=$((i+1)); echo "progress $i"; done"#,
         );
     }
 }
+
+/// The agent's `fsync` of a directory makes its removals there durable: the journal is synced
+/// (so the parked files' records no longer depend on them, and they are reaped), then the
+/// real directory. It was a no-op before: the parked files stayed until unmount.
+#[test]
+fn an_fsync_of_the_directory_makes_its_removals_durable() {
+    let e = WriteEnv::new(PROFILE, seed);
+    let m = e.mount();
+    let store = PathBuf::from(e.store());
+    for i in 0..5 {
+        fs::remove_file(m.mp.join(format!("d/f{i:02}.txt"))).unwrap();
+    }
+    assert!(!parked(&store).is_empty(), "the removals were parked");
+    fs::File::open(m.mp.join("d")).unwrap().sync_all().unwrap();
+    assert!(
+        common::eventually(|| parked(&store).is_empty()),
+        "parked files left after the directory's fsync: {:?}",
+        parked(&store)
+    );
+}
