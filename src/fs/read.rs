@@ -56,13 +56,14 @@ impl VeilFs {
     /// removed outside, the table still names it, and an object with no link left has no other
     /// path whose rules could apply (one moved elsewhere, still linked, stays ESTALE).
     fn read_rel(&self, ino: u64) -> Result<PathBuf, Errno> {
-        let inode = self.inode(INodeNo(ino))?;
         let Some(rel) = self.inodes.rel_path(ino) else {
-            return inode.lost_path().ok_or(self.no_path_errno());
+            let lost = self.inodes.get(ino).and_then(|i| i.lost_path());
+            return lost.ok_or(self.no_path_errno());
         };
         match self.check_still_at(ino, &rel) {
             Ok(_) => Ok(rel),
             Err(e) => {
+                let inode = self.inode(INodeNo(ino))?;
                 let unlinked = self
                     .fd(&inode)
                     .ok()

@@ -14,18 +14,7 @@ use std::process::Command;
 
 use common::{WriteEnv, tree_hash, veilfs};
 
-const PROFILE: &str = r#"
-version = 1
-name = "test-aside"
-[redaction]
-rule_sets = []
-[write]
-mode = "snapshot"
-[breaker]
-max_deletes = 0
-max_renames = 0
-max_overwritten_bytes = 0
-"#;
+const PROFILE: &str = common::SNAPSHOT_NO_BREAKER;
 
 const TOKEN: &str = "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngPurp0s3s1Q";
 

@@ -13,18 +13,7 @@ use std::path::Path;
 
 use common::{WriteEnv, tree_hash, veilfs};
 
-const PROFILE: &str = r#"
-version = 1
-name = "test-durability"
-[redaction]
-rule_sets = []
-[write]
-mode = "snapshot"
-[breaker]
-max_deletes = 0
-max_renames = 0
-max_overwritten_bytes = 0
-"#;
+const PROFILE: &str = common::SNAPSHOT_NO_BREAKER;
 
 fn seed(s: &Path) {
     for d in 0..4 {

@@ -275,18 +275,6 @@ fn a_store_inside_the_scope_or_the_mount_point_is_refused() {
 /// another program outside the mount.
 #[test]
 fn a_file_removed_while_open_is_still_read_through_its_descriptor_with_its_view() {
-    const MASKING: &str = r#"
-version = 1
-name = "test-snapshot-unlinked"
-[redaction]
-rule_sets = ["secrets"]
-[write]
-mode = "snapshot"
-[breaker]
-max_deletes = 0
-max_renames = 0
-max_overwritten_bytes = 0
-"#;
     const TOKEN: &str = "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngPurp0s3s1Q";
     fn seed_unlinked(s: &Path) {
         fs::write(s.join("plain.txt"), "plain words\n".repeat(50)).unwrap();
@@ -297,7 +285,10 @@ max_overwritten_bytes = 0
         fs::write(s.join("outside.txt"), "removed outside the mount\n").unwrap();
     }
     let token = TOKEN;
-    let e = WriteEnv::new(MASKING, seed_unlinked);
+    let masking =
+        common::SNAPSHOT_NO_BREAKER.replace("rule_sets = []", "rule_sets = [\"secrets\"]");
+    assert!(masking.contains("secrets"));
+    let e = WriteEnv::new(&masking, seed_unlinked);
     let m = e.mount();
     let read_all = |f: &mut fs::File| {
         use std::io::{Read, Seek};

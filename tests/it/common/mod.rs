@@ -295,3 +295,18 @@ pub fn sigkill_mount_during(mut m: Mount, script: &str, after: usize) -> usize {
     drop(m);
     done
 }
+
+/// Snapshot mode, no redaction, the breaker off: the profile of the tests that remove, rename
+/// and rewrite many files to check what the journal and rollback keep.
+pub const SNAPSHOT_NO_BREAKER: &str = r#"
+version = 1
+name = "test-snapshot-no-breaker"
+[redaction]
+rule_sets = []
+[write]
+mode = "snapshot"
+[breaker]
+max_deletes = 0
+max_renames = 0
+max_overwritten_bytes = 0
+"#;
