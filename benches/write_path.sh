@@ -4,8 +4,14 @@
 # same two modes mounted by a normal user (through fusermount3; its overlay in a user namespace),
 # and fuse-overlayfs; then the time of `veilfs rollback` and `veilfs verify` for the snapshot session.
 #
-# Usage: sudo benches/write_path.sh [--quick] [--reps N] [--out FILE]
+# Usage: sudo benches/write_path.sh [--quick] [--fresh-fs] [--reps N] [--out FILE]
 #   --quick   ~10x smaller (100 edits, 100 MiB file, 2k-file tarball, 500-file git commit and rm -rf)
+#   --fresh-fs  every repetition of every cell runs on a newly made ext4 filesystem, folder and
+#             store alike (a long-used /tmp made native untar vary 4x between runs: ext4's search
+#             for free inodes). Its image is a sparse file in $FS_IMAGE_DIR (default /dev/shm, so
+#             a flush costs what ext4's own journal commit costs; a directory on a disk filesystem
+#             instead stacks two journals and makes every fsync cost milliseconds, the regime of a
+#             slow disk) on a loop device with direct I/O.
 # WORKLOADS="edit git" (environment) runs only those workloads; TARGETS="native snapshot" only those targets;
 # APPLY=deferred sets the profile's `[write] apply` (default: the profile default, immediate);
 # PASS_WRITES=true sets `[write] passthrough_writes` (unset: not written, so older binaries parse the profile).
@@ -18,11 +24,13 @@
 set -euo pipefail
 
 QUICK=0
+FRESH=0
 REPS=3
 OUT=""
 while (($#)); do
 	case $1 in
 	--quick) QUICK=1 ;;
+	--fresh-fs) FRESH=1 ;;
 	--reps) REPS=${2:?}; shift ;;
 	--out) OUT=${2:?}; shift ;;
 	*) echo "unknown argument $1" >&2; exit 2 ;;
@@ -31,8 +39,9 @@ while (($#)); do
 done
 
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 2; }
-for c in fuse-overlayfs python3 bc git; do
-	command -v "$c" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse-overlayfs python3 bc git >/dev/null
+for c in fuse-overlayfs python3 bc git mkfs.ext4; do
+	command -v "$c" >/dev/null ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse-overlayfs python3 bc git e2fsprogs >/dev/null
 done
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # VEILFS_BIN=path measures that binary instead (a build of an older commit, for a before/after).
@@ -44,9 +53,9 @@ else
 fi
 
 if ((QUICK)); then
-	NSMALL=100 BIGMB=100 NTAR=2000 NTREE=500
+	NSMALL=100 BIGMB=100 NTAR=2000 NTREE=500 FS_SIZE=2G
 else
-	NSMALL=1000 BIGMB=1024 NTAR=20000 NTREE=5000
+	NSMALL=1000 BIGMB=1024 NTAR=20000 NTREE=5000 FS_SIZE=8G
 fi
 
 WORK=$(mktemp -d /tmp/veilfs-wbench.XXXXXX)
@@ -61,6 +70,7 @@ chmod 0755 "$WORK/veilfs"
 MOUNTS=()
 PIDS=()
 DIR=""
+LOOP="" FS_IMAGE=""
 # From the mount table: root cannot stat a normal user's FUSE mount (no allow_other), which
 # `mountpoint` needs.
 is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null; }
@@ -68,6 +78,9 @@ cleanup() {
 	set +e
 	for m in "${MOUNTS[@]}"; do is_mounted "$m" && umount -l "$m"; done
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	is_mounted "$WORK/run" && umount -l "$WORK/run"
+	[ -z "$LOOP" ] || losetup -d "$LOOP"
+	[ -z "$FS_IMAGE" ] || rm -f "$FS_IMAGE"
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -142,12 +155,33 @@ teardown() {
 	MOUNTS=() PIDS=()
 }
 
+# fresh_fs DIR: a newly made ext4 filesystem mounted at DIR (the same sparse image, remade).
+# Made with lazy inode-table init and mounted with `noinit_itable`, so no background zeroing
+# runs during a measurement; direct I/O on the loop device, so its data is not cached twice.
+fresh_fs() {
+	is_mounted "$1" && umount "$1"
+	[ -n "$LOOP" ] || {
+		FS_IMAGE=$(mktemp "${FS_IMAGE_DIR:-/dev/shm}/veilfs-wbench.XXXXXX.img")
+		truncate -s "$FS_SIZE" "$FS_IMAGE"
+		LOOP=$(losetup --find --show --direct-io=on "$FS_IMAGE")
+	}
+	mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$LOOP"
+	mkdir -p "$1"
+	mount -o noinit_itable "$LOOP" "$1"
+	chmod 0755 "$1"
+}
+
 # Prepares a fresh copy of the data $2 and mounts target $1 over it; sets DIR to work in.
 # (Not called in a subshell: it records the mounts to tear down.)
 setup() {
 	local t=$1 r=$WORK/run
 	teardown
-	rm -rf "$r" && mkdir -p "$r/mp" "$r/upper" "$r/work"
+	if ((FRESH)); then
+		fresh_fs "$r"
+	else
+		rm -rf "$r"
+	fi
+	mkdir -p "$r/mp" "$r/upper" "$r/work"
 	cp -a "$WORK/$2" "$r/data"
 	sync
 	case $t in
@@ -158,7 +192,7 @@ setup() {
 			--profile "$WORK/profile.toml" "$r/data" "$r/mp" > "$r/out" 2> "$r/err" &
 		PIDS+=($!)
 		MOUNTS+=("$r/mp")
-		timeout 30 sh -c "until grep -q mounted '$r/out'; do read -t 0.05 x < /dev/zero 2>/dev/null || true; done"
+		timeout 30 sh -c "until grep -qs mounted '$r/out'; do read -t 0.05 x < /dev/zero 2>/dev/null || true; done"
 		DIR=$r/mp
 		;;
 	snapshot | overlay)
@@ -167,7 +201,7 @@ setup() {
 		PIDS+=($!)
 		MOUNTS+=("$r/mp")
 		# The mount prints its line once the kernel handshake is done.
-		timeout 30 sh -c "until grep -q mounted '$r/out'; do read -t 0.05 x < /dev/zero 2>/dev/null || true; done"
+		timeout 30 sh -c "until grep -qs mounted '$r/out'; do read -t 0.05 x < /dev/zero 2>/dev/null || true; done"
 		DIR=$r/mp
 		;;
 	fuse-overlayfs)
