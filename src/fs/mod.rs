@@ -16,6 +16,7 @@ mod inode;
 mod invalidate;
 pub(crate) mod ioctls;
 pub(crate) mod masked_edit;
+mod moved;
 mod read;
 mod served;
 pub(crate) mod view;
@@ -160,6 +161,8 @@ pub(crate) struct VeilFs {
     vhandles: RwLock<std::collections::HashMap<u64, Arc<virtual_fs::VHandle>>>,
     /// The scope root's stat at mount: what virtual entries are owned and dated like.
     root_stat: Stat,
+    /// Reads of files moved outside the mount while open, already audited ([`moved`]).
+    moved_reads: moved::MovedReads,
 }
 
 /// Bytes of scanned copies kept for reads (see [`served`]).
@@ -245,6 +248,7 @@ impl VeilFs {
             vinodes: Default::default(),
             vhandles: Default::default(),
             root_stat: st,
+            moved_reads: Default::default(),
         })
     }
 
