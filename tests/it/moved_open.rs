@@ -14,6 +14,7 @@ use std::path::Path;
 use common::{WriteEnv, tree_hash, veilfs};
 
 const TOKEN: &str = "ghp_R4nd0mT0k3nV4lu3F0rT3st1ngPurp0s3s1Q";
+const OTHER: &str = "ghp_Q7wErTy9UiOp3AsDfGh5JkLz2XcVbNm8Pq4R";
 
 fn seed(s: &Path) {
     fs::create_dir_all(s.join("d/sub")).unwrap();
@@ -123,15 +124,16 @@ fn snapshot_the_descriptor_keeps_its_own_file_and_a_hidden_move_is_refused() {
     let mut leave = fs::File::open(m.mp.join("leave.txt")).unwrap();
     let masked = fs::read_to_string(m.mp.join("twin.txt")).unwrap();
     fs::rename(real.join("tok.txt"), real.join("moved.txt")).unwrap();
-    fs::write(real.join("tok.txt"), "a different file\n").unwrap();
+    fs::write(real.join("tok.txt"), format!("other = {OTHER}\n")).unwrap();
     fs::rename(real.join("hide.txt"), real.join("private/hide.txt")).unwrap();
     // Out of the folder, on the same filesystem (a rename, not a copy).
     let away = tempfile::tempdir_in(real.parent().unwrap()).unwrap();
     fs::rename(real.join("leave.txt"), away.path().join("leave.txt")).unwrap();
     assert_eq!(read_all(&mut tok).unwrap(), masked);
-    assert_eq!(
-        fs::read_to_string(m.mp.join("tok.txt")).unwrap(),
-        "a different file\n"
+    let other = fs::read_to_string(m.mp.join("tok.txt")).unwrap();
+    assert!(
+        other.starts_with("other = ") && !other.contains(OTHER),
+        "{other}"
     );
     assert_eq!(read_all(&mut tok).unwrap(), masked);
     let err = read_all(&mut hide).unwrap_err();
@@ -153,6 +155,17 @@ fn snapshot_the_descriptor_keeps_its_own_file_and_a_hidden_move_is_refused() {
         "{lines:?}"
     );
     assert!(lines.iter().all(|l| !l.contains("private")), "{lines:?}");
+    // The refusal is audited under the path the agent knew, never the hidden one.
+    let audit = fs::read_dir(Path::new(&e.store()).join("audit"))
+        .unwrap()
+        .map(|f| fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(
+        audit.lines().any(|l| l.contains("hide.txt")
+            && l.contains("moved outside the mount to a path the agent may not see")),
+        "{audit}"
+    );
+    assert!(!audit.contains("private"), "{audit}");
 }
 
 /// Runs `cp -a from to` (keeps modes and times, which `tree_hash` compares).
