@@ -198,15 +198,24 @@ fn snapshot_a_write_through_a_descriptor_moved_outside_is_refused_and_rollback_i
         .write(true)
         .open(m.mp.join("w.txt"))
         .unwrap();
-    // A masked file opened for writing is edited through a scratch copy, merged at close.
+    // A masked file opened for writing is edited through a scratch copy of its view, merged
+    // into the real file at close (an edit beside the masked span merges cleanly).
     let mut d = fs::OpenOptions::new()
-        .write(true)
+        .append(true)
         .open(m.mp.join("d/sub/twin.txt"))
+        .unwrap();
+    let mut t = fs::OpenOptions::new()
+        .append(true)
+        .open(m.mp.join("twin.txt"))
         .unwrap();
     for root in [real, reference.as_path()] {
         fs::rename(root.join("w.txt"), root.join("w2.txt")).unwrap();
         fs::rename(root.join("d"), root.join("d2")).unwrap();
+        fs::rename(root.join("twin.txt"), root.join("twin-moved.txt")).unwrap();
     }
+    // And another file put at its name.
+    fs::write(real.join("twin.txt"), "a new file\n").unwrap();
+    cp_a(&real.join("twin.txt"), &reference.join("twin.txt"));
     let after_move = tree_hash(real);
     assert_eq!(after_move, tree_hash(&reference));
     let err = w.write_at(b"X", 0).unwrap_err();
@@ -217,10 +226,12 @@ fn snapshot_a_write_through_a_descriptor_moved_outside_is_refused_and_rollback_i
     let mut buf = [0u8; 9];
     assert_eq!(w.read_at(&mut buf, 0).unwrap(), 9);
     assert_eq!(&buf, b"writable\n");
-    std::io::Write::write_all(&mut d, b"edited = nothing secret\n").unwrap();
-    let err = d.sync_all().unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
-    drop((w, d));
+    for f in [&mut d, &mut t] {
+        std::io::Write::write_all(f, b"appended = nothing secret\n").unwrap();
+        let err = f.sync_all().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+    }
+    drop((w, d, t));
     assert_eq!(tree_hash(real), after_move);
     m.stop();
     let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
