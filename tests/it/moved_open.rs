@@ -222,6 +222,10 @@ fn snapshot_a_write_through_a_descriptor_moved_outside_is_refused_and_rollback_i
     assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
     let err = w.set_len(1).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+    // SAFETY: fallocate on a descriptor this test holds open.
+    let r = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&w), 0, 0, 1 << 16) };
+    let err = std::io::Error::last_os_error();
+    assert_eq!((r, err.raw_os_error()), (-1, Some(libc::ESTALE)), "{err}");
     // Reads through it go on.
     let mut buf = [0u8; 9];
     assert_eq!(w.read_at(&mut buf, 0).unwrap(), 9);
