@@ -295,7 +295,8 @@ impl VeilFs {
     /// changes the object at the new one. ESTALE makes the kernel walk the path again with
     /// every entry revalidated (a path-based syscall retries once with LOOKUP_REVAL), so the
     /// agent sees what a native filesystem shows after the rename. Read-only mounts keep the
-    /// watcher for this instead.
+    /// watcher for this instead. Reads through a descriptor the agent already holds are not
+    /// refused for a failed check: see [`moved`].
     ///
     /// Returns the stat the check took of the object at `rel` (the inode's object, at the
     /// moment of the check), or None where nothing was checked (read-only, the root, a

@@ -17,15 +17,27 @@
 //!   agent through an old descriptor. A file moved out of the folder entirely is served with
 //!   the view of the path it had, like a removed file (moving to the desktop's trash is how
 //!   files are removed; no rule of the profile covers its new place).
-//! - **Changes** (WRITE, fallocate, SETATTR such as ftruncate) through such a descriptor stay
-//!   refused with ESTALE: the pre-image was captured, and the post-image and rollback are
-//!   recorded, at the path the table holds; a change reaching the file at another path could
-//!   not be undone by rollback. (A write handle in passthrough, `[write] passthrough_writes`,
-//!   writes without asking veilfs and cannot be refused; nor can a write already past the
-//!   check when the file moves.)
+//!   A view looser than the old one is no leak: the outside world chose the new name, and the
+//!   agent may open it anyway; the agent's own renames go through the mount and its checks.
+//!   The kernel's name is only a hint: the walk beneath the scope and the identity
+//!   comparison decide, so a name reused by another file never lends it its view.
+//! - **Changes** (WRITE, fallocate, SETATTR such as ftruncate, a masked edit's merge at
+//!   close) through such a descriptor are refused with ESTALE: the pre-image was captured,
+//!   and the post-image and rollback are recorded, at the path the table holds; a change
+//!   reaching the file at another path could not be undone by rollback, and one merged while
+//!   another file stands at the old name would be journalled against that file. So every
+//!   WRITE checks its path first (an `openat2` and an `fstat`). A write handle in passthrough
+//!   (`[write] passthrough_writes`) writes without asking veilfs and cannot be refused; nor
+//!   can a write already past the check when the file moves.
 //!
 //! Every such read is in the audit trail: one `read` event per file and path, with
-//! `moved_outside` set and the path whose view was served.
+//! `moved_outside` set and the path whose view was served; a refusal is a `denied` event
+//! under the path the agent knew (never the hidden one: `veilfs why` tells denials to the
+//! agent).
+//!
+//! Read-only mounts check no paths: their reads through an open descriptor keep the view of
+//! the path the inode table last saw (the folder watcher updates the kernel's caches, not the
+//! table), whatever the new place.
 
 use super::*;
 

@@ -55,7 +55,7 @@ impl VeilFs {
     /// before. Removed through the mount, the inode remembers its path ([`Inode::lost_path`]);
     /// removed outside, the table still names it, and an object with no link left has no other
     /// path whose rules could apply. One moved outside the mount while open is judged by where
-    /// it is now ([`moved`](super::moved)). `held`: the open file the read goes through (its
+    /// it is now ([`moved`]). `held`: the open file the read goes through (its
     /// object is the one judged), or None for the inode's fd. The flag: the file was moved
     /// outside the mount (its reads are audited as such).
     fn read_rel(&self, ino: u64, held: Option<BorrowedFd<'_>>) -> Result<(PathBuf, bool), Errno> {
