@@ -70,6 +70,25 @@ enum Whereabouts {
     Outside,
 }
 
+/// Where an absolute path the kernel gave is, relative to the scope's (`root`).
+#[derive(Debug, PartialEq)]
+enum Beneath<'a> {
+    /// The scope itself (a file cannot be there: a sign of a race).
+    Root,
+    Path(&'a Path),
+}
+
+/// `now` relative to `root`, compared component by component (`/a/bc` is not beneath
+/// `/a/b`); None when it is not beneath it.
+fn beneath<'a>(root: &Path, now: &'a Path) -> Option<Beneath<'a>> {
+    let rel = now.strip_prefix(root).ok()?;
+    Some(if rel.as_os_str().is_empty() {
+        Beneath::Root
+    } else {
+        Beneath::Path(rel)
+    })
+}
+
 impl VeilFs {
     /// The path whose view a read of inode `ino` gets when its table path `rel` no longer
     /// leads to it (see the module docs). `held`: the open file the read goes through, or
@@ -127,13 +146,11 @@ impl VeilFs {
         ) else {
             return Err(Errno::ESTALE);
         };
-        // Component-wise: `/a/bc` is not beneath `/a/b`.
-        let Ok(rel) = now.strip_prefix(&root) else {
-            return Ok(Whereabouts::Outside);
+        let rel = match beneath(&root, &now) {
+            Some(Beneath::Path(rel)) => rel,
+            Some(Beneath::Root) => return Err(Errno::ESTALE),
+            None => return Ok(Whereabouts::Outside),
         };
-        if rel.as_os_str().is_empty() {
-            return Err(Errno::ESTALE);
-        }
         match backing::open_path(rfd.as_fd(), rel).and_then(|f| backing::stat_fd(f.as_fd())) {
             Ok(st) if (st.dev, st.ino) == key => Ok(Whereabouts::Inside(rel.to_path_buf())),
             _ => Err(Errno::ESTALE),
@@ -180,5 +197,30 @@ impl VeilFs {
             redactions,
             moved_outside: true,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beneath_compares_whole_components() {
+        let root = Path::new("/home/u/proj");
+        assert_eq!(
+            beneath(root, Path::new("/home/u/proj/src/a.rs")),
+            Some(Beneath::Path(Path::new("src/a.rs")))
+        );
+        assert_eq!(
+            beneath(root, Path::new("/home/u/proj")),
+            Some(Beneath::Root)
+        );
+        // A sibling whose name starts with the scope's is outside it.
+        assert_eq!(beneath(root, Path::new("/home/u/project/a.rs")), None);
+        assert_eq!(beneath(root, Path::new("/home/u/.trash/a.rs")), None);
+        assert_eq!(
+            beneath(Path::new("/"), Path::new("/a")),
+            Some(Beneath::Path(Path::new("a")))
+        );
     }
 }
