@@ -162,12 +162,15 @@ pub(crate) enum AuditEvent {
         rules: Vec<String>,
         redactions: usize,
     },
-    /// No-open mode has no OPEN: the first read of each version of a file instead.
+    /// No-open mode has no OPEN: the first read of each version of a file instead. Also the
+    /// first read through an open descriptor of a file moved outside the mount meanwhile
+    /// (`moved_outside`; `path` is the one whose view was served: see `fs::moved`).
     Read {
         path: PathBuf,
         masked: bool,
         rules: Vec<String>,
         redactions: usize,
+        moved_outside: bool,
     },
     /// A synthesized view was served instead of the file's bytes (`view`: what it is, e.g.
     /// `document`, an office document rebuilt with `redactions` spans masked by `rules`).
@@ -509,12 +512,20 @@ impl AuditEvent {
                 }
             ),
             AuditEvent::Read {
-                masked, redactions, ..
+                masked,
+                redactions,
+                moved_outside,
+                ..
             } => {
-                if *masked {
-                    format!("read, {redactions} span(s) masked")
+                let what = if *moved_outside {
+                    "read of a file moved outside the mount while open"
                 } else {
-                    "read".into()
+                    "read"
+                };
+                if *masked {
+                    format!("{what}, {redactions} span(s) masked")
+                } else {
+                    what.into()
                 }
             }
             AuditEvent::Synthesized {
@@ -606,11 +617,15 @@ impl AuditEvent {
                 masked,
                 rules,
                 redactions,
+                moved_outside,
                 ..
             } => {
                 m.insert("masked".into(), json!(masked));
                 m.insert("rules".into(), json!(rules));
                 m.insert("redactions".into(), json!(redactions));
+                if *moved_outside {
+                    m.insert("moved_outside".into(), json!(true));
+                }
             }
             AuditEvent::Synthesized {
                 view,
@@ -1629,12 +1644,14 @@ mod tests {
                 masked: false,
                 rules: Vec::new(),
                 redactions: 0,
+                moved_outside: false,
             });
             events.push(AuditEvent::Read {
                 path: path.clone(),
                 masked: true,
                 rules: rules.clone(),
                 redactions: 7,
+                moved_outside: false,
             });
             events.push(AuditEvent::Synthesized {
                 path,
@@ -1670,6 +1687,14 @@ mod tests {
         assert!(!file_line::covers(&AuditEvent::Changed {
             op: "create".into(),
             path: "f".into(),
+        }));
+        // Rare, and its `moved_outside` field is the general path's to write.
+        assert!(!file_line::covers(&AuditEvent::Read {
+            path: "f".into(),
+            masked: false,
+            rules: Vec::new(),
+            redactions: 0,
+            moved_outside: true,
         }));
     }
 

@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The longest name a Linux filesystem accepts.
@@ -239,6 +239,15 @@ pub(crate) fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<OsString> {
 pub(crate) fn readlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OsString> {
     let fd = lookup(dir, name)?;
     readlink_fd(fd.as_fd())
+}
+
+/// Where the object behind `fd` is now, as the kernel names it (the link `/proc/self/fd/N`
+/// reads as): the path a rename moved it to, by anyone, since it was opened. Only text: the
+/// caller walks it again beneath the scope and compares identities before trusting it. An
+/// object with no name left reads as its last path with ` (deleted)` appended.
+pub(crate) fn current_path(fd: BorrowedFd<'_>) -> io::Result<PathBuf> {
+    let target = rustix::fs::readlink(proc_path(fd), Vec::new())?;
+    Ok(PathBuf::from(OsString::from_vec(target.into_bytes())))
 }
 
 fn proc_path(fd: BorrowedFd<'_>) -> CString {

@@ -137,11 +137,17 @@ pub(super) struct Place<'a> {
     pub time: i64,
 }
 
-/// Whether [`write`] writes `e`.
+/// Whether [`write`] writes `e`. A read of a file moved outside the mount while open is
+/// rare and says so in its fields: the general path writes it.
 pub(super) fn covers(e: &AuditEvent) -> bool {
     matches!(
         e,
-        AuditEvent::Open { .. } | AuditEvent::Read { .. } | AuditEvent::Synthesized { .. }
+        AuditEvent::Open { .. }
+            | AuditEvent::Read {
+                moved_outside: false,
+                ..
+            }
+            | AuditEvent::Synthesized { .. }
     )
 }
 
@@ -181,6 +187,7 @@ pub(super) fn write(
                 masked,
                 rules,
                 redactions,
+                ..
             } => (
                 2,
                 "Read",

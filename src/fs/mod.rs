@@ -16,6 +16,7 @@ mod inode;
 mod invalidate;
 pub(crate) mod ioctls;
 pub(crate) mod masked_edit;
+mod moved;
 mod read;
 mod served;
 pub(crate) mod view;
@@ -160,6 +161,8 @@ pub(crate) struct VeilFs {
     vhandles: RwLock<std::collections::HashMap<u64, Arc<virtual_fs::VHandle>>>,
     /// The scope root's stat at mount: what virtual entries are owned and dated like.
     root_stat: Stat,
+    /// Reads of files moved outside the mount while open, already audited ([`moved`]).
+    moved_reads: moved::MovedReads,
 }
 
 /// Bytes of scanned copies kept for reads (see [`served`]).
@@ -245,6 +248,7 @@ impl VeilFs {
             vinodes: Default::default(),
             vhandles: Default::default(),
             root_stat: st,
+            moved_reads: Default::default(),
         })
     }
 
@@ -291,7 +295,8 @@ impl VeilFs {
     /// changes the object at the new one. ESTALE makes the kernel walk the path again with
     /// every entry revalidated (a path-based syscall retries once with LOOKUP_REVAL), so the
     /// agent sees what a native filesystem shows after the rename. Read-only mounts keep the
-    /// watcher for this instead.
+    /// watcher for this instead. Reads through a descriptor the agent already holds are not
+    /// refused for a failed check: see [`moved`].
     ///
     /// Returns the stat the check took of the object at `rel` (the inode's object, at the
     /// moment of the check), or None where nothing was checked (read-only, the root, a

@@ -54,23 +54,18 @@ impl VeilFs {
     /// (temporary files live on it), and the view at that path is the one the agent was shown
     /// before. Removed through the mount, the inode remembers its path ([`Inode::lost_path`]);
     /// removed outside, the table still names it, and an object with no link left has no other
-    /// path whose rules could apply (one moved elsewhere, still linked, stays ESTALE).
-    fn read_rel(&self, ino: u64) -> Result<PathBuf, Errno> {
+    /// path whose rules could apply. One moved outside the mount while open is judged by where
+    /// it is now ([`moved`]). `held`: the open file the read goes through (its
+    /// object is the one judged), or None for the inode's fd. The flag: the file was moved
+    /// outside the mount (its reads are audited as such).
+    fn read_rel(&self, ino: u64, held: Option<BorrowedFd<'_>>) -> Result<(PathBuf, bool), Errno> {
         let Some(rel) = self.inodes.rel_path(ino) else {
             let lost = self.inodes.get(ino).and_then(|i| i.lost_path());
-            return lost.ok_or(self.no_path_errno());
+            return lost.map(|p| (p, false)).ok_or(self.no_path_errno());
         };
         match self.check_still_at(ino, &rel) {
-            Ok(_) => Ok(rel),
-            Err(e) => {
-                let inode = self.inode(INodeNo(ino))?;
-                let unlinked = self
-                    .fd(&inode)
-                    .ok()
-                    .and_then(|fd| backing::stat_fd(fd.as_fd()).ok())
-                    .is_some_and(|st| st.nlink == 0 && (st.dev, st.ino) == inode.key);
-                if unlinked { Ok(rel) } else { Err(e) }
-            }
+            Ok(_) => Ok((rel, false)),
+            Err(e) => self.moved_read_rel(ino, &rel, held, e),
         }
     }
 
@@ -85,16 +80,29 @@ impl VeilFs {
         if writable {
             return pread_full(file, offset, size).map(Served::Own);
         }
-        let rel = self.read_rel(ino)?;
+        let (rel, moved) = self.read_rel(ino, Some(file.as_fd()))?;
         if !self.cfg.viewer.redaction_enabled()
             && !self.cfg.viewer.presents_metadata(&rel)
             && !self.cfg.viewer.presents_text(&rel)
         {
+            if moved {
+                self.audit_moved_read(ino, &rel, None);
+            }
             return pread_full(file, offset, size).map(Served::Own);
         }
         match self.scanned_copy(ino, &rel, file)? {
-            Scanned::Copy(c) => self.serve(&rel, &c, offset, size),
-            Scanned::TooLarge(st) => self.read_unscanned(&rel, file, &st, offset, size),
+            Scanned::Copy(c) => {
+                if moved {
+                    self.audit_moved_read(ino, &rel, Some(&c.view));
+                }
+                self.serve(&rel, &c, offset, size)
+            }
+            Scanned::TooLarge(st) => {
+                if moved {
+                    self.audit_moved_read(ino, &rel, None);
+                }
+                self.read_unscanned(&rel, file, &st, offset, size)
+            }
         }
     }
 
@@ -193,11 +201,11 @@ impl VeilFs {
         if !self.cfg.viewer.may_synthesize(&inode.location().name) {
             return None;
         }
-        let rel = self.read_rel(ino).ok()?;
+        let fd = self.fd(&inode).ok()?;
+        let (rel, _) = self.read_rel(ino, Some(fd.as_fd())).ok()?;
         if !self.cfg.viewer.is_synthesized(&rel, st) {
             return None;
         }
-        let fd = self.fd(&inode).ok()?;
         let file = backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).ok()?;
         match self.scanned_copy(ino, &rel, &file).ok()? {
             Scanned::Copy(c) => match &c.view {
@@ -297,6 +305,7 @@ impl VeilFs {
                 masked: matches!(view, View::Masked(_)),
                 rules,
                 redactions,
+                moved_outside: false,
             });
         }
     }
@@ -328,7 +337,7 @@ impl VeilFs {
         if st.kind() != Kind::File || st.size > self.cfg.viewer.max_scan_size() {
             return None;
         }
-        let rel = self.read_rel(inode.ino).ok()?;
+        let (rel, _) = self.read_rel(inode.ino, Some(fd.as_fd())).ok()?;
         let sel = self.cfg.viewer.rules_for(&rel, &st).id();
         let c = self.copies.get((st.dev, st.ino))?;
         if c.id != view::file_id(&st) || c.rules != sel {
@@ -366,7 +375,7 @@ impl VeilFs {
             self.count_read(&st)?;
         }
         if !self.cfg.viewer.redaction_enabled()
-            && let Ok(rel) = self.read_rel(ino.0)
+            && let Ok((rel, _)) = self.read_rel(ino.0, Some(file.as_fd()))
             && !self.cfg.viewer.presents_text(&rel)
             && let Ok(st) = backing::stat_fd(file.as_fd())
         {

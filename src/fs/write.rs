@@ -1226,6 +1226,7 @@ impl VeilFs {
         if !h.writable {
             return Err(Errno::EBADF);
         }
+        self.check_handle_still_at(&h)?;
         if self
             .cfg
             .breaker
@@ -1252,6 +1253,22 @@ impl VeilFs {
         h.wrote.store(true, Ordering::Relaxed);
         self.note_own_change_of(h.file.as_fd());
         Ok(n as u32)
+    }
+
+    /// A change through the open file `h` goes only to a file still at the path its pre-image
+    /// was captured at (and its post-image will be recorded at), or ESTALE: one moved outside
+    /// the mount since the open would be changed where rollback cannot undo it (see
+    /// [`moved`](super::moved)). A masked edit writes its scratch copy (merged at close,
+    /// where the path is checked); a file that lost its name through the mount had its
+    /// pre-image captured then.
+    fn check_handle_still_at(&self, h: &Handle) -> Result<(), Errno> {
+        if h.masked.is_some() {
+            return Ok(());
+        }
+        match self.inodes.rel_path(h.ino) {
+            Some(rel) => self.check_still_at(h.ino, &rel).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// Records that veilfs itself just changed `inode` (its new ctime is not an outside
@@ -1281,6 +1298,7 @@ impl VeilFs {
         if !h.writable {
             return Err(Errno::EBADF);
         }
+        self.check_handle_still_at(&h)?;
         // The mode bits go to the kernel as the caller gave them (it answers unknown ones).
         let mode = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
         if let Err(e) = rustix::fs::fallocate(&h.file, mode, offset, length) {

@@ -35,6 +35,7 @@ mod listing_cache;
 mod live_policy;
 mod manifest;
 mod masked_edit;
+mod moved_open;
 mod overlay;
 mod perf;
 mod profile_cli;
