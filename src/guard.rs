@@ -881,6 +881,12 @@ impl Guard {
         self.post_image_as(fd, Some((st, readable)), &current);
     }
 
+    /// Whether the agent's changes reach the real folder (snapshot mode). In overlay mode they
+    /// land in the upper layer, which names files by overlayfs's own lookups.
+    pub(crate) fn changes_real_folder(&self) -> bool {
+        !self.overlay
+    }
+
     /// Whether written files get post-images (snapshot mode; an overlay session records none).
     pub(crate) fn keeps_post_images(&self) -> bool {
         !self.overlay

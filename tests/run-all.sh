@@ -44,7 +44,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --all-targets --locked
 cargo test --locked --no-fail-fast -- --test-threads=2
 
-# The mount tests again as a normal user, in every mode (plus the deferred-apply, decoy,
+# The mount tests again as a normal user, in every mode (plus the deferred-apply, moved-open, decoy,
 # text-view and sandbox egress tests): its mounts go through fusermount3 (no passthrough) and its
 # overlay is mounted in a user namespace of its own. fusermount3 opens /dev/fuse as the user:
 # distributions ship it 0666, some containers 0600. The binaries are copied where the user can
@@ -60,7 +60,7 @@ cp "$it_bin" "$bins/it"
 cp "${CARGO_TARGET_DIR:-target}/debug/veilfs" "$bins/veilfs"
 chmod 0755 "$bins" "$bins/it" "$bins/veilfs"
 (cd /tmp && runuser -u "$user" -- env HOME="$(getent passwd "$user" | cut -d: -f6)" \
-  VEILFS_TEST_BIN="$bins/veilfs" "$bins/it" ${VEILFS_USER_TESTS:-readonly:: redaction:: snapshot:: overlay:: perf:: deferred:: decoys:: text_views:: egress::} \
+  VEILFS_TEST_BIN="$bins/veilfs" "$bins/it" ${VEILFS_USER_TESTS:-readonly:: redaction:: snapshot:: overlay:: perf:: deferred:: decoys:: text_views:: egress:: moved_open::} \
   --skip readonly::a_bind_mount_inside_the_scope_is_not_part_of_it \
   --skip readonly::everyday_tools_work_through_the_mount \
   --skip overlay::commit_applies_exactly_what_the_mount_showed_and_rollback_undoes_it \

@@ -1261,14 +1261,25 @@ impl VeilFs {
     /// [`moved`](super::moved)). A masked edit writes its scratch copy (merged at close,
     /// where the path is checked); a file that lost its name through the mount had its
     /// pre-image captured then.
+    /// Overlay mode has nothing to check: a change lands in the upper layer, and overlayfs
+    /// keeps the names it resolved (a copy-up there may even give a hard-linked file a new
+    /// inode number, which the check would take for a move).
     fn check_handle_still_at(&self, h: &Handle) -> Result<(), Errno> {
-        if h.masked.is_some() {
+        if h.masked.is_some() || !self.changes_real_folder() {
             return Ok(());
         }
         match self.inodes.rel_path(h.ino) {
             Some(rel) => self.check_still_at(h.ino, &rel).map(|_| ()),
             None => Ok(()),
         }
+    }
+
+    /// Snapshot mode: the agent's changes reach the real folder (see [`Guard::changes_real_folder`]).
+    pub(super) fn changes_real_folder(&self) -> bool {
+        self.cfg
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.changes_real_folder())
     }
 
     /// Records that veilfs itself just changed `inode` (its new ctime is not an outside
