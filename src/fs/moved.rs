@@ -22,7 +22,8 @@
 //!   The kernel's name is only a hint: the walk beneath the scope and the identity
 //!   comparison decide, so a name reused by another file never lends it its view.
 //! - **Changes** (WRITE, fallocate, SETATTR such as ftruncate, a masked edit's merge at
-//!   close) through such a descriptor are refused with ESTALE: the pre-image was captured,
+//!   close) through such a descriptor are refused with ESTALE in snapshot mode (overlay mode
+//!   changes only its upper layer, which never sees a move in the real folder): the pre-image was captured,
 //!   and the post-image and rollback are recorded, at the path the table holds; a change
 //!   reaching the file at another path could not be undone by rollback, and one merged while
 //!   another file stands at the old name would be journalled against that file. So every
