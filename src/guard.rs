@@ -279,13 +279,39 @@ impl Guard {
         rels: &[&Path],
         then: Option<Event>,
     ) -> Result<(), GuardError> {
+        self.capture_staged(root, rels, None, then)
+    }
+
+    /// [`Guard::capture`] of an object the caller has just found at `rel` and holds: `fd`
+    /// (O_PATH or open), with its stat `st`, both from this request's check that `rel`,
+    /// walked from the root, leads to it. The capture then does not walk the path again.
+    pub(crate) fn capture_known(
+        &self,
+        root: BorrowedFd<'_>,
+        rel: &Path,
+        fd: BorrowedFd<'_>,
+        st: &backing::Stat,
+    ) -> Result<(), GuardError> {
+        self.capture_staged(root, &[rel], Some((fd, st)), None)
+    }
+
+    /// [`Guard::capture_then`]; `held`: the object at `rels[0]`, already held (see
+    /// [`Guard::capture_known`]).
+    fn capture_staged(
+        &self,
+        root: BorrowedFd<'_>,
+        rels: &[&Path],
+        held: Option<(BorrowedFd<'_>, &backing::Stat)>,
+        then: Option<Event>,
+    ) -> Result<(), GuardError> {
         self.check_running()?;
         if self.overlay {
             return Ok(());
         }
         let mut marks = Vec::new();
-        for rel in rels {
-            if let Some(m) = self.stage_capture(root, rel)? {
+        for (i, rel) in rels.iter().enumerate() {
+            let held = held.filter(|_| i == 0);
+            if let Some(m) = self.stage_capture(root, rel, held)? {
                 marks.push(m);
             }
         }
@@ -371,8 +397,14 @@ impl Guard {
     }
 
     /// Reads `rel`'s state and appends its `Capture` without syncing; returns what to mark
-    /// captured once the record is durable (None when it is captured already).
-    fn stage_capture(&self, root: BorrowedFd<'_>, rel: &Path) -> Result<Option<Mark>, GuardError> {
+    /// captured once the record is durable (None when it is captured already). `known`: the
+    /// object at `rel` and its stat, held by the caller (else the path is walked here).
+    fn stage_capture(
+        &self,
+        root: BorrowedFd<'_>,
+        rel: &Path,
+        known: Option<(BorrowedFd<'_>, &backing::Stat)>,
+    ) -> Result<Option<Mark>, GuardError> {
         if self.is_captured(rel) {
             return Ok(None);
         }
@@ -383,27 +415,34 @@ impl Guard {
         };
         // Refuse before reading a byte when the pre-image is too large for the store.
         let mut size = 0;
-        // Held for the capture below: the path is walked once.
-        let mut held = None;
-        match backing::open_path(root, rel) {
-            Ok(fd) => {
-                let st = backing::stat_fd(fd.as_fd()).map_err(io)?;
-                held = Some((fd, st));
-                if st.kind() == backing::Kind::File {
-                    size = st.size;
-                    if st.size > self.snapshot_max_size {
-                        let e = GuardError::TooLarge {
-                            path: rel.display().to_string(),
-                            size: st.size,
-                            max: self.snapshot_max_size,
-                        };
-                        self.refused(rel, &e);
-                        return Err(e);
-                    }
+        // Held for the capture below: the path is walked once (or not at all when the caller
+        // holds the object).
+        let opened;
+        let held = match known {
+            Some((fd, st)) => Some((fd, *st)),
+            None => match backing::open_path(root, rel) {
+                Ok(fd) => {
+                    let st = backing::stat_fd(fd.as_fd()).map_err(io)?;
+                    opened = fd;
+                    Some((opened.as_fd(), st))
                 }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT)) => None,
+                Err(e) => return Err(io(e)),
+            },
+        };
+        if let Some((_, st)) = &held
+            && st.kind() == backing::Kind::File
+        {
+            size = st.size;
+            if st.size > self.snapshot_max_size {
+                let e = GuardError::TooLarge {
+                    path: rel.display().to_string(),
+                    size: st.size,
+                    max: self.snapshot_max_size,
+                };
+                self.refused(rel, &e);
+                return Err(e);
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT)) => {}
-            Err(e) => return Err(io(e)),
         }
         if let Some(quota) = self.quota
             && self.stored_bytes.load(Ordering::Relaxed) + size > quota
@@ -424,33 +463,33 @@ impl Guard {
             e
         };
         let (before, inline) = match &held {
-            Some((fd, st)) => State::capture_held(fd.as_fd(), st, rel, &self.store),
+            Some((fd, st)) => State::capture_held(*fd, st, rel, &self.store),
             None => Ok((State::Absent, None)),
         }
         .map_err(refuse)?;
         // A small pre-image travels in the journal: the one fsync of `capture_then` makes it
         // durable together with its Capture; the object file is written by the `objects`
         // thread (an object file that is not, or not yet, there is rebuilt from the record).
-        if let Some((id, z)) = inline {
-            self.session
-                .append_lazy(Event::Object {
-                    id,
-                    zstd_hex: hex::encode(&z),
-                })
-                .map_err(refuse)?;
-            self.objects.queue(id, z);
-        }
         if let State::File { size, .. } = &before {
             self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
         }
         let absent = before == State::Absent;
-        let seq = self.journal_lazy(
-            rel,
-            Event::Capture {
-                path: rel.to_path_buf(),
-                before,
-            },
-        )?;
+        // The object and its capture in one write.
+        let object = inline.as_ref().map(|(id, z)| Event::Object {
+            id: *id,
+            zstd_hex: hex::encode(z),
+        });
+        let capture = Event::Capture {
+            path: rel.to_path_buf(),
+            before,
+        };
+        let seq = self
+            .session
+            .append_all_lazy(object.into_iter().chain([capture]))
+            .map_err(refuse)?;
+        if let Some((id, z)) = inline {
+            self.objects.queue(id, z);
+        }
         Ok(Some(Mark {
             rel: rel.to_path_buf(),
             generation,
@@ -459,20 +498,22 @@ impl Guard {
     }
 
     /// Removes the regular file or symlink `name` of the directory `pfd` (at `rel`, the object
-    /// `key`, with one link) by parking it in the store's aside area instead of unlinking it
+    /// `obj`, with one link, held by the caller as an fd opened beneath `pfd` and its stat) by
+    /// parking it in the store's aside area instead of unlinking it
     /// (see `aside.rs`): its capture is journalled without an fsync, since the rename destroys
     /// nothing. Only the first removal in a directory waits for one (the directory's capture,
     /// whose seq names the parked file's origin). Returns false, having removed nothing, when
     /// this does not apply (no aside area, `rel` captured already, a name too long, the name
     /// swapped meanwhile): the caller then removes it the synchronous way.
-    pub fn remove_aside(
+    pub(crate) fn remove_aside(
         &self,
         root: BorrowedFd<'_>,
         pfd: BorrowedFd<'_>,
         rel: &Path,
         name: &OsStr,
-        key: (u64, u64),
+        obj: (BorrowedFd<'_>, &backing::Stat),
     ) -> Result<bool, GuardError> {
+        let key = (obj.1.dev, obj.1.ino);
         let Some(area) = &self.aside else {
             return Ok(false);
         };
@@ -500,7 +541,7 @@ impl Guard {
         let Some(Mark {
             entry: Entry { seq: s, .. },
             ..
-        }) = self.stage_capture(root, rel)?
+        }) = self.stage_capture(root, rel, Some(obj))?
         else {
             return Ok(false);
         };
@@ -1196,10 +1237,17 @@ mod tests {
     /// Parks `rel` (a name in `dir`) the way the write path does, returning whether it did.
     fn park(e: &Env, g: &Guard, dir: &str, rel: &str) -> bool {
         let pfd = backing::open_path(e.root.as_fd(), Path::new(dir)).unwrap();
-        let k = key(&e.scope.join(rel));
         let name = Path::new(rel).file_name().unwrap();
-        g.remove_aside(e.root.as_fd(), pfd.as_fd(), Path::new(rel), name, k)
-            .unwrap()
+        let fd = backing::lookup(pfd.as_fd(), name).unwrap();
+        let st = backing::stat_fd(fd.as_fd()).unwrap();
+        g.remove_aside(
+            e.root.as_fd(),
+            pfd.as_fd(),
+            Path::new(rel),
+            name,
+            (fd.as_fd(), &st),
+        )
+        .unwrap()
     }
 
     /// A removal parked aside costs no journal fsync, and the records a crash lost with the

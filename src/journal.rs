@@ -522,39 +522,59 @@ impl SessionWriter {
         self.append_with(e, false)
     }
 
+    /// [`SessionWriter::append_lazy`] of several records in one `write` (the records of one
+    /// change: a pre-image's `Object` and its `Capture`), in order; returns the last one's seq.
+    pub(crate) fn append_all_lazy(
+        &self,
+        es: impl IntoIterator<Item = Event>,
+    ) -> Result<u64, JournalError> {
+        self.append_unsynced(es)
+    }
+
     fn append_with(&self, e: Event, sync: bool) -> Result<u64, JournalError> {
-        let seq = self.append_unsynced(e)?;
+        let seq = self.append_unsynced([e])?;
         if sync {
             self.sync_to(seq + 1)?;
         }
         Ok(seq)
     }
 
-    fn append_unsynced(&self, e: Event) -> Result<u64, JournalError> {
+    /// Appends `es` as consecutive lines with one `write`; returns the last one's seq.
+    fn append_unsynced(&self, es: impl IntoIterator<Item = Event>) -> Result<u64, JournalError> {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if st.poisoned {
             return Err(JournalError::Poisoned {
                 file: self.path.clone(),
             });
         }
-        let seq = st.next_seq;
-        let rec = Record {
-            seq,
-            time_ns: now_ns(),
-            prev: st.prev.clone(),
-            event: e,
+        // Chained into a copy first: nothing changes unless the write succeeded.
+        let (mut seq, mut prev) = (st.next_seq, st.prev.clone());
+        let mut buf = Vec::new();
+        let mut last = None;
+        for e in es {
+            let rec = Record {
+                seq,
+                time_ns: now_ns(),
+                prev,
+                event: e,
+            };
+            let start = buf.len();
+            serde_json::to_writer(&mut buf, &rec)?;
+            prev = blake3::hash(&buf[start..]).to_hex().to_string();
+            buf.push(b'\n');
+            last = Some(seq);
+            seq += 1;
+        }
+        let Some(last) = last else {
+            return Ok(st.next_seq.saturating_sub(1));
         };
-        let line = serde_json::to_string(&rec)?;
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
         if let Err(e) = st.file.write_all(&buf) {
             st.poisoned = true;
             return Err(io_err(&self.path)(e));
         }
-        st.prev = blake3::hash(line.as_bytes()).to_hex().to_string();
-        st.next_seq += 1;
-        Ok(seq)
+        st.prev = prev;
+        st.next_seq = seq;
+        Ok(last)
     }
 
     /// Makes every record appended so far durable (for a batch of [`SessionWriter::append_lazy`]

@@ -289,7 +289,13 @@ impl VeilFs {
                 .map_err(refuse)?;
             return Ok(());
         }
-        let Err(e) = g.capture(root.as_fd(), rel) else {
+        // The object this request's path check found at `rel` (held by the inode since) is
+        // captured as it is, without walking the path again.
+        let captured = match known {
+            Some(st) => g.capture_known(root.as_fd(), rel, self.fd(inode)?.as_fd(), &st),
+            None => g.capture(root.as_fd(), rel),
+        };
+        let Err(e) = captured else {
             return Ok(());
         };
         let Some(d) = self
@@ -887,7 +893,7 @@ impl VeilFs {
         let _ns = self.approve_unlocking(Some((g, ns)), ApprovalOp::Delete, &rel, None, || {
             self.still_at(&pfd, parent_rel, name, Some((st.dev, st.ino)))
         })?;
-        let parked = self.remove_aside(g, &pfd, &rel, name, &st)?;
+        let parked = self.remove_aside(g, &pfd, &rel, name, (&fd, &st))?;
         if !parked {
             self.capture_with_parent(g, &rel)?;
             let r = if dir {
@@ -922,14 +928,17 @@ impl VeilFs {
     /// the journal, so the parked file is redundant once a sync covers it) or a symlink, with
     /// one link (another name would keep sharing and changing the parked inode), held open for
     /// writing by no handle of the agent's. False when it was not removed that way.
+    /// `obj`: `name` as this request found it beneath `pfd` (an fd and its stat), which is
+    /// what the guard captures and checks that it moves.
     fn remove_aside(
         &self,
         g: &Guard,
         pfd: &std::os::fd::OwnedFd,
         rel: &Path,
         name: &OsStr,
-        st: &Stat,
+        obj: (&std::os::fd::OwnedFd, &Stat),
     ) -> Result<bool, Errno> {
+        let (fd, st) = obj;
         let small_file = st.kind() == Kind::File && st.size <= crate::store::INLINE_MAX;
         if !(small_file || st.kind() == Kind::Symlink) || st.nlink != 1 {
             return Ok(false);
@@ -939,8 +948,17 @@ impl VeilFs {
         {
             return Ok(false);
         }
+        // After a person's answer the object may have changed (not its identity: the approval
+        // checked that): stat it again then.
+        let fresh;
+        let st = if self.cfg.approvals.is_some() {
+            fresh = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+            &fresh
+        } else {
+            st
+        };
         let root = self.root_fd()?;
-        g.remove_aside(root.as_fd(), pfd.as_fd(), rel, name, (st.dev, st.ino))
+        g.remove_aside(root.as_fd(), pfd.as_fd(), rel, name, (fd.as_fd(), st))
             .map_err(|e| {
                 audit::denied("unlink", rel, &e);
                 Errno::from_i32(e.errno())
@@ -1177,7 +1195,7 @@ impl VeilFs {
         // A masked file is edited through a scratch copy of its view (masked_edit.rs).
         if wants_write
             && let Some(fh) =
-                self.open_masked_edit(inode, wrel.as_ref().map(|w| w.0.as_path()), flags)?
+                self.open_masked_edit(inode, wrel.as_ref().map(|w| (w.0.as_path(), w.1)), flags)?
         {
             let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
             let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
