@@ -279,29 +279,32 @@ impl Guard {
         rels: &[&Path],
         then: Option<Event>,
     ) -> Result<(), GuardError> {
-        self.capture_staged(root, rels, None, then)
+        self.capture_staged(root, rels, None, None, then)
     }
 
-    /// [`Guard::capture`] of an object the caller has just found at `rel` and holds: `fd`
-    /// (O_PATH or open), with its stat `st`, both from this request's check that `rel`,
-    /// walked from the root, leads to it. The capture then does not walk the path again.
-    pub(crate) fn capture_known(
+    /// [`Guard::capture`] of `rel` before a change `op`, whose marker ([`Guard::record_change`])
+    /// goes in the same journal write as the capture's records (or alone when `rel` was
+    /// captured before). `held`: the object the caller has just found at `rel` (an O_PATH or
+    /// open fd, with its stat, both from this request's check that `rel`, walked from the
+    /// root, leads to it): the capture then does not walk the path again.
+    pub(crate) fn capture_for_change(
         &self,
         root: BorrowedFd<'_>,
         rel: &Path,
-        fd: BorrowedFd<'_>,
-        st: &backing::Stat,
+        held: Option<(BorrowedFd<'_>, &backing::Stat)>,
+        op: &str,
     ) -> Result<(), GuardError> {
-        self.capture_staged(root, &[rel], Some((fd, st)), None)
+        self.capture_staged(root, &[rel], held, Some(op), None)
     }
 
-    /// [`Guard::capture_then`]; `held`: the object at `rels[0]`, already held (see
-    /// [`Guard::capture_known`]).
+    /// [`Guard::capture_then`]; `held` and `mark` concern `rels[0]` (see
+    /// [`Guard::capture_for_change`]).
     fn capture_staged(
         &self,
         root: BorrowedFd<'_>,
         rels: &[&Path],
         held: Option<(BorrowedFd<'_>, &backing::Stat)>,
+        mark: Option<&str>,
         then: Option<Event>,
     ) -> Result<(), GuardError> {
         self.check_running()?;
@@ -310,9 +313,18 @@ impl Guard {
         }
         let mut marks = Vec::new();
         for (i, rel) in rels.iter().enumerate() {
-            let held = held.filter(|_| i == 0);
-            if let Some(m) = self.stage_capture(root, rel, held)? {
-                marks.push(m);
+            let (held, mark) = if i == 0 { (held, mark) } else { (None, None) };
+            let marker = mark.map(|op| Event::Change {
+                path: rel.to_path_buf(),
+                op: op.to_string(),
+            });
+            match self.stage_capture(root, rel, held, marker)? {
+                Some(m) => marks.push(m),
+                None => {
+                    if let Some(op) = mark {
+                        self.record_change(rel, op);
+                    }
+                }
             }
         }
         let Some(first) = marks
@@ -397,13 +409,15 @@ impl Guard {
     }
 
     /// Reads `rel`'s state and appends its `Capture` without syncing; returns what to mark
-    /// captured once the record is durable (None when it is captured already). `known`: the
-    /// object at `rel` and its stat, held by the caller (else the path is walked here).
+    /// captured once the record is durable (None when it is captured already, and then
+    /// nothing is appended). `known`: the object at `rel` and its stat, held by the caller
+    /// (else the path is walked here). `marker`: appended after the capture, in its write.
     fn stage_capture(
         &self,
         root: BorrowedFd<'_>,
         rel: &Path,
         known: Option<(BorrowedFd<'_>, &backing::Stat)>,
+        marker: Option<Event>,
     ) -> Result<Option<Mark>, GuardError> {
         if self.is_captured(rel) {
             return Ok(None);
@@ -474,7 +488,7 @@ impl Guard {
             self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
         }
         let absent = before == State::Absent;
-        // The object and its capture in one write.
+        // The object, its capture and the change's marker in one write.
         let object = inline.as_ref().map(|(id, z)| Event::Object {
             id: *id,
             zstd_hex: hex::encode(z),
@@ -483,10 +497,11 @@ impl Guard {
             path: rel.to_path_buf(),
             before,
         };
-        let seq = self
+        let first = self
             .session
-            .append_all_lazy(object.into_iter().chain([capture]))
+            .append_all_lazy(object.into_iter().chain([capture]).chain(marker))
             .map_err(refuse)?;
+        let seq = first + u64::from(inline.is_some());
         if let Some((id, z)) = inline {
             self.objects.queue(id, z);
         }
@@ -541,7 +556,7 @@ impl Guard {
         let Some(Mark {
             entry: Entry { seq: s, .. },
             ..
-        }) = self.stage_capture(root, rel, Some(obj))?
+        }) = self.stage_capture(root, rel, Some(obj), None)?
         else {
             return Ok(false);
         };

@@ -523,24 +523,28 @@ impl SessionWriter {
     }
 
     /// [`SessionWriter::append_lazy`] of several records in one `write` (the records of one
-    /// change: a pre-image's `Object` and its `Capture`), in order; returns the last one's seq.
+    /// change: a pre-image's `Object`, its `Capture` and the change's marker), in order;
+    /// returns the first one's seq.
     pub(crate) fn append_all_lazy(
         &self,
         es: impl IntoIterator<Item = Event>,
     ) -> Result<u64, JournalError> {
-        self.append_unsynced(es)
+        self.append_unsynced(es).map(|(first, _)| first)
     }
 
     fn append_with(&self, e: Event, sync: bool) -> Result<u64, JournalError> {
-        let seq = self.append_unsynced([e])?;
+        let (seq, _) = self.append_unsynced([e])?;
         if sync {
             self.sync_to(seq + 1)?;
         }
         Ok(seq)
     }
 
-    /// Appends `es` as consecutive lines with one `write`; returns the last one's seq.
-    fn append_unsynced(&self, es: impl IntoIterator<Item = Event>) -> Result<u64, JournalError> {
+    /// Appends `es` as consecutive lines with one `write`; returns the first and last seq.
+    fn append_unsynced(
+        &self,
+        es: impl IntoIterator<Item = Event>,
+    ) -> Result<(u64, u64), JournalError> {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if st.poisoned {
             return Err(JournalError::Poisoned {
@@ -565,8 +569,9 @@ impl SessionWriter {
             last = Some(seq);
             seq += 1;
         }
+        let first = st.next_seq;
         let Some(last) = last else {
-            return Ok(st.next_seq.saturating_sub(1));
+            return Ok((first, first.saturating_sub(1)));
         };
         if let Err(e) = st.file.write_all(&buf) {
             st.poisoned = true;
@@ -574,7 +579,7 @@ impl SessionWriter {
         }
         st.prev = prev;
         st.next_seq = seq;
-        Ok(last)
+        Ok((first, last))
     }
 
     /// Makes every record appended so far durable (for a batch of [`SessionWriter::append_lazy`]

@@ -255,13 +255,16 @@ impl VeilFs {
 
     /// Captures a file about to change; when its pre-image cannot be stored and the mount has
     /// a divert layer, diverts it instead (the real file is then never touched). `known`: the
-    /// object's stat from this request's path check, if it made one.
+    /// object's stat from this request's path check, if it made one. `mark`: the change's
+    /// marker ([`Guard::record_change`]) to journal when the file is not diverted (in the
+    /// capture's write, when there is one).
     fn capture_or_divert(
         &self,
         g: &Guard,
         inode: &Arc<Inode>,
         rel: &Path,
         known: Option<Stat>,
+        mark: Option<&str>,
     ) -> Result<(), Errno> {
         if inode.is_diverted() {
             return Ok(());
@@ -287,13 +290,20 @@ impl VeilFs {
             }
             g.capture_object(root.as_fd(), (st.dev, st.ino), rel, st.nlink)
                 .map_err(refuse)?;
+            if let Some(op) = mark {
+                g.record_change(rel, op);
+            }
             return Ok(());
         }
         // The object this request's path check found at `rel` (held by the inode since) is
         // captured as it is, without walking the path again.
-        let captured = match known {
-            Some(st) => g.capture_known(root.as_fd(), rel, self.fd(inode)?.as_fd(), &st),
-            None => g.capture(root.as_fd(), rel),
+        let captured = match (known, mark) {
+            (Some(st), Some(op)) => {
+                let fd = self.fd(inode)?;
+                g.capture_for_change(root.as_fd(), rel, Some((fd.as_fd(), &st)), op)
+            }
+            (None, Some(op)) => g.capture_for_change(root.as_fd(), rel, None, op),
+            (_, None) => g.capture(root.as_fd(), rel),
         };
         let Err(e) = captured else {
             return Ok(());
@@ -528,7 +538,15 @@ impl VeilFs {
             }
             return Ok(true);
         }
-        self.capture_or_divert(g, inode, rel, known)?;
+        // The marker marks any earlier post-image of this path as outdated before the bytes
+        // change, so a crash before this handle's release cannot leave a stale post-image
+        // behind (which rollback would then report as someone else's change).
+        let mark = if flags & libc::O_TRUNC != 0 {
+            "open-truncate"
+        } else {
+            "open-write"
+        };
+        self.capture_or_divert(g, inode, rel, known, Some(mark))?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
         if diverted_before || inode.is_diverted() {
@@ -537,17 +555,6 @@ impl VeilFs {
             }
             return Ok(false);
         }
-        // Marks any earlier post-image of this path as outdated before the bytes change, so a
-        // crash before this handle's release cannot leave a stale post-image behind (which
-        // rollback would then report as someone else's change).
-        g.record_change(
-            rel,
-            if flags & libc::O_TRUNC != 0 {
-                "open-truncate"
-            } else {
-                "open-write"
-            },
-        );
         if flags & libc::O_TRUNC != 0 {
             backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
         }
@@ -623,10 +630,7 @@ impl VeilFs {
             self.approve(op, &rel, None, || self.still_is(&inode, &rel))?;
             // After a person's answer the object may have changed: stat it again then.
             let known = checked.filter(|_| self.cfg.approvals.is_none());
-            self.capture_or_divert(g, &inode, &rel, known)?;
-            if !inode.is_diverted() {
-                g.record_change(&rel, "setattr");
-            }
+            self.capture_or_divert(g, &inode, &rel, known, Some("setattr"))?;
         }
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(&inode)?;
@@ -1331,7 +1335,7 @@ impl VeilFs {
             let multi = inode.kind == Kind::File
                 && backing::stat_fd(fd.as_fd()).is_ok_and(|st| st.nlink > 1);
             if multi {
-                self.capture_or_divert(g, &inode, &rel, None)?;
+                self.capture_or_divert(g, &inode, &rel, None, None)?;
             } else {
                 self.capture(g, &rel)?;
             }
