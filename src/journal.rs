@@ -247,8 +247,8 @@ impl State {
         if st.kind() != backing::Kind::File || st.size > crate::store::INLINE_MAX {
             return Ok((Self::read_fd_as(fd, st, rel, Some(store))?, None));
         }
-        let meta = meta_of(fd, st).map_err(io_err(rel))?;
         let f = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY).map_err(io_err(rel))?;
+        let meta = meta_of_open(f.as_fd(), st).map_err(io_err(rel))?;
         let mut data = Vec::with_capacity(st.size as usize);
         io::Read::read_to_end(
             &mut io::Read::take(&f, crate::store::INLINE_MAX + 1),
@@ -285,7 +285,7 @@ impl State {
         st: &backing::Stat,
         rel: &Path,
     ) -> Result<State, JournalError> {
-        let meta = meta_of(fd, st).map_err(io_err(rel))?;
+        let meta = meta_of_open(fd, st).map_err(io_err(rel))?;
         let (hash, size) = hash_fd(fd, st.size).map_err(io_err(rel))?;
         Ok(State::File { hash, size, meta })
     }
@@ -334,6 +334,24 @@ pub(crate) fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta
         }
         xattrs.sort();
     }
+    Ok(Meta {
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        atime: st.atime,
+        mtime: st.mtime,
+        xattrs,
+    })
+}
+
+/// [`meta_of`] of a regular file open for reading (not O_PATH): its xattrs are read through
+/// the fd itself.
+fn meta_of_open(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
+    let mut xattrs: Vec<(String, String)> = backing::all_xattrs_open(fd)?
+        .into_iter()
+        .map(|(name, value)| (name.to_string_lossy().into_owned(), hex::encode(&value)))
+        .collect();
+    xattrs.sort();
     Ok(Meta {
         mode: st.mode,
         uid: st.uid,
