@@ -147,6 +147,10 @@ struct Mark {
     entry: Entry,
 }
 
+/// An object a caller holds for its capture: an fd (O_PATH or open) and its stat, and
+/// optionally the same object open for reading.
+type Held<'a> = (BorrowedFd<'a>, &'a backing::Stat, Option<BorrowedFd<'a>>);
+
 /// Parked files at which a removal syncs the journal and reaps them (see
 /// [`Guard::remove_aside`]).
 const ASIDE_PENDING_MAX: usize = 4096;
@@ -287,14 +291,23 @@ impl Guard {
     /// captured before). `held`: the object the caller has just found at `rel` (an O_PATH or
     /// open fd, with its stat, both from this request's check that `rel`, walked from the
     /// root, leads to it): the capture then does not walk the path again.
+    /// `open`: the same object open for reading (a regular file's handle), whose bytes the
+    /// capture then reads through it.
     pub(crate) fn capture_for_change(
         &self,
         root: BorrowedFd<'_>,
         rel: &Path,
         held: Option<(BorrowedFd<'_>, &backing::Stat)>,
+        open: Option<BorrowedFd<'_>>,
         op: &str,
     ) -> Result<(), GuardError> {
-        self.capture_staged(root, &[rel], held, Some(op), None)
+        self.capture_staged(
+            root,
+            &[rel],
+            held.map(|(fd, st)| (fd, st, open)),
+            Some(op),
+            None,
+        )
     }
 
     /// [`Guard::capture_then`]; `held` and `mark` concern `rels[0]` (see
@@ -303,7 +316,7 @@ impl Guard {
         &self,
         root: BorrowedFd<'_>,
         rels: &[&Path],
-        held: Option<(BorrowedFd<'_>, &backing::Stat)>,
+        held: Option<Held<'_>>,
         mark: Option<&str>,
         then: Option<Event>,
     ) -> Result<(), GuardError> {
@@ -416,7 +429,7 @@ impl Guard {
         &self,
         root: BorrowedFd<'_>,
         rel: &Path,
-        known: Option<(BorrowedFd<'_>, &backing::Stat)>,
+        known: Option<Held<'_>>,
         marker: Option<Event>,
     ) -> Result<Option<Mark>, GuardError> {
         if self.is_captured(rel) {
@@ -432,8 +445,9 @@ impl Guard {
         // Held for the capture below: the path is walked once (or not at all when the caller
         // holds the object).
         let opened;
+        let open = known.and_then(|(_, _, open)| open);
         let held = match known {
-            Some((fd, st)) => Some((fd, *st)),
+            Some((fd, st, _)) => Some((fd, *st)),
             None => match backing::open_path(root, rel) {
                 Ok(fd) => {
                     let st = backing::stat_fd(fd.as_fd()).map_err(io)?;
@@ -477,7 +491,7 @@ impl Guard {
             e
         };
         let (before, inline) = match &held {
-            Some((fd, st)) => State::capture_held(*fd, st, rel, &self.store),
+            Some((fd, st)) => State::capture_held(*fd, st, open, rel, &self.store),
             None => Ok((State::Absent, None)),
         }
         .map_err(refuse)?;
@@ -556,7 +570,7 @@ impl Guard {
         let Some(Mark {
             entry: Entry { seq: s, .. },
             ..
-        }) = self.stage_capture(root, rel, Some(obj), None)?
+        }) = self.stage_capture(root, rel, Some((obj.0, obj.1, None)), None)?
         else {
             return Ok(false);
         };

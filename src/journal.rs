@@ -233,28 +233,34 @@ impl State {
             Err(e) => return Err(io_err(rel)(e)),
         };
         let st = backing::stat_fd(fd.as_fd()).map_err(io_err(rel))?;
-        Self::capture_held(fd.as_fd(), &st, rel, store)
+        Self::capture_held(fd.as_fd(), &st, None, rel, store)
     }
 
     /// [`State::read_for_capture`] of an object the caller already holds (an O_PATH `fd` of
     /// `rel`, with its stat `st`): the capture does not walk the path a second time.
+    /// `open`: the object open for reading (a write handle the caller opened already), read
+    /// through instead of a reopen.
     pub(crate) fn capture_held(
         fd: BorrowedFd<'_>,
         st: &backing::Stat,
+        open: Option<BorrowedFd<'_>>,
         rel: &Path,
         store: &Store,
     ) -> Result<(State, Option<Inline>), JournalError> {
         if st.kind() != backing::Kind::File || st.size > crate::store::INLINE_MAX {
             return Ok((Self::read_fd_as(fd, st, rel, Some(store))?, None));
         }
-        let f = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY).map_err(io_err(rel))?;
-        let meta = meta_of_open(f.as_fd(), st).map_err(io_err(rel))?;
-        let mut data = Vec::with_capacity(st.size as usize);
-        io::Read::read_to_end(
-            &mut io::Read::take(&f, crate::store::INLINE_MAX + 1),
-            &mut data,
-        )
-        .map_err(io_err(rel))?;
+        let reopened;
+        let f = match open {
+            Some(f) => f,
+            None => {
+                reopened = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY)
+                    .map_err(io_err(rel))?;
+                reopened.as_fd()
+            }
+        };
+        let meta = meta_of_open(f, st).map_err(io_err(rel))?;
+        let data = read_at_most(f, st.size, crate::store::INLINE_MAX + 1).map_err(io_err(rel))?;
         if data.len() as u64 > crate::store::INLINE_MAX {
             // It grew since the stat: store it the ordinary (durable) way.
             return Ok((Self::read_fd(fd, rel, Some(store))?, None));
@@ -342,6 +348,30 @@ pub(crate) fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta
         mtime: st.mtime,
         xattrs,
     })
+}
+
+/// The bytes of the regular file open for reading as `fd` from its start, up to `max` (with
+/// positioned reads: the descriptor's offset, a handle's, is left alone); `size` (its size at
+/// the last stat) only sizes the buffer.
+fn read_at_most(fd: BorrowedFd<'_>, size: u64, max: u64) -> io::Result<Vec<u8>> {
+    let mut data = vec![0u8; size.min(max) as usize + 32];
+    let mut n = 0;
+    loop {
+        if n == data.len() {
+            if n as u64 >= max {
+                break;
+            }
+            data.resize((data.len() * 2).min(max as usize), 0);
+        }
+        match rustix::io::pread(fd, &mut data[n..], n as u64).map_err(io::Error::from) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(n);
+    Ok(data)
 }
 
 /// [`meta_of`] of a regular file open for reading (not O_PATH): its xattrs are read through
@@ -1071,7 +1101,7 @@ impl Store {
                     })
                     .map_err(io_err(&f.path))?;
                 let st = backing::stat_fd(fd.as_fd()).map_err(io_err(&f.path))?;
-                let (before, inline) = State::capture_held(fd.as_fd(), &st, &origin, self)?;
+                let (before, inline) = State::capture_held(fd.as_fd(), &st, None, &origin, self)?;
                 if let Some((id, z)) = inline {
                     w.append_lazy(Event::Object {
                         id,

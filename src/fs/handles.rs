@@ -40,11 +40,13 @@ impl VeilFs {
         reply: ReplyOpen,
         writable: bool,
         known: Option<Stat>,
+        pre: Option<(File, i32)>,
     ) -> Result<(), (Errno, ReplyOpen)> {
         // A writable handle's path was checked by the write path just before (`changing_path`)
         // and names it in the audit only: a second check would cost its `openat2` and `fstat`
         // and narrow no race (the handle is opened from the inode's fd, not by path). `known`:
-        // the stat that check took, when nothing changed the file since (no truncate).
+        // the stat that check took, when nothing changed the file since (no truncate). `pre`:
+        // the backing file, when the write path opened it already (with its flags).
         let rel = if writable {
             self.inodes
                 .rel_path(inode.ino)
@@ -89,7 +91,11 @@ impl VeilFs {
                 return Err((Errno::EACCES, reply));
             }
         };
-        let (file, flags) = match self.open_backing(ifd.as_fd(), flags, writable) {
+        let opened = match pre {
+            Some(p) => Ok(p),
+            None => self.open_backing(ifd.as_fd(), flags, writable),
+        };
+        let (file, flags) = match opened {
             Ok(f) => f,
             Err(e) => return Err((errno_of(&e), reply)),
         };
@@ -172,7 +178,7 @@ impl VeilFs {
     /// keeps the access it asked for: the kernel checks every read against that, and veilfs
     /// reads this handle only to hash it. `O_DIRECT` handles keep their flags (their
     /// post-image reopens: direct reads need aligned buffers).
-    fn open_backing(
+    pub(super) fn open_backing(
         &self,
         ifd: BorrowedFd<'_>,
         flags: i32,

@@ -658,13 +658,13 @@ impl Filesystem for VeilFs {
                 Err(e) => return reply.error(e),
             }
         }
-        let deferred = if wants_write {
+        let (deferred, pre) = if wants_write {
             match self.prepare_write_open(req, &inode, wrel.as_ref(), f) {
                 Ok(d) => d,
                 Err(e) => return reply.error(e),
             }
         } else {
-            false
+            (false, None)
         };
         // O_CREAT/O_EXCL are the kernel's business; O_TRUNC was applied by the write path.
         let open_flags = f & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
@@ -674,7 +674,8 @@ impl Filesystem for VeilFs {
             .as_ref()
             .and_then(|w| w.1)
             .filter(|_| !deferred && f & libc::O_TRUNC == 0 && !inode.is_diverted());
-        if let Err((e, reply)) = self.open_file(&inode, open_flags, reply, wants_write, known) {
+        if let Err((e, reply)) = self.open_file(&inode, open_flags, reply, wants_write, known, pre)
+        {
             if deferred {
                 self.deferred_closed(inode.ino);
             }

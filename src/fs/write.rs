@@ -257,7 +257,8 @@ impl VeilFs {
     /// a divert layer, diverts it instead (the real file is then never touched). `known`: the
     /// object's stat from this request's path check, if it made one. `mark`: the change's
     /// marker ([`Guard::record_change`]) to journal when the file is not diverted (in the
-    /// capture's write, when there is one).
+    /// capture's write, when there is one). `open`: the file open for reading, to read its
+    /// pre-image through.
     fn capture_or_divert(
         &self,
         g: &Guard,
@@ -265,6 +266,7 @@ impl VeilFs {
         rel: &Path,
         known: Option<Stat>,
         mark: Option<&str>,
+        open: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> Result<(), Errno> {
         if inode.is_diverted() {
             return Ok(());
@@ -300,9 +302,9 @@ impl VeilFs {
         let captured = match (known, mark) {
             (Some(st), Some(op)) => {
                 let fd = self.fd(inode)?;
-                g.capture_for_change(root.as_fd(), rel, Some((fd.as_fd(), &st)), op)
+                g.capture_for_change(root.as_fd(), rel, Some((fd.as_fd(), &st)), open, op)
             }
-            (None, Some(op)) => g.capture_for_change(root.as_fd(), rel, None, op),
+            (None, Some(op)) => g.capture_for_change(root.as_fd(), rel, None, None, op),
             (_, None) => g.capture(root.as_fd(), rel),
         };
         let Err(e) = captured else {
@@ -513,16 +515,18 @@ impl VeilFs {
     }
 
     /// `rel`: the inode's path from [`Self::write_open_path`], just checked (with its stat).
+    /// Returns whether the open is deferred, and the handle's backing file when it was opened
+    /// here (see below) with the flags it was opened with.
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
         inode: &Arc<Inode>,
         rel: Option<&(PathBuf, Option<Stat>)>,
         flags: i32,
-    ) -> Result<bool, Errno> {
+    ) -> Result<(bool, Option<(std::fs::File, i32)>), Errno> {
         let g = self.guard()?;
         let Some((rel, known)) = rel else {
-            return Ok(false);
+            return Ok((false, None));
         };
         let (rel, known) = (rel.as_path(), *known);
         self.check_writable(rel, "open for write")?;
@@ -536,8 +540,30 @@ impl VeilFs {
                     return Err(errno_of(&e));
                 }
             }
-            return Ok(true);
+            return Ok((true, None));
         }
+        // A small file's handle is opened before its capture, which reads the pre-image through
+        // it: one open of the file instead of two. Opening changes nothing (a truncate is made
+        // below, after the capture); the handle is dropped if the file is diverted instead.
+        let pre = match known {
+            Some(st)
+                if !diverted_before
+                    && st.kind() == Kind::File
+                    && st.nlink == 1
+                    && st.size <= crate::store::INLINE_MAX
+                    && flags & libc::O_DIRECT == 0 =>
+            {
+                let open_flags =
+                    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
+                self.open_backing(self.fd(inode)?.as_fd(), open_flags, true)
+                    .ok()
+            }
+            _ => None,
+        };
+        let readable = pre
+            .as_ref()
+            .filter(|(_, f)| f & libc::O_ACCMODE != libc::O_WRONLY)
+            .map(|(file, _)| file.as_fd());
         // The marker marks any earlier post-image of this path as outdated before the bytes
         // change, so a crash before this handle's release cannot leave a stale post-image
         // behind (which rollback would then report as someone else's change).
@@ -546,19 +572,19 @@ impl VeilFs {
         } else {
             "open-write"
         };
-        self.capture_or_divert(g, inode, rel, known, Some(mark))?;
+        self.capture_or_divert(g, inode, rel, known, Some(mark), readable)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
         if diverted_before || inode.is_diverted() {
             if flags & libc::O_TRUNC != 0 {
                 backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
             }
-            return Ok(false);
+            return Ok((false, None));
         }
         if flags & libc::O_TRUNC != 0 {
             backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
         }
-        Ok(false)
+        Ok((false, pre))
     }
 
     pub(super) fn after_write_release(&self, h: &Handle) {
@@ -630,7 +656,7 @@ impl VeilFs {
             self.approve(op, &rel, None, || self.still_is(&inode, &rel))?;
             // After a person's answer the object may have changed: stat it again then.
             let known = checked.filter(|_| self.cfg.approvals.is_none());
-            self.capture_or_divert(g, &inode, &rel, known, Some("setattr"))?;
+            self.capture_or_divert(g, &inode, &rel, known, Some("setattr"), None)?;
         }
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(&inode)?;
@@ -1205,7 +1231,11 @@ impl VeilFs {
             let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
             return Ok((st, fh));
         }
-        let deferred = wants_write && self.prepare_write_open(req, inode, wrel.as_ref(), flags)?;
+        let (deferred, pre) = if wants_write {
+            self.prepare_write_open(req, inode, wrel.as_ref(), flags)?
+        } else {
+            (false, None)
+        };
         let opened = (|| {
             let fd = self.fd(inode)?;
             let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
@@ -1218,7 +1248,10 @@ impl VeilFs {
             }
             let open_flags =
                 flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
-            let file = backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?;
+            let file = match pre {
+                Some((file, _)) => file,
+                None => backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?,
+            };
             Ok((st, file))
         })();
         let (st, file) = match opened {
@@ -1335,7 +1368,7 @@ impl VeilFs {
             let multi = inode.kind == Kind::File
                 && backing::stat_fd(fd.as_fd()).is_ok_and(|st| st.nlink > 1);
             if multi {
-                self.capture_or_divert(g, &inode, &rel, None, None)?;
+                self.capture_or_divert(g, &inode, &rel, None, None, None)?;
             } else {
                 self.capture(g, &rel)?;
             }
