@@ -1121,6 +1121,54 @@ mod tests {
         assert!(done, "journal fd of {} not found", journal.display());
     }
 
+    /// A first change's marker goes in the capture's journal write, so the capture's fsync
+    /// makes it durable too; a later change of the captured path appends its marker alone,
+    /// without an fsync.
+    #[test]
+    fn a_first_change_marker_is_durable_with_its_capture() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        let fd = backing::open_path(e.root.as_fd(), Path::new("a")).unwrap();
+        let st = backing::stat_fd(fd.as_fd()).unwrap();
+        let held = Some((fd.as_fd(), &st));
+        let events = || {
+            let store = Store::open(&e.store_dir).unwrap();
+            store
+                .read_session(g.session_id())
+                .unwrap()
+                .into_iter()
+                .map(|r| r.event)
+                .collect::<Vec<_>>()
+        };
+        let before = events().len();
+        g.capture_for_change(e.root.as_fd(), Path::new("a"), held, None, "open-write")
+            .unwrap();
+        let recs = events();
+        let tail = &recs[before..];
+        assert!(
+            matches!(
+                tail,
+                [
+                    Event::Object { .. },
+                    Event::Capture { .. },
+                    Event::Change { op, .. }
+                ] if op == "open-write"
+            ),
+            "{tail:?}"
+        );
+        assert_eq!(g.session.durable(), recs.len() as u64, "marker not durable");
+        let syncs = g.session.syncs();
+        g.capture_for_change(e.root.as_fd(), Path::new("a"), held, None, "setattr")
+            .unwrap();
+        let recs = events();
+        assert!(matches!(recs.last(), Some(Event::Change { op, .. }) if op == "setattr"));
+        assert_eq!(
+            g.session.syncs(),
+            syncs,
+            "a captured path's marker costs no fsync"
+        );
+    }
+
     #[test]
     fn first_change_captures_once_and_later_changes_are_free() {
         let e = env();
