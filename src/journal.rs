@@ -1126,7 +1126,12 @@ impl Store {
         }
         w.sync()?;
         for p in done {
-            std::fs::remove_file(&p).map_err(io_err(&p))?;
+            match std::fs::remove_file(&p) {
+                // Unlinked meanwhile by the session's own reaper (its records were durable):
+                // a reader may run while the mount, or its last thread, still does.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => r.map_err(io_err(&p))?,
+            }
         }
         if kept == 0 {
             crate::aside::remove_session(self.dir(), &log.id).map_err(io_err(&dir))?;
