@@ -1654,11 +1654,28 @@ mod tests {
                 moved_outside: false,
             });
             events.push(AuditEvent::Synthesized {
-                path,
+                path: path.clone(),
                 view: "document".into(),
                 rules: rules.clone(),
                 redactions: 2,
             });
+            for op in [
+                "unlink",
+                "rmdir",
+                "mkdir",
+                "create",
+                "setattr",
+                "open-write",
+                "chmod",
+                "truncate",
+                "masked-edit merged",
+                "odd \"op\"\n",
+            ] {
+                events.push(AuditEvent::Changed {
+                    op: op.into(),
+                    path: path.clone(),
+                });
+            }
         }
         for (i, e) in events.iter().enumerate() {
             assert!(file_line::covers(e));
@@ -1684,9 +1701,10 @@ mod tests {
             assert!(file_line::write(&mut got, &session, e, &a, &p, &at));
             assert_eq!(String::from_utf8(got).unwrap(), want, "{e:?}");
         }
-        assert!(!file_line::covers(&AuditEvent::Changed {
-            op: "create".into(),
-            path: "f".into(),
+        assert!(!file_line::covers(&AuditEvent::Renamed {
+            from: "f".into(),
+            to: "g".into(),
+            exchange: false,
         }));
         // Rare, and its `moved_outside` field is the general path's to write.
         assert!(!file_line::covers(&AuditEvent::Read {

@@ -637,6 +637,31 @@ pub(crate) fn all_xattrs_as(
     Ok(out)
 }
 
+/// [`all_xattrs`] of a regular file or directory open for I/O (not O_PATH): through the fd
+/// itself, without the walk of its `/proc/self/fd` link.
+pub(crate) fn all_xattrs_open(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let len = rustix::fs::flistxattr_query(fd)?;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let mut list = vec![0u8; len];
+    let n = rustix::fs::flistxattr(fd, &mut list[..])?;
+    list.truncate(n);
+    let mut out = Vec::new();
+    for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = OsStr::from_bytes(name);
+        let c = cstr(name)?;
+        let vlen = rustix::fs::fgetxattr_query(fd, &*c)?;
+        let mut v = vec![0u8; vlen];
+        if vlen > 0 {
+            let n = rustix::fs::fgetxattr(fd, &*c, &mut v[..])?;
+            v.truncate(n);
+        }
+        out.push((name.to_os_string(), v));
+    }
+    Ok(out)
+}
+
 /// Raises the soft fd limit to the hard limit (and the hard limit to `nr_open` when we may):
 /// every cached inode holds one O_PATH fd.
 pub(crate) fn raise_fd_limit() -> u64 {

@@ -147,6 +147,10 @@ struct Mark {
     entry: Entry,
 }
 
+/// An object a caller holds for its capture: an fd (O_PATH or open) and its stat, and
+/// optionally the same object open for reading.
+type Held<'a> = (BorrowedFd<'a>, &'a backing::Stat, Option<BorrowedFd<'a>>);
+
 /// Parked files at which a removal syncs the journal and reaps them (see
 /// [`Guard::remove_aside`]).
 const ASIDE_PENDING_MAX: usize = 4096;
@@ -279,14 +283,61 @@ impl Guard {
         rels: &[&Path],
         then: Option<Event>,
     ) -> Result<(), GuardError> {
+        self.capture_staged(root, rels, None, None, then)
+    }
+
+    /// [`Guard::capture`] of `rel` before a change `op`, whose marker ([`Guard::record_change`])
+    /// goes in the same journal write as the capture's records (or alone when `rel` was
+    /// captured before). `held`: the object the caller has just found at `rel` (an O_PATH or
+    /// open fd, with its stat, both from this request's check that `rel`, walked from the
+    /// root, leads to it): the capture then does not walk the path again.
+    /// `open`: the same object open for reading (a regular file's handle), whose bytes the
+    /// capture then reads through it.
+    pub(crate) fn capture_for_change(
+        &self,
+        root: BorrowedFd<'_>,
+        rel: &Path,
+        held: Option<(BorrowedFd<'_>, &backing::Stat)>,
+        open: Option<BorrowedFd<'_>>,
+        op: &str,
+    ) -> Result<(), GuardError> {
+        self.capture_staged(
+            root,
+            &[rel],
+            held.map(|(fd, st)| (fd, st, open)),
+            Some(op),
+            None,
+        )
+    }
+
+    /// [`Guard::capture_then`]; `held` and `mark` concern `rels[0]` (see
+    /// [`Guard::capture_for_change`]).
+    fn capture_staged(
+        &self,
+        root: BorrowedFd<'_>,
+        rels: &[&Path],
+        held: Option<Held<'_>>,
+        mark: Option<&str>,
+        then: Option<Event>,
+    ) -> Result<(), GuardError> {
         self.check_running()?;
         if self.overlay {
             return Ok(());
         }
         let mut marks = Vec::new();
-        for rel in rels {
-            if let Some(m) = self.stage_capture(root, rel)? {
-                marks.push(m);
+        for (i, rel) in rels.iter().enumerate() {
+            let (held, mark) = if i == 0 { (held, mark) } else { (None, None) };
+            let marker = mark.map(|op| Event::Change {
+                path: rel.to_path_buf(),
+                op: op.to_string(),
+            });
+            match self.stage_capture(root, rel, held, marker)? {
+                Some(m) => marks.push(m),
+                None => {
+                    if let Some(op) = mark {
+                        self.record_change(rel, op);
+                    }
+                }
             }
         }
         let Some(first) = marks
@@ -371,8 +422,16 @@ impl Guard {
     }
 
     /// Reads `rel`'s state and appends its `Capture` without syncing; returns what to mark
-    /// captured once the record is durable (None when it is captured already).
-    fn stage_capture(&self, root: BorrowedFd<'_>, rel: &Path) -> Result<Option<Mark>, GuardError> {
+    /// captured once the record is durable (None when it is captured already, and then
+    /// nothing is appended). `known`: the object at `rel` and its stat, held by the caller
+    /// (else the path is walked here). `marker`: appended after the capture, in its write.
+    fn stage_capture(
+        &self,
+        root: BorrowedFd<'_>,
+        rel: &Path,
+        known: Option<Held<'_>>,
+        marker: Option<Event>,
+    ) -> Result<Option<Mark>, GuardError> {
         if self.is_captured(rel) {
             return Ok(None);
         }
@@ -383,27 +442,35 @@ impl Guard {
         };
         // Refuse before reading a byte when the pre-image is too large for the store.
         let mut size = 0;
-        // Held for the capture below: the path is walked once.
-        let mut held = None;
-        match backing::open_path(root, rel) {
-            Ok(fd) => {
-                let st = backing::stat_fd(fd.as_fd()).map_err(io)?;
-                held = Some((fd, st));
-                if st.kind() == backing::Kind::File {
-                    size = st.size;
-                    if st.size > self.snapshot_max_size {
-                        let e = GuardError::TooLarge {
-                            path: rel.display().to_string(),
-                            size: st.size,
-                            max: self.snapshot_max_size,
-                        };
-                        self.refused(rel, &e);
-                        return Err(e);
-                    }
+        // Held for the capture below: the path is walked once (or not at all when the caller
+        // holds the object).
+        let opened;
+        let open = known.and_then(|(_, _, open)| open);
+        let held = match known {
+            Some((fd, st, _)) => Some((fd, *st)),
+            None => match backing::open_path(root, rel) {
+                Ok(fd) => {
+                    let st = backing::stat_fd(fd.as_fd()).map_err(io)?;
+                    opened = fd;
+                    Some((opened.as_fd(), st))
                 }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT)) => None,
+                Err(e) => return Err(io(e)),
+            },
+        };
+        if let Some((_, st)) = &held
+            && st.kind() == backing::Kind::File
+        {
+            size = st.size;
+            if st.size > self.snapshot_max_size {
+                let e = GuardError::TooLarge {
+                    path: rel.display().to_string(),
+                    size: st.size,
+                    max: self.snapshot_max_size,
+                };
+                self.refused(rel, &e);
+                return Err(e);
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT)) => {}
-            Err(e) => return Err(io(e)),
         }
         if let Some(quota) = self.quota
             && self.stored_bytes.load(Ordering::Relaxed) + size > quota
@@ -424,33 +491,34 @@ impl Guard {
             e
         };
         let (before, inline) = match &held {
-            Some((fd, st)) => State::capture_held(fd.as_fd(), st, rel, &self.store),
+            Some((fd, st)) => State::capture_held(*fd, st, open, rel, &self.store),
             None => Ok((State::Absent, None)),
         }
         .map_err(refuse)?;
         // A small pre-image travels in the journal: the one fsync of `capture_then` makes it
         // durable together with its Capture; the object file is written by the `objects`
         // thread (an object file that is not, or not yet, there is rebuilt from the record).
-        if let Some((id, z)) = inline {
-            self.session
-                .append_lazy(Event::Object {
-                    id,
-                    zstd_hex: hex::encode(&z),
-                })
-                .map_err(refuse)?;
-            self.objects.queue(id, z);
-        }
         if let State::File { size, .. } = &before {
             self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
         }
         let absent = before == State::Absent;
-        let seq = self.journal_lazy(
-            rel,
-            Event::Capture {
-                path: rel.to_path_buf(),
-                before,
-            },
-        )?;
+        // The object, its capture and the change's marker in one write.
+        let object = inline.as_ref().map(|(id, z)| Event::Object {
+            id: *id,
+            zstd_hex: hex::encode(z),
+        });
+        let capture = Event::Capture {
+            path: rel.to_path_buf(),
+            before,
+        };
+        let first = self
+            .session
+            .append_all_lazy(object.into_iter().chain([capture]).chain(marker))
+            .map_err(refuse)?;
+        let seq = first + u64::from(inline.is_some());
+        if let Some((id, z)) = inline {
+            self.objects.queue(id, z);
+        }
         Ok(Some(Mark {
             rel: rel.to_path_buf(),
             generation,
@@ -459,20 +527,22 @@ impl Guard {
     }
 
     /// Removes the regular file or symlink `name` of the directory `pfd` (at `rel`, the object
-    /// `key`, with one link) by parking it in the store's aside area instead of unlinking it
+    /// `obj`, with one link, held by the caller as an fd opened beneath `pfd` and its stat) by
+    /// parking it in the store's aside area instead of unlinking it
     /// (see `aside.rs`): its capture is journalled without an fsync, since the rename destroys
     /// nothing. Only the first removal in a directory waits for one (the directory's capture,
     /// whose seq names the parked file's origin). Returns false, having removed nothing, when
     /// this does not apply (no aside area, `rel` captured already, a name too long, the name
     /// swapped meanwhile): the caller then removes it the synchronous way.
-    pub fn remove_aside(
+    pub(crate) fn remove_aside(
         &self,
         root: BorrowedFd<'_>,
         pfd: BorrowedFd<'_>,
         rel: &Path,
         name: &OsStr,
-        key: (u64, u64),
+        obj: (BorrowedFd<'_>, &backing::Stat),
     ) -> Result<bool, GuardError> {
+        let key = (obj.1.dev, obj.1.ino);
         let Some(area) = &self.aside else {
             return Ok(false);
         };
@@ -500,7 +570,7 @@ impl Guard {
         let Some(Mark {
             entry: Entry { seq: s, .. },
             ..
-        }) = self.stage_capture(root, rel)?
+        }) = self.stage_capture(root, rel, Some((obj.0, obj.1, None)), None)?
         else {
             return Ok(false);
         };
@@ -1057,6 +1127,54 @@ mod tests {
         assert!(done, "journal fd of {} not found", journal.display());
     }
 
+    /// A first change's marker goes in the capture's journal write, so the capture's fsync
+    /// makes it durable too; a later change of the captured path appends its marker alone,
+    /// without an fsync.
+    #[test]
+    fn a_first_change_marker_is_durable_with_its_capture() {
+        let e = env();
+        let g = guard(&e, WriteMode::Snapshot, u64::MAX, None);
+        let fd = backing::open_path(e.root.as_fd(), Path::new("a")).unwrap();
+        let st = backing::stat_fd(fd.as_fd()).unwrap();
+        let held = Some((fd.as_fd(), &st));
+        let events = || {
+            let store = Store::open(&e.store_dir).unwrap();
+            store
+                .read_session(g.session_id())
+                .unwrap()
+                .into_iter()
+                .map(|r| r.event)
+                .collect::<Vec<_>>()
+        };
+        let before = events().len();
+        g.capture_for_change(e.root.as_fd(), Path::new("a"), held, None, "open-write")
+            .unwrap();
+        let recs = events();
+        let tail = &recs[before..];
+        assert!(
+            matches!(
+                tail,
+                [
+                    Event::Object { .. },
+                    Event::Capture { .. },
+                    Event::Change { op, .. }
+                ] if op == "open-write"
+            ),
+            "{tail:?}"
+        );
+        assert_eq!(g.session.durable(), recs.len() as u64, "marker not durable");
+        let syncs = g.session.syncs();
+        g.capture_for_change(e.root.as_fd(), Path::new("a"), held, None, "setattr")
+            .unwrap();
+        let recs = events();
+        assert!(matches!(recs.last(), Some(Event::Change { op, .. }) if op == "setattr"));
+        assert_eq!(
+            g.session.syncs(),
+            syncs,
+            "a captured path's marker costs no fsync"
+        );
+    }
+
     #[test]
     fn first_change_captures_once_and_later_changes_are_free() {
         let e = env();
@@ -1202,10 +1320,17 @@ mod tests {
     /// Parks `rel` (a name in `dir`) the way the write path does, returning whether it did.
     fn park(e: &Env, g: &Guard, dir: &str, rel: &str) -> bool {
         let pfd = backing::open_path(e.root.as_fd(), Path::new(dir)).unwrap();
-        let k = key(&e.scope.join(rel));
         let name = Path::new(rel).file_name().unwrap();
-        g.remove_aside(e.root.as_fd(), pfd.as_fd(), Path::new(rel), name, k)
-            .unwrap()
+        let fd = backing::lookup(pfd.as_fd(), name).unwrap();
+        let st = backing::stat_fd(fd.as_fd()).unwrap();
+        g.remove_aside(
+            e.root.as_fd(),
+            pfd.as_fd(),
+            Path::new(rel),
+            name,
+            (fd.as_fd(), &st),
+        )
+        .unwrap()
     }
 
     /// A removal parked aside costs no journal fsync, and the records a crash lost with the

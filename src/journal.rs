@@ -233,28 +233,34 @@ impl State {
             Err(e) => return Err(io_err(rel)(e)),
         };
         let st = backing::stat_fd(fd.as_fd()).map_err(io_err(rel))?;
-        Self::capture_held(fd.as_fd(), &st, rel, store)
+        Self::capture_held(fd.as_fd(), &st, None, rel, store)
     }
 
     /// [`State::read_for_capture`] of an object the caller already holds (an O_PATH `fd` of
     /// `rel`, with its stat `st`): the capture does not walk the path a second time.
+    /// `open`: the object open for reading (a write handle the caller opened already), read
+    /// through instead of a reopen.
     pub(crate) fn capture_held(
         fd: BorrowedFd<'_>,
         st: &backing::Stat,
+        open: Option<BorrowedFd<'_>>,
         rel: &Path,
         store: &Store,
     ) -> Result<(State, Option<Inline>), JournalError> {
         if st.kind() != backing::Kind::File || st.size > crate::store::INLINE_MAX {
             return Ok((Self::read_fd_as(fd, st, rel, Some(store))?, None));
         }
-        let meta = meta_of(fd, st).map_err(io_err(rel))?;
-        let f = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY).map_err(io_err(rel))?;
-        let mut data = Vec::with_capacity(st.size as usize);
-        io::Read::read_to_end(
-            &mut io::Read::take(&f, crate::store::INLINE_MAX + 1),
-            &mut data,
-        )
-        .map_err(io_err(rel))?;
+        let reopened;
+        let f = match open {
+            Some(f) => f,
+            None => {
+                reopened = backing::reopen_as(fd, backing::Kind::File, libc::O_RDONLY)
+                    .map_err(io_err(rel))?;
+                reopened.as_fd()
+            }
+        };
+        let meta = meta_of_open(f, st).map_err(io_err(rel))?;
+        let data = read_at_most(f, st.size, crate::store::INLINE_MAX + 1).map_err(io_err(rel))?;
         if data.len() as u64 > crate::store::INLINE_MAX {
             // It grew since the stat: store it the ordinary (durable) way.
             return Ok((Self::read_fd(fd, rel, Some(store))?, None));
@@ -285,7 +291,7 @@ impl State {
         st: &backing::Stat,
         rel: &Path,
     ) -> Result<State, JournalError> {
-        let meta = meta_of(fd, st).map_err(io_err(rel))?;
+        let meta = meta_of_open(fd, st).map_err(io_err(rel))?;
         let (hash, size) = hash_fd(fd, st.size).map_err(io_err(rel))?;
         Ok(State::File { hash, size, meta })
     }
@@ -334,6 +340,48 @@ pub(crate) fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta
         }
         xattrs.sort();
     }
+    Ok(Meta {
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        atime: st.atime,
+        mtime: st.mtime,
+        xattrs,
+    })
+}
+
+/// The bytes of the regular file open for reading as `fd` from its start, up to `max` (with
+/// positioned reads: the descriptor's offset, a handle's, is left alone); `size` (its size at
+/// the last stat) only sizes the buffer.
+fn read_at_most(fd: BorrowedFd<'_>, size: u64, max: u64) -> io::Result<Vec<u8>> {
+    let mut data = vec![0u8; size.min(max) as usize + 32];
+    let mut n = 0;
+    loop {
+        if n == data.len() {
+            if n as u64 >= max {
+                break;
+            }
+            data.resize((data.len() * 2).min(max as usize), 0);
+        }
+        match rustix::io::pread(fd, &mut data[n..], n as u64).map_err(io::Error::from) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(n);
+    Ok(data)
+}
+
+/// [`meta_of`] of a regular file open for reading (not O_PATH): its xattrs are read through
+/// the fd itself.
+fn meta_of_open(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
+    let mut xattrs: Vec<(String, String)> = backing::all_xattrs_open(fd)?
+        .into_iter()
+        .map(|(name, value)| (name.to_string_lossy().into_owned(), hex::encode(&value)))
+        .collect();
+    xattrs.sort();
     Ok(Meta {
         mode: st.mode,
         uid: st.uid,
@@ -522,39 +570,64 @@ impl SessionWriter {
         self.append_with(e, false)
     }
 
+    /// [`SessionWriter::append_lazy`] of several records in one `write` (the records of one
+    /// change: a pre-image's `Object`, its `Capture` and the change's marker), in order;
+    /// returns the first one's seq.
+    pub(crate) fn append_all_lazy(
+        &self,
+        es: impl IntoIterator<Item = Event>,
+    ) -> Result<u64, JournalError> {
+        self.append_unsynced(es).map(|(first, _)| first)
+    }
+
     fn append_with(&self, e: Event, sync: bool) -> Result<u64, JournalError> {
-        let seq = self.append_unsynced(e)?;
+        let (seq, _) = self.append_unsynced([e])?;
         if sync {
             self.sync_to(seq + 1)?;
         }
         Ok(seq)
     }
 
-    fn append_unsynced(&self, e: Event) -> Result<u64, JournalError> {
+    /// Appends `es` as consecutive lines with one `write`; returns the first and last seq.
+    fn append_unsynced(
+        &self,
+        es: impl IntoIterator<Item = Event>,
+    ) -> Result<(u64, u64), JournalError> {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if st.poisoned {
             return Err(JournalError::Poisoned {
                 file: self.path.clone(),
             });
         }
-        let seq = st.next_seq;
-        let rec = Record {
-            seq,
-            time_ns: now_ns(),
-            prev: st.prev.clone(),
-            event: e,
+        // Chained into a copy first: nothing changes unless the write succeeded.
+        let (mut seq, mut prev) = (st.next_seq, st.prev.clone());
+        let mut buf = Vec::new();
+        let mut last = None;
+        for e in es {
+            let rec = Record {
+                seq,
+                time_ns: now_ns(),
+                prev,
+                event: e,
+            };
+            let start = buf.len();
+            serde_json::to_writer(&mut buf, &rec)?;
+            prev = blake3::hash(&buf[start..]).to_hex().to_string();
+            buf.push(b'\n');
+            last = Some(seq);
+            seq += 1;
+        }
+        let first = st.next_seq;
+        let Some(last) = last else {
+            return Ok((first, first.saturating_sub(1)));
         };
-        let line = serde_json::to_string(&rec)?;
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
         if let Err(e) = st.file.write_all(&buf) {
             st.poisoned = true;
             return Err(io_err(&self.path)(e));
         }
-        st.prev = blake3::hash(line.as_bytes()).to_hex().to_string();
-        st.next_seq += 1;
-        Ok(seq)
+        st.prev = prev;
+        st.next_seq = seq;
+        Ok((first, last))
     }
 
     /// Makes every record appended so far durable (for a batch of [`SessionWriter::append_lazy`]
@@ -1028,7 +1101,7 @@ impl Store {
                     })
                     .map_err(io_err(&f.path))?;
                 let st = backing::stat_fd(fd.as_fd()).map_err(io_err(&f.path))?;
-                let (before, inline) = State::capture_held(fd.as_fd(), &st, &origin, self)?;
+                let (before, inline) = State::capture_held(fd.as_fd(), &st, None, &origin, self)?;
                 if let Some((id, z)) = inline {
                     w.append_lazy(Event::Object {
                         id,
@@ -1053,7 +1126,12 @@ impl Store {
         }
         w.sync()?;
         for p in done {
-            std::fs::remove_file(&p).map_err(io_err(&p))?;
+            match std::fs::remove_file(&p) {
+                // Unlinked meanwhile by the session's own reaper (its records were durable):
+                // a reader may run while the mount, or its last thread, still does.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => r.map_err(io_err(&p))?,
+            }
         }
         if kept == 0 {
             crate::aside::remove_session(self.dir(), &log.id).map_err(io_err(&dir))?;

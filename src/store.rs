@@ -831,20 +831,39 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 /// file is only a copy until the session ends. [`LazyWriter::settle`] waits for the queue
 /// (before a session is marked ended, readers trust its object files and stop rebuilding).
 pub(crate) struct LazyWriter {
-    tx: Option<std::sync::mpsc::Sender<(ObjectId, Vec<u8>)>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    state: Arc<(Mutex<Queued>, Condvar)>,
+    state: Arc<LazyState>,
+}
+
+/// The queue shared by the capturing threads and the writer thread.
+struct LazyState {
+    queue: Mutex<Queued>,
+    /// Wakes the writer: only when it sleeps with nothing queued, when the queue passes half
+    /// its byte budget, or at shutdown (see [`LazyWriter::queue`]).
+    work: Condvar,
+    /// Signalled by the writer after each batch (for `settle` and for captures held back by
+    /// the byte budget).
+    done: Condvar,
 }
 
 /// What the writer thread has yet to do.
 #[derive(Default)]
 struct Queued {
-    /// Objects queued and not yet written.
+    /// Objects handed over and not yet taken by the writer.
+    pending: Vec<(ObjectId, Vec<u8>)>,
+    /// Objects queued and not yet written (pending or in the writer's batch).
     count: usize,
     /// Their compressed bytes.
     bytes: usize,
     /// Whether any write failed.
     failed: bool,
+    /// When the last object was queued: the writer starts once the queue has been quiet for
+    /// [`LAZY_IDLE`].
+    last: Option<std::time::Instant>,
+    /// The writer sleeps without a timeout (nothing pending): the next object must wake it.
+    idle: bool,
+    /// The `LazyWriter` was dropped: write what is pending and stop.
+    closed: bool,
 }
 
 /// Queued compressed bytes past which a capture waits for the writer: bounds the memory an
@@ -859,8 +878,11 @@ const LAZY_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
 impl LazyWriter {
     /// Starts the writer thread of `store`.
     pub(crate) fn start(store: Arc<Store>) -> io::Result<LazyWriter> {
-        let (tx, rx) = std::sync::mpsc::channel::<(ObjectId, Vec<u8>)>();
-        let state = Arc::new((Mutex::new(Queued::default()), Condvar::new()));
+        let state = Arc::new(LazyState {
+            queue: Mutex::new(Queued::default()),
+            work: Condvar::new(),
+            done: Condvar::new(),
+        });
         let st = state.clone();
         let thread = std::thread::Builder::new()
             .name("veilfs-objects".into())
@@ -870,85 +892,121 @@ impl LazyWriter {
                 // on a small machine (CPU, and the store filesystem's inode allocation), and then
                 // runs at a low priority (the thread's nice value; per thread on Linux).
                 let _ = rustix::process::setpriority_process(None, 19);
-                let mut batch = Vec::new();
-                while let Ok(first) = rx.recv() {
-                    let mut bytes = first.1.len();
-                    batch.push(first);
-                    while bytes < LAZY_QUEUE_BYTES / 2 {
-                        match rx.recv_timeout(LAZY_IDLE) {
-                            Ok(next) => {
-                                bytes += next.1.len();
-                                batch.push(next);
-                            }
-                            Err(_) => break, // quiet (or closed): write what is queued
-                        }
-                    }
-                    for (id, z) in batch.drain(..) {
-                        let len = z.len();
+                while let Some(batch) = st.next_batch() {
+                    let (n, mut written, mut failed) = (batch.len(), 0, false);
+                    for (id, z) in batch {
+                        written += z.len();
                         // A panic counts as a failed write: `settle` must never wait forever.
                         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             store.place_lazy(&id, &z)
                         }));
-                        let res = match res {
+                        match res {
                             Ok(Err(e)) => {
                                 tracing::warn!("store: {e} (the journal keeps its bytes)");
-                                Err(())
+                                failed = true;
                             }
-                            Ok(Ok(())) => Ok(()),
-                            Err(_) => Err(()),
-                        };
-                        let (m, cv) = &*st;
-                        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-                        g.count -= 1;
-                        g.failed |= res.is_err();
-                        g.bytes -= len;
-                        cv.notify_all();
+                            Ok(Ok(())) => {}
+                            Err(_) => failed = true,
+                        }
                     }
+                    let mut g = st.lock();
+                    g.count -= n;
+                    g.failed |= failed;
+                    g.bytes -= written;
+                    drop(g);
+                    st.done.notify_all();
                 }
             })?;
         Ok(LazyWriter {
-            tx: Some(tx),
             thread: Some(thread),
             state,
         })
     }
 
-    /// Queues object `id` (compressed bytes `z`, already journalled) to be written.
+    /// Queues object `id` (compressed bytes `z`, already journalled) to be written. Wakes the
+    /// writer only when it sleeps with nothing to do, or when half the byte budget is queued:
+    /// while it waits for a burst to end it looks again on its own timer, so a burst of
+    /// captures costs no wake-up (a futex call and two context switches) each.
     pub(crate) fn queue(&self, id: ObjectId, z: Vec<u8>) {
-        let (m, cv) = &*self.state;
+        let st = &*self.state;
         let len = z.len();
-        {
-            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-            while g.count > 0 && g.bytes + len > LAZY_QUEUE_BYTES {
-                g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
-            }
-            g.count += 1;
-            g.bytes += len;
+        let mut g = st.lock();
+        while g.count > 0 && g.bytes + len > LAZY_QUEUE_BYTES {
+            g = st.done.wait(g).unwrap_or_else(|e| e.into_inner());
         }
-        if self.tx.as_ref().is_none_or(|tx| tx.send((id, z)).is_err()) {
-            // The thread is gone (it panicked): the journal's copy is the only one, which the
-            // session, left unended by `settle`, is rebuilt from.
-            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-            g.count -= 1;
+        if g.closed {
+            // The writer is gone: the journal's copy is the only one, which the session, left
+            // unended by `settle`, is rebuilt from.
             g.failed = true;
-            g.bytes -= len;
+            return;
+        }
+        g.count += 1;
+        g.bytes += len;
+        g.pending.push((id, z));
+        g.last = Some(std::time::Instant::now());
+        let wake = g.idle || g.bytes >= LAZY_QUEUE_BYTES / 2;
+        if wake {
+            g.idle = false;
+        }
+        drop(g);
+        if wake {
+            st.work.notify_one();
         }
     }
 
     /// Waits until every queued object is written; false if any could not be.
     pub(crate) fn settle(&self) -> bool {
-        let (m, cv) = &*self.state;
-        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &*self.state;
+        let mut g = st.lock();
         while g.count > 0 {
-            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            if !g.pending.is_empty() {
+                // Nothing more is coming from this caller: no need to wait for a quiet spell.
+                g.last = None;
+                st.work.notify_one();
+            }
+            g = st.done.wait(g).unwrap_or_else(|e| e.into_inner());
         }
         !g.failed
     }
 }
 
+impl LazyState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writer's next batch: waits for objects, then for the queue to stay quiet for
+    /// [`LAZY_IDLE`] (or to pass half the byte budget, or for a `settle` or the shutdown).
+    /// None once closed with nothing left.
+    fn next_batch(&self) -> Option<Vec<(ObjectId, Vec<u8>)>> {
+        let mut g = self.lock();
+        loop {
+            if g.pending.is_empty() {
+                if g.closed {
+                    return None;
+                }
+                g.idle = true;
+                g = self.work.wait(g).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            g.idle = false;
+            let quiet = g.last.map_or(std::time::Duration::MAX, |t| t.elapsed());
+            if g.closed || quiet >= LAZY_IDLE || g.bytes >= LAZY_QUEUE_BYTES / 2 {
+                return Some(std::mem::take(&mut g.pending));
+            }
+            g = self
+                .work
+                .wait_timeout(g, LAZY_IDLE - quiet)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
 impl Drop for LazyWriter {
     fn drop(&mut self) {
-        drop(self.tx.take());
+        self.state.lock().closed = true;
+        self.state.work.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -7,7 +7,9 @@
 //! structs write the same object: serde_json without `preserve_order` writes a `Value`'s keys in
 //! sorted order, so every struct below declares its fields sorted too, and the bytes are
 //! identical to the general path's (a unit test holds the two together, field for field).
-//! Everything else (denials, changes, control events) is rare and keeps the general path.
+//! A change (`changed`) takes this path too: an `rm -rf` or an untar emits one per file, on the
+//! request the agent waits on. Everything else (denials, renames, control events) is rare and
+//! keeps the general path.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -17,7 +19,7 @@ use serde::Serialize;
 use super::{Actor, AuditEvent, OCSF_VERSION, ProcInfo};
 
 #[derive(Serialize)]
-struct Line<'a> {
+struct Line<'a, D> {
     activity_id: u8,
     activity_name: &'static str,
     actor: ActorObj<'a>,
@@ -37,9 +39,9 @@ struct Line<'a> {
     status: &'static str,
     status_id: u8,
     time: i64,
-    type_name: &'static str,
+    type_name: Cow<'static, str>,
     type_uid: u32,
-    unmapped: Unmapped<'a>,
+    unmapped: Unmapped<D>,
 }
 
 #[derive(Serialize)]
@@ -106,8 +108,8 @@ struct Product {
 }
 
 #[derive(Serialize)]
-struct Unmapped<'a> {
-    veilfs: Details<'a>,
+struct Unmapped<D> {
+    veilfs: D,
 }
 
 #[derive(Serialize)]
@@ -121,6 +123,14 @@ struct Details<'a> {
     view: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     writable: Option<bool>,
+}
+
+/// veilfs's own fields of a change.
+#[derive(Serialize)]
+struct ChangeDetails<'a> {
+    event: &'static str,
+    op: &'a str,
+    path: Cow<'a, str>,
 }
 
 /// What the session adds to every line.
@@ -148,6 +158,7 @@ pub(super) fn covers(e: &AuditEvent) -> bool {
                 ..
             }
             | AuditEvent::Synthesized { .. }
+            | AuditEvent::Changed { .. }
     )
 }
 
@@ -161,6 +172,24 @@ pub(super) fn write(
     proc_: &ProcInfo,
     at: &Place<'_>,
 ) -> bool {
+    if let AuditEvent::Changed { op, path } = e {
+        // Allowed, informational; on a folder for mkdir and rmdir (as `Sink::ocsf` classes it).
+        let activity_id = super::activity_of_op(op);
+        let name = super::activity_name(activity_id);
+        let dir = op.contains("mkdir") || op.contains("rmdir");
+        let details = ChangeDetails {
+            event: e.kind(),
+            op,
+            path: path.to_string_lossy(),
+        };
+        let head = Head {
+            activity_id,
+            activity_name: name,
+            type_name: Cow::Owned(format!("File System Activity: {name}")),
+            file_type: if dir { 2 } else { 1 },
+        };
+        return write_line(out, s, e, actor, proc_, at, path, head, details);
+    }
     // Open: activity 14 "Open"; a first read or a synthesized view: 2 "Read". All allowed,
     // informational, on a regular file.
     let (activity_id, activity_name, type_name, path, masked, rules, redactions, view, writable) =
@@ -217,6 +246,52 @@ pub(super) fn write(
             ),
             _ => return false,
         };
+    let details = Details {
+        event: e.kind(),
+        masked,
+        path: path.to_string_lossy(),
+        redactions,
+        rules,
+        view,
+        writable,
+    };
+    let head = Head {
+        activity_id,
+        activity_name,
+        type_name: Cow::Borrowed(type_name),
+        file_type: 1,
+    };
+    write_line(out, s, e, actor, proc_, at, path, head, details)
+}
+
+/// The classification of a line.
+struct Head {
+    activity_id: u8,
+    activity_name: &'static str,
+    type_name: Cow<'static, str>,
+    /// OCSF file type_id: 1 regular file, 2 folder.
+    file_type: u8,
+}
+
+/// Writes the line of `e` on `path`, with veilfs's own fields `details`.
+#[allow(clippy::too_many_arguments)]
+fn write_line<D: Serialize>(
+    out: &mut Vec<u8>,
+    s: &Session<'_>,
+    e: &AuditEvent,
+    actor: &Actor,
+    proc_: &ProcInfo,
+    at: &Place<'_>,
+    path: &Path,
+    head: Head,
+    details: D,
+) -> bool {
+    let Head {
+        activity_id,
+        activity_name,
+        type_name,
+        file_type,
+    } = head;
     let abs;
     let abs: &Path = if path.as_os_str().is_empty() {
         s.mountpoint
@@ -264,8 +339,12 @@ pub(super) fn write(
                 .map(|p| p.to_string_lossy())
                 .unwrap_or_default(),
             path: abs.to_string_lossy(),
-            kind: "Regular File",
-            type_id: 1,
+            kind: if file_type == 2 {
+                "Folder"
+            } else {
+                "Regular File"
+            },
+            type_id: file_type,
         },
         message: Cow::Owned(e.message()),
         metadata: Metadata {
@@ -287,17 +366,7 @@ pub(super) fn write(
         time: at.time,
         type_name,
         type_uid: 1001 * 100 + activity_id as u32,
-        unmapped: Unmapped {
-            veilfs: Details {
-                event: e.kind(),
-                masked,
-                path: path.to_string_lossy(),
-                redactions,
-                rules,
-                view,
-                writable,
-            },
-        },
+        unmapped: Unmapped { veilfs: details },
     };
     out.clear();
     // Serializing borrowed strings and integers into a Vec cannot fail.

@@ -39,14 +39,18 @@ impl VeilFs {
         flags: i32,
         reply: ReplyOpen,
         writable: bool,
+        known: Option<Stat>,
+        pre: Option<(File, i32)>,
     ) -> Result<(), (Errno, ReplyOpen)> {
         // A writable handle's path was checked by the write path just before (`changing_path`)
         // and names it in the audit only: a second check would cost its `openat2` and `fstat`
-        // and narrow no race (the handle is opened from the inode's fd, not by path).
+        // and narrow no race (the handle is opened from the inode's fd, not by path). `known`:
+        // the stat that check took, when nothing changed the file since (no truncate). `pre`:
+        // the backing file, when the write path opened it already (with its flags).
         let rel = if writable {
             self.inodes
                 .rel_path(inode.ino)
-                .map(|r| (r, None))
+                .map(|r| (r, known))
                 .ok_or(self.no_path_errno())
         } else {
             self.rel_checked(inode.ino)
@@ -87,7 +91,11 @@ impl VeilFs {
                 return Err((Errno::EACCES, reply));
             }
         };
-        let file = match backing::reopen_as(ifd.as_fd(), Kind::File, flags) {
+        let opened = match pre {
+            Some(p) => Ok(p),
+            None => self.open_backing(ifd.as_fd(), flags, writable),
+        };
+        let (file, flags) = match opened {
             Ok(f) => f,
             Err(e) => return Err((errno_of(&e), reply)),
         };
@@ -163,6 +171,31 @@ impl VeilFs {
 
     /// Remembers the identity of the file at this open; true when the kernel may keep the
     /// page cache (the file is unchanged since the last open).
+    /// Opens the backing file of a handle from the inode's fd, with the agent's `flags`; returns
+    /// it with the flags it was opened with. A write-only handle of veilfs's own is opened for
+    /// reading too when the file allows it, so that its post-image is read through it at
+    /// release instead of through a reopen (an `open` and a `close`). The agent's descriptor
+    /// keeps the access it asked for: the kernel checks every read against that, and veilfs
+    /// reads this handle only to hash it. `O_DIRECT` handles keep their flags (their
+    /// post-image reopens: direct reads need aligned buffers).
+    pub(super) fn open_backing(
+        &self,
+        ifd: BorrowedFd<'_>,
+        flags: i32,
+        writable: bool,
+    ) -> std::io::Result<(File, i32)> {
+        if writable && flags & libc::O_ACCMODE == libc::O_WRONLY && flags & libc::O_DIRECT == 0 {
+            let rw = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
+            match backing::reopen_as(ifd, Kind::File, rw) {
+                Ok(f) => return Ok((f, rw)),
+                // A file veilfs may write but not read (a user's mount, mode 0200): as asked.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        backing::reopen_as(ifd, Kind::File, flags).map(|f| (f, flags))
+    }
+
     pub(super) fn note_open(&self, inode: &Inode, st: &Stat, writable: bool) -> bool {
         let id = view::file_id(st);
         let mut last = inode.last_open.lock().unwrap_or_else(|e| e.into_inner());

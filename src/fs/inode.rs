@@ -236,6 +236,15 @@ impl InodeTable {
         Ok(fd)
     }
 
+    /// Gives the inode `fd`, an O_PATH fd of its object that a request just opened and
+    /// checked (its (dev, ino) is the inode's key), when it holds none: its next use then
+    /// needs no lookup and stat of its own.
+    pub(super) fn offer(&self, inode: &Arc<Inode>, fd: OwnedFd) {
+        if inode.held_fd().is_none() {
+            self.hold(inode, Arc::new(fd));
+        }
+    }
+
     /// Keeps `fd` as the inode's held fd (counted against the budget). An inode the kernel
     /// already forgot is not held: the request in flight uses its fd and drops it, since no
     /// `forget` would ever give the count back.

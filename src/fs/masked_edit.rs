@@ -135,12 +135,17 @@ impl VeilFs {
     /// The bytes of the file held by `fd` at `rel` and the redactions of exactly that version,
     /// when the agent sees it masked. Decided from the scan cache first: a clean file is never
     /// read here.
+    /// `known`: the file's stat from this request's path check, if it made one.
     fn masked_version(
         &self,
         rel: &Path,
         fd: BorrowedFd<'_>,
+        known: Option<Stat>,
     ) -> Result<Option<MaskedVersion>, Errno> {
-        let st = backing::stat_fd(fd).map_err(|e| errno_of(&e))?;
+        let st = match known {
+            Some(st) => st,
+            None => backing::stat_fd(fd).map_err(|e| errno_of(&e))?,
+        };
         if !matches!(self.cfg.viewer.decide(rel, fd, &st), View::Masked(_)) {
             return Ok(None);
         }
@@ -185,7 +190,7 @@ impl VeilFs {
     pub(super) fn open_masked_edit(
         &self,
         inode: &Arc<Inode>,
-        rel: Option<&Path>,
+        rel: Option<(&Path, Option<Stat>)>,
         flags: i32,
     ) -> Result<Option<u64>, Errno> {
         let Some(m) = self.masked_edits() else {
@@ -195,12 +200,12 @@ impl VeilFs {
             return Ok(None);
         }
         // The write path's own checks, so a masked file is never more writable than another.
-        let Some(rel) = rel else {
+        let Some((rel, known)) = rel else {
             return Ok(None);
         };
         self.check_writable(rel, "open for write")?;
         let fd = self.fd(inode)?;
-        let Some((real, st, r)) = self.masked_version(rel, fd.as_fd())? else {
+        let Some((real, st, r)) = self.masked_version(rel, fd.as_fd(), known)? else {
             return Ok(None);
         };
         m.served
@@ -459,7 +464,7 @@ impl VeilFs {
         if dst.kind() != Kind::File {
             return Ok(());
         }
-        let Some((real, _, r)) = self.masked_version(to, dfd.as_fd())? else {
+        let Some((real, _, r)) = self.masked_version(to, dfd.as_fd(), None)? else {
             return Ok(());
         };
         let refuse = |why: &str| {

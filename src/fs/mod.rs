@@ -312,8 +312,15 @@ impl VeilFs {
         }
         let root = self.inodes.get(ROOT).ok_or(Errno::EIO)?;
         let rfd = self.fd(&root)?;
-        match backing::open_path(rfd.as_fd(), rel).and_then(|fd| backing::stat_fd(fd.as_fd())) {
-            Ok(st) if (st.dev, st.ino) == inode.key => Ok(Some(st)),
+        let found = backing::open_path(rfd.as_fd(), rel)
+            .and_then(|fd| backing::stat_fd(fd.as_fd()).map(|st| (fd, st)));
+        match found {
+            Ok((fd, st)) if (st.dev, st.ino) == inode.key => {
+                // The object itself, just found at its path: the inode's fd if it has none
+                // (an inode from a directory listing is opened at its first use).
+                self.inodes.offer(&inode, fd);
+                Ok(Some(st))
+            }
             _ => {
                 debug!(path = %rel.display(), "moved outside the mount: ESTALE");
                 Err(Errno::ESTALE)
@@ -648,7 +655,7 @@ impl Filesystem for VeilFs {
             None
         };
         if wants_write {
-            match self.open_masked_edit(&inode, wrel.as_ref().map(|w| w.0.as_path()), f) {
+            match self.open_masked_edit(&inode, wrel.as_ref().map(|w| (w.0.as_path(), w.1)), f) {
                 Ok(Some(fh)) => {
                     return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
@@ -656,17 +663,24 @@ impl Filesystem for VeilFs {
                 Err(e) => return reply.error(e),
             }
         }
-        let deferred = if wants_write {
+        let (deferred, pre) = if wants_write {
             match self.prepare_write_open(req, &inode, wrel.as_ref(), f) {
                 Ok(d) => d,
                 Err(e) => return reply.error(e),
             }
         } else {
-            false
+            (false, None)
         };
         // O_CREAT/O_EXCL are the kernel's business; O_TRUNC was applied by the write path.
         let open_flags = f & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
-        if let Err((e, reply)) = self.open_file(&inode, open_flags, reply, wants_write) {
+        // The stat of the write path's check still describes the file when nothing changed it
+        // since (no truncate, no divert, no deferred apply, which may truncate).
+        let known = wrel
+            .as_ref()
+            .and_then(|w| w.1)
+            .filter(|_| !deferred && f & libc::O_TRUNC == 0 && !inode.is_diverted());
+        if let Err((e, reply)) = self.open_file(&inode, open_flags, reply, wants_write, known, pre)
+        {
             if deferred {
                 self.deferred_closed(inode.ino);
             }

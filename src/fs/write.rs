@@ -255,13 +255,18 @@ impl VeilFs {
 
     /// Captures a file about to change; when its pre-image cannot be stored and the mount has
     /// a divert layer, diverts it instead (the real file is then never touched). `known`: the
-    /// object's stat from this request's path check, if it made one.
+    /// object's stat from this request's path check, if it made one. `mark`: the change's
+    /// marker ([`Guard::record_change`]) to journal when the file is not diverted (in the
+    /// capture's write, when there is one). `open`: the file open for reading, to read its
+    /// pre-image through.
     fn capture_or_divert(
         &self,
         g: &Guard,
         inode: &Arc<Inode>,
         rel: &Path,
         known: Option<Stat>,
+        mark: Option<&str>,
+        open: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> Result<(), Errno> {
         if inode.is_diverted() {
             return Ok(());
@@ -287,9 +292,22 @@ impl VeilFs {
             }
             g.capture_object(root.as_fd(), (st.dev, st.ino), rel, st.nlink)
                 .map_err(refuse)?;
+            if let Some(op) = mark {
+                g.record_change(rel, op);
+            }
             return Ok(());
         }
-        let Err(e) = g.capture(root.as_fd(), rel) else {
+        // The object this request's path check found at `rel` (held by the inode since) is
+        // captured as it is, without walking the path again.
+        let captured = match (known, mark) {
+            (Some(st), Some(op)) => {
+                let fd = self.fd(inode)?;
+                g.capture_for_change(root.as_fd(), rel, Some((fd.as_fd(), &st)), open, op)
+            }
+            (None, Some(op)) => g.capture_for_change(root.as_fd(), rel, None, None, op),
+            (_, None) => g.capture(root.as_fd(), rel),
+        };
+        let Err(e) = captured else {
             return Ok(());
         };
         let Some(d) = self
@@ -497,16 +515,18 @@ impl VeilFs {
     }
 
     /// `rel`: the inode's path from [`Self::write_open_path`], just checked (with its stat).
+    /// Returns whether the open is deferred, and the handle's backing file when it was opened
+    /// here (see below) with the flags it was opened with.
     pub(super) fn prepare_write_open(
         &self,
         _req: &Request,
         inode: &Arc<Inode>,
         rel: Option<&(PathBuf, Option<Stat>)>,
         flags: i32,
-    ) -> Result<bool, Errno> {
+    ) -> Result<(bool, Option<(std::fs::File, i32)>), Errno> {
         let g = self.guard()?;
         let Some((rel, known)) = rel else {
-            return Ok(false);
+            return Ok((false, None));
         };
         let (rel, known) = (rel.as_path(), *known);
         self.check_writable(rel, "open for write")?;
@@ -520,32 +540,51 @@ impl VeilFs {
                     return Err(errno_of(&e));
                 }
             }
-            return Ok(true);
+            return Ok((true, None));
         }
-        self.capture_or_divert(g, inode, rel, known)?;
+        // A small file's handle is opened before its capture, which reads the pre-image through
+        // it: one open of the file instead of two. Opening changes nothing (a truncate is made
+        // below, after the capture); the handle is dropped if the file is diverted instead.
+        let pre = match known {
+            Some(st)
+                if !diverted_before
+                    && st.kind() == Kind::File
+                    && st.nlink == 1
+                    && st.size <= crate::store::INLINE_MAX
+                    && flags & libc::O_DIRECT == 0 =>
+            {
+                let open_flags =
+                    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
+                self.open_backing(self.fd(inode)?.as_fd(), open_flags, true)
+                    .ok()
+            }
+            _ => None,
+        };
+        let readable = pre
+            .as_ref()
+            .filter(|(_, f)| f & libc::O_ACCMODE != libc::O_WRONLY)
+            .map(|(file, _)| file.as_fd());
+        // The marker marks any earlier post-image of this path as outdated before the bytes
+        // change, so a crash before this handle's release cannot leave a stale post-image
+        // behind (which rollback would then report as someone else's change).
+        let mark = if flags & libc::O_TRUNC != 0 {
+            "open-truncate"
+        } else {
+            "open-write"
+        };
+        self.capture_or_divert(g, inode, rel, known, Some(mark), readable)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
         if diverted_before || inode.is_diverted() {
             if flags & libc::O_TRUNC != 0 {
                 backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
             }
-            return Ok(false);
+            return Ok((false, None));
         }
-        // Marks any earlier post-image of this path as outdated before the bytes change, so a
-        // crash before this handle's release cannot leave a stale post-image behind (which
-        // rollback would then report as someone else's change).
-        g.record_change(
-            rel,
-            if flags & libc::O_TRUNC != 0 {
-                "open-truncate"
-            } else {
-                "open-write"
-            },
-        );
         if flags & libc::O_TRUNC != 0 {
             backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
         }
-        Ok(false)
+        Ok((false, pre))
     }
 
     pub(super) fn after_write_release(&self, h: &Handle) {
@@ -617,10 +656,7 @@ impl VeilFs {
             self.approve(op, &rel, None, || self.still_is(&inode, &rel))?;
             // After a person's answer the object may have changed: stat it again then.
             let known = checked.filter(|_| self.cfg.approvals.is_none());
-            self.capture_or_divert(g, &inode, &rel, known)?;
-            if !inode.is_diverted() {
-                g.record_change(&rel, "setattr");
-            }
+            self.capture_or_divert(g, &inode, &rel, known, Some("setattr"), None)?;
         }
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(&inode)?;
@@ -887,7 +923,7 @@ impl VeilFs {
         let _ns = self.approve_unlocking(Some((g, ns)), ApprovalOp::Delete, &rel, None, || {
             self.still_at(&pfd, parent_rel, name, Some((st.dev, st.ino)))
         })?;
-        let parked = self.remove_aside(g, &pfd, &rel, name, &st)?;
+        let parked = self.remove_aside(g, &pfd, &rel, name, (&fd, &st))?;
         if !parked {
             self.capture_with_parent(g, &rel)?;
             let r = if dir {
@@ -922,14 +958,17 @@ impl VeilFs {
     /// the journal, so the parked file is redundant once a sync covers it) or a symlink, with
     /// one link (another name would keep sharing and changing the parked inode), held open for
     /// writing by no handle of the agent's. False when it was not removed that way.
+    /// `obj`: `name` as this request found it beneath `pfd` (an fd and its stat), which is
+    /// what the guard captures and checks that it moves.
     fn remove_aside(
         &self,
         g: &Guard,
         pfd: &std::os::fd::OwnedFd,
         rel: &Path,
         name: &OsStr,
-        st: &Stat,
+        obj: (&std::os::fd::OwnedFd, &Stat),
     ) -> Result<bool, Errno> {
+        let (fd, st) = obj;
         let small_file = st.kind() == Kind::File && st.size <= crate::store::INLINE_MAX;
         if !(small_file || st.kind() == Kind::Symlink) || st.nlink != 1 {
             return Ok(false);
@@ -939,8 +978,17 @@ impl VeilFs {
         {
             return Ok(false);
         }
+        // After a person's answer the object may have changed (not its identity: the approval
+        // checked that): stat it again then.
+        let fresh;
+        let st = if self.cfg.approvals.is_some() {
+            fresh = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+            &fresh
+        } else {
+            st
+        };
         let root = self.root_fd()?;
-        g.remove_aside(root.as_fd(), pfd.as_fd(), rel, name, (st.dev, st.ino))
+        g.remove_aside(root.as_fd(), pfd.as_fd(), rel, name, (fd.as_fd(), st))
             .map_err(|e| {
                 audit::denied("unlink", rel, &e);
                 Errno::from_i32(e.errno())
@@ -1177,13 +1225,17 @@ impl VeilFs {
         // A masked file is edited through a scratch copy of its view (masked_edit.rs).
         if wants_write
             && let Some(fh) =
-                self.open_masked_edit(inode, wrel.as_ref().map(|w| w.0.as_path()), flags)?
+                self.open_masked_edit(inode, wrel.as_ref().map(|w| (w.0.as_path(), w.1)), flags)?
         {
             let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
             let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
             return Ok((st, fh));
         }
-        let deferred = wants_write && self.prepare_write_open(req, inode, wrel.as_ref(), flags)?;
+        let (deferred, pre) = if wants_write {
+            self.prepare_write_open(req, inode, wrel.as_ref(), flags)?
+        } else {
+            (false, None)
+        };
         let opened = (|| {
             let fd = self.fd(inode)?;
             let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
@@ -1196,7 +1248,10 @@ impl VeilFs {
             }
             let open_flags =
                 flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
-            let file = backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?;
+            let file = match pre {
+                Some((file, _)) => file,
+                None => backing::reopen(fd.as_fd(), open_flags).map_err(|e| errno_of(&e))?,
+            };
             Ok((st, file))
         })();
         let (st, file) = match opened {
@@ -1342,7 +1397,7 @@ impl VeilFs {
             let multi = inode.kind == Kind::File
                 && backing::stat_fd(fd.as_fd()).is_ok_and(|st| st.nlink > 1);
             if multi {
-                self.capture_or_divert(g, &inode, &rel, None)?;
+                self.capture_or_divert(g, &inode, &rel, None, None, None)?;
             } else {
                 self.capture(g, &rel)?;
             }
