@@ -333,21 +333,29 @@ pub(crate) type Inline = (ObjectId, Vec<u8>);
 
 /// The [`Meta`] of a held object (xattrs only for regular files and directories).
 pub(crate) fn meta_of(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
-    let mut xattrs = Vec::new();
-    if matches!(st.kind(), backing::Kind::File | backing::Kind::Dir) {
-        for (name, value) in backing::all_xattrs_as(fd, st.kind())? {
-            xattrs.push((name.to_string_lossy().into_owned(), hex::encode(&value)));
-        }
-        xattrs.sort();
-    }
-    Ok(Meta {
+    let xattrs = if matches!(st.kind(), backing::Kind::File | backing::Kind::Dir) {
+        backing::all_xattrs_as(fd, st.kind())?
+    } else {
+        Vec::new()
+    };
+    Ok(meta_with(st, xattrs))
+}
+
+/// The [`Meta`] of an object with stat `st` and extended attributes `xattrs`.
+fn meta_with(st: &backing::Stat, xattrs: Vec<(std::ffi::OsString, Vec<u8>)>) -> Meta {
+    let mut xattrs: Vec<(String, String)> = xattrs
+        .into_iter()
+        .map(|(name, value)| (name.to_string_lossy().into_owned(), hex::encode(&value)))
+        .collect();
+    xattrs.sort();
+    Meta {
         mode: st.mode,
         uid: st.uid,
         gid: st.gid,
         atime: st.atime,
         mtime: st.mtime,
         xattrs,
-    })
+    }
 }
 
 /// The bytes of the regular file open for reading as `fd` from its start, up to `max` (with
@@ -377,19 +385,7 @@ fn read_at_most(fd: BorrowedFd<'_>, size: u64, max: u64) -> io::Result<Vec<u8>> 
 /// [`meta_of`] of a regular file open for reading (not O_PATH): its xattrs are read through
 /// the fd itself.
 fn meta_of_open(fd: BorrowedFd<'_>, st: &backing::Stat) -> io::Result<Meta> {
-    let mut xattrs: Vec<(String, String)> = backing::all_xattrs_open(fd)?
-        .into_iter()
-        .map(|(name, value)| (name.to_string_lossy().into_owned(), hex::encode(&value)))
-        .collect();
-    xattrs.sort();
-    Ok(Meta {
-        mode: st.mode,
-        uid: st.uid,
-        gid: st.gid,
-        atime: st.atime,
-        mtime: st.mtime,
-        xattrs,
-    })
+    Ok(meta_with(st, backing::all_xattrs_open(fd)?))
 }
 
 /// The id and length of the bytes of the regular file open for reading as `fd`, from its
