@@ -298,22 +298,61 @@ impl Area {
         if self.pending() > 0 {
             return;
         }
-        let reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((tx, thread)) = reaper {
-            drop(tx);
-            let _ = thread.join();
-        }
+        self.stop_reaper();
         let m = self.subdirs.lock().unwrap_or_else(|e| e.into_inner());
         for c in m.keys() {
             let _ = backing::rmdir(self.dir.as_fd(), OsStr::new(&c.to_string()));
         }
         let _ = std::fs::remove_dir(&self.path);
     }
+
+    /// Lets the reaper unlink what it was given and waits for it to end.
+    fn stop_reaper(&self) {
+        let reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((tx, thread)) = reaper {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Area {
+    /// An area let go of without [`Area::finish`] (a session ended by an error) still has
+    /// its reaper end with it: nothing unlinks in the store after its owner is gone, where a
+    /// reader of the session could meet it half-way.
+    fn drop(&mut self) {
+        self.stop_reaper();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dropping an area waits for its reaper: the files handed to it are gone, not still
+    /// waiting out its idle timer.
+    #[test]
+    fn an_area_dropped_has_reaped_what_it_handed_over() {
+        let scope = tempfile::tempdir().unwrap();
+        let store = scope.path().join(".store");
+        std::fs::create_dir(&store).unwrap();
+        let root = backing::open_root(scope.path()).unwrap();
+        let area = Area::open(&store, "s1", root.as_fd()).unwrap().unwrap();
+        let names: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
+        for (i, n) in names.iter().enumerate() {
+            std::fs::write(scope.path().join(n), b"x").unwrap();
+            let parked = area.park(1, i as u64 + 2, root.as_fd(), OsStr::new(n));
+            assert!(parked.unwrap().is_some());
+        }
+        assert_eq!(area.reap(u64::MAX), 0);
+        let dir = session_dir(&store, "s1").join("1");
+        drop(area);
+        let left = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(
+            left, 0,
+            "parked files still there after the area was dropped"
+        );
+    }
 
     #[test]
     fn parked_names_round_trip_and_long_names_are_not_parked() {
