@@ -252,6 +252,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The rollback sessions written (one per undone session).
     pub undo_sessions: Vec<String>,
+    /// The fdatasyncs of their journals: the durability cost a rollback is measured by.
+    pub journal_syncs: u64,
 }
 
 /// Which sessions to undo. With `named`, those (in any order, repeats ignored); with `since`
@@ -722,6 +724,7 @@ pub fn apply(
         in_place_links: true,
         session: String::new(),
         sync_files: true,
+        lazy_objects: false,
     };
     let mut writers: Vec<SessionWriter> = Vec::new();
     for sid in &plan.sessions {
@@ -783,20 +786,42 @@ pub fn apply(
                 }
             }
         }
-        for step in steps {
-            ctx.step(&w, step)?;
-            w.append(Event::Change {
-                path: step_path(step).to_path_buf(),
-                op: format!("undo {}", step.seq),
-            })?;
-            test_kill_point();
-            tick(step);
+        let mut i = 0;
+        while i < steps.len() {
+            // A run of removals shares one sync; any other step runs alone.
+            let n = ctx.removal_run(&steps[i..])?;
+            let run = &steps[i..i + n.max(1)];
+            if n > 0 {
+                ctx.capture_removals(&w, run)?;
+            }
+            for step in run {
+                if n > 0 {
+                    ctx.remove_captured(step)?;
+                } else {
+                    ctx.step(&w, step)?;
+                }
+                // Not synced here: the next change waits for a sync that covers it
+                // ([`Applier::durable`]), so the markers a power cut loses belong to the last
+                // step, or to the last run of removals, done: a resume redoes them, and each
+                // is idempotent (a run's removals, of distinct non-directories, also commute).
+                w.append_lazy(Event::Change {
+                    path: step_path(step).to_path_buf(),
+                    op: format!("undo {}", step.seq),
+                })?;
+                test_kill_point();
+                tick(step);
+            }
+            i += run.len();
         }
+        // The next session's steps must not run before this one's markers are durable: a
+        // resume would redo this session's last step after them, out of order.
+        w.sync()?;
         writers.push(w);
     }
     // Directory times last: restoring children changed them.
     if let Some(w) = writers.last() {
         let times = std::mem::take(&mut ctx.times);
+        let mut dirs = Vec::new();
         for (path, meta) in &times {
             let Ok(fd) = backing::open_path(ctx.root.as_fd(), path) else {
                 continue;
@@ -805,6 +830,11 @@ pub fn apply(
                 continue;
             }
             ctx.capture(w, path)?;
+            dirs.push((fd, path, meta));
+        }
+        // One sync for every directory's capture, before the first time is set.
+        w.sync()?;
+        for (fd, path, meta) in dirs {
             if let Err(e) = backing::utimens_fd(
                 fd.as_fd(),
                 SetTime::At(meta.atime.0, meta.atime.1),
@@ -816,9 +846,15 @@ pub fn apply(
             }
         }
     }
+    // An ended session's object files are trusted by readers (no rebuild from the journal):
+    // the ones written without an fsync go to disk first.
+    if ctx.lazy_objects {
+        crate::store::syncfs(store.dir())?;
+    }
     for w in &writers {
         w.append(Event::SessionEnd)?;
         report.undo_sessions.push(w.id().to_string());
+        report.journal_syncs += w.syncs();
     }
     Ok(report)
 }
@@ -861,10 +897,14 @@ pub fn put_state_with(
         in_place_links,
         session: session.to_string(),
         sync_files: false,
+        lazy_objects: false,
     };
     a.restore(path, target)?;
     Ok(report.warnings)
 }
+
+/// The most removals that share one journal sync (bounds the captures held un-synced).
+const REMOVAL_RUN_MAX: usize = 512;
 
 fn step_path(s: &Step) -> &Path {
     match &s.action {
@@ -903,6 +943,8 @@ struct Applier<'a> {
     /// flushes the filesystem once before it records that everything was applied (its resume
     /// re-checks every step, so a file lost to a power cut is simply written again).
     sync_files: bool,
+    /// Some captured object file was written without an fsync (see [`Applier::capture`]).
+    lazy_objects: bool,
 }
 
 /// Test-only kill switch (README, "Overlay mode"): with `VEILFS_TEST_KILL_AFTER=N`, a commit
@@ -1019,16 +1061,38 @@ impl Applier<'_> {
         }
     }
 
-    /// Captures `path` in the rollback session before its first change there.
+    /// Captures `path` in the rollback session before its first change there. The record is
+    /// not synced here: [`Applier::durable`] is, before the change it guards, so the captures of
+    /// one step (the path, its parent, missing ancestors) and the previous step's `undo` marker
+    /// share one fdatasync. A small pre-image travels in the journal (an `Object` record, as
+    /// the write path's captures do) and its object file is written without an fsync: an
+    /// unended session's objects are rebuilt from those records by every reader, and [`apply`]
+    /// flushes the filesystem before it ends the session.
     fn capture(&mut self, w: &SessionWriter, path: &Path) -> Result<(), RollbackError> {
         if self.captured.insert(path.to_path_buf()) {
-            let cur = State::read(self.root.as_fd(), path, Some(self.store))?;
-            w.append(Event::Capture {
+            let (cur, inline) = State::read_for_capture(self.root.as_fd(), path, self.store)?;
+            let object = inline.as_ref().map(|(id, z)| Event::Object {
+                id: *id,
+                zstd_hex: hex::encode(z),
+            });
+            let capture = Event::Capture {
                 path: path.to_path_buf(),
                 before: cur,
-            })?;
+            };
+            w.append_all_lazy(object.into_iter().chain([capture]))?;
+            if let Some((id, z)) = inline {
+                self.store.place_lazy(&id, &z)?;
+                self.lazy_objects = true;
+            }
         }
         Ok(())
+    }
+
+    /// Makes every record appended so far durable: called before each change to the real
+    /// folder, so the change's captures (and the previous step's marker) are on disk before it.
+    /// Free when nothing was appended since the last sync.
+    fn durable(&self, w: &SessionWriter) -> Result<(), RollbackError> {
+        Ok(w.sync()?)
     }
 
     /// Remembers the times of the directory holding `path` before we change its entries (and
@@ -1063,6 +1127,7 @@ impl Applier<'_> {
         for dir in missing.into_iter().rev() {
             self.touch_parent(w, &dir)?;
             self.capture(w, &dir)?;
+            self.durable(w)?;
             let (pfd, name) = backing::open_parent(self.root.as_fd(), &dir).map_err(io_at(&dir))?;
             match self.known_dirs.get(&dir).cloned() {
                 Some(meta) => {
@@ -1107,6 +1172,52 @@ impl Applier<'_> {
         }
     }
 
+    /// How many of the leading `steps` form a run of removals that can share one journal sync:
+    /// each removes (restores as absent) a non-directory that exists now, at a path no other
+    /// step of the run names. Their captures and removals do not interact, so capturing all
+    /// first and then removing all equals doing them one by one. 0 when fewer than two qualify.
+    fn removal_run(&self, steps: &[&Step]) -> Result<usize, RollbackError> {
+        let mut seen = BTreeSet::new();
+        let mut n = 0;
+        for step in steps.iter().take(REMOVAL_RUN_MAX) {
+            let Action::Restore {
+                path,
+                before: State::Absent,
+            } = &step.action
+            else {
+                break;
+            };
+            if path.as_os_str().is_empty() || !seen.insert(path.as_path()) {
+                break;
+            }
+            match self.lookup(path)? {
+                Some((_, st)) if st.kind() != Kind::Dir => n += 1,
+                _ => break,
+            }
+        }
+        Ok(if n >= 2 { n } else { 0 })
+    }
+
+    /// The first half of a run of removals ([`Applier::removal_run`]): every capture (each path
+    /// and its directory), then one sync making them durable before anything is removed.
+    fn capture_removals(&mut self, w: &SessionWriter, run: &[&Step]) -> Result<(), RollbackError> {
+        for step in run {
+            let path = step_path(step);
+            self.times.retain(|k, _| !under(k, path));
+            self.touch_parent(w, path)?;
+            self.capture(w, path)?;
+        }
+        self.durable(w)
+    }
+
+    /// The second half: one removal of the run, its capture durable already.
+    fn remove_captured(&mut self, step: &Step) -> Result<(), RollbackError> {
+        let path = step_path(step);
+        self.restore(path, &State::Absent)?;
+        uncapture(&mut self.captured, path);
+        Ok(())
+    }
+
     fn step(&mut self, w: &SessionWriter, step: &Step) -> Result<(), RollbackError> {
         match &step.action {
             Action::Restore { path, before } => {
@@ -1128,6 +1239,7 @@ impl Applier<'_> {
                     self.touch_parent(w, path)?;
                 }
                 self.capture(w, path)?;
+                self.durable(w)?;
                 self.restore(path, before)?;
                 if *before == State::Absent {
                     uncapture(&mut self.captured, path);
@@ -1518,5 +1630,91 @@ fn meta_eq(now: &State, before: &State) -> bool {
         State::Dir { .. } => base && a.mode == b.mode,
         State::Symlink { .. } => base && a.mtime == b.mtime,
         _ => base && a.mode == b.mode && a.mtime == b.mtime,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const FILES: usize = 40;
+
+    /// A finished session that created `d/` and `FILES` small files in it, with their captures;
+    /// returns (tempdir, scope, store).
+    fn created_files_session() -> (tempfile::TempDir, PathBuf, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let scope = tmp.path().join("scope");
+        fs::create_dir_all(&scope).unwrap();
+        fs::write(scope.join("keep"), "kept before\n").unwrap();
+        let store = Store::create_or_open(&tmp.path().join("store")).unwrap();
+        let w = store
+            .new_session(Event::SessionStart {
+                scope: scope.clone(),
+                mode: "snapshot".into(),
+                profile: String::new(),
+                pid: 0,
+                user: current_uid(),
+            })
+            .unwrap();
+        w.append(Event::Capture {
+            path: "d".into(),
+            before: State::Absent,
+        })
+        .unwrap();
+        fs::create_dir(scope.join("d")).unwrap();
+        for i in 0..FILES {
+            let p = PathBuf::from(format!("d/f{i}"));
+            w.append(Event::Capture {
+                path: p.clone(),
+                before: State::Absent,
+            })
+            .unwrap();
+            fs::write(scope.join(&p), format!("made by the session {i}\n")).unwrap();
+        }
+        w.append(Event::SessionEnd).unwrap();
+        (tmp, scope, store)
+    }
+
+    fn names(dir: &Path) -> BTreeSet<OsString> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    }
+
+    /// Undoing the creation of many small files costs a handful of journal syncs, not two per
+    /// file: their captures share one sync before the removals, each pre-image travels in the
+    /// journal (no object fsyncs), and the `undo` markers wait for the next sync. The rollback
+    /// can itself be rolled back.
+    #[test]
+    fn removing_created_files_shares_journal_syncs() {
+        let (_tmp, scope, store) = created_files_session();
+        let ids = select_sessions(&store, &[], None).unwrap();
+        let p = plan(&store, &ids, &[]).unwrap();
+        let r = apply(&store, &p, false, &|_| {}).unwrap();
+        assert_eq!(r.removed, FILES + 1, "{r:?}");
+        assert_eq!(names(&scope), BTreeSet::from([OsString::from("keep")]));
+        assert!(
+            r.journal_syncs <= 8,
+            "{} journal syncs for {FILES} removed files",
+            r.journal_syncs
+        );
+        // The pre-images are journalled inline, and their object files are whole.
+        let undo = store.load_session(&r.undo_sessions[0]).unwrap();
+        let objects = undo
+            .records
+            .iter()
+            .filter(|r| matches!(r.event, Event::Object { .. }))
+            .count();
+        assert_eq!(objects, FILES, "{:#?}", undo.records);
+        // Undoing the rollback brings every file back.
+        let p = plan(&store, &r.undo_sessions, &[]).unwrap();
+        apply(&store, &p, false, &|_| {}).unwrap();
+        assert_eq!(names(&scope.join("d")).len(), FILES);
+        assert_eq!(
+            fs::read_to_string(scope.join("d/f7")).unwrap(),
+            "made by the session 7\n"
+        );
     }
 }
