@@ -27,6 +27,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use crate::backing::{self, Kind, SetTime};
 use crate::journal::{Event, JournalError, Meta, SessionLog, SessionWriter, State};
@@ -1258,14 +1259,16 @@ impl Applier<'_> {
         &mut self,
         w: &SessionWriter,
         run: &[&Step],
-    ) -> Result<Vec<(OwnedFd, OsString)>, RollbackError> {
+    ) -> Result<Vec<(Rc<OwnedFd>, OsString)>, RollbackError> {
         for step in run {
             let path = step_path(step);
             self.touch_parent(w, path)?;
             self.capture(w, path)?;
         }
         self.durable(w)?;
-        let mut staged: Vec<(OwnedFd, OsString)> = Vec::new();
+        let mut staged: Vec<(Rc<OwnedFd>, OsString)> = Vec::new();
+        // One descriptor per directory, shared by its files (a run may hold hundreds).
+        let mut dirs: HashMap<&Path, Rc<OwnedFd>> = HashMap::new();
         let res = (|| {
             // Any open file of the real folder's filesystem names it to `syncfs`.
             let mut any = None;
@@ -1277,8 +1280,17 @@ impl Applier<'_> {
                 else {
                     unreachable!("restore_run takes regular files only");
                 };
-                let (pfd, _) =
-                    backing::open_parent(self.root.as_fd(), path).map_err(io_at(path))?;
+                let parent = path.parent().unwrap_or(Path::new(""));
+                let pfd = match dirs.get(parent) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let (d, _) =
+                            backing::open_parent(self.root.as_fd(), path).map_err(io_at(path))?;
+                        let d = Rc::new(d);
+                        dirs.insert(parent, d.clone());
+                        d
+                    }
+                };
                 let tmp = self.temp_name();
                 let mut f = backing::create_file(pfd.as_fd(), &tmp, libc::O_WRONLY, 0o600)
                     .map_err(io_at(path))?;
@@ -1309,7 +1321,7 @@ impl Applier<'_> {
     fn place_staged(
         &mut self,
         step: &Step,
-        (pfd, tmp): (OwnedFd, OsString),
+        (pfd, tmp): (Rc<OwnedFd>, OsString),
     ) -> Result<(), RollbackError> {
         let path = step_path(step);
         let name = path.file_name().unwrap_or_default();
