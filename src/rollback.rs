@@ -1222,28 +1222,39 @@ impl Applier<'_> {
         self.durable(w)
     }
 
-    /// How many of the leading `steps` form a run of files put back where nothing is now: each
-    /// restores a regular file at a path that is absent, in a directory that exists, and no
-    /// other step of the run names it. 0 when fewer than two qualify.
+    /// How many of the leading `steps` form a run of files put back: each restores a regular
+    /// file, in a directory that exists, at a path that is absent or holds a regular file with
+    /// one link and other bytes, and no other step of the run names it. 0 when fewer than two
+    /// qualify.
     fn restore_run(&self, steps: &[&Step]) -> Result<usize, RollbackError> {
         let mut seen = BTreeSet::new();
         let mut n = 0;
         for step in steps.iter().take(REMOVAL_RUN_MAX) {
             let Action::Restore {
                 path,
-                before: State::File { .. },
+                before: before @ State::File { .. },
             } = &step.action
             else {
                 break;
             };
             let parent = path.parent().unwrap_or(Path::new(""));
-            if path.as_os_str().is_empty() || !seen.insert(path.as_path()) {
-                break;
-            }
-            if self.lookup(path)?.is_some()
+            if path.as_os_str().is_empty()
+                || !seen.insert(path.as_path())
                 || !matches!(self.lookup(parent)?, Some((_, st)) if st.kind() == Kind::Dir)
             {
                 break;
+            }
+            match self.lookup(path)? {
+                None => {}
+                // An edit undone: replaced whole, as a lone step would (one link only: a
+                // file with others is rewritten in place, alone).
+                Some((fd, st)) if st.kind() == Kind::File && st.nlink == 1 => {
+                    let now = State::read_fd(fd.as_fd(), path, None)?;
+                    if now.same_content(before) {
+                        break; // metadata only: a lone step
+                    }
+                }
+                _ => break,
             }
             n += 1;
         }
@@ -1251,10 +1262,10 @@ impl Applier<'_> {
     }
 
     /// The first half of a run of restores ([`Applier::restore_run`]): every capture (each
-    /// path, absent, and its directory) made durable by one sync; then each file written under
-    /// a temporary name with its metadata, and one `syncfs` for all their bytes, instead of an
-    /// fsync each. Returns each step's (directory, temporary name); nothing is at any path of
-    /// the run yet. A kill leaves temporary names only, which a resume removes.
+    /// path and its directory) made durable by one sync; then each file written under a
+    /// temporary name with its metadata, and one `syncfs` for all their bytes, instead of an
+    /// fsync each. Returns each step's (directory, temporary name); no path of the run has
+    /// changed yet. A kill leaves temporary names only, which a resume removes.
     fn stage_restores(
         &mut self,
         w: &SessionWriter,
@@ -1317,7 +1328,8 @@ impl Applier<'_> {
         Ok(staged)
     }
 
-    /// The second half: one staged file of the run moved to its name.
+    /// The second half: one staged file of the run moved to its name (replacing what is there,
+    /// captured already).
     fn place_staged(
         &mut self,
         step: &Step,
@@ -1803,6 +1815,16 @@ mod tests {
     /// absent, share one), and their bytes one `syncfs` per run instead of an fsync each.
     #[test]
     fn restoring_removed_files_shares_journal_syncs() {
+        restoring_files_shares_journal_syncs(false);
+    }
+
+    /// The same for files the session rewrote: put back over the session's bytes.
+    #[test]
+    fn restoring_edited_files_shares_journal_syncs() {
+        restoring_files_shares_journal_syncs(true);
+    }
+
+    fn restoring_files_shares_journal_syncs(edit: bool) {
         let tmp = tempfile::tempdir().unwrap();
         let scope = tmp.path().join("scope");
         fs::create_dir_all(scope.join("d")).unwrap();
@@ -1822,7 +1844,11 @@ mod tests {
             fs::write(scope.join(&p), format!("removed by the session {i}\n")).unwrap();
             let before = State::read(root.as_fd(), &p, Some(&store)).unwrap();
             w.append(Event::Capture { path: p, before }).unwrap();
-            fs::remove_file(scope.join(format!("d/f{i}"))).unwrap();
+            if edit {
+                fs::write(scope.join(format!("d/f{i}")), format!("agent {i}\n")).unwrap();
+            } else {
+                fs::remove_file(scope.join(format!("d/f{i}"))).unwrap();
+            }
         }
         w.append(Event::SessionEnd).unwrap();
         drop(w);

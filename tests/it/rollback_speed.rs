@@ -25,7 +25,9 @@ fn seed(s: &Path) {
         )
         .unwrap();
     }
-    fs::write(s.join("edited"), "edited before\n").unwrap();
+    for i in 0..N {
+        fs::write(s.join(format!("edited{i}")), format!("edited {i} before\n")).unwrap();
+    }
 }
 
 /// The rollback sessions' journals in the store, oldest first.
@@ -84,7 +86,7 @@ fn a_batched_rollback_killed_and_losing_its_unsynced_tail_resumes_exactly() {
     let e = WriteEnv::new(SNAPSHOT_NO_BREAKER, seed);
     let before = exact::tree_lines(e.scope.path());
     let m = e.mount();
-    // Removed files (a run of restores), created files (a run of removals), an edit.
+    // Removed files and edited ones (runs of restores), created files (a run of removals).
     for i in 0..N {
         fs::remove_file(m.path(&format!("old/f{i}"))).unwrap();
     }
@@ -96,7 +98,9 @@ fn a_batched_rollback_killed_and_losing_its_unsynced_tail_resumes_exactly() {
         )
         .unwrap();
     }
-    fs::write(m.path("edited"), "edited by the agent\n").unwrap();
+    for i in 0..N {
+        fs::write(m.path(&format!("edited{i}")), "edited by the agent\n").unwrap();
+    }
     let (st, err) = m.stop();
     assert!(st.success(), "{err}");
     let after_session = exact::tree_lines(e.scope.path());
@@ -104,7 +108,7 @@ fn a_batched_rollback_killed_and_losing_its_unsynced_tail_resumes_exactly() {
 
     let (mut kills, mut markers, mut objects) = (0, 0, 0);
     let mut done = false;
-    for k in [1, 2, 5, 17, 31, 40, 58, 1000] {
+    for k in [1, 2, 5, 17, 31, 40, 58, 75, 1000] {
         let out = std::process::Command::new(common::bin())
             .args(["rollback", "--store", &store])
             .env("VEILFS_TEST_KILL_AFTER", k.to_string())
