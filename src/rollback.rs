@@ -726,7 +726,9 @@ pub fn apply(
         session: String::new(),
         sync_files: true,
         lazy_objects: false,
+        staging: None,
     };
+    ctx.staging = same_fs_staging(store, ctx.root.as_fd());
     let mut writers: Vec<SessionWriter> = Vec::new();
     for sid in &plan.sessions {
         let steps: Vec<&Step> = plan.steps.iter().filter(|s| &s.session == sid).collect();
@@ -910,9 +912,17 @@ pub fn put_state_with(
         session: session.to_string(),
         sync_files: false,
         lazy_objects: false,
+        staging: None,
     };
     a.restore(path, target)?;
     Ok(report.warnings)
+}
+
+/// The staging directory of a run of restores, which only runs when there is one.
+fn staging(s: &Option<OwnedFd>) -> BorrowedFd<'_> {
+    s.as_ref()
+        .expect("restore_run requires the staging directory")
+        .as_fd()
 }
 
 /// The most removals that share one journal sync (bounds the captures held un-synced).
@@ -957,6 +967,18 @@ struct Applier<'a> {
     sync_files: bool,
     /// Some captured object file was written without an fsync (see [`Applier::capture`]).
     lazy_objects: bool,
+    /// The store's staging directory, when it is on the real folder's filesystem: where a run
+    /// of restores writes its files before moving them to their names (written next to them,
+    /// hundreds of temporary names at once would grow the directory for good).
+    staging: Option<OwnedFd>,
+}
+
+/// The store's staging directory (see `Applier::staging`), if a rename can move a file from it
+/// into the real folder beneath `root`.
+fn same_fs_staging(store: &Store, root: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let sfd = backing::open_root(store.staging_dir()).ok()?;
+    let dev = |fd| backing::stat_fd(fd).ok().map(|s| s.dev);
+    (dev(sfd.as_fd())? == dev(root)?).then_some(sfd)
 }
 
 /// Test-only kill switch (README, "Overlay mode"): with `VEILFS_TEST_KILL_AFTER=N`, a commit
@@ -1227,6 +1249,9 @@ impl Applier<'_> {
     /// one link and other bytes, and no other step of the run names it. 0 when fewer than two
     /// qualify.
     fn restore_run(&self, steps: &[&Step]) -> Result<usize, RollbackError> {
+        if self.staging.is_none() {
+            return Ok(0);
+        }
         let mut seen = BTreeSet::new();
         let mut n = 0;
         for step in steps.iter().take(REMOVAL_RUN_MAX) {
@@ -1263,9 +1288,10 @@ impl Applier<'_> {
 
     /// The first half of a run of restores ([`Applier::restore_run`]): every capture (each
     /// path and its directory) made durable by one sync; then each file written under a
-    /// temporary name with its metadata, and one `syncfs` for all their bytes, instead of an
-    /// fsync each. Returns each step's (directory, temporary name); no path of the run has
-    /// changed yet. A kill leaves temporary names only, which a resume removes.
+    /// temporary name in the store's staging directory with its metadata, and one `syncfs` for
+    /// all their bytes, instead of an fsync each. Returns each step's (directory, temporary
+    /// name); no path of the run has changed yet. A kill leaves files in the staging directory
+    /// only, which the next open of the store removes.
     fn stage_restores(
         &mut self,
         w: &SessionWriter,
@@ -1302,15 +1328,16 @@ impl Applier<'_> {
                         d
                     }
                 };
+                let sfd = backing::dup(staging(&self.staging)).map_err(io_at(path))?;
                 let tmp = self.temp_name();
-                let mut f = backing::create_file(pfd.as_fd(), &tmp, libc::O_WRONLY, 0o600)
+                let mut f = backing::create_file(sfd.as_fd(), &tmp, libc::O_WRONLY, 0o600)
                     .map_err(io_at(path))?;
                 staged.push((pfd, tmp));
-                let (pfd, tmp) = staged.last().expect("just pushed");
+                let (_, tmp) = staged.last().expect("just pushed");
                 self.store.restore_into(hash, &mut f)?;
                 any = Some(f);
-                let tfd = backing::lookup(pfd.as_fd(), tmp).map_err(io_at(path))?;
-                self.apply_meta(tfd.as_fd(), Some((pfd.as_fd(), tmp)), meta, true, path)?;
+                let tfd = backing::lookup(sfd.as_fd(), tmp).map_err(io_at(path))?;
+                self.apply_meta(tfd.as_fd(), Some((sfd.as_fd(), tmp)), meta, true, path)?;
             }
             if self.sync_files
                 && let Some(f) = &any
@@ -1320,8 +1347,8 @@ impl Applier<'_> {
             Ok(())
         })();
         if let Err(e) = res {
-            for (pfd, tmp) in &staged {
-                let _ = backing::unlink(pfd.as_fd(), tmp);
+            for (_, tmp) in &staged {
+                let _ = backing::unlink(staging(&self.staging), tmp);
             }
             return Err(e);
         }
@@ -1337,8 +1364,9 @@ impl Applier<'_> {
     ) -> Result<(), RollbackError> {
         let path = step_path(step);
         let name = path.file_name().unwrap_or_default();
-        if let Err(e) = backing::rename(pfd.as_fd(), &tmp, pfd.as_fd(), name, 0) {
-            let _ = backing::unlink(pfd.as_fd(), &tmp);
+        let sfd = staging(&self.staging);
+        if let Err(e) = backing::rename(sfd, &tmp, pfd.as_fd(), name, 0) {
+            let _ = backing::unlink(sfd, &tmp);
             return Err(io_at(path)(e));
         }
         self.report.restored += 1;

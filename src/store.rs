@@ -381,6 +381,12 @@ impl Store {
         &self.dir
     }
 
+    /// This handle's private staging directory (removed with the handle, or by the next open
+    /// of the store after a kill).
+    pub(crate) fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
     pub(crate) fn sessions_dir(&self) -> PathBuf {
         self.dir.join("sessions")
     }
