@@ -27,6 +27,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use crate::backing::{self, Kind, SetTime};
 use crate::journal::{Event, JournalError, Meta, SessionLog, SessionWriter, State};
@@ -252,6 +253,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The rollback sessions written (one per undone session).
     pub undo_sessions: Vec<String>,
+    /// The fdatasyncs of their journals: the durability cost a rollback is measured by.
+    pub journal_syncs: u64,
 }
 
 /// Which sessions to undo. With `named`, those (in any order, repeats ignored); with `since`
@@ -722,7 +725,10 @@ pub fn apply(
         in_place_links: true,
         session: String::new(),
         sync_files: true,
+        lazy_objects: false,
+        staging: None,
     };
+    ctx.staging = same_fs_staging(store, ctx.root.as_fd());
     let mut writers: Vec<SessionWriter> = Vec::new();
     for sid in &plan.sessions {
         let steps: Vec<&Step> = plan.steps.iter().filter(|s| &s.session == sid).collect();
@@ -783,20 +789,53 @@ pub fn apply(
                 }
             }
         }
-        for step in steps {
-            ctx.step(&w, step)?;
-            w.append(Event::Change {
-                path: step_path(step).to_path_buf(),
-                op: format!("undo {}", step.seq),
-            })?;
-            test_kill_point();
-            tick(step);
+        let mut i = 0;
+        while i < steps.len() {
+            // A run of removals, or of files put back where nothing is, shares its syncs; any
+            // other step runs alone.
+            let removals = ctx.removal_run(&steps[i..])?;
+            let restores = if removals == 0 {
+                ctx.restore_run(&steps[i..])?
+            } else {
+                0
+            };
+            let run = &steps[i..i + removals.max(restores).max(1)];
+            let mut staged = Vec::new().into_iter();
+            if removals > 0 {
+                ctx.capture_removals(&w, run)?;
+            } else if restores > 0 {
+                staged = ctx.stage_restores(&w, run)?.into_iter();
+            }
+            for step in run {
+                if removals > 0 {
+                    ctx.remove_captured(step)?;
+                } else if let Some(s) = staged.next() {
+                    ctx.place_staged(step, s)?;
+                } else {
+                    ctx.step(&w, step)?;
+                }
+                // Not synced here: the next change waits for a sync that covers it
+                // ([`Applier::durable`]), so the markers a power cut loses belong to the last
+                // step, or to the last run of removals, done: a resume redoes them, and each
+                // is idempotent (a run's removals, of distinct non-directories, also commute).
+                w.append_lazy(Event::Change {
+                    path: step_path(step).to_path_buf(),
+                    op: format!("undo {}", step.seq),
+                })?;
+                test_kill_point();
+                tick(step);
+            }
+            i += run.len();
         }
+        // The next session's steps must not run before this one's markers are durable: a
+        // resume would redo this session's last step after them, out of order.
+        w.sync()?;
         writers.push(w);
     }
     // Directory times last: restoring children changed them.
     if let Some(w) = writers.last() {
         let times = std::mem::take(&mut ctx.times);
+        let mut dirs = Vec::new();
         for (path, meta) in &times {
             let Ok(fd) = backing::open_path(ctx.root.as_fd(), path) else {
                 continue;
@@ -805,6 +844,11 @@ pub fn apply(
                 continue;
             }
             ctx.capture(w, path)?;
+            dirs.push((fd, path, meta));
+        }
+        // One sync for every directory's capture, before the first time is set.
+        w.sync()?;
+        for (fd, path, meta) in dirs {
             if let Err(e) = backing::utimens_fd(
                 fd.as_fd(),
                 SetTime::At(meta.atime.0, meta.atime.1),
@@ -816,9 +860,15 @@ pub fn apply(
             }
         }
     }
+    // An ended session's object files are trusted by readers (no rebuild from the journal):
+    // the ones written without an fsync go to disk first.
+    if ctx.lazy_objects {
+        crate::store::syncfs(store.dir())?;
+    }
     for w in &writers {
         w.append(Event::SessionEnd)?;
         report.undo_sessions.push(w.id().to_string());
+        report.journal_syncs += w.syncs();
     }
     Ok(report)
 }
@@ -861,10 +911,22 @@ pub fn put_state_with(
         in_place_links,
         session: session.to_string(),
         sync_files: false,
+        lazy_objects: false,
+        staging: None,
     };
     a.restore(path, target)?;
     Ok(report.warnings)
 }
+
+/// The staging directory of a run of restores, which only runs when there is one.
+fn staging(s: &Option<OwnedFd>) -> BorrowedFd<'_> {
+    s.as_ref()
+        .expect("restore_run requires the staging directory")
+        .as_fd()
+}
+
+/// The most removals that share one journal sync (bounds the captures held un-synced).
+const REMOVAL_RUN_MAX: usize = 512;
 
 fn step_path(s: &Step) -> &Path {
     match &s.action {
@@ -903,6 +965,20 @@ struct Applier<'a> {
     /// flushes the filesystem once before it records that everything was applied (its resume
     /// re-checks every step, so a file lost to a power cut is simply written again).
     sync_files: bool,
+    /// Some captured object file was written without an fsync (see [`Applier::capture`]).
+    lazy_objects: bool,
+    /// The store's staging directory, when it is on the real folder's filesystem: where a run
+    /// of restores writes its files before moving them to their names (written next to them,
+    /// hundreds of temporary names at once would grow the directory for good).
+    staging: Option<OwnedFd>,
+}
+
+/// The store's staging directory (see `Applier::staging`), if a rename can move a file from it
+/// into the real folder beneath `root`.
+fn same_fs_staging(store: &Store, root: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let sfd = backing::open_root(store.staging_dir()).ok()?;
+    let dev = |fd| backing::stat_fd(fd).ok().map(|s| s.dev);
+    (dev(sfd.as_fd())? == dev(root)?).then_some(sfd)
 }
 
 /// Test-only kill switch (README, "Overlay mode"): with `VEILFS_TEST_KILL_AFTER=N`, a commit
@@ -1019,16 +1095,38 @@ impl Applier<'_> {
         }
     }
 
-    /// Captures `path` in the rollback session before its first change there.
+    /// Captures `path` in the rollback session before its first change there. The record is
+    /// not synced here: [`Applier::durable`] is, before the change it guards, so the captures of
+    /// one step (the path, its parent, missing ancestors) and the previous step's `undo` marker
+    /// share one fdatasync. A small pre-image travels in the journal (an `Object` record, as
+    /// the write path's captures do) and its object file is written without an fsync: an
+    /// unended session's objects are rebuilt from those records by every reader, and [`apply`]
+    /// flushes the filesystem before it ends the session.
     fn capture(&mut self, w: &SessionWriter, path: &Path) -> Result<(), RollbackError> {
         if self.captured.insert(path.to_path_buf()) {
-            let cur = State::read(self.root.as_fd(), path, Some(self.store))?;
-            w.append(Event::Capture {
+            let (cur, inline) = State::read_for_capture(self.root.as_fd(), path, self.store)?;
+            let object = inline.as_ref().map(|(id, z)| Event::Object {
+                id: *id,
+                zstd_hex: hex::encode(z),
+            });
+            let capture = Event::Capture {
                 path: path.to_path_buf(),
                 before: cur,
-            })?;
+            };
+            w.append_all_lazy(object.into_iter().chain([capture]))?;
+            if let Some((id, z)) = inline {
+                self.store.place_lazy(&id, &z)?;
+                self.lazy_objects = true;
+            }
         }
         Ok(())
+    }
+
+    /// Makes every record appended so far durable: called before each change to the real
+    /// folder, so the change's captures (and the previous step's marker) are on disk before it.
+    /// Free when nothing was appended since the last sync.
+    fn durable(&self, w: &SessionWriter) -> Result<(), RollbackError> {
+        Ok(w.sync()?)
     }
 
     /// Remembers the times of the directory holding `path` before we change its entries (and
@@ -1063,6 +1161,7 @@ impl Applier<'_> {
         for dir in missing.into_iter().rev() {
             self.touch_parent(w, &dir)?;
             self.capture(w, &dir)?;
+            self.durable(w)?;
             let (pfd, name) = backing::open_parent(self.root.as_fd(), &dir).map_err(io_at(&dir))?;
             match self.known_dirs.get(&dir).cloned() {
                 Some(meta) => {
@@ -1107,6 +1206,181 @@ impl Applier<'_> {
         }
     }
 
+    /// How many of the leading `steps` form a run of removals that can share one journal sync:
+    /// each removes (restores as absent) a non-directory that exists now, at a path no other
+    /// step of the run names. Their captures and removals do not interact, so capturing all
+    /// first and then removing all equals doing them one by one. 0 when fewer than two qualify.
+    fn removal_run(&self, steps: &[&Step]) -> Result<usize, RollbackError> {
+        let mut seen = BTreeSet::new();
+        let mut n = 0;
+        for step in steps.iter().take(REMOVAL_RUN_MAX) {
+            let Action::Restore {
+                path,
+                before: State::Absent,
+            } = &step.action
+            else {
+                break;
+            };
+            if path.as_os_str().is_empty() || !seen.insert(path.as_path()) {
+                break;
+            }
+            match self.lookup(path)? {
+                Some((_, st)) if st.kind() != Kind::Dir => n += 1,
+                _ => break,
+            }
+        }
+        Ok(if n >= 2 { n } else { 0 })
+    }
+
+    /// The first half of a run of removals ([`Applier::removal_run`]): every capture (each path
+    /// and its directory), then one sync making them durable before anything is removed.
+    fn capture_removals(&mut self, w: &SessionWriter, run: &[&Step]) -> Result<(), RollbackError> {
+        for step in run {
+            let path = step_path(step);
+            self.times.retain(|k, _| !under(k, path));
+            self.touch_parent(w, path)?;
+            self.capture(w, path)?;
+        }
+        self.durable(w)
+    }
+
+    /// How many of the leading `steps` form a run of files put back: each restores a regular
+    /// file, in a directory that exists, at a path that is absent or holds a regular file with
+    /// one link and other bytes, and no other step of the run names it. 0 when fewer than two
+    /// qualify.
+    fn restore_run(&self, steps: &[&Step]) -> Result<usize, RollbackError> {
+        if self.staging.is_none() {
+            return Ok(0);
+        }
+        let mut seen = BTreeSet::new();
+        let mut n = 0;
+        for step in steps.iter().take(REMOVAL_RUN_MAX) {
+            let Action::Restore {
+                path,
+                before: before @ State::File { .. },
+            } = &step.action
+            else {
+                break;
+            };
+            let parent = path.parent().unwrap_or(Path::new(""));
+            if path.as_os_str().is_empty()
+                || !seen.insert(path.as_path())
+                || !matches!(self.lookup(parent)?, Some((_, st)) if st.kind() == Kind::Dir)
+            {
+                break;
+            }
+            match self.lookup(path)? {
+                None => {}
+                // An edit undone: replaced whole, as a lone step would (one link only: a
+                // file with others is rewritten in place, alone).
+                Some((fd, st)) if st.kind() == Kind::File && st.nlink == 1 => {
+                    let now = State::read_fd(fd.as_fd(), path, None)?;
+                    if now.same_content(before) {
+                        break; // metadata only: a lone step
+                    }
+                }
+                _ => break,
+            }
+            n += 1;
+        }
+        Ok(if n >= 2 { n } else { 0 })
+    }
+
+    /// The first half of a run of restores ([`Applier::restore_run`]): every capture (each
+    /// path and its directory) made durable by one sync; then each file written under a
+    /// temporary name in the store's staging directory with its metadata, and one `syncfs` for
+    /// all their bytes, instead of an fsync each. Returns each step's (directory, temporary
+    /// name); no path of the run has changed yet. A kill leaves files in the staging directory
+    /// only, which the next open of the store removes.
+    fn stage_restores(
+        &mut self,
+        w: &SessionWriter,
+        run: &[&Step],
+    ) -> Result<Vec<(Rc<OwnedFd>, OsString)>, RollbackError> {
+        for step in run {
+            let path = step_path(step);
+            self.touch_parent(w, path)?;
+            self.capture(w, path)?;
+        }
+        self.durable(w)?;
+        let mut staged: Vec<(Rc<OwnedFd>, OsString)> = Vec::new();
+        // One descriptor per directory, shared by its files (a run may hold hundreds).
+        let mut dirs: HashMap<&Path, Rc<OwnedFd>> = HashMap::new();
+        let res = (|| {
+            // Any open file of the real folder's filesystem names it to `syncfs`.
+            let mut any = None;
+            for step in run {
+                let Action::Restore {
+                    path,
+                    before: State::File { hash, meta, .. },
+                } = &step.action
+                else {
+                    unreachable!("restore_run takes regular files only");
+                };
+                let parent = path.parent().unwrap_or(Path::new(""));
+                let pfd = match dirs.get(parent) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let (d, _) =
+                            backing::open_parent(self.root.as_fd(), path).map_err(io_at(path))?;
+                        let d = Rc::new(d);
+                        dirs.insert(parent, d.clone());
+                        d
+                    }
+                };
+                let sfd = backing::dup(staging(&self.staging)).map_err(io_at(path))?;
+                let tmp = self.temp_name();
+                let mut f = backing::create_file(sfd.as_fd(), &tmp, libc::O_WRONLY, 0o600)
+                    .map_err(io_at(path))?;
+                staged.push((pfd, tmp));
+                let (_, tmp) = staged.last().expect("just pushed");
+                self.store.restore_into(hash, &mut f)?;
+                any = Some(f);
+                let tfd = backing::lookup(sfd.as_fd(), tmp).map_err(io_at(path))?;
+                self.apply_meta(tfd.as_fd(), Some((sfd.as_fd(), tmp)), meta, true, path)?;
+            }
+            if self.sync_files
+                && let Some(f) = &any
+            {
+                rustix::fs::syncfs(f).map_err(|e| io_at(Path::new("."))(io::Error::from(e)))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            for (_, tmp) in &staged {
+                let _ = backing::unlink(staging(&self.staging), tmp);
+            }
+            return Err(e);
+        }
+        Ok(staged)
+    }
+
+    /// The second half: one staged file of the run moved to its name (replacing what is there,
+    /// captured already).
+    fn place_staged(
+        &mut self,
+        step: &Step,
+        (pfd, tmp): (Rc<OwnedFd>, OsString),
+    ) -> Result<(), RollbackError> {
+        let path = step_path(step);
+        let name = path.file_name().unwrap_or_default();
+        let sfd = staging(&self.staging);
+        if let Err(e) = backing::rename(sfd, &tmp, pfd.as_fd(), name, 0) {
+            let _ = backing::unlink(sfd, &tmp);
+            return Err(io_at(path)(e));
+        }
+        self.report.restored += 1;
+        Ok(())
+    }
+
+    /// The second half: one removal of the run, its capture durable already.
+    fn remove_captured(&mut self, step: &Step) -> Result<(), RollbackError> {
+        let path = step_path(step);
+        self.restore(path, &State::Absent)?;
+        uncapture(&mut self.captured, path);
+        Ok(())
+    }
+
     fn step(&mut self, w: &SessionWriter, step: &Step) -> Result<(), RollbackError> {
         match &step.action {
             Action::Restore { path, before } => {
@@ -1128,6 +1402,7 @@ impl Applier<'_> {
                     self.touch_parent(w, path)?;
                 }
                 self.capture(w, path)?;
+                self.durable(w)?;
                 self.restore(path, before)?;
                 if *before == State::Absent {
                     uncapture(&mut self.captured, path);
@@ -1518,5 +1793,145 @@ fn meta_eq(now: &State, before: &State) -> bool {
         State::Dir { .. } => base && a.mode == b.mode,
         State::Symlink { .. } => base && a.mtime == b.mtime,
         _ => base && a.mode == b.mode && a.mtime == b.mtime,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const FILES: usize = 40;
+
+    /// A finished session that created `d/` and `FILES` small files in it, with their captures;
+    /// returns (tempdir, scope, store).
+    fn created_files_session() -> (tempfile::TempDir, PathBuf, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let scope = tmp.path().join("scope");
+        fs::create_dir_all(&scope).unwrap();
+        fs::write(scope.join("keep"), "kept before\n").unwrap();
+        let store = Store::create_or_open(&tmp.path().join("store")).unwrap();
+        let w = store
+            .new_session(Event::SessionStart {
+                scope: scope.clone(),
+                mode: "snapshot".into(),
+                profile: String::new(),
+                pid: 0,
+                user: current_uid(),
+            })
+            .unwrap();
+        w.append(Event::Capture {
+            path: "d".into(),
+            before: State::Absent,
+        })
+        .unwrap();
+        fs::create_dir(scope.join("d")).unwrap();
+        for i in 0..FILES {
+            let p = PathBuf::from(format!("d/f{i}"));
+            w.append(Event::Capture {
+                path: p.clone(),
+                before: State::Absent,
+            })
+            .unwrap();
+            fs::write(scope.join(&p), format!("made by the session {i}\n")).unwrap();
+        }
+        w.append(Event::SessionEnd).unwrap();
+        (tmp, scope, store)
+    }
+
+    /// Putting back many removed files costs a handful of journal syncs too (their captures,
+    /// absent, share one), and their bytes one `syncfs` per run instead of an fsync each.
+    #[test]
+    fn restoring_removed_files_shares_journal_syncs() {
+        restoring_files_shares_journal_syncs(false);
+    }
+
+    /// The same for files the session rewrote: put back over the session's bytes.
+    #[test]
+    fn restoring_edited_files_shares_journal_syncs() {
+        restoring_files_shares_journal_syncs(true);
+    }
+
+    fn restoring_files_shares_journal_syncs(edit: bool) {
+        let tmp = tempfile::tempdir().unwrap();
+        let scope = tmp.path().join("scope");
+        fs::create_dir_all(scope.join("d")).unwrap();
+        let store = Store::create_or_open(&tmp.path().join("store")).unwrap();
+        let root = backing::open_root(&scope).unwrap();
+        let w = store
+            .new_session(Event::SessionStart {
+                scope: scope.clone(),
+                mode: "snapshot".into(),
+                profile: String::new(),
+                pid: 0,
+                user: current_uid(),
+            })
+            .unwrap();
+        for i in 0..FILES {
+            let p = PathBuf::from(format!("d/f{i}"));
+            fs::write(scope.join(&p), format!("removed by the session {i}\n")).unwrap();
+            let before = State::read(root.as_fd(), &p, Some(&store)).unwrap();
+            w.append(Event::Capture { path: p, before }).unwrap();
+            if edit {
+                fs::write(scope.join(format!("d/f{i}")), format!("agent {i}\n")).unwrap();
+            } else {
+                fs::remove_file(scope.join(format!("d/f{i}"))).unwrap();
+            }
+        }
+        w.append(Event::SessionEnd).unwrap();
+        drop(w);
+        let ids = select_sessions(&store, &[], None).unwrap();
+        let p = plan(&store, &ids, &[]).unwrap();
+        let r = apply(&store, &p, false, &|_| {}).unwrap();
+        assert_eq!(r.restored, FILES, "{r:?}");
+        assert!(r.journal_syncs <= 8, "{} journal syncs", r.journal_syncs);
+        assert_eq!(
+            fs::read_to_string(scope.join("d/f9")).unwrap(),
+            "removed by the session 9\n"
+        );
+        // No temporary name is left behind.
+        assert_eq!(names(&scope.join("d")).len(), FILES);
+    }
+
+    fn names(dir: &Path) -> BTreeSet<OsString> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    }
+
+    /// Undoing the creation of many small files costs a handful of journal syncs, not two per
+    /// file: their captures share one sync before the removals, each pre-image travels in the
+    /// journal (no object fsyncs), and the `undo` markers wait for the next sync. The rollback
+    /// can itself be rolled back.
+    #[test]
+    fn removing_created_files_shares_journal_syncs() {
+        let (_tmp, scope, store) = created_files_session();
+        let ids = select_sessions(&store, &[], None).unwrap();
+        let p = plan(&store, &ids, &[]).unwrap();
+        let r = apply(&store, &p, false, &|_| {}).unwrap();
+        assert_eq!(r.removed, FILES + 1, "{r:?}");
+        assert_eq!(names(&scope), BTreeSet::from([OsString::from("keep")]));
+        assert!(
+            r.journal_syncs <= 8,
+            "{} journal syncs for {FILES} removed files",
+            r.journal_syncs
+        );
+        // The pre-images are journalled inline, and their object files are whole.
+        let undo = store.load_session(&r.undo_sessions[0]).unwrap();
+        let objects = undo
+            .records
+            .iter()
+            .filter(|r| matches!(r.event, Event::Object { .. }))
+            .count();
+        assert_eq!(objects, FILES, "{:#?}", undo.records);
+        // Undoing the rollback brings every file back.
+        let p = plan(&store, &r.undo_sessions, &[]).unwrap();
+        apply(&store, &p, false, &|_| {}).unwrap();
+        assert_eq!(names(&scope.join("d")).len(), FILES);
+        assert_eq!(
+            fs::read_to_string(scope.join("d/f7")).unwrap(),
+            "made by the session 7\n"
+        );
     }
 }

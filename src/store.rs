@@ -381,6 +381,12 @@ impl Store {
         &self.dir
     }
 
+    /// This handle's private staging directory (removed with the handle, or by the next open
+    /// of the store after a kill).
+    pub(crate) fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
     pub(crate) fn sessions_dir(&self) -> PathBuf {
         self.dir.join("sessions")
     }
@@ -596,7 +602,7 @@ impl Store {
 
     /// Writes a packed object without waiting for the disk (no fsync of the object or its
     /// directory); see [`Store::pack`].
-    fn place_lazy(&self, id: &ObjectId, z: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn place_lazy(&self, id: &ObjectId, z: &[u8]) -> Result<(), StoreError> {
         // An existing copy is checked, not trusted: it may be a lazily stored object that a
         // crash tore and no reader has rebuilt yet, and this session may end cleanly (and so
         // never rebuild it) while relying on it.

@@ -43,6 +43,7 @@ mod readonly;
 mod redact_rules;
 mod redaction;
 mod rollback_mount;
+mod rollback_speed;
 mod run;
 mod running_binary;
 mod scan_cli;
