@@ -1803,6 +1803,19 @@ mod tests {
 
     const FILES: usize = 40;
 
+    /// A new snapshot session of `scope` in `store`.
+    fn snapshot_session(store: &Store, scope: &Path) -> SessionWriter {
+        store
+            .new_session(Event::SessionStart {
+                scope: scope.to_path_buf(),
+                mode: "snapshot".into(),
+                profile: String::new(),
+                pid: 0,
+                user: current_uid(),
+            })
+            .unwrap()
+    }
+
     /// A finished session that created `d/` and `FILES` small files in it, with their captures;
     /// returns (tempdir, scope, store).
     fn created_files_session() -> (tempfile::TempDir, PathBuf, Store) {
@@ -1811,15 +1824,7 @@ mod tests {
         fs::create_dir_all(&scope).unwrap();
         fs::write(scope.join("keep"), "kept before\n").unwrap();
         let store = Store::create_or_open(&tmp.path().join("store")).unwrap();
-        let w = store
-            .new_session(Event::SessionStart {
-                scope: scope.clone(),
-                mode: "snapshot".into(),
-                profile: String::new(),
-                pid: 0,
-                user: current_uid(),
-            })
-            .unwrap();
+        let w = snapshot_session(&store, &scope);
         w.append(Event::Capture {
             path: "d".into(),
             before: State::Absent,
@@ -1858,15 +1863,7 @@ mod tests {
         fs::create_dir_all(scope.join("d")).unwrap();
         let store = Store::create_or_open(&tmp.path().join("store")).unwrap();
         let root = backing::open_root(&scope).unwrap();
-        let w = store
-            .new_session(Event::SessionStart {
-                scope: scope.clone(),
-                mode: "snapshot".into(),
-                profile: String::new(),
-                pid: 0,
-                user: current_uid(),
-            })
-            .unwrap();
+        let w = snapshot_session(&store, &scope);
         for i in 0..FILES {
             let p = PathBuf::from(format!("d/f{i}"));
             fs::write(scope.join(&p), format!("removed by the session {i}\n")).unwrap();

@@ -476,47 +476,27 @@ fn a_rollback_killed_again_and_again_completes_exactly() {
     }
     let (st, _) = m.stop();
     assert!(st.success());
-    let mut kills = 0;
-    let mut done = false;
-    for k in [1, 2, 5, 20, 60, 150, 300, 600, 1000] {
-        let out = std::process::Command::new(common::bin())
-            .args(["rollback", "--store", &e.store()])
-            .env("VEILFS_TEST_KILL_AFTER", k.to_string())
-            .output()
-            .unwrap();
-        if out.status.code().is_some() {
-            assert!(
-                out.status.success(),
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            done = true;
-            break;
-        }
-        kills += 1;
-        if kills == 1 {
-            // What a kill between creating a temp file and renaming it leaves behind.
-            let crashed = fs::read_dir(Path::new(&e.store()).join("sessions"))
-                .unwrap()
-                .flatten()
-                .map(|d| d.path())
-                .filter(|p| {
-                    fs::read_to_string(p)
-                        .unwrap()
-                        .contains("\"mode\":\"rollback\"")
-                })
-                .max()
-                .unwrap();
-            let id = crashed.file_stem().unwrap().to_str().unwrap().to_string();
-            fs::write(e.scope.path().join(format!(".veilfs-tmp-{id}-1-0")), "half").unwrap();
-        }
-    }
+    let store = e.store();
+    let kills =
+        common::rollback_killed_at(&store, &[1, 2, 5, 20, 60, 150, 300, 600, 1000], |kills| {
+            if kills == 1 {
+                // What a kill between creating a temp file and renaming it leaves behind.
+                let crashed = fs::read_dir(Path::new(&store).join("sessions"))
+                    .unwrap()
+                    .flatten()
+                    .map(|d| d.path())
+                    .filter(|p| {
+                        fs::read_to_string(p)
+                            .unwrap()
+                            .contains("\"mode\":\"rollback\"")
+                    })
+                    .max()
+                    .unwrap();
+                let id = crashed.file_stem().unwrap().to_str().unwrap().to_string();
+                fs::write(e.scope.path().join(format!(".veilfs-tmp-{id}-1-0")), "half").unwrap();
+            }
+        });
     assert!(kills >= 5, "only {kills} kills");
-    if !done {
-        let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
-        assert!(ok, "{out}{err}");
-    }
     let after = exact::tree_lines(e.scope.path());
     assert!(
         before == after,

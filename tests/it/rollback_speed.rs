@@ -106,38 +106,17 @@ fn a_batched_rollback_killed_and_losing_its_unsynced_tail_resumes_exactly() {
     let after_session = exact::tree_lines(e.scope.path());
     let store = e.store();
 
-    let (mut kills, mut markers, mut objects) = (0, 0, 0);
-    let mut done = false;
-    for k in [1, 2, 5, 17, 31, 40, 58, 75, 1000] {
-        let out = std::process::Command::new(common::bin())
-            .args(["rollback", "--store", &store])
-            .env("VEILFS_TEST_KILL_AFTER", k.to_string())
-            .output()
-            .unwrap();
-        if out.status.code().is_some() {
-            assert!(
-                out.status.success(),
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            done = true;
-            break;
-        }
-        kills += 1;
+    let (mut markers, mut objects) = (0, 0);
+    let kills = common::rollback_killed_at(&store, &[1, 2, 5, 17, 31, 40, 58, 75, 1000], |_| {
         let last = rollback_journals(&store).pop().expect("a rollback session");
         let (m, o) = lose_unsynced(&store, &last);
         (markers, objects) = (markers + m, objects + o);
-    }
+    });
     assert!(kills >= 4, "only {kills} kills");
     assert!(
         markers > 0 && objects > 0,
         "nothing to lose: {markers} markers, {objects} objects"
     );
-    if !done {
-        let (ok, out, err) = veilfs(&["rollback", "--store", &store]);
-        assert!(ok, "{out}{err}");
-    }
     let after = exact::tree_lines(e.scope.path());
     assert!(
         before == after,

@@ -208,6 +208,35 @@ pub fn veilfs(args: &[&str]) -> (bool, String, String) {
 
 /// Waits (up to 10 s) until `cond` holds, for effects that arrive asynchronously (the folder
 /// watcher's cache invalidations). Returns whether it did.
+/// Runs `veilfs rollback --store STORE` killed after each of `steps` steps in turn (the
+/// test-only `VEILFS_TEST_KILL_AFTER`), calling `after_kill(kills)` after each kill, until a run
+/// ends by itself (it must succeed); when none did, runs it once more to the end. Returns how
+/// many runs were killed.
+pub fn rollback_killed_at(store: &str, steps: &[u32], mut after_kill: impl FnMut(usize)) -> usize {
+    let mut kills = 0;
+    for k in steps {
+        let out = std::process::Command::new(bin())
+            .args(["rollback", "--store", store])
+            .env("VEILFS_TEST_KILL_AFTER", k.to_string())
+            .output()
+            .unwrap();
+        if out.status.code().is_some() {
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return kills;
+        }
+        kills += 1;
+        after_kill(kills);
+    }
+    let (ok, out, err) = veilfs(&["rollback", "--store", store]);
+    assert!(ok, "{out}{err}");
+    kills
+}
+
 pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
