@@ -481,17 +481,7 @@ fn a_rollback_killed_again_and_again_completes_exactly() {
         common::rollback_killed_at(&store, &[1, 2, 5, 20, 60, 150, 300, 600, 1000], |kills| {
             if kills == 1 {
                 // What a kill between creating a temp file and renaming it leaves behind.
-                let crashed = fs::read_dir(Path::new(&store).join("sessions"))
-                    .unwrap()
-                    .flatten()
-                    .map(|d| d.path())
-                    .filter(|p| {
-                        fs::read_to_string(p)
-                            .unwrap()
-                            .contains("\"mode\":\"rollback\"")
-                    })
-                    .max()
-                    .unwrap();
+                let crashed = common::rollback_journals(&store).pop().unwrap();
                 let id = crashed.file_stem().unwrap().to_str().unwrap().to_string();
                 fs::write(e.scope.path().join(format!(".veilfs-tmp-{id}-1-0")), "half").unwrap();
             }

@@ -10,7 +10,7 @@ use crate::common;
 use crate::exact;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{SNAPSHOT_NO_BREAKER, WriteEnv, veilfs};
 
@@ -28,22 +28,6 @@ fn seed(s: &Path) {
     for i in 0..N {
         fs::write(s.join(format!("edited{i}")), format!("edited {i} before\n")).unwrap();
     }
-}
-
-/// The rollback sessions' journals in the store, oldest first.
-fn rollback_journals(store: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(Path::new(store).join("sessions"))
-        .unwrap()
-        .flatten()
-        .map(|d| d.path())
-        .filter(|p| {
-            fs::read_to_string(p)
-                .unwrap()
-                .contains("\"mode\":\"rollback\"")
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// What a power cut may take from a killed rollback under the new ordering, and more: the
@@ -108,7 +92,9 @@ fn a_batched_rollback_killed_and_losing_its_unsynced_tail_resumes_exactly() {
 
     let (mut markers, mut objects) = (0, 0);
     let kills = common::rollback_killed_at(&store, &[1, 2, 5, 17, 31, 40, 58, 75, 1000], |_| {
-        let last = rollback_journals(&store).pop().expect("a rollback session");
+        let last = common::rollback_journals(&store)
+            .pop()
+            .expect("a rollback session");
         let (m, o) = lose_unsynced(&store, &last);
         (markers, objects) = (markers + m, objects + o);
     });
@@ -125,7 +111,7 @@ fn a_batched_rollback_killed_and_losing_its_unsynced_tail_resumes_exactly() {
     );
 
     // Every rollback session undone (newest first, by selection order): the session's tree.
-    let ids: Vec<String> = rollback_journals(&store)
+    let ids: Vec<String> = common::rollback_journals(&store)
         .iter()
         .map(|p| p.file_stem().unwrap().to_str().unwrap().to_string())
         .collect();

@@ -206,8 +206,22 @@ pub fn veilfs(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// Waits (up to 10 s) until `cond` holds, for effects that arrive asynchronously (the folder
-/// watcher's cache invalidations). Returns whether it did.
+/// The rollback sessions' journals in the store, oldest first.
+pub fn rollback_journals(store: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(Path::new(store).join("sessions"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.path())
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains("\"mode\":\"rollback\"")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Runs `veilfs rollback --store STORE` killed after each of `steps` steps in turn (the
 /// test-only `VEILFS_TEST_KILL_AFTER`), calling `after_kill(kills)` after each kill, until a run
 /// ends by itself (it must succeed); when none did, runs it once more to the end. Returns how
@@ -237,6 +251,8 @@ pub fn rollback_killed_at(store: &str, steps: &[u32], mut after_kill: impl FnMut
     kills
 }
 
+/// Waits (up to 10 s) until `cond` holds, for effects that arrive asynchronously (the folder
+/// watcher's cache invalidations). Returns whether it did.
 pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
