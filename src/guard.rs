@@ -1538,6 +1538,22 @@ mod tests {
     }
 
     /// What the write path does for a create: the directory and the new name, then the create.
+    /// Renames `from` to `to` in the scope the way the write path does (intent, rename, both
+    /// subtrees forgotten).
+    fn rename(e: &Env, g: &Guard, from: &str, to: &str) {
+        g.capture_for_rename(
+            e.root.as_fd(),
+            &[Path::new(from), Path::new(to)],
+            &p(from),
+            &p(to),
+            false,
+        )
+        .unwrap();
+        fs::rename(e.scope.join(from), e.scope.join(to)).unwrap();
+        g.forget_subtree(&p(from));
+        g.forget_subtree(&p(to));
+    }
+
     fn create(e: &Env, g: &Guard, rel: &str, dir: bool) {
         let rel = Path::new(rel);
         let parent = rel.parent().unwrap();
@@ -1584,17 +1600,7 @@ mod tests {
         create(&e, &g, "un", true);
         // `d` (there before) renamed into `un`: entries made in it are journalled durably.
         let n = g.session.syncs();
-        g.capture_for_rename(
-            e.root.as_fd(),
-            &[Path::new("d"), Path::new("un/d")],
-            &p("d"),
-            &p("un/d"),
-            false,
-        )
-        .unwrap();
-        fs::rename(e.scope.join("d"), e.scope.join("un/d")).unwrap();
-        g.forget_subtree(&p("d"));
-        g.forget_subtree(&p("un/d"));
+        rename(&e, &g, "d", "un/d");
         assert_eq!(
             g.session.syncs(),
             n + 1,
@@ -1609,17 +1615,7 @@ mod tests {
         // The made directory renamed: no longer trusted under either name.
         create(&e, &g, "un/y", false);
         assert_eq!(g.session.syncs(), n + 3);
-        g.capture_for_rename(
-            e.root.as_fd(),
-            &[Path::new("un"), Path::new("un2")],
-            &p("un"),
-            &p("un2"),
-            false,
-        )
-        .unwrap();
-        fs::rename(e.scope.join("un"), e.scope.join("un2")).unwrap();
-        g.forget_subtree(&p("un"));
-        g.forget_subtree(&p("un2"));
+        rename(&e, &g, "un", "un2");
         create(&e, &g, "un2/z", false);
         assert_eq!(g.session.syncs(), n + 5);
         // A checkpoint ends the licence of directories made before it.
