@@ -201,11 +201,11 @@ impl VeilFs {
         if !self.cfg.viewer.may_synthesize(&inode.location().name) {
             return None;
         }
-        let fd = self.fd(&inode).ok()?;
-        let (rel, _) = self.read_rel(ino, Some(fd.as_fd())).ok()?;
+        let (rel, _) = self.read_rel(ino, None).ok()?;
         if !self.cfg.viewer.is_synthesized(&rel, st) {
             return None;
         }
+        let fd = self.fd(&inode).ok()?;
         let file = backing::reopen_as(fd.as_fd(), Kind::File, libc::O_RDONLY).ok()?;
         match self.scanned_copy(ino, &rel, &file).ok()? {
             Scanned::Copy(c) => match &c.view {
