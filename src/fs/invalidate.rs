@@ -9,6 +9,7 @@ pub(crate) struct CacheInvalidator {
     pub(super) inodes: Arc<InodeTable>,
     pub(super) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     pub(super) ttl_cap_ms: Arc<AtomicU64>,
+    pub(super) absent: Arc<super::negative::Absent>,
 }
 
 impl CacheInvalidator {
@@ -16,12 +17,16 @@ impl CacheInvalidator {
         let _ = self.notifier.set(n);
     }
 
-    /// The watcher lost events (its queue overflowed): anything may have changed, so every
-    /// name, attribute, listing and page the kernel holds is dropped.
+    /// The watcher lost events (its queue overflowed), or the policy changed: anything may
+    /// have changed, so every name (absent ones too), attribute, listing and page the kernel
+    /// holds is dropped.
     pub(crate) fn everything_changed(&self) {
         let Some(n) = self.notifier.get() else {
             return;
         };
+        for (parent, name) in self.absent.take(std::time::Instant::now()) {
+            let _ = n.inval_entry(INodeNo(parent), &name);
+        }
         for inode in self.inodes.all() {
             inode.drop_partial_listing();
             let loc = inode.location();

@@ -17,6 +17,7 @@ mod invalidate;
 pub(crate) mod ioctls;
 pub(crate) mod masked_edit;
 mod moved;
+mod negative;
 mod read;
 mod served;
 pub(crate) mod view;
@@ -136,6 +137,8 @@ pub(crate) struct VeilFs {
     /// The longest TTL (ms) replies may carry from now on: lowered to the unwatched TTL when
     /// the folder watcher can no longer see every change (`CacheInvalidator::watch_lost`).
     ttl_cap_ms: Arc<AtomicU64>,
+    /// The absent names the kernel was told to keep ([`negative`]).
+    absent: Arc<negative::Absent>,
     handles: RwLock<std::collections::HashMap<u64, Arc<Handle>>>,
     dirs: RwLock<std::collections::HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
@@ -235,6 +238,7 @@ impl VeilFs {
             inodes: Arc::new(InodeTable::new(root_fd, (st.dev, st.ino), fd_budget)),
             notifier: Arc::new(std::sync::OnceLock::new()),
             ttl_cap_ms: Arc::new(AtomicU64::new(u64::MAX)),
+            absent: Default::default(),
             handles: RwLock::new(Default::default()),
             dirs: RwLock::new(Default::default()),
             next_fh: AtomicU64::new(1),
@@ -406,6 +410,19 @@ impl VeilFs {
         checked_handle(&self.dirs, fh, ino, |d| d.ino)
     }
 
+    /// Answers a LOOKUP of a name that is absent from the view: an entry with node id 0,
+    /// which the kernel keeps for the TTL like any other ([`negative`]), or a plain ENOENT
+    /// when no TTL applies or too many absences are out.
+    /// `generation`: the absences' generation read before the LOOKUP decided.
+    fn reply_absent(&self, generation: u64, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let ttl = self.ttl();
+        let now = std::time::Instant::now();
+        if ttl.is_zero() || !self.absent.remember(generation, parent, name, ttl, now) {
+            return reply.error(Errno::ENOENT);
+        }
+        reply.entry(&ttl, &attr_of(0, &self.root_stat), Generation(0))
+    }
+
     /// Resolves `name` in `parent`, applies policy and counts a lookup.
     fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<(Arc<Inode>, Stat), Errno> {
         backing::check_name(name).map_err(Errno::from_i32)?;
@@ -529,6 +546,7 @@ impl Filesystem for VeilFs {
                 None => reply.error(Errno::ENOENT),
             };
         }
+        let generation = self.absent.generation();
         match self.do_lookup(parent.0, name) {
             Ok((inode, st)) => reply.entry(
                 &self.ttl_for(&st),
@@ -542,6 +560,7 @@ impl Filesystem for VeilFs {
                     None => reply.error(e),
                 }
             }
+            Err(e) if e == Errno::ENOENT => self.reply_absent(generation, parent.0, name, reply),
             Err(e) => reply.error(e),
         }
     }
@@ -1689,6 +1708,7 @@ impl VeilFs {
             inodes: self.inodes.clone(),
             notifier: self.notifier.clone(),
             ttl_cap_ms: self.ttl_cap_ms.clone(),
+            absent: self.absent.clone(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! part-way through a directory when it changes outside must not be served the rest of the
 //! listing taken before the change, once the watcher has seen it. And what the kernel keeps for
 //! the watched TTL (ten minutes) must fall back to the short TTL when the watcher cannot see a
-//! new directory.
+//! new directory. Names found absent are kept too, and dropped the same way.
 
 use crate::common::{self, Mount};
 
@@ -86,4 +86,37 @@ fn a_directory_the_watcher_cannot_watch_drops_the_mount_to_the_short_ttl() {
         ),
         "a change in an unwatched directory stayed hidden behind the watched TTL"
     );
+}
+
+/// How many LOOKUPs of `name` the mount's debug log (`fuser=debug`) shows.
+fn lookups_of(log: &str, name: &str) -> usize {
+    log.matches(&format!("LOOKUP name \"{name}\"")).count()
+}
+
+/// A name that does not exist is asked once and then kept by the kernel as an absence (a
+/// compiler probing every include directory, `git` and module resolvers stat far more absent
+/// names than present ones); made outside, it shows as soon as the watcher reports it.
+#[test]
+fn an_absent_name_is_asked_once_and_shows_when_made_outside() {
+    let scope = tempfile::tempdir().unwrap();
+    let s = scope.path();
+    fs::create_dir(s.join("inc")).unwrap();
+    let m = Mount::start_env(s, &[], &[("RUST_LOG", Path::new("warn,fuser=debug"))]);
+    for _ in 0..3 {
+        let err = fs::metadata(m.path("inc/config.h")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    }
+    // Moved in whole (one watcher event), so the name is looked up once more, not per event.
+    let elsewhere = tempfile::tempdir_in(s.parent().unwrap()).unwrap();
+    fs::write(elsewhere.path().join("config.h"), "#define X 1\n").unwrap();
+    fs::rename(elsewhere.path().join("config.h"), s.join("inc/config.h")).unwrap();
+    assert!(
+        common::eventually(
+            || fs::read_to_string(m.path("inc/config.h")).is_ok_and(|t| t == "#define X 1\n")
+        ),
+        "a name made outside stayed absent behind its cached absence"
+    );
+    let (_, log) = m.stop();
+    // One LOOKUP for the three probes, one after the watcher dropped the absence.
+    assert_eq!(lookups_of(&log, "config.h"), 2, "{log}");
 }

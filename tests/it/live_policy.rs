@@ -228,3 +228,27 @@ fn a_name_judged_before_a_rule_change_is_judged_again_after_it() {
         "a name that holds a secret under the new rules is still listed"
     );
 }
+
+/// A denied name the agent probed is an absence the kernel keeps for the TTL (ten minutes on a
+/// read-only mount); a reload that allows it must drop that absence, or the file stays
+/// invisible until the TTL runs out.
+#[test]
+fn a_path_allowed_live_shows_although_its_absence_was_cached() {
+    let e = env();
+    // In the root: an absence below a directory also goes when that directory's entry is
+    // invalidated, and the root has none.
+    fs::write(e.scope.path().join("old.bak"), "kept\n").unwrap();
+    let m = e.mount();
+    for _ in 0..2 {
+        let err = fs::metadata(m.path("old.bak")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    }
+    save(
+        &e.pdir.path().join("p.toml"),
+        &profile("\"*.tmp\"", "\"company.toml\""),
+    );
+    assert!(
+        common::eventually(|| fs::read_to_string(m.path("old.bak")).is_ok_and(|t| t == "kept\n")),
+        "the allowed path is still absent"
+    );
+}

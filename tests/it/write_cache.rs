@@ -127,3 +127,59 @@ fn a_hard_link_renamed_over_is_still_written_through_its_other_name() {
     assert!(ok, "rollback failed: {out}{err}");
     assert_eq!(tree_hash(s), before);
 }
+
+/// A name found absent is kept by the kernel for the TTL like any other entry, so a file an
+/// outside writer makes under it is not seen at once. The agent's create of that name (the
+/// kernel, trusting its absence, sends CREATE without a LOOKUP) must still meet the real file:
+/// `O_EXCL` fails, a plain create opens it without truncating or replacing it, the pre-image is
+/// captured first, and rollback restores the outside writer's bytes.
+#[test]
+fn a_create_through_a_cached_absence_meets_the_file_made_outside() {
+    let e = WriteEnv::new(PROFILE, seed);
+    let s = e.scope.path();
+    let m = e.mount();
+    for name in ["work/new", "work/excl"] {
+        assert_eq!(
+            errno(&fs::metadata(m.path(name)).unwrap_err()),
+            libc::ENOENT
+        );
+        fs::write(s.join(name), "outside\n").unwrap();
+        // The kernel keeps the absence (the write TTL is a minute here).
+        assert_eq!(
+            errno(&fs::metadata(m.path(name)).unwrap_err()),
+            libc::ENOENT
+        );
+    }
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(m.path("work/excl"));
+    assert_eq!(errno(&r.unwrap_err()), libc::EEXIST);
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(m.path("work/new"))
+        .unwrap()
+        .write_all(b"agent\n")
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(m.path("work/new")).unwrap(),
+        "outside\nagent\n"
+    );
+    // Made through the mount, a name replaces the kernel's absence at once.
+    assert_eq!(
+        errno(&fs::metadata(m.path("work/mine")).unwrap_err()),
+        libc::ENOENT
+    );
+    fs::write(m.path("work/mine"), "mine\n").unwrap();
+    assert_eq!(fs::read_to_string(m.path("work/mine")).unwrap(), "mine\n");
+    drop(m);
+    let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
+    assert!(ok, "rollback failed: {out}{err}");
+    assert_eq!(fs::read_to_string(s.join("work/new")).unwrap(), "outside\n");
+    assert_eq!(
+        fs::read_to_string(s.join("work/excl")).unwrap(),
+        "outside\n"
+    );
+    assert!(!s.join("work/mine").exists());
+}
