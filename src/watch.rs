@@ -163,6 +163,9 @@ impl Tree {
             }
         }
         debug!(path = %rel.display(), "changed outside the mount");
+        if mask.intersects(EventMask::MOVED_FROM | EventMask::MOVED_TO) {
+            inv.moved();
+        }
         inv.changed(&rel);
     }
 }

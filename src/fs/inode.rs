@@ -56,6 +56,9 @@ pub(super) struct Inode {
     /// attributes were refreshed then): milliseconds since [`epoch`] plus one, 0 for never.
     /// (Inodes are per file of the tree: every field counts towards the mount's memory.)
     last_listed: AtomicU64,
+    /// Read-only mounts: the count of renames outside the mount (seen by the watcher) when
+    /// its path was last found to lead to it (see `moved`); 0 for never.
+    path_checked: AtomicU64,
     /// No-open mode: a listing the kernel has not finished reading (it asked for more than
     /// one READDIR buffer holds, or has yet to ask for the empty reply that ends it); the next
     /// READDIR at a non-zero offset continues it.
@@ -74,6 +77,15 @@ fn epoch() -> std::time::Instant {
 }
 
 impl Inode {
+    /// See [`Inode::path_checked`].
+    pub(super) fn path_checked(&self) -> u64 {
+        self.path_checked.load(Ordering::Acquire)
+    }
+
+    pub(super) fn note_path_checked(&self, moves: u64) {
+        self.path_checked.fetch_max(moves, Ordering::AcqRel);
+    }
+
     pub(super) fn note_listed(&self) {
         let ms = epoch().elapsed().as_millis() as u64 + 1;
         self.last_listed.store(ms, Ordering::Relaxed);
@@ -173,6 +185,7 @@ impl InodeTable {
             nlookup: AtomicU64::new(1 << 62),
             last_open: Mutex::new(None),
             last_listed: AtomicU64::new(0),
+            path_checked: AtomicU64::new(0),
             partial_listing: Mutex::new(None),
             lost_path: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),
@@ -368,6 +381,7 @@ impl InodeTable {
             nlookup: AtomicU64::new(1),
             last_open: Mutex::new(None),
             last_listed: AtomicU64::new(0),
+            path_checked: AtomicU64::new(0),
             partial_listing: Mutex::new(None),
             lost_path: Mutex::new(None),
             diverted: std::sync::atomic::AtomicBool::new(false),

@@ -10,6 +10,7 @@ pub(crate) struct CacheInvalidator {
     pub(super) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     pub(super) ttl_cap_ms: Arc<AtomicU64>,
     pub(super) absent: Arc<super::negative::Absent>,
+    pub(super) outside_moves: Arc<AtomicU64>,
 }
 
 impl CacheInvalidator {
@@ -21,6 +22,8 @@ impl CacheInvalidator {
     /// have changed, so every name (absent ones too), attribute, listing and page the kernel
     /// holds is dropped.
     pub(crate) fn everything_changed(&self) {
+        // Renames may be among what was lost: every open file's path is checked again.
+        self.moved();
         let Some(n) = self.notifier.get() else {
             return;
         };
@@ -58,6 +61,12 @@ impl CacheInvalidator {
         self.ttl_cap_ms.store(0, Ordering::SeqCst);
         self.everything_changed();
         self.everything_changed();
+    }
+
+    /// Something was renamed outside the mount: before the kernel's caches of it are dropped,
+    /// so the reads that follow check where the files they read are now (`moved`).
+    pub(crate) fn moved(&self) {
+        self.outside_moves.fetch_add(1, Ordering::AcqRel);
     }
 
     /// `rel` (relative to the scope) was created, changed, removed or renamed.

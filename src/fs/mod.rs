@@ -139,6 +139,8 @@ pub(crate) struct VeilFs {
     ttl_cap_ms: Arc<AtomicU64>,
     /// The absent names the kernel was told to keep ([`negative`]).
     absent: Arc<negative::Absent>,
+    /// Renames outside the mount the folder watcher reported (read-only mounts, [`moved`]).
+    outside_moves: Arc<AtomicU64>,
     handles: RwLock<std::collections::HashMap<u64, Arc<Handle>>>,
     dirs: RwLock<std::collections::HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
@@ -239,6 +241,7 @@ impl VeilFs {
             notifier: Arc::new(std::sync::OnceLock::new()),
             ttl_cap_ms: Arc::new(AtomicU64::new(u64::MAX)),
             absent: Default::default(),
+            outside_moves: Default::default(),
             handles: RwLock::new(Default::default()),
             dirs: RwLock::new(Default::default()),
             next_fh: AtomicU64::new(1),
@@ -1709,6 +1712,7 @@ impl VeilFs {
             notifier: self.notifier.clone(),
             ttl_cap_ms: self.ttl_cap_ms.clone(),
             absent: self.absent.clone(),
+            outside_moves: self.outside_moves.clone(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Files moved outside the mount while the agent holds them open (write modes).
+//! Files moved outside the mount while the agent holds them open.
 //!
 //! Write modes check, before deciding anything by path, that the path the inode table holds
 //! still leads to the object ([`VeilFs::check_still_at`]). A program outside the mount that
@@ -36,9 +36,13 @@
 //! under the path the agent knew (never the hidden one: `veilfs why` tells denials to the
 //! agent).
 //!
-//! Read-only mounts check no paths: their reads through an open descriptor keep the view of
-//! the path the inode table last saw (the folder watcher updates the kernel's caches, not the
-//! table), whatever the new place.
+//! Read-only mounts answer reads the same way, but check a file's path only when the folder
+//! watcher has reported a rename outside the mount since that file's path was last found to
+//! lead to it ([`VeilFs::check_unmoved`]): no walk at all on a folder nobody renames in, one
+//! per file after a rename anywhere. The watcher counts the rename before it drops the kernel's
+//! caches of the names involved (page cache included), so the agent's next read of a moved
+//! file reaches veilfs and is checked; a read already past that point when the rename happens
+//! is served with the old view.
 
 use super::*;
 
@@ -91,6 +95,27 @@ fn beneath<'a>(root: &Path, now: &'a Path) -> Option<Beneath<'a>> {
 }
 
 impl VeilFs {
+    /// Read-only mounts: that `rel`, inode `ino`'s path in the table, still leads to it, checked
+    /// only when the watcher has seen a rename outside since it last did (see the module docs).
+    pub(super) fn check_unmoved(&self, ino: u64, rel: &Path) -> Result<(), Errno> {
+        let moves = self.outside_moves.load(Ordering::Acquire);
+        if moves == 0 || ino == ROOT {
+            return Ok(());
+        }
+        let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
+        if inode.path_checked() >= moves {
+            return Ok(());
+        }
+        let rfd = self.root_fd()?;
+        match backing::open_path(rfd.as_fd(), rel).and_then(|fd| backing::stat_fd(fd.as_fd())) {
+            Ok(st) if (st.dev, st.ino) == inode.key => {
+                inode.note_path_checked(moves);
+                Ok(())
+            }
+            _ => Err(Errno::ESTALE),
+        }
+    }
+
     /// The path whose view a read of inode `ino` gets when its table path `rel` no longer
     /// leads to it (see the module docs). `held`: the open file the read goes through, or
     /// None to use the inode's own fd. `stale`: the errno the path check answered.

@@ -63,8 +63,13 @@ impl VeilFs {
             let lost = self.inodes.get(ino).and_then(|i| i.lost_path());
             return lost.map(|p| (p, false)).ok_or(self.no_path_errno());
         };
-        match self.check_still_at(ino, &rel) {
-            Ok(_) => Ok((rel, false)),
+        let checked = if self.cfg.guard.is_some() {
+            self.check_still_at(ino, &rel).map(|_| ())
+        } else {
+            self.check_unmoved(ino, &rel)
+        };
+        match checked {
+            Ok(()) => Ok((rel, false)),
             Err(e) => self.moved_read_rel(ino, &rel, held, e),
         }
     }
