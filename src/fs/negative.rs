@@ -4,7 +4,7 @@
 //! header in every include directory, `git` stats `objects/xx/` before it makes it, module
 //! resolvers walk up looking for `node_modules` and `package.json`. Each probe the kernel does
 //! not remember is a LOOKUP round trip. A LOOKUP reply with node id 0 is a negative entry the
-//! kernel keeps for the entry TTL ([`FsConfig`]'s TTL, as for names that exist).
+//! kernel keeps for the entry TTL (the mount's TTL, as for names that exist).
 //!
 //! What keeps a cached absence true:
 //! - a name made through the mount replaces the kernel's negative entry itself (the reply to
@@ -12,9 +12,9 @@
 //! - a name made outside the mount is pushed by the folder watcher (`inval_entry` of the
 //!   name, which drops a negative entry as well as a positive one), or lives at most the
 //!   unwatched TTL when nothing watches;
-//! - a change that may make hidden names visible (a policy reload, a lost watch) drops every
-//!   cached absence: the kernel can only be told names, so the ones given out are kept
-//!   ([`Absent`], bounded) until their TTL has passed.
+//! - a change that may make hidden names visible (a policy reload, a lost watch; a revoke)
+//!   drops every cached absence: the kernel can only be told names, so the ones given out
+//!   are kept ([`Absent`], bounded) until their TTL has passed.
 //!
 //! Mounts that place virtual entries (decoys, text views) cache no absence: a virtual name
 //! appears when a sibling does, which no invalidation of that name reports.
@@ -74,7 +74,8 @@ impl Absent {
             return false;
         }
         let until = now + ttl;
-        if let Some(u) = t.names.get_mut(&(parent, name.to_os_string())) {
+        let key = (parent, name.to_os_string());
+        if let Some(u) = t.names.get_mut(&key) {
             *u = (*u).max(until);
             return true;
         }
@@ -90,7 +91,7 @@ impl Absent {
                 return false;
             }
         }
-        t.names.insert((parent, name.to_os_string()), until);
+        t.names.insert(key, until);
         true
     }
 
