@@ -131,14 +131,15 @@ fn a_hard_link_renamed_over_is_still_written_through_its_other_name() {
 /// A name found absent is kept by the kernel for the TTL like any other entry, so a file an
 /// outside writer makes under it is not seen at once. The agent's create of that name (the
 /// kernel, trusting its absence, sends CREATE without a LOOKUP) must still meet the real file:
-/// `O_EXCL` fails, a plain create opens it without truncating or replacing it, the pre-image is
-/// captured first, and rollback restores the outside writer's bytes.
+/// `O_EXCL` fails, a plain create opens it without truncating or replacing it, a rename onto
+/// the name replaces it only after capturing it, and rollback restores the outside writer's
+/// bytes.
 #[test]
 fn a_create_through_a_cached_absence_meets_the_file_made_outside() {
     let e = WriteEnv::new(PROFILE, seed);
     let s = e.scope.path();
     let m = e.mount();
-    for name in ["work/new", "work/excl"] {
+    for name in ["work/new", "work/excl", "work/over"] {
         assert_eq!(
             errno(&fs::metadata(m.path(name)).unwrap_err()),
             libc::ENOENT
@@ -173,12 +174,20 @@ fn a_create_through_a_cached_absence_meets_the_file_made_outside() {
     );
     fs::write(m.path("work/mine"), "mine\n").unwrap();
     assert_eq!(fs::read_to_string(m.path("work/mine")).unwrap(), "mine\n");
+    // A rename onto a name the kernel holds as absent replaces the real file there, which is
+    // captured first like any rename target.
+    fs::rename(m.path("work/mine"), m.path("work/over")).unwrap();
+    assert_eq!(fs::read_to_string(s.join("work/over")).unwrap(), "mine\n");
     drop(m);
     let (ok, out, err) = veilfs(&["rollback", "--store", &e.store()]);
     assert!(ok, "rollback failed: {out}{err}");
     assert_eq!(fs::read_to_string(s.join("work/new")).unwrap(), "outside\n");
     assert_eq!(
         fs::read_to_string(s.join("work/excl")).unwrap(),
+        "outside\n"
+    );
+    assert_eq!(
+        fs::read_to_string(s.join("work/over")).unwrap(),
         "outside\n"
     );
     assert!(!s.join("work/mine").exists());
