@@ -10,6 +10,12 @@
 //! after that. So after a crash the last line may be torn (a partial write), but the change it
 //! guarded cannot have happened: a torn *last* line is ignored with a warning by readers
 //! ([`SessionLog::tail`]), while anything wrong before it is a chain error naming file:line.
+//!
+//! Why zeros ahead of the records: the file is grown by zeros ([`PREALLOC`]) and each record is
+//! written over them, so its fdatasync flushes data without a metadata commit. That widens
+//! what a crash can leave after the last synced record (zeros, or a later page without the
+//! earlier one), all of it ignored as a torn tail; the `synced` claims tell such a tail from
+//! zeros where synced records were ([`parse_journal`]).
 //! A writer whose write or fsync failed refuses every further append (the file may end in a
 //! partial line that a later line must not follow).
 //!
@@ -527,6 +533,12 @@ pub struct Record {
     pub prev: String,
     /// What happened.
     pub event: Event,
+    /// How many bytes of the journal were known durable (fdatasynced) when this record was
+    /// written; set on the first record after each sync. A reader that finds zeros (a
+    /// preallocated block the disk never got) before that offset knows the disk lost synced
+    /// records, not an unsynced tail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<u64>,
 }
 
 /// Appends to one session's journal. Thread-safe.
@@ -541,6 +553,8 @@ pub struct SessionWriter {
     durable: Mutex<u64>,
     /// A second descriptor of the journal, to fsync without holding `inner`.
     sync_file: File,
+    /// The journal's bytes known durable (the length covered by the last fdatasync).
+    durable_bytes: AtomicU64,
     /// The fdatasyncs made so far: the durability cost the write path is measured by.
     syncs: AtomicU64,
 }
@@ -551,7 +565,19 @@ struct WriterState {
     next_seq: u64,
     prev: String,
     poisoned: bool,
+    /// Where the next record goes: the end of the records.
+    len: u64,
+    /// The file's size: records, then zeros written ahead of them ([`PREALLOC`]).
+    allocated: u64,
+    /// The largest `synced` claim written so far.
+    claimed: u64,
 }
+
+/// The journal grows by this many zero bytes ahead of its records. An `fdatasync` after an
+/// append that grows the file must commit the filesystem's metadata (the size, new blocks); one
+/// after an overwrite of blocks already written needs only the data and the device's cache
+/// flush: measured on ext4, 115-120 us instead of 170-180 us per first-touched file.
+const PREALLOC: u64 = 1 << 20;
 
 impl SessionWriter {
     /// Appends `e` and makes it durable (`sync_data`) before returning its sequence number.
@@ -577,9 +603,13 @@ impl SessionWriter {
     }
 
     fn append_with(&self, e: Event, sync: bool) -> Result<u64, JournalError> {
+        let end = matches!(e, Event::SessionEnd);
         let (seq, _) = self.append_unsynced([e])?;
         if sync {
             self.sync_to(seq + 1)?;
+        }
+        if end {
+            self.trim()?;
         }
         Ok(seq)
     }
@@ -597,6 +627,8 @@ impl SessionWriter {
         }
         // Chained into a copy first: nothing changes unless the write succeeded.
         let (mut seq, mut prev) = (st.next_seq, st.prev.clone());
+        let durable = self.durable_bytes.load(Ordering::Acquire);
+        let mut claim = (durable > st.claimed).then_some(durable);
         let mut buf = Vec::new();
         let mut last = None;
         for e in es {
@@ -605,6 +637,7 @@ impl SessionWriter {
                 time_ns: now_ns(),
                 prev,
                 event: e,
+                synced: claim.take(),
             };
             let start = buf.len();
             serde_json::to_writer(&mut buf, &rec)?;
@@ -617,10 +650,11 @@ impl SessionWriter {
         let Some(last) = last else {
             return Ok((first, first.saturating_sub(1)));
         };
-        if let Err(e) = st.file.write_all(&buf) {
+        if let Err(e) = st.write_records(&buf) {
             st.poisoned = true;
             return Err(io_err(&self.path)(e));
         }
+        st.claimed = st.claimed.max(durable);
         st.prev = prev;
         st.next_seq = seq;
         Ok((first, last))
@@ -644,12 +678,12 @@ impl SessionWriter {
         };
         // Everything appended so far is covered by the fsync below (appends are whole lines
         // written under `inner`); a poisoned writer's file may end in a torn line.
-        let upto = {
+        let (upto, upto_bytes) = {
             let st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if st.poisoned {
                 return Err(poisoned());
             }
-            st.next_seq
+            (st.next_seq, st.len)
         };
         if *durable >= n {
             return Ok(());
@@ -661,6 +695,19 @@ impl SessionWriter {
             return Err(io_err(&self.path)(e));
         }
         *durable = upto;
+        self.durable_bytes.store(upto_bytes, Ordering::Release);
+        Ok(())
+    }
+
+    /// Cuts the zeros written ahead of the records (at the session's end: the file then holds
+    /// exactly its records). A crash before this leaves them; readers skip them.
+    fn trim(&self) -> Result<(), JournalError> {
+        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if st.poisoned || st.allocated == st.len {
+            return Ok(());
+        }
+        st.file.set_len(st.len).map_err(io_err(&self.path))?;
+        st.allocated = st.len;
         Ok(())
     }
 
@@ -682,6 +729,24 @@ impl SessionWriter {
     /// The journal file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl WriterState {
+    /// Writes whole records at the end of the records, zero-filling ahead first when they
+    /// would not fit: the records then always overwrite blocks the file already has.
+    fn write_records(&mut self, buf: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let need = self.len + buf.len() as u64;
+        if need > self.allocated {
+            let to = (need / PREALLOC + 1) * PREALLOC;
+            let zeros = vec![0u8; (to - self.allocated) as usize];
+            self.file.write_all_at(&zeros, self.allocated)?;
+            self.allocated = to;
+        }
+        self.file.write_all_at(buf, self.len)?;
+        self.len = need;
+        Ok(())
     }
 }
 
@@ -714,6 +779,8 @@ pub struct SessionLog {
     pub records: Vec<Record>,
     /// A torn or unterminated last line, tolerated.
     pub tail: Option<TailIssue>,
+    /// The bytes the records take (an unterminated last record included).
+    pub end: usize,
 }
 
 impl SessionLog {
@@ -796,14 +863,34 @@ impl SessionInfo {
 }
 
 /// Parses and verifies a journal's bytes.
+///
+/// Returns the records, a tolerated problem at the end, and how many bytes the records take
+/// (where a writer that continues the journal appends).
+///
+/// The writer zero-fills ahead of its records ([`PREALLOC`]), and a record never contains a
+/// zero byte (JSON escapes it), so the records end at the line where the first zero byte is.
+/// Zeros to the end of the file are the clean case. Anything else there was written after the
+/// last fdatasync that completed (a crash can persist a later page and lose an earlier one):
+/// the changes those records guarded cannot have happened, so it is ignored like a torn last
+/// line. Unless a record found there says more bytes had been made durable than the records
+/// before the zeros take: then the disk lost synced records, and the journal is corrupt.
 pub(crate) fn parse_journal(
     file: &Path,
     data: &[u8],
-) -> Result<(Vec<Record>, Option<TailIssue>), JournalError> {
+) -> Result<(Vec<Record>, Option<TailIssue>, usize), JournalError> {
     let corrupt = |line: usize, msg: String| JournalError::Corrupt {
         file: file.to_path_buf(),
         line,
         msg,
+    };
+    let (data, ahead) = match data.iter().position(|b| *b == 0) {
+        None => (data, &[][..]),
+        Some(z) => data.split_at(
+            data[..z]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1),
+        ),
     };
     let mut records = Vec::new();
     let mut prev = GENESIS.to_string();
@@ -868,7 +955,33 @@ pub(crate) fn parse_journal(
             Err(m) => return Err(corrupt(lineno, m)),
         }
     }
-    Ok((records, tail))
+    if ahead.iter().any(|b| *b != 0) {
+        let lineno = n_complete + 1;
+        let unsynced = ahead.split(|b| *b == b'\n' || *b == 0);
+        if let Some(r) = unsynced
+            .filter_map(|p| serde_json::from_slice::<Record>(p).ok())
+            .find(|r| r.synced.is_some_and(|n| n > data.len() as u64))
+        {
+            return Err(corrupt(
+                lineno,
+                format!(
+                    "zeros from byte {} on, but record {} after them says {} bytes had been made durable: the disk lost synced records",
+                    data.len(),
+                    r.seq,
+                    r.synced.unwrap_or_default()
+                ),
+            ));
+        }
+        tail = Some(TailIssue {
+            line: lineno,
+            ignored: true,
+            msg: format!(
+                "{}:{lineno}: last record is truncated or was never made durable (crash mid-append; the changes it guarded cannot have happened), ignored",
+                file.display()
+            ),
+        });
+    }
+    Ok((records, tail, data.len()))
 }
 
 fn valid_session_id(id: &str) -> bool {
@@ -898,8 +1011,9 @@ impl Store {
             );
             let id = format!("{}-{}", session_stamp(now), &salt.to_hex()[..4]);
             let path = dir.join(format!("{id}.jsonl"));
+            // Not O_APPEND: records are written at their offset, over zeros written ahead.
             match OpenOptions::new()
-                .append(true)
+                .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)
@@ -925,12 +1039,16 @@ impl Store {
             path,
             durable: Mutex::new(0),
             sync_file,
+            durable_bytes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             inner: Mutex::new(WriterState {
                 file,
                 next_seq: 0,
                 prev: GENESIS.to_string(),
                 poisoned: false,
+                len: 0,
+                allocated: 0,
+                claimed: 0,
             }),
         };
         w.append(start)?;
@@ -941,8 +1059,8 @@ impl Store {
     /// append to it: a torn last line is cut off, a complete one lacking its newline gets it,
     /// and the chain continues from the last complete record. Refused while the session is live.
     pub fn reopen_session(&self, id: &str) -> Result<SessionWriter, JournalError> {
-        let log = self.load_verified(id)?;
-        let path = log.path.clone();
+        // Verified (and its objects repaired) before anything is touched.
+        let path = self.load_verified(id)?.path;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -957,24 +1075,23 @@ impl Store {
                 ),
             })
         })?;
+        // Read again under the lock: what was verified is what gets continued.
         let data = fs::read(&path).map_err(io_err(&path))?;
-        let mut keep = data.len();
-        if let Some(t) = &log.tail
-            && t.ignored
-        {
-            keep = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        }
+        let (records, _, keep) = parse_journal(&path, &data)?;
+        // Cut the torn or unsynced tail and the zeros written ahead.
         file.set_len(keep as u64).map_err(io_err(&path))?;
         let mut file = file;
         use std::io::Seek;
         file.seek(io::SeekFrom::End(0)).map_err(io_err(&path))?;
         let body = &data[..keep];
-        let body = body.strip_suffix(b"\n").unwrap_or(body);
+        let mut len = keep as u64;
         if keep > 0 && data[keep - 1] != b'\n' {
             file.write_all(b"\n").map_err(io_err(&path))?;
+            len += 1;
         }
+        let body = body.strip_suffix(b"\n").unwrap_or(body);
         let last = body.rsplit(|b| *b == b'\n').next().unwrap_or(b"");
-        let prev = if log.records.is_empty() {
+        let prev = if records.is_empty() {
             GENESIS.to_string()
         } else {
             blake3::hash(last).to_hex().to_string()
@@ -983,15 +1100,19 @@ impl Store {
         let sync_file = file.try_clone().map_err(io_err(&path))?;
         Ok(SessionWriter {
             id: id.to_string(),
-            durable: Mutex::new(log.records.len() as u64),
+            durable: Mutex::new(records.len() as u64),
             sync_file,
+            durable_bytes: AtomicU64::new(len),
             syncs: AtomicU64::new(0),
             path,
             inner: Mutex::new(WriterState {
                 file,
-                next_seq: log.records.len() as u64,
+                next_seq: records.len() as u64,
                 prev,
                 poisoned: false,
+                len,
+                allocated: len,
+                claimed: 0,
             }),
         })
     }
@@ -1145,7 +1266,7 @@ impl Store {
             });
         }
         let data = fs::read(&path).map_err(io_err(&path))?;
-        let (records, tail) = parse_journal(&path, &data)?;
+        let (records, tail, end) = parse_journal(&path, &data)?;
         let ended = matches!(records.last().map(|r| &r.event), Some(Event::SessionEnd));
         if !ended {
             self.repair_objects(&path, &records)?;
@@ -1155,6 +1276,7 @@ impl Store {
             path,
             records,
             tail,
+            end,
         })
     }
 
@@ -1199,6 +1321,7 @@ impl Store {
                         path: e.path(),
                         records: vec![],
                         tail: None,
+                        end: 0,
                     });
                     info.problem = Some(err.to_string());
                     out.push(info);
@@ -1320,6 +1443,91 @@ mod tests {
             s.load_session("nope"),
             Err(JournalError::NoSession { .. })
         ));
+    }
+
+    fn change(p: &str) -> Event {
+        Event::Change {
+            path: p.into(),
+            op: "write".into(),
+        }
+    }
+
+    /// Records overwrite zeros written ahead of them (an fdatasync then commits no metadata);
+    /// the end of the session cuts the zeros, and every sync is claimed by the next record.
+    #[test]
+    fn records_go_over_zeros_written_ahead_and_the_end_trims_them() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::create_or_open(d.path()).unwrap();
+        let w = s.new_session(start()).unwrap();
+        w.append(change("a")).unwrap();
+        let p = s.session_path(w.id());
+        let data = fs::read(&p).unwrap();
+        assert_eq!(data.len() as u64, PREALLOC, "zeros ahead of the records");
+        let end = data.iter().position(|b| *b == 0).unwrap();
+        assert!(data[end..].iter().all(|b| *b == 0));
+        w.append_lazy(change("b")).unwrap();
+        let log = s.load_session(w.id()).unwrap();
+        assert_eq!(log.records.len(), 3);
+        assert!(log.tail.is_none(), "{:?}", log.tail);
+        assert_eq!(
+            log.records[2].synced,
+            Some(end as u64),
+            "claims the last sync"
+        );
+        // A batch larger than what is left ahead grows the zeros, and still parses.
+        let big: Vec<Event> = (0..5000).map(|i| change(&format!("{i:0>300}"))).collect();
+        w.append_all_lazy(big).unwrap();
+        w.append(Event::SessionEnd).unwrap();
+        let data = fs::read(&p).unwrap();
+        assert!(
+            !data.contains(&0) && data.ends_with(b"\n"),
+            "trimmed at the end"
+        );
+        let log = s.load_session(w.id()).unwrap();
+        assert!(log.ended() && log.tail.is_none());
+        assert_eq!(log.records.len(), 5004);
+    }
+
+    /// A power cut can persist a later page of the journal and lose an earlier one that was
+    /// never synced: the records behind the zeros are ignored. Zeros where a later record says
+    /// the bytes had been synced are the disk losing durable records: corrupt, naming the line.
+    #[test]
+    fn zeros_before_unsynced_records_are_a_torn_tail_and_before_synced_ones_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::create_or_open(d.path()).unwrap();
+        let w = s.new_session(start()).unwrap();
+        w.append(change("a")).unwrap();
+        let p = s.session_path(w.id());
+        let synced = fs::read(&p).unwrap().iter().position(|b| *b == 0).unwrap();
+        w.append_lazy(change("b")).unwrap();
+        w.append_lazy(change("c")).unwrap();
+        let id = w.id().to_string();
+        drop(w);
+        let full = fs::read(&p).unwrap();
+        let b_end = synced + full[synced..].iter().position(|b| *b == b'\n').unwrap() + 1;
+        let mut lost = full.clone();
+        lost[synced..b_end].fill(0);
+        fs::write(&p, &lost).unwrap();
+        let log = s.load_session(&id).unwrap();
+        assert_eq!(log.records.len(), 2, "only what was synced");
+        let tail = log.tail.unwrap();
+        assert!(tail.ignored && tail.line == 3, "{tail:?}");
+        // The same zeros, but "b" had been synced: "c" says so.
+        let w = s.reopen_session(&id).unwrap();
+        w.append(change("b")).unwrap();
+        w.append_lazy(change("c")).unwrap();
+        drop(w);
+        let full = fs::read(&p).unwrap();
+        let b_start = synced;
+        let b_end = b_start + full[b_start..].iter().position(|b| *b == b'\n').unwrap() + 1;
+        let mut lost = full.clone();
+        lost[b_start..b_end].fill(0);
+        fs::write(&p, &lost).unwrap();
+        let err = s.load_session(&id).unwrap_err().to_string();
+        assert!(
+            err.contains(".jsonl:3:") && err.contains("lost synced records"),
+            "{err}"
+        );
     }
 
     /// A killed commit is resumed into its own session: the torn tail is cut, the chain goes

@@ -593,10 +593,14 @@ fn a_truncated_last_line_is_tolerated_by_rollback_and_reported_by_verify() {
     let id = g.crash();
     let store = Store::open(&e.store).unwrap();
     let path = store.session_path(&id);
-    let lines = fs::read_to_string(&path).unwrap().lines().count();
-    let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
-    use std::io::Write;
-    write!(f, "{{\"seq\":{lines},\"time_ns\":17,\"prev\":\"ab").unwrap();
+    // A crashed session's journal ends in the zeros its writer wrote ahead of its records;
+    // the torn record is where the next append would have gone.
+    let data = fs::read(&path).unwrap();
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    let lines = data[..end].iter().filter(|b| **b == b'\n').count();
+    let torn = format!("{{\"seq\":{lines},\"time_ns\":17,\"prev\":\"ab");
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, torn.as_bytes(), end as u64).unwrap();
     drop(f);
     let (code, out, _) = veilfs(&["verify", "--store", s(&e.store)]);
     assert_eq!(code, 1);
