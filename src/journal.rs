@@ -1488,6 +1488,14 @@ mod tests {
         assert_eq!(log.records.len(), 5004);
     }
 
+    /// What a disk that lost a page leaves: the record starting at byte `at` reads as zeros.
+    fn zero_line_at(p: &Path, at: usize) {
+        let mut data = fs::read(p).unwrap();
+        let end = at + data[at..].iter().position(|b| *b == b'\n').unwrap() + 1;
+        data[at..end].fill(0);
+        fs::write(p, &data).unwrap();
+    }
+
     /// A power cut can persist a later page of the journal and lose an earlier one that was
     /// never synced: the records behind the zeros are ignored. Zeros where a later record says
     /// the bytes had been synced are the disk losing durable records: corrupt, naming the line.
@@ -1503,11 +1511,7 @@ mod tests {
         w.append_lazy(change("c")).unwrap();
         let id = w.id().to_string();
         drop(w);
-        let full = fs::read(&p).unwrap();
-        let b_end = synced + full[synced..].iter().position(|b| *b == b'\n').unwrap() + 1;
-        let mut lost = full.clone();
-        lost[synced..b_end].fill(0);
-        fs::write(&p, &lost).unwrap();
+        zero_line_at(&p, synced);
         let log = s.load_session(&id).unwrap();
         assert_eq!(log.records.len(), 2, "only what was synced");
         let tail = log.tail.unwrap();
@@ -1517,12 +1521,7 @@ mod tests {
         w.append(change("b")).unwrap();
         w.append_lazy(change("c")).unwrap();
         drop(w);
-        let full = fs::read(&p).unwrap();
-        let b_start = synced;
-        let b_end = b_start + full[b_start..].iter().position(|b| *b == b'\n').unwrap() + 1;
-        let mut lost = full.clone();
-        lost[b_start..b_end].fill(0);
-        fs::write(&p, &lost).unwrap();
+        zero_line_at(&p, synced);
         let err = s.load_session(&id).unwrap_err().to_string();
         assert!(
             err.contains(".jsonl:3:") && err.contains("lost synced records"),
