@@ -416,6 +416,10 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
                 && req.profile.write.apply == crate::profile::ApplyMode::Deferred,
             passthrough_writes: req.profile.write.passthrough_writes,
             virtuals: virtuals.clone(),
+            upper: match &overlay {
+                Some(o) => Some(o.upper().context("open the overlay's upper layer")?),
+                None => None,
+            },
         },
         // Half the fd limit for held inodes; the rest for open files, the store and the kernel.
         (fd_limit / 2) as usize,

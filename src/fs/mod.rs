@@ -104,6 +104,10 @@ pub(crate) struct FsConfig {
     pub passthrough_writes: bool,
     /// Entries the view shows with no real file behind them ([`virtual_fs`]).
     pub virtuals: Arc<virtual_fs::VirtualCfg>,
+    /// Overlay mode: the upper layer's directory. The overlay is `volatile` (it ignores
+    /// fsyncs, see [`crate::overlay`]), so an agent's fsync `syncfs`es the upper layer's
+    /// filesystem instead.
+    pub upper: Option<File>,
 }
 
 /// An open file.
@@ -332,6 +336,14 @@ impl VeilFs {
                 debug!(path = %rel.display(), "moved outside the mount: ESTALE");
                 Err(Errno::ESTALE)
             }
+        }
+    }
+
+    /// Overlay mode: makes the upper layer durable (a `volatile` overlay ignores fsyncs).
+    fn sync_upper(&self) -> std::io::Result<()> {
+        match &self.cfg.upper {
+            Some(u) => rustix::fs::syncfs(u).map_err(std::io::Error::from),
+            None => Ok(()),
         }
     }
 
@@ -768,7 +780,10 @@ impl Filesystem for VeilFs {
         }
         match h {
             Ok(h) if h.masked.is_some() => match self.finish_masked_edit(&h) {
-                Ok(()) => reply.ok(),
+                Ok(()) => match self.sync_upper() {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno_of(&e)),
+                },
                 Err(e) => reply.error(e),
             },
             _ => reply.ok(),
@@ -852,7 +867,7 @@ impl Filesystem for VeilFs {
                 } else {
                     h.file.sync_all()
                 };
-                match r {
+                match r.and_then(|()| self.sync_upper()) {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(errno_of(&e)),
                 }
@@ -1128,6 +1143,7 @@ impl Filesystem for VeilFs {
                 } else {
                     d.sync_all()
                 }
+                .and_then(|()| self.sync_upper())
                 .map_err(|e| errno_of(&e))
             });
         match r {

@@ -925,7 +925,10 @@ pub(super) fn plan_commit_inner(
         upper: layout.upper.clone(),
         steps: vec![],
         units: vec![],
-        warnings: vec![],
+        warnings: match super::last_mount(store_dir) {
+            super::LastMount::Restarted => vec![super::restarted_warning(store_dir)],
+            _ => vec![],
+        },
         links: HashMap::new(),
         origins: vec![],
         replacing: vec![],

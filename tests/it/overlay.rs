@@ -518,6 +518,64 @@ done"#,
     assert_eq!(listing(e.scope.path()), view);
 }
 
+/// The overlay is mounted `volatile` (no fsync per copy-up): `overlay/mounted` says a mount
+/// may hold unsynced writes, and is gone once its end synced them. One found from another boot
+/// (the machine restarted under the mount) is reported by the next mount, `diff` and `commit`;
+/// the mount still works, with what the upper layer holds.
+#[test]
+fn a_mount_after_the_machine_restarted_under_the_last_one_warns_of_torn_files() {
+    let e = env();
+    let mounted = e.store.path().join("s/overlay/mounted");
+    let m = e.mount();
+    fs::write(m.path("docs/a.md"), "edited\n").unwrap();
+    assert!(mounted.exists(), "written at mount");
+    if rustix::process::geteuid().is_root() {
+        // overlayfs's own sign of `volatile` (its scratch dir is mode 0 for anyone else).
+        assert!(
+            e.store
+                .path()
+                .join("s/overlay/work/work/incompat/volatile")
+                .exists()
+        );
+    }
+    let fd = fs::File::open(m.path("docs/a.md")).unwrap();
+    fd.sync_all().unwrap();
+    drop(fd);
+    let (st, err) = m.stop();
+    assert!(st.success(), "{err}");
+    assert!(
+        !mounted.exists(),
+        "removed once the end synced the upper layer"
+    );
+
+    fs::write(&mounted, "a boot id of another boot\n").unwrap();
+    let (ok, out, err) = veilfs(&["diff", "--store", &e.store()]);
+    assert!(ok && err.contains("the machine restarted"), "{out}{err}");
+    let m = e.mount();
+    assert_eq!(fs::read_to_string(m.path("docs/a.md")).unwrap(), "edited\n");
+    let (st, err) = m.stop();
+    assert!(
+        st.success() && err.contains("the machine restarted"),
+        "{err}"
+    );
+    // Said until the changes a restart may have torn are gone.
+    let (ok, out, err) = veilfs(&["diff", "--store", &e.store()]);
+    assert!(ok && err.contains("the machine restarted"), "{out}{err}");
+    let (ok, out, err) = veilfs(&["discard", "--store", &e.store()]);
+    assert!(ok, "{out}{err}");
+    // (Nothing is left to show: `diff` says so.)
+    let (_, out, err) = veilfs(&["diff", "--store", &e.store()]);
+    assert!(!err.contains("restarted"), "{out}{err}");
+    let m = e.mount();
+    assert_eq!(
+        fs::read_to_string(m.path("docs/a.md")).unwrap(),
+        "# A\n".repeat(100)
+    );
+    let (st, err) = m.stop();
+    assert!(st.success() && !err.contains("restarted"), "{err}");
+    assert!(!e.store.path().join("s/overlay/restarted").exists());
+}
+
 fn index_files(e: &WriteEnv) -> usize {
     fs::read_dir(e.store.path().join("s/overlay/work/index"))
         .map(|rd| {
