@@ -23,8 +23,8 @@
 //! since, the page cache held every write and the upper layer is made durable and used; after a
 //! restart the files the agent was writing may be torn, which the mount, `diff` and `commit`
 //! say (`overlay/restarted`) until those changes are committed or discarded, as after a power
-//! cut on any folder. The next mount also removes overlayfs's
-//! `work/work` (its `incompat/volatile` marker would refuse the mount).
+//! cut on any folder. The next mount also removes overlayfs's `work/work` (its
+//! `incompat/volatile` marker would refuse the mount).
 //!
 //! Layout in the store: `overlay/upper`, `overlay/work` (with overlayfs's `index`),
 //! `overlay/merged`, `overlay/scope` (the scope the upper layer belongs to: another scope is
@@ -114,26 +114,32 @@ fn boot_id() -> Option<Vec<u8>> {
 /// How the last mount of the overlay in a store ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LastMount {
-    /// Cleanly (or it is running): the upper layer was synced at its end.
+    /// Cleanly, or never: the upper layer was synced at its end.
     Clean,
-    /// Its process died, the machine did not restart: every write is in the page cache.
+    /// Its process died (or it is running), the machine did not restart: every write is in
+    /// the page cache, or nothing is pending.
     Died,
-    /// The machine restarted under it: files being written may be torn.
+    /// The machine restarted under it, and changes are pending: some may be torn.
     Restarted,
 }
 
 /// Reads `overlay/mounted` (the boot id, written at mount, removed once the upper layer was
 /// synced at the mount's end) and `overlay/restarted` (kept while the changes a restart may
 /// have torn are pending).
+/// A restart matters only while changes are pending: with none, nothing can be torn.
 pub(crate) fn last_mount(store: &Path) -> LastMount {
     let layout = Layout::in_store(store);
-    if layout.restarted.exists() && has_changes(store) {
-        return LastMount::Restarted;
-    }
-    match std::fs::read(&layout.mounted) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => LastMount::Clean,
-        Ok(then) if boot_id().is_some_and(|now| now == then) => LastMount::Died,
-        _ => LastMount::Restarted,
+    let died = match std::fs::read(&layout.mounted) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Ok(then) => Some(boot_id().is_none_or(|now| now != then)),
+        Err(_) => Some(true),
+    };
+    if (layout.restarted.exists() || died == Some(true)) && has_changes(store) {
+        LastMount::Restarted
+    } else if died.is_some() {
+        LastMount::Died
+    } else {
+        LastMount::Clean
     }
 }
 
