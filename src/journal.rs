@@ -741,11 +741,26 @@ impl WriterState {
         if need > self.allocated {
             let to = (need / PREALLOC + 1) * PREALLOC;
             let zeros = vec![0u8; (to - self.allocated) as usize];
-            self.file.write_all_at(&zeros, self.allocated)?;
-            self.allocated = to;
+            match self.file.write_all_at(&zeros, self.allocated) {
+                Ok(()) => self.allocated = to,
+                // No room for zeros ahead (a nearly full store): the records are appended
+                // alone, each fdatasync then commits metadata as well. Only the records'
+                // own lack of room is an error.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+                    ) =>
+                {
+                    tracing::debug!("journal: no room for zeros ahead ({e}): appending");
+                    self.file.set_len(self.allocated)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.file.write_all_at(buf, self.len)?;
         self.len = need;
+        self.allocated = self.allocated.max(need);
         Ok(())
     }
 }
