@@ -571,6 +571,8 @@ struct WriterState {
     allocated: u64,
     /// The largest `synced` claim written so far.
     claimed: u64,
+    /// The filesystem had no room for zeros ahead: records are appended.
+    no_room: bool,
 }
 
 /// The journal grows by this many zero bytes ahead of its records. An `fdatasync` after an
@@ -738,7 +740,7 @@ impl WriterState {
     fn write_records(&mut self, buf: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let need = self.len + buf.len() as u64;
-        if need > self.allocated {
+        if need > self.allocated && !self.no_room {
             let to = (need / PREALLOC + 1) * PREALLOC;
             let zeros = vec![0u8; (to - self.allocated) as usize];
             match self.file.write_all_at(&zeros, self.allocated) {
@@ -754,6 +756,8 @@ impl WriterState {
                 {
                     tracing::debug!("journal: no room for zeros ahead ({e}): appending");
                     self.file.set_len(self.allocated)?;
+                    // Not tried again in this session: each try would write and cut zeros.
+                    self.no_room = true;
                 }
                 Err(e) => return Err(e),
             }
@@ -1064,6 +1068,7 @@ impl Store {
                 len: 0,
                 allocated: 0,
                 claimed: 0,
+                no_room: false,
             }),
         };
         w.append(start)?;
@@ -1128,6 +1133,7 @@ impl Store {
                 len,
                 allocated: len,
                 claimed: 0,
+                no_room: false,
             }),
         })
     }
