@@ -30,7 +30,8 @@
 //! `overlay/merged`, `overlay/scope` (the scope the upper layer belongs to: another scope is
 //! refused while changes are pending) and `overlay/lock` (flock'd by the mount process for its
 //! lifetime: `commit` and `discard` refuse while it is held, and detach the stale merged mount a
-//! SIGKILLed mount leaves behind). When nothing is pending, a mount starts from clean layers.
+//! SIGKILLed mount leaves behind), `overlay/mounted` and `overlay/restarted` (above). When
+//! nothing is pending, a mount starts from clean layers.
 //!
 //! `commit` ([`plan_commit`], [`apply_commit`]) applies the upper layer to the real folder with
 //! every pre-image journalled first (a session of mode "commit", undone by `veilfs rollback`),
