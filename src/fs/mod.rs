@@ -779,11 +779,11 @@ impl Filesystem for VeilFs {
             return reply.error(Errno::ENOSYS);
         }
         match h {
-            Ok(h) if h.masked.is_some() => match self.finish_masked_edit(&h) {
-                Ok(()) => match self.sync_upper() {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno_of(&e)),
-                },
+            Ok(h) if h.masked.is_some() => match self
+                .finish_masked_edit(&h)
+                .and_then(|()| self.sync_upper().map_err(|e| errno_of(&e)))
+            {
+                Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             },
             _ => reply.ok(),
