@@ -14,6 +14,7 @@
 #   --bin P    the veilfs binary (default target/release/veilfs, else target/debug/veilfs)
 # Needs root (/dev/fuse) and python3. Not a test: it times things.
 set -euo pipefail
+. "$(dirname "$0")/mount_wait.sh"
 
 FILES=50000
 RUNS=3
@@ -84,11 +85,7 @@ NATIVE=$(for _ in $(seq "$RUNS"); do grep_secs "$SCOPE"; done | median)
 
 "$BIN" mount --profile "$WORK/p.toml" --store "$STORE" "$SCOPE" "$MP" >"$WORK/mount.out" 2>"$WORK/mount.err" &
 MOUNT_PID=$!
-for _ in $(seq 600); do
-	grep -q "veilfs: mounted" "$WORK/mount.out" 2>/dev/null && break
-	kill -0 "$MOUNT_PID" 2>/dev/null || { cat "$WORK/mount.err" >&2; exit 1; }
-	sleep 0.05
-done
+wait_mounted "$WORK/mount.out" "$WORK/mount.err" "$MOUNT_PID" || exit 1
 HZ=$(getconf CLK_TCK)
 walls=() events=() cpus=()
 for _ in $(seq "$RUNS"); do

@@ -16,6 +16,7 @@
 #   --veilfs BIN  the binary to mount with (default: target/release/veilfs, built if missing)
 # Environment: TARGETS="native veilfs veilfs-snapshot fuse-overlayfs bindfs" (the default).
 set -euo pipefail
+. "$(dirname "$0")/mount_wait.sh"
 
 SOURCES=200
 RUNS=5
@@ -83,12 +84,7 @@ mount_target() {
 		[ "$1" = veilfs-snapshot ] && args=(--mode snapshot --store "$W/store")
 		XDG_DATA_HOME=$W/data "$VEILFS" mount "${args[@]}" "$W/src" "$MP" >"$W/out" 2>"$W/err" &
 		PID=$!
-		for _ in $(seq 600); do
-			grep -q '^veilfs: mounted' "$W/out" 2>/dev/null && return
-			kill -0 "$PID" 2>/dev/null || { cat "$W/err" >&2; exit 1; }
-			sleep 0.05
-		done
-		echo "build_probe.sh: veilfs did not mount" >&2; exit 1 ;;
+		wait_mounted "$W/out" "$W/err" "$PID" || exit 1 ;;
 	fuse-overlayfs) fuse-overlayfs -o "lowerdir=$W/src,upperdir=$W/upper,workdir=$W/work" "$MP" 2>/dev/null ;;
 	bindfs) bindfs "$W/src" "$MP" ;;
 	esac
