@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Write-path comparison: the same five agent-like workloads on the native folder, through veilfs
+# Write-path comparison: the same six agent-like workloads on the native folder, through veilfs
 # in snapshot mode (every pre-image stored and journalled first), veilfs in overlay mode, the
 # same two modes mounted by a normal user (through fusermount3; its overlay in a user namespace),
 # and fuse-overlayfs; then the time of `veilfs rollback` and `veilfs verify` for the snapshot session.
 #
 # Usage: sudo benches/write_path.sh [--quick] [--fresh-fs] [--reps N] [--out FILE]
-#   --quick   ~10x smaller (100 edits, 100 MiB file, 2k-file tarball, 500-file git commit and rm -rf)
+#   --quick   ~10x smaller (100 edits, 100 MiB file, 2k-file tarball, 500-file git commit and rm -rf,
+#             4 MiB written in 4 KiB writes)
 #   --fresh-fs  every repetition of every cell runs on a newly made ext4 filesystem, folder and
 #             store alike (a long-used /tmp made native untar vary 4x between runs: ext4's search
 #             for free inodes). Its image is a sparse file in $FS_IMAGE_DIR (default /dev/shm, so
@@ -53,9 +54,9 @@ else
 fi
 
 if ((QUICK)); then
-	NSMALL=100 BIGMB=100 NTAR=2000 NTREE=500 FS_SIZE=2G
+	NSMALL=100 BIGMB=100 NTAR=2000 NTREE=500 NWRITES=1024 FS_SIZE=2G
 else
-	NSMALL=1000 BIGMB=1024 NTAR=20000 NTREE=5000 FS_SIZE=8G
+	NSMALL=1000 BIGMB=1024 NTAR=20000 NTREE=5000 NWRITES=4096 FS_SIZE=8G
 fi
 
 WORK=$(mktemp -d /tmp/veilfs-wbench.XXXXXX)
@@ -142,8 +143,10 @@ wl_big() { dd if=/dev/zero of="$1/big.bin" bs=1M count="$BIGMB" conv=notrunc sta
 wl_untar() { mkdir "$1/unpacked" && tar xf "$WORK/tree.tar" -C "$1/unpacked"; }
 wl_git() { git -C "$1/git" add -A && git -C "$1/git" commit -qm bench; }
 wl_rm() { rm -rf "$1/rm"; }
+# A compiler's or linker's output: one new file in many small writes.
+wl_writes() { dd if=/dev/zero of="$1/out.o" bs=4k count="$NWRITES" status=none; }
 # The data each workload starts from.
-declare -A WL_DATA=([edit]=base [big]=bigbase [untar]=base [git]=trees [rm]=trees)
+declare -A WL_DATA=([edit]=base [big]=bigbase [untar]=base [git]=trees [rm]=trees [writes]=base)
 
 now() { date +%s.%N; }
 
@@ -216,9 +219,10 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A RES
 TARGETS=(${TARGETS:-native snapshot overlay snapshot-user overlay-user fuse-overlayfs})
-WLS=(${WORKLOADS:-edit big untar git rm})
+WLS=(${WORKLOADS:-edit big untar git rm writes})
 declare -A WL_TITLE=([edit]="edit $NSMALL small files once" [big]="rewrite one $BIGMB MiB file" [untar]="untar $NTAR files"
-	[git]="git add -A && git commit, $NTREE files" [rm]="rm -rf $NTREE files")
+	[git]="git add -A && git commit, $NTREE files" [rm]="rm -rf $NTREE files"
+	[writes]="write $((NWRITES * 4)) KiB in 4 KiB writes")
 ROLLBACK=() VERIFY=()
 for wl in "${WLS[@]}"; do
 	for t in "${TARGETS[@]}"; do
@@ -228,7 +232,7 @@ for wl in "${WLS[@]}"; do
 			if [[ $t == *-user ]]; then
 				# A normal user's mount is not open to root (no allow_other).
 				s=$(now)
-				runuser -u "$BENCH_USER" -- env WORK="$WORK" BIGMB="$BIGMB" bash -c "$(declare -f "wl_$wl"); wl_$wl '$DIR'"
+				runuser -u "$BENCH_USER" -- env WORK="$WORK" BIGMB="$BIGMB" NWRITES="$NWRITES" bash -c "$(declare -f "wl_$wl"); wl_$wl '$DIR'"
 				sync
 				e=$(now)
 			else

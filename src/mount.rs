@@ -751,6 +751,12 @@ pub(crate) fn mount_and_serve(req: MountRequest) -> anyhow::Result<()> {
     release_device(dev_raw);
     drop(overlay);
     drop(registration);
+    // How often the kernel asked before a write whether it strips file capabilities: once
+    // per written inode when FUSE_HANDLE_KILLPRIV_V2 took, else once per write.
+    info!(
+        count = crate::fs::capability_lookups(),
+        "security.capability lookups answered during the session"
+    );
     let ioctls = unsupported_ioctls();
     if ioctls.total > 0 {
         info!(

@@ -116,6 +116,8 @@ impl VeilFs {
             && self.cfg.viewer.rules_for(&rel, &st).is_empty()
             // A diverted copy may be applied and dropped while a backing id still holds it.
             && !inode.is_diverted()
+            // Writes that clear set-id bits must reach veilfs, which clears them (setid.rs).
+            && !(writable && super::setid::bits_to_clear(st.mode) != 0)
             && self.cfg.passthrough
             && self.passthrough_ok.load(Ordering::Relaxed);
         let (io, passthrough_id) = self.register_io(inode.ino, want_passthrough, || {
@@ -227,6 +229,7 @@ impl VeilFs {
             flushed: AtomicBool::new(false),
             io,
             masked: None,
+            clear_setid: AtomicBool::new(false),
         });
         self.handles
             .write()

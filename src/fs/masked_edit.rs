@@ -192,6 +192,7 @@ impl VeilFs {
         inode: &Arc<Inode>,
         rel: Option<(&Path, Option<Stat>)>,
         flags: i32,
+        who: super::setid::Changer,
     ) -> Result<Option<u64>, Errno> {
         let Some(m) = self.masked_edits() else {
             return Ok(None);
@@ -243,6 +244,12 @@ impl VeilFs {
             flushed: AtomicBool::new(false),
             io: super::handles::Io::Direct,
             masked: Some(edit),
+            // An O_TRUNC open cut the view: the real file's bits go at the merge.
+            clear_setid: AtomicBool::new(
+                flags & libc::O_TRUNC != 0
+                    && super::setid::bits_to_clear(st.mode) != 0
+                    && who.clears(),
+            ),
         });
         self.handles
             .write()
@@ -281,6 +288,12 @@ impl VeilFs {
         // Only a real change: noting an outside writer's ctime as ours would skip the settle.
         if changing && let Ok(inode) = self.inode(fuser::INodeNo(h.ino)) {
             self.note_own_change(&inode);
+            if r.is_ok() && h.clear_setid.swap(false, Ordering::Relaxed) {
+                let fd = self.fd(&inode)?;
+                let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+                let who = super::setid::Changer::Told(true);
+                self.clear_setid_bits(inode.ino, fd.as_fd(), st, who)?;
+            }
         }
         r
     }

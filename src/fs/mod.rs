@@ -20,6 +20,7 @@ mod moved;
 mod negative;
 mod read;
 mod served;
+mod setid;
 pub(crate) mod view;
 pub(crate) mod virtual_fs;
 mod write;
@@ -27,6 +28,7 @@ mod write;
 use attr::attr_of;
 use handles::checked_handle;
 pub(crate) use invalidate::CacheInvalidator;
+pub(crate) use setid::capability_lookups;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -125,6 +127,9 @@ struct Handle {
     io: handles::Io,
     /// A write handle on a scratch copy of a masked view ([`masked_edit`]).
     masked: Option<masked_edit::MaskedEdit>,
+    /// A change through a masked-edit handle must clear the real file's set-id bits when it is
+    /// merged ([`setid`]).
+    clear_setid: AtomicBool,
 }
 
 /// An open directory: a snapshot of its visible entries, so offsets are stable while read.
@@ -508,7 +513,10 @@ impl Filesystem for VeilFs {
             // O_TRUNC arrives with OPEN (the write path applies it) instead of as a separate
             // SETATTR without a handle: a masked file's truncate-and-write then truncates its
             // scratch view, never the real file (masked_edit.rs).
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            // The kernel asks for `security.capability` once per inode instead of before every
+            // write (a round trip each), and veilfs clears set-id bits itself (setid.rs).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if let Err(missing) = config.add_capabilities(wanted) {
             info!("kernel did not grant: {missing:?}");
         }
@@ -689,7 +697,9 @@ impl Filesystem for VeilFs {
             None
         };
         if wants_write {
-            match self.open_masked_edit(&inode, wrel.as_ref().map(|w| (w.0.as_path(), w.1)), f) {
+            let who = setid::Changer::Process(req.pid());
+            match self.open_masked_edit(&inode, wrel.as_ref().map(|w| (w.0.as_path(), w.1)), f, who)
+            {
                 Ok(Some(fh)) => {
                     return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
@@ -1175,6 +1185,7 @@ impl Filesystem for VeilFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        setid::note_lookup(name);
         if self.virtual_inode(ino.0).is_some() {
             return reply.error(Errno::ENODATA);
         }
@@ -1582,13 +1593,15 @@ impl Filesystem for VeilFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: fuser::WriteFlags,
+        write_flags: fuser::WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
         let _actor = audit::Actor::of(req).enter();
-        match self.do_write(ino, fh, offset, data) {
+        let who =
+            setid::Changer::Told(write_flags.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID));
+        match self.do_write(ino, fh, offset, data, who) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
@@ -1605,7 +1618,8 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         let _actor = audit::Actor::of(req).enter();
-        match self.do_fallocate(ino, fh, offset, length, mode) {
+        let who = setid::Changer::Process(req.pid());
+        match self.do_fallocate(ino, fh, offset, length, mode, who) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -1627,10 +1641,11 @@ impl Filesystem for VeilFs {
         let _actor = audit::Actor::of(req).enter();
         // Through our own read (masking) and write (guarded) paths, never a kernel copy that
         // would bypass the view.
+        let who = setid::Changer::Process(req.pid());
         let r = (|| {
             if let Some(h) = self.virtual_handle(fh_in) {
                 let buf = virtual_fs::slice(&h.bytes, offset_in, len.min(1 << 20) as u32);
-                return self.do_write(ino_out, fh_out, offset_out, &buf);
+                return self.do_write(ino_out, fh_out, offset_out, &buf, who);
             }
             let hin = self.handle(fh_in, ino_in)?;
             let buf = self.read_view(
@@ -1640,7 +1655,7 @@ impl Filesystem for VeilFs {
                 len.min(1 << 20) as u32,
                 hin.writable,
             )?;
-            self.do_write(ino_out, fh_out, offset_out, &buf)
+            self.do_write(ino_out, fh_out, offset_out, &buf, who)
         })();
         match r {
             Ok(n) => reply.written(n),

@@ -5,7 +5,7 @@
 //! the change beneath the parent's fd with the caller's ownership.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -519,7 +519,7 @@ impl VeilFs {
     /// here (see below) with the flags it was opened with.
     pub(super) fn prepare_write_open(
         &self,
-        _req: &Request,
+        req: &Request,
         inode: &Arc<Inode>,
         rel: Option<&(PathBuf, Option<Stat>)>,
         flags: i32,
@@ -535,9 +535,12 @@ impl VeilFs {
         if self.defer_write_open(inode, rel)? {
             if flags & libc::O_TRUNC != 0 {
                 let fd = self.fd(inode)?;
-                if let Err(e) = backing::truncate(fd.as_fd(), 0) {
+                if let Err(e) = backing::truncate(fd.as_fd(), 0)
+                    .map_err(|e| errno_of(&e))
+                    .and_then(|()| self.truncated_by(req, inode.ino, fd.as_fd(), known))
+                {
                     self.deferred_closed(inode.ino);
-                    return Err(errno_of(&e));
+                    return Err(e);
                 }
             }
             return Ok((true, None));
@@ -575,16 +578,32 @@ impl VeilFs {
         self.capture_or_divert(g, inode, rel, known, Some(mark), readable)?;
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(inode)?;
-        if diverted_before || inode.is_diverted() {
-            if flags & libc::O_TRUNC != 0 {
-                backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
-            }
-            return Ok((false, None));
-        }
         if flags & libc::O_TRUNC != 0 {
             backing::truncate(fd.as_fd(), 0).map_err(|e| errno_of(&e))?;
+            self.truncated_by(req, inode.ino, fd.as_fd(), known)?;
+        }
+        if diverted_before || inode.is_diverted() {
+            return Ok((false, None));
         }
         Ok((false, pre))
+    }
+
+    /// After the request's process truncated the file `fd` (inode `ino`) at an open: clears
+    /// the set-id bits a truncate clears ([`setid`](super::setid)). `known`: a stat of the
+    /// file from before the truncate, whose mode it did not change.
+    fn truncated_by(
+        &self,
+        req: &Request,
+        ino: u64,
+        fd: BorrowedFd<'_>,
+        known: Option<Stat>,
+    ) -> Result<(), Errno> {
+        let st = match known {
+            Some(st) => st,
+            None => backing::stat_fd(fd).map_err(|e| errno_of(&e))?,
+        };
+        let who = super::setid::Changer::Process(req.pid());
+        self.clear_setid_bits(ino, fd, st, who).map(|_| ())
     }
 
     pub(super) fn after_write_release(&self, h: &Handle) {
@@ -615,7 +634,7 @@ impl VeilFs {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn do_setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -660,6 +679,8 @@ impl VeilFs {
         }
         // The diverted copy, if the file was just diverted.
         let fd = self.fd(&inode)?;
+        // A masked edit's handle was cut: its scratch copy, not the real file.
+        let mut truncated_scratch = false;
         if let Some(size) = size {
             if self
                 .cfg
@@ -675,6 +696,11 @@ impl VeilFs {
                 Some(h) if h.writable => {
                     h.file.set_len(size).map_err(|e| errno_of(&e))?;
                     h.wrote.store(true, Ordering::Relaxed);
+                    if h.masked.is_some() {
+                        let who = super::setid::Changer::Process(req.pid());
+                        h.clear_setid.fetch_or(who.clears(), Ordering::Relaxed);
+                        truncated_scratch = true;
+                    }
                 }
                 _ => backing::truncate(fd.as_fd(), size).map_err(|e| errno_of(&e))?,
             }
@@ -698,8 +724,14 @@ impl VeilFs {
             }
             .map_err(|e| errno_of(&e))?;
         }
-        let st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        let mut st = backing::stat_fd(fd.as_fd()).map_err(|e| errno_of(&e))?;
         self.copies.note_own_change(&st);
+        // A truncate clears set-id bits, unless the same request sets the mode (the kernel
+        // never sends both).
+        if size.is_some() && mode.is_none() && !truncated_scratch {
+            let who = super::setid::Changer::Process(req.pid());
+            st = self.clear_setid_bits(inode.ino, fd.as_fd(), st, who)?;
+        }
         if let Some((rel, _)) = changing {
             let op = if size.is_some() {
                 "truncate"
@@ -1223,9 +1255,14 @@ impl VeilFs {
             None
         };
         // A masked file is edited through a scratch copy of its view (masked_edit.rs).
+        let who = super::setid::Changer::Process(req.pid());
         if wants_write
-            && let Some(fh) =
-                self.open_masked_edit(inode, wrel.as_ref().map(|w| (w.0.as_path(), w.1)), flags)?
+            && let Some(fh) = self.open_masked_edit(
+                inode,
+                wrel.as_ref().map(|w| (w.0.as_path(), w.1)),
+                flags,
+                who,
+            )?
         {
             let h = self.handle(FileHandle(fh), INodeNo(inode.ino))?;
             let st = self.masked_edit_stat(&h)?.ok_or(Errno::EIO)?;
@@ -1275,6 +1312,7 @@ impl VeilFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
+        who: super::setid::Changer,
     ) -> Result<u32, Errno> {
         self.guard()?;
         let h = self.handle(fh, ino)?;
@@ -1305,9 +1343,31 @@ impl VeilFs {
                 Err(e) => return Err(errno_of(&e)),
             }
         }
-        h.wrote.store(true, Ordering::Relaxed);
-        self.note_own_change_of(h.file.as_fd());
+        self.wrote_through(&h, who)?;
         Ok(n as u32)
+    }
+
+    /// After a change of the bytes through handle `h` by `who`: marks the handle written,
+    /// notes the change as veilfs's own, and clears the set-id bits it clears ([`setid`]; a
+    /// masked edit's when it is merged into the real file).
+    ///
+    /// [`setid`]: super::setid
+    fn wrote_through(&self, h: &Handle, who: super::setid::Changer) -> Result<(), Errno> {
+        h.wrote.store(true, Ordering::Relaxed);
+        let Ok(st) = backing::stat_fd(h.file.as_fd()) else {
+            return Ok(());
+        };
+        self.copies.note_own_change(&st);
+        if super::setid::bits_to_clear(st.mode) == 0 && h.masked.is_none() {
+            return Ok(());
+        }
+        if h.masked.is_some() {
+            // The scratch copy's mode means nothing: the real file's is checked at the merge.
+            h.clear_setid.fetch_or(who.clears(), Ordering::Relaxed);
+            return Ok(());
+        }
+        self.clear_setid_bits(h.ino, h.file.as_fd(), st, who)
+            .map(|_| ())
     }
 
     /// A change through the open file `h` goes only to a file still at the path its pre-image
@@ -1358,6 +1418,7 @@ impl VeilFs {
         offset: u64,
         length: u64,
         mode: i32,
+        who: super::setid::Changer,
     ) -> Result<(), Errno> {
         self.guard()?;
         let h = self.handle(fh, ino)?;
@@ -1370,9 +1431,7 @@ impl VeilFs {
         if let Err(e) = rustix::fs::fallocate(&h.file, mode, offset, length) {
             return Err(errno_of(&std::io::Error::from(e)));
         }
-        h.wrote.store(true, Ordering::Relaxed);
-        self.note_own_change_of(h.file.as_fd());
-        Ok(())
+        self.wrote_through(&h, who)
     }
 
     pub(super) fn do_setxattr(

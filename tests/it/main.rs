@@ -47,6 +47,7 @@ mod rollback_speed;
 mod run;
 mod running_binary;
 mod scan_cli;
+mod setid;
 mod snapshot;
 mod text_views;
 mod watermarks;
