@@ -386,8 +386,8 @@ pub struct CacheCfg {
     /// the same folder, so unchanged files are not scanned again (default true).
     pub persist_scans: bool,
     /// Read-only mounts with redaction: threads that scan the files a directory listing shows
-    /// before the agent reads them (the first `grep -r` of a tree); 0 = off (default: 0, see
-    /// benches/README.md: on two busy cores the extra threads cost more than they saved).
+    /// before the agent reads them (the first `grep -r` of a tree); 0 = off (default: 1, see
+    /// benches/README.md, "Session 15": one thread paid on a quiet and on a busy machine).
     pub scan_ahead: usize,
 }
 
@@ -400,7 +400,7 @@ impl Default for CacheCfg {
             write_ttl_ms: 1000,
             no_open: true,
             persist_scans: true,
-            scan_ahead: 0,
+            scan_ahead: 1,
         }
     }
 }
