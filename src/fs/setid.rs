@@ -60,11 +60,28 @@ impl Changer {
             Changer::Told(clear) => clear,
             // pid 0: the caller is outside veilfs's pid namespace.
             Changer::Process(0) => true,
-            Changer::Process(pid) => std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| status_has_fsetid(&s))
-                .is_none_or(|keeps| !keeps),
+            Changer::Process(pid) => {
+                !(in_our_user_namespace(pid)
+                    && std::fs::read_to_string(format!("/proc/{pid}/status"))
+                        .ok()
+                        .and_then(|s| status_has_fsetid(&s))
+                        .unwrap_or(false))
+            }
         }
+    }
+}
+
+/// Whether the process `pid` is in veilfs's user namespace. The capabilities its status shows
+/// are relative to its own namespace: root in a namespace it made (`unshare -r`) shows every
+/// capability, and the kernel, which checks against the initial namespace, would still clear
+/// the bits. Unreadable: no.
+fn in_our_user_namespace(pid: u32) -> bool {
+    match (
+        std::fs::read_link(format!("/proc/{pid}/ns/user")),
+        std::fs::read_link("/proc/self/ns/user"),
+    ) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        _ => false,
     }
 }
 
@@ -150,5 +167,33 @@ mod tests {
         // This test process: as root it holds CAP_FSETID, as a normal user not.
         let me = Changer::Process(std::process::id());
         assert_eq!(me.clears(), !rustix::process::geteuid().is_root());
+    }
+
+    /// Root of a user namespace of its own shows every capability in its status, but the
+    /// kernel would clear the bits for it: so does veilfs.
+    #[test]
+    fn root_of_another_user_namespace_loses_the_bits() {
+        assert!(in_our_user_namespace(std::process::id()));
+        let Ok(mut child) = std::process::Command::new("unshare")
+            .args(["-r", "sleep", "5"])
+            .spawn()
+        else {
+            panic!("unshare (util-linux) is needed");
+        };
+        let pid = child.id();
+        // The child is `sleep` in its namespace once /proc shows a namespace other than ours.
+        let moved = (0..1000).any(|_| {
+            let done = !in_our_user_namespace(pid)
+                && std::fs::read_link(format!("/proc/{pid}/ns/user")).is_ok();
+            if !done {
+                std::thread::park_timeout(std::time::Duration::from_millis(5));
+            }
+            done
+        });
+        let clears = Changer::Process(pid).clears();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(moved, "unshare -r never entered a namespace of its own");
+        assert!(clears);
     }
 }
