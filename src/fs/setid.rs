@@ -12,9 +12,10 @@
 //! - a `chown` clears both bits: the real filesystem does that too.
 //!
 //! The kernel tells veilfs whether the writer holds `CAP_FSETID` on a WRITE only (a flag); for
-//! a truncate, an `O_TRUNC` open and `fallocate` veilfs reads it from `/proc/PID/status`, and
-//! only when the file has a bit to clear. A caller it cannot read is taken to lack it: the
-//! bits are cleared, which is the safe side.
+//! a truncate, an `O_TRUNC` open, `fallocate` and `copy_file_range` veilfs reads it from
+//! `/proc/PID/status`, only when the file has a bit to clear, and counts it only for a process
+//! in veilfs's own user namespace. A caller it cannot read is taken to lack it: the bits are
+//! cleared, which is the safe side.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
