@@ -76,7 +76,11 @@ fn mode_of(p: &Path) -> u32 {
 }
 
 fn mount(scope: &Path, mode: &str, store: &Path) -> Mount {
-    let prof = common::write_profile(store.parent().unwrap(), "p.toml", PROFILE);
+    mount_with(scope, mode, store, PROFILE)
+}
+
+fn mount_with(scope: &Path, mode: &str, store: &Path, profile: &str) -> Mount {
+    let prof = common::write_profile(store.parent().unwrap(), "p.toml", profile);
     let m = Mount::start(
         scope,
         &[
@@ -170,5 +174,61 @@ fn many_writes_to_one_file_ask_for_its_capabilities_once() {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("{mode}: {line}"));
         assert!(n <= 2, "{mode}: {n} lookups for 200 writes: {line}");
+    }
+}
+
+/// The two write paths whose changes reach the real file later: a masked edit (merged at close)
+/// and deferred apply (a private copy applied in a batch). The bits go all the same.
+#[test]
+fn masked_edits_and_deferred_writes_clear_set_id_bits_too() {
+    const SECRET: &str = "token: ghp_Zr8Kq2mVx7LpT4wNc9HbY3dFs6JgQ1eRu5Ak\n";
+    let cases = [
+        (
+            "masked edit",
+            "version = 1\nname = \"m\"\n[redaction]\nrule_sets = [\"secrets\"]\n",
+            SECRET,
+        ),
+        (
+            "deferred apply",
+            "version = 1\nname = \"d\"\n[redaction]\nrule_sets = []\n[write]\napply = \"deferred\"\n",
+            "port: 5432\n",
+        ),
+    ];
+    for (what, profile, content) in cases {
+        let scope = tempfile::tempdir().unwrap();
+        fs::set_permissions(scope.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let f = scope.path().join("conf.yaml");
+        fs::write(&f, content).unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o6777)).unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let store = store.path().join("s");
+        let m = mount_with(scope.path(), "snapshot", &store, profile);
+        as_nobody(&m.mp, "printf 'user: app\\n' >> conf.yaml");
+        let (status, log) = m.stop();
+        assert!(status.success(), "{what}: {log}");
+        // The change took the path the case is about.
+        let store = store.to_str().unwrap();
+        let (_, sessions, _) = veilfs(&["log", "--store", store]);
+        let session = sessions
+            .lines()
+            .last()
+            .and_then(|l| l.split_whitespace().next());
+        let (_, changes, _) = veilfs(&["log", "--store", store, "--session", session.unwrap()]);
+        let path = if what == "masked edit" {
+            "masked-edit merged"
+        } else {
+            "write pending (deferred apply)"
+        };
+        assert!(
+            changes.contains(path),
+            "{what}: not through its path:\n{changes}"
+        );
+        let now = fs::read_to_string(&f).unwrap();
+        assert!(
+            now.ends_with("user: app\n"),
+            "{what}: the edit never arrived: {now}"
+        );
+        assert!(now.starts_with(content), "{what}: {now}");
+        assert_eq!(mode_of(&f), 0o0777, "{what}: the real file's mode");
     }
 }
