@@ -1473,15 +1473,21 @@ mod tests {
         }
     }
 
-    /// Records overwrite zeros written ahead of them (an fdatasync then commits no metadata);
-    /// the end of the session cuts the zeros, and every sync is claimed by the next record.
-    #[test]
-    fn records_go_over_zeros_written_ahead_and_the_end_trims_them() {
+    /// A new session in a temp store with one synced record after its start, and its file.
+    fn session_with_one_synced_record() -> (tempfile::TempDir, Store, SessionWriter, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let s = Store::create_or_open(d.path()).unwrap();
         let w = s.new_session(start()).unwrap();
         w.append(change("a")).unwrap();
         let p = s.session_path(w.id());
+        (d, s, w, p)
+    }
+
+    /// Records overwrite zeros written ahead of them (an fdatasync then commits no metadata);
+    /// the end of the session cuts the zeros, and every sync is claimed by the next record.
+    #[test]
+    fn records_go_over_zeros_written_ahead_and_the_end_trims_them() {
+        let (_d, s, w, p) = session_with_one_synced_record();
         let data = fs::read(&p).unwrap();
         assert_eq!(data.len() as u64, PREALLOC, "zeros ahead of the records");
         let end = data.iter().position(|b| *b == 0).unwrap();
@@ -1522,11 +1528,7 @@ mod tests {
     /// the bytes had been synced are the disk losing durable records: corrupt, naming the line.
     #[test]
     fn zeros_before_unsynced_records_are_a_torn_tail_and_before_synced_ones_corruption() {
-        let d = tempfile::tempdir().unwrap();
-        let s = Store::create_or_open(d.path()).unwrap();
-        let w = s.new_session(start()).unwrap();
-        w.append(change("a")).unwrap();
-        let p = s.session_path(w.id());
+        let (_d, s, w, p) = session_with_one_synced_record();
         let synced = fs::read(&p).unwrap().iter().position(|b| *b == 0).unwrap();
         w.append_lazy(change("b")).unwrap();
         w.append_lazy(change("c")).unwrap();
