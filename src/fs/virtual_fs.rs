@@ -69,6 +69,10 @@ pub(super) struct VEntry {
 #[derive(Default)]
 pub(super) struct VirtualTable {
     inner: RwLock<VTables>,
+    /// How many there are: every request asks [`Self::get`] of its inode, and while the
+    /// kernel knows none (a mount whose decoys nobody looked up) the answer must not cost a
+    /// lock the request threads would pass between CPUs.
+    live: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -85,6 +89,10 @@ pub(super) struct VHandle {
 
 impl VirtualTable {
     pub(super) fn get(&self, ino: u64) -> Option<Arc<VEntry>> {
+        // The count rises before the kernel is told the inode, so a request naming it sees it.
+        if self.live.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -120,6 +128,7 @@ impl VirtualTable {
         });
         t.by_ino.insert(v.ino, v.clone());
         t.by_loc.insert(key, v.ino);
+        self.live.store(t.by_ino.len(), Ordering::Release);
         v
     }
 
@@ -132,6 +141,7 @@ impl VirtualTable {
         v.nlookup.store(left, Ordering::Relaxed);
         if left == 0 {
             t.by_ino.remove(&ino);
+            self.live.store(t.by_ino.len(), Ordering::Release);
             let key = (v.parent, v.name.clone());
             if t.by_loc.get(&key) == Some(&ino) {
                 t.by_loc.remove(&key);
