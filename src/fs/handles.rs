@@ -121,7 +121,7 @@ impl VeilFs {
             && self.cfg.passthrough
             && self.passthrough_ok.load(Ordering::Relaxed);
         let (io, passthrough_id) = self.register_io(inode.ino, want_passthrough, || {
-            reply.open_backing(&file).inspect_err(|e| {
+            super::setid::registered_without_fsetid(|| reply.open_backing(&file)).inspect_err(|e| {
                 debug!("passthrough unavailable for {}: {e}", rel.display());
             })
         });

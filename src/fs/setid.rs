@@ -86,6 +86,37 @@ fn in_our_user_namespace(pid: u32) -> bool {
     }
 }
 
+/// Runs `register` (the ioctl that registers a backing file for FUSE passthrough) with
+/// `CAP_FSETID` out of this thread's effective set, and puts it back after.
+///
+/// The kernel performs a passthrough file's reads and writes with the credentials of the
+/// thread that registered its backing file, never asking veilfs. Registered by root as is,
+/// every write through it would keep the set-id bits: a bit set on the file after the agent
+/// opened it (by root, on a file the agent may write) would survive the agent's writes, where
+/// Linux clears it for a writer without the capability. Without `CAP_FSETID` the real
+/// filesystem clears the bits on each such write itself, as for any unprivileged writer.
+/// (Files with a bit to clear when opened never pass through: see `open_file`.) Nothing else
+/// those credentials do needs the capability. When the capability cannot be dropped, the file
+/// is not registered (the caller serves it through veilfs instead).
+pub(super) fn registered_without_fsetid<T>(
+    register: impl FnOnce() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+    let held = capabilities(None)?;
+    if !held.effective.contains(CapabilitySet::FSETID) {
+        return register();
+    }
+    let mut without = held;
+    without.effective.remove(CapabilitySet::FSETID);
+    set_capabilities(None, without)?;
+    let registered = register();
+    if let Err(e) = set_capabilities(None, held) {
+        // This thread's own writes to real files would clear set-id bits from now on.
+        tracing::error!("cannot take CAP_FSETID back after registering a passthrough file: {e}");
+    }
+    registered
+}
+
 /// `security.capability` lookups answered: the kernel's check before a write, once per inode
 /// when `FUSE_HANDLE_KILLPRIV_V2` took (reported at unmount).
 static CAPABILITY_LOOKUPS: AtomicU64 = AtomicU64::new(0);
@@ -131,6 +162,15 @@ impl VeilFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_passthrough_file_is_registered_without_cap_fsetid_and_the_thread_gets_it_back() {
+        use rustix::thread::{CapabilitySet, capabilities};
+        let before = capabilities(None).unwrap();
+        let during = registered_without_fsetid(|| Ok(capabilities(None)?)).unwrap();
+        assert!(!during.effective.contains(CapabilitySet::FSETID));
+        assert_eq!(capabilities(None).unwrap(), before);
+    }
 
     #[test]
     fn setuid_always_goes_and_setgid_only_with_group_execute() {

@@ -232,3 +232,87 @@ fn masked_edits_and_deferred_writes_clear_set_id_bits_too() {
         assert_eq!(mode_of(&f), 0o0777, "{what}: the real file's mode");
     }
 }
+
+/// What `python3 -c HOLD_AND_WRITE FILE` does as the writer: opens FILE for writing, says so,
+/// waits for a line on stdin, then writes through the descriptor it held.
+const HOLD_AND_WRITE: &str = "import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+print('opened', flush=True)
+sys.stdin.readline()
+os.pwrite(fd, b'X', 0)
+os.close(fd)
+";
+
+/// FUSE passthrough (`[write] passthrough_writes`, root mounts) writes with the credentials the
+/// file was registered with and never asks veilfs. Registered with root's CAP_FSETID, a
+/// set-user-ID bit put on a file the agent already held open for writing survived the agent's
+/// writes, where Linux clears it: a way to a root set-user-ID program the agent could rewrite.
+/// (Worse with FUSE_HANDLE_KILLPRIV_V2: the kernel then leaves the clearing to the server's
+/// WRITE, which a passthrough write never sends.) The write must clear it; fuser's request log
+/// shows that it passed through (no WRITE reached veilfs).
+#[test]
+fn a_set_id_bit_set_while_a_passthrough_writer_holds_the_file_is_cleared_by_its_write() {
+    use std::io::{BufRead, Write};
+    const PROFILE_PT: &str = "version = 1\nname = \"pt\"\n[redaction]\nrule_sets = []\n\
+        [write]\npassthrough_writes = true\n[breaker]\nmax_overwritten_bytes = 0\n";
+    let scope = tempfile::tempdir().unwrap();
+    fs::set_permissions(scope.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let real = scope.path().join("tool");
+    fs::write(&real, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o666)).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let store = store.path().join("s");
+    let prof = common::write_profile(store.parent().unwrap(), "p.toml", PROFILE_PT);
+    let m = Mount::start_env(
+        scope.path(),
+        &[
+            "--mode",
+            "snapshot",
+            "--allow-other",
+            "--profile",
+            prof.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        // Every request in the log, to see that the write never reached veilfs.
+        &[("RUST_LOG", Path::new("info,fuser=debug"))],
+    );
+    fs::set_permissions(m.mp.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut writer = Command::new("python3")
+        .arg("-c")
+        .arg(HOLD_AND_WRITE)
+        .arg("tool")
+        .current_dir(&m.mp)
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the writer as nobody");
+    let mut said = String::new();
+    std::io::BufReader::new(writer.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said, "opened\n", "the writer did not open the file");
+    // Root makes it set-user-ID while the writer holds it (a root program it may write).
+    fs::set_permissions(m.path("tool"), fs::Permissions::from_mode(0o4777)).unwrap();
+    writer.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(writer.wait().unwrap().success(), "the writer failed");
+    assert_eq!(fs::read_to_string(&real).unwrap(), "X!/bin/sh\n");
+    assert_eq!(
+        mode_of(&real),
+        0o0777,
+        "the real file kept its set-user-ID bit"
+    );
+    let (status, log) = m.stop();
+    assert!(status.success(), "{log}");
+    let requests: Vec<&str> = log.lines().filter(|l| l.contains(") ino 0x")).collect();
+    assert!(
+        requests.iter().any(|l| l.contains(" OPEN ")),
+        "no request log:\n{log}"
+    );
+    assert!(
+        !requests.iter().any(|l| l.contains(" WRITE ")),
+        "the write reached veilfs, not passed through (the test proves nothing then):\n{log}"
+    );
+}
