@@ -80,8 +80,18 @@ fn mount(scope: &Path, mode: &str, store: &Path) -> Mount {
 }
 
 fn mount_with(scope: &Path, mode: &str, store: &Path, profile: &str) -> Mount {
+    mount_env(scope, mode, store, profile, &[])
+}
+
+fn mount_env(
+    scope: &Path,
+    mode: &str,
+    store: &Path,
+    profile: &str,
+    env: &[(&str, &Path)],
+) -> Mount {
     let prof = common::write_profile(store.parent().unwrap(), "p.toml", profile);
-    let m = Mount::start(
+    let m = Mount::start_env(
         scope,
         &[
             // Info lines too: the count of lookups is logged at unmount.
@@ -94,6 +104,7 @@ fn mount_with(scope: &Path, mode: &str, store: &Path, profile: &str) -> Mount {
             "--store",
             store.to_str().unwrap(),
         ],
+        env,
     );
     // The mount point's temp parent is private to root.
     fs::set_permissions(m.mp.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -261,23 +272,14 @@ fn a_set_id_bit_set_while_a_passthrough_writer_holds_the_file_is_cleared_by_its_
     fs::write(&real, "#!/bin/sh\n").unwrap();
     fs::set_permissions(&real, fs::Permissions::from_mode(0o666)).unwrap();
     let store = tempfile::tempdir().unwrap();
-    let store = store.path().join("s");
-    let prof = common::write_profile(store.parent().unwrap(), "p.toml", PROFILE_PT);
-    let m = Mount::start_env(
+    let m = mount_env(
         scope.path(),
-        &[
-            "--mode",
-            "snapshot",
-            "--allow-other",
-            "--profile",
-            prof.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
+        "snapshot",
+        &store.path().join("s"),
+        PROFILE_PT,
         // Every request in the log, to see that the write never reached veilfs.
         &[("RUST_LOG", Path::new("info,fuser=debug"))],
     );
-    fs::set_permissions(m.mp.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
     let mut writer = Command::new("python3")
         .arg("-c")
         .arg(HOLD_AND_WRITE)
